@@ -1,0 +1,187 @@
+//! Typed configuration of the control plane: command-line flags with
+//! `SLUICE_*` environment fallbacks, plus an optional TOML file for
+//! structured settings (trusted external issuers). Validated at start-up;
+//! errors name the key. Secrets (the master key) never live in this file.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Directory for local state (SQLite database, generated master key).
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = ".sluice/control-plane")]
+    pub data_dir: PathBuf,
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB. Default: SQLite in the data directory.
+    #[arg(long, env = "SLUICE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// File holding the master (key-encryption) key. SLUICE_MASTER_KEY takes precedence.
+    #[arg(long, env = "SLUICE_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Optional TOML file with trusted external issuers and admin groups.
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Public base URL of the HTTP API; the built-in issuer's `iss`.
+    #[arg(long, env = "SLUICE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// HTTP listen address (REST API, console, metrics).
+    #[arg(long, env = "SLUICE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// gRPC listen address for agents (mTLS).
+    #[arg(long, env = "SLUICE_GRPC_ADDR", default_value = "127.0.0.1:8443")]
+    pub grpc_addr: SocketAddr,
+    /// Host names and IPs for the gRPC server certificate (comma-separated).
+    #[arg(
+        long,
+        env = "SLUICE_GRPC_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1"
+    )]
+    pub grpc_hosts: Vec<String>,
+    /// How long agents may enforce a snapshot without reaching the control plane.
+    #[arg(long, env = "SLUICE_SNAPSHOT_MAX_STALENESS", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub snapshot_max_staleness: Duration,
+}
+
+/// Settings from the optional TOML file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Groups (from any trusted issuer) whose members get the admin role.
+    #[serde(default)]
+    pub admin_groups: Vec<String>,
+    #[serde(default)]
+    pub issuers: Vec<ExternalIssuerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalIssuerConfig {
+    /// Exact `iss` value; discovery is fetched from `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Skip discovery and fetch keys from here.
+    pub jwks_url: Option<String>,
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u32,
+    /// How often keys are re-fetched (rotation), e.g. "5m".
+    #[serde(default = "default_refresh", with = "humantime_serde_compat")]
+    pub refresh: Duration,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_subject_claim() -> String {
+    "sub".into()
+}
+fn default_leeway() -> u32 {
+    60
+}
+fn default_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+
+mod humantime_serde_compat {
+    use serde::Deserialize as _;
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<std::time::Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl FileConfig {
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("SLUICE_CONFIG: cannot read {}", path.display()))?;
+        let cfg: Self = toml::from_str(&text)
+            .with_context(|| format!("SLUICE_CONFIG: {} is invalid", path.display()))?;
+        for (i, iss) in cfg.issuers.iter().enumerate() {
+            if !(iss.issuer.starts_with("https://") || iss.issuer.starts_with("http://")) {
+                bail!("SLUICE_CONFIG: issuers[{i}].issuer must be an http(s) URL");
+            }
+            if iss.audiences.is_empty() {
+                bail!("SLUICE_CONFIG: issuers[{i}].audiences must name at least one audience");
+            }
+            if let Some(bad) = iss
+                .algorithms
+                .iter()
+                .find(|a| a.starts_with("HS") || a.eq_ignore_ascii_case("none"))
+            {
+                bail!(
+                    "SLUICE_CONFIG: issuers[{i}].algorithms: `{bad}` is not allowed (asymmetric algorithms only)"
+                );
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+impl CommonArgs {
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("sluice.db").display()
+            )
+        })
+    }
+
+    pub fn uses_default_sqlite(&self) -> bool {
+        self.database_url.is_none()
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http_addr))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    pub fn file_config(&self) -> anyhow::Result<FileConfig> {
+        match &self.config {
+            Some(path) => FileConfig::load(path),
+            None => Ok(FileConfig::default()),
+        }
+    }
+
+    /// Resolves the master key: `SLUICE_MASTER_KEY`, then the key file,
+    /// then `<data_dir>/master.key`, generated on first start only for the
+    /// single-node SQLite default (HA replicas must share one key, so they
+    /// must be given it).
+    pub fn master_key(&self) -> anyhow::Result<crate::vault::MasterKey> {
+        use crate::vault::MasterKey;
+        if let Ok(text) = std::env::var("SLUICE_MASTER_KEY") {
+            return Ok(MasterKey::parse(&text, "SLUICE_MASTER_KEY")?);
+        }
+        if let Some(path) = &self.master_key_file {
+            return Ok(MasterKey::from_file(path)?);
+        }
+        let path = self.data_dir.join("master.key");
+        if path.exists() {
+            return Ok(MasterKey::from_file(&path)?);
+        }
+        if self.uses_default_sqlite() {
+            tracing::warn!(path = %path.display(), "no master key configured: generated one; back it up, or set SLUICE_MASTER_KEY_FILE");
+            return Ok(MasterKey::generate_file(&path)?);
+        }
+        Err(crate::vault::VaultError::Missing.into())
+    }
+}

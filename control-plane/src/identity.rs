@@ -1,0 +1,220 @@
+//! Who is calling: the built-in token issuer and the set of trusted
+//! issuers (built-in plus configured external OIDC providers).
+//!
+//! Verification itself lives in `sluice-identity` so agents verify tokens
+//! with exactly the same code. This module owns the I/O around it: OIDC
+//! discovery, JWKS fetching and rotation, and minting tokens.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use sluice_identity::{Identity, IssuerKey, TokenClaims, TrustedIssuer, Verifier, VerifyError};
+
+use crate::config::ExternalIssuerConfig;
+
+/// The audience of tokens minted by the built-in issuer.
+pub const AUDIENCE: &str = "sluice";
+
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    pub subject: String,
+    pub groups: Vec<String>,
+    pub roles: Vec<String>,
+    pub ttl: Duration,
+    pub service_account: bool,
+}
+
+pub struct IdentityService {
+    issuer_url: String,
+    key: IssuerKey,
+    admin_groups: Vec<String>,
+    externals: Vec<ExternalIssuerConfig>,
+    /// Current JWKS of each external issuer (same order as `externals`).
+    external_jwks: RwLock<Vec<Option<String>>>,
+    verifier: RwLock<Arc<Verifier>>,
+}
+
+impl IdentityService {
+    pub fn new(
+        issuer_url: String,
+        key: IssuerKey,
+        admin_groups: Vec<String>,
+        externals: Vec<ExternalIssuerConfig>,
+    ) -> anyhow::Result<Self> {
+        let n = externals.len();
+        let svc = Self {
+            issuer_url,
+            key,
+            admin_groups,
+            externals,
+            external_jwks: RwLock::new(vec![None; n]),
+            verifier: RwLock::new(Arc::new(Verifier::new(&[])?)),
+        };
+        svc.rebuild()?;
+        Ok(svc)
+    }
+
+    pub fn issuer_url(&self) -> &str {
+        &self.issuer_url
+    }
+
+    /// The built-in issuer's JWKS document.
+    pub fn jwks(&self) -> serde_json::Value {
+        sluice_identity::jwks(&[&self.key])
+    }
+
+    /// Every issuer agents and the API must trust, with current keys.
+    pub fn trusted_issuers(&self) -> Vec<TrustedIssuer> {
+        let mut out = vec![TrustedIssuer {
+            issuer: self.issuer_url.clone(),
+            audiences: vec![AUDIENCE.to_owned()],
+            algorithms: vec!["EdDSA".to_owned()],
+            jwks_json: self.jwks().to_string(),
+            groups_claim: "groups".to_owned(),
+            subject_claim: "sub".to_owned(),
+            leeway_seconds: 30,
+        }];
+        let jwks = self.external_jwks.read().unwrap_or_else(|e| e.into_inner());
+        for (cfg, keys) in self.externals.iter().zip(jwks.iter()) {
+            // An issuer whose keys were never fetched is still listed with
+            // an empty key set: its tokens fail closed with "unknown key".
+            out.push(TrustedIssuer {
+                issuer: cfg.issuer.clone(),
+                audiences: cfg.audiences.clone(),
+                algorithms: cfg.algorithms.clone(),
+                jwks_json: keys.clone().unwrap_or_else(|| r#"{"keys":[]}"#.to_owned()),
+                groups_claim: cfg.groups_claim.clone(),
+                subject_claim: cfg.subject_claim.clone(),
+                leeway_seconds: cfg.leeway_seconds,
+            });
+        }
+        out
+    }
+
+    fn rebuild(&self) -> anyhow::Result<()> {
+        let verifier = Verifier::new(&self.trusted_issuers())?;
+        *self.verifier.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(verifier);
+        Ok(())
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Identity, VerifyError> {
+        let verifier = self
+            .verifier
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        verifier.verify(token, unix_now())
+    }
+
+    pub fn is_admin(&self, id: &Identity) -> bool {
+        id.roles.iter().any(|r| r == "admin")
+            || id.groups.iter().any(|g| self.admin_groups.contains(g))
+    }
+
+    /// Mints a token with the built-in issuer.
+    pub fn issue(&self, req: &TokenRequest) -> anyhow::Result<(String, u64)> {
+        let now = unix_now();
+        let exp = now + req.ttl.as_secs().max(1);
+        let claims = TokenClaims {
+            iss: self.issuer_url.clone(),
+            sub: req.subject.clone(),
+            aud: vec![AUDIENCE.to_owned()],
+            exp,
+            iat: now,
+            nbf: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            groups: req.groups.clone(),
+            roles: req.roles.clone(),
+            sluice_kind: req.service_account.then(|| "service_account".to_owned()),
+        };
+        Ok((self.key.sign(&claims)?, exp))
+    }
+
+    /// Fetches every external issuer's JWKS once; returns true if any
+    /// issuer's keys changed (agents then need a new snapshot).
+    pub async fn refresh_external(&self, http: &reqwest::Client) -> bool {
+        let mut changed = false;
+        for (i, cfg) in self.externals.iter().enumerate() {
+            match fetch_jwks(http, cfg).await {
+                Ok(jwks) => {
+                    let mut all = self
+                        .external_jwks
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner());
+                    if all.get(i).and_then(|k| k.as_deref()) != Some(jwks.as_str()) {
+                        tracing::info!(issuer = %cfg.issuer, "trusted issuer keys updated");
+                        if let Some(slot) = all.get_mut(i) {
+                            *slot = Some(jwks);
+                        }
+                        changed = true;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(issuer = %cfg.issuer, error = %e, "could not refresh issuer keys; keeping the last known keys")
+                }
+            }
+        }
+        if changed {
+            if let Err(e) = self.rebuild() {
+                tracing::error!(error = %e, "fetched issuer keys are unusable");
+            }
+        }
+        changed
+    }
+
+    pub fn refresh_interval(&self) -> Option<Duration> {
+        self.externals.iter().map(|c| c.refresh).min()
+    }
+
+    pub fn has_externals(&self) -> bool {
+        !self.externals.is_empty()
+    }
+}
+
+async fn fetch_jwks(http: &reqwest::Client, cfg: &ExternalIssuerConfig) -> anyhow::Result<String> {
+    let jwks_url = match &cfg.jwks_url {
+        Some(u) => u.clone(),
+        None => {
+            let discovery = format!(
+                "{}/.well-known/openid-configuration",
+                cfg.issuer.trim_end_matches('/')
+            );
+            let doc: serde_json::Value = http
+                .get(&discovery)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            if doc.get("issuer").and_then(|v| v.as_str()) != Some(cfg.issuer.as_str()) {
+                anyhow::bail!("discovery document at {discovery} names a different issuer");
+            }
+            doc.get("jwks_uri")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("discovery document at {discovery} has no jwks_uri")
+                })?
+                .to_owned()
+        }
+    };
+    let jwks: serde_json::Value = http
+        .get(&jwks_url)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    if !jwks.get("keys").is_some_and(|k| k.is_array()) {
+        anyhow::bail!("{jwks_url} is not a JWKS document");
+    }
+    Ok(jwks.to_string())
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,226 @@
+//! The Sluice control plane.
+//!
+//! Owns identity configuration, resources, the credential vault, policies
+//! (validation, storage, per-agent compilation and signing), agent
+//! enrollment and the audit trail. Serves the REST API and console over
+//! HTTP and the agent service over mutually authenticated gRPC. Apart from
+//! its database it is stateless, so replicas can share one PostgreSQL.
+//!
+//! It must never return a credential's secret through the API, log it, or
+//! send it anywhere but to the agent that serves a resource using it.
+
+pub mod api;
+pub mod config;
+pub mod grpc;
+pub mod identity;
+pub mod keys;
+pub mod metrics;
+pub mod registry;
+pub mod snapshot;
+pub mod store;
+pub mod vault;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::{
+    config::{CommonArgs, ServeArgs},
+    identity::IdentityService,
+    keys::Keys,
+    metrics::Metrics,
+    registry::AgentRegistry,
+    store::Store,
+    vault::Vault,
+};
+
+/// Shared state of one control plane replica.
+pub struct ControlPlane {
+    pub store: Store,
+    pub vault: Vault,
+    pub keys: Keys,
+    pub identity: IdentityService,
+    pub registry: AgentRegistry,
+    pub metrics: Metrics,
+    /// Carries the latest configuration revision to every agent stream.
+    pub changes: watch::Sender<u64>,
+    pub max_staleness: Duration,
+}
+
+impl ControlPlane {
+    /// Opens the database, the vault and the keys.
+    pub async fn open(common: &CommonArgs, max_staleness: Duration) -> anyhow::Result<Arc<Self>> {
+        let file_config = common.file_config()?;
+        if common.uses_default_sqlite() {
+            std::fs::create_dir_all(&common.data_dir).with_context(|| {
+                format!(
+                    "SLUICE_DATA_DIR: cannot create {}",
+                    common.data_dir.display()
+                )
+            })?;
+        }
+        let master_key = common.master_key()?;
+        let url = common.database_url();
+        let store = Store::connect(&url)
+            .await
+            .with_context(|| format!("cannot open the database at {}", store::redact_url(&url)))?;
+        let vault = Vault::new(master_key);
+        let (keys, issuer_key) = Keys::load_or_create(&store, &vault).await?;
+        let identity = IdentityService::new(
+            common.public_url(),
+            issuer_key,
+            file_config.admin_groups,
+            file_config.issuers,
+        )?;
+        let revision = store.revision().await?;
+        let (changes, _) = watch::channel(revision);
+        Ok(Arc::new(Self {
+            store,
+            vault,
+            keys,
+            identity,
+            registry: AgentRegistry::default(),
+            metrics: Metrics::default(),
+            changes,
+            max_staleness,
+        }))
+    }
+
+    /// Tells every attached agent that the configuration changed.
+    pub fn notify_change(&self, revision: u64) {
+        self.changes.send_if_modified(|current| {
+            if revision > *current {
+                *current = revision;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// Runs the HTTP API and the agent gRPC service until `shutdown` resolves.
+pub async fn serve(
+    common: CommonArgs,
+    args: ServeArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let cp = ControlPlane::open(&common, args.snapshot_max_staleness).await?;
+
+    let http_listener = tokio::net::TcpListener::bind(common.http_addr)
+        .await
+        .with_context(|| format!("SLUICE_HTTP_ADDR: cannot listen on {}", common.http_addr))?;
+    let grpc_listener = tokio::net::TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("SLUICE_GRPC_ADDR: cannot listen on {}", args.grpc_addr))?;
+
+    let server_cert = cp.keys.ca.issue_server_cert(&args.grpc_hosts)?;
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(
+            format!("{}{}", server_cert.cert_pem, cp.keys.ca.cert_pem()),
+            &server_cert.key_pem,
+        ))
+        .client_ca_root(tonic::transport::Certificate::from_pem(
+            cp.keys.ca.cert_pem(),
+        ))
+        // Enrollment happens before the agent has a certificate; `Attach`
+        // checks for one itself.
+        .client_auth_optional(true);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    // Revision poller: picks up changes made through other replicas (and
+    // anything else that bumps the revision) within a couple of seconds.
+    {
+        let cp = cp.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                match cp.store.revision().await {
+                    Ok(rev) => cp.notify_change(rev),
+                    Err(e) => tracing::warn!(error = %e, "cannot read configuration revision"),
+                }
+            }
+        });
+    }
+
+    // External issuers' keys: fetched now and refreshed for rotation.
+    if cp.identity.has_externals() {
+        let cp = cp.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default();
+            let every = cp
+                .identity
+                .refresh_interval()
+                .unwrap_or(Duration::from_secs(300));
+            loop {
+                if cp.identity.refresh_external(&http).await {
+                    match cp.store.touch_revision().await {
+                        Ok(rev) => cp.notify_change(rev),
+                        Err(e) => tracing::warn!(error = %e, "cannot record issuer key change"),
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
+
+    let grpc = {
+        let mut stop = stop_rx.clone();
+        let svc = sluice_proto::agent_service_server::AgentServiceServer::new(
+            grpc::AgentGrpc::new(cp.clone()),
+        );
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        tonic::transport::Server::builder()
+            .tls_config(tls)?
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.changed().await;
+            })
+    };
+
+    let http = {
+        let mut stop = stop_rx.clone();
+        let app = api::router(cp.clone());
+        axum::serve(
+            http_listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop.changed().await;
+        })
+    };
+
+    tracing::info!(
+        http = %common.http_addr,
+        grpc = %args.grpc_addr,
+        issuer = %cp.identity.issuer_url(),
+        ca_fingerprint = %cp.keys.ca.fingerprint(),
+        database = ?cp.store.engine(),
+        "control plane ready"
+    );
+    let (grpc_result, http_result) = tokio::join!(grpc, http);
+    grpc_result.context("gRPC server failed")?;
+    http_result.context("HTTP server failed")?;
+    cp.store.close().await;
+    tracing::info!("control plane stopped");
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! Audit event ingestion (idempotent by event id) and filtered listing.
+
+use sqlx::{Row as _, any::AnyRow};
+
+use super::{Result, Store};
+
+/// An audit event as stored; mirrors `sluice.agent.v1.AuditEvent`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredAuditEvent {
+    /// Ingestion order; the polling cursor.
+    pub cursor: i64,
+    pub id: String,
+    pub agent: String,
+    pub seq: i64,
+    pub time_ms: i64,
+    pub kind: String,
+    pub session_id: String,
+    pub subject: String,
+    pub groups: Vec<String>,
+    pub resource: String,
+    pub decision: String,
+    pub rule: String,
+    pub statement: String,
+    pub parameters: Vec<String>,
+    pub duration_us: i64,
+    pub rows: i64,
+    pub error: String,
+    pub client_addr: String,
+    pub attributes: serde_json::Value,
+    pub prev_hash: Option<Vec<u8>>,
+    pub hash: Option<Vec<u8>>,
+}
+
+/// Filters for listing audit events; `None` means "any".
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub subject: Option<String>,
+    pub resource: Option<String>,
+    /// Matches the event's decision (allow, deny, approve, error).
+    pub outcome: Option<String>,
+    pub kind: Option<String>,
+    pub session_id: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// Only events ingested after this cursor, oldest first.
+    pub after: Option<i64>,
+    pub limit: i64,
+}
+
+const AUDIT_COLUMNS: &str = "cursor, id, agent, seq, time_ms, kind, session_id, subject, groups_json, resource, decision, rule, statement, parameters_json, duration_us, rows_count, error, client_addr, attributes_json, prev_hash, hash";
+
+impl StoredAuditEvent {
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        let groups: String = r.try_get("groups_json")?;
+        let params: String = r.try_get("parameters_json")?;
+        let attrs: String = r.try_get("attributes_json")?;
+        Ok(Self {
+            cursor: r.try_get("cursor")?,
+            id: r.try_get("id")?,
+            agent: r.try_get("agent")?,
+            seq: r.try_get("seq")?,
+            time_ms: r.try_get("time_ms")?,
+            kind: r.try_get("kind")?,
+            session_id: r.try_get("session_id")?,
+            subject: r.try_get("subject")?,
+            groups: serde_json::from_str(&groups).unwrap_or_default(),
+            resource: r.try_get("resource")?,
+            decision: r.try_get("decision")?,
+            rule: r.try_get("rule")?,
+            statement: r.try_get("statement")?,
+            parameters: serde_json::from_str(&params).unwrap_or_default(),
+            duration_us: r.try_get("duration_us")?,
+            rows: r.try_get("rows_count")?,
+            error: r.try_get("error")?,
+            client_addr: r.try_get("client_addr")?,
+            attributes: serde_json::from_str(&attrs).unwrap_or(serde_json::Value::Null),
+            prev_hash: r.try_get("prev_hash")?,
+            hash: r.try_get("hash")?,
+        })
+    }
+}
+
+impl Store {
+    /// Stores a batch of events from one agent in one transaction. Events
+    /// already stored (same id: a redelivery after a lost ack) are skipped,
+    /// so delivery is effectively exactly-once. Returns how many were new.
+    pub async fn insert_audit_events(
+        &self,
+        agent: &str,
+        events: &[StoredAuditEvent],
+    ) -> Result<u64> {
+        let mut tx = self.pool().begin().await?;
+        let mut inserted = 0;
+        for e in events {
+            let done = sqlx::query(
+                "INSERT INTO audit_events (id, agent, seq, time_ms, kind, session_id, subject, groups_json, resource,
+                   decision, rule, statement, parameters_json, duration_us, rows_count, error, client_addr,
+                   attributes_json, prev_hash, hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&e.id)
+            .bind(agent)
+            .bind(e.seq)
+            .bind(e.time_ms)
+            .bind(&e.kind)
+            .bind(&e.session_id)
+            .bind(&e.subject)
+            .bind(serde_json::to_string(&e.groups).unwrap_or_else(|_| "[]".into()))
+            .bind(&e.resource)
+            .bind(&e.decision)
+            .bind(&e.rule)
+            .bind(&e.statement)
+            .bind(serde_json::to_string(&e.parameters).unwrap_or_else(|_| "[]".into()))
+            .bind(e.duration_us)
+            .bind(e.rows)
+            .bind(&e.error)
+            .bind(&e.client_addr)
+            .bind(if e.attributes.is_null() { "{}".to_owned() } else { e.attributes.to_string() })
+            .bind(e.prev_hash.clone())
+            .bind(e.hash.clone())
+            .execute(&mut *tx)
+            .await?;
+            inserted += done.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Lists events matching `filter`, oldest first. Without `after`, the
+    /// most recent `limit` events are returned.
+    pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<StoredAuditEvent>> {
+        let mut clauses: Vec<String> = Vec::new();
+        let mut text_binds: Vec<String> = Vec::new();
+        let mut int_binds: Vec<i64> = Vec::new();
+        // Text binds come first ($1..), then integers; keep numbering in step.
+        for (col, val) in [
+            ("subject", &filter.subject),
+            ("resource", &filter.resource),
+            ("decision", &filter.outcome),
+            ("kind", &filter.kind),
+            ("session_id", &filter.session_id),
+        ] {
+            if let Some(v) = val {
+                text_binds.push(v.clone());
+                clauses.push(format!("{col} = ${}", text_binds.len()));
+            }
+        }
+        let mut n = text_binds.len();
+        for (cond, val) in [
+            ("time_ms >= ", filter.since_ms),
+            ("time_ms <= ", filter.until_ms),
+            ("cursor > ", filter.after),
+        ] {
+            if let Some(v) = val {
+                int_binds.push(v);
+                n += 1;
+                clauses.push(format!("{cond}${n}"));
+            }
+        }
+        let where_sql = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let limit = filter.limit.clamp(1, 1000);
+        let sql = if filter.after.is_some() {
+            format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit_events {where_sql} ORDER BY cursor ASC LIMIT {limit}"
+            )
+        } else {
+            format!(
+                "SELECT * FROM (SELECT {AUDIT_COLUMNS} FROM audit_events {where_sql} ORDER BY cursor DESC LIMIT {limit}) AS recent ORDER BY cursor ASC"
+            )
+        };
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for t in &text_binds {
+            q = q.bind(t);
+        }
+        for i in &int_binds {
+            q = q.bind(*i);
+        }
+        let rows = q.fetch_all(self.pool()).await?;
+        rows.iter().map(StoredAuditEvent::from_row).collect()
+    }
+}

@@ -1,0 +1,211 @@
+//! The agent's audit log: events go to the durable spool before anything
+//! they describe is allowed to proceed, and are shipped to the control
+//! plane from there.
+//!
+//! The spool lives on one dedicated thread. Appends that arrive while a
+//! write is in flight are committed together with one fsync (group commit),
+//! so durability costs one sync per batch, not per event.
+
+use std::{path::Path, thread};
+
+use prost::Message as _;
+use sluice_proto as pb;
+use sluice_spool::{Spool, SpoolConfig, SpoolError};
+use tokio::sync::{mpsc, oneshot, watch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(
+        "audit spool is full ({limit} bytes); the control plane has not acknowledged events for a while"
+    )]
+    Full { limit: u64 },
+    #[error("audit spool cannot be written: {0}")]
+    Io(String),
+    #[error("audit log is shut down")]
+    Closed,
+}
+
+impl From<SpoolError> for AuditError {
+    fn from(e: SpoolError) -> Self {
+        match e {
+            SpoolError::Full { limit } => Self::Full { limit },
+            other => Self::Io(other.to_string()),
+        }
+    }
+}
+
+enum Cmd {
+    Append(Vec<u8>, oneshot::Sender<Result<u64, AuditError>>),
+    Read {
+        after: u64,
+        max: usize,
+        reply: oneshot::Sender<Result<Vec<(u64, Vec<u8>)>, AuditError>>,
+    },
+    Ack(u64),
+}
+
+/// Spool counters, published after every change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpoolStatus {
+    pub last_seq: u64,
+    pub acked_seq: u64,
+    pub pending: u64,
+    pub disk_bytes: u64,
+}
+
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::UnboundedSender<Cmd>,
+    status: watch::Receiver<SpoolStatus>,
+    agent: String,
+}
+
+impl AuditLog {
+    /// Opens the spool (recovering it after a crash) and starts its thread.
+    pub fn open(dir: &Path, max_bytes: u64, agent: String) -> Result<Self, AuditError> {
+        let spool = Spool::open(
+            dir,
+            SpoolConfig {
+                max_bytes,
+                ..SpoolConfig::default()
+            },
+        )?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (status_tx, status) = watch::channel(status_of(&spool));
+        thread::Builder::new()
+            .name("audit-spool".into())
+            .spawn(move || run(spool, rx, status_tx))
+            .map_err(|e| AuditError::Io(e.to_string()))?;
+        Ok(Self { tx, status, agent })
+    }
+
+    /// Durably records an event; returns its sequence number. Fills in the
+    /// id, time and agent if unset.
+    pub async fn record(&self, mut event: pb::AuditEvent) -> Result<u64, AuditError> {
+        if event.id.is_empty() {
+            event.id = uuid::Uuid::now_v7().to_string();
+        }
+        if event.time_unix_ms == 0 {
+            event.time_unix_ms = i64::try_from(crate::snapshot::now_ms()).unwrap_or(i64::MAX);
+        }
+        if event.agent.is_empty() {
+            event.agent.clone_from(&self.agent);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Append(event.encode_to_vec(), reply))
+            .map_err(|_| AuditError::Closed)?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Unacknowledged events after `after`, with their sequence numbers set.
+    pub async fn read_after(
+        &self,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<pb::AuditEvent>, AuditError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Read { after, max, reply })
+            .map_err(|_| AuditError::Closed)?;
+        let records = rx.await.map_err(|_| AuditError::Closed)??;
+        let mut out = Vec::with_capacity(records.len());
+        for (seq, bytes) in records {
+            match pb::AuditEvent::decode(bytes.as_slice()) {
+                Ok(mut e) => {
+                    e.seq = seq;
+                    out.push(e);
+                }
+                // Cannot happen unless the disk lies (the spool checks CRCs);
+                // an undecodable record is shipped as a marker, not dropped.
+                Err(err) => out.push(pb::AuditEvent {
+                    seq,
+                    id: format!("undecodable-{}-{seq}", self.agent),
+                    kind: "audit.corrupt".into(),
+                    agent: self.agent.clone(),
+                    error: err.to_string(),
+                    ..Default::default()
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn ack(&self, seq: u64) {
+        let _ = self.tx.send(Cmd::Ack(seq));
+    }
+
+    pub fn status(&self) -> watch::Receiver<SpoolStatus> {
+        self.status.clone()
+    }
+}
+
+fn status_of(s: &Spool) -> SpoolStatus {
+    SpoolStatus {
+        last_seq: s.last_seq(),
+        acked_seq: s.acked_seq(),
+        pending: s.pending_records(),
+        disk_bytes: s.disk_bytes(),
+    }
+}
+
+/// Most appends committed under one fsync.
+const MAX_GROUP: usize = 512;
+
+fn run(mut spool: Spool, mut rx: mpsc::UnboundedReceiver<Cmd>, status: watch::Sender<SpoolStatus>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut pending = vec![first];
+        while pending.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(cmd) => pending.push(cmd),
+                Err(_) => break,
+            }
+        }
+        let mut appends: Vec<(Vec<u8>, oneshot::Sender<Result<u64, AuditError>>)> = Vec::new();
+        for cmd in pending {
+            match cmd {
+                Cmd::Append(bytes, reply) => appends.push((bytes, reply)),
+                Cmd::Read { after, max, reply } => {
+                    let _ = reply.send(
+                        spool
+                            .read_after(after, max, 4 * 1024 * 1024)
+                            .map_err(AuditError::from),
+                    );
+                }
+                Cmd::Ack(seq) => {
+                    if let Err(e) = spool.ack(seq) {
+                        tracing::error!(seq, error = %e, "cannot record audit acknowledgement");
+                    }
+                }
+            }
+        }
+        if !appends.is_empty() {
+            let records: Vec<&[u8]> = appends.iter().map(|(b, _)| b.as_slice()).collect();
+            match spool.append_batch(&records) {
+                Ok(seqs) => {
+                    for ((_, reply), seq) in appends.into_iter().zip(seqs) {
+                        let _ = reply.send(Ok(seq));
+                    }
+                }
+                Err(SpoolError::Full { .. }) if appends.len() > 1 => {
+                    // All-or-nothing failed for the group: retry one by one
+                    // so whatever still fits is kept.
+                    for (bytes, reply) in appends {
+                        let _ = reply.send(spool.append(&bytes).map_err(AuditError::from));
+                    }
+                }
+                Err(e) => {
+                    let e = AuditError::from(e);
+                    tracing::error!(error = %e, "audit spool write failed; refusing the work it describes");
+                    for (_, reply) in appends {
+                        let _ = reply.send(Err(match &e {
+                            AuditError::Full { limit } => AuditError::Full { limit: *limit },
+                            other => AuditError::Io(other.to_string()),
+                        }));
+                    }
+                }
+            }
+        }
+        let _ = status.send(status_of(&spool));
+    }
+}

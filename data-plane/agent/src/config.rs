@@ -1,0 +1,78 @@
+//! Typed agent configuration: flags with `SLUICE_AGENT_*` / `SLUICE_*`
+//! environment fallbacks, validated at start-up.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// gRPC URL of the control plane.
+    #[arg(
+        long,
+        env = "SLUICE_CONTROL_PLANE",
+        default_value = "https://127.0.0.1:8443"
+    )]
+    pub control_plane: String,
+    /// One-time join token (only needed until the agent is enrolled).
+    #[arg(long, env = "SLUICE_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// Directory for the agent's key, certificate, snapshot cache and audit spool.
+    #[arg(long, env = "SLUICE_AGENT_STATE_DIR", default_value = ".sluice/agent")]
+    pub state_dir: PathBuf,
+    /// Address of the status endpoint (/status, /metrics, /healthz, /readyz).
+    #[arg(
+        long,
+        env = "SLUICE_AGENT_STATUS_ADDR",
+        default_value = "127.0.0.1:9190"
+    )]
+    pub status_addr: SocketAddr,
+    /// PostgreSQL listener address.
+    #[arg(
+        long,
+        env = "SLUICE_AGENT_POSTGRES_ADDR",
+        default_value = "127.0.0.1:15432"
+    )]
+    pub postgres_addr: SocketAddr,
+    /// Longest time to keep enforcing a snapshot without contact with the
+    /// control plane (the snapshot's own setting wins when shorter).
+    #[arg(long, env = "SLUICE_AGENT_MAX_STALENESS", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub max_staleness: Duration,
+    /// Maximum size of the on-disk audit spool; when full, sessions are refused.
+    #[arg(long, env = "SLUICE_AGENT_SPOOL_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub spool_max_bytes: u64,
+    /// Time allowed for a client to finish the PostgreSQL start-up handshake.
+    #[arg(long, env = "SLUICE_AGENT_STARTUP_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub startup_timeout: Duration,
+}
+
+impl AgentArgs {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let url: http::Uri = self.control_plane.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "SLUICE_CONTROL_PLANE: `{}` is not a URL",
+                self.control_plane
+            )
+        })?;
+        if url.scheme_str() != Some("https") || url.host().is_none() {
+            anyhow::bail!(
+                "SLUICE_CONTROL_PLANE: must be an https:// URL with a host, like https://127.0.0.1:8443"
+            );
+        }
+        if self.max_staleness.is_zero() {
+            anyhow::bail!("SLUICE_AGENT_MAX_STALENESS: must be greater than zero");
+        }
+        Ok(())
+    }
+
+    /// Host and port of the control plane, for the enrollment probe.
+    pub fn control_plane_host_port(&self) -> anyhow::Result<(String, u16)> {
+        let url: http::Uri = self.control_plane.parse()?;
+        let host = url
+            .host()
+            .ok_or_else(|| anyhow::anyhow!("control plane URL has no host"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        Ok((host, url.port_u16().unwrap_or(443)))
+    }
+}

@@ -1,0 +1,325 @@
+//! The Sluice data-plane agent.
+//!
+//! Enrolls with the control plane, holds its signed policy snapshot, and
+//! enforces it locally on every client connection: no round trip to the
+//! control plane on a client's path. Audit events go to a durable spool
+//! first and reach the control plane when it is reachable.
+//!
+//! It must never serve a client without a valid snapshot, never let a
+//! credential reach a client or a log, and never let work proceed whose
+//! audit event could not be spooled.
+
+pub mod audit;
+pub mod channel;
+pub mod config;
+pub mod enroll;
+mod fsutil;
+pub mod metrics;
+pub mod postgres;
+pub mod snapshot;
+pub mod status;
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use sluice_proto as pb;
+use tokio::sync::watch;
+
+use crate::{
+    audit::AuditLog,
+    config::AgentArgs,
+    enroll::{Enrolled, StatePaths},
+    metrics::Metrics,
+    snapshot::{Active, SnapshotRx, State},
+    status::LinkStatus,
+};
+
+pub struct Agent {
+    pub args: AgentArgs,
+    pub paths: StatePaths,
+    pub enrolled: Enrolled,
+    pub audit: AuditLog,
+    pub metrics: Metrics,
+    pub status: LinkStatus,
+    snapshot_tx: watch::Sender<Option<Arc<Active>>>,
+    pub snapshot_rx: SnapshotRx,
+    state: Mutex<State>,
+    confirmed_at: AtomicU64,
+    cache_written_at: AtomicU64,
+    last_signed: Mutex<Option<pb::SignedSnapshot>>,
+}
+
+/// How often the cache's "confirmed at" time is refreshed on disk.
+const CACHE_REFRESH: Duration = Duration::from_secs(30);
+
+impl Agent {
+    fn new(args: AgentArgs, paths: StatePaths, enrolled: Enrolled, audit: AuditLog) -> Self {
+        let (snapshot_tx, snapshot_rx) = watch::channel(None);
+        Self {
+            args,
+            paths,
+            enrolled,
+            audit,
+            metrics: Metrics::default(),
+            status: LinkStatus::default(),
+            snapshot_tx,
+            snapshot_rx,
+            state: Mutex::new(State::None(
+                "no snapshot received from the control plane yet".into(),
+            )),
+            confirmed_at: AtomicU64::new(0),
+            cache_written_at: AtomicU64::new(0),
+            last_signed: Mutex::new(None),
+        }
+    }
+
+    pub fn snapshot_state(&self) -> State {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_state(&self, state: State) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+    }
+
+    /// Version of the snapshot being enforced; 0 when none (or stale), so
+    /// the control plane resends one.
+    pub fn current_version(&self) -> u64 {
+        match self.snapshot_state() {
+            State::Valid(v) => v,
+            _ => 0,
+        }
+    }
+
+    pub fn confirmed_at_ms(&self) -> u64 {
+        self.confirmed_at.load(Ordering::SeqCst)
+    }
+
+    fn publish(&self, active: Option<Active>) {
+        let version = active.as_ref().map(|a| a.version).unwrap_or(0);
+        self.metrics
+            .snapshot_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
+        self.snapshot_tx.send_replace(active.map(Arc::new));
+    }
+
+    /// Verifies and installs a snapshot from the control plane. An invalid
+    /// snapshot replaces the current one with nothing: deny everything
+    /// rather than keep enforcing something the control plane has moved on
+    /// from.
+    pub fn apply_snapshot(&self, signed: &pb::SignedSnapshot) {
+        let identity = &self.enrolled.identity;
+        match snapshot::verify(
+            signed,
+            &identity.snapshot_keys,
+            &identity.agent_name,
+            self.args.max_staleness,
+        ) {
+            Ok(active) => {
+                let version = active.version;
+                let now = snapshot::now_ms();
+                self.confirmed_at.store(now, Ordering::SeqCst);
+                if let Err(e) =
+                    snapshot::write_cache(&self.paths.snapshot, &self.enrolled.key_pem, signed, now)
+                {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot cache the snapshot on disk; a restart without the control plane would refuse clients");
+                } else {
+                    self.cache_written_at.store(now, Ordering::SeqCst);
+                }
+                *self.last_signed.lock().unwrap_or_else(|e| e.into_inner()) = Some(signed.clone());
+                tracing::info!(
+                    version,
+                    resources = active.resources.len(),
+                    "policy snapshot applied"
+                );
+                self.publish(Some(active));
+                self.set_state(State::Valid(version));
+                self.metrics.snapshot_updates.inc();
+            }
+            Err(e) => {
+                let reason = format!("snapshot from the control plane rejected: {e:#}");
+                tracing::error!(error = %reason, "refusing every client until a valid snapshot arrives");
+                self.publish(None);
+                self.set_state(State::None(reason));
+                self.metrics.snapshot_rejections.inc();
+            }
+        }
+    }
+
+    /// The control plane answered a heartbeat: the snapshot is current.
+    pub fn confirm_snapshot(&self) {
+        let now = snapshot::now_ms();
+        self.confirmed_at.store(now, Ordering::SeqCst);
+        let written = self.cache_written_at.load(Ordering::SeqCst);
+        if now.saturating_sub(written)
+            >= u64::try_from(CACHE_REFRESH.as_millis()).unwrap_or(u64::MAX)
+        {
+            if let Some(signed) = self
+                .last_signed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+            {
+                if snapshot::write_cache(&self.paths.snapshot, &self.enrolled.key_pem, &signed, now)
+                    .is_ok()
+                {
+                    self.cache_written_at.store(now, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    /// Loads the cached snapshot at start-up. Any problem leaves the agent
+    /// without a snapshot: it refuses clients until the control plane
+    /// sends a fresh one.
+    fn load_cache(&self) {
+        if !self.paths.snapshot.exists() {
+            return;
+        }
+        let identity = &self.enrolled.identity;
+        let loaded = snapshot::read_cache(&self.paths.snapshot, &self.enrolled.key_pem).and_then(
+            |(signed, confirmed)| {
+                let active = snapshot::verify(
+                    &signed,
+                    &identity.snapshot_keys,
+                    &identity.agent_name,
+                    self.args.max_staleness,
+                )?;
+                Ok((signed, active, confirmed))
+            },
+        );
+        match loaded {
+            Ok((signed, active, confirmed)) => {
+                let age = Duration::from_millis(snapshot::now_ms().saturating_sub(confirmed));
+                if age > active.max_staleness {
+                    tracing::error!(version = active.version, age = %humantime::format_duration(age), "cached snapshot is too stale to enforce; refusing clients until the control plane is reachable");
+                    self.set_state(State::Stale(active.version));
+                    return;
+                }
+                let version = active.version;
+                self.confirmed_at.store(confirmed, Ordering::SeqCst);
+                self.cache_written_at.store(confirmed, Ordering::SeqCst);
+                *self.last_signed.lock().unwrap_or_else(|e| e.into_inner()) = Some(signed);
+                self.publish(Some(active));
+                self.set_state(State::Valid(version));
+                tracing::info!(version, age = %humantime::format_duration(Duration::from_secs(age.as_secs())), "enforcing the cached snapshot");
+            }
+            Err(e) => {
+                let reason = format!("cached snapshot unusable: {e:#}");
+                tracing::error!(error = %reason, "refusing every client until the control plane sends a snapshot");
+                self.set_state(State::None(reason));
+            }
+        }
+    }
+
+    /// Drops the snapshot once contact with the control plane has been
+    /// lost for longer than allowed.
+    async fn watch_staleness(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if self.status.connected() {
+                continue;
+            }
+            let Some(active) = self.snapshot_rx.borrow().clone() else {
+                continue;
+            };
+            let age =
+                Duration::from_millis(snapshot::now_ms().saturating_sub(self.confirmed_at_ms()));
+            if age > active.max_staleness {
+                tracing::error!(
+                    version = active.version,
+                    "lost contact with the control plane for too long; refusing clients until it is back"
+                );
+                self.publish(None);
+                self.set_state(State::Stale(active.version));
+            }
+        }
+    }
+}
+
+/// Enrolls if needed, then runs the agent until `shutdown` resolves.
+pub async fn run(
+    args: AgentArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    args.validate()?;
+    std::fs::create_dir_all(&args.state_dir).with_context(|| {
+        format!(
+            "SLUICE_AGENT_STATE_DIR: cannot create {}",
+            args.state_dir.display()
+        )
+    })?;
+    let paths = StatePaths::new(&args.state_dir);
+    let enrolled = match Enrolled::load(&paths)? {
+        Some(e) => {
+            if args.join_token.is_some() {
+                tracing::info!(agent = %e.identity.agent_name, "already enrolled; ignoring the join token");
+            }
+            e
+        }
+        None => {
+            let token = args.join_token.clone().ok_or_else(|| {
+                anyhow::anyhow!("this agent is not enrolled yet: pass --join-token (create one with `sluice join-token create --agent NAME`)")
+            })?;
+            let e = enroll::enroll(&args, &paths, &token).await?;
+            tracing::info!(agent = %e.identity.agent_name, "enrolled with the control plane");
+            e
+        }
+    };
+    let audit = AuditLog::open(
+        &paths.spool,
+        args.spool_max_bytes,
+        enrolled.identity.agent_name.clone(),
+    )
+    .with_context(|| format!("cannot open the audit spool in {}", paths.spool.display()))?;
+
+    let postgres = tokio::net::TcpListener::bind(args.postgres_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "SLUICE_AGENT_POSTGRES_ADDR: cannot listen on {}",
+                args.postgres_addr
+            )
+        })?;
+    let status_listener = tokio::net::TcpListener::bind(args.status_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "SLUICE_AGENT_STATUS_ADDR: cannot listen on {}",
+                args.status_addr
+            )
+        })?;
+
+    let agent = Arc::new(Agent::new(args, paths, enrolled, audit));
+    agent.load_cache();
+    tracing::info!(
+        agent = %agent.enrolled.identity.agent_name,
+        postgres = %agent.args.postgres_addr,
+        status = %agent.args.status_addr,
+        control_plane = %agent.args.control_plane,
+        "agent ready"
+    );
+
+    let tasks = [
+        tokio::spawn(channel::run(agent.clone())),
+        tokio::spawn(agent.clone().watch_staleness()),
+        tokio::spawn(postgres::serve(agent.clone(), postgres)),
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(status_listener, status::router(agent.clone())).await {
+                tracing::error!(error = %e, "status endpoint failed");
+            }
+        }),
+    ];
+    shutdown.await;
+    for t in &tasks {
+        t.abort();
+    }
+    tracing::info!("agent stopped");
+    Ok(())
+}

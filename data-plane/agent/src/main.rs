@@ -1,0 +1,64 @@
+//! `sluice-agent`: the data-plane agent.
+
+use clap::{Parser, Subcommand};
+use sluice_agent::config::AgentArgs;
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice-agent", version, about = "The Sluice data-plane agent")]
+struct Cli {
+    /// Log format: text or json.
+    #[arg(long, env = "SLUICE_LOG_FORMAT", default_value = "text", global = true)]
+    log_format: sluice_telemetry::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enroll (with --join-token, the first time) and run.
+    Run(AgentArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let _telemetry = sluice_telemetry::init("sluice-agent", cli.log_format)?;
+        match cli.command {
+            Command::Run(args) => sluice_agent::run(args, shutdown_signal()).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}

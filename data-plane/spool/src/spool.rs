@@ -1,0 +1,666 @@
+//! The spool itself: appends, reads, acknowledgements and crash recovery.
+
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use crate::frame::{self, HEADER_LEN, Header};
+use crate::fsutil::{create_dir_durable, sync_dir};
+use crate::segment::{self, ScanEnd, Segment};
+use crate::{SpoolError, acked};
+
+const LOCK_FILE: &str = "spool.lock";
+
+/// Limits of one spool. All sizes are in bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpoolConfig {
+    /// Total size of live segment files. Appends that would exceed it fail
+    /// with [`SpoolError::Full`] instead of filling the agent's disk.
+    pub max_bytes: u64,
+    /// Size at which a new segment is started. Disk space is reclaimed a
+    /// whole segment at a time, so smaller segments free space sooner.
+    /// A batch is never split across segments, so a segment can exceed this
+    /// by up to one batch.
+    pub segment_bytes: u64,
+    /// Largest payload accepted by [`Spool::append`].
+    pub max_record_bytes: u32,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> SpoolConfig {
+        SpoolConfig {
+            max_bytes: 256 * 1024 * 1024,
+            segment_bytes: 8 * 1024 * 1024,
+            max_record_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// A durable FIFO of audit records, acknowledged by sequence number.
+///
+/// Sequence numbers start at 1 and increase by one per record, with no gaps
+/// and no reuse across restarts. Records `acked_seq() + 1 ..= last_seq()`
+/// are exactly the ones still pending delivery.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    config: SpoolConfig,
+    /// Live segments, oldest first. Only the last one is ever written.
+    segments: VecDeque<Segment>,
+    /// Write handle for the last segment, opened lazily.
+    active: Option<File>,
+    next_seq: u64,
+    acked: u64,
+    disk_bytes: u64,
+    /// A write or sync failed, so the active segment may hold bytes past its
+    /// committed size. They are cut off before anything else is appended, so
+    /// a later record never lands behind garbage.
+    needs_repair: bool,
+    /// Held for the spool's lifetime; the OS releases the lock on close.
+    _lock: File,
+    #[cfg(test)]
+    fail_next_sync: bool,
+}
+
+impl Spool {
+    /// Opens the spool in `dir`, creating the directory if needed, and
+    /// recovers its state.
+    ///
+    /// A torn write at the end of the last segment (a crash mid-append) is
+    /// truncated away with a warning: that record's append never returned,
+    /// so nobody was told its sequence number. Any other damage, or a gap in
+    /// the sequence, is [`SpoolError::Corrupt`].
+    pub fn open(dir: &Path, config: SpoolConfig) -> Result<Spool, SpoolError> {
+        create_dir_durable(dir)?;
+        let lock = lock_dir(dir)?;
+        acked::remove_stale_tmp(dir)?;
+        let acked = acked::read(dir)?;
+        if acked == u64::MAX {
+            return Err(SpoolError::corrupt(
+                acked::path(dir),
+                0,
+                "sequence numbers are exhausted (u64::MAX acknowledged)",
+            ));
+        }
+        let names = list_segments(dir)?;
+        let recovered = recover_segments(dir, names, acked)?;
+
+        let max_seen = recovered.max_seen.max(acked);
+        let next_seq = max_seen.checked_add(1).ok_or_else(|| {
+            SpoolError::corrupt(dir, 0, "sequence numbers are exhausted (u64::MAX reached)")
+        })?;
+        let disk_bytes = recovered.segments.iter().map(|s| s.size).sum();
+        let mut spool = Spool {
+            dir: dir.to_path_buf(),
+            config,
+            segments: recovered.segments,
+            active: recovered.active,
+            next_seq,
+            acked,
+            disk_bytes,
+            needs_repair: false,
+            _lock: lock,
+            #[cfg(test)]
+            fail_next_sync: false,
+        };
+        // A crash during ack() can leave acknowledged segments behind.
+        spool.drop_acked_segments()?;
+        tracing::debug!(
+            dir = %dir.display(),
+            acked = spool.acked,
+            last_seq = spool.last_seq(),
+            segments = spool.segments.len(),
+            disk_bytes = spool.disk_bytes,
+            "audit spool opened"
+        );
+        Ok(spool)
+    }
+
+    /// Appends one record and returns its sequence number once the record
+    /// is on stable storage.
+    pub fn append(&mut self, record: &[u8]) -> Result<u64, SpoolError> {
+        self.append_records(&[record]).map(|seqs| seqs.start)
+    }
+
+    /// Appends several records with a single `fdatasync` (group commit) and
+    /// returns their sequence numbers in order.
+    ///
+    /// All or nothing: if any record is too large, the batch does not fit
+    /// in the space left, or the write fails, no record is kept and no
+    /// sequence number is consumed. A batch larger than `max_bytes` can never
+    /// succeed, so callers should bound their batches.
+    pub fn append_batch(&mut self, records: &[&[u8]]) -> Result<Vec<u64>, SpoolError> {
+        self.append_records(records).map(Iterator::collect)
+    }
+
+    /// Returns up to `max_records` pending records with a sequence number
+    /// greater than `after_seq`, in order, whose payloads total at most
+    /// `max_bytes`.
+    ///
+    /// The first record is returned even if it alone exceeds `max_bytes`,
+    /// so one large record cannot stall delivery forever. Records at or below
+    /// [`acked_seq`](Self::acked_seq) are never returned.
+    pub fn read_after(
+        &self,
+        after_seq: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, SpoolError> {
+        let mut out = Vec::new();
+        let Some(mut want) = after_seq.max(self.acked).checked_add(1) else {
+            return Ok(out);
+        };
+        let first_seg = self
+            .segments
+            .partition_point(|s| s.first_seq <= want)
+            .saturating_sub(1);
+        let mut budget = max_bytes;
+        for seg in self.segments.iter().skip(first_seg) {
+            if out.len() >= max_records {
+                break;
+            }
+            let Some(last) = seg.last_seq().filter(|&l| l >= want) else {
+                continue;
+            };
+            let full = self.read_segment(seg, want, last, max_records, &mut budget, &mut out)?;
+            if full {
+                break;
+            }
+            want = last + 1;
+        }
+        Ok(out)
+    }
+
+    /// Records that every sequence number up to and including `seq` has
+    /// been delivered, durably, and deletes segments that hold nothing newer.
+    ///
+    /// Acknowledging at or below the current [`acked_seq`](Self::acked_seq)
+    /// changes nothing (redelivery after a reconnect is normal).
+    /// Acknowledging beyond [`last_seq`](Self::last_seq) is
+    /// [`SpoolError::AckBeyondEnd`]. If removing a segment fails after the
+    /// acknowledgement was recorded, the error is returned, `acked_seq()`
+    /// already reflects the ack, and the next `ack` retries the removal.
+    pub fn ack(&mut self, seq: u64) -> Result<(), SpoolError> {
+        let last_seq = self.last_seq();
+        if seq > last_seq {
+            return Err(SpoolError::AckBeyondEnd { seq, last_seq });
+        }
+        if seq > self.acked {
+            // Durable before any segment goes, so a crash in between leaves
+            // only already-acknowledged data behind, which open() removes.
+            acked::write(&self.dir, seq)?;
+            self.acked = seq;
+        }
+        self.drop_acked_segments()
+    }
+
+    /// The highest sequence number handed out so far (0 if none ever was).
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// The highest acknowledged sequence number (0 if none).
+    pub fn acked_seq(&self) -> u64 {
+        self.acked
+    }
+
+    /// Number of records appended but not yet acknowledged.
+    pub fn pending_records(&self) -> u64 {
+        self.last_seq() - self.acked
+    }
+
+    /// Bytes of live segment files on disk; this is what `max_bytes` limits.
+    /// A segment is freed only once all its records are acknowledged.
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk_bytes
+    }
+
+    /// Validates and writes a batch; see [`append_batch`](Self::append_batch).
+    fn append_records(&mut self, records: &[&[u8]]) -> Result<Range<u64>, SpoolError> {
+        let mut lens = Vec::with_capacity(records.len());
+        let mut total: u64 = 0;
+        for record in records {
+            let len = self.check_record_size(record)?;
+            lens.push(len);
+            total = total.saturating_add(HEADER_LEN + u64::from(len));
+        }
+        if records.is_empty() {
+            return Ok(self.next_seq..self.next_seq);
+        }
+        if total > self.config.max_bytes.saturating_sub(self.disk_bytes) {
+            return Err(SpoolError::Full {
+                limit: self.config.max_bytes,
+            });
+        }
+        let first = self.next_seq;
+        let end = first
+            .checked_add(records.len() as u64)
+            .ok_or_else(|| SpoolError::corrupt(&self.dir, 0, "sequence numbers are exhausted"))?;
+        // `total` is at most max_bytes, but that is a u64 from config.
+        let capacity = usize::try_from(total).map_err(|_| SpoolError::Full {
+            limit: self.config.max_bytes,
+        })?;
+
+        if self.needs_repair {
+            self.repair()?;
+        }
+        let roll = self
+            .segments
+            .back()
+            .is_none_or(|s| s.size > 0 && s.size.saturating_add(total) > self.config.segment_bytes);
+        if roll {
+            self.start_segment(first)?;
+        }
+
+        let mut buf = Vec::with_capacity(capacity);
+        for ((seq, record), &len) in (first..end).zip(records).zip(&lens) {
+            frame::encode(&mut buf, seq, len, record);
+        }
+        let (path, offset) = match self.segments.back() {
+            Some(s) => (s.path.clone(), s.size),
+            None => return Err(missing_active_segment(&self.dir)),
+        };
+        if let Err(e) = self.write_and_sync(&buf, offset) {
+            self.needs_repair = true;
+            if let Err(repair_err) = self.repair() {
+                tracing::warn!(
+                    error = %repair_err,
+                    "could not trim a failed append; will retry before the next append"
+                );
+            }
+            return Err(SpoolError::io(
+                format!("appending to segment {}", path.display()),
+                e,
+            ));
+        }
+
+        let seg = self
+            .segments
+            .back_mut()
+            .ok_or_else(|| missing_active_segment(&self.dir))?;
+        for &len in &lens {
+            seg.push(HEADER_LEN + u64::from(len));
+        }
+        self.disk_bytes += total;
+        self.next_seq = end;
+        Ok(first..end)
+    }
+
+    /// Returns the payload length as `u32` if a record of this size could
+    /// ever be stored.
+    fn check_record_size(&self, record: &[u8]) -> Result<u32, SpoolError> {
+        let limit = u64::from(self.config.max_record_bytes)
+            .min(self.config.max_bytes.saturating_sub(HEADER_LEN));
+        match u32::try_from(record.len()) {
+            Ok(len) if u64::from(len) <= limit => Ok(len),
+            _ => Err(SpoolError::RecordTooLarge {
+                len: record.len(),
+                limit,
+            }),
+        }
+    }
+
+    fn write_and_sync(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let file = self.active_file()?;
+        file.seek(SeekFrom::Start(offset))?;
+        file.write_all(buf)?;
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next_sync) {
+            return Err(io::Error::other("injected fdatasync failure"));
+        }
+        // Re-borrow: the injected-failure check above needs `self`.
+        self.active_file()?.sync_data()
+    }
+
+    fn active_file(&mut self) -> io::Result<&mut File> {
+        match self.active {
+            Some(ref mut f) => Ok(f),
+            None => {
+                let path = match self.segments.back() {
+                    Some(s) => &s.path,
+                    None => return Err(io::Error::other("no active segment")),
+                };
+                let f = OpenOptions::new().read(true).write(true).open(path)?;
+                Ok(self.active.insert(f))
+            }
+        }
+    }
+
+    /// Cuts the active segment back to its last committed size after a
+    /// failed append, so the failed batch cannot resurface after a restart
+    /// (where it would be delivered although its append reported an error).
+    fn repair(&mut self) -> Result<(), SpoolError> {
+        let Some((path, size)) = self.segments.back().map(|s| (s.path.clone(), s.size)) else {
+            self.needs_repair = false;
+            return Ok(());
+        };
+        self.active_file()
+            .and_then(|f| {
+                f.set_len(size)?;
+                f.sync_all()
+            })
+            .map_err(|e| {
+                SpoolError::io(
+                    format!("trimming a failed append from segment {}", path.display()),
+                    e,
+                )
+            })?;
+        self.needs_repair = false;
+        Ok(())
+    }
+
+    /// Creates the segment whose first record will be `first_seq` and makes
+    /// its directory entry durable before anything is written to it.
+    fn start_segment(&mut self, first_seq: u64) -> Result<(), SpoolError> {
+        let seg = Segment::new(&self.dir, first_seq);
+        // Truncating is safe: a segment named `first_seq` could only hold
+        // records numbered `first_seq` or later, and none has been committed.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&seg.path)
+            .map_err(|e| SpoolError::io(format!("creating segment {}", seg.path.display()), e))?;
+        if let Err(e) = sync_dir(&self.dir) {
+            drop(file);
+            // Best effort: an empty segment left behind is removed on open.
+            let _ = fs::remove_file(&seg.path);
+            return Err(e);
+        }
+        self.active = Some(file);
+        self.segments.push_back(seg);
+        Ok(())
+    }
+
+    /// Deletes segments whose records are all acknowledged, oldest first.
+    fn drop_acked_segments(&mut self) -> Result<(), SpoolError> {
+        while let Some(seg) = self.segments.front() {
+            // An empty segment is never "fully acknowledged": it is the
+            // active one, kept for the next append.
+            let fully_acked = seg.last_seq().is_some_and(|l| l <= self.acked);
+            if !fully_acked {
+                break;
+            }
+            if self.segments.len() == 1 {
+                self.active = None;
+                self.needs_repair = false;
+            }
+            match fs::remove_file(&seg.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(SpoolError::io(
+                        format!("removing acknowledged segment {}", seg.path.display()),
+                        e,
+                    ));
+                }
+            }
+            self.disk_bytes -= seg.size;
+            self.segments.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Reads records `want..=last` of `seg` into `out` until a limit is hit.
+    /// Returns true when a limit stopped the read.
+    fn read_segment(
+        &self,
+        seg: &Segment,
+        want: u64,
+        last: u64,
+        max_records: usize,
+        budget: &mut usize,
+        out: &mut Vec<(u64, Vec<u8>)>,
+    ) -> Result<bool, SpoolError> {
+        let path = &seg.path;
+        let io_err = |e| SpoolError::io(format!("reading segment {}", path.display()), e);
+        let file = File::open(path).map_err(io_err)?;
+        let mut reader = BufReader::new(file);
+        let (mut seq, mut offset) = seg.locate(want);
+        reader.seek(SeekFrom::Start(offset)).map_err(io_err)?;
+        while seq <= last {
+            let mut head = [0u8; 16];
+            reader.read_exact(&mut head).map_err(io_err)?;
+            let h = Header::parse(&head);
+            // The committed size was validated at open or written by us, so
+            // a length past it means the file changed under us: never trust
+            // it to size an allocation.
+            let room = seg.size.saturating_sub(offset + HEADER_LEN);
+            if h.seq != seq || u64::from(h.len) > room {
+                return Err(SpoolError::corrupt(
+                    path,
+                    offset,
+                    format!("frame header does not match the index (expected sequence {seq})"),
+                ));
+            }
+            if seq < want {
+                reader.seek_relative(i64::from(h.len)).map_err(io_err)?;
+            } else {
+                let len = usize::try_from(h.len).unwrap_or(usize::MAX);
+                if out.len() >= max_records || (len > *budget && !out.is_empty()) {
+                    return Ok(true);
+                }
+                let mut payload = vec![0u8; len];
+                reader.read_exact(&mut payload).map_err(io_err)?;
+                let mut crc = frame::FrameCrc::new(h.len, h.seq);
+                crc.update(&payload);
+                if crc.finish() != h.crc {
+                    return Err(SpoolError::corrupt(
+                        path,
+                        offset,
+                        "checksum mismatch in a committed record",
+                    ));
+                }
+                *budget = budget.saturating_sub(len);
+                out.push((seq, payload));
+            }
+            offset += h.frame_len();
+            seq += 1;
+        }
+        Ok(out.len() >= max_records)
+    }
+}
+
+fn missing_active_segment(dir: &Path) -> SpoolError {
+    SpoolError::io(
+        format!("appending to spool {}", dir.display()),
+        io::Error::other("no active segment after starting one"),
+    )
+}
+
+/// Takes an exclusive lock so a second agent (or a stuck old one) cannot
+/// interleave appends and reuse sequence numbers.
+fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| SpoolError::io(format!("creating lock file {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(SpoolError::io(
+            format!(
+                "locking {}: the spool is already open in another process or handle",
+                path.display()
+            ),
+            io::Error::from(io::ErrorKind::WouldBlock),
+        )),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(SpoolError::io(format!("locking {}", path.display()), e))
+        }
+    }
+}
+
+/// Segment files in `dir`, sorted by first sequence number.
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
+    let io_err = |e| SpoolError::io(format!("listing spool directory {}", dir.display()), e);
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err)? {
+        let entry = entry.map_err(io_err)?;
+        let name = entry.file_name();
+        let Some(first_seq) = name.to_str().and_then(segment::parse_file_name) else {
+            let known = [OsStr::new(LOCK_FILE), OsStr::new(acked::FILE_NAME)];
+            if !known.contains(&name.as_os_str()) {
+                tracing::warn!(
+                    file = %entry.path().display(),
+                    "ignoring a file in the audit spool directory that the spool did not create"
+                );
+            }
+            continue;
+        };
+        if first_seq == 0 {
+            // Sequence numbers start at 1; no writer creates this name.
+            return Err(SpoolError::corrupt(
+                entry.path(),
+                0,
+                "segment is named for sequence 0",
+            ));
+        }
+        found.push((first_seq, entry.path()));
+    }
+    found.sort_unstable_by_key(|(seq, _)| *seq);
+    Ok(found)
+}
+
+struct Recovered {
+    segments: VecDeque<Segment>,
+    active: Option<File>,
+    /// Highest sequence number found in any record.
+    max_seen: u64,
+}
+
+/// Validates the segments on disk and rebuilds their in-memory state.
+fn recover_segments(
+    dir: &Path,
+    names: Vec<(u64, PathBuf)>,
+    acked: u64,
+) -> Result<Recovered, SpoolError> {
+    let mut live = Vec::new();
+    let mut names = names.into_iter().peekable();
+    while let Some((first_seq, path)) = names.next() {
+        // The next segment's name bounds this one's records without reading
+        // it: left over from a crash during ack(), so remove it.
+        let fully_acked = names
+            .peek()
+            .is_some_and(|(next, _)| next.saturating_sub(1) <= acked);
+        if fully_acked {
+            remove_segment_file(&path)?;
+        } else {
+            live.push((first_seq, path));
+        }
+    }
+
+    let mut segments = VecDeque::new();
+    let mut active = None;
+    let mut max_seen = 0;
+    let count = live.len();
+    for (i, (first_seq, path)) in live.into_iter().enumerate() {
+        let is_last = i + 1 == count;
+        let expected_first = match segments.back().and_then(Segment::last_seq) {
+            Some(prev_last) => prev_last.saturating_add(1),
+            None => acked + 1,
+        };
+        let gap = match segments.back() {
+            Some(_) => first_seq != expected_first,
+            None => first_seq > expected_first,
+        };
+        if gap {
+            return Err(SpoolError::corrupt(
+                &path,
+                0,
+                format!(
+                    "segment starts at sequence {first_seq} but the previous record kept is {}; \
+                     records are missing",
+                    expected_first - 1
+                ),
+            ));
+        }
+        let mut seg = Segment::new(dir, first_seq);
+        seg.path = path;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(is_last)
+            .open(&seg.path)
+            .map_err(|e| SpoolError::io(format!("opening segment {}", seg.path.display()), e))?;
+        if let ScanEnd::Damaged { offset, reason } = segment::scan(&file, &mut seg)? {
+            if !is_last {
+                return Err(SpoolError::corrupt(&seg.path, offset, reason));
+            }
+            trim_torn_tail(&file, &seg, offset, &reason)?;
+        }
+        if let Some(last) = seg.last_seq() {
+            max_seen = last;
+        } else if !is_last {
+            return Err(SpoolError::corrupt(
+                &seg.path,
+                0,
+                "empty segment before the last one",
+            ));
+        }
+        if is_last {
+            if seg.records == 0 {
+                // Created just before a crash; holds nothing.
+                remove_segment_file(&seg.path)?;
+                continue;
+            }
+            active = Some(file);
+        }
+        segments.push_back(seg);
+    }
+    Ok(Recovered {
+        segments,
+        active,
+        max_seen,
+    })
+}
+
+/// Truncates a torn final write, unless intact records follow the damage,
+/// in which case truncating would destroy acknowledged appends.
+fn trim_torn_tail(file: &File, seg: &Segment, offset: u64, reason: &str) -> Result<(), SpoolError> {
+    let io_err = |e| SpoolError::io(format!("recovering segment {}", seg.path.display()), e);
+    let file_len = file.metadata().map_err(io_err)?.len();
+    let next = seg.first_seq.saturating_add(seg.records);
+    // Any frame after the damage would be numbered from `next` up to one per
+    // header's worth of remaining bytes.
+    let seqs = next..=next.saturating_add((file_len - offset) / HEADER_LEN + 1);
+    if let Some(at) = segment::find_intact_frame(file, offset + 1, seqs).map_err(io_err)? {
+        return Err(SpoolError::corrupt(
+            &seg.path,
+            offset,
+            format!(
+                "{reason}, yet an intact record follows at byte {at}, so this is not a torn write"
+            ),
+        ));
+    }
+    tracing::warn!(
+        segment = %seg.path.display(),
+        offset,
+        dropped_bytes = file_len - offset,
+        reason,
+        "truncating a torn write at the end of the audit spool (an append interrupted by a crash; \
+         it was never acknowledged to the caller)"
+    );
+    file.set_len(offset)
+        .and_then(|()| file.sync_all())
+        .map_err(io_err)
+}
+
+fn remove_segment_file(path: &Path) -> Result<(), SpoolError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(SpoolError::io(
+            format!("removing acknowledged segment {}", path.display()),
+            e,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,71 @@
+//! Shared harness for Sluice's end-to-end tests: starts the real binaries
+//! (`sluice-control-plane`, `sluice-agent`, `sluice`), a real PostgreSQL
+//! (initdb into a temporary directory, free port) and talks to them with
+//! real clients. Everything binds to loopback on free ports and is torn
+//! down on drop, so tests can run in parallel.
+//!
+//! A missing prerequisite (binary not built, PostgreSQL not installed) is a
+//! test failure with a message saying what to install, never a skip.
+
+pub mod api;
+pub mod pg;
+pub mod process;
+pub mod sluice;
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+pub use api::Api;
+pub use pg::Postgres;
+pub use process::Process;
+pub use sluice::{AgentProc, ControlPlaneProc};
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// Path of a workspace binary built by `cargo build --workspace --bins`.
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|d| PathBuf::from(d).join("debug"))
+        .or_else(|| {
+            // tests run from target/debug/deps/<test>-<hash>
+            std::env::current_exe().ok()?.parent()?.parent().map(PathBuf::from)
+        })
+        .expect("cannot locate the target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build the binaries first (`make test` does: cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Installs the ring crypto provider once (reqwest and tonic need one).
+pub fn init_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

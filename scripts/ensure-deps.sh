@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Makes sure the system packages Sluice's build, tests and demo need are
+# present. As root it installs what is missing with apt-get; otherwise it
+# names the packages and fails.
+set -euo pipefail
+
+need=()          # Debian packages to install
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+pg_bin() {       # PostgreSQL server binaries are not on PATH on Debian
+    have_cmd "$1" && return 0
+    compgen -G "/usr/lib/postgresql/*/bin/$1" >/dev/null
+}
+
+have_cmd cargo || { echo "error: cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }
+have_cmd cc || need+=(build-essential)
+have_cmd psql || need+=(postgresql-client)
+for b in initdb pg_ctl postgres; do pg_bin "$b" || { need+=(postgresql); break; }; done
+have_cmd curl || need+=(curl)
+
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+# de-duplicate
+mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+if [ "$(id -u)" = "0" ] && have_cmd apt-get; then
+    echo "installing missing system packages: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}"
+else
+    echo "error: missing system packages: ${need[*]}" >&2
+    echo "       install them with: sudo apt-get install ${need[*]}" >&2
+    exit 1
+fi
