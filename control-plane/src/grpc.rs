@@ -293,6 +293,7 @@ impl AgentSession {
             .await;
 
         let mut changes = self.cp.changes.subscribe();
+        let mut stopping = self.cp.stopping.subscribe();
         // Always (re)send on attach when the agent is behind.
         self.push_snapshot_if_behind().await?;
         let mut agent_version = hello.agent_version;
@@ -323,6 +324,9 @@ impl AgentSession {
                         Some(agent_message::Msg::RecordingChunk(_)) | Some(agent_message::Msg::SessionClosed(_)) => {}
                         None => anyhow::bail!("empty message from agent"),
                     }
+                }
+                _ = stopping.changed() => {
+                    return Ok(()); // replica shutting down: the agent reconnects elsewhere
                 }
                 changed = changes.changed() => {
                     if changed.is_err() {

@@ -45,6 +45,9 @@ pub struct ControlPlane {
     pub metrics: Metrics,
     /// Carries the latest configuration revision to every agent stream.
     pub changes: watch::Sender<u64>,
+    /// Flips to true when the replica shuts down; agent streams end then,
+    /// so graceful shutdown does not wait on them forever.
+    pub stopping: watch::Sender<bool>,
     pub max_staleness: Duration,
 }
 
@@ -83,6 +86,7 @@ impl ControlPlane {
             registry: AgentRegistry::default(),
             metrics: Metrics::default(),
             changes,
+            stopping: watch::channel(false).0,
             max_staleness,
         }))
     }
@@ -128,7 +132,8 @@ pub async fn serve(
         // checks for one itself.
         .client_auth_optional(true);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = cp.stopping.clone();
+    let stop_rx = stop_tx.subscribe();
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);

@@ -14,14 +14,26 @@ pub struct Api {
 impl Api {
     pub fn new(base: &str, token: Option<String>) -> Self {
         crate::init_crypto();
-        Self { base: base.trim_end_matches('/').to_owned(), token, http: reqwest::Client::new() }
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http: reqwest::Client::new(),
+        }
     }
 
     pub fn with_token(&self, token: Option<&str>) -> Self {
-        Self { token: token.map(str::to_owned), ..self.clone() }
+        Self {
+            token: token.map(str::to_owned),
+            ..self.clone()
+        }
     }
 
-    pub async fn send(&self, method: Method, path: &str, body: Option<Body>) -> (StatusCode, Value) {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+    ) -> (StatusCode, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -31,7 +43,10 @@ impl Api {
             Some(Body::Text(t)) => req.header("content-type", "application/yaml").body(t),
             None => req,
         };
-        let resp = req.send().await.unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -51,7 +66,12 @@ impl Api {
     }
 
     pub async fn apply_policy(&self, doc: &str) -> (StatusCode, Value) {
-        self.send(Method::POST, "/api/v1/policies", Some(Body::Text(doc.to_owned()))).await
+        self.send(
+            Method::POST,
+            "/api/v1/policies",
+            Some(Body::Text(doc.to_owned())),
+        )
+        .await
     }
 
     /// GET that must succeed.

@@ -8,6 +8,7 @@
 //! test failure with a message saying what to install, never a skip.
 
 pub mod api;
+pub mod cli;
 pub mod pg;
 pub mod process;
 pub mod sluice;
@@ -19,6 +20,7 @@ use std::{
 };
 
 pub use api::Api;
+pub use cli::{CliOutput, SluiceCli};
 pub use pg::Postgres;
 pub use process::Process;
 pub use sluice::{AgentProc, ControlPlaneProc};
@@ -37,7 +39,11 @@ pub fn bin(name: &str) -> PathBuf {
         .map(|d| PathBuf::from(d).join("debug"))
         .or_else(|| {
             // tests run from target/debug/deps/<test>-<hash>
-            std::env::current_exe().ok()?.parent()?.parent().map(PathBuf::from)
+            std::env::current_exe()
+                .ok()?
+                .parent()?
+                .parent()
+                .map(PathBuf::from)
         })
         .expect("cannot locate the target directory");
     let path = dir.join(name);
@@ -60,7 +66,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -68,4 +77,42 @@ where
 /// Installs the ring crypto provider once (reqwest and tonic need one).
 pub fn init_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Runs `psql` against an agent's PostgreSQL listener with `token` as the
+/// password; returns (success, stdout, stderr).
+pub fn psql_via_agent(port: u16, resource: &str, token: &str, sql: &str) -> (bool, String, String) {
+    let out = std::process::Command::new("psql")
+        .arg(format!("host=127.0.0.1 port={port} dbname={resource} user=client sslmode=disable connect_timeout=5"))
+        .args(["-v", "ON_ERROR_STOP=1", "-Atc", sql])
+        .env("PGPASSWORD", token)
+        .env_remove("PGSERVICE")
+        .output()
+        .expect("run psql (install postgresql-client)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A policy document serving one PostgreSQL resource from `agent`, granted
+/// to group `group`.
+pub fn simple_policy(agent: &str, resource: &str, group: &str, address: &str) -> String {
+    format!(
+        r#"resources:
+  - name: {resource}
+    kind: postgres
+    agent: {agent}
+    address: {address}
+    database: app
+policies:
+  - name: {group}-on-{resource}
+    subjects: {{ groups: [{group}] }}
+    resources: {{ names: [{resource}] }}
+    rules:
+      - deny: {{ sql: {{ statements: [ddl] }} }}
+      - allow: {{ sql: {{ statements: [read] }} }}
+"#
+    )
 }

@@ -18,7 +18,11 @@ pub struct Postgres {
 
 /// Finds a PostgreSQL server binary (Debian keeps them off PATH).
 pub fn pg_bin(name: &str) -> PathBuf {
-    if let Ok(out) = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output() {
+    if let Ok(out) = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+    {
         let p = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         if !p.is_empty() {
             return PathBuf::from(p);
@@ -32,18 +36,30 @@ pub fn pg_bin(name: &str) -> PathBuf {
         .filter(|p| p.exists())
         .collect();
     found.sort();
-    found.pop().unwrap_or_else(|| panic!("PostgreSQL `{name}` not found: install the `postgresql` package (make deps does)"))
+    found.pop().unwrap_or_else(|| {
+        panic!("PostgreSQL `{name}` not found: install the `postgresql` package (make deps does)")
+    })
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 /// A command that runs as `postgres` when we are root.
 fn pg_command(bin: PathBuf) -> Command {
     if is_root() {
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"]).arg(bin);
+        c.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .arg(bin);
         c
     } else {
         Command::new(bin)
@@ -54,20 +70,42 @@ impl Postgres {
     /// initdb + start; trust authentication for the `postgres` superuser on
     /// loopback and SCRAM for everyone else.
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new().prefix("sluice-pg-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-pg-")
+            .tempdir()
+            .expect("tempdir");
         let data = dir.path().join("data");
         std::fs::create_dir(&data).expect("mkdir data");
         if is_root() {
-            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().expect("chown");
-            assert!(status.success(), "cannot chown the PostgreSQL directory to `postgres`");
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(
+                status.success(),
+                "cannot chown the PostgreSQL directory to `postgres`"
+            );
         }
         let out = pg_command(pg_bin("initdb"))
             .args(["-D"])
             .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
             .output()
             .expect("run initdb");
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let hba = "host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
         std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
         let port = free_port();
@@ -88,7 +126,11 @@ impl Postgres {
         ]);
         let log = dir.path().join("postgres.log");
         let proc = Process::spawn("postgres", cmd, &log);
-        let pg = Self { port, dir, proc: Some(proc) };
+        let pg = Self {
+            port,
+            dir,
+            proc: Some(proc),
+        };
         pg.wait_ready();
         pg
     }
@@ -97,14 +139,29 @@ impl Postgres {
         let start = Instant::now();
         loop {
             let ok = Command::new("psql")
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-Atc", "select 1"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-Atc",
+                    "select 1",
+                ])
                 .output()
                 .map(|o| o.status.success())
                 .unwrap_or(false);
             if ok {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "PostgreSQL did not start:\n{}", self.logs());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "PostgreSQL did not start:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -117,10 +174,27 @@ impl Postgres {
     /// Runs SQL as the superuser with psql; panics on error; returns stdout.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-Atc", sql])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-Atc",
+                sql,
+            ])
             .output()
             .expect("run psql");
-        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 

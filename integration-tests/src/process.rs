@@ -21,9 +21,17 @@ impl Process {
             .open(log)
             .unwrap_or_else(|e| panic!("cannot open log {}: {e}", log.display()));
         let err = out.try_clone().expect("clone log handle");
-        cmd.stdin(Stdio::null()).stdout(Stdio::from(out)).stderr(Stdio::from(err));
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Self { name: name.to_owned(), child: Some(child), log: log.to_owned() }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self {
+            name: name.to_owned(),
+            child: Some(child),
+            log: log.to_owned(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -41,7 +49,10 @@ impl Process {
 
     fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
-            let _ = Command::new("kill").arg(format!("-{sig}")).arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
         }
     }
 

@@ -29,8 +29,18 @@ impl ControlPlaneProc {
     /// Starts with extra environment variables (e.g. SLUICE_DATABASE_URL).
     pub async fn start_with(env: Vec<(String, String)>) -> Self {
         crate::init_crypto();
-        let dir = tempfile::Builder::new().prefix("sluice-cp-").tempdir().expect("tempdir");
-        let mut cp = Self { http_port: free_port(), grpc_port: free_port(), dir, env, proc: None, admin_token: None };
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-cp-")
+            .tempdir()
+            .expect("tempdir");
+        let mut cp = Self {
+            http_port: free_port(),
+            grpc_port: free_port(),
+            dir,
+            env,
+            proc: None,
+            admin_token: None,
+        };
         cp.spawn().await;
         cp
     }
@@ -52,25 +62,36 @@ impl ControlPlaneProc {
 
     async fn spawn(&mut self) {
         let cmd = self.command(&["serve"]);
-        self.proc = Some(Process::spawn("sluice-control-plane", cmd, &self.dir.path().join("control-plane.log")));
+        self.proc = Some(Process::spawn(
+            "sluice-control-plane",
+            cmd,
+            &self.dir.path().join("control-plane.log"),
+        ));
         let url = format!("{}/readyz", self.url());
         let http = reqwest::Client::new();
         let logs = self.dir.path().join("control-plane.log");
-        eventually(Duration::from_secs(30), "the control plane to become ready", || {
-            let http = http.clone();
-            let url = url.clone();
-            let logs = logs.clone();
-            async move {
-                if let Ok(r) = http.get(&url).send().await {
-                    if r.status().is_success() {
-                        return Some(());
+        eventually(
+            Duration::from_secs(30),
+            "the control plane to become ready",
+            || {
+                let http = http.clone();
+                let url = url.clone();
+                let logs = logs.clone();
+                async move {
+                    if let Ok(r) = http.get(&url).send().await {
+                        if r.status().is_success() {
+                            return Some(());
+                        }
                     }
+                    let text = std::fs::read_to_string(&logs).unwrap_or_default();
+                    assert!(
+                        !text.contains("error:"),
+                        "control plane failed to start:\n{text}"
+                    );
+                    None
                 }
-                let text = std::fs::read_to_string(&logs).unwrap_or_default();
-                assert!(!text.contains("error:"), "control plane failed to start:\n{text}");
-                None
-            }
-        })
+            },
+        )
         .await;
     }
 
@@ -88,8 +109,15 @@ impl ControlPlaneProc {
 
     /// Runs an offline `sluice-control-plane` subcommand; returns (success, stdout, stderr).
     pub fn run_offline(&self, args: &[&str]) -> (bool, String, String) {
-        let out = self.command(args).output().expect("run sluice-control-plane");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let out = self
+            .command(args)
+            .output()
+            .expect("run sluice-control-plane");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// A token with the admin role from the built-in issuer (bootstrap path).
@@ -97,7 +125,16 @@ impl ControlPlaneProc {
         if let Some(t) = &self.admin_token {
             return t.clone();
         }
-        let (ok, out, err) = self.run_offline(&["token", "issue", "--subject", "test-admin", "--role", "admin", "--ttl", "2h"]);
+        let (ok, out, err) = self.run_offline(&[
+            "token",
+            "issue",
+            "--subject",
+            "test-admin",
+            "--role",
+            "admin",
+            "--ttl",
+            "2h",
+        ]);
         assert!(ok, "token issue failed: {err}");
         let t = out.trim().to_owned();
         self.admin_token = Some(t.clone());
@@ -113,7 +150,10 @@ impl ControlPlaneProc {
     pub async fn user_token(&mut self, subject: &str, groups: &[&str]) -> String {
         let v = self
             .api()
-            .post_ok("/api/v1/tokens", json!({"subject": subject, "groups": groups, "ttl": "1h"}))
+            .post_ok(
+                "/api/v1/tokens",
+                json!({"subject": subject, "groups": groups, "ttl": "1h"}),
+            )
             .await;
         v["token"].as_str().expect("token").to_owned()
     }
@@ -138,8 +178,38 @@ impl ControlPlaneProc {
         self.spawn().await;
     }
 
+    /// Sets (or replaces) an environment variable for the next start, e.g.
+    /// `SLUICE_MASTER_KEY_FILE` after a key rotation.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Runs `serve` (while this fixture is stopped) for a start-up that must
+    /// fail: waits for the process to exit and returns (success, output).
+    /// Output goes to its own log so a later `start_again` does not mistake
+    /// this failure for its own. Panics if the server keeps running.
+    pub fn serve_until_exit(&self, timeout: Duration) -> (bool, String) {
+        assert!(self.proc.is_none(), "stop the control plane first");
+        let log = self.dir.path().join("control-plane-failed-start.log");
+        let _ = std::fs::remove_file(&log);
+        let mut proc = Process::spawn("sluice-control-plane", self.command(&["serve"]), &log);
+        let status = proc.wait_exit(timeout);
+        let output = proc.logs();
+        let Some(status) = status else {
+            proc.kill9();
+            panic!(
+                "the control plane was expected to refuse to start but still runs after {timeout:?}:\n{output}"
+            );
+        };
+        (status.success(), output)
+    }
+
     pub async fn join_token(&mut self, agent: &str) -> String {
-        let v = self.api().post_ok("/api/v1/join-tokens", json!({"agent": agent, "ttl": "10m"})).await;
+        let v = self
+            .api()
+            .post_ok("/api/v1/join-tokens", json!({"agent": agent, "ttl": "10m"}))
+            .await;
         v["token"].as_str().expect("token").to_owned()
     }
 }
@@ -166,8 +236,16 @@ impl AgentProc {
     }
 
     /// Spawns without waiting (for enrollment failure tests).
-    pub fn spawn_with_token(grpc_url: &str, name: &str, token: Option<&str>, extra: Vec<String>) -> Self {
-        let dir = tempfile::Builder::new().prefix("sluice-agent-").tempdir().expect("tempdir");
+    pub fn spawn_with_token(
+        grpc_url: &str,
+        name: &str,
+        token: Option<&str>,
+        extra: Vec<String>,
+    ) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-agent-")
+            .tempdir()
+            .expect("tempdir");
         let mut agent = Self {
             name: name.to_owned(),
             pg_port: free_port(),
@@ -195,7 +273,11 @@ impl AgentProc {
         if let Some(t) = token {
             cmd.args(["--join-token", t]);
         }
-        self.proc = Some(Process::spawn("sluice-agent", cmd, &self.dir.path().join("agent.log")));
+        self.proc = Some(Process::spawn(
+            "sluice-agent",
+            cmd,
+            &self.dir.path().join("agent.log"),
+        ));
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -214,7 +296,11 @@ impl AgentProc {
     pub fn wait_exit(&mut self, timeout: Duration) -> (bool, String) {
         let status = self.proc.as_mut().and_then(|p| p.wait_exit(timeout));
         let exited = status.is_some();
-        assert!(exited, "agent did not exit within {timeout:?}:\n{}", self.logs());
+        assert!(
+            exited,
+            "agent did not exit within {timeout:?}:\n{}",
+            self.logs()
+        );
         (status.is_some_and(|s| s.success()), self.logs())
     }
 
@@ -226,34 +312,47 @@ impl AgentProc {
     /// Waits until the agent's status endpoint answers.
     pub async fn wait_up(&self) -> Value {
         let logs = self.dir.path().join("agent.log");
-        eventually(Duration::from_secs(30), "the agent's status endpoint", || async {
-            let s = self.status().await;
-            if s.is_none() {
-                let text = std::fs::read_to_string(&logs).unwrap_or_default();
-                assert!(!text.contains("error:"), "agent failed:\n{text}");
-            }
-            s
-        })
+        eventually(
+            Duration::from_secs(30),
+            "the agent's status endpoint",
+            || async {
+                let s = self.status().await;
+                if s.is_none() {
+                    let text = std::fs::read_to_string(&logs).unwrap_or_default();
+                    assert!(!text.contains("error:"), "agent failed:\n{text}");
+                }
+                s
+            },
+        )
         .await
     }
 
     /// Waits until the agent holds a valid snapshot.
     pub async fn wait_ready(&mut self) -> u64 {
         self.wait_up().await;
-        eventually(Duration::from_secs(30), "the agent to hold a valid snapshot", || async {
-            let s = self.status().await?;
-            (s["snapshot"]["state"] == "valid").then(|| s["snapshot"]["version"].as_u64().unwrap_or(0))
-        })
+        eventually(
+            Duration::from_secs(30),
+            "the agent to hold a valid snapshot",
+            || async {
+                let s = self.status().await?;
+                (s["snapshot"]["state"] == "valid")
+                    .then(|| s["snapshot"]["version"].as_u64().unwrap_or(0))
+            },
+        )
         .await
     }
 
     /// Waits until the agent enforces at least `version`.
     pub async fn wait_version(&self, version: u64, timeout: Duration) -> u64 {
-        eventually(timeout, &format!("the agent to enforce snapshot version {version}"), || async {
-            let s = self.status().await?;
-            let v = s["snapshot"]["version"].as_u64()?;
-            (s["snapshot"]["state"] == "valid" && v >= version).then_some(v)
-        })
+        eventually(
+            timeout,
+            &format!("the agent to enforce snapshot version {version}"),
+            || async {
+                let s = self.status().await?;
+                let v = s["snapshot"]["version"].as_u64()?;
+                (s["snapshot"]["state"] == "valid" && v >= version).then_some(v)
+            },
+        )
         .await
     }
 
