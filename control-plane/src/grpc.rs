@@ -101,11 +101,15 @@ impl AgentGrpc {
                 crate::api::rfc3339(row.expires_at)
             )));
         }
-        if token.ca_fingerprint != self.cp.keys.ca.fingerprint() {
+        if !token
+            .ca_fingerprint
+            .eq_ignore_ascii_case(self.cp.keys.ca.fingerprint())
+        {
             // The agent checks this too (it pins our CA); a mismatch here
             // means the token came from another control plane's CA.
             return Err(not_recognised());
         }
+        let server_names = valid_server_names(&req.server_names)?;
         if !self
             .cp
             .store
@@ -121,7 +125,7 @@ impl AgentGrpc {
             .cp
             .keys
             .ca
-            .sign_agent_csr(&req.csr_pem, &row.agent)
+            .sign_agent_csr(&req.csr_pem, &row.agent, &server_names)
             .map_err(|e| {
                 Status::invalid_argument(format!("certificate signing request rejected: {e}"))
             })?;
@@ -144,6 +148,36 @@ impl AgentGrpc {
             }],
         })
     }
+}
+
+/// Host names or IP addresses for the agent's certificate.
+fn valid_server_names(names: &[String]) -> Result<Vec<String>, Status> {
+    if names.len() > 32 {
+        return Err(Status::invalid_argument(
+            "at most 32 server names may be requested",
+        ));
+    }
+    names
+        .iter()
+        .map(|n| {
+            let n = n.trim().to_ascii_lowercase();
+            let is_ip = n.parse::<std::net::IpAddr>().is_ok();
+            let is_dns = !n.is_empty()
+                && n.len() <= 253
+                && n.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if is_ip || is_dns {
+                Ok(n)
+            } else {
+                Err(Status::invalid_argument(format!(
+                    "`{n}` is not a valid host name or IP address for the agent certificate"
+                )))
+            }
+        })
+        .collect()
 }
 
 /// Equality without an early exit, so timing says nothing about where two

@@ -156,10 +156,8 @@ impl IdentityService {
                 }
             }
         }
-        if changed {
-            if let Err(e) = self.rebuild() {
-                tracing::error!(error = %e, "fetched issuer keys are unusable");
-            }
+        if changed && let Err(e) = self.rebuild() {
+            tracing::error!(error = %e, "fetched issuer keys are unusable");
         }
         changed
     }

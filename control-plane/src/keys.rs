@@ -101,16 +101,28 @@ impl CertificateAuthority {
     /// Signs an agent's CSR. Only the public key is taken from the request:
     /// the subject is always the agent name bound to the join token, so an
     /// agent cannot ask for another identity.
-    pub fn sign_agent_csr(&self, csr_pem: &str, agent: &str) -> Result<String, KeyError> {
+    ///
+    /// The certificate also serves the agent's client-facing TLS listeners,
+    /// for the host names the agent asked for (`server_names`, validated by
+    /// the caller).
+    pub fn sign_agent_csr(
+        &self,
+        csr_pem: &str,
+        agent: &str,
+        server_names: &[String],
+    ) -> Result<String, KeyError> {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
-        let mut params = CertificateParams::default();
+        let mut params = CertificateParams::new(server_names.to_vec())?;
         params.distinguished_name = dn(agent);
-        params.subject_alt_names = vec![SanType::URI(
+        params.subject_alt_names.push(SanType::URI(
             format!("spiffe://sluice/agent/{agent}").try_into()?,
-        )];
+        ));
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ];
         set_validity(&mut params, 365);
         csr.params = params;
         Ok(csr.signed_by(&self.issuer()?)?.pem())

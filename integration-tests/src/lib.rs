@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod datapath;
 pub mod pg;
 pub mod process;
 pub mod sluice;

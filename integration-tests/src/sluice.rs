@@ -78,10 +78,10 @@ impl ControlPlaneProc {
                 let url = url.clone();
                 let logs = logs.clone();
                 async move {
-                    if let Ok(r) = http.get(&url).send().await {
-                        if r.status().is_success() {
-                            return Some(());
-                        }
+                    if let Ok(r) = http.get(&url).send().await
+                        && r.status().is_success()
+                    {
+                        return Some(());
                     }
                     let text = std::fs::read_to_string(&logs).unwrap_or_default();
                     assert!(
@@ -222,6 +222,7 @@ pub struct AgentProc {
     pub dir: tempfile::TempDir,
     grpc_url: String,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
     proc: Option<Process>,
 }
 
@@ -231,6 +232,33 @@ impl AgentProc {
     pub async fn start(cp: &mut ControlPlaneProc, name: &str) -> Self {
         let token = cp.join_token(name).await;
         let mut agent = Self::spawn_with_token(&cp.grpc_url(), name, Some(&token), Vec::new());
+        agent.wait_ready().await;
+        agent
+    }
+
+    /// Like [`AgentProc::start`], with extra environment variables (e.g.
+    /// OTEL_EXPORTER_OTLP_ENDPOINT); they apply to every later start too.
+    pub async fn start_with_env(
+        cp: &mut ControlPlaneProc,
+        name: &str,
+        env: Vec<(String, String)>,
+    ) -> Self {
+        let token = cp.join_token(name).await;
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-agent-")
+            .tempdir()
+            .expect("tempdir");
+        let mut agent = Self {
+            name: name.to_owned(),
+            pg_port: free_port(),
+            status_port: free_port(),
+            dir,
+            grpc_url: cp.grpc_url(),
+            extra: Vec::new(),
+            env,
+            proc: None,
+        };
+        agent.spawn(Some(&token));
         agent.wait_ready().await;
         agent
     }
@@ -253,6 +281,7 @@ impl AgentProc {
             dir,
             grpc_url: grpc_url.to_owned(),
             extra,
+            env: Vec::new(),
             proc: None,
         };
         agent.spawn(token);
@@ -272,6 +301,9 @@ impl AgentProc {
             .env("NO_COLOR", "1");
         if let Some(t) = token {
             cmd.args(["--join-token", t]);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
         }
         self.proc = Some(Process::spawn(
             "sluice-agent",

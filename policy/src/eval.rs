@@ -105,7 +105,9 @@ pub struct StatementFacts {
     /// Functions called, `name` or `schema.name`.
     #[serde(default)]
     pub functions: Vec<String>,
-    /// Whether the (top-level) UPDATE/DELETE has a WHERE clause.
+    /// Whether every UPDATE and DELETE of the statement (in CTEs and
+    /// subqueries too) has a WHERE clause that looks at rows; false when
+    /// any lacks one, and for statements with no UPDATE or DELETE.
     #[serde(default)]
     pub has_where: bool,
 }

@@ -10,9 +10,10 @@
 //!   and [`compile_all()`] + [`CompiledPolicy::explain`] for
 //!   `sluice policy explain`;
 //! * agent: [`CompiledPolicy::from_json_bytes`], then
-//!   [`CompiledPolicy::connect`] at connection time and
-//!   [`CompiledPolicy::decide`] per statement, on facts its SQL classifier
-//!   produced ([`StatementFacts`]).
+//!   [`CompiledPolicy::connect`] at connection time, [`classify`] on each
+//!   SQL text (PostgreSQL's own parser, one [`ClassifiedStatement`] per
+//!   statement) and [`CompiledPolicy::decide`] on each statement's
+//!   [`StatementFacts`].
 //!
 //! Invariants owned here: **default deny** (no policy, no connection; no
 //! rule, no statement; unclassifiable statements need an explicit `other`
@@ -23,8 +24,10 @@
 //! async runtime or logging. It takes text and values and returns values,
 //! which keeps it deterministic, testable, and safe on the agent's hot path
 //! (evaluation uses no regex and allocates only the returned decision). SQL
-//! parsing itself lives with the agent's classifier; this crate only judges
-//! its output.
+//! is classified here too ([`sql`]), with libpg_query linked in as a
+//! library: parsing is computation, not I/O, and keeping it next to the
+//! evaluator means the control plane's `explain` classifies exactly as the
+//! agent does.
 
 pub mod compile;
 pub mod duration;
@@ -36,6 +39,7 @@ pub mod kinds;
 mod locate;
 pub mod model;
 pub mod parse;
+pub mod sql;
 pub mod validate;
 
 pub use compile::{
@@ -54,6 +58,7 @@ pub use model::{
     SqlMatcher, SubjectSelector, TlsMode,
 };
 pub use parse::parse_document;
+pub use sql::{ClassifiedStatement, ClassifyError, ClassifyOptions, classify, classify_with};
 pub use validate::{is_valid_name, validate};
 
 #[cfg(test)]

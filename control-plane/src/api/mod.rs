@@ -27,6 +27,7 @@ use axum::{
     routing::{get, post},
 };
 use serde::Serialize;
+use tracing::Instrument as _;
 
 pub use auth::{Admin, Caller};
 
@@ -85,7 +86,8 @@ async fn track(State(cp): State<AppState>, req: Request, next: Next) -> Response
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let response = next.run(req).await;
+    let span = tracing::info_span!("http.request", http.method = %method, http.route = %route);
+    let response = next.run(req).instrument(span).await;
     cp.metrics
         .http_requests
         .get_or_create(&crate::metrics::HttpLabels {
@@ -172,6 +174,8 @@ pub enum AppError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -208,6 +212,12 @@ impl IntoResponse for AppError {
             } => (StatusCode::BAD_REQUEST, code, message, details),
             Self::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m, Vec::new()),
             Self::Conflict(m) => (StatusCode::CONFLICT, "conflict", m, Vec::new()),
+            Self::PayloadTooLarge(m) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                m,
+                Vec::new(),
+            ),
             Self::Internal(e) => {
                 let id = uuid::Uuid::new_v4().simple().to_string();
                 tracing::error!(error_id = %id, error = format!("{e:#}"), "request failed");
@@ -247,11 +257,49 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Self(v)),
-            Err(rejection) => Err(AppError::bad_request(format!(
-                "invalid JSON body: {}",
-                rejection.body_text()
-            ))),
+            Err(rejection) => Err(body_rejection(
+                rejection.status(),
+                "invalid JSON body",
+                rejection.body_text(),
+            )),
         }
+    }
+}
+
+/// A UTF-8 text body (policy documents) whose rejections use the API's
+/// error shape.
+pub struct ApiText(pub String);
+
+impl<S> FromRequest<S> for ApiText
+where
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        String::from_request(req, state)
+            .await
+            .map(Self)
+            .map_err(|rejection| {
+                body_rejection(
+                    rejection.status(),
+                    "invalid request body",
+                    rejection.body_text(),
+                )
+            })
+    }
+}
+
+/// Maps a body extractor's rejection: an oversized body keeps its 413 (it
+/// is not malformed, just too big), anything else is a 400.
+fn body_rejection(status: StatusCode, what: &str, detail: String) -> AppError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        AppError::PayloadTooLarge(format!(
+            "the request body is larger than the {} MiB limit",
+            MAX_BODY / (1024 * 1024)
+        ))
+    } else {
+        AppError::bad_request(format!("{what}: {detail}"))
     }
 }
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_policy::{StatementFacts, Subject, SubjectKind};
 
-use super::{Admin, ApiJson, AppError, AppState, ErrorDetail, rfc3339};
+use super::{Admin, ApiJson, ApiText, AppError, AppState, ErrorDetail, rfc3339};
 use crate::{
     keys::sha256_hex,
     snapshot::{current_inputs, spec_to_row},
@@ -43,7 +43,7 @@ pub async fn apply(
     State(cp): State<AppState>,
     Admin(admin): Admin,
     Query(q): Query<ApplyQuery>,
-    body: String,
+    ApiText(body): ApiText,
 ) -> Result<Json<Value>, AppError> {
     if body.trim().is_empty() {
         return Err(AppError::bad_request(
@@ -67,14 +67,14 @@ pub async fn apply(
             .collect(),
     })?;
     let sha = sha256_hex(body.as_bytes());
-    if let Some(current) = cp.store.current_policy().await? {
-        if current.sha256 == sha {
-            // Applying the document in force again is a no-op, so scripts
-            // can apply unconditionally.
-            let mut v = version_json(&current, current.version);
-            v["unchanged"] = Value::Bool(true);
-            return Ok(Json(v));
-        }
+    if let Some(current) = cp.store.current_policy().await?
+        && current.sha256 == sha
+    {
+        // Applying the document in force again is a no-op, so scripts
+        // can apply unconditionally.
+        let mut v = version_json(&current, current.version);
+        v["unchanged"] = Value::Bool(true);
+        return Ok(Json(v));
     }
     let resources: Vec<_> = doc.resources.iter().map(spec_to_row).collect();
     let comment = q.comment.unwrap_or_default();

@@ -1,1 +1,1053 @@
+//! Router tests in memory (`tower::ServiceExt::oneshot`, no sockets) against
+//! a control plane on a throwaway SQLite database.
+//!
+//! The OpenAPI document is held to the router both ways: every route must be
+//! documented, every documented operation must exist, and the responses the
+//! handlers actually produce must match the documented schemas.
 
+use std::{collections::BTreeSet, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    http::{HeaderMap, Request, StatusCode, header},
+};
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+use super::{AppState, MAX_BODY, OPENAPI, router};
+use crate::{ControlPlane, config::CommonArgs, identity::TokenRequest};
+
+/// Every route `router()` serves: (method, OpenAPI path, needs a token).
+/// A route added to the router must be added here and documented.
+const ROUTES: &[(&str, &str, bool)] = &[
+    ("GET", "/", false),
+    ("GET", "/healthz", false),
+    ("GET", "/readyz", false),
+    ("GET", "/metrics", false),
+    ("GET", "/.well-known/openid-configuration", false),
+    ("GET", "/.well-known/jwks.json", false),
+    ("GET", "/api/v1/openapi.json", false),
+    ("GET", "/api/v1/whoami", true),
+    ("POST", "/api/v1/tokens", true),
+    ("GET", "/api/v1/resources", true),
+    ("GET", "/api/v1/resources/{name}", true),
+    ("PUT", "/api/v1/resources/{name}", true),
+    ("DELETE", "/api/v1/resources/{name}", true),
+    ("GET", "/api/v1/credentials", true),
+    ("PUT", "/api/v1/credentials/{name}", true),
+    ("POST", "/api/v1/credentials/{name}/rotate", true),
+    ("GET", "/api/v1/policies", true),
+    ("POST", "/api/v1/policies", true),
+    ("GET", "/api/v1/policies/diff", true),
+    ("POST", "/api/v1/policies/explain", true),
+    ("GET", "/api/v1/policies/{version}", true),
+    ("GET", "/api/v1/agents", true),
+    ("POST", "/api/v1/join-tokens", true),
+    ("GET", "/api/v1/audit", true),
+];
+
+const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "PATCH"];
+
+const POLICY: &str = r#"resources:
+  - name: orders
+    kind: postgres
+    agent: edge
+    address: 127.0.0.1:5432
+    database: app
+policies:
+  - name: devs-on-orders
+    subjects: { groups: [devs] }
+    resources: { names: [orders] }
+    rules:
+      - deny: { sql: { statements: [ddl] } }
+      - allow: { sql: { statements: [read] } }
+"#;
+
+/// A control plane on a fresh SQLite database, its router and an admin token.
+struct Harness {
+    _dir: tempfile::TempDir,
+    cp: AppState,
+    app: Router,
+    admin: String,
+}
+
+impl Harness {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let common = CommonArgs {
+            data_dir: dir.path().join("data"),
+            database_url: None,
+            master_key_file: None,
+            config: None,
+            public_url: Some("https://sluice.test".to_owned()),
+            http_addr: "127.0.0.1:0".parse().expect("address"),
+        };
+        let cp = ControlPlane::open(&common, Duration::from_secs(3600))
+            .await
+            .expect("open the control plane");
+        let app = router(cp.clone());
+        let mut h = Self {
+            _dir: dir,
+            cp,
+            app,
+            admin: String::new(),
+        };
+        h.admin = h.token("test-admin", &[], &["admin"]);
+        h
+    }
+
+    fn token(&self, subject: &str, groups: &[&str], roles: &[&str]) -> String {
+        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
+        self.cp
+            .identity
+            .issue(&TokenRequest {
+                subject: subject.to_owned(),
+                groups: strings(groups),
+                roles: strings(roles),
+                ttl: Duration::from_secs(600),
+                service_account: false,
+            })
+            .expect("issue a token")
+            .0
+    }
+
+    async fn send(&self, req: Request<Body>) -> Response {
+        let resp = self
+            .app
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("the router is infallible");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("read the body");
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Response {
+            status,
+            headers,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+            json,
+        }
+    }
+
+    /// A request with `token` (if any) and a body sent with `content_type`.
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Response {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some((content_type, bytes)) => {
+                req = req.header(header::CONTENT_TYPE, content_type);
+                Body::from(bytes)
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).expect("request")).await
+    }
+
+    async fn admin(&self, method: &str, uri: &str, body: Option<Value>) -> Response {
+        let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
+        self.call(method, uri, Some(&self.admin), body).await
+    }
+}
+
+#[derive(Debug)]
+struct Response {
+    status: StatusCode,
+    headers: HeaderMap,
+    text: String,
+    json: Value,
+}
+
+impl Response {
+    /// Asserts the API's error shape with `code`; returns the message.
+    fn error(&self, status: StatusCode, code: &str) -> String {
+        assert_eq!(self.status, status, "{}", self.text);
+        assert_eq!(
+            self.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+            Some(&b"application/json"[..]),
+            "errors are JSON: {}",
+            self.text
+        );
+        assert_eq!(self.json["error"]["code"], code, "{}", self.text);
+        let message = self.json["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.is_empty(),
+            "error without a message: {}",
+            self.text
+        );
+        let keys: Vec<&String> = self.json["error"]
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
+        assert!(
+            keys.iter()
+                .all(|k| ["code", "message", "details"].contains(&k.as_str())),
+            "unexpected error fields: {}",
+            self.text
+        );
+        message.to_owned()
+    }
+}
+
+fn openapi() -> Value {
+    serde_json::from_str(OPENAPI).expect("openapi.json is valid JSON")
+}
+
+/// (METHOD, path) of every operation in the document.
+fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut ops = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys() {
+            if METHODS.contains(&method.to_uppercase().as_str()) {
+                ops.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    ops
+}
+
+/// Paths registered in `router()`, read from its source so that a route
+/// added there without being listed in [`ROUTES`] fails the test.
+fn routes_in_source() -> BTreeSet<String> {
+    let source = include_str!("mod.rs");
+    let start = source.find("pub fn router(").expect("router() in mod.rs");
+    let body = &source[start..];
+    let body = &body[..body.find("\n}\n").expect("end of router()")];
+    let nest = ".nest(\"/api/v1\", api)";
+    assert!(
+        body.contains(nest),
+        "router() no longer nests `api` under /api/v1: update this test"
+    );
+    let split = body.find("let api = ").expect("the api router");
+    let api_end = split + body[split..].find(';').expect("end of the api router");
+    let paths = |text: &str, prefix: &str| -> Vec<String> {
+        text.split(".route(")
+            .skip(1)
+            .filter_map(|chunk| {
+                let rest = chunk.trim_start().strip_prefix('"')?;
+                Some(format!("{prefix}{}", &rest[..rest.find('"')?]))
+            })
+            .collect()
+    };
+    let mut all: BTreeSet<String> = paths(&body[split..api_end], "/api/v1")
+        .into_iter()
+        .collect();
+    all.extend(paths(&body[..split], ""));
+    all.extend(paths(&body[api_end..], ""));
+    all
+}
+
+/// A concrete URI for a templated path.
+fn concrete(path: &str) -> String {
+    path.replace("{name}", "probe").replace("{version}", "1")
+}
+
+#[tokio::test]
+async fn openapi_documents_exactly_the_routes_of_the_router() {
+    let doc = openapi();
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "not OpenAPI 3.1: {}",
+        doc["openapi"]
+    );
+
+    let listed: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p, _)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    let documented = documented_operations(&doc);
+    let undocumented: Vec<_> = listed.difference(&documented).collect();
+    let unrouted: Vec<_> = documented.difference(&listed).collect();
+    assert!(
+        undocumented.is_empty(),
+        "routes missing from openapi.json: {undocumented:?}"
+    );
+    assert!(
+        unrouted.is_empty(),
+        "openapi.json documents operations the router does not have: {unrouted:?}"
+    );
+
+    let listed_paths: BTreeSet<String> = ROUTES.iter().map(|(_, p, _)| (*p).to_owned()).collect();
+    assert_eq!(
+        routes_in_source(),
+        listed_paths,
+        "router() and ROUTES disagree on the paths"
+    );
+
+    // The router agrees on methods: listed ones are routed, others get 405.
+    let h = Harness::new().await;
+    for path in &listed_paths {
+        for method in METHODS {
+            let routed = listed.contains(&((*method).to_owned(), path.clone()));
+            let resp = h.call(method, &concrete(path), None, None).await;
+            assert_eq!(
+                resp.status != StatusCode::METHOD_NOT_ALLOWED,
+                routed,
+                "{method} {path}: {}",
+                resp.status
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn openapi_security_matches_what_the_router_enforces() {
+    let doc = openapi();
+    assert_eq!(doc["security"], json!([{"bearerAuth": []}]));
+    let scheme = &doc["components"]["securitySchemes"]["bearerAuth"];
+    assert_eq!(
+        (&scheme["type"], &scheme["scheme"]),
+        (&json!("http"), &json!("bearer"))
+    );
+
+    let h = Harness::new().await;
+    for (method, path, needs_token) in ROUTES {
+        let op = &doc["paths"][path][method.to_lowercase()];
+        let open = op.get("security") == Some(&json!([]));
+        assert_eq!(
+            open, !needs_token,
+            "{method} {path}: `security` in openapi.json"
+        );
+        if *needs_token {
+            assert!(
+                op["responses"].get("401").is_some(),
+                "{method} {path} does not document 401"
+            );
+        }
+        let resp = h.call(method, &concrete(path), None, None).await;
+        if *needs_token {
+            resp.error(StatusCode::UNAUTHORIZED, "unauthorized");
+        } else {
+            assert_ne!(resp.status, StatusCode::UNAUTHORIZED, "{method} {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn openapi_is_internally_consistent() {
+    let doc = openapi();
+    // Every $ref resolves.
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(o) => {
+                if let Some(Value::String(r)) = o.get("$ref") {
+                    out.push(r);
+                }
+                o.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let pointer = r.strip_prefix('#').expect("local $ref");
+        assert!(doc.pointer(pointer).is_some(), "dangling $ref {r}");
+    }
+    // Every path template variable is declared, operation ids are unique,
+    // and every operation says what it returns.
+    let mut ids = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let id = op["operationId"].as_str().expect("operationId");
+            assert!(ids.insert(id.to_owned()), "duplicate operationId {id}");
+            assert!(
+                op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                "{method} {path}: no responses"
+            );
+            for var in path.split('{').skip(1).filter_map(|s| s.split('}').next()) {
+                let declared = op["parameters"].as_array().is_some_and(|ps| {
+                    ps.iter()
+                        .any(|p| p["name"] == var && p["in"] == "path" && p["required"] == true)
+                });
+                assert!(
+                    declared,
+                    "{method} {path}: path parameter `{var}` not declared"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn responses_match_the_documented_schemas() {
+    let doc = openapi();
+    let h = Harness::new().await;
+    let user = h.token("dana", &["devs"], &[]);
+    let check = |method: &str, path: &str, resp: &Response| {
+        let op = &doc["paths"][path][method.to_lowercase()];
+        let status = resp.status.as_u16().to_string();
+        let mut documented = &op["responses"][&status];
+        if let Some(r) = documented.get("$ref").and_then(Value::as_str) {
+            documented = doc.pointer(&r[1..]).expect("response $ref");
+        }
+        assert!(
+            !documented.is_null(),
+            "{method} {path}: status {status} is not documented ({})",
+            resp.text
+        );
+        if let Some(schema) = documented.pointer("/content/application~1json/schema") {
+            let mut errors = Vec::new();
+            conforms(&doc, schema, &resp.json, "$", &mut errors);
+            assert!(
+                errors.is_empty(),
+                "{method} {path} {status}: {errors:#?}\n{}",
+                resp.json
+            );
+        } else {
+            assert!(
+                documented.get("content").is_none() || resp.status.is_success(),
+                "{method} {path} {status}"
+            );
+        }
+    };
+
+    let r = h.call("GET", "/api/v1/whoami", Some(&user), None).await;
+    check("GET", "/api/v1/whoami", &r);
+    assert_eq!(
+        (r.json["subject"].as_str(), r.json["kind"].as_str()),
+        (Some("dana"), Some("user"))
+    );
+
+    let r = h
+        .admin(
+            "POST",
+            "/api/v1/tokens",
+            Some(
+                json!({"subject": "ci", "roles": ["admin"], "ttl": "5m", "service_account": true}),
+            ),
+        )
+        .await;
+    check("POST", "/api/v1/tokens", &r);
+    let r = h
+        .admin("POST", "/api/v1/tokens", Some(json!({"subject": ""})))
+        .await;
+    check("POST", "/api/v1/tokens", &r);
+    r.error(StatusCode::BAD_REQUEST, "bad_request");
+
+    let resource = json!({"kind": "postgres", "agent": "edge", "address": "127.0.0.1:5432", "database": "app",
+                          "credential": "app-rw", "labels": {"env": "test"}, "tls_mode": "disable"});
+    let r = h
+        .admin("PUT", "/api/v1/resources/billing", Some(resource.clone()))
+        .await;
+    check("PUT", "/api/v1/resources/{name}", &r);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // A GET response can be PUT back unchanged.
+    let r = h.admin("GET", "/api/v1/resources/billing", None).await;
+    check("GET", "/api/v1/resources/{name}", &r);
+    let again = h
+        .admin("PUT", "/api/v1/resources/billing", Some(r.json.clone()))
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    let r = h
+        .admin(
+            "PUT",
+            "/api/v1/resources/broken",
+            Some(json!({"kind": "carrier-pigeon", "agent": "edge", "address": "x:1"})),
+        )
+        .await;
+    check("PUT", "/api/v1/resources/{name}", &r);
+    r.error(StatusCode::BAD_REQUEST, "bad_request");
+    let r = h
+        .admin(
+            "PUT",
+            "/api/v1/resources/broken",
+            Some(json!({"kind": "postgres", "agent": "edge", "address": "x:1"})),
+        )
+        .await;
+    check("PUT", "/api/v1/resources/{name}", &r);
+    r.error(StatusCode::BAD_REQUEST, "invalid_resource");
+    assert!(
+        r.json["error"]["details"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("database")),
+        "{}",
+        r.text
+    );
+    let r = h.admin("GET", "/api/v1/resources", None).await;
+    check("GET", "/api/v1/resources", &r);
+    let r = h.admin("GET", "/api/v1/resources/missing", None).await;
+    check("GET", "/api/v1/resources/{name}", &r);
+    r.error(StatusCode::NOT_FOUND, "not_found");
+
+    let r = h
+        .admin(
+            "PUT",
+            "/api/v1/credentials/app-rw",
+            Some(json!({"username": "app", "secret": "s3cret-value"})),
+        )
+        .await;
+    check("PUT", "/api/v1/credentials/{name}", &r);
+    assert!(
+        !r.text.contains("s3cret-value"),
+        "a secret came back: {}",
+        r.text
+    );
+    let r = h
+        .admin(
+            "POST",
+            "/api/v1/credentials/app-rw/rotate",
+            Some(json!({"secret": "n3w-value"})),
+        )
+        .await;
+    check("POST", "/api/v1/credentials/{name}/rotate", &r);
+    assert_eq!(r.json["version"], 2);
+    let r = h
+        .admin(
+            "POST",
+            "/api/v1/credentials/nope/rotate",
+            Some(json!({"secret": "x"})),
+        )
+        .await;
+    check("POST", "/api/v1/credentials/{name}/rotate", &r);
+    r.error(StatusCode::NOT_FOUND, "not_found");
+    let r = h.admin("GET", "/api/v1/credentials", None).await;
+    check("GET", "/api/v1/credentials", &r);
+    assert!(!r.text.contains("n3w-value"));
+
+    let apply = |doc: &str| {
+        let body = Some(("application/yaml", doc.as_bytes().to_vec()));
+        h.call(
+            "POST",
+            "/api/v1/policies?comment=first",
+            Some(&h.admin),
+            body,
+        )
+    };
+    let r = apply(POLICY).await;
+    check("POST", "/api/v1/policies", &r);
+    assert_eq!(
+        (r.json["version"].as_i64(), r.json["comment"].as_str()),
+        (Some(1), Some("first")),
+        "{}",
+        r.text
+    );
+    let r = apply(POLICY).await;
+    check("POST", "/api/v1/policies", &r);
+    assert_eq!(r.json["unchanged"], true);
+    let r = apply(&POLICY.replace("[read]", "[read, write]")).await;
+    check("POST", "/api/v1/policies", &r);
+    let r =
+        apply("policies:\n  - name: x\n    rules: [{ deny: { sql: { statements: [dorp] } } }]\n")
+            .await;
+    check("POST", "/api/v1/policies", &r);
+    r.error(StatusCode::BAD_REQUEST, "invalid_policy");
+    assert!(
+        r.json["error"]["details"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty()),
+        "{}",
+        r.text
+    );
+    let r = h.admin("GET", "/api/v1/policies", None).await;
+    check("GET", "/api/v1/policies", &r);
+    let r = h.admin("GET", "/api/v1/policies/current", None).await;
+    check("GET", "/api/v1/policies/{version}", &r);
+    assert_eq!(
+        (r.json["version"].as_i64(), r.json["current"].as_bool()),
+        (Some(2), Some(true))
+    );
+    let r = h.admin("GET", "/api/v1/policies/1", None).await;
+    check("GET", "/api/v1/policies/{version}", &r);
+    assert_eq!(r.json["document"], POLICY);
+    let r = h.admin("GET", "/api/v1/policies/latest", None).await;
+    check("GET", "/api/v1/policies/{version}", &r);
+    r.error(StatusCode::BAD_REQUEST, "bad_request");
+    let r = h.admin("GET", "/api/v1/policies/9", None).await;
+    check("GET", "/api/v1/policies/{version}", &r);
+    let r = h.admin("GET", "/api/v1/policies/diff?from=1", None).await;
+    check("GET", "/api/v1/policies/diff", &r);
+    assert!(
+        r.json["diff"]
+            .as_str()
+            .is_some_and(|d| d.contains("+      - allow: { sql: { statements: [read, write] } }")),
+        "{}",
+        r.text
+    );
+
+    let explain = |body: Value| h.admin("POST", "/api/v1/policies/explain", Some(body));
+    let r = explain(json!({"subject": "dana", "groups": ["devs"], "resource": "orders"})).await;
+    check("POST", "/api/v1/policies/explain", &r);
+    assert_eq!(r.json["connect"], true, "{}", r.text);
+    let r = explain(
+        json!({"subject": "dana", "groups": ["devs"], "resource": "orders",
+                           "facts": {"kinds": ["drop"], "tables_written": ["public.orders"]}}),
+    )
+    .await;
+    check("POST", "/api/v1/policies/explain", &r);
+    assert_eq!(r.json["outcome"], "deny", "{}", r.text);
+    let r =
+        explain(json!({"subject": "eve", "resource": "orders", "facts": {"kinds": ["select"]}}))
+            .await;
+    check("POST", "/api/v1/policies/explain", &r);
+    let r = explain(json!({"subject": "dana", "resource": "nowhere"})).await;
+    check("POST", "/api/v1/policies/explain", &r);
+    r.error(StatusCode::NOT_FOUND, "not_found");
+
+    let r = h
+        .admin(
+            "POST",
+            "/api/v1/join-tokens",
+            Some(json!({"agent": "edge", "ttl": "10m"})),
+        )
+        .await;
+    check("POST", "/api/v1/join-tokens", &r);
+    let r = h
+        .admin(
+            "POST",
+            "/api/v1/join-tokens",
+            Some(json!({"agent": "edge", "ttl": "30d"})),
+        )
+        .await;
+    check("POST", "/api/v1/join-tokens", &r);
+    r.error(StatusCode::BAD_REQUEST, "bad_request");
+    h.cp.store
+        .upsert_agent_enrollment("edge", "fp", "0.1.0")
+        .await
+        .expect("enroll");
+    let r = h.admin("GET", "/api/v1/agents", None).await;
+    check("GET", "/api/v1/agents", &r);
+    assert_eq!(r.json["agents"][0]["last_seen"], Value::Null);
+
+    let event = crate::store::StoredAuditEvent {
+        id: "evt-1".into(),
+        seq: 1,
+        time_ms: 1_700_000_000_000,
+        kind: "session.start".into(),
+        subject: "dana".into(),
+        groups: vec!["devs".into()],
+        resource: "orders".into(),
+        decision: "allow".into(),
+        attributes: json!({"protocol": "postgres"}),
+        ..Default::default()
+    };
+    h.cp.store
+        .insert_audit_events("edge", &[event])
+        .await
+        .expect("audit");
+    let r = h
+        .admin("GET", "/api/v1/audit?subject=dana&limit=10", None)
+        .await;
+    check("GET", "/api/v1/audit", &r);
+    assert_eq!(
+        (
+            r.json["events"].as_array().map(Vec::len),
+            &r.json["events"][0]["time"]
+        ),
+        (Some(1), &json!("2023-11-14T22:13:20.000Z"))
+    );
+    let r = h.admin("GET", "/api/v1/audit?limit=0", None).await;
+    check("GET", "/api/v1/audit", &r);
+    r.error(StatusCode::BAD_REQUEST, "bad_request");
+
+    let r = h.admin("DELETE", "/api/v1/resources/billing", None).await;
+    check("DELETE", "/api/v1/resources/{name}", &r);
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = h.admin("DELETE", "/api/v1/resources/billing", None).await;
+    check("DELETE", "/api/v1/resources/{name}", &r);
+    r.error(StatusCode::NOT_FOUND, "not_found");
+
+    let r = h.call("GET", "/api/v1/resources", Some(&user), None).await;
+    check("GET", "/api/v1/resources", &r);
+    r.error(StatusCode::FORBIDDEN, "forbidden");
+
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/jwks.json",
+        "/api/v1/openapi.json",
+    ] {
+        let r = h.call("GET", path, None, None).await;
+        check("GET", path, &r);
+    }
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let h = Harness::new().await;
+    let r = h.call("GET", "/healthz", None, None).await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, "ok\n"));
+    let r = h.call("GET", "/readyz", None, None).await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, "ready\n"));
+    let r = h.call("GET", "/metrics", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.text.contains("route=\"/readyz\""),
+        "requests are counted by route: {}",
+        r.text
+    );
+    let r = h.call("GET", "/", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.headers[header::CONTENT_TYPE]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("text/html"))
+    );
+}
+
+#[tokio::test]
+async fn oidc_discovery_names_the_issuer_and_its_jwks() {
+    let h = Harness::new().await;
+    let r = h
+        .call("GET", "/.well-known/openid-configuration", None, None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["issuer"], "https://sluice.test");
+    assert_eq!(r.json["issuer"], h.cp.identity.issuer_url());
+    assert_eq!(
+        r.json["jwks_uri"],
+        "https://sluice.test/.well-known/jwks.json"
+    );
+    assert!(
+        r.json["id_token_signing_alg_values_supported"]
+            .as_array()
+            .is_some_and(|a| a.contains(&json!("EdDSA")))
+    );
+
+    let r = h.call("GET", "/.well-known/jwks.json", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let keys = r.json["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 1, "{}", r.text);
+    let key = &keys[0];
+    assert_eq!(
+        (&key["kty"], &key["crv"], &key["alg"], &key["use"]),
+        (
+            &json!("OKP"),
+            &json!("Ed25519"),
+            &json!("EdDSA"),
+            &json!("sig")
+        )
+    );
+    assert!(key["kid"].as_str().is_some_and(|k| !k.is_empty()));
+    assert!(
+        key.get("d").is_none(),
+        "the private key must never be published"
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_get_a_json_404() {
+    let h = Harness::new().await;
+    for path in ["/nope", "/api/v1/nope", "/api/v2/resources"] {
+        let message = h
+            .call("GET", path, None, None)
+            .await
+            .error(StatusCode::NOT_FOUND, "not_found");
+        assert!(message.contains("/api/v1/openapi.json"), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn bodies_over_one_mib_are_refused_with_413() {
+    let h = Harness::new().await;
+    let label = "x".repeat(MAX_BODY);
+    let big = json!({"kind": "postgres", "agent": "edge", "address": "127.0.0.1:5432", "labels": {"big": label}});
+    let r = h.admin("PUT", "/api/v1/resources/orders", Some(big)).await;
+    let message = r.error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert!(message.contains("1 MiB"), "{message}");
+
+    let doc = format!("# {}\n{POLICY}", "x".repeat(MAX_BODY));
+    let r = h
+        .call(
+            "POST",
+            "/api/v1/policies",
+            Some(&h.admin),
+            Some(("application/yaml", doc.into_bytes())),
+        )
+        .await;
+    r.error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert!(
+        h.cp.store.current_policy().await.expect("store").is_none(),
+        "nothing was applied"
+    );
+
+    // Just under the limit is read (and then judged on its content).
+    let doc = format!("# {}\n{POLICY}", "x".repeat(MAX_BODY - POLICY.len() - 100));
+    let r = h
+        .call(
+            "POST",
+            "/api/v1/policies",
+            Some(&h.admin),
+            Some(("application/yaml", doc.into_bytes())),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+#[tokio::test]
+async fn invalid_json_bodies_are_400_with_the_error_shape() {
+    let h = Harness::new().await;
+    let send = |body: &str| {
+        let body = Some(("application/json", body.as_bytes().to_vec()));
+        h.call("PUT", "/api/v1/resources/orders", Some(&h.admin), body)
+    };
+    let message = send(r#"{"kind": "postgres", "agent": "#)
+        .await
+        .error(StatusCode::BAD_REQUEST, "bad_request");
+    assert!(message.starts_with("invalid JSON body"), "{message}");
+
+    let message =
+        send(r#"{"kind": "postgres", "agent": "edge", "address": "x:1", "colour": "red"}"#)
+            .await
+            .error(StatusCode::BAD_REQUEST, "bad_request");
+    assert!(
+        message.contains("colour"),
+        "unknown fields are named: {message}"
+    );
+
+    let message = send(r#"{"kind": "postgres"}"#)
+        .await
+        .error(StatusCode::BAD_REQUEST, "bad_request");
+    assert!(
+        message.contains("agent"),
+        "missing fields are named: {message}"
+    );
+
+    let r = h
+        .call(
+            "PUT",
+            "/api/v1/resources/orders",
+            Some(&h.admin),
+            Some(("text/plain", b"{}".to_vec())),
+        )
+        .await;
+    r.error(StatusCode::BAD_REQUEST, "bad_request");
+
+    let r = h
+        .call(
+            "POST",
+            "/api/v1/policies",
+            Some(&h.admin),
+            Some(("application/yaml", vec![0xff, 0xfe, b'\n'])),
+        )
+        .await;
+    r.error(StatusCode::BAD_REQUEST, "bad_request");
+}
+
+#[tokio::test]
+async fn resource_names_are_checked_against_the_naming_rule() {
+    let h = Harness::new().await;
+    let body = json!({"kind": "postgres", "agent": "edge", "address": "127.0.0.1:5432", "database": "app"});
+    for bad in [
+        "Orders",
+        "-orders",
+        "orders%20db",
+        "o%C3%BC",
+        &"o".repeat(64),
+    ] {
+        let r = h
+            .admin(
+                "PUT",
+                &format!("/api/v1/resources/{bad}"),
+                Some(body.clone()),
+            )
+            .await;
+        let message = r.error(StatusCode::BAD_REQUEST, "bad_request");
+        assert!(
+            message.contains("invalid resource name"),
+            "{bad}: {message}"
+        );
+        assert!(
+            message.contains(
+                "1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit"
+            ),
+            "{bad}: the message states the rule: {message}"
+        );
+    }
+    assert!(h.cp.store.resources().await.expect("store").is_empty());
+    let r = h
+        .admin(
+            "PUT",
+            &format!("/api/v1/resources/{}", "o".repeat(63)),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+#[tokio::test]
+async fn missing_or_invalid_tokens_are_401_and_non_admins_403() {
+    let h = Harness::new().await;
+    let r = h.call("GET", "/api/v1/resources", None, None).await;
+    let message = r.error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(message.contains("Authorization: Bearer"), "{message}");
+    assert_eq!(
+        r.headers[header::WWW_AUTHENTICATE],
+        "Bearer realm=\"sluice\""
+    );
+
+    let r = h
+        .call("GET", "/api/v1/resources", Some("not-a-jwt"), None)
+        .await;
+    r.error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(
+        !r.text.contains("not-a-jwt"),
+        "the token is not echoed: {}",
+        r.text
+    );
+
+    let user = h.token("dana", &["devs"], &[]);
+    let r = h.call("GET", "/api/v1/whoami", Some(&user), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let message = h
+        .call("GET", "/api/v1/resources", Some(&user), None)
+        .await
+        .error(StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        message.contains("dana") && message.contains("admin"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_schema_checker_catches_mismatches() {
+    let doc = openapi();
+    let schema = json!({"$ref": "#/components/schemas/CredentialMeta"});
+    let good = json!({"name": "a", "username": "u", "version": 1,
+                      "created_at": "2026-01-31T12:00:00.000Z", "updated_at": "2026-01-31T12:00:00.000Z"});
+    let problems = |value: &Value| {
+        let mut errors = Vec::new();
+        conforms(&doc, &schema, value, "$", &mut errors);
+        errors
+    };
+    assert_eq!(problems(&good), Vec::<String>::new());
+    let mut missing = good.clone();
+    missing.as_object_mut().expect("object").remove("version");
+    let mut extra = good.clone();
+    extra["secret"] = json!("leak");
+    let mut wrong_type = good.clone();
+    wrong_type["version"] = json!("1");
+    let mut bad_time = good.clone();
+    bad_time["created_at"] = json!("yesterday");
+    for (value, expected) in [
+        (missing, "missing `version`"),
+        (extra, "`secret` is not documented"),
+        (wrong_type, "$.version: expected"),
+        (bad_time, "not an RFC 3339"),
+    ] {
+        let errors = problems(&value);
+        assert!(
+            errors.iter().any(|e| e.contains(expected)),
+            "{expected}: {errors:?}"
+        );
+    }
+}
+
+// ------------------------------------------------------------ a tiny JSON Schema checker
+
+/// Checks `value` against the subset of JSON Schema openapi.json uses.
+/// Stricter than JSON Schema in one way, on purpose: an object schema that
+/// lists `properties` must list every property the server sends.
+fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        match r.strip_prefix('#').and_then(|p| doc.pointer(p)) {
+            Some(target) => conforms(doc, target, value, at, errors),
+            None => errors.push(format!("{at}: dangling $ref {r}")),
+        }
+        return;
+    }
+    if let Some(options) = schema.get("anyOf").and_then(Value::as_array) {
+        let ok = options.iter().any(|o| {
+            let mut e = Vec::new();
+            conforms(doc, o, value, at, &mut e);
+            e.is_empty()
+        });
+        if !ok {
+            errors.push(format!("{at}: matches none of anyOf: {value}"));
+        }
+    }
+    if let Some(ty) = schema.get("type") {
+        let types: Vec<&str> = match ty {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let actual = match value {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        if !types
+            .iter()
+            .any(|t| *t == actual || (*t == "number" && actual == "integer"))
+        {
+            errors.push(format!("{at}: expected {types:?}, got {value}"));
+            return;
+        }
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        errors.push(format!("{at}: {value} is not one of {allowed:?}"));
+    }
+    if let Some(c) = schema.get("const")
+        && c != value
+    {
+        errors.push(format!("{at}: expected {c}, got {value}"));
+    }
+    if let (Some("date-time"), Some(s)) =
+        (schema.get("format").and_then(Value::as_str), value.as_str())
+        && humantime::parse_rfc3339(s).is_err()
+    {
+        errors.push(format!("{at}: `{s}` is not an RFC 3339 UTC time"));
+    }
+    match value {
+        Value::Object(o) => {
+            for required in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(k) = required.as_str().filter(|k| !o.contains_key(*k)) {
+                    errors.push(format!("{at}: missing `{k}`"));
+                }
+            }
+            let props = schema.get("properties").and_then(Value::as_object);
+            for (k, v) in o {
+                match (
+                    props.and_then(|p| p.get(k)),
+                    schema.get("additionalProperties"),
+                ) {
+                    (Some(s), _) => conforms(doc, s, v, &format!("{at}.{k}"), errors),
+                    (None, Some(Value::Bool(false))) => {
+                        errors.push(format!("{at}: `{k}` is not allowed"))
+                    }
+                    (None, Some(extra @ Value::Object(_))) => {
+                        conforms(doc, extra, v, &format!("{at}.{k}"), errors)
+                    }
+                    (None, _) if props.is_some() => {
+                        errors.push(format!("{at}: `{k}` is not documented"))
+                    }
+                    (None, _) => {}
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item) = schema.get("items") {
+                for (n, v) in items.iter().enumerate() {
+                    conforms(doc, item, v, &format!("{at}[{n}]"), errors);
+                }
+            }
+        }
+        _ => {}
+    }
+}

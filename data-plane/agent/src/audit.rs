@@ -34,12 +34,16 @@ impl From<SpoolError> for AuditError {
     }
 }
 
+/// Records read back from the spool, with their sequence numbers.
+type Records = Vec<(u64, Vec<u8>)>;
+type AppendReply = oneshot::Sender<Result<u64, AuditError>>;
+
 enum Cmd {
-    Append(Vec<u8>, oneshot::Sender<Result<u64, AuditError>>),
+    Append(Vec<u8>, AppendReply),
     Read {
         after: u64,
         max: usize,
-        reply: oneshot::Sender<Result<Vec<(u64, Vec<u8>)>, AuditError>>,
+        reply: oneshot::Sender<Result<Records, AuditError>>,
     },
     Ack(u64),
 }
@@ -161,7 +165,7 @@ fn run(mut spool: Spool, mut rx: mpsc::UnboundedReceiver<Cmd>, status: watch::Se
                 Err(_) => break,
             }
         }
-        let mut appends: Vec<(Vec<u8>, oneshot::Sender<Result<u64, AuditError>>)> = Vec::new();
+        let mut appends: Vec<(Vec<u8>, AppendReply)> = Vec::new();
         for cmd in pending {
             match cmd {
                 Cmd::Append(bytes, reply) => appends.push((bytes, reply)),

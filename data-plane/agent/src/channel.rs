@@ -15,6 +15,7 @@ use sluice_proto::{
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument as _;
 
 use crate::{Agent, snapshot};
 
@@ -51,6 +52,12 @@ pub async fn run(agent: Arc<Agent>) {
 }
 
 async fn connect_once(agent: &Arc<Agent>) -> anyhow::Result<()> {
+    // Covers establishing the stream (TLS connect and `Attach`), not its
+    // lifetime, so the span is exported as soon as the agent is attached.
+    let span = tracing::info_span!(
+        "control_plane.connect",
+        control_plane = %agent.args.control_plane
+    );
     let enrolled = &agent.enrolled;
     let (host, _) = agent.args.control_plane_host_port()?;
     let tls = tonic::transport::ClientTlsConfig::new()
@@ -66,6 +73,7 @@ async fn connect_once(agent: &Arc<Agent>) -> anyhow::Result<()> {
         .http2_keep_alive_interval(Duration::from_secs(15))
         .keep_alive_timeout(Duration::from_secs(10))
         .connect()
+        .instrument(span.clone())
         .await
         .context("cannot connect")?;
 
@@ -82,6 +90,7 @@ async fn connect_once(agent: &Arc<Agent>) -> anyhow::Result<()> {
         .ok();
     let mut inbound = AgentServiceClient::new(channel)
         .attach(ReceiverStream::new(out_rx))
+        .instrument(span)
         .await
         .map_err(|s| anyhow::anyhow!("control plane refused the stream: {}", s.message()))?
         .into_inner();
@@ -90,11 +99,16 @@ async fn connect_once(agent: &Arc<Agent>) -> anyhow::Result<()> {
     tracing::info!(control_plane = %agent.args.control_plane, "connected to the control plane");
 
     let shipper = tokio::spawn(ship_audit(agent.clone(), out_tx.clone()));
-    let heartbeat = tokio::spawn(heartbeats(agent.clone(), out_tx.clone()));
+    let heartbeat_task = tokio::spawn(heartbeats(agent.clone(), out_tx.clone()));
     let result = async {
         while let Some(message) = inbound.message().await.context("stream error")? {
             match message.msg {
-                Some(control_message::Msg::Snapshot(signed)) => agent.apply_snapshot(&signed),
+                Some(control_message::Msg::Snapshot(signed)) => {
+                    agent.apply_snapshot(&signed);
+                    // Report the new version at once rather than at the
+                    // next heartbeat, so `sluice agents` is current.
+                    let _ = out_tx.try_send(msg(agent_message::Msg::Heartbeat(heartbeat(agent))));
+                }
                 Some(control_message::Msg::AuditAck(ack)) => agent.audit.ack(ack.acked_seq),
                 Some(control_message::Msg::HeartbeatAck(_)) => agent.confirm_snapshot(),
                 Some(control_message::Msg::KillSession(k)) => {
@@ -110,7 +124,7 @@ async fn connect_once(agent: &Arc<Agent>) -> anyhow::Result<()> {
     }
     .await;
     shipper.abort();
-    heartbeat.abort();
+    heartbeat_task.abort();
     result
 }
 
@@ -134,6 +148,14 @@ async fn heartbeats(agent: Arc<Agent>, out: mpsc::Sender<AgentMessage>) {
         {
             return;
         }
+    }
+}
+
+fn heartbeat(agent: &Agent) -> pb::Heartbeat {
+    pb::Heartbeat {
+        sent_at_unix_ms: i64::try_from(snapshot::now_ms()).unwrap_or(0),
+        snapshot_version: agent.current_version(),
+        spool_pending: agent.audit.status().borrow().pending,
     }
 }
 

@@ -42,6 +42,40 @@ pub struct AgentArgs {
     /// Time allowed for a client to finish the PostgreSQL start-up handshake.
     #[arg(long, env = "SLUICE_AGENT_STARTUP_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub startup_timeout: Duration,
+    /// Host names and IPs clients use to reach this agent (its certificate's names).
+    #[arg(
+        long,
+        env = "SLUICE_AGENT_TLS_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1"
+    )]
+    pub tls_hosts: Vec<String>,
+    /// Serve client TLS with this certificate chain (PEM) instead of the enrolled one.
+    #[arg(long, env = "SLUICE_AGENT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert.
+    #[arg(long, env = "SLUICE_AGENT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Accept unencrypted client connections from non-loopback addresses.
+    /// Tokens travel as passwords: leave this off unless the network is trusted.
+    #[arg(long, env = "SLUICE_AGENT_ALLOW_PLAINTEXT")]
+    pub allow_plaintext: bool,
+    /// Client sessions idle (no request in flight) for longer are closed.
+    #[arg(long, env = "SLUICE_AGENT_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Most client connections the agent serves at once.
+    #[arg(long, env = "SLUICE_AGENT_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Most client connections one subject may hold at once.
+    #[arg(
+        long,
+        env = "SLUICE_AGENT_MAX_CONNECTIONS_PER_SUBJECT",
+        default_value_t = 256
+    )]
+    pub max_connections_per_subject: usize,
+    /// Largest single protocol message accepted from a client or target.
+    #[arg(long, env = "SLUICE_AGENT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_message_bytes: u32,
 }
 
 impl AgentArgs {
@@ -56,6 +90,14 @@ impl AgentArgs {
             anyhow::bail!(
                 "SLUICE_CONTROL_PLANE: must be an https:// URL with a host, like https://127.0.0.1:8443"
             );
+        }
+        if self.max_connections == 0 || self.max_connections_per_subject == 0 {
+            anyhow::bail!(
+                "SLUICE_AGENT_MAX_CONNECTIONS and SLUICE_AGENT_MAX_CONNECTIONS_PER_SUBJECT must be at least 1"
+            );
+        }
+        if self.max_message_bytes < 64 * 1024 {
+            anyhow::bail!("SLUICE_AGENT_MAX_MESSAGE_BYTES must be at least 65536");
         }
         if self.max_staleness.is_zero() {
             anyhow::bail!("SLUICE_AGENT_MAX_STALENESS: must be greater than zero");

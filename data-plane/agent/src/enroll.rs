@@ -250,6 +250,7 @@ pub async fn enroll(
             join_token: join_token.trim().to_owned(),
             csr_pem: csr.pem()?,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            server_names: args.tls_hosts.clone(),
         })
         .await
         .map_err(|status| anyhow::anyhow!("enrollment refused: {}", status.message()))?

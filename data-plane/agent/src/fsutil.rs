@@ -30,10 +30,10 @@ fn write_with_mode(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
     f.sync_all()
         .with_context(|| format!("cannot sync {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
     }
     Ok(())
 }

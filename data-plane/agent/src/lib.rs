@@ -53,13 +53,45 @@ pub struct Agent {
     confirmed_at: AtomicU64,
     cache_written_at: AtomicU64,
     last_signed: Mutex<Option<pb::SignedSnapshot>>,
+    pub pg_cancel: postgres::CancelRegistry,
+    /// TLS for client connections (None: plaintext only).
+    pub pg_tls: Option<tokio_rustls::TlsAcceptor>,
+    subject_connections: Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// A connection counted against its subject's limit; released on drop.
+pub struct SubjectSlot<'a> {
+    agent: &'a Agent,
+    subject: String,
+}
+
+impl Drop for SubjectSlot<'_> {
+    fn drop(&mut self) {
+        let mut counts = self
+            .agent
+            .subject_connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.subject) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.subject);
+            }
+        }
+    }
 }
 
 /// How often the cache's "confirmed at" time is refreshed on disk.
 const CACHE_REFRESH: Duration = Duration::from_secs(30);
 
 impl Agent {
-    fn new(args: AgentArgs, paths: StatePaths, enrolled: Enrolled, audit: AuditLog) -> Self {
+    fn new(
+        args: AgentArgs,
+        paths: StatePaths,
+        enrolled: Enrolled,
+        audit: AuditLog,
+        pg_tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Self {
         let (snapshot_tx, snapshot_rx) = watch::channel(None);
         Self {
             args,
@@ -76,7 +108,27 @@ impl Agent {
             confirmed_at: AtomicU64::new(0),
             cache_written_at: AtomicU64::new(0),
             last_signed: Mutex::new(None),
+            pg_cancel: postgres::CancelRegistry::default(),
+            pg_tls,
+            subject_connections: Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// Counts a connection of `subject`, unless it is at its limit.
+    pub fn claim_subject_slot(&self, subject: &str) -> Option<SubjectSlot<'_>> {
+        let mut counts = self
+            .subject_connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(subject.to_owned()).or_insert(0);
+        if *n >= self.args.max_connections_per_subject {
+            return None;
+        }
+        *n += 1;
+        Some(SubjectSlot {
+            agent: self,
+            subject: subject.to_owned(),
+        })
     }
 
     pub fn snapshot_state(&self) -> State {
@@ -158,19 +210,15 @@ impl Agent {
         let written = self.cache_written_at.load(Ordering::SeqCst);
         if now.saturating_sub(written)
             >= u64::try_from(CACHE_REFRESH.as_millis()).unwrap_or(u64::MAX)
-        {
-            if let Some(signed) = self
+            && let Some(signed) = self
                 .last_signed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone()
-            {
-                if snapshot::write_cache(&self.paths.snapshot, &self.enrolled.key_pem, &signed, now)
-                    .is_ok()
-                {
-                    self.cache_written_at.store(now, Ordering::SeqCst);
-                }
-            }
+            && snapshot::write_cache(&self.paths.snapshot, &self.enrolled.key_pem, &signed, now)
+                .is_ok()
+        {
+            self.cache_written_at.store(now, Ordering::SeqCst);
         }
     }
 
@@ -296,7 +344,15 @@ pub async fn run(
             )
         })?;
 
-    let agent = Arc::new(Agent::new(args, paths, enrolled, audit));
+    let pg_tls = match postgres::tls_acceptor(&args, &enrolled) {
+        Ok(a) => Some(a),
+        Err(e) if args.tls_cert.is_some() => return Err(e),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "no TLS for clients: only loopback plaintext connections will be served");
+            None
+        }
+    };
+    let agent = Arc::new(Agent::new(args, paths, enrolled, audit, pg_tls));
     agent.load_cache();
     tracing::info!(
         agent = %agent.enrolled.identity.agent_name,

@@ -1,32 +1,73 @@
 //! The PostgreSQL listener: the agent's front door for Postgres clients.
 //!
-//! Handles the start-up handshake: declines TLS/GSS encryption it cannot
-//! offer yet, takes the resource from `database` and the client's token
-//! from the cleartext password, verifies the token against the snapshot's
-//! trusted issuers and checks that policy grants the subject the resource.
-//! Every decision is written to the audit spool before the client hears
-//! about it; if the spool refuses, so does the agent (fail closed).
-//!
-//! Proxying an authorised session to the target is the next step of the
-//! data path and is not in this build: an authorised client is told so
-//! with SQLSTATE 0A000.
+//! Start-up: declines TLS/GSS encryption it does not offer yet (plaintext
+//! is for loopback), refuses replication, takes the resource from
+//! `database` and the client's token from the cleartext password, verifies
+//! the token against the snapshot's trusted issuers and checks that policy
+//! grants the subject the resource. Then it logs in to the target with the
+//! vault credential ([`upstream`]) and relays the session, judging every
+//! statement ([`session`]). Every decision is written to the audit spool
+//! before the client hears about it; if the spool refuses, so does the
+//! agent (fail closed).
 
-mod wire;
+mod cancel;
+mod io;
+mod judge;
+mod session;
+mod upstream;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+pub use cancel::CancelRegistry;
+
+/// The TLS acceptor for client connections: the configured certificate
+/// files, or else the certificate issued at enrollment (chained to the
+/// control plane's CA, so `sslmode=verify-full` works with that CA).
+pub fn tls_acceptor(
+    args: &crate::config::AgentArgs,
+    enrolled: &crate::enroll::Enrolled,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context as _;
+    let (chain_pem, key_pem) = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => (
+            std::fs::read_to_string(c)
+                .with_context(|| format!("SLUICE_AGENT_TLS_CERT: cannot read {}", c.display()))?,
+            std::fs::read_to_string(k)
+                .with_context(|| format!("SLUICE_AGENT_TLS_KEY: cannot read {}", k.display()))?,
+        ),
+        _ => (
+            format!("{}{}", enrolled.cert_pem, enrolled.ca_pem),
+            enrolled.key_pem.clone(),
+        ),
+    };
+    let chain = rustls_pemfile::certs(&mut chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("TLS certificate chain is not valid PEM")?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+        .context("TLS key is not valid PEM")?
+        .context("no private key in the TLS key file")?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("TLS certificate and key do not match")?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+}
+use sluice_pgwire::{FrameReader, messages, startup as wire};
 use sluice_proto as pb;
 use tokio::{
     io::AsyncWriteExt as _,
     net::{TcpListener, TcpStream},
 };
+use tracing::Instrument as _;
 
 use crate::{Agent, metrics::OutcomeLabels};
 
 /// Largest message accepted before authentication (a token fits easily).
 const MAX_PRE_AUTH_MESSAGE: u32 = 64 * 1024;
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve(agent: Arc<Agent>, listener: TcpListener) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(agent.args.max_connections));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -38,14 +79,41 @@ pub async fn serve(agent: Arc<Agent>, listener: TcpListener) {
             }
         };
         let agent = agent.clone();
+        let permit = limit.clone().try_acquire_owned();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            handle(agent, stream, peer).await;
+            match permit {
+                Ok(_permit) => handle(agent, stream, peer).await,
+                Err(_) => refuse_busy(agent, stream).await,
+            }
         });
     }
 }
 
-/// How a connection attempt ended, for the audit trail and metrics.
+async fn refuse_busy(agent: Arc<Agent>, mut stream: TcpStream) {
+    agent
+        .metrics
+        .client_connections
+        .get_or_create(&OutcomeLabels {
+            protocol: "postgres",
+            outcome: "too_many_connections",
+        })
+        .inc();
+    let msg = messages::Notice::fatal(
+        "53300",
+        format!(
+            "sluice agent is at its limit of {} connections; try again later",
+            agent.args.max_connections
+        ),
+    );
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        stream.write_all(&msg.to_error().raw),
+    )
+    .await;
+}
+
+/// Why a connection was not (or no longer) served.
 struct Refusal {
     sqlstate: &'static str,
     message: String,
@@ -69,34 +137,124 @@ impl Refusal {
     }
 }
 
-async fn handle(agent: Arc<Agent>, mut stream: TcpStream, peer: SocketAddr) {
-    let timeout = agent.args.startup_timeout;
-    let mut event = pb::AuditEvent {
-        kind: "session.start".into(),
-        session_id: uuid::Uuid::now_v7().to_string(),
-        client_addr: peer.to_string(),
-        attributes_json: r#"{"protocol":"postgres"}"#.into(),
-        ..Default::default()
-    };
-    let outcome =
-        match tokio::time::timeout(timeout, front_door(&agent, &mut stream, &mut event)).await {
-            Ok(Ok(Some(refusal))) => Some(refusal),
-            Ok(Ok(None)) => return, // cancel request, or a client that left before saying anything
-            Ok(Err(e)) => Some(Refusal::new(
-                "08P01",
-                "protocol_error",
-                format!("invalid start-up: {e}"),
-            )),
-            Err(_) => Some(Refusal::new(
+/// A client that passed the front door.
+struct Granted {
+    resource: pb::Resource,
+    credential: pb::Credential,
+    subject: sluice_policy::Subject,
+    params: Vec<(String, String)>,
+}
+
+enum FrontDoor {
+    Refused(Refusal),
+    Granted(Box<Granted>),
+    /// Cancel request or a client that left; nothing to answer.
+    Done,
+}
+
+async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
+    let span = tracing::info_span!("postgres.connection", client = %peer);
+    async move {
+        let timeout = agent.args.startup_timeout;
+        let mut event = pb::AuditEvent {
+            kind: "session.start".into(),
+            session_id: uuid::Uuid::now_v7().to_string(),
+            client_addr: peer.to_string(),
+            agent: agent.enrolled.identity.agent_name.clone(),
+            attributes_json: r#"{"protocol":"postgres"}"#.into(),
+            ..Default::default()
+        };
+        let mut stream = io::Stream::Plain(tcp);
+        let door = match tokio::time::timeout(timeout, negotiate_then_front_door(&agent, &mut stream, peer, &mut event)).await {
+            Ok(Ok(door)) => door,
+            Ok(Err(e)) => FrontDoor::Refused(Refusal::new("08P01", "protocol_error", format!("invalid start-up: {e}"))),
+            Err(_) => FrontDoor::Refused(Refusal::new(
                 "08P01",
                 "timeout",
-                format!(
-                    "start-up not completed within {}",
-                    humantime::format_duration(timeout)
-                ),
+                format!("start-up not completed within {}", humantime::format_duration(timeout)),
             )),
         };
-    let Some(refusal) = outcome else { return };
+        let granted = match door {
+            FrontDoor::Done => return,
+            FrontDoor::Refused(refusal) => return refuse(&agent, stream, event, refusal).await,
+            FrontDoor::Granted(g) => g,
+        };
+        let _subject_slot = match agent.claim_subject_slot(&granted.subject.id) {
+            Some(slot) => slot,
+            None => {
+                let r = Refusal::new("53300", "too_many_connections", format!(
+                    "\"{}\" already has the maximum of {} connections through this agent",
+                    granted.subject.id, agent.args.max_connections_per_subject
+                ));
+                return refuse(&agent, stream, event, r).await;
+            }
+        };
+        let upstream = match upstream::connect(&granted.resource, &granted.credential, &granted.params, UPSTREAM_TIMEOUT, agent.args.max_message_bytes).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(resource = %granted.resource.name, error = %e, "cannot open the upstream session");
+                return refuse(&agent, stream, event, Refusal::new("08006", "upstream_failed", format!("sluice could not open a session on \"{}\": {e}", granted.resource.name))).await;
+            }
+        };
+        event.decision = "allow".into();
+        if let Err(e) = agent.audit.record(event.clone()).await {
+            tracing::error!(error = %e, "cannot audit a session start; refusing it");
+            let r = Refusal::new("57P03", "audit_unavailable", format!("sluice cannot record this session ({e}); connections are refused until it can"));
+            return refuse_unrecorded(&agent, stream, r).await;
+        }
+        agent.metrics.audit_events.inc();
+        agent.metrics.client_connections.get_or_create(&OutcomeLabels { protocol: "postgres", outcome: "granted" }).inc();
+
+        // The client gets the target's parameters but our own cancel key.
+        let (pid, key) = agent.pg_cancel.register(&granted.resource, upstream.backend_pid, upstream.backend_key);
+        let mut hello = bytes::BytesMut::new();
+        hello.extend_from_slice(&messages::auth_ok().raw);
+        for (k, v) in &upstream.parameters {
+            hello.extend_from_slice(&messages::parameter_status(k, v).raw);
+        }
+        hello.extend_from_slice(&messages::backend_key_data(pid, key).raw);
+        hello.extend_from_slice(&messages::ready_for_query(upstream.tx_status).raw);
+        if stream.write_all(&hello).await.is_err() {
+            agent.pg_cancel.unregister(pid, key);
+            return;
+        }
+        let started = std::time::Instant::now();
+        let ctx = session::Context {
+            agent: agent.clone(),
+            session_id: event.session_id.clone(),
+            subject: granted.subject.clone(),
+            resource: granted.resource.name.clone(),
+            client_addr: peer.to_string(),
+            credential: granted.credential.clone(),
+            idle_timeout: agent.args.idle_timeout,
+        };
+        let client_reader = FrameReader::new(agent.args.max_message_bytes);
+        let (totals, error) = session::run(ctx, stream, client_reader, upstream).await;
+        agent.pg_cancel.unregister(pid, key);
+        let end = pb::AuditEvent {
+            kind: "session.end".into(),
+            session_id: event.session_id,
+            subject: event.subject,
+            groups: event.groups,
+            resource: event.resource,
+            agent: event.agent,
+            client_addr: event.client_addr,
+            duration_us: i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX),
+            rows: i64::try_from(totals.rows).unwrap_or(i64::MAX),
+            error: error.map(|e| e.to_string()).unwrap_or_default(),
+            attributes_json: serde_json::json!({"protocol": "postgres", "statements": totals.statements, "denied": totals.denied}).to_string(),
+            ..Default::default()
+        };
+        if let Err(e) = agent.audit.record(end).await {
+            tracing::error!(error = %e, "cannot audit a session end");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Records a refusal, then tells the client.
+async fn refuse(agent: &Agent, stream: io::Stream, mut event: pb::AuditEvent, refusal: Refusal) {
     agent
         .metrics
         .client_connections
@@ -105,11 +263,7 @@ async fn handle(agent: Arc<Agent>, mut stream: TcpStream, peer: SocketAddr) {
             outcome: refusal.outcome,
         })
         .inc();
-    event.decision = if refusal.outcome == "granted" {
-        "allow".into()
-    } else {
-        "deny".into()
-    };
+    event.decision = "deny".into();
     event.error = refusal.message.clone();
     // Record first: if the decision cannot be audited, the client gets the
     // audit error instead (fail closed), never a silent success.
@@ -129,7 +283,15 @@ async fn handle(agent: Arc<Agent>, mut stream: TcpStream, peer: SocketAddr) {
             )
         }
     };
-    let bytes = wire::error_response("FATAL", refusal.sqlstate, &refusal.message, refusal.hint);
+    refuse_unrecorded(agent, stream, refusal).await;
+}
+
+async fn refuse_unrecorded(_agent: &Agent, mut stream: io::Stream, refusal: Refusal) {
+    let mut notice = messages::Notice::fatal(refusal.sqlstate, refusal.message.clone());
+    if let Some(h) = refusal.hint {
+        notice = notice.hint(h);
+    }
+    let bytes = notice.to_error().raw;
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = stream.write_all(&bytes).await;
         let _ = stream.shutdown().await;
@@ -137,63 +299,145 @@ async fn handle(agent: Arc<Agent>, mut stream: TcpStream, peer: SocketAddr) {
     .await;
 }
 
-/// Runs the start-up handshake. Returns the refusal to send, or `None` when
-/// the connection should just be closed.
+/// Start-up parameters that would let a client change the upstream
+/// session's identity or security if passed through.
+fn is_dangerous_param(key: &str) -> bool {
+    matches!(
+        key,
+        "options" | "replication" | "role" | "session_authorization"
+    ) || key.starts_with('_')
+}
+
+/// Answers encryption requests (TLS when the agent has a certificate; GSS
+/// is declined), then runs the front door on the resulting stream.
+async fn negotiate_then_front_door(
+    agent: &Agent,
+    stream: &mut io::Stream,
+    peer: SocketAddr,
+    event: &mut pb::AuditEvent,
+) -> Result<FrontDoor, wire::WireError> {
+    let startup = loop {
+        let request = match wire::read_startup(stream).await {
+            Err(wire::WireError::Closed) => return Ok(FrontDoor::Done),
+            other => other?,
+        };
+        match request {
+            wire::Startup::Ssl => {
+                let (io::Stream::Plain(_), Some(acceptor)) = (&*stream, agent.pg_tls.as_ref())
+                else {
+                    // No certificate, or TLS inside TLS: decline.
+                    stream.write_all(b"N").await?;
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                stream.write_all(b"S").await?;
+                let io::Stream::Plain(tcp) = std::mem::replace(stream, io::Stream::Closed) else {
+                    continue;
+                };
+                let tls = acceptor.accept(tcp).await.map_err(|e| {
+                    wire::WireError::Io(std::io::Error::other(format!("TLS handshake failed: {e}")))
+                })?;
+                *stream = io::Stream::ServerTls(Box::new(tls));
+            }
+            wire::Startup::GssEnc => stream.write_all(b"N").await?,
+            other => break other,
+        }
+    };
+    let plaintext = matches!(stream, io::Stream::Plain(_));
+    if plaintext
+        && !peer.ip().is_loopback()
+        && !agent.args.allow_plaintext
+        && !matches!(startup, wire::Startup::Cancel { .. })
+    {
+        return Ok(FrontDoor::Refused(
+            Refusal::new(
+                "28000",
+                "tls_required",
+                format!("TLS is required for connections from {}: your token would cross the network in clear", peer.ip()),
+            )
+            .hint("connect with sslmode=require (or verify-full with the control plane's CA)"),
+        ));
+    }
+    front_door(agent, stream, startup, event).await
+}
+
+/// Runs the start-up handshake up to the policy decision.
 async fn front_door(
     agent: &Agent,
-    stream: &mut TcpStream,
+    stream: &mut io::Stream,
+    startup: wire::Startup,
     event: &mut pb::AuditEvent,
-) -> Result<Option<Refusal>, wire::WireError> {
-    let params = loop {
-        match wire::read_startup(stream).await {
-            Err(wire::WireError::Closed) => return Ok(None),
-            Err(e) => return Err(e),
-            // Encryption is not offered by this build: answer 'N' and let
-            // the client continue in plaintext (loopback only by default).
-            Ok(wire::Startup::Ssl | wire::Startup::GssEnc) => stream.write_all(b"N").await?,
-            Ok(wire::Startup::Cancel { .. }) => return Ok(None),
-            Ok(wire::Startup::Params { version, params }) => {
-                if version >> 16 != wire::PROTOCOL_3_0 >> 16 {
-                    return Ok(Some(Refusal::new(
-                        "0A000",
-                        "protocol_error",
-                        format!(
-                            "unsupported frontend protocol {}.{}: sluice speaks 3.0",
-                            version >> 16,
-                            version & 0xffff
-                        ),
-                    )));
-                }
-                break params;
+) -> Result<FrontDoor, wire::WireError> {
+    let params = match startup {
+        wire::Startup::Ssl | wire::Startup::GssEnc => {
+            return Err(wire::WireError::Malformed("encryption request"));
+        }
+        wire::Startup::Cancel { pid, key } => {
+            agent.pg_cancel.cancel(pid, key).await;
+            return Ok(FrontDoor::Done);
+        }
+        wire::Startup::Params { version, params } => {
+            if version >> 16 != wire::PROTOCOL_3_0 >> 16 {
+                return Ok(FrontDoor::Refused(Refusal::new(
+                    "0A000",
+                    "protocol_error",
+                    format!(
+                        "unsupported frontend protocol {}.{}: sluice speaks 3.0",
+                        version >> 16,
+                        version & 0xffff
+                    ),
+                )));
             }
+            params
         }
     };
 
     let mut database = None;
     let mut user = None;
+    let mut seen = std::collections::HashSet::new();
     for (key, value) in &params {
-        let slot = match key.as_str() {
-            "database" => &mut database,
-            "user" => &mut user,
-            "replication" => {
-                return Ok(Some(Refusal::new(
-                    "28000",
-                    "replication_refused",
-                    "replication connections are not allowed through sluice",
-                )));
-            }
-            _ => continue,
-        };
-        if slot.replace(value.clone()).is_some() {
-            return Ok(Some(Refusal::new(
+        if !seen.insert(key.as_str()) {
+            return Ok(FrontDoor::Refused(Refusal::new(
                 "08P01",
                 "protocol_error",
                 format!("start-up parameter `{key}` given twice"),
             )));
         }
+        match key.as_str() {
+            "database" => database = Some(value.clone()),
+            "user" => user = Some(value.clone()),
+            "client_encoding"
+                if !matches!(
+                    value.to_ascii_lowercase().replace(['-', '_'], "").as_str(),
+                    "utf8" | "unicode"
+                ) =>
+            {
+                return Ok(FrontDoor::Refused(Refusal::new(
+                    "22023",
+                    "bad_encoding",
+                    format!(
+                        "client_encoding \"{value}\" is not supported through sluice: use UTF8"
+                    ),
+                )));
+            }
+            "replication" => {
+                return Ok(FrontDoor::Refused(Refusal::new(
+                    "28000",
+                    "replication_refused",
+                    "replication connections are not allowed through sluice",
+                )));
+            }
+            k if is_dangerous_param(k) => {
+                tracing::warn!(
+                    parameter = k,
+                    "dropping a start-up parameter that could change the upstream session's security"
+                );
+            }
+            _ => {}
+        }
     }
     let Some(resource) = database.or_else(|| user.clone()) else {
-        return Ok(Some(Refusal::new(
+        return Ok(FrontDoor::Refused(Refusal::new(
             "28000",
             "no_resource",
             "no database given: set the database name to the sluice resource you want",
@@ -202,39 +446,40 @@ async fn front_door(
     event.resource.clone_from(&resource);
 
     let Some(active) = agent.snapshot_rx.borrow().clone() else {
-        return Ok(Some(
+        return Ok(FrontDoor::Refused(
             Refusal::new("57P03", "no_snapshot", "sluice agent has no valid policy snapshot; it refuses every connection until the control plane provides one")
                 .hint("check `sluice agents` and the agent's /status endpoint"),
         ));
     };
-    event.agent = agent.enrolled.identity.agent_name.clone();
-    if !active
+    let Some(target) = active
         .resources
         .get(&resource)
-        .is_some_and(|r| r.kind == "postgres")
-    {
-        return Ok(Some(Refusal::new(
+        .filter(|r| r.kind == "postgres")
+        .cloned()
+    else {
+        return Ok(FrontDoor::Refused(Refusal::new(
             "3D000",
             "unknown_resource",
             format!("resource \"{resource}\" is not a PostgreSQL resource served by this agent"),
         )));
-    }
+    };
 
-    stream.write_all(&wire::auth_cleartext()).await?;
+    stream.write_all(&messages::auth_cleartext().raw).await?;
     let (tag, body) = match wire::read_message(stream, MAX_PRE_AUTH_MESSAGE).await {
-        Err(wire::WireError::Closed) => return Ok(None),
+        Err(wire::WireError::Closed) => return Ok(FrontDoor::Done),
         other => other?,
     };
     if tag != b'p' {
-        return Ok(Some(Refusal::new(
+        return Ok(FrontDoor::Refused(Refusal::new(
             "08P01",
             "protocol_error",
             "expected a password message",
         )));
     }
-    let token = wire::password(&body)?;
+    let token = messages::parse_password(&body)
+        .map_err(|_| wire::WireError::Malformed("password message"))?;
     if token.is_empty() {
-        return Ok(Some(
+        return Ok(FrontDoor::Refused(
             Refusal::new(
                 "28P01",
                 "bad_token",
@@ -246,7 +491,7 @@ async fn front_door(
     let identity = match active.verifier.verify_now(token) {
         Ok(id) => id,
         Err(e) => {
-            return Ok(Some(Refusal::new(
+            return Ok(FrontDoor::Refused(Refusal::new(
                 "28P01",
                 "bad_token",
                 format!("token rejected: {e}"),
@@ -266,7 +511,7 @@ async fn front_door(
         },
     };
     let Some(policy) = active.policy.connect(&subject, &resource) else {
-        return Ok(Some(
+        return Ok(FrontDoor::Refused(
             Refusal::new(
                 "28000",
                 "no_grant",
@@ -279,12 +524,23 @@ async fn front_door(
         ));
     };
     event.rule = policy.to_owned();
-    Ok(Some(Refusal::new(
-        "0A000",
-        "granted",
-        format!(
-            "policy \"{policy}\" grants \"{}\" access to \"{resource}\", but this sluice build cannot proxy PostgreSQL sessions yet",
-            identity.subject
-        ),
-    )))
+    let Some(credential) = active.credentials.get(&target.credential).cloned() else {
+        return Ok(FrontDoor::Refused(Refusal::new(
+            "28000",
+            "no_credential",
+            format!(
+                "resource \"{resource}\" has no usable credential on this agent; ask an admin to set one"
+            ),
+        )));
+    };
+    let params = params
+        .into_iter()
+        .filter(|(k, _)| !is_dangerous_param(k) && k != "user" && k != "database")
+        .collect();
+    Ok(FrontDoor::Granted(Box::new(Granted {
+        resource: target,
+        credential,
+        subject,
+        params,
+    })))
 }

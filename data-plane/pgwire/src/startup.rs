@@ -1,6 +1,6 @@
-//! Just enough of the PostgreSQL v3 wire protocol for the agent's front
-//! door: start-up packets, the password exchange and error responses.
-//! Every length is checked before anything is allocated.
+//! The start-up phase: start-up packets (SSL/GSS requests, cancel
+//! requests, StartupMessage) and single messages read before a session is
+//! established. Every length is checked before anything is allocated.
 
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
@@ -128,55 +128,6 @@ pub async fn read_message<R: AsyncRead + Unpin>(
     Ok((tag[0], body))
 }
 
-/// AuthenticationCleartextPassword.
-pub fn auth_cleartext() -> Vec<u8> {
-    vec![b'R', 0, 0, 0, 8, 0, 0, 0, 3]
-}
-
-/// An ErrorResponse with severity FATAL (or ERROR), SQLSTATE, message and
-/// an optional hint.
-pub fn error_response(severity: &str, code: &str, message: &str, hint: Option<&str>) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (field, value) in [
-        (b'S', severity),
-        (b'V', severity),
-        (b'C', code),
-        (b'M', message),
-    ] {
-        body.push(field);
-        push_cstr(&mut body, value);
-    }
-    if let Some(h) = hint {
-        body.push(b'H');
-        push_cstr(&mut body, h);
-    }
-    body.push(0);
-    let mut out = Vec::with_capacity(body.len() + 5);
-    out.push(b'E');
-    out.extend_from_slice(
-        &u32::try_from(body.len() + 4)
-            .unwrap_or(u32::MAX)
-            .to_be_bytes(),
-    );
-    out.extend_from_slice(&body);
-    out
-}
-
-fn push_cstr(buf: &mut Vec<u8>, s: &str) {
-    // A NUL inside would cut the field short; never let text forge fields.
-    buf.extend(s.bytes().filter(|b| *b != 0));
-    buf.push(0);
-}
-
-/// The password from a PasswordMessage body.
-pub fn password(body: &[u8]) -> Result<&str, WireError> {
-    let end = body
-        .iter()
-        .position(|b| *b == 0)
-        .ok_or(WireError::Malformed("password message"))?;
-    std::str::from_utf8(&body[..end]).map_err(|_| WireError::Malformed("password message"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,12 +189,5 @@ mod tests {
             read_message(&mut m.as_slice(), 65_536).await,
             Err(WireError::BadLength { .. })
         ));
-    }
-
-    #[test]
-    fn error_response_strips_nuls() {
-        let e = error_response("FATAL", "28P01", "bad\0token", None);
-        assert_eq!(e[0], b'E');
-        assert!(e.windows(8).any(|w| w == b"badtoken"));
     }
 }

@@ -1,0 +1,87 @@
+//! CancelRequest routing. Clients get agent-generated (pid, key) pairs;
+//! a cancel carrying a pair the agent issued is forwarded to that
+//! session's target backend, and nothing else is: the key is 32 random
+//! bits checked together with the pid, as PostgreSQL does.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use ring::rand::{SecureRandom as _, SystemRandom};
+use sluice_proto as pb;
+use tokio::io::AsyncWriteExt as _;
+
+struct Target {
+    address: String,
+    backend_pid: u32,
+    backend_key: u32,
+}
+
+#[derive(Default)]
+pub struct CancelRegistry {
+    next_pid: AtomicU32,
+    sessions: Mutex<HashMap<(u32, u32), Target>>,
+}
+
+impl CancelRegistry {
+    /// Issues the (pid, key) pair the client will see.
+    pub fn register(
+        &self,
+        resource: &pb::Resource,
+        backend_pid: u32,
+        backend_key: u32,
+    ) -> (u32, u32) {
+        let pid = self
+            .next_pid
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1);
+        let mut key = [0u8; 4];
+        let _ = SystemRandom::new().fill(&mut key);
+        let key = u32::from_be_bytes(key);
+        self.lock().insert(
+            (pid, key),
+            Target {
+                address: resource.address.clone(),
+                backend_pid,
+                backend_key,
+            },
+        );
+        (pid, key)
+    }
+
+    pub fn unregister(&self, pid: u32, key: u32) {
+        self.lock().remove(&(pid, key));
+    }
+
+    /// Forwards a cancel to the target if the pair is one we issued.
+    pub async fn cancel(&self, pid: u32, key: u32) {
+        let target = self
+            .lock()
+            .get(&(pid, key))
+            .map(|t| (t.address.clone(), t.backend_pid, t.backend_key));
+        let Some((address, backend_pid, backend_key)) = target else {
+            tracing::info!(pid, "ignoring a cancel request with an unknown key");
+            return;
+        };
+        let result = async {
+            let mut s = tokio::net::TcpStream::connect(&address).await?;
+            s.write_all(&sluice_pgwire::messages::cancel_request(
+                backend_pid,
+                backend_key,
+            ))
+            .await?;
+            s.shutdown().await
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(5), result).await {
+            Ok(Ok(())) => tracing::info!(pid, "cancel request forwarded"),
+            Ok(Err(e)) => tracing::warn!(pid, error = %e, "cannot forward a cancel request"),
+            Err(_) => tracing::warn!(pid, "forwarding a cancel request timed out"),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u32, u32), Target>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,246 @@
+//! Judging statements: PostgreSQL's own parser (via `sluice_policy::classify_with`)
+//! plus the compiled policy. Classification is cached process-wide by
+//! statement text; decisions are cached per session and snapshot version,
+//! so a repeated statement costs one hash lookup.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use sluice_policy::{ClassifiedStatement, Outcome, SqlKind, StatementFacts, Subject};
+
+use crate::snapshot::Active;
+
+/// The verdict on one protocol-level request (a Query string, a Parse, a
+/// FunctionCall), covering every statement it contains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub allowed: bool,
+    /// `policy/rule` that decided, when one did.
+    pub rule: String,
+    /// Safe to show the client.
+    pub reason: String,
+    pub row_limit: Option<u64>,
+    pub kinds: Vec<String>,
+}
+
+impl Verdict {
+    fn deny(reason: String, rule: String, kinds: Vec<String>) -> Self {
+        Self {
+            allowed: false,
+            rule,
+            reason,
+            row_limit: None,
+            kinds,
+        }
+    }
+}
+
+/// Process-wide cache of classifications. Bounded: when full it is cleared
+/// (classification is cheap to redo; this only keeps memory bounded under
+/// an adversary sending unique statements).
+const MAX_CLASSIFIED: usize = 16_384;
+/// Longest statement whose classification or decision is cached.
+const MAX_CACHED_TEXT: usize = 8 * 1024;
+
+type Classified = Arc<Result<Vec<ClassifiedStatement>, String>>;
+
+/// Keyed by (standard_conforming_strings, text): the same bytes split into
+/// different statements depending on that setting.
+type ClassificationCache = Mutex<HashMap<(bool, String), Classified>>;
+
+fn classification_cache() -> &'static ClassificationCache {
+    static CACHE: OnceLock<ClassificationCache> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+pub fn classify(sql: &str, standard_conforming_strings: bool) -> Classified {
+    let cacheable = sql.len() <= MAX_CACHED_TEXT;
+    let key = (standard_conforming_strings, sql.to_owned());
+    if cacheable
+        && let Some(hit) = classification_cache()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+    {
+        return hit.clone();
+    }
+    let options = sluice_policy::ClassifyOptions {
+        standard_conforming_strings,
+    };
+    let result = Arc::new(sluice_policy::classify_with(sql, options).map_err(|e| e.to_string()));
+    if cacheable {
+        let mut cache = classification_cache()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_CLASSIFIED {
+            cache.clear();
+        }
+        cache.insert(key, result.clone());
+    }
+    result
+}
+
+/// Per-session decisions.
+pub struct Judge {
+    subject: Subject,
+    resource: String,
+    version: u64,
+    /// The target session's `standard_conforming_strings`, as last reported.
+    standard_conforming_strings: bool,
+    decided: HashMap<String, Arc<Verdict>>,
+}
+
+const MAX_DECIDED: usize = 1024;
+
+impl Judge {
+    pub fn new(subject: Subject, resource: String) -> Self {
+        Self {
+            subject,
+            resource,
+            version: 0,
+            standard_conforming_strings: true,
+            decided: HashMap::new(),
+        }
+    }
+
+    /// Follows the target's ParameterStatus for standard_conforming_strings.
+    pub fn set_standard_conforming_strings(&mut self, on: bool) {
+        if on != self.standard_conforming_strings {
+            self.standard_conforming_strings = on;
+            self.decided.clear();
+        }
+    }
+
+    /// Judges a SQL string (possibly several statements) under `snapshot`.
+    pub fn sql(&mut self, snapshot: Option<&Arc<Active>>, sql: &str) -> Arc<Verdict> {
+        let Some(active) = snapshot else {
+            return Arc::new(no_snapshot());
+        };
+        if active.version != self.version {
+            self.decided.clear();
+            self.version = active.version;
+        }
+        if let Some(v) = self.decided.get(sql) {
+            return v.clone();
+        }
+        let verdict = Arc::new(self.decide_sql(active, sql));
+        if sql.len() <= MAX_CACHED_TEXT {
+            if self.decided.len() >= MAX_DECIDED {
+                self.decided.clear();
+            }
+            self.decided.insert(sql.to_owned(), verdict.clone());
+        }
+        verdict
+    }
+
+    fn decide_sql(&self, active: &Active, sql: &str) -> Verdict {
+        let classified = classify(sql, self.standard_conforming_strings);
+        let statements = match classified.as_ref() {
+            Ok(s) => s,
+            Err(e) => {
+                return Verdict::deny(
+                    format!("statement could not be parsed, so it is not allowed: {e}"),
+                    String::new(),
+                    Vec::new(),
+                );
+            }
+        };
+        let mut kinds = Vec::new();
+        let mut row_limit: Option<u64> = None;
+        let mut rule = String::new();
+        for st in statements {
+            kinds.extend(st.facts.kinds.iter().map(|k| k.as_str().to_owned()));
+            let verdict = self.decide_facts(active, &st.facts);
+            if !verdict.allowed {
+                let reason = if statements.len() > 1 {
+                    format!("{} (in: {})", verdict.reason, abbreviate(&st.text))
+                } else {
+                    verdict.reason
+                };
+                return Verdict {
+                    kinds,
+                    reason,
+                    ..verdict
+                };
+            }
+            row_limit = match (row_limit, verdict.row_limit) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if rule.is_empty() {
+                rule = verdict.rule;
+            }
+        }
+        Verdict {
+            allowed: true,
+            rule,
+            reason: String::new(),
+            row_limit,
+            kinds,
+        }
+    }
+
+    fn decide_facts(&self, active: &Active, facts: &StatementFacts) -> Verdict {
+        let d = active.policy.decide(&self.subject, &self.resource, facts);
+        let rule = match (&d.policy, &d.rule) {
+            (Some(p), Some(r)) => format!("{p}/{r}"),
+            (Some(p), None) => p.clone(),
+            _ => String::new(),
+        };
+        let kinds = facts.kinds.iter().map(|k| k.as_str().to_owned()).collect();
+        match d.outcome {
+            Outcome::Allow => Verdict {
+                allowed: true,
+                rule,
+                reason: String::new(),
+                row_limit: d.row_limit,
+                kinds,
+            },
+            Outcome::Deny => Verdict::deny(d.reason, rule, kinds),
+            // Fail closed until just-in-time approval is available.
+            Outcome::Approve(spec) => Verdict::deny(
+                format!(
+                    "this statement needs approval by {} ({}); approvals are not available on this agent yet",
+                    spec.approvers.join(", "),
+                    d.reason
+                ),
+                rule,
+                kinds,
+            ),
+        }
+    }
+
+    /// Judges a protocol-level FunctionCall message.
+    pub fn function_call(&mut self, snapshot: Option<&Arc<Active>>) -> Verdict {
+        match snapshot {
+            None => no_snapshot(),
+            Some(active) => self.decide_facts(
+                active,
+                &StatementFacts {
+                    kinds: vec![SqlKind::FunctionCall],
+                    ..Default::default()
+                },
+            ),
+        }
+    }
+}
+
+fn no_snapshot() -> Verdict {
+    Verdict::deny(
+        "the agent has no valid policy snapshot; nothing is allowed until it has one".into(),
+        String::new(),
+        Vec::new(),
+    )
+}
+
+/// First line of a statement, shortened, for error messages.
+pub fn abbreviate(text: &str) -> String {
+    let line = text.trim().lines().next().unwrap_or_default();
+    if line.chars().count() > 80 {
+        format!("{}...", line.chars().take(77).collect::<String>())
+    } else {
+        line.to_owned()
+    }
+}

@@ -1,0 +1,799 @@
+//! An authorised PostgreSQL session: the relay between client and target
+//! that judges every request before it reaches the target.
+//!
+//! One task owns both connections and both outgoing buffers, so ordering
+//! is simple to reason about: responses the agent makes up (a denial) are
+//! queued behind whatever the target still owes the client.
+//!
+//! - Simple `Query`: every statement in the string is classified; any
+//!   denial blocks the whole string, nothing is forwarded.
+//! - Extended protocol: messages are buffered up to `Sync`/`Flush` and the
+//!   batch is judged as a whole at its `Parse` messages; a batch with a
+//!   denied `Parse` is never forwarded, so a denied statement can never be
+//!   bound or executed. After an error the agent discards messages until
+//!   `Sync`, exactly as PostgreSQL does, so the session stays usable.
+//! - `FunctionCall` is judged as kind `function_call`; COPY data flows only
+//!   while the target is in COPY IN state.
+//! - Every request is written to the audit spool before it is forwarded;
+//!   if that fails, the request is refused.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::{Buf as _, BytesMut};
+use futures::future::try_join_all;
+use sluice_pgwire::{Frame, FrameReader, messages};
+use sluice_proto as pb;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::{
+    io::Stream,
+    judge::{Judge, Verdict},
+    upstream::{Upstream, scrub},
+};
+use crate::Agent;
+
+/// Stop reading from one side while this much is queued for the other.
+const HIGH_WATER: usize = 4 * 1024 * 1024;
+/// Largest extended-protocol batch buffered before a Sync/Flush.
+const MAX_BATCH: usize = 64 * 1024 * 1024;
+
+pub struct Context {
+    pub agent: Arc<Agent>,
+    pub session_id: String,
+    pub subject: sluice_policy::Subject,
+    pub resource: String,
+    pub client_addr: String,
+    pub credential: pb::Credential,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    pub statements: u64,
+    pub denied: u64,
+    pub rows: u64,
+}
+
+enum UnitKind {
+    Simple,
+    Extended,
+}
+
+/// A forwarded request whose results are being counted.
+struct Unit {
+    kind: UnitKind,
+    batch: u64,
+    statement_id: String,
+    statement: String,
+    parameters: Vec<String>,
+    rule: String,
+    started: Instant,
+    /// Rows of all completed statements.
+    rows: u64,
+    /// Rows of the statement being received (the limit applies per statement).
+    stmt_rows: u64,
+    limit: Option<u64>,
+    withheld: u64,
+    error: String,
+}
+
+/// An Execute the batch will run: statement id, text, parameters, rule, row limit.
+struct PlannedExecute {
+    id: String,
+    text: String,
+    params: Vec<String>,
+    rule: String,
+    limit: Option<u64>,
+}
+
+struct Prepared {
+    text: String,
+    rule: String,
+    row_limit: Option<u64>,
+}
+
+struct Relay {
+    ctx: Context,
+    judge: Judge,
+    to_client: BytesMut,
+    to_server: BytesMut,
+    /// Requests forwarded whose ReadyForQuery has not arrived yet.
+    inflight: usize,
+    /// Responses made up by the agent, released after `n` more RFQs.
+    held: VecDeque<(usize, BytesMut)>,
+    tx_status: u8,
+    batch: Vec<Frame>,
+    batch_bytes: usize,
+    batch_seq: u64,
+    skip_until_sync: bool,
+    copy_in: bool,
+    prepared: HashMap<String, Prepared>,
+    /// portal -> (statement name, parameters for the audit trail)
+    portals: HashMap<String, (String, Vec<String>)>,
+    units: VecDeque<Unit>,
+    totals: Totals,
+    terminate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client protocol violation: {0}")]
+    Protocol(String),
+    #[error("audit spool unavailable: {0}")]
+    Audit(String),
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("client idle for longer than {0:?}")]
+    Idle(Duration),
+}
+
+/// Runs the relay until either side closes. Returns the session totals.
+pub async fn run(
+    ctx: Context,
+    client: Stream,
+    mut client_reader: FrameReader,
+    upstream: Upstream,
+) -> (Totals, Option<SessionError>) {
+    let Upstream {
+        stream: server,
+        reader: mut server_reader,
+        tx_status,
+        ..
+    } = upstream;
+    let (mut client_r, mut client_w) = tokio::io::split(client);
+    let (mut server_r, mut server_w) = tokio::io::split(server);
+    let mut judge = Judge::new(ctx.subject.clone(), ctx.resource.clone());
+    if let Some((_, v)) = upstream
+        .parameters
+        .iter()
+        .find(|(k, _)| k == "standard_conforming_strings")
+    {
+        judge.set_standard_conforming_strings(v == "on");
+    }
+    let mut relay = Relay {
+        ctx,
+        judge,
+        to_client: BytesMut::with_capacity(16 * 1024),
+        to_server: BytesMut::with_capacity(16 * 1024),
+        inflight: 0,
+        held: VecDeque::new(),
+        tx_status,
+        batch: Vec::new(),
+        batch_bytes: 0,
+        batch_seq: 0,
+        skip_until_sync: false,
+        copy_in: false,
+        prepared: HashMap::new(),
+        portals: HashMap::new(),
+        units: VecDeque::new(),
+        totals: Totals::default(),
+        terminate: false,
+    };
+    let idle = relay.ctx.idle_timeout;
+    let err = loop {
+        if relay.terminate && relay.to_server.is_empty() {
+            break None;
+        }
+        let idle_sleep = tokio::time::sleep(idle);
+        tokio::select! {
+            r = client_r.read_buf(client_reader.buffer()), if relay.to_server.len() < HIGH_WATER && !relay.terminate => {
+                match r {
+                    Ok(0) => break None,
+                    Ok(_) => {
+                        if let Err(e) = relay.on_client_bytes(&mut client_reader).await {
+                            break Some(e);
+                        }
+                    }
+                    Err(e) => break Some(e.into()),
+                }
+            }
+            r = server_r.read_buf(server_reader.buffer()), if relay.to_client.len() < HIGH_WATER => {
+                match r {
+                    Ok(0) => break None,
+                    Ok(_) => {
+                        if let Err(e) = relay.on_server_bytes(&mut server_reader) {
+                            break Some(e);
+                        }
+                    }
+                    Err(e) => break Some(e.into()),
+                }
+            }
+            r = client_w.write(&relay.to_client), if !relay.to_client.is_empty() => {
+                match r {
+                    Ok(n) => relay.to_client.advance(n),
+                    Err(e) => break Some(e.into()),
+                }
+            }
+            r = server_w.write(&relay.to_server), if !relay.to_server.is_empty() => {
+                match r {
+                    Ok(n) => relay.to_server.advance(n),
+                    Err(e) => break Some(e.into()),
+                }
+            }
+            _ = idle_sleep, if relay.inflight == 0 && relay.units.is_empty() => {
+                break Some(SessionError::Idle(idle));
+            }
+        }
+    };
+    // Say why, in the client's protocol, when it is our decision to end.
+    if let Some(e @ (SessionError::Protocol(_) | SessionError::Audit(_) | SessionError::Idle(_))) =
+        &err
+    {
+        let code = match e {
+            SessionError::Idle(_) => "57P05",
+            SessionError::Audit(_) => "57P03",
+            _ => "08P01",
+        };
+        relay.to_client.extend_from_slice(
+            &messages::Notice::fatal(code, format!("sluice: {e}"))
+                .to_error()
+                .raw,
+        );
+    }
+    if !relay.to_client.is_empty() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), client_w.write_all(&relay.to_client))
+            .await;
+    }
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        server_w.write_all(&messages::terminate().raw),
+    )
+    .await;
+    let _ = client_w.shutdown().await;
+    relay.finish_all("session ended");
+    (relay.totals, err)
+}
+
+impl Relay {
+    async fn on_client_bytes(&mut self, reader: &mut FrameReader) -> Result<(), SessionError> {
+        while let Some(frame) = reader
+            .next_frame()
+            .map_err(|e| SessionError::Protocol(e.to_string()))?
+        {
+            self.on_client_frame(frame).await?;
+            if self.terminate {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_client_frame(&mut self, frame: Frame) -> Result<(), SessionError> {
+        if self.skip_until_sync {
+            if frame.tag == b'S' {
+                self.skip_until_sync = false;
+                let rfq = messages::ready_for_query(self.tx_status);
+                self.emit_synthetic(BytesMut::from(&rfq.raw[..]));
+            }
+            return Ok(());
+        }
+        match frame.tag {
+            b'Q' => self.on_query(frame).await,
+            b'P' | b'B' | b'E' | b'D' | b'C' => {
+                self.batch_bytes += frame.raw.len();
+                if self.batch_bytes > MAX_BATCH {
+                    return Err(SessionError::Protocol(format!(
+                        "more than {MAX_BATCH} bytes of extended-protocol messages without Sync"
+                    )));
+                }
+                self.batch.push(frame);
+                Ok(())
+            }
+            b'S' | b'H' => {
+                self.batch.push(frame);
+                self.on_batch().await
+            }
+            b'F' => self.on_function_call(frame).await,
+            b'd' | b'c' | b'f' => {
+                if !self.copy_in {
+                    return Err(SessionError::Protocol("COPY data outside of COPY".into()));
+                }
+                self.to_server.extend_from_slice(&frame.raw);
+                Ok(())
+            }
+            b'X' => {
+                self.to_server.extend_from_slice(&frame.raw);
+                self.terminate = true;
+                Ok(())
+            }
+            other => Err(SessionError::Protocol(format!(
+                "unexpected message type `{}`",
+                char::from(other).escape_default()
+            ))),
+        }
+    }
+
+    fn snapshot(&self) -> Option<Arc<crate::snapshot::Active>> {
+        self.ctx.agent.snapshot_rx.borrow().clone()
+    }
+
+    async fn on_query(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let sql = messages::parse_query(frame.body())
+            .map_err(|e| SessionError::Protocol(e.to_string()))?
+            .to_owned();
+        let snapshot = self.snapshot();
+        let verdict = self.judge.sql(snapshot.as_ref(), &sql);
+        let statement_id = uuid::Uuid::now_v7().to_string();
+        self.audit_decision(&statement_id, &sql, Vec::new(), &verdict)
+            .await?;
+        if !verdict.allowed {
+            self.deny(&verdict, true);
+            return Ok(());
+        }
+        self.batch_seq += 1;
+        self.units.push_back(Unit {
+            kind: UnitKind::Simple,
+            batch: self.batch_seq,
+            statement_id,
+            statement: sql,
+            parameters: Vec::new(),
+            rule: verdict.rule.clone(),
+            started: Instant::now(),
+            rows: 0,
+            stmt_rows: 0,
+            limit: verdict.row_limit,
+            withheld: 0,
+            error: String::new(),
+        });
+        self.inflight += 1;
+        self.to_server.extend_from_slice(&frame.raw);
+        Ok(())
+    }
+
+    async fn on_function_call(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let snapshot = self.snapshot();
+        let verdict = self.judge.function_call(snapshot.as_ref());
+        let statement_id = uuid::Uuid::now_v7().to_string();
+        self.audit_decision(&statement_id, "<FunctionCall>", Vec::new(), &verdict)
+            .await?;
+        if !verdict.allowed {
+            self.deny(&verdict, true);
+            return Ok(());
+        }
+        self.batch_seq += 1;
+        self.units.push_back(self.unit(
+            UnitKind::Simple,
+            statement_id,
+            "<FunctionCall>".into(),
+            Vec::new(),
+            &verdict.rule,
+            None,
+        ));
+        self.inflight += 1;
+        self.to_server.extend_from_slice(&frame.raw);
+        Ok(())
+    }
+
+    fn unit(
+        &self,
+        kind: UnitKind,
+        statement_id: String,
+        statement: String,
+        parameters: Vec<String>,
+        rule: &str,
+        limit: Option<u64>,
+    ) -> Unit {
+        Unit {
+            kind,
+            batch: self.batch_seq,
+            statement_id,
+            statement,
+            parameters,
+            rule: rule.to_owned(),
+            started: Instant::now(),
+            rows: 0,
+            stmt_rows: 0,
+            limit,
+            withheld: 0,
+            error: String::new(),
+        }
+    }
+
+    /// Judges a buffered extended-protocol batch ending in Sync or Flush.
+    async fn on_batch(&mut self) -> Result<(), SessionError> {
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let ends_with_sync = batch.last().is_some_and(|f| f.tag == b'S');
+        let snapshot = self.snapshot();
+        // First pass: decisions and what each Execute will run, without
+        // touching session state until the whole batch is known to pass.
+        let mut new_prepared: Vec<(String, Prepared)> = Vec::new();
+        let mut new_portals: Vec<(String, (String, Vec<String>))> = Vec::new();
+        let mut closed: Vec<(u8, String)> = Vec::new();
+        let mut executes: Vec<PlannedExecute> = Vec::new();
+        let mut denial: Option<(Arc<Verdict>, String)> = None;
+        for frame in &batch {
+            let bad = |e: sluice_pgwire::ProtocolError| SessionError::Protocol(e.to_string());
+            match frame.tag {
+                b'P' => {
+                    let p = messages::parse_parse(frame.body()).map_err(bad)?;
+                    let verdict = self.judge.sql(snapshot.as_ref(), p.query);
+                    if !verdict.allowed {
+                        denial = Some((verdict, p.query.to_owned()));
+                        break;
+                    }
+                    new_prepared.push((
+                        p.statement.to_owned(),
+                        Prepared {
+                            text: p.query.to_owned(),
+                            rule: verdict.rule.clone(),
+                            row_limit: verdict.row_limit,
+                        },
+                    ));
+                }
+                b'B' => {
+                    let b = messages::parse_bind(frame.body()).map_err(bad)?;
+                    new_portals.push((
+                        b.portal.to_owned(),
+                        (b.statement.to_owned(), b.params_for_audit()),
+                    ));
+                }
+                b'E' => {
+                    let (portal, _) = messages::parse_execute(frame.body()).map_err(bad)?;
+                    let lookup_portal = new_portals
+                        .iter()
+                        .rev()
+                        .find(|(p, _)| p == portal)
+                        .map(|(_, v)| v.clone())
+                        .or_else(|| self.portals.get(portal).cloned());
+                    let Some((statement, params)) = lookup_portal else {
+                        // Unknown portal: the target will report it; nothing runs.
+                        continue;
+                    };
+                    let prepared = new_prepared
+                        .iter()
+                        .rev()
+                        .find(|(n, _)| *n == statement)
+                        .map(|(_, p)| (p.text.clone(), p.rule.clone(), p.row_limit))
+                        .or_else(|| {
+                            self.prepared
+                                .get(&statement)
+                                .map(|p| (p.text.clone(), p.rule.clone(), p.row_limit))
+                        });
+                    match prepared {
+                        Some((text, rule, limit)) => executes.push(PlannedExecute {
+                            id: uuid::Uuid::now_v7().to_string(),
+                            text,
+                            params,
+                            rule,
+                            limit,
+                        }),
+                        None => {
+                            // A statement this session never prepared through
+                            // the protocol (e.g. SQL-level PREPARE): refuse
+                            // rather than run something unjudged.
+                            let v = Verdict {
+                                allowed: false,
+                                rule: String::new(),
+                                reason: format!(
+                                    "prepared statement \"{statement}\" was not prepared through this session's protocol; use Parse"
+                                ),
+                                row_limit: None,
+                                kinds: Vec::new(),
+                            };
+                            denial = Some((Arc::new(v), format!("<execute {statement}>")));
+                            break;
+                        }
+                    }
+                }
+                b'C' => {
+                    let (kind, name) = messages::parse_target(frame.body()).map_err(bad)?;
+                    closed.push((kind, name.to_owned()));
+                }
+                _ => {}
+            }
+        }
+
+        if let Some((verdict, text)) = denial {
+            let statement_id = uuid::Uuid::now_v7().to_string();
+            self.audit_decision(&statement_id, &text, Vec::new(), &verdict)
+                .await?;
+            self.deny(&verdict, ends_with_sync);
+            if !ends_with_sync {
+                self.skip_until_sync = true;
+            }
+            return Ok(());
+        }
+
+        // Audit every execution before anything is forwarded.
+        let records = executes.iter().map(|x| {
+            let verdict = Verdict {
+                allowed: true,
+                rule: x.rule.clone(),
+                reason: String::new(),
+                row_limit: None,
+                kinds: Vec::new(),
+            };
+            self.decision_event(&x.id, &x.text, x.params.clone(), &verdict)
+        });
+        let audit = &self.ctx.agent.audit;
+        try_join_all(records.map(|e| audit.record(e)))
+            .await
+            .map_err(|e| SessionError::Audit(e.to_string()))?;
+        self.totals.statements += executes.len() as u64;
+
+        for (name, p) in new_prepared {
+            self.prepared.insert(name, p);
+        }
+        for (portal, v) in new_portals {
+            self.portals.insert(portal, v);
+        }
+        for (kind, name) in closed {
+            if kind == b'S' {
+                self.prepared.remove(&name);
+            } else {
+                self.portals.remove(&name);
+            }
+        }
+        self.batch_seq += 1;
+        for x in executes {
+            let unit = self.unit(UnitKind::Extended, x.id, x.text, x.params, &x.rule, x.limit);
+            self.units.push_back(unit);
+        }
+        if ends_with_sync {
+            self.inflight += 1;
+        }
+        for frame in &batch {
+            self.to_server.extend_from_slice(&frame.raw);
+        }
+        Ok(())
+    }
+
+    fn decision_event(
+        &self,
+        statement_id: &str,
+        text: &str,
+        parameters: Vec<String>,
+        verdict: &Verdict,
+    ) -> pb::AuditEvent {
+        pb::AuditEvent {
+            kind: "statement".into(),
+            session_id: self.ctx.session_id.clone(),
+            subject: self.ctx.subject.id.clone(),
+            groups: self.ctx.subject.groups.clone(),
+            resource: self.ctx.resource.clone(),
+            decision: if verdict.allowed {
+                "allow".into()
+            } else {
+                "deny".into()
+            },
+            rule: verdict.rule.clone(),
+            statement: text.to_owned(),
+            parameters,
+            error: verdict.reason.clone(),
+            client_addr: self.ctx.client_addr.clone(),
+            attributes_json:
+                serde_json::json!({ "statement_id": statement_id, "kinds": verdict.kinds })
+                    .to_string(),
+            ..Default::default()
+        }
+    }
+
+    async fn audit_decision(
+        &mut self,
+        statement_id: &str,
+        text: &str,
+        parameters: Vec<String>,
+        verdict: &Verdict,
+    ) -> Result<(), SessionError> {
+        let event = self.decision_event(statement_id, text, parameters, verdict);
+        self.ctx
+            .agent
+            .audit
+            .record(event)
+            .await
+            .map_err(|e| SessionError::Audit(e.to_string()))?;
+        self.ctx.agent.metrics.audit_events.inc();
+        if verdict.allowed {
+            self.totals.statements += 1;
+        } else {
+            self.totals.denied += 1;
+        }
+        Ok(())
+    }
+
+    /// Answers a denied request with 42501 (and ReadyForQuery when the
+    /// request ends a cycle), in order behind outstanding responses.
+    fn deny(&mut self, verdict: &Verdict, with_rfq: bool) {
+        let mut out = BytesMut::new();
+        let who = if verdict.rule.is_empty() {
+            "sluice policy".to_owned()
+        } else {
+            format!("sluice policy rule \"{}\"", verdict.rule)
+        };
+        let notice = messages::Notice::error("42501", format!("{who} denied this statement: {}", verdict.reason))
+            .hint("the statement did not reach the database; `sluice policy explain` shows which rule decides");
+        out.extend_from_slice(&notice.to_error().raw);
+        if with_rfq {
+            out.extend_from_slice(&messages::ready_for_query(self.tx_status).raw);
+        }
+        self.emit_synthetic(out);
+    }
+
+    fn emit_synthetic(&mut self, bytes: BytesMut) {
+        if self.inflight == 0 && self.held.is_empty() {
+            self.to_client.extend_from_slice(&bytes);
+        } else {
+            self.held.push_back((self.inflight, bytes));
+        }
+    }
+
+    fn on_server_bytes(&mut self, reader: &mut FrameReader) -> Result<(), SessionError> {
+        while let Some(frame) = reader
+            .next_frame()
+            .map_err(|e| SessionError::Protocol(format!("target: {e}")))?
+        {
+            self.on_server_frame(frame);
+        }
+        Ok(())
+    }
+
+    fn on_server_frame(&mut self, frame: Frame) {
+        match frame.tag {
+            b'D' => {
+                if let Some(u) = self.units.front_mut() {
+                    u.stmt_rows += 1;
+                    if u.limit.is_some_and(|l| u.stmt_rows > l) {
+                        u.withheld += 1;
+                        return;
+                    }
+                }
+            }
+            b'C' => {
+                self.copy_in = false;
+                let Some(u) = self.units.front_mut() else {
+                    self.to_client.extend_from_slice(&frame.raw);
+                    return;
+                };
+                let rewritten = if u.withheld > 0 {
+                    let shown = u.stmt_rows - u.withheld;
+                    let notice = messages::Notice {
+                        severity: "WARNING".into(),
+                        code: "01000".into(),
+                        message: format!(
+                            "sluice: result limited to {shown} rows by policy; {} more rows withheld",
+                            u.withheld
+                        ),
+                        ..Default::default()
+                    };
+                    self.to_client.extend_from_slice(&notice.to_notice().raw);
+                    let tag = std::str::from_utf8(
+                        frame.body().split(|b| *b == 0).next().unwrap_or_default(),
+                    )
+                    .unwrap_or("SELECT");
+                    let verb = tag.rsplit_once(' ').map(|(v, _)| v).unwrap_or(tag);
+                    self.to_client.extend_from_slice(
+                        &messages::command_complete(&format!("{verb} {shown}")).raw,
+                    );
+                    u.rows += shown;
+                    true
+                } else {
+                    u.rows += messages::command_rows(frame.body()).unwrap_or(u.stmt_rows);
+                    false
+                };
+                u.stmt_rows = 0;
+                u.withheld = 0;
+                let extended = matches!(u.kind, UnitKind::Extended);
+                if extended {
+                    self.finish_front();
+                }
+                if rewritten {
+                    return;
+                }
+            }
+            b'I' | b's'
+                if self
+                    .units
+                    .front()
+                    .is_some_and(|u| matches!(u.kind, UnitKind::Extended)) =>
+            {
+                self.finish_front();
+            }
+            b'E' | b'N' => {
+                let fields = messages::parse_fields(frame.body()).unwrap_or_default();
+                let scrubbed: Vec<(u8, String)> = fields
+                    .iter()
+                    .map(|(c, v)| (*c, scrub(v, &self.ctx.credential)))
+                    .collect();
+                if frame.tag == b'E' {
+                    self.copy_in = false;
+                    if let Some(u) = self.units.front_mut() {
+                        u.error = scrubbed
+                            .iter()
+                            .find(|(c, _)| *c == b'M')
+                            .map(|(_, v)| v.clone())
+                            .unwrap_or_default();
+                        if matches!(u.kind, UnitKind::Extended) {
+                            self.finish_front();
+                        }
+                    }
+                }
+                if scrubbed != fields {
+                    self.to_client
+                        .extend_from_slice(&messages::encode_fields(frame.tag, &scrubbed).raw);
+                    return;
+                }
+            }
+            b'G' => self.copy_in = true,
+            b'S' => {
+                if let Ok(("standard_conforming_strings", value)) =
+                    messages::parse_parameter_status(frame.body())
+                {
+                    self.judge.set_standard_conforming_strings(value == "on");
+                }
+            }
+            b'Z' => {
+                self.tx_status = messages::ready_status(frame.body()).unwrap_or(b'I');
+                self.to_client.extend_from_slice(&frame.raw);
+                self.on_ready();
+                return;
+            }
+            // Never show the target's own cancel key to the client.
+            b'K' => return,
+            _ => {}
+        }
+        self.to_client.extend_from_slice(&frame.raw);
+    }
+
+    fn on_ready(&mut self) {
+        // Everything of the finished cycle is done (Executes skipped after
+        // an error never produce results).
+        if let Some(batch) = self.units.front().map(|u| u.batch) {
+            while self.units.front().is_some_and(|u| u.batch == batch) {
+                self.finish_front();
+            }
+        }
+        self.inflight = self.inflight.saturating_sub(1);
+        for h in self.held.iter_mut() {
+            h.0 = h.0.saturating_sub(1);
+        }
+        while self.held.front().is_some_and(|h| h.0 == 0) {
+            if let Some((_, bytes)) = self.held.pop_front() {
+                self.to_client.extend_from_slice(&bytes);
+            }
+        }
+    }
+
+    fn finish_front(&mut self) {
+        if let Some(u) = self.units.pop_front() {
+            self.totals.rows += u.rows;
+            let event = pb::AuditEvent {
+                kind: "statement.result".into(),
+                session_id: self.ctx.session_id.clone(),
+                subject: self.ctx.subject.id.clone(),
+                groups: self.ctx.subject.groups.clone(),
+                resource: self.ctx.resource.clone(),
+                decision: if u.error.is_empty() {
+                    "allow".into()
+                } else {
+                    "error".into()
+                },
+                rule: u.rule,
+                statement: u.statement,
+                parameters: u.parameters,
+                duration_us: i64::try_from(u.started.elapsed().as_micros()).unwrap_or(i64::MAX),
+                rows: i64::try_from(u.rows).unwrap_or(i64::MAX),
+                error: u.error,
+                client_addr: self.ctx.client_addr.clone(),
+                attributes_json: serde_json::json!({ "statement_id": u.statement_id }).to_string(),
+                ..Default::default()
+            };
+            let audit = self.ctx.agent.audit.clone();
+            tokio::spawn(async move {
+                if let Err(e) = audit.record(event).await {
+                    tracing::error!(error = %e, "cannot audit a statement result");
+                }
+            });
+        }
+    }
+
+    fn finish_all(&mut self, _why: &str) {
+        while !self.units.is_empty() {
+            self.finish_front();
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! A complete data path for PostgreSQL tests: a real target database with
+//! an application role that logs in with SCRAM, a control plane holding
+//! that role's password in its vault, a policy, and an enrolled agent.
+
+use serde_json::json;
+
+use crate::{AgentProc, ControlPlaneProc, Postgres};
+
+/// The password the agent uses upstream; tests assert clients never see it.
+pub const TARGET_PASSWORD: &str = "Upstream-Secret-7f3a9c21";
+
+pub const DEFAULT_RULES: &str = r#"
+      - deny: { sql: { statements: [ddl, dcl, dynamic, set_role, set_session_authorization, reset_all, function_call, delete, truncate] } }
+        name: no-changes
+        reason: schema changes and deletes are not allowed here
+      - deny: { sql: { functions: ["pg_read_file", "pg_read_binary_file", "pg_ls_dir", "dblink*", "lo_*"] } }
+        name: no-server-files
+        reason: server-side file access is not allowed
+      - allow: { sql: { statements: [read, insert, update, copy, transaction, session] } }
+        name: work
+"#;
+
+pub struct DataPath {
+    pub pg: Postgres,
+    pub cp: ControlPlaneProc,
+    pub agent: AgentProc,
+    /// A token of subject `alice` in group `devs` (granted).
+    pub token: String,
+}
+
+impl DataPath {
+    pub async fn start() -> Self {
+        Self::start_with(DEFAULT_RULES, Vec::new()).await
+    }
+
+    /// `rules` is the YAML list of rules of the `devs` policy (indented 6).
+    pub async fn start_with(rules: &str, agent_args: Vec<String>) -> Self {
+        let pg = Postgres::start();
+        pg.psql(
+            "postgres",
+            &format!("CREATE ROLE app LOGIN PASSWORD '{TARGET_PASSWORD}'"),
+        );
+        pg.psql("postgres", "CREATE DATABASE app OWNER app");
+        pg.psql(
+            "app",
+            "SET ROLE app; CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL); \
+             INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 500) g; \
+             CREATE TABLE notes (id serial PRIMARY KEY, body text);",
+        );
+        let mut cp = ControlPlaneProc::start().await;
+        let api = cp.api();
+        let (s, v) = api
+            .put(
+                "/api/v1/credentials/app-db",
+                json!({"username": "app", "secret": TARGET_PASSWORD}),
+            )
+            .await;
+        assert!(s.is_success(), "{v}");
+        let policy = format!(
+            r#"resources:
+  - name: app
+    kind: postgres
+    agent: edge
+    address: 127.0.0.1:{port}
+    database: app
+    credential: app-db
+policies:
+  - name: devs-on-app
+    subjects: {{ groups: [devs] }}
+    resources: {{ names: [app] }}
+    rules:{rules}"#,
+            port = pg.port
+        );
+        let (s, v) = api.apply_policy(&policy).await;
+        assert!(s.is_success(), "policy rejected: {v}");
+        let revision = v["revision"].as_u64().unwrap_or(0);
+        let join = cp.join_token("edge").await;
+        let mut agent =
+            AgentProc::spawn_with_token(&cp.grpc_url(), "edge", Some(&join), agent_args);
+        agent.wait_ready().await;
+        agent
+            .wait_version(revision, std::time::Duration::from_secs(10))
+            .await;
+        let token = cp.user_token("alice", &["devs"]).await;
+        Self {
+            pg,
+            cp,
+            agent,
+            token,
+        }
+    }
+
+    /// psql through the agent as alice; (success, stdout, stderr).
+    pub fn psql(&self, sql: &str) -> (bool, String, String) {
+        crate::psql_via_agent(self.agent.pg_port, "app", &self.token, sql)
+    }
+
+    /// A connection string for drivers (sqlx, pgbench).
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://alice:{}@127.0.0.1:{}/app?sslmode=disable",
+            self.token, self.agent.pg_port
+        )
+    }
+
+    /// Runs SQL directly on the target as the superuser (the ground truth).
+    pub fn target(&self, sql: &str) -> String {
+        self.pg.psql("app", sql).trim().to_owned()
+    }
+}

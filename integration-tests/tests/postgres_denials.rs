@@ -1,0 +1,288 @@
+//! Every class of statement the policy denies is blocked with SQLSTATE
+//! 42501, the session stays usable, and the target confirms that nothing
+//! ran: the table is still there, the rows are unchanged, and the server's
+//! statement log (log_statement = all) never saw the statement.
+
+use sluice_integration_tests::datapath::DataPath;
+use sluice_pgwire::{Frame, messages};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+fn assert_denied(dp: &DataPath, sql: &str, marker: &str) {
+    let (ok, _, err) = dp.psql(sql);
+    assert!(!ok, "`{sql}` was not refused");
+    assert!(err.contains("denied this statement"), "`{sql}`: {err}");
+    assert!(
+        !dp.pg.logs().contains(marker),
+        "the target saw `{marker}` from `{sql}`"
+    );
+    // The table and its rows are intact.
+    assert_eq!(
+        dp.target("SELECT count(*) FROM items"),
+        "500",
+        "after `{sql}`"
+    );
+}
+
+#[tokio::test]
+async fn ddl_and_hidden_ddl_never_reach_the_target() {
+    let dp = DataPath::start().await;
+    for (sql, marker) in [
+        ("DROP TABLE items", "DROP TABLE items"),
+        ("TRUNCATE items", "TRUNCATE items"),
+        ("ALTER TABLE items ADD COLUMN x int", "ADD COLUMN x"),
+        ("SELECT 1; DROP TABLE items", "DROP TABLE items"),
+        ("/* harmless */ DrOp TaBlE \"items\"", "DrOp TaBlE"),
+        ("DROP TABLE U&\"\\0069tems\"", "0069tems"),
+        ("SELECT $q$;$q$; DROP TABLE items", "$q$"),
+        (
+            "DO $$ BEGIN EXECUTE 'DROP TABLE items'; END $$",
+            "EXECUTE 'DROP",
+        ),
+        ("DO $body$ BEGIN DELETE FROM items; END $body$", "$body$"),
+        (
+            "EXPLAIN ANALYZE DELETE FROM items",
+            "EXPLAIN ANALYZE DELETE",
+        ),
+        (
+            "EXPLAIN (ANALYZE, FORMAT JSON) DELETE FROM items",
+            "FORMAT JSON",
+        ),
+        (
+            "WITH gone AS (DELETE FROM items RETURNING *) SELECT count(*) FROM gone",
+            "WITH gone",
+        ),
+        (
+            "COPY items TO PROGRAM 'touch /tmp/sluice-copy-program'",
+            "TO PROGRAM",
+        ),
+        ("COPY items FROM '/etc/hostname'", "/etc/hostname"),
+        ("SELECT pg_read_file('/etc/hostname')", "pg_read_file"),
+        ("SELECT * FROM pg_catalog.pg_ls_dir('.')", "pg_ls_dir"),
+        ("SET ROLE postgres", "SET ROLE postgres"),
+        (
+            "SET SESSION AUTHORIZATION postgres",
+            "SESSION AUTHORIZATION",
+        ),
+        ("RESET ALL", "RESET ALL"),
+        ("SELECT set_config('role', 'postgres', false)", "set_config"),
+        ("GRANT ALL ON items TO PUBLIC", "GRANT ALL"),
+        ("PREPARE p AS DELETE FROM items", "PREPARE p"),
+        ("this is not sql", "this is not sql"),
+    ] {
+        assert_denied(&dp, sql, marker);
+    }
+    assert!(!std::path::Path::new("/tmp/sluice-copy-program").exists());
+    // The session keeps working after a denial.
+    let (ok, out, err) = dp.psql("SELECT 1; SELECT count(*) FROM items");
+    assert!(ok, "{err}");
+    assert!(out.contains("500"));
+}
+
+#[tokio::test]
+async fn denial_names_the_policy_and_rule_with_sqlstate_42501() {
+    let dp = DataPath::start().await;
+    let mut conn = <sqlx::postgres::PgConnection as sqlx::Connection>::connect(&dp.url())
+        .await
+        .unwrap();
+    let err = sqlx::query("DROP TABLE items")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    let db = err.as_database_error().expect("a database error");
+    assert_eq!(db.code().as_deref(), Some("42501"));
+    assert!(
+        db.message().contains("devs-on-app/no-changes"),
+        "{}",
+        db.message()
+    );
+    assert!(db.message().contains("schema changes"), "{}", db.message());
+}
+
+/// A raw protocol client: start-up and password, then arbitrary frames.
+async fn raw_session(dp: &DataPath) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", dp.agent.pg_port))
+        .await
+        .unwrap();
+    s.write_all(&messages::startup_message(&[
+        ("user", "alice"),
+        ("database", "app"),
+    ]))
+    .await
+    .unwrap();
+    read_until(&mut s, b'R').await;
+    s.write_all(&messages::password_message(dp.token.as_bytes()).raw)
+        .await
+        .unwrap();
+    read_until(&mut s, b'Z').await;
+    s
+}
+
+/// Reads frames until one with `tag`; returns all bytes read.
+async fn read_until(s: &mut tokio::net::TcpStream, tag: u8) -> Vec<u8> {
+    let mut reader = sluice_pgwire::FrameReader::new(1 << 20);
+    let mut all = Vec::new();
+    loop {
+        while let Some(f) = reader.next_frame().unwrap() {
+            all.extend_from_slice(&f.raw);
+            if f.tag == tag {
+                return all;
+            }
+        }
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            s.read_buf(reader.buffer()),
+        )
+        .await
+        .expect("timed out")
+        .unwrap();
+        assert!(
+            n > 0,
+            "connection closed while waiting for `{}`",
+            tag as char
+        );
+    }
+}
+
+fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    Frame::new(tag, body).raw.to_vec()
+}
+
+#[tokio::test]
+async fn parse_of_a_denied_statement_can_never_be_bound_or_executed() {
+    let dp = DataPath::start().await;
+    let mut s = raw_session(&dp).await;
+    // Parse a denied statement, then Bind and Execute it, in one pipeline.
+    let mut batch = Vec::new();
+    batch.extend(frame(b'P', b"evil\0DELETE FROM items\0\0\0"));
+    batch.extend(frame(b'B', b"\0evil\0\0\0\0\0\0\0"));
+    batch.extend(frame(b'E', b"\0\0\0\0\0"));
+    batch.extend(frame(b'S', b""));
+    s.write_all(&batch).await.unwrap();
+    let got = read_until(&mut s, b'Z').await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("42501"), "{text}");
+    // A later Bind/Execute of that name fails on the target: it was never prepared there.
+    let mut again = Vec::new();
+    again.extend(frame(b'B', b"\0evil\0\0\0\0\0\0\0"));
+    again.extend(frame(b'E', b"\0\0\0\0\0"));
+    again.extend(frame(b'S', b""));
+    s.write_all(&again).await.unwrap();
+    let got = read_until(&mut s, b'Z').await;
+    assert!(
+        String::from_utf8_lossy(&got).contains("evil"),
+        "the target should not know `evil`"
+    );
+    assert_eq!(dp.target("SELECT count(*) FROM items"), "500");
+    assert!(!dp.pg.logs().contains("DELETE FROM items"));
+    // Error recovery until Sync worked: the session answers a simple query.
+    s.write_all(&frame(b'Q', b"SELECT 7\0")).await.unwrap();
+    let got = read_until(&mut s, b'Z').await;
+    assert!(got.windows(1).any(|w| w == b"7"));
+}
+
+#[tokio::test]
+async fn messages_after_a_denied_parse_are_discarded_until_sync() {
+    let dp = DataPath::start().await;
+    let mut s = raw_session(&dp).await;
+    // Flush after the denied Parse: the agent answers the error, then must
+    // ignore the rest until Sync, as PostgreSQL does.
+    let mut batch = Vec::new();
+    batch.extend(frame(b'P', b"\0TRUNCATE items\0\0\0"));
+    batch.extend(frame(b'H', b""));
+    s.write_all(&batch).await.unwrap();
+    let got = read_until(&mut s, b'E').await;
+    assert!(String::from_utf8_lossy(&got).contains("42501"));
+    let mut rest = Vec::new();
+    rest.extend(frame(b'B', b"\0\0\0\0\0\0\0\0"));
+    rest.extend(frame(b'E', b"\0\0\0\0\0"));
+    rest.extend(frame(b'S', b""));
+    s.write_all(&rest).await.unwrap();
+    let got = read_until(&mut s, b'Z').await;
+    assert_eq!(
+        got.first(),
+        Some(&b'Z'),
+        "nothing but ReadyForQuery after the discarded messages"
+    );
+    assert_eq!(dp.target("SELECT count(*) FROM items"), "500");
+}
+
+#[tokio::test]
+async fn function_call_messages_are_denied() {
+    let dp = DataPath::start().await;
+    let mut s = raw_session(&dp).await;
+    // FunctionCall of pg_read_file (oid 2624) with one text argument.
+    let mut body = Vec::new();
+    body.extend_from_slice(&2624i32.to_be_bytes());
+    body.extend_from_slice(&0i16.to_be_bytes());
+    body.extend_from_slice(&1i16.to_be_bytes());
+    body.extend_from_slice(&13i32.to_be_bytes());
+    body.extend_from_slice(b"/etc/hostname");
+    body.extend_from_slice(&0i16.to_be_bytes());
+    s.write_all(&frame(b'F', &body)).await.unwrap();
+    let got = read_until(&mut s, b'Z').await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("42501"), "{text}");
+    assert!(
+        !text.contains(
+            &std::fs::read_to_string("/etc/hostname")
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        ) || std::fs::read_to_string("/etc/hostname")
+            .unwrap_or_default()
+            .trim()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn encodings_that_could_hide_quotes_are_refused() {
+    let dp = DataPath::start().await;
+    let out = std::process::Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} dbname=app user=alice sslmode=disable client_encoding=SJIS",
+            dp.agent.pg_port
+        ))
+        .args(["-Atc", "SELECT 1"])
+        .env("PGPASSWORD", &dp.token)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("client_encoding"),
+        "{err}"
+    );
+    // UTF8 (any spelling) is fine.
+    let out = std::process::Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} dbname=app user=alice sslmode=disable client_encoding=utf-8",
+            dp.agent.pg_port
+        ))
+        .args(["-Atc", "SHOW client_encoding"])
+        .env("PGPASSWORD", &dp.token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "UTF8");
+}
+
+#[tokio::test]
+async fn backslash_quote_tricks_follow_the_target_s_string_syntax() {
+    let dp = DataPath::start().await;
+    // With standard_conforming_strings on (the default), this is a string
+    // containing a backslash, then a DROP: the DROP must be seen and denied.
+    assert_denied(
+        &dp,
+        r"SELECT 'a\'; DROP TABLE items; --'",
+        "DROP TABLE items",
+    );
+    // E'' strings use backslash escapes whatever the setting: one string, allowed.
+    let (ok, out, err) = dp.psql(r"SELECT E'a\'; DROP TABLE items; --'");
+    assert!(ok, "{err}");
+    assert!(out.contains("DROP TABLE items"));
+    assert_eq!(dp.target("SELECT count(*) FROM items"), "500");
+}

@@ -1,0 +1,1263 @@
+//! The store's contract, written once and run on both engines it supports:
+//! SQLite (the single-node default) and a real PostgreSQL (HA). Every query
+//! goes through sqlx's `Any` driver, so a statement that only one engine
+//! understands, or a type that decodes differently, shows up here as a
+//! failure on that engine alone.
+//!
+//! Each case gets a fresh, freshly migrated database, so cases do not depend
+//! on each other's leftovers (and "the revision starts at 1" means it).
+
+use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc};
+
+use serde_json::json;
+use sluice_control_plane::store::{
+    AuditFilter, CredentialRow, Engine, JoinTokenRow, ResourceRow, Sealed, Store, StoreError,
+    StoredAuditEvent, SystemKeyRow, now_ms,
+};
+use sluice_integration_tests::Postgres;
+
+type CaseFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+type Case = fn(&Store) -> CaseFuture<'_>;
+
+/// The suite: every case runs on every engine, in this order.
+macro_rules! cases {
+    ($($case:ident),* $(,)?) => {
+        &[$((stringify!($case), {
+            fn run(store: &Store) -> CaseFuture<'_> {
+                Box::pin($case(store))
+            }
+            run as Case
+        })),*]
+    };
+}
+
+const SUITE: &[(&str, Case)] = cases![
+    migrations_apply_and_leave_an_empty_store,
+    every_mutation_strictly_increases_the_revision,
+    resources_round_trip_and_delete,
+    credentials_count_versions_and_keep_sealed_bytes,
+    policy_versions_are_numbered_and_upsert_their_resources,
+    join_tokens_are_consumed_once_and_not_after_expiry,
+    concurrent_consumes_of_one_join_token_have_one_winner,
+    agents_enroll_and_report,
+    system_keys_keep_the_first_insert,
+    audit_ingestion_is_idempotent_by_event_id,
+    audit_filters_and_paging,
+    rewrap_all_rewraps_every_sealed_value,
+    rewrap_all_is_all_or_nothing,
+];
+
+/// Where fresh databases come from.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(Postgres),
+}
+
+impl Backend {
+    /// A new, empty database's URL.
+    fn fresh_url(&self, name: &str) -> String {
+        match self {
+            Self::Sqlite(dir) => format!("sqlite://{}/{name}.db?mode=rwc", dir.path().display()),
+            Self::Postgres(pg) => {
+                pg.psql("postgres", &format!("CREATE DATABASE {name}"));
+                pg.url(name)
+            }
+        }
+    }
+
+    fn engine(&self) -> Engine {
+        match self {
+            Self::Sqlite(_) => Engine::Sqlite,
+            Self::Postgres(_) => Engine::Postgres,
+        }
+    }
+}
+
+async fn run_suite(backend: Backend) {
+    for (i, (name, case)) in SUITE.iter().enumerate() {
+        eprintln!("--- {name} ({:?})", backend.engine());
+        let url = backend.fresh_url(&format!("case{i:02}"));
+        let store = Store::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: cannot open {url}: {e}"));
+        assert_eq!(store.engine(), backend.engine());
+        case(&store).await;
+        store.close().await;
+    }
+    reopening_a_migrated_database_keeps_its_data(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn store_contract_on_sqlite() {
+    let dir = tempfile::Builder::new()
+        .prefix("sluice-store-")
+        .tempdir()
+        .expect("tempdir");
+    run_suite(Backend::Sqlite(dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn store_contract_on_postgres() {
+    let pg = tokio::task::spawn_blocking(Postgres::start)
+        .await
+        .expect("start PostgreSQL");
+    run_suite(Backend::Postgres(pg)).await;
+}
+
+#[tokio::test]
+async fn unsupported_database_urls_are_refused_without_leaking_the_password() {
+    let err = Store::connect("mysql://root:hunter2@db/sluice")
+        .await
+        .expect_err("mysql is not supported");
+    assert!(matches!(err, StoreError::UnsupportedUrl(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("sqlite://") && text.contains("postgres://"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+// ------------------------------------------------------------------ helpers
+
+fn resource(name: &str, agent: &str) -> ResourceRow {
+    ResourceRow {
+        name: name.to_owned(),
+        kind: "postgres".to_owned(),
+        agent: agent.to_owned(),
+        address: "127.0.0.1:5432".to_owned(),
+        database: "app".to_owned(),
+        credential: "app-rw".to_owned(),
+        labels: BTreeMap::new(),
+        tls_mode: "disable".to_owned(),
+        audit_mode: "fail_closed".to_owned(),
+        updated_at: 1_700_000_000_000,
+    }
+}
+
+/// Sealed bytes that a text column would mangle: NUL, invalid UTF-8, 0xff.
+fn sealed(tag: u8) -> Sealed {
+    Sealed {
+        kek_id: format!("kek-{tag}"),
+        wrapped_dek: vec![0, 0xff, 0xfe, tag, 0x80, 0],
+        ciphertext: (0..=255u8).map(|b| b ^ tag).collect(),
+    }
+}
+
+fn system_key(name: &str, kid: &str, tag: u8) -> SystemKeyRow {
+    SystemKeyRow {
+        name: name.to_owned(),
+        kid: kid.to_owned(),
+        sealed: sealed(tag),
+        public_data: vec![tag; 32],
+        created_at: 1_700_000_000_000 + i64::from(tag),
+    }
+}
+
+fn join_token(id: &str, expires_at: i64) -> JoinTokenRow {
+    JoinTokenRow {
+        id: id.to_owned(),
+        secret_hash: format!("sha256-of-{id}"),
+        agent: "edge".to_owned(),
+        created_by: "admin".to_owned(),
+        created_at: now_ms(),
+        expires_at,
+        used_at: None,
+    }
+}
+
+/// An audit event; `n` makes the id, sequence and time distinct.
+fn event(
+    n: i64,
+    subject: &str,
+    resource: &str,
+    decision: &str,
+    kind: &str,
+    session: &str,
+) -> StoredAuditEvent {
+    StoredAuditEvent {
+        cursor: 0,
+        id: format!("evt-{n:04}"),
+        agent: String::new(),
+        seq: n,
+        time_ms: 1_700_000_000_000 + n * 1000,
+        kind: kind.to_owned(),
+        session_id: session.to_owned(),
+        subject: subject.to_owned(),
+        groups: vec!["devs".to_owned(), "on-call".to_owned()],
+        resource: resource.to_owned(),
+        decision: decision.to_owned(),
+        rule: "rules[0]".to_owned(),
+        statement: format!("SELECT {n} -- 'quoted' \"and\" ünïcode"),
+        parameters: vec![n.to_string(), "x'y".to_owned()],
+        duration_us: n * 10,
+        rows: n,
+        error: String::new(),
+        client_addr: "127.0.0.1:50000".to_owned(),
+        attributes: json!({"protocol": "postgres", "n": n}),
+        prev_hash: Some(vec![0, 1, 2, u8::try_from(n % 256).unwrap_or(0)]),
+        hash: Some(vec![0xff; 32]),
+    }
+}
+
+fn ids(events: &[StoredAuditEvent]) -> Vec<String> {
+    events.iter().map(|e| e.id.clone()).collect()
+}
+
+fn filter() -> AuditFilter {
+    AuditFilter {
+        limit: 1000,
+        ..AuditFilter::default()
+    }
+}
+
+async fn revision(store: &Store) -> u64 {
+    store.revision().await.expect("revision")
+}
+
+// -------------------------------------------------------------------- cases
+
+async fn migrations_apply_and_leave_an_empty_store(store: &Store) {
+    store.ping().await.expect("ping");
+    assert_eq!(revision(store).await, 1, "a new store starts at revision 1");
+    assert!(store.resources().await.expect("resources").is_empty());
+    assert!(store.credentials().await.expect("credentials").is_empty());
+    assert!(
+        store
+            .policy_versions()
+            .await
+            .expect("policy versions")
+            .is_empty()
+    );
+    assert!(
+        store
+            .current_policy()
+            .await
+            .expect("current policy")
+            .is_none()
+    );
+    assert!(store.agents().await.expect("agents").is_empty());
+    assert!(store.system_key("jwt").await.expect("system key").is_none());
+    assert!(
+        store
+            .join_token("nope")
+            .await
+            .expect("join token")
+            .is_none()
+    );
+    assert!(
+        store
+            .audit_events(&filter())
+            .await
+            .expect("audit")
+            .is_empty()
+    );
+}
+
+async fn every_mutation_strictly_increases_the_revision(store: &Store) {
+    let mut last = revision(store).await;
+    let mut check = |what: &str, returned: u64| {
+        assert!(
+            returned > last,
+            "{what}: revision went from {last} to {returned}"
+        );
+        last = returned;
+    };
+
+    check(
+        "upsert (create)",
+        store
+            .upsert_resource(&resource("db", "edge"))
+            .await
+            .expect("upsert"),
+    );
+    check(
+        "upsert (replace)",
+        store
+            .upsert_resource(&resource("db", "edge-2"))
+            .await
+            .expect("upsert"),
+    );
+    check("delete", store.delete_resource("db").await.expect("delete"));
+    check(
+        "credential set",
+        store
+            .set_credential("c", "u", &sealed(1))
+            .await
+            .expect("set")
+            .1,
+    );
+    check(
+        "credential set again",
+        store
+            .set_credential("c", "u", &sealed(2))
+            .await
+            .expect("set")
+            .1,
+    );
+    check(
+        "credential rotate",
+        store
+            .rotate_credential("c", None, &sealed(3))
+            .await
+            .expect("rotate")
+            .1,
+    );
+    check(
+        "policy version",
+        store
+            .insert_policy_version("policies: []", "sha-1", "", "admin", &[])
+            .await
+            .expect("policy")
+            .1,
+    );
+    check("touch", store.touch_revision().await.expect("touch"));
+    let last = last;
+    assert_eq!(
+        revision(store).await,
+        last,
+        "revision() reports the last bump"
+    );
+
+    // Failed mutations leave it alone.
+    assert!(matches!(
+        store.delete_resource("missing").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.rotate_credential("missing", None, &sealed(4)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        revision(store).await,
+        last,
+        "a failed mutation must not bump the revision"
+    );
+
+    // Bookkeeping that does not change what agents enforce does not bump it.
+    store
+        .upsert_agent_enrollment("edge", "fp", "0.1.0")
+        .await
+        .expect("enroll");
+    store
+        .agent_seen("edge", "0.1.0", last, "127.0.0.1:1")
+        .await
+        .expect("seen");
+    store
+        .insert_join_token(&join_token("t", now_ms() + 60_000))
+        .await
+        .expect("join token");
+    store
+        .insert_audit_events("edge", &[event(1, "a", "db", "allow", "query", "s")])
+        .await
+        .expect("audit");
+    assert_eq!(revision(store).await, last);
+}
+
+async fn resources_round_trip_and_delete(store: &Store) {
+    assert!(store.resource("orders").await.expect("get").is_none());
+
+    let mut orders = resource("orders", "edge");
+    orders.labels = BTreeMap::from([
+        ("env".to_owned(), "prod".to_owned()),
+        ("team".to_owned(), "payments \"core\"".to_owned()),
+        (
+            "note".to_owned(),
+            "ünïcode, {braces} and 'quotes'".to_owned(),
+        ),
+    ]);
+    orders.tls_mode = "verify-full".to_owned();
+    orders.audit_mode = "best_effort".to_owned();
+    store.upsert_resource(&orders).await.expect("create");
+    let mut billing = resource("billing", "edge-2");
+    billing.kind = "ssh".to_owned();
+    billing.database = String::new();
+    store.upsert_resource(&billing).await.expect("create");
+
+    assert_eq!(
+        store.resource("orders").await.expect("get"),
+        Some(orders.clone()),
+        "every field round trips"
+    );
+    let names: Vec<String> = store
+        .resources()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["billing", "orders"], "listed by name");
+
+    // Replace: every column follows, labels included (also back to none).
+    let mut replaced = orders.clone();
+    replaced.agent = "edge-3".to_owned();
+    replaced.address = "10.0.0.7:6432".to_owned();
+    replaced.labels = BTreeMap::new();
+    replaced.updated_at += 1;
+    store.upsert_resource(&replaced).await.expect("replace");
+    assert_eq!(store.resource("orders").await.expect("get"), Some(replaced));
+    assert_eq!(
+        store.resources().await.expect("list").len(),
+        2,
+        "a replace does not add a row"
+    );
+
+    store.delete_resource("orders").await.expect("delete");
+    assert!(store.resource("orders").await.expect("get").is_none());
+    match store.delete_resource("orders").await {
+        Err(StoreError::NotFound(what)) => assert!(what.contains("orders"), "{what}"),
+        other => panic!("deleting a missing resource: {other:?}"),
+    }
+    assert_eq!(store.resources().await.expect("list"), vec![billing]);
+}
+
+async fn credentials_count_versions_and_keep_sealed_bytes(store: &Store) {
+    assert!(store.credential("app-rw").await.expect("get").is_none());
+
+    let (v1, _) = store
+        .set_credential("app-rw", "app", &sealed(1))
+        .await
+        .expect("set");
+    assert_eq!(
+        (v1.name.as_str(), v1.username.as_str(), v1.version),
+        ("app-rw", "app", 1)
+    );
+    assert_eq!(
+        v1.sealed,
+        sealed(1),
+        "sealed bytes are stored exactly as given"
+    );
+    assert_eq!(v1.created_at, v1.updated_at);
+
+    let (v2, _) = store
+        .set_credential("app-rw", "app2", &sealed(2))
+        .await
+        .expect("set again");
+    assert_eq!((v2.username.as_str(), v2.version), ("app2", 2));
+    assert_eq!(v2.sealed, sealed(2));
+    assert_eq!(
+        v2.created_at, v1.created_at,
+        "setting again keeps the creation time"
+    );
+    assert!(v2.updated_at >= v1.updated_at);
+
+    let (v3, _) = store
+        .rotate_credential("app-rw", None, &sealed(3))
+        .await
+        .expect("rotate");
+    assert_eq!(
+        (v3.username.as_str(), v3.version),
+        ("app2", 3),
+        "rotate without a username keeps it"
+    );
+    assert_eq!(v3.sealed, sealed(3));
+
+    let (v4, _) = store
+        .rotate_credential("app-rw", Some("app3"), &sealed(4))
+        .await
+        .expect("rotate");
+    assert_eq!((v4.username.as_str(), v4.version), ("app3", 4));
+
+    let stored = store
+        .credential("app-rw")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!((stored.version, stored.sealed.clone()), (4, sealed(4)));
+
+    match store.rotate_credential("nope", None, &sealed(5)).await {
+        Err(StoreError::NotFound(what)) => assert!(what.contains("nope"), "{what}"),
+        other => panic!("rotating a missing credential: {other:?}"),
+    }
+    assert!(
+        store.credential("nope").await.expect("get").is_none(),
+        "rotate must not create"
+    );
+
+    store
+        .set_credential("aaa", "u", &sealed(6))
+        .await
+        .expect("set");
+    let listed: Vec<(String, i64)> = store
+        .credentials()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|c: CredentialRow| (c.name, c.version))
+        .collect();
+    assert_eq!(listed, [("aaa".to_owned(), 1), ("app-rw".to_owned(), 4)]);
+}
+
+async fn policy_versions_are_numbered_and_upsert_their_resources(store: &Store) {
+    store
+        .upsert_resource(&resource("orders", "old-agent"))
+        .await
+        .expect("seed resource");
+    let before = revision(store).await;
+
+    let declared = [resource("orders", "edge"), resource("billing", "edge")];
+    let (v1, rev1) = store
+        .insert_policy_version("doc one", "sha-1", "first", "alice", &declared)
+        .await
+        .expect("insert");
+    assert_eq!(v1, 1);
+    assert_eq!(
+        rev1,
+        before + 1,
+        "one revision for the version and all its resources: one transaction"
+    );
+    assert_eq!(
+        store
+            .resource("orders")
+            .await
+            .expect("get")
+            .expect("orders")
+            .agent,
+        "edge",
+        "existing resource replaced"
+    );
+    assert!(
+        store.resource("billing").await.expect("get").is_some(),
+        "new resource created"
+    );
+
+    let (v2, rev2) = store
+        .insert_policy_version("doc two", "sha-2", "", "bob", &[])
+        .await
+        .expect("insert");
+    let (v3, rev3) = store
+        .insert_policy_version("doc three", "sha-3", "third", "carol", &[])
+        .await
+        .expect("insert");
+    assert_eq!((v2, v3), (2, 3));
+    assert!(rev1 < rev2 && rev2 < rev3);
+
+    let all = store.policy_versions().await.expect("list");
+    let numbers: Vec<i64> = all.iter().map(|v| v.version).collect();
+    assert_eq!(numbers, [1, 2, 3]);
+    let first = &all[0];
+    assert_eq!(
+        (
+            first.document.as_str(),
+            first.sha256.as_str(),
+            first.comment.as_str(),
+            first.created_by.as_str()
+        ),
+        ("doc one", "sha-1", "first", "alice")
+    );
+    assert_eq!(
+        first.revision,
+        i64::try_from(rev1).expect("revision fits"),
+        "the version records its revision"
+    );
+    assert!(first.created_at > 0);
+
+    let current = store
+        .current_policy()
+        .await
+        .expect("current")
+        .expect("some");
+    assert_eq!(
+        (current.version, current.document.as_str()),
+        (3, "doc three"),
+        "current is the last one"
+    );
+    assert_eq!(
+        store
+            .policy_version(2)
+            .await
+            .expect("get")
+            .expect("v2")
+            .document,
+        "doc two"
+    );
+    assert!(store.policy_version(4).await.expect("get").is_none());
+}
+
+async fn join_tokens_are_consumed_once_and_not_after_expiry(store: &Store) {
+    let now = now_ms();
+    let token = join_token("live", now + 60_000);
+    store.insert_join_token(&token).await.expect("insert");
+    let stored = store
+        .join_token("live")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        (
+            stored.secret_hash.as_str(),
+            stored.agent.as_str(),
+            stored.expires_at,
+            stored.used_at
+        ),
+        (token.secret_hash.as_str(), "edge", token.expires_at, None)
+    );
+
+    assert!(
+        store
+            .consume_join_token("live", now)
+            .await
+            .expect("consume"),
+        "first consume wins"
+    );
+    assert!(
+        !store
+            .consume_join_token("live", now + 1)
+            .await
+            .expect("consume"),
+        "second consume loses"
+    );
+    assert_eq!(
+        store
+            .join_token("live")
+            .await
+            .expect("get")
+            .expect("exists")
+            .used_at,
+        Some(now)
+    );
+
+    store
+        .insert_join_token(&join_token("expired", now - 1))
+        .await
+        .expect("insert");
+    assert!(
+        !store
+            .consume_join_token("expired", now)
+            .await
+            .expect("consume"),
+        "expired token"
+    );
+    assert_eq!(
+        store
+            .join_token("expired")
+            .await
+            .expect("get")
+            .expect("exists")
+            .used_at,
+        None
+    );
+
+    store
+        .insert_join_token(&join_token("edge-of-expiry", now))
+        .await
+        .expect("insert");
+    assert!(
+        !store
+            .consume_join_token("edge-of-expiry", now)
+            .await
+            .expect("consume"),
+        "expiry is exclusive"
+    );
+
+    assert!(
+        !store
+            .consume_join_token("unknown", now)
+            .await
+            .expect("consume"),
+        "unknown token"
+    );
+}
+
+async fn concurrent_consumes_of_one_join_token_have_one_winner(store: &Store) {
+    const TOKENS: usize = 20;
+    const RACERS: usize = 4;
+    let now = now_ms();
+    for i in 0..TOKENS {
+        store
+            .insert_join_token(&join_token(&format!("race-{i}"), now + 60_000))
+            .await
+            .expect("insert");
+    }
+    for i in 0..TOKENS {
+        let id = format!("race-{i}");
+        let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
+        let racers: Vec<_> = (0..RACERS)
+            .map(|_| {
+                let (store, id, barrier) = (store.clone(), id.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.consume_join_token(&id, now).await
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for r in racers {
+            if r.await.expect("racer panicked").expect("consume failed") {
+                winners += 1;
+            }
+        }
+        assert_eq!(
+            winners, 1,
+            "token {id}: {winners} of {RACERS} concurrent consumes won"
+        );
+    }
+}
+
+async fn agents_enroll_and_report(store: &Store) {
+    assert!(store.agent("edge").await.expect("get").is_none());
+    store
+        .upsert_agent_enrollment("edge", "fp-1", "0.1.0")
+        .await
+        .expect("enroll");
+    store
+        .upsert_agent_enrollment("alpha", "fp-a", "0.1.0")
+        .await
+        .expect("enroll");
+
+    let edge = store.agent("edge").await.expect("get").expect("enrolled");
+    assert_eq!(
+        (edge.cert_fingerprint.as_str(), edge.agent_version.as_str()),
+        ("fp-1", "0.1.0")
+    );
+    assert_eq!(
+        (edge.last_seen, edge.snapshot_version, edge.peer.as_str()),
+        (0, 0, ""),
+        "never seen yet"
+    );
+    assert!(edge.enrolled_at > 0);
+
+    store
+        .agent_seen("edge", "0.2.0", 42, "10.0.0.9:5555")
+        .await
+        .expect("seen");
+    let seen = store.agent("edge").await.expect("get").expect("enrolled");
+    assert_eq!(
+        (
+            seen.agent_version.as_str(),
+            seen.snapshot_version,
+            seen.peer.as_str()
+        ),
+        ("0.2.0", 42, "10.0.0.9:5555")
+    );
+    assert!(seen.last_seen >= edge.enrolled_at);
+
+    // Re-enrollment (new certificate) starts the snapshot over.
+    store
+        .upsert_agent_enrollment("edge", "fp-2", "0.3.0")
+        .await
+        .expect("re-enroll");
+    let again = store.agent("edge").await.expect("get").expect("enrolled");
+    assert_eq!(
+        (
+            again.cert_fingerprint.as_str(),
+            again.agent_version.as_str(),
+            again.snapshot_version
+        ),
+        ("fp-2", "0.3.0", 0)
+    );
+
+    // Seeing an agent that never enrolled records nothing.
+    store
+        .agent_seen("ghost", "0.1.0", 1, "x")
+        .await
+        .expect("seen");
+    let names: Vec<String> = store
+        .agents()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, ["alpha", "edge"], "listed by name, no ghost");
+}
+
+async fn system_keys_keep_the_first_insert(store: &Store) {
+    let first = store
+        .insert_system_key_if_absent(&system_key("jwt", "kid-1", 1))
+        .await
+        .expect("insert");
+    assert_eq!(
+        (first.kid.as_str(), &first.sealed, &first.public_data),
+        ("kid-1", &sealed(1), &vec![1; 32])
+    );
+
+    let second = store
+        .insert_system_key_if_absent(&system_key("jwt", "kid-2", 2))
+        .await
+        .expect("insert again");
+    assert_eq!(
+        (second.kid.as_str(), second.sealed, second.created_at),
+        ("kid-1", sealed(1), first.created_at),
+        "the first key stays"
+    );
+
+    let stored = store.system_key("jwt").await.expect("get").expect("exists");
+    assert_eq!(
+        (stored.kid, stored.public_data),
+        ("kid-1".to_owned(), vec![1; 32])
+    );
+
+    store
+        .insert_system_key_if_absent(&system_key("ca", "kid-ca", 3))
+        .await
+        .expect("insert");
+    assert_eq!(
+        store
+            .system_key("ca")
+            .await
+            .expect("get")
+            .expect("exists")
+            .sealed,
+        sealed(3)
+    );
+}
+
+async fn audit_ingestion_is_idempotent_by_event_id(store: &Store) {
+    let batch: Vec<_> = (1..=5)
+        .map(|n| event(n, "alice", "orders", "allow", "query", "s1"))
+        .collect();
+    assert_eq!(
+        store
+            .insert_audit_events("edge", &batch)
+            .await
+            .expect("insert"),
+        5
+    );
+    assert_eq!(
+        store
+            .insert_audit_events("edge", &batch)
+            .await
+            .expect("redeliver"),
+        0,
+        "a redelivered batch adds nothing"
+    );
+
+    // A batch that overlaps the stored events stores only the new ones.
+    let overlap: Vec<_> = (4..=7)
+        .map(|n| event(n, "alice", "orders", "allow", "query", "s1"))
+        .collect();
+    assert_eq!(
+        store
+            .insert_audit_events("edge", &overlap)
+            .await
+            .expect("insert"),
+        2
+    );
+
+    let stored = store.audit_events(&filter()).await.expect("list");
+    assert_eq!(
+        ids(&stored),
+        (1..=7).map(|n| format!("evt-{n:04}")).collect::<Vec<_>>(),
+        "each event once, in order"
+    );
+    assert!(
+        stored.windows(2).all(|w| w[0].cursor < w[1].cursor),
+        "cursors increase"
+    );
+
+    // Every field round trips; the agent comes from the caller.
+    let mut expected = event(3, "alice", "orders", "allow", "query", "s1");
+    expected.agent = "edge".to_owned();
+    expected.cursor = stored[2].cursor;
+    assert_eq!(stored[2], expected);
+
+    // Events without attributes or hashes.
+    let mut bare = event(8, "bob", "orders", "deny", "query", "s2");
+    (
+        bare.attributes,
+        bare.prev_hash,
+        bare.hash,
+        bare.groups,
+        bare.parameters,
+    ) = (serde_json::Value::Null, None, None, Vec::new(), Vec::new());
+    assert_eq!(
+        store
+            .insert_audit_events("edge", &[bare])
+            .await
+            .expect("insert"),
+        1
+    );
+    let stored = store
+        .audit_events(&AuditFilter {
+            subject: Some("bob".into()),
+            ..filter()
+        })
+        .await
+        .expect("list");
+    assert_eq!(stored.len(), 1);
+    assert_eq!((&stored[0].prev_hash, &stored[0].hash), (&None, &None));
+    assert_eq!(
+        stored[0].attributes,
+        json!({}),
+        "missing attributes are stored as an empty object"
+    );
+    assert!(stored[0].groups.is_empty() && stored[0].parameters.is_empty());
+}
+
+async fn audit_filters_and_paging(store: &Store) {
+    // 1..=12: alternate subjects, resources, outcomes, kinds and sessions.
+    let events: Vec<_> = (1..=12)
+        .map(|n| {
+            event(
+                n,
+                if n % 2 == 0 { "alice" } else { "bob" },
+                if n % 3 == 0 { "billing" } else { "orders" },
+                if n % 4 == 0 { "deny" } else { "allow" },
+                if n == 1 { "session.start" } else { "query" },
+                if n <= 6 { "s1" } else { "s2" },
+            )
+        })
+        .collect();
+    assert_eq!(
+        store
+            .insert_audit_events("edge", &events[..6])
+            .await
+            .expect("insert"),
+        6
+    );
+    assert_eq!(
+        store
+            .insert_audit_events("edge-2", &events[6..])
+            .await
+            .expect("insert"),
+        6
+    );
+    let evt = |ns: &[i64]| ns.iter().map(|n| format!("evt-{n:04}")).collect::<Vec<_>>();
+    let list = |f: AuditFilter| async move { ids(&store.audit_events(&f).await.expect("list")) };
+
+    assert_eq!(
+        list(AuditFilter {
+            subject: Some("alice".into()),
+            ..filter()
+        })
+        .await,
+        evt(&[2, 4, 6, 8, 10, 12])
+    );
+    assert_eq!(
+        list(AuditFilter {
+            resource: Some("billing".into()),
+            ..filter()
+        })
+        .await,
+        evt(&[3, 6, 9, 12])
+    );
+    assert_eq!(
+        list(AuditFilter {
+            outcome: Some("deny".into()),
+            ..filter()
+        })
+        .await,
+        evt(&[4, 8, 12])
+    );
+    assert_eq!(
+        list(AuditFilter {
+            kind: Some("session.start".into()),
+            ..filter()
+        })
+        .await,
+        evt(&[1])
+    );
+    assert_eq!(
+        list(AuditFilter {
+            session_id: Some("s2".into()),
+            ..filter()
+        })
+        .await,
+        evt(&[7, 8, 9, 10, 11, 12])
+    );
+    assert_eq!(
+        list(AuditFilter {
+            subject: Some("nobody".into()),
+            ..filter()
+        })
+        .await,
+        evt(&[])
+    );
+
+    // Time bounds are inclusive.
+    let t = |n: i64| event(n, "", "", "", "", "").time_ms;
+    assert_eq!(
+        list(AuditFilter {
+            since_ms: Some(t(10)),
+            ..filter()
+        })
+        .await,
+        evt(&[10, 11, 12])
+    );
+    assert_eq!(
+        list(AuditFilter {
+            until_ms: Some(t(2)),
+            ..filter()
+        })
+        .await,
+        evt(&[1, 2])
+    );
+    assert_eq!(
+        list(AuditFilter {
+            since_ms: Some(t(5)),
+            until_ms: Some(t(7)),
+            ..filter()
+        })
+        .await,
+        evt(&[5, 6, 7])
+    );
+
+    // Everything at once: text and integer parameters must stay in step.
+    let all = store.audit_events(&filter()).await.expect("list");
+    let cursor_of = |n: usize| all[n - 1].cursor;
+    let combined = AuditFilter {
+        subject: Some("alice".into()),
+        resource: Some("orders".into()),
+        outcome: Some("allow".into()),
+        kind: Some("query".into()),
+        session_id: Some("s2".into()),
+        since_ms: Some(t(7)),
+        until_ms: Some(t(12)),
+        after: Some(cursor_of(8)),
+        limit: 1000,
+    };
+    assert_eq!(list(combined).await, evt(&[10]));
+
+    // Without `after`: the latest N, oldest first.
+    assert_eq!(
+        list(AuditFilter {
+            limit: 3,
+            ..filter()
+        })
+        .await,
+        evt(&[10, 11, 12])
+    );
+    assert_eq!(
+        list(AuditFilter {
+            subject: Some("bob".into()),
+            limit: 2,
+            ..filter()
+        })
+        .await,
+        evt(&[9, 11])
+    );
+
+    // With `after`: the next N after the cursor, oldest first; paging
+    // through returns every event exactly once.
+    assert_eq!(
+        list(AuditFilter {
+            after: Some(cursor_of(4)),
+            limit: 3,
+            ..filter()
+        })
+        .await,
+        evt(&[5, 6, 7])
+    );
+    assert_eq!(
+        list(AuditFilter {
+            after: Some(cursor_of(12)),
+            ..filter()
+        })
+        .await,
+        evt(&[])
+    );
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .audit_events(&AuditFilter {
+                after: Some(after),
+                limit: 5,
+                ..filter()
+            })
+            .await
+            .expect("page");
+        let Some(last) = page.last() else { break };
+        assert!(page.len() <= 5);
+        after = last.cursor;
+        seen.extend(ids(&page));
+    }
+    assert_eq!(seen, evt(&(1..=12).collect::<Vec<_>>()));
+
+    // Paging respects filters too.
+    let page = store
+        .audit_events(&AuditFilter {
+            subject: Some("alice".into()),
+            after: Some(cursor_of(4)),
+            limit: 2,
+            ..filter()
+        })
+        .await
+        .expect("page");
+    assert_eq!(ids(&page), evt(&[6, 8]));
+    assert_eq!(page[1].agent, "edge-2");
+}
+
+async fn rewrap_all_rewraps_every_sealed_value(store: &Store) {
+    store
+        .set_credential("app-rw", "app", &sealed(1))
+        .await
+        .expect("set");
+    store
+        .set_credential("report", "ro", &sealed(2))
+        .await
+        .expect("set");
+    store
+        .insert_system_key_if_absent(&system_key("jwt", "kid", 3))
+        .await
+        .expect("key");
+    store
+        .insert_system_key_if_absent(&system_key("ca", "kid", 4))
+        .await
+        .expect("key");
+    let rev = revision(store).await;
+
+    let mut seen: Vec<(String, Sealed)> = Vec::new();
+    let count = store
+        .rewrap_all(|name, old| {
+            seen.push((name.to_owned(), old.clone()));
+            Ok(Sealed {
+                kek_id: format!("new-{}", old.kek_id),
+                wrapped_dek: old.wrapped_dek.iter().rev().copied().collect(),
+                ciphertext: old.ciphertext.clone(),
+            })
+        })
+        .await
+        .expect("rewrap");
+    assert_eq!(count, 4);
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    let expected = [
+        ("credential:app-rw", sealed(1)),
+        ("credential:report", sealed(2)),
+        ("system-key:ca", sealed(4)),
+        ("system-key:jwt", sealed(3)),
+    ];
+    assert_eq!(seen.len(), expected.len());
+    for ((name, old), (want_name, want_old)) in seen.iter().zip(&expected) {
+        assert_eq!(
+            (name.as_str(), old),
+            (*want_name, want_old),
+            "the closure sees every value as stored"
+        );
+    }
+
+    let rewrapped = |tag: u8| {
+        let old = sealed(tag);
+        Sealed {
+            kek_id: format!("new-{}", old.kek_id),
+            wrapped_dek: old.wrapped_dek.iter().rev().copied().collect(),
+            ciphertext: old.ciphertext,
+        }
+    };
+    let cred = store
+        .credential("app-rw")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        (cred.sealed, cred.version),
+        (rewrapped(1), 1),
+        "stored, and not a new version of the secret"
+    );
+    assert_eq!(
+        store
+            .credential("report")
+            .await
+            .expect("get")
+            .expect("exists")
+            .sealed,
+        rewrapped(2)
+    );
+    assert_eq!(
+        store
+            .system_key("jwt")
+            .await
+            .expect("get")
+            .expect("exists")
+            .sealed,
+        rewrapped(3)
+    );
+    assert_eq!(
+        store
+            .system_key("ca")
+            .await
+            .expect("get")
+            .expect("exists")
+            .sealed,
+        rewrapped(4)
+    );
+    assert_eq!(
+        revision(store).await,
+        rev,
+        "re-wrapping does not change what agents enforce"
+    );
+}
+
+async fn rewrap_all_is_all_or_nothing(store: &Store) {
+    store
+        .set_credential("a", "u", &sealed(1))
+        .await
+        .expect("set");
+    store
+        .set_credential("b", "u", &sealed(2))
+        .await
+        .expect("set");
+    store
+        .insert_system_key_if_absent(&system_key("jwt", "kid", 3))
+        .await
+        .expect("key");
+    let mut calls = 0;
+    let result = store
+        .rewrap_all(|name, old| {
+            calls += 1;
+            if name == "system-key:jwt" {
+                return Err("wrong old key".to_owned());
+            }
+            Ok(Sealed {
+                kek_id: "new".to_owned(),
+                ..old.clone()
+            })
+        })
+        .await;
+    assert!(
+        matches!(&result, Err(StoreError::Conflict(m)) if m == "wrong old key"),
+        "{result:?}"
+    );
+    assert_eq!(calls, 3, "stops at the first failure");
+    assert_eq!(
+        store
+            .credential("a")
+            .await
+            .expect("get")
+            .expect("exists")
+            .sealed,
+        sealed(1),
+        "rolled back"
+    );
+    assert_eq!(
+        store
+            .credential("b")
+            .await
+            .expect("get")
+            .expect("exists")
+            .sealed,
+        sealed(2),
+        "rolled back"
+    );
+    assert_eq!(
+        store
+            .system_key("jwt")
+            .await
+            .expect("get")
+            .expect("exists")
+            .sealed,
+        sealed(3)
+    );
+}
+
+/// Connecting again runs the migrator against an up-to-date schema: a no-op
+/// that must keep the data.
+async fn reopening_a_migrated_database_keeps_its_data(backend: &Backend) {
+    eprintln!(
+        "--- reopening_a_migrated_database_keeps_its_data ({:?})",
+        backend.engine()
+    );
+    let url = backend.fresh_url("reopen");
+    let store = Store::connect(&url).await.expect("open");
+    store
+        .upsert_resource(&resource("orders", "edge"))
+        .await
+        .expect("upsert");
+    let rev = revision(&store).await;
+    store.close().await;
+    let again = Store::connect(&url).await.expect("reopen");
+    assert_eq!(revision(&again).await, rev);
+    assert!(again.resource("orders").await.expect("get").is_some());
+    again.close().await;
+}

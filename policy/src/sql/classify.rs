@@ -1,0 +1,916 @@
+//! The classifier proper: one parse of the text by libpg_query, then one walk
+//! of each statement's tree collecting [`StatementFacts`].
+//!
+//! The walk visits every node (see `children.rs`), so a data-modifying
+//! statement or a function call counts wherever it hides: in a CTE, a
+//! subquery, a DEFAULT, the body of `EXPLAIN`, `PREPARE`, `DECLARE` or
+//! `COPY (...)`. When a construct is ambiguous the classifier reports more
+//! kinds rather than fewer, because an extra kind can only make policy
+//! stricter.
+
+use std::convert::Infallible;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use pg_query::protobuf::{
+    self, CmdType, DiscardMode, FuncCall, ObjectType, OnConflictAction, RangeVar,
+    TransactionStmtKind, VariableSetKind, WithClause, a_const,
+};
+use pg_query::{FingerprintOptions, NodeEnum, NodeRef, ParserOptions};
+use serde::{Deserialize, Serialize};
+
+use super::children::for_each_child;
+use crate::eval::StatementFacts;
+use crate::kinds::{KindSet, SqlKind};
+
+/// Longest SQL text [`classify`] accepts, in bytes (1 MiB). Longer text is
+/// refused before parsing so that a client cannot make the agent spend
+/// unbounded time and memory on one message.
+pub const MAX_SQL_LEN: usize = 1024 * 1024;
+
+/// Deepest parse-tree nesting the walk follows. The walk keeps its own
+/// stack, so this bounds work rather than saves the thread's stack; in
+/// practice [`DECODE_MAX_DEPTH`] is reached first.
+pub const MAX_DEPTH: usize = 256;
+
+/// How deep pg_query's protobuf decoder (prost) follows nested messages
+/// before it gives up, which is where deeply nested SQL fails in practice:
+/// around 45 chained operators or nested function calls, or 15 nested
+/// scalar subqueries. The limit protects the thread's stack, since the
+/// decoder recurses, so it is kept.
+pub const DECODE_MAX_DEPTH: usize = 100;
+
+/// Fingerprints keep schema and full relation names and ignore aliases, so
+/// statements on different tables never share one (pg_query's default, the
+/// PostgreSQL 18 query id, would let `public.t x` and `secret.t x` collide).
+fn fingerprint_options() -> FingerprintOptions {
+    FingerprintOptions::RANGEVAR_IGNORE_ALIASES
+        | FingerprintOptions::RANGEVAR_INCLUDE_SCHEMA
+        | FingerprintOptions::FULL_RELNAME
+}
+
+/// Session settings that change how PostgreSQL splits and reads SQL text.
+///
+/// The classifier must lex exactly as the server will: with
+/// `standard_conforming_strings = off`, `'a\'; DROP TABLE t; --'` is one
+/// string literal to the server but two statements to a parser that
+/// assumes `on`, and the reverse trick exists too. The agent passes the
+/// session's current value (from the server's `ParameterStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassifyOptions {
+    /// The session's `standard_conforming_strings` (PostgreSQL's default,
+    /// and this type's, is `true`).
+    pub standard_conforming_strings: bool,
+}
+
+impl Default for ClassifyOptions {
+    fn default() -> Self {
+        Self {
+            standard_conforming_strings: true,
+        }
+    }
+}
+
+impl ClassifyOptions {
+    fn parser(self) -> ParserOptions {
+        if self.standard_conforming_strings {
+            ParserOptions::DEFAULT
+        } else {
+            ParserOptions::DISABLE_STANDARD_CONFORMING_STRINGS
+        }
+    }
+}
+
+/// One statement of a (possibly multi-statement) SQL text, judged alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassifiedStatement {
+    /// The statement's own source text, without the separating `;` and
+    /// surrounding whitespace (comments inside it are kept).
+    pub text: String,
+    /// What policy evaluates.
+    pub facts: StatementFacts,
+    /// pg_query's fingerprint of `text` (16 hex digits): equal for texts
+    /// that differ only in formatting, comments, case of keywords or the
+    /// values of constants. Not an identity for approvals on its own,
+    /// since `... WHERE id = 1` and `... WHERE id = 2` share it.
+    pub fingerprint: String,
+}
+
+/// Why a SQL text could not be classified. Every variant means "deny":
+/// nothing of the text may reach the server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClassifyError {
+    /// PostgreSQL's parser rejects the text.
+    #[error("could not parse SQL: {message}{}", at_position(*.position))]
+    Parse {
+        /// The parser's message, e.g. `syntax error at or near "FROM"`.
+        message: String,
+        /// Byte offset of the problem in the text, when known.
+        position: Option<usize>,
+    },
+    /// The text is longer than [`MAX_SQL_LEN`].
+    #[error(
+        "SQL text is {len} bytes, more than the {max} bytes the gateway accepts in one message; send smaller statements"
+    )]
+    TooLong {
+        /// Length of the text in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The statement nests deeper than [`MAX_DEPTH`] nodes, or than
+    /// [`DECODE_MAX_DEPTH`] parser messages.
+    #[error(
+        "SQL nests too deeply for the gateway to classify (more than {max} levels); simplify the statement"
+    )]
+    TooDeep {
+        /// The limit.
+        max: usize,
+    },
+    /// The parser library failed in a way that says nothing about the text.
+    #[error("the SQL parser failed: {message}")]
+    Internal {
+        /// What failed.
+        message: String,
+    },
+}
+
+fn at_position(position: Option<usize>) -> String {
+    position.map_or_else(String::new, |p| format!(" (at byte {p})"))
+}
+
+/// Classifies every statement of `sql`, assuming PostgreSQL's default
+/// session settings; see [`classify_with`].
+///
+/// Empty text, or text of only comments and semicolons, gives no
+/// statements. Any error means the whole text must be refused.
+pub fn classify(sql: &str) -> Result<Vec<ClassifiedStatement>, ClassifyError> {
+    classify_with(sql, ClassifyOptions::default())
+}
+
+/// Classifies every statement of `sql` as a session with `options` would
+/// read it.
+pub fn classify_with(
+    sql: &str,
+    options: ClassifyOptions,
+) -> Result<Vec<ClassifiedStatement>, ClassifyError> {
+    if sql.len() > MAX_SQL_LEN {
+        return Err(ClassifyError::TooLong {
+            len: sql.len(),
+            max: MAX_SQL_LEN,
+        });
+    }
+    // The parser takes a C string; the wire protocol cannot carry a NUL
+    // inside a query either, so this text did not come from a real client.
+    if let Some(position) = sql.find('\0') {
+        return Err(ClassifyError::Parse {
+            message: "SQL text contains a NUL byte".to_owned(),
+            position: Some(position),
+        });
+    }
+    let parser = options.parser();
+    let parsed = guarded(|| pg_query::parse(sql, parser))?;
+    let mut statements = Vec::with_capacity(parsed.protobuf.stmts.len());
+    for raw in &parsed.protobuf.stmts {
+        let text = statement_text(sql, raw)?;
+        let root = raw
+            .stmt
+            .as_deref()
+            .and_then(|n| n.node.as_ref())
+            .ok_or_else(|| internal("a statement without a parse tree"))?;
+        let facts = facts_of(root.to_ref())?;
+        let fingerprint =
+            guarded(|| pg_query::fingerprint(text, parser, fingerprint_options()))?.hex;
+        statements.push(ClassifiedStatement {
+            text: text.to_owned(),
+            facts,
+            fingerprint,
+        });
+    }
+    Ok(statements)
+}
+
+/// Runs a pg_query call, turning its errors, and any panic in its Rust
+/// post-processing (which indexes into parser output), into our errors.
+fn guarded<T>(call: impl FnOnce() -> pg_query::Result<T>) -> Result<T, ClassifyError> {
+    match catch_unwind(AssertUnwindSafe(call)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(pg_query::Error::Parse(message))) => Err(ClassifyError::Parse {
+            message,
+            position: None,
+        }),
+        // The only way a tree from libpg_query fails to decode.
+        Ok(Err(pg_query::Error::Decode(_))) => Err(ClassifyError::TooDeep {
+            max: DECODE_MAX_DEPTH,
+        }),
+        Ok(Err(other)) => Err(internal(&other.to_string())),
+        Err(_) => Err(internal("the parser panicked")),
+    }
+}
+
+fn internal(message: &str) -> ClassifyError {
+    ClassifyError::Internal {
+        message: message.to_owned(),
+    }
+}
+
+/// The statement's text, from the byte range the parser reports.
+fn statement_text<'s>(sql: &'s str, raw: &protobuf::RawStmt) -> Result<&'s str, ClassifyError> {
+    let start = usize::try_from(raw.stmt_location).ok();
+    let len = usize::try_from(raw.stmt_len).ok();
+    let text = match (start, len) {
+        // A length of 0 means "to the end of the text".
+        (Some(start), Some(0)) => sql.get(start..),
+        (Some(start), Some(len)) => start.checked_add(len).and_then(|end| sql.get(start..end)),
+        _ => None,
+    };
+    text.map(|t| t.trim_matches(|c: char| c.is_whitespace() || c == ';'))
+        .ok_or_else(|| internal("statement location outside the text"))
+}
+
+/// Facts about one statement.
+fn facts_of(root: NodeRef<'_>) -> Result<StatementFacts, ClassifyError> {
+    let mut walker = Walker::default();
+    if statement_kinds(root).is_none() {
+        walker.add(SqlKind::Other);
+    }
+    walker.walk(root)?;
+    if walker.kinds.is_empty() {
+        walker.add(SqlKind::Other);
+    }
+    let Walker {
+        kinds,
+        mut tables_read,
+        mut tables_written,
+        mut functions,
+        rows_modified,
+        unbounded,
+        ..
+    } = walker;
+    for names in [&mut tables_read, &mut tables_written, &mut functions] {
+        names.sort_unstable();
+        names.dedup();
+    }
+    Ok(StatementFacts {
+        kinds,
+        tables_read,
+        tables_written,
+        functions,
+        has_where: rows_modified && !unbounded,
+    })
+}
+
+/// Whether a table reference is read or written where it appears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Read,
+    Write,
+}
+
+/// What the walk knows about the position of a node.
+#[derive(Debug, Clone, Copy)]
+struct Context {
+    /// How a table named here is used.
+    role: Role,
+    /// Whether a SELECT here is what the statement runs (top level, or the
+    /// query of EXPLAIN, PREPARE, DECLARE, COPY, CREATE TABLE AS) rather
+    /// than a subquery of something else, so that `INSERT ... VALUES` or
+    /// `DELETE ... WHERE id IN (SELECT ...)` is not also a `select`.
+    query_is_statement: bool,
+}
+
+#[derive(Default)]
+struct Walker<'a> {
+    kinds: Vec<SqlKind>,
+    seen: KindSet,
+    tables_read: Vec<String>,
+    tables_written: Vec<String>,
+    functions: Vec<String>,
+    /// Names of the CTEs visible at the current point of the walk; an
+    /// unqualified table reference with one of these names is the CTE.
+    ctes: Vec<&'a str>,
+    /// Saw an UPDATE or DELETE (or a MERGE action doing one).
+    rows_modified: bool,
+    /// Saw one whose WHERE is missing or does not look at any column.
+    unbounded: bool,
+}
+
+impl<'a> Walker<'a> {
+    fn add(&mut self, kind: SqlKind) {
+        if !self.seen.contains(kind) {
+            self.seen.insert(kind);
+            self.kinds.push(kind);
+        }
+    }
+
+    fn add_all(&mut self, kinds: KindSet) {
+        for kind in kinds.iter() {
+            self.add(kind);
+        }
+    }
+
+    /// Walks the tree under `root` with an explicit stack: recursion
+    /// would put the depth of client-controlled nesting on the thread's
+    /// stack.
+    fn walk(&mut self, root: NodeRef<'a>) -> Result<(), ClassifyError> {
+        let mut stack = vec![Task::Visit {
+            node: root,
+            cx: Context {
+                role: Role::Read,
+                query_is_statement: true,
+            },
+            depth: 0,
+        }];
+        // The tasks for one node's subtree, in walk order.
+        let mut plan = Vec::new();
+        while let Some(task) = stack.pop() {
+            let (node, cx, depth) = match task {
+                Task::Bind(name) => {
+                    self.ctes.push(name);
+                    continue;
+                }
+                Task::Unbind(len) => {
+                    self.ctes.truncate(len);
+                    continue;
+                }
+                Task::Visit { node, cx, depth } => (node, cx, depth),
+            };
+            if depth >= MAX_DEPTH {
+                return Err(ClassifyError::TooDeep { max: MAX_DEPTH });
+            }
+            let kinds = statement_kinds(node);
+            match (node, kinds) {
+                // A subquery's SELECT adds nothing its statement does not say.
+                (NodeRef::SelectStmt(s), _) => {
+                    if cx.query_is_statement {
+                        self.add(SqlKind::Select);
+                    }
+                    if s.into_clause.is_some() {
+                        self.add(SqlKind::Create);
+                    }
+                }
+                (_, Some(kinds)) => self.add_all(kinds),
+                (_, None) => {}
+            }
+            self.note(node, cx)?;
+
+            let depth = depth + 1;
+            let with = with_clause(node);
+            if let Some(with) = with {
+                plan_with(with, depth, &mut plan);
+            }
+            let Ok(()) = for_each_child(node, &mut |field, child| {
+                if !(field == "with_clause" && with.is_some()) {
+                    plan.push(Task::Visit {
+                        node: child,
+                        cx: child_context(node, kinds, field, cx),
+                        depth,
+                    });
+                }
+                Ok::<(), Infallible>(())
+            });
+            if with.is_some() {
+                plan.push(Task::Unbind(self.ctes.len()));
+            }
+            stack.extend(plan.drain(..).rev());
+        }
+        Ok(())
+    }
+
+    /// Records what a node itself says (tables, functions, WHERE clauses,
+    /// kinds carried by clauses rather than statements).
+    fn note(&mut self, node: NodeRef<'a>, cx: Context) -> Result<(), ClassifyError> {
+        match node {
+            NodeRef::RangeVar(rv) => self.table(rv, cx.role),
+            NodeRef::FuncCall(call) => self.function(call),
+            NodeRef::UpdateStmt(s) => self.modifies_rows(s.where_clause.as_deref())?,
+            NodeRef::DeleteStmt(s) => self.modifies_rows(s.where_clause.as_deref())?,
+            // These name relations by name lists, not RangeVars.
+            NodeRef::DropStmt(s) if names_relation(s.remove_type()) => {
+                self.tables_written
+                    .extend(s.objects.iter().filter_map(relation_name));
+            }
+            NodeRef::CommentStmt(s) if names_relation(s.objtype()) => {
+                self.tables_written
+                    .extend(s.object.as_deref().and_then(relation_name));
+            }
+            // INSERT ... ON CONFLICT DO UPDATE updates the conflicting row;
+            // each inserted row bounds it, so it counts as having a WHERE.
+            NodeRef::OnConflictClause(c) if c.action() == OnConflictAction::OnconflictUpdate => {
+                self.add(SqlKind::Update);
+                self.rows_modified = true;
+            }
+            // MERGE's actions are as good as the ON condition, which can be
+            // `ON true`: its UPDATE and DELETE count as unbounded.
+            NodeRef::MergeWhenClause(c) => match c.command_type() {
+                CmdType::CmdUpdate => {
+                    self.add(SqlKind::Update);
+                    self.rows_modified = true;
+                    self.unbounded = true;
+                }
+                CmdType::CmdDelete => {
+                    self.add(SqlKind::Delete);
+                    self.rows_modified = true;
+                    self.unbounded = true;
+                }
+                CmdType::CmdInsert => self.add(SqlKind::Insert),
+                CmdType::CmdNothing => {}
+                _ => self.add(SqlKind::Other),
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn table(&mut self, rv: &'a RangeVar, role: Role) {
+        if rv.relname.is_empty() {
+            return;
+        }
+        // Only an unqualified name can mean a CTE, and never as a target.
+        if role == Role::Read
+            && rv.schemaname.is_empty()
+            && rv.catalogname.is_empty()
+            && self.ctes.contains(&rv.relname.as_str())
+        {
+            return;
+        }
+        // A catalog (database) part is dropped: PostgreSQL rejects any but
+        // the current database, and `db.secret.t` must still match
+        // `secret.*`.
+        let name = if rv.schemaname.is_empty() {
+            rv.relname.clone()
+        } else {
+            format!("{}.{}", rv.schemaname, rv.relname)
+        };
+        match role {
+            Role::Read => self.tables_read.push(name),
+            Role::Write => self.tables_written.push(name),
+        }
+    }
+
+    fn function(&mut self, call: &FuncCall) {
+        let Some(name) = qualified_name(&call.funcname) else {
+            // The grammar only builds names from strings; if that ever
+            // changes, an unnamed call must not pass an allow list.
+            self.add(SqlKind::Other);
+            return;
+        };
+        let bare = name.rsplit('.').next().unwrap_or(&name);
+        if bare.eq_ignore_ascii_case("set_config") {
+            self.add(SqlKind::Set);
+            match literal_setting(call) {
+                Some(setting) => self.add_all(setting_kinds(setting)),
+                // The setting is computed: assume the worst.
+                None => {
+                    self.add(SqlKind::SetRole);
+                    self.add(SqlKind::SetSessionAuthorization);
+                    self.add(SqlKind::Other);
+                }
+            }
+        }
+        self.functions.push(name);
+    }
+
+    fn modifies_rows(
+        &mut self,
+        where_clause: Option<&protobuf::Node>,
+    ) -> Result<(), ClassifyError> {
+        self.rows_modified = true;
+        let bounded = match where_clause.and_then(|w| w.node.as_ref()) {
+            Some(w) => looks_at_rows(w.to_ref())?,
+            None => false,
+        };
+        if !bounded {
+            self.unbounded = true;
+        }
+        Ok(())
+    }
+}
+
+/// One step of the walk.
+enum Task<'a> {
+    /// Classify a node and plan its children.
+    Visit {
+        node: NodeRef<'a>,
+        cx: Context,
+        depth: usize,
+    },
+    /// Make a CTE name visible (once its own body has been walked).
+    Bind(&'a str),
+    /// End the scope of the CTE names bound since the list had this length.
+    Unbind(usize),
+}
+
+/// Plans the CTEs of a WITH clause so each name is visible where
+/// PostgreSQL makes it visible: to the CTEs after it and to the statement
+/// body, or, under RECURSIVE, to every CTE as well. The caller plans the
+/// `Unbind` after the body.
+fn plan_with<'a>(with: &'a WithClause, depth: usize, plan: &mut Vec<Task<'a>>) {
+    let cx = Context {
+        role: Role::Read,
+        query_is_statement: false,
+    };
+    if with.recursive {
+        plan.extend(with.ctes.iter().filter_map(cte_name).map(Task::Bind));
+    }
+    for cte in &with.ctes {
+        if let Some(node) = cte.node.as_ref() {
+            plan.push(Task::Visit {
+                node: node.to_ref(),
+                cx,
+                depth,
+            });
+        }
+        if !with.recursive {
+            plan.extend(cte_name(cte).map(Task::Bind));
+        }
+    }
+}
+
+/// Whether a WHERE clause can tell rows apart: it mentions a column, or is
+/// `WHERE CURRENT OF`. `WHERE true` or `WHERE 1 = 1` cannot, and counts as
+/// no WHERE at all.
+fn looks_at_rows(root: NodeRef<'_>) -> Result<bool, ClassifyError> {
+    let mut stack = vec![(root, 0usize)];
+    while let Some((node, depth)) = stack.pop() {
+        if depth >= MAX_DEPTH {
+            return Err(ClassifyError::TooDeep { max: MAX_DEPTH });
+        }
+        if matches!(node, NodeRef::ColumnRef(_) | NodeRef::CurrentOfExpr(_)) {
+            return Ok(true);
+        }
+        let Ok(()) = for_each_child(node, &mut |_, child| {
+            stack.push((child, depth + 1));
+            Ok::<(), Infallible>(())
+        });
+    }
+    Ok(false)
+}
+
+/// How the children of `node` are placed.
+fn child_context(node: NodeRef<'_>, kinds: Option<KindSet>, field: &str, cx: Context) -> Context {
+    let role = match node {
+        NodeRef::SelectStmt(_) => role_if(field == "into_clause"),
+        NodeRef::InsertStmt(_)
+        | NodeRef::UpdateStmt(_)
+        | NodeRef::DeleteStmt(_)
+        | NodeRef::MergeStmt(_) => role_if(field == "relation"),
+        NodeRef::CopyStmt(c) => role_if(field == "relation" && c.is_from),
+        NodeRef::CreateTableAsStmt(_) => role_if(field == "into"),
+        // DDL acts on the relations it names; queries inside reset this.
+        _ if kinds.is_some_and(|k| !k.intersection(ddl_kinds()).is_empty()) => Role::Write,
+        _ if kinds.is_some() => Role::Read,
+        _ => cx.role,
+    };
+    let query_is_statement = match node {
+        NodeRef::ExplainStmt(_)
+        | NodeRef::PrepareStmt(_)
+        | NodeRef::DeclareCursorStmt(_)
+        | NodeRef::CopyStmt(_)
+        | NodeRef::CreateTableAsStmt(_) => true,
+        _ if kinds.is_some() => false,
+        _ => cx.query_is_statement,
+    };
+    Context {
+        role,
+        query_is_statement,
+    }
+}
+
+fn role_if(write: bool) -> Role {
+    if write { Role::Write } else { Role::Read }
+}
+
+fn ddl_kinds() -> KindSet {
+    use SqlKind as K;
+    KindSet::from_iter([
+        K::Create,
+        K::Alter,
+        K::Drop,
+        K::Truncate,
+        K::Comment,
+        K::Grant,
+        K::Revoke,
+    ])
+}
+
+fn with_clause(node: NodeRef<'_>) -> Option<&WithClause> {
+    match node {
+        NodeRef::SelectStmt(s) => s.with_clause.as_ref(),
+        NodeRef::InsertStmt(s) => s.with_clause.as_ref(),
+        NodeRef::UpdateStmt(s) => s.with_clause.as_ref(),
+        NodeRef::DeleteStmt(s) => s.with_clause.as_ref(),
+        NodeRef::MergeStmt(s) => s.with_clause.as_ref(),
+        _ => None,
+    }
+}
+
+fn cte_name(node: &protobuf::Node) -> Option<&str> {
+    match &node.node {
+        Some(NodeEnum::CommonTableExpr(cte)) => Some(cte.ctename.as_str()),
+        _ => None,
+    }
+}
+
+/// `schema.name` (or `name`) from a parser name list; a leading catalog
+/// part is dropped as for tables. `None` if the list holds anything but
+/// strings.
+fn qualified_name(parts: &[protobuf::Node]) -> Option<String> {
+    let mut names = Vec::with_capacity(parts.len());
+    for part in parts {
+        match &part.node {
+            Some(NodeEnum::String(s)) => names.push(s.sval.as_str()),
+            _ => return None,
+        }
+    }
+    let keep = names.len().saturating_sub(2);
+    let tail = names.get(keep..)?;
+    (!tail.is_empty()).then(|| tail.join("."))
+}
+
+/// The relation named by a `DROP` or `COMMENT` object (a name list).
+fn relation_name(object: &protobuf::Node) -> Option<String> {
+    match &object.node {
+        Some(NodeEnum::List(list)) => qualified_name(&list.items),
+        _ => None,
+    }
+}
+
+/// Object types that are relations (reported as tables when dropped or
+/// commented on).
+fn names_relation(object: ObjectType) -> bool {
+    matches!(
+        object,
+        ObjectType::ObjectTable
+            | ObjectType::ObjectView
+            | ObjectType::ObjectMatview
+            | ObjectType::ObjectIndex
+            | ObjectType::ObjectSequence
+            | ObjectType::ObjectForeignTable
+    )
+}
+
+/// The first argument of a `set_config` call if it is a plain string
+/// literal; `None` for anything computed, named or variadic.
+fn literal_setting(call: &FuncCall) -> Option<&str> {
+    if call.func_variadic {
+        return None;
+    }
+    match call.args.first().and_then(|a| a.node.as_ref()) {
+        Some(NodeEnum::AConst(c)) => match &c.val {
+            Some(a_const::Val::Sval(s)) => Some(s.sval.as_str()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Extra kinds for setting the parameter `name`, beyond `set`/`reset`.
+fn setting_kinds(name: &str) -> KindSet {
+    let is = |n: &str| name.eq_ignore_ascii_case(n);
+    let mut kinds = KindSet::EMPTY;
+    if is("role") {
+        kinds.insert(SqlKind::SetRole);
+    } else if is("session_authorization") {
+        kinds.insert(SqlKind::SetSessionAuthorization);
+    } else if is("standard_conforming_strings") || is("backslash_quote") || is("client_encoding") {
+        // These change how the server reads later SQL text, which this
+        // classifier must match (see `ClassifyOptions`): only a rule that
+        // names `other` may allow them.
+        kinds.insert(SqlKind::Other);
+    }
+    kinds
+}
+
+/// Whether an `analyze` option is on: anything but an explicit false.
+fn option_on(arg: Option<&protobuf::Node>) -> bool {
+    match arg.and_then(|a| a.node.as_ref()) {
+        None => true,
+        Some(NodeEnum::Boolean(b)) => b.boolval,
+        Some(NodeEnum::Integer(i)) => i.ival != 0,
+        Some(NodeEnum::String(s)) => {
+            !(s.sval.eq_ignore_ascii_case("false") || s.sval.eq_ignore_ascii_case("off"))
+        }
+        Some(_) => true,
+    }
+}
+
+/// Whether an option list (EXPLAIN, VACUUM) turns `analyze` on.
+fn analyzes(options: &[protobuf::Node]) -> bool {
+    options.iter().any(|o| match &o.node {
+        Some(NodeEnum::DefElem(d)) => {
+            d.defname.eq_ignore_ascii_case("analyze") && option_on(d.arg.as_deref())
+        }
+        _ => false,
+    })
+}
+
+/// The kinds a statement node carries by itself (its nested statements add
+/// theirs during the walk). `None` for nodes that are not statements.
+fn statement_kinds(node: NodeRef<'_>) -> Option<KindSet> {
+    use SqlKind as K;
+    let kinds = |list: &[SqlKind]| Some(list.iter().copied().collect::<KindSet>());
+    let grant = |is_grant: bool| kinds(&[if is_grant { K::Grant } else { K::Revoke }]);
+    match node {
+        NodeRef::SelectStmt(_) | NodeRef::SetOperationStmt(_) => kinds(&[K::Select]),
+        NodeRef::InsertStmt(_) => kinds(&[K::Insert]),
+        NodeRef::UpdateStmt(_) => kinds(&[K::Update]),
+        NodeRef::DeleteStmt(_) => kinds(&[K::Delete]),
+        NodeRef::MergeStmt(_) => kinds(&[K::Merge]),
+        NodeRef::CopyStmt(c) => {
+            let transport = if c.is_program {
+                K::CopyProgram
+            } else if c.filename.is_empty() {
+                K::Copy
+            } else {
+                K::CopyFile
+            };
+            // COPY FROM inserts rows; COPY table TO reads them.
+            if c.is_from {
+                kinds(&[transport, K::Insert])
+            } else if c.relation.is_some() {
+                kinds(&[transport, K::Select])
+            } else {
+                kinds(&[transport])
+            }
+        }
+
+        NodeRef::CreateStmt(_)
+        | NodeRef::CreateTableAsStmt(_)
+        | NodeRef::ViewStmt(_)
+        | NodeRef::IndexStmt(_)
+        | NodeRef::CreateFunctionStmt(_)
+        | NodeRef::CreateExtensionStmt(_)
+        | NodeRef::CreateSchemaStmt(_)
+        | NodeRef::CreateSeqStmt(_)
+        | NodeRef::CreateTrigStmt(_)
+        | NodeRef::RuleStmt(_)
+        | NodeRef::CreateRoleStmt(_)
+        | NodeRef::CreatedbStmt(_)
+        | NodeRef::CreateDomainStmt(_)
+        | NodeRef::DefineStmt(_)
+        | NodeRef::CompositeTypeStmt(_)
+        | NodeRef::CreateEnumStmt(_)
+        | NodeRef::CreateRangeStmt(_)
+        | NodeRef::CreateFdwStmt(_)
+        | NodeRef::CreateForeignServerStmt(_)
+        | NodeRef::CreateForeignTableStmt(_)
+        | NodeRef::CreateUserMappingStmt(_)
+        | NodeRef::CreatePolicyStmt(_)
+        | NodeRef::CreateAmStmt(_)
+        | NodeRef::CreatePlangStmt(_)
+        | NodeRef::CreateTableSpaceStmt(_)
+        | NodeRef::CreateCastStmt(_)
+        | NodeRef::CreateConversionStmt(_)
+        | NodeRef::CreateOpClassStmt(_)
+        | NodeRef::CreateOpFamilyStmt(_)
+        | NodeRef::CreateTransformStmt(_)
+        | NodeRef::CreatePublicationStmt(_)
+        | NodeRef::CreateSubscriptionStmt(_)
+        | NodeRef::CreateStatsStmt(_)
+        | NodeRef::CreateEventTrigStmt(_)
+        | NodeRef::ImportForeignSchemaStmt(_) => kinds(&[K::Create]),
+
+        NodeRef::AlterTableStmt(_)
+        | NodeRef::AlterDomainStmt(_)
+        | NodeRef::AlterFunctionStmt(_)
+        | NodeRef::RenameStmt(_)
+        | NodeRef::AlterSeqStmt(_)
+        | NodeRef::AlterRoleStmt(_)
+        | NodeRef::AlterRoleSetStmt(_)
+        | NodeRef::AlterDatabaseStmt(_)
+        | NodeRef::AlterDatabaseSetStmt(_)
+        | NodeRef::AlterDatabaseRefreshCollStmt(_)
+        | NodeRef::AlterOpFamilyStmt(_)
+        | NodeRef::AlterObjectDependsStmt(_)
+        | NodeRef::AlterObjectSchemaStmt(_)
+        | NodeRef::AlterOwnerStmt(_)
+        | NodeRef::AlterOperatorStmt(_)
+        | NodeRef::AlterTypeStmt(_)
+        | NodeRef::AlterEnumStmt(_)
+        | NodeRef::AlterTsdictionaryStmt(_)
+        | NodeRef::AlterTsconfigurationStmt(_)
+        | NodeRef::AlterFdwStmt(_)
+        | NodeRef::AlterForeignServerStmt(_)
+        | NodeRef::AlterUserMappingStmt(_)
+        | NodeRef::AlterTableSpaceOptionsStmt(_)
+        | NodeRef::AlterTableMoveAllStmt(_)
+        | NodeRef::AlterExtensionStmt(_)
+        | NodeRef::AlterExtensionContentsStmt(_)
+        | NodeRef::AlterEventTrigStmt(_)
+        | NodeRef::AlterSystemStmt(_)
+        | NodeRef::AlterPolicyStmt(_)
+        | NodeRef::AlterPublicationStmt(_)
+        | NodeRef::AlterSubscriptionStmt(_)
+        | NodeRef::AlterCollationStmt(_)
+        | NodeRef::AlterStatsStmt(_)
+        // Its GRANT or REVOKE is a child and adds its own kind.
+        | NodeRef::AlterDefaultPrivilegesStmt(_)
+        | NodeRef::SecLabelStmt(_)
+        | NodeRef::RefreshMatViewStmt(_)
+        | NodeRef::ReplicaIdentityStmt(_)
+        | NodeRef::ReindexStmt(_)
+        | NodeRef::ClusterStmt(_)
+        | NodeRef::ReassignOwnedStmt(_) => kinds(&[K::Alter]),
+
+        NodeRef::DropStmt(_)
+        | NodeRef::DropRoleStmt(_)
+        | NodeRef::DropdbStmt(_)
+        | NodeRef::DropOwnedStmt(_)
+        | NodeRef::DropTableSpaceStmt(_)
+        | NodeRef::DropUserMappingStmt(_)
+        | NodeRef::DropSubscriptionStmt(_) => kinds(&[K::Drop]),
+
+        NodeRef::TruncateStmt(_) => kinds(&[K::Truncate]),
+        NodeRef::CommentStmt(_) => kinds(&[K::Comment]),
+        NodeRef::GrantStmt(g) => grant(g.is_grant),
+        NodeRef::GrantRoleStmt(g) => grant(g.is_grant),
+
+        NodeRef::DoStmt(_) => kinds(&[K::DoBlock]),
+        NodeRef::CallStmt(_) => kinds(&[K::Call]),
+        NodeRef::ExecuteStmt(_) => kinds(&[K::Execute]),
+        NodeRef::PrepareStmt(_) => kinds(&[K::Prepare]),
+        NodeRef::DeallocateStmt(_) => kinds(&[K::Deallocate]),
+
+        NodeRef::VariableSetStmt(s) => {
+            let mut set = setting_kinds(&s.name);
+            match s.kind() {
+                VariableSetKind::VarResetAll => set.insert(K::ResetAll),
+                VariableSetKind::VarReset => set.insert(K::Reset),
+                VariableSetKind::VarSetValue
+                | VariableSetKind::VarSetDefault
+                | VariableSetKind::VarSetCurrent
+                | VariableSetKind::VarSetMulti => set.insert(K::Set),
+                VariableSetKind::Undefined => set.insert(K::Other),
+            }
+            // `SET ROLE` is `set_role`, not also an ordinary `set` that a
+            // session rule would allow.
+            if set.contains(K::SetRole) || set.contains(K::SetSessionAuthorization) {
+                set = set.difference(KindSet::from_iter([K::Set, K::Reset]));
+            }
+            Some(set)
+        }
+        NodeRef::ConstraintsSetStmt(_) => kinds(&[K::Set]),
+        NodeRef::VariableShowStmt(_) => kinds(&[K::Show]),
+        // DISCARD ALL runs SET SESSION AUTHORIZATION DEFAULT and RESET ALL.
+        NodeRef::DiscardStmt(d) => match d.target() {
+            DiscardMode::DiscardAll => kinds(&[
+                K::Discard,
+                K::SetSessionAuthorization,
+                K::ResetAll,
+            ]),
+            DiscardMode::DiscardPlans | DiscardMode::DiscardSequences | DiscardMode::DiscardTemp => {
+                kinds(&[K::Discard])
+            }
+            DiscardMode::Undefined => kinds(&[K::Discard, K::Other]),
+        },
+
+        NodeRef::TransactionStmt(t) => match t.kind() {
+            TransactionStmtKind::TransStmtBegin | TransactionStmtKind::TransStmtStart => {
+                kinds(&[K::Begin])
+            }
+            TransactionStmtKind::TransStmtCommit => kinds(&[K::Commit]),
+            TransactionStmtKind::TransStmtRollback => kinds(&[K::Rollback]),
+            TransactionStmtKind::TransStmtSavepoint
+            | TransactionStmtKind::TransStmtRelease
+            | TransactionStmtKind::TransStmtRollbackTo => kinds(&[K::Savepoint]),
+            // Two-phase commit leaves a transaction (and its locks) behind
+            // the session: only a rule naming `other` allows it.
+            TransactionStmtKind::TransStmtPrepare
+            | TransactionStmtKind::TransStmtCommitPrepared => kinds(&[K::Commit, K::Other]),
+            TransactionStmtKind::TransStmtRollbackPrepared => kinds(&[K::Rollback, K::Other]),
+            TransactionStmtKind::Undefined => kinds(&[K::Other]),
+        },
+
+        NodeRef::ExplainStmt(e) => {
+            if analyzes(&e.options) {
+                kinds(&[K::ExplainAnalyze])
+            } else {
+                kinds(&[K::Explain])
+            }
+        }
+        NodeRef::ListenStmt(_) => kinds(&[K::Listen]),
+        NodeRef::NotifyStmt(_) => kinds(&[K::Notify]),
+        NodeRef::UnlistenStmt(_) => kinds(&[K::Unlisten]),
+        NodeRef::VacuumStmt(v) => {
+            if !v.is_vacuumcmd {
+                kinds(&[K::Analyze])
+            } else if analyzes(&v.options) {
+                kinds(&[K::Vacuum, K::Analyze])
+            } else {
+                kinds(&[K::Vacuum])
+            }
+        }
+        NodeRef::LockStmt(_) => kinds(&[K::Lock]),
+        NodeRef::DeclareCursorStmt(_) => kinds(&[K::DeclareCursor]),
+        NodeRef::FetchStmt(_) => kinds(&[K::Fetch]),
+        NodeRef::ClosePortalStmt(_) => kinds(&[K::CloseCursor]),
+        NodeRef::CheckPointStmt(_) => kinds(&[K::Checkpoint]),
+
+        // LOAD loads a shared library into the server process.
+        NodeRef::LoadStmt(_) | NodeRef::PlassignStmt(_) => kinds(&[K::Other]),
+        // `RETURN expr` exists only inside a function body; its expression
+        // is walked like any other.
+        NodeRef::ReturnStmt(_) => Some(KindSet::EMPTY),
+        _ => None,
+    }
+}

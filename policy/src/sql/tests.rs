@@ -1,0 +1,1147 @@
+//! Classifier tests: a kind for every statement form, the smuggling attempts
+//! a client will try, tables, functions, WHERE, errors, and a cross-check
+//! that the walk sees every node of the tree.
+
+use pg_query::NodeRef;
+
+use super::children::for_each_child;
+use super::*;
+use crate::kinds::{KindSet, SqlKind};
+use crate::{CompiledPolicy, StatementFacts, Subject, compile, parse_document};
+
+fn all(sql: &str) -> Vec<ClassifiedStatement> {
+    classify(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn one(sql: &str) -> StatementFacts {
+    let mut statements = all(sql);
+    assert_eq!(statements.len(), 1, "{sql}: {statements:#?}");
+    statements.remove(0).facts
+}
+
+fn kind_set(kinds: &[SqlKind]) -> KindSet {
+    kinds.iter().copied().collect()
+}
+
+fn named(names: &[&str]) -> KindSet {
+    names
+        .iter()
+        .map(|n| SqlKind::from_name(n).unwrap_or_else(|| panic!("kind {n}")))
+        .collect()
+}
+
+/// Every kind of every statement of `sql`.
+fn kinds_of(sql: &str) -> KindSet {
+    all(sql)
+        .iter()
+        .fold(KindSet::EMPTY, |acc, s| acc.union(kind_set(&s.facts.kinds)))
+}
+
+/// Statement forms and the exact kinds they carry.
+const KINDS: &[(&str, &[&str])] = &[
+    // Queries and DML.
+    ("SELECT 1", &["select"]),
+    ("VALUES (1), (2)", &["select"]),
+    ("TABLE t", &["select"]),
+    ("SELECT * FROM t FOR UPDATE", &["select"]),
+    ("SELECT 1 UNION SELECT 2 EXCEPT SELECT 3", &["select"]),
+    ("SELECT * INTO new_t FROM t", &["select", "create"]),
+    ("INSERT INTO t VALUES (1)", &["insert"]),
+    ("INSERT INTO t SELECT * FROM u", &["insert"]),
+    (
+        "INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING",
+        &["insert"],
+    ),
+    (
+        "INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET a = 1",
+        &["insert", "update"],
+    ),
+    ("INSERT INTO t DEFAULT VALUES", &["insert"]),
+    ("UPDATE t SET a = 1 WHERE id = 1", &["update"]),
+    ("UPDATE t SET a = (SELECT max(b) FROM u)", &["update"]),
+    ("DELETE FROM t WHERE id IN (SELECT id FROM u)", &["delete"]),
+    (
+        "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE WHEN NOT MATCHED THEN INSERT VALUES (s.id)",
+        &["merge", "delete", "insert"],
+    ),
+    (
+        "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET a = 1 WHEN NOT MATCHED THEN DO NOTHING",
+        &["merge", "update"],
+    ),
+    (
+        "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+        &["select", "delete"],
+    ),
+    (
+        "WITH i AS (INSERT INTO t VALUES (1) RETURNING *) UPDATE u SET a = 1 WHERE id IN (SELECT id FROM i)",
+        &["update", "insert"],
+    ),
+    (
+        "SELECT * FROM (WITH x AS (UPDATE t SET a = 1 RETURNING *) SELECT * FROM x) s",
+        &["select", "update"],
+    ),
+    (
+        "SELECT * FROM t UNION ALL (WITH d AS (DELETE FROM u RETURNING *) SELECT * FROM d)",
+        &["select", "delete"],
+    ),
+    (
+        "WITH x AS MATERIALIZED (DELETE FROM t RETURNING *) SELECT 1",
+        &["select", "delete"],
+    ),
+    (
+        "SELECT (SELECT n FROM (WITH d AS (DELETE FROM t RETURNING 1 AS n) SELECT n FROM d) q)",
+        &["select", "delete"],
+    ),
+    (
+        "SELECT * FROM a WHERE EXISTS (SELECT 1 FROM (WITH m AS (MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE RETURNING 1) SELECT 1 FROM m) z)",
+        &["select", "merge", "delete"],
+    ),
+    // COPY.
+    ("COPY t FROM STDIN", &["copy", "insert"]),
+    (
+        "COPY t (a, b) FROM STDIN WITH (FORMAT csv)",
+        &["copy", "insert"],
+    ),
+    ("COPY t TO STDOUT", &["copy", "select"]),
+    ("COPY (SELECT * FROM t) TO STDOUT", &["copy", "select"]),
+    (
+        "COPY (DELETE FROM t RETURNING *) TO STDOUT",
+        &["copy", "delete"],
+    ),
+    (
+        "COPY (WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d) TO STDOUT",
+        &["copy", "select", "delete"],
+    ),
+    ("COPY t TO PROGRAM 'sh'", &["copy_program", "select"]),
+    (
+        "COPY t FROM PROGRAM 'cat /etc/passwd'",
+        &["copy_program", "insert"],
+    ),
+    (
+        "COPY (SELECT 1) TO PROGRAM 'sh'",
+        &["copy_program", "select"],
+    ),
+    ("COPY t FROM '/etc/passwd'", &["copy_file", "insert"]),
+    ("COPY t TO '/tmp/x'", &["copy_file", "select"]),
+    // DDL and DCL.
+    ("CREATE TABLE x (id int)", &["create"]),
+    ("CREATE TEMP TABLE x (id int)", &["create"]),
+    ("CREATE TABLE x AS SELECT * FROM t", &["create", "select"]),
+    (
+        "CREATE MATERIALIZED VIEW mv AS SELECT 1",
+        &["create", "select"],
+    ),
+    ("CREATE TABLE x AS EXECUTE p", &["create", "execute"]),
+    ("CREATE VIEW v AS SELECT * FROM t", &["create"]),
+    ("CREATE INDEX ON t (a)", &["create"]),
+    (
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'select 1'",
+        &["create"],
+    ),
+    (
+        "CREATE FUNCTION f() RETURNS void LANGUAGE sql BEGIN ATOMIC DELETE FROM t; END",
+        &["create", "delete"],
+    ),
+    (
+        "CREATE PROCEDURE p() LANGUAGE plpgsql AS $$ BEGIN END $$",
+        &["create"],
+    ),
+    ("CREATE EXTENSION dblink", &["create"]),
+    ("CREATE ROLE r SUPERUSER", &["create"]),
+    ("CREATE USER u PASSWORD 'x'", &["create"]),
+    ("CREATE SCHEMA s CREATE TABLE x (id int)", &["create"]),
+    ("CREATE SEQUENCE s", &["create"]),
+    ("CREATE DATABASE d", &["create"]),
+    ("CREATE TYPE ty AS (a int)", &["create"]),
+    ("CREATE TYPE mood AS ENUM ('sad')", &["create"]),
+    ("CREATE DOMAIN d AS int", &["create"]),
+    (
+        "CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()",
+        &["create"],
+    ),
+    (
+        "CREATE RULE r AS ON INSERT TO t DO INSTEAD DELETE FROM u",
+        &["create", "delete"],
+    ),
+    ("CREATE POLICY p ON t USING (true)", &["create"]),
+    ("CREATE SERVER s FOREIGN DATA WRAPPER w", &["create"]),
+    (
+        "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p",
+        &["create"],
+    ),
+    ("CREATE LANGUAGE plperlu", &["create"]),
+    ("IMPORT FOREIGN SCHEMA s FROM SERVER x INTO t", &["create"]),
+    ("ALTER TABLE t ADD COLUMN c int", &["alter"]),
+    ("ALTER TABLE t RENAME TO u", &["alter"]),
+    ("ALTER TABLE t REPLICA IDENTITY FULL", &["alter"]),
+    ("ALTER TABLE t OWNER TO r", &["alter"]),
+    ("ALTER ROLE r SUPERUSER", &["alter"]),
+    ("ALTER USER r WITH PASSWORD 'x'", &["alter"]),
+    ("ALTER ROLE r SET role = 'postgres'", &["alter", "set_role"]),
+    ("ALTER DATABASE d SET work_mem = '1GB'", &["alter", "set"]),
+    ("ALTER SYSTEM SET work_mem = '1GB'", &["alter", "set"]),
+    ("ALTER FUNCTION f() SECURITY DEFINER", &["alter"]),
+    ("ALTER EXTENSION e UPDATE", &["alter"]),
+    ("ALTER SCHEMA s RENAME TO s2", &["alter"]),
+    (
+        "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO r",
+        &["alter", "grant"],
+    ),
+    (
+        "ALTER DEFAULT PRIVILEGES REVOKE SELECT ON TABLES FROM r",
+        &["alter", "revoke"],
+    ),
+    ("REINDEX TABLE t", &["alter"]),
+    ("CLUSTER t USING i", &["alter"]),
+    ("REFRESH MATERIALIZED VIEW mv", &["alter"]),
+    ("SECURITY LABEL ON TABLE t IS 'x'", &["alter"]),
+    ("REASSIGN OWNED BY a TO b", &["alter"]),
+    ("DROP TABLE t", &["drop"]),
+    ("DROP TABLE IF EXISTS t CASCADE", &["drop"]),
+    ("DROP FUNCTION f(int)", &["drop"]),
+    ("DROP ROLE r", &["drop"]),
+    ("DROP DATABASE d", &["drop"]),
+    ("DROP OWNED BY r", &["drop"]),
+    ("DROP SUBSCRIPTION s", &["drop"]),
+    ("TRUNCATE t", &["truncate"]),
+    ("TRUNCATE TABLE a, b RESTART IDENTITY", &["truncate"]),
+    ("COMMENT ON TABLE t IS 'x'", &["comment"]),
+    ("GRANT SELECT ON t TO r", &["grant"]),
+    ("GRANT ALL ON ALL TABLES IN SCHEMA public TO r", &["grant"]),
+    ("REVOKE SELECT ON t FROM r", &["revoke"]),
+    ("GRANT admin TO u", &["grant"]),
+    ("REVOKE admin FROM u", &["revoke"]),
+    // Dynamic and server-side.
+    ("DO $$ BEGIN EXECUTE 'drop table t'; END $$", &["do_block"]),
+    (
+        "DO $tag$ BEGIN EXECUTE 'drop table t'; END $tag$",
+        &["do_block"],
+    ),
+    ("DO LANGUAGE plpgsql 'BEGIN NULL; END'", &["do_block"]),
+    ("CALL p(1)", &["call"]),
+    ("EXECUTE p(1)", &["execute"]),
+    ("PREPARE p AS DELETE FROM t", &["prepare", "delete"]),
+    ("PREPARE p (int) AS SELECT $1", &["prepare", "select"]),
+    (
+        "PREPARE p AS INSERT INTO t SELECT * FROM u",
+        &["prepare", "insert"],
+    ),
+    ("DEALLOCATE p", &["deallocate"]),
+    ("DEALLOCATE ALL", &["deallocate"]),
+    ("LOAD 'plpgsql'", &["other"]),
+    // Session.
+    ("SET work_mem = '1GB'", &["set"]),
+    ("SET LOCAL work_mem = 1", &["set"]),
+    ("SET TIME ZONE 'UTC'", &["set"]),
+    ("SET search_path TO s, public", &["set"]),
+    ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", &["set"]),
+    (
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+        &["set"],
+    ),
+    ("SET CONSTRAINTS ALL DEFERRED", &["set"]),
+    ("RESET work_mem", &["reset"]),
+    ("RESET ALL", &["reset_all"]),
+    ("SET ROLE postgres", &["set_role"]),
+    ("SET LOCAL ROLE postgres", &["set_role"]),
+    ("SET SESSION ROLE postgres", &["set_role"]),
+    ("SET ROLE NONE", &["set_role"]),
+    ("SET \"role\" TO 'postgres'", &["set_role"]),
+    ("RESET ROLE", &["set_role"]),
+    (
+        "SET SESSION AUTHORIZATION postgres",
+        &["set_session_authorization"],
+    ),
+    (
+        "SET SESSION AUTHORIZATION DEFAULT",
+        &["set_session_authorization"],
+    ),
+    (
+        "RESET SESSION AUTHORIZATION",
+        &["set_session_authorization"],
+    ),
+    ("SET standard_conforming_strings = off", &["set", "other"]),
+    ("SET client_encoding = 'SJIS'", &["set", "other"]),
+    ("RESET backslash_quote", &["reset", "other"]),
+    ("SHOW work_mem", &["show"]),
+    ("SHOW ALL", &["show"]),
+    (
+        "DISCARD ALL",
+        &["discard", "set_session_authorization", "reset_all"],
+    ),
+    ("DISCARD TEMP", &["discard"]),
+    ("DISCARD PLANS", &["discard"]),
+    // Transactions.
+    ("BEGIN", &["begin"]),
+    ("BEGIN ISOLATION LEVEL SERIALIZABLE", &["begin"]),
+    ("START TRANSACTION READ ONLY", &["begin"]),
+    ("COMMIT", &["commit"]),
+    ("END", &["commit"]),
+    ("COMMIT AND CHAIN", &["commit"]),
+    ("ROLLBACK", &["rollback"]),
+    ("ABORT", &["rollback"]),
+    ("SAVEPOINT s", &["savepoint"]),
+    ("RELEASE SAVEPOINT s", &["savepoint"]),
+    ("ROLLBACK TO SAVEPOINT s", &["savepoint"]),
+    ("PREPARE TRANSACTION 'x'", &["commit", "other"]),
+    ("COMMIT PREPARED 'x'", &["commit", "other"]),
+    ("ROLLBACK PREPARED 'x'", &["rollback", "other"]),
+    // EXPLAIN.
+    ("EXPLAIN SELECT 1", &["explain", "select"]),
+    ("EXPLAIN DELETE FROM t", &["explain", "delete"]),
+    (
+        "EXPLAIN ANALYZE DELETE FROM t",
+        &["explain_analyze", "delete"],
+    ),
+    (
+        "EXPLAIN ANALYSE VERBOSE INSERT INTO t VALUES (1)",
+        &["explain_analyze", "insert"],
+    ),
+    (
+        "EXPLAIN (ANALYZE, FORMAT JSON) DELETE FROM t",
+        &["explain_analyze", "delete"],
+    ),
+    (
+        "EXPLAIN (FORMAT JSON, ANALYZE true) UPDATE t SET a = 1",
+        &["explain_analyze", "update"],
+    ),
+    (
+        "EXPLAIN (ANALYZE 1) DELETE FROM t",
+        &["explain_analyze", "delete"],
+    ),
+    (
+        "EXPLAIN (ANALYZE on) DELETE FROM t",
+        &["explain_analyze", "delete"],
+    ),
+    (
+        "EXPLAIN (ANALYSE) DELETE FROM t",
+        &["explain_analyze", "delete"],
+    ),
+    (
+        "EXPLAIN (\"analyze\") DELETE FROM t",
+        &["explain_analyze", "delete"],
+    ),
+    (
+        "EXPLAIN (ANALYZE 'on') DELETE FROM t",
+        &["explain_analyze", "delete"],
+    ),
+    (
+        "EXPLAIN (ANALYZE off, ANALYZE on) DELETE FROM t",
+        &["explain_analyze", "delete"],
+    ),
+    (
+        "EXPLAIN (ANALYZE off) DELETE FROM t",
+        &["explain", "delete"],
+    ),
+    ("EXPLAIN (ANALYZE false) SELECT 1", &["explain", "select"]),
+    ("EXPLAIN (ANALYZE 0) SELECT 1", &["explain", "select"]),
+    (
+        "EXPLAIN ANALYZE CREATE TABLE x AS SELECT 1",
+        &["explain_analyze", "create", "select"],
+    ),
+    ("EXPLAIN ANALYZE EXECUTE p", &["explain_analyze", "execute"]),
+    (
+        "EXPLAIN ANALYZE WITH d AS (DELETE FROM t RETURNING 1) SELECT * FROM d",
+        &["explain_analyze", "select", "delete"],
+    ),
+    // Notifications, maintenance, locks, cursors.
+    ("LISTEN c", &["listen"]),
+    ("NOTIFY c, 'x'", &["notify"]),
+    ("UNLISTEN *", &["unlisten"]),
+    ("VACUUM", &["vacuum"]),
+    ("VACUUM FULL t", &["vacuum"]),
+    ("VACUUM (ANALYZE) t", &["vacuum", "analyze"]),
+    ("ANALYZE t", &["analyze"]),
+    ("LOCK TABLE t IN ACCESS EXCLUSIVE MODE", &["lock"]),
+    (
+        "DECLARE c CURSOR FOR SELECT * FROM t",
+        &["declare_cursor", "select"],
+    ),
+    (
+        "DECLARE c CURSOR WITH HOLD FOR WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+        &["declare_cursor", "select", "delete"],
+    ),
+    ("FETCH 10 FROM c", &["fetch"]),
+    ("FETCH ALL IN c", &["fetch"]),
+    ("MOVE FORWARD 5 IN c", &["fetch"]),
+    ("CLOSE c", &["close_cursor"]),
+    ("CLOSE ALL", &["close_cursor"]),
+    ("CHECKPOINT", &["checkpoint"]),
+    // set_config is SET by another name.
+    (
+        "SELECT set_config('role', 'postgres', false)",
+        &["select", "set", "set_role"],
+    ),
+    (
+        "SELECT pg_catalog.set_config('ROLE', 'postgres', true)",
+        &["select", "set", "set_role"],
+    ),
+    (
+        "SELECT set_config(U&'r\\006Fle', 'postgres', false)",
+        &["select", "set", "set_role"],
+    ),
+    (
+        "SELECT set_config('session_authorization', 'postgres', false)",
+        &["select", "set", "set_session_authorization"],
+    ),
+    (
+        "SELECT set_config('application_name', 'x', false)",
+        &["select", "set"],
+    ),
+    (
+        "SELECT set_config(current_user, 'x', false)",
+        &[
+            "select",
+            "set",
+            "set_role",
+            "set_session_authorization",
+            "other",
+        ],
+    ),
+    (
+        "SELECT set_config('ro' || 'le', 'x', false)",
+        &[
+            "select",
+            "set",
+            "set_role",
+            "set_session_authorization",
+            "other",
+        ],
+    ),
+    (
+        "SELECT set_config(setting_name => 'role', new_value => 'x', is_local => false)",
+        &[
+            "select",
+            "set",
+            "set_role",
+            "set_session_authorization",
+            "other",
+        ],
+    ),
+    (
+        "SELECT * FROM t WHERE set_config('role', 'x', false) IS NOT NULL",
+        &["select", "set", "set_role"],
+    ),
+    (
+        "UPDATE t SET a = set_config('role', 'x', false) WHERE id = 1",
+        &["update", "set", "set_role"],
+    ),
+];
+
+#[test]
+fn every_statement_form_has_its_kinds() {
+    let mut failures = Vec::new();
+    for (sql, expected) in KINDS {
+        let got = kind_set(&one(sql).kinds);
+        if got != named(expected) {
+            failures.push(format!(
+                "{sql}\n    expected {}\n    got      {got}",
+                named(expected)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_statement_kind_comes_first() {
+    assert_eq!(
+        one("EXPLAIN ANALYZE DELETE FROM t").kinds,
+        [SqlKind::ExplainAnalyze, SqlKind::Delete]
+    );
+    assert_eq!(
+        one("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d").kinds,
+        [SqlKind::Select, SqlKind::Delete]
+    );
+    assert_eq!(
+        one("PREPARE p AS UPDATE t SET a = 1").kinds,
+        [SqlKind::Prepare, SqlKind::Update]
+    );
+}
+
+#[test]
+fn every_statement_is_judged_on_its_own() {
+    let statements = all("select 1; DROP TABLE t");
+    assert_eq!(statements.len(), 2);
+    assert_eq!(statements[0].text, "select 1");
+    assert_eq!(statements[0].facts.kinds, [SqlKind::Select]);
+    assert_eq!(statements[1].text, "DROP TABLE t");
+    assert_eq!(statements[1].facts.kinds, [SqlKind::Drop]);
+    assert_eq!(statements[1].facts.tables_written, ["t"]);
+
+    let statements = all("select 1;  /* c */ DROP TABLE t ; ;\n SELECT 'é' ;");
+    let texts: Vec<&str> = statements.iter().map(|s| s.text.as_str()).collect();
+    assert_eq!(texts, ["select 1", "DROP TABLE t", "SELECT 'é'"]);
+
+    let statements = all("PREPARE p AS DELETE FROM t; EXECUTE p");
+    assert_eq!(
+        statements[0].facts.kinds,
+        [SqlKind::Prepare, SqlKind::Delete]
+    );
+    assert_eq!(statements[0].facts.tables_written, ["t"]);
+    assert_eq!(statements[1].facts.kinds, [SqlKind::Execute]);
+}
+
+#[test]
+fn smuggling_attempts_are_seen() {
+    // Each of these must carry the dangerous kind somewhere.
+    let cases: &[(&str, SqlKind)] = &[
+        ("select 1; DROP TABLE t", SqlKind::Drop),
+        ("select 1;DROP TABLE t;", SqlKind::Drop),
+        ("BEGIN; DROP TABLE t; COMMIT", SqlKind::Drop),
+        ("/* x */ DrOp TaBlE \"T\"", SqlKind::Drop),
+        ("/* a /* nested */ comment */ DROP TABLE t", SqlKind::Drop),
+        ("-- line\nDROP TABLE t", SqlKind::Drop),
+        ("DROP TABLE U&\"\\0074\"", SqlKind::Drop),
+        ("DROP TABLE U&\"!0074\" UESCAPE '!'", SqlKind::Drop),
+        ("SELECT $$;$$; DROP TABLE t", SqlKind::Drop),
+        ("SELECT $a$ $$ $a$; DROP TABLE t", SqlKind::Drop),
+        ("SELECT ';'; DROP TABLE t", SqlKind::Drop),
+        ("SELECT E'\\';'; DROP TABLE t", SqlKind::Drop),
+        ("SELECT \"a;b\" FROM t; DROP TABLE t", SqlKind::Drop),
+        (
+            "DO $$ BEGIN EXECUTE 'drop table t'; END $$",
+            SqlKind::DoBlock,
+        ),
+        (
+            "DO $tag$ BEGIN EXECUTE 'drop table t'; END $tag$",
+            SqlKind::DoBlock,
+        ),
+        ("EXPLAIN ANALYZE DELETE FROM t", SqlKind::Delete),
+        ("EXPLAIN ANALYZE DELETE FROM t", SqlKind::ExplainAnalyze),
+        (
+            "EXPLAIN (ANALYZE, FORMAT JSON) DELETE FROM t",
+            SqlKind::Delete,
+        ),
+        (
+            "EXPLAIN (ANALYZE, FORMAT JSON) DELETE FROM t",
+            SqlKind::ExplainAnalyze,
+        ),
+        (
+            "WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x",
+            SqlKind::Delete,
+        ),
+        (
+            "SELECT * FROM (WITH x AS (UPDATE t SET a=1 RETURNING *) SELECT * FROM x) s",
+            SqlKind::Update,
+        ),
+        ("COPY t TO PROGRAM 'sh'", SqlKind::CopyProgram),
+        ("COPY t FROM '/etc/passwd'", SqlKind::CopyFile),
+        (
+            "COPY (DELETE FROM t RETURNING *) TO STDOUT",
+            SqlKind::Delete,
+        ),
+        ("SET ROLE postgres", SqlKind::SetRole),
+        (
+            "SET SESSION AUTHORIZATION postgres",
+            SqlKind::SetSessionAuthorization,
+        ),
+        ("RESET ALL", SqlKind::ResetAll),
+        (
+            "SELECT set_config('role','postgres',false)",
+            SqlKind::SetRole,
+        ),
+        ("PREPARE p AS DELETE FROM t; EXECUTE p", SqlKind::Delete),
+        (
+            "DECLARE c CURSOR FOR SELECT * FROM t",
+            SqlKind::DeclareCursor,
+        ),
+        ("CREATE TABLE x AS SELECT 1", SqlKind::Create),
+        ("SELECT 1 INTO x", SqlKind::Create),
+        ("SELECT 1 AS a INTO TEMP x FROM t", SqlKind::Create),
+    ];
+    for (sql, kind) in cases {
+        assert!(
+            kinds_of(sql).contains(*kind),
+            "{sql}: no `{kind}` in {}",
+            kinds_of(sql)
+        );
+    }
+}
+
+#[test]
+fn literals_and_comments_hide_nothing_and_invent_nothing() {
+    for sql in [
+        "SELECT '; DROP TABLE t'",
+        "SELECT 1 -- ; DROP TABLE t",
+        "SELECT 1 /* ; DROP TABLE t */",
+        "SELECT $$; DROP TABLE t; $$",
+        "SELECT $x$; DROP TABLE t; $x$",
+        "SELECT E'\\'; DROP TABLE t; --'",
+        "SELECT \"; DROP TABLE t\" FROM u",
+        "SELECT U&'\\0027; DROP TABLE t'",
+    ] {
+        let statements = all(sql);
+        assert_eq!(statements.len(), 1, "{sql}");
+        assert_eq!(statements[0].facts.kinds, [SqlKind::Select], "{sql}");
+    }
+}
+
+#[test]
+fn standard_conforming_strings_decides_where_a_string_ends() {
+    // `'a\'` ends the string when backslashes are ordinary characters (the
+    // default), and escapes the quote when they are not.
+    let sql = "SELECT 'a\\'; DROP TABLE t; --'";
+    let on = ClassifyOptions::default();
+    let off = ClassifyOptions {
+        standard_conforming_strings: false,
+    };
+    let kinds = |options| {
+        classify_with(sql, options)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .iter()
+            .fold(KindSet::EMPTY, |acc, s| acc.union(kind_set(&s.facts.kinds)))
+    };
+    assert!(kinds(on).contains(SqlKind::Drop));
+    assert_eq!(kinds(off), named(&["select"]));
+
+    // And the reverse: one string for the default, two statements for a
+    // session that turned standard_conforming_strings off.
+    let sql = "SELECT 'a\\'' ; DROP TABLE t; --'";
+    let count = |options| classify_with(sql, options).map(|s| s.len());
+    assert_eq!(count(on), Ok(1));
+    assert_eq!(count(off), Ok(2));
+    assert!(
+        classify_with(sql, off)
+            .unwrap_or_default()
+            .iter()
+            .any(|s| s.facts.kinds.contains(&SqlKind::Drop))
+    );
+}
+
+#[test]
+fn tables_read_and_written() {
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        (
+            "SELECT * FROM a JOIN s.b ON true WHERE x IN (SELECT y FROM c)",
+            &["a", "c", "s.b"],
+            &[],
+        ),
+        ("SELECT * FROM mydb.s.t", &["s.t"], &[]),
+        ("select * from SECRET.KEYS", &["secret.keys"], &[]),
+        ("SELECT * FROM \"Secret\".\"Keys\"", &["Secret.Keys"], &[]),
+        ("SELECT * FROM U&\"\\0074\"", &["t"], &[]),
+        ("INSERT INTO t SELECT * FROM u", &["u"], &["t"]),
+        ("INSERT INTO s.t (a) VALUES (1)", &[], &["s.t"]),
+        (
+            "UPDATE t SET a = 1 FROM u WHERE t.id = u.id",
+            &["u"],
+            &["t"],
+        ),
+        ("DELETE FROM t USING u WHERE t.id = u.id", &["u"], &["t"]),
+        (
+            "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE",
+            &["s"],
+            &["t"],
+        ),
+        ("TRUNCATE a, s.b", &[], &["a", "s.b"]),
+        ("COPY t FROM STDIN", &[], &["t"]),
+        ("COPY t TO STDOUT", &["t"], &[]),
+        ("COPY (SELECT * FROM t) TO STDOUT", &["t"], &[]),
+        ("CREATE TABLE x AS SELECT * FROM t", &["t"], &["x"]),
+        ("SELECT * INTO x FROM t", &["t"], &["x"]),
+        ("DROP TABLE a, s.\"B\"", &[], &["a", "s.B"]),
+        ("DROP VIEW v", &[], &["v"]),
+        ("DROP FUNCTION f", &[], &[]),
+        ("COMMENT ON TABLE s.t IS 'x'", &[], &["s.t"]),
+        ("COMMENT ON FUNCTION f() IS 'x'", &[], &[]),
+        ("ALTER TABLE t ADD c int", &[], &["t"]),
+        ("CREATE VIEW v AS SELECT * FROM t", &["t"], &["v"]),
+        ("CREATE INDEX ON t (a)", &[], &["t"]),
+        ("GRANT SELECT ON t TO r", &[], &["t"]),
+        ("LOCK TABLE t", &["t"], &[]),
+        ("EXPLAIN ANALYZE DELETE FROM t", &[], &["t"]),
+        ("PREPARE p AS SELECT * FROM t", &["t"], &[]),
+        ("DECLARE c CURSOR FOR SELECT * FROM t", &["t"], &[]),
+        // CTE names are not tables...
+        ("WITH x AS (SELECT * FROM t) SELECT * FROM x", &["t"], &[]),
+        (
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT * FROM r",
+            &[],
+            &[],
+        ),
+        (
+            "WITH x AS (SELECT 1) INSERT INTO x SELECT * FROM x",
+            &[],
+            &["x"],
+        ),
+        // ...except where PostgreSQL would not see the CTE: qualified,
+        // outside the query that defines it, or before its definition.
+        (
+            "WITH x AS (SELECT 1) SELECT * FROM public.x",
+            &["public.x"],
+            &[],
+        ),
+        (
+            "SELECT * FROM (WITH keys AS (SELECT 1) SELECT * FROM keys) s, keys",
+            &["keys"],
+            &[],
+        ),
+        (
+            "WITH a AS (SELECT * FROM b), b AS (SELECT 1) SELECT * FROM a, b",
+            &["b"],
+            &[],
+        ),
+        (
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d JOIN u USING (id)",
+            &["u"],
+            &["t"],
+        ),
+    ];
+    for (sql, read, written) in cases {
+        let f = one(sql);
+        assert_eq!(f.tables_read, *read, "{sql}: read");
+        assert_eq!(f.tables_written, *written, "{sql}: written");
+    }
+}
+
+/// A call to `pg_read_file` in every position a function can sit.
+const FUNCTION_POSITIONS: &[&str] = &[
+    "SELECT pg_read_file('/etc/passwd')",
+    "SELECT PG_READ_FILE('x')",
+    "SELECT \"pg_read_file\"('x')",
+    "SELECT lower(pg_read_file('x'))",
+    "SELECT pg_read_file('x')::int",
+    "SELECT (pg_read_file('x')).f",
+    "SELECT pg_read_file('x') COLLATE \"C\"",
+    "SELECT ROW(pg_read_file('x'))",
+    "SELECT ARRAY[pg_read_file('x')]",
+    "SELECT CASE WHEN true THEN pg_read_file('x') END",
+    "SELECT COALESCE(NULL, pg_read_file('x'))",
+    "SELECT GREATEST(1, pg_read_file('x')::int)",
+    "SELECT * FROM t WHERE a = pg_read_file('x')",
+    "SELECT * FROM t WHERE a IS DISTINCT FROM pg_read_file('x')",
+    "SELECT * FROM t WHERE a = ANY(ARRAY[pg_read_file('x')])",
+    "SELECT * FROM t WHERE a IN (SELECT pg_read_file('x'))",
+    "SELECT * FROM t WHERE EXISTS (SELECT pg_read_file('x'))",
+    "SELECT * FROM pg_read_file('x')",
+    "SELECT * FROM LATERAL pg_read_file('x') f",
+    "SELECT * FROM ROWS FROM (generate_series(1, 2), pg_read_file('x'))",
+    "SELECT * FROM t JOIN u ON pg_read_file('x') = ''",
+    "SELECT * FROM t TABLESAMPLE system (pg_read_file('x')::int)",
+    "SELECT a FROM t GROUP BY pg_read_file('x')",
+    "SELECT a FROM t GROUP BY GROUPING SETS ((pg_read_file('x')))",
+    "SELECT a FROM t GROUP BY a HAVING pg_read_file('x') = ''",
+    "SELECT a FROM t ORDER BY pg_read_file('x')",
+    "SELECT a FROM t LIMIT pg_read_file('x')::int",
+    "SELECT a FROM t OFFSET pg_read_file('x')::int",
+    "SELECT count(*) FILTER (WHERE pg_read_file('x') = '') FROM t",
+    "SELECT array_agg(a ORDER BY pg_read_file('x')) FROM t",
+    "SELECT rank() OVER (ORDER BY pg_read_file('x')) FROM t",
+    "SELECT sum(a) OVER w FROM t WINDOW w AS (PARTITION BY pg_read_file('x'))",
+    "SELECT 1 UNION SELECT pg_read_file('x')",
+    "VALUES (pg_read_file('x'))",
+    "WITH c AS (SELECT pg_read_file('x')) SELECT * FROM c",
+    "WITH RECURSIVE c AS (SELECT pg_read_file('x') UNION SELECT 'y') SELECT * FROM c",
+    "SELECT * FROM XMLTABLE('/x' PASSING pg_read_file('x') COLUMNS a int)",
+    "SELECT JSON_OBJECT('a': pg_read_file('x'))",
+    "SELECT * FROM JSON_TABLE(pg_read_file('x')::jsonb, '$' COLUMNS (a int))",
+    "INSERT INTO t VALUES (pg_read_file('x'))",
+    "INSERT INTO t SELECT pg_read_file('x')",
+    "INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET a = pg_read_file('x')",
+    "INSERT INTO t VALUES (1) RETURNING pg_read_file('x')",
+    "UPDATE t SET a = pg_read_file('x') WHERE id = 1",
+    "UPDATE t SET a = 1 WHERE b = pg_read_file('x')",
+    "DELETE FROM t USING pg_read_file('x') f WHERE t.a = f",
+    "DELETE FROM t WHERE id = 1 RETURNING pg_read_file('x')",
+    "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET a = pg_read_file('x')",
+    "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED AND pg_read_file('x') = '' THEN DELETE",
+    "MERGE INTO t USING (SELECT pg_read_file('x')) s ON true WHEN MATCHED THEN DO NOTHING",
+    "CREATE TABLE t (a text DEFAULT pg_read_file('x'))",
+    "CREATE TABLE t (a text CHECK (a <> pg_read_file('x')))",
+    "CREATE TABLE t (a text GENERATED ALWAYS AS (pg_read_file('x')) STORED)",
+    "CREATE INDEX ON t ((pg_read_file(a)))",
+    "CREATE VIEW v AS SELECT pg_read_file('x')",
+    "CREATE TABLE x AS SELECT pg_read_file('x')",
+    "CREATE POLICY p ON t USING (pg_read_file('x') = '')",
+    "ALTER TABLE t ALTER COLUMN a SET DEFAULT pg_read_file('x')",
+    "EXPLAIN SELECT pg_read_file('x')",
+    "EXPLAIN ANALYZE SELECT pg_read_file('x')",
+    "PREPARE p AS SELECT pg_read_file('x')",
+    "EXECUTE p(pg_read_file('x'))",
+    "DECLARE c CURSOR FOR SELECT pg_read_file('x')",
+    "COPY (SELECT pg_read_file('x')) TO STDOUT",
+    "COPY t FROM STDIN WHERE a = pg_read_file('x')",
+    "CALL p(pg_read_file('x'))",
+    "CREATE FUNCTION f() RETURNS text LANGUAGE sql RETURN pg_read_file('x')",
+];
+
+#[test]
+fn functions_are_found_in_every_position() {
+    let mut missing = Vec::new();
+    for sql in FUNCTION_POSITIONS {
+        let found = all(sql)
+            .iter()
+            .any(|s| s.facts.functions.iter().any(|f| f == "pg_read_file"));
+        if !found {
+            missing.push(*sql);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "pg_read_file not found in:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn function_names_are_qualified_as_written() {
+    let cases: &[(&str, &[&str])] = &[
+        ("SELECT pg_read_file('/etc/passwd')", &["pg_read_file"]),
+        (
+            "SELECT * FROM pg_catalog.pg_read_file('x')",
+            &["pg_catalog.pg_read_file"],
+        ),
+        (
+            "SELECT dblink_exec('dbname=x', 'drop table t')",
+            &["dblink_exec"],
+        ),
+        ("SELECT lo_export(1, '/tmp/x')", &["lo_export"]),
+        ("SELECT Lo_Import('/etc/passwd')", &["lo_import"]),
+        ("SELECT \"Lo_Import\"('/etc/passwd')", &["Lo_Import"]),
+        (
+            "SELECT lower(upper(a)), count(*) FROM t GROUP BY 1",
+            &["count", "lower", "upper"],
+        ),
+        ("SELECT mydb.pg_catalog.now()", &["pg_catalog.now"]),
+        ("CALL s.p(1)", &["s.p"]),
+        ("SELECT 1", &[]),
+        // Special forms are not calls by name.
+        ("SELECT CURRENT_USER, COALESCE(1, 2)", &[]),
+    ];
+    for (sql, functions) in cases {
+        assert_eq!(one(sql).functions, *functions, "{sql}");
+    }
+}
+
+#[test]
+fn has_where_means_every_update_and_delete_is_bounded() {
+    let cases: &[(&str, bool)] = &[
+        ("UPDATE t SET a = 1", false),
+        ("UPDATE t SET a = 1 WHERE id = 1", true),
+        ("DELETE FROM t", false),
+        ("DELETE FROM t WHERE id = 1", true),
+        ("DELETE FROM t WHERE id = $1", true),
+        ("DELETE FROM t WHERE CURRENT OF c", true),
+        ("UPDATE t SET a = 1 WHERE CURRENT OF c", true),
+        // A WHERE that looks at no column bounds nothing.
+        ("DELETE FROM t WHERE true", false),
+        ("DELETE FROM t WHERE 1 = 1", false),
+        ("UPDATE t SET a = 1 WHERE $1", false),
+        ("DELETE FROM t WHERE 'a' = 'a' OR NOT false", false),
+        ("DELETE FROM t WHERE 1 = 1 AND id = 2", true),
+        (
+            "DELETE FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.id = t.id)",
+            true,
+        ),
+        (
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+            false,
+        ),
+        (
+            "WITH d AS (DELETE FROM t WHERE id = 1 RETURNING *) SELECT * FROM d",
+            true,
+        ),
+        (
+            "WITH d AS (DELETE FROM t WHERE id = 1 RETURNING *) UPDATE u SET a = 1 WHERE id = 2",
+            true,
+        ),
+        (
+            "WITH d AS (DELETE FROM t RETURNING *) UPDATE u SET a = 1 WHERE id = 2",
+            false,
+        ),
+        (
+            "SELECT * FROM (WITH x AS (UPDATE t SET a = 1 RETURNING *) SELECT * FROM x) s",
+            false,
+        ),
+        ("EXPLAIN ANALYZE DELETE FROM t WHERE id = 1", true),
+        ("EXPLAIN ANALYZE DELETE FROM t", false),
+        ("PREPARE p AS DELETE FROM t", false),
+        ("PREPARE p AS DELETE FROM t WHERE id = $1", true),
+        (
+            "INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET a = 1",
+            true,
+        ),
+        (
+            "MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE",
+            false,
+        ),
+        (
+            "MERGE INTO t USING s ON t.id = s.id WHEN NOT MATCHED THEN INSERT VALUES (1)",
+            false,
+        ),
+        // Not an UPDATE or DELETE: false, and the `unbounded` matcher only
+        // looks at update and delete kinds anyway.
+        ("SELECT * FROM t WHERE id = 1", false),
+        ("INSERT INTO t VALUES (1)", false),
+        ("TRUNCATE t", false),
+    ];
+    for (sql, has_where) in cases {
+        assert_eq!(one(sql).has_where, *has_where, "{sql}");
+    }
+}
+
+#[test]
+fn fingerprints_ignore_formatting_but_not_tables() {
+    let fp = |sql: &str| {
+        let statements = all(sql);
+        assert_eq!(statements.len(), 1, "{sql}");
+        statements[0].fingerprint.clone()
+    };
+    let a = fp("SELECT 1");
+    assert_eq!(a.len(), 16);
+    assert!(a.bytes().all(|b| b.is_ascii_hexdigit()), "{a}");
+    assert_eq!(a, fp("select  1 -- x"));
+    assert_eq!(a, fp("/* hello */ SELECT\n1;"));
+    assert_ne!(a, fp("SELECT a FROM t"));
+    assert_ne!(fp("SELECT a FROM t"), fp("SELECT b FROM t"));
+    // Constants do not count (approvals must compare more than this)...
+    assert_eq!(
+        fp("DELETE FROM t WHERE id = 1"),
+        fp("DELETE FROM t WHERE id = 2")
+    );
+    // ...but schemas, relation names and aliases never hide a table.
+    assert_ne!(
+        fp("SELECT * FROM public.t x"),
+        fp("SELECT * FROM secret.t x")
+    );
+    assert_ne!(fp("SELECT * FROM t x"), fp("SELECT * FROM u x"));
+    assert_ne!(
+        fp("SELECT * FROM orders_2024"),
+        fp("SELECT * FROM orders_2025")
+    );
+    assert_eq!(fp("SELECT * FROM t a"), fp("SELECT * FROM t b"));
+
+    // Each statement of a text has its own fingerprint.
+    let statements = all("SELECT 1; DROP TABLE t");
+    assert_eq!(statements[0].fingerprint, a);
+    assert_eq!(statements[1].fingerprint, fp("drop table t"));
+}
+
+#[test]
+fn empty_text_has_no_statements() {
+    for sql in [
+        "",
+        "   ",
+        "\n\t",
+        "-- nothing",
+        "/* nothing */",
+        ";",
+        " ; ;; ",
+    ] {
+        assert_eq!(classify(sql), Ok(vec![]), "{sql:?}");
+    }
+}
+
+#[test]
+fn unparsable_text_is_an_error() {
+    for sql in [
+        "SELECT 'unterminated",
+        "SELECT \"unterminated",
+        "SELECT $$unterminated",
+        "SELECT /* unterminated",
+        "SELEC 1",
+        "DROP TABLE",
+        "garbage",
+        "SELECT 1; garbage here; SELECT 2",
+        "SELECT 1 FROM",
+        "SELECT U&'\\zzzz'",
+        ")))",
+    ] {
+        match classify(sql) {
+            Err(ClassifyError::Parse { message, .. }) => assert!(!message.is_empty()),
+            other => panic!("{sql}: expected a parse error, got {other:?}"),
+        }
+    }
+    // A statement after an error is not let through either.
+    assert!(classify("SELECT 1; DROP TABLE t; garbage").is_err());
+}
+
+#[test]
+fn nul_bytes_are_refused_with_their_position() {
+    assert_eq!(
+        classify("SELECT 1\0; DROP TABLE t"),
+        Err(ClassifyError::Parse {
+            message: "SQL text contains a NUL byte".into(),
+            position: Some(8),
+        })
+    );
+}
+
+#[test]
+fn long_text_is_refused_before_parsing() {
+    let sql = format!("SELECT '{}'", "x".repeat(2 * 1024 * 1024));
+    assert_eq!(
+        classify(&sql),
+        Err(ClassifyError::TooLong {
+            len: sql.len(),
+            max: MAX_SQL_LEN,
+        })
+    );
+    let err = classify(&sql).expect_err("too long").to_string();
+    assert!(err.contains("1048576 bytes"), "{err}");
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    let nest = |open: &str, inner: &str, close: &str, n: usize| {
+        format!("SELECT {}{inner}{}", open.repeat(n), close.repeat(n))
+    };
+    for sql in [
+        nest("lower(", "'x'", ")", 5000),
+        nest("(SELECT ", "1", ")", 5000),
+        nest("ARRAY[", "1", "]", 5000),
+        nest("- ", "1", "", 50_000),
+        nest("NOT ", "true", "", 50_000),
+        format!("SELECT 1{}", " + 1".repeat(50_000)),
+        format!("SELECT {}1{}", "(".repeat(100_000), ")".repeat(100_000)),
+    ] {
+        match classify(&sql) {
+            Err(ClassifyError::TooDeep { .. } | ClassifyError::Parse { .. }) => {}
+            other => panic!("{}...: {:?}", &sql[..40], other.map(|s| s.len())),
+        }
+    }
+    // Everyday nesting is fine. (pg_query's protobuf decoder stops at 100
+    // nested messages: about 45 chained operators or nested calls, 15
+    // nested scalar subqueries.)
+    let sql = format!("SELECT {}'x'{}", "lower(".repeat(40), ")".repeat(40));
+    assert_eq!(one(&sql).functions, ["lower"]);
+    let sql = format!("SELECT a{} FROM t", " || ', ' || a".repeat(20));
+    assert_eq!(one(&sql).tables_read, ["t"]);
+    let sql = format!("SELECT {}1{}", "(SELECT ".repeat(12), ")".repeat(12));
+    assert_eq!(one(&sql).kinds, [SqlKind::Select]);
+    let sql = format!("SELECT a FROM t WHERE {}", vec!["a = 1"; 300].join(" OR "));
+    assert_eq!(one(&sql).kinds, [SqlKind::Select]);
+}
+
+#[test]
+fn no_input_makes_it_panic() {
+    // Every prefix of every statement above: unterminated strings, comments,
+    // dollar quotes, half keywords.
+    let corpus = KINDS
+        .iter()
+        .map(|(sql, _)| *sql)
+        .chain(FUNCTION_POSITIONS.iter().copied());
+    for sql in corpus {
+        for (i, _) in sql.char_indices() {
+            let _ = classify(&sql[..i]);
+        }
+    }
+    for sql in [
+        "\u{feff}SELECT 1",
+        "SELECT '\u{1F600}'",
+        "SELECT U&\"\\D800\"",
+        "SELECT E'\\xff'",
+        "SELECT $1, $999999999999",
+        "SELECT 1e99999999",
+        "\\x",
+        "$$",
+        "$a$$a",
+        "U&",
+        "\"\"",
+    ] {
+        let _ = classify(sql);
+    }
+}
+
+#[test]
+fn classify_and_decide_deny_smuggled_ddl() {
+    let doc = parse_document(
+        "policies:\n  - name: p\n    subjects: { users: [u] }\n    resources: { names: [db] }\n    rules:\n      - deny: { sql: { statements: [ddl] } }\n        reason: no schema changes\n      - allow: { sql: { statements: [select] } }\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = crate::model::ResourceSpec {
+        name: "db".into(),
+        kind: crate::model::ResourceKind::Postgres,
+        agent: "a".into(),
+        address: "h:5432".into(),
+        database: Some("d".into()),
+        credential: None,
+        labels: Default::default(),
+        tls_mode: Default::default(),
+        audit_mode: Default::default(),
+    };
+    let policy: CompiledPolicy = compile(&doc, &[r], "a");
+    let u = Subject::user("u", Vec::<String>::new());
+    let decisions: Vec<_> = all("select 1; drop table t")
+        .iter()
+        .map(|s| policy.decide(&u, "db", &s.facts))
+        .collect();
+    assert!(decisions[0].is_allowed(), "{:?}", decisions[0]);
+    assert!(decisions[1].is_denied());
+    assert_eq!(decisions[1].reason, "no schema changes");
+    // The text as a whole is denied when any statement is.
+    assert!(decisions.iter().any(|d| d.is_denied()));
+
+    // Hidden writes are not covered by an allow of select.
+    for sql in [
+        "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+        "SELECT set_config('role', 'postgres', false)",
+        "LOAD 'x'",
+    ] {
+        for s in all(sql) {
+            assert!(policy.decide(&u, "db", &s.facts).is_denied(), "{sql}");
+        }
+    }
+    let d = policy.decide(&u, "db", &one("LOAD 'x'"));
+    assert!(d.reason.contains("could not be classified"), "{}", d.reason);
+}
+
+/// Counts the nodes the walk reaches from `root`.
+fn walked(root: NodeRef<'_>) -> usize {
+    let (mut count, mut stack) = (0, vec![root]);
+    while let Some(node) = stack.pop() {
+        count += 1;
+        let _ = for_each_child(node, &mut |_, child| {
+            stack.push(child);
+            Ok::<(), ()>(())
+        });
+    }
+    count
+}
+
+/// Counts the same nodes in pg_query's serde form: every JSON object that
+/// is a message, looking through `Node` wrappers and oneof tags, and not
+/// into constants (which the walk does not need to enter).
+fn serialized(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut fields = map.iter();
+            if let (1, Some((key, inner))) = (map.len(), fields.next())
+                && (key == "node" || key.starts_with(|c: char| c.is_ascii_uppercase()))
+            {
+                return serialized(inner);
+            }
+            let constant = map.contains_key("isnull");
+            1 + map
+                .iter()
+                .filter(|(key, _)| !(constant && *key == "val"))
+                .map(|(_, v)| serialized(v))
+                .sum::<usize>()
+        }
+        serde_json::Value::Array(items) => items.iter().map(serialized).sum(),
+        _ => 0,
+    }
+}
+
+#[test]
+fn the_walk_reaches_every_node() {
+    let corpus = KINDS
+        .iter()
+        .map(|(sql, _)| *sql)
+        .chain(FUNCTION_POSITIONS.iter().copied());
+    for sql in corpus {
+        let parsed = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        for raw in &parsed.protobuf.stmts {
+            let Some(node) = raw.stmt.as_deref() else {
+                panic!("{sql}: empty statement");
+            };
+            let Some(inner) = node.node.as_ref() else {
+                panic!("{sql}: empty node");
+            };
+            let json = serde_json::to_value(node).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(walked(inner.to_ref()), serialized(&json), "{sql}");
+        }
+    }
+}
