@@ -198,6 +198,14 @@ impl Postgres {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Puts `line` first in pg_hba.conf and reloads the configuration.
+    pub fn prepend_hba(&self, line: &str) {
+        let path = self.dir.path().join("data").join("pg_hba.conf");
+        let old = std::fs::read_to_string(&path).expect("read pg_hba.conf");
+        std::fs::write(&path, format!("{line}\n{old}")).expect("write pg_hba.conf");
+        self.psql("postgres", "SELECT pg_reload_conf()");
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
     }

@@ -196,6 +196,18 @@ pub fn auth_cleartext() -> Frame {
     Frame::new(b'R', &3i32.to_be_bytes())
 }
 
+/// NegotiateProtocolVersion ('v'): the newest minor version we speak and
+/// the protocol options (`_pq_.*`) we did not recognise.
+pub fn negotiate_protocol_version(newest_minor: u32, unrecognised: &[&str]) -> Frame {
+    let mut body = BytesMut::new();
+    body.put_u32(newest_minor);
+    body.put_u32(u32::try_from(unrecognised.len()).unwrap_or(u32::MAX));
+    for o in unrecognised {
+        put_cstr(&mut body, o);
+    }
+    Frame::new(b'v', &body)
+}
+
 pub fn parameter_status(name: &str, value: &str) -> Frame {
     let mut body = BytesMut::new();
     put_cstr(&mut body, name);

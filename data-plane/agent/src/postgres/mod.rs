@@ -388,6 +388,18 @@ async fn front_door(
                     ),
                 )));
             }
+            // A newer 3.x minor version or protocol options (`_pq_.*`): tell
+            // the client what we speak, as PostgreSQL does, and go on in 3.0.
+            let options: Vec<&str> = params
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .filter(|k| k.starts_with("_pq_."))
+                .collect();
+            if version & 0xffff != 0 || !options.is_empty() {
+                stream
+                    .write_all(&messages::negotiate_protocol_version(0, &options).raw)
+                    .await?;
+            }
             params
         }
     };

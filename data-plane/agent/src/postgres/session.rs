@@ -175,9 +175,8 @@ pub async fn run(
     };
     let idle = relay.ctx.idle_timeout;
     let err = loop {
-        if relay.terminate && relay.to_server.is_empty() {
-            break None;
-        }
+        // After the client's Terminate, keep relaying until the target has
+        // answered everything it was sent and closes the connection.
         let idle_sleep = tokio::time::sleep(idle);
         tokio::select! {
             r = client_r.read_buf(client_reader.buffer()), if relay.to_server.len() < HIGH_WATER && !relay.terminate => {

@@ -1,0 +1,196 @@
+//! Who gets in: token checks at the agent, the hidden upstream credential,
+//! and every upstream authentication method.
+
+use sluice_integration_tests::{
+    datapath::{DataPath, TARGET_PASSWORD},
+    psql_via_agent,
+};
+use sluice_pgwire::messages;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+#[tokio::test]
+async fn clients_without_a_valid_token_or_grant_are_refused_with_the_right_sqlstate() {
+    let mut dp = DataPath::start().await;
+    let port = dp.agent.pg_port;
+    let outsider = dp.cp.user_token("mallory", &["others"]).await;
+    let (ok, expired_token, err) = dp.cp.run_offline(&[
+        "token",
+        "issue",
+        "--subject",
+        "alice",
+        "--group",
+        "devs",
+        "--ttl",
+        "1s",
+    ]);
+    assert!(ok, "{err}");
+    let expired_token = expired_token.trim().to_owned();
+
+    let (ok, _, err) = psql_via_agent(port, "app", "", "SELECT 1");
+    assert!(
+        !ok && (err.contains("no token") || err.contains("no password supplied")),
+        "{err}"
+    );
+    let (ok, _, err) = psql_via_agent(port, "app", "not.a.jwt", "SELECT 1");
+    assert!(!ok && err.contains("token rejected"), "{err}");
+    let (ok, _, err) = psql_via_agent(port, "app", &outsider, "SELECT 1");
+    assert!(!ok && err.contains("no policy grants \"mallory\""), "{err}");
+    let (ok, _, err) = psql_via_agent(port, "nope", &dp.token, "SELECT 1");
+    assert!(
+        !ok && err.contains("not a PostgreSQL resource served by this agent"),
+        "{err}"
+    );
+    // The built-in issuer allows 30 s of clock skew; wait past it.
+    tokio::time::sleep(std::time::Duration::from_secs(32)).await;
+    let (ok, _, err) = psql_via_agent(port, "app", &expired_token, "SELECT 1");
+    assert!(!ok && err.contains("expired"), "{err}");
+
+    // SQLSTATEs, read with a driver.
+    for (token, db, code) in [
+        ("not.a.jwt", "app", "28P01"),
+        (outsider.as_str(), "app", "28000"),
+        (dp.token.as_str(), "nope", "3D000"),
+    ] {
+        let url = format!("postgres://x:{token}@127.0.0.1:{port}/{db}?sslmode=disable");
+        let err = <sqlx::postgres::PgConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.as_database_error().and_then(|e| e.code()).as_deref(),
+            Some(code),
+            "{err}"
+        );
+    }
+    // Nothing reached the target as any of those.
+    assert!(!dp.pg.logs().contains("mallory"));
+}
+
+#[tokio::test]
+async fn the_client_never_receives_the_upstream_credential() {
+    let dp = DataPath::start().await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", dp.agent.pg_port))
+        .await
+        .unwrap();
+    s.write_all(&messages::startup_message(&[
+        ("user", "alice"),
+        ("database", "app"),
+    ]))
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    all.extend_from_slice(&buf[..n]);
+    s.write_all(&messages::password_message(dp.token.as_bytes()).raw)
+        .await
+        .unwrap();
+    // Queries whose errors would echo the secret if it were ever sent.
+    for sql in [
+        "SELECT current_user, session_user".to_owned(),
+        format!("SELECT '{TARGET_PASSWORD}'::int"),
+        "SELECT name FROM items LIMIT 3".to_owned(),
+    ] {
+        s.write_all(&sluice_pgwire::Frame::new(b'Q', format!("{sql}\0").as_bytes()).raw)
+            .await
+            .unwrap();
+    }
+    s.write_all(&messages::terminate().raw).await.unwrap();
+    loop {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.contains("item 1"), "the session worked");
+    assert!(
+        text.contains("[REDACTED]"),
+        "the error echoing the secret was scrubbed"
+    );
+    assert!(
+        !text.contains(TARGET_PASSWORD),
+        "the upstream password reached the client"
+    );
+}
+
+#[tokio::test]
+async fn upstream_md5_and_cleartext_authentication_work() {
+    let dp = DataPath::start().await;
+    let mut cp = dp.cp;
+    let api = cp.api();
+    for (role, method) in [("app_md5", "md5"), ("app_clear", "password")] {
+        dp.pg.psql(
+            "postgres",
+            &format!(
+                "SET password_encryption = 'md5'; CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'"
+            ),
+        );
+        dp.pg
+            .psql("app", &format!("GRANT SELECT ON items TO {role}"));
+        dp.pg
+            .prepend_hba(&format!("host all {role} 127.0.0.1/32 {method}"));
+        let (s, v) = api
+            .put(
+                &format!("/api/v1/credentials/{}", role.replace('_', "-")),
+                serde_json::json!({"username": role, "secret": format!("pw-{role}")}),
+            )
+            .await;
+        assert!(s.is_success(), "{v}");
+        let (s, v) = api
+            .put(
+                &format!("/api/v1/resources/{}", role.replace('_', "-")),
+                serde_json::json!({"kind": "postgres", "agent": "edge", "address": format!("127.0.0.1:{}", dp.pg.port), "database": "app", "credential": role.replace('_', "-")}),
+            )
+            .await;
+        assert!(s.is_success(), "{v}");
+    }
+    let (s, v) = api
+        .apply_policy(&format!(
+            "policies:\n  - name: devs-everywhere\n    subjects: {{ groups: [devs] }}\n    resources: {{ names: [\"app*\"] }}\n    rules:\n      - allow: {{ sql: {{ statements: [read] }} }}\n"
+        ))
+        .await;
+    assert!(s.is_success(), "{v}");
+    dp.agent
+        .wait_version(
+            v["revision"].as_u64().unwrap(),
+            std::time::Duration::from_secs(10),
+        )
+        .await;
+    for resource in ["app-md5", "app-clear"] {
+        let (ok, out, err) =
+            psql_via_agent(dp.agent.pg_port, resource, &dp.token, "SELECT current_user");
+        assert!(ok, "{resource}: {err}");
+        assert_eq!(out.trim(), resource.replace('-', "_"));
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_upstream_password_is_reported_without_echoing_the_credential() {
+    let dp = DataPath::start().await;
+    let mut cp = dp.cp;
+    let (s, v) = cp
+        .api()
+        .post(
+            "/api/v1/credentials/app-db/rotate",
+            serde_json::json!({"secret": "Wrong-Secret-1234"}),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    // Wait until the agent has the rotated credential.
+    sluice_integration_tests::eventually(
+        std::time::Duration::from_secs(10),
+        "the rotated credential",
+        || async {
+            let (ok, _, err) = psql_via_agent(dp.agent.pg_port, "app", &dp.token, "SELECT 1");
+            (!ok && err.contains("refused the stored credential")).then_some(err)
+        },
+    )
+    .await;
+    let (_, _, err) = psql_via_agent(dp.agent.pg_port, "app", &dp.token, "SELECT 1");
+    assert!(!err.contains("Wrong-Secret"), "{err}");
+    assert!(!dp.pg.logs().is_empty());
+}

@@ -1,0 +1,232 @@
+//! Hostile or broken clients: each bad connection ends with an error and
+//! the agent keeps serving everyone else (a concurrent client's queries
+//! keep succeeding throughout).
+
+use std::time::Duration;
+
+use sluice_integration_tests::datapath::DataPath;
+use sluice_pgwire::messages;
+use sqlx::Connection as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// Sends `bytes`, then reads until the agent closes; returns what it said.
+async fn send_raw(port: u16, bytes: &[u8]) -> Vec<u8> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let _ = s.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut out))
+        .await
+        .expect("the agent must close a bad connection");
+    out
+}
+
+fn startup(params: &[(&str, &str)]) -> Vec<u8> {
+    messages::startup_message(params).to_vec()
+}
+
+#[tokio::test]
+async fn bad_input_ends_that_connection_and_never_harms_other_sessions() {
+    let dp = DataPath::start_with(
+        sluice_integration_tests::datapath::DEFAULT_RULES,
+        vec!["--startup-timeout".into(), "1s".into()],
+    )
+    .await;
+    let port = dp.agent.pg_port;
+
+    // A well-behaved client keeps querying the whole time.
+    let url = dp.url();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let witness = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut conn = sqlx::postgres::PgConnection::connect(&url).await.unwrap();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let v: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("the witness session broke");
+                assert_eq!(v, 500);
+                n += 1;
+            }
+            n
+        })
+    };
+
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("zero length", vec![0, 0, 0, 0, 0, 3, 0, 0]),
+        ("negative length", vec![0xff, 0xff, 0xff, 0xf0, 0, 3, 0, 0]),
+        ("huge length", vec![0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]),
+        (
+            "garbage start-up",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
+        (
+            "truncated start-up",
+            startup(&[("user", "alice"), ("database", "app")])[..12].to_vec(),
+        ),
+        ("unterminated parameters", {
+            let mut v = startup(&[("user", "alice")]);
+            v.pop();
+            v.pop();
+            let len = u32::try_from(v.len()).unwrap().to_be_bytes();
+            v[..4].copy_from_slice(&len);
+            v
+        }),
+        ("query before authentication", {
+            let mut v = startup(&[("user", "alice"), ("database", "app")]);
+            v.extend(
+                sluice_pgwire::Frame::new(b'Q', b"DROP TABLE items\0")
+                    .raw
+                    .to_vec(),
+            );
+            v
+        }),
+        ("huge password message", {
+            let mut v = startup(&[("user", "alice"), ("database", "app")]);
+            v.push(b'p');
+            v.extend_from_slice(&(100 * 1024 * 1024u32).to_be_bytes());
+            v
+        }),
+        ("protocol 2", {
+            let mut v = vec![0, 0, 0, 8];
+            v.extend_from_slice(&0x0002_0000u32.to_be_bytes());
+            v
+        }),
+    ];
+    // After authentication: a bad frame length and an unknown message type.
+    for (name, tail) in [
+        ("zero frame length after login", vec![b'Q', 0, 0, 0, 0]),
+        (
+            "huge frame length after login",
+            vec![b'Q', 0x7f, 0xff, 0xff, 0xff],
+        ),
+        (
+            "unknown message type",
+            sluice_pgwire::Frame::new(b'!', b"").raw.to_vec(),
+        ),
+        (
+            "copy data outside copy",
+            sluice_pgwire::Frame::new(b'd', b"1\n").raw.to_vec(),
+        ),
+    ] {
+        let mut v = startup(&[("user", "alice"), ("database", "app")]);
+        v.extend(messages::password_message(dp.token.as_bytes()).raw.to_vec());
+        v.extend(tail);
+        cases.push((name, v));
+    }
+    for (name, bytes) in &cases {
+        let answer = send_raw(port, bytes).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.contains("FATAL") || text.contains("ERROR") || answer.is_empty(),
+            "{name}: {text}"
+        );
+        assert!(!text.contains("item 1"), "{name}: something ran");
+    }
+    assert!(!dp.pg.logs().contains("DROP TABLE items"));
+
+    // A client that says nothing is dropped after the start-up timeout.
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut out))
+        .await
+        .expect("silent client not dropped")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out).contains("start-up not completed"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let queries = witness.await.expect("the witness session must survive");
+    assert!(queries > 0);
+    // And the agent still accepts new sessions.
+    let (ok, out, err) = dp.psql("SELECT count(*) FROM items");
+    assert!(ok && out.trim() == "500", "{err}");
+}
+
+#[tokio::test]
+async fn per_subject_connection_limit_is_enforced() {
+    let dp = DataPath::start_with(
+        sluice_integration_tests::datapath::DEFAULT_RULES,
+        vec!["--max-connections-per-subject".into(), "2".into()],
+    )
+    .await;
+    let url = dp.url();
+    let a = sqlx::postgres::PgConnection::connect(&url).await.unwrap();
+    let b = sqlx::postgres::PgConnection::connect(&url).await.unwrap();
+    let err = sqlx::postgres::PgConnection::connect(&url)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("53300"),
+        "{err}"
+    );
+    drop(a);
+    drop(b);
+    // Slots are released when sessions end.
+    crate_eventually_connects(&url).await;
+}
+
+async fn crate_eventually_connects(url: &str) {
+    sluice_integration_tests::eventually(Duration::from_secs(10), "a slot to free up", || async {
+        sqlx::postgres::PgConnection::connect(url)
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn newer_protocol_minor_versions_are_negotiated_down_to_3_0() {
+    let dp = DataPath::start().await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", dp.agent.pg_port))
+        .await
+        .unwrap();
+    let mut packet =
+        messages::startup_message(&[("user", "alice"), ("database", "app"), ("_pq_.fancy", "1")])
+            .to_vec();
+    packet[4..8].copy_from_slice(&0x0003_0002u32.to_be_bytes());
+    s.write_all(&packet).await.unwrap();
+    let mut reader = sluice_pgwire::FrameReader::new(1 << 16);
+    let mut tags = Vec::new();
+    while tags.len() < 2 {
+        s.read_buf(reader.buffer()).await.unwrap();
+        while let Some(f) = reader.next_frame().unwrap() {
+            if f.tag == b'v' {
+                let body = f.body();
+                assert_eq!(&body[..4], &0u32.to_be_bytes(), "newest minor we speak");
+                assert_eq!(&body[4..8], &1u32.to_be_bytes(), "one unrecognised option");
+                assert!(String::from_utf8_lossy(body).contains("_pq_.fancy"));
+            }
+            tags.push(f.tag);
+        }
+    }
+    assert_eq!(
+        tags,
+        vec![b'v', b'R'],
+        "NegotiateProtocolVersion, then the password request"
+    );
+    s.write_all(&messages::password_message(dp.token.as_bytes()).raw)
+        .await
+        .unwrap();
+    s.write_all(&sluice_pgwire::Frame::new(b'Q', b"SELECT 'negotiated'\0").raw)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while !String::from_utf8_lossy(&out).contains("negotiated") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read_buf(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+    }
+}
