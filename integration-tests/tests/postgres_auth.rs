@@ -149,7 +149,7 @@ async fn upstream_md5_and_cleartext_authentication_work() {
         assert!(s.is_success(), "{v}");
     }
     let (s, v) = api
-        .apply_policy(&"policies:\n  - name: devs-everywhere\n    subjects: { groups: [devs] }\n    resources: { names: [\"app*\"] }\n    rules:\n      - allow: { sql: { statements: [read] } }\n".to_string())
+        .apply_policy("policies:\n  - name: devs-everywhere\n    subjects: { groups: [devs] }\n    resources: { names: [\"app*\"] }\n    rules:\n      - allow: { sql: { statements: [read] } }\n")
         .await;
     assert!(s.is_success(), "{v}");
     dp.agent
