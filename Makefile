@@ -24,7 +24,7 @@ test: build
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
 
-lint:
+lint: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 

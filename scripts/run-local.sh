@@ -31,7 +31,7 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 port_busy() { (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
-for addr in "$HTTP" "$GRPC" "$AGENT_PG" "$AGENT_STATUS"; do
+for addr in "$HTTP" "$GRPC" "$AGENT_PG" "$AGENT_STATUS" "127.0.0.1:$DEMO_PG_PORT"; do
     if port_busy "$addr"; then
         echo "error: $addr is already in use (another 'make run'?). Stop that process first." >&2
         exit 1
@@ -130,13 +130,20 @@ cat <<MSG
    $BIN/sluice resources              # the demo database
    curl -s http://$AGENT_STATUS/status
 
- Connect through the agent with your token as the password:
+ Connect through the agent; your token is the password, the database
+ credential stays in the agent:
    PGPASSWORD=$dev_token \\
-     psql "host=127.0.0.1 port=${AGENT_PG#*:} dbname=demo user=dev sslmode=disable"
-   (the agent verifies the token and checks the policy grant; proxying the
-    session to PostgreSQL arrives with the PostgreSQL data path)
+     psql "host=127.0.0.1 port=${AGENT_PG#*:} dbname=demo user=dev sslmode=require"
 
-   $BIN/sluice audit tail --follow    # every connection attempt, as it happens
+   demo=> SELECT name, email FROM customers LIMIT 3;     -- allowed
+   demo=> DROP TABLE customers;                          -- blocked by policy (42501)
+   demo=> SELECT 1; DELETE FROM customers;               -- blocked: every statement is judged
+
+ The audit trail (every session and statement, allowed or not):
+   $BIN/sluice audit tail --follow
+
+ (Masking of result columns, approvals and session recording are not in this
+  build yet: the mask rules in examples/demo-policy.yaml are not enforced.)
 
  Ctrl-C stops everything.
 ================================================================================
