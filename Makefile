@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test deps build lint fmt clean
+.PHONY: run test bench deps build lint fmt clean
 
 deps:
 	@scripts/ensure-deps.sh
@@ -23,6 +23,11 @@ test: build
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+## pgbench through Sluice vs. direct vs. PgBouncer; writes docs/benchmarks.md.
+bench: deps
+	@command -v pgbouncer >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq pgbouncer postgresql-contrib; } || { echo "error: install pgbouncer (apt-get install pgbouncer)"; exit 1; }
+	@bench/run.sh
 
 lint: deps
 	$(CARGO) fmt --all --check

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# `make bench`: pgbench -S through Sluice vs. direct vs. PgBouncer (session
+# mode), interleaved in one run, plus agent memory; writes docs/benchmarks.md.
+# A benchmark, not a test: it reports what it measures and never fails on a
+# number. Tunables: BENCH_SECONDS (per run, default 10), BENCH_SCALE (10),
+# BENCH_IDLE (idle connections for the memory figure, 1000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECS=${BENCH_SECONDS:-10}
+SCALE=${BENCH_SCALE:-10}
+IDLE=${BENCH_IDLE:-1000}
+OUT=docs/benchmarks.md
+BIN=target/release
+
+for cmd in pgbench pgbouncer psql python3 curl; do
+    command -v "$cmd" >/dev/null || { echo "error: $cmd not found (make bench installs pgbouncer when run as root: apt-get install pgbouncer postgresql-contrib)" >&2; exit 1; }
+done
+
+echo "building release binaries..."
+cargo build --release --bins -q
+
+work=$(mktemp -d /tmp/sluice-bench.XXXXXX)
+chmod 755 "$work"
+pids=()
+as_pg=()
+[ "$(id -u)" = 0 ] && as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+PG_BIN=$(dirname "$(command -v initdb 2>/dev/null || ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 300); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "error: $1 not ready" >&2; exit 1; }
+PG_PORT=$(free_port); PGB_PORT=$(free_port); HTTP_PORT=$(free_port); GRPC_PORT=$(free_port); AGENT_PORT=$(free_port); STATUS_PORT=$(free_port)
+
+echo "starting PostgreSQL (scale $SCALE)..."
+mkdir -p "$work/pg" && chmod 700 "$work/pg"
+[ ${#as_pg[@]} -gt 0 ] && chown postgres: "$work/pg"
+"${as_pg[@]}" "$PG_BIN/initdb" -D "$work/pg" -U postgres --auth=trust --no-sync >/dev/null
+"${as_pg[@]}" tee -a "$work/pg/postgresql.conf" >/dev/null <<CONF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = ''
+max_connections = $((IDLE + 200))
+shared_buffers = 256MB
+password_encryption = 'scram-sha-256'
+CONF
+printf 'host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n' | "${as_pg[@]}" tee "$work/pg/pg_hba.conf" >/dev/null
+"${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$work/pg" -l "$work/pg/server.log" -w start >/dev/null
+PSQL=(psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres)
+"${PSQL[@]}" -d postgres -c "CREATE ROLE app LOGIN PASSWORD 'bench-secret-pw'" -c "CREATE DATABASE bench"
+pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench >/dev/null 2>&1
+"${PSQL[@]}" -d bench -c "GRANT SELECT ON ALL TABLES IN SCHEMA public TO app"
+
+echo "starting the control plane and agent..."
+export SLUICE_DATA_DIR="$work/cp" SLUICE_HTTP_ADDR="127.0.0.1:$HTTP_PORT" SLUICE_GRPC_ADDR="127.0.0.1:$GRPC_PORT" SLUICE_LOG=warn
+"$BIN/sluice-control-plane" serve > "$work/cp.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$HTTP_PORT/readyz"
+export SLUICE_URL="http://127.0.0.1:$HTTP_PORT"
+export SLUICE_TOKEN=$("$BIN/sluice-control-plane" token issue --subject bench-admin --role admin --ttl 2h)
+printf 'bench-secret-pw' | "$BIN/sluice" credentials set bench-db --username app --secret-stdin >/dev/null
+cat > "$work/policy.yaml" <<POLICY
+resources:
+  - name: bench
+    kind: postgres
+    agent: bench
+    address: 127.0.0.1:$PG_PORT
+    database: bench
+    credential: bench-db
+policies:
+  - name: bench
+    subjects: { groups: [bench] }
+    resources: { names: [bench] }
+    rules:
+      - deny: { sql: { statements: [ddl, dcl, dynamic, write] } }
+      - allow: { sql: { statements: [read, transaction, session] } }
+POLICY
+"$BIN/sluice" policy apply "$work/policy.yaml" >/dev/null
+join=$("$BIN/sluice" join-token create --agent bench 2>/dev/null)
+"$BIN/sluice-agent" run --control-plane "https://127.0.0.1:$GRPC_PORT" --join-token "$join" --state-dir "$work/agent" \
+    --postgres-addr "127.0.0.1:$AGENT_PORT" --status-addr "127.0.0.1:$STATUS_PORT" --max-connections-per-subject $((IDLE + 100)) > "$work/agent.log" 2>&1 &
+AGENT_PID=$!
+pids+=($AGENT_PID)
+wait_http "http://127.0.0.1:$STATUS_PORT/readyz"
+TOKEN=$("$BIN/sluice" token issue --subject bench --group bench --ttl 2h)
+
+echo "starting PgBouncer (session mode)..."
+mkdir -p "$work/pgb"
+printf '"postgres" ""\n' > "$work/pgb/userlist.txt"
+cat > "$work/pgb/pgbouncer.ini" <<INI
+[databases]
+bench = host=127.0.0.1 port=$PG_PORT dbname=bench user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGB_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $work/pgb/userlist.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 64
+logfile = $work/pgb/pgbouncer.log
+INI
+chmod -R a+rX "$work/pgb"; [ ${#as_pg[@]} -gt 0 ] && chown -R postgres: "$work/pgb"
+if [ "$(id -u)" = 0 ]; then pgbouncer -u postgres "$work/pgb/pgbouncer.ini" & else pgbouncer "$work/pgb/pgbouncer.ini" & fi
+pids+=($!)
+sleep 1
+
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+RSS_IDLE=$(rss_kb "$AGENT_PID")
+
+results="$work/results.csv"
+echo "mode,clients,target,tps,latency_ms,median_us" > "$results"
+run() { # mode clients target port user password
+    local mode=$1 c=$2 target=$3 port=$4 user=$5 pw=$6 jobs=$(( $2 < 2 ? $2 : 2 )) median=""
+    local logp="$work/log-$mode-$c-$target"
+    local extra=()
+    [ "$c" = 1 ] && extra=(-l --log-prefix "$logp")
+    local out
+    out=$(cd "$work" && PGPASSWORD="$pw" PGSSLMODE=disable pgbench -S -n -M "$mode" -c "$c" -j "$jobs" -T "$SECS" "${extra[@]}" -h 127.0.0.1 -p "$port" -U "$user" bench 2>&1) || { echo "$out" >&2; echo "error: pgbench against $target failed" >&2; exit 1; }
+    local tps lat
+    tps=$(echo "$out" | awk -F'= ' '/^tps/ {split($2,a," "); print a[1]; exit}')
+    lat=$(echo "$out" | awk -F'= ' '/^latency average/ {split($2,a," "); print a[1]; exit}')
+    if [ "$c" = 1 ]; then
+        median=$(cat "$logp".* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+        rm -f "$logp".*
+    fi
+    echo "$mode,$c,$target,$tps,$lat,$median" >> "$results"
+    printf '  %-8s -c %-3s %-9s %10s tps  %8s ms avg %s\n' "$mode" "$c" "$target" "$tps" "$lat" "${median:+ median ${median}us}"
+}
+echo "running pgbench -S, ${SECS}s per run, interleaved..."
+for mode in simple prepared; do
+    for c in 1 8 32; do
+        run "$mode" "$c" direct "$PG_PORT" postgres ""
+        run "$mode" "$c" sluice "$AGENT_PORT" bench "$TOKEN"
+        run "$mode" "$c" pgbouncer "$PGB_PORT" postgres ""
+    done
+done
+
+echo "measuring agent memory with $IDLE idle client connections..."
+RSS_AFTER_RUNS=$(rss_kb "$AGENT_PID")
+exec 7> >(python3 bench/idle_clients.py 127.0.0.1 "$AGENT_PORT" bench "$TOKEN" "$IDLE" > "$work/idle.out" 2>&1)
+for _ in $(seq 1 600); do grep -q '^ready' "$work/idle.out" 2>/dev/null && break; grep -qi error "$work/idle.out" 2>/dev/null && { cat "$work/idle.out" >&2; exit 1; }; sleep 0.2; done
+grep -q '^ready' "$work/idle.out" || { echo "error: idle clients did not connect" >&2; cat "$work/idle.out" >&2; exit 1; }
+sleep 1
+RSS_LOADED=$(rss_kb "$AGENT_PID")
+exec 7>&-
+
+python3 bench/report.py "$results" "$OUT" "$RSS_IDLE" "$RSS_AFTER_RUNS" "$RSS_LOADED" "$IDLE" "$SECS" "$SCALE"
+echo "wrote $OUT"
