@@ -108,7 +108,7 @@ default_pool_size = 64
 logfile = $work/pgb/pgbouncer.log
 INI
 chmod -R a+rX "$work/pgb"; [ ${#as_pg[@]} -gt 0 ] && chown -R postgres: "$work/pgb"
-if [ "$(id -u)" = 0 ]; then pgbouncer -u postgres "$work/pgb/pgbouncer.ini" & else pgbouncer "$work/pgb/pgbouncer.ini" & fi
+if [ "$(id -u)" = 0 ]; then pgbouncer -q -u postgres "$work/pgb/pgbouncer.ini" & else pgbouncer -q "$work/pgb/pgbouncer.ini" & fi
 pids+=($!)
 sleep 1
 

@@ -202,14 +202,41 @@ pub fn render_explanation(e: &Value) -> String {
     } else {
         format!("{connect} (policy {connect_policy})")
     };
+    // `decision` is the deciding statement's verdict (an object), or null
+    // when no statement was given.
+    let decision = e.get("decision").cloned().unwrap_or(Value::Null);
+    let kinds: Vec<String> = e
+        .get("statements")
+        .and_then(Value::as_array)
+        .map(|sts| sts.iter().map(|st| field(st, "kinds")).collect())
+        .unwrap_or_default();
     let mut out = key_values(&[
-        ("decision", field(e, "decision")),
-        ("policy", field(e, "policy")),
-        ("rule", field(e, "rule")),
-        ("reason", field(e, "reason")),
+        ("decision", field(e, "outcome")),
+        ("policy", field(&decision, "policy")),
+        ("rule", field(&decision, "rule")),
+        ("reason", field(&decision, "reason")),
         ("connect", connect),
-        ("statement kinds", field(e, "statement_kinds")),
+        (
+            "statement kinds",
+            if kinds.is_empty() {
+                "-".to_owned()
+            } else {
+                kinds.join("; ")
+            },
+        ),
     ]);
+    if let Some(sts) = e.get("statements").and_then(Value::as_array) {
+        if sts.len() > 1 {
+            out.push_str("statements:\n");
+            for st in sts {
+                out.push_str(&format!(
+                    "  {:<7} {}\n",
+                    field(st, "outcome"),
+                    field(st, "text")
+                ));
+            }
+        }
+    }
     let trace = items(e, "trace");
     if !trace.is_empty() {
         out.push_str("trace:\n");
@@ -249,8 +276,9 @@ mod tests {
     fn explanation_lists_decision_first_then_trace() {
         let e = json!({
             "connect": true, "connect_policy": "analysts",
-            "decision": "deny", "policy": "analysts", "rule": "no-writes",
-            "reason": "DELETE is not allowed", "statement_kinds": ["delete"],
+            "outcome": "deny",
+            "decision": {"outcome": "deny", "policy": "analysts", "rule": "no-writes", "reason": "DELETE is not allowed"},
+            "statements": [{"text": "DELETE FROM t", "kinds": ["delete"], "outcome": "deny"}],
             "trace": ["policy analysts matches group analysts", "rule no-writes denies delete"]
         });
         assert_eq!(

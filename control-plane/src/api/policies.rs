@@ -174,10 +174,18 @@ pub struct ExplainBody {
     #[serde(default)]
     service_account: bool,
     resource: String,
-    /// SQL text; needs the SQL classifier (PostgreSQL data path).
+    /// SQL text, classified with PostgreSQL's parser as agents do.
     statement: Option<String>,
     /// An already classified statement.
     facts: Option<StatementFacts>,
+}
+
+fn outcome_name(d: &sluice_policy::Decision) -> &'static str {
+    match d.outcome {
+        sluice_policy::Outcome::Allow => "allow",
+        sluice_policy::Outcome::Deny => "deny",
+        sluice_policy::Outcome::Approve(_) => "approve",
+    }
 }
 
 pub async fn explain(
@@ -185,12 +193,6 @@ pub async fn explain(
     _: Admin,
     ApiJson(body): ApiJson<ExplainBody>,
 ) -> Result<Json<Value>, AppError> {
-    if body.statement.is_some() {
-        return Err(AppError::bad_request(
-            "explaining SQL text needs the SQL classifier, which this control plane does not have yet; \
-             describe the statement with `facts` ({\"kinds\": [\"delete\"], \"tables_written\": [\"public.orders\"], \"has_where\": false})",
-        ));
-    }
     let (doc, specs) = current_inputs(&cp)
         .await
         .map_err(|e| AppError::Internal(e.into()))?;
@@ -210,14 +212,43 @@ pub async fn explain(
             SubjectKind::User
         },
     };
-    let explanation = compiled.explain(&subject, &body.resource, body.facts.as_ref());
+    // SQL text is classified with the same parser the agents use, and each
+    // statement explained; the deciding one (first not allowed, else the
+    // last) is also reported at the top level.
+    let mut statements = Vec::new();
+    let mut facts = body.facts.clone();
+    if let Some(sql) = &body.statement {
+        let classified = sluice_policy::classify(sql).map_err(|e| {
+            AppError::bad_request(format!(
+                "the statement does not parse, so agents would deny it: {e}"
+            ))
+        })?;
+        if classified.is_empty() {
+            return Err(AppError::bad_request("the statement is empty"));
+        }
+        let mut deciding = None;
+        for st in &classified {
+            let e = compiled.explain(&subject, &body.resource, Some(&st.facts));
+            let outcome = e.decision.as_ref().map(outcome_name).unwrap_or("deny");
+            if deciding.is_none() && outcome != "allow" {
+                deciding = Some(st.facts.clone());
+            }
+            statements.push(json!({
+                "text": st.text,
+                "kinds": st.facts.kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+                "outcome": outcome,
+                "decision": e.decision,
+            }));
+        }
+        facts = deciding.or_else(|| classified.last().map(|c| c.facts.clone()));
+    }
+    let explanation = compiled.explain(&subject, &body.resource, facts.as_ref());
     let mut out = serde_json::to_value(&explanation).map_err(|e| AppError::Internal(e.into()))?;
     if let Some(d) = &explanation.decision {
-        out["outcome"] = json!(match d.outcome {
-            sluice_policy::Outcome::Allow => "allow",
-            sluice_policy::Outcome::Deny => "deny",
-            sluice_policy::Outcome::Approve(_) => "approve",
-        });
+        out["outcome"] = json!(outcome_name(d));
+    }
+    if body.statement.is_some() {
+        out["statements"] = json!(statements);
     }
     Ok(Json(out))
 }

@@ -3,15 +3,24 @@
 //! plane from there.
 //!
 //! The spool lives on one dedicated thread. Appends that arrive while a
-//! write is in flight are committed together with one fsync (group commit),
-//! so durability costs one sync per batch, not per event.
+//! write is in flight are written together (group commit). In `always` sync
+//! mode each group is fsynced before any caller hears back. In `batch` mode
+//! (the default) a caller hears back once the kernel holds the bytes, which
+//! survives the agent being killed, and the thread fsyncs every few
+//! milliseconds; if a sync fails the log refuses every new event (and so
+//! every statement) until a sync succeeds again.
 
-use std::{path::Path, thread};
+use std::{
+    path::Path,
+    sync::mpsc as std_mpsc,
+    thread,
+    time::{Duration, Instant},
+};
 
 use prost::Message as _;
 use sluice_proto as pb;
-use sluice_spool::{Spool, SpoolConfig, SpoolError};
-use tokio::sync::{mpsc, oneshot, watch};
+use sluice_spool::{Spool, SpoolConfig, SpoolError, SyncMode};
+use tokio::sync::{oneshot, watch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -57,28 +66,49 @@ pub struct SpoolStatus {
     pub disk_bytes: u64,
 }
 
+/// How audit events reach stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditSync {
+    /// fsync before a statement is forwarded (survives power loss; costs a
+    /// disk flush per group of concurrent statements).
+    Always,
+    /// write before forwarding, fsync every `--audit-sync-interval`.
+    Batch,
+}
+
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::UnboundedSender<Cmd>,
+    tx: std_mpsc::Sender<Cmd>,
     status: watch::Receiver<SpoolStatus>,
     agent: String,
 }
 
 impl AuditLog {
     /// Opens the spool (recovering it after a crash) and starts its thread.
-    pub fn open(dir: &Path, max_bytes: u64, agent: String) -> Result<Self, AuditError> {
+    pub fn open(
+        dir: &Path,
+        max_bytes: u64,
+        sync: AuditSync,
+        interval: Duration,
+        agent: String,
+    ) -> Result<Self, AuditError> {
+        let mode = match sync {
+            AuditSync::Always => SyncMode::Always,
+            AuditSync::Batch => SyncMode::Deferred,
+        };
         let spool = Spool::open(
             dir,
             SpoolConfig {
                 max_bytes,
+                sync: mode,
                 ..SpoolConfig::default()
             },
         )?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = std_mpsc::channel();
         let (status_tx, status) = watch::channel(status_of(&spool));
         thread::Builder::new()
             .name("audit-spool".into())
-            .spawn(move || run(spool, rx, status_tx))
+            .spawn(move || run(spool, rx, status_tx, interval))
             .map_err(|e| AuditError::Io(e.to_string()))?;
         Ok(Self { tx, status, agent })
     }
@@ -100,6 +130,23 @@ impl AuditLog {
             .send(Cmd::Append(event.encode_to_vec(), reply))
             .map_err(|_| AuditError::Closed)?;
         rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Queues an event without waiting for it to be written (for events
+    /// that describe work already done, e.g. a statement's result). Write
+    /// failures are logged by the spool thread.
+    pub fn record_detached(&self, mut event: pb::AuditEvent) {
+        if event.id.is_empty() {
+            event.id = uuid::Uuid::now_v7().to_string();
+        }
+        if event.time_unix_ms == 0 {
+            event.time_unix_ms = i64::try_from(crate::snapshot::now_ms()).unwrap_or(i64::MAX);
+        }
+        if event.agent.is_empty() {
+            event.agent.clone_from(&self.agent);
+        }
+        let (reply, _) = oneshot::channel();
+        let _ = self.tx.send(Cmd::Append(event.encode_to_vec(), reply));
     }
 
     /// Unacknowledged events after `after`, with their sequence numbers set.
@@ -156,8 +203,41 @@ fn status_of(s: &Spool) -> SpoolStatus {
 /// Most appends committed under one fsync.
 const MAX_GROUP: usize = 512;
 
-fn run(mut spool: Spool, mut rx: mpsc::UnboundedReceiver<Cmd>, status: watch::Sender<SpoolStatus>) {
-    while let Some(first) = rx.blocking_recv() {
+fn run(
+    mut spool: Spool,
+    rx: std_mpsc::Receiver<Cmd>,
+    status: watch::Sender<SpoolStatus>,
+    interval: Duration,
+) {
+    // Set when a deferred sync failed: nothing new is accepted until a
+    // later sync succeeds (what was written might not be on disk).
+    let mut sync_failure: Option<String> = None;
+    let mut last_sync = Instant::now();
+    loop {
+        let first = match rx.recv_timeout(interval) {
+            Ok(cmd) => Some(cmd),
+            Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        if spool.needs_sync() && (first.is_none() || last_sync.elapsed() >= interval)
+            || sync_failure.is_some()
+        {
+            match spool.sync() {
+                Ok(()) => {
+                    if sync_failure.take().is_some() {
+                        tracing::warn!("audit spool syncs again; accepting events");
+                    }
+                }
+                Err(e) => {
+                    if sync_failure.is_none() {
+                        tracing::error!(error = %e, "audit spool cannot be flushed to disk; refusing new events");
+                    }
+                    sync_failure = Some(e.to_string());
+                }
+            }
+            last_sync = Instant::now();
+        }
+        let Some(first) = first else { continue };
         let mut pending = vec![first];
         while pending.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -181,6 +261,11 @@ fn run(mut spool: Spool, mut rx: mpsc::UnboundedReceiver<Cmd>, status: watch::Se
                         tracing::error!(seq, error = %e, "cannot record audit acknowledgement");
                     }
                 }
+            }
+        }
+        if let (false, Some(why)) = (appends.is_empty(), &sync_failure) {
+            for (_, reply) in appends.drain(..) {
+                let _ = reply.send(Err(AuditError::Io(format!("cannot flush to disk: {why}"))));
             }
         }
         if !appends.is_empty() {

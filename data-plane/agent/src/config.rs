@@ -39,6 +39,20 @@ pub struct AgentArgs {
     /// Maximum size of the on-disk audit spool; when full, sessions are refused.
     #[arg(long, env = "SLUICE_AGENT_SPOOL_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub spool_max_bytes: u64,
+    /// When audit events reach the disk: `batch` (written before a statement
+    /// is forwarded, fsynced every --audit-sync-interval; survives the agent
+    /// being killed) or `always` (fsynced before forwarding; survives power
+    /// loss, at the cost of a disk flush on every statement's path).
+    #[arg(
+        long,
+        env = "SLUICE_AGENT_AUDIT_SYNC",
+        value_enum,
+        default_value = "batch"
+    )]
+    pub audit_sync: crate::audit::AuditSync,
+    /// Longest time audit events wait for an fsync in `batch` mode.
+    #[arg(long, env = "SLUICE_AGENT_AUDIT_SYNC_INTERVAL", default_value = "5ms", value_parser = humantime::parse_duration)]
+    pub audit_sync_interval: Duration,
     /// Time allowed for a client to finish the PostgreSQL start-up handshake.
     #[arg(long, env = "SLUICE_AGENT_STARTUP_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub startup_timeout: Duration,

@@ -323,6 +323,8 @@ pub async fn run(
     let audit = AuditLog::open(
         &paths.spool,
         args.spool_max_bytes,
+        args.audit_sync,
+        args.audit_sync_interval.max(Duration::from_millis(1)),
         enrolled.identity.agent_name.clone(),
     )
     .with_context(|| format!("cannot open the audit spool in {}", paths.spool.display()))?;

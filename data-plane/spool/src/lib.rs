@@ -45,4 +45,4 @@ mod segment;
 mod spool;
 
 pub use error::SpoolError;
-pub use spool::{Spool, SpoolConfig};
+pub use spool::{Spool, SpoolConfig, SyncMode};

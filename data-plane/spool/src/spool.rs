@@ -27,6 +27,20 @@ pub struct SpoolConfig {
     pub segment_bytes: u64,
     /// Largest payload accepted by [`Spool::append`].
     pub max_record_bytes: u32,
+    /// When appends reach stable storage.
+    pub sync: SyncMode,
+}
+
+/// When an append is flushed to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// `fdatasync` before `append` returns: survives power loss.
+    #[default]
+    Always,
+    /// `append` returns once the kernel has the bytes (survives the process
+    /// being killed, not the machine losing power); the caller must call
+    /// [`Spool::sync`] periodically.
+    Deferred,
 }
 
 impl Default for SpoolConfig {
@@ -35,6 +49,7 @@ impl Default for SpoolConfig {
             max_bytes: 256 * 1024 * 1024,
             segment_bytes: 8 * 1024 * 1024,
             max_record_bytes: 4 * 1024 * 1024,
+            sync: SyncMode::Always,
         }
     }
 }
@@ -63,6 +78,8 @@ pub struct Spool {
     _lock: File,
     #[cfg(test)]
     fail_next_sync: bool,
+    /// Bytes written to the active segment but not yet synced (deferred mode).
+    unsynced: bool,
 }
 
 impl Spool {
@@ -105,6 +122,7 @@ impl Spool {
             _lock: lock,
             #[cfg(test)]
             fail_next_sync: false,
+            unsynced: false,
         };
         // A crash during ack() can leave acknowledged segments behind.
         spool.drop_acked_segments()?;
@@ -303,10 +321,43 @@ impl Spool {
         }
     }
 
+    /// Flushes appends made in [`SyncMode::Deferred`] to stable storage.
+    /// On failure the spool must be considered unable to record (the
+    /// caller refuses work until a later `sync` succeeds).
+    pub fn sync(&mut self) -> Result<(), SpoolError> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        if self.segments.is_empty() {
+            // Everything written was acknowledged and deleted meanwhile.
+            self.unsynced = false;
+            return Ok(());
+        }
+        let path = self
+            .segments
+            .back()
+            .map(|s| s.path.clone())
+            .unwrap_or_default();
+        self.active_file()
+            .and_then(|f| f.sync_data())
+            .map_err(|e| SpoolError::io(format!("syncing segment {}", path.display()), e))?;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Whether deferred appends are waiting for [`Spool::sync`].
+    pub fn needs_sync(&self) -> bool {
+        self.unsynced
+    }
+
     fn write_and_sync(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
         let file = self.active_file()?;
         file.seek(SeekFrom::Start(offset))?;
         file.write_all(buf)?;
+        if self.config.sync == SyncMode::Deferred {
+            self.unsynced = true;
+            return Ok(());
+        }
         #[cfg(test)]
         if std::mem::take(&mut self.fail_next_sync) {
             return Err(io::Error::other("injected fdatasync failure"));
@@ -355,6 +406,9 @@ impl Spool {
     /// Creates the segment whose first record will be `first_seq` and makes
     /// its directory entry durable before anything is written to it.
     fn start_segment(&mut self, first_seq: u64) -> Result<(), SpoolError> {
+        // Deferred appends to the segment being closed must be durable
+        // before we stop tracking it.
+        self.sync()?;
         let seg = Segment::new(&self.dir, first_seq);
         // Truncating is safe: a segment named `first_seq` could only hold
         // records numbered `first_seq` or later, and none has been committed.

@@ -781,12 +781,7 @@ impl Relay {
                 attributes_json: serde_json::json!({ "statement_id": u.statement_id }).to_string(),
                 ..Default::default()
             };
-            let audit = self.ctx.agent.audit.clone();
-            tokio::spawn(async move {
-                if let Err(e) = audit.record(event).await {
-                    tracing::error!(error = %e, "cannot audit a statement result");
-                }
-            });
+            self.ctx.agent.audit.record_detached(event);
         }
     }
 
