@@ -35,6 +35,15 @@ impl DataPath {
 
     /// `rules` is the YAML list of rules of the `devs` policy (indented 6).
     pub async fn start_with(rules: &str, agent_args: Vec<String>) -> Self {
+        Self::start_full(rules, agent_args, Vec::new()).await
+    }
+
+    /// Also passes `cp_env` to the control plane.
+    pub async fn start_full(
+        rules: &str,
+        agent_args: Vec<String>,
+        cp_env: Vec<(String, String)>,
+    ) -> Self {
         let pg = Postgres::start();
         pg.psql(
             "postgres",
@@ -47,7 +56,7 @@ impl DataPath {
              INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 500) g; \
              CREATE TABLE notes (id serial PRIMARY KEY, body text);",
         );
-        let mut cp = ControlPlaneProc::start().await;
+        let mut cp = ControlPlaneProc::start_with(cp_env).await;
         let api = cp.api();
         let (s, v) = api
             .put(

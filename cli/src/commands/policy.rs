@@ -225,8 +225,10 @@ pub fn render_explanation(e: &Value) -> String {
             },
         ),
     ]);
-    if let Some(sts) = e.get("statements").and_then(Value::as_array) {
-        if sts.len() > 1 {
+    if let Some(sts) = e.get("statements").and_then(Value::as_array)
+        && sts.len() > 1
+    {
+        {
             out.push_str("statements:\n");
             for st in sts {
                 out.push_str(&format!(

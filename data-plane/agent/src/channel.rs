@@ -23,8 +23,10 @@ const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Events sent but not yet acknowledged, at most.
-const MAX_IN_FLIGHT: u64 = 5_000;
+const MAX_IN_FLIGHT: u64 = 50_000;
 const BATCH: usize = 500;
+/// Pause after a short audit batch.
+const SHIP_LINGER: Duration = Duration::from_millis(50);
 
 /// Runs forever, keeping the link up.
 pub async fn run(agent: Arc<Agent>) {
@@ -183,6 +185,13 @@ async fn ship_audit(agent: Arc<Agent>, out: mpsc::Sender<AgentMessage>) {
                         return;
                     }
                     sent = last;
+                    // A short batch: let more events gather before the next
+                    // one, so a busy agent ships hundreds per message rather
+                    // than one per statement (each costs the control plane a
+                    // database transaction).
+                    if last - acked < BATCH as u64 {
+                        tokio::time::sleep(SHIP_LINGER).await;
+                    }
                     continue;
                 }
                 Ok(_) => {}

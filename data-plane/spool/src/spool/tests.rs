@@ -928,7 +928,10 @@ fn deferred_sync_keeps_records_across_reopen_and_syncs_on_demand() {
 #[test]
 fn deferred_sync_after_everything_was_acked_is_a_no_op() {
     let dir = tempfile::tempdir().unwrap();
-    let config = SpoolConfig { sync: crate::SyncMode::Deferred, ..SpoolConfig::default() };
+    let config = SpoolConfig {
+        sync: crate::SyncMode::Deferred,
+        ..SpoolConfig::default()
+    };
     let mut spool = Spool::open(dir.path(), config).unwrap();
     let seq = spool.append(b"x").unwrap();
     spool.ack(seq).unwrap();

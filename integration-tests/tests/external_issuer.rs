@@ -1,0 +1,162 @@
+//! Trusting an external OIDC issuer: discovery, JWKS, audience, groups
+//! mapped to the admin role, and tokens accepted by agents. The issuer is a
+//! second Sluice control plane, which is a real OIDC issuer (discovery
+//! document and JWKS over HTTP).
+
+use std::time::Duration;
+
+use sluice_integration_tests::{ControlPlaneProc, datapath::DataPath, eventually, psql_via_agent};
+
+fn issuer_config(dir: &std::path::Path, issuer: &str, audience: &str) -> String {
+    let path = dir.join("issuers.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "admin_groups = [\"platform-admins\"]\n\n[[issuers]]\nissuer = \"{issuer}\"\naudiences = [\"{audience}\"]\nalgorithms = [\"EdDSA\"]\ngroups_claim = \"groups\"\nleeway_seconds = 5\nrefresh = \"1s\"\n"
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn tokens_from_a_configured_issuer_are_accepted_and_groups_map_to_admin() {
+    let mut idp = ControlPlaneProc::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = issuer_config(tmp.path(), &idp.url(), "sluice");
+    let mut cp = ControlPlaneProc::start_with(vec![("SLUICE_CONFIG".into(), config)]).await;
+
+    let admin = idp
+        .api()
+        .post_ok(
+            "/api/v1/tokens",
+            serde_json::json!({"subject": "ops@idp", "groups": ["platform-admins"]}),
+        )
+        .await;
+    let admin = admin["token"].as_str().unwrap().to_owned();
+    let user = idp.user_token("dev@idp", &["developers"]).await;
+
+    // Keys are fetched through discovery shortly after start.
+    let api = cp.api();
+    eventually(
+        Duration::from_secs(15),
+        "the external issuer's keys",
+        || async {
+            let (s, _) = api.with_token(Some(&admin)).get("/api/v1/whoami").await;
+            s.is_success().then_some(())
+        },
+    )
+    .await;
+    let who = api.with_token(Some(&admin)).get_ok("/api/v1/whoami").await;
+    assert_eq!(who["issuer"], idp.url());
+    assert_eq!(who["subject"], "ops@idp");
+    // Group membership from the issuer grants the admin role here.
+    let (s, _) = api.with_token(Some(&admin)).get("/api/v1/resources").await;
+    assert_eq!(s, 200);
+    let (s, v) = api.with_token(Some(&user)).get("/api/v1/resources").await;
+    assert_eq!(s, 403, "{v}");
+    // A token from an issuer nobody configured is refused.
+    let mut stranger = ControlPlaneProc::start().await;
+    let foreign = stranger.user_token("x", &["platform-admins"]).await;
+    let (s, _) = api.with_token(Some(&foreign)).get("/api/v1/whoami").await;
+    assert_eq!(s, 401);
+}
+
+#[tokio::test]
+async fn an_issuer_with_another_audience_is_not_trusted_for_ours() {
+    let mut idp = ControlPlaneProc::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    // Built-in tokens carry aud "sluice"; this control plane expects another.
+    let config = issuer_config(tmp.path(), &idp.url(), "some-other-app");
+    let mut cp = ControlPlaneProc::start_with(vec![("SLUICE_CONFIG".into(), config)]).await;
+    let token = idp.user_token("ops@idp", &["platform-admins"]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (s, v) = cp
+        .api()
+        .with_token(Some(&token))
+        .get("/api/v1/whoami")
+        .await;
+    assert_eq!(s, 401, "{v}");
+    assert!(v.to_string().contains("audience"), "{v}");
+}
+
+#[tokio::test]
+async fn agents_accept_tokens_of_external_issuers_from_their_snapshot() {
+    let mut idp = ControlPlaneProc::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = issuer_config(tmp.path(), &idp.url(), "sluice");
+    // The data path's control plane trusts the IdP.
+    let dp = DataPath::start_full(
+        sluice_integration_tests::datapath::DEFAULT_RULES,
+        Vec::new(),
+        vec![("SLUICE_CONFIG".into(), config)],
+    )
+    .await;
+    let token = idp.user_token("dev@idp", &["devs"]).await;
+    let (ok, out, err) = eventually(
+        Duration::from_secs(20),
+        "the agent to trust the external issuer",
+        || async {
+            let r = psql_via_agent(dp.agent.pg_port, "app", &token, "SELECT current_user");
+            r.0.then_some(r)
+        },
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "app");
+}
+
+#[tokio::test]
+async fn issuer_key_rotation_is_picked_up_by_refresh() {
+    let mut idp = ControlPlaneProc::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = issuer_config(tmp.path(), &idp.url(), "sluice");
+    let mut cp = ControlPlaneProc::start_with(vec![("SLUICE_CONFIG".into(), config)]).await;
+    let api = cp.api();
+    let old = idp.user_token("ops@idp", &["platform-admins"]).await;
+    eventually(
+        Duration::from_secs(15),
+        "the issuer's first key",
+        || async {
+            api.with_token(Some(&old))
+                .get("/api/v1/whoami")
+                .await
+                .0
+                .is_success()
+                .then_some(())
+        },
+    )
+    .await;
+
+    // The IdP loses its keys and comes back at the same URL with new ones.
+    idp.stop();
+    std::fs::remove_dir_all(idp.data_dir()).unwrap();
+    idp.start_again().await;
+    let (ok, new, err) = idp.run_offline(&[
+        "token",
+        "issue",
+        "--subject",
+        "ops@idp",
+        "--group",
+        "platform-admins",
+    ]);
+    assert!(ok, "{err}");
+    let new = new.trim().to_owned();
+
+    eventually(
+        Duration::from_secs(15),
+        "the rotated key to be trusted",
+        || async {
+            api.with_token(Some(&new))
+                .get("/api/v1/whoami")
+                .await
+                .0
+                .is_success()
+                .then_some(())
+        },
+    )
+    .await;
+    // Tokens signed by the retired key no longer verify.
+    let (s, _) = api.with_token(Some(&old)).get("/api/v1/whoami").await;
+    assert_eq!(s, 401);
+}
