@@ -242,14 +242,15 @@ fn run(
             }
             last_sync = Instant::now();
         }
-        if pending_ack.is_some() && (first.is_none() || last_ack.elapsed() >= ACK_EVERY) {
-            if let Some(seq) = pending_ack.take() {
-                if let Err(e) = spool.ack(seq) {
-                    tracing::error!(seq, error = %e, "cannot record audit acknowledgement");
-                }
-                last_ack = Instant::now();
-                let _ = status.send(status_of(&spool));
+        if pending_ack.is_some()
+            && (first.is_none() || last_ack.elapsed() >= ACK_EVERY)
+            && let Some(seq) = pending_ack.take()
+        {
+            if let Err(e) = spool.ack(seq) {
+                tracing::error!(seq, error = %e, "cannot record audit acknowledgement");
             }
+            last_ack = Instant::now();
+            let _ = status.send(status_of(&spool));
         }
         let Some(first) = first else { continue };
         let mut pending = vec![first];
