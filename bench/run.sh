@@ -152,5 +152,5 @@ sleep 1
 RSS_LOADED=$(rss_kb "$AGENT_PID")
 exec 7>&-
 
-python3 bench/report.py "$results" "$OUT" "$RSS_IDLE" "$RSS_AFTER_RUNS" "$RSS_LOADED" "$IDLE" "$SECS" "$SCALE"
+BENCH_NOTES_FILE=bench/notes.md python3 bench/report.py "$results" "$OUT" "$RSS_IDLE" "$RSS_AFTER_RUNS" "$RSS_LOADED" "$IDLE" "$SECS" "$SCALE"
 echo "wrote $OUT"
