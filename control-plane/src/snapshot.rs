@@ -45,6 +45,9 @@ pub fn row_to_spec(row: &ResourceRow) -> Result<ResourceSpec, SnapshotError> {
     if !row.credential.is_empty() {
         v["credential"] = row.credential.clone().into();
     }
+    if !row.tls_ca.is_empty() {
+        v["tls_ca"] = row.tls_ca.clone().into();
+    }
     serde_json::from_value(v).map_err(|e| SnapshotError::Resource {
         name: row.name.clone(),
         reason: e.to_string(),
@@ -74,6 +77,7 @@ pub fn spec_to_row(spec: &ResourceSpec) -> ResourceRow {
         tls_mode: Some(s("tls_mode"))
             .filter(|m| !m.is_empty())
             .unwrap_or_else(|| "disable".into()),
+        tls_ca: s("tls_ca"),
         audit_mode: Some(s("audit_mode"))
             .filter(|m| !m.is_empty())
             .unwrap_or_else(|| "fail_closed".into()),
@@ -165,7 +169,7 @@ pub async fn build(
                 credential: r.credential.clone(),
                 labels: r.labels.clone().into_iter().collect(),
                 tls_mode: r.tls_mode.clone(),
-                tls_ca_pem: String::new(),
+                tls_ca_pem: r.tls_ca.clone(),
                 audit_mode: r.audit_mode.clone(),
             })
             .collect(),

@@ -198,6 +198,11 @@ impl Postgres {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The data directory (owned by `postgres` when running as root).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// Puts `line` first in pg_hba.conf and reloads the configuration.
     pub fn prepend_hba(&self, line: &str) {
         let path = self.dir.path().join("data").join("pg_hba.conf");

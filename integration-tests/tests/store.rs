@@ -130,6 +130,7 @@ fn resource(name: &str, agent: &str) -> ResourceRow {
         credential: "app-rw".to_owned(),
         labels: BTreeMap::new(),
         tls_mode: "disable".to_owned(),
+        tls_ca: String::new(),
         audit_mode: "fail_closed".to_owned(),
         updated_at: 1_700_000_000_000,
     }

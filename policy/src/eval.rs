@@ -936,6 +936,7 @@ policies:
             credential: None,
             labels: Default::default(),
             tls_mode: Default::default(),
+            tls_ca: None,
             audit_mode: Default::default(),
         };
         compile(doc, &[r], "a")

@@ -58,6 +58,10 @@ pub struct ResourceSpec {
     /// TLS towards the target.
     #[serde(default)]
     pub tls_mode: TlsMode,
+    /// PEM of the CA that signed the target's certificate (for
+    /// `tls_mode: verify-full`). Public data, not a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<String>,
     /// What to do when an audit event cannot be spooled.
     #[serde(default)]
     pub audit_mode: AuditMode,

@@ -139,6 +139,21 @@ impl Validator {
             ),
             _ => {}
         }
+        let has_ca = r
+            .tls_ca
+            .as_deref()
+            .is_some_and(|c| c.contains("-----BEGIN CERTIFICATE-----"));
+        if r.tls_mode == crate::model::TlsMode::VerifyFull && !has_ca {
+            self.error(
+                path.key("tls_ca"),
+                "`tls_mode: verify-full` needs `tls_ca`: the PEM certificate of the CA that signed the target's certificate",
+            );
+        } else if r.tls_ca.is_some() && !has_ca {
+            self.error(
+                path.key("tls_ca"),
+                "`tls_ca` must hold a PEM certificate (-----BEGIN CERTIFICATE-----)",
+            );
+        }
         if r.credential.as_deref().is_some_and(|c| c.trim().is_empty()) {
             self.error(
                 path.key("credential"),
@@ -633,7 +648,8 @@ resources:
   - { name: e, kind: http, agent: eu, address: \"[::1]:80\", credential: \"\" }
   - { name: f, kind: http, agent: eu, address: \"host:99999\" }
   - { name: g, kind: http, agent: eu, address: \"https://x:443\" }
-  - { name: h, kind: postgres, agent: eu, address: \"[::1]:5432\", database: orders, tls_mode: verify-full, audit_mode: best_effort }
+  - { name: h, kind: postgres, agent: eu, address: \"[::1]:5432\", database: orders, tls_mode: verify-full, tls_ca: \"-----BEGIN CERTIFICATE-----\", audit_mode: best_effort }
+  - { name: i, kind: postgres, agent: eu, address: \"h:5432\", database: orders, tls_mode: verify-full }
 ";
         assert_errors(
             text,
@@ -668,6 +684,11 @@ resources:
                     8,
                     "resources[6].address",
                     "address `https://x:443` must look like host:port",
+                ),
+                (
+                    10,
+                    "resources[8].tls_ca",
+                    "`tls_mode: verify-full` needs `tls_ca`",
                 ),
             ],
         );

@@ -23,6 +23,7 @@ pub fn to_json(r: &ResourceRow) -> Value {
         "credential": r.credential,
         "labels": r.labels,
         "tls_mode": r.tls_mode,
+        "tls_ca": r.tls_ca,
         "audit_mode": r.audit_mode,
         "updated_at": rfc3339(r.updated_at),
     })
@@ -62,6 +63,8 @@ pub struct ResourceBody {
     #[serde(default)]
     labels: BTreeMap<String, String>,
     tls_mode: Option<String>,
+    /// PEM of the target's CA, for `tls_mode: verify-full`.
+    tls_ca: Option<String>,
     audit_mode: Option<String>,
     /// Accepted (and ignored) so a GET response can be PUT back.
     #[serde(default)]
@@ -91,6 +94,7 @@ pub async fn put(
         credential: body.credential,
         labels: body.labels,
         tls_mode: body.tls_mode.unwrap_or_else(|| "disable".into()),
+        tls_ca: body.tls_ca.unwrap_or_default(),
         audit_mode: body.audit_mode.unwrap_or_else(|| "fail_closed".into()),
         updated_at: now_ms(),
     };

@@ -211,13 +211,13 @@ impl Store {
         r: &ResourceRow,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO resources (name, kind, agent, address, database_name, credential, labels_json, tls_mode, audit_mode, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            "INSERT INTO resources (name, kind, agent, address, database_name, credential, labels_json, tls_mode, audit_mode, updated_at, tls_ca)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, agent = excluded.agent,
                address = excluded.address, database_name = excluded.database_name,
                credential = excluded.credential, labels_json = excluded.labels_json,
                tls_mode = excluded.tls_mode, audit_mode = excluded.audit_mode,
-               updated_at = excluded.updated_at",
+               updated_at = excluded.updated_at, tls_ca = excluded.tls_ca",
         )
         .bind(&r.name)
         .bind(&r.kind)
@@ -229,6 +229,7 @@ impl Store {
         .bind(&r.tls_mode)
         .bind(&r.audit_mode)
         .bind(r.updated_at)
+        .bind(&r.tls_ca)
         .execute(&mut **tx)
         .await?;
         Ok(())

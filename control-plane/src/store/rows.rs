@@ -54,7 +54,7 @@ impl SystemKeyRow {
     }
 }
 
-pub(crate) const RESOURCE_COLUMNS: &str = "name, kind, agent, address, database_name, credential, labels_json, tls_mode, audit_mode, updated_at";
+pub(crate) const RESOURCE_COLUMNS: &str = "name, kind, agent, address, database_name, credential, labels_json, tls_mode, tls_ca, audit_mode, updated_at";
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResourceRow {
@@ -66,6 +66,8 @@ pub struct ResourceRow {
     pub credential: String,
     pub labels: BTreeMap<String, String>,
     pub tls_mode: String,
+    /// PEM of the target's CA (verify-full); empty when unused.
+    pub tls_ca: String,
     pub audit_mode: String,
     pub updated_at: i64,
 }
@@ -82,6 +84,7 @@ impl ResourceRow {
             credential: r.try_get("credential")?,
             labels: serde_json::from_str(&labels).unwrap_or_default(),
             tls_mode: r.try_get("tls_mode")?,
+            tls_ca: r.try_get("tls_ca")?,
             audit_mode: r.try_get("audit_mode")?,
             updated_at: r.try_get("updated_at")?,
         })

@@ -1059,6 +1059,7 @@ fn classify_and_decide_deny_smuggled_ddl() {
         credential: None,
         labels: Default::default(),
         tls_mode: Default::default(),
+        tls_ca: None,
         audit_mode: Default::default(),
     };
     let policy: CompiledPolicy = compile(&doc, &[r], "a");

@@ -93,12 +93,8 @@ async fn connect_inner(
     let _ = tcp.set_nodelay(true);
     let mut stream = match resource.tls_mode.as_str() {
         "" | "disable" => Stream::Plain(tcp),
-        "require" => negotiate_tls(tcp, resource).await?,
-        other => {
-            return Err(UpstreamError::Tls(format!(
-                "tls_mode `{other}` is not supported yet; use `disable` or `require`"
-            )));
-        }
+        "require" | "verify-full" => negotiate_tls(tcp, resource).await?,
+        other => return Err(UpstreamError::Tls(format!("unknown tls_mode `{other}`"))),
     };
 
     // UTF-8 only: the agent parses statements as UTF-8, and encodings that
@@ -173,11 +169,32 @@ async fn negotiate_tls(
             "the target does not offer TLS but the resource requires it".into(),
         ));
     }
-    // `require` encrypts without verifying the server (libpq semantics).
-    let config = rustls::ClientConfig::builder()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(super::io::NoVerify::new()))
-        .with_no_client_auth();
+    let config = if resource.tls_mode == "verify-full" {
+        // The certificate must chain to the resource's CA and name the host
+        // the agent dials.
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut resource.tls_ca_pem.as_bytes()) {
+            let cert =
+                cert.map_err(|e| UpstreamError::Tls(format!("tls_ca is not valid PEM: {e}")))?;
+            roots.add(cert).map_err(|e| {
+                UpstreamError::Tls(format!("tls_ca is not a usable CA certificate: {e}"))
+            })?;
+        }
+        if roots.is_empty() {
+            return Err(UpstreamError::Tls(
+                "tls_mode verify-full needs tls_ca on the resource".into(),
+            ));
+        }
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth()
+    } else {
+        // `require` encrypts without verifying the server (libpq semantics).
+        rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(super::io::NoVerify::new()))
+            .with_no_client_auth()
+    };
     let host = resource
         .address
         .rsplit_once(':')
