@@ -13,11 +13,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use ring::digest;
-use rustls::{
-    DigitallySignedStruct, SignatureScheme,
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    pki_types::{CertificateDer, ServerName, UnixTime},
-};
+use rustls::pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use sluice_proto::{EnrollRequest, agent_service_client::AgentServiceClient};
 
@@ -103,76 +99,17 @@ fn pinned_fingerprint(token: &str) -> anyhow::Result<String> {
     }
 }
 
-/// Records the chain the server presents; validation happens afterwards
-/// against the pinned fingerprint, and again by the real connection.
-#[derive(Debug)]
-struct CaptureChain {
-    chain: Arc<Mutex<Vec<CertificateDer<'static>>>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for CaptureChain {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut chain = self.chain.lock().unwrap_or_else(|e| e.into_inner());
-        chain.push(end_entity.clone().into_owned());
-        chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// Fetches the CA certificate from the control plane's TLS handshake and
 /// returns it (PEM) only if its fingerprint matches the pin.
 async fn fetch_pinned_ca(host: &str, port: u16, pin: &str) -> anyhow::Result<String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = Arc::new(Mutex::new(Vec::new()));
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
+    // Validation happens after the handshake, against the pinned
+    // fingerprint, and again by the real (fully verified) connection.
+    let chain: crate::tls::Chain = Arc::new(Mutex::new(Vec::new()));
+    let config = rustls::ClientConfig::builder()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(CaptureChain {
-            chain: chain.clone(),
-            provider,
-        }))
+        .with_custom_certificate_verifier(Arc::new(crate::tls::AcceptAnyServer::capturing(
+            chain.clone(),
+        )))
         .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect((host, port))
         .await

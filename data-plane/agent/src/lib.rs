@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod postgres;
 pub mod snapshot;
 pub mod status;
+mod tls;
 
 use std::{
     sync::{

@@ -192,7 +192,7 @@ async fn negotiate_tls(
         // `require` encrypts without verifying the server (libpq semantics).
         rustls::ClientConfig::builder()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(super::io::NoVerify::new()))
+            .with_custom_certificate_verifier(Arc::new(crate::tls::AcceptAnyServer::new()))
             .with_no_client_auth()
     };
     let host = resource
