@@ -20,6 +20,7 @@ pub struct Metrics {
     pub snapshot_rejections: Counter,
     pub spool_pending: Gauge,
     pub audit_events: Counter,
+    pub audit_failures: Counter,
     pub client_connections: Family<OutcomeLabels, Counter>,
 }
 
@@ -34,6 +35,7 @@ impl Default for Metrics {
             snapshot_rejections: Counter::default(),
             spool_pending: Gauge::default(),
             audit_events: Counter::default(),
+            audit_failures: Counter::default(),
             client_connections: Family::default(),
         };
         registry.register(
@@ -65,6 +67,11 @@ impl Default for Metrics {
             "audit_events",
             "Audit events recorded",
             m.audit_events.clone(),
+        );
+        registry.register(
+            "audit_failures",
+            "Statements refused because their audit event could not be spooled",
+            m.audit_failures.clone(),
         );
         registry.register(
             "client_connections",

@@ -48,11 +48,41 @@ type Classified = Arc<Result<Vec<ClassifiedStatement>, String>>;
 
 /// Keyed by (standard_conforming_strings, text): the same bytes split into
 /// different statements depending on that setting.
-type ClassificationCache = Mutex<HashMap<(bool, String), Classified>>;
+#[derive(Default)]
+struct ClassificationCache {
+    entries: HashMap<(bool, String), Classified>,
+    /// Approximate memory held: texts plus classification results.
+    bytes: usize,
+}
 
-fn classification_cache() -> &'static ClassificationCache {
-    static CACHE: OnceLock<ClassificationCache> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+/// Memory bound of the classification cache.
+const MAX_CLASSIFIED_BYTES: usize = 8 * 1024 * 1024;
+
+fn classification_cache() -> &'static Mutex<ClassificationCache> {
+    static CACHE: OnceLock<Mutex<ClassificationCache>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(ClassificationCache::default()))
+}
+
+/// Rough size of a classification, for the cache's memory bound.
+fn footprint(sql: &str, result: &Result<Vec<ClassifiedStatement>, String>) -> usize {
+    let per_statement = |st: &ClassifiedStatement| {
+        st.text.len()
+            + st.fingerprint.len()
+            + st.facts
+                .tables_read
+                .iter()
+                .chain(&st.facts.tables_written)
+                .chain(&st.facts.functions)
+                .map(|t| t.len() + 24)
+                .sum::<usize>()
+            + 128
+    };
+    sql.len()
+        + 64
+        + result
+            .as_ref()
+            .map(|v| v.iter().map(per_statement).sum())
+            .unwrap_or(64)
 }
 
 pub fn classify(sql: &str, standard_conforming_strings: bool) -> Classified {
@@ -62,6 +92,7 @@ pub fn classify(sql: &str, standard_conforming_strings: bool) -> Classified {
         && let Some(hit) = classification_cache()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .entries
             .get(&key)
     {
         return hit.clone();
@@ -71,13 +102,19 @@ pub fn classify(sql: &str, standard_conforming_strings: bool) -> Classified {
     };
     let result = Arc::new(sluice_policy::classify_with(sql, options).map_err(|e| e.to_string()));
     if cacheable {
+        let size = footprint(sql, &result);
         let mut cache = classification_cache()
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= MAX_CLASSIFIED {
-            cache.clear();
+        // Cleared wholesale when full: classification is cheap to redo, and
+        // this keeps memory bounded when every text is new (inlined
+        // constants, or an adversary).
+        if cache.entries.len() >= MAX_CLASSIFIED || cache.bytes + size > MAX_CLASSIFIED_BYTES {
+            cache.entries.clear();
+            cache.bytes = 0;
         }
-        cache.insert(key, result.clone());
+        cache.bytes += size;
+        cache.entries.insert(key, result.clone());
     }
     result
 }

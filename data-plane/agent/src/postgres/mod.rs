@@ -197,7 +197,9 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
             }
         };
         event.decision = "allow".into();
-        if let Err(e) = agent.audit.record(event.clone()).await {
+        if let Err(e) = agent.audit.record(event.clone()).await
+            && granted.resource.audit_mode != "best_effort"
+        {
             tracing::error!(error = %e, "cannot audit a session start; refusing it");
             let r = Refusal::new("57P03", "audit_unavailable", format!("sluice cannot record this session ({e}); connections are refused until it can"));
             return refuse_unrecorded(&agent, stream, r).await;
@@ -227,6 +229,7 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
             client_addr: peer.to_string(),
             credential: granted.credential.clone(),
             idle_timeout: agent.args.idle_timeout,
+            audit_best_effort: granted.resource.audit_mode == "best_effort",
         };
         let client_reader = FrameReader::new(agent.args.max_message_bytes);
         let (totals, error) = session::run(ctx, stream, client_reader, upstream).await;

@@ -49,6 +49,9 @@ pub struct Context {
     pub client_addr: String,
     pub credential: pb::Credential,
     pub idle_timeout: Duration,
+    /// The resource's `audit_mode: best_effort`: run statements even when
+    /// their audit event cannot be spooled (default: refuse them).
+    pub audit_best_effort: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -317,8 +320,13 @@ impl Relay {
         let snapshot = self.snapshot();
         let verdict = self.judge.sql(snapshot.as_ref(), &sql);
         let statement_id = uuid::Uuid::now_v7().to_string();
-        self.audit_decision(&statement_id, &sql, Vec::new(), &verdict)
-            .await?;
+        if let Err(e) = self
+            .audit_decision(&statement_id, &sql, Vec::new(), &verdict)
+            .await
+        {
+            self.refuse_unaudited(&e.to_string(), true);
+            return Ok(());
+        }
         if !verdict.allowed {
             self.deny(&verdict, true);
             return Ok(());
@@ -347,8 +355,13 @@ impl Relay {
         let snapshot = self.snapshot();
         let verdict = self.judge.function_call(snapshot.as_ref());
         let statement_id = uuid::Uuid::now_v7().to_string();
-        self.audit_decision(&statement_id, "<FunctionCall>", Vec::new(), &verdict)
-            .await?;
+        if let Err(e) = self
+            .audit_decision(&statement_id, "<FunctionCall>", Vec::new(), &verdict)
+            .await
+        {
+            self.refuse_unaudited(&e.to_string(), true);
+            return Ok(());
+        }
         if !verdict.allowed {
             self.deny(&verdict, true);
             return Ok(());
@@ -489,8 +502,13 @@ impl Relay {
 
         if let Some((verdict, text)) = denial {
             let statement_id = uuid::Uuid::now_v7().to_string();
-            self.audit_decision(&statement_id, &text, Vec::new(), &verdict)
-                .await?;
+            if let Err(e) = self
+                .audit_decision(&statement_id, &text, Vec::new(), &verdict)
+                .await
+            {
+                // Denied either way; only the record of the denial is missing.
+                tracing::error!(error = %e, "cannot audit a denied statement");
+            }
             self.deny(&verdict, ends_with_sync);
             if !ends_with_sync {
                 self.skip_until_sync = true;
@@ -510,9 +528,13 @@ impl Relay {
             self.decision_event(&x.id, &x.text, x.params.clone(), &verdict)
         });
         let audit = &self.ctx.agent.audit;
-        try_join_all(records.map(|e| audit.record(e)))
-            .await
-            .map_err(|e| SessionError::Audit(e.to_string()))?;
+        if let Err(e) = try_join_all(records.map(|e| audit.record(e))).await {
+            if !self.ctx.audit_best_effort {
+                self.refuse_unaudited(&e.to_string(), ends_with_sync);
+                return Ok(());
+            }
+            tracing::error!(error = %e, "audit events lost (resource is best_effort); running the statements anyway");
+        }
         self.totals.statements += executes.len() as u64;
 
         for (name, p) in new_prepared {
@@ -580,12 +602,12 @@ impl Relay {
         verdict: &Verdict,
     ) -> Result<(), SessionError> {
         let event = self.decision_event(statement_id, text, parameters, verdict);
-        self.ctx
-            .agent
-            .audit
-            .record(event)
-            .await
-            .map_err(|e| SessionError::Audit(e.to_string()))?;
+        if let Err(e) = self.ctx.agent.audit.record(event).await {
+            if !self.ctx.audit_best_effort {
+                return Err(SessionError::Audit(e.to_string()));
+            }
+            tracing::error!(error = %e, "audit event lost (resource is best_effort); running the statement anyway");
+        }
         self.ctx.agent.metrics.audit_events.inc();
         if verdict.allowed {
             self.totals.statements += 1;
@@ -593,6 +615,22 @@ impl Relay {
             self.totals.denied += 1;
         }
         Ok(())
+    }
+
+    /// Refuses a request whose audit event could not be spooled: nothing
+    /// was forwarded. The session stays usable; the next request tries again.
+    fn refuse_unaudited(&mut self, why: &str, with_rfq: bool) {
+        self.ctx.agent.metrics.audit_failures.inc();
+        let mut out = BytesMut::new();
+        let notice = messages::Notice::error("57P03", format!("sluice could not record this statement in its audit log, so it was not run: {why}"))
+            .hint("the agent's audit spool is full or unwritable; it recovers once the control plane acknowledges events or the disk accepts writes");
+        out.extend_from_slice(&notice.to_error().raw);
+        if with_rfq {
+            out.extend_from_slice(&messages::ready_for_query(self.tx_status).raw);
+        } else {
+            self.skip_until_sync = true;
+        }
+        self.emit_synthetic(out);
     }
 
     /// Answers a denied request with 42501 (and ReadyForQuery when the

@@ -1,0 +1,131 @@
+//! Audit is not optional: when the agent's spool cannot take an event, the
+//! statement it describes does not run (the default, `fail_closed`), and the
+//! client is told why in its own protocol. `best_effort` resources keep
+//! working and lose the records instead.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sluice_integration_tests::datapath::{DEFAULT_RULES, DataPath};
+use sqlx::Connection as _;
+
+/// Inserts until the agent refuses; returns (rows inserted, the refusal).
+async fn insert_until_refused(conn: &mut sqlx::postgres::PgConnection) -> (u64, sqlx::Error) {
+    for i in 0..5_000u64 {
+        if let Err(e) = sqlx::query("INSERT INTO notes (body) VALUES ($1)")
+            .bind(format!("note {i}"))
+            .execute(&mut *conn)
+            .await
+        {
+            return (i, e);
+        }
+    }
+    panic!("the spool never filled up");
+}
+
+#[tokio::test]
+async fn a_full_spool_refuses_statements_and_nothing_runs() {
+    let mut dp = DataPath::start_with(
+        DEFAULT_RULES,
+        vec!["--spool-max-bytes".into(), "65536".into()],
+    )
+    .await;
+    let mut conn = sqlx::postgres::PgConnection::connect(&dp.url())
+        .await
+        .unwrap();
+    dp.cp.stop();
+
+    let (inserted, err) = insert_until_refused(&mut conn).await;
+    assert!(
+        inserted > 0,
+        "some statements were recorded before the spool filled"
+    );
+    let db = err
+        .as_database_error()
+        .expect("a database error, not a dropped connection");
+    assert_eq!(db.code().as_deref(), Some("57P03"), "{err}");
+    assert!(
+        db.message().contains("could not record this statement"),
+        "{}",
+        db.message()
+    );
+    // Exactly the recorded statements ran; the refused one did not.
+    assert_eq!(
+        dp.target("SELECT count(*) FROM notes"),
+        inserted.to_string()
+    );
+    // The session is still usable; reads are refused too while the spool is full.
+    let err = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM items")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("57P03")
+    );
+
+    // When the control plane is back, acknowledged events free the spool.
+    dp.cp.start_again().await;
+    let start = std::time::Instant::now();
+    let n: i64 = loop {
+        match sqlx::query_scalar("SELECT count(*) FROM items")
+            .fetch_one(&mut conn)
+            .await
+        {
+            Ok(n) => break n,
+            Err(e) => assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the spool did not drain: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(n, 500);
+}
+
+#[tokio::test]
+async fn best_effort_resources_keep_running_when_the_spool_is_full() {
+    let mut dp = DataPath::start_with(
+        DEFAULT_RULES,
+        vec!["--spool-max-bytes".into(), "65536".into()],
+    )
+    .await;
+    let port = dp.pg.port;
+    let before = dp.agent.status().await.unwrap()["snapshot"]["version"]
+        .as_u64()
+        .unwrap();
+    let (s, v) = dp
+        .cp
+        .api()
+        .put(
+            "/api/v1/resources/app",
+            json!({"kind": "postgres", "agent": "edge", "address": format!("127.0.0.1:{port}"), "database": "app", "credential": "app-db", "audit_mode": "best_effort"}),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    assert_eq!(
+        dp.cp.api().get_ok("/api/v1/resources/app").await["audit_mode"],
+        "best_effort"
+    );
+    // The agent holds the new setting once it enforces a newer snapshot.
+    dp.agent
+        .wait_version(before + 1, Duration::from_secs(10))
+        .await;
+    let mut conn = sqlx::postgres::PgConnection::connect(&dp.url())
+        .await
+        .unwrap();
+    dp.cp.stop();
+    for i in 0..600u64 {
+        sqlx::query("INSERT INTO notes (body) VALUES ($1)")
+            .bind(format!("note {i}"))
+            .execute(&mut conn)
+            .await
+            .expect("best_effort keeps running");
+    }
+    assert_eq!(dp.target("SELECT count(*) FROM notes"), "600");
+    let status = dp.agent.status().await.unwrap();
+    assert!(
+        status["audit_spool"]["disk_bytes"].as_u64().unwrap() <= 65536,
+        "{status}"
+    );
+}
