@@ -37,6 +37,7 @@ pub mod explain;
 pub mod glob;
 pub mod kinds;
 mod locate;
+pub mod mask;
 pub mod model;
 pub mod parse;
 pub mod sql;
@@ -51,6 +52,7 @@ pub use error::{PolicyError, PolicyErrors, SnapshotError};
 pub use eval::{Decision, Outcome, StatementFacts, Subject, SubjectKind};
 pub use explain::{Explanation, explain};
 pub use glob::{ColumnPattern, QualifiedPattern, Quantifier, glob_match, glob_match_ci};
+pub use mask::{Match, find, mask_text};
 pub use kinds::{KindSet, SqlGroup, SqlKind, StatementSelector, UnknownStatement};
 pub use model::{
     Action, ApprovalMode, ApproveRule, AuditMode, Detector, Document, LimitRule, MaskRule,

@@ -2,17 +2,20 @@
 //! they describe is allowed to proceed, and are shipped to the control
 //! plane from there.
 //!
-//! The spool lives on one dedicated thread. Appends that arrive while a
-//! write is in flight are written together (group commit). In `always` sync
-//! mode each group is fsynced before any caller hears back. In `batch` mode
-//! (the default) a caller hears back once the kernel holds the bytes, which
-//! survives the agent being killed, and the thread fsyncs every few
-//! milliseconds; if a sync fails the log refuses every new event (and so
-//! every statement) until a sync succeeds again.
+//! Appends happen on the caller's task under a short lock: the write is a
+//! page-cache copy, so a statement does not wait for another thread. In
+//! `batch` sync mode (the default) a background thread fsyncs every few
+//! milliseconds through a duplicated file handle, outside the lock, so
+//! appends never queue behind a disk flush; if a sync fails, the log refuses
+//! every new event (and so every statement) until a sync succeeds again.
+//! In `always` mode every append is fsynced before the caller hears back.
+//! Acknowledgements from the control plane are recorded at most every
+//! 200 ms: losing one only causes a redelivery, which the control plane
+//! drops by event id.
 
 use std::{
     path::Path,
-    sync::mpsc as std_mpsc,
+    sync::{Arc, Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
 };
@@ -20,7 +23,7 @@ use std::{
 use prost::Message as _;
 use sluice_proto as pb;
 use sluice_spool::{Spool, SpoolConfig, SpoolError, SyncMode};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -30,8 +33,6 @@ pub enum AuditError {
     Full { limit: u64 },
     #[error("audit spool cannot be written: {0}")]
     Io(String),
-    #[error("audit log is shut down")]
-    Closed,
 }
 
 impl From<SpoolError> for AuditError {
@@ -41,20 +42,6 @@ impl From<SpoolError> for AuditError {
             other => Self::Io(other.to_string()),
         }
     }
-}
-
-/// Records read back from the spool, with their sequence numbers.
-type Records = Vec<(u64, Vec<u8>)>;
-type AppendReply = oneshot::Sender<Result<u64, AuditError>>;
-
-enum Cmd {
-    Append(Vec<u8>, AppendReply),
-    Read {
-        after: u64,
-        max: usize,
-        reply: oneshot::Sender<Result<Records, AuditError>>,
-    },
-    Ack(u64),
 }
 
 /// Spool counters, published after every change.
@@ -70,21 +57,34 @@ pub struct SpoolStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AuditSync {
     /// fsync before a statement is forwarded (survives power loss; costs a
-    /// disk flush per group of concurrent statements).
+    /// disk flush on every statement's path).
     Always,
     /// write before forwarding, fsync every `--audit-sync-interval`.
     Batch,
 }
 
+struct Shared {
+    spool: Spool,
+    /// Set when a deferred sync failed: nothing new is accepted until a
+    /// later sync succeeds (what was written might not be on disk).
+    sync_failure: Option<String>,
+    pending_ack: Option<u64>,
+}
+
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: std_mpsc::Sender<Cmd>,
+    shared: Arc<Mutex<Shared>>,
+    status_tx: Arc<watch::Sender<SpoolStatus>>,
     status: watch::Receiver<SpoolStatus>,
     agent: String,
 }
 
+/// Longest delay before an acknowledgement is written down.
+const ACK_EVERY: Duration = Duration::from_millis(200);
+
 impl AuditLog {
-    /// Opens the spool (recovering it after a crash) and starts its thread.
+    /// Opens the spool (recovering it after a crash) and starts the thread
+    /// that syncs it and records acknowledgements.
     pub fn open(
         dir: &Path,
         max_bytes: u64,
@@ -104,49 +104,75 @@ impl AuditLog {
                 ..SpoolConfig::default()
             },
         )?;
-        let (tx, rx) = std_mpsc::channel();
         let (status_tx, status) = watch::channel(status_of(&spool));
+        let log = Self {
+            shared: Arc::new(Mutex::new(Shared {
+                spool,
+                sync_failure: None,
+                pending_ack: None,
+            })),
+            status_tx: Arc::new(status_tx),
+            status,
+            agent,
+        };
+        let background = log.clone();
         thread::Builder::new()
-            .name("audit-spool".into())
-            .spawn(move || run(spool, rx, status_tx, interval))
+            .name("audit-sync".into())
+            .spawn(move || background.maintain(interval))
             .map_err(|e| AuditError::Io(e.to_string()))?;
-        Ok(Self { tx, status, agent })
+        Ok(log)
     }
 
-    /// Durably records an event; returns its sequence number. Fills in the
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, shared: &Shared) {
+        let status = status_of(&shared.spool);
+        self.status_tx.send_if_modified(|s| {
+            let changed = *s != status;
+            *s = status;
+            changed
+        });
+    }
+
+    fn fill_in(&self, event: &mut pb::AuditEvent) {
+        if event.id.is_empty() {
+            event.id = uuid::Uuid::now_v7().to_string();
+        }
+        if event.time_unix_ms == 0 {
+            event.time_unix_ms = i64::try_from(crate::snapshot::now_ms()).unwrap_or(i64::MAX);
+        }
+        if event.agent.is_empty() {
+            event.agent.clone_from(&self.agent);
+        }
+    }
+
+    fn append(&self, event: &mut pb::AuditEvent) -> Result<u64, AuditError> {
+        self.fill_in(event);
+        let bytes = event.encode_to_vec();
+        let mut shared = self.lock();
+        if let Some(why) = &shared.sync_failure {
+            return Err(AuditError::Io(format!("cannot flush to disk: {why}")));
+        }
+        let seq = shared.spool.append(&bytes)?;
+        self.publish(&shared);
+        Ok(seq)
+    }
+
+    /// Durably records an event (see the module docs for what "durably"
+    /// means in each sync mode); returns its sequence number. Fills in the
     /// id, time and agent if unset.
     pub async fn record(&self, mut event: pb::AuditEvent) -> Result<u64, AuditError> {
-        if event.id.is_empty() {
-            event.id = uuid::Uuid::now_v7().to_string();
-        }
-        if event.time_unix_ms == 0 {
-            event.time_unix_ms = i64::try_from(crate::snapshot::now_ms()).unwrap_or(i64::MAX);
-        }
-        if event.agent.is_empty() {
-            event.agent.clone_from(&self.agent);
-        }
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd::Append(event.encode_to_vec(), reply))
-            .map_err(|_| AuditError::Closed)?;
-        rx.await.map_err(|_| AuditError::Closed)?
+        self.append(&mut event)
     }
 
-    /// Queues an event without waiting for it to be written (for events
-    /// that describe work already done, e.g. a statement's result). Write
-    /// failures are logged by the spool thread.
+    /// Records an event that describes work already done (e.g. a
+    /// statement's result); a failure is logged, not returned.
     pub fn record_detached(&self, mut event: pb::AuditEvent) {
-        if event.id.is_empty() {
-            event.id = uuid::Uuid::now_v7().to_string();
+        if let Err(e) = self.append(&mut event) {
+            tracing::error!(error = %e, kind = %event.kind, "cannot audit an event");
         }
-        if event.time_unix_ms == 0 {
-            event.time_unix_ms = i64::try_from(crate::snapshot::now_ms()).unwrap_or(i64::MAX);
-        }
-        if event.agent.is_empty() {
-            event.agent.clone_from(&self.agent);
-        }
-        let (reply, _) = oneshot::channel();
-        let _ = self.tx.send(Cmd::Append(event.encode_to_vec(), reply));
     }
 
     /// Unacknowledged events after `after`, with their sequence numbers set.
@@ -155,11 +181,7 @@ impl AuditLog {
         after: u64,
         max: usize,
     ) -> Result<Vec<pb::AuditEvent>, AuditError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd::Read { after, max, reply })
-            .map_err(|_| AuditError::Closed)?;
-        let records = rx.await.map_err(|_| AuditError::Closed)??;
+        let records = self.lock().spool.read_after(after, max, 4 * 1024 * 1024)?;
         let mut out = Vec::with_capacity(records.len());
         for (seq, bytes) in records {
             match pb::AuditEvent::decode(bytes.as_slice()) {
@@ -182,12 +204,64 @@ impl AuditLog {
         Ok(out)
     }
 
+    /// The control plane stored every event up to `seq`.
     pub fn ack(&self, seq: u64) {
-        let _ = self.tx.send(Cmd::Ack(seq));
+        let mut shared = self.lock();
+        shared.pending_ack = shared.pending_ack.max(Some(seq));
     }
 
     pub fn status(&self) -> watch::Receiver<SpoolStatus> {
         self.status.clone()
+    }
+
+    /// Background work: periodic fsync (outside the lock) and acks.
+    fn maintain(self, interval: Duration) {
+        let mut last_ack = Instant::now();
+        loop {
+            thread::sleep(interval);
+            // Sync through a duplicated handle so appends continue meanwhile.
+            let handle = self.lock().spool.sync_handle();
+            match handle {
+                Ok(Some((file, token))) => {
+                    let result = file.sync_data();
+                    let mut shared = self.lock();
+                    match result {
+                        Ok(()) => {
+                            shared.spool.synced(token);
+                            if shared.sync_failure.take().is_some() {
+                                tracing::warn!("audit spool syncs again; accepting events");
+                            }
+                        }
+                        Err(e) => {
+                            if shared.sync_failure.is_none() {
+                                tracing::error!(error = %e, "audit spool cannot be flushed to disk; refusing new events");
+                            }
+                            shared.sync_failure = Some(e.to_string());
+                        }
+                    }
+                }
+                Ok(None) => {
+                    let mut shared = self.lock();
+                    if shared.sync_failure.take().is_some() {
+                        tracing::warn!("audit spool syncs again; accepting events");
+                    }
+                }
+                Err(e) => self.lock().sync_failure = Some(e.to_string()),
+            }
+            if last_ack.elapsed() >= ACK_EVERY {
+                let mut shared = self.lock();
+                if let Some(seq) = shared.pending_ack.take() {
+                    if let Err(e) = shared.spool.ack(seq) {
+                        tracing::error!(seq, error = %e, "cannot record audit acknowledgement");
+                    }
+                    self.publish(&shared);
+                }
+                last_ack = Instant::now();
+            }
+            if Arc::strong_count(&self.shared) == 1 {
+                return; // every AuditLog handle is gone
+            }
+        }
     }
 }
 
@@ -197,118 +271,5 @@ fn status_of(s: &Spool) -> SpoolStatus {
         acked_seq: s.acked_seq(),
         pending: s.pending_records(),
         disk_bytes: s.disk_bytes(),
-    }
-}
-
-/// Longest delay before an acknowledgement is written down.
-const ACK_EVERY: Duration = Duration::from_millis(200);
-
-/// Most appends committed under one fsync.
-const MAX_GROUP: usize = 512;
-
-fn run(
-    mut spool: Spool,
-    rx: std_mpsc::Receiver<Cmd>,
-    status: watch::Sender<SpoolStatus>,
-    interval: Duration,
-) {
-    // Set when a deferred sync failed: nothing new is accepted until a
-    // later sync succeeds (what was written might not be on disk).
-    let mut sync_failure: Option<String> = None;
-    let mut last_sync = Instant::now();
-    let mut pending_ack: Option<u64> = None;
-    let mut last_ack = Instant::now();
-    loop {
-        let first = match rx.recv_timeout(interval) {
-            Ok(cmd) => Some(cmd),
-            Err(std_mpsc::RecvTimeoutError::Timeout) => None,
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        if spool.needs_sync() && (first.is_none() || last_sync.elapsed() >= interval)
-            || sync_failure.is_some()
-        {
-            match spool.sync() {
-                Ok(()) => {
-                    if sync_failure.take().is_some() {
-                        tracing::warn!("audit spool syncs again; accepting events");
-                    }
-                }
-                Err(e) => {
-                    if sync_failure.is_none() {
-                        tracing::error!(error = %e, "audit spool cannot be flushed to disk; refusing new events");
-                    }
-                    sync_failure = Some(e.to_string());
-                }
-            }
-            last_sync = Instant::now();
-        }
-        if pending_ack.is_some()
-            && (first.is_none() || last_ack.elapsed() >= ACK_EVERY)
-            && let Some(seq) = pending_ack.take()
-        {
-            if let Err(e) = spool.ack(seq) {
-                tracing::error!(seq, error = %e, "cannot record audit acknowledgement");
-            }
-            last_ack = Instant::now();
-            let _ = status.send(status_of(&spool));
-        }
-        let Some(first) = first else { continue };
-        let mut pending = vec![first];
-        while pending.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(cmd) => pending.push(cmd),
-                Err(_) => break,
-            }
-        }
-        let mut appends: Vec<(Vec<u8>, AppendReply)> = Vec::new();
-        for cmd in pending {
-            match cmd {
-                Cmd::Append(bytes, reply) => appends.push((bytes, reply)),
-                Cmd::Read { after, max, reply } => {
-                    let _ = reply.send(
-                        spool
-                            .read_after(after, max, 4 * 1024 * 1024)
-                            .map_err(AuditError::from),
-                    );
-                }
-                // Recording an ack durably costs two fsyncs; losing one only
-                // means redelivery (the control plane drops duplicates by
-                // event id), so acks are applied at most every ACK_EVERY.
-                Cmd::Ack(seq) => pending_ack = pending_ack.max(Some(seq)),
-            }
-        }
-        if let (false, Some(why)) = (appends.is_empty(), &sync_failure) {
-            for (_, reply) in appends.drain(..) {
-                let _ = reply.send(Err(AuditError::Io(format!("cannot flush to disk: {why}"))));
-            }
-        }
-        if !appends.is_empty() {
-            let records: Vec<&[u8]> = appends.iter().map(|(b, _)| b.as_slice()).collect();
-            match spool.append_batch(&records) {
-                Ok(seqs) => {
-                    for ((_, reply), seq) in appends.into_iter().zip(seqs) {
-                        let _ = reply.send(Ok(seq));
-                    }
-                }
-                Err(SpoolError::Full { .. }) if appends.len() > 1 => {
-                    // All-or-nothing failed for the group: retry one by one
-                    // so whatever still fits is kept.
-                    for (bytes, reply) in appends {
-                        let _ = reply.send(spool.append(&bytes).map_err(AuditError::from));
-                    }
-                }
-                Err(e) => {
-                    let e = AuditError::from(e);
-                    tracing::error!(error = %e, "audit spool write failed; refusing the work it describes");
-                    for (_, reply) in appends {
-                        let _ = reply.send(Err(match &e {
-                            AuditError::Full { limit } => AuditError::Full { limit: *limit },
-                            other => AuditError::Io(other.to_string()),
-                        }));
-                    }
-                }
-            }
-        }
-        let _ = status.send(status_of(&spool));
     }
 }

@@ -80,6 +80,9 @@ pub struct Spool {
     fail_next_sync: bool,
     /// Bytes written to the active segment but not yet synced (deferred mode).
     unsynced: bool,
+    /// Counts deferred writes, so a sync done outside the spool (see
+    /// [`Spool::sync_handle`]) only clears what it covered.
+    write_gen: u64,
 }
 
 impl Spool {
@@ -123,6 +126,7 @@ impl Spool {
             #[cfg(test)]
             fail_next_sync: false,
             unsynced: false,
+            write_gen: 0,
         };
         // A crash during ack() can leave acknowledged segments behind.
         spool.drop_acked_segments()?;
@@ -345,6 +349,38 @@ impl Spool {
         Ok(())
     }
 
+    /// A duplicate handle of the active segment and a token, for syncing
+    /// without holding the spool (appends continue meanwhile). Pass the
+    /// token to [`Spool::synced`] once `sync_data` on the handle succeeded.
+    /// `None` when nothing waits for a sync.
+    pub fn sync_handle(&mut self) -> Result<Option<(File, u64)>, SpoolError> {
+        if !self.unsynced {
+            return Ok(None);
+        }
+        if self.segments.is_empty() {
+            self.unsynced = false;
+            return Ok(None);
+        }
+        let path = self
+            .segments
+            .back()
+            .map(|s| s.path.clone())
+            .unwrap_or_default();
+        let handle = self
+            .active_file()
+            .and_then(|f| f.try_clone())
+            .map_err(|e| SpoolError::io(format!("duplicating segment {}", path.display()), e))?;
+        Ok(Some((handle, self.write_gen)))
+    }
+
+    /// Records that a sync through [`Spool::sync_handle`] completed: the
+    /// writes up to `token` are durable.
+    pub fn synced(&mut self, token: u64) {
+        if self.write_gen == token {
+            self.unsynced = false;
+        }
+    }
+
     /// Whether deferred appends are waiting for [`Spool::sync`].
     pub fn needs_sync(&self) -> bool {
         self.unsynced
@@ -356,6 +392,7 @@ impl Spool {
         file.write_all(buf)?;
         if self.config.sync == SyncMode::Deferred {
             self.unsynced = true;
+            self.write_gen += 1;
             return Ok(());
         }
         #[cfg(test)]

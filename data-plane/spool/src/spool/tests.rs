@@ -941,3 +941,24 @@ fn deferred_sync_after_everything_was_acked_is_a_no_op() {
     spool.sync().unwrap();
     assert_eq!(spool.read_after(seq - 1, 10, 1 << 20).unwrap().len(), 1);
 }
+
+#[test]
+fn external_sync_only_clears_the_writes_it_covered() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SpoolConfig {
+        sync: crate::SyncMode::Deferred,
+        ..SpoolConfig::default()
+    };
+    let mut spool = Spool::open(dir.path(), config).unwrap();
+    assert!(spool.sync_handle().unwrap().is_none());
+    spool.append(b"a").unwrap();
+    let (file, token) = spool.sync_handle().unwrap().expect("a write waits");
+    spool.append(b"b").unwrap(); // written after the handle was taken
+    file.sync_data().unwrap();
+    spool.synced(token);
+    assert!(spool.needs_sync(), "the later write is not covered");
+    let (file, token) = spool.sync_handle().unwrap().unwrap();
+    file.sync_data().unwrap();
+    spool.synced(token);
+    assert!(!spool.needs_sync());
+}

@@ -1,0 +1,128 @@
+//! Masking by value: detectors that find sensitive values inside text, and
+//! the strategies that rewrite them.
+//!
+//! The agent runs [`mask_text`] over every text value of every result row
+//! (and over notices, error messages and recordings), so the detectors are
+//! hand-written byte scanners: no regex, no allocation unless something
+//! matched, one pass per detector that jumps between cheap anchor bytes
+//! (`@`, digits, `+`, `(`, uppercase letters, `-----BEGIN`).
+//!
+//! Every pattern starts and ends on an ASCII byte, so match offsets are always
+//! on char boundaries whatever Unicode text surrounds them. Nothing here
+//! panics on any input; when in doubt a detector matches more rather than
+//! less, and a private key whose END marker is missing is masked to the end
+//! of the text (fail closed).
+
+mod detectors;
+mod strategy;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+
+use crate::model::{Detector, MaskStrategy};
+
+pub use strategy::{REDACTED, apply};
+
+/// One sensitive value found in a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Match {
+    /// Byte offset of the first byte (on a char boundary).
+    pub start: usize,
+    /// Byte offset just past the last byte (on a char boundary).
+    pub end: usize,
+    /// The detector that found it.
+    pub detector: Detector,
+}
+
+impl Match {
+    /// The matched text.
+    pub fn as_str<'t>(&self, text: &'t str) -> Option<&'t str> {
+        text.get(self.start..self.end)
+    }
+}
+
+/// Finds the sensitive values in `text`, left to right, without overlaps.
+///
+/// When matches of different detectors overlap, the longer one is kept; on
+/// equal length, the one whose detector comes first in `detectors`. Returns an
+/// empty vector (no allocation) when nothing matched.
+pub fn find(detectors: &[Detector], text: &str) -> Vec<Match> {
+    // (rank in `detectors`, match): a detector's own matches never overlap.
+    let mut found: Vec<(usize, Match)> = Vec::new();
+    for (rank, &detector) in detectors.iter().enumerate() {
+        if detectors.iter().take(rank).any(|&d| d == detector) {
+            continue;
+        }
+        detectors::scan(detector, text, &mut |start, end| {
+            if start < end {
+                let (start, end) = widen_to_char_boundaries(text, start, end);
+                found.push((rank, Match { start, end, detector }));
+            }
+        });
+    }
+    if found.len() <= 1 {
+        return found.into_iter().map(|(_, m)| m).collect();
+    }
+    resolve_overlaps(found)
+}
+
+/// Keeps the longest matches first (then the earliest detector, then the
+/// leftmost), dropping whatever overlaps an already kept match.
+fn resolve_overlaps(mut found: Vec<(usize, Match)>) -> Vec<Match> {
+    found.sort_by_key(|&(rank, m)| (std::cmp::Reverse(m.end - m.start), rank, m.start));
+    let mut kept: Vec<Match> = Vec::with_capacity(found.len());
+    for (_, m) in found {
+        let at = kept.partition_point(|k| k.start < m.start);
+        let clear_before = at == 0 || kept.get(at - 1).is_none_or(|k| k.end <= m.start);
+        let clear_after = kept.get(at).is_none_or(|k| m.end <= k.start);
+        if clear_before && clear_after {
+            kept.insert(at, m);
+        }
+    }
+    kept
+}
+
+/// Scanners only cut at ASCII bytes; this keeps that promise even if one
+/// ever did not, by growing the span rather than shrinking it (fail closed).
+fn widen_to_char_boundaries(text: &str, mut start: usize, mut end: usize) -> (usize, usize) {
+    end = end.min(text.len());
+    start = start.min(end);
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    while !text.is_char_boundary(end) {
+        end += 1;
+    }
+    (start, end)
+}
+
+/// Rewrites every value the detectors find in `text` with `strategy`.
+///
+/// Returns `Some(Cow::Borrowed(text))` when nothing matched (no allocation),
+/// `Some(Cow::Owned(_))` with every match replaced by [`apply`], and `None`
+/// when the whole value must become SQL NULL: the `null` strategy with at
+/// least one match (or, defensively, a match that could not be sliced).
+pub fn mask_text<'t>(
+    detectors: &[Detector],
+    strategy: MaskStrategy,
+    text: &'t str,
+    key: &[u8],
+) -> Option<Cow<'t, str>> {
+    let matches = find(detectors, text);
+    if matches.is_empty() {
+        return Some(Cow::Borrowed(text));
+    }
+    if strategy == MaskStrategy::Null {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut last = 0;
+    for m in &matches {
+        out.push_str(text.get(last..m.start)?);
+        out.push_str(&apply(strategy, m.as_str(text)?, key)?);
+        last = m.end;
+    }
+    out.push_str(text.get(last..)?);
+    Some(Cow::Owned(out))
+}
