@@ -28,6 +28,10 @@
 //! library: parsing is computation, not I/O, and keeping it next to the
 //! evaluator means the control plane's `explain` classifies exactly as the
 //! agent does.
+//!
+//! Masking by value lives here too ([`mask`]): hand-written detectors (no
+//! regex) that the agent runs over every text value of every result row, and
+//! the strategies that rewrite what they find.
 
 pub mod compile;
 pub mod duration;
@@ -52,8 +56,8 @@ pub use error::{PolicyError, PolicyErrors, SnapshotError};
 pub use eval::{Decision, Outcome, StatementFacts, Subject, SubjectKind};
 pub use explain::{Explanation, explain};
 pub use glob::{ColumnPattern, QualifiedPattern, Quantifier, glob_match, glob_match_ci};
-pub use mask::{Match, find, mask_text};
 pub use kinds::{KindSet, SqlGroup, SqlKind, StatementSelector, UnknownStatement};
+pub use mask::{Match, find, mask_text};
 pub use model::{
     Action, ApprovalMode, ApproveRule, AuditMode, Detector, Document, LimitRule, MaskRule,
     MaskStrategy, MatchRule, Policy, ResourceKind, ResourceSelector, ResourceSpec, Rule,

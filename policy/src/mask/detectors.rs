@@ -74,7 +74,9 @@ fn in_decimal(b: &[u8], start: usize, end: usize) -> bool {
 
 /// Value of the ASCII digits in `b[from..from + n]` (all digits assumed).
 fn number(b: &[u8], from: usize, n: usize) -> u32 {
-    (from..from + n).fold(0, |acc, i| acc * 10 + u32::from(byte(b, i).wrapping_sub(b'0')))
+    (from..from + n).fold(0, |acc, i| {
+        acc * 10 + u32::from(byte(b, i).wrapping_sub(b'0'))
+    })
 }
 
 // ------------------------------------------------------------------ email
@@ -93,7 +95,10 @@ fn is_domain(c: u8) -> bool {
 fn email(b: &[u8], emit: &mut impl FnMut(usize, usize)) {
     let mut from = 0;
     let mut floor = 0; // the local part may not reach into the previous match
-    while let Some(off) = b.get(from..).and_then(|r| r.iter().position(|&c| c == b'@')) {
+    while let Some(off) = b
+        .get(from..)
+        .and_then(|r| r.iter().position(|&c| c == b'@'))
+    {
         let at = from + off;
         from = at + 1;
         let mut start = at;
@@ -193,8 +198,7 @@ fn card_at(b: &[u8], start: usize) -> Option<usize> {
             n_ends += 1;
         }
         let next = byte(b, i);
-        if !matches!(next, b' ' | b'-') || (sep != 0 && next != sep) || !is_digit(byte(b, i + 1))
-        {
+        if !matches!(next, b' ' | b'-') || (sep != 0 && next != sep) || !is_digit(byte(b, i + 1)) {
             break;
         }
         sep = next;
@@ -225,7 +229,7 @@ fn luhn(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Visa, Mastercard, Amex, Discover, Diners and JCB prefixes.
@@ -301,7 +305,11 @@ fn ssn_at(b: &[u8], s: usize) -> Option<usize> {
         return None;
     };
     // Where the group and the serial start, after any separators.
-    let (group_at, serial_at) = if first == 9 { (s + 3, s + 5) } else { (s + 4, s + 7) };
+    let (group_at, serial_at) = if first == 9 {
+        (s + 3, s + 5)
+    } else {
+        (s + 4, s + 7)
+    };
     let area = number(b, s, 3);
     let group = number(b, group_at, 2);
     let serial = number(b, serial_at, 4);
@@ -351,7 +359,9 @@ fn iban(b: &[u8], emit: &mut impl FnMut(usize, usize)) {
 fn iban_at(b: &[u8], s: usize) -> Option<usize> {
     const MAX: usize = 34;
     let is_char = |c: u8| c.is_ascii_uppercase() || c.is_ascii_digit();
-    if !byte(b, s + 1).is_ascii_uppercase() || !is_digit(byte(b, s + 2)) || !is_digit(byte(b, s + 3))
+    if !byte(b, s + 1).is_ascii_uppercase()
+        || !is_digit(byte(b, s + 2))
+        || !is_digit(byte(b, s + 3))
     {
         return None;
     }
@@ -477,8 +487,7 @@ fn e164_at(b: &[u8], plus: usize) -> Option<usize> {
 /// `(AAA) BBB-CCCC`, also `(AAA)BBB-CCCC` and with `.` or a space before the
 /// last group.
 fn paren_at(b: &[u8], open: usize) -> Option<usize> {
-    if is_alnum(prev(b, open, 1)) || run(b, open + 1, is_digit) != 3 || byte(b, open + 4) != b')'
-    {
+    if is_alnum(prev(b, open, 1)) || run(b, open + 1, is_digit) != 3 || byte(b, open + 4) != b')' {
         return None;
     }
     let mut i = open + 5;
@@ -523,8 +532,7 @@ fn national_at(b: &[u8], s: usize) -> Option<(usize, usize)> {
         return None;
     }
     let end = body + 12;
-    let glued_before =
-        is_alnum(prev(b, s, 1)) || (prev(b, s, 1) == sep && is_digit(prev(b, s, 2)));
+    let glued_before = is_alnum(prev(b, s, 1)) || (prev(b, s, 1) == sep && is_digit(prev(b, s, 2)));
     let glued_after = is_alnum(byte(b, end)) || (byte(b, end) == sep && is_digit(byte(b, end + 1)));
     if glued_before || glued_after {
         return None;
@@ -555,9 +563,10 @@ fn key_at(b: &[u8], s: usize) -> Option<usize> {
     let rest = b.get(s..)?;
     let upper_alnum = |c: u8| c.is_ascii_uppercase() || c.is_ascii_digit();
     let b64url = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
-    let exact = |from: usize, n: usize, class: &dyn Fn(u8) -> bool, next_ok: &dyn Fn(u8) -> bool| {
-        (run(b, from, class) == n && next_ok(byte(b, from + n))).then_some(from + n)
-    };
+    let exact =
+        |from: usize, n: usize, class: &dyn Fn(u8) -> bool, next_ok: &dyn Fn(u8) -> bool| {
+            (run(b, from, class) == n && next_ok(byte(b, from + n))).then_some(from + n)
+        };
     let at_least = |from: usize, min: usize, max: usize, class: &dyn Fn(u8) -> bool| {
         let n = run(b, from, class);
         (min..=max).contains(&n).then_some(from + n)

@@ -57,7 +57,14 @@ pub fn find(detectors: &[Detector], text: &str) -> Vec<Match> {
         detectors::scan(detector, text, &mut |start, end| {
             if start < end {
                 let (start, end) = widen_to_char_boundaries(text, start, end);
-                found.push((rank, Match { start, end, detector }));
+                found.push((
+                    rank,
+                    Match {
+                        start,
+                        end,
+                        detector,
+                    },
+                ));
             }
         });
     }
