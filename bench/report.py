@@ -75,14 +75,14 @@ for mode in ("simple", "prepared"):
 w("")
 w("## Agent memory")
 w("")
-# Baseline: the RSS right before the idle sessions were opened.
-per_conn = (rss_loaded - rss_after) * 1024 / idle if idle else 0
+# Measured on a fresh agent: idle RSS, then with the idle sessions open.
+per_conn = (rss_loaded - rss_idle) * 1024 / idle if idle else 0
 w("| measure | value |")
 w("| --- | ---: |")
 w("| RSS idle (snapshot loaded, no clients) | %.1f MB |" % (rss_idle / 1024))
+w("| RSS with %d idle authenticated sessions (each with its upstream connection), before any load | %.1f MB |" % (idle, rss_loaded / 1024))
 w("| RSS after the pgbench runs, clients gone | %.1f MB |" % (rss_after / 1024))
-w("| RSS with %d idle authenticated sessions (each with its upstream connection) | %.1f MB |" % (idle, rss_loaded / 1024))
-w("| per idle session (increase over the RSS just before they opened, divided by %d) | %.1f KiB |" % (idle, per_conn / 1024))
+w("| per idle session ((loaded - idle) / %d) | %.1f KiB |" % (idle, per_conn / 1024))
 w("")
 w("## Against the targets")
 w("")

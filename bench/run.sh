@@ -115,6 +115,17 @@ sleep 1
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 RSS_IDLE=$(rss_kb "$AGENT_PID")
 
+# Memory on a fresh agent (before any load, so allocator reuse after the
+# runs cannot flatter the per-session figure).
+echo "measuring agent memory with $IDLE idle client connections..."
+exec 7> >(python3 bench/idle_clients.py 127.0.0.1 "$AGENT_PORT" bench "$TOKEN" "$IDLE" > "$work/idle.out" 2>&1)
+for _ in $(seq 1 600); do grep -q '^ready' "$work/idle.out" 2>/dev/null && break; grep -qi error "$work/idle.out" 2>/dev/null && { cat "$work/idle.out" >&2; exit 1; }; sleep 0.2; done
+grep -q '^ready' "$work/idle.out" || { echo "error: idle clients did not connect" >&2; cat "$work/idle.out" >&2; exit 1; }
+sleep 1
+RSS_LOADED=$(rss_kb "$AGENT_PID")
+exec 7>&-
+sleep 2
+
 results="$work/results.csv"
 echo "mode,clients,target,tps,latency_ms,median_us" > "$results"
 run() { # mode clients target port user password
@@ -143,14 +154,6 @@ for mode in simple prepared; do
     done
 done
 
-echo "measuring agent memory with $IDLE idle client connections..."
 RSS_AFTER_RUNS=$(rss_kb "$AGENT_PID")
-exec 7> >(python3 bench/idle_clients.py 127.0.0.1 "$AGENT_PORT" bench "$TOKEN" "$IDLE" > "$work/idle.out" 2>&1)
-for _ in $(seq 1 600); do grep -q '^ready' "$work/idle.out" 2>/dev/null && break; grep -qi error "$work/idle.out" 2>/dev/null && { cat "$work/idle.out" >&2; exit 1; }; sleep 0.2; done
-grep -q '^ready' "$work/idle.out" || { echo "error: idle clients did not connect" >&2; cat "$work/idle.out" >&2; exit 1; }
-sleep 1
-RSS_LOADED=$(rss_kb "$AGENT_PID")
-exec 7>&-
-
 BENCH_NOTES_FILE=bench/notes.md python3 bench/report.py "$results" "$OUT" "$RSS_IDLE" "$RSS_AFTER_RUNS" "$RSS_LOADED" "$IDLE" "$SECS" "$SCALE"
 echo "wrote $OUT"
