@@ -14,7 +14,7 @@ pg_bin() {       # PostgreSQL server binaries are not on PATH on Debian
 have_cmd cargo || { echo "error: cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }
 have_cmd cc || need+=(build-essential)
 have_cmd psql || need+=(postgresql-client)
-for b in initdb pg_ctl postgres; do pg_bin "$b" || { need+=(postgresql); break; }; done
+for b in initdb pg_ctl postgres pgbench; do pg_bin "$b" || { need+=(postgresql); break; }; done
 have_cmd curl || need+=(curl)
 
 if [ ${#need[@]} -eq 0 ]; then

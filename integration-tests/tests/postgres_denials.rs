@@ -119,13 +119,21 @@ async fn raw_session(dp: &DataPath) -> tokio::net::TcpStream {
 
 /// Reads frames until one with `tag`; returns all bytes read.
 async fn read_until(s: &mut tokio::net::TcpStream, tag: u8) -> Vec<u8> {
+    read_until_n(s, tag, 1).await
+}
+
+/// Reads frames until the `n`th one with `tag`.
+async fn read_until_n(s: &mut tokio::net::TcpStream, tag: u8, mut n: usize) -> Vec<u8> {
     let mut reader = sluice_pgwire::FrameReader::new(1 << 20);
     let mut all = Vec::new();
     loop {
         while let Some(f) = reader.next_frame().unwrap() {
             all.extend_from_slice(&f.raw);
             if f.tag == tag {
-                return all;
+                n -= 1;
+                if n == 0 {
+                    return all;
+                }
             }
         }
         let n = tokio::time::timeout(
@@ -285,4 +293,55 @@ async fn backslash_quote_tricks_follow_the_target_s_string_syntax() {
     assert!(ok, "{err}");
     assert!(out.contains("DROP TABLE items"));
     assert_eq!(dp.target("SELECT count(*) FROM items"), "500");
+}
+
+#[tokio::test]
+async fn changing_string_syntax_and_pipelining_cannot_smuggle_a_statement() {
+    // A policy that lets the client change standard_conforming_strings.
+    let dp = DataPath::start_with(
+        r#"
+      - deny: { sql: { statements: [delete, ddl] } }
+        name: no-delete
+      - allow: { sql: { statements: [read, session, transaction, other] } }
+"#,
+        Vec::new(),
+    )
+    .await;
+    let mut s = raw_session(&dp).await;
+    // Both in one write: the agent judges the second before the target has
+    // reported the new setting. With the setting off, the target would see
+    // `SELECT 'x'''` and then run the DELETE.
+    let mut both = frame(b'Q', b"SET standard_conforming_strings = off\0");
+    both.extend(frame(b'Q', b"SELECT 'x\\''; DELETE FROM items; --'\0"));
+    s.write_all(&both).await.unwrap();
+    let got = read_until_n(&mut s, b'Z', 2).await;
+    assert!(
+        String::from_utf8_lossy(&got).contains("42501"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(dp.target("SELECT count(*) FROM items"), "500");
+    assert!(!dp.pg.logs().contains("DELETE FROM items"));
+}
+
+#[tokio::test]
+async fn executing_a_portal_not_bound_through_the_protocol_is_refused() {
+    let dp = DataPath::start().await;
+    let mut s = raw_session(&dp).await;
+    s.write_all(&frame(
+        b'Q',
+        b"BEGIN; DECLARE c CURSOR FOR SELECT id FROM items\0",
+    ))
+    .await
+    .unwrap();
+    read_until(&mut s, b'Z').await;
+    // Execute the SQL-level cursor as a protocol portal: it would run
+    // unjudged and unaudited, so the agent refuses it.
+    let mut batch = frame(b'E', b"c\0\0\0\0\0");
+    batch.extend(frame(b'S', b""));
+    s.write_all(&batch).await.unwrap();
+    let got = read_until(&mut s, b'Z').await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("42501") && text.contains("portal"), "{text}");
+    assert!(!got.windows(1).any(|w| w == b"D"), "no rows were returned");
 }

@@ -173,7 +173,26 @@ impl Judge {
     }
 
     fn decide_sql(&self, active: &Active, sql: &str) -> Verdict {
-        let classified = classify(sql, self.standard_conforming_strings);
+        let verdict = self.decide_sql_with(active, sql, self.standard_conforming_strings);
+        // The agent learns standard_conforming_strings from the target only
+        // after a SET has run, so a client could change it and pipeline the
+        // next query before the agent knows. When a backslash could make the
+        // two string syntaxes split the text differently, the text must be
+        // allowed under both.
+        if !verdict.allowed || !sql.contains('\\') {
+            return verdict;
+        }
+        let other = self.decide_sql_with(active, sql, !self.standard_conforming_strings);
+        if other.allowed { verdict } else { other }
+    }
+
+    fn decide_sql_with(
+        &self,
+        active: &Active,
+        sql: &str,
+        standard_conforming_strings: bool,
+    ) -> Verdict {
+        let classified = classify(sql, standard_conforming_strings);
         let statements = match classified.as_ref() {
             Ok(s) => s,
             Err(e) => {

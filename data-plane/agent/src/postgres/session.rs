@@ -108,6 +108,7 @@ struct Relay {
     inflight: usize,
     /// Responses made up by the agent, released after `n` more RFQs.
     held: VecDeque<(usize, BytesMut)>,
+    held_bytes: usize,
     tx_status: u8,
     batch: Vec<Frame>,
     batch_bytes: usize,
@@ -126,6 +127,8 @@ struct Relay {
 pub enum SessionError {
     #[error("client protocol violation: {0}")]
     Protocol(String),
+    #[error("the target database sent an invalid message: {0}")]
+    Upstream(String),
     #[error("audit spool unavailable: {0}")]
     Audit(String),
     #[error("connection error: {0}")]
@@ -164,6 +167,7 @@ pub async fn run(
         to_server: BytesMut::with_capacity(16 * 1024),
         inflight: 0,
         held: VecDeque::new(),
+        held_bytes: 0,
         tx_status,
         batch: Vec::new(),
         batch_bytes: 0,
@@ -182,7 +186,7 @@ pub async fn run(
         // answered everything it was sent and closes the connection.
         let idle_sleep = tokio::time::sleep(idle);
         tokio::select! {
-            r = client_r.read_buf(client_reader.buffer()), if relay.to_server.len() < HIGH_WATER && !relay.terminate => {
+            r = client_r.read_buf(client_reader.buffer()), if relay.to_server.len() < HIGH_WATER && relay.to_client.len() + relay.held_bytes < HIGH_WATER && !relay.terminate => {
                 match r {
                     Ok(0) => break None,
                     Ok(_) => {
@@ -222,12 +226,17 @@ pub async fn run(
         }
     };
     // Say why, in the client's protocol, when it is our decision to end.
-    if let Some(e @ (SessionError::Protocol(_) | SessionError::Audit(_) | SessionError::Idle(_))) =
-        &err
+    if let Some(
+        e @ (SessionError::Protocol(_)
+        | SessionError::Audit(_)
+        | SessionError::Idle(_)
+        | SessionError::Upstream(_)),
+    ) = &err
     {
         let code = match e {
             SessionError::Idle(_) => "57P05",
             SessionError::Audit(_) => "57P03",
+            SessionError::Upstream(_) => "08006",
             _ => "08P01",
         };
         relay.to_client.extend_from_slice(
@@ -314,6 +323,10 @@ impl Relay {
     }
 
     async fn on_query(&mut self, frame: Frame) -> Result<(), SessionError> {
+        if !self.batch.is_empty() {
+            // Forwarding it now would reorder it ahead of the buffered messages.
+            return Err(SessionError::Protocol("a Query or FunctionCall arrived inside an extended-protocol batch; send Sync first".into()));
+        }
         let sql = messages::parse_query(frame.body())
             .map_err(|e| SessionError::Protocol(e.to_string()))?
             .to_owned();
@@ -352,6 +365,10 @@ impl Relay {
     }
 
     async fn on_function_call(&mut self, frame: Frame) -> Result<(), SessionError> {
+        if !self.batch.is_empty() {
+            // Forwarding it now would reorder it ahead of the buffered messages.
+            return Err(SessionError::Protocol("a Query or FunctionCall arrived inside an extended-protocol batch; send Sync first".into()));
+        }
         let snapshot = self.snapshot();
         let verdict = self.judge.function_call(snapshot.as_ref());
         let statement_id = uuid::Uuid::now_v7().to_string();
@@ -453,8 +470,20 @@ impl Relay {
                         .map(|(_, v)| v.clone())
                         .or_else(|| self.portals.get(portal).cloned());
                     let Some((statement, params)) = lookup_portal else {
-                        // Unknown portal: the target will report it; nothing runs.
-                        continue;
+                        // A portal this session never bound through the
+                        // protocol (e.g. a SQL-level DECLARE CURSOR): it would
+                        // run unjudged and unaudited, so refuse it.
+                        let v = Verdict {
+                            allowed: false,
+                            rule: String::new(),
+                            reason: format!(
+                                "portal \"{portal}\" was not bound through this session's protocol; use Bind (or FETCH for cursors)"
+                            ),
+                            row_limit: None,
+                            kinds: Vec::new(),
+                        };
+                        denial = Some((Arc::new(v), format!("<execute portal {portal}>")));
+                        break;
                     };
                     let prepared = new_prepared
                         .iter()
@@ -655,6 +684,7 @@ impl Relay {
         if self.inflight == 0 && self.held.is_empty() {
             self.to_client.extend_from_slice(&bytes);
         } else {
+            self.held_bytes += bytes.len();
             self.held.push_back((self.inflight, bytes));
         }
     }
@@ -662,7 +692,7 @@ impl Relay {
     fn on_server_bytes(&mut self, reader: &mut FrameReader) -> Result<(), SessionError> {
         while let Some(frame) = reader
             .next_frame()
-            .map_err(|e| SessionError::Protocol(format!("target: {e}")))?
+            .map_err(|e| SessionError::Upstream(e.to_string()))?
         {
             self.on_server_frame(frame);
         }
@@ -790,6 +820,7 @@ impl Relay {
         }
         while self.held.front().is_some_and(|h| h.0 == 0) {
             if let Some((_, bytes)) = self.held.pop_front() {
+                self.held_bytes = self.held_bytes.saturating_sub(bytes.len());
                 self.to_client.extend_from_slice(&bytes);
             }
         }

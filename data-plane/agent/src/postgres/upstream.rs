@@ -311,7 +311,7 @@ fn scrubbed_error(body: &[u8], credential: &pb::Credential) -> UpstreamError {
     }
 }
 
-/// Replaces the credential's secret and user name in `text`.
+/// Replaces the credential's secret in `text` (the user name is not secret).
 pub fn scrub(text: &str, credential: &pb::Credential) -> String {
     let mut out = text.to_owned();
     if let Ok(secret) = std::str::from_utf8(&credential.secret)
