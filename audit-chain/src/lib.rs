@@ -169,7 +169,8 @@ mod tests {
         base.groups = vec!["g".into()];
         base.parameters = vec!["p".into()];
         let h = event_hash(&base);
-        let edits: Vec<Box<dyn Fn(&mut pb::AuditEvent)>> = vec![
+        type Edit = Box<dyn Fn(&mut pb::AuditEvent)>;
+        let edits: Vec<Edit> = vec![
             Box::new(|e| e.statement.push(' ')),
             Box::new(|e| e.session_seq += 1),
             Box::new(|e| e.prev_hash = vec![1]),

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod datapath;
 pub mod pg;
 pub mod process;
+pub mod rawpg;
 pub mod sluice;
 
 use std::{

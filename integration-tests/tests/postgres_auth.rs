@@ -192,3 +192,115 @@ async fn a_wrong_upstream_password_is_reported_without_echoing_the_credential() 
     assert!(!err.contains("Wrong-Secret"), "{err}");
     assert!(!dp.pg.logs().is_empty());
 }
+
+/// This machine's first non-loopback IPv4 address (a test prerequisite:
+/// the test needs a path to the target that is not loopback).
+fn non_loopback_ip() -> std::net::Ipv4Addr {
+    let out = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .expect("run `hostname -I`");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|a| a.parse::<std::net::Ipv4Addr>().ok())
+        .find(|a| !a.is_loopback())
+        .expect("this test needs a non-loopback IPv4 address on this machine")
+}
+
+// Multi-threaded: the relay runs while psql blocks the test's thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_are_never_sent_to_a_target_the_agent_cannot_authenticate() {
+    let dp = DataPath::start().await;
+    let mut cp = dp.cp;
+    let api = cp.api();
+    // A TCP hop on a non-loopback address in front of the real PostgreSQL,
+    // recording every byte the agent sends: whoever answers there could be
+    // an impostor asking for the password.
+    let relay = tokio::net::TcpListener::bind((non_loopback_ip(), 0))
+        .await
+        .unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let pg_port = dp.pg.port;
+    let record = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut agent_side, _)) = relay.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut pg = tokio::net::TcpStream::connect(("127.0.0.1", pg_port))
+                    .await
+                    .unwrap();
+                let (mut ar, mut aw) = agent_side.split();
+                let (mut pr, mut pw) = pg.split();
+                let up = async {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = ar.read(&mut buf).await {
+                        record.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if pw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let down = tokio::io::copy(&mut pr, &mut aw);
+                let _ = tokio::join!(up, down);
+            });
+        }
+    });
+    for (role, method) in [("app_md5", "md5"), ("app_clear", "password")] {
+        dp.pg.psql(
+            "postgres",
+            &format!(
+                "SET password_encryption = 'md5'; CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'"
+            ),
+        );
+        dp.pg
+            .prepend_hba(&format!("host all {role} 127.0.0.1/32 {method}"));
+        let name = role.replace('_', "-");
+        let (s, v) = api
+            .put(
+                &format!("/api/v1/credentials/{name}"),
+                serde_json::json!({"username": role, "secret": format!("pw-{role}")}),
+            )
+            .await;
+        assert!(s.is_success(), "{v}");
+        let (s, v) = api
+            .put(
+                &format!("/api/v1/resources/{name}"),
+                serde_json::json!({"kind": "postgres", "agent": "edge", "address": relay_addr.to_string(),
+                    "database": "app", "credential": name, "tls_mode": "disable"}),
+            )
+            .await;
+        assert!(s.is_success(), "{v}");
+    }
+    let (s, v) = api
+        .apply_policy("policies:\n  - name: devs-everywhere\n    subjects: { groups: [devs] }\n    resources: { names: [\"app*\"] }\n    rules:\n      - allow: { sql: { statements: [read] } }\n")
+        .await;
+    assert!(s.is_success(), "{v}");
+    dp.agent
+        .wait_version(
+            v["revision"].as_u64().unwrap(),
+            std::time::Duration::from_secs(10),
+        )
+        .await;
+    for (name, method) in [("app-md5", "MD5"), ("app-clear", "cleartext")] {
+        let (ok, _, err) = psql_via_agent(dp.agent.pg_port, name, &dp.token, "SELECT current_user");
+        assert!(!ok, "{name} logged in over an unauthenticated connection");
+        assert!(
+            err.contains(&format!("asked for {method} password authentication"))
+                && err.contains("verify-full"),
+            "{name}: {err}"
+        );
+    }
+    let sent = sent.lock().unwrap().clone();
+    assert!(!sent.is_empty(), "the agent never reached the relay");
+    assert!(
+        !sent.windows(8).any(|w| w == b"p\0\0\0\x28md5"),
+        "an MD5 password message was sent over an unauthenticated connection"
+    );
+    for secret in ["pw-app_md5", "pw-app_clear"] {
+        assert!(
+            !sent.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "`{secret}` was sent over an unauthenticated connection"
+        );
+    }
+}

@@ -64,7 +64,9 @@ pub use model::{
     SqlMatcher, SubjectSelector, TlsMode,
 };
 pub use parse::parse_document;
-pub use sql::{ClassifiedStatement, ClassifyError, ClassifyOptions, classify, classify_with};
+pub use sql::{
+    ClassifiedStatement, ClassifyError, ClassifyOptions, PreparedChange, classify, classify_with,
+};
 pub use validate::{is_valid_name, validate};
 
 #[cfg(test)]

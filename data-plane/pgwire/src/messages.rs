@@ -350,6 +350,19 @@ pub fn terminate() -> Frame {
     Frame::new(b'X', &[])
 }
 
+/// Execute ('E') of `portal`, returning at most `max_rows` rows (0: all).
+pub fn execute(portal: &str, max_rows: i32) -> Frame {
+    let mut body = BytesMut::new();
+    put_cstr(&mut body, portal);
+    body.put_i32(max_rows);
+    Frame::new(b'E', &body)
+}
+
+/// Sync ('S').
+pub fn sync() -> Frame {
+    Frame::new(b'S', &[])
+}
+
 /// The password of a PasswordMessage body.
 pub fn parse_password(body: &[u8]) -> Result<&str, ProtocolError> {
     Reader::new(body).cstr("password")

@@ -93,6 +93,38 @@ pub struct ClassifiedStatement {
     /// values of constants. Not an identity for approvals on its own,
     /// since `... WHERE id = 1` and `... WHERE id = 2` share it.
     pub fingerprint: String,
+    /// How the statement changes the session's named prepared statements
+    /// (which it shares with the protocol's Parse), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepared: Option<PreparedChange>,
+}
+
+/// A change a SQL statement makes to the session's named prepared
+/// statements. The agent follows these so that what it believes a name
+/// refers to never outlives the statement on the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreparedChange {
+    /// `PREPARE name AS ...`
+    Prepare(String),
+    /// `DEALLOCATE [PREPARE] name`
+    Deallocate(String),
+    /// `DEALLOCATE ALL`, `DISCARD ALL`
+    DeallocateAll,
+}
+
+fn prepared_change(node: NodeRef<'_>) -> Option<PreparedChange> {
+    match node {
+        NodeRef::PrepareStmt(p) => Some(PreparedChange::Prepare(p.name.clone())),
+        NodeRef::DeallocateStmt(d) if d.isall || d.name.is_empty() => {
+            Some(PreparedChange::DeallocateAll)
+        }
+        NodeRef::DeallocateStmt(d) => Some(PreparedChange::Deallocate(d.name.clone())),
+        NodeRef::DiscardStmt(d) if d.target() == DiscardMode::DiscardAll => {
+            Some(PreparedChange::DeallocateAll)
+        }
+        _ => None,
+    }
 }
 
 /// Why a SQL text could not be classified. Every variant means "deny":
@@ -184,6 +216,7 @@ pub fn classify_with(
             text: text.to_owned(),
             facts,
             fingerprint,
+            prepared: prepared_change(root.to_ref()),
         });
     }
     Ok(statements)

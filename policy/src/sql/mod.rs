@@ -39,7 +39,7 @@ mod classify;
 
 pub use classify::{
     ClassifiedStatement, ClassifyError, ClassifyOptions, DECODE_MAX_DEPTH, MAX_DEPTH, MAX_SQL_LEN,
-    classify, classify_with,
+    PreparedChange, classify, classify_with,
 };
 
 #[cfg(test)]

@@ -1146,3 +1146,24 @@ fn the_walk_reaches_every_node() {
         }
     }
 }
+
+#[test]
+fn statements_that_change_named_prepared_statements_say_so() {
+    use crate::PreparedChange as C;
+    let cases = [
+        ("PREPARE s1 AS SELECT 1", Some(C::Prepare("s1".into()))),
+        ("DEALLOCATE s1", Some(C::Deallocate("s1".into()))),
+        (
+            "DEALLOCATE PREPARE \"S 1\"",
+            Some(C::Deallocate("S 1".into())),
+        ),
+        ("deallocate /* c */ ALL", Some(C::DeallocateAll)),
+        ("DISCARD ALL", Some(C::DeallocateAll)),
+        ("DISCARD PLANS", None),
+        ("SELECT 1", None),
+    ];
+    for (sql, want) in cases {
+        let got = classify(sql).unwrap();
+        assert_eq!(got[0].prepared, want, "{sql}");
+    }
+}

@@ -8,13 +8,15 @@ use std::{
     sync::{Arc, Mutex, OnceLock},
 };
 
-use sluice_policy::{ClassifiedStatement, Outcome, SqlKind, StatementFacts, Subject};
+use sluice_policy::{
+    ClassifiedStatement, Outcome, PreparedChange, SqlKind, StatementFacts, Subject,
+};
 
 use crate::snapshot::Active;
 
 /// The verdict on one protocol-level request (a Query string, a Parse, a
 /// FunctionCall), covering every statement it contains.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Verdict {
     pub allowed: bool,
     /// `policy/rule` that decided, when one did.
@@ -23,6 +25,8 @@ pub struct Verdict {
     pub reason: String,
     pub row_limit: Option<u64>,
     pub kinds: Vec<String>,
+    /// Changes the text makes to the session's named prepared statements.
+    pub prepared: Vec<PreparedChange>,
 }
 
 impl Verdict {
@@ -33,6 +37,7 @@ impl Verdict {
             reason,
             row_limit: None,
             kinds,
+            prepared: Vec::new(),
         }
     }
 }
@@ -206,7 +211,9 @@ impl Judge {
         let mut kinds = Vec::new();
         let mut row_limit: Option<u64> = None;
         let mut rule = String::new();
+        let mut prepared = Vec::new();
         for st in statements {
+            prepared.extend(st.prepared.iter().cloned());
             kinds.extend(st.facts.kinds.iter().map(|k| k.as_str().to_owned()));
             let verdict = self.decide_facts(active, &st.facts);
             if !verdict.allowed {
@@ -235,6 +242,7 @@ impl Judge {
             reason: String::new(),
             row_limit,
             kinds,
+            prepared,
         }
     }
 
@@ -250,9 +258,9 @@ impl Judge {
             Outcome::Allow => Verdict {
                 allowed: true,
                 rule,
-                reason: String::new(),
                 row_limit: d.row_limit,
                 kinds,
+                ..Verdict::default()
             },
             Outcome::Deny => Verdict::deny(d.reason, rule, kinds),
             // Fail closed until just-in-time approval is available.

@@ -13,6 +13,7 @@
 mod cancel;
 mod io;
 mod judge;
+mod names;
 mod session;
 mod upstream;
 

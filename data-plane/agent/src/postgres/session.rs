@@ -12,6 +12,12 @@
 //!   denied `Parse` is never forwarded, so a denied statement can never be
 //!   bound or executed. After an error the agent discards messages until
 //!   `Sync`, exactly as PostgreSQL does, so the session stays usable.
+//!   What each Execute runs is tracked by [`super::names`].
+//! - A denial while the target holds unsynced work (a batch that ended in
+//!   Flush) is played through the target: the agent sends an Execute of a
+//!   portal that cannot exist, so the target fails the cycle exactly as it
+//!   would have failed the statement (the implicit transaction rolls back,
+//!   responses stay in order) and the agent replaces that error with its own.
 //! - `FunctionCall` is judged as kind `function_call`; COPY data flows only
 //!   while the target is in COPY IN state.
 //! - Every request is written to the audit spool before it is forwarded;
@@ -32,6 +38,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use super::{
     io::Stream,
     judge::{Judge, Verdict},
+    names::{Names, Prepared},
     upstream::{Upstream, scrub},
 };
 use crate::Agent;
@@ -69,7 +76,8 @@ enum UnitKind {
 /// A forwarded request whose results are being counted.
 struct Unit {
     kind: UnitKind,
-    batch: u64,
+    /// The sync cycle it belongs to.
+    cycle: u64,
     statement_id: String,
     statement: String,
     parameters: Vec<String>,
@@ -77,26 +85,26 @@ struct Unit {
     started: Instant,
     /// Rows of all completed statements.
     rows: u64,
-    /// Rows of the statement being received (the limit applies per statement).
+    /// Rows of the statement being received by this Execute.
     stmt_rows: u64,
+    /// The portal an Execute runs: the row limit applies across all
+    /// Executes of one portal (`max_rows` fetches).
+    portal: Option<String>,
+    /// Rows earlier Executes of the portal returned (set at first use).
+    base: Option<u64>,
     limit: Option<u64>,
     withheld: u64,
     error: String,
 }
 
-/// An Execute the batch will run: statement id, text, parameters, rule, row limit.
+/// A statement about to be forwarded (an Execute, a Query, a FunctionCall).
 struct PlannedExecute {
     id: String,
+    portal: Option<String>,
     text: String,
     params: Vec<String>,
     rule: String,
     limit: Option<u64>,
-}
-
-struct Prepared {
-    text: String,
-    rule: String,
-    row_limit: Option<u64>,
 }
 
 struct Relay {
@@ -104,20 +112,30 @@ struct Relay {
     judge: Judge,
     to_client: BytesMut,
     to_server: BytesMut,
-    /// Requests forwarded whose ReadyForQuery has not arrived yet.
-    inflight: usize,
-    /// Responses made up by the agent, released after `n` more RFQs.
-    held: VecDeque<(usize, BytesMut)>,
+    /// Sync cycles (Sync, Query, FunctionCall) sent to the target, and
+    /// ReadyForQuery received from it: the target is working on cycle
+    /// `cycles_done`.
+    cycles_sent: u64,
+    cycles_done: u64,
+    /// Extended-protocol messages were sent since the last Sync (a batch
+    /// ended in Flush): the target has an open sync cycle.
+    unsynced: bool,
+    /// Responses made up by the agent, released once `cycles_done` reaches
+    /// the number given.
+    held: VecDeque<(u64, BytesMut)>,
+    /// Errors to show instead of the target's error for the never-existing
+    /// portal `denial_portal`, by cycle.
+    substitutes: VecDeque<(u64, BytesMut)>,
+    denial_portal: String,
     held_bytes: usize,
     tx_status: u8,
     batch: Vec<Frame>,
     batch_bytes: usize,
-    batch_seq: u64,
     skip_until_sync: bool,
     copy_in: bool,
-    prepared: HashMap<String, Prepared>,
-    /// portal -> (statement name, parameters for the audit trail)
-    portals: HashMap<String, (String, Vec<String>)>,
+    names: Names,
+    /// Rows returned so far by portals suspended at `max_rows`.
+    portal_rows: HashMap<String, u64>,
     units: VecDeque<Unit>,
     totals: Totals,
     terminate: bool,
@@ -165,17 +183,20 @@ pub async fn run(
         judge,
         to_client: BytesMut::with_capacity(16 * 1024),
         to_server: BytesMut::with_capacity(16 * 1024),
-        inflight: 0,
+        cycles_sent: 0,
+        cycles_done: 0,
+        unsynced: false,
         held: VecDeque::new(),
+        substitutes: VecDeque::new(),
+        denial_portal: format!("sluice-denied-{}", uuid::Uuid::new_v4().simple()),
         held_bytes: 0,
         tx_status,
         batch: Vec::new(),
         batch_bytes: 0,
-        batch_seq: 0,
         skip_until_sync: false,
         copy_in: false,
-        prepared: HashMap::new(),
-        portals: HashMap::new(),
+        names: Names::default(),
+        portal_rows: HashMap::new(),
         units: VecDeque::new(),
         totals: Totals::default(),
         terminate: false,
@@ -220,7 +241,7 @@ pub async fn run(
                     Err(e) => break Some(e.into()),
                 }
             }
-            _ = idle_sleep, if relay.inflight == 0 && relay.units.is_empty() => {
+            _ = idle_sleep, if relay.inflight() == 0 && relay.units.is_empty() && !relay.unsynced => {
                 break Some(SessionError::Idle(idle));
             }
         }
@@ -277,8 +298,14 @@ impl Relay {
         if self.skip_until_sync {
             if frame.tag == b'S' {
                 self.skip_until_sync = false;
-                let rfq = messages::ready_for_query(self.tx_status);
-                self.emit_synthetic(BytesMut::from(&rfq.raw[..]));
+                if self.unsynced {
+                    // The target has an open cycle: it must see the Sync.
+                    self.to_server.extend_from_slice(&frame.raw);
+                    self.cycle_sent();
+                } else {
+                    let rfq = messages::ready_for_query(self.tx_status);
+                    self.emit_synthetic(BytesMut::from(&rfq.raw[..]));
+                }
             }
             return Ok(());
         }
@@ -344,23 +371,26 @@ impl Relay {
             self.deny(&verdict, true);
             return Ok(());
         }
-        self.batch_seq += 1;
-        self.units.push_back(Unit {
-            kind: UnitKind::Simple,
-            batch: self.batch_seq,
-            statement_id,
-            statement: sql,
-            parameters: Vec::new(),
-            rule: verdict.rule.clone(),
-            started: Instant::now(),
-            rows: 0,
-            stmt_rows: 0,
-            limit: verdict.row_limit,
-            withheld: 0,
-            error: String::new(),
-        });
-        self.inflight += 1;
+        if !verdict.prepared.is_empty() {
+            let mut plan = self.names.plan();
+            plan.sql(&verdict.prepared);
+            let ops = plan.into_ops();
+            self.names.apply(ops, self.cycles_sent);
+        }
+        let unit = self.unit(
+            UnitKind::Simple,
+            PlannedExecute {
+                id: statement_id,
+                portal: None,
+                text: sql,
+                params: Vec::new(),
+                rule: verdict.rule.clone(),
+                limit: verdict.row_limit,
+            },
+        );
+        self.units.push_back(unit);
         self.to_server.extend_from_slice(&frame.raw);
+        self.cycle_sent();
         Ok(())
     }
 
@@ -383,40 +413,47 @@ impl Relay {
             self.deny(&verdict, true);
             return Ok(());
         }
-        self.batch_seq += 1;
         self.units.push_back(self.unit(
             UnitKind::Simple,
-            statement_id,
-            "<FunctionCall>".into(),
-            Vec::new(),
-            &verdict.rule,
-            None,
+            PlannedExecute {
+                id: statement_id,
+                portal: None,
+                text: "<FunctionCall>".into(),
+                params: Vec::new(),
+                rule: verdict.rule.clone(),
+                limit: None,
+            },
         ));
-        self.inflight += 1;
         self.to_server.extend_from_slice(&frame.raw);
+        self.cycle_sent();
         Ok(())
     }
 
-    fn unit(
-        &self,
-        kind: UnitKind,
-        statement_id: String,
-        statement: String,
-        parameters: Vec<String>,
-        rule: &str,
-        limit: Option<u64>,
-    ) -> Unit {
+    /// Requests forwarded whose ReadyForQuery has not arrived yet.
+    fn inflight(&self) -> u64 {
+        self.cycles_sent - self.cycles_done
+    }
+
+    /// A Sync, Query or FunctionCall went to the target.
+    fn cycle_sent(&mut self) {
+        self.cycles_sent += 1;
+        self.unsynced = false;
+    }
+
+    fn unit(&self, kind: UnitKind, x: PlannedExecute) -> Unit {
         Unit {
             kind,
-            batch: self.batch_seq,
-            statement_id,
-            statement,
-            parameters,
-            rule: rule.to_owned(),
+            cycle: self.cycles_sent,
+            statement_id: x.id,
+            statement: x.text,
+            parameters: x.params,
+            rule: x.rule,
             started: Instant::now(),
             rows: 0,
             stmt_rows: 0,
-            limit,
+            portal: x.portal,
+            base: None,
+            limit: x.limit,
             withheld: 0,
             error: String::new(),
         }
@@ -430,11 +467,15 @@ impl Relay {
         let snapshot = self.snapshot();
         // First pass: decisions and what each Execute will run, without
         // touching session state until the whole batch is known to pass.
-        let mut new_prepared: Vec<(String, Prepared)> = Vec::new();
-        let mut new_portals: Vec<(String, (String, Vec<String>))> = Vec::new();
-        let mut closed: Vec<(u8, String)> = Vec::new();
+        let mut plan = self.names.plan();
         let mut executes: Vec<PlannedExecute> = Vec::new();
         let mut denial: Option<(Arc<Verdict>, String)> = None;
+        let refused = |reason: String| {
+            Arc::new(Verdict {
+                reason,
+                ..Verdict::default()
+            })
+        };
         for frame in &batch {
             let bad = |e: sluice_pgwire::ProtocolError| SessionError::Protocol(e.to_string());
             match frame.tag {
@@ -445,89 +486,48 @@ impl Relay {
                         denial = Some((verdict, p.query.to_owned()));
                         break;
                     }
-                    new_prepared.push((
-                        p.statement.to_owned(),
-                        Prepared {
+                    plan.parse(
+                        p.statement,
+                        Arc::new(Prepared {
                             text: p.query.to_owned(),
                             rule: verdict.rule.clone(),
                             row_limit: verdict.row_limit,
-                        },
-                    ));
+                            changes: verdict.prepared.clone(),
+                        }),
+                    );
                 }
                 b'B' => {
                     let b = messages::parse_bind(frame.body()).map_err(bad)?;
-                    new_portals.push((
-                        b.portal.to_owned(),
-                        (b.statement.to_owned(), b.params_for_audit()),
-                    ));
+                    if let Err(reason) = plan.bind(b.portal, b.statement, b.params_for_audit()) {
+                        denial = Some((refused(reason), format!("<bind {}>", b.statement)));
+                        break;
+                    }
                 }
                 b'E' => {
                     let (portal, _) = messages::parse_execute(frame.body()).map_err(bad)?;
-                    let lookup_portal = new_portals
-                        .iter()
-                        .rev()
-                        .find(|(p, _)| p == portal)
-                        .map(|(_, v)| v.clone())
-                        .or_else(|| self.portals.get(portal).cloned());
-                    let Some((statement, params)) = lookup_portal else {
-                        // A portal this session never bound through the
-                        // protocol (e.g. a SQL-level DECLARE CURSOR): it would
-                        // run unjudged and unaudited, so refuse it.
-                        let v = Verdict {
-                            allowed: false,
-                            rule: String::new(),
-                            reason: format!(
-                                "portal \"{portal}\" was not bound through this session's protocol; use Bind (or FETCH for cursors)"
-                            ),
-                            row_limit: None,
-                            kinds: Vec::new(),
-                        };
-                        denial = Some((Arc::new(v), format!("<execute portal {portal}>")));
-                        break;
-                    };
-                    let prepared = new_prepared
-                        .iter()
-                        .rev()
-                        .find(|(n, _)| *n == statement)
-                        .map(|(_, p)| (p.text.clone(), p.rule.clone(), p.row_limit))
-                        .or_else(|| {
-                            self.prepared
-                                .get(&statement)
-                                .map(|p| (p.text.clone(), p.rule.clone(), p.row_limit))
-                        });
-                    match prepared {
-                        Some((text, rule, limit)) => executes.push(PlannedExecute {
+                    match plan.execute(portal) {
+                        Ok(p) => executes.push(PlannedExecute {
                             id: uuid::Uuid::now_v7().to_string(),
-                            text,
-                            params,
-                            rule,
-                            limit,
+                            portal: Some(portal.to_owned()),
+                            text: p.statement.text.clone(),
+                            params: p.params.clone(),
+                            rule: p.statement.rule.clone(),
+                            limit: p.statement.row_limit,
                         }),
-                        None => {
-                            // A statement this session never prepared through
-                            // the protocol (e.g. SQL-level PREPARE): refuse
-                            // rather than run something unjudged.
-                            let v = Verdict {
-                                allowed: false,
-                                rule: String::new(),
-                                reason: format!(
-                                    "prepared statement \"{statement}\" was not prepared through this session's protocol; use Parse"
-                                ),
-                                row_limit: None,
-                                kinds: Vec::new(),
-                            };
-                            denial = Some((Arc::new(v), format!("<execute {statement}>")));
+                        Err(reason) => {
+                            denial = Some((refused(reason), format!("<execute portal {portal}>")));
                             break;
                         }
                     }
                 }
                 b'C' => {
                     let (kind, name) = messages::parse_target(frame.body()).map_err(bad)?;
-                    closed.push((kind, name.to_owned()));
+                    plan.close(kind, name);
                 }
                 _ => {}
             }
         }
+        let ops = plan.into_ops();
 
         if let Some((verdict, text)) = denial {
             let statement_id = uuid::Uuid::now_v7().to_string();
@@ -539,9 +539,6 @@ impl Relay {
                 tracing::error!(error = %e, "cannot audit a denied statement");
             }
             self.deny(&verdict, ends_with_sync);
-            if !ends_with_sync {
-                self.skip_until_sync = true;
-            }
             return Ok(());
         }
 
@@ -550,9 +547,7 @@ impl Relay {
             let verdict = Verdict {
                 allowed: true,
                 rule: x.rule.clone(),
-                reason: String::new(),
-                row_limit: None,
-                kinds: Vec::new(),
+                ..Verdict::default()
             };
             self.decision_event(&x.id, &x.text, x.params.clone(), &verdict)
         });
@@ -566,29 +561,18 @@ impl Relay {
         }
         self.totals.statements += executes.len() as u64;
 
-        for (name, p) in new_prepared {
-            self.prepared.insert(name, p);
-        }
-        for (portal, v) in new_portals {
-            self.portals.insert(portal, v);
-        }
-        for (kind, name) in closed {
-            if kind == b'S' {
-                self.prepared.remove(&name);
-            } else {
-                self.portals.remove(&name);
-            }
-        }
-        self.batch_seq += 1;
+        self.names.apply(ops, self.cycles_sent);
         for x in executes {
-            let unit = self.unit(UnitKind::Extended, x.id, x.text, x.params, &x.rule, x.limit);
+            let unit = self.unit(UnitKind::Extended, x);
             self.units.push_back(unit);
-        }
-        if ends_with_sync {
-            self.inflight += 1;
         }
         for frame in &batch {
             self.to_server.extend_from_slice(&frame.raw);
+        }
+        if ends_with_sync {
+            self.cycle_sent();
+        } else {
+            self.unsynced = true;
         }
         Ok(())
     }
@@ -654,12 +638,7 @@ impl Relay {
         let notice = messages::Notice::error("57P03", format!("sluice could not record this statement in its audit log, so it was not run: {why}"))
             .hint("the agent's audit spool is full or unwritable; it recovers once the control plane acknowledges events or the disk accepts writes");
         out.extend_from_slice(&notice.to_error().raw);
-        if with_rfq {
-            out.extend_from_slice(&messages::ready_for_query(self.tx_status).raw);
-        } else {
-            self.skip_until_sync = true;
-        }
-        self.emit_synthetic(out);
+        self.reject(out, with_rfq);
     }
 
     /// Answers a denied request with 42501 (and ReadyForQuery when the
@@ -674,18 +653,42 @@ impl Relay {
         let notice = messages::Notice::error("42501", format!("{who} denied this statement: {}", verdict.reason))
             .hint("the statement did not reach the database; `sluice policy explain` shows which rule decides");
         out.extend_from_slice(&notice.to_error().raw);
-        if with_rfq {
+        self.reject(out, with_rfq);
+    }
+
+    /// Answers a request that was not forwarded with `error`: then
+    /// ReadyForQuery when the request ends the client's cycle (Sync, Query),
+    /// else messages are discarded until Sync, as PostgreSQL does.
+    fn reject(&mut self, error: BytesMut, ends_cycle: bool) {
+        if self.unsynced {
+            // The target holds unsynced work: fail its cycle the way the
+            // statement would have (see the module docs).
+            self.to_server
+                .extend_from_slice(&messages::execute(&self.denial_portal, 0).raw);
+            self.substitutes.push_back((self.cycles_sent, error));
+            if ends_cycle {
+                self.to_server.extend_from_slice(&messages::sync().raw);
+                self.cycle_sent();
+            } else {
+                self.skip_until_sync = true;
+            }
+            return;
+        }
+        let mut out = error;
+        if ends_cycle {
             out.extend_from_slice(&messages::ready_for_query(self.tx_status).raw);
+        } else {
+            self.skip_until_sync = true;
         }
         self.emit_synthetic(out);
     }
 
     fn emit_synthetic(&mut self, bytes: BytesMut) {
-        if self.inflight == 0 && self.held.is_empty() {
+        if self.inflight() == 0 && self.held.is_empty() {
             self.to_client.extend_from_slice(&bytes);
         } else {
             self.held_bytes += bytes.len();
-            self.held.push_back((self.inflight, bytes));
+            self.held.push_back((self.cycles_sent, bytes));
         }
     }
 
@@ -702,14 +705,27 @@ impl Relay {
     fn on_server_frame(&mut self, frame: Frame) {
         match frame.tag {
             b'D' => {
+                let base = self.front_base();
                 if let Some(u) = self.units.front_mut() {
                     u.stmt_rows += 1;
-                    if u.limit.is_some_and(|l| u.stmt_rows > l) {
+                    if u.limit.is_some_and(|l| base + u.stmt_rows > l) {
                         u.withheld += 1;
                         return;
                     }
                 }
             }
+            b'1' if !self.names.parse_complete() => {
+                tracing::warn!(session = %self.ctx.session_id, "ParseComplete did not match a sent Parse; every prepared statement is now unknown");
+            }
+            b'2' => match self.names.bind_complete() {
+                Some(portal) => {
+                    self.portal_rows.remove(&portal);
+                }
+                None => {
+                    tracing::warn!(session = %self.ctx.session_id, "BindComplete did not match a sent Bind; every portal is now unknown");
+                    self.portal_rows.clear();
+                }
+            },
             b'C' => {
                 self.copy_in = false;
                 let Some(u) = self.units.front_mut() else {
@@ -745,6 +761,9 @@ impl Relay {
                 u.stmt_rows = 0;
                 u.withheld = 0;
                 let extended = matches!(u.kind, UnitKind::Extended);
+                if let Some(portal) = &u.portal {
+                    self.portal_rows.remove(portal);
+                }
                 if extended {
                     self.finish_front();
                 }
@@ -752,16 +771,53 @@ impl Relay {
                     return;
                 }
             }
-            b'I' | b's'
-                if self
-                    .units
-                    .front()
-                    .is_some_and(|u| matches!(u.kind, UnitKind::Extended)) =>
+            b's' if self
+                .units
+                .front()
+                .is_some_and(|u| matches!(u.kind, UnitKind::Extended)) =>
+            {
+                // Suspended at max_rows: the portal's later Executes continue
+                // its row count.
+                let base = self.front_base();
+                if let Some(u) = self.units.front_mut() {
+                    if let Some(portal) = u.portal.clone() {
+                        self.portal_rows.insert(portal, base + u.stmt_rows);
+                    }
+                    if u.withheld > 0 {
+                        let notice = messages::Notice {
+                            severity: "WARNING".into(),
+                            code: "01000".into(),
+                            message: format!(
+                                "sluice: result limited by policy; {} rows of this fetch withheld",
+                                u.withheld
+                            ),
+                            ..Default::default()
+                        };
+                        self.to_client.extend_from_slice(&notice.to_notice().raw);
+                    }
+                    u.rows += u.stmt_rows - u.withheld;
+                }
+                self.finish_front();
+            }
+            b'I' if self
+                .units
+                .front()
+                .is_some_and(|u| matches!(u.kind, UnitKind::Extended)) =>
             {
                 self.finish_front();
             }
             b'E' | b'N' => {
                 let fields = messages::parse_fields(frame.body()).unwrap_or_default();
+                if frame.tag == b'E' {
+                    // Whatever this cycle still had unanswered was skipped.
+                    self.names.cycle_ended(self.cycles_done);
+                    if self.is_denial_echo(&fields) {
+                        if let Some((_, error)) = self.substitutes.pop_front() {
+                            self.to_client.extend_from_slice(&error);
+                        }
+                        return;
+                    }
+                }
                 let scrubbed: Vec<(u8, String)> = fields
                     .iter()
                     .map(|(c, v)| (*c, scrub(v, &self.ctx.credential)))
@@ -794,6 +850,15 @@ impl Relay {
                 }
             }
             b'Z' => {
+                self.names.cycle_ended(self.cycles_done);
+                // A substitute whose Execute was skipped after an earlier error.
+                while self
+                    .substitutes
+                    .front()
+                    .is_some_and(|(c, _)| *c <= self.cycles_done)
+                {
+                    self.substitutes.pop_front();
+                }
                 self.tx_status = messages::ready_status(frame.body()).unwrap_or(b'I');
                 self.to_client.extend_from_slice(&frame.raw);
                 self.on_ready();
@@ -809,21 +874,45 @@ impl Relay {
     fn on_ready(&mut self) {
         // Everything of the finished cycle is done (Executes skipped after
         // an error never produce results).
-        if let Some(batch) = self.units.front().map(|u| u.batch) {
-            while self.units.front().is_some_and(|u| u.batch == batch) {
-                self.finish_front();
-            }
+        while self
+            .units
+            .front()
+            .is_some_and(|u| u.cycle <= self.cycles_done)
+        {
+            self.finish_front();
         }
-        self.inflight = self.inflight.saturating_sub(1);
-        for h in self.held.iter_mut() {
-            h.0 = h.0.saturating_sub(1);
-        }
-        while self.held.front().is_some_and(|h| h.0 == 0) {
+        self.cycles_done = (self.cycles_done + 1).min(self.cycles_sent);
+        while self.held.front().is_some_and(|h| h.0 <= self.cycles_done) {
             if let Some((_, bytes)) = self.held.pop_front() {
                 self.held_bytes = self.held_bytes.saturating_sub(bytes.len());
                 self.to_client.extend_from_slice(&bytes);
             }
         }
+    }
+
+    /// Rows earlier Executes of the front unit's portal returned.
+    fn front_base(&mut self) -> u64 {
+        let Some(u) = self.units.front_mut() else {
+            return 0;
+        };
+        *u.base.get_or_insert_with(|| {
+            u.portal
+                .as_ref()
+                .and_then(|p| self.portal_rows.get(p))
+                .copied()
+                .unwrap_or(0)
+        })
+    }
+
+    /// The target's error for the Execute of `denial_portal` (see `reject`).
+    fn is_denial_echo(&self, fields: &[(u8, String)]) -> bool {
+        self.substitutes
+            .front()
+            .is_some_and(|(c, _)| *c == self.cycles_done)
+            && fields.iter().any(|(c, v)| *c == b'C' && v == "34000")
+            && fields
+                .iter()
+                .any(|(c, v)| *c == b'M' && v.contains(&self.denial_portal))
     }
 
     fn finish_front(&mut self) {

@@ -29,6 +29,12 @@ pub enum UpstreamError {
     AuthFailed,
     #[error("the target database asked for an unsupported authentication method ({0})")]
     UnsupportedAuth(String),
+    #[error(
+        "the target database asked for {0} password authentication over a connection sluice cannot authenticate; \
+         sluice sends a password that way only with tls_mode verify-full (or to a loopback address); \
+         use scram-sha-256 on the target or set tls_mode verify-full with tls_ca on the resource"
+    )]
+    InsecureAuth(&'static str),
     #[error("the target database spoke an unexpected protocol: {0}")]
     Protocol(String),
     #[error("the target database did not answer in time")]
@@ -91,6 +97,10 @@ async fn connect_inner(
         .await
         .map_err(|e| UpstreamError::Connect(format!("{}: {e}", resource.address)))?;
     let _ = tcp.set_nodelay(true);
+    // A cleartext or MD5 exchange gives the password (or a replayable
+    // hash) to whoever answers: only to a target whose identity is proven.
+    let loopback = tcp.peer_addr().is_ok_and(|a| a.ip().is_loopback());
+    let password_safe = resource.tls_mode == "verify-full" || loopback;
     let mut stream = match resource.tls_mode.as_str() {
         "" | "disable" => Stream::Plain(tcp),
         "require" | "verify-full" => negotiate_tls(tcp, resource).await?,
@@ -119,7 +129,7 @@ async fn connect_inner(
         .map_err(io)?;
 
     let mut reader = FrameReader::new(max_message);
-    authenticate(&mut stream, &mut reader, credential).await?;
+    authenticate(&mut stream, &mut reader, credential, password_safe).await?;
 
     let mut parameters = Vec::new();
     let (mut backend_pid, mut backend_key) = (0, 0);
@@ -213,6 +223,7 @@ async fn authenticate(
     stream: &mut Stream,
     reader: &mut FrameReader,
     credential: &pb::Credential,
+    password_safe: bool,
 ) -> Result<(), UpstreamError> {
     let mut scram: Option<ScramClient> = None;
     loop {
@@ -229,6 +240,12 @@ async fn authenticate(
         }
         let reply = match messages::parse_auth(frame.body()).map_err(proto)? {
             AuthRequest::Ok => return Ok(()),
+            AuthRequest::Cleartext if !password_safe => {
+                return Err(UpstreamError::InsecureAuth("cleartext"));
+            }
+            AuthRequest::Md5 { .. } if !password_safe => {
+                return Err(UpstreamError::InsecureAuth("MD5"));
+            }
             AuthRequest::Cleartext => messages::password_message(&credential.secret),
             AuthRequest::Md5 { salt } => messages::password_message(
                 md5_password(&credential.username, &credential.secret, salt).as_bytes(),

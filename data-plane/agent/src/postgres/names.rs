@@ -1,0 +1,473 @@
+//! What the target's named prepared statements and portals hold, as far as
+//! the agent can know, so that an Execute is audited and row-limited as the
+//! statement the target will actually run.
+//!
+//! - Additions (Parse, Bind) count once the target confirms them
+//!   (ParseComplete, BindComplete, which arrive in order); removals (Close,
+//!   `DEALLOCATE`, `DISCARD ALL`) count as soon as they are sent. Where the
+//!   agent is unsure, a name is unknown, and a Bind or Execute through an
+//!   unknown name is refused: uncertainty fails closed.
+//! - A batch is planned against the confirmed state plus everything sent
+//!   and not yet answered, assuming it succeeds, except additions the
+//!   target is certain to reject (a named statement or portal that already
+//!   exists: 42P05 / 42P03). When an error ends a sync cycle, its
+//!   unanswered additions are dropped.
+//! - A portal is resolved to its statement when it is bound, as the target
+//!   does, so re-preparing a name later cannot change what it runs.
+//! - Statements created with SQL `PREPARE` are opaque: the agent never saw
+//!   them through Parse, so binding them is refused.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
+
+use sluice_policy::PreparedChange;
+
+/// A statement prepared through Parse, as judged when it was parsed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Prepared {
+    pub text: String,
+    pub rule: String,
+    pub row_limit: Option<u64>,
+    /// What executing it does to the session's prepared statements.
+    pub changes: Vec<PreparedChange>,
+}
+
+/// A bound portal: the statement it runs and its parameters (for the audit
+/// trail).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Portal {
+    pub statement: Arc<Prepared>,
+    pub params: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Statement {
+    Known(Arc<Prepared>),
+    /// Created by SQL `PREPARE`.
+    Opaque,
+}
+
+#[derive(Debug, Clone)]
+enum Addition {
+    Statement(String, Arc<Prepared>),
+    Portal(String, Arc<Portal>),
+}
+
+#[derive(Debug)]
+struct Pending {
+    cycle: u64,
+    addition: Addition,
+    /// The target will reject it (the name exists): ignored when planning.
+    doomed: bool,
+    /// Removed again after it was sent: not applied when confirmed.
+    cancelled: bool,
+}
+
+/// A change planned by a batch, applied when the batch is forwarded.
+#[derive(Debug)]
+pub enum Op {
+    Add { addition: AdditionOp, doomed: bool },
+    RemoveStatement(String),
+    RemoveAllStatements,
+    Opaque(String),
+    RemovePortal(String),
+}
+
+/// Opaque wrapper so callers cannot build additions by hand.
+#[derive(Debug)]
+pub struct AdditionOp(Addition);
+
+/// Why a Bind or Execute cannot be allowed; safe to show the client.
+pub type Refusal = String;
+
+#[derive(Debug, Default)]
+pub struct Names {
+    statements: HashMap<String, Statement>,
+    portals: HashMap<String, Arc<Portal>>,
+    pending: VecDeque<Pending>,
+}
+
+impl Names {
+    /// Starts planning a batch against the current view.
+    pub fn plan(&self) -> Plan<'_> {
+        Plan {
+            names: self,
+            ops: Vec::new(),
+        }
+    }
+
+    /// Applies a forwarded batch's planned changes; its additions belong to
+    /// sync cycle `cycle`.
+    pub fn apply(&mut self, ops: Vec<Op>, cycle: u64) {
+        for op in ops {
+            match op {
+                Op::Add {
+                    addition: AdditionOp(addition),
+                    doomed,
+                } => self.pending.push_back(Pending {
+                    cycle,
+                    addition,
+                    doomed,
+                    cancelled: false,
+                }),
+                Op::RemoveStatement(name) => {
+                    self.statements.remove(&name);
+                    self.cancel(|a| matches!(a, Addition::Statement(n, _) if *n == name));
+                }
+                Op::RemoveAllStatements => {
+                    self.statements.clear();
+                    self.cancel(|a| matches!(a, Addition::Statement(..)));
+                }
+                Op::Opaque(name) => {
+                    self.cancel(|a| matches!(a, Addition::Statement(n, _) if *n == name));
+                    self.statements.insert(name, Statement::Opaque);
+                }
+                Op::RemovePortal(name) => {
+                    self.portals.remove(&name);
+                    self.cancel(|a| matches!(a, Addition::Portal(n, _) if *n == name));
+                }
+            }
+        }
+    }
+
+    fn cancel(&mut self, which: impl Fn(&Addition) -> bool) {
+        for p in &mut self.pending {
+            if which(&p.addition) {
+                p.cancelled = true;
+            }
+        }
+    }
+
+    /// ParseComplete from the target. `false` when it does not match what
+    /// was sent (the view is then reset: everything is unknown).
+    pub fn parse_complete(&mut self) -> bool {
+        match self.pending.pop_front() {
+            Some(Pending {
+                addition: Addition::Statement(name, prepared),
+                cancelled,
+                ..
+            }) => {
+                if !cancelled {
+                    self.statements.insert(name, Statement::Known(prepared));
+                }
+                true
+            }
+            _ => {
+                self.reset();
+                false
+            }
+        }
+    }
+
+    /// BindComplete from the target: the portal it confirms, or `None` when
+    /// it does not match what was sent (the view is then reset).
+    pub fn bind_complete(&mut self) -> Option<String> {
+        match self.pending.pop_front() {
+            Some(Pending {
+                addition: Addition::Portal(name, portal),
+                cancelled,
+                ..
+            }) => {
+                if !cancelled {
+                    self.portals.insert(name.clone(), portal);
+                }
+                Some(name)
+            }
+            _ => {
+                self.reset();
+                None
+            }
+        }
+    }
+
+    /// An error or the end of sync cycle `cycle` at the target: its
+    /// unanswered additions were skipped or failed.
+    pub fn cycle_ended(&mut self, cycle: u64) {
+        self.pending.retain(|p| p.cycle != cycle);
+    }
+
+    /// Forgets everything: every name is unknown until parsed again.
+    pub fn reset(&mut self) {
+        self.statements.clear();
+        self.portals.clear();
+        self.pending.clear();
+    }
+
+    fn statement(&self, name: &str) -> Option<Statement> {
+        for p in self.pending.iter().rev() {
+            if let Addition::Statement(n, s) = &p.addition
+                && n == name
+                && !p.doomed
+                && !p.cancelled
+            {
+                return Some(Statement::Known(s.clone()));
+            }
+        }
+        self.statements.get(name).cloned()
+    }
+
+    fn portal(&self, name: &str) -> Option<Arc<Portal>> {
+        for p in self.pending.iter().rev() {
+            if let Addition::Portal(n, portal) = &p.addition
+                && n == name
+                && !p.doomed
+                && !p.cancelled
+            {
+                return Some(portal.clone());
+            }
+        }
+        self.portals.get(name).cloned()
+    }
+}
+
+/// The changes one batch would make, checked against the view as it
+/// would be after each message.
+pub struct Plan<'a> {
+    names: &'a Names,
+    ops: Vec<Op>,
+}
+
+impl Plan<'_> {
+    pub fn into_ops(self) -> Vec<Op> {
+        self.ops
+    }
+
+    pub fn parse(&mut self, name: &str, prepared: Arc<Prepared>) {
+        let doomed = !name.is_empty() && self.statement(name).is_some();
+        self.ops.push(Op::Add {
+            addition: AdditionOp(Addition::Statement(name.to_owned(), prepared)),
+            doomed,
+        });
+    }
+
+    pub fn bind(
+        &mut self,
+        portal: &str,
+        statement: &str,
+        params: Vec<String>,
+    ) -> Result<(), Refusal> {
+        let prepared = match self.statement(statement) {
+            Some(Statement::Known(p)) => p,
+            Some(Statement::Opaque) => {
+                return Err(format!(
+                    "prepared statement \"{statement}\" was created with SQL PREPARE, which sluice cannot judge at Bind; prepare it with the protocol's Parse or run EXECUTE"
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "prepared statement \"{statement}\" does not exist on this session as far as sluice knows; prepare it with Parse"
+                ));
+            }
+        };
+        let doomed = !portal.is_empty() && self.portal(portal).is_some();
+        self.ops.push(Op::Add {
+            addition: AdditionOp(Addition::Portal(
+                portal.to_owned(),
+                Arc::new(Portal {
+                    statement: prepared,
+                    params,
+                }),
+            )),
+            doomed,
+        });
+        Ok(())
+    }
+
+    /// The portal an Execute runs; applies what running it does to the
+    /// session's prepared statements.
+    pub fn execute(&mut self, portal: &str) -> Result<Arc<Portal>, Refusal> {
+        let found = self.portal(portal).ok_or_else(|| {
+            format!(
+                "portal \"{portal}\" was not bound through this session's protocol; use Bind (or FETCH for cursors)"
+            )
+        })?;
+        self.sql(&found.statement.changes);
+        Ok(found)
+    }
+
+    pub fn close(&mut self, kind: u8, name: &str) {
+        self.ops.push(if kind == b'S' {
+            Op::RemoveStatement(name.to_owned())
+        } else {
+            Op::RemovePortal(name.to_owned())
+        });
+    }
+
+    /// Applies what SQL statements do to the session's prepared statements.
+    pub fn sql(&mut self, changes: &[PreparedChange]) {
+        for change in changes {
+            self.ops.push(match change {
+                PreparedChange::Prepare(name) => Op::Opaque(name.clone()),
+                PreparedChange::Deallocate(name) => Op::RemoveStatement(name.clone()),
+                PreparedChange::DeallocateAll => Op::RemoveAllStatements,
+            });
+        }
+    }
+
+    fn statement(&self, name: &str) -> Option<Statement> {
+        for op in self.ops.iter().rev() {
+            match op {
+                Op::Add {
+                    addition: AdditionOp(Addition::Statement(n, p)),
+                    doomed: false,
+                } if n == name => return Some(Statement::Known(p.clone())),
+                Op::RemoveStatement(n) if n == name => return None,
+                Op::RemoveAllStatements => return None,
+                Op::Opaque(n) if n == name => return Some(Statement::Opaque),
+                _ => {}
+            }
+        }
+        self.names.statement(name)
+    }
+
+    fn portal(&self, name: &str) -> Option<Arc<Portal>> {
+        for op in self.ops.iter().rev() {
+            match op {
+                Op::Add {
+                    addition: AdditionOp(Addition::Portal(n, p)),
+                    doomed: false,
+                } if n == name => return Some(p.clone()),
+                Op::RemovePortal(n) if n == name => return None,
+                _ => {}
+            }
+        }
+        self.names.portal(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stmt(text: &str) -> Arc<Prepared> {
+        Arc::new(Prepared {
+            text: text.into(),
+            rule: "p/r".into(),
+            row_limit: None,
+            changes: Vec::new(),
+        })
+    }
+
+    /// Plans and forwards one batch: Parse `name`=`text`, Bind portal "" to it.
+    fn parse_bind(names: &mut Names, name: &str, text: &str, cycle: u64) {
+        let mut plan = names.plan();
+        plan.parse(name, stmt(text));
+        plan.bind("", name, Vec::new()).unwrap();
+        let ops = plan.into_ops();
+        names.apply(ops, cycle);
+    }
+
+    #[test]
+    fn a_portal_runs_what_was_bound_even_if_the_name_is_reparsed() {
+        let mut names = Names::default();
+        parse_bind(&mut names, "", "select 1", 0);
+        assert!(names.parse_complete());
+        assert_eq!(names.bind_complete().as_deref(), Some(""));
+        // Re-parse the unnamed statement without binding again.
+        let mut plan = names.plan();
+        plan.parse("", stmt("select 2"));
+        let p = plan.execute("").unwrap();
+        assert_eq!(p.statement.text, "select 1");
+    }
+
+    #[test]
+    fn additions_count_only_once_confirmed_and_errors_drop_them() {
+        let mut names = Names::default();
+        let mut plan = names.plan();
+        plan.parse("s1", stmt("select 1"));
+        let ops = plan.into_ops();
+        names.apply(ops, 0);
+        // The target reports an error for cycle 0: no ParseComplete.
+        names.cycle_ended(0);
+        let mut plan = names.plan();
+        assert!(plan.bind("", "s1", Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_duplicate_name_is_planned_as_failing() {
+        let mut names = Names::default();
+        let mut plan = names.plan();
+        plan.parse("s1", stmt("select 1"));
+        let ops = plan.into_ops();
+        names.apply(ops, 0);
+        assert!(names.parse_complete());
+        // Pipelined: Parse s1 again (the target will reject it), then in a
+        // later batch bind s1: the target runs the first text.
+        let mut plan = names.plan();
+        plan.parse("s1", stmt("select 2"));
+        let ops = plan.into_ops();
+        names.apply(ops, 1);
+        let mut plan = names.plan();
+        plan.bind("p", "s1", Vec::new()).unwrap();
+        let p = plan.execute("p").unwrap();
+        assert_eq!(p.statement.text, "select 1");
+    }
+
+    #[test]
+    fn sql_deallocate_and_discard_forget_names_at_once() {
+        let mut names = Names::default();
+        for (i, n) in ["a", "b"].into_iter().enumerate() {
+            let mut plan = names.plan();
+            plan.parse(n, stmt("select 1"));
+            let ops = plan.into_ops();
+            names.apply(ops, i as u64);
+            assert!(names.parse_complete());
+        }
+        let mut plan = names.plan();
+        plan.sql(&[PreparedChange::Deallocate("a".into())]);
+        let ops = plan.into_ops();
+        names.apply(ops, 2);
+        let mut plan = names.plan();
+        assert!(plan.bind("", "a", Vec::new()).is_err());
+        assert!(plan.bind("", "b", Vec::new()).is_ok());
+        // After DEALLOCATE a, Parse a with a new text is not doomed.
+        plan.parse("a", stmt("select 2"));
+        plan.bind("x", "a", Vec::new()).unwrap();
+        assert_eq!(plan.execute("x").unwrap().statement.text, "select 2");
+        let mut plan = names.plan();
+        plan.sql(&[PreparedChange::DeallocateAll]);
+        assert!(plan.bind("", "b", Vec::new()).is_err());
+    }
+
+    #[test]
+    fn sql_prepare_makes_the_name_opaque() {
+        let mut names = Names::default();
+        let mut plan = names.plan();
+        plan.sql(&[PreparedChange::Prepare("s1".into())]);
+        let ops = plan.into_ops();
+        names.apply(ops, 0);
+        let mut plan = names.plan();
+        // Parse s1 would fail on the target (it exists), so the opaque
+        // statement stays what s1 means, and it cannot be bound.
+        plan.parse("s1", stmt("select 1"));
+        let err = plan.bind("", "s1", Vec::new()).unwrap_err();
+        assert!(err.contains("SQL PREPARE"), "{err}");
+    }
+
+    #[test]
+    fn close_cancels_an_unconfirmed_parse() {
+        let mut names = Names::default();
+        let mut plan = names.plan();
+        plan.parse("s1", stmt("select 1"));
+        plan.close(b'S', "s1");
+        let ops = plan.into_ops();
+        names.apply(ops, 0);
+        assert!(names.parse_complete());
+        let mut plan = names.plan();
+        assert!(plan.bind("", "s1", Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_confirmation_that_does_not_match_resets_the_view() {
+        let mut names = Names::default();
+        parse_bind(&mut names, "s1", "select 1", 0);
+        assert!(names.parse_complete());
+        assert!(names.bind_complete().is_some());
+        assert!(!names.parse_complete());
+        let mut plan = names.plan();
+        assert!(plan.bind("", "s1", Vec::new()).is_err());
+        assert!(plan.execute("").is_err());
+    }
+}

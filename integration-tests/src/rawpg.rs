@@ -1,0 +1,141 @@
+//! A raw PostgreSQL protocol client for tests that need exact control of
+//! message order (pipelining, Flush, max_rows), which real drivers hide.
+
+use std::time::Duration;
+
+use sluice_pgwire::{Frame, FrameReader, messages};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
+
+/// One frame as bytes.
+pub fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    Frame::new(tag, body).raw.to_vec()
+}
+
+/// Parse (`P`) of `query` as statement `name`, no parameter types.
+pub fn parse(name: &str, query: &str) -> Vec<u8> {
+    frame(b'P', format!("{name}\0{query}\0\0\0").as_bytes())
+}
+
+/// Bind (`B`) of `statement` into `portal`, no parameters, text results.
+pub fn bind(portal: &str, statement: &str) -> Vec<u8> {
+    frame(
+        b'B',
+        format!("{portal}\0{statement}\0\0\0\0\0\0\0").as_bytes(),
+    )
+}
+
+/// Execute (`E`) of `portal`, at most `max_rows` rows (0: all).
+pub fn execute(portal: &str, max_rows: i32) -> Vec<u8> {
+    messages::execute(portal, max_rows).raw.to_vec()
+}
+
+pub fn sync() -> Vec<u8> {
+    frame(b'S', b"")
+}
+
+pub fn flush() -> Vec<u8> {
+    frame(b'H', b"")
+}
+
+pub fn query(sql: &str) -> Vec<u8> {
+    frame(b'Q', format!("{sql}\0").as_bytes())
+}
+
+/// A session through the agent: start-up as `user` on `database`, the
+/// token as password, ready for queries.
+pub struct RawSession {
+    stream: TcpStream,
+    reader: FrameReader,
+}
+
+impl RawSession {
+    pub async fn connect(port: u16, database: &str, token: &str) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut s = Self {
+            stream,
+            reader: FrameReader::new(1 << 20),
+        };
+        s.send(&messages::startup_message(&[
+            ("user", "alice"),
+            ("database", database),
+        ]))
+        .await;
+        s.until(b'R').await;
+        s.send(&messages::password_message(token.as_bytes()).raw)
+            .await;
+        s.until(b'Z').await;
+        s
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Frames up to and including the first with `tag`.
+    pub async fn until(&mut self, tag: u8) -> Vec<Frame> {
+        self.until_n(tag, 1).await
+    }
+
+    /// Frames up to and including the `n`th with `tag`.
+    pub async fn until_n(&mut self, tag: u8, mut n: usize) -> Vec<Frame> {
+        let mut all = Vec::new();
+        loop {
+            while let Some(f) = self.reader.next_frame().unwrap() {
+                let done = f.tag == tag && {
+                    n -= 1;
+                    n == 0
+                };
+                all.push(f);
+                if done {
+                    return all;
+                }
+            }
+            let read = tokio::time::timeout(
+                Duration::from_secs(10),
+                self.stream.read_buf(self.reader.buffer()),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for `{}`", tag as char))
+            .unwrap();
+            assert!(
+                read > 0,
+                "connection closed while waiting for `{}`",
+                tag as char
+            );
+        }
+    }
+}
+
+/// The tags of `frames`, as a string (e.g. `"12DDCZ"`).
+pub fn tags(frames: &[Frame]) -> String {
+    frames.iter().map(|f| f.tag as char).collect()
+}
+
+/// The text of the error fields (`M`, `C`) of the ErrorResponses in `frames`.
+pub fn errors(frames: &[Frame]) -> String {
+    frames
+        .iter()
+        .filter(|f| f.tag == b'E')
+        .flat_map(|f| messages::parse_fields(f.body()).unwrap_or_default())
+        .filter(|(c, _)| *c == b'M' || *c == b'C')
+        .map(|(_, v)| v)
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// The text values of the DataRows in `frames` (first column).
+pub fn first_column(frames: &[Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter(|f| f.tag == b'D')
+        .map(|f| {
+            let body = f.body();
+            let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]);
+            let len = usize::try_from(len).unwrap_or(0);
+            String::from_utf8_lossy(&body[6..6 + len]).into_owned()
+        })
+        .collect()
+}

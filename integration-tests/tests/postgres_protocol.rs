@@ -1,0 +1,163 @@
+//! Extended-protocol edge cases, driven message by message with a raw
+//! protocol client against a real PostgreSQL: what the audit trail says a
+//! portal ran is what the target ran, row limits hold across `max_rows`
+//! fetches, and a denial after unsynced work keeps PostgreSQL's ordering
+//! and rollback semantics.
+
+use std::time::Duration;
+
+use sluice_integration_tests::{
+    datapath::{DEFAULT_RULES, DataPath},
+    eventually,
+    rawpg::{RawSession, bind, errors, execute, first_column, flush, parse, query, sync, tags},
+};
+
+#[tokio::test]
+async fn a_portal_fetched_in_pieces_is_row_limited_as_a_whole() {
+    let dp = DataPath::start_with(
+        r#"
+      - limit: { rows: 25 }
+      - allow: { sql: { statements: [read, transaction] } }
+"#,
+        Vec::new(),
+    )
+    .await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    s.send(&query("BEGIN")).await;
+    s.until(b'Z').await;
+    let mut batch = parse("", "SELECT id FROM items ORDER BY id");
+    batch.extend(bind("p", ""));
+    batch.extend(execute("p", 10));
+    batch.extend(sync());
+    s.send(&batch).await;
+    let mut rows = first_column(&s.until(b'Z').await);
+    assert_eq!(rows.len(), 10);
+    // Keep fetching 10 at a time, then the rest: the limit is per portal,
+    // not per Execute.
+    for max in [10, 10, 0] {
+        let mut more = execute("p", max);
+        more.extend(sync());
+        s.send(&more).await;
+        let got = s.until(b'Z').await;
+        rows.extend(first_column(&got));
+    }
+    assert_eq!(rows.len(), 25, "{rows:?}");
+    assert_eq!(rows.last().map(String::as_str), Some("25"));
+    assert_eq!(dp.target("SELECT count(*) FROM items"), "500");
+}
+
+#[tokio::test]
+async fn the_audit_names_what_the_target_actually_ran() {
+    let rules = format!(
+        "{DEFAULT_RULES}      - allow: {{ sql: {{ statements: [prepare, deallocate] }} }}\n"
+    );
+    let dp = DataPath::start_with(&rules, Vec::new()).await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    // s1 is prepared; a second Parse of s1 is rejected by the target
+    // (42P05), so a pipelined Bind of s1 runs the first text.
+    let mut batch = parse("s1", "SELECT 'first-text'::text");
+    batch.extend(sync());
+    s.send(&batch).await;
+    s.until(b'Z').await;
+    let mut batch = parse("s1", "SELECT 'second-text'::text");
+    batch.extend(sync());
+    batch.extend(bind("", "s1"));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    s.send(&batch).await;
+    let got = s.until_n(b'Z', 2).await;
+    assert!(errors(&got).contains("42P05"), "{}", errors(&got));
+    assert_eq!(first_column(&got), ["first-text"]);
+
+    // SQL DEALLOCATE frees the name: a new Parse of it takes effect.
+    let mut batch = query("DEALLOCATE s1");
+    batch.extend(parse("s1", "SELECT 'third-text'::text"));
+    batch.extend(bind("", "s1"));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    s.send(&batch).await;
+    let got = s.until_n(b'Z', 2).await;
+    assert_eq!(first_column(&got), ["third-text"], "{}", errors(&got));
+
+    // A statement made with SQL PREPARE was never judged at Parse: binding
+    // it through the protocol is refused, and the session stays usable.
+    s.send(&query("PREPARE q AS SELECT 'prepared-text'::text"))
+        .await;
+    s.until(b'Z').await;
+    let mut batch = bind("", "q");
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    s.send(&batch).await;
+    let got = s.until(b'Z').await;
+    assert!(errors(&got).contains("SQL PREPARE"), "{}", errors(&got));
+    assert!(first_column(&got).is_empty());
+    s.send(&query("SELECT 'still-usable'")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["still-usable"]);
+
+    let mut cp = dp.cp;
+    let api = cp.api();
+    let results = eventually(Duration::from_secs(20), "statement results", || async {
+        let v = api
+            .get_ok("/api/v1/audit?kind=statement.result&limit=1000")
+            .await;
+        let events = v["events"].as_array().cloned().unwrap_or_default();
+        let texts: Vec<String> = events
+            .iter()
+            .filter_map(|e| e["statement"].as_str().map(str::to_owned))
+            .collect();
+        texts
+            .iter()
+            .any(|t| t.contains("still-usable"))
+            .then_some(texts)
+    })
+    .await;
+    assert!(
+        results.iter().any(|t| t.contains("first-text")),
+        "{results:?}"
+    );
+    assert!(
+        results.iter().any(|t| t.contains("third-text")),
+        "{results:?}"
+    );
+    assert!(
+        !results.iter().any(|t| t.contains("second-text")),
+        "the audit trail names a statement the target never ran: {results:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_denial_after_a_flushed_batch_keeps_order_and_rolls_back_like_postgres() {
+    let dp = DataPath::start().await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    // An INSERT sent with Flush (no Sync: the target's implicit transaction
+    // stays open), slow enough that its results are still pending when the
+    // denied DELETE and its Sync arrive.
+    let mut batch = parse(
+        "",
+        "INSERT INTO items (id, name) SELECT 100001, 'flushed' FROM pg_sleep(0.3)",
+    );
+    batch.extend(bind("", ""));
+    batch.extend(execute("", 0));
+    batch.extend(flush());
+    batch.extend(parse("", "DELETE FROM items"));
+    batch.extend(bind("", ""));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    s.send(&batch).await;
+    let got = s.until(b'Z').await;
+    // ParseComplete, BindComplete, CommandComplete of the INSERT, then the
+    // denial, then ReadyForQuery: nothing overtakes the pending results.
+    assert_eq!(tags(&got), "12CEZ", "{}", errors(&got));
+    assert!(errors(&got).contains("42501"), "{}", errors(&got));
+    assert_eq!(got.last().map(|f| f.body().to_vec()), Some(b"I".to_vec()));
+    // As in PostgreSQL, the error ended the implicit transaction: the
+    // INSERT was rolled back, and the DELETE never reached the target.
+    assert_eq!(
+        dp.target("SELECT count(*) FROM items WHERE id = 100001"),
+        "0"
+    );
+    assert_eq!(dp.target("SELECT count(*) FROM items"), "500");
+    assert!(!dp.pg.logs().contains("DELETE FROM items"));
+    s.send(&query("SELECT 'still-usable'")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["still-usable"]);
+}
