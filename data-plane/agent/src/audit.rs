@@ -150,6 +150,10 @@ impl AuditLog {
 
     fn append(&self, event: &mut pb::AuditEvent) -> Result<u64, AuditError> {
         self.fill_in(event);
+        self.append_filled(event)
+    }
+
+    fn append_filled(&self, event: &pb::AuditEvent) -> Result<u64, AuditError> {
         let bytes = event.encode_to_vec();
         let mut shared = self.lock();
         if let Some(why) = &shared.sync_failure {
@@ -271,5 +275,50 @@ fn status_of(s: &Spool) -> SpoolStatus {
         acked_seq: s.acked_seq(),
         pending: s.pending_records(),
         disk_bytes: s.disk_bytes(),
+    }
+}
+
+/// The audit trail of one session: its events are linked into a hash
+/// chain (see `sluice_audit_chain`) in the order they are spooled, so the
+/// control plane can prove none was altered, removed or reordered. Owned
+/// by the session's task.
+pub struct SessionTrail {
+    log: AuditLog,
+    chain: sluice_audit_chain::Chain,
+}
+
+impl SessionTrail {
+    pub fn new(log: AuditLog) -> Self {
+        Self {
+            log,
+            chain: sluice_audit_chain::Chain::new(),
+        }
+    }
+
+    /// Spools `event` as the session's next link; on failure the chain does
+    /// not move, so a lost event leaves no gap.
+    pub fn record(&mut self, mut event: pb::AuditEvent) -> Result<u64, AuditError> {
+        self.log.fill_in(&mut event);
+        self.chain.link(&mut event);
+        let seq = self.log.append_filled(&event)?;
+        self.chain.commit(&event);
+        Ok(seq)
+    }
+
+    /// Records an event about work already done; a failure is logged.
+    pub fn record_detached(&mut self, event: pb::AuditEvent) {
+        let kind = event.kind.clone();
+        if let Err(e) = self.record(event) {
+            tracing::error!(error = %e, kind = %kind, "cannot audit an event");
+        }
+    }
+
+    /// Events recorded so far.
+    pub fn len(&self) -> u64 {
+        self.chain.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chain.is_empty()
     }
 }

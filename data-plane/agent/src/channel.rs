@@ -114,7 +114,17 @@ async fn connect_once(agent: &Arc<Agent>) -> anyhow::Result<()> {
                 Some(control_message::Msg::AuditAck(ack)) => agent.audit.ack(ack.acked_seq),
                 Some(control_message::Msg::HeartbeatAck(_)) => agent.confirm_snapshot(),
                 Some(control_message::Msg::KillSession(k)) => {
-                    tracing::warn!(session = %k.session_id, "session kill requested, but this agent has no live sessions to end yet");
+                    let reason = if k.reason.is_empty() {
+                        "ended by an administrator".to_owned()
+                    } else {
+                        format!("ended by an administrator: {}", k.reason)
+                    };
+                    let ended = if k.session_id.is_empty() {
+                        agent.sessions.end_subject(&k.subject, &k.resource, &reason)
+                    } else {
+                        usize::from(agent.sessions.end(&k.session_id, &reason))
+                    };
+                    tracing::warn!(session = %k.session_id, subject = %k.subject, ended, "session kill requested");
                 }
                 Some(control_message::Msg::ApprovalDecision(d)) => {
                     tracing::warn!(request = %d.request_id, "approval decision for an unknown request ignored");

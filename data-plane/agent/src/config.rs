@@ -90,6 +90,15 @@ pub struct AgentArgs {
     /// Largest single protocol message accepted from a client or target.
     #[arg(long, env = "SLUICE_AGENT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_message_bytes: u32,
+    /// Result rows recorded per statement in the session record (0: none).
+    #[arg(long, env = "SLUICE_AGENT_RECORD_ROWS", default_value_t = 100)]
+    pub record_rows: usize,
+    /// Bytes of result values recorded per statement.
+    #[arg(long, env = "SLUICE_AGENT_RECORD_STATEMENT_BYTES", default_value_t = 64 * 1024)]
+    pub record_statement_bytes: usize,
+    /// Bytes of result values recorded per session, over all statements.
+    #[arg(long, env = "SLUICE_AGENT_RECORD_SESSION_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub record_session_bytes: usize,
 }
 
 impl AgentArgs {

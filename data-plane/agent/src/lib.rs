@@ -16,6 +16,7 @@ pub mod enroll;
 mod fsutil;
 pub mod metrics;
 pub mod postgres;
+pub mod sessions;
 pub mod snapshot;
 pub mod status;
 mod tls;
@@ -58,6 +59,8 @@ pub struct Agent {
     /// TLS for client connections (None: plaintext only).
     pub pg_tls: Option<tokio_rustls::TlsAcceptor>,
     subject_connections: Mutex<std::collections::HashMap<String, usize>>,
+    /// Live client sessions (to end them on request or revocation).
+    pub sessions: Arc<sessions::LiveSessions>,
 }
 
 /// A connection counted against its subject's limit; released on drop.
@@ -112,6 +115,7 @@ impl Agent {
             pg_cancel: postgres::CancelRegistry::default(),
             pg_tls,
             subject_connections: Mutex::new(std::collections::HashMap::new()),
+            sessions: Arc::default(),
         }
     }
 
@@ -190,6 +194,14 @@ impl Agent {
                     resources = active.resources.len(),
                     "policy snapshot applied"
                 );
+                let ended = self.sessions.revoke(&active);
+                if ended > 0 {
+                    tracing::warn!(
+                        version,
+                        sessions = ended,
+                        "ended sessions whose grant the new policy revokes"
+                    );
+                }
                 self.publish(Some(active));
                 self.set_state(State::Valid(version));
                 self.metrics.snapshot_updates.inc();

@@ -487,6 +487,34 @@ pub fn parse_execute(body: &[u8]) -> Result<(&str, i32), ProtocolError> {
     Ok((r.cstr("Execute")?, r.i32("Execute")?))
 }
 
+/// Column names of a RowDescription ('T').
+pub fn parse_row_description(body: &[u8]) -> Result<Vec<&str>, ProtocolError> {
+    let mut r = Reader::new(body);
+    let n = r.i16("RowDescription column count")?;
+    let mut names = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    for _ in 0..n {
+        names.push(r.cstr("column name")?);
+        // table oid, attribute number, type oid, type size, type modifier, format
+        r.bytes(4 + 2 + 4 + 2 + 4 + 2, "column description")?;
+    }
+    Ok(names)
+}
+
+/// The values of a DataRow ('D'); `None` is SQL NULL.
+pub fn parse_data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> {
+    let mut r = Reader::new(body);
+    let n = r.i16("DataRow column count")?;
+    let mut values = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    for _ in 0..n {
+        let len = r.i32("value length")?;
+        values.push(match usize::try_from(len) {
+            Ok(len) => Some(r.bytes(len, "value")?),
+            Err(_) => None,
+        });
+    }
+    Ok(values)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@
 //! agent (fail closed).
 
 mod cancel;
+mod capture;
 mod io;
 mod judge;
 mod names;
@@ -61,7 +62,7 @@ use tokio::{
 };
 use tracing::Instrument as _;
 
-use crate::{Agent, metrics::OutcomeLabels};
+use crate::{Agent, audit::SessionTrail, metrics::OutcomeLabels};
 
 /// Largest message accepted before authentication (a token fits easily).
 const MAX_PRE_AUTH_MESSAGE: u32 = 64 * 1024;
@@ -198,7 +199,11 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
             }
         };
         event.decision = "allow".into();
-        if let Err(e) = agent.audit.record(event.clone()).await
+        // Registered before the start is recorded, so a kill or revocation
+        // that follows the start event always finds the session.
+        let registration = agent.sessions.register(&event.session_id, granted.subject.clone(), &granted.resource.name);
+        let mut trail = SessionTrail::new(agent.audit.clone());
+        if let Err(e) = trail.record(event.clone())
             && granted.resource.audit_mode != "best_effort"
         {
             tracing::error!(error = %e, "cannot audit a session start; refusing it");
@@ -231,10 +236,13 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
             credential: granted.credential.clone(),
             idle_timeout: agent.args.idle_timeout,
             audit_best_effort: granted.resource.audit_mode == "best_effort",
+            trail,
+            ended: registration.ended.clone(),
         };
         let client_reader = FrameReader::new(agent.args.max_message_bytes);
-        let (totals, error) = session::run(ctx, stream, client_reader, upstream).await;
+        let (totals, error, mut trail) = session::run(ctx, stream, client_reader, upstream).await;
         agent.pg_cancel.unregister(pid, key);
+        drop(registration);
         let end = pb::AuditEvent {
             kind: "session.end".into(),
             session_id: event.session_id,
@@ -249,7 +257,7 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
             attributes_json: serde_json::json!({"protocol": "postgres", "statements": totals.statements, "denied": totals.denied}).to_string(),
             ..Default::default()
         };
-        if let Err(e) = agent.audit.record(end).await {
+        if let Err(e) = trail.record(end) {
             tracing::error!(error = %e, "cannot audit a session end");
         }
     }
@@ -270,10 +278,27 @@ async fn refuse(agent: &Agent, stream: io::Stream, mut event: pb::AuditEvent, re
     event.decision = "deny".into();
     event.error = refusal.message.clone();
     // Record first: if the decision cannot be audited, the client gets the
-    // audit error instead (fail closed), never a silent success.
-    let refusal = match agent.audit.record(event).await {
+    // audit error instead (fail closed), never a silent success. A refused
+    // connection is a session of two events, start and end, so its record
+    // is chained and sealed like any other.
+    let mut trail = SessionTrail::new(agent.audit.clone());
+    let end = pb::AuditEvent {
+        kind: "session.end".into(),
+        session_id: event.session_id.clone(),
+        subject: event.subject.clone(),
+        groups: event.groups.clone(),
+        resource: event.resource.clone(),
+        agent: event.agent.clone(),
+        client_addr: event.client_addr.clone(),
+        decision: "deny".into(),
+        error: refusal.message.clone(),
+        attributes_json: r#"{"protocol":"postgres","statements":0,"denied":0}"#.into(),
+        ..Default::default()
+    };
+    let refusal = match trail.record(event) {
         Ok(_) => {
             agent.metrics.audit_events.inc();
+            trail.record_detached(end);
             refusal
         }
         Err(e) => {

@@ -30,18 +30,21 @@ use std::{
 };
 
 use bytes::{Buf as _, BytesMut};
-use futures::future::try_join_all;
 use sluice_pgwire::{Frame, FrameReader, messages};
 use sluice_proto as pb;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    sync::watch,
+};
 
 use super::{
+    capture::{self, Capture},
     io::Stream,
     judge::{Judge, Verdict},
     names::{Names, Prepared},
     upstream::{Upstream, scrub},
 };
-use crate::Agent;
+use crate::{Agent, audit::SessionTrail};
 
 /// Stop reading from one side while this much is queued for the other.
 const HIGH_WATER: usize = 4 * 1024 * 1024;
@@ -59,6 +62,10 @@ pub struct Context {
     /// The resource's `audit_mode: best_effort`: run statements even when
     /// their audit event cannot be spooled (default: refuse them).
     pub audit_best_effort: bool,
+    /// The session's chained audit trail.
+    pub trail: SessionTrail,
+    /// Set when the session must end (admin kill, revoked grant).
+    pub ended: watch::Receiver<Option<String>>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -95,6 +102,8 @@ struct Unit {
     limit: Option<u64>,
     withheld: u64,
     error: String,
+    /// What the client received, as recorded.
+    capture: Capture,
 }
 
 /// A statement about to be forwarded (an Execute, a Query, a FunctionCall).
@@ -137,6 +146,9 @@ struct Relay {
     /// Rows returned so far by portals suspended at `max_rows`.
     portal_rows: HashMap<String, u64>,
     units: VecDeque<Unit>,
+    record_limits: capture::Limits,
+    /// Bytes of results the session record may still take.
+    record_left: usize,
     totals: Totals,
     terminate: bool,
 }
@@ -153,6 +165,8 @@ pub enum SessionError {
     Io(#[from] std::io::Error),
     #[error("client idle for longer than {0:?}")]
     Idle(Duration),
+    #[error("this session was ended: {0}")]
+    Ended(String),
 }
 
 /// Runs the relay until either side closes. Returns the session totals.
@@ -161,7 +175,7 @@ pub async fn run(
     client: Stream,
     mut client_reader: FrameReader,
     upstream: Upstream,
-) -> (Totals, Option<SessionError>) {
+) -> (Totals, Option<SessionError>, SessionTrail) {
     let Upstream {
         stream: server,
         reader: mut server_reader,
@@ -178,6 +192,12 @@ pub async fn run(
     {
         judge.set_standard_conforming_strings(v == "on");
     }
+    let args = &ctx.agent.args;
+    let record_limits = capture::Limits {
+        rows: args.record_rows,
+        statement_bytes: args.record_statement_bytes,
+    };
+    let record_left = args.record_session_bytes;
     let mut relay = Relay {
         ctx,
         judge,
@@ -198,10 +218,13 @@ pub async fn run(
         names: Names::default(),
         portal_rows: HashMap::new(),
         units: VecDeque::new(),
+        record_limits,
+        record_left,
         totals: Totals::default(),
         terminate: false,
     };
     let idle = relay.ctx.idle_timeout;
+    let mut ended = relay.ctx.ended.clone();
     let err = loop {
         // After the client's Terminate, keep relaying until the target has
         // answered everything it was sent and closes the connection.
@@ -244,6 +267,15 @@ pub async fn run(
             _ = idle_sleep, if relay.inflight() == 0 && relay.units.is_empty() && !relay.unsynced => {
                 break Some(SessionError::Idle(idle));
             }
+            r = ended.changed() => {
+                let why = match r {
+                    Ok(()) => ended.borrow_and_update().clone(),
+                    Err(_) => Some("the agent is shutting down".into()),
+                };
+                if let Some(why) = why {
+                    break Some(SessionError::Ended(why));
+                }
+            }
         }
     };
     // Say why, in the client's protocol, when it is our decision to end.
@@ -251,11 +283,13 @@ pub async fn run(
         e @ (SessionError::Protocol(_)
         | SessionError::Audit(_)
         | SessionError::Idle(_)
+        | SessionError::Ended(_)
         | SessionError::Upstream(_)),
     ) = &err
     {
         let code = match e {
             SessionError::Idle(_) => "57P05",
+            SessionError::Ended(_) => "57P01",
             SessionError::Audit(_) => "57P03",
             SessionError::Upstream(_) => "08006",
             _ => "08P01",
@@ -277,7 +311,7 @@ pub async fn run(
     .await;
     let _ = client_w.shutdown().await;
     relay.finish_all("session ended");
-    (relay.totals, err)
+    (relay.totals, err, relay.ctx.trail)
 }
 
 impl Relay {
@@ -456,6 +490,7 @@ impl Relay {
             limit: x.limit,
             withheld: 0,
             error: String::new(),
+            capture: Capture::default(),
         }
     }
 
@@ -551,8 +586,12 @@ impl Relay {
             };
             self.decision_event(&x.id, &x.text, x.params.clone(), &verdict)
         });
-        let audit = &self.ctx.agent.audit;
-        if let Err(e) = try_join_all(records.map(|e| audit.record(e))).await {
+        let records: Vec<pb::AuditEvent> = records.collect();
+        let trail = &mut self.ctx.trail;
+        if let Err(e) = records
+            .into_iter()
+            .try_for_each(|e| trail.record(e).map(drop))
+        {
             if !self.ctx.audit_best_effort {
                 self.refuse_unaudited(&e.to_string(), ends_with_sync);
                 return Ok(());
@@ -615,7 +654,7 @@ impl Relay {
         verdict: &Verdict,
     ) -> Result<(), SessionError> {
         let event = self.decision_event(statement_id, text, parameters, verdict);
-        if let Err(e) = self.ctx.agent.audit.record(event).await {
+        if let Err(e) = self.ctx.trail.record(event) {
             if !self.ctx.audit_best_effort {
                 return Err(SessionError::Audit(e.to_string()));
             }
@@ -712,6 +751,13 @@ impl Relay {
                         u.withheld += 1;
                         return;
                     }
+                    u.capture
+                        .row(frame.body(), self.record_limits, &mut self.record_left);
+                }
+            }
+            b'T' => {
+                if let Some(u) = self.units.front_mut() {
+                    u.capture.columns(frame.body());
                 }
             }
             b'1' if !self.names.parse_complete() => {
@@ -936,10 +982,15 @@ impl Relay {
                 rows: i64::try_from(u.rows).unwrap_or(i64::MAX),
                 error: u.error,
                 client_addr: self.ctx.client_addr.clone(),
-                attributes_json: serde_json::json!({ "statement_id": u.statement_id }).to_string(),
+                attributes_json: if u.capture.is_empty() {
+                    serde_json::json!({ "statement_id": u.statement_id })
+                } else {
+                    serde_json::json!({ "statement_id": u.statement_id, "result": u.capture })
+                }
+                .to_string(),
                 ..Default::default()
             };
-            self.ctx.agent.audit.record_detached(event);
+            self.ctx.trail.record_detached(event);
         }
     }
 

@@ -1,0 +1,140 @@
+//! Live client sessions on this agent, so that an admin (a `KillSession`
+//! from the control plane) or a policy change that revokes a grant can end
+//! them. A session registers when it starts and is removed when its guard
+//! drops; ending it sends the reason on the session's own channel, and the
+//! session closes itself with a FATAL error the client can read.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use sluice_policy::Subject;
+use tokio::sync::watch;
+
+use crate::snapshot::Active;
+
+struct Live {
+    subject: Subject,
+    resource: String,
+    end: watch::Sender<Option<String>>,
+}
+
+#[derive(Default)]
+pub struct LiveSessions {
+    sessions: Mutex<HashMap<String, Live>>,
+}
+
+/// Removes its session from the registry when dropped.
+pub struct Registration {
+    registry: Arc<LiveSessions>,
+    id: String,
+    /// Receives the reason when the session must end.
+    pub ended: watch::Receiver<Option<String>>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
+    }
+}
+
+impl LiveSessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn register(self: &Arc<Self>, id: &str, subject: Subject, resource: &str) -> Registration {
+        let (end, ended) = watch::channel(None);
+        self.lock().insert(
+            id.to_owned(),
+            Live {
+                subject,
+                resource: resource.to_owned(),
+                end,
+            },
+        );
+        Registration {
+            registry: self.clone(),
+            id: id.to_owned(),
+            ended,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Ends one session; `false` when it is not live here.
+    pub fn end(&self, id: &str, reason: &str) -> bool {
+        match self.lock().get(id) {
+            Some(live) => {
+                live.end.send_replace(Some(reason.to_owned()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends every session of `subject` (on `resource`, when not empty).
+    pub fn end_subject(&self, subject: &str, resource: &str, reason: &str) -> usize {
+        let sessions = self.lock();
+        let mut n = 0;
+        for live in sessions.values() {
+            if live.subject.id == subject && (resource.is_empty() || live.resource == resource) {
+                live.end.send_replace(Some(reason.to_owned()));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Ends the sessions `active` no longer grants: their subject may not
+    /// connect to their resource any more, or the resource is gone.
+    pub fn revoke(&self, active: &Active) -> usize {
+        let sessions = self.lock();
+        let mut n = 0;
+        for (id, live) in sessions.iter() {
+            let granted = active.resources.contains_key(&live.resource)
+                && active
+                    .policy
+                    .connect(&live.subject, &live.resource)
+                    .is_some();
+            if !granted {
+                tracing::warn!(session = %id, subject = %live.subject.id, resource = %live.resource, version = active.version, "grant revoked; ending the session");
+                live.end.send_replace(Some(format!(
+                    "access to \"{}\" was revoked (policy version {})",
+                    live.resource, active.version
+                )));
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ending_reaches_the_session_and_the_guard_deregisters() {
+        let registry = Arc::new(LiveSessions::default());
+        let a = registry.register("s1", Subject::user("alice", ["devs"]), "app");
+        let b = registry.register("s2", Subject::user("bob", ["devs"]), "app");
+        assert_eq!(registry.len(), 2);
+        assert!(registry.end("s1", "ended by admin"));
+        assert_eq!(a.ended.borrow().as_deref(), Some("ended by admin"));
+        assert!(b.ended.borrow().is_none());
+        assert_eq!(registry.end_subject("bob", "other", "x"), 0);
+        assert_eq!(registry.end_subject("bob", "app", "revoked"), 1);
+        assert_eq!(b.ended.borrow().as_deref(), Some("revoked"));
+        drop(a);
+        assert!(!registry.end("s1", "again"));
+        assert_eq!(registry.len(), 1);
+    }
+}
