@@ -65,21 +65,7 @@ impl DataPath {
             )
             .await;
         assert!(s.is_success(), "{v}");
-        let policy = format!(
-            r#"resources:
-  - name: app
-    kind: postgres
-    agent: edge
-    address: 127.0.0.1:{port}
-    database: app
-    credential: app-db
-policies:
-  - name: devs-on-app
-    subjects: {{ groups: [devs] }}
-    resources: {{ names: [app] }}
-    rules:{rules}"#,
-            port = pg.port
-        );
+        let policy = policy_document(pg.port, "devs", rules);
         let (s, v) = api.apply_policy(&policy).await;
         assert!(s.is_success(), "policy rejected: {v}");
         let revision = v["revision"].as_u64().unwrap_or(0);
@@ -99,6 +85,12 @@ policies:
         }
     }
 
+    /// The policy document the data path starts with, granting `group`
+    /// instead of `devs`, with `rules`.
+    pub fn policy(&self, group: &str, rules: &str) -> String {
+        policy_document(self.pg.port, group, rules)
+    }
+
     /// psql through the agent as alice; (success, stdout, stderr).
     pub fn psql(&self, sql: &str) -> (bool, String, String) {
         crate::psql_via_agent(self.agent.pg_port, "app", &self.token, sql)
@@ -116,4 +108,23 @@ policies:
     pub fn target(&self, sql: &str) -> String {
         self.pg.psql("app", sql).trim().to_owned()
     }
+}
+
+/// Resource `app` on the target at `port`, and policy `devs-on-app`
+/// granting `group` with `rules`.
+fn policy_document(port: u16, group: &str, rules: &str) -> String {
+    format!(
+        r#"resources:
+  - name: app
+    kind: postgres
+    agent: edge
+    address: 127.0.0.1:{port}
+    database: app
+    credential: app-db
+policies:
+  - name: devs-on-app
+    subjects: {{ groups: [{group}] }}
+    resources: {{ names: [app] }}
+    rules:{rules}"#
+    )
 }
