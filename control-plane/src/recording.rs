@@ -133,6 +133,12 @@ pub async fn verify(
         .store
         .session_events(session_id, MAX_SESSION_EVENTS)
         .await?;
+    if i64::try_from(events.len()).unwrap_or(i64::MAX) >= MAX_SESSION_EVENTS {
+        // A partial load would read as events missing at the end.
+        return Err(StoreError::Conflict(format!(
+            "session `{session_id}` has {MAX_SESSION_EVENTS} events or more, too many to verify through the API"
+        )));
+    }
     let seal = cp.store.session_seal(session_id).await?;
     if events.is_empty() && seal.is_none() {
         return Ok(None);
