@@ -16,7 +16,18 @@
 //! Altering any covered field of an event breaks its hash; removing or
 //! reordering events breaks the `prev_hash` links or positions; removing
 //! the last events is caught by the seal the control plane signs over the
-//! chain head when the session ends.
+//! chain head when the session ends ([`seal`]); [`verify`] checks a stored
+//! session against both and names what is wrong.
+//!
+//! The crate does no I/O; the seal's signature check (Ed25519 through
+//! `ring`) lives here too, so an auditor's tool and the control plane
+//! share one implementation.
+
+pub mod seal;
+pub mod verify;
+
+pub use seal::{SEAL_ALGORITHM, Seal, SealClaim, SealKey, ends_session};
+pub use verify::{Problem, Report, Status, verify};
 
 use ring::digest;
 use sluice_proto as pb;
@@ -169,17 +180,16 @@ mod tests {
         base.groups = vec!["g".into()];
         base.parameters = vec!["p".into()];
         let h = event_hash(&base);
-        type Edit = Box<dyn Fn(&mut pb::AuditEvent)>;
-        let edits: Vec<Edit> = vec![
-            Box::new(|e| e.statement.push(' ')),
-            Box::new(|e| e.session_seq += 1),
-            Box::new(|e| e.prev_hash = vec![1]),
-            Box::new(|e| e.time_unix_ms += 1),
-            Box::new(|e| e.groups.push("h".into())),
-            Box::new(|e| e.parameters[0] = "q".into()),
-            Box::new(|e| e.rows = 7),
-            Box::new(|e| e.decision = "deny".into()),
-            Box::new(|e| e.attributes_json = "{}".into()),
+        let edits: Vec<fn(&mut pb::AuditEvent)> = vec![
+            |e| e.statement.push(' '),
+            |e| e.session_seq += 1,
+            |e| e.prev_hash = vec![1],
+            |e| e.time_unix_ms += 1,
+            |e| e.groups.push("h".into()),
+            |e| e.parameters[0] = "q".into(),
+            |e| e.rows = 7,
+            |e| e.decision = "deny".into(),
+            |e| e.attributes_json = "{}".into(),
         ];
         for edit in edits {
             let mut e = base.clone();

@@ -23,7 +23,9 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
         sluice whoami\n  \
         sluice resources list\n  \
         sluice policy apply policy.yaml --comment 'allow analysts to read orders'\n  \
-        sluice audit tail --follow"
+        sluice audit tail --follow\n  \
+        sluice sessions list --outcome live\n  \
+        sluice audit verify SESSION_ID"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -101,9 +103,13 @@ pub enum Command {
     #[command(subcommand, name = "join-token")]
     JoinToken(JoinTokenCommand),
 
-    /// Read the audit log.
+    /// Read the audit log, verify recorded sessions, export for a SIEM.
     #[command(subcommand)]
     Audit(AuditCommand),
+
+    /// Recorded sessions: list, read a transcript, end a live one.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -377,6 +383,100 @@ pub enum JoinTokenCommand {
 pub enum AuditCommand {
     /// Print the most recent audit events; with --follow, keep printing new ones.
     Tail(AuditTailArgs),
+    /// Check a session's record against its hash chain and the control plane's seal.
+    ///
+    /// Prints OK, or each problem found (which event was altered, removed,
+    /// reordered or is missing at the end). Exits non-zero unless the
+    /// session verifies; a session that never ended (still live, or its
+    /// agent died) is incomplete and never verifies.
+    Verify {
+        /// Session id (see `sluice sessions list`).
+        session: String,
+    },
+    /// Write audit events as JSON lines to stdout, oldest first (for a SIEM).
+    ///
+    /// Each line carries its `cursor`; pass the last one as --after to resume.
+    Export(AuditExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditExportArgs {
+    /// Only events at or after this time: RFC 3339, or a duration ago such as 24h.
+    #[arg(long, value_parser = parse_since, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only events at or before this time: RFC 3339, or a duration ago.
+    #[arg(long, value_parser = parse_since, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only events ingested after this cursor.
+    #[arg(long, value_name = "CURSOR")]
+    pub after: Option<u64>,
+    /// Stop after this many events.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List recorded sessions, most recent last.
+    List(SessionsListArgs),
+    /// Print a session's summary and transcript: each statement and its outcome.
+    Show {
+        /// Session id.
+        id: String,
+    },
+    /// End a live session: the agent closes the client's connection with the reason.
+    Kill {
+        /// Session id.
+        id: String,
+        /// Told to the client and recorded [default: ended by administrator <you>].
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SessionOutcome {
+    /// Still running.
+    Live,
+    /// Ended normally or by an administrator.
+    Ended,
+    /// Never ended and its agent went away: cannot be verified.
+    Incomplete,
+    /// The connection was refused.
+    Denied,
+}
+
+impl SessionOutcome {
+    pub fn as_api(self) -> &'static str {
+        match self {
+            SessionOutcome::Live => "live",
+            SessionOutcome::Ended => "ended",
+            SessionOutcome::Incomplete => "incomplete",
+            SessionOutcome::Denied => "denied",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SessionsListArgs {
+    /// Only sessions of this subject.
+    #[arg(long, value_name = "S")]
+    pub subject: Option<String>,
+    /// Only sessions on this resource.
+    #[arg(long, value_name = "R")]
+    pub resource: Option<String>,
+    /// Only sessions that started at or after this time: RFC 3339, or a duration ago such as 1h.
+    #[arg(long, value_parser = parse_since, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only sessions that started at or before this time.
+    #[arg(long, value_parser = parse_since, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only sessions with this status.
+    #[arg(long, value_enum, value_name = "OUTCOME")]
+    pub outcome: Option<SessionOutcome>,
+    /// How many of the most recent sessions to list (1-1000).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000), value_name = "N")]
+    pub limit: u32,
 }
 
 #[derive(Debug, Args)]
@@ -406,6 +506,26 @@ fn parse_ttl(s: &str) -> Result<String, String> {
         Ok(d) if d.is_zero() => Err("the duration must be longer than zero".to_owned()),
         Ok(_) => Ok(s.to_owned()),
         Err(e) => Err(format!("{e} (expected a duration such as 90s, 15m or 1h)")),
+    }
+}
+
+/// A point in time for the API: RFC 3339 as given, or a duration such as
+/// `90m` meaning that long ago.
+pub fn parse_since(s: &str) -> Result<String, String> {
+    if humantime::parse_rfc3339_weak(s).is_ok() {
+        return Ok(s.to_owned());
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) => {
+            let at = std::time::SystemTime::now()
+                .checked_sub(d)
+                .ok_or_else(|| "that is too long ago".to_owned())?;
+            Ok(humantime::format_rfc3339_seconds(at).to_string())
+        }
+        Err(_) => Err(
+            "expected an RFC 3339 time such as 2026-01-31T12:00:00Z, or a duration ago such as 1h"
+                .to_owned(),
+        ),
     }
 }
 
@@ -710,6 +830,42 @@ mod tests {
         assert!(args.follow);
         assert!(parse(&["audit", "tail", "--limit", "0"]).is_err());
         assert!(parse(&["audit", "tail", "--limit", "5000"]).is_err());
+    }
+
+    #[test]
+    fn sessions_and_audit_verify_export() {
+        let cli =
+            parse(&["sessions", "list", "--outcome", "live", "--since", "2h"]).expect("parses");
+        let Command::Sessions(SessionsCommand::List(args)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(args.outcome, Some(SessionOutcome::Live));
+        assert!(args.since.as_deref().is_some_and(|s| s.ends_with('Z')));
+        assert_eq!(args.limit, 50);
+        assert!(parse(&["sessions", "list", "--outcome", "gone"]).is_err());
+        assert!(parse(&["sessions", "list", "--since", "yesterday"]).is_err());
+        let cli = parse(&["sessions", "list", "--since", "2026-01-31T12:00:00Z"]).expect("parses");
+        let Command::Sessions(SessionsCommand::List(args)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(args.since.as_deref(), Some("2026-01-31T12:00:00Z"));
+
+        let cli = parse(&["sessions", "kill", "s1", "--reason", "leaving"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Sessions(SessionsCommand::Kill { ref id, reason: Some(ref r) }) if id == "s1" && r == "leaving"
+        ));
+        assert!(parse(&["sessions", "show"]).is_err(), "id is required");
+        let cli = parse(&["audit", "verify", "s1"]).expect("parses");
+        assert!(
+            matches!(cli.command, Command::Audit(AuditCommand::Verify { ref session }) if session == "s1")
+        );
+        let cli = parse(&["audit", "export", "--after", "42", "--limit", "10"]).expect("parses");
+        let Command::Audit(AuditCommand::Export(args)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!((args.after, args.limit), (Some(42), Some(10)));
+        assert!(parse(&["audit", "export", "--limit", "0"]).is_err());
     }
 
     #[test]

@@ -15,6 +15,8 @@ use url::Url;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Streamed downloads (audit export) may legitimately take long.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// How much of a non-JSON error body is worth showing.
 const SNIPPET_CHARS: usize = 200;
 
@@ -295,6 +297,41 @@ impl Client {
             return Ok(Value::Null);
         }
         serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode { endpoint, source })
+    }
+
+    /// GETs a streamed body and hands it to `sink` chunk by chunk as it
+    /// arrives (for JSON lines), so memory stays flat however long it is.
+    pub async fn download(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> anyhow::Result<()> {
+        let token = self.token.as_deref().ok_or(ClientError::MissingToken)?;
+        let url = self.endpoint(segments);
+        let endpoint = format!("GET {}", url.path());
+        let mut req = self
+            .http
+            .get(url)
+            .bearer_auth(token)
+            .timeout(DOWNLOAD_TIMEOUT);
+        if !query.is_empty() {
+            req = req.query(query);
+        }
+        let mut resp = req.send().await.map_err(|e| self.transport(&endpoint, e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await.unwrap_or_default();
+            return Err(error_from_response(&endpoint, status, &bytes).into());
+        }
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| self.transport(&endpoint, e))?
+        {
+            sink(&chunk)?;
+        }
+        Ok(())
     }
 
     fn transport(&self, endpoint: &str, e: reqwest::Error) -> ClientError {

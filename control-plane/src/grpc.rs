@@ -17,12 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{
-    ControlPlane,
-    keys::sha256_hex,
-    registry::Attached,
-    store::{StoredAuditEvent, now_ms},
-};
+use crate::{ControlPlane, keys::sha256_hex, registry::Attached, store::now_ms};
 
 /// Prefix of join tokens; the version lets the format evolve.
 pub const JOIN_TOKEN_PREFIX: &str = "sjt1";
@@ -245,16 +240,22 @@ impl AgentService for AgentGrpc {
         let inbound = request.into_inner();
         let cp = self.cp.clone();
         tokio::spawn(async move {
-            let session = AgentSession {
+            let mut session = AgentSession {
                 cp: cp.clone(),
                 name: name.clone(),
                 peer,
                 connection_id,
                 tx,
                 sent_version: 0,
+                attached_at: 0,
             };
             if let Err(e) = session.run(inbound).await {
                 tracing::info!(agent = %name, reason = %e, "agent stream ended");
+            }
+            if session.attached_at > 0
+                && let Err(e) = cp.store.agent_detached(&name, session.attached_at).await
+            {
+                tracing::warn!(agent = %name, error = %e, "could not record the agent's detach");
             }
             if cp.registry.detach(&name, connection_id) {
                 cp.metrics
@@ -287,6 +288,8 @@ struct AgentSession {
     connection_id: u64,
     tx: mpsc::Sender<ControlMessage>,
     sent_version: u64,
+    /// When this connection's Hello arrived (ms); 0 before.
+    attached_at: i64,
 }
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -294,7 +297,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl AgentSession {
-    async fn run(mut self, mut inbound: Streaming<AgentMessage>) -> anyhow::Result<()> {
+    async fn run(&mut self, mut inbound: Streaming<AgentMessage>) -> anyhow::Result<()> {
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(AgentMessage {
                 msg: Some(agent_message::Msg::Hello(h)),
@@ -307,13 +310,14 @@ impl AgentSession {
             tracing::warn!(cert = %self.name, claimed = %hello.agent_name, "agent Hello names another agent; using the certificate's name");
         }
         tracing::info!(agent = %self.name, peer = %self.peer, version = %hello.agent_version, snapshot = hello.snapshot_version, "agent attached");
+        self.attached_at = now_ms();
         self.cp.registry.attach(
             &self.name,
             Attached {
                 connection_id: self.connection_id,
                 peer: self.peer.clone(),
                 agent_version: hello.agent_version.clone(),
-                since_ms: now_ms(),
+                since_ms: self.attached_at,
                 snapshot_version: hello.snapshot_version,
                 sender: self.tx.clone(),
             },
@@ -325,6 +329,12 @@ impl AgentSession {
         self.sent_version = hello.snapshot_version;
         self.record_seen(&hello.agent_version, hello.snapshot_version)
             .await;
+        // Sessions that started before this moment and never ended are
+        // incomplete from now on (see store::sessions).
+        self.cp
+            .store
+            .agent_attached(&self.name, self.attached_at)
+            .await?;
 
         let mut changes = self.cp.changes.subscribe();
         let mut stopping = self.cp.stopping.subscribe();
@@ -389,16 +399,7 @@ impl AgentSession {
         let Some(max_seq) = batch.events.iter().map(|e| e.seq).max() else {
             return Ok(());
         };
-        let events: Vec<StoredAuditEvent> = batch
-            .events
-            .into_iter()
-            .map(|e| from_proto(e, &self.name))
-            .collect();
-        let inserted = self
-            .cp
-            .store
-            .insert_audit_events(&self.name, &events)
-            .await?;
+        let inserted = crate::recording::ingest(&self.cp, &self.name, batch.events).await?;
         self.cp.metrics.audit_events_ingested.inc_by(inserted);
         self.send(control_message::Msg::AuditAck(pb::AuditAck {
             acked_seq: max_seq,
@@ -422,32 +423,6 @@ impl AgentSession {
         {
             tracing::warn!(agent = %self.name, error = %e, "could not record agent heartbeat");
         }
-    }
-}
-
-fn from_proto(e: pb::AuditEvent, agent: &str) -> StoredAuditEvent {
-    StoredAuditEvent {
-        cursor: 0,
-        id: e.id,
-        agent: agent.to_owned(),
-        seq: i64::try_from(e.seq).unwrap_or(i64::MAX),
-        time_ms: e.time_unix_ms,
-        kind: e.kind,
-        session_id: e.session_id,
-        subject: e.subject,
-        groups: e.groups,
-        resource: e.resource,
-        decision: e.decision,
-        rule: e.rule,
-        statement: e.statement,
-        parameters: e.parameters,
-        duration_us: e.duration_us,
-        rows: e.rows,
-        error: e.error,
-        client_addr: e.client_addr,
-        attributes: serde_json::from_str(&e.attributes_json).unwrap_or(serde_json::Value::Null),
-        prev_hash: (!e.prev_hash.is_empty()).then_some(e.prev_hash),
-        hash: (!e.hash.is_empty()).then_some(e.hash),
     }
 }
 

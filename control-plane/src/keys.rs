@@ -1,5 +1,5 @@
-//! The control plane's own keys: the agent CA, the snapshot signer and the
-//! built-in token issuer key. All are created on first start, sealed by the
+//! The control plane's own keys: the agent CA, the snapshot signer, the
+//! audit seal key and the built-in token issuer key. All are created on first start, sealed by the
 //! vault and kept in the database, so every replica uses the same keys and
 //! none of them ever touches the filesystem in plaintext.
 
@@ -51,6 +51,29 @@ impl SnapshotSigner {
 
     pub fn sign(&self, payload: &[u8]) -> Vec<u8> {
         self.pair.sign(payload).as_ref().to_vec()
+    }
+}
+
+/// Seals ended sessions: signs the head of their audit chain (Ed25519).
+/// Its own key, so that it can be published to auditors and rotated
+/// without touching snapshot signing.
+pub struct AuditSealer {
+    kid: String,
+    pair: Ed25519KeyPair,
+}
+
+impl AuditSealer {
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn public_key(&self) -> Vec<u8> {
+        self.pair.public_key().as_ref().to_vec()
+    }
+
+    /// Signs `claim` (see `sluice_audit_chain::seal` for the message).
+    pub fn sign(&self, claim: &sluice_audit_chain::SealClaim) -> Vec<u8> {
+        self.pair.sign(&claim.message()).as_ref().to_vec()
     }
 }
 
@@ -161,6 +184,7 @@ fn rustls_pem_first_cert(pem: &str) -> Option<Vec<u8>> {
 pub struct Keys {
     pub ca: CertificateAuthority,
     pub snapshot: SnapshotSigner,
+    pub seal: AuditSealer,
 }
 
 impl Keys {
@@ -222,6 +246,24 @@ impl Keys {
                 .map_err(|_| KeyError::Invalid("snapshot key"))?,
         };
 
+        let (kid, secret, _) = load_or_create(store, vault, "audit-seal", || {
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+                .map_err(|_| KeyError::Invalid("could not generate audit seal key"))?;
+            let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+                .map_err(|_| KeyError::Invalid("audit seal key"))?;
+            Ok((
+                random_kid(),
+                pkcs8.as_ref().to_vec(),
+                pair.public_key().as_ref().to_vec(),
+            ))
+        })
+        .await?;
+        let seal = AuditSealer {
+            kid,
+            pair: Ed25519KeyPair::from_pkcs8(&secret)
+                .map_err(|_| KeyError::Invalid("audit seal key"))?,
+        };
+
         let (kid, secret, _) = load_or_create(store, vault, "token-issuer", || {
             let kid = random_kid();
             let (_, pkcs8) = sluice_identity::IssuerKey::generate(&kid)
@@ -232,7 +274,7 @@ impl Keys {
         let issuer = sluice_identity::IssuerKey::from_pkcs8(&kid, &secret)
             .map_err(|e| KeyError::Identity(e.to_string()))?;
 
-        Ok((Self { ca, snapshot }, issuer))
+        Ok((Self { ca, snapshot, seal }, issuer))
     }
 }
 

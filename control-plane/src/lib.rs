@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod identity;
 pub mod keys;
 pub mod metrics;
+pub mod recording;
 pub mod registry;
 pub mod snapshot;
 pub mod store;

@@ -10,9 +10,12 @@
 use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc};
 
 use serde_json::json;
-use sluice_control_plane::store::{
-    AuditFilter, CredentialRow, Engine, JoinTokenRow, ResourceRow, Sealed, Store, StoreError,
-    StoredAuditEvent, SystemKeyRow, now_ms,
+use sluice_control_plane::{
+    recording::{from_proto, to_proto},
+    store::{
+        AuditFilter, CredentialRow, Engine, JoinTokenRow, ResourceRow, Sealed, SessionFilter,
+        SessionSealRow, SessionStatus, Store, StoreError, StoredAuditEvent, SystemKeyRow, now_ms,
+    },
 };
 use sluice_integration_tests::Postgres;
 
@@ -43,6 +46,9 @@ const SUITE: &[(&str, Case)] = cases![
     system_keys_keep_the_first_insert,
     audit_ingestion_is_idempotent_by_event_id,
     audit_filters_and_paging,
+    chained_events_round_trip_exactly,
+    session_seals_are_kept_idempotently,
+    sessions_are_aggregated_with_their_status,
     rewrap_all_rewraps_every_sealed_value,
     rewrap_all_is_all_or_nothing,
 ];
@@ -195,7 +201,8 @@ fn event(
         rows: n,
         error: String::new(),
         client_addr: "127.0.0.1:50000".to_owned(),
-        attributes: json!({"protocol": "postgres", "n": n}),
+        attributes_json: json!({"protocol": "postgres", "n": n}).to_string(),
+        session_seq: Some(n - 1),
         prev_hash: Some(vec![0, 1, 2, u8::try_from(n % 256).unwrap_or(0)]),
         hash: Some(vec![0xff; 32]),
     }
@@ -856,12 +863,13 @@ async fn audit_ingestion_is_idempotent_by_event_id(store: &Store) {
     // Events without attributes or hashes.
     let mut bare = event(8, "bob", "orders", "deny", "query", "s2");
     (
-        bare.attributes,
+        bare.attributes_json,
+        bare.session_seq,
         bare.prev_hash,
         bare.hash,
         bare.groups,
         bare.parameters,
-    ) = (serde_json::Value::Null, None, None, Vec::new(), Vec::new());
+    ) = (String::new(), None, None, None, Vec::new(), Vec::new());
     assert_eq!(
         store
             .insert_audit_events("edge", &[bare])
@@ -877,11 +885,18 @@ async fn audit_ingestion_is_idempotent_by_event_id(store: &Store) {
         .await
         .expect("list");
     assert_eq!(stored.len(), 1);
-    assert_eq!((&stored[0].prev_hash, &stored[0].hash), (&None, &None));
     assert_eq!(
-        stored[0].attributes,
+        (&stored[0].prev_hash, &stored[0].hash, stored[0].session_seq),
+        (&None, &None, None)
+    );
+    assert_eq!(
+        stored[0].attributes_json, "",
+        "attributes are stored verbatim, even when empty"
+    );
+    assert_eq!(
+        stored[0].attributes(),
         json!({}),
-        "missing attributes are stored as an empty object"
+        "and shown as an empty object"
     );
     assert!(stored[0].groups.is_empty() && stored[0].parameters.is_empty());
 }
@@ -1078,6 +1093,369 @@ async fn audit_filters_and_paging(store: &Store) {
         .expect("page");
     assert_eq!(ids(&page), evt(&[6, 8]));
     assert_eq!(page[1].agent, "edge-2");
+}
+
+/// A chained-looking event (the store does not check hashes; the
+/// control plane's verifier does).
+fn proto(session: &str, pos: u64, kind: &str, time_ms: i64) -> sluice_proto::AuditEvent {
+    sluice_proto::AuditEvent {
+        seq: pos + 1,
+        id: format!("{session}-{pos}"),
+        time_unix_ms: time_ms,
+        kind: kind.to_owned(),
+        session_id: session.to_owned(),
+        subject: "alice".to_owned(),
+        groups: vec!["devs".to_owned()],
+        resource: "orders".to_owned(),
+        agent: "edge".to_owned(),
+        decision: "allow".to_owned(),
+        client_addr: "10.0.0.1:5000".to_owned(),
+        session_seq: pos,
+        prev_hash: if pos == 0 {
+            Vec::new()
+        } else {
+            vec![u8::try_from(pos).unwrap_or(0); 32]
+        },
+        hash: vec![u8::try_from(pos + 1).unwrap_or(0); 32],
+        ..Default::default()
+    }
+}
+
+async fn chained_events_round_trip_exactly(store: &Store) {
+    // Every field the chain hash covers must come back byte for byte:
+    // list order, empty strings and lists, extreme integers, and the
+    // attributes' exact text (spacing and key order included).
+    let mut tricky = proto("s1", 1, "statement", i64::MIN + 1);
+    tricky.groups = vec![
+        "zeta".into(),
+        "alpha".into(),
+        String::new(),
+        "ünï \"q\" \\ ,".into(),
+    ];
+    tricky.parameters = vec![String::new(), "x'y".into(), "a\u{0}b".into(), "\n\t".into()];
+    tricky.statement = "SELECT $1 -- 'quoted' \"and\" ünïcode \\".into();
+    tricky.error = "ERROR:  relation \"x\" does not exist".into();
+    tricky.rule = "policies[0].rules[2]".into();
+    tricky.attributes_json = r#"{ "b":1,  "a" : [2,  3], "s": "\u00e9" }"#.into();
+    tricky.duration_us = i64::MAX;
+    tricky.rows = i64::MIN;
+    tricky.session_seq = u64::try_from(i64::MAX).unwrap_or(0);
+    tricky.prev_hash = (0u8..32).collect();
+    tricky.hash = vec![0; 32];
+    let mut first = proto("s1", 0, "session.start", 1_700_000_000_000);
+    first.attributes_json = String::new();
+    first.groups.clear();
+    let mut empty = proto("s1", 2, "statement.result", 0);
+    (
+        empty.subject,
+        empty.resource,
+        empty.decision,
+        empty.client_addr,
+    ) = (String::new(), String::new(), String::new(), String::new());
+    let events = vec![first, empty, tricky];
+    let stored: Vec<StoredAuditEvent> = events
+        .iter()
+        .cloned()
+        .map(|e| from_proto(e, "edge"))
+        .collect();
+    assert_eq!(
+        store
+            .insert_audit_events("edge", &stored)
+            .await
+            .expect("insert"),
+        3
+    );
+    let back = store.session_events("s1", 100).await.expect("events");
+    let back: Vec<sluice_proto::AuditEvent> = back.iter().map(to_proto).collect();
+    assert_eq!(back, events, "chain order, every field exact");
+}
+
+fn seal_row(session: &str, agent: &str, count: i64, byte: u8) -> SessionSealRow {
+    SessionSealRow {
+        session_id: session.to_owned(),
+        agent: agent.to_owned(),
+        event_count: count,
+        head_hash: vec![byte; 32],
+        signature: vec![0, byte, 0xff, 0],
+        key_id: "k1".to_owned(),
+        sealed_at_ms: 1_700_000_000_000,
+    }
+}
+
+async fn session_seals_are_kept_idempotently(store: &Store) {
+    assert_eq!(store.session_seal("s1").await.expect("get"), None);
+    let end = from_proto(proto("s1", 3, "session.end", 10), "edge");
+    let seal = seal_row("s1", "edge", 4, 7);
+    assert_eq!(
+        store
+            .insert_audit_batch(
+                "edge",
+                std::slice::from_ref(&end),
+                std::slice::from_ref(&seal)
+            )
+            .await
+            .expect("insert"),
+        1
+    );
+    assert_eq!(
+        store.session_seal("s1").await.expect("get"),
+        Some(seal.clone())
+    );
+    // Redelivery: nothing new, the same seal.
+    assert_eq!(
+        store
+            .insert_audit_batch("edge", &[end], std::slice::from_ref(&seal))
+            .await
+            .expect("redeliver"),
+        0
+    );
+    assert_eq!(
+        store.session_seal("s1").await.expect("get"),
+        Some(seal.clone())
+    );
+    // A seal over fewer events, or from another agent, does not replace it.
+    for other in [seal_row("s1", "edge", 2, 9), seal_row("s1", "rogue", 9, 9)] {
+        store
+            .insert_audit_batch("edge", &[], &[other])
+            .await
+            .expect("insert");
+        assert_eq!(
+            store.session_seal("s1").await.expect("get"),
+            Some(seal.clone())
+        );
+    }
+    // A later end from the same agent does.
+    let later = seal_row("s1", "edge", 6, 8);
+    store
+        .insert_audit_batch("edge", &[], std::slice::from_ref(&later))
+        .await
+        .expect("insert");
+    assert_eq!(store.session_seal("s1").await.expect("get"), Some(later));
+}
+
+async fn sessions_are_aggregated_with_their_status(store: &Store) {
+    let now = now_ms();
+    store
+        .upsert_agent_enrollment("edge", "fp", "0.1.0")
+        .await
+        .expect("enroll");
+    store
+        .agent_attached("edge", now - 60_000)
+        .await
+        .expect("attach");
+    store
+        .agent_seen("edge", "0.1.0", 1, "peer")
+        .await
+        .expect("seen");
+    assert_eq!(
+        store
+            .agent("edge")
+            .await
+            .expect("get")
+            .map(|a| a.attached_at),
+        Some(now - 60_000)
+    );
+
+    let session = |id: &str, start: i64, kinds: &[(&str, &str)]| -> Vec<StoredAuditEvent> {
+        kinds
+            .iter()
+            .enumerate()
+            .map(|(n, (kind, decision))| {
+                let n = u64::try_from(n).unwrap_or(0);
+                let mut e = proto(id, n, kind, start + i64::try_from(n).unwrap_or(0));
+                e.decision = (*decision).to_owned();
+                if *kind == "statement.result" {
+                    e.rows = 5;
+                }
+                from_proto(e, "edge")
+            })
+            .collect()
+    };
+    let full = [
+        ("session.start", "allow"),
+        ("statement", "allow"),
+        ("statement.result", "allow"),
+        ("statement", "deny"),
+        ("session.end", ""),
+    ];
+    let open = &full[..3];
+    let mut batch = session("ended", now - 50_000, &full);
+    batch.extend(session("live", now - 40_000, open));
+    batch.extend(session("dead", now - 90_000, open));
+    batch.extend(session(
+        "refused",
+        now - 30_000,
+        &[("session.start", "deny")],
+    ));
+    store
+        .insert_audit_batch("edge", &batch, &[seal_row("ended", "edge", 5, 1)])
+        .await
+        .expect("insert");
+
+    let list = |f: SessionFilter| async move {
+        store
+            .sessions(&SessionFilter { limit: 100, ..f }, now)
+            .await
+            .expect("sessions")
+            .into_iter()
+            .map(|s| (s.session_id, s.status))
+            .collect::<Vec<_>>()
+    };
+    let all = store
+        .sessions(
+            &SessionFilter {
+                limit: 100,
+                ..Default::default()
+            },
+            now,
+        )
+        .await
+        .expect("sessions");
+    assert_eq!(
+        all.iter()
+            .map(|s| (s.session_id.as_str(), s.status))
+            .collect::<Vec<_>>(),
+        [
+            ("ended", SessionStatus::Ended),
+            ("live", SessionStatus::Live),
+            ("dead", SessionStatus::Incomplete),
+            ("refused", SessionStatus::Denied),
+        ]
+    );
+    let ended = &all[0];
+    assert_eq!(
+        (
+            ended.events,
+            ended.statements,
+            ended.denied,
+            ended.rows,
+            ended.sealed
+        ),
+        (5, 2, 1, 5, true)
+    );
+    assert_eq!(
+        (ended.started_ms, ended.ended_ms, ended.last_ms),
+        (now - 50_000, Some(now - 50_000 + 4), now - 50_000 + 4)
+    );
+    assert_eq!(
+        (
+            ended.subject.as_str(),
+            ended.resource.as_str(),
+            ended.agent.as_str(),
+            ended.groups.clone()
+        ),
+        ("alice", "orders", "edge", vec!["devs".to_owned()])
+    );
+    assert!(!all[1].sealed && all[1].ended_ms.is_none());
+
+    for (status, expected) in [
+        (SessionStatus::Live, "live"),
+        (SessionStatus::Incomplete, "dead"),
+        (SessionStatus::Denied, "refused"),
+        (SessionStatus::Ended, "ended"),
+    ] {
+        let got = list(SessionFilter {
+            status: Some(status),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(got, [(expected.to_owned(), status)], "{status:?}");
+    }
+    let got = list(SessionFilter {
+        subject: Some("alice".into()),
+        resource: Some("orders".into()),
+        since_ms: Some(now - 45_000),
+        until_ms: Some(now - 35_000),
+        status: Some(SessionStatus::Live),
+        after: Some(0),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(got, [("live".to_owned(), SessionStatus::Live)]);
+    assert!(
+        list(SessionFilter {
+            subject: Some("bob".into()),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+
+    // Paging: the latest N oldest first, then after a cursor.
+    let latest = store
+        .sessions(
+            &SessionFilter {
+                limit: 2,
+                ..Default::default()
+            },
+            now,
+        )
+        .await
+        .expect("sessions");
+    assert_eq!(
+        latest
+            .iter()
+            .map(|s| s.session_id.as_str())
+            .collect::<Vec<_>>(),
+        ["dead", "refused"]
+    );
+    let next = store
+        .sessions(
+            &SessionFilter {
+                after: Some(all[0].cursor),
+                limit: 1,
+                ..Default::default()
+            },
+            now,
+        )
+        .await
+        .expect("sessions");
+    assert_eq!(next[0].session_id, "live");
+    assert_eq!(
+        store
+            .session("dead", now)
+            .await
+            .expect("one")
+            .map(|s| s.status),
+        Some(SessionStatus::Incomplete)
+    );
+    assert_eq!(store.session("nope", now).await.expect("one"), None);
+
+    // The agent goes away: its open session is incomplete. A stale
+    // heartbeat means the same, even without a recorded detach.
+    let later = now + 31_000;
+    assert_eq!(
+        store
+            .session("live", later)
+            .await
+            .expect("one")
+            .map(|s| s.status),
+        Some(SessionStatus::Incomplete)
+    );
+    store
+        .agent_detached("edge", now - 1)
+        .await
+        .expect("not the current connection");
+    assert_eq!(
+        store
+            .session("live", now)
+            .await
+            .expect("one")
+            .map(|s| s.status),
+        Some(SessionStatus::Live)
+    );
+    store
+        .agent_detached("edge", now - 60_000)
+        .await
+        .expect("detach");
+    assert_eq!(
+        store
+            .session("live", now)
+            .await
+            .expect("one")
+            .map(|s| s.status),
+        Some(SessionStatus::Incomplete)
+    );
 }
 
 async fn rewrap_all_rewraps_every_sealed_value(store: &Store) {

@@ -1,12 +1,13 @@
-//! `sluice audit tail`: recent audit events, optionally followed by polling with a cursor.
+//! `sluice audit tail`: recent audit events, optionally followed by polling with a cursor;
+//! `sluice audit verify`: a session's integrity; `sluice audit export`: JSON lines for a SIEM.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cli::{AuditCommand, AuditTailArgs};
+use crate::cli::{AuditCommand, AuditExportArgs, AuditTailArgs};
 use crate::commands::Ctx;
-use crate::output::{emit, emit_json_line, field, items};
+use crate::output::{emit, emit_json, emit_json_line, field, items};
 use crate::table::{Table, truncate};
 
 const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -29,7 +30,61 @@ const FOLLOW_MIN_WIDTHS: [usize; 7] = [20, 13, 16, 14, 8, 14, 0];
 pub async fn run(ctx: &Ctx, cmd: AuditCommand) -> anyhow::Result<()> {
     match cmd {
         AuditCommand::Tail(args) => tail(ctx, args).await,
+        AuditCommand::Verify { session } => verify(ctx, &session).await,
+        AuditCommand::Export(args) => export(ctx, args).await,
     }
+}
+
+/// Prints the verdict; an error (non-zero exit) unless the session verifies.
+async fn verify(ctx: &Ctx, session: &str) -> anyhow::Result<()> {
+    let report = ctx
+        .client
+        .get(&["sessions", session, "verify"], &[])
+        .await?;
+    if ctx.json {
+        emit_json(&report)?;
+    } else {
+        emit(&render_report(&report))?;
+    }
+    if report.get("ok") == Some(&Value::Bool(true)) {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "session {session} is not verified ({})",
+            field(&report, "status")
+        )
+    }
+}
+
+fn render_report(report: &Value) -> String {
+    let mut out = format!("{}\n", field(report, "summary"));
+    for p in items(report, "problems") {
+        out.push_str(&format!("  - {}\n", field(p, "message")));
+    }
+    out
+}
+
+async fn export(ctx: &Ctx, args: AuditExportArgs) -> anyhow::Result<()> {
+    let mut query: Vec<(&str, String)> = [("since", &args.since), ("until", &args.until)]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+        .collect();
+    if let Some(after) = args.after {
+        query.push(("after", after.to_string()));
+    }
+    if let Some(limit) = args.limit {
+        query.push(("limit", limit.to_string()));
+    }
+    let mut out = std::io::stdout().lock();
+    ctx.client
+        .download(&["audit", "export"], &query, |chunk| {
+            use std::io::Write as _;
+            out.write_all(chunk)
+        })
+        .await?;
+    use std::io::Write as _;
+    out.flush()?;
+    Ok(())
 }
 
 fn filters(args: &AuditTailArgs) -> Vec<(&'static str, String)> {
@@ -205,6 +260,26 @@ mod tests {
         let stmt = row.split("read-only  ").nth(1).expect("statement cell");
         assert_eq!(stmt.chars().count(), STATEMENT_WIDTH);
         assert!(stmt.ends_with('…'));
+    }
+
+    #[test]
+    fn a_report_prints_its_summary_and_each_problem() {
+        let report = json!({
+            "ok": false, "status": "failed", "summary": "FAILED: 2 problems found in 6 events",
+            "problems": [
+                {"kind": "altered", "position": 3, "message": "event 3 (e3) was altered: its content no longer matches its hash"},
+                {"kind": "removed", "first": 4, "last": 4, "message": "event 4 is missing: it was removed"}
+            ]
+        });
+        assert_eq!(
+            render_report(&report),
+            "FAILED: 2 problems found in 6 events\n  - event 3 (e3) was altered: its content no longer matches its hash\n  - event 4 is missing: it was removed\n"
+        );
+        let ok = json!({"ok": true, "summary": "OK: 7 events, chain intact and sealed by the control plane", "problems": []});
+        assert_eq!(
+            render_report(&ok),
+            "OK: 7 events, chain intact and sealed by the control plane\n"
+        );
     }
 
     #[test]

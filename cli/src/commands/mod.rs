@@ -8,6 +8,7 @@ mod credentials;
 mod join_token;
 mod policy;
 mod resources;
+mod sessions;
 mod token;
 mod whoami;
 
@@ -46,5 +47,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::JoinToken(cmd) => join_token::run(&ctx, cmd).await,
         Command::Audit(cmd) => audit::run(&ctx, cmd).await,
+        Command::Sessions(cmd) => sessions::run(&ctx, cmd).await,
     }
 }

@@ -11,6 +11,7 @@ mod auth;
 mod credentials;
 mod policies;
 mod resources;
+mod sessions;
 mod tokens;
 
 use std::{
@@ -61,6 +62,12 @@ pub fn router(cp: AppState) -> Router {
         .route("/agents", get(agents::list))
         .route("/join-tokens", post(agents::create_join_token))
         .route("/audit", get(audit::list))
+        .route("/audit/export", get(audit::export))
+        .route("/audit/seal-key", get(audit::seal_key))
+        .route("/sessions", get(sessions::list))
+        .route("/sessions/{id}", get(sessions::show))
+        .route("/sessions/{id}/verify", get(sessions::verify))
+        .route("/sessions/{id}/kill", post(sessions::kill))
         .route("/openapi.json", get(openapi));
 
     Router::new()
@@ -176,6 +183,8 @@ pub enum AppError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -215,6 +224,12 @@ impl IntoResponse for AppError {
             Self::PayloadTooLarge(m) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
+                m,
+                Vec::new(),
+            ),
+            Self::Unavailable(m) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
                 m,
                 Vec::new(),
             ),

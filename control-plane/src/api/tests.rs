@@ -45,6 +45,12 @@ const ROUTES: &[(&str, &str, bool)] = &[
     ("GET", "/api/v1/agents", true),
     ("POST", "/api/v1/join-tokens", true),
     ("GET", "/api/v1/audit", true),
+    ("GET", "/api/v1/audit/export", true),
+    ("GET", "/api/v1/audit/seal-key", true),
+    ("GET", "/api/v1/sessions", true),
+    ("GET", "/api/v1/sessions/{id}", true),
+    ("GET", "/api/v1/sessions/{id}/verify", true),
+    ("POST", "/api/v1/sessions/{id}/kill", true),
 ];
 
 const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "PATCH"];
@@ -200,6 +206,36 @@ impl Response {
     }
 }
 
+/// Asserts that `resp` is a documented response of `method path` and
+/// matches its JSON schema.
+fn check_documented(doc: &Value, method: &str, path: &str, resp: &Response) {
+    let op = &doc["paths"][path][method.to_lowercase()];
+    let status = resp.status.as_u16().to_string();
+    let mut documented = &op["responses"][&status];
+    if let Some(r) = documented.get("$ref").and_then(Value::as_str) {
+        documented = doc.pointer(&r[1..]).expect("response $ref");
+    }
+    assert!(
+        !documented.is_null(),
+        "{method} {path}: status {status} is not documented ({})",
+        resp.text
+    );
+    if let Some(schema) = documented.pointer("/content/application~1json/schema") {
+        let mut errors = Vec::new();
+        conforms(doc, schema, &resp.json, "$", &mut errors);
+        assert!(
+            errors.is_empty(),
+            "{method} {path} {status}: {errors:#?}\n{}",
+            resp.json
+        );
+    } else {
+        assert!(
+            documented.get("content").is_none() || resp.status.is_success(),
+            "{method} {path} {status}"
+        );
+    }
+}
+
 fn openapi() -> Value {
     serde_json::from_str(OPENAPI).expect("openapi.json is valid JSON")
 }
@@ -250,7 +286,9 @@ fn routes_in_source() -> BTreeSet<String> {
 
 /// A concrete URI for a templated path.
 fn concrete(path: &str) -> String {
-    path.replace("{name}", "probe").replace("{version}", "1")
+    path.replace("{name}", "probe")
+        .replace("{version}", "1")
+        .replace("{id}", "probe")
 }
 
 #[tokio::test]
@@ -389,33 +427,8 @@ async fn responses_match_the_documented_schemas() {
     let doc = openapi();
     let h = Harness::new().await;
     let user = h.token("dana", &["devs"], &[]);
-    let check = |method: &str, path: &str, resp: &Response| {
-        let op = &doc["paths"][path][method.to_lowercase()];
-        let status = resp.status.as_u16().to_string();
-        let mut documented = &op["responses"][&status];
-        if let Some(r) = documented.get("$ref").and_then(Value::as_str) {
-            documented = doc.pointer(&r[1..]).expect("response $ref");
-        }
-        assert!(
-            !documented.is_null(),
-            "{method} {path}: status {status} is not documented ({})",
-            resp.text
-        );
-        if let Some(schema) = documented.pointer("/content/application~1json/schema") {
-            let mut errors = Vec::new();
-            conforms(&doc, schema, &resp.json, "$", &mut errors);
-            assert!(
-                errors.is_empty(),
-                "{method} {path} {status}: {errors:#?}\n{}",
-                resp.json
-            );
-        } else {
-            assert!(
-                documented.get("content").is_none() || resp.status.is_success(),
-                "{method} {path} {status}"
-            );
-        }
-    };
+    let check =
+        |method: &str, path: &str, resp: &Response| check_documented(&doc, method, path, resp);
 
     let r = h.call("GET", "/api/v1/whoami", Some(&user), None).await;
     check("GET", "/api/v1/whoami", &r);
@@ -633,7 +646,7 @@ async fn responses_match_the_documented_schemas() {
         groups: vec!["devs".into()],
         resource: "orders".into(),
         decision: "allow".into(),
-        attributes: json!({"protocol": "postgres"}),
+        attributes_json: r#"{"protocol":"postgres"}"#.into(),
         ..Default::default()
     };
     h.cp.store
@@ -1050,4 +1063,630 @@ fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut V
         }
         _ => {}
     }
+}
+
+// ------------------------------------------------------------ sessions
+
+/// One chained session as an agent would record it: a start, each
+/// statement (with its result when allowed) and, when `ended`, an end.
+fn chained_session(
+    id: &str,
+    start_ms: i64,
+    statements: &[(&str, &str)],
+    ended: bool,
+) -> Vec<sluice_proto::AuditEvent> {
+    let base = sluice_proto::AuditEvent {
+        session_id: id.to_owned(),
+        subject: "dana".into(),
+        groups: vec!["devs".into(), "oncall".into()],
+        resource: "orders".into(),
+        agent: "edge".into(),
+        client_addr: "127.0.0.1:5555".into(),
+        ..Default::default()
+    };
+    let mut raw = vec![sluice_proto::AuditEvent {
+        kind: "session.start".into(),
+        decision: "allow".into(),
+        attributes_json: r#"{"protocol":"postgres"}"#.into(),
+        ..base.clone()
+    }];
+    for (n, (sql, decision)) in statements.iter().enumerate() {
+        let attrs = format!(r#"{{"statement_id":"q{n}"}}"#);
+        raw.push(sluice_proto::AuditEvent {
+            kind: "statement".into(),
+            decision: (*decision).into(),
+            rule: format!("rules[{n}]"),
+            statement: (*sql).into(),
+            parameters: vec![n.to_string(), String::new()],
+            error: if *decision == "deny" {
+                "denied by rule no-ddl".into()
+            } else {
+                String::new()
+            },
+            attributes_json: attrs.clone(),
+            ..base.clone()
+        });
+        if *decision == "allow" {
+            raw.push(sluice_proto::AuditEvent {
+                kind: "statement.result".into(),
+                decision: "allow".into(),
+                statement: (*sql).into(),
+                duration_us: 250,
+                rows: 2,
+                attributes_json: attrs,
+                ..base.clone()
+            });
+        }
+    }
+    if ended {
+        raw.push(sluice_proto::AuditEvent {
+            kind: "session.end".into(),
+            duration_us: 5_000,
+            // Not re-serialized by the control plane: odd spacing survives.
+            attributes_json: r#"{"protocol": "postgres",  "statements":3}"#.into(),
+            ..base.clone()
+        });
+    }
+    let mut chain = sluice_audit_chain::Chain::new();
+    raw.into_iter()
+        .enumerate()
+        .map(|(n, mut e)| {
+            let n = i64::try_from(n).expect("small");
+            e.id = format!("{id}-{n}");
+            e.seq = u64::try_from(n + 1).expect("small");
+            e.time_unix_ms = start_ms + n;
+            chain.link(&mut e);
+            chain.commit(&e);
+            e
+        })
+        .collect()
+}
+
+const STATEMENTS: &[(&str, &str)] = &[
+    ("SELECT * FROM orders WHERE id = $1", "allow"),
+    ("DROP TABLE orders", "deny"),
+    ("SELECT email FROM customers", "allow"),
+];
+
+impl Harness {
+    async fn ingest(&self, events: Vec<sluice_proto::AuditEvent>) -> u64 {
+        crate::recording::ingest(&self.cp, "edge", events)
+            .await
+            .expect("ingest")
+    }
+
+    async fn sql(&self, sql: &str) -> u64 {
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(self.cp.store.pool())
+            .await
+            .expect("tamper")
+            .rows_affected()
+    }
+
+    async fn kill(&self, id: &str, body: Option<Value>) -> Response {
+        let r = self
+            .admin("POST", &format!("/api/v1/sessions/{id}/kill"), body)
+            .await;
+        check_documented(&openapi(), "POST", "/api/v1/sessions/{id}/kill", &r);
+        r
+    }
+
+    async fn verify(&self, id: &str) -> Response {
+        let r = self
+            .admin("GET", &format!("/api/v1/sessions/{id}/verify"), None)
+            .await;
+        check_documented(&openapi(), "GET", "/api/v1/sessions/{id}/verify", &r);
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r
+    }
+}
+
+fn problem_kinds(r: &Response) -> Vec<String> {
+    r.json["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn ended_sessions_are_sealed_and_verify() {
+    let h = Harness::new().await;
+    let now = crate::store::now_ms();
+    let events = chained_session("s-ok", now - 10_000, STATEMENTS, true);
+    assert_eq!(h.ingest(events.clone()).await, 7);
+    let seal =
+        h.cp.store
+            .session_seal("s-ok")
+            .await
+            .expect("seal")
+            .expect("sealed");
+    assert_eq!(seal.event_count, 7);
+    assert_eq!(Some(&seal.head_hash), events.last().map(|e| &e.hash));
+
+    // Redelivery stores nothing new and leaves the seal as it was.
+    assert_eq!(h.ingest(events.clone()).await, 0);
+    assert_eq!(
+        h.cp.store.session_seal("s-ok").await.expect("seal"),
+        Some(seal.clone())
+    );
+
+    let r = h.verify("s-ok").await;
+    assert_eq!(r.json["ok"], true, "{}", r.text);
+    assert_eq!(r.json["status"], "verified");
+    assert_eq!(r.json["problems"], json!([]));
+    assert!(
+        r.json["summary"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("OK"))
+    );
+
+    // The seal checks out offline with the published key.
+    let user = h.token("auditor", &[], &[]);
+    let key = h
+        .call("GET", "/api/v1/audit/seal-key", Some(&user), None)
+        .await;
+    check_documented(&openapi(), "GET", "/api/v1/audit/seal-key", &key);
+    assert_eq!(key.json["key_id"], r.json["seal"]["key_id"]);
+    let public = hex::decode(key.json["public_key_hex"].as_str().expect("hex")).expect("hex");
+    let offline = sluice_audit_chain::Seal {
+        claim: sluice_audit_chain::SealClaim {
+            session_id: "s-ok".into(),
+            event_count: 7,
+            head_hash: hex::decode(r.json["seal"]["head_hash"].as_str().expect("head"))
+                .expect("hex"),
+        },
+        key_id: seal.key_id.clone(),
+        signature: hex::decode(r.json["seal"]["signature"].as_str().expect("sig")).expect("hex"),
+    };
+    assert!(offline.signature_valid(&sluice_audit_chain::SealKey {
+        key_id: &seal.key_id,
+        public_key: &public,
+    }));
+
+    // Stored rows give back exactly what the agent hashed.
+    let stored =
+        h.cp.store
+            .session_events("s-ok", 100)
+            .await
+            .expect("events");
+    for (s, e) in stored.iter().zip(&events) {
+        assert_eq!(&crate::recording::to_proto(s), e);
+    }
+}
+
+#[tokio::test]
+async fn verify_names_each_kind_of_tampering() {
+    let h = Harness::new().await;
+    let now = crate::store::now_ms();
+    for id in [
+        "s-ok", "s-alter", "s-remove", "s-swap", "s-trunc", "s-unseal", "s-rehash",
+    ] {
+        h.ingest(chained_session(id, now - 10_000, STATEMENTS, true))
+            .await;
+    }
+    let where_ = |id: &str| format!("WHERE session_id = '{id}'");
+
+    assert_eq!(
+        h.sql(&format!(
+            "UPDATE audit_events SET statement = 'SELECT 1' {} AND session_seq = 3",
+            where_("s-alter")
+        ))
+        .await,
+        1
+    );
+    let r = h.verify("s-alter").await;
+    assert_eq!(
+        (r.json["ok"].clone(), r.json["status"].clone()),
+        (json!(false), json!("failed"))
+    );
+    assert_eq!(problem_kinds(&r), ["altered"]);
+    assert_eq!(r.json["problems"][0]["position"], 3);
+    assert_eq!(r.json["problems"][0]["event_id"], "s-alter-3");
+    assert!(
+        r.json["problems"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("event 3 (s-alter-3) was altered")),
+        "{}",
+        r.text
+    );
+
+    h.sql(&format!(
+        "DELETE FROM audit_events {} AND session_seq = 2",
+        where_("s-remove")
+    ))
+    .await;
+    let r = h.verify("s-remove").await;
+    assert_eq!(problem_kinds(&r), ["removed"]);
+    assert_eq!(
+        (
+            &r.json["problems"][0]["first"],
+            &r.json["problems"][0]["last"]
+        ),
+        (&json!(2), &json!(2))
+    );
+
+    h.sql(&format!(
+        "UPDATE audit_events SET session_seq = CASE WHEN session_seq = 1 THEN 4 ELSE 1 END {} AND session_seq IN (1, 4)",
+        where_("s-swap")
+    ))
+    .await;
+    let r = h.verify("s-swap").await;
+    assert_eq!(problem_kinds(&r), ["reordered"]);
+    assert_eq!(r.json["problems"][0]["positions"], json!([1, 4]));
+    assert!(
+        r.json["problems"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("events 1 and 4 were reordered")),
+        "{}",
+        r.text
+    );
+
+    h.sql(&format!(
+        "DELETE FROM audit_events {} AND session_seq >= 5",
+        where_("s-trunc")
+    ))
+    .await;
+    let r = h.verify("s-trunc").await;
+    assert_eq!(problem_kinds(&r), ["missing_at_end"]);
+    assert_eq!(
+        (
+            &r.json["problems"][0]["expected"],
+            &r.json["problems"][0]["present"]
+        ),
+        (&json!(7), &json!(5))
+    );
+
+    h.sql("DELETE FROM session_seals WHERE session_id = 's-unseal'")
+        .await;
+    let r = h.verify("s-unseal").await;
+    assert_eq!(problem_kinds(&r), ["not_sealed"]);
+
+    // A rewrite that also recomputes the hash breaks the next link.
+    let mut rewritten =
+        h.cp.store
+            .session_events("s-rehash", 100)
+            .await
+            .expect("events")[4]
+            .clone();
+    rewritten.statement = "SELECT 1".into();
+    let hash = sluice_audit_chain::event_hash(&crate::recording::to_proto(&rewritten));
+    h.sql(&format!(
+        "UPDATE audit_events SET statement = 'SELECT 1', hash = X'{}' {} AND session_seq = 4",
+        hex::encode(hash),
+        where_("s-rehash")
+    ))
+    .await;
+    let r = h.verify("s-rehash").await;
+    assert_eq!(problem_kinds(&r), ["broken_link"], "{}", r.text);
+    assert_eq!(r.json["problems"][0]["position"], 5);
+
+    // The untouched session still verifies.
+    assert_eq!(h.verify("s-ok").await.json["ok"], true);
+
+    let r = h.admin("GET", "/api/v1/sessions/nope/verify", None).await;
+    check_documented(&openapi(), "GET", "/api/v1/sessions/{id}/verify", &r);
+    r.error(StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn sessions_are_listed_shown_and_classified() {
+    let h = Harness::new().await;
+    let doc = openapi();
+    let now = crate::store::now_ms();
+    h.cp.store
+        .upsert_agent_enrollment("edge", "fp", "0.1.0")
+        .await
+        .expect("enroll");
+    // The agent's current connection began a minute ago.
+    h.cp.store
+        .agent_attached("edge", now - 60_000)
+        .await
+        .expect("attach");
+    h.cp.store
+        .agent_seen("edge", "0.1.0", 1, "peer")
+        .await
+        .expect("seen");
+
+    h.ingest(chained_session("s-ended", now - 50_000, STATEMENTS, true))
+        .await;
+    h.ingest(chained_session("s-live", now - 40_000, STATEMENTS, false))
+        .await;
+    // Started before the agent's current connection, never ended: its
+    // agent went away (or restarted) in between.
+    h.ingest(chained_session("s-dead", now - 120_000, STATEMENTS, false))
+        .await;
+    let mut refused = chained_session("s-refused", now - 30_000, &[], false);
+    refused[0].decision = "deny".into();
+    refused[0].error = "no policy grants dana access to orders".into();
+    refused[0].hash = sluice_audit_chain::event_hash(&refused[0]).to_vec();
+    h.ingest(refused).await;
+
+    let r = h.admin("GET", "/api/v1/sessions", None).await;
+    check_documented(&doc, "GET", "/api/v1/sessions", &r);
+    let listed: Vec<(String, String)> = r.json["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap_or_default().to_owned(),
+                s["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("s-ended", "ended"),
+            ("s-live", "live"),
+            ("s-dead", "incomplete"),
+            ("s-refused", "denied")
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    let ended = &r.json["sessions"][0];
+    assert_eq!(
+        (
+            &ended["statements"],
+            &ended["denied"],
+            &ended["rows"],
+            &ended["events"],
+            &ended["sealed"]
+        ),
+        (&json!(3), &json!(1), &json!(4), &json!(7), &json!(true))
+    );
+    assert_eq!(ended["groups"], json!(["devs", "oncall"]));
+
+    for (query, expected) in [
+        ("outcome=live", vec!["s-live"]),
+        ("outcome=incomplete", vec!["s-dead"]),
+        ("outcome=denied", vec!["s-refused"]),
+        (
+            "outcome=ended&subject=dana&resource=orders",
+            vec!["s-ended"],
+        ),
+        ("subject=erin", vec![]),
+        ("limit=2", vec!["s-dead", "s-refused"]),
+        (
+            &format!("since={}", now - 45_000),
+            vec!["s-live", "s-refused"],
+        ),
+    ] {
+        let r = h
+            .admin("GET", &format!("/api/v1/sessions?{query}"), None)
+            .await;
+        check_documented(&doc, "GET", "/api/v1/sessions", &r);
+        let ids: Vec<&str> = r.json["sessions"]
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .filter_map(|s| s["id"].as_str())
+            .collect();
+        assert_eq!(ids, expected, "{query}");
+    }
+    // Paging by cursor.
+    let first = h.admin("GET", "/api/v1/sessions?limit=2", None).await;
+    let cursor = first.json["sessions"][0]["cursor"]
+        .as_i64()
+        .expect("cursor");
+    let r = h
+        .admin(
+            "GET",
+            &format!("/api/v1/sessions?after={cursor}&limit=1"),
+            None,
+        )
+        .await;
+    assert_eq!(r.json["sessions"][0]["id"], "s-refused");
+    let r = h.admin("GET", "/api/v1/sessions?outcome=gone", None).await;
+    check_documented(&doc, "GET", "/api/v1/sessions", &r);
+    r.error(StatusCode::BAD_REQUEST, "bad_request");
+
+    let r = h.admin("GET", "/api/v1/sessions/s-ended", None).await;
+    check_documented(&doc, "GET", "/api/v1/sessions/{id}", &r);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let transcript = r.json["transcript"].as_array().expect("transcript");
+    let lines: Vec<(&str, &str, &str)> = transcript
+        .iter()
+        .map(|t| {
+            (
+                t["statement"].as_str().unwrap_or_default(),
+                t["decision"].as_str().unwrap_or_default(),
+                t["outcome"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("SELECT * FROM orders WHERE id = $1", "allow", "ok"),
+            ("DROP TABLE orders", "deny", "denied"),
+            ("SELECT email FROM customers", "allow", "ok"),
+        ]
+    );
+    assert_eq!(
+        (
+            &transcript[0]["rows"],
+            &transcript[0]["duration_us"],
+            &transcript[0]["parameters"]
+        ),
+        (&json!(2), &json!(250), &json!(["0", ""]))
+    );
+    assert_eq!(transcript[1]["reason"], "denied by rule no-ddl");
+    assert_eq!(r.json["duration_us"], 5_000);
+    let r = h.admin("GET", "/api/v1/sessions/s-refused", None).await;
+    assert_eq!(
+        r.json["start_error"],
+        "no policy grants dana access to orders"
+    );
+    assert_eq!(r.json["transcript"], json!([]));
+    // A refused connection is a complete, sealed one-event session.
+    assert_eq!(h.verify("s-refused").await.json["ok"], true);
+
+    let r = h.verify("s-live").await;
+    assert_eq!(
+        (r.json["ok"].clone(), r.json["status"].clone()),
+        (json!(false), json!("incomplete"))
+    );
+    assert_eq!(problem_kinds(&r), ["incomplete"]);
+    assert_eq!(h.verify("s-dead").await.json["status"], "incomplete");
+
+    let r = h.admin("GET", "/api/v1/sessions/missing", None).await;
+    check_documented(&doc, "GET", "/api/v1/sessions/{id}", &r);
+    r.error(StatusCode::NOT_FOUND, "not_found");
+
+    // Once the agent is gone, its live session is incomplete.
+    h.cp.store
+        .agent_detached("edge", now - 60_000)
+        .await
+        .expect("detach");
+    let r = h
+        .admin("GET", "/api/v1/sessions?outcome=incomplete", None)
+        .await;
+    assert_eq!(
+        r.json["sessions"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        r.text
+    );
+}
+
+#[tokio::test]
+async fn admins_end_live_sessions_through_the_agent() {
+    let h = Harness::new().await;
+    let now = crate::store::now_ms();
+    h.cp.store
+        .upsert_agent_enrollment("edge", "fp", "0.1.0")
+        .await
+        .expect("enroll");
+    h.ingest(chained_session("s-live", now - 1_000, STATEMENTS, false))
+        .await;
+    h.ingest(chained_session("s-ended", now - 1_000, STATEMENTS, true))
+        .await;
+
+    // Not attached here: nobody to ask.
+    let r = h.kill("s-live", None).await;
+    let message = r.error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(message.contains("edge"), "{message}");
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    h.cp.registry.attach(
+        "edge",
+        crate::registry::Attached {
+            connection_id: 1,
+            peer: "peer".into(),
+            agent_version: "0.1.0".into(),
+            since_ms: now,
+            snapshot_version: 1,
+            sender: tx,
+        },
+    );
+    let r = h
+        .kill("s-live", Some(json!({"reason": "suspicious activity"})))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(
+        (&r.json["agent"], &r.json["reason"]),
+        (&json!("edge"), &json!("suspicious activity"))
+    );
+    let sent = rx.try_recv().expect("the agent was asked");
+    assert_eq!(
+        sent.msg,
+        Some(sluice_proto::control_message::Msg::KillSession(
+            sluice_proto::KillSession {
+                session_id: "s-live".into(),
+                subject: String::new(),
+                resource: String::new(),
+                reason: "suspicious activity".into(),
+            }
+        ))
+    );
+    // The request itself is audited.
+    let r = h
+        .admin("GET", "/api/v1/audit?kind=session.kill", None)
+        .await;
+    let event = &r.json["events"][0];
+    assert_eq!(
+        (&event["subject"], &event["attributes"]["target_session"]),
+        (&json!("test-admin"), &json!("s-live"))
+    );
+    // A kill without a body gets a default reason.
+    let r = h.kill("s-live", None).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert!(
+        r.json["reason"]
+            .as_str()
+            .is_some_and(|m| m.contains("test-admin"))
+    );
+
+    h.kill("s-ended", None)
+        .await
+        .error(StatusCode::CONFLICT, "conflict");
+    h.kill("nope", None)
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+    h.kill("s-live", Some(json!({"reason": "x", "extra": 1})))
+        .await
+        .error(StatusCode::BAD_REQUEST, "bad_request");
+    let user = h.token("dana", &["devs"], &[]);
+    h.call("POST", "/api/v1/sessions/s-live/kill", Some(&user), None)
+        .await
+        .error(StatusCode::FORBIDDEN, "forbidden");
+}
+
+#[tokio::test]
+async fn audit_export_streams_json_lines() {
+    let h = Harness::new().await;
+    let now = crate::store::now_ms();
+    h.ingest(chained_session("s-1", now - 10_000, STATEMENTS, true))
+        .await;
+    h.ingest(chained_session("s-2", now - 5_000, STATEMENTS, false))
+        .await;
+    let r = h.admin("GET", "/api/v1/audit/export", None).await;
+    check_documented(&openapi(), "GET", "/api/v1/audit/export", &r);
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers[header::CONTENT_TYPE], "application/x-ndjson");
+    let lines: Vec<Value> = r
+        .text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 13);
+    let schema = json!({"$ref": "#/components/schemas/AuditEvent"});
+    let mut errors = Vec::new();
+    for (n, line) in lines.iter().enumerate() {
+        conforms(&openapi(), &schema, line, &format!("line {n}"), &mut errors);
+    }
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(
+        lines
+            .windows(2)
+            .all(|w| w[0]["cursor"].as_i64() < w[1]["cursor"].as_i64())
+    );
+    assert_eq!(lines[6]["attributes"]["statements"], 3);
+    assert_eq!(lines[1]["prev_hash"], lines[0]["hash"]);
+
+    let after = lines[10]["cursor"].as_i64().expect("cursor");
+    let r = h
+        .admin(
+            "GET",
+            &format!("/api/v1/audit/export?after={after}&limit=2"),
+            None,
+        )
+        .await;
+    assert_eq!(r.text.lines().count(), 2);
+    let r = h
+        .admin(
+            "GET",
+            &format!("/api/v1/audit/export?since={}", now - 6_000),
+            None,
+        )
+        .await;
+    assert_eq!(r.text.lines().count(), 6);
+    let r = h
+        .admin("GET", "/api/v1/audit/export?since=yesterday", None)
+        .await;
+    check_documented(&openapi(), "GET", "/api/v1/audit/export", &r);
+    r.error(StatusCode::BAD_REQUEST, "bad_request");
 }

@@ -1,10 +1,13 @@
-//! Audit event ingestion (idempotent by event id) and filtered listing.
+//! Audit event ingestion (idempotent by event id), session seals, and
+//! filtered listing.
 
 use sqlx::{Row as _, any::AnyRow};
 
-use super::{Result, Store};
+use super::{Result, SessionSealRow, Store};
 
-/// An audit event as stored; mirrors `sluice.agent.v1.AuditEvent`.
+/// An audit event as stored; mirrors `sluice.agent.v1.AuditEvent`. Every
+/// field the chain hash covers is kept exactly as the agent sent it, so
+/// the hash can be recomputed from the row.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredAuditEvent {
     /// Ingestion order; the polling cursor.
@@ -26,9 +29,25 @@ pub struct StoredAuditEvent {
     pub rows: i64,
     pub error: String,
     pub client_addr: String,
-    pub attributes: serde_json::Value,
+    /// The attributes' JSON text verbatim (not re-serialized: the chain
+    /// hash covers these exact bytes).
+    pub attributes_json: String,
+    /// Position in the session's chain; `None` for unchained events.
+    pub session_seq: Option<i64>,
     pub prev_hash: Option<Vec<u8>>,
     pub hash: Option<Vec<u8>>,
+}
+
+impl StoredAuditEvent {
+    /// The attributes parsed for display: an empty text is an empty object,
+    /// text that is not JSON is shown as a string.
+    pub fn attributes(&self) -> serde_json::Value {
+        if self.attributes_json.trim().is_empty() {
+            return serde_json::json!({});
+        }
+        serde_json::from_str(&self.attributes_json)
+            .unwrap_or_else(|_| serde_json::Value::String(self.attributes_json.clone()))
+    }
 }
 
 /// Filters for listing audit events; `None` means "any".
@@ -47,13 +66,12 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
-const AUDIT_COLUMNS: &str = "cursor, id, agent, seq, time_ms, kind, session_id, subject, groups_json, resource, decision, rule, statement, parameters_json, duration_us, rows_count, error, client_addr, attributes_json, prev_hash, hash";
+pub(super) const AUDIT_COLUMNS: &str = "cursor, id, agent, seq, time_ms, kind, session_id, subject, groups_json, resource, decision, rule, statement, parameters_json, duration_us, rows_count, error, client_addr, attributes_json, session_seq, prev_hash, hash";
 
 impl StoredAuditEvent {
-    fn from_row(r: &AnyRow) -> Result<Self> {
+    pub(super) fn from_row(r: &AnyRow) -> Result<Self> {
         let groups: String = r.try_get("groups_json")?;
         let params: String = r.try_get("parameters_json")?;
-        let attrs: String = r.try_get("attributes_json")?;
         Ok(Self {
             cursor: r.try_get("cursor")?,
             id: r.try_get("id")?,
@@ -73,7 +91,8 @@ impl StoredAuditEvent {
             rows: r.try_get("rows_count")?,
             error: r.try_get("error")?,
             client_addr: r.try_get("client_addr")?,
-            attributes: serde_json::from_str(&attrs).unwrap_or(serde_json::Value::Null),
+            attributes_json: r.try_get("attributes_json")?,
+            session_seq: r.try_get("session_seq")?,
             prev_hash: r.try_get("prev_hash")?,
             hash: r.try_get("hash")?,
         })
@@ -89,14 +108,29 @@ impl Store {
         agent: &str,
         events: &[StoredAuditEvent],
     ) -> Result<u64> {
+        self.insert_audit_batch(agent, events, &[]).await
+    }
+
+    /// [`Store::insert_audit_events`], plus the seals of sessions the batch
+    /// ends, in the same transaction (so a crash cannot leave an ended
+    /// session unsealed while its events are acknowledged).
+    ///
+    /// A seal is kept if one exists for the session, unless the new one is
+    /// from the same agent and counts more events (a later ending event).
+    pub async fn insert_audit_batch(
+        &self,
+        agent: &str,
+        events: &[StoredAuditEvent],
+        seals: &[SessionSealRow],
+    ) -> Result<u64> {
         let mut tx = self.pool().begin().await?;
         let mut inserted = 0;
         for e in events {
             let done = sqlx::query(
                 "INSERT INTO audit_events (id, agent, seq, time_ms, kind, session_id, subject, groups_json, resource,
                    decision, rule, statement, parameters_json, duration_us, rows_count, error, client_addr,
-                   attributes_json, prev_hash, hash)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+                   attributes_json, session_seq, prev_hash, hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(&e.id)
@@ -116,15 +150,47 @@ impl Store {
             .bind(e.rows)
             .bind(&e.error)
             .bind(&e.client_addr)
-            .bind(if e.attributes.is_null() { "{}".to_owned() } else { e.attributes.to_string() })
+            .bind(&e.attributes_json)
+            .bind(e.session_seq)
             .bind(e.prev_hash.clone())
             .bind(e.hash.clone())
             .execute(&mut *tx)
             .await?;
             inserted += done.rows_affected();
         }
+        for s in seals {
+            sqlx::query(
+                "INSERT INTO session_seals (session_id, agent, event_count, head_hash, signature, key_id, sealed_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (session_id) DO UPDATE SET event_count = excluded.event_count,
+                   head_hash = excluded.head_hash, signature = excluded.signature,
+                   key_id = excluded.key_id, sealed_at_ms = excluded.sealed_at_ms
+                 WHERE session_seals.agent = excluded.agent AND session_seals.event_count < excluded.event_count",
+            )
+            .bind(&s.session_id)
+            .bind(&s.agent)
+            .bind(s.event_count)
+            .bind(&s.head_hash)
+            .bind(&s.signature)
+            .bind(&s.key_id)
+            .bind(s.sealed_at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(inserted)
+    }
+
+    /// The seal of a session, if it has one.
+    pub async fn session_seal(&self, session_id: &str) -> Result<Option<SessionSealRow>> {
+        let row = sqlx::query(
+            "SELECT session_id, agent, event_count, head_hash, signature, key_id, sealed_at_ms
+             FROM session_seals WHERE session_id = $1",
+        )
+        .bind(session_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(SessionSealRow::from_row).transpose()
     }
 
     /// Lists events matching `filter`, oldest first. Without `after`, the

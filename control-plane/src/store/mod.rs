@@ -9,6 +9,7 @@
 
 mod audit;
 mod rows;
+mod sessions;
 
 use std::{str::FromStr, time::Duration};
 
@@ -19,6 +20,7 @@ use sqlx::{
 
 pub use audit::{AuditFilter, StoredAuditEvent};
 pub use rows::*;
+pub use sessions::{MAX_SESSION_EVENTS, SessionFilter, SessionRow, SessionStatus};
 
 /// Which database engine backs the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -516,6 +518,27 @@ impl Store {
         .bind(peer)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    /// Records that `name`'s current connection began at `at` (ms).
+    pub async fn agent_attached(&self, name: &str, at: i64) -> Result<()> {
+        sqlx::query("UPDATE agents SET attached_at = $2, last_seen = $2 WHERE name = $1")
+            .bind(name)
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that the connection that began at `at` ended, unless a newer
+    /// one (perhaps on another replica) has replaced it.
+    pub async fn agent_detached(&self, name: &str, at: i64) -> Result<()> {
+        sqlx::query("UPDATE agents SET attached_at = 0 WHERE name = $1 AND attached_at = $2")
+            .bind(name)
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -145,8 +145,7 @@ impl PolicyVersionRow {
     }
 }
 
-pub(crate) const AGENT_COLUMNS: &str =
-    "name, cert_fingerprint, agent_version, enrolled_at, last_seen, snapshot_version, peer";
+pub(crate) const AGENT_COLUMNS: &str = "name, cert_fingerprint, agent_version, enrolled_at, last_seen, snapshot_version, peer, attached_at";
 
 #[derive(Debug, Clone)]
 pub struct AgentRow {
@@ -157,6 +156,8 @@ pub struct AgentRow {
     pub last_seen: i64,
     pub snapshot_version: i64,
     pub peer: String,
+    /// When its current connection began; 0 when detached.
+    pub attached_at: i64,
 }
 
 impl AgentRow {
@@ -169,6 +170,7 @@ impl AgentRow {
             last_seen: r.try_get("last_seen")?,
             snapshot_version: r.try_get("snapshot_version")?,
             peer: r.try_get("peer")?,
+            attached_at: r.try_get("attached_at")?,
         })
     }
 }
@@ -194,6 +196,33 @@ impl JoinTokenRow {
             created_at: r.try_get("created_at")?,
             expires_at: r.try_get("expires_at")?,
             used_at: r.try_get("used_at")?,
+        })
+    }
+}
+
+/// The control plane's signature over a session's chain head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSealRow {
+    pub session_id: String,
+    /// The agent that delivered the ending event.
+    pub agent: String,
+    pub event_count: i64,
+    pub head_hash: Vec<u8>,
+    pub signature: Vec<u8>,
+    pub key_id: String,
+    pub sealed_at_ms: i64,
+}
+
+impl SessionSealRow {
+    pub(crate) fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(Self {
+            session_id: r.try_get("session_id")?,
+            agent: r.try_get("agent")?,
+            event_count: r.try_get("event_count")?,
+            head_hash: r.try_get("head_hash")?,
+            signature: r.try_get("signature")?,
+            key_id: r.try_get("key_id")?,
+            sealed_at_ms: r.try_get("sealed_at_ms")?,
         })
     }
 }
