@@ -180,6 +180,9 @@ pub struct TranscriptEntry {
     pub rows: Option<i64>,
     pub error: String,
     pub statement_id: Option<String>,
+    /// What the client received, as the agent recorded it (bounded):
+    /// `{"sets": [{"columns": [...], "rows": [[...]]}], "truncated": "..."}`.
+    pub result: Option<serde_json::Value>,
 }
 
 fn statement_id(e: &StoredAuditEvent) -> Option<String> {
@@ -200,8 +203,10 @@ pub fn transcript(events: &[StoredAuditEvent]) -> Vec<TranscriptEntry> {
                 let id = statement_id(e);
                 let slot = id.as_ref().and_then(|id| open.remove(id));
                 let outcome = if e.error.is_empty() { "ok" } else { "error" };
+                let result = e.attributes().get("result").cloned();
                 match slot.and_then(|i| entries.get_mut(i)) {
                     Some(entry) => {
+                        entry.result = result;
                         entry.outcome = outcome.to_owned();
                         entry.duration_us = Some(e.duration_us);
                         entry.rows = Some(e.rows);
@@ -221,6 +226,7 @@ pub fn transcript(events: &[StoredAuditEvent]) -> Vec<TranscriptEntry> {
                         rows: Some(e.rows),
                         error: e.error.clone(),
                         statement_id: id,
+                        result,
                     }),
                 }
             }
@@ -260,6 +266,7 @@ pub fn transcript(events: &[StoredAuditEvent]) -> Vec<TranscriptEntry> {
                         e.error.clone()
                     },
                     statement_id: id,
+                    result: None,
                 });
             }
         }

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use sluice_integration_tests::{
+    SluiceCli,
     datapath::{DEFAULT_RULES, DataPath},
+    eventually,
     rawpg::{RawSession, errors, first_column, query},
 };
 
@@ -39,4 +41,254 @@ async fn revoking_the_grant_ends_the_subject_s_live_sessions() {
         first_column(&bystander.until(b'Z').await),
         ["still-granted"]
     );
+}
+
+/// Runs `script` through the agent with psql, one statement at a time,
+/// going on after errors; (stdout, stderr).
+fn psql_script(port: u16, token: &str, script: &str) -> (String, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={port} dbname=app user=client sslmode=disable connect_timeout=5"
+        ))
+        .args(["-At", "-f", "-"])
+        .env("PGPASSWORD", token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run psql");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Sessions of `subject` with `status`, newest first, as the CLI lists them.
+fn sessions(cli: &SluiceCli, subject: &str, status: &str) -> Vec<String> {
+    let out = cli
+        .run(&["sessions", "list", "--subject", subject, "--json"])
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == status)
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Waits until `subject` has `n` sessions with `status`.
+async fn wait_sessions(cli: &SluiceCli, subject: &str, status: &str, n: usize) -> Vec<String> {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{n} {status} sessions of {subject}"),
+        || async {
+            let ids = sessions(cli, subject, status);
+            (ids.len() >= n).then_some(ids)
+        },
+    )
+    .await
+}
+
+/// The control plane's SQLite database, for tampering with the record.
+async fn record_db(cp: &sluice_integration_tests::ControlPlaneProc) -> sqlx::SqliteConnection {
+    use sqlx::Connection as _;
+    let url = format!("sqlite://{}", cp.data_dir().join("sluice.db").display());
+    sqlx::SqliteConnection::connect(&url).await.unwrap()
+}
+
+fn verify(cli: &SluiceCli, session: &str) -> (bool, String) {
+    let out = cli.run(&["audit", "verify", session]);
+    (out.success(), format!("{}{}", out.stdout, out.stderr))
+}
+
+#[tokio::test]
+async fn a_session_is_listed_with_its_transcript_and_verifies_until_tampered_with() {
+    let DataPath {
+        pg: _pg,
+        mut cp,
+        agent,
+        token,
+    } = DataPath::start().await;
+    let (out, err) = psql_script(
+        agent.pg_port,
+        &token,
+        "SELECT id, name FROM items WHERE id <= 2 ORDER BY id;\nDROP TABLE items;\nSELECT count(*) FROM items;\n",
+    );
+    assert!(err.contains("denied this statement"), "{err}");
+    assert!(out.contains("1|item 1") && out.contains("500"), "{out}");
+    let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
+    let id = wait_sessions(&cli, "alice", "ended", 1).await.remove(0);
+
+    let show = cli.run(&["sessions", "show", &id, "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    let transcript = v["transcript"].as_array().unwrap();
+    let outcomes: Vec<&str> = transcript
+        .iter()
+        .map(|t| t["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["ok", "denied", "ok"], "{}", show.stdout);
+    assert_eq!(
+        transcript[0]["result"]["sets"][0]["rows"],
+        serde_json::json!([["1", "item 1"], ["2", "item 2"]])
+    );
+    assert_eq!(transcript[1]["rule"], "devs-on-app/no-changes");
+    let text = cli.run(&["sessions", "show", &id]).ok().stdout;
+    assert!(
+        text.contains("item 2") && text.contains("denied") && text.contains("DROP TABLE items"),
+        "{text}"
+    );
+    let (ok, report) = verify(&cli, &id);
+    assert!(ok && report.starts_with("OK"), "{report}");
+
+    // Four more sessions to tamper with, one way each, and one left alone.
+    for i in 0..5 {
+        psql_script(
+            agent.pg_port,
+            &token,
+            &format!("SELECT {i};\nSELECT {i} + 1;\nSELECT {i} + 2;\n"),
+        );
+    }
+    let mut ids = wait_sessions(&cli, "alice", "ended", 6).await;
+    ids.retain(|s| *s != id);
+    let mut db = record_db(&cp).await;
+    let sql = [
+        // Altered: one statement's text changed.
+        "UPDATE audit_events SET statement = 'SELECT 42' WHERE session_id = $1 AND session_seq = 3",
+        // Removed: an event in the middle.
+        "DELETE FROM audit_events WHERE session_id = $1 AND session_seq = 2",
+        // Reordered: two events swap places.
+        "UPDATE audit_events SET session_seq = CASE session_seq WHEN 1 THEN 2 ELSE 1 END WHERE session_id = $1 AND session_seq IN (1, 2)",
+        // Missing at the end: the last two events deleted.
+        "DELETE FROM audit_events WHERE session_id = $1 AND session_seq >= (SELECT max(session_seq) - 1 FROM audit_events WHERE session_id = $1)",
+    ];
+    let expect = ["was altered", "was removed", "reordered", "were removed"];
+    for ((session, sql), expect) in ids.iter().zip(sql).zip(expect) {
+        let done = sqlx::query(sql)
+            .bind(session)
+            .execute(&mut db)
+            .await
+            .unwrap();
+        assert!(done.rows_affected() > 0, "{sql}");
+        let (ok, report) = verify(&cli, session);
+        assert!(!ok, "a tampered session verified: {report}");
+        assert!(
+            report.contains("FAILED") && report.contains(expect),
+            "`{sql}` should be reported as `{expect}`: {report}"
+        );
+    }
+    let untouched = &ids[4];
+    let (ok, report) = verify(&cli, untouched);
+    assert!(ok, "the untouched session: {report}");
+    let (ok, report) = verify(&cli, &id);
+    assert!(ok, "the first session: {report}");
+}
+
+#[tokio::test]
+async fn ending_a_session_through_the_cli_closes_the_client_with_a_message() {
+    let DataPath {
+        pg: _pg,
+        mut cp,
+        agent,
+        token,
+    } = DataPath::start().await;
+    let mut s = RawSession::connect(agent.pg_port, "app", &token).await;
+    s.send(&query("SELECT 'working'")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["working"]);
+    let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
+    let id = wait_sessions(&cli, "alice", "live", 1).await.remove(0);
+    cli.run(&["sessions", "kill", &id, "--reason", "incident 7"])
+        .ok();
+    let killed = std::time::Instant::now();
+    let got = s.until(b'E').await;
+    let elapsed = killed.elapsed();
+    let text = errors(&got);
+    assert!(
+        text.contains("57P01") && text.contains("incident 7"),
+        "the client was not told why: {text}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "the session ended {elapsed:?} after the kill"
+    );
+    let ended = wait_sessions(&cli, "alice", "ended", 1).await;
+    assert_eq!(ended, std::slice::from_ref(&id));
+    let show = cli.run(&["sessions", "show", &id]).ok().stdout;
+    assert!(show.contains("incident 7"), "{show}");
+    let (ok, report) = verify(&cli, &id);
+    assert!(ok, "{report}");
+}
+
+#[tokio::test]
+async fn a_killed_agent_leaves_an_incomplete_session_that_never_verifies() {
+    let DataPath {
+        pg: _pg,
+        mut cp,
+        mut agent,
+        token,
+    } = DataPath::start().await;
+    let mut s = RawSession::connect(agent.pg_port, "app", &token).await;
+    for i in 0..3 {
+        s.send(&query(&format!("SELECT 'before-crash-{i}'"))).await;
+        s.until(b'Z').await;
+    }
+    agent.kill9();
+    agent.start_again().await;
+    let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
+    let id = wait_sessions(&cli, "alice", "incomplete", 1)
+        .await
+        .remove(0);
+    let show = eventually(
+        Duration::from_secs(30),
+        "the events before the crash",
+        || async {
+            let out = cli.run(&["sessions", "show", &id, "--json"]).ok();
+            let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+            let done = v["transcript"]
+                .as_array()
+                .is_some_and(|t| t.len() == 3 && t.iter().all(|e| e["outcome"] == "ok"));
+            done.then_some(out.stdout)
+        },
+    )
+    .await;
+    assert!(show.contains("before-crash-2"), "{show}");
+    let (ok, report) = verify(&cli, &id);
+    assert!(!ok, "a session without an end verified: {report}");
+    assert!(report.contains("INCOMPLETE"), "{report}");
+}
+
+#[tokio::test]
+async fn a_session_while_the_control_plane_is_down_arrives_whole_and_verifies() {
+    let DataPath {
+        pg: _pg,
+        mut cp,
+        agent,
+        token,
+    } = DataPath::start().await;
+    let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
+    cp.stop();
+    let (out, err) = psql_script(
+        agent.pg_port,
+        &token,
+        "SELECT 'while-down-1';\nSELECT 'while-down-2';\n",
+    );
+    assert!(out.contains("while-down-2"), "{out}{err}");
+    cp.start_again().await;
+    let id = wait_sessions(&cli, "alice", "ended", 1).await.remove(0);
+    let show = cli.run(&["sessions", "show", &id]).ok().stdout;
+    assert!(
+        show.contains("while-down-1") && show.contains("while-down-2"),
+        "{show}"
+    );
+    let (ok, report) = verify(&cli, &id);
+    assert!(ok, "{report}");
 }

@@ -174,6 +174,52 @@ fn describe(s: &Value) -> String {
         out.push_str(&notes.join("\n"));
         out.push('\n');
     }
+    for (n, t) in transcript.iter().enumerate() {
+        if let Some(result) = t.get("result").filter(|r| r.is_object()) {
+            out.push_str(&render_result(n + 1, result));
+        }
+    }
+    out
+}
+
+/// A recorded result as a table per result set, with the limit that cut
+/// it, if any.
+fn render_result(n: usize, result: &Value) -> String {
+    let mut out = String::new();
+    for set in items(result, "sets") {
+        let columns: Vec<String> = items(set, "columns").iter().map(show).collect();
+        let rows = items(set, "rows");
+        out.push_str(&format!("\n#{n} result ({} rows recorded):\n", rows.len()));
+        let headers: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let width = rows
+            .iter()
+            .map(|r| r.as_array().map_or(0, Vec::len))
+            .max()
+            .unwrap_or(0)
+            .max(headers.len());
+        let mut padded = headers.clone();
+        padded.resize(width, "?");
+        let mut table = Table::new(&padded);
+        for row in rows {
+            let mut cells: Vec<String> = row
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .map(|v| match v {
+                            Value::Null => "NULL".to_owned(),
+                            v => truncate(&one_line(&show(v)), STATEMENT_WIDTH),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            cells.resize(width, String::new());
+            table.push(cells);
+        }
+        out.push_str(&table.render());
+    }
+    if let Some(why) = result.get("truncated").and_then(Value::as_str) {
+        out.push_str(&format!("#{n} record cut by the limit on {why}\n"));
+    }
     out
 }
 
@@ -203,6 +249,29 @@ mod tests {
                 ("outcome", "incomplete".to_owned()),
                 ("limit", "5".to_owned())
             ]
+        );
+    }
+
+    #[test]
+    fn recorded_results_render_as_tables_with_their_cut() {
+        let result = json!({
+            "sets": [{"columns": ["id", "name"], "rows": [["1", "one"], ["2", null]]}],
+            "truncated": "rows per statement"
+        });
+        let out = render_result(3, &result);
+        assert!(out.contains("#3 result (2 rows recorded)"), "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines.iter().any(|l| l.contains("id") && l.contains("name")),
+            "{out}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains('2') && l.contains("NULL")),
+            "{out}"
+        );
+        assert!(
+            out.contains("cut by the limit on rows per statement"),
+            "{out}"
         );
     }
 

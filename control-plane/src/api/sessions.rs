@@ -136,6 +136,7 @@ fn entry_json(e: &recording::TranscriptEntry) -> Value {
         "rows": e.rows,
         "error": e.error,
         "statement_id": e.statement_id,
+        "result": e.result,
     })
 }
 

@@ -279,26 +279,12 @@ async fn refuse(agent: &Agent, stream: io::Stream, mut event: pb::AuditEvent, re
     event.error = refusal.message.clone();
     // Record first: if the decision cannot be audited, the client gets the
     // audit error instead (fail closed), never a silent success. A refused
-    // connection is a session of two events, start and end, so its record
-    // is chained and sealed like any other.
+    // connection is a one-event session: its denied start is chained, and
+    // the control plane seals it as ended.
     let mut trail = SessionTrail::new(agent.audit.clone());
-    let end = pb::AuditEvent {
-        kind: "session.end".into(),
-        session_id: event.session_id.clone(),
-        subject: event.subject.clone(),
-        groups: event.groups.clone(),
-        resource: event.resource.clone(),
-        agent: event.agent.clone(),
-        client_addr: event.client_addr.clone(),
-        decision: "deny".into(),
-        error: refusal.message.clone(),
-        attributes_json: r#"{"protocol":"postgres","statements":0,"denied":0}"#.into(),
-        ..Default::default()
-    };
     let refusal = match trail.record(event) {
         Ok(_) => {
             agent.metrics.audit_events.inc();
-            trail.record_detached(end);
             refusal
         }
         Err(e) => {
