@@ -102,6 +102,8 @@ async fn connect_once(agent: &Arc<Agent>) -> anyhow::Result<()> {
 
     let shipper = tokio::spawn(ship_audit(agent.clone(), out_tx.clone()));
     let heartbeat_task = tokio::spawn(heartbeats(agent.clone(), out_tx.clone()));
+    agent.approvals.resend_all();
+    let approvals_task = tokio::spawn(ship_approvals(agent.clone(), out_tx.clone()));
     let result = async {
         while let Some(message) = inbound.message().await.context("stream error")? {
             match message.msg {
@@ -126,9 +128,7 @@ async fn connect_once(agent: &Arc<Agent>) -> anyhow::Result<()> {
                     };
                     tracing::warn!(session = %k.session_id, subject = %k.subject, ended, "session kill requested");
                 }
-                Some(control_message::Msg::ApprovalDecision(d)) => {
-                    tracing::warn!(request = %d.request_id, "approval decision for an unknown request ignored");
-                }
+                Some(control_message::Msg::ApprovalDecision(d)) => agent.approvals.decided(d),
                 None => {}
             }
         }
@@ -137,6 +137,7 @@ async fn connect_once(agent: &Arc<Agent>) -> anyhow::Result<()> {
     .await;
     shipper.abort();
     heartbeat_task.abort();
+    approvals_task.abort();
     result
 }
 
@@ -174,6 +175,22 @@ fn heartbeat(agent: &Agent) -> pb::Heartbeat {
 /// Sends spooled events in order. Starts from the last acknowledged event
 /// on every connection, so anything sent but not acknowledged before a
 /// drop is sent again (the control plane drops duplicates by event id).
+/// Sends approval requests and their updates as they are filed.
+async fn ship_approvals(agent: Arc<Agent>, out: mpsc::Sender<AgentMessage>) {
+    loop {
+        for request in agent.approvals.drain() {
+            if out
+                .send(msg(agent_message::Msg::ApprovalRequest(request)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        agent.approvals.notified().await;
+    }
+}
+
 async fn ship_audit(agent: Arc<Agent>, out: mpsc::Sender<AgentMessage>) {
     let mut status = agent.audit.status();
     let mut sent = status.borrow().acked_seq;

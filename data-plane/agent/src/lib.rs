@@ -9,6 +9,7 @@
 //! credential reach a client or a log, and never let work proceed whose
 //! audit event could not be spooled.
 
+pub mod approvals;
 pub mod audit;
 pub mod channel;
 pub mod config;
@@ -61,6 +62,8 @@ pub struct Agent {
     subject_connections: Mutex<std::collections::HashMap<String, usize>>,
     /// Live client sessions (to end them on request or revocation).
     pub sessions: Arc<sessions::LiveSessions>,
+    /// Approval requests in flight and one-time grants.
+    pub approvals: approvals::Approvals,
 }
 
 /// A connection counted against its subject's limit; released on drop.
@@ -116,6 +119,7 @@ impl Agent {
             pg_tls,
             subject_connections: Mutex::new(std::collections::HashMap::new()),
             sessions: Arc::default(),
+            approvals: approvals::Approvals::default(),
         }
     }
 

@@ -11,12 +11,15 @@ use std::{
 
 use ring::rand::{SecureRandom as _, SystemRandom};
 use sluice_proto as pb;
-use tokio::io::AsyncWriteExt as _;
+use tokio::{io::AsyncWriteExt as _, sync::watch};
 
 struct Target {
     address: String,
     backend_pid: u32,
     backend_key: u32,
+    /// Counts cancels, so a session holding a statement for approval can
+    /// withdraw it.
+    cancels: watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -26,13 +29,14 @@ pub struct CancelRegistry {
 }
 
 impl CancelRegistry {
-    /// Issues the (pid, key) pair the client will see.
+    /// Issues the (pid, key) pair the client will see, and a receiver that
+    /// changes whenever a cancel for it arrives.
     pub fn register(
         &self,
         resource: &pb::Resource,
         backend_pid: u32,
         backend_key: u32,
-    ) -> (u32, u32) {
+    ) -> (u32, u32, watch::Receiver<u64>) {
         let pid = self
             .next_pid
             .fetch_add(1, Ordering::Relaxed)
@@ -40,15 +44,17 @@ impl CancelRegistry {
         let mut key = [0u8; 4];
         let _ = SystemRandom::new().fill(&mut key);
         let key = u32::from_be_bytes(key);
+        let (cancels, cancelled) = watch::channel(0);
         self.lock().insert(
             (pid, key),
             Target {
                 address: resource.address.clone(),
                 backend_pid,
                 backend_key,
+                cancels,
             },
         );
-        (pid, key)
+        (pid, key, cancelled)
     }
 
     pub fn unregister(&self, pid: u32, key: u32) {
@@ -57,10 +63,10 @@ impl CancelRegistry {
 
     /// Forwards a cancel to the target if the pair is one we issued.
     pub async fn cancel(&self, pid: u32, key: u32) {
-        let target = self
-            .lock()
-            .get(&(pid, key))
-            .map(|t| (t.address.clone(), t.backend_pid, t.backend_key));
+        let target = self.lock().get(&(pid, key)).map(|t| {
+            t.cancels.send_modify(|n| *n += 1);
+            (t.address.clone(), t.backend_pid, t.backend_key)
+        });
         let Some((address, backend_pid, backend_key)) = target else {
             tracing::info!(pid, "ignoring a cancel request with an unknown key");
             return;

@@ -27,17 +27,41 @@ pub struct Verdict {
     pub kinds: Vec<String>,
     /// Changes the text makes to the session's named prepared statements.
     pub prepared: Vec<PreparedChange>,
+    /// Set when policy sends the text to approval (then `allowed` is false
+    /// and `rule`/`reason` are the approve rule's).
+    pub approval: Option<Arc<ApprovalNeed>>,
+    /// pg_query fingerprints of its statements, `;`-joined.
+    pub fingerprint: String,
+}
+
+/// What an approve rule asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalNeed {
+    pub approvers: Vec<String>,
+    pub min: u32,
+    pub wait: bool,
+    pub timeout: std::time::Duration,
+    pub ttl: std::time::Duration,
 }
 
 impl Verdict {
+    /// Denied (0), needs approval (1), allowed (2): the stricter of two
+    /// readings of a text wins.
+    fn rank(&self) -> u8 {
+        match (self.allowed, &self.approval) {
+            (true, _) => 2,
+            (false, Some(_)) => 1,
+            (false, None) => 0,
+        }
+    }
+
     fn deny(reason: String, rule: String, kinds: Vec<String>) -> Self {
         Self {
             allowed: false,
             rule,
             reason,
-            row_limit: None,
             kinds,
-            prepared: Vec::new(),
+            ..Self::default()
         }
     }
 }
@@ -184,11 +208,15 @@ impl Judge {
         // next query before the agent knows. When a backslash could make the
         // two string syntaxes split the text differently, the text must be
         // allowed under both.
-        if !verdict.allowed || !sql.contains('\\') {
+        if verdict.rank() == 0 || !sql.contains('\\') {
             return verdict;
         }
         let other = self.decide_sql_with(active, sql, !self.standard_conforming_strings);
-        if other.allowed { verdict } else { other }
+        if other.rank() < verdict.rank() {
+            other
+        } else {
+            verdict
+        }
     }
 
     fn decide_sql_with(
@@ -212,10 +240,22 @@ impl Judge {
         let mut row_limit: Option<u64> = None;
         let mut rule = String::new();
         let mut prepared = Vec::new();
+        let mut approval: Option<Verdict> = None;
+        let fingerprint = statements
+            .iter()
+            .map(|s| s.fingerprint.as_str())
+            .collect::<Vec<_>>()
+            .join(";");
         for st in statements {
             prepared.extend(st.prepared.iter().cloned());
             kinds.extend(st.facts.kinds.iter().map(|k| k.as_str().to_owned()));
             let verdict = self.decide_facts(active, &st.facts);
+            if verdict.approval.is_some() {
+                // The whole text needs approval, unless another of its
+                // statements is denied outright.
+                approval.get_or_insert(verdict);
+                continue;
+            }
             if !verdict.allowed {
                 let reason = if statements.len() > 1 {
                     format!("{} (in: {})", verdict.reason, abbreviate(&st.text))
@@ -236,6 +276,15 @@ impl Judge {
                 rule = verdict.rule;
             }
         }
+        if let Some(needs) = approval {
+            return Verdict {
+                kinds,
+                prepared,
+                row_limit,
+                fingerprint,
+                ..needs
+            };
+        }
         Verdict {
             allowed: true,
             rule,
@@ -243,6 +292,8 @@ impl Judge {
             row_limit,
             kinds,
             prepared,
+            fingerprint,
+            approval: None,
         }
     }
 
@@ -263,16 +314,20 @@ impl Judge {
                 ..Verdict::default()
             },
             Outcome::Deny => Verdict::deny(d.reason, rule, kinds),
-            // Fail closed until just-in-time approval is available.
-            Outcome::Approve(spec) => Verdict::deny(
-                format!(
-                    "this statement needs approval by {} ({}); approvals are not available on this agent yet",
-                    spec.approvers.join(", "),
-                    d.reason
-                ),
+            Outcome::Approve(spec) => Verdict {
                 rule,
+                reason: d.reason,
+                row_limit: d.row_limit,
                 kinds,
-            ),
+                approval: Some(Arc::new(ApprovalNeed {
+                    approvers: spec.approvers.clone(),
+                    min: spec.min,
+                    wait: spec.mode == sluice_policy::ApprovalMode::Wait,
+                    timeout: spec.timeout.to_std(),
+                    ttl: spec.ttl.to_std(),
+                })),
+                ..Verdict::default()
+            },
         }
     }
 

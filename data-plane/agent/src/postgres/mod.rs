@@ -214,7 +214,7 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
         agent.metrics.client_connections.get_or_create(&OutcomeLabels { protocol: "postgres", outcome: "granted" }).inc();
 
         // The client gets the target's parameters but our own cancel key.
-        let (pid, key) = agent.pg_cancel.register(&granted.resource, upstream.backend_pid, upstream.backend_key);
+        let (pid, key, cancels) = agent.pg_cancel.register(&granted.resource, upstream.backend_pid, upstream.backend_key);
         let mut hello = bytes::BytesMut::new();
         hello.extend_from_slice(&messages::auth_ok().raw);
         for (k, v) in &upstream.parameters {
@@ -238,6 +238,7 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
             audit_best_effort: granted.resource.audit_mode == "best_effort",
             trail,
             ended: registration.ended.clone(),
+            cancels,
         };
         let client_reader = FrameReader::new(agent.args.max_message_bytes);
         let (totals, error, mut trail) = session::run(ctx, stream, client_reader, upstream).await;

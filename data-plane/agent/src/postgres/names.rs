@@ -32,6 +32,8 @@ pub struct Prepared {
     pub row_limit: Option<u64>,
     /// What executing it does to the session's prepared statements.
     pub changes: Vec<PreparedChange>,
+    /// Set when executing it needs approval (see `judge::Verdict`).
+    pub approval: Option<Arc<super::judge::Verdict>>,
 }
 
 /// A bound portal: the statement it runs and its parameters (for the audit
@@ -347,6 +349,7 @@ mod tests {
             rule: "p/r".into(),
             row_limit: None,
             changes: Vec::new(),
+            approval: None,
         })
     }
 

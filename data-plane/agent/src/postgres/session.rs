@@ -44,7 +44,7 @@ use super::{
     names::{Names, Prepared},
     upstream::{Upstream, scrub},
 };
-use crate::{Agent, audit::SessionTrail};
+use crate::{Agent, approvals::GrantKey, audit::SessionTrail};
 
 /// Stop reading from one side while this much is queued for the other.
 const HIGH_WATER: usize = 4 * 1024 * 1024;
@@ -66,6 +66,8 @@ pub struct Context {
     pub trail: SessionTrail,
     /// Set when the session must end (admin kill, revoked grant).
     pub ended: watch::Receiver<Option<String>>,
+    /// Changes when the client sends a CancelRequest for this session.
+    pub cancels: watch::Receiver<u64>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -114,6 +116,52 @@ struct PlannedExecute {
     params: Vec<String>,
     rule: String,
     limit: Option<u64>,
+    /// The approve rule's verdict, when it may only run once approved.
+    approval: Option<Arc<Verdict>>,
+}
+
+/// A request that passed policy (or is held until approved), ready to be
+/// audited and forwarded.
+enum Ready {
+    Query {
+        frame: Frame,
+        x: PlannedExecute,
+        changes: Vec<sluice_policy::PreparedChange>,
+    },
+    Batch {
+        batch: Vec<Frame>,
+        ends_with_sync: bool,
+        ops: Vec<super::names::Op>,
+        executes: Vec<PlannedExecute>,
+    },
+}
+
+impl Ready {
+    fn ends_cycle(&self) -> bool {
+        match self {
+            Self::Query { .. } => true,
+            Self::Batch { ends_with_sync, .. } => *ends_with_sync,
+        }
+    }
+}
+
+/// A statement held in wait mode until its approval is decided.
+struct Holding {
+    request_id: String,
+    statement_id: String,
+    text: String,
+    params: Vec<String>,
+    rule: String,
+    timeout: Duration,
+    decision: tokio::sync::oneshot::Receiver<pb::ApprovalDecision>,
+    deadline: tokio::time::Instant,
+    ready: Ready,
+}
+
+enum HeldOutcome {
+    Decided(pb::ApprovalDecision),
+    TimedOut,
+    Withdrawn,
 }
 
 struct Relay {
@@ -136,6 +184,8 @@ struct Relay {
     /// portal `denial_portal`, by cycle.
     substitutes: VecDeque<(u64, BytesMut)>,
     denial_portal: String,
+    /// A statement waiting for approval; the client is not read meanwhile.
+    holding: Option<Holding>,
     held_bytes: usize,
     tx_status: u8,
     batch: Vec<Frame>,
@@ -208,6 +258,7 @@ pub async fn run(
         unsynced: false,
         held: VecDeque::new(),
         substitutes: VecDeque::new(),
+        holding: None,
         denial_portal: format!("sluice-denied-{}", uuid::Uuid::new_v4().simple()),
         held_bytes: 0,
         tx_status,
@@ -225,12 +276,13 @@ pub async fn run(
     };
     let idle = relay.ctx.idle_timeout;
     let mut ended = relay.ctx.ended.clone();
+    let mut cancels = relay.ctx.cancels.clone();
     let err = loop {
         // After the client's Terminate, keep relaying until the target has
         // answered everything it was sent and closes the connection.
         let idle_sleep = tokio::time::sleep(idle);
         tokio::select! {
-            r = client_r.read_buf(client_reader.buffer()), if relay.to_server.len() < HIGH_WATER && relay.to_client.len() + relay.held_bytes < HIGH_WATER && !relay.terminate => {
+            r = client_r.read_buf(client_reader.buffer()), if relay.to_server.len() < HIGH_WATER && relay.to_client.len() + relay.held_bytes < HIGH_WATER && !relay.terminate && relay.holding.is_none() => {
                 match r {
                     Ok(0) => break None,
                     Ok(_) => {
@@ -264,7 +316,26 @@ pub async fn run(
                     Err(e) => break Some(e.into()),
                 }
             }
-            _ = idle_sleep, if relay.inflight() == 0 && relay.units.is_empty() && !relay.unsynced => {
+            outcome = held_outcome(&mut relay.holding), if relay.holding.is_some() => {
+                if let Err(e) = relay.on_held(outcome).await {
+                    break Some(e);
+                }
+                // Messages that arrived while the statement was held.
+                if let Err(e) = relay.on_client_bytes(&mut client_reader).await {
+                    break Some(e);
+                }
+            }
+            r = cancels.changed(), if relay.holding.is_some() => {
+                if r.is_ok() {
+                    if let Err(e) = relay.on_held(HeldOutcome::Withdrawn).await {
+                        break Some(e);
+                    }
+                    if let Err(e) = relay.on_client_bytes(&mut client_reader).await {
+                        break Some(e);
+                    }
+                }
+            }
+            _ = idle_sleep, if relay.inflight() == 0 && relay.units.is_empty() && !relay.unsynced && relay.holding.is_none() => {
                 break Some(SessionError::Idle(idle));
             }
             r = ended.changed() => {
@@ -314,11 +385,27 @@ pub async fn run(
     (relay.totals, err, relay.ctx.trail)
 }
 
+/// Waits for the held statement's decision or its deadline.
+async fn held_outcome(holding: &mut Option<Holding>) -> HeldOutcome {
+    let Some(h) = holding.as_mut() else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        d = &mut h.decision => match d {
+            Ok(d) => HeldOutcome::Decided(d),
+            // The agent dropped the request (shutting down).
+            Err(_) => HeldOutcome::TimedOut,
+        },
+        () = tokio::time::sleep_until(h.deadline) => HeldOutcome::TimedOut,
+    }
+}
+
 impl Relay {
     async fn on_client_bytes(&mut self, reader: &mut FrameReader) -> Result<(), SessionError> {
-        while let Some(frame) = reader
-            .next_frame()
-            .map_err(|e| SessionError::Protocol(e.to_string()))?
+        while self.holding.is_none()
+            && let Some(frame) = reader
+                .next_frame()
+                .map_err(|e| SessionError::Protocol(e.to_string()))?
         {
             self.on_client_frame(frame).await?;
             if self.terminate {
@@ -393,39 +480,369 @@ impl Relay {
             .to_owned();
         let snapshot = self.snapshot();
         let verdict = self.judge.sql(snapshot.as_ref(), &sql);
-        let statement_id = uuid::Uuid::now_v7().to_string();
-        if let Err(e) = self
-            .audit_decision(&statement_id, &sql, Vec::new(), &verdict)
-            .await
-        {
-            self.refuse_unaudited(&e.to_string(), true);
-            return Ok(());
-        }
-        if !verdict.allowed {
+        let x = PlannedExecute {
+            id: uuid::Uuid::now_v7().to_string(),
+            portal: None,
+            text: sql,
+            params: Vec::new(),
+            rule: verdict.rule.clone(),
+            limit: verdict.row_limit,
+            approval: verdict.approval.is_some().then(|| verdict.clone()),
+        };
+        if !verdict.allowed && verdict.approval.is_none() {
+            if let Err(e) = self
+                .audit_decision(&x.id, &x.text, Vec::new(), &verdict)
+                .await
+            {
+                self.refuse_unaudited(&e.to_string(), true);
+                return Ok(());
+            }
             self.deny(&verdict, true);
             return Ok(());
         }
-        if !verdict.prepared.is_empty() {
-            let mut plan = self.names.plan();
-            plan.sql(&verdict.prepared);
-            let ops = plan.into_ops();
-            self.names.apply(ops, self.cycles_sent);
+        let ready = Ready::Query {
+            frame,
+            x,
+            changes: verdict.prepared.clone(),
+        };
+        if verdict.approval.is_some() {
+            self.seek_approval(ready).await
+        } else {
+            self.release(ready, None).await
         }
-        let unit = self.unit(
-            UnitKind::Simple,
-            PlannedExecute {
-                id: statement_id,
-                portal: None,
-                text: sql,
-                params: Vec::new(),
-                rule: verdict.rule.clone(),
-                limit: verdict.row_limit,
-            },
-        );
-        self.units.push_back(unit);
-        self.to_server.extend_from_slice(&frame.raw);
-        self.cycle_sent();
+    }
+
+    /// Audits and forwards a request that may run (approved, when it needed
+    /// approval, as `approval`).
+    async fn release(
+        &mut self,
+        ready: Ready,
+        approval: Option<String>,
+    ) -> Result<(), SessionError> {
+        let ends_cycle = ready.ends_cycle();
+        let executes = match &ready {
+            Ready::Query { x, .. } => std::slice::from_ref(x),
+            Ready::Batch { executes, .. } => executes.as_slice(),
+        };
+        // Audit every execution before anything is forwarded.
+        let records: Vec<pb::AuditEvent> = executes
+            .iter()
+            .map(|x| {
+                let verdict = Verdict {
+                    allowed: true,
+                    rule: x.rule.clone(),
+                    ..Verdict::default()
+                };
+                let mut event = self.decision_event(&x.id, &x.text, x.params.clone(), &verdict);
+                if let (Some(id), Some(_)) = (&approval, &x.approval) {
+                    event.attributes_json = serde_json::json!({
+                        "statement_id": x.id, "approval_id": id
+                    })
+                    .to_string();
+                }
+                event
+            })
+            .collect();
+        let n = records.len() as u64;
+        let trail = &mut self.ctx.trail;
+        if let Err(e) = records
+            .into_iter()
+            .try_for_each(|e| trail.record(e).map(drop))
+        {
+            if !self.ctx.audit_best_effort {
+                self.refuse_unaudited(&e.to_string(), ends_cycle);
+                return Ok(());
+            }
+            tracing::error!(error = %e, "audit events lost (resource is best_effort); running the statements anyway");
+        }
+        self.ctx.agent.metrics.audit_events.inc_by(n);
+        self.totals.statements += n;
+        match ready {
+            Ready::Query { frame, x, changes } => {
+                if !changes.is_empty() {
+                    let mut plan = self.names.plan();
+                    plan.sql(&changes);
+                    let ops = plan.into_ops();
+                    self.names.apply(ops, self.cycles_sent);
+                }
+                let unit = self.unit(UnitKind::Simple, x);
+                self.units.push_back(unit);
+                self.to_server.extend_from_slice(&frame.raw);
+                self.cycle_sent();
+            }
+            Ready::Batch {
+                batch,
+                ends_with_sync,
+                ops,
+                executes,
+            } => {
+                self.names.apply(ops, self.cycles_sent);
+                for x in executes {
+                    let unit = self.unit(UnitKind::Extended, x);
+                    self.units.push_back(unit);
+                }
+                for frame in &batch {
+                    self.to_server.extend_from_slice(&frame.raw);
+                }
+                if ends_with_sync {
+                    self.cycle_sent();
+                } else {
+                    self.unsynced = true;
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// A statement an approve rule covers: runs at once on a matching
+    /// one-time grant (retry mode), else files a request and either holds
+    /// the statement (wait) or tells the client to retry once approved.
+    async fn seek_approval(&mut self, ready: Ready) -> Result<(), SessionError> {
+        let ends_cycle = ready.ends_cycle();
+        let x = match &ready {
+            Ready::Query { x, .. } => x,
+            Ready::Batch { executes, .. } => match executes.iter().find(|x| x.approval.is_some()) {
+                Some(x) => x,
+                None => return self.release(ready, None).await,
+            },
+        };
+        let Some(verdict) = x.approval.clone() else {
+            return self.release(ready, None).await;
+        };
+        let Some(need) = verdict.approval.clone() else {
+            return self.release(ready, None).await;
+        };
+        let (text, params, statement_id) = (x.text.clone(), x.params.clone(), x.id.clone());
+        let now = i64::try_from(crate::snapshot::now_ms()).unwrap_or(i64::MAX);
+        let key = GrantKey {
+            subject: self.ctx.subject.id.clone(),
+            resource: self.ctx.resource.clone(),
+            statement: text.clone(),
+            parameters: params.clone(),
+        };
+        if let Some(request_id) = self.ctx.agent.approvals.take_grant(&key, now) {
+            tracing::info!(request = %request_id, "running a statement on its one-time approval");
+            return self.release(ready, Some(request_id)).await;
+        }
+        let request_id = uuid::Uuid::now_v7().to_string();
+        let window = if need.wait { need.timeout } else { need.ttl };
+        let request = pb::ApprovalRequest {
+            request_id: request_id.clone(),
+            session_id: self.ctx.session_id.clone(),
+            subject: self.ctx.subject.id.clone(),
+            groups: self.ctx.subject.groups.clone(),
+            resource: self.ctx.resource.clone(),
+            statement: text.clone(),
+            fingerprint: verdict.fingerprint.clone(),
+            parameters: params.clone(),
+            rule: verdict.rule.clone(),
+            reason: verdict.reason.clone(),
+            mode: if need.wait { "wait" } else { "retry" }.into(),
+            expires_at_unix_ms: now
+                .saturating_add(i64::try_from(window.as_millis()).unwrap_or(i64::MAX)),
+            state: "pending".into(),
+            statement_id: statement_id.clone(),
+            approvers: need.approvers.clone(),
+            min_approvals: need.min,
+            ttl_ms: i64::try_from(need.ttl.as_millis()).unwrap_or(i64::MAX),
+        };
+        let event = self.approval_event(
+            "approval.request",
+            "approve",
+            &request_id,
+            &statement_id,
+            &text,
+            &params,
+            &verdict.rule,
+            &verdict.reason,
+            serde_json::json!({
+                "mode": request.mode, "approvers": need.approvers, "min": need.min,
+                "expires_at_ms": request.expires_at_unix_ms,
+            }),
+        );
+        // The request is on record before anyone can act on it.
+        if let Err(e) = self.ctx.trail.record(event)
+            && !self.ctx.audit_best_effort
+        {
+            self.refuse_unaudited(&e.to_string(), ends_cycle);
+            return Ok(());
+        }
+        let approvers = need.approvers.join(", ");
+        match self.ctx.agent.approvals.request(request, need.wait) {
+            Err(e) => {
+                let verdict = Verdict {
+                    rule: verdict.rule.clone(),
+                    reason: e.to_string(),
+                    ..Verdict::default()
+                };
+                self.deny(&verdict, ends_cycle);
+            }
+            Ok(None) => {
+                let notice = messages::Notice::error(
+                    "42501",
+                    format!(
+                        "sluice: this statement needs approval by {approvers} ({}); approval request {request_id} was sent",
+                        verdict.reason
+                    ),
+                )
+                .detail(format!("request id: {request_id}"))
+                .hint(format!(
+                    "once approved (`sluice approvals approve {request_id}`), run exactly the same statement again within {}",
+                    humantime::format_duration(need.ttl)
+                ));
+                self.reject(BytesMut::from(&notice.to_error().raw[..]), ends_cycle);
+            }
+            Ok(Some(decision)) => {
+                let notice = messages::Notice {
+                    severity: "NOTICE".into(),
+                    code: "01000".into(),
+                    message: format!(
+                        "sluice: waiting up to {} for approval by {approvers}; request id {request_id}",
+                        humantime::format_duration(need.timeout)
+                    ),
+                    ..Default::default()
+                };
+                self.to_client.extend_from_slice(&notice.to_notice().raw);
+                // Only cancels from now on withdraw the request.
+                self.ctx.cancels.borrow_and_update();
+                self.holding = Some(Holding {
+                    request_id,
+                    statement_id,
+                    text,
+                    params,
+                    rule: verdict.rule.clone(),
+                    timeout: need.timeout,
+                    decision,
+                    deadline: tokio::time::Instant::now() + need.timeout,
+                    ready,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The held statement's fate: run it, or tell the client why not.
+    async fn on_held(&mut self, outcome: HeldOutcome) -> Result<(), SessionError> {
+        let Some(h) = self.holding.take() else {
+            return Ok(());
+        };
+        let ends_cycle = h.ready.ends_cycle();
+        let (kind, decision, why, attrs) = match &outcome {
+            HeldOutcome::Decided(d) => (
+                "approval.decision",
+                if d.outcome == "approved" {
+                    "approve"
+                } else {
+                    "deny"
+                },
+                d.reason.clone(),
+                serde_json::json!({"outcome": d.outcome, "approvers": d.approvers}),
+            ),
+            HeldOutcome::TimedOut => (
+                "approval.expired",
+                "deny",
+                format!(
+                    "not decided within {}",
+                    humantime::format_duration(h.timeout)
+                ),
+                serde_json::json!({}),
+            ),
+            HeldOutcome::Withdrawn => (
+                "approval.withdrawn",
+                "deny",
+                "the client cancelled the statement".to_owned(),
+                serde_json::json!({}),
+            ),
+        };
+        let event = self.approval_event(
+            kind,
+            decision,
+            &h.request_id,
+            &h.statement_id,
+            &h.text,
+            &h.params,
+            &h.rule,
+            &why,
+            attrs,
+        );
+        self.ctx.trail.record_detached(event);
+        let id = &h.request_id;
+        let error = match outcome {
+            HeldOutcome::Decided(d) if d.outcome == "approved" => {
+                return self.release(h.ready, Some(h.request_id)).await;
+            }
+            HeldOutcome::Decided(d) => messages::Notice::error(
+                "42501",
+                format!(
+                    "sluice: approval request {id} was {} by {}: {}; the statement did not run",
+                    d.outcome,
+                    if d.approvers.is_empty() {
+                        "the control plane".to_owned()
+                    } else {
+                        d.approvers.join(", ")
+                    },
+                    if d.reason.is_empty() {
+                        "no reason given"
+                    } else {
+                        &d.reason
+                    }
+                ),
+            ),
+            HeldOutcome::TimedOut => {
+                self.ctx.agent.approvals.abandon(id, "expired");
+                messages::Notice::error(
+                    "42501",
+                    format!(
+                        "sluice: approval request {id} was not decided within {}; the statement did not run",
+                        humantime::format_duration(h.timeout)
+                    ),
+                )
+            }
+            HeldOutcome::Withdrawn => {
+                self.ctx.agent.approvals.abandon(id, "withdrawn");
+                messages::Notice::error(
+                    "57014",
+                    format!(
+                        "canceling statement due to user request (sluice approval request {id} withdrawn)"
+                    ),
+                )
+            }
+        };
+        self.totals.denied += 1;
+        self.reject(BytesMut::from(&error.to_error().raw[..]), ends_cycle);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn approval_event(
+        &self,
+        kind: &str,
+        decision: &str,
+        request_id: &str,
+        statement_id: &str,
+        text: &str,
+        params: &[String],
+        rule: &str,
+        why: &str,
+        mut attrs: serde_json::Value,
+    ) -> pb::AuditEvent {
+        attrs["request_id"] = request_id.into();
+        attrs["statement_id"] = statement_id.into();
+        pb::AuditEvent {
+            kind: kind.into(),
+            session_id: self.ctx.session_id.clone(),
+            subject: self.ctx.subject.id.clone(),
+            groups: self.ctx.subject.groups.clone(),
+            resource: self.ctx.resource.clone(),
+            decision: decision.into(),
+            rule: rule.into(),
+            statement: text.into(),
+            parameters: params.to_vec(),
+            error: why.into(),
+            client_addr: self.ctx.client_addr.clone(),
+            attributes_json: attrs.to_string(),
+            ..Default::default()
+        }
     }
 
     async fn on_function_call(&mut self, frame: Frame) -> Result<(), SessionError> {
@@ -456,6 +873,7 @@ impl Relay {
                 params: Vec::new(),
                 rule: verdict.rule.clone(),
                 limit: None,
+                approval: None,
             },
         ));
         self.to_server.extend_from_slice(&frame.raw);
@@ -517,7 +935,7 @@ impl Relay {
                 b'P' => {
                     let p = messages::parse_parse(frame.body()).map_err(bad)?;
                     let verdict = self.judge.sql(snapshot.as_ref(), p.query);
-                    if !verdict.allowed {
+                    if !verdict.allowed && verdict.approval.is_none() {
                         denial = Some((verdict, p.query.to_owned()));
                         break;
                     }
@@ -528,6 +946,7 @@ impl Relay {
                             rule: verdict.rule.clone(),
                             row_limit: verdict.row_limit,
                             changes: verdict.prepared.clone(),
+                            approval: verdict.approval.is_some().then(|| verdict.clone()),
                         }),
                     );
                 }
@@ -548,6 +967,7 @@ impl Relay {
                             params: p.params.clone(),
                             rule: p.statement.rule.clone(),
                             limit: p.statement.row_limit,
+                            approval: p.statement.approval.clone(),
                         }),
                         Err(reason) => {
                             denial = Some((refused(reason), format!("<execute portal {portal}>")));
@@ -577,43 +997,26 @@ impl Relay {
             return Ok(());
         }
 
-        // Audit every execution before anything is forwarded.
-        let records = executes.iter().map(|x| {
+        if executes.iter().filter(|x| x.approval.is_some()).count() > 1 {
             let verdict = Verdict {
-                allowed: true,
-                rule: x.rule.clone(),
+                reason: "more than one statement that needs approval in one Sync; send them one at a time".into(),
                 ..Verdict::default()
             };
-            self.decision_event(&x.id, &x.text, x.params.clone(), &verdict)
-        });
-        let records: Vec<pb::AuditEvent> = records.collect();
-        let trail = &mut self.ctx.trail;
-        if let Err(e) = records
-            .into_iter()
-            .try_for_each(|e| trail.record(e).map(drop))
-        {
-            if !self.ctx.audit_best_effort {
-                self.refuse_unaudited(&e.to_string(), ends_with_sync);
-                return Ok(());
-            }
-            tracing::error!(error = %e, "audit events lost (resource is best_effort); running the statements anyway");
+            self.deny(&verdict, ends_with_sync);
+            return Ok(());
         }
-        self.totals.statements += executes.len() as u64;
-
-        self.names.apply(ops, self.cycles_sent);
-        for x in executes {
-            let unit = self.unit(UnitKind::Extended, x);
-            self.units.push_back(unit);
-        }
-        for frame in &batch {
-            self.to_server.extend_from_slice(&frame.raw);
-        }
-        if ends_with_sync {
-            self.cycle_sent();
+        let needs_approval = executes.iter().any(|x| x.approval.is_some());
+        let ready = Ready::Batch {
+            batch,
+            ends_with_sync,
+            ops,
+            executes,
+        };
+        if needs_approval {
+            self.seek_approval(ready).await
         } else {
-            self.unsynced = true;
+            self.release(ready, None).await
         }
-        Ok(())
     }
 
     fn decision_event(

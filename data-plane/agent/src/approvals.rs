@@ -1,0 +1,248 @@
+//! Just-in-time approvals on the agent.
+//!
+//! A statement that policy sends to approval becomes a request to the
+//! control plane. In `wait` mode the session holds the statement and waits
+//! here for the decision; in `retry` mode the client is told at once, and
+//! an approval becomes a one-time grant for exactly that statement: same
+//! subject, resource, text and parameter values, used once, within its
+//! TTL. Requests are resent whenever the agent (re)connects; the control
+//! plane treats a request id it knows as the same request.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+};
+
+use sluice_proto as pb;
+use tokio::sync::{Notify, oneshot};
+
+/// What an approval covers, beyond its request id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GrantKey {
+    pub subject: String,
+    pub resource: String,
+    pub statement: String,
+    pub parameters: Vec<String>,
+}
+
+impl GrantKey {
+    pub fn of(request: &pb::ApprovalRequest) -> Self {
+        Self {
+            subject: request.subject.clone(),
+            resource: request.resource.clone(),
+            statement: request.statement.clone(),
+            parameters: request.parameters.clone(),
+        }
+    }
+}
+
+struct Outstanding {
+    request: pb::ApprovalRequest,
+    /// The held statement's session, in wait mode.
+    waiter: Option<oneshot::Sender<pb::ApprovalDecision>>,
+}
+
+struct Grant {
+    request_id: String,
+    valid_until_ms: i64,
+}
+
+#[derive(Default)]
+struct Inner {
+    outstanding: HashMap<String, Outstanding>,
+    grants: HashMap<GrantKey, Grant>,
+    /// Messages for the control plane, in order.
+    outbox: VecDeque<pb::ApprovalRequest>,
+}
+
+#[derive(Default)]
+pub struct Approvals {
+    inner: Mutex<Inner>,
+    wake: Notify,
+}
+
+/// Most outstanding requests (an abusive client cannot grow this without
+/// bound; beyond it new requests are refused).
+const MAX_OUTSTANDING: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+#[error("too many approval requests are outstanding on this agent ({0})")]
+pub struct TooMany(usize);
+
+impl Approvals {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Files a request. In wait mode, the receiver gets the decision.
+    pub fn request(
+        &self,
+        request: pb::ApprovalRequest,
+        wait: bool,
+    ) -> Result<Option<oneshot::Receiver<pb::ApprovalDecision>>, TooMany> {
+        let mut inner = self.lock();
+        if inner.outstanding.len() >= MAX_OUTSTANDING {
+            return Err(TooMany(MAX_OUTSTANDING));
+        }
+        let (waiter, rx) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        inner.outbox.push_back(request.clone());
+        inner
+            .outstanding
+            .insert(request.request_id.clone(), Outstanding { request, waiter });
+        drop(inner);
+        self.wake.notify_one();
+        Ok(rx)
+    }
+
+    /// A decision from the control plane.
+    pub fn decided(&self, decision: pb::ApprovalDecision) {
+        let mut inner = self.lock();
+        let Some(o) = inner.outstanding.remove(&decision.request_id) else {
+            tracing::debug!(request = %decision.request_id, "decision for a request this agent does not hold");
+            return;
+        };
+        tracing::info!(request = %decision.request_id, outcome = %decision.outcome, "approval decided");
+        match o.waiter {
+            Some(waiter) => {
+                let _ = waiter.send(decision);
+            }
+            None if decision.outcome == "approved" => {
+                inner.grants.insert(
+                    GrantKey::of(&o.request),
+                    Grant {
+                        request_id: decision.request_id,
+                        valid_until_ms: decision.valid_until_unix_ms,
+                    },
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// Spends the grant for exactly this statement, if there is a valid
+    /// one: its request id. The control plane is told it was used.
+    pub fn take_grant(&self, key: &GrantKey, now_ms: i64) -> Option<String> {
+        let mut inner = self.lock();
+        inner.grants.retain(|_, g| g.valid_until_ms > now_ms);
+        let grant = inner.grants.remove(key)?;
+        inner.outbox.push_back(pb::ApprovalRequest {
+            request_id: grant.request_id.clone(),
+            state: "used".into(),
+            ..Default::default()
+        });
+        drop(inner);
+        self.wake.notify_one();
+        Some(grant.request_id)
+    }
+
+    /// Ends a request without a decision (`withdrawn`, `expired`).
+    pub fn abandon(&self, request_id: &str, state: &str) {
+        let mut inner = self.lock();
+        inner.outstanding.remove(request_id);
+        inner.outbox.push_back(pb::ApprovalRequest {
+            request_id: request_id.to_owned(),
+            state: state.to_owned(),
+            ..Default::default()
+        });
+        drop(inner);
+        self.wake.notify_one();
+    }
+
+    /// On (re)connection: queue every undecided request again.
+    pub fn resend_all(&self) {
+        let mut inner = self.lock();
+        let pending: Vec<_> = inner
+            .outstanding
+            .values()
+            .map(|o| o.request.clone())
+            .collect();
+        inner.outbox.clear();
+        inner.outbox.extend(pending);
+        drop(inner);
+        self.wake.notify_one();
+    }
+
+    /// Messages to send now.
+    pub fn drain(&self) -> Vec<pb::ApprovalRequest> {
+        self.lock().outbox.drain(..).collect()
+    }
+
+    /// Resolves when there may be messages to send.
+    pub async fn notified(&self) {
+        self.wake.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(id: &str, params: &[&str]) -> pb::ApprovalRequest {
+        pb::ApprovalRequest {
+            request_id: id.into(),
+            subject: "alice".into(),
+            resource: "app".into(),
+            statement: "DELETE FROM t WHERE id = $1".into(),
+            parameters: params.iter().map(|p| (*p).to_owned()).collect(),
+            mode: "retry".into(),
+            ..Default::default()
+        }
+    }
+
+    fn approved(id: &str, until: i64) -> pb::ApprovalDecision {
+        pb::ApprovalDecision {
+            request_id: id.into(),
+            outcome: "approved".into(),
+            valid_until_unix_ms: until,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_retry_approval_covers_exactly_one_execution_of_exactly_that_statement() {
+        let a = Approvals::default();
+        a.request(req("r1", &["1"]), false).unwrap();
+        assert_eq!(a.drain().len(), 1);
+        a.decided(approved("r1", 1_000));
+        let other_param = GrantKey::of(&req("x", &["2"]));
+        assert_eq!(a.take_grant(&other_param, 10), None);
+        let mut other_subject = GrantKey::of(&req("x", &["1"]));
+        other_subject.subject = "bob".into();
+        assert_eq!(a.take_grant(&other_subject, 10), None);
+        let key = GrantKey::of(&req("x", &["1"]));
+        assert_eq!(a.take_grant(&key, 10).as_deref(), Some("r1"));
+        assert_eq!(a.take_grant(&key, 10), None, "used once");
+        let used = a.drain();
+        assert_eq!(used[0].state, "used");
+    }
+
+    #[test]
+    fn an_expired_grant_is_not_used() {
+        let a = Approvals::default();
+        a.request(req("r1", &[]), false).unwrap();
+        a.decided(approved("r1", 1_000));
+        assert_eq!(a.take_grant(&GrantKey::of(&req("x", &[])), 1_000), None);
+    }
+
+    #[tokio::test]
+    async fn a_wait_request_receives_its_decision_and_is_resent_until_decided() {
+        let a = Approvals::default();
+        let rx = a.request(req("r1", &[]), true).unwrap().unwrap();
+        a.drain();
+        a.resend_all();
+        assert_eq!(a.drain().len(), 1, "undecided requests are resent");
+        a.decided(pb::ApprovalDecision {
+            request_id: "r1".into(),
+            outcome: "denied".into(),
+            ..Default::default()
+        });
+        assert_eq!(rx.await.unwrap().outcome, "denied");
+        a.resend_all();
+        assert!(a.drain().is_empty());
+    }
+}
