@@ -110,6 +110,69 @@ pub enum Command {
     /// Recorded sessions: list, read a transcript, end a live one.
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Just-in-time approvals: list requests, approve or deny them.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// List approval requests, newest first.
+    List {
+        /// Only requests with this status.
+        #[arg(long, value_enum, value_name = "STATUS")]
+        status: Option<ApprovalStatus>,
+    },
+    /// Show a request: who asked, the statement and parameters, the votes.
+    Show {
+        /// Request id.
+        id: String,
+    },
+    /// Approve a request (you must be in one of its approver groups, and
+    /// not the requester).
+    Approve {
+        /// Request id.
+        id: String,
+        /// Why; recorded and shown to the requester.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Deny a request.
+    Deny {
+        /// Request id.
+        id: String,
+        /// Why; recorded and shown to the requester.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApprovalStatus {
+    /// Waiting for a decision.
+    Pending,
+    /// Approved (retry mode: not used yet).
+    Approved,
+    Denied,
+    /// The client cancelled the held statement.
+    Withdrawn,
+    /// Not decided in time, or a retry approval not used in time.
+    Expired,
+    /// A retry approval that was spent.
+    Used,
+}
+
+impl ApprovalStatus {
+    pub fn as_api(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Withdrawn => "withdrawn",
+            Self::Expired => "expired",
+            Self::Used => "used",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -56,6 +56,10 @@ pub enum ClientError {
     #[error("permission denied: this needs the admin role")]
     Forbidden,
 
+    /// A 403 the server explained (e.g. an approver outside the groups).
+    #[error("permission denied: {0}")]
+    Denied(String),
+
     /// A well-formed error from the server: `{"error": {...}}`.
     #[error("{}", render_api_error(.message, .details))]
     Api {
@@ -142,7 +146,12 @@ fn render_api_error(message: &str, details: &[ErrorDetail]) -> String {
 pub fn error_from_response(endpoint: &str, status: StatusCode, body: &[u8]) -> ClientError {
     match status {
         StatusCode::UNAUTHORIZED => ClientError::Unauthenticated,
-        StatusCode::FORBIDDEN => ClientError::Forbidden,
+        StatusCode::FORBIDDEN => match serde_json::from_slice::<ErrorEnvelope>(body) {
+            Ok(ErrorEnvelope { error }) if !error.message.is_empty() => {
+                ClientError::Denied(error.message)
+            }
+            _ => ClientError::Forbidden,
+        },
         _ => match serde_json::from_slice::<ErrorEnvelope>(body) {
             Ok(ErrorEnvelope { error }) => ClientError::Api {
                 status: status.as_u16(),

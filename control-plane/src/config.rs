@@ -46,6 +46,18 @@ pub struct ServeArgs {
     /// How long agents may enforce a snapshot without reaching the control plane.
     #[arg(long, env = "SLUICE_SNAPSHOT_MAX_STALENESS", default_value = "24h", value_parser = humantime::parse_duration)]
     pub snapshot_max_staleness: Duration,
+    /// URL that gets a POST for every new approval request (who, resource,
+    /// statement, rule, reason; never a credential).
+    #[arg(long, env = "SLUICE_APPROVAL_WEBHOOK_URL")]
+    pub approval_webhook_url: Option<String>,
+    /// Message format of the approval webhook.
+    #[arg(
+        long,
+        env = "SLUICE_APPROVAL_WEBHOOK_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub approval_webhook_format: crate::approvals::WebhookFormat,
 }
 
 /// Settings from the optional TOML file.

@@ -363,7 +363,11 @@ impl AgentSession {
                             self.push_snapshot_if_behind().await?;
                         }
                         Some(agent_message::Msg::ApprovalRequest(r)) => {
-                            tracing::warn!(agent = %self.name, request = %r.request_id, "approval requests are not supported by this control plane yet");
+                            match crate::approvals::on_agent_request(&self.cp, &self.name, r).await {
+                                Ok(Some(decision)) => self.send(control_message::Msg::ApprovalDecision(decision)).await?,
+                                Ok(None) => {}
+                                Err(e) => tracing::error!(agent = %self.name, error = %e, "cannot store an approval request"),
+                            }
                         }
                         Some(agent_message::Msg::RecordingChunk(_)) | Some(agent_message::Msg::SessionClosed(_)) => {}
                         None => anyhow::bail!("empty message from agent"),

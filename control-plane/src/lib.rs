@@ -10,6 +10,7 @@
 //! send it anywhere but to the agent that serves a resource using it.
 
 pub mod api;
+pub mod approvals;
 pub mod config;
 pub mod grpc;
 pub mod identity;
@@ -43,6 +44,7 @@ pub struct ControlPlane {
     pub keys: Keys,
     pub identity: IdentityService,
     pub registry: AgentRegistry,
+    pub approvals: approvals::Approvals,
     pub metrics: Metrics,
     /// Carries the latest configuration revision to every agent stream.
     pub changes: watch::Sender<u64>,
@@ -85,6 +87,7 @@ impl ControlPlane {
             keys,
             identity,
             registry: AgentRegistry::default(),
+            approvals: approvals::Approvals::default(),
             metrics: Metrics::default(),
             changes,
             stopping: watch::channel(false).0,
@@ -112,6 +115,14 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let cp = ControlPlane::open(&common, args.snapshot_max_staleness).await?;
+    if let Some(url) = &args.approval_webhook_url {
+        cp.approvals
+            .set_webhook(approvals::Webhook {
+                url: url.clone(),
+                format: args.approval_webhook_format,
+            })
+            .context("SLUICE_APPROVAL_WEBHOOK_URL")?;
+    }
 
     let http_listener = tokio::net::TcpListener::bind(common.http_addr)
         .await

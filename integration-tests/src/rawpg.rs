@@ -49,6 +49,9 @@ pub fn query(sql: &str) -> Vec<u8> {
 pub struct RawSession {
     stream: TcpStream,
     reader: FrameReader,
+    port: u16,
+    /// BackendKeyData: what a CancelRequest for this session carries.
+    pub cancel_key: (u32, u32),
 }
 
 impl RawSession {
@@ -57,6 +60,8 @@ impl RawSession {
         let mut s = Self {
             stream,
             reader: FrameReader::new(1 << 20),
+            port,
+            cancel_key: (0, 0),
         };
         s.send(&messages::startup_message(&[
             ("user", "alice"),
@@ -66,8 +71,21 @@ impl RawSession {
         s.until(b'R').await;
         s.send(&messages::password_message(token.as_bytes()).raw)
             .await;
-        s.until(b'Z').await;
+        let hello = s.until(b'Z').await;
+        if let Some(k) = hello.iter().find(|f| f.tag == b'K') {
+            s.cancel_key = messages::parse_backend_key_data(k.body()).unwrap();
+        }
         s
+    }
+
+    /// Sends a CancelRequest for this session on a new connection.
+    pub async fn cancel(&self) {
+        let mut c = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
+        let (pid, key) = self.cancel_key;
+        c.write_all(&messages::cancel_request(pid, key))
+            .await
+            .unwrap();
+        let _ = c.shutdown().await;
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {

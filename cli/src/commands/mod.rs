@@ -3,6 +3,7 @@
 //! a view for people.
 
 mod agents;
+mod approvals;
 mod audit;
 mod credentials;
 mod join_token;
@@ -48,5 +49,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::JoinToken(cmd) => join_token::run(&ctx, cmd).await,
         Command::Audit(cmd) => audit::run(&ctx, cmd).await,
         Command::Sessions(cmd) => sessions::run(&ctx, cmd).await,
+        Command::Approvals(cmd) => approvals::run(&ctx, cmd).await,
     }
 }

@@ -6,6 +6,7 @@
 //! an id and the client gets only the id.
 
 mod agents;
+mod approvals;
 mod audit;
 mod auth;
 mod credentials;
@@ -68,6 +69,11 @@ pub fn router(cp: AppState) -> Router {
         .route("/sessions/{id}", get(sessions::show))
         .route("/sessions/{id}/verify", get(sessions::verify))
         .route("/sessions/{id}/kill", post(sessions::kill))
+        .route("/approvals", get(approvals::list))
+        .route("/approvals/events", get(approvals::events))
+        .route("/approvals/{id}", get(approvals::show))
+        .route("/approvals/{id}/approve", post(approvals::approve))
+        .route("/approvals/{id}/deny", post(approvals::deny))
         .route("/openapi.json", get(openapi));
 
     Router::new()

@@ -51,6 +51,11 @@ const ROUTES: &[(&str, &str, bool)] = &[
     ("GET", "/api/v1/sessions/{id}", true),
     ("GET", "/api/v1/sessions/{id}/verify", true),
     ("POST", "/api/v1/sessions/{id}/kill", true),
+    ("GET", "/api/v1/approvals", true),
+    ("GET", "/api/v1/approvals/events", true),
+    ("GET", "/api/v1/approvals/{id}", true),
+    ("POST", "/api/v1/approvals/{id}/approve", true),
+    ("POST", "/api/v1/approvals/{id}/deny", true),
 ];
 
 const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "PATCH"];
@@ -1689,4 +1694,134 @@ async fn audit_export_streams_json_lines() {
         .await;
     check_documented(&openapi(), "GET", "/api/v1/audit/export", &r);
     r.error(StatusCode::BAD_REQUEST, "bad_request");
+}
+
+fn approval_request(id: &str, mode: &str, min: u32) -> sluice_proto::ApprovalRequest {
+    sluice_proto::ApprovalRequest {
+        request_id: id.into(),
+        session_id: "s-1".into(),
+        subject: "alice".into(),
+        groups: vec!["devs".into()],
+        resource: "orders".into(),
+        statement: "DELETE FROM orders WHERE id = $1".into(),
+        fingerprint: "abc".into(),
+        parameters: vec!["7".into()],
+        rule: "devs/risky".into(),
+        reason: "deletes need a second pair of eyes".into(),
+        mode: mode.into(),
+        expires_at_unix_ms: crate::store::now_ms() + 60_000,
+        state: "pending".into(),
+        statement_id: "st-1".into(),
+        approvers: vec!["dba".into()],
+        min_approvals: min,
+        ttl_ms: 600_000,
+    }
+}
+
+impl Harness {
+    async fn vote(&self, who: &str, groups: &[&str], id: &str, verb: &str) -> Response {
+        let token = self.token(who, groups, &[]);
+        let path = format!("/api/v1/approvals/{id}/{verb}");
+        let body = json!({"reason": format!("{who} says {verb}")})
+            .to_string()
+            .into_bytes();
+        let r = self
+            .call(
+                "POST",
+                &path,
+                Some(&token),
+                Some(("application/json", body)),
+            )
+            .await;
+        check_documented(
+            &openapi(),
+            "POST",
+            &format!("/api/v1/approvals/{{id}}/{verb}"),
+            &r,
+        );
+        r
+    }
+}
+
+#[tokio::test]
+async fn approvals_need_distinct_approvers_from_the_listed_groups_and_never_the_requester() {
+    let h = Harness::new().await;
+    let filed =
+        crate::approvals::on_agent_request(&h.cp, "edge", approval_request("r1", "retry", 2))
+            .await
+            .unwrap();
+    assert!(filed.is_none());
+    // Resending (an agent reconnecting) does not duplicate it.
+    crate::approvals::on_agent_request(&h.cp, "edge", approval_request("r1", "retry", 2))
+        .await
+        .unwrap();
+    let list = h
+        .admin("GET", "/api/v1/approvals?status=pending", None)
+        .await;
+    check_documented(&openapi(), "GET", "/api/v1/approvals", &list);
+    assert_eq!(
+        list.json["approvals"].as_array().unwrap().len(),
+        1,
+        "{}",
+        list.text
+    );
+
+    let r = h.vote("alice", &["dba"], "r1", "approve").await;
+    assert!(
+        r.error(StatusCode::FORBIDDEN, "forbidden")
+            .contains("someone else")
+    );
+    let r = h.vote("mallory", &["devs"], "r1", "approve").await;
+    assert!(r.error(StatusCode::FORBIDDEN, "forbidden").contains("dba"));
+    let r = h.vote("bob", &["dba"], "r1", "approve").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["status"], "pending", "one of two approvals");
+    let r = h.vote("bob", &["dba"], "r1", "approve").await;
+    r.error(StatusCode::CONFLICT, "conflict");
+    let r = h.vote("carol", &["dba"], "r1", "approve").await;
+    assert_eq!(r.json["status"], "approved", "{}", r.text);
+    assert!(
+        r.json["valid_until"].is_string(),
+        "retry approvals carry a TTL"
+    );
+    assert_eq!(r.json["votes"].as_array().unwrap().len(), 2);
+    let r = h.vote("dave", &["dba"], "r1", "deny").await;
+    r.error(StatusCode::CONFLICT, "conflict");
+
+    // An agent resending a decided request hears the decision.
+    let d = crate::approvals::on_agent_request(&h.cp, "edge", approval_request("r1", "retry", 2))
+        .await
+        .unwrap()
+        .expect("decision");
+    assert_eq!(d.outcome, "approved");
+    assert_eq!(d.approvers, ["bob", "carol"]);
+    // ...but not another agent.
+    let other =
+        crate::approvals::on_agent_request(&h.cp, "other", approval_request("r1", "retry", 2))
+            .await
+            .unwrap();
+    assert!(other.is_none());
+
+    // The first denial decides.
+    crate::approvals::on_agent_request(&h.cp, "edge", approval_request("r2", "wait", 2))
+        .await
+        .unwrap();
+    let r = h.vote("bob", &["dba"], "r2", "deny").await;
+    assert_eq!(r.json["status"], "denied", "{}", r.text);
+    let shown = h.admin("GET", "/api/v1/approvals/r2", None).await;
+    check_documented(&openapi(), "GET", "/api/v1/approvals/{id}", &shown);
+    assert_eq!(shown.json["votes"][0]["reason"], "bob says deny");
+    let missing = h.admin("GET", "/api/v1/approvals/nope", None).await;
+    missing.error(StatusCode::NOT_FOUND, "not_found");
+
+    // Votes are audited.
+    let audit = h
+        .admin("GET", "/api/v1/audit?kind=approval.vote", None)
+        .await;
+    assert_eq!(
+        audit.json["events"].as_array().unwrap().len(),
+        3,
+        "{}",
+        audit.text
+    );
 }

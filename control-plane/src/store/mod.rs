@@ -7,6 +7,7 @@
 //! versions against it. This module never sees a plaintext secret: the
 //! vault seals values before they get here.
 
+mod approvals;
 mod audit;
 mod rows;
 mod sessions;
@@ -18,6 +19,7 @@ use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
 };
 
+pub use approvals::{ApprovalRow, VoteRow};
 pub use audit::{AuditFilter, StoredAuditEvent};
 pub use rows::*;
 pub use sessions::{MAX_SESSION_EVENTS, SessionFilter, SessionRow, SessionStatus};

@@ -34,6 +34,8 @@ pub struct Prepared {
     pub changes: Vec<PreparedChange>,
     /// Set when executing it needs approval (see `judge::Verdict`).
     pub approval: Option<Arc<super::judge::Verdict>>,
+    /// Parameter type OIDs given at Parse (to render binary parameters).
+    pub param_types: Vec<i32>,
 }
 
 /// A bound portal: the statement it runs and its parameters (for the audit
@@ -244,11 +246,13 @@ impl Plan<'_> {
         });
     }
 
+    /// `params` renders the Bind's parameters given the statement's
+    /// parameter types.
     pub fn bind(
         &mut self,
         portal: &str,
         statement: &str,
-        params: Vec<String>,
+        params: impl FnOnce(&[i32]) -> Vec<String>,
     ) -> Result<(), Refusal> {
         let prepared = match self.statement(statement) {
             Some(Statement::Known(p)) => p,
@@ -268,8 +272,8 @@ impl Plan<'_> {
             addition: AdditionOp(Addition::Portal(
                 portal.to_owned(),
                 Arc::new(Portal {
+                    params: params(&prepared.param_types),
                     statement: prepared,
-                    params,
                 }),
             )),
             doomed,
@@ -350,6 +354,7 @@ mod tests {
             row_limit: None,
             changes: Vec::new(),
             approval: None,
+            param_types: Vec::new(),
         })
     }
 
@@ -357,7 +362,7 @@ mod tests {
     fn parse_bind(names: &mut Names, name: &str, text: &str, cycle: u64) {
         let mut plan = names.plan();
         plan.parse(name, stmt(text));
-        plan.bind("", name, Vec::new()).unwrap();
+        plan.bind("", name, |_| Vec::new()).unwrap();
         let ops = plan.into_ops();
         names.apply(ops, cycle);
     }
@@ -385,7 +390,7 @@ mod tests {
         // The target reports an error for cycle 0: no ParseComplete.
         names.cycle_ended(0);
         let mut plan = names.plan();
-        assert!(plan.bind("", "s1", Vec::new()).is_err());
+        assert!(plan.bind("", "s1", |_| Vec::new()).is_err());
     }
 
     #[test]
@@ -403,7 +408,7 @@ mod tests {
         let ops = plan.into_ops();
         names.apply(ops, 1);
         let mut plan = names.plan();
-        plan.bind("p", "s1", Vec::new()).unwrap();
+        plan.bind("p", "s1", |_| Vec::new()).unwrap();
         let p = plan.execute("p").unwrap();
         assert_eq!(p.statement.text, "select 1");
     }
@@ -423,15 +428,15 @@ mod tests {
         let ops = plan.into_ops();
         names.apply(ops, 2);
         let mut plan = names.plan();
-        assert!(plan.bind("", "a", Vec::new()).is_err());
-        assert!(plan.bind("", "b", Vec::new()).is_ok());
+        assert!(plan.bind("", "a", |_| Vec::new()).is_err());
+        assert!(plan.bind("", "b", |_| Vec::new()).is_ok());
         // After DEALLOCATE a, Parse a with a new text is not doomed.
         plan.parse("a", stmt("select 2"));
-        plan.bind("x", "a", Vec::new()).unwrap();
+        plan.bind("x", "a", |_| Vec::new()).unwrap();
         assert_eq!(plan.execute("x").unwrap().statement.text, "select 2");
         let mut plan = names.plan();
         plan.sql(&[PreparedChange::DeallocateAll]);
-        assert!(plan.bind("", "b", Vec::new()).is_err());
+        assert!(plan.bind("", "b", |_| Vec::new()).is_err());
     }
 
     #[test]
@@ -445,7 +450,7 @@ mod tests {
         // Parse s1 would fail on the target (it exists), so the opaque
         // statement stays what s1 means, and it cannot be bound.
         plan.parse("s1", stmt("select 1"));
-        let err = plan.bind("", "s1", Vec::new()).unwrap_err();
+        let err = plan.bind("", "s1", |_| Vec::new()).unwrap_err();
         assert!(err.contains("SQL PREPARE"), "{err}");
     }
 
@@ -459,7 +464,7 @@ mod tests {
         names.apply(ops, 0);
         assert!(names.parse_complete());
         let mut plan = names.plan();
-        assert!(plan.bind("", "s1", Vec::new()).is_err());
+        assert!(plan.bind("", "s1", |_| Vec::new()).is_err());
     }
 
     #[test]
@@ -470,7 +475,7 @@ mod tests {
         assert!(names.bind_complete().is_some());
         assert!(!names.parse_complete());
         let mut plan = names.plan();
-        assert!(plan.bind("", "s1", Vec::new()).is_err());
+        assert!(plan.bind("", "s1", |_| Vec::new()).is_err());
         assert!(plan.execute("").is_err());
     }
 }

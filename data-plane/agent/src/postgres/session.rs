@@ -947,12 +947,15 @@ impl Relay {
                             row_limit: verdict.row_limit,
                             changes: verdict.prepared.clone(),
                             approval: verdict.approval.is_some().then(|| verdict.clone()),
+                            param_types: p.param_types.clone(),
                         }),
                     );
                 }
                 b'B' => {
                     let b = messages::parse_bind(frame.body()).map_err(bad)?;
-                    if let Err(reason) = plan.bind(b.portal, b.statement, b.params_for_audit()) {
+                    if let Err(reason) =
+                        plan.bind(b.portal, b.statement, |types| b.params_for_audit(types))
+                    {
                         denial = Some((refused(reason), format!("<bind {}>", b.statement)));
                         break;
                     }

@@ -1,0 +1,190 @@
+//! Approval requests: listing, deciding, and a live stream of changes.
+
+use std::convert::Infallible;
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, Query, State},
+    response::sse::{Event, KeepAlive, Sse},
+};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{AppError, AppState, Caller};
+use crate::{
+    approvals::{self, DecideError},
+    store::now_ms,
+};
+
+const MAX_REASON_LEN: usize = 500;
+const STATUSES: [&str; 6] = [
+    "pending",
+    "approved",
+    "denied",
+    "withdrawn",
+    "expired",
+    "used",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Requests, newest first. Any authenticated caller may look: approvers
+/// need to see what they are asked to decide.
+pub async fn list(
+    State(cp): State<AppState>,
+    Caller(_): Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, AppError> {
+    if let Some(s) = &q.status
+        && !STATUSES.contains(&s.as_str())
+    {
+        return Err(AppError::bad_request(format!(
+            "unknown status `{s}`: use one of {}",
+            STATUSES.join(", ")
+        )));
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let now = now_ms();
+    // Expiry is computed at read time, so filter on the effective status.
+    let stored = match q.status.as_deref() {
+        Some("expired") => None,
+        Some(s) => Some(s),
+        None => None,
+    };
+    let rows = cp.store.approvals(stored, limit).await?;
+    let mut out = Vec::new();
+    for row in rows {
+        if q.status
+            .as_deref()
+            .is_some_and(|s| row.effective_status(now) != s)
+        {
+            continue;
+        }
+        let votes = cp.store.votes(&row.id).await?;
+        out.push(approvals::to_json(&row, &votes, now));
+    }
+    Ok(Json(json!({ "approvals": out })))
+}
+
+pub async fn show(
+    State(cp): State<AppState>,
+    Caller(_): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let row = cp
+        .store
+        .approval(&id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("approval request `{id}` not found")))?;
+    let votes = cp.store.votes(&id).await?;
+    Ok(Json(approvals::to_json(&row, &votes, now_ms())))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideBody {
+    reason: Option<String>,
+}
+
+pub async fn approve(
+    State(cp): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, AppError> {
+    decide(&cp, &who, &id, true, &body).await
+}
+
+pub async fn deny(
+    State(cp): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, AppError> {
+    decide(&cp, &who, &id, false, &body).await
+}
+
+async fn decide(
+    cp: &AppState,
+    who: &sluice_identity::Identity,
+    id: &str,
+    approve: bool,
+    body: &[u8],
+) -> Result<Json<Value>, AppError> {
+    let body: DecideBody = if body.iter().all(u8::is_ascii_whitespace) {
+        DecideBody::default()
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| AppError::bad_request(format!("invalid JSON body: {e}")))?
+    };
+    let reason = body.reason.unwrap_or_default().trim().to_owned();
+    if reason.chars().count() > MAX_REASON_LEN || reason.chars().any(char::is_control) {
+        return Err(AppError::bad_request(format!(
+            "`reason` must be one line of at most {MAX_REASON_LEN} characters"
+        )));
+    }
+    let row = approvals::decide(cp, id, who, approve, &reason)
+        .await
+        .map_err(|e| match e {
+            DecideError::NotFound(_) => AppError::NotFound(e.to_string()),
+            DecideError::NotPending { .. } | DecideError::AlreadyVoted => {
+                AppError::Conflict(e.to_string())
+            }
+            DecideError::SelfApproval | DecideError::NotAnApprover(_) => {
+                AppError::Forbidden(e.to_string())
+            }
+            DecideError::Store(e) => AppError::Internal(e.into()),
+        })?;
+    let votes = cp.store.votes(id).await?;
+    Ok(Json(approvals::to_json(&row, &votes, now_ms())))
+}
+
+/// Server-sent events: `approval.request` for new requests and
+/// `approval.update` for every change, each with the request as `/approvals/{id}` shows it.
+pub async fn events(
+    State(cp): State<AppState>,
+    Caller(_): Caller,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let mut rx = cp.approvals.events.subscribe();
+    let stream = async_stream(move |tx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(v) => {
+                    let kind = v["type"].as_str().unwrap_or("approval.update").to_owned();
+                    let event = Event::default().event(kind).data(v["approval"].to_string());
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    let event = Event::default()
+                        .event("lagged")
+                        .data(json!({"missed": n}).to_string());
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// A stream fed by a task (no extra dependency for `async-stream`).
+fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<Event, Infallible>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(f(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

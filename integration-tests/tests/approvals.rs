@@ -1,0 +1,389 @@
+//! Just-in-time approval of single statements, end to end: a real
+//! PostgreSQL, psql and sqlx as clients, the CLI as approvers, and a real
+//! HTTP listener for the webhook. The target confirms what ran.
+
+use std::time::{Duration, Instant};
+
+use sluice_integration_tests::{
+    SluiceCli,
+    datapath::{DataPath, TARGET_PASSWORD},
+    eventually,
+};
+use sqlx::Connection as _;
+
+/// Deletes need a DBA's approval (`mode`, extra settings in `extra`);
+/// reads and writes are allowed.
+fn rules(extra: &str) -> String {
+    format!(
+        r#"
+      - approve: {{ sql: {{ statements: [delete] }}, approvers: [dba]{extra} }}
+        name: risky
+        reason: deletes need a DBA
+      - allow: {{ sql: {{ statements: [read, insert, update, transaction, session] }} }}
+        name: work
+"#
+    )
+}
+
+/// Pending requests, oldest first: (id, statement, parameters).
+fn pending(cli: &SluiceCli) -> Vec<(String, String, Vec<String>)> {
+    let out = cli
+        .run(&["approvals", "list", "--status", "pending", "--json"])
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let mut list: Vec<_> = v["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap().to_owned(),
+                a["statement"].as_str().unwrap().to_owned(),
+                a["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_str().unwrap().to_owned())
+                    .collect(),
+            )
+        })
+        .collect();
+    list.reverse();
+    list
+}
+
+/// Waits for a pending request whose statement contains `needle`.
+async fn wait_pending(cli: &SluiceCli, needle: &str) -> String {
+    eventually(
+        Duration::from_secs(20),
+        &format!("a pending request for `{needle}`"),
+        || async {
+            pending(cli)
+                .into_iter()
+                .find(|(_, s, _)| s.contains(needle))
+                .map(|(id, _, _)| id)
+        },
+    )
+    .await
+}
+
+fn row_exists(dp_target: &dyn Fn(&str) -> String, id: i32) -> bool {
+    dp_target(&format!("SELECT count(*) FROM items WHERE id = {id}")) == "1"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_mode_holds_the_statement_until_a_dba_decides() {
+    let mut dp = DataPath::start_with(&rules(", timeout: 6s"), Vec::new()).await;
+    let bob = dp.cp.user_token("bob", &["dba"]).await;
+    let dba = SluiceCli::new(&dp.cp.url(), Some(&bob));
+    let alice = SluiceCli::new(&dp.cp.url(), Some(&dp.token));
+    let port = dp.agent.pg_port;
+    let token = dp.token.clone();
+    let psql = std::thread::spawn(move || {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={port} dbname=app user=client sslmode=disable"
+            ))
+            .args(["-At", "-f", "-"])
+            .env("PGPASSWORD", token)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run psql");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(
+                b"DELETE FROM items WHERE id = 1;\nDELETE FROM items WHERE id = 2;\nDELETE FROM items WHERE id = 3;\nSELECT 'after';\n",
+            )
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    });
+
+    // The first DELETE waits; the requester cannot approve it herself.
+    let first = wait_pending(&dba, "id = 1").await;
+    let own = alice.run(&["approvals", "approve", &first]);
+    assert!(
+        !own.success() && own.stderr.contains("someone else"),
+        "{own:?}"
+    );
+    assert!(
+        row_exists(&|s| dp.target(s), 1),
+        "nothing ran while waiting"
+    );
+    dba.run(&["approvals", "approve", &first, "--reason", "ticket 42"])
+        .ok();
+    // The second is denied; the third is left to time out.
+    let second = wait_pending(&dba, "id = 2").await;
+    dba.run(&["approvals", "deny", &second, "--reason", "not today"])
+        .ok();
+    let third = wait_pending(&dba, "id = 3").await;
+    let started = Instant::now();
+    let (out, err) = psql.join().unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "the third DELETE did not wait for its timeout"
+    );
+    assert!(out.contains("DELETE 1"), "{out}\n{err}");
+    assert!(err.contains(&second) && err.contains("not today"), "{err}");
+    assert!(
+        err.contains(&third) && err.contains("not decided within"),
+        "{err}"
+    );
+    assert!(out.contains("after"), "the session went on: {out}");
+    assert!(!row_exists(&|s| dp.target(s), 1), "the approved DELETE ran");
+    assert!(
+        row_exists(&|s| dp.target(s), 2),
+        "the denied DELETE did not run"
+    );
+    assert!(
+        row_exists(&|s| dp.target(s), 3),
+        "the expired DELETE did not run"
+    );
+    let shown = dba.run(&["approvals", "show", &third, "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!(v["status"], "expired", "{}", shown.stdout);
+}
+
+/// The request id in a retry-mode error.
+fn request_id(err: &sqlx::Error) -> String {
+    let text = err.to_string();
+    let after = text
+        .split("approval request ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no request id in: {text}"));
+    after.split_whitespace().next().unwrap().to_owned()
+}
+
+async fn delete(conn: &mut sqlx::PgConnection, id: i32) -> Result<u64, sqlx::Error> {
+    sqlx::query("DELETE FROM items WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected())
+}
+
+#[tokio::test]
+async fn retry_mode_approves_exactly_one_run_of_exactly_that_statement() {
+    let mut dp = DataPath::start_with(&rules(", mode: retry, ttl: 10m"), Vec::new()).await;
+    let bob = dp.cp.user_token("bob", &["dba"]).await;
+    let carol = dp.cp.user_token("carol", &["devs"]).await;
+    let dba = SluiceCli::new(&dp.cp.url(), Some(&bob));
+    let mut conn = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+
+    let err = delete(&mut conn, 5).await.unwrap_err();
+    let id = request_id(&err);
+    assert!(row_exists(&|s| dp.target(s), 5));
+    dba.run(&["approvals", "approve", &id]).ok();
+    // The same statement with another parameter is not covered.
+    let other = delete(&mut conn, 6).await.unwrap_err();
+    assert_ne!(request_id(&other), id);
+    assert!(row_exists(&|s| dp.target(s), 6), "row 6 untouched");
+    // The approved one runs, once.
+    assert_eq!(delete(&mut conn, 5).await.unwrap(), 1);
+    assert!(!row_exists(&|s| dp.target(s), 5));
+    let again = delete(&mut conn, 5).await.unwrap_err();
+    assert_ne!(request_id(&again), id, "a second run needs a new approval");
+
+    // An approval for alice does not cover carol.
+    let err = delete(&mut conn, 7).await.unwrap_err();
+    let for_alice = request_id(&err);
+    dba.run(&["approvals", "approve", &for_alice]).ok();
+    let carol_url = dp.url().replace(&dp.token, &carol);
+    let mut carol_conn = sqlx::PgConnection::connect(&carol_url).await.unwrap();
+    let err = delete(&mut carol_conn, 7).await.unwrap_err();
+    assert!(err.to_string().contains("needs approval"), "{err}");
+    assert!(
+        row_exists(&|s| dp.target(s), 7),
+        "carol could not use alice's approval"
+    );
+    assert_eq!(delete(&mut conn, 7).await.unwrap(), 1);
+    let used = dba.run(&["approvals", "show", &for_alice, "--json"]).ok();
+    assert!(
+        used.stdout.contains(r#""status": "used""#),
+        "{}",
+        used.stdout
+    );
+}
+
+#[tokio::test]
+async fn two_approvers_are_needed_when_min_is_two() {
+    let mut dp = DataPath::start_with(&rules(", mode: retry, min: 2"), Vec::new()).await;
+    let bob = dp.cp.user_token("bob", &["dba"]).await;
+    let dave = dp.cp.user_token("dave", &["dba"]).await;
+    let mallory = dp.cp.user_token("mallory", &["devs"]).await;
+    let mut conn = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+    let id = request_id(&delete(&mut conn, 9).await.unwrap_err());
+    let outsider = SluiceCli::new(&dp.cp.url(), Some(&mallory)).run(&["approvals", "approve", &id]);
+    assert!(
+        !outsider.success() && outsider.stderr.contains("dba"),
+        "{outsider:?}"
+    );
+    let first = SluiceCli::new(&dp.cp.url(), Some(&bob))
+        .run(&["approvals", "approve", &id])
+        .ok();
+    assert!(first.stdout.contains("1 of 2"), "{}", first.stdout);
+    let twice = SluiceCli::new(&dp.cp.url(), Some(&bob)).run(&["approvals", "approve", &id]);
+    assert!(!twice.success(), "one approver counts once");
+    assert!(
+        delete(&mut conn, 9).await.is_err(),
+        "one approval is not enough"
+    );
+    assert!(row_exists(&|s| dp.target(s), 9));
+    let id = request_id(&delete(&mut conn, 9).await.unwrap_err());
+    for who in [&bob, &dave] {
+        SluiceCli::new(&dp.cp.url(), Some(who))
+            .run(&["approvals", "approve", &id])
+            .ok();
+    }
+    assert_eq!(delete(&mut conn, 9).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_request_survives_a_control_plane_restart() {
+    let mut dp = DataPath::start_with(&rules(", timeout: 60s"), Vec::new()).await;
+    let bob = dp.cp.user_token("bob", &["dba"]).await;
+    let url = dp.url();
+    let held = tokio::spawn(async move {
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        delete(&mut conn, 11).await
+    });
+    let dba = SluiceCli::new(&dp.cp.url(), Some(&bob));
+    let id = wait_pending(&dba, "DELETE").await;
+    dp.cp.restart().await;
+    // The agent reconnects and resends; the stored request can be decided.
+    dba.run(&["approvals", "approve", &id]).ok();
+    let done = tokio::time::timeout(Duration::from_secs(30), held)
+        .await
+        .expect("the held statement was released")
+        .unwrap();
+    assert_eq!(done.unwrap(), 1);
+    assert!(!row_exists(&|s| dp.target(s), 11));
+}
+
+#[tokio::test]
+async fn the_webhook_gets_the_request_without_any_credential() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hooks/approvals", listener.local_addr().unwrap());
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, String)>(4);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (head, body) = read_http_request(&mut s).await;
+                use tokio::io::AsyncWriteExt as _;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+                let _ = tx.send((head, body)).await;
+            });
+        }
+    });
+    let dp = DataPath::start_full(
+        &rules(", mode: retry"),
+        Vec::new(),
+        vec![("SLUICE_APPROVAL_WEBHOOK_URL".into(), hook)],
+    )
+    .await;
+    let mut conn = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+    let id = request_id(&delete(&mut conn, 12).await.unwrap_err());
+    let (head, body) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("the webhook was called")
+        .unwrap();
+    assert!(head.starts_with("POST /hooks/approvals"), "{head}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["type"], "approval.request");
+    assert_eq!(v["id"], id.as_str());
+    assert_eq!(v["subject"], "alice");
+    assert_eq!(v["resource"], "app");
+    assert_eq!(v["statement"], "DELETE FROM items WHERE id = $1");
+    assert_eq!(v["parameters"], serde_json::json!(["12"]));
+    assert_eq!(v["rule"], "devs-on-app/risky");
+    assert!(
+        v["reason"].as_str().unwrap().contains("deletes need a DBA"),
+        "{v}"
+    );
+    assert!(
+        !body.contains(TARGET_PASSWORD),
+        "a credential reached the webhook"
+    );
+    assert!(
+        !body.contains(&dp.token),
+        "the client's token reached the webhook"
+    );
+}
+
+/// Reads one HTTP/1.1 request: (request line and headers, body).
+async fn read_http_request(s: &mut tokio::net::TcpStream) -> (String, String) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = s.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = String::from_utf8_lossy(&buf[end + 4..]).into_owned();
+            return (head, body);
+        }
+    }
+    (String::from_utf8_lossy(&buf).into_owned(), String::new())
+}
+
+#[tokio::test]
+async fn cancelling_a_held_statement_withdraws_its_request() {
+    use sluice_integration_tests::rawpg::{RawSession, errors, first_column, query};
+    let mut dp = DataPath::start_with(&rules(", timeout: 60s"), Vec::new()).await;
+    let bob = dp.cp.user_token("bob", &["dba"]).await;
+    let dba = SluiceCli::new(&dp.cp.url(), Some(&bob));
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    s.send(&query("DELETE FROM items WHERE id = 13")).await;
+    let id = wait_pending(&dba, "id = 13").await;
+    s.cancel().await;
+    let got = s.until(b'Z').await;
+    let text = errors(&got);
+    assert!(text.contains("57014") && text.contains(&id), "{text}");
+    let shown = eventually(
+        Duration::from_secs(10),
+        "the request to be withdrawn",
+        || async {
+            let out = dba.run(&["approvals", "show", &id, "--json"]).ok();
+            out.stdout
+                .contains(r#""status": "withdrawn""#)
+                .then_some(out.stdout)
+        },
+    )
+    .await;
+    assert!(shown.contains("DELETE FROM items WHERE id = 13"));
+    assert!(row_exists(&|s| dp.target(s), 13));
+    let late = dba.run(&["approvals", "approve", &id]);
+    assert!(!late.success(), "a withdrawn request cannot be approved");
+    s.send(&query("SELECT 'still-usable'")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["still-usable"]);
+}
