@@ -28,6 +28,12 @@ pub struct CommonArgs {
     /// HTTP listen address (REST API, console, metrics).
     #[arg(long, env = "SLUICE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
+    /// Directory for recorded blobs (large result captures). Default: `blobs` in the data directory. Replicas sharing one database must share it too.
+    #[arg(long, env = "SLUICE_BLOB_DIR")]
+    pub blob_dir: Option<PathBuf>,
+    /// Event attributes larger than this are stored as a blob instead of in the database (e.g. 16KiB; `off`: never).
+    #[arg(long, env = "SLUICE_BLOB_THRESHOLD", default_value = "16KiB", value_parser = parse_size_or_off)]
+    pub blob_threshold: Limit<u64>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -46,6 +52,43 @@ pub struct ServeArgs {
     /// How long agents may enforce a snapshot without reaching the control plane.
     #[arg(long, env = "SLUICE_SNAPSHOT_MAX_STALENESS", default_value = "24h", value_parser = humantime::parse_duration)]
     pub snapshot_max_staleness: Duration,
+}
+
+/// A setting that can be turned off (`off` or `0`): `None` then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit<T>(pub Option<T>);
+
+fn is_off(text: &str) -> bool {
+    let t = text.trim();
+    t.eq_ignore_ascii_case("off") || t == "0"
+}
+
+/// A byte size: a number with an optional unit (`B`, `KB`/`MB`/`GB`/`TB`
+/// in powers of 1000, `KiB`/`MiB`/`GiB`/`TiB` in powers of 1024), or
+/// `off`/`0` for none.
+pub fn parse_size_or_off(text: &str) -> Result<Limit<u64>, String> {
+    if is_off(text) {
+        return Ok(Limit(None));
+    }
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let bad = || format!("`{text}` is not a size like 16KiB, 500MB or 1073741824, or `off`");
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "mb" | "m" => 1_000_000,
+        "gb" | "g" => 1_000_000_000,
+        "tb" | "t" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    let size = n.checked_mul(factor).ok_or_else(bad)?;
+    Ok(Limit((size > 0).then_some(size)))
 }
 
 /// Settings from the optional TOML file.
@@ -147,6 +190,13 @@ impl CommonArgs {
         self.database_url.is_none()
     }
 
+    /// Where blobs are kept: `SLUICE_BLOB_DIR`, else `<data_dir>/blobs`.
+    pub fn blob_dir(&self) -> PathBuf {
+        self.blob_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("blobs"))
+    }
+
     pub fn public_url(&self) -> String {
         self.public_url
             .clone()
@@ -183,5 +233,50 @@ impl CommonArgs {
             return Ok(MasterKey::generate_file(&path)?);
         }
         Err(crate::vault::VaultError::Missing.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units_and_off() {
+        for (text, want) in [
+            ("16KiB", Some(16 * 1024)),
+            ("16kib", Some(16 * 1024)),
+            ("500MB", Some(500_000_000)),
+            ("2 GiB", Some(2 << 30)),
+            ("1073741824", Some(1 << 30)),
+            ("1b", Some(1)),
+            ("off", None),
+            ("OFF", None),
+            ("0", None),
+            ("0GiB", None),
+        ] {
+            assert_eq!(parse_size_or_off(text), Ok(Limit(want)), "{text}");
+        }
+        for bad in [
+            "",
+            "KiB",
+            "-1",
+            "1.5GiB",
+            "12 parsecs",
+            "99999999999999999999TiB",
+        ] {
+            assert!(parse_size_or_off(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_as_documented() {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            common: CommonArgs,
+        }
+        let w = <Wrapper as clap::Parser>::try_parse_from(["sluice"]).expect("defaults parse");
+        assert_eq!(w.common.blob_threshold, Limit(Some(16 * 1024)));
+        assert_eq!(w.common.blob_dir(), w.common.data_dir.join("blobs"));
     }
 }

@@ -32,7 +32,7 @@ use crate::{
     keys::Keys,
     metrics::Metrics,
     registry::AgentRegistry,
-    store::Store,
+    store::{FsBlobStore, Store},
     vault::Vault,
 };
 
@@ -66,9 +66,17 @@ impl ControlPlane {
         }
         let master_key = common.master_key()?;
         let url = common.database_url();
+        let blob_dir = common.blob_dir();
+        std::fs::create_dir_all(&blob_dir)
+            .with_context(|| format!("SLUICE_BLOB_DIR: cannot create {}", blob_dir.display()))?;
+        let threshold = common
+            .blob_threshold
+            .0
+            .map(|t| usize::try_from(t).unwrap_or(usize::MAX));
         let store = Store::connect(&url)
             .await
-            .with_context(|| format!("cannot open the database at {}", store::redact_url(&url)))?;
+            .with_context(|| format!("cannot open the database at {}", store::redact_url(&url)))?
+            .with_blobs(Arc::new(FsBlobStore::new(blob_dir)), threshold);
         let vault = Vault::new(master_key);
         let (keys, issuer_key) = Keys::load_or_create(&store, &vault).await?;
         let identity = IdentityService::new(

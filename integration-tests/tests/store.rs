@@ -9,12 +9,14 @@
 
 use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc};
 
+use ring::signature::KeyPair as _;
 use serde_json::json;
 use sluice_control_plane::{
-    recording::{from_proto, to_proto},
+    recording::{from_proto, to_proto, verify_stored},
     store::{
-        AuditFilter, CredentialRow, Engine, JoinTokenRow, ResourceRow, Sealed, SessionFilter,
-        SessionSealRow, SessionStatus, Store, StoreError, StoredAuditEvent, SystemKeyRow, now_ms,
+        AuditFilter, BlobId, CredentialRow, Engine, FsBlobStore, JoinTokenRow, ResourceRow, Sealed,
+        SessionFilter, SessionSealRow, SessionStatus, Store, StoreError, StoredAuditEvent,
+        SystemKeyRow, now_ms,
     },
 };
 use sluice_integration_tests::Postgres;
@@ -51,6 +53,8 @@ const SUITE: &[(&str, Case)] = cases![
     sessions_are_aggregated_with_their_status,
     rewrap_all_rewraps_every_sealed_value,
     rewrap_all_is_all_or_nothing,
+    large_attributes_are_blobs_read_back_verbatim,
+    a_missing_or_corrupt_blob_makes_its_event_altered,
 ];
 
 /// Where fresh databases come from.
@@ -202,6 +206,8 @@ fn event(
         error: String::new(),
         client_addr: "127.0.0.1:50000".to_owned(),
         attributes_json: json!({"protocol": "postgres", "n": n}).to_string(),
+        attributes_blob: None,
+        attributes_unavailable: None,
         session_seq: Some(n - 1),
         prev_hash: Some(vec![0, 1, 2, u8::try_from(n % 256).unwrap_or(0)]),
         hash: Some(vec![0xff; 32]),
@@ -1639,4 +1645,306 @@ async fn reopening_a_migrated_database_keeps_its_data(backend: &Backend) {
     assert_eq!(revision(&again).await, rev);
     assert!(again.resource("orders").await.expect("get").is_some());
     again.close().await;
+}
+
+// ------------------------------------------------------- blobs, retention
+
+/// Attributes over this many bytes become blobs in these cases.
+const THRESHOLD: usize = 200;
+
+/// `store` with a fresh blob directory (kept alive by the returned guard).
+fn with_blobs(store: &Store) -> (Store, FsBlobStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = FsBlobStore::new(dir.path().join("blobs"));
+    let store = store
+        .clone()
+        .with_blobs(Arc::new(blobs.clone()), Some(THRESHOLD));
+    (store, blobs, dir)
+}
+
+/// The control plane's seal key, as far as these cases need it.
+struct Sealer {
+    pair: ring::signature::Ed25519KeyPair,
+}
+
+impl Sealer {
+    fn new() -> Self {
+        let pkcs8 =
+            ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                .expect("generate");
+        Self {
+            pair: ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key"),
+        }
+    }
+
+    fn seal(&self, end: &sluice_proto::AuditEvent) -> SessionSealRow {
+        let claim = sluice_audit_chain::SealClaim::for_end(end);
+        SessionSealRow {
+            session_id: claim.session_id.clone(),
+            agent: "edge".to_owned(),
+            event_count: i64::try_from(claim.event_count).unwrap_or(0),
+            head_hash: claim.head_hash.clone(),
+            signature: self.pair.sign(&claim.message()).as_ref().to_vec(),
+            key_id: "seal-1".to_owned(),
+            sealed_at_ms: now_ms(),
+        }
+    }
+
+    async fn verify(&self, store: &Store, session: &str) -> sluice_audit_chain::Report {
+        let public = self.pair.public_key().as_ref().to_vec();
+        let keys = [sluice_audit_chain::SealKey {
+            key_id: "seal-1",
+            public_key: &public,
+        }];
+        verify_stored(store, session, &keys)
+            .await
+            .expect("verify")
+            .expect("the session is known")
+            .0
+    }
+}
+
+/// A really chained session: start, `statements` (each with a result of
+/// `rows` recorded rows), and an end unless `open`.
+fn chained(
+    session: &str,
+    start_ms: i64,
+    statements: usize,
+    rows: usize,
+    open: bool,
+) -> Vec<sluice_proto::AuditEvent> {
+    let mut raw = vec![(
+        "session.start",
+        String::new(),
+        r#"{"protocol":"postgres"}"#.to_owned(),
+    )];
+    for n in 0..statements {
+        let id = format!("{session}-q{n}");
+        raw.push((
+            "statement",
+            format!("SELECT * FROM t{n}"),
+            format!(r#"{{"statement_id":"{id}"}}"#),
+        ));
+        let rows: Vec<_> = (0..rows)
+            .map(|i| json!([i.to_string(), format!("ünï {session} {i}")]))
+            .collect();
+        raw.push((
+            "statement.result",
+            format!("SELECT * FROM t{n}"),
+            // Odd spacing: kept verbatim.
+            format!(
+                r#"{{ "statement_id":"{id}",   "result": {} }}"#,
+                json!({"sets": [{"columns": ["id", "name"], "rows": rows}]})
+            ),
+        ));
+    }
+    if !open {
+        raw.push((
+            "session.end",
+            String::new(),
+            r#"{"statements": 1}"#.to_owned(),
+        ));
+    }
+    let mut chain = sluice_audit_chain::Chain::new();
+    raw.into_iter()
+        .enumerate()
+        .map(|(n, (kind, statement, attributes))| {
+            let n = i64::try_from(n).unwrap_or(0);
+            let mut e = sluice_proto::AuditEvent {
+                id: format!("{session}-{n}"),
+                seq: u64::try_from(n + 1).unwrap_or(0),
+                time_unix_ms: start_ms + n,
+                kind: kind.to_owned(),
+                session_id: session.to_owned(),
+                subject: "alice".to_owned(),
+                groups: vec!["devs".to_owned()],
+                resource: "orders".to_owned(),
+                agent: "edge".to_owned(),
+                decision: "allow".to_owned(),
+                statement,
+                rows: 1,
+                client_addr: "10.0.0.1:5000".to_owned(),
+                attributes_json: attributes,
+                ..Default::default()
+            };
+            chain.link(&mut e);
+            chain.commit(&e);
+            e
+        })
+        .collect()
+}
+
+/// Stores a chained session as ingestion does (sealed if it ended).
+async fn record(store: &Store, sealer: &Sealer, events: &[sluice_proto::AuditEvent]) {
+    let seals: Vec<SessionSealRow> = events
+        .iter()
+        .filter(|e| sluice_audit_chain::ends_session(e))
+        .map(|e| sealer.seal(e))
+        .collect();
+    let stored: Vec<StoredAuditEvent> = events
+        .iter()
+        .cloned()
+        .map(|e| from_proto(e, "edge"))
+        .collect();
+    store
+        .insert_audit_batch("edge", &stored, &seals)
+        .await
+        .expect("insert");
+}
+
+/// Every blob file under `dir`.
+fn blob_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(blob_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn blob_of(blobs: &FsBlobStore, e: &sluice_proto::AuditEvent) -> std::path::PathBuf {
+    blobs.path_of(&BlobId::of(e.attributes_json.as_bytes()))
+}
+
+async fn large_attributes_are_blobs_read_back_verbatim(plain: &Store) {
+    let (store, blobs, _dir) = with_blobs(plain);
+    let sealer = Sealer::new();
+    let events = chained("s1", now_ms() - 10_000, 2, 30, false);
+    record(&store, &sealer, &events).await;
+
+    // The two results are blobs; everything else stays in its row.
+    let back = store.session_events("s1", 100).await.expect("events");
+    let blob_backed: Vec<Option<i64>> = back
+        .iter()
+        .filter(|e| e.attributes_blob.is_some())
+        .map(|e| e.session_seq)
+        .collect();
+    assert_eq!(blob_backed, [Some(2), Some(4)]);
+    for e in [&events[2], &events[4]] {
+        assert!(e.attributes_json.len() > THRESHOLD);
+        assert_eq!(
+            std::fs::read(blob_of(&blobs, e)).expect("blob file"),
+            e.attributes_json.as_bytes()
+        );
+    }
+    assert_eq!(blob_files(blobs.root()).len(), 2);
+
+    // Readers get exactly what the agent hashed: session events ...
+    let protos: Vec<sluice_proto::AuditEvent> = back.iter().map(to_proto).collect();
+    assert_eq!(protos, events);
+    assert!(back.iter().all(|e| e.attributes_unavailable.is_none()));
+    // ... and the filtered listing.
+    let listed = store
+        .audit_events(&AuditFilter {
+            session_id: Some("s1".into()),
+            kind: Some("statement.result".into()),
+            ..filter()
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].attributes_json, events[2].attributes_json);
+    assert_eq!(
+        listed[1].attributes()["result"]["sets"][0]["rows"][29][1],
+        "ünï s1 29"
+    );
+
+    let report = sealer.verify(&store, "s1").await;
+    assert_eq!(
+        report.status,
+        sluice_audit_chain::Status::Verified,
+        "{report:?}"
+    );
+
+    // Redelivery: no new events, still two blobs.
+    assert_eq!(
+        store
+            .insert_audit_events(
+                "edge",
+                &events
+                    .iter()
+                    .cloned()
+                    .map(|e| from_proto(e, "edge"))
+                    .collect::<Vec<_>>()
+            )
+            .await
+            .expect("redeliver"),
+        0
+    );
+    assert_eq!(blob_files(blobs.root()).len(), 2);
+
+    // Without a blob store everything stays inline, and still verifies.
+    let inline = chained("s2", now_ms(), 1, 30, false);
+    record(plain, &sealer, &inline).await;
+    let back = plain.session_events("s2", 100).await.expect("events");
+    assert!(back.iter().all(|e| e.attributes_blob.is_none()));
+    assert_eq!(back.iter().map(to_proto).collect::<Vec<_>>(), inline);
+    assert_eq!(blob_files(blobs.root()).len(), 2);
+    let report = sealer.verify(plain, "s2").await;
+    assert_eq!(
+        report.status,
+        sluice_audit_chain::Status::Verified,
+        "{report:?}"
+    );
+}
+
+async fn a_missing_or_corrupt_blob_makes_its_event_altered(plain: &Store) {
+    let (store, blobs, _dir) = with_blobs(plain);
+    let sealer = Sealer::new();
+    let now = now_ms();
+    let (ok, gone, bad) = (
+        chained("ok", now - 3_000, 2, 30, false),
+        chained("gone", now - 2_000, 2, 30, false),
+        chained("bad", now - 1_000, 2, 30, false),
+    );
+    for s in [&ok, &gone, &bad] {
+        record(&store, &sealer, s).await;
+    }
+    std::fs::remove_file(blob_of(&blobs, &gone[2])).expect("delete the blob");
+    let path = blob_of(&blobs, &bad[4]);
+    let mut bytes = std::fs::read(&path).expect("read");
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x01;
+    std::fs::write(&path, &bytes).expect("corrupt the blob");
+
+    for (session, position, why) in [("gone", 2, "missing"), ("bad", 4, "corrupt")] {
+        let report = sealer.verify(&store, session).await;
+        assert_eq!(
+            report.status,
+            sluice_audit_chain::Status::Failed,
+            "{report:?}"
+        );
+        assert!(
+            matches!(
+                report.problems.as_slice(),
+                [sluice_audit_chain::Problem::Altered { position: p, .. }] if *p == position
+            ),
+            "{session}: {report:?}"
+        );
+        let events = store.session_events(session, 100).await.expect("events");
+        let e = &events[usize::try_from(position).unwrap_or(0)];
+        assert_eq!(e.attributes_json, "");
+        assert!(
+            e.attributes_unavailable
+                .as_deref()
+                .is_some_and(|m| m.contains(why)),
+            "{e:?}"
+        );
+    }
+    let report = sealer.verify(&store, "ok").await;
+    assert_eq!(
+        report.status,
+        sluice_audit_chain::Status::Verified,
+        "{report:?}"
+    );
+    // Without a blob store, blob-backed attributes are unavailable, never
+    // silently empty.
+    let events = plain.session_events("ok", 100).await.expect("events");
+    assert!(events[2].attributes_unavailable.is_some());
+    assert!(events[1].attributes_unavailable.is_none());
 }
