@@ -52,6 +52,31 @@ pub struct ServeArgs {
     /// How long agents may enforce a snapshot without reaching the control plane.
     #[arg(long, env = "SLUICE_SNAPSHOT_MAX_STALENESS", default_value = "24h", value_parser = humantime::parse_duration)]
     pub snapshot_max_staleness: Duration,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+}
+
+/// Recording retention, enforced at start and then periodically.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RetentionArgs {
+    /// Delete recorded sessions whose last event is older than this (e.g. 90d; `off` or 0: keep forever).
+    #[arg(long, env = "SLUICE_RETENTION_MAX_AGE", default_value = "90d", value_parser = parse_duration_or_off)]
+    pub retention_max_age: Limit<Duration>,
+    /// Delete the oldest recorded sessions while the recording (event rows and blobs) exceeds this size (e.g. 50GiB; `off` or 0: no limit).
+    #[arg(long, env = "SLUICE_RETENTION_MAX_BYTES", default_value = "off", value_parser = parse_size_or_off)]
+    pub retention_max_bytes: Limit<u64>,
+    /// How often retention is enforced.
+    #[arg(long, env = "SLUICE_RETENTION_INTERVAL", default_value = "10m", value_parser = parse_interval)]
+    pub retention_interval: Duration,
+}
+
+impl RetentionArgs {
+    pub fn policy(&self) -> crate::store::RetentionPolicy {
+        crate::store::RetentionPolicy {
+            max_age: self.retention_max_age.0,
+            max_bytes: self.retention_max_bytes.0,
+        }
+    }
 }
 
 /// A setting that can be turned off (`off` or `0`): `None` then.
@@ -61,6 +86,27 @@ pub struct Limit<T>(pub Option<T>);
 fn is_off(text: &str) -> bool {
     let t = text.trim();
     t.eq_ignore_ascii_case("off") || t == "0"
+}
+
+/// A duration (`90d`, `12h`), or `off`/`0` for none.
+pub fn parse_duration_or_off(text: &str) -> Result<Limit<Duration>, String> {
+    if is_off(text) {
+        return Ok(Limit(None));
+    }
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) => Ok(Limit((!d.is_zero()).then_some(d))),
+        Err(e) => Err(format!(
+            "`{text}` is not a duration like 90d or 12h, or `off`: {e}"
+        )),
+    }
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+        Ok(_) => Err("must be at least 1s".to_owned()),
+        Err(e) => Err(format!("`{text}` is not a duration like 10m: {e}")),
+    }
 }
 
 /// A byte size: a number with an optional unit (`B`, `KB`/`MB`/`GB`/`TB`
@@ -269,14 +315,37 @@ mod tests {
     }
 
     #[test]
+    fn durations_parse_with_off() {
+        assert_eq!(
+            parse_duration_or_off("90d"),
+            Ok(Limit(Some(Duration::from_secs(90 * 86_400))))
+        );
+        for off in ["off", "0", "0s"] {
+            assert_eq!(parse_duration_or_off(off), Ok(Limit(None)), "{off}");
+        }
+        assert!(parse_duration_or_off("ninety days").is_err());
+        assert!(parse_interval("0s").is_err());
+        assert_eq!(parse_interval("10m"), Ok(Duration::from_secs(600)));
+    }
+
+    #[test]
     fn defaults_are_as_documented() {
         #[derive(clap::Parser)]
         struct Wrapper {
             #[command(flatten)]
             common: CommonArgs,
+            #[command(flatten)]
+            serve: ServeArgs,
         }
         let w = <Wrapper as clap::Parser>::try_parse_from(["sluice"]).expect("defaults parse");
         assert_eq!(w.common.blob_threshold, Limit(Some(16 * 1024)));
         assert_eq!(w.common.blob_dir(), w.common.data_dir.join("blobs"));
+        let r = &w.serve.retention;
+        assert_eq!(
+            r.retention_max_age,
+            Limit(Some(Duration::from_secs(90 * 86_400)))
+        );
+        assert_eq!(r.retention_max_bytes, Limit(None));
+        assert_eq!(r.retention_interval, Duration::from_secs(600));
     }
 }

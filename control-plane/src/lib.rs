@@ -17,6 +17,7 @@ pub mod keys;
 pub mod metrics;
 pub mod recording;
 pub mod registry;
+pub mod retention;
 pub mod snapshot;
 pub mod store;
 pub mod vault;
@@ -167,6 +168,14 @@ pub async fn serve(
             }
         });
     }
+
+    // Retention: at start, then periodically.
+    tokio::spawn(retention::run(
+        cp.clone(),
+        args.retention.policy(),
+        args.retention.retention_interval,
+        stop_rx.clone(),
+    ));
 
     // External issuers' keys: fetched now and refreshed for rotation.
     if cp.identity.has_externals() {

@@ -1926,3 +1926,56 @@ async fn a_missing_or_corrupt_blob_fails_verification_and_hides_the_result() {
     let r = h.admin("GET", "/api/v1/audit/export", None).await;
     assert_eq!(r.text.lines().count(), 28);
 }
+
+#[tokio::test]
+async fn retention_deletes_old_sessions_whole_and_records_it() {
+    let h = Harness::new().await;
+    let doc = openapi();
+    let now = crate::store::now_ms();
+    let day = 86_400_000;
+    h.ingest(recorded_session(
+        "s-old",
+        now - 100 * day,
+        STATEMENTS,
+        true,
+        40,
+    ))
+    .await;
+    h.ingest(recorded_session("s-new", now - day, STATEMENTS, true, 40))
+        .await;
+    let old_blob = h.blob_file("s-old", 2).await;
+    let new_blob = h.blob_file("s-new", 2).await;
+    let policy = crate::store::RetentionPolicy {
+        max_age: Some(Duration::from_secs(90 * 86_400)),
+        max_bytes: None,
+    };
+    let out = crate::retention::run_once(&h.cp, &policy, now)
+        .await
+        .expect("retention");
+    assert_eq!((out.sessions, out.events, out.blobs), (1, 7, 2));
+    assert!(out.bytes > 2 * 40 * 20, "{out:?}");
+    assert!(!old_blob.exists());
+    assert!(new_blob.exists());
+    assert_eq!(h.cp.store.session_seal("s-old").await.expect("seal"), None);
+    let r = h.admin("GET", "/api/v1/sessions/s-old", None).await;
+    r.error(StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(h.verify("s-new").await.json["ok"], true);
+
+    // The run is on record.
+    let r = h.admin("GET", "/api/v1/audit?kind=retention", None).await;
+    check_documented(&doc, "GET", "/api/v1/audit", &r);
+    let events = r.json["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1, "{}", r.text);
+    let a = &events[0]["attributes"];
+    assert_eq!((&a["sessions"], &a["events"]), (&json!(1), &json!(7)));
+    assert_eq!(a["bytes"], json!(out.bytes));
+    assert_eq!(a["cutoff"], json!(super::rfc3339(now - 90 * day)));
+
+    // A run that deletes nothing records nothing.
+    let out = crate::retention::run_once(&h.cp, &policy, now)
+        .await
+        .expect("retention");
+    assert_eq!(out.events, 0);
+    let r = h.admin("GET", "/api/v1/audit?kind=retention", None).await;
+    assert_eq!(r.json["events"].as_array().map(Vec::len), Some(1));
+}

@@ -9,6 +9,7 @@
 
 mod audit;
 pub mod blobs;
+mod retention;
 mod rows;
 mod sessions;
 
@@ -21,6 +22,7 @@ use sqlx::{
 
 pub use audit::{AuditFilter, StoredAuditEvent};
 pub use blobs::{BlobError, BlobId, BlobStore, FsBlobStore};
+pub use retention::{RetentionOutcome, RetentionPolicy};
 pub use rows::*;
 pub use sessions::{MAX_SESSION_EVENTS, SessionFilter, SessionRow, SessionStatus};
 
