@@ -28,6 +28,12 @@ pub struct CommonArgs {
     /// HTTP listen address (REST API, console, metrics).
     #[arg(long, env = "SLUICE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
+    /// Directory for recorded blobs (large result captures). Default: `blobs` in the data directory. Replicas sharing one database must share it too.
+    #[arg(long, env = "SLUICE_BLOB_DIR")]
+    pub blob_dir: Option<PathBuf>,
+    /// Event attributes larger than this are stored as a blob instead of in the database (e.g. 16KiB; `off`: never).
+    #[arg(long, env = "SLUICE_BLOB_THRESHOLD", default_value = "16KiB", value_parser = parse_size_or_off)]
+    pub blob_threshold: Limit<u64>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -58,6 +64,89 @@ pub struct ServeArgs {
         default_value = "json"
     )]
     pub approval_webhook_format: crate::approvals::WebhookFormat,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+}
+
+/// Recording retention, enforced at start and then periodically.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RetentionArgs {
+    /// Delete recorded sessions whose last event is older than this (e.g. 90d; `off` or 0: keep forever).
+    #[arg(long, env = "SLUICE_RETENTION_MAX_AGE", default_value = "90d", value_parser = parse_duration_or_off)]
+    pub retention_max_age: Limit<Duration>,
+    /// Delete the oldest recorded sessions while the recording (event rows and blobs) exceeds this size (e.g. 50GiB; `off` or 0: no limit).
+    #[arg(long, env = "SLUICE_RETENTION_MAX_BYTES", default_value = "off", value_parser = parse_size_or_off)]
+    pub retention_max_bytes: Limit<u64>,
+    /// How often retention is enforced.
+    #[arg(long, env = "SLUICE_RETENTION_INTERVAL", default_value = "10m", value_parser = parse_interval)]
+    pub retention_interval: Duration,
+}
+
+impl RetentionArgs {
+    pub fn policy(&self) -> crate::store::RetentionPolicy {
+        crate::store::RetentionPolicy {
+            max_age: self.retention_max_age.0,
+            max_bytes: self.retention_max_bytes.0,
+        }
+    }
+}
+
+/// A setting that can be turned off (`off` or `0`): `None` then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit<T>(pub Option<T>);
+
+fn is_off(text: &str) -> bool {
+    let t = text.trim();
+    t.eq_ignore_ascii_case("off") || t == "0"
+}
+
+/// A duration (`90d`, `12h`), or `off`/`0` for none.
+pub fn parse_duration_or_off(text: &str) -> Result<Limit<Duration>, String> {
+    if is_off(text) {
+        return Ok(Limit(None));
+    }
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) => Ok(Limit((!d.is_zero()).then_some(d))),
+        Err(e) => Err(format!(
+            "`{text}` is not a duration like 90d or 12h, or `off`: {e}"
+        )),
+    }
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+        Ok(_) => Err("must be at least 1s".to_owned()),
+        Err(e) => Err(format!("`{text}` is not a duration like 10m: {e}")),
+    }
+}
+
+/// A byte size: a number with an optional unit (`B`, `KB`/`MB`/`GB`/`TB`
+/// in powers of 1000, `KiB`/`MiB`/`GiB`/`TiB` in powers of 1024), or
+/// `off`/`0` for none.
+pub fn parse_size_or_off(text: &str) -> Result<Limit<u64>, String> {
+    if is_off(text) {
+        return Ok(Limit(None));
+    }
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let bad = || format!("`{text}` is not a size like 16KiB, 500MB or 1073741824, or `off`");
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "mb" | "m" => 1_000_000,
+        "gb" | "g" => 1_000_000_000,
+        "tb" | "t" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    let size = n.checked_mul(factor).ok_or_else(bad)?;
+    Ok(Limit((size > 0).then_some(size)))
 }
 
 /// Settings from the optional TOML file.
@@ -159,6 +248,13 @@ impl CommonArgs {
         self.database_url.is_none()
     }
 
+    /// Where blobs are kept: `SLUICE_BLOB_DIR`, else `<data_dir>/blobs`.
+    pub fn blob_dir(&self) -> PathBuf {
+        self.blob_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("blobs"))
+    }
+
     pub fn public_url(&self) -> String {
         self.public_url
             .clone()
@@ -195,5 +291,73 @@ impl CommonArgs {
             return Ok(MasterKey::generate_file(&path)?);
         }
         Err(crate::vault::VaultError::Missing.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units_and_off() {
+        for (text, want) in [
+            ("16KiB", Some(16 * 1024)),
+            ("16kib", Some(16 * 1024)),
+            ("500MB", Some(500_000_000)),
+            ("2 GiB", Some(2 << 30)),
+            ("1073741824", Some(1 << 30)),
+            ("1b", Some(1)),
+            ("off", None),
+            ("OFF", None),
+            ("0", None),
+            ("0GiB", None),
+        ] {
+            assert_eq!(parse_size_or_off(text), Ok(Limit(want)), "{text}");
+        }
+        for bad in [
+            "",
+            "KiB",
+            "-1",
+            "1.5GiB",
+            "12 parsecs",
+            "99999999999999999999TiB",
+        ] {
+            assert!(parse_size_or_off(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_parse_with_off() {
+        assert_eq!(
+            parse_duration_or_off("90d"),
+            Ok(Limit(Some(Duration::from_secs(90 * 86_400))))
+        );
+        for off in ["off", "0", "0s"] {
+            assert_eq!(parse_duration_or_off(off), Ok(Limit(None)), "{off}");
+        }
+        assert!(parse_duration_or_off("ninety days").is_err());
+        assert!(parse_interval("0s").is_err());
+        assert_eq!(parse_interval("10m"), Ok(Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn defaults_are_as_documented() {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            common: CommonArgs,
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let w = <Wrapper as clap::Parser>::try_parse_from(["sluice"]).expect("defaults parse");
+        assert_eq!(w.common.blob_threshold, Limit(Some(16 * 1024)));
+        assert_eq!(w.common.blob_dir(), w.common.data_dir.join("blobs"));
+        let r = &w.serve.retention;
+        assert_eq!(
+            r.retention_max_age,
+            Limit(Some(Duration::from_secs(90 * 86_400)))
+        );
+        assert_eq!(r.retention_max_bytes, Limit(None));
+        assert_eq!(r.retention_interval, Duration::from_secs(600));
     }
 }

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod metrics;
 pub mod recording;
 pub mod registry;
+pub mod retention;
 pub mod snapshot;
 pub mod store;
 pub mod vault;
@@ -33,7 +34,7 @@ use crate::{
     keys::Keys,
     metrics::Metrics,
     registry::AgentRegistry,
-    store::Store,
+    store::{FsBlobStore, Store},
     vault::Vault,
 };
 
@@ -68,9 +69,17 @@ impl ControlPlane {
         }
         let master_key = common.master_key()?;
         let url = common.database_url();
+        let blob_dir = common.blob_dir();
+        std::fs::create_dir_all(&blob_dir)
+            .with_context(|| format!("SLUICE_BLOB_DIR: cannot create {}", blob_dir.display()))?;
+        let threshold = common
+            .blob_threshold
+            .0
+            .map(|t| usize::try_from(t).unwrap_or(usize::MAX));
         let store = Store::connect(&url)
             .await
-            .with_context(|| format!("cannot open the database at {}", store::redact_url(&url)))?;
+            .with_context(|| format!("cannot open the database at {}", store::redact_url(&url)))?
+            .with_blobs(Arc::new(FsBlobStore::new(blob_dir)), threshold);
         let vault = Vault::new(master_key);
         let (keys, issuer_key) = Keys::load_or_create(&store, &vault).await?;
         let identity = IdentityService::new(
@@ -170,6 +179,14 @@ pub async fn serve(
             }
         });
     }
+
+    // Retention: at start, then periodically.
+    tokio::spawn(retention::run(
+        cp.clone(),
+        args.retention.policy(),
+        args.retention.retention_interval,
+        stop_rx.clone(),
+    ));
 
     // External issuers' keys: fetched now and refreshed for rotation.
     if cp.identity.has_externals() {

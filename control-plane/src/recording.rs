@@ -5,7 +5,10 @@
 //! What is stored is exactly what the agent hashed (see
 //! `sluice_audit_chain::event_hash`), except the agent name, which comes
 //! from the authenticated connection: an agent that names another agent
-//! in its events gets them reported as altered.
+//! in its events gets them reported as altered. Large attributes live in
+//! the blob store; the store gives them back verbatim, or marks them
+//! unavailable, in which case the event never verifies and the transcript
+//! says its result is unavailable.
 
 use serde::Serialize;
 use sluice_audit_chain::{self as chain, Seal, SealClaim, SealKey};
@@ -13,8 +16,14 @@ use sluice_proto as pb;
 
 use crate::{
     ControlPlane,
-    store::{MAX_SESSION_EVENTS, SessionSealRow, StoreError, StoredAuditEvent, now_ms},
+    store::{MAX_SESSION_EVENTS, SessionSealRow, Store, StoreError, StoredAuditEvent, now_ms},
 };
+
+/// What the chain hash is recomputed over for an event whose blob-backed
+/// attributes are unavailable: no agent writes this (a NUL never appears
+/// in JSON text), so such an event is always reported as altered, even if
+/// its row was tampered to point an empty attributes text at a blob.
+const UNAVAILABLE_ATTRIBUTES: &str = "\u{0}attributes unavailable";
 
 /// Converts an event received from `agent` (its authenticated name).
 pub fn from_proto(e: pb::AuditEvent, agent: &str) -> StoredAuditEvent {
@@ -39,13 +48,16 @@ pub fn from_proto(e: pb::AuditEvent, agent: &str) -> StoredAuditEvent {
         error: e.error,
         client_addr: e.client_addr,
         attributes_json: e.attributes_json,
+        attributes_blob: None,
+        attributes_unavailable: None,
         session_seq: chained.then(|| i64::try_from(e.session_seq).unwrap_or(i64::MAX)),
         prev_hash: (!e.prev_hash.is_empty()).then_some(e.prev_hash),
         hash: chained.then_some(e.hash),
     }
 }
 
-/// The event as the agent hashed it (given it named itself correctly).
+/// The event as the agent hashed it (given it named itself correctly and
+/// its attributes are available).
 pub fn to_proto(e: &StoredAuditEvent) -> pb::AuditEvent {
     pb::AuditEvent {
         seq: u64::try_from(e.seq).unwrap_or(0),
@@ -65,7 +77,11 @@ pub fn to_proto(e: &StoredAuditEvent) -> pb::AuditEvent {
         rows: e.rows,
         error: e.error.clone(),
         client_addr: e.client_addr.clone(),
-        attributes_json: e.attributes_json.clone(),
+        attributes_json: if e.attributes_unavailable.is_some() {
+            UNAVAILABLE_ATTRIBUTES.to_owned()
+        } else {
+            e.attributes_json.clone()
+        },
         prev_hash: e.prev_hash.clone().unwrap_or_default(),
         hash: e.hash.clone().unwrap_or_default(),
         session_seq: e
@@ -124,36 +140,43 @@ pub fn seal_of(row: &SessionSealRow) -> Seal {
     }
 }
 
-/// Verifies a stored session; `None` when nothing is known about it.
+/// Verifies a stored session with this control plane's seal key; `None`
+/// when nothing is known about it.
 pub async fn verify(
     cp: &ControlPlane,
     session_id: &str,
 ) -> Result<Option<(chain::Report, Option<SessionSealRow>)>, StoreError> {
-    let events = cp
-        .store
-        .session_events(session_id, MAX_SESSION_EVENTS)
-        .await?;
+    let public = cp.keys.seal.public_key();
+    let keys = [SealKey {
+        key_id: cp.keys.seal.kid(),
+        public_key: &public,
+    }];
+    verify_stored(&cp.store, session_id, &keys).await
+}
+
+/// Verifies a stored session against `keys` (the seal keys to accept).
+pub async fn verify_stored(
+    store: &Store,
+    session_id: &str,
+    keys: &[SealKey<'_>],
+) -> Result<Option<(chain::Report, Option<SessionSealRow>)>, StoreError> {
+    let events = store.session_events(session_id, MAX_SESSION_EVENTS).await?;
     if i64::try_from(events.len()).unwrap_or(i64::MAX) >= MAX_SESSION_EVENTS {
         // A partial load would read as events missing at the end.
         return Err(StoreError::Conflict(format!(
             "session `{session_id}` has {MAX_SESSION_EVENTS} events or more, too many to verify through the API"
         )));
     }
-    let seal = cp.store.session_seal(session_id).await?;
+    let seal = store.session_seal(session_id).await?;
     if events.is_empty() && seal.is_none() {
         return Ok(None);
     }
     let events: Vec<pb::AuditEvent> = events.iter().map(to_proto).collect();
-    let public = cp.keys.seal.public_key();
-    let keys = [SealKey {
-        key_id: cp.keys.seal.kid(),
-        public_key: &public,
-    }];
     let report = chain::verify(
         session_id,
         &events,
         seal.as_ref().map(seal_of).as_ref(),
-        &keys,
+        keys,
     );
     Ok(Some((report, seal)))
 }
@@ -183,6 +206,9 @@ pub struct TranscriptEntry {
     /// What the client received, as the agent recorded it (bounded):
     /// `{"sets": [{"columns": [...], "rows": [[...]]}], "truncated": "..."}`.
     pub result: Option<serde_json::Value>,
+    /// Set when the recorded result cannot be shown: why (its blob is
+    /// missing or corrupt).
+    pub result_unavailable: Option<String>,
 }
 
 fn statement_id(e: &StoredAuditEvent) -> Option<String> {
@@ -201,12 +227,32 @@ pub fn transcript(events: &[StoredAuditEvent]) -> Vec<TranscriptEntry> {
             "session.start" | "session.end" => {}
             "statement.result" => {
                 let id = statement_id(e);
-                let slot = id.as_ref().and_then(|id| open.remove(id));
+                let slot = match (&id, &e.attributes_unavailable) {
+                    (Some(id), _) => open.remove(id),
+                    // Its statement id was in the lost attributes: pair it
+                    // with the earliest open statement of the same text.
+                    (None, Some(_)) => {
+                        let found = open
+                            .iter()
+                            .filter(|(_, i)| {
+                                entries.get(**i).is_some_and(|x| x.statement == e.statement)
+                            })
+                            .min_by_key(|(_, i)| **i)
+                            .map(|(k, _)| k.clone());
+                        found.and_then(|k| open.remove(&k))
+                    }
+                    (None, None) => None,
+                };
                 let outcome = if e.error.is_empty() { "ok" } else { "error" };
                 let result = e.attributes().get("result").cloned();
+                let unavailable = e
+                    .attributes_unavailable
+                    .as_ref()
+                    .map(|why| format!("the recorded result is unavailable: {why}"));
                 match slot.and_then(|i| entries.get_mut(i)) {
                     Some(entry) => {
                         entry.result = result;
+                        entry.result_unavailable = unavailable;
                         entry.outcome = outcome.to_owned();
                         entry.duration_us = Some(e.duration_us);
                         entry.rows = Some(e.rows);
@@ -227,6 +273,7 @@ pub fn transcript(events: &[StoredAuditEvent]) -> Vec<TranscriptEntry> {
                         error: e.error.clone(),
                         statement_id: id,
                         result,
+                        result_unavailable: unavailable,
                     }),
                 }
             }
@@ -267,6 +314,7 @@ pub fn transcript(events: &[StoredAuditEvent]) -> Vec<TranscriptEntry> {
                     },
                     statement_id: id,
                     result: None,
+                    result_unavailable: None,
                 });
             }
         }

@@ -7,14 +7,16 @@
 //! Each case gets a fresh, freshly migrated database, so cases do not depend
 //! on each other's leftovers (and "the revision starts at 1" means it).
 
-use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc};
+use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
+use ring::signature::KeyPair as _;
 use serde_json::json;
 use sluice_control_plane::{
-    recording::{from_proto, to_proto},
+    recording::{from_proto, to_proto, verify_stored},
     store::{
-        AuditFilter, CredentialRow, Engine, JoinTokenRow, ResourceRow, Sealed, SessionFilter,
-        SessionSealRow, SessionStatus, Store, StoreError, StoredAuditEvent, SystemKeyRow, now_ms,
+        AuditFilter, BlobId, CredentialRow, Engine, FsBlobStore, JoinTokenRow, ResourceRow,
+        RetentionPolicy, Sealed, SessionFilter, SessionSealRow, SessionStatus, Store, StoreError,
+        StoredAuditEvent, SystemKeyRow, now_ms,
     },
 };
 use sluice_integration_tests::Postgres;
@@ -51,6 +53,10 @@ const SUITE: &[(&str, Case)] = cases![
     sessions_are_aggregated_with_their_status,
     rewrap_all_rewraps_every_sealed_value,
     rewrap_all_is_all_or_nothing,
+    large_attributes_are_blobs_read_back_verbatim,
+    a_missing_or_corrupt_blob_makes_its_event_altered,
+    retention_by_age_deletes_whole_old_sessions_and_their_blobs,
+    retention_by_size_deletes_the_oldest_sessions_first,
 ];
 
 /// Where fresh databases come from.
@@ -91,6 +97,7 @@ async fn run_suite(backend: Backend) {
         store.close().await;
     }
     reopening_a_migrated_database_keeps_its_data(&backend).await;
+    the_size_backfill_matches_the_size_recorded_on_insertion(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -202,6 +209,8 @@ fn event(
         error: String::new(),
         client_addr: "127.0.0.1:50000".to_owned(),
         attributes_json: json!({"protocol": "postgres", "n": n}).to_string(),
+        attributes_blob: None,
+        attributes_unavailable: None,
         session_seq: Some(n - 1),
         prev_hash: Some(vec![0, 1, 2, u8::try_from(n % 256).unwrap_or(0)]),
         hash: Some(vec![0xff; 32]),
@@ -1638,5 +1647,609 @@ async fn reopening_a_migrated_database_keeps_its_data(backend: &Backend) {
     let again = Store::connect(&url).await.expect("reopen");
     assert_eq!(revision(&again).await, rev);
     assert!(again.resource("orders").await.expect("get").is_some());
+    again.close().await;
+}
+
+// ------------------------------------------------------- blobs, retention
+
+/// Attributes over this many bytes become blobs in these cases.
+const THRESHOLD: usize = 200;
+
+/// `store` with a fresh blob directory (kept alive by the returned guard).
+fn with_blobs(store: &Store) -> (Store, FsBlobStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = FsBlobStore::new(dir.path().join("blobs"));
+    let store = store
+        .clone()
+        .with_blobs(Arc::new(blobs.clone()), Some(THRESHOLD));
+    (store, blobs, dir)
+}
+
+/// The control plane's seal key, as far as these cases need it.
+struct Sealer {
+    pair: ring::signature::Ed25519KeyPair,
+}
+
+impl Sealer {
+    fn new() -> Self {
+        let pkcs8 =
+            ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                .expect("generate");
+        Self {
+            pair: ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key"),
+        }
+    }
+
+    fn seal(&self, end: &sluice_proto::AuditEvent) -> SessionSealRow {
+        let claim = sluice_audit_chain::SealClaim::for_end(end);
+        SessionSealRow {
+            session_id: claim.session_id.clone(),
+            agent: "edge".to_owned(),
+            event_count: i64::try_from(claim.event_count).unwrap_or(0),
+            head_hash: claim.head_hash.clone(),
+            signature: self.pair.sign(&claim.message()).as_ref().to_vec(),
+            key_id: "seal-1".to_owned(),
+            sealed_at_ms: now_ms(),
+        }
+    }
+
+    async fn verify(&self, store: &Store, session: &str) -> sluice_audit_chain::Report {
+        let public = self.pair.public_key().as_ref().to_vec();
+        let keys = [sluice_audit_chain::SealKey {
+            key_id: "seal-1",
+            public_key: &public,
+        }];
+        verify_stored(store, session, &keys)
+            .await
+            .expect("verify")
+            .expect("the session is known")
+            .0
+    }
+}
+
+/// A really chained session: start, `statements` (each with a result of
+/// `rows` recorded rows), and an end unless `open`.
+fn chained(
+    session: &str,
+    start_ms: i64,
+    statements: usize,
+    rows: usize,
+    open: bool,
+) -> Vec<sluice_proto::AuditEvent> {
+    let mut raw = vec![(
+        "session.start",
+        String::new(),
+        r#"{"protocol":"postgres"}"#.to_owned(),
+    )];
+    for n in 0..statements {
+        let id = format!("{session}-q{n}");
+        raw.push((
+            "statement",
+            format!("SELECT * FROM t{n}"),
+            format!(r#"{{"statement_id":"{id}"}}"#),
+        ));
+        let rows: Vec<_> = (0..rows)
+            .map(|i| json!([i.to_string(), format!("ünï {session} {i}")]))
+            .collect();
+        raw.push((
+            "statement.result",
+            format!("SELECT * FROM t{n}"),
+            // Odd spacing: kept verbatim.
+            format!(
+                r#"{{ "statement_id":"{id}",   "result": {} }}"#,
+                json!({"sets": [{"columns": ["id", "name"], "rows": rows}]})
+            ),
+        ));
+    }
+    if !open {
+        raw.push((
+            "session.end",
+            String::new(),
+            r#"{"statements": 1}"#.to_owned(),
+        ));
+    }
+    let mut chain = sluice_audit_chain::Chain::new();
+    raw.into_iter()
+        .enumerate()
+        .map(|(n, (kind, statement, attributes))| {
+            let n = i64::try_from(n).unwrap_or(0);
+            let mut e = sluice_proto::AuditEvent {
+                id: format!("{session}-{n}"),
+                seq: u64::try_from(n + 1).unwrap_or(0),
+                time_unix_ms: start_ms + n,
+                kind: kind.to_owned(),
+                session_id: session.to_owned(),
+                subject: "alice".to_owned(),
+                groups: vec!["devs".to_owned()],
+                resource: "orders".to_owned(),
+                agent: "edge".to_owned(),
+                decision: "allow".to_owned(),
+                statement,
+                rows: 1,
+                client_addr: "10.0.0.1:5000".to_owned(),
+                attributes_json: attributes,
+                ..Default::default()
+            };
+            chain.link(&mut e);
+            chain.commit(&e);
+            e
+        })
+        .collect()
+}
+
+/// Stores a chained session as ingestion does (sealed if it ended).
+async fn record(store: &Store, sealer: &Sealer, events: &[sluice_proto::AuditEvent]) {
+    let seals: Vec<SessionSealRow> = events
+        .iter()
+        .filter(|e| sluice_audit_chain::ends_session(e))
+        .map(|e| sealer.seal(e))
+        .collect();
+    let stored: Vec<StoredAuditEvent> = events
+        .iter()
+        .cloned()
+        .map(|e| from_proto(e, "edge"))
+        .collect();
+    store
+        .insert_audit_batch("edge", &stored, &seals)
+        .await
+        .expect("insert");
+}
+
+/// Every blob file under `dir`.
+fn blob_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(blob_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn blob_of(blobs: &FsBlobStore, e: &sluice_proto::AuditEvent) -> std::path::PathBuf {
+    blobs.path_of(&BlobId::of(e.attributes_json.as_bytes()))
+}
+
+async fn large_attributes_are_blobs_read_back_verbatim(plain: &Store) {
+    let (store, blobs, _dir) = with_blobs(plain);
+    let sealer = Sealer::new();
+    let events = chained("s1", now_ms() - 10_000, 2, 30, false);
+    record(&store, &sealer, &events).await;
+
+    // The two results are blobs; everything else stays in its row.
+    let back = store.session_events("s1", 100).await.expect("events");
+    let blob_backed: Vec<Option<i64>> = back
+        .iter()
+        .filter(|e| e.attributes_blob.is_some())
+        .map(|e| e.session_seq)
+        .collect();
+    assert_eq!(blob_backed, [Some(2), Some(4)]);
+    for e in [&events[2], &events[4]] {
+        assert!(e.attributes_json.len() > THRESHOLD);
+        assert_eq!(
+            std::fs::read(blob_of(&blobs, e)).expect("blob file"),
+            e.attributes_json.as_bytes()
+        );
+    }
+    assert_eq!(blob_files(blobs.root()).len(), 2);
+
+    // Readers get exactly what the agent hashed: session events ...
+    let protos: Vec<sluice_proto::AuditEvent> = back.iter().map(to_proto).collect();
+    assert_eq!(protos, events);
+    assert!(back.iter().all(|e| e.attributes_unavailable.is_none()));
+    // ... and the filtered listing.
+    let listed = store
+        .audit_events(&AuditFilter {
+            session_id: Some("s1".into()),
+            kind: Some("statement.result".into()),
+            ..filter()
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].attributes_json, events[2].attributes_json);
+    assert_eq!(
+        listed[1].attributes()["result"]["sets"][0]["rows"][29][1],
+        "ünï s1 29"
+    );
+
+    let report = sealer.verify(&store, "s1").await;
+    assert_eq!(
+        report.status,
+        sluice_audit_chain::Status::Verified,
+        "{report:?}"
+    );
+
+    // Redelivery: no new events, still two blobs.
+    assert_eq!(
+        store
+            .insert_audit_events(
+                "edge",
+                &events
+                    .iter()
+                    .cloned()
+                    .map(|e| from_proto(e, "edge"))
+                    .collect::<Vec<_>>()
+            )
+            .await
+            .expect("redeliver"),
+        0
+    );
+    assert_eq!(blob_files(blobs.root()).len(), 2);
+
+    // Without a blob store everything stays inline, and still verifies.
+    let inline = chained("s2", now_ms(), 1, 30, false);
+    record(plain, &sealer, &inline).await;
+    let back = plain.session_events("s2", 100).await.expect("events");
+    assert!(back.iter().all(|e| e.attributes_blob.is_none()));
+    assert_eq!(back.iter().map(to_proto).collect::<Vec<_>>(), inline);
+    assert_eq!(blob_files(blobs.root()).len(), 2);
+    let report = sealer.verify(plain, "s2").await;
+    assert_eq!(
+        report.status,
+        sluice_audit_chain::Status::Verified,
+        "{report:?}"
+    );
+}
+
+async fn a_missing_or_corrupt_blob_makes_its_event_altered(plain: &Store) {
+    let (store, blobs, _dir) = with_blobs(plain);
+    let sealer = Sealer::new();
+    let now = now_ms();
+    let (ok, gone, bad) = (
+        chained("ok", now - 3_000, 2, 30, false),
+        chained("gone", now - 2_000, 2, 30, false),
+        chained("bad", now - 1_000, 2, 30, false),
+    );
+    for s in [&ok, &gone, &bad] {
+        record(&store, &sealer, s).await;
+    }
+    std::fs::remove_file(blob_of(&blobs, &gone[2])).expect("delete the blob");
+    let path = blob_of(&blobs, &bad[4]);
+    let mut bytes = std::fs::read(&path).expect("read");
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x01;
+    std::fs::write(&path, &bytes).expect("corrupt the blob");
+
+    for (session, position, why) in [("gone", 2, "missing"), ("bad", 4, "corrupt")] {
+        let report = sealer.verify(&store, session).await;
+        assert_eq!(
+            report.status,
+            sluice_audit_chain::Status::Failed,
+            "{report:?}"
+        );
+        assert!(
+            matches!(
+                report.problems.as_slice(),
+                [sluice_audit_chain::Problem::Altered { position: p, .. }] if *p == position
+            ),
+            "{session}: {report:?}"
+        );
+        let events = store.session_events(session, 100).await.expect("events");
+        let e = &events[usize::try_from(position).unwrap_or(0)];
+        assert_eq!(e.attributes_json, "");
+        assert!(
+            e.attributes_unavailable
+                .as_deref()
+                .is_some_and(|m| m.contains(why)),
+            "{e:?}"
+        );
+    }
+    let report = sealer.verify(&store, "ok").await;
+    assert_eq!(
+        report.status,
+        sluice_audit_chain::Status::Verified,
+        "{report:?}"
+    );
+    // Without a blob store, blob-backed attributes are unavailable, never
+    // silently empty.
+    let events = plain.session_events("ok", 100).await.expect("events");
+    assert!(events[2].attributes_unavailable.is_some());
+    assert!(events[1].attributes_unavailable.is_none());
+}
+
+async fn retention_by_age_deletes_whole_old_sessions_and_their_blobs(plain: &Store) {
+    let (store, blobs, _dir) = with_blobs(plain);
+    let sealer = Sealer::new();
+    let now = now_ms();
+    let day: i64 = 86_400_000;
+    store
+        .upsert_agent_enrollment("edge", "fp", "0.1.0")
+        .await
+        .expect("enroll");
+    store
+        .agent_attached("edge", now - 200 * day)
+        .await
+        .expect("attach");
+    store
+        .agent_seen("edge", "0.1.0", 1, "peer")
+        .await
+        .expect("seen");
+    let old = chained("old", now - 100 * day, 2, 30, false);
+    let older = chained("older", now - 120 * day, 1, 30, false);
+    let recent = chained("recent", now - 10 * day, 2, 30, false);
+    // Started before the cutoff, last active after it: kept whole.
+    let mut spanning = chained("spanning", now - 95 * day, 1, 30, false);
+    let n = spanning.len();
+    spanning[n - 1].time_unix_ms = now - 80 * day;
+    spanning = rechain(spanning);
+    // Never ended, its agent attached since before it began: live, so kept
+    // however long it has been quiet.
+    let live = chained("live", now - 100 * day, 1, 30, true);
+    // Never ended, and its agent is gone: incomplete, so it goes.
+    let dead = chained("dead", now - 150 * day, 1, 30, true);
+    for s in [&old, &older, &recent, &spanning, &live] {
+        record(&store, &sealer, s).await;
+    }
+    // `dead` was recorded by an agent that has since gone.
+    let dead_stored: Vec<StoredAuditEvent> = dead
+        .iter()
+        .cloned()
+        .map(|e| from_proto(e, "gone"))
+        .collect();
+    store
+        .insert_audit_events("gone", &dead_stored)
+        .await
+        .expect("insert");
+    // A shared blob: a kept event (here one without a session) with the
+    // same content as an event of a deleted session keeps the blob alive.
+    let mut twin = from_proto(old[2].clone(), "edge");
+    twin.id = "twin".into();
+    twin.session_id = String::new();
+    twin.time_ms = now - day;
+    store
+        .insert_audit_events("edge", &[twin])
+        .await
+        .expect("twin");
+    // Events without a session go by age alone.
+    let mut kill_old = event(1, "admin", "orders", "allow", "session.kill", "");
+    kill_old.time_ms = now - 100 * day;
+    let mut kill_new = event(2, "admin", "orders", "allow", "session.kill", "");
+    kill_new.time_ms = now - day;
+    store
+        .insert_audit_events("", &[kill_old, kill_new])
+        .await
+        .expect("kills");
+    let before = blob_files(blobs.root()).len();
+    // One per result: old 2, older 1, recent 2, spanning 1, live 1, dead 1.
+    assert_eq!(before, 8);
+
+    let total = store.recorded_bytes().await.expect("bytes");
+    let policy = RetentionPolicy {
+        max_age: Some(Duration::from_secs(90 * 86_400)),
+        max_bytes: None,
+    };
+    let out = store
+        .enforce_retention(&policy, now)
+        .await
+        .expect("retention");
+    assert_eq!(out.sessions, 3, "{out:?}");
+    // old 6, older 4, dead 3, and the old kill.
+    assert_eq!(out.events, 6 + 4 + 3 + 1, "{out:?}");
+    assert_eq!(out.age_cutoff_ms, Some(now - 90 * day));
+    assert_eq!(out.remaining_bytes, total - out.bytes);
+    assert_eq!(
+        store.recorded_bytes().await.expect("bytes"),
+        out.remaining_bytes
+    );
+    for gone in ["old", "older", "dead"] {
+        assert!(
+            store
+                .session_events(gone, 100)
+                .await
+                .expect("events")
+                .is_empty(),
+            "{gone}"
+        );
+        assert_eq!(store.session_seal(gone).await.expect("seal"), None);
+    }
+    // Their results' blobs went, except old's first (the twin uses it).
+    assert!(blob_of(&blobs, &old[2]).exists());
+    for e in [&old[4], &older[2], &dead[2]] {
+        assert!(!blob_of(&blobs, e).exists());
+    }
+    assert_eq!(out.blobs, 3);
+    assert_eq!(blob_files(blobs.root()).len(), before - 3);
+    let mut kept: Vec<String> = store
+        .sessions(
+            &SessionFilter {
+                limit: 100,
+                ..SessionFilter::default()
+            },
+            now,
+        )
+        .await
+        .expect("sessions")
+        .into_iter()
+        .map(|s| s.session_id)
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["live", "recent", "spanning"]);
+    for s in ["recent", "spanning"] {
+        let report = sealer.verify(&store, s).await;
+        assert_eq!(
+            report.status,
+            sluice_audit_chain::Status::Verified,
+            "{s}: {report:?}"
+        );
+    }
+    let kills = store
+        .audit_events(&AuditFilter {
+            kind: Some("session.kill".into()),
+            ..filter()
+        })
+        .await
+        .expect("kills");
+    assert_eq!(ids(&kills), ["evt-0002"]);
+
+    // Nothing left to delete: a second run removes nothing.
+    let again = store
+        .enforce_retention(&policy, now)
+        .await
+        .expect("retention");
+    assert!(!again.removed_anything(), "{again:?}");
+    // Off removes nothing either.
+    let off = store
+        .enforce_retention(&RetentionPolicy::default(), now + 1000 * day)
+        .await
+        .expect("retention");
+    assert!(!off.removed_anything());
+}
+
+/// Recomputes a session's chain after its events were edited.
+fn rechain(events: Vec<sluice_proto::AuditEvent>) -> Vec<sluice_proto::AuditEvent> {
+    let mut chain = sluice_audit_chain::Chain::new();
+    events
+        .into_iter()
+        .map(|mut e| {
+            chain.link(&mut e);
+            chain.commit(&e);
+            e
+        })
+        .collect()
+}
+
+async fn retention_by_size_deletes_the_oldest_sessions_first(plain: &Store) {
+    let (store, blobs, _dir) = with_blobs(plain);
+    let sealer = Sealer::new();
+    let now = now_ms();
+    let hour: i64 = 3_600_000;
+    // Five ended sessions of the same size, an hour apart, the newest
+    // active a few minutes ago.
+    let sessions: Vec<Vec<sluice_proto::AuditEvent>> = (0..5)
+        .map(|i| {
+            chained(
+                &format!("s{i}"),
+                now - (5 - i) * hour + 50 * 60_000,
+                1,
+                30,
+                false,
+            )
+        })
+        .collect();
+    for s in &sessions {
+        record(&store, &sealer, s).await;
+    }
+    let total = store.recorded_bytes().await.expect("bytes");
+    let per_session = total / 5;
+    assert!(per_session > 30 * 10, "blobs count: {per_session}");
+
+    // Room for three and a half sessions: the two oldest go, whole.
+    let policy = RetentionPolicy {
+        max_age: None,
+        max_bytes: Some(per_session * 7 / 2),
+    };
+    let out = store
+        .enforce_retention(&policy, now)
+        .await
+        .expect("retention");
+    assert_eq!((out.sessions, out.events), (2, 8), "{out:?}");
+    assert!(!out.over_limit, "{out:?}");
+    assert_eq!(out.size_cutoff_ms, Some(sessions[1][3].time_unix_ms));
+    assert!(out.remaining_bytes <= per_session * 7 / 2, "{out:?}");
+    let mut kept: Vec<String> = store
+        .sessions(
+            &SessionFilter {
+                limit: 100,
+                ..SessionFilter::default()
+            },
+            now,
+        )
+        .await
+        .expect("sessions")
+        .into_iter()
+        .map(|s| s.session_id)
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["s2", "s3", "s4"]);
+    assert!(!blob_of(&blobs, &sessions[0][2]).exists());
+    assert!(!blob_of(&blobs, &sessions[1][2]).exists());
+    assert!(blob_of(&blobs, &sessions[2][2]).exists());
+    assert_eq!(out.blobs, 2);
+
+    // A limit below what is left: everything but the session active
+    // within the last hour goes, and the run says it is still over.
+    let out = store
+        .enforce_retention(
+            &RetentionPolicy {
+                max_age: None,
+                max_bytes: Some(1),
+            },
+            now,
+        )
+        .await
+        .expect("retention");
+    assert_eq!(out.sessions, 2, "{out:?}");
+    assert!(out.over_limit);
+    let left = store
+        .sessions(
+            &SessionFilter {
+                limit: 100,
+                ..SessionFilter::default()
+            },
+            now,
+        )
+        .await
+        .expect("sessions");
+    assert_eq!(
+        left.iter()
+            .map(|s| s.session_id.as_str())
+            .collect::<Vec<_>>(),
+        ["s4"]
+    );
+    let report = sealer.verify(&store, "s4").await;
+    assert_eq!(
+        report.status,
+        sluice_audit_chain::Status::Verified,
+        "{report:?}"
+    );
+}
+
+async fn the_size_backfill_matches_the_size_recorded_on_insertion(backend: &Backend) {
+    eprintln!(
+        "--- the_size_backfill_matches_the_size_recorded_on_insertion ({:?})",
+        backend.engine()
+    );
+    let url = backend.fresh_url("backfill");
+    let store = Store::connect(&url).await.expect("open");
+    let mut events: Vec<StoredAuditEvent> = (1..=5)
+        .map(|n| event(n, "ünï", "orders", "allow", "statement", "s1"))
+        .collect();
+    events[0].prev_hash = None;
+    events[1].hash = None;
+    events[2].attributes_json = String::new();
+    store
+        .insert_audit_events("édge", &events)
+        .await
+        .expect("insert");
+    let recorded = store.recorded_bytes().await.expect("bytes");
+    assert!(recorded > 5 * 100, "{recorded}");
+    store.close().await;
+
+    // Run the migration's backfill over the same rows: same sizes.
+    let migration = match backend.engine() {
+        Engine::Sqlite => include_str!("../../migrations/sqlite/0004_blobs_and_retention.sql"),
+        Engine::Postgres => include_str!("../../migrations/postgres/0004_blobs_and_retention.sql"),
+    };
+    let start = migration.find("UPDATE audit_events").expect("the backfill");
+    let update = &migration[start..];
+    let update = &update[..update.find(';').expect("end of statement")];
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.expect("connect");
+    sqlx::query("UPDATE audit_events SET stored_bytes = 0")
+        .execute(&pool)
+        .await
+        .expect("reset");
+    sqlx::query(sqlx::AssertSqlSafe(update.to_owned()))
+        .execute(&pool)
+        .await
+        .expect("backfill");
+    pool.close().await;
+    let again = Store::connect(&url).await.expect("reopen");
+    assert_eq!(again.recorded_bytes().await.expect("bytes"), recorded);
     again.close().await;
 }

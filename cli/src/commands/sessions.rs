@@ -162,7 +162,7 @@ fn describe(s: &Value) -> String {
             millis,
             statement,
         ]);
-        for key in ["reason", "error"] {
+        for key in ["reason", "error", "result_unavailable"] {
             if let Some(text) = t.get(key).and_then(Value::as_str).filter(|v| !v.is_empty()) {
                 notes.push(format!("  #{n} {key}: {}", one_line(text)));
             }
@@ -286,7 +286,8 @@ mod tests {
             "transcript": [
                 {"time": "2026-01-31T12:00:01.000Z", "statement": "SELECT *\n  FROM orders WHERE id = $1",
                  "parameters": ["42"], "decision": "allow", "rule": "read", "outcome": "ok",
-                 "rows": 3, "duration_us": 1500, "reason": "", "error": ""},
+                 "rows": 3, "duration_us": 1500, "reason": "", "error": "", "result": null,
+                 "result_unavailable": "the recorded result is unavailable: blob ab12 is missing"},
                 {"time": "2026-01-31T12:00:02.000Z", "statement": "DROP TABLE orders", "parameters": [],
                  "decision": "deny", "rule": "no-ddl", "outcome": "denied", "rows": null,
                  "duration_us": null, "reason": "DDL is not allowed", "error": ""}
@@ -314,6 +315,12 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("#2 reason: DDL is not allowed"), "{out}");
+        assert!(
+            out.contains(
+                "#1 result_unavailable: the recorded result is unavailable: blob ab12 is missing"
+            ),
+            "{out}"
+        );
     }
 
     #[test]

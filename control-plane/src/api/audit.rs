@@ -50,6 +50,7 @@ pub fn to_json(e: &StoredAuditEvent) -> Value {
         "error": e.error,
         "client_addr": e.client_addr,
         "attributes": e.attributes(),
+        "attributes_unavailable": e.attributes_unavailable,
         "session_seq": e.session_seq,
         "prev_hash": e.prev_hash.as_deref().map(hex::encode),
         "hash": e.hash.as_deref().map(hex::encode),

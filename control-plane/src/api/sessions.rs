@@ -137,6 +137,7 @@ fn entry_json(e: &recording::TranscriptEntry) -> Value {
         "error": e.error,
         "statement_id": e.statement_id,
         "result": e.result,
+        "result_unavailable": e.result_unavailable,
     })
 }
 

@@ -93,6 +93,9 @@ impl Harness {
             config: None,
             public_url: Some("https://sluice.test".to_owned()),
             http_addr: "127.0.0.1:0".parse().expect("address"),
+            blob_dir: None,
+            // Small, so the tests' recorded results become blobs.
+            blob_threshold: crate::config::Limit(Some(256)),
         };
         let cp = ControlPlane::open(&common, Duration::from_secs(3600))
             .await
@@ -1080,6 +1083,29 @@ fn chained_session(
     statements: &[(&str, &str)],
     ended: bool,
 ) -> Vec<sluice_proto::AuditEvent> {
+    recorded_session(id, start_ms, statements, ended, 0)
+}
+
+/// The recorded result of a statement: `rows` rows of two columns, in the
+/// agent's shape, as JSON text with odd spacing (kept verbatim). Distinct
+/// per session, as real ones are (their statement ids are UUIDs).
+fn result_attributes(session: &str, statement_id: &str, rows: usize) -> String {
+    let rows: Vec<Value> = (0..rows)
+        .map(|i| json!([i.to_string(), format!("user{i}@{session}.example.com")]))
+        .collect();
+    let result = json!({"sets": [{"columns": ["id", "email"], "rows": rows}], "truncated": ""});
+    format!(r#"{{ "statement_id":"{statement_id}",  "result": {result} }}"#)
+}
+
+/// [`chained_session`] whose results record `rows` rows each (with the
+/// harness's 256-byte threshold, more than a few rows make a blob).
+fn recorded_session(
+    id: &str,
+    start_ms: i64,
+    statements: &[(&str, &str)],
+    ended: bool,
+    rows: usize,
+) -> Vec<sluice_proto::AuditEvent> {
     let base = sluice_proto::AuditEvent {
         session_id: id.to_owned(),
         subject: "dana".into(),
@@ -1118,7 +1144,11 @@ fn chained_session(
                 statement: (*sql).into(),
                 duration_us: 250,
                 rows: 2,
-                attributes_json: attrs,
+                attributes_json: if rows > 0 {
+                    result_attributes(id, &format!("q{n}"), rows)
+                } else {
+                    attrs
+                },
                 ..base.clone()
             });
         }
@@ -1694,6 +1724,265 @@ async fn audit_export_streams_json_lines() {
         .await;
     check_documented(&openapi(), "GET", "/api/v1/audit/export", &r);
     r.error(StatusCode::BAD_REQUEST, "bad_request");
+}
+
+// ------------------------------------------------------ blobs and retention
+
+impl Harness {
+    fn blob_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data").join("blobs")
+    }
+
+    /// The blob file of the event at `position` in `session`.
+    async fn blob_file(&self, session: &str, position: i64) -> std::path::PathBuf {
+        let row = sqlx::query(
+            "SELECT attributes_blob, attributes_json FROM audit_events WHERE session_id = $1 AND session_seq = $2",
+        )
+        .bind(session)
+        .bind(position)
+        .fetch_one(self.cp.store.pool())
+        .await
+        .expect("event row");
+        use sqlx::Row as _;
+        let address: Option<String> = row.try_get("attributes_blob").expect("column");
+        let inline: String = row.try_get("attributes_json").expect("column");
+        let address = address.expect("the attributes are a blob");
+        assert_eq!(inline, "", "a blob-backed row keeps no inline copy");
+        self.blob_dir().join(&address[..2]).join(&address[2..])
+    }
+}
+
+#[tokio::test]
+async fn large_results_are_stored_as_blobs_and_read_back_verbatim() {
+    let h = Harness::new().await;
+    let doc = openapi();
+    let now = crate::store::now_ms();
+    let events = recorded_session("s-big", now - 10_000, STATEMENTS, true, 40);
+    assert!(events[2].attributes_json.len() > 256);
+    assert_eq!(h.ingest(events.clone()).await, 7);
+
+    // Positions 2 and 5 are the results: blobs, named by the SHA-256 of
+    // the exact text.
+    for (position, event) in [(2, &events[2]), (5, &events[5])] {
+        let file = h.blob_file("s-big", position).await;
+        assert_eq!(
+            std::fs::read(&file).expect("blob file"),
+            event.attributes_json.as_bytes()
+        );
+        let name = format!(
+            "{}{}",
+            file.parent()
+                .and_then(|d| d.file_name())
+                .and_then(|n| n.to_str())
+                .unwrap_or_default(),
+            file.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+        );
+        assert_eq!(
+            name,
+            crate::keys::sha256_hex(event.attributes_json.as_bytes())
+        );
+    }
+    // Small attributes stay in the row.
+    let inline: Vec<_> =
+        h.cp.store
+            .session_events("s-big", 100)
+            .await
+            .expect("events")
+            .into_iter()
+            .filter(|e| e.attributes_blob.is_none())
+            .map(|e| e.session_seq)
+            .collect();
+    assert_eq!(inline, [Some(0), Some(1), Some(3), Some(4), Some(6)]);
+
+    // Every reader gets the verbatim text: the store ...
+    let stored =
+        h.cp.store
+            .session_events("s-big", 100)
+            .await
+            .expect("events");
+    for (s, e) in stored.iter().zip(&events) {
+        assert_eq!(&crate::recording::to_proto(s), e);
+    }
+    // ... verification ...
+    let r = h.verify("s-big").await;
+    assert_eq!(r.json["status"], "verified", "{}", r.text);
+    // ... the transcript ...
+    let r = h.admin("GET", "/api/v1/sessions/s-big", None).await;
+    check_documented(&doc, "GET", "/api/v1/sessions/{id}", &r);
+    let t = &r.json["transcript"];
+    assert_eq!(
+        t[0]["result"]["sets"][0]["rows"][39][1],
+        "user39@s-big.example.com"
+    );
+    assert_eq!(t[0]["result_unavailable"], Value::Null);
+    assert_eq!(t[2]["outcome"], "ok");
+    // ... the listing and the export.
+    let r = h.admin("GET", "/api/v1/audit?session=s-big", None).await;
+    check_documented(&doc, "GET", "/api/v1/audit", &r);
+    assert_eq!(r.json["events"][2]["attributes"]["statement_id"], "q0");
+    assert_eq!(r.json["events"][2]["attributes_unavailable"], Value::Null);
+    let r = h.admin("GET", "/api/v1/audit/export", None).await;
+    let line: Value = serde_json::from_str(r.text.lines().nth(5).expect("line")).expect("json");
+    assert_eq!(line["attributes"]["result"]["sets"][0]["rows"][0][0], "0");
+
+    // Redelivery stores nothing new and keeps one blob per content.
+    assert_eq!(h.ingest(events).await, 0);
+    let files = walk(&h.blob_dir());
+    assert_eq!(files.len(), 2, "{files:?}");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_missing_or_corrupt_blob_fails_verification_and_hides_the_result() {
+    let h = Harness::new().await;
+    let doc = openapi();
+    let now = crate::store::now_ms();
+    for id in ["s-ok", "s-gone", "s-bad", "s-swapped"] {
+        h.ingest(recorded_session(id, now - 10_000, STATEMENTS, true, 40))
+            .await;
+    }
+    std::fs::remove_file(h.blob_file("s-gone", 2).await).expect("delete blob");
+    let bad = h.blob_file("s-bad", 5).await;
+    let mut bytes = std::fs::read(&bad).expect("read");
+    // Same length, one digit changed: still valid JSON, still UTF-8.
+    let at = bytes.iter().position(|b| *b == b'7').expect("a digit 7");
+    bytes[at] = b'8';
+    std::fs::write(&bad, &bytes).expect("corrupt");
+    // A row pointed at another event's (intact) blob.
+    let other = h.blob_file("s-ok", 2).await;
+    let address = format!(
+        "{}{}",
+        other
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|n| n.to_str())
+            .unwrap_or_default(),
+        other
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+    );
+    h.sql(&format!(
+        "UPDATE audit_events SET attributes_blob = '{address}' WHERE session_id = 's-swapped' AND session_seq = 5"
+    ))
+    .await;
+    // A reference that is not an address never reaches the filesystem.
+    h.sql("UPDATE audit_events SET attributes_blob = '../../master.key' WHERE session_id = 's-ok' AND session_seq = 0")
+        .await;
+
+    for (id, position) in [("s-gone", 2), ("s-bad", 5), ("s-swapped", 5), ("s-ok", 0)] {
+        let r = h.verify(id).await;
+        assert_eq!(
+            (r.json["ok"].clone(), r.json["status"].clone()),
+            (json!(false), json!("failed")),
+            "{id}: {}",
+            r.text
+        );
+        assert_eq!(problem_kinds(&r), ["altered"], "{id}: {}", r.text);
+        assert_eq!(r.json["problems"][0]["position"], position, "{id}");
+    }
+
+    // The transcript keeps the statement's outcome and says why its result
+    // is not shown.
+    let r = h.admin("GET", "/api/v1/sessions/s-gone", None).await;
+    check_documented(&doc, "GET", "/api/v1/sessions/{id}", &r);
+    let t = &r.json["transcript"];
+    assert_eq!(t.as_array().map(Vec::len), Some(3), "{}", r.text);
+    assert_eq!(
+        (&t[0]["outcome"], &t[0]["result"]),
+        (&json!("ok"), &Value::Null)
+    );
+    assert!(
+        t[0]["result_unavailable"]
+            .as_str()
+            .is_some_and(|m| m.contains("unavailable") && m.contains("missing")),
+        "{}",
+        r.text
+    );
+    assert_eq!(t[2]["result"]["sets"][0]["rows"][0][0], "0");
+    let r = h.admin("GET", "/api/v1/sessions/s-bad", None).await;
+    assert!(
+        r.json["transcript"][2]["result_unavailable"]
+            .as_str()
+            .is_some_and(|m| m.contains("corrupt")),
+        "{}",
+        r.text
+    );
+    let r = h.admin("GET", "/api/v1/audit?session=s-gone", None).await;
+    check_documented(&doc, "GET", "/api/v1/audit", &r);
+    assert_eq!(r.json["events"][2]["attributes"], json!({}));
+    assert!(r.json["events"][2]["attributes_unavailable"].is_string());
+    // The export carries on past it.
+    let r = h.admin("GET", "/api/v1/audit/export", None).await;
+    assert_eq!(r.text.lines().count(), 28);
+}
+
+#[tokio::test]
+async fn retention_deletes_old_sessions_whole_and_records_it() {
+    let h = Harness::new().await;
+    let doc = openapi();
+    let now = crate::store::now_ms();
+    let day = 86_400_000;
+    h.ingest(recorded_session(
+        "s-old",
+        now - 100 * day,
+        STATEMENTS,
+        true,
+        40,
+    ))
+    .await;
+    h.ingest(recorded_session("s-new", now - day, STATEMENTS, true, 40))
+        .await;
+    let old_blob = h.blob_file("s-old", 2).await;
+    let new_blob = h.blob_file("s-new", 2).await;
+    let policy = crate::store::RetentionPolicy {
+        max_age: Some(Duration::from_secs(90 * 86_400)),
+        max_bytes: None,
+    };
+    let out = crate::retention::run_once(&h.cp, &policy, now)
+        .await
+        .expect("retention");
+    assert_eq!((out.sessions, out.events, out.blobs), (1, 7, 2));
+    assert!(out.bytes > 2 * 40 * 20, "{out:?}");
+    assert!(!old_blob.exists());
+    assert!(new_blob.exists());
+    assert_eq!(h.cp.store.session_seal("s-old").await.expect("seal"), None);
+    let r = h.admin("GET", "/api/v1/sessions/s-old", None).await;
+    r.error(StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(h.verify("s-new").await.json["ok"], true);
+
+    // The run is on record.
+    let r = h.admin("GET", "/api/v1/audit?kind=retention", None).await;
+    check_documented(&doc, "GET", "/api/v1/audit", &r);
+    let events = r.json["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1, "{}", r.text);
+    let a = &events[0]["attributes"];
+    assert_eq!((&a["sessions"], &a["events"]), (&json!(1), &json!(7)));
+    assert_eq!(a["bytes"], json!(out.bytes));
+    assert_eq!(a["cutoff"], json!(super::rfc3339(now - 90 * day)));
+
+    // A run that deletes nothing records nothing.
+    let out = crate::retention::run_once(&h.cp, &policy, now)
+        .await
+        .expect("retention");
+    assert_eq!(out.events, 0);
+    let r = h.admin("GET", "/api/v1/audit?kind=retention", None).await;
+    assert_eq!(r.json["events"].as_array().map(Vec::len), Some(1));
 }
 
 fn approval_request(id: &str, mode: &str, min: u32) -> sluice_proto::ApprovalRequest {

@@ -1,9 +1,16 @@
 //! Audit event ingestion (idempotent by event id), session seals, and
 //! filtered listing.
+//!
+//! Attributes longer than the store's blob threshold are kept in the blob
+//! store, the row holding only their address (`attributes_blob`, with
+//! `attributes_json` empty). This module is the one place that moves them
+//! in and out: every query that returns events puts the verbatim text back
+//! ([`Store::load_attributes`]), so callers never see the difference, except
+//! that a missing or corrupt blob leaves `attributes_unavailable` set.
 
 use sqlx::{Row as _, any::AnyRow};
 
-use super::{Result, SessionSealRow, Store};
+use super::{BlobId, Result, SessionSealRow, Store, StoreError};
 
 /// An audit event as stored; mirrors `sluice.agent.v1.AuditEvent`. Every
 /// field the chain hash covers is kept exactly as the agent sent it, so
@@ -30,8 +37,17 @@ pub struct StoredAuditEvent {
     pub error: String,
     pub client_addr: String,
     /// The attributes' JSON text verbatim (not re-serialized: the chain
-    /// hash covers these exact bytes).
+    /// hash covers these exact bytes), also when it is stored as a blob.
     pub attributes_json: String,
+    /// When the attributes are stored as a blob: its address (hex
+    /// SHA-256 of the text). Set by the store; ignored on insertion.
+    #[serde(default)]
+    pub attributes_blob: Option<String>,
+    /// Why blob-backed attributes could not be read back (the blob is
+    /// missing, corrupt or unreadable); `attributes_json` is empty then and
+    /// the event cannot verify.
+    #[serde(default)]
+    pub attributes_unavailable: Option<String>,
     /// Position in the session's chain; `None` for unchained events.
     pub session_seq: Option<i64>,
     pub prev_hash: Option<Vec<u8>>,
@@ -66,7 +82,40 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
-pub(super) const AUDIT_COLUMNS: &str = "cursor, id, agent, seq, time_ms, kind, session_id, subject, groups_json, resource, decision, rule, statement, parameters_json, duration_us, rows_count, error, client_addr, attributes_json, session_seq, prev_hash, hash";
+pub(super) const AUDIT_COLUMNS: &str = "cursor, id, agent, seq, time_ms, kind, session_id, subject, groups_json, resource, decision, rule, statement, parameters_json, duration_us, rows_count, error, client_addr, attributes_json, attributes_blob, session_seq, prev_hash, hash";
+
+/// Fixed part of an event's recorded size: its integer columns.
+const ROW_OVERHEAD: usize = 7 * 8;
+
+/// What an event occupies, in bytes: its text and hash columns, its
+/// attributes (in the row or in a blob) and [`ROW_OVERHEAD`]. Stored as
+/// `stored_bytes`, which size-based retention adds up; migration 0004
+/// computes the same for events stored before it.
+fn recorded_size(e: &StoredAuditEvent, agent: &str, groups_json: &str, params_json: &str) -> i64 {
+    let total = ROW_OVERHEAD
+        + [
+            e.id.as_str(),
+            agent,
+            &e.kind,
+            &e.session_id,
+            &e.subject,
+            groups_json,
+            &e.resource,
+            &e.decision,
+            &e.rule,
+            &e.statement,
+            params_json,
+            &e.error,
+            &e.client_addr,
+            &e.attributes_json,
+        ]
+        .iter()
+        .map(|s| s.len())
+        .sum::<usize>()
+        + e.prev_hash.as_ref().map_or(0, Vec::len)
+        + e.hash.as_ref().map_or(0, Vec::len);
+    i64::try_from(total).unwrap_or(i64::MAX)
+}
 
 impl StoredAuditEvent {
     pub(super) fn from_row(r: &AnyRow) -> Result<Self> {
@@ -92,6 +141,8 @@ impl StoredAuditEvent {
             error: r.try_get("error")?,
             client_addr: r.try_get("client_addr")?,
             attributes_json: r.try_get("attributes_json")?,
+            attributes_blob: r.try_get("attributes_blob")?,
+            attributes_unavailable: None,
             session_seq: r.try_get("session_seq")?,
             prev_hash: r.try_get("prev_hash")?,
             hash: r.try_get("hash")?,
@@ -123,14 +174,29 @@ impl Store {
         events: &[StoredAuditEvent],
         seals: &[SessionSealRow],
     ) -> Result<u64> {
+        // Blobs first: a row must never point at a blob not yet durable. A
+        // failed transaction leaves blobs behind, which the redelivery of
+        // the batch stores again (same address) and uses.
+        let mut spilled: Vec<Option<BlobId>> = Vec::with_capacity(events.len());
+        for e in events {
+            spilled.push(self.spill(&e.attributes_json).await?);
+        }
         let mut tx = self.pool().begin().await?;
         let mut inserted = 0;
-        for e in events {
+        for (e, blob) in events.iter().zip(&spilled) {
+            let groups_json = serde_json::to_string(&e.groups).unwrap_or_else(|_| "[]".into());
+            let params_json = serde_json::to_string(&e.parameters).unwrap_or_else(|_| "[]".into());
+            let size = recorded_size(e, agent, &groups_json, &params_json);
+            let inline = if blob.is_some() {
+                ""
+            } else {
+                e.attributes_json.as_str()
+            };
             let done = sqlx::query(
                 "INSERT INTO audit_events (id, agent, seq, time_ms, kind, session_id, subject, groups_json, resource,
                    decision, rule, statement, parameters_json, duration_us, rows_count, error, client_addr,
-                   attributes_json, session_seq, prev_hash, hash)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+                   attributes_json, session_seq, prev_hash, hash, attributes_blob, stored_bytes)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(&e.id)
@@ -140,20 +206,22 @@ impl Store {
             .bind(&e.kind)
             .bind(&e.session_id)
             .bind(&e.subject)
-            .bind(serde_json::to_string(&e.groups).unwrap_or_else(|_| "[]".into()))
+            .bind(groups_json)
             .bind(&e.resource)
             .bind(&e.decision)
             .bind(&e.rule)
             .bind(&e.statement)
-            .bind(serde_json::to_string(&e.parameters).unwrap_or_else(|_| "[]".into()))
+            .bind(params_json)
             .bind(e.duration_us)
             .bind(e.rows)
             .bind(&e.error)
             .bind(&e.client_addr)
-            .bind(&e.attributes_json)
+            .bind(inline)
             .bind(e.session_seq)
             .bind(e.prev_hash.clone())
             .bind(e.hash.clone())
+            .bind(blob.as_ref().map(|b| b.as_str().to_owned()))
+            .bind(size)
             .execute(&mut *tx)
             .await?;
             inserted += done.rows_affected();
@@ -247,6 +315,71 @@ impl Store {
             q = q.bind(*i);
         }
         let rows = q.fetch_all(self.pool()).await?;
-        rows.iter().map(StoredAuditEvent::from_row).collect()
+        let mut events = rows
+            .iter()
+            .map(StoredAuditEvent::from_row)
+            .collect::<Result<Vec<_>>>()?;
+        self.load_attributes(&mut events).await;
+        Ok(events)
+    }
+
+    /// Stores `attributes` as a blob if they are over the threshold;
+    /// returns its address.
+    async fn spill(&self, attributes: &str) -> Result<Option<BlobId>> {
+        let Some(blobs) = self.blobs.as_ref() else {
+            return Ok(None);
+        };
+        if attributes.len() <= self.blob_threshold {
+            return Ok(None);
+        }
+        let id = BlobId::of(attributes.as_bytes());
+        blobs.put(&id, attributes.as_bytes()).await?;
+        Ok(Some(id))
+    }
+
+    /// Puts blob-backed attributes back into `attributes_json`, verbatim.
+    /// A blob that is missing, does not match its address (corrupt), is
+    /// not UTF-8 or cannot be read leaves the text empty and says why in
+    /// `attributes_unavailable`: reading never fails because of a blob.
+    pub(super) async fn load_attributes(&self, events: &mut [StoredAuditEvent]) {
+        for e in events {
+            let Some(address) = e.attributes_blob.as_deref() else {
+                continue;
+            };
+            match self.read_blob(address).await {
+                Ok(text) => e.attributes_json = text,
+                Err(why) => {
+                    tracing::warn!(event = %e.id, session = %e.session_id, blob = %address, reason = %why, "recorded attributes unavailable");
+                    e.attributes_json.clear();
+                    e.attributes_unavailable = Some(why);
+                }
+            }
+        }
+    }
+
+    async fn read_blob(&self, address: &str) -> std::result::Result<String, String> {
+        let id = BlobId::parse(address)
+            .ok_or_else(|| format!("the blob reference `{address}` is not a SHA-256 address"))?;
+        let blobs = self
+            .blobs
+            .as_ref()
+            .ok_or_else(|| format!("blob {id} cannot be read: no blob store is configured"))?;
+        let data = match blobs.get(&id).await {
+            Ok(Some(data)) => data,
+            Ok(None) => return Err(format!("blob {id} is missing")),
+            Err(e) => return Err(format!("blob {id} cannot be read: {e}")),
+        };
+        if BlobId::of(&data) != id {
+            return Err(format!(
+                "blob {id} is corrupt (its content does not match its address)"
+            ));
+        }
+        String::from_utf8(data).map_err(|_| format!("blob {id} is corrupt (not UTF-8 text)"))
+    }
+}
+
+impl From<super::BlobError> for StoreError {
+    fn from(e: super::BlobError) -> Self {
+        Self::Blob(e)
     }
 }

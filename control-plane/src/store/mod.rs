@@ -9,10 +9,12 @@
 
 mod approvals;
 mod audit;
+pub mod blobs;
+mod retention;
 mod rows;
 mod sessions;
 
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
     AnyPool, Row as _,
@@ -21,6 +23,8 @@ use sqlx::{
 
 pub use approvals::{ApprovalRow, VoteRow};
 pub use audit::{AuditFilter, StoredAuditEvent};
+pub use blobs::{BlobError, BlobId, BlobStore, FsBlobStore};
+pub use retention::{RetentionOutcome, RetentionPolicy};
 pub use rows::*;
 pub use sessions::{MAX_SESSION_EVENTS, SessionFilter, SessionRow, SessionStatus};
 
@@ -43,6 +47,8 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Blob(BlobError),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -54,6 +60,10 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrati
 pub struct Store {
     pool: AnyPool,
     engine: Engine,
+    /// Where attributes too large for a row go; `None`: always inline.
+    blobs: Option<Arc<dyn BlobStore>>,
+    /// Attributes longer than this many bytes are stored as a blob.
+    blob_threshold: usize,
 }
 
 pub fn now_ms() -> i64 {
@@ -98,7 +108,27 @@ impl Store {
             Engine::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Engine::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Self { pool, engine })
+        Ok(Self {
+            pool,
+            engine,
+            blobs: None,
+            blob_threshold: usize::MAX,
+        })
+    }
+
+    /// Keeps event attributes longer than `threshold` bytes in `blobs`
+    /// instead of the row (`None`: never; existing blob-backed events are
+    /// still read back from `blobs`).
+    #[must_use]
+    pub fn with_blobs(mut self, blobs: Arc<dyn BlobStore>, threshold: Option<usize>) -> Self {
+        self.blobs = Some(blobs);
+        self.blob_threshold = threshold.unwrap_or(usize::MAX);
+        self
+    }
+
+    /// The blob store, if one is configured.
+    pub fn blobs(&self) -> Option<&Arc<dyn BlobStore>> {
+        self.blobs.as_ref()
     }
 
     pub fn engine(&self) -> Engine {

@@ -258,6 +258,11 @@ impl Store {
         .bind(session_id)
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(StoredAuditEvent::from_row).collect()
+        let mut events = rows
+            .iter()
+            .map(StoredAuditEvent::from_row)
+            .collect::<Result<Vec<_>>>()?;
+        self.load_attributes(&mut events).await;
+        Ok(events)
     }
 }
