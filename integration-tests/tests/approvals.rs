@@ -269,7 +269,7 @@ async fn a_pending_request_survives_a_control_plane_restart() {
 }
 
 #[tokio::test]
-async fn the_webhook_gets_the_request_without_any_credential() {
+async fn the_webhook_and_the_event_stream_get_the_request_without_any_credential() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook = format!("http://{}/hooks/approvals", listener.local_addr().unwrap());
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, String)>(4);
@@ -286,14 +286,36 @@ async fn the_webhook_gets_the_request_without_any_credential() {
             });
         }
     });
-    let dp = DataPath::start_full(
+    let mut dp = DataPath::start_full(
         &rules(", mode: retry"),
         Vec::new(),
         vec![("SLUICE_APPROVAL_WEBHOOK_URL".into(), hook)],
     )
     .await;
+    // Live updates: subscribe to the event stream before the request.
+    let admin_token = dp.cp.admin_token();
+    let mut events = reqwest::Client::new()
+        .get(format!("{}/api/v1/approvals/events", dp.cp.url()))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        events.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
     let mut conn = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
     let id = request_id(&delete(&mut conn, 12).await.unwrap_err());
+    let mut streamed = String::new();
+    while !streamed.contains("event: approval.request") || !streamed.contains(&id) {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), events.chunk())
+            .await
+            .expect("an approval event was streamed")
+            .unwrap()
+            .expect("the stream stays open");
+        streamed.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(streamed.contains("DELETE FROM items WHERE id = $1"), "{streamed}");
     let (head, body) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
         .await
         .expect("the webhook was called")
