@@ -315,7 +315,10 @@ async fn the_webhook_and_the_event_stream_get_the_request_without_any_credential
             .expect("the stream stays open");
         streamed.push_str(&String::from_utf8_lossy(&chunk));
     }
-    assert!(streamed.contains("DELETE FROM items WHERE id = $1"), "{streamed}");
+    assert!(
+        streamed.contains("DELETE FROM items WHERE id = $1"),
+        "{streamed}"
+    );
     let (head, body) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
         .await
         .expect("the webhook was called")

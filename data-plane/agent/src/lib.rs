@@ -57,6 +57,8 @@ pub struct Agent {
     cache_written_at: AtomicU64,
     last_signed: Mutex<Option<pb::SignedSnapshot>>,
     pub pg_cancel: postgres::CancelRegistry,
+    /// Target catalogs for masking by column origin.
+    pub pg_catalogs: postgres::CatalogCache,
     /// TLS for client connections (None: plaintext only).
     pub pg_tls: Option<tokio_rustls::TlsAcceptor>,
     subject_connections: Mutex<std::collections::HashMap<String, usize>>,
@@ -116,6 +118,7 @@ impl Agent {
             cache_written_at: AtomicU64::new(0),
             last_signed: Mutex::new(None),
             pg_cancel: postgres::CancelRegistry::default(),
+            pg_catalogs: postgres::CatalogCache::default(),
             pg_tls,
             subject_connections: Mutex::new(std::collections::HashMap::new()),
             sessions: Arc::default(),

@@ -358,6 +358,21 @@ pub fn execute(portal: &str, max_rows: i32) -> Frame {
     Frame::new(b'E', &body)
 }
 
+/// Describe ('D') of a portal.
+pub fn describe_portal(portal: &str) -> Frame {
+    let mut body = BytesMut::new();
+    body.put_u8(b'P');
+    put_cstr(&mut body, portal);
+    Frame::new(b'D', &body)
+}
+
+/// A simple Query ('Q').
+pub fn query(sql: &str) -> Frame {
+    let mut body = BytesMut::new();
+    put_cstr(&mut body, sql);
+    Frame::new(b'Q', &body)
+}
+
 /// Sync ('S').
 pub fn sync() -> Frame {
     Frame::new(b'S', &[])
@@ -487,6 +502,43 @@ pub fn parse_target(body: &[u8]) -> Result<(u8, &str), ProtocolError> {
 pub fn parse_execute(body: &[u8]) -> Result<(&str, i32), ProtocolError> {
     let mut r = Reader::new(body);
     Ok((r.cstr("Execute")?, r.i32("Execute")?))
+}
+
+/// One column of a RowDescription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowColumn<'a> {
+    pub name: &'a str,
+    /// OID of the table the column comes from; 0 when it is not a plain
+    /// column reference.
+    pub table_oid: u32,
+    /// Attribute number in that table (0 for a whole-row reference).
+    pub attnum: i16,
+    pub type_oid: u32,
+    pub format: i16,
+}
+
+/// The columns of a RowDescription ('T').
+pub fn parse_row_columns(body: &[u8]) -> Result<Vec<RowColumn<'_>>, ProtocolError> {
+    let mut r = Reader::new(body);
+    let n = r.i16("RowDescription column count")?;
+    let mut cols = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(body.len() / 19 + 1));
+    for _ in 0..n {
+        let name = r.cstr("column name")?;
+        let table_oid = r.i32("table oid")? as u32;
+        let attnum = r.i16("attribute number")?;
+        let type_oid = r.i32("type oid")? as u32;
+        r.i16("type size")?;
+        r.i32("type modifier")?;
+        let format = r.i16("format")?;
+        cols.push(RowColumn {
+            name,
+            table_oid,
+            attnum,
+            type_oid,
+            format,
+        });
+    }
+    Ok(cols)
 }
 
 /// Column names of a RowDescription ('T').

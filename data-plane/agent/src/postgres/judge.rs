@@ -32,6 +32,8 @@ pub struct Verdict {
     pub approval: Option<Arc<ApprovalNeed>>,
     /// pg_query fingerprints of its statements, `;`-joined.
     pub fingerprint: String,
+    /// Tables its statements read (for masking's strict mode).
+    pub tables_read: Vec<String>,
 }
 
 /// What an approve rule asks for.
@@ -241,6 +243,10 @@ impl Judge {
         let mut rule = String::new();
         let mut prepared = Vec::new();
         let mut approval: Option<Verdict> = None;
+        let tables_read: Vec<String> = statements
+            .iter()
+            .flat_map(|s| s.facts.tables_read.iter().cloned())
+            .collect();
         let fingerprint = statements
             .iter()
             .map(|s| s.fingerprint.as_str())
@@ -282,6 +288,7 @@ impl Judge {
                 prepared,
                 row_limit,
                 fingerprint,
+                tables_read,
                 ..needs
             };
         }
@@ -294,6 +301,7 @@ impl Judge {
             prepared,
             fingerprint,
             approval: None,
+            tables_read,
         }
     }
 

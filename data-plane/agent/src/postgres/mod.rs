@@ -12,8 +12,10 @@
 
 mod cancel;
 mod capture;
+mod catalog;
 mod io;
 mod judge;
+mod mask;
 mod names;
 mod session;
 mod upstream;
@@ -21,6 +23,7 @@ mod upstream;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 pub use cancel::CancelRegistry;
+pub use catalog::CatalogCache;
 
 /// The TLS acceptor for client connections: the configured certificate
 /// files, or else the certificate issued at enrollment (chained to the
@@ -198,6 +201,13 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
                 return refuse(&agent, stream, event, Refusal::new("08006", "upstream_failed", format!("sluice could not open a session on \"{}\": {e}", granted.resource.name))).await;
             }
         };
+        let masker = match session_masker(&agent, &granted).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(resource = %granted.resource.name, error = %e, "cannot prepare masking; refusing the session");
+                return refuse(&agent, stream, event, Refusal::new("58000", "masking_unavailable", format!("sluice cannot apply this session's mask rules on \"{}\": {e}", granted.resource.name))).await;
+            }
+        };
         event.decision = "allow".into();
         // Registered before the start is recorded, so a kill or revocation
         // that follows the start event always finds the session.
@@ -239,6 +249,8 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
             trail,
             ended: registration.ended.clone(),
             cancels,
+            masker,
+            target: granted.resource.clone(),
         };
         let client_reader = FrameReader::new(agent.args.max_message_bytes);
         let (totals, error, mut trail) = session::run(ctx, stream, client_reader, upstream).await;
@@ -264,6 +276,57 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
     }
     .instrument(span)
     .await
+}
+
+/// The session's masker, when mask rules apply to its subject and
+/// resource: with the target's catalog when rules mask by column or strict
+/// table, and a hash key of the resource's own.
+async fn session_masker(
+    agent: &Agent,
+    granted: &Granted,
+) -> Result<Option<mask::Masker>, upstream::UpstreamError> {
+    let Some(active) = agent.snapshot_rx.borrow().clone() else {
+        return Ok(None);
+    };
+    let specs: Vec<sluice_policy::MaskSpec> = active
+        .policy
+        .masks_for(&granted.subject, &granted.resource.name)
+        .into_iter()
+        .cloned()
+        .collect();
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    let catalog = if mask::Masker::needs_catalog(&specs) {
+        Some(
+            agent
+                .pg_catalogs
+                .get(
+                    &granted.resource,
+                    &granted.credential,
+                    UPSTREAM_TIMEOUT,
+                    agent.args.max_message_bytes,
+                )
+                .await?,
+        )
+    } else {
+        None
+    };
+    Ok(Some(mask::Masker::new(
+        specs,
+        mask_key(&granted.resource.name, &granted.credential),
+        catalog,
+    )))
+}
+
+/// The `hash` strategy's key for a resource: derived from the resource's
+/// vault credential, so every agent serving the resource hashes alike and
+/// the key never leaves the agent. (Rotating the credential changes it.)
+fn mask_key(resource: &str, credential: &pb::Credential) -> Vec<u8> {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &credential.secret);
+    ring::hmac::sign(&key, format!("sluice-mask-key\0{resource}").as_bytes())
+        .as_ref()
+        .to_vec()
 }
 
 /// Records a refusal, then tells the client.

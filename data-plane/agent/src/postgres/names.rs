@@ -36,6 +36,8 @@ pub struct Prepared {
     pub approval: Option<Arc<super::judge::Verdict>>,
     /// Parameter type OIDs given at Parse (to render binary parameters).
     pub param_types: Vec<i32>,
+    /// Tables it reads (for masking's strict mode).
+    pub tables_read: Vec<String>,
 }
 
 /// A bound portal: the statement it runs and its parameters (for the audit
@@ -44,6 +46,8 @@ pub struct Prepared {
 pub struct Portal {
     pub statement: Arc<Prepared>,
     pub params: Vec<String>,
+    /// Result format codes the client asked for.
+    pub result_formats: Vec<i16>,
 }
 
 #[derive(Debug, Clone)]
@@ -253,6 +257,7 @@ impl Plan<'_> {
         portal: &str,
         statement: &str,
         params: impl FnOnce(&[i32]) -> Vec<String>,
+        result_formats: Vec<i16>,
     ) -> Result<(), Refusal> {
         let prepared = match self.statement(statement) {
             Some(Statement::Known(p)) => p,
@@ -274,6 +279,7 @@ impl Plan<'_> {
                 Arc::new(Portal {
                     params: params(&prepared.param_types),
                     statement: prepared,
+                    result_formats,
                 }),
             )),
             doomed,
@@ -355,6 +361,7 @@ mod tests {
             changes: Vec::new(),
             approval: None,
             param_types: Vec::new(),
+            tables_read: Vec::new(),
         })
     }
 
@@ -362,7 +369,7 @@ mod tests {
     fn parse_bind(names: &mut Names, name: &str, text: &str, cycle: u64) {
         let mut plan = names.plan();
         plan.parse(name, stmt(text));
-        plan.bind("", name, |_| Vec::new()).unwrap();
+        plan.bind("", name, |_| Vec::new(), Vec::new()).unwrap();
         let ops = plan.into_ops();
         names.apply(ops, cycle);
     }
@@ -390,7 +397,7 @@ mod tests {
         // The target reports an error for cycle 0: no ParseComplete.
         names.cycle_ended(0);
         let mut plan = names.plan();
-        assert!(plan.bind("", "s1", |_| Vec::new()).is_err());
+        assert!(plan.bind("", "s1", |_| Vec::new(), Vec::new()).is_err());
     }
 
     #[test]
@@ -408,7 +415,7 @@ mod tests {
         let ops = plan.into_ops();
         names.apply(ops, 1);
         let mut plan = names.plan();
-        plan.bind("p", "s1", |_| Vec::new()).unwrap();
+        plan.bind("p", "s1", |_| Vec::new(), Vec::new()).unwrap();
         let p = plan.execute("p").unwrap();
         assert_eq!(p.statement.text, "select 1");
     }
@@ -428,15 +435,15 @@ mod tests {
         let ops = plan.into_ops();
         names.apply(ops, 2);
         let mut plan = names.plan();
-        assert!(plan.bind("", "a", |_| Vec::new()).is_err());
-        assert!(plan.bind("", "b", |_| Vec::new()).is_ok());
+        assert!(plan.bind("", "a", |_| Vec::new(), Vec::new()).is_err());
+        assert!(plan.bind("", "b", |_| Vec::new(), Vec::new()).is_ok());
         // After DEALLOCATE a, Parse a with a new text is not doomed.
         plan.parse("a", stmt("select 2"));
-        plan.bind("x", "a", |_| Vec::new()).unwrap();
+        plan.bind("x", "a", |_| Vec::new(), Vec::new()).unwrap();
         assert_eq!(plan.execute("x").unwrap().statement.text, "select 2");
         let mut plan = names.plan();
         plan.sql(&[PreparedChange::DeallocateAll]);
-        assert!(plan.bind("", "b", |_| Vec::new()).is_err());
+        assert!(plan.bind("", "b", |_| Vec::new(), Vec::new()).is_err());
     }
 
     #[test]
@@ -450,7 +457,7 @@ mod tests {
         // Parse s1 would fail on the target (it exists), so the opaque
         // statement stays what s1 means, and it cannot be bound.
         plan.parse("s1", stmt("select 1"));
-        let err = plan.bind("", "s1", |_| Vec::new()).unwrap_err();
+        let err = plan.bind("", "s1", |_| Vec::new(), Vec::new()).unwrap_err();
         assert!(err.contains("SQL PREPARE"), "{err}");
     }
 
@@ -464,7 +471,7 @@ mod tests {
         names.apply(ops, 0);
         assert!(names.parse_complete());
         let mut plan = names.plan();
-        assert!(plan.bind("", "s1", |_| Vec::new()).is_err());
+        assert!(plan.bind("", "s1", |_| Vec::new(), Vec::new()).is_err());
     }
 
     #[test]
@@ -475,7 +482,7 @@ mod tests {
         assert!(names.bind_complete().is_some());
         assert!(!names.parse_complete());
         let mut plan = names.plan();
-        assert!(plan.bind("", "s1", |_| Vec::new()).is_err());
+        assert!(plan.bind("", "s1", |_| Vec::new(), Vec::new()).is_err());
         assert!(plan.execute("").is_err());
     }
 }

@@ -68,6 +68,10 @@ pub struct Context {
     pub ended: watch::Receiver<Option<String>>,
     /// Changes when the client sends a CancelRequest for this session.
     pub cancels: watch::Receiver<u64>,
+    /// Mask rules for this session, if any apply.
+    pub masker: Option<super::mask::Masker>,
+    /// The resource (to re-read its catalog after DDL).
+    pub target: pb::Resource,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -106,6 +110,17 @@ struct Unit {
     error: String,
     /// What the client received, as recorded.
     capture: Capture,
+    strict: Option<sluice_policy::MaskStrategy>,
+    formats: Vec<i16>,
+    /// Masking plan of the current result set.
+    plan: Option<super::mask::Plan>,
+    /// The agent added a Describe for this Execute: its answer is not the
+    /// client's.
+    swallow_description: bool,
+    /// Rows withheld because they could not be masked.
+    unmaskable: u64,
+    /// COPY output withheld (masking cannot vouch for it).
+    copy_withheld: bool,
 }
 
 /// A statement about to be forwarded (an Execute, a Query, a FunctionCall).
@@ -118,6 +133,10 @@ struct PlannedExecute {
     limit: Option<u64>,
     /// The approve rule's verdict, when it may only run once approved.
     approval: Option<Arc<Verdict>>,
+    /// Masking's strict mode for this statement (the strategy).
+    strict: Option<sluice_policy::MaskStrategy>,
+    /// Result format codes (Bind), empty for text.
+    formats: Vec<i16>,
 }
 
 /// A request that passed policy (or is held until approved), ready to be
@@ -186,6 +205,8 @@ struct Relay {
     denial_portal: String,
     /// A statement waiting for approval; the client is not read meanwhile.
     holding: Option<Holding>,
+    /// A DDL statement was sent: re-read the catalog before masking more.
+    catalog_stale: bool,
     held_bytes: usize,
     tx_status: u8,
     batch: Vec<Frame>,
@@ -259,6 +280,7 @@ pub async fn run(
         held: VecDeque::new(),
         substitutes: VecDeque::new(),
         holding: None,
+        catalog_stale: false,
         denial_portal: format!("sluice-denied-{}", uuid::Uuid::new_v4().simple()),
         held_bytes: 0,
         tx_status,
@@ -478,8 +500,10 @@ impl Relay {
         let sql = messages::parse_query(frame.body())
             .map_err(|e| SessionError::Protocol(e.to_string()))?
             .to_owned();
+        self.refresh_catalog().await?;
         let snapshot = self.snapshot();
         let verdict = self.judge.sql(snapshot.as_ref(), &sql);
+        self.note_ddl(&verdict);
         let x = PlannedExecute {
             id: uuid::Uuid::now_v7().to_string(),
             portal: None,
@@ -488,6 +512,12 @@ impl Relay {
             rule: verdict.rule.clone(),
             limit: verdict.row_limit,
             approval: verdict.approval.is_some().then(|| verdict.clone()),
+            strict: self
+                .ctx
+                .masker
+                .as_ref()
+                .and_then(|m| m.strict_for(&verdict.tables_read)),
+            formats: Vec::new(),
         };
         if !verdict.allowed && verdict.approval.is_none() {
             if let Err(e) = self
@@ -577,12 +607,34 @@ impl Relay {
                 executes,
             } => {
                 self.names.apply(ops, self.cycles_sent);
-                for x in executes {
-                    let unit = self.unit(UnitKind::Extended, x);
-                    self.units.push_back(unit);
-                }
+                let masking = self.ctx.masker.is_some();
+                let mut injected = Vec::new();
+                let mut previous: Option<&Frame> = None;
                 for frame in &batch {
+                    if masking && frame.tag == b'E' {
+                        // The agent needs the columns' origins to mask; ask
+                        // for them when the client did not.
+                        let portal = messages::parse_execute(frame.body())
+                            .map(|(p, _)| p.to_owned())
+                            .unwrap_or_default();
+                        let described = previous.is_some_and(|p| {
+                            p.tag == b'D'
+                                && messages::parse_target(p.body())
+                                    .is_ok_and(|(k, n)| k == b'P' && n == portal)
+                        });
+                        if !described {
+                            self.to_server
+                                .extend_from_slice(&messages::describe_portal(&portal).raw);
+                        }
+                        injected.push(!described);
+                    }
                     self.to_server.extend_from_slice(&frame.raw);
+                    previous = Some(frame);
+                }
+                for (i, x) in executes.into_iter().enumerate() {
+                    let mut unit = self.unit(UnitKind::Extended, x);
+                    unit.swallow_description = injected.get(i).copied().unwrap_or(false);
+                    self.units.push_back(unit);
                 }
                 if ends_with_sync {
                     self.cycle_sent();
@@ -874,10 +926,50 @@ impl Relay {
                 rule: verdict.rule.clone(),
                 limit: None,
                 approval: None,
+                strict: None,
+                formats: Vec::new(),
             },
         ));
         self.to_server.extend_from_slice(&frame.raw);
         self.cycle_sent();
+        Ok(())
+    }
+
+    fn note_ddl(&mut self, verdict: &Verdict) {
+        if verdict.kinds.iter().any(|k| is_ddl(k)) {
+            self.catalog_stale = true;
+        }
+    }
+
+    /// After DDL, masking by column origin reads the catalog again (until
+    /// then a table it does not know is masked whole).
+    async fn refresh_catalog(&mut self) -> Result<(), SessionError> {
+        if !self.catalog_stale {
+            return Ok(());
+        }
+        self.catalog_stale = false;
+        let Some(masker) = self.ctx.masker.as_mut() else {
+            return Ok(());
+        };
+        if !masker.uses_catalog() {
+            return Ok(());
+        }
+        let agent = &self.ctx.agent;
+        agent.pg_catalogs.invalidate(&self.ctx.target.name);
+        match agent
+            .pg_catalogs
+            .get(
+                &self.ctx.target,
+                &self.ctx.credential,
+                Duration::from_secs(10),
+                agent.args.max_message_bytes,
+            )
+            .await
+        {
+            Ok(catalog) => masker.set_catalog(catalog),
+            // The old catalog stays: tables it does not know are masked whole.
+            Err(e) => tracing::warn!(error = %e, "cannot re-read the catalog after DDL"),
+        }
         Ok(())
     }
 
@@ -909,6 +1001,12 @@ impl Relay {
             withheld: 0,
             error: String::new(),
             capture: Capture::default(),
+            strict: x.strict,
+            formats: x.formats,
+            plan: None,
+            swallow_description: false,
+            unmaskable: 0,
+            copy_withheld: false,
         }
     }
 
@@ -917,6 +1015,7 @@ impl Relay {
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
         let ends_with_sync = batch.last().is_some_and(|f| f.tag == b'S');
+        self.refresh_catalog().await?;
         let snapshot = self.snapshot();
         // First pass: decisions and what each Execute will run, without
         // touching session state until the whole batch is known to pass.
@@ -939,6 +1038,9 @@ impl Relay {
                         denial = Some((verdict, p.query.to_owned()));
                         break;
                     }
+                    if verdict.kinds.iter().any(|k| is_ddl(k)) {
+                        self.catalog_stale = true;
+                    }
                     plan.parse(
                         p.statement,
                         Arc::new(Prepared {
@@ -948,14 +1050,18 @@ impl Relay {
                             changes: verdict.prepared.clone(),
                             approval: verdict.approval.is_some().then(|| verdict.clone()),
                             param_types: p.param_types.clone(),
+                            tables_read: verdict.tables_read.clone(),
                         }),
                     );
                 }
                 b'B' => {
                     let b = messages::parse_bind(frame.body()).map_err(bad)?;
-                    if let Err(reason) =
-                        plan.bind(b.portal, b.statement, |types| b.params_for_audit(types))
-                    {
+                    if let Err(reason) = plan.bind(
+                        b.portal,
+                        b.statement,
+                        |types| b.params_for_audit(types),
+                        b.result_formats.clone(),
+                    ) {
                         denial = Some((refused(reason), format!("<bind {}>", b.statement)));
                         break;
                     }
@@ -971,6 +1077,12 @@ impl Relay {
                             rule: p.statement.rule.clone(),
                             limit: p.statement.row_limit,
                             approval: p.statement.approval.clone(),
+                            strict: self
+                                .ctx
+                                .masker
+                                .as_ref()
+                                .and_then(|m| m.strict_for(&p.statement.tables_read)),
+                            formats: p.result_formats.clone(),
                         }),
                         Err(reason) => {
                             denial = Some((refused(reason), format!("<execute portal {portal}>")));
@@ -1157,13 +1269,65 @@ impl Relay {
                         u.withheld += 1;
                         return;
                     }
+                    if let Some(masker) = &self.ctx.masker {
+                        match masker.rewrite_row(u.plan.as_ref(), &u.formats, frame.body()) {
+                            Ok(None) => {}
+                            Ok(Some(body)) => {
+                                let masked = Frame::new(b'D', &body);
+                                u.capture.row(
+                                    masked.body(),
+                                    self.record_limits,
+                                    &mut self.record_left,
+                                );
+                                self.to_client.extend_from_slice(&masked.raw);
+                                return;
+                            }
+                            Err(e) => {
+                                tracing::warn!(session = %self.ctx.session_id, error = %e, "withholding a row that cannot be masked");
+                                u.unmaskable += 1;
+                                return;
+                            }
+                        }
+                    }
                     u.capture
                         .row(frame.body(), self.record_limits, &mut self.record_left);
                 }
             }
             b'T' => {
                 if let Some(u) = self.units.front_mut() {
+                    if let Some(masker) = &self.ctx.masker {
+                        u.plan = Some(masker.plan(frame.body(), u.strict));
+                    }
+                    if u.swallow_description {
+                        u.swallow_description = false;
+                        u.capture.columns(frame.body());
+                        return;
+                    }
                     u.capture.columns(frame.body());
+                }
+            }
+            b'n' => {
+                if let Some(u) = self.units.front_mut()
+                    && u.swallow_description
+                {
+                    u.swallow_description = false;
+                    return;
+                }
+            }
+            b'H' => {
+                if self.ctx.masker.is_some()
+                    && let Some(u) = self.units.front_mut()
+                {
+                    u.copy_withheld = true;
+                }
+            }
+            b'd' if self.units.front().is_some_and(|u| u.copy_withheld) => return,
+            b'A' => {
+                if let Some(masker) = &self.ctx.masker
+                    && let Some(masked) = mask_notification(masker, frame.body())
+                {
+                    self.to_client.extend_from_slice(&masked.raw);
+                    return;
                 }
             }
             b'1' if !self.names.parse_complete() => {
@@ -1184,6 +1348,23 @@ impl Relay {
                     self.to_client.extend_from_slice(&frame.raw);
                     return;
                 };
+                for note in [
+                    (u.unmaskable > 0).then(|| format!("sluice: {} rows withheld: they could not be masked", u.unmaskable)),
+                    u.copy_withheld.then(|| "sluice: COPY output withheld: mask rules apply to this session and COPY output cannot be masked; use SELECT".to_owned()),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    let notice = messages::Notice {
+                        severity: "WARNING".into(),
+                        code: "01000".into(),
+                        message: note,
+                        ..Default::default()
+                    };
+                    self.to_client.extend_from_slice(&notice.to_notice().raw);
+                }
+                u.unmaskable = 0;
+                u.copy_withheld = false;
                 let rewritten = if u.withheld > 0 {
                     let shown = u.stmt_rows - u.withheld;
                     let notice = messages::Notice {
@@ -1272,7 +1453,17 @@ impl Relay {
                 }
                 let scrubbed: Vec<(u8, String)> = fields
                     .iter()
-                    .map(|(c, v)| (*c, scrub(v, &self.ctx.credential)))
+                    .map(|(c, v)| {
+                        let v = scrub(v, &self.ctx.credential);
+                        let v = match (&self.ctx.masker, *c) {
+                            // Severity and code are not free text.
+                            (Some(m), c) if !matches!(c, b'S' | b'V' | b'C') => {
+                                m.mask_str(&v).into_owned()
+                            }
+                            _ => v,
+                        };
+                        (*c, v)
+                    })
                     .collect();
                 if frame.tag == b'E' {
                     self.copy_in = false;
@@ -1405,4 +1596,27 @@ impl Relay {
             self.finish_front();
         }
     }
+}
+
+/// A NotificationResponse with its payload masked; `None` when unchanged.
+fn mask_notification(masker: &super::mask::Masker, body: &[u8]) -> Option<Frame> {
+    let (pid, rest) = body.split_at_checked(4)?;
+    let mut parts = rest.splitn(3, |b| *b == 0);
+    let channel = std::str::from_utf8(parts.next()?).ok()?;
+    let payload = std::str::from_utf8(parts.next()?).ok()?;
+    let masked = masker.mask_str(payload);
+    if matches!(masked, std::borrow::Cow::Borrowed(_)) {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(body.len() + 16);
+    out.extend_from_slice(pid);
+    out.extend_from_slice(channel.as_bytes());
+    out.extend_from_slice(&[0]);
+    out.extend_from_slice(masked.as_bytes());
+    out.extend_from_slice(&[0]);
+    Some(Frame::new(b'A', &out))
+}
+
+fn is_ddl(kind: &str) -> bool {
+    matches!(kind, "create" | "alter" | "drop" | "comment")
 }

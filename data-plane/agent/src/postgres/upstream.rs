@@ -287,6 +287,55 @@ async fn authenticate(
     }
 }
 
+impl Upstream {
+    /// Runs one simple query on a session the agent opened for itself (the
+    /// metadata connection); text rows. An error from the target is
+    /// returned as `Protocol` with the target's message.
+    pub async fn simple_query(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+        self.stream
+            .write_all(&messages::query(sql).raw)
+            .await
+            .map_err(io)?;
+        let mut rows = Vec::new();
+        let mut failure = None;
+        loop {
+            let frame = next_frame(&mut self.stream, &mut self.reader).await?;
+            match frame.tag {
+                b'D' => rows.push(
+                    messages::parse_data_row(frame.body())
+                        .map_err(proto)?
+                        .into_iter()
+                        .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
+                        .collect(),
+                ),
+                b'E' => {
+                    let fields = messages::parse_fields(frame.body()).unwrap_or_default();
+                    failure = Some(
+                        fields
+                            .into_iter()
+                            .find(|(c, _)| *c == b'M')
+                            .map(|(_, m)| m)
+                            .unwrap_or_default(),
+                    );
+                }
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        match failure {
+            Some(m) => Err(UpstreamError::Protocol(m)),
+            None => Ok(rows),
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.stream.write_all(&messages::terminate().raw).await;
+    }
+}
+
 async fn next_frame<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     reader: &mut FrameReader,

@@ -1,0 +1,556 @@
+//! Masking of result values, in the agent, row by row.
+//!
+//! A session's mask rules (`mask:` in policy, for its subject and
+//! resource) act in three ways:
+//! - **by column origin**: a result column whose origin (from the
+//!   RowDescription, resolved with the target's catalog) matches a
+//!   `columns` pattern is masked whole with the rule's strategy; a view
+//!   column counts as the base column of the same name it depends on;
+//! - **strict mode**: when a statement reads a `strict_tables` table (or a
+//!   view over one), every column without a known origin (expressions,
+//!   casts, `to_json(row)`, aggregates, whole-row references, view columns
+//!   over the table) is masked too;
+//! - **by value**: the rule's detectors run over every text value of every
+//!   other column, and over notices, errors and notification payloads.
+//!
+//! Binary-format values of a masked column become NULL (a client cannot
+//! decode masked text as an integer); binary values of text types are
+//! masked as text; binary numbers are decoded and become NULL when a
+//! detector matches. Uncertainty masks: a column of a table the catalog
+//! does not know (created after it was read) is masked whole, and rows
+//! that arrive without a description are masked column by column.
+
+use std::{borrow::Cow, sync::Arc};
+
+use bytes::{BufMut as _, BytesMut};
+use sluice_pgwire::messages;
+use sluice_policy::{MaskSpec, MaskStrategy};
+
+use super::catalog::Catalog;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Detectors only.
+    Pass,
+    /// The whole value, with this strategy.
+    Whole(MaskStrategy),
+}
+
+/// What to do with each column of one result set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    cols: Vec<(Action, u32)>,
+}
+
+pub struct Masker {
+    specs: Vec<MaskSpec>,
+    key: Vec<u8>,
+    catalog: Option<Arc<Catalog>>,
+}
+
+/// Type OIDs whose binary form is the text itself.
+fn is_text_type(oid: u32) -> bool {
+    matches!(oid, 25 | 1043 | 1042 | 19 | 705 | 114)
+}
+
+impl Masker {
+    /// `catalog` must be given when any spec masks by column or strict
+    /// table ([`Masker::needs_catalog`]).
+    pub fn new(specs: Vec<MaskSpec>, key: Vec<u8>, catalog: Option<Arc<Catalog>>) -> Self {
+        Self {
+            specs,
+            key,
+            catalog,
+        }
+    }
+
+    pub fn needs_catalog(specs: &[MaskSpec]) -> bool {
+        specs
+            .iter()
+            .any(|s| !s.columns.is_empty() || !s.strict_tables.is_empty())
+    }
+
+    /// Whether this masker resolves column origins (needs the catalog).
+    pub fn uses_catalog(&self) -> bool {
+        self.catalog.is_some()
+    }
+
+    /// Uses a fresh read of the catalog (after DDL).
+    pub fn set_catalog(&mut self, catalog: Arc<Catalog>) {
+        self.catalog = Some(catalog);
+    }
+
+    fn by_origin(&self) -> bool {
+        Self::needs_catalog(&self.specs)
+    }
+
+    fn fallback(&self) -> MaskStrategy {
+        self.specs
+            .iter()
+            .find(|s| !s.columns.is_empty() || !s.strict_tables.is_empty())
+            .map_or(MaskStrategy::Redact, |s| s.strategy)
+    }
+
+    fn column_rule(&self, schema: &str, table: &str, column: &str) -> Option<MaskStrategy> {
+        self.specs
+            .iter()
+            .find(|s| s.masks_column(Some(schema), Some(table), column))
+            .map(|s| s.strategy)
+    }
+
+    fn strict_rule(&self, schema: &str, table: &str) -> Option<MaskStrategy> {
+        let name = format!("{schema}.{table}");
+        self.specs
+            .iter()
+            .find(|s| s.is_strict_table(&name))
+            .map(|s| s.strategy)
+    }
+
+    /// Strict mode for a statement that reads `tables` (as the classifier
+    /// reports them): the strategy of the rule that makes it strict.
+    pub fn strict_for(&self, tables: &[String]) -> Option<MaskStrategy> {
+        for t in tables {
+            if let Some(s) = self.specs.iter().find(|s| s.is_strict_table(t)) {
+                return Some(s.strategy);
+            }
+            // A view over a sensitive table is sensitive.
+            if let Some(catalog) = &self.catalog {
+                for oid in catalog.relations_named(t) {
+                    for (base, _) in catalog.view_sources(oid) {
+                        if let Some((schema, table, _)) = catalog.relation(base)
+                            && let Some(s) = self.strict_rule(schema, table)
+                        {
+                            return Some(s);
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The plan for a RowDescription, under strict mode `strict`.
+    pub fn plan(&self, row_description: &[u8], strict: Option<MaskStrategy>) -> Plan {
+        let Ok(columns) = messages::parse_row_columns(row_description) else {
+            return Plan { cols: Vec::new() };
+        };
+        let cols = columns
+            .iter()
+            .map(|c| {
+                (
+                    self.action(c.table_oid, c.attnum, c.name, strict),
+                    c.type_oid,
+                )
+            })
+            .collect();
+        Plan { cols }
+    }
+
+    fn action(&self, table: u32, attnum: i16, name: &str, strict: Option<MaskStrategy>) -> Action {
+        let unknown = || strict.map_or(Action::Pass, Action::Whole);
+        if table == 0 || !self.by_origin() {
+            return unknown();
+        }
+        let Some(catalog) = &self.catalog else {
+            return Action::Whole(self.fallback());
+        };
+        let Some((schema, relname, is_view)) = catalog.relation(table) else {
+            // A relation newer than the catalog: fail closed.
+            return Action::Whole(self.fallback());
+        };
+        if attnum <= 0 {
+            // Whole-row reference (or a system column): masked when the
+            // relation holds anything masked or is sensitive.
+            if let Some(s) = self.strict_rule(schema, relname) {
+                return Action::Whole(s);
+            }
+            let masked = (1..=1600).find_map(|a| {
+                catalog
+                    .column(table, a)
+                    .and_then(|c| self.column_rule(&c.schema, &c.table, &c.name))
+            });
+            return masked.map_or_else(unknown, Action::Whole);
+        }
+        let column = catalog
+            .column(table, attnum)
+            .map_or(name, |c| c.name.as_str());
+        if let Some(s) = self.column_rule(schema, relname, column) {
+            return Action::Whole(s);
+        }
+        if is_view {
+            for (base, batt) in catalog.view_sources(table) {
+                let Some(bc) = catalog.column(base, batt) else {
+                    continue;
+                };
+                if bc.name.eq_ignore_ascii_case(column)
+                    && let Some(s) = self.column_rule(&bc.schema, &bc.table, &bc.name)
+                {
+                    return Action::Whole(s);
+                }
+                if let Some(s) = self.strict_rule(&bc.schema, &bc.table) {
+                    // A view column over a sensitive table has no origin the
+                    // agent can vouch for.
+                    return Action::Whole(strict.unwrap_or(s));
+                }
+            }
+        }
+        Action::Pass
+    }
+
+    /// Rewrites a DataRow body; `None` when nothing changed. `formats` are
+    /// the result format codes the client asked for (Bind), empty for text.
+    pub fn rewrite_row(
+        &self,
+        plan: Option<&Plan>,
+        formats: &[i16],
+        body: &[u8],
+    ) -> Result<Option<BytesMut>, String> {
+        let values = messages::parse_data_row(body).map_err(|e| e.to_string())?;
+        let mut out: Vec<Option<Cow<'_, [u8]>>> = Vec::with_capacity(values.len());
+        let mut changed = false;
+        for (i, value) in values.into_iter().enumerate() {
+            let binary = match formats.len() {
+                0 => false,
+                1 => formats[0] == 1,
+                _ => formats.get(i).is_some_and(|f| *f == 1),
+            };
+            let (action, type_oid) = match plan.and_then(|p| p.cols.get(i)) {
+                Some(c) => *c,
+                // No description: nothing is known about the column.
+                None if self.by_origin() => (Action::Whole(self.fallback()), 0),
+                None => (Action::Pass, 0),
+            };
+            let new = match value {
+                None => None,
+                Some(v) => self.mask_value(action, binary, type_oid, v),
+            };
+            match new {
+                Some(replacement) => {
+                    changed = true;
+                    out.push(replacement.map(|s| Cow::Owned(s.into_bytes())));
+                }
+                None => out.push(value.map(Cow::Borrowed)),
+            }
+        }
+        if !changed {
+            return Ok(None);
+        }
+        let mut row = BytesMut::with_capacity(body.len() + 32);
+        row.put_i16(i16::try_from(out.len()).map_err(|_| "too many columns".to_owned())?);
+        for v in &out {
+            match v {
+                None => row.put_i32(-1),
+                Some(b) => {
+                    row.put_i32(i32::try_from(b.len()).map_err(|_| "value too large".to_owned())?);
+                    row.put_slice(b);
+                }
+            }
+        }
+        Ok(Some(row))
+    }
+
+    /// `None`: unchanged; `Some(None)`: SQL NULL; `Some(Some(text))`.
+    fn mask_value(
+        &self,
+        action: Action,
+        binary: bool,
+        type_oid: u32,
+        v: &[u8],
+    ) -> Option<Option<String>> {
+        match action {
+            Action::Whole(strategy) => {
+                if binary && !is_text_type(type_oid) {
+                    return Some(None);
+                }
+                let text = String::from_utf8_lossy(v);
+                Some(sluice_policy::mask::apply(strategy, &text, &self.key))
+            }
+            Action::Pass => {
+                if binary && !is_text_type(type_oid) {
+                    // Numbers in binary: decode to run the detectors; a hit
+                    // cannot be re-encoded, so it becomes NULL.
+                    let text = messages::binary_as_text(i32::try_from(type_oid).unwrap_or(0), v);
+                    if text.starts_with("\\x") {
+                        return None;
+                    }
+                    return match self.mask_str(&text) {
+                        Cow::Borrowed(_) => None,
+                        Cow::Owned(_) => Some(None),
+                    };
+                }
+                let text = std::str::from_utf8(v).ok()?;
+                let mut current = Cow::Borrowed(text);
+                for spec in self.specs.iter().filter(|s| !s.detectors.is_empty()) {
+                    match sluice_policy::mask_text(
+                        &spec.detectors,
+                        spec.strategy,
+                        &current,
+                        &self.key,
+                    ) {
+                        None => return Some(None),
+                        Some(Cow::Owned(s)) => current = Cow::Owned(s),
+                        Some(Cow::Borrowed(_)) => {}
+                    }
+                }
+                match current {
+                    Cow::Borrowed(_) => None,
+                    Cow::Owned(s) => Some(Some(s)),
+                }
+            }
+        }
+    }
+
+    /// Runs every detector over free text (notices, errors, payloads); a
+    /// match that would become NULL is redacted instead.
+    pub fn mask_str<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut current = Cow::Borrowed(text);
+        for spec in self.specs.iter().filter(|s| !s.detectors.is_empty()) {
+            let strategy = match spec.strategy {
+                MaskStrategy::Null => MaskStrategy::Redact,
+                s => s,
+            };
+            if let Some(Cow::Owned(s)) =
+                sluice_policy::mask_text(&spec.detectors, strategy, &current, &self.key)
+            {
+                current = Cow::Owned(s);
+            }
+        }
+        current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::postgres::catalog::test_catalog;
+    use sluice_policy::{ColumnPattern, Detector, QualifiedPattern};
+
+    fn spec(
+        columns: &[&str],
+        detectors: &[Detector],
+        strict: &[&str],
+        strategy: MaskStrategy,
+    ) -> MaskSpec {
+        MaskSpec {
+            policy: "p".into(),
+            rule: "r".into(),
+            columns: columns.iter().map(|c| ColumnPattern::parse(c)).collect(),
+            detectors: detectors.to_vec(),
+            strategy,
+            strict_tables: strict.iter().map(|t| QualifiedPattern::parse(t)).collect(),
+        }
+    }
+
+    fn row_description(cols: &[(&str, u32, i16, u32)]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_i16(i16::try_from(cols.len()).unwrap());
+        for (name, table, att, ty) in cols {
+            b.put_slice(name.as_bytes());
+            b.put_u8(0);
+            b.put_u32(*table);
+            b.put_i16(*att);
+            b.put_u32(*ty);
+            b.put_i16(-1);
+            b.put_i32(-1);
+            b.put_i16(0);
+        }
+        b.to_vec()
+    }
+
+    fn data_row(values: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_i16(i16::try_from(values.len()).unwrap());
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.put_i32(i32::try_from(v.len()).unwrap());
+                    b.put_slice(v);
+                }
+                None => b.put_i32(-1),
+            }
+        }
+        b.to_vec()
+    }
+
+    fn values(body: &[u8]) -> Vec<Option<String>> {
+        messages::parse_data_row(body)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
+            .collect()
+    }
+
+    const CUSTOMERS: u32 = 1000;
+    const VIEW: u32 = 2000;
+
+    fn masker(specs: Vec<MaskSpec>) -> Masker {
+        let catalog = test_catalog(
+            &[
+                (CUSTOMERS, 1, "public", "customers", "id", false),
+                (CUSTOMERS, 2, "public", "customers", "name", false),
+                (CUSTOMERS, 3, "public", "customers", "ssn", false),
+                (VIEW, 1, "public", "customer_view", "name", true),
+                (VIEW, 2, "public", "customer_view", "id", true),
+            ],
+            &[(VIEW, CUSTOMERS, 2), (VIEW, CUSTOMERS, 1)],
+        );
+        Masker::new(specs, b"key".to_vec(), Some(Arc::new(catalog)))
+    }
+
+    #[test]
+    fn columns_are_masked_by_origin_whatever_their_alias() {
+        let m = masker(vec![spec(
+            &["public.customers.name"],
+            &[],
+            &[],
+            MaskStrategy::Redact,
+        )]);
+        let plan = m.plan(
+            &row_description(&[("who", CUSTOMERS, 2, 25), ("id", CUSTOMERS, 1, 23)]),
+            None,
+        );
+        let row = m
+            .rewrite_row(
+                Some(&plan),
+                &[],
+                &data_row(&[Some(b"Alice Canary"), Some(b"7")]),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(values(&row), [Some("[REDACTED]".into()), Some("7".into())]);
+    }
+
+    #[test]
+    fn a_view_column_counts_as_the_base_column_it_shows() {
+        let m = masker(vec![spec(
+            &["public.customers.name"],
+            &[],
+            &[],
+            MaskStrategy::Redact,
+        )]);
+        let plan = m.plan(
+            &row_description(&[("name", VIEW, 1, 25), ("id", VIEW, 2, 23)]),
+            None,
+        );
+        let row = m
+            .rewrite_row(
+                Some(&plan),
+                &[],
+                &data_row(&[Some(b"Alice Canary"), Some(b"7")]),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(values(&row), [Some("[REDACTED]".into()), Some("7".into())]);
+    }
+
+    #[test]
+    fn strict_mode_masks_what_has_no_known_origin() {
+        let m = masker(vec![spec(
+            &["*.ssn"],
+            &[],
+            &["public.customers"],
+            MaskStrategy::Redact,
+        )]);
+        assert_eq!(
+            m.strict_for(&["customers".into()]),
+            Some(MaskStrategy::Redact)
+        );
+        assert_eq!(
+            m.strict_for(&["public.customer_view".into()]),
+            Some(MaskStrategy::Redact)
+        );
+        assert_eq!(m.strict_for(&["orders".into()]), None);
+        let strict = m.strict_for(&["customers".into()]);
+        // An expression, a whole-row reference, and a plain safe column.
+        let plan = m.plan(
+            &row_description(&[
+                ("concat", 0, 0, 25),
+                ("c", CUSTOMERS, 0, 2249),
+                ("id", CUSTOMERS, 1, 23),
+            ]),
+            strict,
+        );
+        let row = m
+            .rewrite_row(
+                Some(&plan),
+                &[],
+                &data_row(&[Some(b"Alice/123-45-6789"), Some(b"(1,Alice)"), Some(b"1")]),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            values(&row),
+            [
+                Some("[REDACTED]".into()),
+                Some("[REDACTED]".into()),
+                Some("1".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn detectors_mask_values_in_any_column_and_binary_hits_become_null() {
+        let m = Masker::new(
+            vec![spec(
+                &[],
+                &[Detector::Email, Detector::CreditCard],
+                &[],
+                MaskStrategy::Partial,
+            )],
+            b"k".to_vec(),
+            None,
+        );
+        let plan = m.plan(
+            &row_description(&[("note", 0, 0, 25), ("card", 0, 0, 20)]),
+            None,
+        );
+        let text = m
+            .rewrite_row(
+                Some(&plan),
+                &[],
+                &data_row(&[Some(b"mail ann@example.com"), Some(b"4111111111111111")]),
+            )
+            .unwrap()
+            .unwrap();
+        let v = values(&text);
+        assert!(
+            !v[0].as_deref().unwrap().contains("ann@example.com"),
+            "{v:?}"
+        );
+        assert_eq!(v[1].as_deref(), Some("************1111"));
+        let card = 4_111_111_111_111_111_i64.to_be_bytes();
+        let binary = m
+            .rewrite_row(
+                Some(&plan),
+                &[1],
+                &data_row(&[Some(b"no secrets"), Some(&card)]),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(values(&binary), [Some("no secrets".into()), None]);
+        // An order id that fails Luhn stays.
+        let ok = 4_111_111_111_111_112_i64.to_be_bytes();
+        assert!(
+            m.rewrite_row(Some(&plan), &[1], &data_row(&[None, Some(&ok)]))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn unknown_relations_and_missing_descriptions_fail_closed() {
+        let m = masker(vec![spec(&["*.ssn"], &[], &[], MaskStrategy::Redact)]);
+        let plan = m.plan(&row_description(&[("x", 4242, 1, 25)]), None);
+        let row = m
+            .rewrite_row(Some(&plan), &[], &data_row(&[Some(b"v")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(values(&row), [Some("[REDACTED]".into())]);
+        let row = m
+            .rewrite_row(None, &[], &data_row(&[Some(b"v")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(values(&row), [Some("[REDACTED]".into())]);
+        assert!(m.rewrite_row(None, &[], b"\x00\x01\xff").is_err());
+    }
+}

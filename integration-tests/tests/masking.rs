@@ -1,0 +1,173 @@
+//! Masking of results, end to end: a table seeded with unique canary
+//! values, read through the agent in every shape that could carry them
+//! (aliases, joins, CTEs, subqueries, RETURNING, a view, casts,
+//! concatenation, JSON, aggregates, whole-row references, cursors, COPY,
+//! binary results through a Rust driver, notices, error messages). No
+//! canary may appear in anything the client received, in any form the test
+//! can check, nor in the audit store; non-sensitive columns come back
+//! unchanged.
+
+use std::time::Duration;
+
+use sluice_integration_tests::{datapath::DataPath, eventually};
+use sqlx::{Connection as _, Row as _};
+
+const NAME: &str = "Zebulon Quixotica";
+const EMAIL: &str = "zq.canary@example.org";
+const CARD: &str = "4539 1488 0343 6467";
+const CARD_NUMBER: i64 = 4_539_148_803_436_467;
+const SSN: &str = "219-09-9999";
+const IBAN: &str = "GB82WEST12345698765432";
+const PHONE: &str = "+14155552671";
+const PLAN: &str = "gold-plan-visible";
+
+const RULES: &str = r#"
+      - mask: { columns: ["public.customers.name", "public.customers.ssn"], detectors: [email, credit_card, ssn, iban, phone], as: redact, strict_tables: ["public.customers"] }
+        name: pii
+      - allow: { sql: { statements: [read, insert, update, transaction, session, copy] } }
+        name: work
+"#;
+
+/// Every form of every canary the test looks for.
+fn canaries() -> Vec<String> {
+    let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+    let mut all = vec![
+        NAME.to_lowercase(),
+        "quixotica".into(),
+        EMAIL.to_lowercase(),
+        IBAN.to_lowercase(),
+        SSN.into(),
+    ];
+    for s in [CARD, SSN, PHONE, IBAN] {
+        all.push(digits(s));
+    }
+    all.push(CARD_NUMBER.to_string());
+    all
+}
+
+/// Panics if any canary is in `text` (raw, lower-cased, or digits only).
+fn assert_clean(what: &str, text: &str) {
+    let lower = text.to_lowercase();
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+    for c in canaries() {
+        let numeric = c.chars().all(|ch| ch.is_ascii_digit());
+        let found = lower.contains(&c) || (numeric && digits.contains(&c));
+        assert!(!found, "{what}: canary `{c}` leaked:\n{text}");
+    }
+}
+
+async fn seeded() -> DataPath {
+    let dp = DataPath::start_with(RULES, Vec::new()).await;
+    dp.pg.psql(
+        "app",
+        &format!(
+            "SET ROLE app;
+             CREATE TABLE customers (id int PRIMARY KEY, name text, email text, card text, card_number bigint, ssn text, iban text, phone text, plan text);
+             INSERT INTO customers VALUES (1, '{NAME}', '{EMAIL}', '{CARD}', {CARD_NUMBER}, '{SSN}', '{IBAN}', '{PHONE}', '{PLAN}');
+             CREATE TABLE orders (id int PRIMARY KEY, customer_id int, total int);
+             INSERT INTO orders VALUES (10, 1, 4242);
+             CREATE VIEW customer_view AS SELECT id, name, email, plan FROM customers;
+             CREATE FUNCTION shout() RETURNS int LANGUAGE plpgsql AS $$
+               BEGIN RAISE NOTICE 'contact %, card %, ssn %', (SELECT email FROM customers LIMIT 1), (SELECT card FROM customers LIMIT 1), (SELECT ssn FROM customers LIMIT 1); RETURN 1; END $$;"
+        ),
+    );
+    dp
+}
+
+#[tokio::test]
+async fn no_canary_reaches_the_client_or_the_audit_store_in_any_query_shape() {
+    let dp = seeded().await;
+    let shapes = [
+        "SELECT * FROM customers",
+        "SELECT name AS n, email AS e, ssn AS s, plan FROM customers c",
+        "SELECT c.name, c.ssn, o.total, c.plan FROM customers c JOIN orders o ON o.customer_id = c.id",
+        "WITH x AS (SELECT * FROM customers) SELECT * FROM x",
+        "SELECT * FROM (SELECT name, ssn, plan FROM customers) s",
+        "UPDATE customers SET plan = plan RETURNING *",
+        "SELECT * FROM customer_view",
+        "SELECT name::text, ssn::varchar, card_number::text, plan FROM customers",
+        "SELECT name || ' / ' || ssn || ' / ' || email, plan FROM customers",
+        "SELECT to_json(c) FROM customers c",
+        "SELECT row_to_json(c) FROM customers c",
+        "SELECT json_agg(c) FROM customers c",
+        "SELECT string_agg(name, ','), string_agg(ssn, ',') FROM customers",
+        "SELECT c FROM customers c",
+        "SELECT upper(name), lower(email) FROM customers",
+        "SELECT shout()",
+        "SELECT ssn::int FROM customers",
+        "SELECT email::int FROM customers",
+        "SELECT card_number FROM customers",
+        "COPY customers TO STDOUT",
+        "COPY customers TO STDOUT WITH (FORMAT csv)",
+        "COPY (SELECT * FROM customers) TO STDOUT WITH (FORMAT binary)",
+    ];
+    for sql in shapes {
+        let (_, out, err) = dp.psql(sql);
+        assert_clean(sql, &format!("{out}\n{err}"));
+    }
+    // A cursor, fetched in two steps.
+    let (ok, out, err) = dp.psql(
+        "BEGIN; DECLARE cur CURSOR FOR SELECT * FROM customers; FETCH 1 FROM cur; FETCH ALL FROM cur; COMMIT",
+    );
+    assert!(ok, "{err}");
+    assert_clean("cursor", &format!("{out}\n{err}"));
+
+    // What is not sensitive comes back unchanged.
+    let (ok, out, err) = dp.psql("SELECT id, plan FROM customers");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("1|{PLAN}"));
+    // Outside the sensitive table, expressions are not strict.
+    let (ok, out, _) = dp.psql("SELECT total, total * 2 FROM orders");
+    assert!(ok && out.trim() == "4242|8484", "{out}");
+    // In strict mode an expression over the sensitive table is masked.
+    let (_, out, _) = dp.psql("SELECT card_number % 7 FROM customers");
+    assert_eq!(out.trim(), "[REDACTED]");
+    // Masked values read as masked, not as empty.
+    let (_, out, _) = dp.psql("SELECT name, email FROM customers");
+    assert!(out.contains("[REDACTED]"), "{out}");
+
+    // The target still has the real values: masking is on the way out only.
+    assert_eq!(dp.target("SELECT name FROM customers"), NAME);
+
+    let mut cp = dp.cp;
+    let api = cp.api();
+    let audit = eventually(Duration::from_secs(20), "the sessions' records", || async {
+        let v = api.get_ok("/api/v1/audit?subject=alice&limit=1000").await;
+        let events = v["events"].as_array().cloned().unwrap_or_default();
+        let ends = events.iter().filter(|e| e["kind"] == "session.end").count();
+        (ends >= 24).then_some(events)
+    })
+    .await;
+    let text = serde_json::to_string(&audit).unwrap();
+    assert!(text.contains(PLAN), "results are recorded");
+    assert_clean("the audit store", &text);
+}
+
+#[tokio::test]
+async fn binary_results_through_a_rust_driver_are_masked_too() {
+    let dp = seeded().await;
+    let mut conn = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+    // sqlx asks for binary results and never sends Describe for a portal:
+    // the agent describes it itself to know the columns' origins.
+    for _ in 0..2 {
+        let row = sqlx::query(
+            "SELECT id, name, email, card_number, ssn, plan FROM customers WHERE id = $1",
+        )
+        .bind(1_i32)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        let id: i32 = row.get("id");
+        let name: Option<String> = row.get("name");
+        let email: Option<String> = row.get("email");
+        let card: Option<i64> = row.get("card_number");
+        let ssn: Option<String> = row.get("ssn");
+        let plan: String = row.get("plan");
+        assert_eq!(id, 1);
+        assert_eq!(plan, PLAN);
+        let seen = format!("{name:?} {email:?} {card:?} {ssn:?}");
+        assert_clean("sqlx binary row", &seen);
+        assert_eq!(card, None, "a card number in a binary bigint becomes NULL");
+        assert_eq!(name.as_deref(), Some("[REDACTED]"));
+    }
+}
