@@ -292,3 +292,43 @@ async fn a_session_while_the_control_plane_is_down_arrives_whole_and_verifies() 
     let (ok, report) = verify(&cli, &id);
     assert!(ok, "{report}");
 }
+
+#[tokio::test]
+async fn a_transcript_shows_each_outcome_with_masked_values_only() {
+    let rules = format!(
+        "{DEFAULT_RULES}      - mask: {{ columns: [\"public.items.name\"], as: redact }}\n        name: hide-names\n"
+    );
+    let DataPath {
+        pg: _pg,
+        mut cp,
+        agent,
+        token,
+    } = DataPath::start_with(&rules, Vec::new()).await;
+    let (out, err) = psql_script(
+        agent.pg_port,
+        &token,
+        "SELECT id, name FROM items WHERE id <= 2 ORDER BY id;\nDROP TABLE items;\nSELECT count(*) FROM items;\n",
+    );
+    assert!(out.contains("1|[REDACTED]"), "{out}\n{err}");
+    let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
+    let id = wait_sessions(&cli, "alice", "ended", 1).await.remove(0);
+    let show = cli.run(&["sessions", "show", &id, "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    let transcript = v["transcript"].as_array().unwrap();
+    let outcomes: Vec<&str> = transcript
+        .iter()
+        .map(|t| t["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["ok", "denied", "ok"], "{}", show.stdout);
+    assert_eq!(
+        transcript[0]["result"]["sets"][0]["rows"],
+        serde_json::json!([["1", "[REDACTED]"], ["2", "[REDACTED]"]])
+    );
+    assert!(
+        !show.stdout.contains("item 1") && !show.stdout.contains("item 2"),
+        "an unmasked value is in the record: {}",
+        show.stdout
+    );
+    let (ok, report) = verify(&cli, &id);
+    assert!(ok, "{report}");
+}

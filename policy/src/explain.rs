@@ -40,11 +40,82 @@ impl CompiledPolicy {
             .connect_traced(subject, resource, &mut trace)
             .map(str::to_owned);
         let decision = facts.map(|f| self.decide_traced(subject, resource, f, &mut trace));
+        if connect_policy.is_some() {
+            self.explain_masks(subject, resource, facts, &mut trace);
+        }
         Explanation {
             connect: connect_policy.is_some(),
             connect_policy,
             decision,
             trace,
+        }
+    }
+}
+
+impl CompiledPolicy {
+    /// Which result columns and values the session's mask rules rewrite,
+    /// and whether the statement runs in strict mode.
+    fn explain_masks(
+        &self,
+        subject: &Subject,
+        resource: &str,
+        facts: Option<&StatementFacts>,
+        trace: &mut Vec<String>,
+    ) {
+        let specs = self.masks_for(subject, resource);
+        if specs.is_empty() {
+            trace.push("masking: no mask rule applies; results are returned as they are".into());
+            return;
+        }
+        for spec in specs {
+            let strategy = format!("{:?}", spec.strategy).to_lowercase();
+            let who = format!("{}/{}", spec.policy, spec.rule);
+            if !spec.columns.is_empty() {
+                let cols: Vec<String> = spec.columns.iter().map(ToString::to_string).collect();
+                trace.push(format!(
+                    "masking {who}: result columns whose origin (also through aliases, joins, subqueries, CTEs, RETURNING and views) is {} are masked as {strategy}",
+                    cols.join(", ")
+                ));
+            }
+            if !spec.detectors.is_empty() {
+                let names: Vec<String> = spec
+                    .detectors
+                    .iter()
+                    .map(|d| format!("{d:?}").to_lowercase())
+                    .collect();
+                trace.push(format!(
+                    "masking {who}: values found by {} in any text value, notice or error are masked as {strategy}",
+                    names.join(", ")
+                ));
+            }
+            if !spec.strict_tables.is_empty() {
+                let tables: Vec<String> =
+                    spec.strict_tables.iter().map(ToString::to_string).collect();
+                let reads: Vec<&String> = facts
+                    .map(|f| {
+                        f.tables_read
+                            .iter()
+                            .filter(|t| spec.is_strict_table(t))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if reads.is_empty() {
+                    trace.push(format!(
+                        "masking {who}: statements reading {} run in strict mode{}",
+                        tables.join(", "),
+                        if facts.is_some() {
+                            " (this one does not)"
+                        } else {
+                            ""
+                        }
+                    ));
+                } else {
+                    trace.push(format!(
+                        "masking {who}: this statement reads {} (sensitive): every result column without a known, unmasked origin (expressions, casts, aggregates, to_json, whole-row references) is masked as {strategy}",
+                        reads.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
         }
     }
 }
@@ -128,6 +199,52 @@ policies:
             "{trace}"
         );
         assert!(trace.contains("decision: deny: no rule of policies `readers`, `guard` allows `delete` (default deny)"), "{trace}");
+    }
+
+    #[test]
+    fn explains_which_columns_and_values_are_masked() {
+        let doc = parse_document(
+            r#"
+resources:
+  - { name: crm, kind: postgres, agent: eu, address: "db:5432", database: crm }
+policies:
+  - name: support
+    subjects: { groups: [support] }
+    resources: { names: [crm] }
+    rules:
+      - allow: { sql: { statements: [read] } }
+      - mask: { columns: ["public.customers.ssn"], detectors: [email], as: partial, strict_tables: ["public.customers"] }
+        name: pii
+"#,
+        )
+        .expect("valid");
+        let policy = compile_all(&doc, &doc.resources);
+        let subject = Subject::user("sam", ["support"]);
+        let facts = StatementFacts {
+            tables_read: vec!["public.customers".into()],
+            ..StatementFacts::of_kinds([SqlKind::Select])
+        };
+        let trace = policy
+            .explain(&subject, "crm", Some(&facts))
+            .trace
+            .join("\n");
+        for needle in [
+            "masking support/pii: result columns whose origin",
+            "public.customers.ssn are masked as partial",
+            "values found by email in any text value",
+            "this statement reads public.customers (sensitive): every result column without a known, unmasked origin",
+        ] {
+            assert!(trace.contains(needle), "missing {needle:?} in\n{trace}");
+        }
+        let other = StatementFacts::of_kinds([SqlKind::Select]);
+        let trace = policy
+            .explain(&subject, "crm", Some(&other))
+            .trace
+            .join("\n");
+        assert!(
+            trace.contains("run in strict mode (this one does not)"),
+            "{trace}"
+        );
     }
 
     #[test]

@@ -44,8 +44,9 @@ impl Match {
 
 /// Finds the sensitive values in `text`, left to right, without overlaps.
 ///
-/// When matches of different detectors overlap, the longer one is kept; on
-/// equal length, the one whose detector comes first in `detectors`. Returns an
+/// When matches of different detectors overlap, they are merged into one
+/// match covering both (so nothing either found stays visible), attributed
+/// to the longer one; on equal length, to the detector listed first. Returns an
 /// empty vector (no allocation) when nothing matched.
 pub fn find(detectors: &[Detector], text: &str) -> Vec<Match> {
     // (rank in `detectors`, match): a detector's own matches never overlap.
@@ -74,20 +75,26 @@ pub fn find(detectors: &[Detector], text: &str) -> Vec<Match> {
     resolve_overlaps(found)
 }
 
-/// Keeps the longest matches first (then the earliest detector, then the
-/// leftmost), dropping whatever overlaps an already kept match.
+/// Merges overlapping matches into one span covering all of them, so no
+/// byte any detector matched stays visible; a merged span is attributed to
+/// its longest part (then the detector listed first).
 fn resolve_overlaps(mut found: Vec<(usize, Match)>) -> Vec<Match> {
-    found.sort_by_key(|&(rank, m)| (std::cmp::Reverse(m.end - m.start), rank, m.start));
-    let mut kept: Vec<Match> = Vec::with_capacity(found.len());
-    for (_, m) in found {
-        let at = kept.partition_point(|k| k.start < m.start);
-        let clear_before = at == 0 || kept.get(at - 1).is_none_or(|k| k.end <= m.start);
-        let clear_after = kept.get(at).is_none_or(|k| m.end <= k.start);
-        if clear_before && clear_after {
-            kept.insert(at, m);
+    found.sort_by_key(|&(rank, m)| (m.start, std::cmp::Reverse(m.end), rank));
+    // (rank of the attributed part, its length, the merged span)
+    let mut merged: Vec<(usize, usize, Match)> = Vec::with_capacity(found.len());
+    for (rank, m) in found {
+        let len = m.end - m.start;
+        match merged.last_mut() {
+            Some((best_rank, best_len, span)) if m.start < span.end => {
+                if len > *best_len || (len == *best_len && rank < *best_rank) {
+                    (*best_rank, *best_len, span.detector) = (rank, len, m.detector);
+                }
+                span.end = span.end.max(m.end);
+            }
+            _ => merged.push((rank, len, m)),
         }
     }
-    kept
+    merged.into_iter().map(|(_, _, m)| m).collect()
 }
 
 /// Scanners only cut at ASCII bytes; this keeps that promise even if one

@@ -447,7 +447,7 @@ fn several_different_matches_in_order() {
 }
 
 #[test]
-fn overlaps_keep_the_longer_then_the_earlier_detector() {
+fn overlaps_merge_and_name_the_longer_then_the_earlier_detector() {
     // A 9-digit SSN inside an E.164 number: the longer phone wins.
     let text = "+1 078051120 55";
     let found = find(&[Detector::Ssn, Detector::Phone], text);
@@ -465,7 +465,8 @@ fn overlaps_keep_the_longer_then_the_earlier_detector() {
     };
     assert_eq!(kinds(&[Detector::Phone, Detector::Ssn]), [Detector::Ssn]);
 
-    // The resolver: longest first, then the detector listed first.
+    // The resolver merges overlapping spans; the longest part (then the
+    // detector listed first) names the result.
     let a = Match {
         start: 0,
         end: 5,
@@ -486,9 +487,15 @@ fn overlaps_keep_the_longer_then_the_earlier_detector() {
         end: 10,
         detector: Detector::Iban,
     };
+    let merged = Match {
+        start: 0,
+        end: 9,
+        detector: Detector::Email,
+    };
     assert_eq!(
         resolve_overlaps(vec![(1, a), (0, b), (2, c), (3, d)]),
-        [c, d]
+        [merged, d],
+        "the part of `a` before `c` is covered too"
     );
     assert_eq!(resolve_overlaps(vec![(1, a), (0, b), (3, d)]), [b, d]);
     assert_eq!(resolve_overlaps(vec![(0, a), (1, b), (3, d)]), [a, d]);
