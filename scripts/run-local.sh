@@ -135,15 +135,20 @@ cat <<MSG
    PGPASSWORD=$dev_token \\
      psql "host=127.0.0.1 port=${AGENT_PG#*:} dbname=demo user=dev sslmode=require"
 
-   demo=> SELECT name, email FROM customers LIMIT 3;     -- allowed
+   demo=> SELECT name, email, card_number FROM customers LIMIT 3;  -- allowed; email and card masked
    demo=> DROP TABLE customers;                          -- blocked by policy (42501)
-   demo=> SELECT 1; DELETE FROM customers;               -- blocked: every statement is judged
+   demo=> SELECT 1; DROP TABLE orders;                   -- blocked: every statement is judged
+   demo=> UPDATE customers SET phone = NULL WHERE id = 5; -- waits for a DBA's approval
 
- The audit trail (every session and statement, allowed or not):
+ Approve it as a DBA (anyone in group dba but the requester):
+   DBA=\$($BIN/sluice token issue --subject dba@example.com --group dba)
+   SLUICE_TOKEN=\$DBA $BIN/sluice approvals list --status pending
+   SLUICE_TOKEN=\$DBA $BIN/sluice approvals approve <id>
+
+ The audit trail and the session records (transcripts, tamper-evident):
    $BIN/sluice audit tail --follow
-
- (Masking of result columns, approvals and session recording are not in this
-  build yet: the mask rules in examples/demo-policy.yaml are not enforced.)
+   $BIN/sluice sessions list
+   $BIN/sluice sessions show <id>      $BIN/sluice audit verify <id>
 
  Ctrl-C stops everything.
 ================================================================================
