@@ -55,6 +55,8 @@ printf 'host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sh
 PSQL=(psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres)
 "${PSQL[@]}" -d postgres -c "CREATE ROLE app LOGIN PASSWORD 'bench-secret-pw'" -c "CREATE DATABASE bench"
 pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench >/dev/null 2>&1
+# Masking: a 1,000-row, 5-column result, two of its columns masked.
+"${PSQL[@]}" -d bench -c "CREATE TABLE mask_bench AS SELECT g AS id, 'Customer Number ' || g AS name, 'customer' || g || '@example.com' AS email, 'order ' || g || ' shipped to the north warehouse, priority normal' AS note, (g * 7)::numeric(12,2) AS amount FROM generate_series(1, 1000) g"
 "${PSQL[@]}" -d bench -c "GRANT SELECT ON ALL TABLES IN SCHEMA public TO app"
 
 echo "starting the control plane and agent..."
@@ -73,12 +75,24 @@ resources:
     address: 127.0.0.1:$PG_PORT
     database: bench
     credential: bench-db
+  - name: bench-masked
+    kind: postgres
+    agent: bench
+    address: 127.0.0.1:$PG_PORT
+    database: bench
+    credential: bench-db
 policies:
   - name: bench
     subjects: { groups: [bench] }
     resources: { names: [bench] }
     rules:
       - deny: { sql: { statements: [ddl, dcl, dynamic, write] } }
+      - allow: { sql: { statements: [read, transaction, session] } }
+  - name: bench-masked
+    subjects: { groups: [bench] }
+    resources: { names: [bench-masked] }
+    rules:
+      - mask: { columns: ["public.mask_bench.name", "public.mask_bench.email"], detectors: [email, credit_card, ssn], as: redact }
       - allow: { sql: { statements: [read, transaction, session] } }
 POLICY
 "$BIN/sluice" policy apply "$work/policy.yaml" >/dev/null
@@ -154,6 +168,26 @@ for mode in simple prepared; do
     done
 done
 
+echo "masking: throughput on one core, and added latency for a 1,000-row result..."
+MASK_MBPS=$("$BIN/sluice-agent" bench-masking --rows 1000 --seconds 3 | awk '{print $1}')
+echo "SELECT * FROM mask_bench;" > "$work/mask.sql"
+masking="$work/masking.csv"
+echo "target,median_us,tps" > "$masking"
+mask_run() { # target port user password database
+    local logp="$work/log-mask-$1" out median tps
+    out=$(cd "$work" && PGPASSWORD="$4" PGSSLMODE=disable pgbench -n -f "$work/mask.sql" -c 1 -T "$SECS" -l --log-prefix "$logp" -h 127.0.0.1 -p "$2" -U "$3" "$5" 2>&1) || { echo "$out" >&2; echo "error: pgbench (masking) against $1 failed" >&2; exit 1; }
+    tps=$(echo "$out" | awk -F'= ' '/^tps/ {split($2,a," "); print a[1]; exit}')
+    median=$(cat "$logp".* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    rm -f "$logp".*
+    echo "$1,$median,$tps" >> "$masking"
+    printf '  %-14s median %8s us  %8s tps\n' "$1" "$median" "$tps"
+}
+for _ in 1 2; do
+    mask_run direct "$PG_PORT" postgres "" bench
+    mask_run sluice "$AGENT_PORT" bench "$TOKEN" bench
+    mask_run sluice-masked "$AGENT_PORT" bench "$TOKEN" bench-masked
+done
+
 RSS_AFTER_RUNS=$(rss_kb "$AGENT_PID")
-BENCH_NOTES_FILE=bench/notes.md python3 bench/report.py "$results" "$OUT" "$RSS_IDLE" "$RSS_AFTER_RUNS" "$RSS_LOADED" "$IDLE" "$SECS" "$SCALE"
+BENCH_NOTES_FILE=bench/notes.md MASKING_CSV="$masking" MASK_MBPS="$MASK_MBPS" python3 bench/report.py "$results" "$OUT" "$RSS_IDLE" "$RSS_AFTER_RUNS" "$RSS_LOADED" "$IDLE" "$SECS" "$SCALE"
 echo "wrote $OUT"

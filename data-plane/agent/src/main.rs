@@ -13,10 +13,24 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Enroll (with --join-token, the first time) and run.
     Run(AgentArgs),
+    /// Measure masking throughput on this machine (used by `make bench`):
+    /// rewrites synthetic 5-column DataRows with two masked columns and
+    /// detectors on, and prints MB/s on one core.
+    #[command(hide = true)]
+    BenchMasking {
+        /// Rows per result.
+        #[arg(long, default_value_t = 1000)]
+        rows: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -36,6 +50,17 @@ fn main() -> std::process::ExitCode {
         let _telemetry = sluice_telemetry::init("sluice-agent", cli.log_format)?;
         match cli.command {
             Command::Run(args) => sluice_agent::run(args, shutdown_signal()).await,
+            Command::BenchMasking { rows, seconds } => {
+                let (bytes, secs) = sluice_agent::postgres::masking_throughput(
+                    rows,
+                    std::time::Duration::from_secs_f64(seconds),
+                );
+                println!(
+                    "{:.1} MB/s ({bytes} bytes of DataRow in {secs:.2} s, one core)",
+                    bytes as f64 / secs / 1e6
+                );
+                Ok(())
+            }
         }
     });
     match result {

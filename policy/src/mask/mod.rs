@@ -49,10 +49,26 @@ impl Match {
 /// to the longer one; on equal length, to the detector listed first. Returns an
 /// empty vector (no allocation) when nothing matched.
 pub fn find(detectors: &[Detector], text: &str) -> Vec<Match> {
+    // One cheap pass rules out detectors that cannot match: most values
+    // have no `@` and few digits.
+    let (digits, has_at) = text.bytes().fold((0usize, false), |(d, at), c| {
+        (d + usize::from(c.is_ascii_digit()), at || c == b'@')
+    });
     // (rank in `detectors`, match): a detector's own matches never overlap.
     let mut found: Vec<(usize, Match)> = Vec::new();
     for (rank, &detector) in detectors.iter().enumerate() {
         if detectors.iter().take(rank).any(|&d| d == detector) {
+            continue;
+        }
+        let possible = match detector {
+            Detector::Email => has_at,
+            Detector::CreditCard => digits >= 13,
+            Detector::Ssn => digits >= 9,
+            Detector::Phone => digits >= 8,
+            Detector::Iban => digits >= 2,
+            Detector::CloudKey | Detector::Jwt | Detector::PrivateKey => true,
+        };
+        if !possible {
             continue;
         }
         detectors::scan(detector, text, &mut |start, end| {

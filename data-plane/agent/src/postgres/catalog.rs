@@ -185,7 +185,7 @@ impl CatalogCache {
     }
 }
 
-#[cfg(test)]
+/// A catalog from literal rows (tests and the masking benchmark).
 pub(crate) fn test_catalog(
     columns: &[(u32, i16, &str, &str, &str, bool)],
     deps: &[(u32, u32, i16)],

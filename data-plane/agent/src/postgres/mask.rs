@@ -262,8 +262,15 @@ impl Masker {
                 if binary && !is_text_type(type_oid) {
                     return Some(None);
                 }
-                let text = String::from_utf8_lossy(v);
-                Some(sluice_policy::mask::apply(strategy, &text, &self.key))
+                match strategy {
+                    MaskStrategy::Redact => Some(Some(sluice_policy::mask::REDACTED.to_owned())),
+                    MaskStrategy::Null => Some(None),
+                    s => Some(sluice_policy::mask::apply(
+                        s,
+                        &String::from_utf8_lossy(v),
+                        &self.key,
+                    )),
+                }
             }
             Action::Pass => {
                 if binary && !is_text_type(type_oid) {
