@@ -159,6 +159,17 @@ run() { # mode clients target port user password
     echo "$mode,$c,$target,$tps,$lat,$median" >> "$results"
     printf '  %-8s -c %-3s %-9s %10s tps  %8s ms avg %s\n' "$mode" "$c" "$target" "$tps" "$lat" "${median:+ median ${median}us}"
 }
+if [ -n "${BENCH_PROFILE:-}" ]; then
+    # BENCH_PROFILE=simple|prepared: profile the agent under pgbench -S -c 1
+    # with linux-perf, print the top of the report, and stop.
+    command -v perf >/dev/null || { echo "error: BENCH_PROFILE needs linux-perf (apt-get install linux-perf)" >&2; exit 1; }
+    perf record -F 1999 -g -p "$AGENT_PID" -o "$work/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
+    perf_pid=$!
+    (cd "$work" && PGPASSWORD="$TOKEN" PGSSLMODE=disable pgbench -S -n -M "$BENCH_PROFILE" -c 1 -T "$SECS" -h 127.0.0.1 -p "$AGENT_PORT" -U bench bench | grep -E '^(tps|latency)')
+    wait "$perf_pid"
+    perf report -i "$work/perf.data" --no-children --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -60
+    exit 0
+fi
 echo "running pgbench -S, ${SECS}s per run, interleaved..."
 for mode in simple prepared; do
     for c in 1 8 32; do

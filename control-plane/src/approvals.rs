@@ -308,6 +308,77 @@ pub async fn decide(
     Ok(row)
 }
 
+/// Marks lapsed requests `expired` (undecided past their deadline, or a
+/// retry approval not used within its TTL), records an `approval.expired`
+/// audit event for each, and tells the agent. Returns how many lapsed.
+pub async fn sweep(cp: &ControlPlane, now: i64) -> Result<usize, StoreError> {
+    let mut n = 0;
+    for row in cp.store.lapsed_approvals(now).await? {
+        let from = row.status.clone();
+        if !cp
+            .store
+            .set_approval_status(&row.id, &[from.as_str()], "expired", Some(now), None)
+            .await?
+        {
+            continue; // decided or used meanwhile
+        }
+        n += 1;
+        let event = StoredAuditEvent {
+            id: uuid::Uuid::now_v7().to_string(),
+            time_ms: now,
+            kind: "approval.expired".into(),
+            subject: row.subject.clone(),
+            groups: row.groups.clone(),
+            resource: row.resource.clone(),
+            decision: "deny".into(),
+            rule: row.rule.clone(),
+            statement: row.statement.clone(),
+            parameters: row.parameters.clone(),
+            error: if from == "approved" {
+                "the approval was not used within its TTL".into()
+            } else {
+                "no decision before the deadline".into()
+            },
+            attributes_json: json!({
+                "request_id": row.id, "session_id": row.session_id,
+                "statement_id": row.statement_id, "was": from,
+            })
+            .to_string(),
+            ..Default::default()
+        };
+        cp.store.insert_audit_events("", &[event]).await?;
+        deliver(
+            cp,
+            &row.agent,
+            pb::ApprovalDecision {
+                request_id: row.id.clone(),
+                outcome: "expired".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+        publish(cp, &row.id, now).await;
+    }
+    Ok(n)
+}
+
+/// Sweeps lapsed approvals every `every` until `stop`.
+pub async fn run_sweeper(
+    cp: std::sync::Arc<ControlPlane>,
+    every: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if let Err(e) = sweep(&cp, now_ms()).await {
+            tracing::warn!(error = %e, "cannot expire lapsed approval requests");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 /// Sends a decision to the agent if it is attached to this replica; if it
 /// is not, it hears the decision when it resends the request.
 async fn deliver(cp: &ControlPlane, agent: &str, decision: pb::ApprovalDecision) {

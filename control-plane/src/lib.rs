@@ -180,6 +180,13 @@ pub async fn serve(
         });
     }
 
+    // Approvals that lapse are expired (and audited) within seconds.
+    tokio::spawn(approvals::run_sweeper(
+        cp.clone(),
+        Duration::from_secs(2),
+        stop_rx.clone(),
+    ));
+
     // Retention: at start, then periodically.
     tokio::spawn(retention::run(
         cp.clone(),

@@ -2114,3 +2114,54 @@ async fn approvals_need_distinct_approvers_from_the_listed_groups_and_never_the_
         audit.text
     );
 }
+
+#[tokio::test]
+async fn lapsed_approvals_expire_with_an_audit_event() {
+    let h = Harness::new().await;
+    let now = crate::store::now_ms();
+    let mut pending = approval_request("late", "wait", 1);
+    pending.expires_at_unix_ms = now - 1;
+    crate::approvals::on_agent_request(&h.cp, "edge", pending)
+        .await
+        .unwrap();
+    // An approved retry request whose TTL runs out unused.
+    let mut retry = approval_request("unused", "retry", 1);
+    retry.ttl_ms = 60_000;
+    crate::approvals::on_agent_request(&h.cp, "edge", retry)
+        .await
+        .unwrap();
+    let r = h.vote("bob", &["dba"], "unused", "approve").await;
+    assert_eq!(r.json["status"], "approved", "{}", r.text);
+    // A request still in time is left alone.
+    let mut fresh = approval_request("fresh", "wait", 1);
+    fresh.expires_at_unix_ms = now + 3_600_000;
+    crate::approvals::on_agent_request(&h.cp, "edge", fresh)
+        .await
+        .unwrap();
+
+    // Two minutes later: the retry approval's TTL has run out unused.
+    let later = now + 120_000;
+    let lapsed = crate::approvals::sweep(&h.cp, later).await.unwrap();
+    assert_eq!(lapsed, 2);
+    assert_eq!(
+        crate::approvals::sweep(&h.cp, later).await.unwrap(),
+        0,
+        "once"
+    );
+    for id in ["late", "unused"] {
+        let row = h.cp.store.approval(id).await.unwrap().unwrap();
+        assert_eq!(row.status, "expired", "{id}: stored, not only shown");
+    }
+    let r = h.admin("GET", "/api/v1/approvals/fresh", None).await;
+    assert_eq!(r.json["status"], "pending");
+    let audit = h
+        .admin("GET", "/api/v1/audit?kind=approval.expired", None)
+        .await;
+    let events = audit.json["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{}", audit.text);
+    assert!(
+        audit.text.contains("not used within its TTL"),
+        "{}",
+        audit.text
+    );
+}

@@ -184,6 +184,18 @@ impl Store {
         Ok(changed)
     }
 
+    /// Requests whose deadline passed undecided, and retry approvals not
+    /// used in time, as of `now`.
+    pub async fn lapsed_approvals(&self, now: i64) -> Result<Vec<ApprovalRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM approvals WHERE (status = 'pending' AND expires_ms <= $1) OR (status = 'approved' AND valid_until_ms IS NOT NULL AND valid_until_ms <= $1) ORDER BY created_ms LIMIT 1000"
+        )))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(ApprovalRow::from_row).collect()
+    }
+
     /// Records a vote; `false` when this approver already voted.
     pub async fn insert_vote(&self, v: &VoteRow) -> Result<bool> {
         let done = sqlx::query(

@@ -299,12 +299,17 @@ pub async fn run(
     let idle = relay.ctx.idle_timeout;
     let mut ended = relay.ctx.ended.clone();
     let mut cancels = relay.ctx.cancels.clone();
+    // One timer for the whole session, moved only when it fires: creating a
+    // timer per loop turn costs more than the statement's judgement.
+    let idle_sleep = tokio::time::sleep(idle);
+    tokio::pin!(idle_sleep);
+    let mut last_activity = tokio::time::Instant::now();
     let err = loop {
         // After the client's Terminate, keep relaying until the target has
         // answered everything it was sent and closes the connection.
-        let idle_sleep = tokio::time::sleep(idle);
         tokio::select! {
             r = client_r.read_buf(client_reader.buffer()), if relay.to_server.len() < HIGH_WATER && relay.to_client.len() + relay.held_bytes < HIGH_WATER && !relay.terminate && relay.holding.is_none() => {
+                last_activity = tokio::time::Instant::now();
                 match r {
                     Ok(0) => break None,
                     Ok(_) => {
@@ -316,6 +321,7 @@ pub async fn run(
                 }
             }
             r = server_r.read_buf(server_reader.buffer()), if relay.to_client.len() < HIGH_WATER => {
+                last_activity = tokio::time::Instant::now();
                 match r {
                     Ok(0) => break None,
                     Ok(_) => {
@@ -357,8 +363,12 @@ pub async fn run(
                     }
                 }
             }
-            _ = idle_sleep, if relay.inflight() == 0 && relay.units.is_empty() && !relay.unsynced && relay.holding.is_none() => {
-                break Some(SessionError::Idle(idle));
+            () = &mut idle_sleep, if relay.inflight() == 0 && relay.units.is_empty() && !relay.unsynced && relay.holding.is_none() => {
+                let deadline = last_activity + idle;
+                if tokio::time::Instant::now() >= deadline {
+                    break Some(SessionError::Idle(idle));
+                }
+                idle_sleep.as_mut().reset(deadline);
             }
             r = ended.changed() => {
                 let why = match r {
@@ -777,6 +787,11 @@ impl Relay {
     async fn on_held(&mut self, outcome: HeldOutcome) -> Result<(), SessionError> {
         let Some(h) = self.holding.take() else {
             return Ok(());
+        };
+        // The control plane expires a request it saw lapse: same as here.
+        let outcome = match outcome {
+            HeldOutcome::Decided(d) if d.outcome == "expired" => HeldOutcome::TimedOut,
+            other => other,
         };
         let ends_cycle = h.ready.ends_cycle();
         let (kind, decision, why, attrs) = match &outcome {
