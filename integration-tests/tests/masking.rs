@@ -105,6 +105,29 @@ async fn no_canary_reaches_the_client_or_the_audit_store_in_any_query_shape() {
         let (_, out, err) = dp.psql(sql);
         assert_clean(sql, &format!("{out}\n{err}"));
     }
+    // COPY in text and CSV is masked field by field, the rest intact;
+    // binary COPY output cannot be masked and is withheld.
+    for sql in [
+        "COPY customers TO STDOUT",
+        "COPY customers (id, name, ssn, plan) TO STDOUT WITH (FORMAT csv, HEADER)",
+    ] {
+        let (ok, out, err) = dp.psql(sql);
+        assert!(ok, "{sql}: {err}");
+        assert!(out.contains(PLAN), "{sql}: the non-sensitive column: {out}");
+        assert!(out.contains("[REDACTED]"), "{sql}: {out}");
+    }
+    // A query's fields have no origin; it reads a sensitive table (strict
+    // mode), so every field is masked.
+    let (ok, out, err) =
+        dp.psql("COPY (SELECT id, plan FROM customers) TO STDOUT WITH (FORMAT csv)");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), r#""[REDACTED]","[REDACTED]""#);
+    let (_, out, err) = dp.psql("COPY customers TO STDOUT WITH (FORMAT binary)");
+    assert!(
+        !out.contains(PLAN) && err.contains("COPY output withheld"),
+        "{out}\n{err}"
+    );
+
     // A cursor, fetched in two steps.
     let (ok, out, err) = dp.psql(
         "BEGIN; DECLARE cur CURSOR FOR SELECT * FROM customers; FETCH 1 FROM cur; FETCH ALL FROM cur; COMMIT",

@@ -65,7 +65,8 @@ pub use model::{
 };
 pub use parse::parse_document;
 pub use sql::{
-    ClassifiedStatement, ClassifyError, ClassifyOptions, PreparedChange, classify, classify_with,
+    ClassifiedStatement, ClassifyError, ClassifyOptions, CopyFormat, CopyOut, PreparedChange,
+    classify, classify_with,
 };
 pub use validate::{is_valid_name, validate};
 

@@ -97,6 +97,35 @@ pub struct ClassifiedStatement {
     /// (which it shares with the protocol's Parse), if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prepared: Option<PreparedChange>,
+    /// For `COPY ... TO STDOUT`: what it copies and how (the agent masks
+    /// its output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_out: Option<CopyOut>,
+}
+
+/// A `COPY ... TO STDOUT`: its source and output format.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CopyOut {
+    /// The table copied (`schema.table` or `table`); `None` for
+    /// `COPY (query) TO`.
+    pub table: Option<String>,
+    /// Columns listed after the table; empty means all of them.
+    pub columns: Vec<String>,
+    pub format: CopyFormat,
+    /// Options as given (`None`: PostgreSQL's default for the format).
+    pub delimiter: Option<String>,
+    pub quote: Option<String>,
+    pub escape: Option<String>,
+    pub header: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyFormat {
+    #[default]
+    Text,
+    Csv,
+    Binary,
 }
 
 /// A change a SQL statement makes to the session's named prepared
@@ -111,6 +140,68 @@ pub enum PreparedChange {
     Deallocate(String),
     /// `DEALLOCATE ALL`, `DISCARD ALL`
     DeallocateAll,
+}
+
+fn copy_out(node: NodeRef<'_>) -> Option<CopyOut> {
+    let NodeRef::CopyStmt(c) = node else {
+        return None;
+    };
+    if c.is_from || c.is_program || !c.filename.is_empty() {
+        return None;
+    }
+    let table = if c.query.is_some() {
+        None
+    } else {
+        c.relation.as_ref().map(|r| {
+            if r.schemaname.is_empty() {
+                r.relname.clone()
+            } else {
+                format!("{}.{}", r.schemaname, r.relname)
+            }
+        })
+    };
+    let columns = c
+        .attlist
+        .iter()
+        .filter_map(|n| match &n.node {
+            Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut out = CopyOut {
+        table,
+        columns,
+        ..CopyOut::default()
+    };
+    let text_arg = |arg: Option<&protobuf::Node>| match arg.and_then(|a| a.node.as_ref()) {
+        Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+        _ => None,
+    };
+    for option in &c.options {
+        let Some(NodeEnum::DefElem(d)) = &option.node else {
+            continue;
+        };
+        match d.defname.to_ascii_lowercase().as_str() {
+            "format" => {
+                out.format = match text_arg(d.arg.as_deref()).as_deref() {
+                    Some(f) if f.eq_ignore_ascii_case("csv") => CopyFormat::Csv,
+                    Some(f) if f.eq_ignore_ascii_case("binary") => CopyFormat::Binary,
+                    Some(f) if f.eq_ignore_ascii_case("text") => CopyFormat::Text,
+                    // Unknown to us: the agent treats it as unmaskable.
+                    _ => CopyFormat::Binary,
+                };
+            }
+            // Old syntax: `COPY t TO STDOUT CSV` / `BINARY`.
+            "csv" => out.format = CopyFormat::Csv,
+            "binary" => out.format = CopyFormat::Binary,
+            "delimiter" => out.delimiter = text_arg(d.arg.as_deref()),
+            "quote" => out.quote = text_arg(d.arg.as_deref()),
+            "escape" => out.escape = text_arg(d.arg.as_deref()),
+            "header" => out.header = option_on(d.arg.as_deref()),
+            _ => {}
+        }
+    }
+    Some(out)
 }
 
 fn prepared_change(node: NodeRef<'_>) -> Option<PreparedChange> {
@@ -217,6 +308,7 @@ pub fn classify_with(
             facts,
             fingerprint,
             prepared: prepared_change(root.to_ref()),
+            copy_out: copy_out(root.to_ref()),
         });
     }
     Ok(statements)

@@ -38,8 +38,8 @@ mod children;
 mod classify;
 
 pub use classify::{
-    ClassifiedStatement, ClassifyError, ClassifyOptions, DECODE_MAX_DEPTH, MAX_DEPTH, MAX_SQL_LEN,
-    PreparedChange, classify, classify_with,
+    ClassifiedStatement, ClassifyError, ClassifyOptions, CopyFormat, CopyOut, DECODE_MAX_DEPTH,
+    MAX_DEPTH, MAX_SQL_LEN, PreparedChange, classify, classify_with,
 };
 
 #[cfg(test)]

@@ -1167,3 +1167,28 @@ fn statements_that_change_named_prepared_statements_say_so() {
         assert_eq!(got[0].prepared, want, "{sql}");
     }
 }
+
+#[test]
+fn copy_to_stdout_says_what_it_copies_and_how() {
+    use crate::{CopyFormat, CopyOut};
+    let one = |sql: &str| classify(sql).unwrap().remove(0).copy_out;
+    assert_eq!(
+        one("COPY public.customers (name, ssn) TO STDOUT WITH (FORMAT csv, HEADER, DELIMITER ';')"),
+        Some(CopyOut {
+            table: Some("public.customers".into()),
+            columns: vec!["name".into(), "ssn".into()],
+            format: CopyFormat::Csv,
+            delimiter: Some(";".into()),
+            header: true,
+            ..CopyOut::default()
+        })
+    );
+    let q = one("COPY (SELECT 1) TO STDOUT").unwrap();
+    assert_eq!((q.table, q.format), (None, CopyFormat::Text));
+    assert_eq!(
+        one("COPY t TO STDOUT BINARY").unwrap().format,
+        CopyFormat::Binary
+    );
+    assert_eq!(one("COPY t FROM STDIN"), None);
+    assert_eq!(one("SELECT 1"), None);
+}

@@ -34,6 +34,8 @@ pub struct Verdict {
     pub fingerprint: String,
     /// Tables its statements read (for masking's strict mode).
     pub tables_read: Vec<String>,
+    /// Its `COPY ... TO STDOUT` statements, in order (for masking).
+    pub copy_out: Vec<sluice_policy::CopyOut>,
 }
 
 /// What an approve rule asks for.
@@ -247,6 +249,10 @@ impl Judge {
             .iter()
             .flat_map(|s| s.facts.tables_read.iter().cloned())
             .collect();
+        let copy_out: Vec<sluice_policy::CopyOut> = statements
+            .iter()
+            .filter_map(|s| s.copy_out.clone())
+            .collect();
         let fingerprint = statements
             .iter()
             .map(|s| s.fingerprint.as_str())
@@ -289,6 +295,7 @@ impl Judge {
                 row_limit,
                 fingerprint,
                 tables_read,
+                copy_out,
                 ..needs
             };
         }
@@ -302,6 +309,7 @@ impl Judge {
             fingerprint,
             approval: None,
             tables_read,
+            copy_out,
         }
     }
 

@@ -13,6 +13,10 @@
 //! - **by value**: the rule's detectors run over every text value of every
 //!   other column, and over notices, errors and notification payloads.
 //!
+//! `COPY ... TO STDOUT` is masked row by row (text and CSV, fields placed
+//! by the table's columns; a query's fields have no origin), and withheld
+//! in binary.
+//!
 //! Binary-format values of a masked column become NULL (a client cannot
 //! decode masked text as an integer); binary values of text types are
 //! masked as text; binary numbers are decoded and become NULL when a
@@ -24,7 +28,7 @@ use std::{borrow::Cow, sync::Arc};
 
 use bytes::{BufMut as _, BytesMut};
 use sluice_pgwire::messages;
-use sluice_policy::{MaskSpec, MaskStrategy};
+use sluice_policy::{CopyFormat, CopyOut, MaskSpec, MaskStrategy};
 
 use super::catalog::Catalog;
 
@@ -307,6 +311,134 @@ impl Masker {
         }
     }
 
+    /// How to mask the output of a `COPY ... TO STDOUT`; `None` when it
+    /// cannot be masked (binary format, multi-byte delimiters) and must be
+    /// withheld.
+    pub fn copy_plan(&self, copy: &CopyOut, strict: Option<MaskStrategy>) -> Option<CopyPlan> {
+        let single = |s: &Option<String>, default: u8| -> Option<u8> {
+            match s.as_deref() {
+                None => Some(default),
+                Some(t) if t.len() == 1 => t.bytes().next(),
+                Some(_) => None,
+            }
+        };
+        let syntax = match copy.format {
+            CopyFormat::Binary => return None,
+            CopyFormat::Text => CopySyntax::Text {
+                delimiter: single(&copy.delimiter, b'\t')?,
+            },
+            CopyFormat::Csv => {
+                let quote = single(&copy.quote, b'"')?;
+                CopySyntax::Csv {
+                    delimiter: single(&copy.delimiter, b',')?,
+                    quote,
+                    escape: single(&copy.escape, quote)?,
+                }
+            }
+        };
+        let unknown = if self.by_origin() {
+            Action::Whole(strict.unwrap_or_else(|| self.fallback()))
+        } else {
+            Action::Pass
+        };
+        let fields = match (&copy.table, &self.catalog) {
+            (Some(table), Some(catalog)) => match catalog.relations_named(table).next() {
+                Some(oid) => {
+                    let columns: Vec<(i16, String)> = if copy.columns.is_empty() {
+                        (1..=1600)
+                            .filter_map(|a| catalog.column(oid, a).map(|c| (a, c.name.clone())))
+                            .collect()
+                    } else {
+                        copy.columns
+                            .iter()
+                            .map(|name| {
+                                let attnum = (1..=1600)
+                                    .find(|a| {
+                                        catalog.column(oid, *a).is_some_and(|c| c.name == *name)
+                                    })
+                                    .unwrap_or(-1);
+                                (attnum, name.clone())
+                            })
+                            .collect()
+                    };
+                    columns
+                        .iter()
+                        .map(|(attnum, name)| {
+                            if *attnum <= 0 {
+                                unknown
+                            } else {
+                                self.action(oid, *attnum, name, strict)
+                            }
+                        })
+                        .collect()
+                }
+                None => Vec::new(),
+            },
+            // A query's columns have no origin the agent can see.
+            (None, _) => Vec::new(),
+            (Some(_), None) => Vec::new(),
+        };
+        let rest = if copy.table.is_none() {
+            strict.map_or(Action::Pass, Action::Whole)
+        } else {
+            unknown
+        };
+        Some(CopyPlan {
+            fields,
+            rest,
+            syntax,
+            header: copy.header && copy.format == CopyFormat::Csv,
+        })
+    }
+
+    /// Masks one row of COPY output (one CopyData message); `None` when
+    /// unchanged, `Err` when it cannot be parsed (withhold it).
+    pub fn copy_row(&self, plan: &mut CopyPlan, row: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        if plan.header {
+            plan.header = false;
+            return Ok(None);
+        }
+        let text = std::str::from_utf8(row).map_err(|_| "COPY row is not UTF-8".to_owned())?;
+        let body = text.strip_suffix('\n').unwrap_or(text);
+        let body = body.strip_suffix('\r').unwrap_or(body);
+        let fields = match plan.syntax {
+            CopySyntax::Text { delimiter } => split_text(body, delimiter)?,
+            CopySyntax::Csv {
+                delimiter,
+                quote,
+                escape,
+            } => split_csv(body, delimiter, quote, escape)?,
+        };
+        let mut changed = false;
+        let mut out: Vec<Option<String>> = Vec::with_capacity(fields.len());
+        for (i, field) in fields.into_iter().enumerate() {
+            let action = plan.fields.get(i).copied().unwrap_or(plan.rest);
+            let masked = match &field {
+                None => None,
+                Some(v) => self.mask_value(action, false, 25, v.as_bytes()),
+            };
+            match masked {
+                Some(m) => {
+                    changed = true;
+                    out.push(m);
+                }
+                None => out.push(field),
+            }
+        }
+        if !changed {
+            return Ok(None);
+        }
+        let line = match plan.syntax {
+            CopySyntax::Text { delimiter } => join_text(&out, delimiter),
+            CopySyntax::Csv {
+                delimiter,
+                quote,
+                escape,
+            } => join_csv(&out, delimiter, quote, escape),
+        };
+        Ok(Some(format!("{line}\n").into_bytes()))
+    }
+
     /// Runs every detector over free text (notices, errors, payloads); a
     /// match that would become NULL is redacted instead.
     pub fn mask_str<'a>(&self, text: &'a str) -> Cow<'a, str> {
@@ -324,6 +456,170 @@ impl Masker {
         }
         current
     }
+}
+
+/// How one `COPY ... TO STDOUT`'s rows are masked.
+#[derive(Debug, Clone)]
+pub struct CopyPlan {
+    /// Per field, in order.
+    fields: Vec<Action>,
+    /// For fields beyond `fields` (or all, when the origin is unknown).
+    rest: Action,
+    syntax: CopySyntax,
+    /// The next row is the CSV header.
+    header: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum CopySyntax {
+    Text {
+        delimiter: u8,
+    },
+    Csv {
+        delimiter: u8,
+        quote: u8,
+        escape: u8,
+    },
+}
+
+/// Fields of a text-format COPY row, unescaped; `None` is `\N`.
+fn split_text(row: &str, delimiter: u8) -> Result<Vec<Option<String>>, String> {
+    let mut fields = Vec::new();
+    for raw in row.split(char::from(delimiter)) {
+        if raw == "\\N" {
+            fields.push(None);
+            continue;
+        }
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('b') => out.push('\u{8}'),
+                Some('f') => out.push('\u{c}'),
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some('t') => out.push('\t'),
+                Some('v') => out.push('\u{b}'),
+                Some(other) => out.push(other),
+                None => return Err("COPY row ends in a backslash".into()),
+            }
+        }
+        fields.push(Some(out));
+    }
+    Ok(fields)
+}
+
+fn join_text(fields: &[Option<String>], delimiter: u8) -> String {
+    let d = char::from(delimiter);
+    let mut out = String::new();
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(d);
+        }
+        match f {
+            None => out.push_str("\\N"),
+            Some(v) => {
+                for c in v.chars() {
+                    match c {
+                        '\\' => out.push_str("\\\\"),
+                        '\n' => out.push_str("\\n"),
+                        '\r' => out.push_str("\\r"),
+                        '\t' => out.push_str("\\t"),
+                        c if c == d => {
+                            out.push('\\');
+                            out.push(c);
+                        }
+                        c => out.push(c),
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Fields of a CSV COPY row; an unquoted empty field is NULL.
+fn split_csv(
+    row: &str,
+    delimiter: u8,
+    quote: u8,
+    escape: u8,
+) -> Result<Vec<Option<String>>, String> {
+    let (d, q, e) = (char::from(delimiter), char::from(quote), char::from(escape));
+    let mut fields = Vec::new();
+    let mut chars = row.chars().peekable();
+    loop {
+        let mut value = String::new();
+        let mut quoted = false;
+        if chars.peek() == Some(&q) {
+            quoted = true;
+            chars.next();
+            loop {
+                match chars.next() {
+                    None => return Err("unterminated quoted CSV field".into()),
+                    Some(c)
+                        if c == e
+                            && e != q
+                            && matches!(chars.peek(), Some(n) if *n == q || *n == e) =>
+                    {
+                        value.extend(chars.next());
+                    }
+                    Some(c) if c == q => {
+                        if e == q && chars.peek() == Some(&q) {
+                            chars.next();
+                            value.push(q);
+                        } else {
+                            break;
+                        }
+                    }
+                    Some(c) => value.push(c),
+                }
+            }
+        }
+        while let Some(&c) = chars.peek() {
+            if c == d {
+                break;
+            }
+            if quoted {
+                return Err("text after a quoted CSV field".into());
+            }
+            value.push(c);
+            chars.next();
+        }
+        fields.push(if value.is_empty() && !quoted {
+            None
+        } else {
+            Some(value)
+        });
+        if chars.next().is_none() {
+            return Ok(fields);
+        }
+    }
+}
+
+fn join_csv(fields: &[Option<String>], delimiter: u8, quote: u8, escape: u8) -> String {
+    let (d, q, e) = (char::from(delimiter), char::from(quote), char::from(escape));
+    let mut out = String::new();
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(d);
+        }
+        let Some(v) = f else { continue };
+        // Always quoted: an empty string must not read as NULL.
+        out.push(q);
+        for c in v.chars() {
+            if c == q || (c == e && e != q) {
+                out.push(e);
+            }
+            out.push(c);
+        }
+        out.push(q);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -542,6 +838,65 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn copy_rows_are_masked_field_by_field_in_text_and_csv() {
+        let m = masker(vec![spec(
+            &["public.customers.ssn"],
+            &[Detector::Email],
+            &[],
+            MaskStrategy::Redact,
+        )]);
+        let copy = CopyOut {
+            table: Some("customers".into()),
+            ..CopyOut::default()
+        };
+        let mut plan = m.copy_plan(&copy, None).unwrap();
+        let row = m
+            .copy_row(&mut plan, b"1\tAnn\\tab\t219-09-9999\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(String::from_utf8(row).unwrap(), "1\tAnn\\tab\t[REDACTED]\n");
+        assert!(
+            m.copy_row(&mut plan, b"2\tBo\t\\N\n").unwrap().is_none(),
+            "NULL stays"
+        );
+
+        let csv = CopyOut {
+            table: Some("public.customers".into()),
+            columns: vec!["name".into(), "ssn".into()],
+            format: CopyFormat::Csv,
+            header: true,
+            ..CopyOut::default()
+        };
+        let mut plan = m.copy_plan(&csv, None).unwrap();
+        assert!(
+            m.copy_row(&mut plan, b"name,ssn\n").unwrap().is_none(),
+            "header"
+        );
+        let row = m
+            .copy_row(&mut plan, b"\"Ann, \"\"A\"\" a@b.example\",219-09-9999\n")
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8(row).unwrap();
+        assert!(
+            !text.contains("219-09-9999") && !text.contains("a@b.example"),
+            "{text}"
+        );
+        assert!(text.contains("\"\"A\"\""), "quotes survive: {text}");
+        // A query's fields have no origin: detectors only (no strict mode).
+        let query = CopyOut::default();
+        let mut plan = m.copy_plan(&query, None).unwrap();
+        assert!(m.copy_row(&mut plan, b"219-09-9999\n").unwrap().is_none());
+        let mut strict = m.copy_plan(&query, Some(MaskStrategy::Redact)).unwrap();
+        assert!(m.copy_row(&mut strict, b"anything\n").unwrap().is_some());
+        // Binary COPY cannot be masked.
+        let binary = CopyOut {
+            format: CopyFormat::Binary,
+            ..CopyOut::default()
+        };
+        assert!(m.copy_plan(&binary, None).is_none());
     }
 
     #[test]

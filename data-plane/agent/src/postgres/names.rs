@@ -38,6 +38,8 @@ pub struct Prepared {
     pub param_types: Vec<i32>,
     /// Tables it reads (for masking's strict mode).
     pub tables_read: Vec<String>,
+    /// Its `COPY ... TO STDOUT`, if it is one (for masking).
+    pub copy_out: Vec<sluice_policy::CopyOut>,
 }
 
 /// A bound portal: the statement it runs and its parameters (for the audit
@@ -362,6 +364,7 @@ mod tests {
             approval: None,
             param_types: Vec::new(),
             tables_read: Vec::new(),
+            copy_out: Vec::new(),
         })
     }
 

@@ -121,6 +121,10 @@ struct Unit {
     unmaskable: u64,
     /// COPY output withheld (masking cannot vouch for it).
     copy_withheld: bool,
+    /// How each of its COPY outputs is masked, in order (`None`: withheld).
+    copy_plans: VecDeque<Option<super::mask::CopyPlan>>,
+    /// The COPY output being masked.
+    copy_active: Option<super::mask::CopyPlan>,
 }
 
 /// A statement about to be forwarded (an Execute, a Query, a FunctionCall).
@@ -137,6 +141,8 @@ struct PlannedExecute {
     strict: Option<sluice_policy::MaskStrategy>,
     /// Result format codes (Bind), empty for text.
     formats: Vec<i16>,
+    /// Its `COPY ... TO STDOUT` statements (for masking).
+    copy_out: Vec<sluice_policy::CopyOut>,
 }
 
 /// A request that passed policy (or is held until approved), ready to be
@@ -528,6 +534,7 @@ impl Relay {
                 .as_ref()
                 .and_then(|m| m.strict_for(&verdict.tables_read)),
             formats: Vec::new(),
+            copy_out: verdict.copy_out.clone(),
         };
         if !verdict.allowed && verdict.approval.is_none() {
             if let Err(e) = self
@@ -943,6 +950,7 @@ impl Relay {
                 approval: None,
                 strict: None,
                 formats: Vec::new(),
+                copy_out: Vec::new(),
             },
         ));
         self.to_server.extend_from_slice(&frame.raw);
@@ -1000,6 +1008,14 @@ impl Relay {
     }
 
     fn unit(&self, kind: UnitKind, x: PlannedExecute) -> Unit {
+        let copy_plans = match &self.ctx.masker {
+            Some(m) => x
+                .copy_out
+                .iter()
+                .map(|c| m.copy_plan(c, x.strict))
+                .collect(),
+            None => VecDeque::new(),
+        };
         Unit {
             kind,
             cycle: self.cycles_sent,
@@ -1022,6 +1038,8 @@ impl Relay {
             swallow_description: false,
             unmaskable: 0,
             copy_withheld: false,
+            copy_plans,
+            copy_active: None,
         }
     }
 
@@ -1066,6 +1084,7 @@ impl Relay {
                             approval: verdict.approval.is_some().then(|| verdict.clone()),
                             param_types: p.param_types.clone(),
                             tables_read: verdict.tables_read.clone(),
+                            copy_out: verdict.copy_out.clone(),
                         }),
                     );
                 }
@@ -1098,6 +1117,7 @@ impl Relay {
                                 .as_ref()
                                 .and_then(|m| m.strict_for(&p.statement.tables_read)),
                             formats: p.result_formats.clone(),
+                            copy_out: p.statement.copy_out.clone(),
                         }),
                         Err(reason) => {
                             denial = Some((refused(reason), format!("<execute portal {portal}>")));
@@ -1333,10 +1353,32 @@ impl Relay {
                 if self.ctx.masker.is_some()
                     && let Some(u) = self.units.front_mut()
                 {
-                    u.copy_withheld = true;
+                    // Text and CSV are masked field by field; binary (or a
+                    // COPY the agent cannot place) is withheld.
+                    u.copy_active = u.copy_plans.pop_front().flatten();
+                    u.copy_withheld = u.copy_active.is_none();
                 }
             }
             b'd' if self.units.front().is_some_and(|u| u.copy_withheld) => return,
+            b'd' => {
+                if let (Some(masker), Some(u)) = (&self.ctx.masker, self.units.front_mut())
+                    && let Some(plan) = u.copy_active.as_mut()
+                {
+                    match masker.copy_row(plan, frame.body()) {
+                        Ok(None) => {}
+                        Ok(Some(row)) => {
+                            self.to_client
+                                .extend_from_slice(&Frame::new(b'd', &row).raw);
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(session = %self.ctx.session_id, error = %e, "withholding a COPY row that cannot be masked");
+                            u.unmaskable += 1;
+                            return;
+                        }
+                    }
+                }
+            }
             b'A' => {
                 if let Some(masker) = &self.ctx.masker
                     && let Some(masked) = mask_notification(masker, frame.body())
@@ -1365,7 +1407,7 @@ impl Relay {
                 };
                 for note in [
                     (u.unmaskable > 0).then(|| format!("sluice: {} rows withheld: they could not be masked", u.unmaskable)),
-                    u.copy_withheld.then(|| "sluice: COPY output withheld: mask rules apply to this session and COPY output cannot be masked; use SELECT".to_owned()),
+                    u.copy_withheld.then(|| "sluice: COPY output withheld: mask rules apply to this session and this COPY's output (binary, or options the agent cannot parse) cannot be masked; use text or CSV, or SELECT".to_owned()),
                 ]
                 .into_iter()
                 .flatten()
@@ -1380,6 +1422,7 @@ impl Relay {
                 }
                 u.unmaskable = 0;
                 u.copy_withheld = false;
+                u.copy_active = None;
                 let rewritten = if u.withheld > 0 {
                     let shown = u.stmt_rows - u.withheld;
                     let notice = messages::Notice {
