@@ -98,6 +98,33 @@ pub fn psql_via_agent(port: u16, resource: &str, token: &str, sql: &str) -> (boo
     )
 }
 
+/// Runs `script` through an agent's `app` resource with psql, one
+/// statement at a time, going on after errors; (stdout, stderr).
+pub fn psql_script(port: u16, token: &str, script: &str) -> (String, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={port} dbname=app user=client sslmode=disable connect_timeout=5"
+        ))
+        .args(["-At", "-f", "-"])
+        .env("PGPASSWORD", token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run psql (install postgresql-client)");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .expect("write the script to psql");
+    }
+    let out = child.wait_with_output().expect("wait for psql");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A policy document serving one PostgreSQL resource from `agent`, granted
 /// to group `group`.
 pub fn simple_policy(agent: &str, resource: &str, group: &str, address: &str) -> String {

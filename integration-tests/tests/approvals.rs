@@ -80,30 +80,10 @@ async fn wait_mode_holds_the_statement_until_a_dba_decides() {
     let port = dp.agent.pg_port;
     let token = dp.token.clone();
     let psql = std::thread::spawn(move || {
-        use std::io::Write as _;
-        let mut child = std::process::Command::new("psql")
-            .arg(format!(
-                "host=127.0.0.1 port={port} dbname=app user=client sslmode=disable"
-            ))
-            .args(["-At", "-f", "-"])
-            .env("PGPASSWORD", token)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run psql");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(
-                b"DELETE FROM items WHERE id = 1;\nDELETE FROM items WHERE id = 2;\nDELETE FROM items WHERE id = 3;\nSELECT 'after';\n",
-            )
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+        sluice_integration_tests::psql_script(
+            port,
+            &token,
+            "DELETE FROM items WHERE id = 1;\nDELETE FROM items WHERE id = 2;\nDELETE FROM items WHERE id = 3;\nSELECT 'after';\n",
         )
     });
 

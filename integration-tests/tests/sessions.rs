@@ -6,7 +6,7 @@ use std::time::Duration;
 use sluice_integration_tests::{
     SluiceCli,
     datapath::{DEFAULT_RULES, DataPath},
-    eventually,
+    eventually, psql_script,
     rawpg::{RawSession, errors, first_column, query},
 };
 
@@ -41,34 +41,6 @@ async fn revoking_the_grant_ends_the_subject_s_live_sessions() {
         first_column(&bystander.until(b'Z').await),
         ["still-granted"]
     );
-}
-
-/// Runs `script` through the agent with psql, one statement at a time,
-/// going on after errors; (stdout, stderr).
-fn psql_script(port: u16, token: &str, script: &str) -> (String, String) {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new("psql")
-        .arg(format!(
-            "host=127.0.0.1 port={port} dbname=app user=client sslmode=disable connect_timeout=5"
-        ))
-        .args(["-At", "-f", "-"])
-        .env("PGPASSWORD", token)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run psql");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// Sessions of `subject` with `status`, newest first, as the CLI lists them.

@@ -701,49 +701,29 @@ mod tests {
     }
 
     #[test]
-    fn columns_are_masked_by_origin_whatever_their_alias() {
+    fn columns_are_masked_by_origin_whatever_their_alias_or_view() {
         let m = masker(vec![spec(
             &["public.customers.name"],
             &[],
             &[],
             MaskStrategy::Redact,
         )]);
-        let plan = m.plan(
-            &row_description(&[("who", CUSTOMERS, 2, 25), ("id", CUSTOMERS, 1, 23)]),
-            None,
-        );
-        let row = m
-            .rewrite_row(
-                Some(&plan),
-                &[],
-                &data_row(&[Some(b"Alice Canary"), Some(b"7")]),
-            )
-            .unwrap()
-            .unwrap();
-        assert_eq!(values(&row), [Some("[REDACTED]".into()), Some("7".into())]);
-    }
-
-    #[test]
-    fn a_view_column_counts_as_the_base_column_it_shows() {
-        let m = masker(vec![spec(
-            &["public.customers.name"],
-            &[],
-            &[],
-            MaskStrategy::Redact,
-        )]);
-        let plan = m.plan(
-            &row_description(&[("name", VIEW, 1, 25), ("id", VIEW, 2, 23)]),
-            None,
-        );
-        let row = m
-            .rewrite_row(
-                Some(&plan),
-                &[],
-                &data_row(&[Some(b"Alice Canary"), Some(b"7")]),
-            )
-            .unwrap()
-            .unwrap();
-        assert_eq!(values(&row), [Some("[REDACTED]".into()), Some("7".into())]);
+        // An alias of the base column, and the view column showing it.
+        for description in [
+            row_description(&[("who", CUSTOMERS, 2, 25), ("id", CUSTOMERS, 1, 23)]),
+            row_description(&[("name", VIEW, 1, 25), ("id", VIEW, 2, 23)]),
+        ] {
+            let plan = m.plan(&description, None);
+            let row = m
+                .rewrite_row(
+                    Some(&plan),
+                    &[],
+                    &data_row(&[Some(b"Alice Canary"), Some(b"7")]),
+                )
+                .unwrap()
+                .unwrap();
+            assert_eq!(values(&row), [Some("[REDACTED]".into()), Some("7".into())]);
+        }
     }
 
     #[test]
