@@ -161,3 +161,34 @@ async fn a_denial_after_a_flushed_batch_keeps_order_and_rolls_back_like_postgres
     s.send(&query("SELECT 'still-usable'")).await;
     assert_eq!(first_column(&s.until(b'Z').await), ["still-usable"]);
 }
+
+#[tokio::test]
+async fn copy_from_stdin_through_execute_keeps_the_session_in_step() {
+    let dp = DataPath::start().await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    // libpq's way: Parse/Bind/Execute/Sync, then the data, CopyDone and a
+    // second Sync (PostgreSQL ignores the first one during copy-in).
+    let mut batch = parse("", "COPY notes (body) FROM STDIN");
+    batch.extend(bind("", ""));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    s.send(&batch).await;
+    s.until(b'G').await;
+    let mut data = sluice_integration_tests::rawpg::frame(b'd', b"copied in\n");
+    data.extend(sluice_integration_tests::rawpg::frame(b'c', b""));
+    data.extend(sync());
+    s.send(&data).await;
+    let got = s.until(b'Z').await;
+    assert!(tags(&got).contains('C'), "{}", tags(&got));
+    assert_eq!(
+        dp.target("SELECT count(*) FROM notes WHERE body = 'copied in'"),
+        "1"
+    );
+    // The agent's count of cycles is right: a denial is answered at once,
+    // and the session goes on.
+    s.send(&query("DROP TABLE items")).await;
+    let got = s.until(b'Z').await;
+    assert!(errors(&got).contains("42501"), "{}", errors(&got));
+    s.send(&query("SELECT 'in-step'")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["in-step"]);
+}

@@ -65,8 +65,11 @@ pub struct Approvals {
 /// bound; beyond it new requests are refused).
 const MAX_OUTSTANDING: usize = 10_000;
 
+/// Most outstanding requests of one subject (one cannot starve the rest).
+const MAX_OUTSTANDING_PER_SUBJECT: usize = 100;
+
 #[derive(Debug, thiserror::Error)]
-#[error("too many approval requests are outstanding on this agent ({0})")]
+#[error("too many approval requests are outstanding on this agent (limit {0}); wait for decisions")]
 pub struct TooMany(usize);
 
 impl Approvals {
@@ -83,6 +86,14 @@ impl Approvals {
         let mut inner = self.lock();
         if inner.outstanding.len() >= MAX_OUTSTANDING {
             return Err(TooMany(MAX_OUTSTANDING));
+        }
+        let mine = inner
+            .outstanding
+            .values()
+            .filter(|o| o.request.subject == request.subject)
+            .count();
+        if mine >= MAX_OUTSTANDING_PER_SUBJECT {
+            return Err(TooMany(MAX_OUTSTANDING_PER_SUBJECT));
         }
         let (waiter, rx) = if wait {
             let (tx, rx) = oneshot::channel();
@@ -102,6 +113,13 @@ impl Approvals {
     /// A decision from the control plane.
     pub fn decided(&self, decision: pb::ApprovalDecision) {
         let mut inner = self.lock();
+        if decision.outcome != "approved" {
+            // Expired or denied on the control plane: a grant it had given
+            // is void too.
+            inner
+                .grants
+                .retain(|_, g| g.request_id != decision.request_id);
+        }
         let Some(o) = inner.outstanding.remove(&decision.request_id) else {
             tracing::debug!(request = %decision.request_id, "decision for a request this agent does not hold");
             return;
@@ -153,7 +171,8 @@ impl Approvals {
         self.wake.notify_one();
     }
 
-    /// On (re)connection: queue every undecided request again.
+    /// On (re)connection: queue every undecided request again (updates
+    /// not yet sent stay queued).
     pub fn resend_all(&self) {
         let mut inner = self.lock();
         let pending: Vec<_> = inner
@@ -161,7 +180,9 @@ impl Approvals {
             .values()
             .map(|o| o.request.clone())
             .collect();
-        inner.outbox.clear();
+        inner
+            .outbox
+            .retain(|m| !matches!(m.state.as_str(), "" | "pending"));
         inner.outbox.extend(pending);
         drop(inner);
         self.wake.notify_one();
@@ -217,6 +238,15 @@ mod tests {
         let key = GrantKey::of(&req("x", &["1"]));
         assert_eq!(a.take_grant(&key, 10).as_deref(), Some("r1"));
         assert_eq!(a.take_grant(&key, 10), None, "used once");
+        // A grant the control plane expires is void.
+        a.request(req("r2", &["3"]), false).unwrap();
+        a.decided(approved("r2", 1_000));
+        a.decided(pb::ApprovalDecision {
+            request_id: "r2".into(),
+            outcome: "expired".into(),
+            ..Default::default()
+        });
+        assert_eq!(a.take_grant(&GrantKey::of(&req("x", &["3"])), 10), None);
         let used = a.drain();
         assert_eq!(used[0].state, "used");
     }

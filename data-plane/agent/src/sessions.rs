@@ -17,6 +17,8 @@ use crate::snapshot::Active;
 struct Live {
     subject: Subject,
     resource: String,
+    /// The mask rules the session was started with.
+    masks: Vec<sluice_policy::MaskSpec>,
     end: watch::Sender<Option<String>>,
 }
 
@@ -44,13 +46,20 @@ impl LiveSessions {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn register(self: &Arc<Self>, id: &str, subject: Subject, resource: &str) -> Registration {
+    pub fn register(
+        self: &Arc<Self>,
+        id: &str,
+        subject: Subject,
+        resource: &str,
+        masks: Vec<sluice_policy::MaskSpec>,
+    ) -> Registration {
         let (end, ended) = watch::channel(None);
         self.lock().insert(
             id.to_owned(),
             Live {
                 subject,
                 resource: resource.to_owned(),
+                masks,
                 end,
             },
         );
@@ -93,8 +102,10 @@ impl LiveSessions {
         n
     }
 
-    /// Ends the sessions `active` no longer grants: their subject may not
-    /// connect to their resource any more, or the resource is gone.
+    /// Ends the sessions `active` no longer grants (their subject may not
+    /// connect to their resource any more, or the resource is gone) and
+    /// those whose mask rules changed (a session masks with the rules it
+    /// started with; it must not go on with weaker ones).
     pub fn revoke(&self, active: &Active) -> usize {
         let sessions = self.lock();
         let mut n = 0;
@@ -111,6 +122,19 @@ impl LiveSessions {
                     live.resource, active.version
                 )));
                 n += 1;
+                continue;
+            }
+            let masks: Vec<&sluice_policy::MaskSpec> =
+                active.policy.masks_for(&live.subject, &live.resource);
+            if masks.len() != live.masks.len()
+                || masks.iter().zip(&live.masks).any(|(a, b)| *a != b)
+            {
+                tracing::warn!(session = %id, version = active.version, "mask rules changed; ending the session");
+                live.end.send_replace(Some(format!(
+                    "the mask rules for \"{}\" changed (policy version {}); reconnect",
+                    live.resource, active.version
+                )));
+                n += 1;
             }
         }
         n
@@ -124,8 +148,8 @@ mod tests {
     #[test]
     fn ending_reaches_the_session_and_the_guard_deregisters() {
         let registry = Arc::new(LiveSessions::default());
-        let a = registry.register("s1", Subject::user("alice", ["devs"]), "app");
-        let b = registry.register("s2", Subject::user("bob", ["devs"]), "app");
+        let a = registry.register("s1", Subject::user("alice", ["devs"]), "app", Vec::new());
+        let b = registry.register("s2", Subject::user("bob", ["devs"]), "app", Vec::new());
         assert_eq!(registry.len(), 2);
         assert!(registry.end("s1", "ended by admin"));
         assert_eq!(a.ended.borrow().as_deref(), Some("ended by admin"));

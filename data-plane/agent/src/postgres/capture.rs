@@ -33,6 +33,9 @@ struct ResultSet {
     rows: Vec<Vec<Option<String>>>,
 }
 
+/// Most result sets recorded per statement (a multi-statement string).
+const MAX_SETS: usize = 16;
+
 /// Longest binary value recorded, in bytes (as hex).
 const MAX_BINARY: usize = 64;
 
@@ -43,6 +46,10 @@ impl Capture {
 
     /// A RowDescription: a new result set begins.
     pub fn columns(&mut self, body: &[u8]) {
+        if self.sets.len() >= MAX_SETS {
+            self.truncated.get_or_insert("result sets per statement");
+            return;
+        }
         let columns = messages::parse_row_description(body)
             .map(|names| names.into_iter().map(str::to_owned).collect())
             .unwrap_or_default();

@@ -43,13 +43,37 @@ enum Action {
 /// What to do with each column of one result set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    cols: Vec<(Action, u32)>,
+    /// (action, type OID, binary per the description)
+    cols: Vec<(Action, u32, bool)>,
 }
 
 pub struct Masker {
     specs: Vec<MaskSpec>,
     key: Vec<u8>,
     catalog: Option<Arc<Catalog>>,
+}
+
+/// Binary types that cannot hold a detectable value (dates, times,
+/// intervals, money, network addresses, geometry, uuid).
+fn is_textless(oid: u32) -> bool {
+    matches!(
+        oid,
+        18 | 600
+            | 603
+            | 650
+            | 718
+            | 774
+            | 790
+            | 829
+            | 869
+            | 1082
+            | 1083
+            | 1114
+            | 1184
+            | 1186
+            | 1266
+            | 2950
+    )
 }
 
 /// Type OIDs whose binary form is the text itself.
@@ -74,6 +98,10 @@ impl Masker {
             .any(|s| !s.columns.is_empty() || !s.strict_tables.is_empty())
     }
 
+    pub fn specs(&self) -> &[MaskSpec] {
+        &self.specs
+    }
+
     /// Whether this masker resolves column origins (needs the catalog).
     pub fn uses_catalog(&self) -> bool {
         self.catalog.is_some()
@@ -84,7 +112,7 @@ impl Masker {
         self.catalog = Some(catalog);
     }
 
-    fn by_origin(&self) -> bool {
+    pub fn masks_by_origin(&self) -> bool {
         Self::needs_catalog(&self.specs)
     }
 
@@ -133,6 +161,28 @@ impl Masker {
         None
     }
 
+    /// Strict mode for a statement: by the tables it reads, and for
+    /// statements whose rows come from elsewhere (`FETCH` from a cursor,
+    /// `EXECUTE` of a prepared statement), whenever any rule has strict
+    /// tables: the agent cannot see what they read (fail closed).
+    pub fn strict_for_statement(
+        &self,
+        tables: &[String],
+        kinds: &[String],
+    ) -> Option<MaskStrategy> {
+        if let Some(s) = self.strict_for(tables) {
+            return Some(s);
+        }
+        if kinds.iter().any(|k| k == "fetch" || k == "execute") {
+            return self
+                .specs
+                .iter()
+                .find(|s| !s.strict_tables.is_empty())
+                .map(|s| s.strategy);
+        }
+        None
+    }
+
     /// The plan for a RowDescription, under strict mode `strict`.
     pub fn plan(&self, row_description: &[u8], strict: Option<MaskStrategy>) -> Plan {
         let Ok(columns) = messages::parse_row_columns(row_description) else {
@@ -142,17 +192,18 @@ impl Masker {
             .iter()
             .map(|c| {
                 (
-                    self.action(c.table_oid, c.attnum, c.name, strict),
+                    self.action(c.table_oid, c.attnum, strict),
                     c.type_oid,
+                    c.format == 1,
                 )
             })
             .collect();
         Plan { cols }
     }
 
-    fn action(&self, table: u32, attnum: i16, name: &str, strict: Option<MaskStrategy>) -> Action {
+    fn action(&self, table: u32, attnum: i16, strict: Option<MaskStrategy>) -> Action {
         let unknown = || strict.map_or(Action::Pass, Action::Whole);
-        if table == 0 || !self.by_origin() {
+        if table == 0 || !self.masks_by_origin() {
             return unknown();
         }
         let Some(catalog) = &self.catalog else {
@@ -175,27 +226,36 @@ impl Masker {
             });
             return masked.map_or_else(unknown, Action::Whole);
         }
-        let column = catalog
-            .column(table, attnum)
-            .map_or(name, |c| c.name.as_str());
+        let Some(column) = catalog.column(table, attnum).map(|c| c.name.as_str()) else {
+            // A column newer than the catalog: fail closed.
+            return Action::Whole(self.fallback());
+        };
         if let Some(s) = self.column_rule(schema, relname, column) {
             return Action::Whole(s);
         }
         if is_view {
+            // The catalog says which base columns a view depends on, not
+            // which view column shows which: a view column is safe only when
+            // it has the name of an unmasked column the view depends on.
+            let mut masked_dep = None;
+            let mut safe_namesake = false;
             for (base, batt) in catalog.view_sources(table) {
                 let Some(bc) = catalog.column(base, batt) else {
                     continue;
                 };
-                if bc.name.eq_ignore_ascii_case(column)
-                    && let Some(s) = self.column_rule(&bc.schema, &bc.table, &bc.name)
-                {
-                    return Action::Whole(s);
-                }
                 if let Some(s) = self.strict_rule(&bc.schema, &bc.table) {
-                    // A view column over a sensitive table has no origin the
-                    // agent can vouch for.
+                    // A view over a sensitive table: no origin to vouch for.
                     return Action::Whole(strict.unwrap_or(s));
                 }
+                match self.column_rule(&bc.schema, &bc.table, &bc.name) {
+                    Some(s) if bc.name.eq_ignore_ascii_case(column) => return Action::Whole(s),
+                    Some(s) => masked_dep = masked_dep.or(Some(s)),
+                    None if bc.name.eq_ignore_ascii_case(column) => safe_namesake = true,
+                    None => {}
+                }
+            }
+            if let (Some(s), false) = (masked_dep, safe_namesake) {
+                return Action::Whole(s);
             }
         }
         Action::Pass
@@ -213,17 +273,20 @@ impl Masker {
         let mut out: Vec<Option<Cow<'_, [u8]>>> = Vec::with_capacity(values.len());
         let mut changed = false;
         for (i, value) in values.into_iter().enumerate() {
-            let binary = match formats.len() {
-                0 => false,
-                1 => formats[0] == 1,
-                _ => formats.get(i).is_some_and(|f| *f == 1),
-            };
-            let (action, type_oid) = match plan.and_then(|p| p.cols.get(i)) {
+            let (action, type_oid, described_binary) = match plan.and_then(|p| p.cols.get(i)) {
                 Some(c) => *c,
                 // No description: nothing is known about the column.
-                None if self.by_origin() => (Action::Whole(self.fallback()), 0),
-                None => (Action::Pass, 0),
+                None if self.masks_by_origin() => (Action::Whole(self.fallback()), 0, false),
+                None => (Action::Pass, 0, false),
             };
+            // Binary if the client asked for it (Bind) or the description
+            // says so (a portal Describe, a BINARY cursor's FETCH).
+            let binary = described_binary
+                || match formats.len() {
+                    0 => false,
+                    1 => formats[0] == 1,
+                    _ => formats.get(i).is_some_and(|f| *f == 1),
+                };
             let new = match value {
                 None => None,
                 Some(v) => self.mask_value(action, binary, type_oid, v),
@@ -278,11 +341,17 @@ impl Masker {
             }
             Action::Pass => {
                 if binary && !is_text_type(type_oid) {
+                    if !self.specs.iter().any(|s| !s.detectors.is_empty()) {
+                        return None;
+                    }
                     // Numbers in binary: decode to run the detectors; a hit
                     // cannot be re-encoded, so it becomes NULL.
                     let text = messages::binary_as_text(i32::try_from(type_oid).unwrap_or(0), v);
                     if text.starts_with("\\x") {
-                        return None;
+                        // A type the agent cannot read (numeric, arrays,
+                        // records, xml, ...) may hold text: NULL, unless it
+                        // is a fixed-width type that cannot.
+                        return (!is_textless(type_oid)).then_some(None);
                     }
                     return match self.mask_str(&text) {
                         Cow::Borrowed(_) => None,
@@ -336,13 +405,13 @@ impl Masker {
                 }
             }
         };
-        let unknown = if self.by_origin() {
+        let unknown = if self.masks_by_origin() {
             Action::Whole(strict.unwrap_or_else(|| self.fallback()))
         } else {
             Action::Pass
         };
         let fields = match (&copy.table, &self.catalog) {
-            (Some(table), Some(catalog)) => match catalog.relations_named(table).next() {
+            (Some(table), Some(catalog)) => match only_one(catalog.relations_named(table)) {
                 Some(oid) => {
                     let columns: Vec<(i16, String)> = if copy.columns.is_empty() {
                         (1..=1600)
@@ -363,11 +432,11 @@ impl Masker {
                     };
                     columns
                         .iter()
-                        .map(|(attnum, name)| {
+                        .map(|(attnum, _)| {
                             if *attnum <= 0 {
                                 unknown
                             } else {
-                                self.action(oid, *attnum, name, strict)
+                                self.action(oid, *attnum, strict)
                             }
                         })
                         .collect()
@@ -378,11 +447,9 @@ impl Masker {
             (None, _) => Vec::new(),
             (Some(_), None) => Vec::new(),
         };
-        let rest = if copy.table.is_none() {
-            strict.map_or(Action::Pass, Action::Whole)
-        } else {
-            unknown
-        };
+        // Fields the agent cannot place (a query's, or beyond the table's
+        // columns): masked whole when any rule masks by origin.
+        let rest = unknown;
         Some(CopyPlan {
             fields,
             rest,
@@ -456,6 +523,13 @@ impl Masker {
         }
         current
     }
+}
+
+/// The only item, or `None` when there are none or several (an
+/// unqualified name two schemas share).
+fn only_one<T>(mut items: impl Iterator<Item = T>) -> Option<T> {
+    let first = items.next()?;
+    items.next().is_none().then_some(first)
 }
 
 /// How one `COPY ... TO STDOUT`'s rows are masked.
@@ -727,6 +801,72 @@ mod tests {
     }
 
     #[test]
+    fn a_renamed_view_column_over_a_masked_column_is_masked() {
+        // CREATE VIEW v AS SELECT id, name AS who FROM customers; with the
+        // name masked: `who` has no unmasked namesake, `id` has.
+        let catalog = test_catalog(
+            &[
+                (CUSTOMERS, 1, "public", "customers", "id", false),
+                (CUSTOMERS, 2, "public", "customers", "name", false),
+                (VIEW, 1, "public", "v", "id", true),
+                (VIEW, 2, "public", "v", "who", true),
+            ],
+            &[(VIEW, CUSTOMERS, 1), (VIEW, CUSTOMERS, 2)],
+        );
+        let m = Masker::new(
+            vec![spec(
+                &["public.customers.name"],
+                &[],
+                &[],
+                MaskStrategy::Redact,
+            )],
+            b"k".to_vec(),
+            Some(Arc::new(catalog)),
+        );
+        let plan = m.plan(
+            &row_description(&[("id", VIEW, 1, 23), ("who", VIEW, 2, 25)]),
+            None,
+        );
+        let row = m
+            .rewrite_row(Some(&plan), &[], &data_row(&[Some(b"7"), Some(b"Alice")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(values(&row), [Some("7".into()), Some("[REDACTED]".into())]);
+        // A column the catalog does not know yet is masked.
+        let plan = m.plan(&row_description(&[("x", CUSTOMERS, 9, 25)]), None);
+        let row = m
+            .rewrite_row(Some(&plan), &[], &data_row(&[Some(b"v")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(values(&row), [Some("[REDACTED]".into())]);
+    }
+
+    #[test]
+    fn binary_values_the_agent_cannot_read_are_null_under_detectors() {
+        let m = Masker::new(
+            vec![spec(&[], &[Detector::Email], &[], MaskStrategy::Redact)],
+            b"k".to_vec(),
+            None,
+        );
+        // numeric (1700) and a text array (1009) in binary; a timestamp (1114) is kept.
+        let plan = m.plan(
+            &row_description(&[("n", 0, 0, 1700), ("a", 0, 0, 1009), ("t", 0, 0, 1114)]),
+            None,
+        );
+        let row = m
+            .rewrite_row(
+                Some(&plan),
+                &[1],
+                &data_row(&[Some(&[0, 1]), Some(b"a@b.example"), Some(&[0; 8])]),
+            )
+            .unwrap()
+            .unwrap();
+        let v = messages::parse_data_row(&row).unwrap();
+        assert_eq!((v[0], v[1]), (None, None));
+        assert!(v[2].is_some());
+    }
+
+    #[test]
     fn strict_mode_masks_what_has_no_known_origin() {
         let m = masker(vec![spec(
             &["*.ssn"],
@@ -865,10 +1005,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\"\"A\"\""), "quotes survive: {text}");
-        // A query's fields have no origin: detectors only (no strict mode).
+        // A query's fields have no origin: masked whole, since rules here
+        // mask by origin.
         let query = CopyOut::default();
         let mut plan = m.copy_plan(&query, None).unwrap();
-        assert!(m.copy_row(&mut plan, b"219-09-9999\n").unwrap().is_none());
+        assert!(m.copy_row(&mut plan, b"anything\n").unwrap().is_some());
         let mut strict = m.copy_plan(&query, Some(MaskStrategy::Redact)).unwrap();
         assert!(m.copy_row(&mut strict, b"anything\n").unwrap().is_some());
         // Binary COPY cannot be masked.

@@ -211,7 +211,12 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
         event.decision = "allow".into();
         // Registered before the start is recorded, so a kill or revocation
         // that follows the start event always finds the session.
-        let registration = agent.sessions.register(&event.session_id, granted.subject.clone(), &granted.resource.name);
+        let registration = agent.sessions.register(
+            &event.session_id,
+            granted.subject.clone(),
+            &granted.resource.name,
+            masker.as_ref().map(|m| m.specs().to_vec()).unwrap_or_default(),
+        );
         let mut trail = SessionTrail::new(agent.audit.clone());
         if let Err(e) = trail.record(event.clone())
             && granted.resource.audit_mode != "best_effort"

@@ -198,6 +198,19 @@ impl Names {
         self.pending.retain(|p| p.cycle != cycle);
     }
 
+    /// Cycle numbers after `cycle` move down by one (a Sync the target
+    /// ignored was counted).
+    pub fn shift_cycles_after(&mut self, cycle: u64) {
+        for p in self.pending.iter_mut().filter(|p| p.cycle > cycle) {
+            p.cycle -= 1;
+        }
+    }
+
+    /// Forgets confirmed portals (the transaction ended).
+    pub fn clear_portals(&mut self) {
+        self.portals.clear();
+    }
+
     /// Forgets everything: every name is unknown until parsed again.
     pub fn reset(&mut self) {
         self.statements.clear();

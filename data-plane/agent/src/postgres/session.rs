@@ -48,6 +48,11 @@ use crate::{Agent, approvals::GrantKey, audit::SessionTrail};
 
 /// Stop reading from one side while this much is queued for the other.
 const HIGH_WATER: usize = 4 * 1024 * 1024;
+/// While a statement is held for approval, the client is still read (to
+/// notice it leaving) up to this many bytes, unparsed.
+const HOLD_READ_LIMIT: usize = 1024 * 1024;
+/// Most Executes in one extended-protocol batch.
+const MAX_EXECUTES: usize = 10_000;
 /// Largest extended-protocol batch buffered before a Sync/Flush.
 const MAX_BATCH: usize = 64 * 1024 * 1024;
 
@@ -116,7 +121,6 @@ struct Unit {
     plan: Option<super::mask::Plan>,
     /// The agent added a Describe for this Execute: its answer is not the
     /// client's.
-    swallow_description: bool,
     /// Rows withheld because they could not be masked.
     unmaskable: u64,
     /// COPY output withheld (masking cannot vouch for it).
@@ -181,6 +185,8 @@ struct Holding {
     decision: tokio::sync::oneshot::Receiver<pb::ApprovalDecision>,
     deadline: tokio::time::Instant,
     ready: Ready,
+    /// Cancels counted when the hold began; a later one withdraws it.
+    cancel_mark: u64,
 }
 
 enum HeldOutcome {
@@ -213,6 +219,8 @@ struct Relay {
     holding: Option<Holding>,
     /// A DDL statement was sent: re-read the catalog before masking more.
     catalog_stale: bool,
+    /// Describes sent and not yet answered: (cycle, added by the agent).
+    describes: VecDeque<(u64, bool)>,
     held_bytes: usize,
     tx_status: u8,
     batch: Vec<Frame>,
@@ -287,6 +295,7 @@ pub async fn run(
         substitutes: VecDeque::new(),
         holding: None,
         catalog_stale: false,
+        describes: VecDeque::new(),
         denial_portal: format!("sluice-denied-{}", uuid::Uuid::new_v4().simple()),
         held_bytes: 0,
         tx_status,
@@ -314,7 +323,7 @@ pub async fn run(
         // After the client's Terminate, keep relaying until the target has
         // answered everything it was sent and closes the connection.
         tokio::select! {
-            r = client_r.read_buf(client_reader.buffer()), if relay.to_server.len() < HIGH_WATER && relay.to_client.len() + relay.held_bytes < HIGH_WATER && !relay.terminate && relay.holding.is_none() => {
+            r = client_r.read_buf(client_reader.buffer()), if relay.to_server.len() < HIGH_WATER && relay.to_client.len() + relay.held_bytes < HIGH_WATER && !relay.terminate && (relay.holding.is_none() || client_reader.buffer().len() < HOLD_READ_LIMIT) => {
                 last_activity = tokio::time::Instant::now();
                 match r {
                     Ok(0) => break None,
@@ -360,7 +369,8 @@ pub async fn run(
                 }
             }
             r = cancels.changed(), if relay.holding.is_some() => {
-                if r.is_ok() {
+                let count = *cancels.borrow_and_update();
+                if r.is_ok() && relay.holding.as_ref().is_some_and(|h| count > h.cancel_mark) {
                     if let Err(e) = relay.on_held(HeldOutcome::Withdrawn).await {
                         break Some(e);
                     }
@@ -420,6 +430,14 @@ pub async fn run(
     .await;
     let _ = client_w.shutdown().await;
     relay.finish_all("session ended");
+    if let Some(h) = relay.holding.take() {
+        // The client left (or the session was ended) while it waited.
+        relay
+            .ctx
+            .agent
+            .approvals
+            .abandon(&h.request_id, "withdrawn");
+    }
     (relay.totals, err, relay.ctx.trail)
 }
 
@@ -532,7 +550,7 @@ impl Relay {
                 .ctx
                 .masker
                 .as_ref()
-                .and_then(|m| m.strict_for(&verdict.tables_read)),
+                .and_then(|m| m.strict_for_statement(&verdict.tables_read, &verdict.kinds)),
             formats: Vec::new(),
             copy_out: verdict.copy_out.clone(),
         };
@@ -625,9 +643,13 @@ impl Relay {
             } => {
                 self.names.apply(ops, self.cycles_sent);
                 let masking = self.ctx.masker.is_some();
-                let mut injected = Vec::new();
+                let cycle = self.cycles_sent;
                 let mut previous: Option<&Frame> = None;
                 for frame in &batch {
+                    if frame.tag == b'D' {
+                        // Answered by one RowDescription or NoData, in order.
+                        self.describes.push_back((cycle, false));
+                    }
                     if masking && frame.tag == b'E' {
                         // The agent needs the columns' origins to mask; ask
                         // for them when the client did not.
@@ -642,15 +664,14 @@ impl Relay {
                         if !described {
                             self.to_server
                                 .extend_from_slice(&messages::describe_portal(&portal).raw);
+                            self.describes.push_back((cycle, true));
                         }
-                        injected.push(!described);
                     }
                     self.to_server.extend_from_slice(&frame.raw);
                     previous = Some(frame);
                 }
-                for (i, x) in executes.into_iter().enumerate() {
-                    let mut unit = self.unit(UnitKind::Extended, x);
-                    unit.swallow_description = injected.get(i).copied().unwrap_or(false);
+                for x in executes {
+                    let unit = self.unit(UnitKind::Extended, x);
                     self.units.push_back(unit);
                 }
                 if ends_with_sync {
@@ -773,8 +794,9 @@ impl Relay {
                 };
                 self.to_client.extend_from_slice(&notice.to_notice().raw);
                 // Only cancels from now on withdraw the request.
-                self.ctx.cancels.borrow_and_update();
+                let cancel_mark = *self.ctx.cancels.borrow();
                 self.holding = Some(Holding {
+                    cancel_mark,
                     request_id,
                     statement_id,
                     text,
@@ -925,7 +947,15 @@ impl Relay {
             return Err(SessionError::Protocol("a Query or FunctionCall arrived inside an extended-protocol batch; send Sync first".into()));
         }
         let snapshot = self.snapshot();
-        let verdict = self.judge.function_call(snapshot.as_ref());
+        let mut verdict = self.judge.function_call(snapshot.as_ref());
+        if verdict.allowed && self.ctx.masker.is_some() {
+            // Its result (FunctionCallResponse) has no columns to mask by.
+            verdict = Verdict {
+                rule: verdict.rule,
+                reason: "FunctionCall results cannot be masked, and mask rules apply to this session; call the function with SELECT".into(),
+                ..Verdict::default()
+            };
+        }
         let statement_id = uuid::Uuid::now_v7().to_string();
         if let Err(e) = self
             .audit_decision(&statement_id, "<FunctionCall>", Vec::new(), &verdict)
@@ -996,6 +1026,25 @@ impl Relay {
         Ok(())
     }
 
+    /// Takes back the count of cycle `cycle`'s Sync (it will not be
+    /// answered): every later cycle moves down by one.
+    fn uncount_cycle(&mut self, cycle: u64) {
+        self.cycles_sent = self.cycles_sent.saturating_sub(1).max(self.cycles_done);
+        for u in self.units.iter_mut().filter(|u| u.cycle > cycle) {
+            u.cycle -= 1;
+        }
+        for h in self.held.iter_mut().filter(|h| h.0 > cycle) {
+            h.0 -= 1;
+        }
+        for s in self.substitutes.iter_mut().filter(|s| s.0 > cycle) {
+            s.0 -= 1;
+        }
+        for d in self.describes.iter_mut().filter(|d| d.0 > cycle) {
+            d.0 -= 1;
+        }
+        self.names.shift_cycles_after(cycle);
+    }
+
     /// Requests forwarded whose ReadyForQuery has not arrived yet.
     fn inflight(&self) -> u64 {
         self.cycles_sent - self.cycles_done
@@ -1035,7 +1084,6 @@ impl Relay {
             strict: x.strict,
             formats: x.formats,
             plan: None,
-            swallow_description: false,
             unmaskable: 0,
             copy_withheld: false,
             copy_plans,
@@ -1102,28 +1150,40 @@ impl Relay {
                 }
                 b'E' => {
                     let (portal, _) = messages::parse_execute(frame.body()).map_err(bad)?;
-                    match plan.execute(portal) {
-                        Ok(p) => executes.push(PlannedExecute {
-                            id: uuid::Uuid::now_v7().to_string(),
-                            portal: Some(portal.to_owned()),
-                            text: p.statement.text.clone(),
-                            params: p.params.clone(),
-                            rule: p.statement.rule.clone(),
-                            limit: p.statement.row_limit,
-                            approval: p.statement.approval.clone(),
-                            strict: self
-                                .ctx
-                                .masker
-                                .as_ref()
-                                .and_then(|m| m.strict_for(&p.statement.tables_read)),
-                            formats: p.result_formats.clone(),
-                            copy_out: p.statement.copy_out.clone(),
-                        }),
+                    if executes.len() >= MAX_EXECUTES {
+                        return Err(SessionError::Protocol(format!(
+                            "more than {MAX_EXECUTES} Executes in one batch; send Sync"
+                        )));
+                    }
+                    let p = match plan.execute(portal) {
+                        Ok(p) => p,
                         Err(reason) => {
                             denial = Some((refused(reason), format!("<execute portal {portal}>")));
                             break;
                         }
+                    };
+                    // Judged again under the current policy: a statement
+                    // prepared earlier may have been denied since (cached
+                    // per snapshot, so this is a lookup).
+                    let verdict = self.judge.sql(snapshot.as_ref(), &p.statement.text);
+                    if !verdict.allowed && verdict.approval.is_none() {
+                        denial = Some((verdict, p.statement.text.clone()));
+                        break;
                     }
+                    executes.push(PlannedExecute {
+                        id: uuid::Uuid::now_v7().to_string(),
+                        portal: Some(portal.to_owned()),
+                        text: p.statement.text.clone(),
+                        params: p.params.clone(),
+                        rule: verdict.rule.clone(),
+                        limit: verdict.row_limit,
+                        approval: verdict.approval.is_some().then(|| verdict.clone()),
+                        strict: self.ctx.masker.as_ref().and_then(|m| {
+                            m.strict_for_statement(&verdict.tables_read, &verdict.kinds)
+                        }),
+                        formats: p.result_formats.clone(),
+                        copy_out: p.statement.copy_out.clone(),
+                    });
                 }
                 b'C' => {
                     let (kind, name) = messages::parse_target(frame.body()).map_err(bad)?;
@@ -1296,6 +1356,17 @@ impl Relay {
 
     fn on_server_frame(&mut self, frame: Frame) {
         match frame.tag {
+            b'D' if self.ctx.masker.is_some()
+                && self
+                    .units
+                    .front()
+                    .is_none_or(|u| u.cycle != self.cycles_done) =>
+            {
+                // Rows the agent cannot place (no statement of this cycle
+                // it forwarded): under masking, never sent unmasked.
+                tracing::warn!(session = %self.ctx.session_id, "withholding a row that belongs to no forwarded statement");
+                return;
+            }
             b'D' => {
                 let base = self.front_base();
                 if let Some(u) = self.units.front_mut() {
@@ -1328,24 +1399,27 @@ impl Relay {
                         .row(frame.body(), self.record_limits, &mut self.record_left);
                 }
             }
-            b'T' => {
-                if let Some(u) = self.units.front_mut() {
+            b'T' | b'n' => {
+                // In an extended cycle a description answers a Describe:
+                // the client's, or one the agent added for itself.
+                let ours = match self.describes.front() {
+                    Some((c, ours)) if *c == self.cycles_done => {
+                        let ours = *ours;
+                        self.describes.pop_front();
+                        ours
+                    }
+                    _ => false,
+                };
+                let current = self.cycles_done;
+                if frame.tag == b'T'
+                    && let Some(u) = self.units.front_mut().filter(|u| u.cycle == current)
+                {
                     if let Some(masker) = &self.ctx.masker {
                         u.plan = Some(masker.plan(frame.body(), u.strict));
                     }
-                    if u.swallow_description {
-                        u.swallow_description = false;
-                        u.capture.columns(frame.body());
-                        return;
-                    }
                     u.capture.columns(frame.body());
                 }
-            }
-            b'n' => {
-                if let Some(u) = self.units.front_mut()
-                    && u.swallow_description
-                {
-                    u.swallow_description = false;
+                if ours {
                     return;
                 }
             }
@@ -1502,6 +1576,8 @@ impl Relay {
                 if frame.tag == b'E' {
                     // Whatever this cycle still had unanswered was skipped.
                     self.names.cycle_ended(self.cycles_done);
+                    let current = self.cycles_done;
+                    self.describes.retain(|(c, _)| *c != current);
                     if self.is_denial_echo(&fields) {
                         if let Some((_, error)) = self.substitutes.pop_front() {
                             self.to_client.extend_from_slice(&error);
@@ -1509,9 +1585,30 @@ impl Relay {
                         return;
                     }
                 }
+                // Data errors (class 22) and constraint errors (23) quote
+                // values; with column masks, the value may be a masked one.
+                let quotes_values = frame.tag == b'E'
+                    && self
+                        .ctx
+                        .masker
+                        .as_ref()
+                        .is_some_and(|m| m.masks_by_origin())
+                    && fields
+                        .iter()
+                        .any(|(c, v)| *c == b'C' && (v.starts_with("22") || v.starts_with("23")));
                 let scrubbed: Vec<(u8, String)> = fields
                     .iter()
                     .map(|(c, v)| {
+                        if quotes_values && matches!(*c, b'M' | b'D' | b'W' | b'H' | b'P' | b'p' | b'q') {
+                            return (
+                                *c,
+                                if *c == b'M' {
+                                    "sluice: the target's error message is withheld: it may quote a masked value (the SQLSTATE is the target's)".to_owned()
+                                } else {
+                                    String::new()
+                                },
+                            );
+                        }
                         let v = scrub(v, &self.ctx.credential);
                         let v = match (&self.ctx.masker, *c) {
                             // Severity and code are not free text.
@@ -1525,7 +1622,8 @@ impl Relay {
                     .collect();
                 if frame.tag == b'E' {
                     self.copy_in = false;
-                    if let Some(u) = self.units.front_mut() {
+                    let current = self.cycles_done;
+                    if let Some(u) = self.units.front_mut().filter(|u| u.cycle == current) {
                         u.error = scrubbed
                             .iter()
                             .find(|(c, _)| *c == b'M')
@@ -1542,16 +1640,45 @@ impl Relay {
                     return;
                 }
             }
-            b'G' => self.copy_in = true,
-            b'S' => {
-                if let Ok(("standard_conforming_strings", value)) =
-                    messages::parse_parameter_status(frame.body())
+            b'G' => {
+                self.copy_in = true;
+                // COPY FROM STDIN through Execute: PostgreSQL ignores a Sync
+                // that arrives during copy-in (libpq sends one with the
+                // Execute, then another after CopyDone), so the Sync already
+                // counted for this cycle will not be answered.
+                if let Some(u) = self.units.front()
+                    && matches!(u.kind, UnitKind::Extended)
+                    && u.cycle < self.cycles_sent
                 {
-                    self.judge.set_standard_conforming_strings(value == "on");
+                    let after = u.cycle;
+                    self.uncount_cycle(after);
+                }
+            }
+            b'S' => {
+                if let Ok((name, value)) = messages::parse_parameter_status(frame.body()) {
+                    if name == "standard_conforming_strings" {
+                        self.judge.set_standard_conforming_strings(value == "on");
+                    }
+                    // A setting can carry a value (set_config(..., email)).
+                    if let Some(masker) = &self.ctx.masker
+                        && let std::borrow::Cow::Owned(masked) = masker.mask_str(value)
+                    {
+                        let masked = messages::parameter_status(name, &masked);
+                        self.to_client.extend_from_slice(&masked.raw);
+                        return;
+                    }
                 }
             }
             b'Z' => {
                 self.names.cycle_ended(self.cycles_done);
+                let current = self.cycles_done;
+                self.describes.retain(|(c, _)| *c > current);
+                if messages::ready_status(frame.body()) == Some(b'I') {
+                    // Out of any transaction: PostgreSQL has dropped every
+                    // portal (holdable cursors aside, which are SQL-level).
+                    self.names.clear_portals();
+                    self.portal_rows.clear();
+                }
                 // A substitute whose Execute was skipped after an earlier error.
                 while self
                     .substitutes
