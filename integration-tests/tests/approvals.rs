@@ -368,8 +368,19 @@ async fn cancelling_a_held_statement_withdraws_its_request() {
     let bob = dp.cp.user_token("bob", &["dba"]).await;
     let dba = SluiceCli::new(&dp.cp.url(), Some(&bob));
     let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    // A cancel from before the hold (a driver's statement timeout, say)
+    // does not withdraw the next held statement.
+    s.cancel().await;
+    s.send(&query("SELECT 1")).await;
+    s.until(b'Z').await;
     s.send(&query("DELETE FROM items WHERE id = 13")).await;
     let id = wait_pending(&dba, "id = 13").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        pending(&dba).len(),
+        1,
+        "still pending after an earlier cancel"
+    );
     s.cancel().await;
     let got = s.until(b'Z').await;
     let text = errors(&got);

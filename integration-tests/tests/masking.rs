@@ -67,6 +67,7 @@ async fn seeded() -> DataPath {
              CREATE TABLE orders (id int PRIMARY KEY, customer_id int, total int);
              INSERT INTO orders VALUES (10, 1, 4242);
              CREATE VIEW customer_view AS SELECT id, name, email, plan FROM customers;
+             CREATE VIEW renamed_view AS SELECT id, name AS who, ssn AS tax_id FROM customers;
              CREATE FUNCTION shout() RETURNS int LANGUAGE plpgsql AS $$
                BEGIN RAISE NOTICE 'contact %, card %, ssn %', (SELECT email FROM customers LIMIT 1), (SELECT card FROM customers LIMIT 1), (SELECT ssn FROM customers LIMIT 1); RETURN 1; END $$;"
         ),
@@ -85,6 +86,8 @@ async fn no_canary_reaches_the_client_or_the_audit_store_in_any_query_shape() {
         "SELECT * FROM (SELECT name, ssn, plan FROM customers) s",
         "UPDATE customers SET plan = plan RETURNING *",
         "SELECT * FROM customer_view",
+        "SELECT * FROM renamed_view",
+        "SELECT name::int FROM customers",
         "SELECT name::text, ssn::varchar, card_number::text, plan FROM customers",
         "SELECT name || ' / ' || ssn || ' / ' || email, plan FROM customers",
         "SELECT to_json(c) FROM customers c",
@@ -193,4 +196,30 @@ async fn binary_results_through_a_rust_driver_are_masked_too() {
         assert_eq!(card, None, "a card number in a binary bigint becomes NULL");
         assert_eq!(name.as_deref(), Some("[REDACTED]"));
     }
+}
+
+#[tokio::test]
+async fn protocol_side_channels_carry_no_canary() {
+    use sluice_integration_tests::rawpg::{RawSession, bind, execute, frame, parse, query, sync};
+    let dp = seeded().await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    let mut received = Vec::new();
+    // A setting set from a value: reported back in ParameterStatus.
+    s.send(&query(
+        "SELECT set_config('application_name', email, false) FROM customers",
+    ))
+    .await;
+    received.extend(s.until(b'Z').await);
+    // A batch that fails on its own (Describe of no portal), pipelined with
+    // one that reads the table: the second's rows must still be masked.
+    let mut batch = frame(b'D', b"Pnope\0");
+    batch.extend(sync());
+    batch.extend(parse("", "SELECT name, email, ssn FROM customers"));
+    batch.extend(bind("", ""));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    s.send(&batch).await;
+    received.extend(s.until_n(b'Z', 2).await);
+    let bytes: Vec<u8> = received.iter().flat_map(|f| f.raw.to_vec()).collect();
+    assert_clean("raw protocol bytes", &String::from_utf8_lossy(&bytes));
 }

@@ -192,3 +192,33 @@ async fn copy_from_stdin_through_execute_keeps_the_session_in_step() {
     s.send(&query("SELECT 'in-step'")).await;
     assert_eq!(first_column(&s.until(b'Z').await), ["in-step"]);
 }
+
+#[tokio::test]
+async fn a_statement_prepared_before_a_policy_change_is_judged_again_when_executed() {
+    let mut dp = DataPath::start().await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    let mut batch = parse(
+        "ins",
+        "INSERT INTO notes (body) VALUES ('prepared-earlier')",
+    );
+    batch.extend(sync());
+    s.send(&batch).await;
+    s.until(b'Z').await;
+    // Inserts are no longer allowed.
+    let rules = DEFAULT_RULES.replace("insert, ", "");
+    let (status, v) = dp.cp.api().apply_policy(&dp.policy("devs", &rules)).await;
+    assert!(status.is_success(), "{v}");
+    dp.agent
+        .wait_version(v["revision"].as_u64().unwrap(), Duration::from_secs(10))
+        .await;
+    let mut run = bind("", "ins");
+    run.extend(execute("", 0));
+    run.extend(sync());
+    s.send(&run).await;
+    let got = s.until(b'Z').await;
+    assert!(errors(&got).contains("42501"), "{}", errors(&got));
+    assert_eq!(
+        dp.target("SELECT count(*) FROM notes WHERE body = 'prepared-earlier'"),
+        "0"
+    );
+}
