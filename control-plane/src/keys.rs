@@ -9,7 +9,7 @@ use rcgen::{
 };
 use ring::{
     digest,
-    rand::SystemRandom,
+    rand::{SecureRandom as _, SystemRandom},
     signature::{Ed25519KeyPair, KeyPair as _},
 };
 
@@ -185,6 +185,23 @@ pub struct Keys {
     pub ca: CertificateAuthority,
     pub snapshot: SnapshotSigner,
     pub seal: AuditSealer,
+    pub mask: MaskKeys,
+}
+
+/// The root of the masking `hash` strategy's per-resource keys (kept in
+/// the vault). A resource's key is derived from it and its name, so every
+/// agent serving the resource hashes equal values alike, and no credential
+/// is ever a hash key.
+pub struct MaskKeys {
+    key: ring::hmac::Key,
+}
+
+impl MaskKeys {
+    pub fn for_resource(&self, resource: &str) -> Vec<u8> {
+        ring::hmac::sign(&self.key, format!("sluice-mask-key\0{resource}").as_bytes())
+            .as_ref()
+            .to_vec()
+    }
 }
 
 impl Keys {
@@ -264,6 +281,18 @@ impl Keys {
                 .map_err(|_| KeyError::Invalid("audit seal key"))?,
         };
 
+        let (_, secret, _) = load_or_create(store, vault, "mask", || {
+            let mut key = vec![0u8; 32];
+            SystemRandom::new()
+                .fill(&mut key)
+                .map_err(|_| KeyError::Invalid("could not generate the mask key"))?;
+            Ok((random_kid(), key, Vec::new()))
+        })
+        .await?;
+        let mask = MaskKeys {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
+        };
+
         let (kid, secret, _) = load_or_create(store, vault, "token-issuer", || {
             let kid = random_kid();
             let (_, pkcs8) = sluice_identity::IssuerKey::generate(&kid)
@@ -274,7 +303,15 @@ impl Keys {
         let issuer = sluice_identity::IssuerKey::from_pkcs8(&kid, &secret)
             .map_err(|e| KeyError::Identity(e.to_string()))?;
 
-        Ok((Self { ca, snapshot, seal }, issuer))
+        Ok((
+            Self {
+                ca,
+                snapshot,
+                seal,
+                mask,
+            },
+            issuer,
+        ))
     }
 }
 

@@ -171,6 +171,7 @@ pub async fn build(
                 tls_mode: r.tls_mode.clone(),
                 tls_ca_pem: r.tls_ca.clone(),
                 audit_mode: r.audit_mode.clone(),
+                mask_key: cp.keys.mask.for_resource(&r.name),
             })
             .collect(),
         compiled_policy: compiled

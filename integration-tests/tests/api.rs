@@ -718,9 +718,9 @@ async fn master_key_rotation_rewraps_credentials_and_the_old_key_is_refused() {
         0o600,
         "the new master key must be private to its owner"
     );
-    // One credential plus the CA, snapshot-signing, token-issuer and
-    // audit-seal keys.
-    assert!(out.contains("re-wrapped 5 data keys"), "{out}");
+    // One credential plus the CA, snapshot-signing, token-issuer,
+    // audit-seal and mask keys.
+    assert!(out.contains("re-wrapped 6 data keys"), "{out}");
     let new_id = out
         .split("under master key ")
         .nth(1)

@@ -223,3 +223,26 @@ async fn protocol_side_channels_carry_no_canary() {
     let bytes: Vec<u8> = received.iter().flat_map(|f| f.raw.to_vec()).collect();
     assert_clean("raw protocol bytes", &String::from_utf8_lossy(&bytes));
 }
+
+#[tokio::test]
+async fn the_hash_strategy_keeps_equal_values_equal_across_sessions() {
+    let rules = r#"
+      - mask: { columns: ["public.items.name"], as: hash }
+      - allow: { sql: { statements: [read] } }
+"#;
+    let dp = DataPath::start_with(rules, Vec::new()).await;
+    let run = |sql: &str| {
+        let (ok, out, err) = dp.psql(sql);
+        assert!(ok, "{err}");
+        out.trim().to_owned()
+    };
+    let first = run("SELECT name FROM items WHERE id = 1");
+    let again = run("SELECT name FROM items WHERE id = 1");
+    let other = run("SELECT name FROM items WHERE id = 2");
+    assert!(
+        first.starts_with("h:") && !first.contains("item"),
+        "{first}"
+    );
+    assert_eq!(first, again, "equal values hash alike in every session");
+    assert_ne!(first, other);
+}

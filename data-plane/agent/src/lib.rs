@@ -59,6 +59,8 @@ pub struct Agent {
     pub pg_cancel: postgres::CancelRegistry,
     /// Target catalogs for masking by column origin.
     pub pg_catalogs: postgres::CatalogCache,
+    /// Masking `hash` key for resources whose snapshot carries none.
+    pub local_mask_key: Vec<u8>,
     /// TLS for client connections (None: plaintext only).
     pub pg_tls: Option<tokio_rustls::TlsAcceptor>,
     subject_connections: Mutex<std::collections::HashMap<String, usize>>,
@@ -119,6 +121,12 @@ impl Agent {
             last_signed: Mutex::new(None),
             pg_cancel: postgres::CancelRegistry::default(),
             pg_catalogs: postgres::CatalogCache::default(),
+            local_mask_key: {
+                use ring::rand::SecureRandom as _;
+                let mut key = vec![0u8; 32];
+                let _ = ring::rand::SystemRandom::new().fill(&mut key);
+                key
+            },
             pg_tls,
             subject_connections: Mutex::new(std::collections::HashMap::new()),
             sessions: Arc::default(),

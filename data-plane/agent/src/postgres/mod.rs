@@ -317,21 +317,14 @@ async fn session_masker(
     } else {
         None
     };
-    Ok(Some(mask::Masker::new(
-        specs,
-        mask_key(&granted.resource.name, &granted.credential),
-        catalog,
-    )))
-}
-
-/// The `hash` strategy's key for a resource: derived from the resource's
-/// vault credential, so every agent serving the resource hashes alike and
-/// the key never leaves the agent. (Rotating the credential changes it.)
-fn mask_key(resource: &str, credential: &pb::Credential) -> Vec<u8> {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &credential.secret);
-    ring::hmac::sign(&key, format!("sluice-mask-key\0{resource}").as_bytes())
-        .as_ref()
-        .to_vec()
+    // The resource's key from the control plane (equal on every agent that
+    // serves it); a snapshot without one gets a key of this process.
+    let key = if granted.resource.mask_key.is_empty() {
+        agent.local_mask_key.clone()
+    } else {
+        granted.resource.mask_key.clone()
+    };
+    Ok(Some(mask::Masker::new(specs, key, catalog)))
 }
 
 /// Masking throughput on one core: rewrites synthetic 5-column DataRows
