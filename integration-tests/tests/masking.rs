@@ -246,3 +246,18 @@ async fn the_hash_strategy_keeps_equal_values_equal_across_sessions() {
     assert_eq!(first, again, "equal values hash alike in every session");
     assert_ne!(first, other);
 }
+
+#[tokio::test]
+async fn a_row_that_cannot_be_masked_is_not_sent_and_the_client_is_told() {
+    let dp = seeded().await;
+    dp.pg.psql(
+        "app",
+        &format!("SET ROLE app; INSERT INTO customers (id, name, ssn, plan) VALUES (2, 'Café {NAME}', '{SSN}', 'crème')"),
+    );
+    // COPY in another encoding: rows that are not UTF-8 cannot be read, so
+    // not masked: they are withheld and the session ends saying why.
+    let (ok, out, err) = dp.psql("COPY customers TO STDOUT WITH (ENCODING 'LATIN1')");
+    assert!(!ok, "{out}");
+    assert!(err.contains("could not be masked"), "{err}");
+    assert_clean("unmaskable COPY", &format!("{out}\n{err}"));
+}

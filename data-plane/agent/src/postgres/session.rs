@@ -219,6 +219,8 @@ struct Relay {
     holding: Option<Holding>,
     /// A DDL statement was sent: re-read the catalog before masking more.
     catalog_stale: bool,
+    /// A result row could not be masked (it was withheld): why.
+    unmaskable: Option<String>,
     /// Describes sent and not yet answered: (cycle, added by the agent).
     describes: VecDeque<(u64, bool)>,
     held_bytes: usize,
@@ -252,6 +254,8 @@ pub enum SessionError {
     Idle(Duration),
     #[error("this session was ended: {0}")]
     Ended(String),
+    #[error("a result row could not be masked, so it was not sent and the session is ended: {0}")]
+    Unmaskable(String),
 }
 
 /// Runs the relay until either side closes. Returns the session totals.
@@ -295,6 +299,7 @@ pub async fn run(
         substitutes: VecDeque::new(),
         holding: None,
         catalog_stale: false,
+        unmaskable: None,
         describes: VecDeque::new(),
         denial_portal: format!("sluice-denied-{}", uuid::Uuid::new_v4().simple()),
         held_bytes: 0,
@@ -403,12 +408,14 @@ pub async fn run(
         | SessionError::Audit(_)
         | SessionError::Idle(_)
         | SessionError::Ended(_)
+        | SessionError::Unmaskable(_)
         | SessionError::Upstream(_)),
     ) = &err
     {
         let code = match e {
             SessionError::Idle(_) => "57P05",
             SessionError::Ended(_) => "57P01",
+            SessionError::Unmaskable(_) => "XX000",
             SessionError::Audit(_) => "57P03",
             SessionError::Upstream(_) => "08006",
             _ => "08P01",
@@ -1350,6 +1357,11 @@ impl Relay {
             .map_err(|e| SessionError::Upstream(e.to_string()))?
         {
             self.on_server_frame(frame);
+            if let Some(why) = self.unmaskable.take() {
+                // The row was not sent; the rest of the result cannot be
+                // trusted to line up either: end with an error that says so.
+                return Err(SessionError::Unmaskable(why));
+            }
         }
         Ok(())
     }
@@ -1391,6 +1403,7 @@ impl Relay {
                             Err(e) => {
                                 tracing::warn!(session = %self.ctx.session_id, error = %e, "withholding a row that cannot be masked");
                                 u.unmaskable += 1;
+                                self.unmaskable.get_or_insert(e);
                                 return;
                             }
                         }
@@ -1448,6 +1461,7 @@ impl Relay {
                         Err(e) => {
                             tracing::warn!(session = %self.ctx.session_id, error = %e, "withholding a COPY row that cannot be masked");
                             u.unmaskable += 1;
+                            self.unmaskable.get_or_insert(e);
                             return;
                         }
                     }
