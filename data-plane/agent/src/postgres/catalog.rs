@@ -29,6 +29,8 @@ pub struct Column {
     pub schema: String,
     pub table: String,
     pub name: String,
+    /// The column's type OID (for binary COPY output).
+    pub type_oid: u32,
 }
 
 #[derive(Debug, Default)]
@@ -81,7 +83,7 @@ impl Catalog {
         let read = async {
             let columns = conn
                 .simple_query(
-                    "SELECT c.oid::bigint, a.attnum::int, n.nspname, c.relname, a.attname, c.relkind::text \
+                    "SELECT c.oid::bigint, a.attnum::int, n.nspname, c.relname, a.attname, c.relkind::text, a.atttypid::bigint \
                      FROM pg_catalog.pg_attribute a \
                      JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
                      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -121,12 +123,14 @@ impl Catalog {
                 .relations
                 .entry(oid)
                 .or_insert_with(|| (schema.clone(), table.clone(), is_view));
+            let type_oid = text(row, 6).parse::<u32>().unwrap_or(0);
             catalog.columns.insert(
                 (oid, attnum),
                 Column {
                     schema,
                     table,
                     name,
+                    type_oid,
                 },
             );
         }
@@ -200,6 +204,7 @@ pub(crate) fn test_catalog(
                 Some((*t).to_owned()),
                 Some((*c).to_owned()),
                 Some(if *view { "v" } else { "r" }.to_owned()),
+                Some("25".to_owned()),
             ]
         })
         .collect();

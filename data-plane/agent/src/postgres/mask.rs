@@ -13,9 +13,9 @@
 //! - **by value**: the rule's detectors run over every text value of every
 //!   other column, and over notices, errors and notification payloads.
 //!
-//! `COPY ... TO STDOUT` is masked row by row (text and CSV, fields placed
-//! by the table's columns; a query's fields have no origin), and withheld
-//! in binary.
+//! `COPY ... TO STDOUT` is masked row by row (text, CSV and binary; fields
+//! placed by the table's columns and types; a query's fields have no
+//! origin and are masked whole under column rules).
 //!
 //! Binary-format values of a masked column become NULL (a client cannot
 //! decode masked text as an integer); binary values of text types are
@@ -392,7 +392,9 @@ impl Masker {
             }
         };
         let syntax = match copy.format {
-            CopyFormat::Binary => return None,
+            CopyFormat::Binary => CopySyntax::Binary {
+                header_pending: true,
+            },
             CopyFormat::Text => CopySyntax::Text {
                 delimiter: single(&copy.delimiter, b'\t')?,
             },
@@ -434,9 +436,10 @@ impl Masker {
                         .iter()
                         .map(|(attnum, _)| {
                             if *attnum <= 0 {
-                                unknown
+                                (unknown, 0)
                             } else {
-                                self.action(oid, *attnum, strict)
+                                let ty = catalog.column(oid, *attnum).map_or(0, |c| c.type_oid);
+                                (self.action(oid, *attnum, strict), ty)
                             }
                         })
                         .collect()
@@ -449,7 +452,7 @@ impl Masker {
         };
         // Fields the agent cannot place (a query's, or beyond the table's
         // columns): masked whole when any rule masks by origin.
-        let rest = unknown;
+        let rest = (unknown, 0);
         Some(CopyPlan {
             fields,
             rest,
@@ -465,6 +468,10 @@ impl Masker {
             plan.header = false;
             return Ok(None);
         }
+        if let CopySyntax::Binary { header_pending } = &mut plan.syntax {
+            let skip_header = std::mem::take(header_pending);
+            return self.copy_binary_row(&plan.fields, plan.rest, skip_header, row);
+        }
         let text = std::str::from_utf8(row).map_err(|_| "COPY row is not UTF-8".to_owned())?;
         let body = text.strip_suffix('\n').unwrap_or(text);
         let body = body.strip_suffix('\r').unwrap_or(body);
@@ -475,11 +482,12 @@ impl Masker {
                 quote,
                 escape,
             } => split_csv(body, delimiter, quote, escape)?,
+            CopySyntax::Binary { .. } => return Err("binary COPY row in text form".into()),
         };
         let mut changed = false;
         let mut out: Vec<Option<String>> = Vec::with_capacity(fields.len());
         for (i, field) in fields.into_iter().enumerate() {
-            let action = plan.fields.get(i).copied().unwrap_or(plan.rest);
+            let (action, _) = plan.fields.get(i).copied().unwrap_or(plan.rest);
             let masked = match &field {
                 None => None,
                 Some(v) => self.mask_value(action, false, 25, v.as_bytes()),
@@ -502,8 +510,88 @@ impl Masker {
                 quote,
                 escape,
             } => join_csv(&out, delimiter, quote, escape),
+            CopySyntax::Binary { .. } => return Err("binary COPY row in text form".into()),
         };
         Ok(Some(format!("{line}\n").into_bytes()))
+    }
+
+    /// A binary-format COPY message: the file header (first message), then
+    /// tuples (field count, then length-prefixed values; -1 ends the data).
+    /// Masked values of non-text types become NULL, as in binary results.
+    fn copy_binary_row(
+        &self,
+        fields: &[(Action, u32)],
+        rest: (Action, u32),
+        header: bool,
+        row: &[u8],
+    ) -> Result<Option<Vec<u8>>, String> {
+        const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+        let bad = || "malformed binary COPY data".to_owned();
+        let mut out = Vec::with_capacity(row.len());
+        let mut i = 0;
+        if header {
+            if !row.starts_with(SIGNATURE) {
+                return Err(bad());
+            }
+            let ext = row
+                .get(15..19)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(bad)?;
+            i = 19usize.checked_add(ext as usize).ok_or_else(bad)?;
+            out.extend_from_slice(row.get(..i).ok_or_else(bad)?);
+        }
+        let mut changed = false;
+        while i < row.len() {
+            let count = i16::from_be_bytes(
+                row.get(i..i + 2)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(bad)?,
+            );
+            out.extend_from_slice(&count.to_be_bytes());
+            i += 2;
+            if count == -1 {
+                break; // the trailer
+            }
+            for k in 0..usize::try_from(count).map_err(|_| bad())? {
+                let len = i32::from_be_bytes(
+                    row.get(i..i + 4)
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(bad)?,
+                );
+                i += 4;
+                let Ok(len) = usize::try_from(len) else {
+                    out.extend_from_slice(&(-1i32).to_be_bytes());
+                    continue;
+                };
+                let value = row.get(i..i + len).ok_or_else(bad)?;
+                i += len;
+                let (action, ty) = fields.get(k).copied().unwrap_or(rest);
+                match self.mask_value(action, true, ty, value) {
+                    None => {
+                        out.extend_from_slice(
+                            &i32::try_from(len).map_err(|_| bad())?.to_be_bytes(),
+                        );
+                        out.extend_from_slice(value);
+                    }
+                    Some(None) => {
+                        changed = true;
+                        out.extend_from_slice(&(-1i32).to_be_bytes());
+                    }
+                    Some(Some(text)) => {
+                        changed = true;
+                        out.extend_from_slice(
+                            &i32::try_from(text.len()).map_err(|_| bad())?.to_be_bytes(),
+                        );
+                        out.extend_from_slice(text.as_bytes());
+                    }
+                }
+            }
+        }
+        if i != row.len() {
+            return Err(bad());
+        }
+        Ok(changed.then_some(out))
     }
 
     /// Runs every detector over free text (notices, errors, payloads); a
@@ -535,10 +623,11 @@ fn only_one<T>(mut items: impl Iterator<Item = T>) -> Option<T> {
 /// How one `COPY ... TO STDOUT`'s rows are masked.
 #[derive(Debug, Clone)]
 pub struct CopyPlan {
-    /// Per field, in order.
-    fields: Vec<Action>,
+    /// Per field, in order: the action and the column's type OID (0 when
+    /// unknown).
+    fields: Vec<(Action, u32)>,
     /// For fields beyond `fields` (or all, when the origin is unknown).
-    rest: Action,
+    rest: (Action, u32),
     syntax: CopySyntax,
     /// The next row is the CSV header.
     header: bool,
@@ -553,6 +642,10 @@ enum CopySyntax {
         delimiter: u8,
         quote: u8,
         escape: u8,
+    },
+    /// The next message starts with the file header.
+    Binary {
+        header_pending: bool,
     },
 }
 
@@ -1012,12 +1105,26 @@ mod tests {
         assert!(m.copy_row(&mut plan, b"anything\n").unwrap().is_some());
         let mut strict = m.copy_plan(&query, Some(MaskStrategy::Redact)).unwrap();
         assert!(m.copy_row(&mut strict, b"anything\n").unwrap().is_some());
-        // Binary COPY cannot be masked.
+        // Binary COPY: header, one tuple (id, name, ssn), trailer.
         let binary = CopyOut {
+            table: Some("customers".into()),
             format: CopyFormat::Binary,
             ..CopyOut::default()
         };
-        assert!(m.copy_plan(&binary, None).is_none());
+        let mut plan = m.copy_plan(&binary, None).unwrap();
+        let mut data = b"PGCOPY\n\xff\r\n\0".to_vec();
+        data.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        data.extend_from_slice(&3i16.to_be_bytes());
+        for v in [&b"\0\0\0\x01"[..], b"Ann", b"219-09-9999"] {
+            data.extend_from_slice(&i32::try_from(v.len()).unwrap().to_be_bytes());
+            data.extend_from_slice(v);
+        }
+        data.extend_from_slice(&(-1i16).to_be_bytes());
+        let out = m.copy_row(&mut plan, &data).unwrap().unwrap();
+        assert!(!out.windows(11).any(|w| w == b"219-09-9999"), "ssn masked");
+        assert!(out.windows(3).any(|w| w == b"Ann"), "name kept");
+        assert!(out.starts_with(b"PGCOPY"), "header kept");
+        assert!(m.copy_row(&mut plan, b"\x00").is_err(), "malformed");
     }
 
     #[test]
