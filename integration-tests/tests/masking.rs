@@ -22,7 +22,7 @@ const PHONE: &str = "+14155552671";
 const PLAN: &str = "gold-plan-visible";
 
 const RULES: &str = r#"
-      - mask: { columns: ["public.customers.name", "public.customers.ssn"], detectors: [email, credit_card, ssn, iban, phone], as: redact, strict_tables: ["public.customers"] }
+      - mask: { columns: ["public.customers.name", "public.customers.ssn"], detectors: [email, credit_card, ssn, iban, phone], as: redact, strict_tables: ["public.customers"], strict_allow: ["SELECT count(*) FROM customers WHERE plan = 'x'"] }
         name: pii
       - allow: { sql: { statements: [read, insert, update, transaction, session, copy] } }
         name: work
@@ -144,6 +144,20 @@ async fn no_canary_reaches_the_client_or_the_audit_store_in_any_query_shape() {
     // Outside the sensitive table, expressions are not strict.
     let (ok, out, _) = dp.psql("SELECT total, total * 2 FROM orders");
     assert!(ok && out.trim() == "4242|8484", "{out}");
+    // A statement the rule explicitly allows is left alone by strict mode
+    // (any constants); another shape is not.
+    let (_, out, _) = dp.psql(&format!(
+        "SELECT count(*) FROM customers WHERE plan = '{PLAN}'"
+    ));
+    assert_eq!(out.trim(), "1");
+    let (_, out, _) = dp.psql(&format!(
+        "SELECT max(name) FROM customers WHERE plan = '{PLAN}'"
+    ));
+    assert_eq!(
+        out.trim(),
+        "[REDACTED]",
+        "another expression is another statement"
+    );
     // In strict mode an expression over the sensitive table is masked.
     let (_, out, _) = dp.psql("SELECT card_number % 7 FROM customers");
     assert_eq!(out.trim(), "[REDACTED]");

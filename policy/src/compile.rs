@@ -141,6 +141,9 @@ pub struct MaskSpec {
     pub strategy: MaskStrategy,
     /// Sensitive tables for strict mode.
     pub strict_tables: Vec<QualifiedPattern>,
+    /// Fingerprints of statements strict mode leaves alone.
+    #[serde(default)]
+    pub strict_allow: Vec<String>,
 }
 
 impl MaskSpec {
@@ -340,6 +343,12 @@ fn compile_action(action: &Action, policy: &str, label: &str) -> CompiledAction 
                 .strict_tables
                 .iter()
                 .map(|t| QualifiedPattern::parse(t))
+                .collect(),
+            strict_allow: body
+                .strict_allow
+                .iter()
+                .filter_map(|sql| crate::sql::classify(sql).ok())
+                .filter_map(|s| s.into_iter().next().map(|s| s.fingerprint))
                 .collect(),
         }),
         Action::Limit(body) => CompiledAction::Limit { rows: body.rows },

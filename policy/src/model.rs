@@ -323,6 +323,11 @@ pub struct MaskRule {
     /// every output column without a known safe origin masked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub strict_tables: Vec<String>,
+    /// Statements strict mode leaves alone, as SQL (constants may differ):
+    /// e.g. `SELECT count(*) FROM customers`. Matched by pg_query
+    /// fingerprint, so another expression or table is not covered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub strict_allow: Vec<String>,
 }
 
 /// A sensitive-value detector.

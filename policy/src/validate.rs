@@ -343,6 +343,16 @@ impl Validator {
                 );
             }
         }
+        for (i, sql) in m.strict_allow.iter().enumerate() {
+            match crate::sql::classify(sql) {
+                Ok(statements) if statements.len() == 1 => {}
+                Ok(_) => self.error(
+                    path.key("strict_allow").index(i),
+                    format!("`{sql}` must be exactly one SQL statement"),
+                ),
+                Err(e) => self.error(path.key("strict_allow").index(i), format!("`{sql}`: {e}")),
+            }
+        }
     }
 }
 
@@ -561,7 +571,7 @@ policies:
       - approve: { approvers: [dba], mode: retry, ttl: 0s }
       - limit: { rows: 0 }
       - mask: { as: hash }
-      - mask: { columns: [a.b.c.d, \"x..y\"], strict_tables: [a.b.c] }
+      - mask: { columns: [a.b.c.d, \"x..y\"], strict_tables: [a.b.c], strict_allow: [\"SELECT 1; SELECT 2\", \"SELEC oops\"] }
       - deny: { sql: { statements: [], tables: [a.b.c], functions: [\"\"] } }
       - allow: { sql: { statements: [insert], unbounded: [delete] } }
 ";
@@ -612,6 +622,16 @@ policies:
                     15,
                     "policies[0].rules[5].mask.strict_tables[0]",
                     "table pattern `a.b.c` must be",
+                ),
+                (
+                    15,
+                    "policies[0].rules[5].mask.strict_allow[0]",
+                    "`SELECT 1; SELECT 2` must be exactly one SQL statement",
+                ),
+                (
+                    15,
+                    "policies[0].rules[5].mask.strict_allow[1]",
+                    "`SELEC oops`: could not parse SQL",
                 ),
                 (
                     16,

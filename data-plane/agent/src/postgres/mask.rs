@@ -140,9 +140,23 @@ impl Masker {
 
     /// Strict mode for a statement that reads `tables` (as the classifier
     /// reports them): the strategy of the rule that makes it strict.
+    #[cfg(test)]
     pub fn strict_for(&self, tables: &[String]) -> Option<MaskStrategy> {
+        self.strict_for_fingerprint(tables, "")
+    }
+
+    /// [`Masker::strict_for`], except for rules whose `strict_allow` lists
+    /// the statement (by fingerprint).
+    fn strict_for_fingerprint(&self, tables: &[String], fingerprint: &str) -> Option<MaskStrategy> {
+        let allowed = |s: &&MaskSpec| {
+            !fingerprint.is_empty() && s.strict_allow.iter().any(|f| f == fingerprint)
+        };
         for t in tables {
-            if let Some(s) = self.specs.iter().find(|s| s.is_strict_table(t)) {
+            if let Some(s) = self
+                .specs
+                .iter()
+                .find(|s| s.is_strict_table(t) && !allowed(s))
+            {
                 return Some(s.strategy);
             }
             // A view over a sensitive table is sensitive.
@@ -169,8 +183,9 @@ impl Masker {
         &self,
         tables: &[String],
         kinds: &[String],
+        fingerprint: &str,
     ) -> Option<MaskStrategy> {
-        if let Some(s) = self.strict_for(tables) {
+        if let Some(s) = self.strict_for_fingerprint(tables, fingerprint) {
             return Some(s);
         }
         if kinds.iter().any(|k| k == "fetch" || k == "execute") {
@@ -808,6 +823,7 @@ mod tests {
             detectors: detectors.to_vec(),
             strategy,
             strict_tables: strict.iter().map(|t| QualifiedPattern::parse(t)).collect(),
+            strict_allow: Vec::new(),
         }
     }
 

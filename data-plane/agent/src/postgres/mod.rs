@@ -353,6 +353,7 @@ pub fn masking_throughput(rows: usize, duration: Duration) -> (u64, f64) {
         detectors: vec![Detector::Email, Detector::CreditCard, Detector::Ssn],
         strategy: MaskStrategy::Redact,
         strict_tables: Vec::new(),
+        strict_allow: Vec::new(),
     };
     let masker = mask::Masker::new(vec![spec], b"bench-key".to_vec(), Some(Arc::new(catalog)));
     let mut description = bytes::BytesMut::new();

@@ -553,11 +553,9 @@ impl Relay {
             rule: verdict.rule.clone(),
             limit: verdict.row_limit,
             approval: verdict.approval.is_some().then(|| verdict.clone()),
-            strict: self
-                .ctx
-                .masker
-                .as_ref()
-                .and_then(|m| m.strict_for_statement(&verdict.tables_read, &verdict.kinds)),
+            strict: self.ctx.masker.as_ref().and_then(|m| {
+                m.strict_for_statement(&verdict.tables_read, &verdict.kinds, &verdict.fingerprint)
+            }),
             formats: Vec::new(),
             copy_out: verdict.copy_out.clone(),
         };
@@ -1186,7 +1184,11 @@ impl Relay {
                         limit: verdict.row_limit,
                         approval: verdict.approval.is_some().then(|| verdict.clone()),
                         strict: self.ctx.masker.as_ref().and_then(|m| {
-                            m.strict_for_statement(&verdict.tables_read, &verdict.kinds)
+                            m.strict_for_statement(
+                                &verdict.tables_read,
+                                &verdict.kinds,
+                                &verdict.fingerprint,
+                            )
                         }),
                         formats: p.result_formats.clone(),
                         copy_out: p.statement.copy_out.clone(),
