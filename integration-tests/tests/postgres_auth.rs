@@ -119,45 +119,9 @@ async fn the_client_never_receives_the_upstream_credential() {
 
 #[tokio::test]
 async fn upstream_md5_and_cleartext_authentication_work() {
-    let dp = DataPath::start().await;
-    let mut cp = dp.cp;
-    let api = cp.api();
-    for (role, method) in [("app_md5", "md5"), ("app_clear", "password")] {
-        dp.pg.psql(
-            "postgres",
-            &format!(
-                "SET password_encryption = 'md5'; CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'"
-            ),
-        );
-        dp.pg
-            .psql("app", &format!("GRANT SELECT ON items TO {role}"));
-        dp.pg
-            .prepend_hba(&format!("host all {role} 127.0.0.1/32 {method}"));
-        let (s, v) = api
-            .put(
-                &format!("/api/v1/credentials/{}", role.replace('_', "-")),
-                serde_json::json!({"username": role, "secret": format!("pw-{role}")}),
-            )
-            .await;
-        assert!(s.is_success(), "{v}");
-        let (s, v) = api
-            .put(
-                &format!("/api/v1/resources/{}", role.replace('_', "-")),
-                serde_json::json!({"kind": "postgres", "agent": "edge", "address": format!("127.0.0.1:{}", dp.pg.port), "database": "app", "credential": role.replace('_', "-")}),
-            )
-            .await;
-        assert!(s.is_success(), "{v}");
-    }
-    let (s, v) = api
-        .apply_policy("policies:\n  - name: devs-everywhere\n    subjects: { groups: [devs] }\n    resources: { names: [\"app*\"] }\n    rules:\n      - allow: { sql: { statements: [read] } }\n")
-        .await;
-    assert!(s.is_success(), "{v}");
-    dp.agent
-        .wait_version(
-            v["revision"].as_u64().unwrap(),
-            std::time::Duration::from_secs(10),
-        )
-        .await;
+    let mut dp = DataPath::start().await;
+    let address = format!("127.0.0.1:{}", dp.pg.port);
+    password_resources(&mut dp, &address).await;
     for resource in ["app-md5", "app-clear"] {
         let (ok, out, err) =
             psql_via_agent(dp.agent.pg_port, resource, &dp.token, "SELECT current_user");
@@ -210,9 +174,7 @@ fn non_loopback_ip() -> std::net::Ipv4Addr {
 // Multi-threaded: the relay runs while psql blocks the test's thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_are_never_sent_to_a_target_the_agent_cannot_authenticate() {
-    let dp = DataPath::start().await;
-    let mut cp = dp.cp;
-    let api = cp.api();
+    let mut dp = DataPath::start().await;
     // A TCP hop on a non-loopback address in front of the real PostgreSQL,
     // recording every byte the agent sends: whoever answers there could be
     // an impostor asking for the password.
@@ -246,42 +208,7 @@ async fn passwords_are_never_sent_to_a_target_the_agent_cannot_authenticate() {
             });
         }
     });
-    for (role, method) in [("app_md5", "md5"), ("app_clear", "password")] {
-        dp.pg.psql(
-            "postgres",
-            &format!(
-                "SET password_encryption = 'md5'; CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'"
-            ),
-        );
-        dp.pg
-            .prepend_hba(&format!("host all {role} 127.0.0.1/32 {method}"));
-        let name = role.replace('_', "-");
-        let (s, v) = api
-            .put(
-                &format!("/api/v1/credentials/{name}"),
-                serde_json::json!({"username": role, "secret": format!("pw-{role}")}),
-            )
-            .await;
-        assert!(s.is_success(), "{v}");
-        let (s, v) = api
-            .put(
-                &format!("/api/v1/resources/{name}"),
-                serde_json::json!({"kind": "postgres", "agent": "edge", "address": relay_addr.to_string(),
-                    "database": "app", "credential": name, "tls_mode": "disable"}),
-            )
-            .await;
-        assert!(s.is_success(), "{v}");
-    }
-    let (s, v) = api
-        .apply_policy("policies:\n  - name: devs-everywhere\n    subjects: { groups: [devs] }\n    resources: { names: [\"app*\"] }\n    rules:\n      - allow: { sql: { statements: [read] } }\n")
-        .await;
-    assert!(s.is_success(), "{v}");
-    dp.agent
-        .wait_version(
-            v["revision"].as_u64().unwrap(),
-            std::time::Duration::from_secs(10),
-        )
-        .await;
+    password_resources(&mut dp, &relay_addr.to_string()).await;
     for (name, method) in [("app-md5", "MD5"), ("app-clear", "cleartext")] {
         let (ok, _, err) = psql_via_agent(dp.agent.pg_port, name, &dp.token, "SELECT current_user");
         assert!(!ok, "{name} logged in over an unauthenticated connection");
@@ -303,4 +230,49 @@ async fn passwords_are_never_sent_to_a_target_the_agent_cannot_authenticate() {
             "`{secret}` was sent over an unauthenticated connection"
         );
     }
+}
+
+/// Roles `app_md5` (MD5) and `app_clear` (cleartext password) on the target,
+/// with credentials and resources `app-md5`/`app-clear` at `address`,
+/// granted to group devs; waits for the agent to have them.
+async fn password_resources(dp: &mut DataPath, address: &str) {
+    let api = dp.cp.api();
+    for (role, method) in [("app_md5", "md5"), ("app_clear", "password")] {
+        dp.pg.psql(
+            "postgres",
+            &format!(
+                "SET password_encryption = 'md5'; CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'"
+            ),
+        );
+        dp.pg
+            .psql("app", &format!("GRANT SELECT ON items TO {role}"));
+        dp.pg
+            .prepend_hba(&format!("host all {role} 127.0.0.1/32 {method}"));
+        let name = role.replace('_', "-");
+        let (s, v) = api
+            .put(
+                &format!("/api/v1/credentials/{name}"),
+                serde_json::json!({"username": role, "secret": format!("pw-{role}")}),
+            )
+            .await;
+        assert!(s.is_success(), "{v}");
+        let (s, v) = api
+            .put(
+                &format!("/api/v1/resources/{name}"),
+                serde_json::json!({"kind": "postgres", "agent": "edge", "address": address,
+                    "database": "app", "credential": name, "tls_mode": "disable"}),
+            )
+            .await;
+        assert!(s.is_success(), "{v}");
+    }
+    let (s, v) = api
+        .apply_policy("policies:\n  - name: devs-everywhere\n    subjects: { groups: [devs] }\n    resources: { names: [\"app*\"] }\n    rules:\n      - allow: { sql: { statements: [read] } }\n")
+        .await;
+    assert!(s.is_success(), "{v}");
+    dp.agent
+        .wait_version(
+            v["revision"].as_u64().unwrap(),
+            std::time::Duration::from_secs(10),
+        )
+        .await;
 }

@@ -304,3 +304,31 @@ async fn a_transcript_shows_each_outcome_with_masked_values_only() {
     let (ok, report) = verify(&cli, &id);
     assert!(ok, "{report}");
 }
+
+#[tokio::test]
+async fn a_change_to_the_mask_rules_ends_the_sessions_they_apply_to() {
+    let mut dp = DataPath::start().await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    s.send(&query("SELECT name FROM items WHERE id = 1")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["item 1"]);
+    // Names become masked: the live session, started without the rule,
+    // must not go on unmasked.
+    let rules = format!("{DEFAULT_RULES}      - mask: {{ columns: [\"public.items.name\"] }}\n");
+    let (status, v) = dp.cp.api().apply_policy(&dp.policy("devs", &rules)).await;
+    assert!(status.is_success(), "{v}");
+    dp.agent
+        .wait_version(v["revision"].as_u64().unwrap(), Duration::from_secs(10))
+        .await;
+    let got = s.until(b'E').await;
+    let text = errors(&got);
+    assert!(
+        text.contains("57P01") && text.contains("mask rules"),
+        "{text}"
+    );
+    // A new session masks.
+    let mut again = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    again
+        .send(&query("SELECT name FROM items WHERE id = 1"))
+        .await;
+    assert_eq!(first_column(&again.until(b'Z').await), ["[REDACTED]"]);
+}

@@ -12,13 +12,12 @@ use futures::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppError, AppState, Caller};
+use super::{AppError, AppState, Caller, optional_reason};
 use crate::{
     approvals::{self, DecideError},
     store::now_ms,
 };
 
-const MAX_REASON_LEN: usize = 500;
 const STATUSES: [&str; 6] = [
     "pending",
     "approved",
@@ -87,12 +86,6 @@ pub async fn show(
     Ok(Json(approvals::to_json(&row, &votes, now_ms())))
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DecideBody {
-    reason: Option<String>,
-}
-
 pub async fn approve(
     State(cp): State<AppState>,
     Caller(who): Caller,
@@ -118,18 +111,7 @@ async fn decide(
     approve: bool,
     body: &[u8],
 ) -> Result<Json<Value>, AppError> {
-    let body: DecideBody = if body.iter().all(u8::is_ascii_whitespace) {
-        DecideBody::default()
-    } else {
-        serde_json::from_slice(body)
-            .map_err(|e| AppError::bad_request(format!("invalid JSON body: {e}")))?
-    };
-    let reason = body.reason.unwrap_or_default().trim().to_owned();
-    if reason.chars().count() > MAX_REASON_LEN || reason.chars().any(char::is_control) {
-        return Err(AppError::bad_request(format!(
-            "`reason` must be one line of at most {MAX_REASON_LEN} characters"
-        )));
-    }
+    let reason = optional_reason(body)?.unwrap_or_default();
     let row = approvals::decide(cp, id, who, approve, &reason)
         .await
         .map_err(|e| match e {

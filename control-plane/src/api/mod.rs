@@ -325,6 +325,39 @@ fn body_rejection(status: StatusCode, what: &str, detail: String) -> AppError {
 }
 
 /// Unix milliseconds as an RFC 3339 UTC timestamp.
+/// Longest accepted `reason` (kills, approval votes).
+const MAX_REASON_LEN: usize = 500;
+
+/// The optional body `{"reason": "..."}` of kills and approval votes: the
+/// trimmed reason, `None` when absent or blank; one line of at most
+/// [`MAX_REASON_LEN`] characters.
+pub(crate) fn optional_reason(body: &[u8]) -> Result<Option<String>, AppError> {
+    #[derive(Default, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ReasonBody {
+        reason: Option<String>,
+    }
+    let body: ReasonBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ReasonBody::default()
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| AppError::bad_request(format!("invalid JSON body: {e}")))?
+    };
+    let reason = body
+        .reason
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty());
+    if reason
+        .as_deref()
+        .is_some_and(|r| r.chars().count() > MAX_REASON_LEN || r.chars().any(char::is_control))
+    {
+        return Err(AppError::bad_request(format!(
+            "`reason` must be one line of at most {MAX_REASON_LEN} characters"
+        )));
+    }
+    Ok(reason)
+}
+
 pub fn rfc3339(ms: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(t).to_string()

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_proto::{ControlMessage, KillSession, control_message};
 
-use super::{Admin, AppError, AppState, parse_time, rfc3339};
+use super::{Admin, AppError, AppState, optional_reason, parse_time, rfc3339};
 use crate::{
     recording,
     store::{
@@ -23,8 +23,6 @@ use crate::{
 const MAX_ID_LEN: usize = 128;
 /// How long a kill request may wait for room on the agent's stream.
 const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-/// Longest accepted kill reason.
-const MAX_REASON_LEN: usize = 500;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -204,12 +202,6 @@ pub async fn verify(
     })))
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KillBody {
-    reason: Option<String>,
-}
-
 /// Asks the agent that runs a session to end it. The agent closes the
 /// client's connection and records the session's end; this answers as
 /// soon as the request is on its way (202).
@@ -220,22 +212,8 @@ pub async fn kill(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
     check_id(&id)?;
-    let body: KillBody = if body.iter().all(u8::is_ascii_whitespace) {
-        KillBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| AppError::bad_request(format!("invalid JSON body: {e}")))?
-    };
-    let reason = body
-        .reason
-        .map(|r| r.trim().to_owned())
-        .filter(|r| !r.is_empty())
+    let reason = optional_reason(&body)?
         .unwrap_or_else(|| format!("ended by administrator {}", admin.subject));
-    if reason.chars().count() > MAX_REASON_LEN || reason.chars().any(char::is_control) {
-        return Err(AppError::bad_request(format!(
-            "`reason` must be one line of at most {MAX_REASON_LEN} characters"
-        )));
-    }
     let session = cp
         .store
         .session(&id, now_ms())

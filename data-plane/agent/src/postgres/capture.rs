@@ -119,22 +119,8 @@ fn render(value: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BufMut as _;
 
-    fn row(values: &[Option<&[u8]>]) -> Vec<u8> {
-        let mut b = bytes::BytesMut::new();
-        b.put_i16(i16::try_from(values.len()).unwrap());
-        for v in values {
-            match v {
-                Some(v) => {
-                    b.put_i32(i32::try_from(v.len()).unwrap());
-                    b.put_slice(v);
-                }
-                None => b.put_i32(-1),
-            }
-        }
-        b.to_vec()
-    }
+    use crate::postgres::testing::data_row as row;
 
     const LIMITS: Limits = Limits {
         rows: 2,

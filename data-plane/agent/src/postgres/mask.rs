@@ -808,6 +808,7 @@ fn join_csv(fields: &[Option<String>], delimiter: u8, quote: u8, escape: u8) -> 
 mod tests {
     use super::*;
     use crate::postgres::catalog::test_catalog;
+    use crate::postgres::testing::data_row;
     use sluice_policy::{ColumnPattern, Detector, QualifiedPattern};
 
     fn spec(
@@ -839,21 +840,6 @@ mod tests {
             b.put_i16(-1);
             b.put_i32(-1);
             b.put_i16(0);
-        }
-        b.to_vec()
-    }
-
-    fn data_row(values: &[Option<&[u8]>]) -> Vec<u8> {
-        let mut b = BytesMut::new();
-        b.put_i16(i16::try_from(values.len()).unwrap());
-        for v in values {
-            match v {
-                Some(v) => {
-                    b.put_i32(i32::try_from(v.len()).unwrap());
-                    b.put_slice(v);
-                }
-                None => b.put_i32(-1),
-            }
         }
         b.to_vec()
     }

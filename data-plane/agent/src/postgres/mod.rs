@@ -714,3 +714,25 @@ async fn front_door(
         params,
     })))
 }
+
+/// Protocol messages built by hand for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use bytes::BufMut as _;
+
+    /// A DataRow body; `None` is SQL NULL.
+    pub fn data_row(values: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut b = bytes::BytesMut::new();
+        b.put_i16(i16::try_from(values.len()).unwrap_or(i16::MAX));
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.put_i32(i32::try_from(v.len()).unwrap_or(i32::MAX));
+                    b.put_slice(v);
+                }
+                None => b.put_i32(-1),
+            }
+        }
+        b.to_vec()
+    }
+}
