@@ -162,6 +162,117 @@ async fn a_denial_after_a_flushed_batch_keeps_order_and_rolls_back_like_postgres
     assert_eq!(first_column(&s.until(b'Z').await), ["still-usable"]);
 }
 
+/// The status byte of the last ReadyForQuery in `frames`.
+fn status(frames: &[sluice_pgwire::Frame]) -> u8 {
+    frames
+        .iter()
+        .rev()
+        .find(|f| f.tag == b'Z')
+        .and_then(|f| f.body().first().copied())
+        .unwrap_or(0)
+}
+
+/// The CommandComplete tags in `frames`.
+fn completions(frames: &[sluice_pgwire::Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter(|f| f.tag == b'C')
+        .map(|f| {
+            String::from_utf8_lossy(f.body().strip_suffix(b"\0").unwrap_or(f.body())).into_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_denial_inside_a_transaction_aborts_it_like_postgres() {
+    let dp = DataPath::start().await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    s.send(&query("BEGIN")).await;
+    assert_eq!(status(&s.until(b'Z').await), b'T');
+    s.send(&query(
+        "INSERT INTO items (id, name) VALUES (100002, 'in-tx')",
+    ))
+    .await;
+    assert_eq!(status(&s.until(b'Z').await), b'T');
+    // Simple protocol: the denial fails the transaction block, as the
+    // statement's own error would have.
+    s.send(&query("DELETE FROM items")).await;
+    let got = s.until(b'Z').await;
+    assert_eq!(tags(&got), "EZ");
+    assert!(errors(&got).contains("42501"), "{}", errors(&got));
+    assert_eq!(status(&got), b'E');
+    s.send(&query("SELECT 1")).await;
+    let got = s.until(b'Z').await;
+    assert!(errors(&got).contains("25P02"), "{}", errors(&got));
+    // COMMIT of an aborted transaction rolls back: the INSERT is gone.
+    s.send(&query("COMMIT")).await;
+    let got = s.until(b'Z').await;
+    assert_eq!(completions(&got), ["ROLLBACK"]);
+    assert_eq!(status(&got), b'I');
+    assert_eq!(
+        dp.target("SELECT count(*) FROM items WHERE id = 100002"),
+        "0"
+    );
+    assert_eq!(dp.target("SELECT count(*) FROM items"), "500");
+    assert!(!dp.pg.logs().contains("DELETE FROM items"));
+
+    // Extended protocol, the same.
+    s.send(&query(
+        "BEGIN; INSERT INTO items (id, name) VALUES (100003, 'in-tx')",
+    ))
+    .await;
+    assert_eq!(status(&s.until(b'Z').await), b'T');
+    let mut batch = parse("", "TRUNCATE items");
+    batch.extend(bind("", ""));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    s.send(&batch).await;
+    let got = s.until(b'Z').await;
+    assert_eq!(tags(&got), "EZ");
+    assert!(errors(&got).contains("42501"), "{}", errors(&got));
+    assert_eq!(status(&got), b'E');
+    s.send(&query("ROLLBACK")).await;
+    assert_eq!(status(&s.until(b'Z').await), b'I');
+    assert_eq!(
+        dp.target("SELECT count(*) FROM items WHERE id = 100003"),
+        "0"
+    );
+    assert_eq!(dp.target("SELECT count(*) FROM items"), "500");
+    assert!(!dp.pg.logs().contains("TRUNCATE"));
+    s.send(&query("SELECT 'still-usable'")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["still-usable"]);
+}
+
+#[tokio::test]
+async fn a_denial_pipelined_behind_begin_reports_the_true_transaction_status() {
+    let dp = DataPath::start().await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    // Sent together: when the DELETE is judged, BEGIN's answer has not
+    // arrived, so only the target knows the status the denial leaves.
+    let mut batch = query("BEGIN");
+    batch.extend(query(
+        "INSERT INTO items (id, name) VALUES (100004, 'pipelined')",
+    ));
+    batch.extend(query("DELETE FROM items"));
+    batch.extend(query("COMMIT"));
+    s.send(&batch).await;
+    let got = s.until_n(b'Z', 4).await;
+    assert_eq!(tags(&got), "CZCZEZCZ", "{}", errors(&got));
+    assert!(errors(&got).contains("42501"), "{}", errors(&got));
+    let statuses: Vec<u8> = got
+        .iter()
+        .filter(|f| f.tag == b'Z')
+        .filter_map(|f| f.body().first().copied())
+        .collect();
+    assert_eq!(statuses, b"TTEI");
+    assert_eq!(completions(&got), ["BEGIN", "INSERT 0 1", "ROLLBACK"]);
+    assert_eq!(
+        dp.target("SELECT count(*) FROM items WHERE id = 100004"),
+        "0"
+    );
+    assert_eq!(dp.target("SELECT count(*) FROM items"), "500");
+}
+
 #[tokio::test]
 async fn copy_from_stdin_through_execute_keeps_the_session_in_step() {
     let dp = DataPath::start().await;

@@ -378,6 +378,11 @@ pub fn sync() -> Frame {
     Frame::new(b'S', &[])
 }
 
+/// Flush ('H').
+pub fn flush() -> Frame {
+    Frame::new(b'H', &[])
+}
+
 /// The password of a PasswordMessage body.
 pub fn parse_password(body: &[u8]) -> Result<&str, ProtocolError> {
     Reader::new(body).cstr("password")

@@ -13,11 +13,16 @@
 //!   bound or executed. After an error the agent discards messages until
 //!   `Sync`, exactly as PostgreSQL does, so the session stays usable.
 //!   What each Execute runs is tracked by [`super::names`].
-//! - A denial while the target holds unsynced work (a batch that ended in
-//!   Flush) is played through the target: the agent sends an Execute of a
-//!   portal that cannot exist, so the target fails the cycle exactly as it
-//!   would have failed the statement (the implicit transaction rolls back,
-//!   responses stay in order) and the agent replaces that error with its own.
+//! - A denial is played through the target whenever the agent could not
+//!   answer exactly as PostgreSQL would on its own: the target holds
+//!   unsynced work (a batch that ended in Flush), the session is inside a
+//!   transaction block, or earlier requests are still being answered. The
+//!   agent sends an Execute of a portal that cannot exist, so the target
+//!   fails the cycle exactly as it would have failed the statement (an
+//!   implicit transaction rolls back, an explicit one is aborted, responses
+//!   stay in order, ReadyForQuery carries the true status) and the agent
+//!   replaces that error with its own. Only an idle session outside a
+//!   transaction gets its denial straight from the agent.
 //! - `FunctionCall` is judged as kind `function_call`; COPY data flows only
 //!   while the target is in COPY IN state.
 //! - Every request is written to the audit spool before it is forwarded;
@@ -1321,9 +1326,10 @@ impl Relay {
     /// ReadyForQuery when the request ends the client's cycle (Sync, Query),
     /// else messages are discarded until Sync, as PostgreSQL does.
     fn reject(&mut self, error: BytesMut, ends_cycle: bool) {
-        if self.unsynced {
-            // The target holds unsynced work: fail its cycle the way the
-            // statement would have (see the module docs).
+        if self.unsynced || self.tx_status != b'I' || self.inflight() > 0 {
+            // Fail the target's cycle the way the statement would have (see
+            // the module docs): unsynced work rolls back, a transaction
+            // block is aborted, and the status is the target's.
             self.to_server
                 .extend_from_slice(&messages::execute(&self.denial_portal, 0).raw);
             self.substitutes.push_back((self.cycles_sent, error));
@@ -1331,6 +1337,10 @@ impl Relay {
                 self.to_server.extend_from_slice(&messages::sync().raw);
                 self.cycle_sent();
             } else {
+                // The client ended its batch with Flush: it expects the error
+                // now, and its Sync goes to the target.
+                self.to_server.extend_from_slice(&messages::flush().raw);
+                self.unsynced = true;
                 self.skip_until_sync = true;
             }
             return;
