@@ -3,13 +3,16 @@
 # mode), interleaved in one run, plus agent memory; writes docs/benchmarks.md.
 # A benchmark, not a test: it reports what it measures and never fails on a
 # number. Tunables: BENCH_SECONDS (per run, default 10), BENCH_SCALE (10),
-# BENCH_IDLE (idle connections for the memory figure, 1000).
+# BENCH_IDLE (idle connections for the memory figure, 1000), BENCH_QUICK
+# (e.g. "prepared:1 prepared:8": only those pgbench cells, printed, no
+# memory/masking runs and no report written: for tuning).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECS=${BENCH_SECONDS:-10}
 SCALE=${BENCH_SCALE:-10}
 IDLE=${BENCH_IDLE:-1000}
+[ -n "${BENCH_QUICK:-}" ] && IDLE=${BENCH_IDLE:-10}
 OUT=docs/benchmarks.md
 BIN=target/release
 
@@ -123,10 +126,14 @@ logfile = $work/pgb/pgbouncer.log
 INI
 chmod -R a+rX "$work/pgb"; [ ${#as_pg[@]} -gt 0 ] && chown -R postgres: "$work/pgb"
 if [ "$(id -u)" = 0 ]; then pgbouncer -q -u postgres "$work/pgb/pgbouncer.ini" & else pgbouncer -q "$work/pgb/pgbouncer.ini" & fi
-pids+=($!)
+PGB_PID=$!
+pids+=($PGB_PID)
 sleep 1
 
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# CPU time (user + system) a process has used, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
 RSS_IDLE=$(rss_kb "$AGENT_PID")
 
 # Memory on a fresh agent (before any load, so allocator reuse after the
@@ -141,33 +148,62 @@ exec 7>&-
 sleep 2
 
 results="$work/results.csv"
-echo "mode,clients,target,tps,latency_ms,median_us" > "$results"
+echo "mode,clients,target,tps,latency_ms,median_us,proxy_cpu_us" > "$results"
 run() { # mode clients target port user password
-    local mode=$1 c=$2 target=$3 port=$4 user=$5 pw=$6 jobs=$(( $2 < 2 ? $2 : 2 )) median=""
+    local mode=$1 c=$2 target=$3 port=$4 user=$5 pw=$6 jobs=$(( $2 < 2 ? $2 : 2 )) median="" proxy="" cpu0="" cpu_us=""
+    case $target in sluice) proxy=$AGENT_PID ;; pgbouncer) proxy=$PGB_PID ;; esac
+    [ -n "$proxy" ] && cpu0=$(cpu_ticks "$proxy")
     local logp="$work/log-$mode-$c-$target"
     local extra=()
     [ "$c" = 1 ] && extra=(-l --log-prefix "$logp")
     local out
     out=$(cd "$work" && PGPASSWORD="$pw" PGSSLMODE=disable pgbench -S -n -M "$mode" -c "$c" -j "$jobs" -T "$SECS" "${extra[@]}" -h 127.0.0.1 -p "$port" -U "$user" bench 2>&1) || { echo "$out" >&2; echo "error: pgbench against $target failed" >&2; exit 1; }
-    local tps lat
+    local tps lat txs
     tps=$(echo "$out" | awk -F'= ' '/^tps/ {split($2,a," "); print a[1]; exit}')
     lat=$(echo "$out" | awk -F'= ' '/^latency average/ {split($2,a," "); print a[1]; exit}')
+    txs=$(echo "$out" | awk -F': ' '/^number of transactions actually processed/ {split($2,a,"/"); print a[1]; exit}')
+    # The proxy's own CPU per transaction: what it costs, independent of
+    # how the cores were shared during the run.
+    [ -n "$proxy" ] && [ "${txs:-0}" -gt 0 ] && cpu_us=$(( ($(cpu_ticks "$proxy") - cpu0) * TICK_US / txs ))
     if [ "$c" = 1 ]; then
         median=$(cat "$logp".* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
         rm -f "$logp".*
     fi
-    echo "$mode,$c,$target,$tps,$lat,$median" >> "$results"
-    printf '  %-8s -c %-3s %-9s %10s tps  %8s ms avg %s\n' "$mode" "$c" "$target" "$tps" "$lat" "${median:+ median ${median}us}"
+    echo "$mode,$c,$target,$tps,$lat,$median,$cpu_us" >> "$results"
+    printf '  %-8s -c %-3s %-9s %10s tps  %8s ms avg%s%s\n' "$mode" "$c" "$target" "$tps" "$lat" "${median:+  median ${median}us}" "${cpu_us:+  proxy cpu ${cpu_us}us/tx}"
 }
 if [ -n "${BENCH_PROFILE:-}" ]; then
     # BENCH_PROFILE=simple|prepared: profile the agent under pgbench -S -c 1
     # with linux-perf, print the top of the report, and stop.
+    # BENCH_SYSCALLS=1: count the agent's system calls per transaction
+    # (strace) instead.
+    if [ -n "${BENCH_SYSCALLS:-}" ]; then
+        command -v strace >/dev/null || { echo "error: BENCH_SYSCALLS needs strace (apt-get install strace)" >&2; exit 1; }
+        strace -f -p "$AGENT_PID" -c -o "$work/strace.out" &
+        tracer=$!
+        sleep 1
+        txs=$(cd "$work" && PGPASSWORD="$TOKEN" PGSSLMODE=disable pgbench -S -n -M "$BENCH_PROFILE" -c 1 -T "$SECS" -h 127.0.0.1 -p "$AGENT_PORT" -U bench bench | awk -F': ' '/^number of transactions actually processed/ {split($2,a,"/"); print a[1]}')
+        kill -INT "$tracer"; wait "$tracer" || true
+        echo "$txs transactions; system calls per transaction:"
+        awk -v n="$txs" '$1 ~ /^[0-9.]+$/ && NF >= 5 { printf "  %-20s %6.2f\n", $NF, $4 / n }' "$work/strace.out" | sort -k2 -rn | head -20
+        exit 0
+    fi
     command -v perf >/dev/null || { echo "error: BENCH_PROFILE needs linux-perf (apt-get install linux-perf)" >&2; exit 1; }
     perf record -F 1999 -g -p "$AGENT_PID" -o "$work/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
     perf_pid=$!
     (cd "$work" && PGPASSWORD="$TOKEN" PGSSLMODE=disable pgbench -S -n -M "$BENCH_PROFILE" -c 1 -T "$SECS" -h 127.0.0.1 -p "$AGENT_PORT" -U bench bench | grep -E '^(tps|latency)')
     wait "$perf_pid"
-    perf report -i "$work/perf.data" --no-children --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -60
+    perf report -i "$work/perf.data" ${BENCH_PERF_ARGS:---no-children} --stdio 2>/dev/null | grep -E "^ +[0-9]" | head -${BENCH_PERF_LINES:-60}
+    exit 0
+fi
+if [ -n "${BENCH_QUICK:-}" ]; then
+    echo "running pgbench -S (quick: $BENCH_QUICK), ${SECS}s per run, interleaved..."
+    for cell in $BENCH_QUICK; do
+        mode=${cell%%:*} c=${cell##*:}
+        run "$mode" "$c" direct "$PG_PORT" postgres ""
+        run "$mode" "$c" sluice "$AGENT_PORT" bench "$TOKEN"
+        run "$mode" "$c" pgbouncer "$PGB_PORT" postgres ""
+    done
     exit 0
 fi
 echo "running pgbench -S, ${SECS}s per run, interleaved..."

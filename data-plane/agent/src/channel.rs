@@ -201,6 +201,7 @@ async fn ship_audit(agent: Arc<Agent>, out: mpsc::Sender<AgentMessage>) {
         if current.last_seq > sent && sent - acked < MAX_IN_FLIGHT {
             match agent.audit.read_after(sent, BATCH).await {
                 Ok(events) if !events.is_empty() => {
+                    let short = events.len() < BATCH;
                     let last = events.iter().map(|e| e.seq).max().unwrap_or(sent);
                     if out
                         .send(msg(agent_message::Msg::AuditBatch(pb::AuditBatch {
@@ -216,7 +217,11 @@ async fn ship_audit(agent: Arc<Agent>, out: mpsc::Sender<AgentMessage>) {
                     // one, so a busy agent ships hundreds per message rather
                     // than one per statement (each costs the control plane a
                     // database transaction).
-                    if last - acked < BATCH as u64 {
+                    // (Whether the batch was short, not how much is
+                    // unacknowledged: acknowledgements are recorded only
+                    // every 200 ms, so that would stop the lingering under
+                    // exactly the load it is for.)
+                    if short {
                         tokio::time::sleep(SHIP_LINGER).await;
                     }
                     continue;

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +29,10 @@ pub struct SpoolConfig {
     pub max_record_bytes: u32,
     /// When appends reach stable storage.
     pub sync: SyncMode,
+    /// Most recent records kept in memory as well (oldest dropped first),
+    /// so delivering what was just appended does not read it back from
+    /// disk. 0 turns the cache off.
+    pub tail_bytes: usize,
 }
 
 /// When an append is flushed to stable storage.
@@ -50,6 +54,7 @@ impl Default for SpoolConfig {
             segment_bytes: 8 * 1024 * 1024,
             max_record_bytes: 4 * 1024 * 1024,
             sync: SyncMode::Always,
+            tail_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -83,6 +88,11 @@ pub struct Spool {
     /// Counts deferred writes, so a sync done outside the spool (see
     /// [`Spool::sync_handle`]) only clears what it covered.
     write_gen: u64,
+    /// The latest unacknowledged records, consecutive by sequence number
+    /// (see [`SpoolConfig::tail_bytes`]); reads that start inside it are
+    /// served from memory.
+    tail: VecDeque<(u64, Vec<u8>)>,
+    tail_size: usize,
 }
 
 impl Spool {
@@ -127,6 +137,8 @@ impl Spool {
             fail_next_sync: false,
             unsynced: false,
             write_gen: 0,
+            tail: VecDeque::new(),
+            tail_size: 0,
         };
         // A crash during ack() can leave acknowledged segments behind.
         spool.drop_acked_segments()?;
@@ -175,6 +187,12 @@ impl Spool {
         let Some(mut want) = after_seq.max(self.acked).checked_add(1) else {
             return Ok(out);
         };
+        if let Some(&(front, _)) = self.tail.front()
+            && want >= front
+        {
+            self.read_tail(want - front, max_records, max_bytes, &mut out);
+            return Ok(out);
+        }
         let first_seg = self
             .segments
             .partition_point(|s| s.first_seq <= want)
@@ -215,6 +233,9 @@ impl Spool {
             // only already-acknowledged data behind, which open() removes.
             acked::write(&self.dir, seq)?;
             self.acked = seq;
+            while let Some((_, r)) = self.tail.pop_front_if(|(s, _)| *s <= seq) {
+                self.tail_size -= r.len();
+            }
         }
         self.drop_acked_segments()
     }
@@ -308,6 +329,7 @@ impl Spool {
         }
         self.disk_bytes += total;
         self.next_seq = end;
+        self.remember(first, records);
         Ok(first..end)
     }
 
@@ -386,10 +408,53 @@ impl Spool {
         self.unsynced
     }
 
+    /// Keeps copies of just-appended records in the tail cache, dropping
+    /// the oldest beyond its budget.
+    fn remember(&mut self, first: u64, records: &[&[u8]]) {
+        let budget = self.config.tail_bytes;
+        for (seq, record) in (first..).zip(records) {
+            if record.len() > budget {
+                // Never cached: keep the tail consecutive by emptying it.
+                self.tail.clear();
+                self.tail_size = 0;
+                continue;
+            }
+            while self.tail_size + record.len() > budget {
+                let Some((_, r)) = self.tail.pop_front() else {
+                    break;
+                };
+                self.tail_size -= r.len();
+            }
+            self.tail.push_back((seq, record.to_vec()));
+            self.tail_size += record.len();
+        }
+    }
+
+    /// Copies records from the tail cache, starting at index `skip`, within
+    /// the same limits as [`Spool::read_after`].
+    fn read_tail(
+        &self,
+        skip: u64,
+        max_records: usize,
+        max_bytes: usize,
+        out: &mut Vec<(u64, Vec<u8>)>,
+    ) {
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        let mut budget = max_bytes;
+        for (seq, record) in self.tail.iter().skip(skip) {
+            if out.len() >= max_records || (record.len() > budget && !out.is_empty()) {
+                break;
+            }
+            budget = budget.saturating_sub(record.len());
+            out.push((*seq, record.clone()));
+        }
+    }
+
     fn write_and_sync(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
         let file = self.active_file()?;
-        file.seek(SeekFrom::Start(offset))?;
-        file.write_all(buf)?;
+        // One positioned write (no seek): the file offset is never used.
+        file.write_all_at(buf, offset)?;
         if self.config.sync == SyncMode::Deferred {
             self.unsynced = true;
             self.write_gen += 1;

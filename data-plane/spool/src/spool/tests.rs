@@ -20,6 +20,8 @@ fn small() -> SpoolConfig {
         segment_bytes: 100,
         max_record_bytes: 1024,
         sync: crate::SyncMode::Always,
+        // Off, so reads exercise the segment files.
+        tail_bytes: 0,
     }
 }
 
@@ -155,6 +157,7 @@ fn read_after_uses_the_index_in_large_segments() -> TestResult {
     let dir = tempfile::tempdir()?;
     let config = SpoolConfig {
         segment_bytes: 1 << 20,
+        tail_bytes: 0,
         ..SpoolConfig::default()
     };
     let mut spool = Spool::open(dir.path(), config.clone())?;
@@ -514,6 +517,7 @@ fn record_too_large_is_rejected_without_side_effects() -> TestResult {
         segment_bytes: 100,
         max_record_bytes: 50,
         sync: crate::SyncMode::Always,
+        tail_bytes: 0,
     };
     let mut spool = Spool::open(dir.path(), config)?;
     assert_eq!(spool.append(&[1u8; 50])?, 1);
@@ -779,6 +783,8 @@ fn random_operations_match_a_model() -> TestResult {
         segment_bytes: 300,
         max_record_bytes: 200,
         sync: crate::SyncMode::Always,
+        // Small enough that reads start both inside and before the tail.
+        tail_bytes: 600,
     };
     let mut rng = Rng(0x5eed_5eed);
     let mut spool = Spool::open(dir.path(), config.clone())?;
@@ -961,4 +967,58 @@ fn external_sync_only_clears_the_writes_it_covered() {
     file.sync_data().unwrap();
     spool.synced(token);
     assert!(!spool.needs_sync());
+}
+
+#[test]
+fn recent_records_are_served_from_memory_and_older_ones_from_disk() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = SpoolConfig {
+        tail_bytes: 3 * 34,
+        ..small()
+    };
+    let mut spool = Spool::open(dir.path(), config.clone())?;
+    append_n(&mut spool, 1, 5)?;
+    // Records 3..=5 are cached; damage every payload byte on disk after the
+    // fact: reads that start in the tail cannot notice, reads that start
+    // before it must (the checksum catches it).
+    for path in segment_paths(dir.path())? {
+        let len = fs::metadata(&path)?.len();
+        let frames = len / frame(34);
+        for i in 0..frames {
+            overwrite_at(&path, i * frame(34) + 16, &[b'X'; 34])?;
+        }
+    }
+    let recent = spool.read_after(2, 100, usize::MAX)?;
+    assert_eq!(recent, vec![(3, rec(3)), (4, rec(4)), (5, rec(5))]);
+    assert_eq!(spool.read_after(4, 100, usize::MAX)?, vec![(5, rec(5))]);
+    assert!(spool.read_after(5, 100, usize::MAX)?.is_empty());
+    // Limits apply to cached reads too.
+    assert_eq!(seqs(&spool.read_after(2, 2, usize::MAX)?), vec![3, 4]);
+    assert_eq!(seqs(&spool.read_after(2, 100, 1)?), vec![3]);
+    assert!(matches!(
+        spool.read_after(0, 100, usize::MAX),
+        Err(SpoolError::Corrupt { .. })
+    ));
+    // Acknowledged records leave the cache.
+    spool.ack(4)?;
+    assert_eq!(spool.read_after(0, 100, usize::MAX)?, vec![(5, rec(5))]);
+    Ok(())
+}
+
+#[test]
+fn cached_and_disk_reads_agree() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = SpoolConfig {
+        tail_bytes: 1 << 20,
+        ..small()
+    };
+    let mut spool = Spool::open(dir.path(), config.clone())?;
+    append_n(&mut spool, 1, 9)?;
+    spool.ack(2)?;
+    let cached = all(&spool)?;
+    drop(spool);
+    let reopened = Spool::open(dir.path(), config)?;
+    assert_eq!(all(&reopened)?, cached);
+    assert_eq!(seqs(&cached), (3..=9).collect::<Vec<_>>());
+    Ok(())
 }
