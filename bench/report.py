@@ -61,6 +61,19 @@ for mode in ("simple", "prepared"):
             "%.2f" % (st / dt) if st and dt else "-", "%.2f" % (st / bt) if st and bt else "-",
             d.get("latency_ms", "-"), s.get("latency_ms", "-"), b.get("latency_ms", "-")))
 w("")
+w("## Proxy CPU per transaction")
+w("")
+w("CPU time (user + system) the proxy process used during the run, divided by the")
+w("transactions pgbench completed: what each transaction costs the proxy, largely")
+w("independent of how the two cores were shared during the run.")
+w("")
+w("| mode | clients | sluice agent | pgbouncer |")
+w("| --- | ---: | ---: | ---: |")
+for mode in ("simple", "prepared"):
+    for c in (1, 8, 32):
+        s_, b_ = (f(cell.get((mode, c, t), {}).get("proxy_cpu_us")) for t in ("sluice", "pgbouncer"))
+        w("| %s | %d | %s | %s |" % (mode, c, "%.0f us" % s_ if s_ else "-", "%.0f us" % b_ if b_ else "-"))
+w("")
 w("## Added latency at one client (median of per-transaction latencies)")
 w("")
 w("| mode | direct median | sluice median | added by sluice | pgbouncer median | added by pgbouncer |")
