@@ -403,3 +403,30 @@ async fn cancelling_a_held_statement_withdraws_its_request() {
     s.send(&query("SELECT 'still-usable'")).await;
     assert_eq!(first_column(&s.until(b'Z').await), ["still-usable"]);
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_while_held_withdraws_its_request() {
+    use sluice_integration_tests::rawpg::{RawSession, query};
+    let mut dp = DataPath::start_with(&rules(", timeout: 60s"), Vec::new()).await;
+    let bob = dp.cp.user_token("bob", &["dba"]).await;
+    let dba = SluiceCli::new(&dp.cp.url(), Some(&bob));
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    s.send(&query("DELETE FROM items WHERE id = 14")).await;
+    let id = wait_pending(&dba, "id = 14").await;
+    drop(s);
+    eventually(
+        Duration::from_secs(10),
+        "the request to be withdrawn",
+        || async {
+            let out = dba.run(&["approvals", "show", &id, "--json"]).ok();
+            out.stdout
+                .contains(r#""status": "withdrawn""#)
+                .then_some(())
+        },
+    )
+    .await;
+    // Nobody can approve it into running later.
+    let late = dba.run(&["approvals", "approve", &id]);
+    assert!(!late.success(), "a withdrawn request cannot be approved");
+    assert!(row_exists(&|s| dp.target(s), 14));
+}

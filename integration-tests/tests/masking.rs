@@ -274,3 +274,48 @@ async fn a_row_that_cannot_be_masked_is_not_sent_and_the_client_is_told() {
     assert!(err.contains("could not be masked"), "{err}");
     assert_clean("unmaskable COPY", &format!("{out}\n{err}"));
 }
+
+#[tokio::test]
+async fn a_function_call_is_refused_where_masks_apply_and_nothing_runs() {
+    use sluice_integration_tests::rawpg::{RawSession, errors, frame};
+    let rules = RULES.replace("session, copy]", "session, copy, function_call]");
+    let dp = DataPath::start_with(&rules, Vec::new()).await;
+    dp.pg.psql("app", "SET ROLE app; CREATE SEQUENCE fc_seq");
+    let nextval = dp.target("SELECT 'nextval(regclass)'::regprocedure::oid");
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    // FunctionCall of nextval('fc_seq'): allowed by the policy, but its
+    // result has no column to mask by, so under mask rules it is refused.
+    let mut body = Vec::new();
+    body.extend_from_slice(&nextval.parse::<i32>().unwrap().to_be_bytes());
+    body.extend_from_slice(&0i16.to_be_bytes());
+    body.extend_from_slice(&1i16.to_be_bytes());
+    body.extend_from_slice(&6i32.to_be_bytes());
+    body.extend_from_slice(b"fc_seq");
+    body.extend_from_slice(&0i16.to_be_bytes());
+    s.send(&frame(b'F', &body)).await;
+    let got = s.until(b'Z').await;
+    let text = errors(&got);
+    assert!(
+        text.contains("42501") && text.contains("cannot be masked"),
+        "{text}"
+    );
+    // The target never ran it: the sequence was never advanced.
+    assert_eq!(dp.target("SELECT is_called FROM fc_seq"), "f");
+}
+
+#[tokio::test]
+async fn notification_payloads_are_masked() {
+    use sluice_integration_tests::rawpg::{RawSession, query};
+    let rules = RULES.replace("session, copy]", "session, copy, listen]");
+    let dp = DataPath::start_with(&rules, Vec::new()).await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    s.send(&query("LISTEN contacts")).await;
+    s.until(b'Z').await;
+    dp.target(&format!(
+        "SELECT pg_notify('contacts', 'new contact {EMAIL}, card {CARD}')"
+    ));
+    let got = s.until(b'A').await;
+    let payload = String::from_utf8_lossy(&got.last().unwrap().raw).into_owned();
+    assert!(payload.contains("new contact"), "{payload}");
+    assert_clean("notification payload", &payload);
+}

@@ -225,6 +225,28 @@ mod tests {
     }
 
     #[test]
+    fn one_subject_cannot_hold_more_than_its_share_of_requests() {
+        let a = Approvals::default();
+        for i in 0..MAX_OUTSTANDING_PER_SUBJECT {
+            a.request(req(&format!("r{i}"), &[]), false).unwrap();
+        }
+        let err = a.request(req("one-too-many", &[]), false).unwrap_err();
+        assert!(err.to_string().contains("limit 100"), "{err}");
+        // Someone else is not starved.
+        let mut bob = req("bob-1", &[]);
+        bob.subject = "bob".into();
+        assert!(a.request(bob, true).is_ok());
+        // A decision frees a place.
+        a.decided(pb::ApprovalDecision {
+            request_id: "r0".into(),
+            outcome: "denied".into(),
+            ..Default::default()
+        });
+        assert!(a.request(req("again", &[]), false).is_ok());
+        assert!(a.request(req("and-again", &[]), false).is_err());
+    }
+
+    #[test]
     fn a_retry_approval_covers_exactly_one_execution_of_exactly_that_statement() {
         let a = Approvals::default();
         a.request(req("r1", &["1"]), false).unwrap();
