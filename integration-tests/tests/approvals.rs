@@ -430,3 +430,29 @@ async fn a_client_that_leaves_while_held_withdraws_its_request() {
     assert!(!late.success(), "a withdrawn request cannot be approved");
     assert!(row_exists(&|s| dp.target(s), 14));
 }
+
+#[tokio::test]
+async fn an_approval_for_the_text_null_does_not_cover_sql_null() {
+    let mut dp = DataPath::start_with(&rules(", mode: retry, ttl: 10m"), Vec::new()).await;
+    let bob = dp.cp.user_token("bob", &["dba"]).await;
+    let dba = SluiceCli::new(&dp.cp.url(), Some(&bob));
+    let mut conn = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+    // Deletes row 20 only when the parameter is SQL NULL.
+    let by_name = |name: Option<&'static str>| {
+        sqlx::query("DELETE FROM items WHERE id = 20 AND $1::text IS NULL").bind(name)
+    };
+    // Approved for the four-letter text 'NULL' (which matches no row)...
+    let err = by_name(Some("NULL")).execute(&mut conn).await.unwrap_err();
+    let id = request_id(&err);
+    dba.run(&["approvals", "approve", &id]).ok();
+    // ...it does not let the same statement run with SQL NULL, although
+    // both read `NULL` in the audit trail.
+    let err = by_name(None).execute(&mut conn).await.unwrap_err();
+    assert!(err.to_string().contains("needs approval"), "{err}");
+    assert_ne!(request_id(&err), id);
+    assert!(row_exists(&|s| dp.target(s), 20), "row 20 is still there");
+    // The approved one runs (and deletes nothing).
+    let done = by_name(Some("NULL")).execute(&mut conn).await.unwrap();
+    assert_eq!(done.rows_affected(), 0);
+    assert!(row_exists(&|s| dp.target(s), 20));
+}

@@ -22,22 +22,16 @@ pub struct GrantKey {
     pub subject: String,
     pub resource: String,
     pub statement: String,
-    pub parameters: Vec<String>,
-}
-
-impl GrantKey {
-    pub fn of(request: &pb::ApprovalRequest) -> Self {
-        Self {
-            subject: request.subject.clone(),
-            resource: request.resource.clone(),
-            statement: request.statement.clone(),
-            parameters: request.parameters.clone(),
-        }
-    }
+    /// SHA-256 of the Bind parameters exactly as sent (formats, NULLs,
+    /// bytes), not of their audit rendering, where SQL NULL and the text
+    /// `NULL` read alike.
+    pub parameters: [u8; 32],
 }
 
 struct Outstanding {
     request: pb::ApprovalRequest,
+    /// What a retry-mode approval of it will let run.
+    key: GrantKey,
     /// The held statement's session, in wait mode.
     waiter: Option<oneshot::Sender<pb::ApprovalDecision>>,
 }
@@ -81,6 +75,7 @@ impl Approvals {
     pub fn request(
         &self,
         request: pb::ApprovalRequest,
+        key: GrantKey,
         wait: bool,
     ) -> Result<Option<oneshot::Receiver<pb::ApprovalDecision>>, TooMany> {
         let mut inner = self.lock();
@@ -102,9 +97,14 @@ impl Approvals {
             (None, None)
         };
         inner.outbox.push_back(request.clone());
-        inner
-            .outstanding
-            .insert(request.request_id.clone(), Outstanding { request, waiter });
+        inner.outstanding.insert(
+            request.request_id.clone(),
+            Outstanding {
+                request,
+                key,
+                waiter,
+            },
+        );
         drop(inner);
         self.wake.notify_one();
         Ok(rx)
@@ -131,7 +131,7 @@ impl Approvals {
             }
             None if decision.outcome == "approved" => {
                 inner.grants.insert(
-                    GrantKey::of(&o.request),
+                    o.key,
                     Grant {
                         request_id: decision.request_id,
                         valid_until_ms: decision.valid_until_unix_ms,
@@ -215,6 +215,27 @@ mod tests {
         }
     }
 
+    /// A key for `r` (the parameters stand in for the exact Bind bytes).
+    fn key(r: &pb::ApprovalRequest) -> GrantKey {
+        let digest =
+            ring::digest::digest(&ring::digest::SHA256, r.parameters.join("\0").as_bytes());
+        GrantKey {
+            subject: r.subject.clone(),
+            resource: r.resource.clone(),
+            statement: r.statement.clone(),
+            parameters: digest.as_ref().try_into().unwrap(),
+        }
+    }
+
+    fn file(
+        a: &Approvals,
+        r: pb::ApprovalRequest,
+        wait: bool,
+    ) -> Result<Option<oneshot::Receiver<pb::ApprovalDecision>>, TooMany> {
+        let k = key(&r);
+        a.request(r, k, wait)
+    }
+
     fn approved(id: &str, until: i64) -> pb::ApprovalDecision {
         pb::ApprovalDecision {
             request_id: id.into(),
@@ -228,47 +249,47 @@ mod tests {
     fn one_subject_cannot_hold_more_than_its_share_of_requests() {
         let a = Approvals::default();
         for i in 0..MAX_OUTSTANDING_PER_SUBJECT {
-            a.request(req(&format!("r{i}"), &[]), false).unwrap();
+            file(&a, req(&format!("r{i}"), &[]), false).unwrap();
         }
-        let err = a.request(req("one-too-many", &[]), false).unwrap_err();
+        let err = file(&a, req("one-too-many", &[]), false).unwrap_err();
         assert!(err.to_string().contains("limit 100"), "{err}");
         // Someone else is not starved.
         let mut bob = req("bob-1", &[]);
         bob.subject = "bob".into();
-        assert!(a.request(bob, true).is_ok());
+        assert!(file(&a, bob, true).is_ok());
         // A decision frees a place.
         a.decided(pb::ApprovalDecision {
             request_id: "r0".into(),
             outcome: "denied".into(),
             ..Default::default()
         });
-        assert!(a.request(req("again", &[]), false).is_ok());
-        assert!(a.request(req("and-again", &[]), false).is_err());
+        assert!(file(&a, req("again", &[]), false).is_ok());
+        assert!(file(&a, req("and-again", &[]), false).is_err());
     }
 
     #[test]
     fn a_retry_approval_covers_exactly_one_execution_of_exactly_that_statement() {
         let a = Approvals::default();
-        a.request(req("r1", &["1"]), false).unwrap();
+        file(&a, req("r1", &["1"]), false).unwrap();
         assert_eq!(a.drain().len(), 1);
         a.decided(approved("r1", 1_000));
-        let other_param = GrantKey::of(&req("x", &["2"]));
+        let other_param = key(&req("x", &["2"]));
         assert_eq!(a.take_grant(&other_param, 10), None);
-        let mut other_subject = GrantKey::of(&req("x", &["1"]));
+        let mut other_subject = key(&req("x", &["1"]));
         other_subject.subject = "bob".into();
         assert_eq!(a.take_grant(&other_subject, 10), None);
-        let key = GrantKey::of(&req("x", &["1"]));
-        assert_eq!(a.take_grant(&key, 10).as_deref(), Some("r1"));
-        assert_eq!(a.take_grant(&key, 10), None, "used once");
+        let same = key(&req("x", &["1"]));
+        assert_eq!(a.take_grant(&same, 10).as_deref(), Some("r1"));
+        assert_eq!(a.take_grant(&same, 10), None, "used once");
         // A grant the control plane expires is void.
-        a.request(req("r2", &["3"]), false).unwrap();
+        file(&a, req("r2", &["3"]), false).unwrap();
         a.decided(approved("r2", 1_000));
         a.decided(pb::ApprovalDecision {
             request_id: "r2".into(),
             outcome: "expired".into(),
             ..Default::default()
         });
-        assert_eq!(a.take_grant(&GrantKey::of(&req("x", &["3"])), 10), None);
+        assert_eq!(a.take_grant(&key(&req("x", &["3"])), 10), None);
         let used = a.drain();
         assert_eq!(used[0].state, "used");
     }
@@ -276,15 +297,15 @@ mod tests {
     #[test]
     fn an_expired_grant_is_not_used() {
         let a = Approvals::default();
-        a.request(req("r1", &[]), false).unwrap();
+        file(&a, req("r1", &[]), false).unwrap();
         a.decided(approved("r1", 1_000));
-        assert_eq!(a.take_grant(&GrantKey::of(&req("x", &[])), 1_000), None);
+        assert_eq!(a.take_grant(&key(&req("x", &[])), 1_000), None);
     }
 
     #[tokio::test]
     async fn a_wait_request_receives_its_decision_and_is_resent_until_decided() {
         let a = Approvals::default();
-        let rx = a.request(req("r1", &[]), true).unwrap().unwrap();
+        let rx = file(&a, req("r1", &[]), true).unwrap().unwrap();
         a.drain();
         a.resend_all();
         assert_eq!(a.drain().len(), 1, "undecided requests are resent");

@@ -442,6 +442,27 @@ impl Bind<'_> {
     /// Parameters as text for the audit trail. Binary values of common
     /// types (by the statement's parameter type OIDs from Parse) are
     /// decoded to PostgreSQL's text form; others are hex-encoded.
+    /// The parameters exactly as sent (format, NULL or length and bytes of
+    /// each), unambiguously encoded: two Binds with equal encodings run the
+    /// statement with equal values, which the audit rendering cannot promise
+    /// (SQL NULL and the text `NULL` read alike there).
+    pub fn params_exact(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, p) in self.params.iter().enumerate() {
+            out.push(u8::from(self.param_is_binary(i)));
+            match p {
+                None => out.extend_from_slice(&(-1i64).to_be_bytes()),
+                Some(v) => {
+                    out.extend_from_slice(
+                        &i64::try_from(v.len()).unwrap_or(i64::MAX).to_be_bytes(),
+                    );
+                    out.extend_from_slice(v);
+                }
+            }
+        }
+        out
+    }
+
     pub fn params_for_audit(&self, types: &[i32]) -> Vec<String> {
         self.params
             .iter()

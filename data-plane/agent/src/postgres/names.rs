@@ -48,6 +48,9 @@ pub struct Prepared {
 pub struct Portal {
     pub statement: Arc<Prepared>,
     pub params: Vec<String>,
+    /// SHA-256 of the parameters exactly as bound (see
+    /// `Bind::params_exact`): what a one-time approval is bound to.
+    pub params_digest: [u8; 32],
     /// Result format codes the client asked for.
     pub result_formats: Vec<i16>,
 }
@@ -272,6 +275,7 @@ impl Plan<'_> {
         portal: &str,
         statement: &str,
         params: impl FnOnce(&[i32]) -> Vec<String>,
+        params_digest: [u8; 32],
         result_formats: Vec<i16>,
     ) -> Result<(), Refusal> {
         let prepared = match self.statement(statement) {
@@ -293,6 +297,7 @@ impl Plan<'_> {
                 portal.to_owned(),
                 Arc::new(Portal {
                     params: params(&prepared.param_types),
+                    params_digest,
                     statement: prepared,
                     result_formats,
                 }),
@@ -385,7 +390,8 @@ mod tests {
     fn parse_bind(names: &mut Names, name: &str, text: &str, cycle: u64) {
         let mut plan = names.plan();
         plan.parse(name, stmt(text));
-        plan.bind("", name, |_| Vec::new(), Vec::new()).unwrap();
+        plan.bind("", name, |_| Vec::new(), [0; 32], Vec::new())
+            .unwrap();
         let ops = plan.into_ops();
         names.apply(ops, cycle);
     }
@@ -413,7 +419,10 @@ mod tests {
         // The target reports an error for cycle 0: no ParseComplete.
         names.cycle_ended(0);
         let mut plan = names.plan();
-        assert!(plan.bind("", "s1", |_| Vec::new(), Vec::new()).is_err());
+        assert!(
+            plan.bind("", "s1", |_| Vec::new(), [0; 32], Vec::new())
+                .is_err()
+        );
     }
 
     #[test]
@@ -431,7 +440,8 @@ mod tests {
         let ops = plan.into_ops();
         names.apply(ops, 1);
         let mut plan = names.plan();
-        plan.bind("p", "s1", |_| Vec::new(), Vec::new()).unwrap();
+        plan.bind("p", "s1", |_| Vec::new(), [0; 32], Vec::new())
+            .unwrap();
         let p = plan.execute("p").unwrap();
         assert_eq!(p.statement.text, "select 1");
     }
@@ -451,15 +461,25 @@ mod tests {
         let ops = plan.into_ops();
         names.apply(ops, 2);
         let mut plan = names.plan();
-        assert!(plan.bind("", "a", |_| Vec::new(), Vec::new()).is_err());
-        assert!(plan.bind("", "b", |_| Vec::new(), Vec::new()).is_ok());
+        assert!(
+            plan.bind("", "a", |_| Vec::new(), [0; 32], Vec::new())
+                .is_err()
+        );
+        assert!(
+            plan.bind("", "b", |_| Vec::new(), [0; 32], Vec::new())
+                .is_ok()
+        );
         // After DEALLOCATE a, Parse a with a new text is not doomed.
         plan.parse("a", stmt("select 2"));
-        plan.bind("x", "a", |_| Vec::new(), Vec::new()).unwrap();
+        plan.bind("x", "a", |_| Vec::new(), [0; 32], Vec::new())
+            .unwrap();
         assert_eq!(plan.execute("x").unwrap().statement.text, "select 2");
         let mut plan = names.plan();
         plan.sql(&[PreparedChange::DeallocateAll]);
-        assert!(plan.bind("", "b", |_| Vec::new(), Vec::new()).is_err());
+        assert!(
+            plan.bind("", "b", |_| Vec::new(), [0; 32], Vec::new())
+                .is_err()
+        );
     }
 
     #[test]
@@ -473,7 +493,9 @@ mod tests {
         // Parse s1 would fail on the target (it exists), so the opaque
         // statement stays what s1 means, and it cannot be bound.
         plan.parse("s1", stmt("select 1"));
-        let err = plan.bind("", "s1", |_| Vec::new(), Vec::new()).unwrap_err();
+        let err = plan
+            .bind("", "s1", |_| Vec::new(), [0; 32], Vec::new())
+            .unwrap_err();
         assert!(err.contains("SQL PREPARE"), "{err}");
     }
 
@@ -487,7 +509,10 @@ mod tests {
         names.apply(ops, 0);
         assert!(names.parse_complete());
         let mut plan = names.plan();
-        assert!(plan.bind("", "s1", |_| Vec::new(), Vec::new()).is_err());
+        assert!(
+            plan.bind("", "s1", |_| Vec::new(), [0; 32], Vec::new())
+                .is_err()
+        );
     }
 
     #[test]
@@ -498,7 +523,10 @@ mod tests {
         assert!(names.bind_complete().is_some());
         assert!(!names.parse_complete());
         let mut plan = names.plan();
-        assert!(plan.bind("", "s1", |_| Vec::new(), Vec::new()).is_err());
+        assert!(
+            plan.bind("", "s1", |_| Vec::new(), [0; 32], Vec::new())
+                .is_err()
+        );
         assert!(plan.execute("").is_err());
     }
 }

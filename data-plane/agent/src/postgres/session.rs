@@ -142,6 +142,8 @@ struct PlannedExecute {
     portal: Option<String>,
     text: String,
     params: Vec<String>,
+    /// SHA-256 of the parameters exactly as bound (of none, for a Query).
+    params_digest: [u8; 32],
     rule: String,
     limit: Option<u64>,
     /// The approve rule's verdict, when it may only run once approved.
@@ -555,6 +557,7 @@ impl Relay {
             portal: None,
             text: sql,
             params: Vec::new(),
+            params_digest: sha256(&[]),
             rule: verdict.rule.clone(),
             limit: verdict.row_limit,
             approval: verdict.approval.is_some().then(|| verdict.clone()),
@@ -718,7 +721,7 @@ impl Relay {
             subject: self.ctx.subject.id.clone(),
             resource: self.ctx.resource.clone(),
             statement: text.clone(),
-            parameters: params.clone(),
+            parameters: x.params_digest,
         };
         if let Some(request_id) = self.ctx.agent.approvals.take_grant(&key, now) {
             tracing::info!(request = %request_id, "running a statement on its one-time approval");
@@ -768,7 +771,7 @@ impl Relay {
             return Ok(());
         }
         let approvers = need.approvers.join(", ");
-        match self.ctx.agent.approvals.request(request, need.wait) {
+        match self.ctx.agent.approvals.request(request, key, need.wait) {
             Err(e) => {
                 let verdict = Verdict {
                     rule: verdict.rule.clone(),
@@ -985,6 +988,7 @@ impl Relay {
                 portal: None,
                 text: "<FunctionCall>".into(),
                 params: Vec::new(),
+                params_digest: sha256(&[]),
                 rule: verdict.rule.clone(),
                 limit: None,
                 approval: None,
@@ -1152,6 +1156,7 @@ impl Relay {
                         b.portal,
                         b.statement,
                         |types| b.params_for_audit(types),
+                        sha256(&b.params_exact()),
                         b.result_formats.clone(),
                     ) {
                         denial = Some((refused(reason), format!("<bind {}>", b.statement)));
@@ -1185,6 +1190,7 @@ impl Relay {
                         portal: Some(portal.to_owned()),
                         text: p.statement.text.clone(),
                         params: p.params.clone(),
+                        params_digest: p.params_digest,
                         rule: verdict.rule.clone(),
                         limit: verdict.row_limit,
                         approval: verdict.approval.is_some().then(|| verdict.clone()),
@@ -1826,6 +1832,13 @@ fn mask_notification(masker: &super::mask::Masker, body: &[u8]) -> Option<Frame>
     out.extend_from_slice(masked.as_bytes());
     out.extend_from_slice(&[0]);
     Some(Frame::new(b'A', &out))
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
 }
 
 fn is_ddl(kind: &str) -> bool {
