@@ -161,7 +161,7 @@ struct PlannedExecute {
 enum Ready {
     Query {
         frame: Frame,
-        x: PlannedExecute,
+        x: Box<PlannedExecute>,
         changes: Vec<sluice_policy::PreparedChange>,
     },
     Batch {
@@ -580,7 +580,7 @@ impl Relay {
         }
         let ready = Ready::Query {
             frame,
-            x,
+            x: Box::new(x),
             changes: verdict.prepared.clone(),
         };
         if verdict.approval.is_some() {
@@ -599,7 +599,7 @@ impl Relay {
     ) -> Result<(), SessionError> {
         let ends_cycle = ready.ends_cycle();
         let executes = match &ready {
-            Ready::Query { x, .. } => std::slice::from_ref(x),
+            Ready::Query { x, .. } => std::slice::from_ref(x.as_ref()),
             Ready::Batch { executes, .. } => executes.as_slice(),
         };
         // Audit every execution before anything is forwarded.
@@ -643,7 +643,7 @@ impl Relay {
                     let ops = plan.into_ops();
                     self.names.apply(ops, self.cycles_sent);
                 }
-                let unit = self.unit(UnitKind::Simple, x);
+                let unit = self.unit(UnitKind::Simple, *x);
                 self.units.push_back(unit);
                 self.to_server.extend_from_slice(&frame.raw);
                 self.cycle_sent();
@@ -703,7 +703,7 @@ impl Relay {
     async fn seek_approval(&mut self, ready: Ready) -> Result<(), SessionError> {
         let ends_cycle = ready.ends_cycle();
         let x = match &ready {
-            Ready::Query { x, .. } => x,
+            Ready::Query { x, .. } => x.as_ref(),
             Ready::Batch { executes, .. } => match executes.iter().find(|x| x.approval.is_some()) {
                 Some(x) => x,
                 None => return self.release(ready, None).await,
