@@ -439,9 +439,6 @@ impl Bind<'_> {
         }
     }
 
-    /// Parameters as text for the audit trail. Binary values of common
-    /// types (by the statement's parameter type OIDs from Parse) are
-    /// decoded to PostgreSQL's text form; others are hex-encoded.
     /// The parameters exactly as sent (format, NULL or length and bytes of
     /// each), unambiguously encoded: two Binds with equal encodings run the
     /// statement with equal values, which the audit rendering cannot promise
@@ -463,6 +460,9 @@ impl Bind<'_> {
         out
     }
 
+    /// Parameters as text for the audit trail. Binary values of common
+    /// types (by the statement's parameter type OIDs from Parse) are
+    /// decoded to PostgreSQL's text form; others are hex-encoded.
     pub fn params_for_audit(&self, types: &[i32]) -> Vec<String> {
         self.params
             .iter()

@@ -439,9 +439,15 @@ impl Spool {
         max_bytes: usize,
         out: &mut Vec<(u64, Vec<u8>)>,
     ) {
-        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        let Some(rest) = usize::try_from(skip)
+            .ok()
+            .filter(|&s| s < self.tail.len())
+            .map(|s| self.tail.range(s..))
+        else {
+            return;
+        };
         let mut budget = max_bytes;
-        for (seq, record) in self.tail.iter().skip(skip) {
+        for (seq, record) in rest {
             if out.len() >= max_records || (record.len() > budget && !out.is_empty()) {
                 break;
             }
