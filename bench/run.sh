@@ -14,14 +14,14 @@ SCALE=${BENCH_SCALE:-10}
 IDLE=${BENCH_IDLE:-1000}
 [ -n "${BENCH_QUICK:-}" ] && IDLE=${BENCH_IDLE:-10}
 OUT=docs/benchmarks.md
-BIN=target/release
+BIN=${BENCH_BIN:-target/release}
 
 for cmd in pgbench pgbouncer psql python3 curl; do
     command -v "$cmd" >/dev/null || { echo "error: $cmd not found (make bench installs pgbouncer when run as root: apt-get install pgbouncer postgresql-contrib)" >&2; exit 1; }
 done
 
 echo "building release binaries..."
-cargo build --release --bins -q
+[ -z "${BENCH_BIN:-}" ] && cargo build --release --bins -q
 
 work=$(mktemp -d /tmp/sluice-bench.XXXXXX)
 chmod 755 "$work"
@@ -189,10 +189,11 @@ if [ -n "${BENCH_PROFILE:-}" ]; then
         exit 0
     fi
     command -v perf >/dev/null || { echo "error: BENCH_PROFILE needs linux-perf (apt-get install linux-perf)" >&2; exit 1; }
-    perf record -F 1999 -g -p "$AGENT_PID" -o "$work/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
+    perf record -F 1999 ${BENCH_PERF_RECORD:--g} -p "$AGENT_PID" -o "$work/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
     perf_pid=$!
     (cd "$work" && PGPASSWORD="$TOKEN" PGSSLMODE=disable pgbench -S -n -M "$BENCH_PROFILE" -c 1 -T "$SECS" -h 127.0.0.1 -p "$AGENT_PORT" -U bench bench | grep -E '^(tps|latency)')
     wait "$perf_pid"
+    [ -n "${BENCH_PERF_KEEP:-}" ] && cp "$work/perf.data" "$BENCH_PERF_KEEP"
     perf report -i "$work/perf.data" ${BENCH_PERF_ARGS:---no-children} --stdio 2>/dev/null | grep -E "^ +[0-9]" | head -${BENCH_PERF_LINES:-60}
     exit 0
 fi

@@ -1272,9 +1272,7 @@ impl Relay {
             parameters,
             error: verdict.reason.clone(),
             client_addr: self.ctx.client_addr.clone(),
-            attributes_json:
-                serde_json::json!({ "statement_id": statement_id, "kinds": verdict.kinds })
-                    .to_string(),
+            attributes_json: statement_attributes(statement_id, "kinds", &verdict.kinds),
             ..Default::default()
         }
     }
@@ -1797,11 +1795,10 @@ impl Relay {
                 error: u.error,
                 client_addr: self.ctx.client_addr.clone(),
                 attributes_json: if u.capture.is_empty() {
-                    serde_json::json!({ "statement_id": u.statement_id })
+                    statement_attributes(&u.statement_id, "", &())
                 } else {
-                    serde_json::json!({ "statement_id": u.statement_id, "result": u.capture })
-                }
-                .to_string(),
+                    statement_attributes(&u.statement_id, "result", &u.capture)
+                },
                 ..Default::default()
             };
             self.ctx.trail.record_detached(event);
@@ -1834,6 +1831,23 @@ fn mask_notification(masker: &super::mask::Masker, body: &[u8]) -> Option<Frame>
     Some(Frame::new(b'A', &out))
 }
 
+/// `{"statement_id": id, field: value}` (no `field` when it is empty),
+/// serialized straight to text: this runs twice per statement, and building
+/// a JSON tree first costs more than the rest of the event.
+fn statement_attributes(statement_id: &str, field: &str, value: &impl serde::Serialize) -> String {
+    let mut out = String::with_capacity(64);
+    out.push_str("{\"statement_id\":");
+    out.push_str(&serde_json::to_string(statement_id).unwrap_or_else(|_| "\"\"".into()));
+    if !field.is_empty() {
+        out.push(',');
+        out.push_str(&serde_json::to_string(field).unwrap_or_else(|_| "\"\"".into()));
+        out.push(':');
+        out.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "null".into()));
+    }
+    out.push('}');
+    out
+}
+
 fn sha256(bytes: &[u8]) -> [u8; 32] {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
     let mut out = [0u8; 32];
@@ -1843,4 +1857,23 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 fn is_ddl(kind: &str) -> bool {
     matches!(kind, "create" | "alter" | "drop" | "comment")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_attributes_are_the_json_object_they_describe() {
+        let parse = |s: String| serde_json::from_str::<serde_json::Value>(&s).unwrap();
+        assert_eq!(
+            parse(statement_attributes("id-1", "", &())),
+            serde_json::json!({ "statement_id": "id-1" })
+        );
+        let kinds = vec!["select".to_owned(), "we\"ird\n".to_owned()];
+        assert_eq!(
+            parse(statement_attributes("id \"2\"", "kinds", &kinds)),
+            serde_json::json!({ "statement_id": "id \"2\"", "kinds": kinds })
+        );
+    }
 }
