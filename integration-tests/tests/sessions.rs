@@ -332,3 +332,56 @@ async fn a_change_to_the_mask_rules_ends_the_sessions_they_apply_to() {
         .await;
     assert_eq!(first_column(&again.until(b'Z').await), ["[REDACTED]"]);
 }
+
+#[tokio::test]
+async fn retention_deletes_old_sessions_through_the_binary_and_says_so() {
+    let DataPath {
+        pg: _pg,
+        mut cp,
+        agent,
+        token,
+    } = DataPath::start().await;
+    let (out, err) = psql_script(agent.pg_port, &token, "SELECT 'soon-forgotten';\n");
+    assert!(out.contains("soon-forgotten"), "{out}{err}");
+    let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
+    let id = wait_sessions(&cli, "alice", "ended", 1).await.remove(0);
+
+    // Restarted with a 2 s retention: the session, older by then, goes at
+    // start-up, and the run is recorded as a `retention` audit event.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    cp.stop();
+    cp.set_env("SLUICE_RETENTION_MAX_AGE", "2s");
+    cp.set_env("SLUICE_RETENTION_INTERVAL", "1s");
+    cp.start_again().await;
+    let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
+    eventually(
+        Duration::from_secs(20),
+        "the old session to be deleted",
+        || async {
+            sessions(&cli, "alice", "ended")
+                .iter()
+                .all(|s| *s != id)
+                .then_some(())
+        },
+    )
+    .await;
+    let shown = cli.run(&["sessions", "show", &id, "--json"]);
+    assert!(
+        !shown.success(),
+        "a deleted session is still shown: {}",
+        shown.stdout
+    );
+    let api = cp.api();
+    let v = api.get_ok("/api/v1/audit?kind=retention&limit=10").await;
+    let deleted: u64 = v["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["attributes"]["sessions"].as_u64())
+        .sum();
+    assert!(deleted >= 1, "no retention run recorded deleting it: {v}");
+    let v = api
+        .get_ok(&format!("/api/v1/audit?session={id}&limit=10"))
+        .await;
+    assert_eq!(v["events"].as_array().map(Vec::len), Some(0), "{v}");
+}
