@@ -60,12 +60,19 @@ pub struct ClassifyOptions {
     /// The session's `standard_conforming_strings` (PostgreSQL's default,
     /// and this type's, is `true`).
     pub standard_conforming_strings: bool,
+    /// Leave [`ClassifiedStatement::fingerprint`] empty: fingerprinting
+    /// parses each statement again, so a caller that rarely needs it (the
+    /// agent, on every statement) computes it with [`fingerprint`] when it
+    /// does.
+    #[serde(default)]
+    pub skip_fingerprint: bool,
 }
 
 impl Default for ClassifyOptions {
     fn default() -> Self {
         Self {
             standard_conforming_strings: true,
+            skip_fingerprint: false,
         }
     }
 }
@@ -301,8 +308,11 @@ pub fn classify_with(
             .and_then(|n| n.node.as_ref())
             .ok_or_else(|| internal("a statement without a parse tree"))?;
         let facts = facts_of(root.to_ref())?;
-        let fingerprint =
-            guarded(|| pg_query::fingerprint(text, parser, fingerprint_options()))?.hex;
+        let fingerprint = if options.skip_fingerprint {
+            String::new()
+        } else {
+            fingerprint(text, options)?
+        };
         statements.push(ClassifiedStatement {
             text: text.to_owned(),
             facts,
@@ -312,6 +322,14 @@ pub fn classify_with(
         });
     }
     Ok(statements)
+}
+
+/// pg_query's fingerprint of one statement's text (see
+/// [`ClassifiedStatement::fingerprint`]), read with `options`' string
+/// syntax.
+pub fn fingerprint(text: &str, options: ClassifyOptions) -> Result<String, ClassifyError> {
+    let parser = options.parser();
+    Ok(guarded(|| pg_query::fingerprint(text, parser, fingerprint_options()))?.hex)
 }
 
 /// Runs a pg_query call, turning its errors, and any panic in its Rust

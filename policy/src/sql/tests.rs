@@ -585,6 +585,7 @@ fn standard_conforming_strings_decides_where_a_string_ends() {
     let on = ClassifyOptions::default();
     let off = ClassifyOptions {
         standard_conforming_strings: false,
+        ..ClassifyOptions::default()
     };
     let kinds = |options| {
         classify_with(sql, options)

@@ -30,8 +30,13 @@ pub struct Verdict {
     /// Set when policy sends the text to approval (then `allowed` is false
     /// and `rule`/`reason` are the approve rule's).
     pub approval: Option<Arc<ApprovalNeed>>,
-    /// pg_query fingerprints of its statements, `;`-joined.
-    pub fingerprint: String,
+    /// What the text was classified as (its statements, for
+    /// [`Verdict::fingerprint`]) and with which string syntax.
+    pub(crate) classified: Option<(Classified, bool)>,
+    /// pg_query fingerprints of its statements, `;`-joined, computed on
+    /// first use (it parses every statement again, and most verdicts never
+    /// need it).
+    pub(crate) fingerprint: OnceLock<String>,
     /// Tables its statements read (for masking's strict mode).
     pub tables_read: Vec<String>,
     /// Its `COPY ... TO STDOUT` statements, in order (for masking).
@@ -49,6 +54,28 @@ pub struct ApprovalNeed {
 }
 
 impl Verdict {
+    /// pg_query fingerprints of its statements, `;`-joined (empty when the
+    /// text did not parse, which matches no configured fingerprint).
+    pub fn fingerprint(&self) -> &str {
+        self.fingerprint.get_or_init(|| {
+            let Some((classified, scs)) = &self.classified else {
+                return String::new();
+            };
+            let Ok(statements) = classified.as_ref() else {
+                return String::new();
+            };
+            let options = sluice_policy::ClassifyOptions {
+                standard_conforming_strings: *scs,
+                skip_fingerprint: false,
+            };
+            let prints: Option<Vec<String>> = statements
+                .iter()
+                .map(|s| sluice_policy::fingerprint(&s.text, options).ok())
+                .collect();
+            prints.map(|p| p.join(";")).unwrap_or_default()
+        })
+    }
+
     /// Denied (0), needs approval (1), allowed (2): the stricter of two
     /// readings of a text wins.
     fn rank(&self) -> u8 {
@@ -77,7 +104,7 @@ const MAX_CLASSIFIED: usize = 16_384;
 /// Longest statement whose classification or decision is cached.
 const MAX_CACHED_TEXT: usize = 8 * 1024;
 
-type Classified = Arc<Result<Vec<ClassifiedStatement>, String>>;
+pub(crate) type Classified = Arc<Result<Vec<ClassifiedStatement>, String>>;
 
 /// Keyed by (standard_conforming_strings, text): the same bytes split into
 /// different statements depending on that setting.
@@ -132,6 +159,7 @@ pub fn classify(sql: &str, standard_conforming_strings: bool) -> Classified {
     }
     let options = sluice_policy::ClassifyOptions {
         standard_conforming_strings,
+        skip_fingerprint: true,
     };
     let result = Arc::new(sluice_policy::classify_with(sql, options).map_err(|e| e.to_string()));
     if cacheable {
@@ -253,11 +281,7 @@ impl Judge {
             .iter()
             .filter_map(|s| s.copy_out.clone())
             .collect();
-        let fingerprint = statements
-            .iter()
-            .map(|s| s.fingerprint.as_str())
-            .collect::<Vec<_>>()
-            .join(";");
+        let fingerprinted = Some((classified.clone(), standard_conforming_strings));
         for st in statements {
             prepared.extend(st.prepared.iter().cloned());
             kinds.extend(st.facts.kinds.iter().map(|k| k.as_str().to_owned()));
@@ -293,7 +317,8 @@ impl Judge {
                 kinds,
                 prepared,
                 row_limit,
-                fingerprint,
+                classified: fingerprinted,
+                fingerprint: OnceLock::new(),
                 tables_read,
                 copy_out,
                 ..needs
@@ -306,7 +331,8 @@ impl Judge {
             row_limit,
             kinds,
             prepared,
-            fingerprint,
+            classified: fingerprinted,
+            fingerprint: OnceLock::new(),
             approval: None,
             tables_read,
             copy_out,
@@ -377,5 +403,41 @@ pub fn abbreviate(text: &str) -> String {
         format!("{}...", line.chars().take(77).collect::<String>())
     } else {
         line.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_computed_on_demand_match_the_classifier_s() {
+        for (sql, scs) in [
+            ("SELECT count(*) FROM customers WHERE plan = 'x'", true),
+            ("select 1; SELECT a FROM t WHERE b = $1", true),
+            ("SELECT 'a\\'; DROP TABLE t; --'", false),
+        ] {
+            let verdict = Verdict {
+                classified: Some((classify(sql, scs), scs)),
+                ..Verdict::default()
+            };
+            let options = sluice_policy::ClassifyOptions {
+                standard_conforming_strings: scs,
+                skip_fingerprint: false,
+            };
+            let expected = sluice_policy::classify_with(sql, options)
+                .unwrap()
+                .iter()
+                .map(|s| s.fingerprint.clone())
+                .collect::<Vec<_>>()
+                .join(";");
+            assert!(!expected.is_empty());
+            assert_eq!(verdict.fingerprint(), expected, "{sql}");
+        }
+        let unparsable = Verdict {
+            classified: Some((classify("SELEC nonsense", true), true)),
+            ..Verdict::default()
+        };
+        assert_eq!(unparsable.fingerprint(), "");
     }
 }

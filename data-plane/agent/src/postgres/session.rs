@@ -562,7 +562,7 @@ impl Relay {
             limit: verdict.row_limit,
             approval: verdict.approval.is_some().then(|| verdict.clone()),
             strict: self.ctx.masker.as_ref().and_then(|m| {
-                m.strict_for_statement(&verdict.tables_read, &verdict.kinds, &verdict.fingerprint)
+                m.strict_for_statement(&verdict.tables_read, &verdict.kinds, verdict.fingerprint())
             }),
             formats: Vec::new(),
             copy_out: verdict.copy_out.clone(),
@@ -736,7 +736,7 @@ impl Relay {
             groups: self.ctx.subject.groups.clone(),
             resource: self.ctx.resource.clone(),
             statement: text.clone(),
-            fingerprint: verdict.fingerprint.clone(),
+            fingerprint: verdict.fingerprint().to_owned(),
             parameters: params.clone(),
             rule: verdict.rule.clone(),
             reason: verdict.reason.clone(),
@@ -1198,7 +1198,7 @@ impl Relay {
                             m.strict_for_statement(
                                 &verdict.tables_read,
                                 &verdict.kinds,
-                                &verdict.fingerprint,
+                                verdict.fingerprint(),
                             )
                         }),
                         formats: p.result_formats.clone(),
