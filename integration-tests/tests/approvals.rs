@@ -67,6 +67,21 @@ async fn wait_pending(cli: &SluiceCli, needle: &str) -> String {
     .await
 }
 
+/// Waits until request `id` shows as withdrawn; returns how it shows.
+async fn wait_withdrawn(cli: &SluiceCli, id: &str) -> String {
+    eventually(
+        Duration::from_secs(10),
+        "the request to be withdrawn",
+        || async {
+            let out = cli.run(&["approvals", "show", id, "--json"]).ok();
+            out.stdout
+                .contains(r#""status": "withdrawn""#)
+                .then_some(out.stdout)
+        },
+    )
+    .await
+}
+
 fn row_exists(dp_target: &dyn Fn(&str) -> String, id: i32) -> bool {
     dp_target(&format!("SELECT count(*) FROM items WHERE id = {id}")) == "1"
 }
@@ -385,17 +400,7 @@ async fn cancelling_a_held_statement_withdraws_its_request() {
     let got = s.until(b'Z').await;
     let text = errors(&got);
     assert!(text.contains("57014") && text.contains(&id), "{text}");
-    let shown = eventually(
-        Duration::from_secs(10),
-        "the request to be withdrawn",
-        || async {
-            let out = dba.run(&["approvals", "show", &id, "--json"]).ok();
-            out.stdout
-                .contains(r#""status": "withdrawn""#)
-                .then_some(out.stdout)
-        },
-    )
-    .await;
+    let shown = wait_withdrawn(&dba, &id).await;
     assert!(shown.contains("DELETE FROM items WHERE id = 13"));
     assert!(row_exists(&|s| dp.target(s), 13));
     let late = dba.run(&["approvals", "approve", &id]);
@@ -414,17 +419,7 @@ async fn a_client_that_leaves_while_held_withdraws_its_request() {
     s.send(&query("DELETE FROM items WHERE id = 14")).await;
     let id = wait_pending(&dba, "id = 14").await;
     drop(s);
-    eventually(
-        Duration::from_secs(10),
-        "the request to be withdrawn",
-        || async {
-            let out = dba.run(&["approvals", "show", &id, "--json"]).ok();
-            out.stdout
-                .contains(r#""status": "withdrawn""#)
-                .then_some(())
-        },
-    )
-    .await;
+    wait_withdrawn(&dba, &id).await;
     // Nobody can approve it into running later.
     let late = dba.run(&["approvals", "approve", &id]);
     assert!(!late.success(), "a withdrawn request cannot be approved");
