@@ -211,6 +211,29 @@ pub struct TranscriptEntry {
     pub result_unavailable: Option<String>,
 }
 
+impl TranscriptEntry {
+    /// The entry for event `e`, with no reason, error, timing or result yet.
+    fn of(e: &StoredAuditEvent, statement_id: Option<String>, outcome: String) -> Self {
+        Self {
+            position: e.session_seq,
+            time_ms: e.time_ms,
+            kind: e.kind.clone(),
+            statement: e.statement.clone(),
+            parameters: e.parameters.clone(),
+            decision: e.decision.clone(),
+            rule: e.rule.clone(),
+            reason: String::new(),
+            outcome,
+            duration_us: None,
+            rows: None,
+            error: String::new(),
+            statement_id,
+            result: None,
+            result_unavailable: None,
+        }
+    }
+}
+
 fn statement_id(e: &StoredAuditEvent) -> Option<String> {
     e.attributes()
         .get("statement_id")
@@ -259,21 +282,12 @@ pub fn transcript(events: &[StoredAuditEvent]) -> Vec<TranscriptEntry> {
                         entry.error.clone_from(&e.error);
                     }
                     None => entries.push(TranscriptEntry {
-                        position: e.session_seq,
-                        time_ms: e.time_ms,
-                        kind: e.kind.clone(),
-                        statement: e.statement.clone(),
-                        parameters: e.parameters.clone(),
-                        decision: e.decision.clone(),
-                        rule: e.rule.clone(),
-                        reason: String::new(),
-                        outcome: outcome.to_owned(),
                         duration_us: Some(e.duration_us),
                         rows: Some(e.rows),
                         error: e.error.clone(),
-                        statement_id: id,
                         result,
                         result_unavailable: unavailable,
+                        ..TranscriptEntry::of(e, id, outcome.to_owned())
                     }),
                 }
             }
@@ -291,30 +305,19 @@ pub fn transcript(events: &[StoredAuditEvent]) -> Vec<TranscriptEntry> {
                 {
                     open.insert(id.clone(), entries.len());
                 }
+                // A statement's error field is its denial reason; anything
+                // else's is an error.
+                let (reason, error) = if is_statement {
+                    (e.error.clone(), String::new())
+                } else {
+                    (String::new(), e.error.clone())
+                };
                 entries.push(TranscriptEntry {
-                    position: e.session_seq,
-                    time_ms: e.time_ms,
-                    kind: e.kind.clone(),
-                    statement: e.statement.clone(),
-                    parameters: e.parameters.clone(),
-                    decision: e.decision.clone(),
-                    rule: e.rule.clone(),
-                    reason: if is_statement {
-                        e.error.clone()
-                    } else {
-                        String::new()
-                    },
-                    outcome,
+                    reason,
+                    error,
                     duration_us: (!is_statement).then_some(e.duration_us),
                     rows: (!is_statement).then_some(e.rows),
-                    error: if is_statement {
-                        String::new()
-                    } else {
-                        e.error.clone()
-                    },
-                    statement_id: id,
-                    result: None,
-                    result_unavailable: None,
+                    ..TranscriptEntry::of(e, id, outcome)
                 });
             }
         }

@@ -78,6 +78,14 @@ async fn record_db(cp: &sluice_integration_tests::ControlPlaneProc) -> sqlx::Sql
     sqlx::SqliteConnection::connect(&url).await.unwrap()
 }
 
+/// `sluice sessions show --json` of `id`: the output and its transcript.
+fn transcript(cli: &SluiceCli, id: &str) -> (String, Vec<serde_json::Value>) {
+    let out = cli.run(&["sessions", "show", id, "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let entries = v["transcript"].as_array().cloned().unwrap_or_default();
+    (out.stdout, entries)
+}
+
 fn verify(cli: &SluiceCli, session: &str) -> (bool, String) {
     let out = cli.run(&["audit", "verify", session]);
     (out.success(), format!("{}{}", out.stdout, out.stderr))
@@ -101,14 +109,12 @@ async fn a_session_is_listed_with_its_transcript_and_verifies_until_tampered_wit
     let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
     let id = wait_sessions(&cli, "alice", "ended", 1).await.remove(0);
 
-    let show = cli.run(&["sessions", "show", &id, "--json"]).ok();
-    let v: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
-    let transcript = v["transcript"].as_array().unwrap();
+    let (shown, transcript) = transcript(&cli, &id);
     let outcomes: Vec<&str> = transcript
         .iter()
         .map(|t| t["outcome"].as_str().unwrap())
         .collect();
-    assert_eq!(outcomes, ["ok", "denied", "ok"], "{}", show.stdout);
+    assert_eq!(outcomes, ["ok", "denied", "ok"], "{shown}");
     assert_eq!(
         transcript[0]["result"]["sets"][0]["rows"],
         serde_json::json!([["1", "item 1"], ["2", "item 2"]])
@@ -284,22 +290,19 @@ async fn a_transcript_shows_each_outcome_with_masked_values_only() {
     assert!(out.contains("1|[REDACTED]"), "{out}\n{err}");
     let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
     let id = wait_sessions(&cli, "alice", "ended", 1).await.remove(0);
-    let show = cli.run(&["sessions", "show", &id, "--json"]).ok();
-    let v: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
-    let transcript = v["transcript"].as_array().unwrap();
+    let (shown, transcript) = transcript(&cli, &id);
     let outcomes: Vec<&str> = transcript
         .iter()
         .map(|t| t["outcome"].as_str().unwrap())
         .collect();
-    assert_eq!(outcomes, ["ok", "denied", "ok"], "{}", show.stdout);
+    assert_eq!(outcomes, ["ok", "denied", "ok"], "{shown}");
     assert_eq!(
         transcript[0]["result"]["sets"][0]["rows"],
         serde_json::json!([["1", "[REDACTED]"], ["2", "[REDACTED]"]])
     );
     assert!(
-        !show.stdout.contains("item 1") && !show.stdout.contains("item 2"),
-        "an unmasked value is in the record: {}",
-        show.stdout
+        !shown.contains("item 1") && !shown.contains("item 2"),
+        "an unmasked value is in the record: {shown}"
     );
     let (ok, report) = verify(&cli, &id);
     assert!(ok, "{report}");

@@ -439,25 +439,22 @@ impl Bind<'_> {
         }
     }
 
-    /// The parameters exactly as sent (format, NULL or length and bytes of
-    /// each), unambiguously encoded: two Binds with equal encodings run the
-    /// statement with equal values, which the audit rendering cannot promise
-    /// (SQL NULL and the text `NULL` read alike there).
-    pub fn params_exact(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+    /// Feeds `feed` the parameters exactly as sent (format, then NULL or
+    /// length and bytes, of each), an unambiguous encoding: two Binds fed
+    /// alike run the statement with equal values, which the audit rendering
+    /// cannot promise (SQL NULL and the text `NULL` read alike there). In
+    /// pieces, so a large value is hashed where it lies, not copied.
+    pub fn feed_params_exact(&self, mut feed: impl FnMut(&[u8])) {
         for (i, p) in self.params.iter().enumerate() {
-            out.push(u8::from(self.param_is_binary(i)));
+            feed(&[u8::from(self.param_is_binary(i))]);
             match p {
-                None => out.extend_from_slice(&(-1i64).to_be_bytes()),
+                None => feed(&(-1i64).to_be_bytes()),
                 Some(v) => {
-                    out.extend_from_slice(
-                        &i64::try_from(v.len()).unwrap_or(i64::MAX).to_be_bytes(),
-                    );
-                    out.extend_from_slice(v);
+                    feed(&i64::try_from(v.len()).unwrap_or(i64::MAX).to_be_bytes());
+                    feed(v);
                 }
             }
         }
-        out
     }
 
     /// Parameters as text for the audit trail. Binary values of common
@@ -696,6 +693,43 @@ mod tests {
         evil.put_i16(1);
         evil.put_i32(i32::MAX);
         assert!(parse_bind(&evil).is_err());
+    }
+
+    #[test]
+    fn exact_parameters_tell_apart_what_the_audit_rendering_does_not() {
+        let bind = |param: Option<&[u8]>, binary: bool| {
+            let mut body = BytesMut::new();
+            body.put_slice(b"\0\0");
+            body.put_i16(1);
+            body.put_i16(i16::from(binary));
+            body.put_i16(1);
+            match param {
+                Some(v) => {
+                    body.put_i32(i32::try_from(v.len()).unwrap());
+                    body.put_slice(v);
+                }
+                None => body.put_i32(-1),
+            }
+            body.put_i16(0);
+            body
+        };
+        let exact = |body: &BytesMut| {
+            let mut out = Vec::new();
+            parse_bind(body)
+                .unwrap()
+                .feed_params_exact(|p| out.extend_from_slice(p));
+            out
+        };
+        let null = bind(None, false);
+        let text_null = bind(Some(b"NULL"), false);
+        let binary_null = bind(Some(b"NULL"), true);
+        assert_eq!(
+            parse_bind(&null).unwrap().params_for_audit(&[]),
+            parse_bind(&text_null).unwrap().params_for_audit(&[])
+        );
+        assert_ne!(exact(&null), exact(&text_null));
+        assert_ne!(exact(&text_null), exact(&binary_null));
+        assert_eq!(exact(&text_null), exact(&bind(Some(b"NULL"), false)));
     }
 
     #[test]

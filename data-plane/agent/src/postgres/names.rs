@@ -49,7 +49,7 @@ pub struct Portal {
     pub statement: Arc<Prepared>,
     pub params: Vec<String>,
     /// SHA-256 of the parameters exactly as bound (see
-    /// `Bind::params_exact`): what a one-time approval is bound to.
+    /// `Bind::feed_params_exact`): what a one-time approval is bound to.
     pub params_digest: [u8; 32],
     /// Result format codes the client asked for.
     pub result_formats: Vec<i16>,

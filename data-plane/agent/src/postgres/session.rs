@@ -557,7 +557,7 @@ impl Relay {
             portal: None,
             text: sql,
             params: Vec::new(),
-            params_digest: sha256(&[]),
+            params_digest: NO_PARAMS,
             rule: verdict.rule.clone(),
             limit: verdict.row_limit,
             approval: verdict.approval.is_some().then(|| verdict.clone()),
@@ -988,7 +988,7 @@ impl Relay {
                 portal: None,
                 text: "<FunctionCall>".into(),
                 params: Vec::new(),
-                params_digest: sha256(&[]),
+                params_digest: NO_PARAMS,
                 rule: verdict.rule.clone(),
                 limit: None,
                 approval: None,
@@ -1156,7 +1156,7 @@ impl Relay {
                         b.portal,
                         b.statement,
                         |types| b.params_for_audit(types),
-                        sha256(&b.params_exact()),
+                        params_digest(&b),
                         b.result_formats.clone(),
                     ) {
                         denial = Some((refused(reason), format!("<bind {}>", b.statement)));
@@ -1848,12 +1848,23 @@ fn statement_attributes(statement_id: &str, field: &str, value: &impl serde::Ser
     out
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+/// SHA-256 of the Bind's parameters exactly as sent (see
+/// `Bind::feed_params_exact`).
+fn params_digest(bind: &messages::Bind<'_>) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    bind.feed_params_exact(|piece| ctx.update(piece));
     let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
+    out.copy_from_slice(ctx.finish().as_ref());
     out
 }
+
+/// The parameter digest of a request without parameters (a Query, a
+/// FunctionCall): SHA-256 of nothing, as `params_digest` of a Bind without
+/// parameters gives.
+const NO_PARAMS: [u8; 32] = [
+    0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+    0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+];
 
 fn is_ddl(kind: &str) -> bool {
     matches!(kind, "create" | "alter" | "drop" | "comment")
@@ -1862,6 +1873,12 @@ fn is_ddl(kind: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_params_is_the_digest_of_a_bind_without_parameters() {
+        let empty = ring::digest::digest(&ring::digest::SHA256, b"");
+        assert_eq!(NO_PARAMS.as_slice(), empty.as_ref());
+    }
 
     #[test]
     fn statement_attributes_are_the_json_object_they_describe() {
