@@ -65,7 +65,8 @@ pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench >/dev/nul
 echo "starting the control plane and agent..."
 export SLUICE_DATA_DIR="$work/cp" SLUICE_HTTP_ADDR="127.0.0.1:$HTTP_PORT" SLUICE_GRPC_ADDR="127.0.0.1:$GRPC_PORT" SLUICE_LOG=warn
 "$BIN/sluice-control-plane" serve > "$work/cp.log" 2>&1 &
-pids+=($!)
+CP_PID=$!
+pids+=($CP_PID)
 wait_http "http://127.0.0.1:$HTTP_PORT/readyz"
 export SLUICE_URL="http://127.0.0.1:$HTTP_PORT"
 export SLUICE_TOKEN=$("$BIN/sluice-control-plane" token issue --subject bench-admin --role admin --ttl 2h)
@@ -148,11 +149,14 @@ exec 7>&-
 sleep 2
 
 results="$work/results.csv"
-echo "mode,clients,target,tps,latency_ms,median_us,proxy_cpu_us" > "$results"
+echo "mode,clients,target,tps,latency_ms,median_us,proxy_cpu_us,cp_cpu_us" > "$results"
 run() { # mode clients target port user password
-    local mode=$1 c=$2 target=$3 port=$4 user=$5 pw=$6 jobs=$(( $2 < 2 ? $2 : 2 )) median="" proxy="" cpu0="" cpu_us=""
+    local mode=$1 c=$2 target=$3 port=$4 user=$5 pw=$6 jobs=$(( $2 < 2 ? $2 : 2 )) median="" proxy="" cpu0="" cpu_us="" cp0="" cp_us=""
     case $target in sluice) proxy=$AGENT_PID ;; pgbouncer) proxy=$PGB_PID ;; esac
     [ -n "$proxy" ] && cpu0=$(cpu_ticks "$proxy")
+    # Through Sluice the control plane works too (it stores the audit
+    # events the agent ships), on the same cores.
+    [ "$target" = sluice ] && cp0=$(cpu_ticks "$CP_PID")
     local logp="$work/log-$mode-$c-$target"
     local extra=()
     [ "$c" = 1 ] && extra=(-l --log-prefix "$logp")
@@ -165,15 +169,17 @@ run() { # mode clients target port user password
     # The proxy's own CPU per transaction: what it costs, independent of
     # how the cores were shared during the run.
     [ -n "$proxy" ] && [ "${txs:-0}" -gt 0 ] && cpu_us=$(( ($(cpu_ticks "$proxy") - cpu0) * TICK_US / txs ))
+    [ -n "$cp0" ] && [ "${txs:-0}" -gt 0 ] && cp_us=$(( ($(cpu_ticks "$CP_PID") - cp0) * TICK_US / txs ))
     if [ "$c" = 1 ]; then
         median=$(cat "$logp".* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
         rm -f "$logp".*
     fi
-    echo "$mode,$c,$target,$tps,$lat,$median,$cpu_us" >> "$results"
-    printf '  %-8s -c %-3s %-9s %10s tps  %8s ms avg%s%s\n' "$mode" "$c" "$target" "$tps" "$lat" "${median:+  median ${median}us}" "${cpu_us:+  proxy cpu ${cpu_us}us/tx}"
+    echo "$mode,$c,$target,$tps,$lat,$median,$cpu_us,$cp_us" >> "$results"
+    printf '  %-8s -c %-3s %-9s %10s tps  %8s ms avg%s%s%s\n' "$mode" "$c" "$target" "$tps" "$lat" "${median:+  median ${median}us}" "${cpu_us:+  proxy cpu ${cpu_us}us/tx}" "${cp_us:+  control plane cpu ${cp_us}us/tx}"
 }
 if [ -n "${BENCH_PROFILE:-}" ]; then
     # BENCH_PROFILE=simple|prepared: profile the agent under pgbench -S -c 1
+    # (-c BENCH_PROFILE_CLIENTS)
     # with linux-perf, print the top of the report, and stop.
     # BENCH_SYSCALLS=1: count the agent's system calls per transaction
     # (strace) instead.
@@ -182,16 +188,20 @@ if [ -n "${BENCH_PROFILE:-}" ]; then
         strace -f -p "$AGENT_PID" -c -o "$work/strace.out" &
         tracer=$!
         sleep 1
-        txs=$(cd "$work" && PGPASSWORD="$TOKEN" PGSSLMODE=disable pgbench -S -n -M "$BENCH_PROFILE" -c 1 -T "$SECS" -h 127.0.0.1 -p "$AGENT_PORT" -U bench bench | awk -F': ' '/^number of transactions actually processed/ {split($2,a,"/"); print a[1]}')
+        txs=$(cd "$work" && PGPASSWORD="$TOKEN" PGSSLMODE=disable pgbench -S -n -M "$BENCH_PROFILE" -c "${BENCH_PROFILE_CLIENTS:-1}" -j "$(( ${BENCH_PROFILE_CLIENTS:-1} < 2 ? ${BENCH_PROFILE_CLIENTS:-1} : 2 ))" -T "$SECS" -h 127.0.0.1 -p "$AGENT_PORT" -U bench bench | awk -F': ' '/^number of transactions actually processed/ {split($2,a,"/"); print a[1]}')
         kill -INT "$tracer"; wait "$tracer" || true
         echo "$txs transactions; system calls per transaction:"
         awk -v n="$txs" '$1 ~ /^[0-9.]+$/ && NF >= 5 { printf "  %-20s %6.2f\n", $NF, $4 / n }' "$work/strace.out" | sort -k2 -rn | head -20
         exit 0
     fi
     command -v perf >/dev/null || { echo "error: BENCH_PROFILE needs linux-perf (apt-get install linux-perf)" >&2; exit 1; }
-    perf record -F 1999 ${BENCH_PERF_RECORD:--g} -p "$AGENT_PID" -o "$work/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
+    # BENCH_PROFILE_CP=1: profile the control plane (storing the audit
+    # events the agent ships) instead of the agent.
+    profiled=$AGENT_PID
+    [ -n "${BENCH_PROFILE_CP:-}" ] && profiled=$CP_PID
+    perf record -F 1999 ${BENCH_PERF_RECORD:--g} -p "$profiled" -o "$work/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
     perf_pid=$!
-    (cd "$work" && PGPASSWORD="$TOKEN" PGSSLMODE=disable pgbench -S -n -M "$BENCH_PROFILE" -c 1 -T "$SECS" -h 127.0.0.1 -p "$AGENT_PORT" -U bench bench | grep -E '^(tps|latency)')
+    (cd "$work" && PGPASSWORD="$TOKEN" PGSSLMODE=disable pgbench -S -n -M "$BENCH_PROFILE" -c "${BENCH_PROFILE_CLIENTS:-1}" -j "$(( ${BENCH_PROFILE_CLIENTS:-1} < 2 ? ${BENCH_PROFILE_CLIENTS:-1} : 2 ))" -T "$SECS" -h 127.0.0.1 -p "$AGENT_PORT" -U bench bench | grep -E '^(tps|latency)')
     wait "$perf_pid"
     [ -n "${BENCH_PERF_KEEP:-}" ] && cp "$work/perf.data" "$BENCH_PERF_KEEP"
     perf report -i "$work/perf.data" ${BENCH_PERF_ARGS:---no-children} --stdio 2>/dev/null | grep -E "^ +[0-9]" | head -${BENCH_PERF_LINES:-60}

@@ -47,6 +47,7 @@ const SUITE: &[(&str, Case)] = cases![
     agents_enroll_and_report,
     system_keys_keep_the_first_insert,
     audit_ingestion_is_idempotent_by_event_id,
+    large_audit_batches_keep_every_event_once_in_order,
     audit_filters_and_paging,
     chained_events_round_trip_exactly,
     session_seals_are_kept_idempotently,
@@ -908,6 +909,50 @@ async fn audit_ingestion_is_idempotent_by_event_id(store: &Store) {
         "and shown as an empty object"
     );
     assert!(stored[0].groups.is_empty() && stored[0].parameters.is_empty());
+}
+
+/// Batches are inserted many rows per statement: a batch larger than one
+/// statement, with a redelivered event and a duplicate inside it, stores
+/// each event once, in the order sent, every field intact.
+async fn large_audit_batches_keep_every_event_once_in_order(store: &Store) {
+    let first: Vec<_> = (1..=3)
+        .map(|n| event(n, "alice", "orders", "allow", "query", "s1"))
+        .collect();
+    store
+        .insert_audit_events("edge", &first)
+        .await
+        .expect("insert");
+    // 203 events: 2 already stored, one sent twice.
+    let mut batch: Vec<_> = (2..=203)
+        .map(|n| event(n, "alice", "orders", "allow", "query", "s1"))
+        .collect();
+    batch.insert(100, event(150, "alice", "orders", "allow", "query", "s1"));
+    assert_eq!(batch.len(), 203);
+    assert_eq!(
+        store
+            .insert_audit_events("edge", &batch)
+            .await
+            .expect("insert"),
+        200,
+        "only the 200 new events are stored"
+    );
+    let stored = store.audit_events(&filter()).await.expect("list");
+    // First occurrences, in order: 1..=101, 150, 102..=149, 151..=203.
+    let mut expected: Vec<String> = (1..=101).map(|n| format!("evt-{n:04}")).collect();
+    expected.push("evt-0150".to_owned());
+    expected.extend((102..=203).filter(|n| *n != 150).map(|n| format!("evt-{n:04}")));
+    assert_eq!(ids(&stored), expected, "each event once, in the order sent");
+    assert!(stored.windows(2).all(|w| w[0].cursor < w[1].cursor));
+    for n in [4, 64, 65, 150, 203] {
+        let mut want = event(n, "alice", "orders", "allow", "query", "s1");
+        want.agent = "edge".to_owned();
+        let got = stored
+            .iter()
+            .find(|e| e.id == want.id)
+            .expect("stored event");
+        want.cursor = got.cursor;
+        assert_eq!(got, &want, "event {n} round trips");
+    }
 }
 
 async fn audit_filters_and_paging(store: &Store) {

@@ -10,7 +10,7 @@
 
 use sqlx::{Row as _, any::AnyRow};
 
-use super::{BlobId, Result, SessionSealRow, Store, StoreError};
+use super::{BlobId, Engine, Result, SessionSealRow, Store, StoreError};
 
 /// An audit event as stored; mirrors `sluice.agent.v1.AuditEvent`. Every
 /// field the chain hash covers is kept exactly as the agent sent it, so
@@ -117,6 +117,50 @@ fn recorded_size(e: &StoredAuditEvent, agent: &str, groups_json: &str, params_js
     i64::try_from(total).unwrap_or(i64::MAX)
 }
 
+/// Columns an event is inserted with, in bind order.
+const INSERT_COLUMNS: [&str; 23] = [
+    "id", "agent", "seq", "time_ms", "kind", "session_id", "subject", "groups_json", "resource",
+    "decision", "rule", "statement", "parameters_json", "duration_us", "rows_count", "error",
+    "client_addr", "attributes_json", "session_seq", "prev_hash", "hash", "attributes_blob",
+    "stored_bytes",
+];
+
+/// Most rows in one INSERT (23 parameters each: well under SQLite's and
+/// PostgreSQL's limits on parameters per statement).
+const MAX_ROWS_PER_INSERT: usize = 64;
+
+/// Rows of the next INSERT for `left` events: the largest power of two
+/// that fits, at most [`MAX_ROWS_PER_INSERT`].
+fn chunk_len(left: usize) -> usize {
+    let fits = 1usize << (usize::BITS - 1 - left.max(1).leading_zeros());
+    fits.min(MAX_ROWS_PER_INSERT)
+}
+
+/// `INSERT INTO audit_events (...) VALUES (...), ...` for `rows` events,
+/// skipping those already stored (same id: a redelivery). SQLite gets
+/// anonymous `?` placeholders: it resolves each numbered one by a linear
+/// scan of the statement's parameter names, which made binding a large
+/// insert quadratic.
+fn insert_events_sql(engine: Engine, rows: usize) -> String {
+    let width = INSERT_COLUMNS.len();
+    let mut sql = format!("INSERT INTO audit_events ({}) VALUES ", INSERT_COLUMNS.join(", "));
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..width {
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            match engine {
+                Engine::Sqlite => sql.push('?'),
+                Engine::Postgres => sql.push_str(&format!("${}", row * width + col + 1)),
+            }
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (id) DO NOTHING");
+    sql
+}
+
 impl StoredAuditEvent {
     pub(super) fn from_row(r: &AnyRow) -> Result<Self> {
         let groups: String = r.try_get("groups_json")?;
@@ -183,48 +227,53 @@ impl Store {
         }
         let mut tx = self.pool().begin().await?;
         let mut inserted = 0;
-        for (e, blob) in events.iter().zip(&spilled) {
-            let groups_json = serde_json::to_string(&e.groups).unwrap_or_else(|_| "[]".into());
-            let params_json = serde_json::to_string(&e.parameters).unwrap_or_else(|_| "[]".into());
-            let size = recorded_size(e, agent, &groups_json, &params_json);
-            let inline = if blob.is_some() {
-                ""
-            } else {
-                e.attributes_json.as_str()
-            };
-            let done = sqlx::query(
-                "INSERT INTO audit_events (id, agent, seq, time_ms, kind, session_id, subject, groups_json, resource,
-                   decision, rule, statement, parameters_json, duration_us, rows_count, error, client_addr,
-                   attributes_json, session_seq, prev_hash, hash, attributes_blob, stored_bytes)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&e.id)
-            .bind(agent)
-            .bind(e.seq)
-            .bind(e.time_ms)
-            .bind(&e.kind)
-            .bind(&e.session_id)
-            .bind(&e.subject)
-            .bind(groups_json)
-            .bind(&e.resource)
-            .bind(&e.decision)
-            .bind(&e.rule)
-            .bind(&e.statement)
-            .bind(params_json)
-            .bind(e.duration_us)
-            .bind(e.rows)
-            .bind(&e.error)
-            .bind(&e.client_addr)
-            .bind(inline)
-            .bind(e.session_seq)
-            .bind(e.prev_hash.clone())
-            .bind(e.hash.clone())
-            .bind(blob.as_ref().map(|b| b.as_str().to_owned()))
-            .bind(size)
-            .execute(&mut *tx)
-            .await?;
-            inserted += done.rows_affected();
+        let mut rest: Vec<(&StoredAuditEvent, &Option<BlobId>)> = events.iter().zip(&spilled).collect();
+        let mut rest = rest.as_mut_slice();
+        while !rest.is_empty() {
+            // Many rows per statement: one statement per event costs the
+            // control plane more CPU than the agent spends on the statement
+            // the event describes. Chunks are powers of two so a handful of
+            // prepared statements covers every batch size.
+            let n = chunk_len(rest.len());
+            let (chunk, tail) = rest.split_at_mut(n);
+            rest = tail;
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_events_sql(self.engine(), n)));
+            for (e, blob) in chunk.iter() {
+                let groups_json = serde_json::to_string(&e.groups).unwrap_or_else(|_| "[]".into());
+                let params_json =
+                    serde_json::to_string(&e.parameters).unwrap_or_else(|_| "[]".into());
+                let size = recorded_size(e, agent, &groups_json, &params_json);
+                let inline = if blob.is_some() {
+                    ""
+                } else {
+                    e.attributes_json.as_str()
+                };
+                q = q
+                    .bind(e.id.as_str())
+                    .bind(agent)
+                    .bind(e.seq)
+                    .bind(e.time_ms)
+                    .bind(e.kind.as_str())
+                    .bind(e.session_id.as_str())
+                    .bind(e.subject.as_str())
+                    .bind(groups_json)
+                    .bind(e.resource.as_str())
+                    .bind(e.decision.as_str())
+                    .bind(e.rule.as_str())
+                    .bind(e.statement.as_str())
+                    .bind(params_json)
+                    .bind(e.duration_us)
+                    .bind(e.rows)
+                    .bind(e.error.as_str())
+                    .bind(e.client_addr.as_str())
+                    .bind(inline)
+                    .bind(e.session_seq)
+                    .bind(e.prev_hash.clone())
+                    .bind(e.hash.clone())
+                    .bind(blob.as_ref().map(|b| b.as_str().to_owned()))
+                    .bind(size);
+            }
+            inserted += q.execute(&mut *tx).await?.rows_affected();
         }
         for s in seals {
             sqlx::query(
@@ -381,5 +430,39 @@ impl Store {
 impl From<super::BlobError> for StoreError {
     fn from(e: super::BlobError) -> Self {
         Self::Blob(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_split_into_power_of_two_inserts() {
+        let split = |mut left: usize| {
+            let mut out = Vec::new();
+            while left > 0 {
+                let n = chunk_len(left);
+                out.push(n);
+                left -= n;
+            }
+            out
+        };
+        assert_eq!(split(1), vec![1]);
+        assert_eq!(split(7), vec![4, 2, 1]);
+        assert_eq!(split(64), vec![64]);
+        assert_eq!(split(203), vec![64, 64, 64, 8, 2, 1]);
+    }
+
+    #[test]
+    fn the_insert_numbers_every_parameter_once() {
+        let sql = insert_events_sql(Engine::Postgres, 2);
+        assert!(sql.contains("($1, $2,"), "{sql}");
+        assert!(sql.contains(", ($24, $25,"), "{sql}");
+        assert!(sql.contains("$46) ON CONFLICT (id) DO NOTHING"), "{sql}");
+        assert!(!sql.contains("$47"), "{sql}");
+        let sql = insert_events_sql(Engine::Sqlite, 2);
+        assert_eq!(sql.matches('?').count(), 46, "{sql}");
+        assert!(!sql.contains('$'), "{sql}");
     }
 }

@@ -96,6 +96,9 @@ impl Store {
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA busy_timeout = 5000").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
+                        // Statement journals (multi-row inserts keep one)
+                        // in memory rather than in temporary files.
+                        conn.execute("PRAGMA temp_store = MEMORY").await?;
                         Ok(())
                     })
                 }),
