@@ -195,6 +195,12 @@ if [ -n "${BENCH_PROFILE:-}" ]; then
         exit 0
     fi
     command -v perf >/dev/null || { echo "error: BENCH_PROFILE needs linux-perf (apt-get install linux-perf)" >&2; exit 1; }
+    # BENCH_PROFILE_AFTER="mode:clients": run that load first (to profile
+    # an agent that has already served it).
+    if [ -n "${BENCH_PROFILE_AFTER:-}" ]; then
+        m=${BENCH_PROFILE_AFTER%%:*} c=${BENCH_PROFILE_AFTER##*:}
+        (cd "$work" && PGPASSWORD="$TOKEN" PGSSLMODE=disable pgbench -S -n -M "$m" -c "$c" -j "$(( c < 2 ? c : 2 ))" -T "$SECS" -h 127.0.0.1 -p "$AGENT_PORT" -U bench bench | grep -E '^tps')
+    fi
     # BENCH_PROFILE_CP=1: profile the control plane (storing the audit
     # events the agent ships) instead of the agent.
     profiled=$AGENT_PID

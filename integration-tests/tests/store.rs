@@ -940,7 +940,11 @@ async fn large_audit_batches_keep_every_event_once_in_order(store: &Store) {
     // First occurrences, in order: 1..=101, 150, 102..=149, 151..=203.
     let mut expected: Vec<String> = (1..=101).map(|n| format!("evt-{n:04}")).collect();
     expected.push("evt-0150".to_owned());
-    expected.extend((102..=203).filter(|n| *n != 150).map(|n| format!("evt-{n:04}")));
+    expected.extend(
+        (102..=203)
+            .filter(|n| *n != 150)
+            .map(|n| format!("evt-{n:04}")),
+    );
     assert_eq!(ids(&stored), expected, "each event once, in the order sent");
     assert!(stored.windows(2).all(|w| w[0].cursor < w[1].cursor));
     for n in [4, 64, 65, 150, 203] {

@@ -119,9 +119,28 @@ fn recorded_size(e: &StoredAuditEvent, agent: &str, groups_json: &str, params_js
 
 /// Columns an event is inserted with, in bind order.
 const INSERT_COLUMNS: [&str; 23] = [
-    "id", "agent", "seq", "time_ms", "kind", "session_id", "subject", "groups_json", "resource",
-    "decision", "rule", "statement", "parameters_json", "duration_us", "rows_count", "error",
-    "client_addr", "attributes_json", "session_seq", "prev_hash", "hash", "attributes_blob",
+    "id",
+    "agent",
+    "seq",
+    "time_ms",
+    "kind",
+    "session_id",
+    "subject",
+    "groups_json",
+    "resource",
+    "decision",
+    "rule",
+    "statement",
+    "parameters_json",
+    "duration_us",
+    "rows_count",
+    "error",
+    "client_addr",
+    "attributes_json",
+    "session_seq",
+    "prev_hash",
+    "hash",
+    "attributes_blob",
     "stored_bytes",
 ];
 
@@ -143,7 +162,10 @@ fn chunk_len(left: usize) -> usize {
 /// insert quadratic.
 fn insert_events_sql(engine: Engine, rows: usize) -> String {
     let width = INSERT_COLUMNS.len();
-    let mut sql = format!("INSERT INTO audit_events ({}) VALUES ", INSERT_COLUMNS.join(", "));
+    let mut sql = format!(
+        "INSERT INTO audit_events ({}) VALUES ",
+        INSERT_COLUMNS.join(", ")
+    );
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
         for col in 0..width {
@@ -227,15 +249,15 @@ impl Store {
         }
         let mut tx = self.pool().begin().await?;
         let mut inserted = 0;
-        let mut rest: Vec<(&StoredAuditEvent, &Option<BlobId>)> = events.iter().zip(&spilled).collect();
-        let mut rest = rest.as_mut_slice();
+        let rows: Vec<(&StoredAuditEvent, &Option<BlobId>)> = events.iter().zip(&spilled).collect();
+        let mut rest = rows.as_slice();
         while !rest.is_empty() {
             // Many rows per statement: one statement per event costs the
             // control plane more CPU than the agent spends on the statement
             // the event describes. Chunks are powers of two so a handful of
             // prepared statements covers every batch size.
             let n = chunk_len(rest.len());
-            let (chunk, tail) = rest.split_at_mut(n);
+            let (chunk, tail) = rest.split_at(n);
             rest = tail;
             let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_events_sql(self.engine(), n)));
             for (e, blob) in chunk.iter() {
