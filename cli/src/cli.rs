@@ -553,7 +553,7 @@ pub struct AuditTailArgs {
     /// Only events with this outcome (e.g. allow, deny).
     #[arg(long, value_name = "O")]
     pub outcome: Option<String>,
-    /// Only events of this kind (e.g. session.start, statement, statement.result, session.end).
+    /// Only events of this kind (e.g. session.start, statement, approval.request, session.end).
     #[arg(long, value_name = "K")]
     pub kind: Option<String>,
     /// How many recent events to print first (1-1000).

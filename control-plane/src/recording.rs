@@ -240,11 +240,18 @@ fn statement_id(e: &StoredAuditEvent) -> Option<String> {
         .and_then(|v| v.as_str().map(str::to_owned))
 }
 
-/// Pairs each `statement` (decision) with its `statement.result`, in
-/// chain order; the session's start and end are summarized elsewhere.
+/// The session's statements and other events, in chain order; the
+/// session's start and end are summarized elsewhere.
+///
+/// A `statement` event carries the decision and, for a statement that ran,
+/// its outcome. Agents before one event per statement recorded the outcome
+/// in a separate `statement.result` event; those are paired with their
+/// decision by statement id.
 pub fn transcript(events: &[StoredAuditEvent]) -> Vec<TranscriptEntry> {
     let mut entries: Vec<TranscriptEntry> = Vec::new();
     let mut open: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    // A session is recorded by one agent, so in one form.
+    let split = events.iter().any(|e| e.kind == "statement.result");
     for e in events {
         match e.kind.as_str() {
             "session.start" | "session.end" => {}
@@ -290,6 +297,27 @@ pub fn transcript(events: &[StoredAuditEvent]) -> Vec<TranscriptEntry> {
                         ..TranscriptEntry::of(e, id, outcome.to_owned())
                     }),
                 }
+            }
+            "statement" if e.decision != "deny" && !split => {
+                let attrs = e.attributes();
+                let outcome = if attrs.get("outcome").is_some_and(|o| o == "unknown") {
+                    "no_result"
+                } else if e.decision == "error" || !e.error.is_empty() {
+                    "error"
+                } else {
+                    "ok"
+                };
+                entries.push(TranscriptEntry {
+                    duration_us: Some(e.duration_us),
+                    rows: Some(e.rows),
+                    error: e.error.clone(),
+                    result: attrs.get("result").cloned(),
+                    result_unavailable: e
+                        .attributes_unavailable
+                        .as_ref()
+                        .map(|why| format!("the recorded result is unavailable: {why}")),
+                    ..TranscriptEntry::of(e, statement_id(e), outcome.to_owned())
+                });
             }
             _ => {
                 let id = statement_id(e);
@@ -370,7 +398,42 @@ mod tests {
     }
 
     #[test]
-    fn transcript_pairs_decisions_with_results() {
+    fn transcript_shows_each_statement_with_its_outcome() {
+        let mut ran = stored("statement", "allow", "select 1", "q1");
+        (ran.rows, ran.duration_us) = (3, 120);
+        ran.attributes_json =
+            r#"{"statement_id":"q1","result":{"sets":[{"columns":["a"],"rows":[["1"]]}]}}"#.into();
+        let mut denied = stored("statement", "deny", "drop table t", "q2");
+        denied.error = "rule no-ddl".into();
+        let mut failed = stored("statement", "error", "select x", "q3");
+        failed.error = "column x does not exist".into();
+        let mut unknown = stored("statement", "allow", "select pg_sleep(10)", "q4");
+        unknown.error = "the agent stopped".into();
+        unknown.attributes_json = r#"{"statement_id":"q4","outcome":"unknown"}"#.into();
+        let events = vec![
+            stored("session.start", "allow", "", ""),
+            ran,
+            denied,
+            failed,
+            unknown,
+            stored("session.end", "", "", ""),
+        ];
+        let t = transcript(&events);
+        let outcomes: Vec<_> = t.iter().map(|e| e.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["ok", "denied", "error", "no_result"]);
+        assert_eq!((t[0].rows, t[0].duration_us), (Some(3), Some(120)));
+        assert_eq!(t[0].result.as_ref().unwrap()["sets"][0]["rows"][0][0], "1");
+        assert_eq!(t[0].statement_id.as_deref(), Some("q1"));
+        assert_eq!(
+            (t[1].reason.as_str(), t[1].error.as_str()),
+            ("rule no-ddl", "")
+        );
+        assert_eq!(t[2].error, "column x does not exist");
+        assert_eq!(t[3].error, "the agent stopped");
+    }
+
+    #[test]
+    fn transcript_pairs_decisions_with_results_of_earlier_agents() {
         let mut result = stored("statement.result", "allow", "select 1", "q1");
         (result.rows, result.duration_us) = (3, 120);
         let mut denied = stored("statement", "deny", "drop table t", "q2");

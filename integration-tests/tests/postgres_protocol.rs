@@ -98,7 +98,7 @@ async fn the_audit_names_what_the_target_actually_ran() {
     let api = cp.api();
     let results = eventually(Duration::from_secs(20), "statement results", || async {
         let v = api
-            .get_ok("/api/v1/audit?kind=statement.result&limit=1000")
+            .get_ok("/api/v1/audit?kind=statement&outcome=allow&limit=1000")
             .await;
         let events = v["events"].as_array().cloned().unwrap_or_default();
         let texts: Vec<String> = events

@@ -245,6 +245,78 @@ async fn a_killed_agent_leaves_an_incomplete_session_that_never_verifies() {
 }
 
 #[tokio::test]
+async fn a_statement_running_when_the_agent_dies_is_recorded_with_its_outcome_unknown() {
+    let DataPath {
+        pg,
+        mut cp,
+        mut agent,
+        token,
+    } = DataPath::start().await;
+    let mut s = RawSession::connect(agent.pg_port, "app", &token).await;
+    s.send(&query("SELECT 'finished-first'")).await;
+    s.until(b'Z').await;
+    s.send(&query("SELECT pg_sleep(5), 'cut-short'")).await;
+    eventually(
+        Duration::from_secs(10),
+        "the statement to run on the target",
+        || async {
+            let running = pg.psql(
+                "app",
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%cut-short%' AND pid <> pg_backend_pid()",
+            );
+            (running.trim() == "1").then_some(())
+        },
+    )
+    .await;
+    agent.kill9();
+    agent.start_again().await;
+    let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
+    let id = wait_sessions(&cli, "alice", "incomplete", 1)
+        .await
+        .remove(0);
+    let transcript = eventually(
+        Duration::from_secs(30),
+        "both statements in the transcript",
+        || async {
+            let out = cli.run(&["sessions", "show", &id, "--json"]).ok();
+            let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+            let t = v["transcript"].as_array().cloned().unwrap_or_default();
+            (t.len() == 2).then_some(t)
+        },
+    )
+    .await;
+    assert_eq!(transcript[0]["outcome"], "ok", "{transcript:?}");
+    assert!(
+        transcript[1]["statement"]
+            .as_str()
+            .unwrap()
+            .contains("cut-short"),
+        "{transcript:?}"
+    );
+    assert_eq!(transcript[1]["outcome"], "no_result", "{transcript:?}");
+    assert!(
+        transcript[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("outcome was recorded"),
+        "{transcript:?}"
+    );
+    // Recorded once, under the statement's own id.
+    let all = cp
+        .api()
+        .get_ok("/api/v1/audit?kind=statement&limit=100")
+        .await;
+    let cut: Vec<_> = all["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["statement"].as_str().unwrap_or("").contains("cut-short"))
+        .collect();
+    assert_eq!(cut.len(), 1, "{cut:?}");
+    assert_eq!(cut[0]["attributes"]["outcome"], "unknown", "{cut:?}");
+}
+
+#[tokio::test]
 async fn a_session_while_the_control_plane_is_down_arrives_whole_and_verifies() {
     let DataPath {
         pg: _pg,

@@ -1075,8 +1075,11 @@ fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut V
 
 // ------------------------------------------------------------ sessions
 
-/// One chained session as an agent would record it: a start, each
-/// statement (with its result when allowed) and, when `ended`, an end.
+/// One chained session as agents before one event per statement recorded
+/// it: a start, each statement (with a separate result event when allowed)
+/// and, when `ended`, an end. The control plane reads both forms; the
+/// current one is shown end to end in `integration-tests/tests/sessions.rs`
+/// and in `recording::tests`.
 fn chained_session(
     id: &str,
     start_ms: i64,

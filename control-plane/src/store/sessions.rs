@@ -197,8 +197,8 @@ impl Store {
                    CAST(COUNT(*) AS BIGINT) AS events,
                    CAST(SUM(CASE WHEN kind = 'statement' THEN 1 ELSE 0 END) AS BIGINT) AS statements,
                    CAST(SUM(CASE WHEN kind = 'statement' AND decision = 'deny' THEN 1 ELSE 0 END) AS BIGINT) AS denied,
-                   CAST(SUM(CASE WHEN kind = 'statement.result' AND error <> '' THEN 1 ELSE 0 END) AS BIGINT) AS errors,
-                   CAST(SUM(CASE WHEN kind = 'statement.result' THEN rows_count ELSE 0 END) AS BIGINT) AS rows_total,
+                   CAST(SUM(CASE WHEN decision = 'error' AND kind IN ('statement', 'statement.result') THEN 1 ELSE 0 END) AS BIGINT) AS errors,
+                   CAST(SUM(CASE WHEN kind IN ('statement', 'statement.result') THEN rows_count ELSE 0 END) AS BIGINT) AS rows_total,
                    CAST(SUM(CASE WHEN kind = 'session.start' AND decision = 'deny' THEN 1 ELSE 0 END) AS BIGINT) AS refused,
                    MIN(cursor) AS first_cursor
                  FROM audit_events WHERE {inner_sql}

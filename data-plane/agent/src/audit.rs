@@ -12,8 +12,19 @@
 //! Acknowledgements from the control plane are recorded at most every
 //! 200 ms: losing one only causes a redelivery, which the control plane
 //! drops by event id.
+//!
+//! A statement is one event, written when its outcome is known. What must
+//! be on record before it is forwarded (who ran what, under which rule) is
+//! spooled first as a write-ahead record ([`SessionTrail::intend`]): never
+//! shipped, superseded by the statement's event, which reuses its id. A
+//! write-ahead record whose statement never finished (the agent died, or
+//! its session gave up on it) becomes the statement's event with its
+//! outcome unknown, so nothing forwarded goes unrecorded. While a
+//! statement runs, its record is copied forward past every
+//! acknowledgement, so the spool never drops it.
 
 use std::{
+    collections::HashMap,
     path::Path,
     sync::{Arc, Mutex, MutexGuard},
     thread,
@@ -63,12 +74,165 @@ pub enum AuditSync {
     Batch,
 }
 
+/// Kind of a write-ahead record in the spool (see the module docs).
+pub const INTENT_KIND: &str = "statement.intent";
+
+/// Error text of a statement event made from a write-ahead record.
+pub const UNKNOWN_OUTCOME: &str =
+    "the agent stopped before this statement's outcome was recorded; it may or may not have run";
+
 struct Shared {
     spool: Spool,
     /// Set when a deferred sync failed: nothing new is accepted until a
     /// later sync succeeds (what was written might not be on disk).
     sync_failure: Option<String>,
     pending_ack: Option<u64>,
+    /// Write-ahead records of statements still running, by key.
+    intents: HashMap<u64, Intent>,
+    next_intent: u64,
+}
+
+/// A write-ahead record in the spool.
+struct Intent {
+    /// Where it is now (it moves when copied forward).
+    seq: u64,
+    bytes: Vec<u8>,
+    /// Its session gave up on the statement: to be shipped as the
+    /// statement's event, outcome unknown.
+    abandoned: bool,
+}
+
+/// A statement's write-ahead record, until its event supersedes it
+/// ([`SessionTrail::finish`]). Dropped unfinished, the record becomes the
+/// statement's event with its outcome unknown.
+pub struct IntentToken {
+    /// `None` once superseded.
+    shared: Option<Arc<Mutex<Shared>>>,
+    key: u64,
+}
+
+impl Drop for IntentToken {
+    fn drop(&mut self) {
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(intent) = shared.intents.get_mut(&self.key) {
+            intent.abandoned = true;
+            shared.settle_abandoned();
+        }
+    }
+}
+
+impl Shared {
+    /// Spools the abandoned write-ahead records as statement events (see
+    /// [`orphan_event`]); one that cannot be written yet stays, and is
+    /// tried again.
+    fn settle_abandoned(&mut self) {
+        let keys: Vec<u64> = self
+            .intents
+            .iter()
+            .filter(|(_, i)| i.abandoned)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let Some(intent) = self.intents.get(&key) else {
+                continue;
+            };
+            let written = match orphan_event(&intent.bytes) {
+                Some(bytes) => self.spool.append(&bytes).map(drop),
+                None => Ok(()),
+            };
+            match written {
+                Ok(()) => {
+                    self.intents.remove(&key);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot record a statement without outcome; retrying");
+                }
+            }
+        }
+    }
+
+    /// Copies the write-ahead records at or below `seq` to the end of the
+    /// spool, durably, so acknowledging `seq` cannot drop them. Returns how
+    /// far the acknowledgement may go: below the first record that could
+    /// not be copied (the spool is full or failing), so it stays.
+    fn carry_intents(&mut self, seq: u64) -> u64 {
+        let mut bound = seq;
+        let mut moved_from = u64::MAX;
+        for intent in self.intents.values_mut() {
+            if intent.seq > seq {
+                continue;
+            }
+            match self.spool.append(&intent.bytes) {
+                Ok(new) => {
+                    moved_from = moved_from.min(intent.seq);
+                    intent.seq = new;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot carry a running statement's audit record forward; holding back the acknowledgement");
+                    bound = bound.min(intent.seq - 1);
+                }
+            }
+        }
+        if moved_from != u64::MAX
+            && let Err(e) = self.spool.sync()
+        {
+            tracing::warn!(error = %e, "cannot flush carried audit records; holding back the acknowledgement");
+            bound = bound.min(moved_from - 1);
+        }
+        bound
+    }
+}
+
+/// The statement event standing in for a write-ahead record whose
+/// statement never finished: same id, outcome unknown. `None` if the
+/// record does not decode (the spool checked its CRC, so it cannot happen
+/// unless the disk lies; the record is then left unshipped).
+fn orphan_event(intent: &[u8]) -> Option<Vec<u8>> {
+    let mut event = pb::AuditEvent::decode(intent).ok()?;
+    event.kind = "statement".into();
+    event.error = UNKNOWN_OUTCOME.into();
+    let mut attrs: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&event.attributes_json).unwrap_or_default();
+    attrs.insert("outcome".into(), "unknown".into());
+    event.attributes_json = serde_json::Value::Object(attrs).to_string();
+    Some(event.encode_to_vec())
+}
+
+/// Write-ahead records among the unacknowledged ones that no statement
+/// event supersedes: their statements were forwarded by an agent that
+/// stopped before their outcome. Returns them (sequence number and bytes),
+/// one per id.
+fn find_orphans(spool: &Spool) -> Result<Vec<(u64, Vec<u8>)>, SpoolError> {
+    let mut open: HashMap<String, (u64, Vec<u8>)> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut after = spool.acked_seq();
+    loop {
+        let records = spool.read_after(after, 1024, 8 * 1024 * 1024)?;
+        let Some(&(last, _)) = records.last() else {
+            break;
+        };
+        for (seq, bytes) in records {
+            let Ok(event) = pb::AuditEvent::decode(bytes.as_slice()) else {
+                continue;
+            };
+            if event.kind == INTENT_KIND {
+                if let std::collections::hash_map::Entry::Vacant(slot) = open.entry(event.id) {
+                    order.push(slot.key().clone());
+                    slot.insert((seq, bytes));
+                }
+            } else if event.kind == "statement" {
+                open.remove(&event.id);
+            }
+        }
+        after = last;
+    }
+    Ok(order
+        .into_iter()
+        .filter_map(|id| open.remove(&id))
+        .collect())
 }
 
 #[derive(Clone)]
@@ -96,21 +260,53 @@ impl AuditLog {
             AuditSync::Always => SyncMode::Always,
             AuditSync::Batch => SyncMode::Deferred,
         };
+        let defaults = SpoolConfig::default();
         let spool = Spool::open(
             dir,
             SpoolConfig {
                 max_bytes,
+                // Space comes back a segment at a time: with at least eight,
+                // a full spool frees most of itself as soon as acknowledgements
+                // resume, even while a running statement holds its segment.
+                segment_bytes: (max_bytes / 8).clamp(4096, defaults.segment_bytes),
                 sync: mode,
-                ..SpoolConfig::default()
+                ..defaults
             },
         )?;
-        let (status_tx, status) = watch::channel(status_of(&spool));
+        let orphans = find_orphans(&spool)?;
+        if !orphans.is_empty() {
+            tracing::warn!(
+                statements = orphans.len(),
+                "the agent stopped while statements were running; recording them with their outcome unknown"
+            );
+        }
+        let next_intent = orphans.len() as u64;
+        // Abandoned: recorded as statements below, or once there is room.
+        let intents = (0..)
+            .zip(orphans)
+            .map(|(key, (seq, bytes))| {
+                let abandoned = true;
+                (
+                    key,
+                    Intent {
+                        seq,
+                        bytes,
+                        abandoned,
+                    },
+                )
+            })
+            .collect();
+        let mut shared = Shared {
+            spool,
+            sync_failure: None,
+            pending_ack: None,
+            intents,
+            next_intent,
+        };
+        shared.settle_abandoned();
+        let (status_tx, status) = watch::channel(status_of(&shared.spool));
         let log = Self {
-            shared: Arc::new(Mutex::new(Shared {
-                spool,
-                sync_failure: None,
-                pending_ack: None,
-            })),
+            shared: Arc::new(Mutex::new(shared)),
             status_tx: Arc::new(status_tx),
             status,
             agent,
@@ -154,14 +350,76 @@ impl AuditLog {
     }
 
     fn append_filled(&self, event: &pb::AuditEvent) -> Result<u64, AuditError> {
+        self.append_resolving(event, None)
+    }
+
+    /// Appends `event`; with `intent`, the write-ahead record it supersedes
+    /// is settled in the same critical section.
+    fn append_resolving(
+        &self,
+        event: &pb::AuditEvent,
+        intent: Option<u64>,
+    ) -> Result<u64, AuditError> {
         let bytes = event.encode_to_vec();
         let mut shared = self.lock();
         if let Some(why) = &shared.sync_failure {
             return Err(AuditError::Io(format!("cannot flush to disk: {why}")));
         }
         let seq = shared.spool.append(&bytes)?;
+        if let Some(key) = intent {
+            shared.intents.remove(&key);
+        }
         self.publish(&shared);
         Ok(seq)
+    }
+
+    /// Spools `events` (statements about to be forwarded) as write-ahead
+    /// records, all or none; fills in their ids, times and agent, which the
+    /// statements' events keep.
+    fn intend(&self, events: &mut [pb::AuditEvent]) -> Result<Vec<IntentToken>, AuditError> {
+        let records: Vec<Vec<u8>> = events
+            .iter_mut()
+            .map(|event| {
+                self.fill_in(event);
+                let kind = std::mem::replace(&mut event.kind, INTENT_KIND.into());
+                let bytes = event.encode_to_vec();
+                event.kind = kind;
+                bytes
+            })
+            .collect();
+        let mut shared = self.lock();
+        if let Some(why) = &shared.sync_failure {
+            return Err(AuditError::Io(format!("cannot flush to disk: {why}")));
+        }
+        let seqs = match records.as_slice() {
+            [one] => vec![shared.spool.append(one)?],
+            many => {
+                let slices: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
+                shared.spool.append_batch(&slices)?
+            }
+        };
+        let tokens = seqs
+            .into_iter()
+            .zip(records)
+            .map(|(seq, bytes)| {
+                let key = shared.next_intent;
+                shared.next_intent += 1;
+                shared.intents.insert(
+                    key,
+                    Intent {
+                        seq,
+                        bytes,
+                        abandoned: false,
+                    },
+                );
+                IntentToken {
+                    shared: Some(Arc::clone(&self.shared)),
+                    key,
+                }
+            })
+            .collect();
+        self.publish(&shared);
+        Ok(tokens)
     }
 
     /// Durably records an event (see the module docs for what "durably"
@@ -179,16 +437,20 @@ impl AuditLog {
         }
     }
 
-    /// Unacknowledged events after `after`, with their sequence numbers set.
+    /// Unacknowledged events after `after`, with their sequence numbers
+    /// set, and the last sequence number read: write-ahead records are
+    /// read past, not returned (see the module docs).
     pub async fn read_after(
         &self,
         after: u64,
         max: usize,
-    ) -> Result<Vec<pb::AuditEvent>, AuditError> {
+    ) -> Result<(Vec<pb::AuditEvent>, u64), AuditError> {
         let records = self.lock().spool.read_after(after, max, 4 * 1024 * 1024)?;
+        let through = records.last().map_or(after, |(seq, _)| *seq);
         let mut out = Vec::with_capacity(records.len());
         for (seq, bytes) in records {
             match pb::AuditEvent::decode(bytes.as_slice()) {
+                Ok(e) if e.kind == INTENT_KIND => {}
                 Ok(mut e) => {
                     e.seq = seq;
                     out.push(e);
@@ -205,7 +467,7 @@ impl AuditLog {
                 }),
             }
         }
-        Ok(out)
+        Ok((out, through))
     }
 
     /// The control plane stored every event up to `seq`.
@@ -254,9 +516,15 @@ impl AuditLog {
             }
             if last_ack.elapsed() >= ACK_EVERY {
                 let mut shared = self.lock();
+                shared.settle_abandoned();
                 if let Some(seq) = shared.pending_ack.take() {
-                    if let Err(e) = shared.spool.ack(seq) {
-                        tracing::error!(seq, error = %e, "cannot record audit acknowledgement");
+                    // Running statements' write-ahead records must outlive it.
+                    let upto = shared.carry_intents(seq);
+                    if upto < seq {
+                        shared.pending_ack = Some(seq); // the rest, later
+                    }
+                    if let Err(e) = shared.spool.ack(upto) {
+                        tracing::error!(seq = upto, error = %e, "cannot record audit acknowledgement");
                     }
                     self.publish(&shared);
                 }
@@ -313,6 +581,38 @@ impl SessionTrail {
         }
     }
 
+    /// Spools the write-ahead records of statements about to be forwarded
+    /// (not links of the chain, never shipped as such), all or none; each
+    /// event gets its id and time, for [`SessionTrail::finish`] to record
+    /// the statement under once its outcome is known.
+    pub fn intend(
+        &mut self,
+        events: &mut [pb::AuditEvent],
+    ) -> Result<Vec<IntentToken>, AuditError> {
+        self.log.intend(events)
+    }
+
+    /// Records a statement's event as the session's next link, superseding
+    /// its write-ahead record. If it cannot be written, the write-ahead
+    /// record stands in for it (outcome unknown) and the failure is logged.
+    pub fn finish(&mut self, mut event: pb::AuditEvent, mut intent: Option<IntentToken>) {
+        self.log.fill_in(&mut event);
+        self.chain.link(&mut event);
+        match self
+            .log
+            .append_resolving(&event, intent.as_ref().map(|t| t.key))
+        {
+            Ok(_) => {
+                self.chain.commit(&event);
+                if let Some(t) = &mut intent {
+                    t.shared = None; // superseded
+                }
+            }
+            // Dropped unresolved below: recorded with its outcome unknown.
+            Err(e) => tracing::error!(error = %e, kind = %event.kind, "cannot audit an event"),
+        }
+    }
+
     /// Events recorded so far.
     pub fn len(&self) -> u64 {
         self.chain.len()
@@ -320,5 +620,181 @@ impl SessionTrail {
 
     pub fn is_empty(&self) -> bool {
         self.chain.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> AuditLog {
+        AuditLog::open(
+            dir,
+            1 << 30,
+            AuditSync::Batch,
+            Duration::from_millis(5),
+            "edge".into(),
+        )
+        .unwrap()
+    }
+
+    fn statement(text: &str) -> pb::AuditEvent {
+        pb::AuditEvent {
+            kind: "statement".into(),
+            session_id: "s1".into(),
+            decision: "allow".into(),
+            statement: text.into(),
+            attributes_json: r#"{"statement_id":"q"}"#.into(),
+            ..Default::default()
+        }
+    }
+
+    fn read_all(log: &AuditLog) -> (Vec<pb::AuditEvent>, u64) {
+        block_on(log.read_after(0, 1000)).unwrap()
+    }
+
+    /// Runs a future that never waits (the log's reads are synchronous).
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn a_finished_statement_ships_one_event_under_its_write_ahead_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let mut trail = SessionTrail::new(log.clone());
+        let mut events = [statement("select 1")];
+        let mut tokens = trail.intend(&mut events).unwrap();
+        let [mut event] = events;
+        // Running: the write-ahead record is read past, not shipped.
+        assert_eq!(read_all(&log), (Vec::new(), 1));
+        event.rows = 3;
+        trail.finish(event.clone(), tokens.pop());
+        let (shipped, through) = read_all(&log);
+        assert_eq!(through, 2);
+        assert_eq!(shipped.len(), 1, "{shipped:?}");
+        assert_eq!(shipped[0].id, event.id);
+        assert_eq!(
+            (shipped[0].kind.as_str(), shipped[0].rows),
+            ("statement", 3)
+        );
+        assert_eq!(shipped[0].session_seq, 0);
+        assert!(
+            !shipped[0].hash.is_empty(),
+            "the event is a link of the chain"
+        );
+        assert!(log.lock().intents.is_empty());
+    }
+
+    #[test]
+    fn a_statement_its_session_gave_up_on_is_recorded_with_its_outcome_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let mut trail = SessionTrail::new(log.clone());
+        let mut events = [statement("select pg_sleep(60)")];
+        let tokens = trail.intend(&mut events).unwrap();
+        drop(tokens);
+        let (shipped, _) = read_all(&log);
+        assert_eq!(shipped.len(), 1, "{shipped:?}");
+        assert_eq!(shipped[0].id, events[0].id);
+        assert_eq!(shipped[0].kind, "statement");
+        assert_eq!(shipped[0].statement, "select pg_sleep(60)");
+        assert_eq!(shipped[0].error, UNKNOWN_OUTCOME);
+        let attrs: serde_json::Value = serde_json::from_str(&shipped[0].attributes_json).unwrap();
+        assert_eq!(
+            attrs,
+            serde_json::json!({"statement_id": "q", "outcome": "unknown"})
+        );
+    }
+
+    #[test]
+    fn an_acknowledgement_past_a_running_statement_carries_its_record_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let mut trail = SessionTrail::new(log.clone());
+        let mut events = [statement("select pg_sleep(60)")];
+        let mut tokens = trail.intend(&mut events).unwrap();
+        trail.record_detached(statement("select 2"));
+        let (shipped, through) = read_all(&log);
+        assert_eq!((shipped.len(), through), (1, 2));
+        log.ack(through);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while log.status().borrow().acked_seq < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the acknowledgement was not applied"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        {
+            let shared = log.lock();
+            let seq = shared.intents.values().next().unwrap().seq;
+            assert!(
+                seq > 2,
+                "the record stayed behind the acknowledgement ({seq})"
+            );
+            let kept = shared.spool.read_after(2, 10, 1 << 20).unwrap();
+            let kinds: Vec<String> = kept
+                .iter()
+                .map(|(_, b)| pb::AuditEvent::decode(b.as_slice()).unwrap().kind)
+                .collect();
+            assert_eq!(kinds, [INTENT_KIND]);
+        }
+        let [event] = events;
+        trail.finish(event.clone(), tokens.pop());
+        let (shipped, _) = block_on(log.read_after(2, 1000)).unwrap();
+        assert_eq!(shipped.len(), 1);
+        assert_eq!(
+            (shipped[0].id.as_str(), shipped[0].error.as_str()),
+            (event.id.as_str(), "")
+        );
+    }
+
+    #[test]
+    fn write_ahead_records_left_by_a_dead_agent_become_statements_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let encode = |id: &str, kind: &str| {
+            pb::AuditEvent {
+                id: id.into(),
+                kind: kind.into(),
+                ..statement("select 1")
+            }
+            .encode_to_vec()
+        };
+        {
+            // What an agent killed mid-statement leaves: two statements
+            // forwarded, one finished.
+            let mut spool = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+            spool.append(&encode("a", INTENT_KIND)).unwrap();
+            spool.append(&encode("b", INTENT_KIND)).unwrap();
+            spool.append(&encode("a", "statement")).unwrap();
+        }
+        let log = open(dir.path());
+        let (shipped, through) = read_all(&log);
+        let got: Vec<(&str, &str)> = shipped
+            .iter()
+            .map(|e| (e.id.as_str(), e.error.as_str()))
+            .collect();
+        assert_eq!(got, [("a", ""), ("b", UNKNOWN_OUTCOME)]);
+        assert_eq!(through, 4);
+        // Dies again before anything is acknowledged: nothing new.
+        drop(log);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let spool = loop {
+            match Spool::open(dir.path(), SpoolConfig::default()) {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "{e}");
+                    thread::sleep(Duration::from_millis(10));
+                }
+            }
+        };
+        drop(spool);
+        let log = open(dir.path());
+        assert_eq!(read_all(&log).0.len(), 2);
+        assert_eq!(log.status().borrow().last_seq, 4);
     }
 }

@@ -200,19 +200,21 @@ async fn ship_audit(agent: Arc<Agent>, out: mpsc::Sender<AgentMessage>) {
         sent = sent.max(acked);
         if current.last_seq > sent && sent - acked < MAX_IN_FLIGHT {
             match agent.audit.read_after(sent, BATCH).await {
-                Ok(events) if !events.is_empty() => {
+                Ok((events, through)) if through > sent => {
                     let short = events.len() < BATCH;
-                    let last = events.iter().map(|e| e.seq).max().unwrap_or(sent);
+                    // `through` covers the write-ahead records read past,
+                    // so their acknowledgement does not wait for an event.
                     if out
                         .send(msg(agent_message::Msg::AuditBatch(pb::AuditBatch {
                             events,
+                            through_seq: through,
                         })))
                         .await
                         .is_err()
                     {
                         return;
                     }
-                    sent = last;
+                    sent = through;
                     // A short batch: let more events gather before the next
                     // one, so a busy agent ships hundreds per message rather
                     // than one per statement (each costs the control plane a

@@ -49,7 +49,11 @@ use super::{
     names::{Names, Prepared},
     upstream::{Upstream, scrub},
 };
-use crate::{Agent, approvals::GrantKey, audit::SessionTrail};
+use crate::{
+    Agent,
+    approvals::GrantKey,
+    audit::{IntentToken, SessionTrail},
+};
 
 /// Stop reading from one side while this much is queued for the other.
 const HIGH_WATER: usize = 4 * 1024 * 1024;
@@ -101,10 +105,10 @@ struct Unit {
     kind: UnitKind,
     /// The sync cycle it belongs to.
     cycle: u64,
-    statement_id: String,
-    statement: String,
-    parameters: Vec<String>,
-    rule: String,
+    /// The statement's audit event, recorded with its outcome when the
+    /// unit finishes (its write-ahead record, `intent`, stands until then).
+    event: pb::AuditEvent,
+    intent: Option<IntentToken>,
     started: Instant,
     /// Rows of all completed statements.
     rows: u64,
@@ -602,8 +606,9 @@ impl Relay {
             Ready::Query { x, .. } => std::slice::from_ref(x.as_ref()),
             Ready::Batch { executes, .. } => executes.as_slice(),
         };
-        // Audit every execution before anything is forwarded.
-        let records: Vec<pb::AuditEvent> = executes
+        // Every execution is on record before anything is forwarded: its
+        // write-ahead record now, its event once its outcome is known.
+        let mut events: Vec<pb::AuditEvent> = executes
             .iter()
             .map(|x| {
                 let verdict = Verdict {
@@ -613,28 +618,26 @@ impl Relay {
                 };
                 let mut event = self.decision_event(&x.id, &x.text, x.params.clone(), &verdict);
                 if let (Some(id), Some(_)) = (&approval, &x.approval) {
-                    event.attributes_json = serde_json::json!({
-                        "statement_id": x.id, "approval_id": id
-                    })
-                    .to_string();
+                    push_attribute(&mut event.attributes_json, "approval_id", id);
                 }
                 event
             })
             .collect();
-        let n = records.len() as u64;
-        let trail = &mut self.ctx.trail;
-        if let Err(e) = records
-            .into_iter()
-            .try_for_each(|e| trail.record(e).map(drop))
-        {
-            if !self.ctx.audit_best_effort {
-                self.refuse_unaudited(&e.to_string(), ends_cycle);
-                return Ok(());
+        let n = events.len() as u64;
+        let intents: Vec<Option<IntentToken>> = match self.ctx.trail.intend(&mut events) {
+            Ok(tokens) => tokens.into_iter().map(Some).collect(),
+            Err(e) => {
+                if !self.ctx.audit_best_effort {
+                    self.refuse_unaudited(&e.to_string(), ends_cycle);
+                    return Ok(());
+                }
+                tracing::error!(error = %e, "audit events lost (resource is best_effort); running the statements anyway");
+                events.iter().map(|_| None).collect()
             }
-            tracing::error!(error = %e, "audit events lost (resource is best_effort); running the statements anyway");
-        }
+        };
         self.ctx.agent.metrics.audit_events.inc_by(n);
         self.totals.statements += n;
+        let mut audit = events.into_iter().zip(intents);
         match ready {
             Ready::Query { frame, x, changes } => {
                 if !changes.is_empty() {
@@ -643,7 +646,8 @@ impl Relay {
                     let ops = plan.into_ops();
                     self.names.apply(ops, self.cycles_sent);
                 }
-                let unit = self.unit(UnitKind::Simple, *x);
+                let (event, intent) = audit.next().unwrap_or_default();
+                let unit = self.unit(UnitKind::Simple, *x, event, intent);
                 self.units.push_back(unit);
                 self.to_server.extend_from_slice(&frame.raw);
                 self.cycle_sent();
@@ -683,8 +687,8 @@ impl Relay {
                     self.to_server.extend_from_slice(&frame.raw);
                     previous = Some(frame);
                 }
-                for x in executes {
-                    let unit = self.unit(UnitKind::Extended, x);
+                for (x, (event, intent)) in executes.into_iter().zip(audit) {
+                    let unit = self.unit(UnitKind::Extended, x, event, intent);
                     self.units.push_back(unit);
                 }
                 if ends_with_sync {
@@ -970,17 +974,33 @@ impl Relay {
             };
         }
         let statement_id = uuid::Uuid::now_v7().to_string();
-        if let Err(e) = self
-            .audit_decision(&statement_id, "<FunctionCall>", Vec::new(), &verdict)
-            .await
-        {
-            self.refuse_unaudited(&e.to_string(), true);
-            return Ok(());
-        }
         if !verdict.allowed {
+            if let Err(e) = self
+                .audit_decision(&statement_id, "<FunctionCall>", Vec::new(), &verdict)
+                .await
+            {
+                self.refuse_unaudited(&e.to_string(), true);
+                return Ok(());
+            }
             self.deny(&verdict, true);
             return Ok(());
         }
+        let mut events =
+            [self.decision_event(&statement_id, "<FunctionCall>", Vec::new(), &verdict)];
+        let intent = match self.ctx.trail.intend(&mut events) {
+            Ok(mut tokens) => tokens.pop(),
+            Err(e) if !self.ctx.audit_best_effort => {
+                self.refuse_unaudited(&e.to_string(), true);
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit event lost (resource is best_effort); running the call anyway");
+                None
+            }
+        };
+        self.ctx.agent.metrics.audit_events.inc();
+        self.totals.statements += 1;
+        let [event] = events;
         self.units.push_back(self.unit(
             UnitKind::Simple,
             PlannedExecute {
@@ -996,6 +1016,8 @@ impl Relay {
                 formats: Vec::new(),
                 copy_out: Vec::new(),
             },
+            event,
+            intent,
         ));
         self.to_server.extend_from_slice(&frame.raw);
         self.cycle_sent();
@@ -1070,7 +1092,13 @@ impl Relay {
         self.unsynced = false;
     }
 
-    fn unit(&self, kind: UnitKind, x: PlannedExecute) -> Unit {
+    fn unit(
+        &self,
+        kind: UnitKind,
+        x: PlannedExecute,
+        event: pb::AuditEvent,
+        intent: Option<IntentToken>,
+    ) -> Unit {
         let copy_plans = match &self.ctx.masker {
             Some(m) => x
                 .copy_out
@@ -1082,10 +1110,8 @@ impl Relay {
         Unit {
             kind,
             cycle: self.cycles_sent,
-            statement_id: x.id,
-            statement: x.text,
-            parameters: x.params,
-            rule: x.rule,
+            event,
+            intent,
             started: Instant::now(),
             rows: 0,
             stmt_rows: 0,
@@ -1773,35 +1799,21 @@ impl Relay {
                 .any(|(c, v)| *c == b'M' && v.contains(&self.denial_portal))
     }
 
+    /// Records the front unit's statement with its outcome.
     fn finish_front(&mut self) {
         if let Some(u) = self.units.pop_front() {
             self.totals.rows += u.rows;
-            let event = pb::AuditEvent {
-                kind: "statement.result".into(),
-                session_id: self.ctx.session_id.clone(),
-                subject: self.ctx.subject.id.clone(),
-                groups: self.ctx.subject.groups.clone(),
-                resource: self.ctx.resource.clone(),
-                decision: if u.error.is_empty() {
-                    "allow".into()
-                } else {
-                    "error".into()
-                },
-                rule: u.rule,
-                statement: u.statement,
-                parameters: u.parameters,
-                duration_us: i64::try_from(u.started.elapsed().as_micros()).unwrap_or(i64::MAX),
-                rows: i64::try_from(u.rows).unwrap_or(i64::MAX),
-                error: u.error,
-                client_addr: self.ctx.client_addr.clone(),
-                attributes_json: if u.capture.is_empty() {
-                    statement_attributes(&u.statement_id, "", &())
-                } else {
-                    statement_attributes(&u.statement_id, "result", &u.capture)
-                },
-                ..Default::default()
-            };
-            self.ctx.trail.record_detached(event);
+            let mut event = u.event;
+            if !u.error.is_empty() {
+                event.decision = "error".into();
+            }
+            event.duration_us = i64::try_from(u.started.elapsed().as_micros()).unwrap_or(i64::MAX);
+            event.rows = i64::try_from(u.rows).unwrap_or(i64::MAX);
+            event.error = u.error;
+            if !u.capture.is_empty() {
+                push_attribute(&mut event.attributes_json, "result", &u.capture);
+            }
+            self.ctx.trail.finish(event, u.intent);
         }
     }
 
@@ -1832,20 +1844,33 @@ fn mask_notification(masker: &super::mask::Masker, body: &[u8]) -> Option<Frame>
 }
 
 /// `{"statement_id": id, field: value}` (no `field` when it is empty),
-/// serialized straight to text: this runs twice per statement, and building
-/// a JSON tree first costs more than the rest of the event.
+/// serialized straight to text: this runs for every statement, and
+/// building a JSON tree first costs more than the rest of the event.
 fn statement_attributes(statement_id: &str, field: &str, value: &impl serde::Serialize) -> String {
     let mut out = String::with_capacity(64);
     out.push_str("{\"statement_id\":");
     out.push_str(&serde_json::to_string(statement_id).unwrap_or_else(|_| "\"\"".into()));
-    if !field.is_empty() {
-        out.push(',');
-        out.push_str(&serde_json::to_string(field).unwrap_or_else(|_| "\"\"".into()));
-        out.push(':');
-        out.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "null".into()));
-    }
     out.push('}');
+    if !field.is_empty() {
+        push_attribute(&mut out, field, value);
+    }
     out
+}
+
+/// Adds `field: value` to `attrs`, a JSON object written by
+/// `statement_attributes`.
+fn push_attribute(attrs: &mut String, field: &str, value: &impl serde::Serialize) {
+    if attrs.pop() != Some('}') {
+        // Not one of ours: leave it valid rather than extend it.
+        *attrs = "{".into();
+    }
+    if attrs.len() > 1 {
+        attrs.push(',');
+    }
+    attrs.push_str(&serde_json::to_string(field).unwrap_or_else(|_| "\"\"".into()));
+    attrs.push(':');
+    attrs.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "null".into()));
+    attrs.push('}');
 }
 
 /// SHA-256 of the Bind's parameters exactly as sent (see
