@@ -201,7 +201,9 @@ async fn ship_audit(agent: Arc<Agent>, out: mpsc::Sender<AgentMessage>) {
         if current.last_seq > sent && sent - acked < MAX_IN_FLIGHT {
             match agent.audit.read_after(sent, BATCH).await {
                 Ok((events, through)) if through > sent => {
-                    let short = events.len() < BATCH;
+                    // Short: fewer records than asked for (events alone
+                    // would mislead, write-ahead records are read past).
+                    let short = through - sent < BATCH as u64;
                     // `through` covers the write-ahead records read past,
                     // so their acknowledgement does not wait for an event.
                     if out
