@@ -400,20 +400,11 @@ impl AgentSession {
     }
 
     async fn ingest(&mut self, batch: pb::AuditBatch) -> anyhow::Result<()> {
-        let max_seq = batch
-            .events
-            .iter()
-            .map(|e| e.seq)
-            .max()
-            .unwrap_or(0)
-            .max(batch.through_seq);
-        if max_seq == 0 {
+        let Some(max_seq) = batch.events.iter().map(|e| e.seq).max() else {
             return Ok(());
-        }
-        if !batch.events.is_empty() {
-            let inserted = crate::recording::ingest(&self.cp, &self.name, batch.events).await?;
-            self.cp.metrics.audit_events_ingested.inc_by(inserted);
-        }
+        };
+        let inserted = crate::recording::ingest(&self.cp, &self.name, batch.events).await?;
+        self.cp.metrics.audit_events_ingested.inc_by(inserted);
         self.send(control_message::Msg::AuditAck(pb::AuditAck {
             acked_seq: max_seq,
         }))

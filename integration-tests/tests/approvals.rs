@@ -206,6 +206,30 @@ async fn retry_mode_approves_exactly_one_run_of_exactly_that_statement() {
         "{}",
         used.stdout
     );
+    // The run's one statement event names the approval it ran on.
+    let api = dp.cp.api();
+    let ran = eventually(
+        Duration::from_secs(20),
+        "the approved run's event",
+        || async {
+            let v = api
+                .get_ok("/api/v1/audit?kind=statement&outcome=allow&limit=1000")
+                .await;
+            v["events"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .find(|e| e["attributes"]["approval_id"] == for_alice.as_str())
+        },
+    )
+    .await;
+    assert_eq!(ran["statement"], "DELETE FROM items WHERE id = $1", "{ran}");
+    assert_eq!(
+        (&ran["rows"], &ran["subject"]),
+        (&serde_json::json!(1), &serde_json::json!("alice")),
+        "{ran}"
+    );
 }
 
 #[tokio::test]

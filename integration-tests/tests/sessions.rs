@@ -357,9 +357,10 @@ async fn a_transcript_shows_each_outcome_with_masked_values_only() {
     let (out, err) = psql_script(
         agent.pg_port,
         &token,
-        "SELECT id, name FROM items WHERE id <= 2 ORDER BY id;\nDROP TABLE items;\nSELECT count(*) FROM items;\n",
+        "SELECT id, name FROM items WHERE id <= 2 ORDER BY id;\nDROP TABLE items;\nSELECT count(*) FROM items;\nSELECT no_such_column FROM items;\n",
     );
     assert!(out.contains("1|[REDACTED]"), "{out}\n{err}");
+    assert!(err.contains("no_such_column"), "{err}");
     let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
     let id = wait_sessions(&cli, "alice", "ended", 1).await.remove(0);
     let (shown, transcript) = transcript(&cli, &id);
@@ -367,7 +368,26 @@ async fn a_transcript_shows_each_outcome_with_masked_values_only() {
         .iter()
         .map(|t| t["outcome"].as_str().unwrap())
         .collect();
-    assert_eq!(outcomes, ["ok", "denied", "ok"], "{shown}");
+    assert_eq!(outcomes, ["ok", "denied", "ok", "error"], "{shown}");
+    assert!(
+        transcript[3]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no_such_column"),
+        "{shown}"
+    );
+    // The session's totals count each statement once, from its one event.
+    let v: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(
+        (&v["statements"], &v["denied"], &v["errors"], &v["rows"]),
+        (
+            &serde_json::json!(4),
+            &serde_json::json!(1),
+            &serde_json::json!(1),
+            &serde_json::json!(3)
+        ),
+        "{shown}"
+    );
     assert_eq!(
         transcript[0]["result"]["sets"][0]["rows"],
         serde_json::json!([["1", "[REDACTED]"], ["2", "[REDACTED]"]])

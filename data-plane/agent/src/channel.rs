@@ -204,15 +204,15 @@ async fn ship_audit(agent: Arc<Agent>, out: mpsc::Sender<AgentMessage>) {
                     // Short: fewer records than asked for (events alone
                     // would mislead, write-ahead records are read past).
                     let short = through - sent < BATCH as u64;
-                    // `through` covers the write-ahead records read past,
-                    // so their acknowledgement does not wait for an event.
-                    if out
-                        .send(msg(agent_message::Msg::AuditBatch(pb::AuditBatch {
-                            events,
-                            through_seq: through,
-                        })))
-                        .await
-                        .is_err()
+                    // Write-ahead records alone need no message: the
+                    // acknowledgement of a later event covers them.
+                    if !events.is_empty()
+                        && out
+                            .send(msg(agent_message::Msg::AuditBatch(pb::AuditBatch {
+                                events,
+                            })))
+                            .await
+                            .is_err()
                     {
                         return;
                     }

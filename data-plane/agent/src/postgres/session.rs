@@ -1858,10 +1858,9 @@ fn statement_attributes(statement_id: &str, field: &str, value: &impl serde::Ser
 }
 
 /// Adds `field: value` to `attrs`, a JSON object written by
-/// `statement_attributes`.
+/// `statement_attributes` (or empty: then it starts one).
 fn push_attribute(attrs: &mut String, field: &str, value: &impl serde::Serialize) {
     if attrs.pop() != Some('}') {
-        // Not one of ours: leave it valid rather than extend it.
         *attrs = "{".into();
     }
     if attrs.len() > 1 {
@@ -1917,5 +1916,16 @@ mod tests {
             parse(statement_attributes("id \"2\"", "kinds", &kinds)),
             serde_json::json!({ "statement_id": "id \"2\"", "kinds": kinds })
         );
+        // Fields added later (an approval, a recorded result) keep it one object.
+        let mut attrs = statement_attributes("id-3", "", &());
+        push_attribute(&mut attrs, "approval_id", &"r-1");
+        push_attribute(&mut attrs, "result", &serde_json::json!({"sets": []}));
+        assert_eq!(
+            parse(attrs),
+            serde_json::json!({ "statement_id": "id-3", "approval_id": "r-1", "result": {"sets": []} })
+        );
+        let mut empty = String::new();
+        push_attribute(&mut empty, "a", &1);
+        assert_eq!(parse(empty), serde_json::json!({ "a": 1 }));
     }
 }
