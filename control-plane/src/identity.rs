@@ -75,6 +75,8 @@ impl IdentityService {
             groups_claim: "groups".to_owned(),
             subject_claim: "sub".to_owned(),
             leeway_seconds: 30,
+            // Its service-account tokens are minted for registered accounts.
+            service_accounts: true,
         }];
         let jwks = self.external_jwks.read().unwrap_or_else(|e| e.into_inner());
         for (cfg, keys) in self.externals.iter().zip(jwks.iter()) {
@@ -88,6 +90,7 @@ impl IdentityService {
                 groups_claim: cfg.groups_claim.clone(),
                 subject_claim: cfg.subject_claim.clone(),
                 leeway_seconds: cfg.leeway_seconds,
+                service_accounts: false,
             });
         }
         out

@@ -193,6 +193,7 @@ pub async fn build(
                 groups_claim: t.groups_claim,
                 leeway_seconds: t.leeway_seconds,
                 subject_claim: t.subject_claim,
+                service_accounts: t.service_accounts,
             })
             .collect(),
         credentials,

@@ -47,6 +47,13 @@ pub struct TrustedIssuer {
     /// Clock-skew allowance in seconds, at most [`MAX_LEEWAY_SECONDS`].
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u32,
+    /// Whether a token's `"sluice_kind": "service_account"` is believed:
+    /// only for Sluice's built-in issuer, which mints service-account
+    /// tokens for the accounts the control plane registers. Any other
+    /// issuer's tokens are users' (its `sub` could otherwise name a
+    /// service account a policy grants).
+    #[serde(default)]
+    pub service_accounts: bool,
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -80,6 +87,7 @@ impl TrustedIssuer {
             groups_claim: default_groups_claim(),
             subject_claim: default_subject_claim(),
             leeway_seconds: DEFAULT_LEEWAY_SECONDS,
+            service_accounts: false,
         }
     }
 

@@ -85,6 +85,7 @@ struct IssuerEntry {
     groups_claim: String,
     subject_claim: String,
     leeway: u64,
+    service_accounts: bool,
 }
 
 /// Verifies tokens against a fixed set of trusted issuers.
@@ -139,6 +140,7 @@ impl Verifier {
                     groups_claim: trusted.groups_claim.clone(),
                     subject_claim: trusted.subject_claim.clone(),
                     leeway: u64::from(trusted.leeway_seconds),
+                    service_accounts: trusted.service_accounts,
                 },
             );
         }
@@ -334,7 +336,7 @@ impl IssuerEntry {
         let groups = string_list(claims.get(&self.groups_claim), "groups")?;
         let roles = string_list(claims.get("roles"), "roles")?;
         let kind = match claims.get("sluice_kind").and_then(Value::as_str) {
-            Some(SERVICE_ACCOUNT_KIND) => SubjectKind::ServiceAccount,
+            Some(SERVICE_ACCOUNT_KIND) if self.service_accounts => SubjectKind::ServiceAccount,
             _ => SubjectKind::User,
         };
         let token_id = match claims.get("jti") {
@@ -402,6 +404,7 @@ mod tests {
         let mut issuer = TrustedIssuer::new(ISS, vec![AUD.to_owned()], jwks.to_string());
         issuer.algorithms = algorithms.iter().map(|a| (*a).to_owned()).collect();
         issuer.leeway_seconds = 30;
+        issuer.service_accounts = true;
         issuer
     }
 
@@ -514,6 +517,18 @@ mod tests {
                 token_id: Some("tok-42".to_owned()),
             }
         );
+    }
+
+    #[test]
+    fn only_the_built_in_issuer_mints_service_accounts() {
+        let (key, _) = IssuerKey::generate("ed-1").unwrap();
+        let mut external = trusted(&jwks(&[&key]), &["EdDSA"]);
+        external.service_accounts = false;
+        let verifier = Verifier::new(&[external]).unwrap();
+        let claims = with(base_claims(), "sluice_kind", json!(SERVICE_ACCOUNT_KIND));
+        let identity = verifier.verify(&ed_token(&key, &claims), NOW).unwrap();
+        assert_eq!(identity.kind, SubjectKind::User);
+        assert_eq!(identity.subject, "alice");
     }
 
     #[test]

@@ -55,6 +55,24 @@ async fn tokens_from_a_configured_issuer_are_accepted_and_groups_map_to_admin() 
     assert_eq!(s, 200);
     let (s, v) = api.with_token(Some(&user)).get("/api/v1/resources").await;
     assert_eq!(s, 403, "{v}");
+    // The IdP's word that a token is a service account's is not believed:
+    // only this control plane's own issuer mints service accounts.
+    let bot = idp
+        .api()
+        .post_ok(
+            "/api/v1/tokens",
+            serde_json::json!({"subject": "ci-bot", "groups": ["developers"], "service_account": true}),
+        )
+        .await;
+    let bot = bot["token"].as_str().unwrap().to_owned();
+    let who = idp
+        .api()
+        .with_token(Some(&bot))
+        .get_ok("/api/v1/whoami")
+        .await;
+    assert_eq!(who["kind"], "service_account", "at its own issuer: {who}");
+    let who = api.with_token(Some(&bot)).get_ok("/api/v1/whoami").await;
+    assert_eq!(who["kind"], "user", "{who}");
     // A token from an issuer nobody configured is refused.
     let mut stranger = ControlPlaneProc::start().await;
     let foreign = stranger.user_token("x", &["platform-admins"]).await;
@@ -159,4 +177,52 @@ async fn issuer_key_rotation_is_picked_up_by_refresh() {
     // Tokens signed by the retired key no longer verify.
     let (s, _) = api.with_token(Some(&old)).get("/api/v1/whoami").await;
     assert_eq!(s, 401);
+}
+
+#[tokio::test]
+async fn agents_believe_service_accounts_only_from_the_built_in_issuer() {
+    let mut idp = ControlPlaneProc::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = issuer_config(tmp.path(), &idp.url(), "sluice");
+    let mut dp = DataPath::start_full(
+        sluice_integration_tests::datapath::DEFAULT_RULES,
+        Vec::new(),
+        vec![("SLUICE_CONFIG".into(), config)],
+    )
+    .await;
+    // Granted to the service account `ci-bot` only.
+    let doc = dp
+        .policy("devs", sluice_integration_tests::datapath::DEFAULT_RULES)
+        .replace("groups: [devs]", "service_accounts: [ci-bot]");
+    assert!(doc.contains("service_accounts: [ci-bot]"), "{doc}");
+    let (s, v) = dp.cp.api().apply_policy(&doc).await;
+    assert!(s.is_success(), "{v}");
+    dp.agent
+        .wait_version(v["revision"].as_u64().unwrap(), Duration::from_secs(10))
+        .await;
+    let bot = serde_json::json!({"subject": "ci-bot", "service_account": true});
+    let own = dp.cp.api().post_ok("/api/v1/tokens", bot.clone()).await;
+    let own = own["token"].as_str().unwrap().to_owned();
+    let (ok, out, err) = psql_via_agent(dp.agent.pg_port, "app", &own, "SELECT current_user");
+    assert!(ok, "the control plane's own service account: {err}");
+    assert_eq!(out.trim(), "app");
+
+    // The same claims from the external issuer: a user named ci-bot, whom
+    // nothing grants (once the agent trusts that issuer at all).
+    let forged = idp.api().post_ok("/api/v1/tokens", bot).await;
+    let forged = forged["token"].as_str().unwrap().to_owned();
+    eventually(
+        Duration::from_secs(20),
+        "the agent to verify the external issuer's token",
+        || async {
+            let (ok, _, err) =
+                psql_via_agent(dp.agent.pg_port, "app", &forged, "SELECT current_user");
+            assert!(
+                !ok,
+                "an external issuer's service-account claim was believed"
+            );
+            err.contains("no policy grants").then_some(())
+        },
+    )
+    .await;
 }

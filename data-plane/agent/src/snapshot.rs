@@ -109,6 +109,7 @@ pub fn verify(
             groups_claim: t.groups_claim.clone(),
             subject_claim: t.subject_claim.clone(),
             leeway_seconds: t.leeway_seconds,
+            service_accounts: t.service_accounts,
         })
         .collect();
     let verifier = sluice_identity::Verifier::new(&issuers)
