@@ -317,6 +317,52 @@ async fn a_statement_running_when_the_agent_dies_is_recorded_with_its_outcome_un
 }
 
 #[tokio::test]
+async fn a_statement_its_client_walked_away_from_is_recorded_with_its_outcome_unknown() {
+    let DataPath {
+        pg,
+        mut cp,
+        agent,
+        token,
+    } = DataPath::start().await;
+    let mut s = RawSession::connect(agent.pg_port, "app", &token).await;
+    s.send(&query("SELECT 'answered-first'")).await;
+    s.until(b'Z').await;
+    s.send(&query("SELECT pg_sleep(3), 'walked-away'")).await;
+    eventually(
+        Duration::from_secs(10),
+        "the statement to run on the target",
+        || async {
+            let running = pg.psql(
+                "app",
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%walked-away%' AND pid <> pg_backend_pid()",
+            );
+            (running.trim() == "1").then_some(())
+        },
+    )
+    .await;
+    drop(s);
+    let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
+    let id = wait_sessions(&cli, "alice", "ended", 1).await.remove(0);
+    let (shown, transcript) = transcript(&cli, &id);
+    let outcomes: Vec<&str> = transcript
+        .iter()
+        .map(|t| t["outcome"].as_str().unwrap())
+        .collect();
+    // Not "ok": the session ended before the target answered it.
+    assert_eq!(outcomes, ["ok", "no_result"], "{shown}");
+    assert!(
+        transcript[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("may or may not have run"),
+        "{shown}"
+    );
+    // Recorded by the session itself: a link of its chain, which verifies.
+    let (ok, report) = verify(&cli, &id);
+    assert!(ok && report.starts_with("OK"), "{report}");
+}
+
+#[tokio::test]
 async fn a_session_while_the_control_plane_is_down_arrives_whole_and_verifies() {
     let DataPath {
         pg: _pg,

@@ -90,6 +90,8 @@ struct Shared {
     /// Write-ahead records of statements still running, by key.
     intents: HashMap<u64, Intent>,
     next_intent: u64,
+    /// Where the spool's counters are published (the shipper waits on them).
+    status_tx: watch::Sender<SpoolStatus>,
 }
 
 /// A write-ahead record in the spool.
@@ -120,11 +122,22 @@ impl Drop for IntentToken {
         if let Some(intent) = shared.intents.get_mut(&self.key) {
             intent.abandoned = true;
             shared.settle_abandoned();
+            shared.publish();
         }
     }
 }
 
 impl Shared {
+    /// Publishes the spool's counters if they changed.
+    fn publish(&self) {
+        let status = status_of(&self.spool);
+        self.status_tx.send_if_modified(|s| {
+            let changed = *s != status;
+            *s = status;
+            changed
+        });
+    }
+
     /// Spools the abandoned write-ahead records as statement events (see
     /// [`orphan_event`]); one that cannot be written yet stays, and is
     /// tried again.
@@ -139,8 +152,10 @@ impl Shared {
             let Some(intent) = self.intents.get(&key) else {
                 continue;
             };
+            // Over the limit if need be: it stands for a record already
+            // counted (see `carry_intents`).
             let written = match orphan_event(&intent.bytes) {
-                Some(bytes) => self.spool.append(&bytes).map(drop),
+                Some(bytes) => self.spool.append_over_limit(&bytes).map(drop),
                 None => Ok(()),
             };
             match written {
@@ -157,30 +172,43 @@ impl Shared {
     /// Copies the write-ahead records at or below `seq` to the end of the
     /// spool, durably, so acknowledging `seq` cannot drop them. Returns how
     /// far the acknowledgement may go: below the first record that could
-    /// not be copied (the spool is full or failing), so it stays.
+    /// not be copied or flushed (the disk is failing), so it stays.
     fn carry_intents(&mut self, seq: u64) -> u64 {
         let mut bound = seq;
-        let mut moved_from = u64::MAX;
-        for intent in self.intents.values_mut() {
+        // Where each copy went; a record counts as moved only once its copy
+        // is on disk, so a failed flush copies it again next time.
+        let mut moved: Vec<(u64, u64)> = Vec::new();
+        for (key, intent) in &self.intents {
             if intent.seq > seq {
                 continue;
             }
-            match self.spool.append(&intent.bytes) {
-                Ok(new) => {
-                    moved_from = moved_from.min(intent.seq);
-                    intent.seq = new;
-                }
+            // Over the limit if need be: a full spool frees space only once
+            // this acknowledgement goes through, and the copies are few
+            // (one per statement running).
+            match self.spool.append_over_limit(&intent.bytes) {
+                Ok(new) => moved.push((*key, new)),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot carry a running statement's audit record forward; holding back the acknowledgement");
                     bound = bound.min(intent.seq - 1);
                 }
             }
         }
-        if moved_from != u64::MAX
-            && let Err(e) = self.spool.sync()
-        {
+        if moved.is_empty() {
+            return bound;
+        }
+        if let Err(e) = self.spool.sync() {
             tracing::warn!(error = %e, "cannot flush carried audit records; holding back the acknowledgement");
-            bound = bound.min(moved_from - 1);
+            for (key, _) in moved {
+                if let Some(intent) = self.intents.get(&key) {
+                    bound = bound.min(intent.seq - 1);
+                }
+            }
+            return bound;
+        }
+        for (key, new) in moved {
+            if let Some(intent) = self.intents.get_mut(&key) {
+                intent.seq = new;
+            }
         }
         bound
     }
@@ -238,7 +266,6 @@ fn find_orphans(spool: &Spool) -> Result<Vec<(u64, Vec<u8>)>, SpoolError> {
 #[derive(Clone)]
 pub struct AuditLog {
     shared: Arc<Mutex<Shared>>,
-    status_tx: Arc<watch::Sender<SpoolStatus>>,
     status: watch::Receiver<SpoolStatus>,
     agent: String,
 }
@@ -296,18 +323,19 @@ impl AuditLog {
                 )
             })
             .collect();
+        let (status_tx, status) = watch::channel(status_of(&spool));
         let mut shared = Shared {
             spool,
             sync_failure: None,
             pending_ack: None,
             intents,
             next_intent,
+            status_tx,
         };
         shared.settle_abandoned();
-        let (status_tx, status) = watch::channel(status_of(&shared.spool));
+        shared.publish();
         let log = Self {
             shared: Arc::new(Mutex::new(shared)),
-            status_tx: Arc::new(status_tx),
             status,
             agent,
         };
@@ -321,15 +349,6 @@ impl AuditLog {
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn publish(&self, shared: &Shared) {
-        let status = status_of(&shared.spool);
-        self.status_tx.send_if_modified(|s| {
-            let changed = *s != status;
-            *s = status;
-            changed
-        });
     }
 
     fn fill_in(&self, event: &mut pb::AuditEvent) {
@@ -369,7 +388,7 @@ impl AuditLog {
         if let Some(key) = intent {
             shared.intents.remove(&key);
         }
-        self.publish(&shared);
+        shared.publish();
         Ok(seq)
     }
 
@@ -418,7 +437,7 @@ impl AuditLog {
                 }
             })
             .collect();
-        self.publish(&shared);
+        shared.publish();
         Ok(tokens)
     }
 
@@ -526,8 +545,9 @@ impl AuditLog {
                     if let Err(e) = shared.spool.ack(upto) {
                         tracing::error!(seq = upto, error = %e, "cannot record audit acknowledgement");
                     }
-                    self.publish(&shared);
                 }
+                // Also after settling abandoned records with no ack pending.
+                shared.publish();
                 last_ack = Instant::now();
             }
             if Arc::strong_count(&self.shared) == 1 {
@@ -697,6 +717,8 @@ mod tests {
         let mut events = [statement("select pg_sleep(60)")];
         let tokens = trail.intend(&mut events).unwrap();
         drop(tokens);
+        // Published, so the shipper wakes for it.
+        assert_eq!(log.status().borrow().last_seq, 2);
         let (shipped, _) = read_all(&log);
         assert_eq!(shipped.len(), 1, "{shipped:?}");
         assert_eq!(shipped[0].id, events[0].id);
@@ -708,6 +730,50 @@ mod tests {
             attrs,
             serde_json::json!({"statement_id": "q", "outcome": "unknown"})
         );
+    }
+
+    #[test]
+    fn a_spool_filled_while_a_statement_runs_frees_itself_once_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        // 64 KiB: segments of 8 KiB, the running statement's record in the
+        // oldest one, everything after it acknowledged at once.
+        let log = AuditLog::open(
+            dir.path(),
+            64 * 1024,
+            AuditSync::Batch,
+            Duration::from_millis(5),
+            "edge".into(),
+        )
+        .unwrap();
+        let mut trail = SessionTrail::new(log.clone());
+        let mut events = [statement("select pg_sleep(3600)")];
+        let mut tokens = trail.intend(&mut events).unwrap();
+        let filler = statement(&"x".repeat(500));
+        let full = loop {
+            if let Err(e) = trail.record(filler.clone()) {
+                break e;
+            }
+        };
+        assert!(matches!(full, AuditError::Full { .. }), "{full}");
+        let last = log.status().borrow().last_seq;
+        log.ack(last);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while log.status().borrow().acked_seq < last {
+            assert!(
+                Instant::now() < deadline,
+                "the acknowledgement is stuck at {} of {last}: the running statement's record could not be carried",
+                log.status().borrow().acked_seq
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        // Room again, and the statement still finishes as itself.
+        trail.record(filler).unwrap();
+        let [event] = events;
+        trail.finish(event.clone(), tokens.pop());
+        let (shipped, _) = block_on(log.read_after(last, 1000)).unwrap();
+        let mine: Vec<_> = shipped.iter().filter(|e| e.id == event.id).collect();
+        assert_eq!(mine.len(), 1, "{shipped:?}");
+        assert!(mine[0].error.is_empty(), "{:?}", mine[0]);
     }
 
     #[test]

@@ -156,7 +156,16 @@ impl Spool {
     /// Appends one record and returns its sequence number once the record
     /// is on stable storage.
     pub fn append(&mut self, record: &[u8]) -> Result<u64, SpoolError> {
-        self.append_records(&[record]).map(|seqs| seqs.start)
+        self.append_records(&[record], true).map(|seqs| seqs.start)
+    }
+
+    /// Appends one record even if the spool is full: for a record that
+    /// replaces one about to be acknowledged (a copy carried forward), so
+    /// that acknowledging cannot wait on space only the acknowledgement
+    /// frees. Callers bound how much they append this way; `max_bytes` is
+    /// exceeded by at most that.
+    pub fn append_over_limit(&mut self, record: &[u8]) -> Result<u64, SpoolError> {
+        self.append_records(&[record], false).map(|seqs| seqs.start)
     }
 
     /// Appends several records with a single `fdatasync` (group commit) and
@@ -167,7 +176,7 @@ impl Spool {
     /// sequence number is consumed. A batch larger than `max_bytes` can never
     /// succeed, so callers should bound their batches.
     pub fn append_batch(&mut self, records: &[&[u8]]) -> Result<Vec<u64>, SpoolError> {
-        self.append_records(records).map(Iterator::collect)
+        self.append_records(records, true).map(Iterator::collect)
     }
 
     /// Returns up to `max_records` pending records with a sequence number
@@ -262,7 +271,11 @@ impl Spool {
     }
 
     /// Validates and writes a batch; see [`append_batch`](Self::append_batch).
-    fn append_records(&mut self, records: &[&[u8]]) -> Result<Range<u64>, SpoolError> {
+    fn append_records(
+        &mut self,
+        records: &[&[u8]],
+        within_limit: bool,
+    ) -> Result<Range<u64>, SpoolError> {
         let mut lens = Vec::with_capacity(records.len());
         let mut total: u64 = 0;
         for record in records {
@@ -273,7 +286,7 @@ impl Spool {
         if records.is_empty() {
             return Ok(self.next_seq..self.next_seq);
         }
-        if total > self.config.max_bytes.saturating_sub(self.disk_bytes) {
+        if within_limit && total > self.config.max_bytes.saturating_sub(self.disk_bytes) {
             return Err(SpoolError::Full {
                 limit: self.config.max_bytes,
             });

@@ -447,7 +447,10 @@ pub async fn run(
     )
     .await;
     let _ = client_w.shutdown().await;
-    relay.finish_all("session ended");
+    let why = err
+        .as_ref()
+        .map_or_else(|| "the connection closed".to_owned(), ToString::to_string);
+    relay.finish_all(&why);
     if let Some(h) = relay.holding.take() {
         // The client left (or the session was ended) while it waited.
         relay
@@ -1801,6 +1804,13 @@ impl Relay {
 
     /// Records the front unit's statement with its outcome.
     fn finish_front(&mut self) {
+        self.finish_front_unless(None);
+    }
+
+    /// Records the front unit's statement: with its outcome, or, given
+    /// `unknown` (why the outcome was never seen) and no error seen
+    /// either, with its outcome unknown.
+    fn finish_front_unless(&mut self, unknown: Option<&str>) {
         if let Some(u) = self.units.pop_front() {
             self.totals.rows += u.rows;
             let mut event = u.event;
@@ -1813,13 +1823,24 @@ impl Relay {
             if !u.capture.is_empty() {
                 push_attribute(&mut event.attributes_json, "result", &u.capture);
             }
+            if let Some(why) = unknown
+                && event.error.is_empty()
+            {
+                // Sent to the target, never answered in full: it may have
+                // run, committed or not.
+                event.error = format!(
+                    "the session ended before this statement's outcome was known ({why}); it may or may not have run"
+                );
+                push_attribute(&mut event.attributes_json, "outcome", &"unknown");
+            }
             self.ctx.trail.finish(event, u.intent);
         }
     }
 
-    fn finish_all(&mut self, _why: &str) {
+    /// Records the statements the session ends with unanswered.
+    fn finish_all(&mut self, why: &str) {
         while !self.units.is_empty() {
-            self.finish_front();
+            self.finish_front_unless(Some(why));
         }
     }
 }

@@ -488,6 +488,34 @@ fn full_at_the_limit_then_space_returns_after_ack() -> TestResult {
 }
 
 #[test]
+fn append_over_limit_writes_past_a_full_spool_and_survives_reopening() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = SpoolConfig {
+        max_bytes: 4 * frame(34),
+        ..small()
+    };
+    let mut spool = Spool::open(dir.path(), config.clone())?;
+    append_n(&mut spool, 1, 4)?;
+    assert!(matches!(
+        spool.append(&rec(5)),
+        Err(SpoolError::Full { .. })
+    ));
+    assert_eq!(spool.append_over_limit(&rec(5))?, 5);
+    assert_eq!(spool.disk_bytes(), 250);
+    // Still full for ordinary appends until acknowledgements free space.
+    assert!(matches!(
+        spool.append(&rec(6)),
+        Err(SpoolError::Full { .. })
+    ));
+    drop(spool);
+    let mut spool = Spool::open(dir.path(), config)?;
+    assert_eq!(seqs(&all(&spool)?), vec![1, 2, 3, 4, 5]);
+    spool.ack(4)?;
+    assert_eq!(spool.append(&rec(6))?, 6);
+    Ok(())
+}
+
+#[test]
 fn batch_is_all_or_nothing_when_full() -> TestResult {
     let dir = tempfile::tempdir()?;
     let config = SpoolConfig {
