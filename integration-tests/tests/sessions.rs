@@ -71,6 +71,35 @@ async fn wait_sessions(cli: &SluiceCli, subject: &str, status: &str, n: usize) -
     .await
 }
 
+/// A session that ran `SELECT '<answered>'`, then sent a statement marked
+/// `running` that sleeps on the target: returned once it runs there.
+async fn answered_then_running(
+    pg: &sluice_integration_tests::Postgres,
+    port: u16,
+    token: &str,
+    answered: &str,
+    running: &str,
+) -> RawSession {
+    let mut s = RawSession::connect(port, "app", token).await;
+    s.send(&query(&format!("SELECT '{answered}'"))).await;
+    s.until(b'Z').await;
+    s.send(&query(&format!("SELECT pg_sleep(5), '{running}'")))
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "the statement to run on the target",
+        || async {
+            let active = pg.psql(
+                "app",
+                &format!("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%{running}%' AND pid <> pg_backend_pid()"),
+            );
+            (active.trim() == "1").then_some(())
+        },
+    )
+    .await;
+    s
+}
+
 /// The control plane's SQLite database, for tampering with the record.
 async fn record_db(cp: &sluice_integration_tests::ControlPlaneProc) -> sqlx::SqliteConnection {
     use sqlx::Connection as _;
@@ -252,22 +281,7 @@ async fn a_statement_running_when_the_agent_dies_is_recorded_with_its_outcome_un
         mut agent,
         token,
     } = DataPath::start().await;
-    let mut s = RawSession::connect(agent.pg_port, "app", &token).await;
-    s.send(&query("SELECT 'finished-first'")).await;
-    s.until(b'Z').await;
-    s.send(&query("SELECT pg_sleep(5), 'cut-short'")).await;
-    eventually(
-        Duration::from_secs(10),
-        "the statement to run on the target",
-        || async {
-            let running = pg.psql(
-                "app",
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%cut-short%' AND pid <> pg_backend_pid()",
-            );
-            (running.trim() == "1").then_some(())
-        },
-    )
-    .await;
+    let _s = answered_then_running(&pg, agent.pg_port, &token, "finished-first", "cut-short").await;
     agent.kill9();
     agent.start_again().await;
     let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
@@ -324,22 +338,8 @@ async fn a_statement_its_client_walked_away_from_is_recorded_with_its_outcome_un
         agent,
         token,
     } = DataPath::start().await;
-    let mut s = RawSession::connect(agent.pg_port, "app", &token).await;
-    s.send(&query("SELECT 'answered-first'")).await;
-    s.until(b'Z').await;
-    s.send(&query("SELECT pg_sleep(3), 'walked-away'")).await;
-    eventually(
-        Duration::from_secs(10),
-        "the statement to run on the target",
-        || async {
-            let running = pg.psql(
-                "app",
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%walked-away%' AND pid <> pg_backend_pid()",
-            );
-            (running.trim() == "1").then_some(())
-        },
-    )
-    .await;
+    let s =
+        answered_then_running(&pg, agent.pg_port, &token, "answered-first", "walked-away").await;
     drop(s);
     let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
     let id = wait_sessions(&cli, "alice", "ended", 1).await.remove(0);
