@@ -206,6 +206,17 @@ async fn agents_believe_service_accounts_only_from_the_built_in_issuer() {
     let (ok, out, err) = psql_via_agent(dp.agent.pg_port, "app", &own, "SELECT current_user");
     assert!(ok, "the control plane's own service account: {err}");
     assert_eq!(out.trim(), "app");
+    let (ok, _, err) = psql_via_agent(
+        dp.agent.pg_port,
+        "app",
+        &own,
+        "INSERT INTO notes (body) VALUES ('own ci-bot')",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        dp.target("SELECT count(*) FROM notes WHERE body = 'own ci-bot'"),
+        "1"
+    );
 
     // The same claims from the external issuer: a user named ci-bot, whom
     // nothing grants (once the agent trusts that issuer at all).
@@ -215,8 +226,12 @@ async fn agents_believe_service_accounts_only_from_the_built_in_issuer() {
         Duration::from_secs(20),
         "the agent to verify the external issuer's token",
         || async {
-            let (ok, _, err) =
-                psql_via_agent(dp.agent.pg_port, "app", &forged, "SELECT current_user");
+            let (ok, _, err) = psql_via_agent(
+                dp.agent.pg_port,
+                "app",
+                &forged,
+                "INSERT INTO notes (body) VALUES ('forged ci-bot')",
+            );
             assert!(
                 !ok,
                 "an external issuer's service-account claim was believed"
@@ -225,4 +240,9 @@ async fn agents_believe_service_accounts_only_from_the_built_in_issuer() {
         },
     )
     .await;
+    // The target confirms: nothing the forged token sent ran.
+    assert_eq!(
+        dp.target("SELECT count(*) FROM notes WHERE body = 'forged ci-bot'"),
+        "0"
+    );
 }

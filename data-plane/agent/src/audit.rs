@@ -78,8 +78,7 @@ pub enum AuditSync {
 pub const INTENT_KIND: &str = "statement.intent";
 
 /// Error text of a statement event made from a write-ahead record.
-pub const UNKNOWN_OUTCOME: &str =
-    "the agent stopped before this statement's outcome was recorded; it may or may not have run";
+pub const UNKNOWN_OUTCOME: &str = "this statement's outcome was not recorded (the agent stopped, or could not write it); it may or may not have run";
 
 struct Shared {
     spool: Spool,
@@ -648,9 +647,13 @@ mod tests {
     use super::*;
 
     fn open(dir: &Path) -> AuditLog {
+        open_sized(dir, 1 << 30)
+    }
+
+    fn open_sized(dir: &Path, max_bytes: u64) -> AuditLog {
         AuditLog::open(
             dir,
-            1 << 30,
+            max_bytes,
             AuditSync::Batch,
             Duration::from_millis(5),
             "edge".into(),
@@ -737,14 +740,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // 64 KiB: segments of 8 KiB, the running statement's record in the
         // oldest one, everything after it acknowledged at once.
-        let log = AuditLog::open(
-            dir.path(),
-            64 * 1024,
-            AuditSync::Batch,
-            Duration::from_millis(5),
-            "edge".into(),
-        )
-        .unwrap();
+        let log = open_sized(dir.path(), 64 * 1024);
         let mut trail = SessionTrail::new(log.clone());
         let mut events = [statement("select pg_sleep(3600)")];
         let mut tokens = trail.intend(&mut events).unwrap();

@@ -36,7 +36,9 @@ pub struct AgentArgs {
     /// control plane (the snapshot's own setting wins when shorter).
     #[arg(long, env = "SLUICE_AGENT_MAX_STALENESS", default_value = "24h", value_parser = humantime::parse_duration)]
     pub max_staleness: Duration,
-    /// Maximum size of the on-disk audit spool; when full, sessions are refused.
+    /// Maximum size of the on-disk audit spool; when full, new sessions and
+    /// statements are refused. Statements already running may take it past
+    /// the limit by one record each (see docs/recording.md).
     #[arg(long, env = "SLUICE_AGENT_SPOOL_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub spool_max_bytes: u64,
     /// When audit events reach the disk: `batch` (written before a statement

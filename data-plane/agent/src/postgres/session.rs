@@ -1804,13 +1804,13 @@ impl Relay {
 
     /// Records the front unit's statement with its outcome.
     fn finish_front(&mut self) {
-        self.finish_front_unless(None);
+        self.finish_front_ended(None);
     }
 
-    /// Records the front unit's statement: with its outcome, or, given
-    /// `unknown` (why the outcome was never seen) and no error seen
-    /// either, with its outcome unknown.
-    fn finish_front_unless(&mut self, unknown: Option<&str>) {
+    /// Records the front unit's statement: with its outcome or, when the
+    /// session `ended` (why) before an answer or error came, with its
+    /// outcome unknown.
+    fn finish_front_ended(&mut self, ended: Option<&str>) {
         if let Some(u) = self.units.pop_front() {
             self.totals.rows += u.rows;
             let mut event = u.event;
@@ -1823,7 +1823,7 @@ impl Relay {
             if !u.capture.is_empty() {
                 push_attribute(&mut event.attributes_json, "result", &u.capture);
             }
-            if let Some(why) = unknown
+            if let Some(why) = ended
                 && event.error.is_empty()
             {
                 // Sent to the target, never answered in full: it may have
@@ -1840,7 +1840,7 @@ impl Relay {
     /// Records the statements the session ends with unanswered.
     fn finish_all(&mut self, why: &str) {
         while !self.units.is_empty() {
-            self.finish_front_unless(Some(why));
+            self.finish_front_ended(Some(why));
         }
     }
 }
