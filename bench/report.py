@@ -91,6 +91,14 @@ for mode in ("simple", "prepared"):
         "%+.0f us" % (s - d) if s and d else "-",
         "%.0f us" % b if b else "-", "%+.0f us" % (b - d) if b and d else "-"))
 w("")
+w("The tail, same runs (99th percentile of per-transaction latencies):")
+w("")
+w("| mode | direct p99 | sluice p99 | pgbouncer p99 |")
+w("| --- | ---: | ---: | ---: |")
+for mode in ("simple", "prepared"):
+    d, s, b = (f(cell.get((mode, 1, t), {}).get("p99_us")) for t in ("direct", "sluice", "pgbouncer"))
+    w("| %s | %s | %s | %s |" % (mode, *("%.0f us" % v if v else "-" for v in (d, s, b))))
+w("")
 w("## Agent memory")
 w("")
 # Measured on a fresh agent: idle RSS, then with the idle sessions open.

@@ -149,9 +149,9 @@ exec 7>&-
 sleep 2
 
 results="$work/results.csv"
-echo "mode,clients,target,tps,latency_ms,median_us,proxy_cpu_us,cp_cpu_us" > "$results"
+echo "mode,clients,target,tps,latency_ms,median_us,p99_us,proxy_cpu_us,cp_cpu_us" > "$results"
 run() { # mode clients target port user password
-    local mode=$1 c=$2 target=$3 port=$4 user=$5 pw=$6 jobs=$(( $2 < 2 ? $2 : 2 )) median="" proxy="" cpu0="" cpu_us="" cp0="" cp_us=""
+    local mode=$1 c=$2 target=$3 port=$4 user=$5 pw=$6 jobs=$(( $2 < 2 ? $2 : 2 )) median="" p99="" proxy="" cpu0="" cpu_us="" cp0="" cp_us=""
     case $target in sluice) proxy=$AGENT_PID ;; pgbouncer) proxy=$PGB_PID ;; esac
     [ -n "$proxy" ] && cpu0=$(cpu_ticks "$proxy")
     # Through Sluice the control plane works too (it stores the audit
@@ -171,11 +171,11 @@ run() { # mode clients target port user password
     [ -n "$proxy" ] && [ "${txs:-0}" -gt 0 ] && cpu_us=$(( ($(cpu_ticks "$proxy") - cpu0) * TICK_US / txs ))
     [ -n "$cp0" ] && [ "${txs:-0}" -gt 0 ] && cp_us=$(( ($(cpu_ticks "$CP_PID") - cp0) * TICK_US / txs ))
     if [ "$c" = 1 ]; then
-        median=$(cat "$logp".* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+        read -r median p99 < <(cat "$logp".* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)], a[int(NR*0.99+0.5)]}')
         rm -f "$logp".*
     fi
-    echo "$mode,$c,$target,$tps,$lat,$median,$cpu_us,$cp_us" >> "$results"
-    printf '  %-8s -c %-3s %-9s %10s tps  %8s ms avg%s%s%s\n' "$mode" "$c" "$target" "$tps" "$lat" "${median:+  median ${median}us}" "${cpu_us:+  proxy cpu ${cpu_us}us/tx}" "${cp_us:+  control plane cpu ${cp_us}us/tx}"
+    echo "$mode,$c,$target,$tps,$lat,$median,$p99,$cpu_us,$cp_us" >> "$results"
+    printf '  %-8s -c %-3s %-9s %10s tps  %8s ms avg%s%s%s%s\n' "$mode" "$c" "$target" "$tps" "$lat" "${median:+  median ${median}us}" "${p99:+  p99 ${p99}us}" "${cpu_us:+  proxy cpu ${cpu_us}us/tx}" "${cp_us:+  control plane cpu ${cp_us}us/tx}"
 }
 if [ -n "${BENCH_PROFILE:-}" ]; then
     # BENCH_PROFILE=simple|prepared: profile the agent under pgbench -S -c 1
