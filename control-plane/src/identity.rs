@@ -111,8 +111,13 @@ impl IdentityService {
         verifier.verify(token, unix_now())
     }
 
+    /// Admins hold the `admin` role in a token of the built-in issuer, or
+    /// belong to one of the configured `admin_groups`. An external issuer's
+    /// `roles` claim is not believed: an identity provider's "admin" is
+    /// usually some other application's, and only `admin_groups` says which
+    /// of its groups this control plane trusts.
     pub fn is_admin(&self, id: &Identity) -> bool {
-        id.roles.iter().any(|r| r == "admin")
+        (id.issuer == self.issuer_url && id.roles.iter().any(|r| r == "admin"))
             || id.groups.iter().any(|g| self.admin_groups.contains(g))
     }
 
@@ -218,4 +223,40 @@ pub fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(issuer: &str, groups: &[&str], roles: &[&str]) -> Identity {
+        Identity {
+            subject: "someone".into(),
+            issuer: issuer.into(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            kind: sluice_identity::SubjectKind::User,
+            expires_at: u64::MAX,
+            token_id: None,
+        }
+    }
+
+    #[test]
+    fn only_the_built_in_issuer_confers_the_admin_role() {
+        let (key, _) = IssuerKey::generate("k1").unwrap();
+        let svc = IdentityService::new(
+            "https://sluice.example".into(),
+            key,
+            vec!["platform-admins".into()],
+            Vec::new(),
+        )
+        .unwrap();
+        let ours = "https://sluice.example";
+        let idp = "https://login.example.com";
+        assert!(svc.is_admin(&identity(ours, &[], &["admin"])));
+        assert!(!svc.is_admin(&identity(idp, &[], &["admin"])));
+        assert!(svc.is_admin(&identity(idp, &["platform-admins"], &[])));
+        assert!(svc.is_admin(&identity(ours, &["platform-admins"], &[])));
+        assert!(!svc.is_admin(&identity(ours, &["developers"], &["reader"])));
+    }
 }

@@ -55,6 +55,32 @@ async fn tokens_from_a_configured_issuer_are_accepted_and_groups_map_to_admin() 
     assert_eq!(s, 200);
     let (s, v) = api.with_token(Some(&user)).get("/api/v1/resources").await;
     assert_eq!(s, 403, "{v}");
+    // The IdP's `admin` role is its own (it is an admin there), not ours:
+    // only groups listed in `admin_groups` make an admin here.
+    let idp_admin = idp
+        .api()
+        .post_ok(
+            "/api/v1/tokens",
+            serde_json::json!({"subject": "root@idp", "groups": ["developers"], "roles": ["admin"]}),
+        )
+        .await;
+    let idp_admin = idp_admin["token"].as_str().unwrap().to_owned();
+    let (s, _) = idp
+        .api()
+        .with_token(Some(&idp_admin))
+        .get("/api/v1/resources")
+        .await;
+    assert_eq!(s, 200, "an admin at its own issuer");
+    let who = api
+        .with_token(Some(&idp_admin))
+        .get_ok("/api/v1/whoami")
+        .await;
+    assert_eq!(who["roles"], serde_json::json!(["admin"]), "{who}");
+    let (s, v) = api
+        .with_token(Some(&idp_admin))
+        .get("/api/v1/resources")
+        .await;
+    assert_eq!(s, 403, "{v}");
     // The IdP's word that a token is a service account's is not believed:
     // only this control plane's own issuer mints service accounts.
     let bot = idp

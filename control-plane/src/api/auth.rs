@@ -53,7 +53,7 @@ impl FromRequestParts<AppState> for Admin {
             Ok(Admin(id))
         } else {
             Err(AppError::Forbidden(format!(
-                "`{}` does not have the admin role; ask an admin for a token with role `admin`",
+                "`{}` is not an admin; ask an admin for a token with role `admin`, or for membership in one of the control plane's admin groups",
                 id.subject
             )))
         }
