@@ -12,6 +12,9 @@ use sluice_control_plane::{
     vault::MasterKey,
 };
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice-control-plane",

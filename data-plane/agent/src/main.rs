@@ -3,6 +3,9 @@
 use clap::{Parser, Subcommand};
 use sluice_agent::config::AgentArgs;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "sluice-agent", version, about = "The Sluice data-plane agent")]
 struct Cli {
