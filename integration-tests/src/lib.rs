@@ -16,8 +16,10 @@ pub mod rawpg;
 pub mod sluice;
 
 use std::{
+    collections::BTreeSet,
     net::TcpListener,
     path::PathBuf,
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -27,12 +29,51 @@ pub use pg::Postgres;
 pub use process::Process;
 pub use sluice::{AgentProc, ControlPlaneProc};
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, for a process under
+/// test to listen on.
+///
+/// Chosen at random below the kernel's ephemeral range, not with `bind(0)`:
+/// a port `bind(0)` hands out is released again before the process under
+/// test binds it, and in between any outgoing connection (tests make many:
+/// clients, upstream logins, gRPC) may be given it as its local port, which
+/// failed tests with "Address already in use". A port below the range can
+/// only be taken by another explicit bind. One test process never hands out
+/// the same port twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    const LOWEST: u32 = 10_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768)
+        .min(65_536);
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    if ephemeral_start > LOWEST + 1_000 {
+        let span = ephemeral_start - LOWEST;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let mut x = u64::from(std::process::id()) << 32 | u64::from(nanos) | 1;
+        for _ in 0..1_000 {
+            // xorshift64: spread concurrent test processes over the range.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let Ok(port) = u16::try_from(LOWEST + (x % u64::from(span)) as u32) else {
+                continue;
+            };
+            if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                handed_out.insert(port);
+                return port;
+            }
+        }
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
+        .expect("no free port on 127.0.0.1");
+    handed_out.insert(port);
+    port
 }
 
 /// Path of a workspace binary built by `cargo build --workspace --bins`.
