@@ -14,6 +14,9 @@ use crate::{SpoolError, acked};
 
 const LOCK_FILE: &str = "spool.lock";
 
+/// Largest encoding buffer kept between appends.
+const SCRATCH_KEEP: usize = 256 * 1024;
+
 /// Limits of one spool. All sizes are in bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpoolConfig {
@@ -93,6 +96,9 @@ pub struct Spool {
     /// served from memory.
     tail: VecDeque<(u64, Vec<u8>)>,
     tail_size: usize,
+    /// Reused for encoding each append's frames (one allocation less per
+    /// append on the statement path).
+    scratch: Vec<u8>,
 }
 
 impl Spool {
@@ -139,6 +145,7 @@ impl Spool {
             write_gen: 0,
             tail: VecDeque::new(),
             tail_size: 0,
+            scratch: Vec::new(),
         };
         // A crash during ack() can leave acknowledged segments behind.
         spool.drop_acked_segments()?;
@@ -276,13 +283,13 @@ impl Spool {
         records: &[&[u8]],
         within_limit: bool,
     ) -> Result<Range<u64>, SpoolError> {
-        let mut lens = Vec::with_capacity(records.len());
         let mut total: u64 = 0;
         for record in records {
             let len = self.check_record_size(record)?;
-            lens.push(len);
             total = total.saturating_add(HEADER_LEN + u64::from(len));
         }
+        // Checked above, so every length fits.
+        let len_of = |record: &[u8]| u32::try_from(record.len()).unwrap_or(u32::MAX);
         if records.is_empty() {
             return Ok(self.next_seq..self.next_seq);
         }
@@ -311,15 +318,26 @@ impl Spool {
             self.start_segment(first)?;
         }
 
-        let mut buf = Vec::with_capacity(capacity);
-        for ((seq, record), &len) in (first..end).zip(records).zip(&lens) {
-            frame::encode(&mut buf, seq, len, record);
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.reserve(capacity);
+        for (seq, record) in (first..end).zip(records) {
+            frame::encode(&mut buf, seq, len_of(record), record);
         }
-        let (path, offset) = match self.segments.back() {
-            Some(s) => (s.path.clone(), s.size),
-            None => return Err(missing_active_segment(&self.dir)),
+        let Some(offset) = self.segments.back().map(|s| s.size) else {
+            return Err(missing_active_segment(&self.dir));
         };
-        if let Err(e) = self.write_and_sync(&buf, offset) {
+        let written = self.write_and_sync(&buf, offset);
+        // Keep the buffer for the next append, unless a huge batch grew it.
+        if buf.capacity() <= SCRATCH_KEEP {
+            self.scratch = buf;
+        }
+        if let Err(e) = written {
+            let path = self
+                .segments
+                .back()
+                .map(|s| s.path.clone())
+                .unwrap_or_default();
             self.needs_repair = true;
             if let Err(repair_err) = self.repair() {
                 tracing::warn!(
@@ -337,8 +355,8 @@ impl Spool {
             .segments
             .back_mut()
             .ok_or_else(|| missing_active_segment(&self.dir))?;
-        for &len in &lens {
-            seg.push(HEADER_LEN + u64::from(len));
+        for record in records {
+            seg.push(HEADER_LEN + u64::from(len_of(record)));
         }
         self.disk_bytes += total;
         self.next_seq = end;
