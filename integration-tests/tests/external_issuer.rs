@@ -81,6 +81,21 @@ async fn tokens_from_a_configured_issuer_are_accepted_and_groups_map_to_admin() 
         .get("/api/v1/resources")
         .await;
     assert_eq!(s, 403, "{v}");
+    // Nor can it change anything here: the resource it tried to create
+    // does not exist for a real admin.
+    let (s, v) = api
+        .with_token(Some(&idp_admin))
+        .put(
+            "/api/v1/resources/sneaky",
+            serde_json::json!({"kind": "postgres", "agent": "edge", "address": "127.0.0.1:5432", "database": "x"}),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = api
+        .with_token(Some(&admin))
+        .get("/api/v1/resources/sneaky")
+        .await;
+    assert_eq!(s, 404, "{v}");
     // The IdP's word that a token is a service account's is not believed:
     // only this control plane's own issuer mints service accounts.
     let bot = idp

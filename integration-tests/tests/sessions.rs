@@ -145,6 +145,14 @@ fn transcript(cli: &SluiceCli, id: &str) -> (String, Vec<serde_json::Value>) {
     (out.stdout, entries)
 }
 
+/// Each transcript entry's outcome, in order.
+fn outcomes(transcript: &[serde_json::Value]) -> Vec<&str> {
+    transcript
+        .iter()
+        .map(|t| t["outcome"].as_str().unwrap())
+        .collect()
+}
+
 fn verify(cli: &SluiceCli, session: &str) -> (bool, String) {
     let out = cli.run(&["audit", "verify", session]);
     (out.success(), format!("{}{}", out.stdout, out.stderr))
@@ -169,10 +177,7 @@ async fn a_session_is_listed_with_its_transcript_and_verifies_until_tampered_wit
     let id = wait_sessions(&cli, "alice", "ended", 1).await.remove(0);
 
     let (shown, transcript) = transcript(&cli, &id);
-    let outcomes: Vec<&str> = transcript
-        .iter()
-        .map(|t| t["outcome"].as_str().unwrap())
-        .collect();
+    let outcomes = outcomes(&transcript);
     assert_eq!(outcomes, ["ok", "denied", "ok"], "{shown}");
     assert_eq!(
         transcript[0]["result"]["sets"][0]["rows"],
@@ -348,10 +353,7 @@ async fn a_statement_its_client_walked_away_from_is_recorded_with_its_outcome_un
     let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
     let id = wait_sessions(&cli, "alice", "ended", 1).await.remove(0);
     let (shown, transcript) = transcript(&cli, &id);
-    let outcomes: Vec<&str> = transcript
-        .iter()
-        .map(|t| t["outcome"].as_str().unwrap())
-        .collect();
+    let outcomes = outcomes(&transcript);
     // Not "ok": the session ended before the target answered it.
     assert_eq!(outcomes, ["ok", "no_result"], "{shown}");
     assert!(
@@ -414,10 +416,7 @@ async fn a_transcript_shows_each_outcome_with_masked_values_only() {
     let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
     let id = wait_sessions(&cli, "alice", "ended", 1).await.remove(0);
     let (shown, transcript) = transcript(&cli, &id);
-    let outcomes: Vec<&str> = transcript
-        .iter()
-        .map(|t| t["outcome"].as_str().unwrap())
-        .collect();
+    let outcomes = outcomes(&transcript);
     assert_eq!(outcomes, ["ok", "denied", "ok", "error"], "{shown}");
     assert!(
         transcript[3]["error"]
