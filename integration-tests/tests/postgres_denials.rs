@@ -79,6 +79,45 @@ async fn ddl_and_hidden_ddl_never_reach_the_target() {
 }
 
 #[tokio::test]
+async fn a_decision_shared_by_texts_of_one_shape_never_covers_a_constant_that_matters() {
+    // One session: the agent remembers decisions by the text's shape (its
+    // constants replaced), so a text that differs from an allowed one only
+    // in constants is not parsed again, unless a constant could change
+    // what it does.
+    let dp = DataPath::start().await;
+    let (out, err) = sluice_integration_tests::psql_script(
+        dp.agent.pg_port,
+        &dp.token,
+        "SELECT name FROM items WHERE id = 7;\n\
+         SELECT name FROM items WHERE id = 8;\n\
+         SELECT name FROM items WHERE id = 'nine';\n\
+         SELECT set_config('application_name', 'shape-warm', false);\n\
+         SELECT set_config('role', 'postgres', false);\n\
+         SELECT current_user, current_setting('application_name');\n",
+    );
+    // Each text ran with its own values (not the first one's).
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..3],
+        ["item 7", "item 8", "shape-warm"],
+        "{out}\n{err}"
+    );
+    assert!(
+        err.contains("invalid input syntax for type integer: \"nine\""),
+        "{err}"
+    );
+    // set_config's first argument decides what it does: same shape as the
+    // allowed call, still judged on its own and denied.
+    assert!(err.contains("denied this statement"), "{err}");
+    assert_eq!(lines[3], "app|shape-warm", "{out}");
+    assert!(
+        !dp.pg.logs().contains("set_config('role'"),
+        "the target saw the denied set_config"
+    );
+    assert!(dp.pg.logs().contains("set_config('application_name'"));
+}
+
+#[tokio::test]
 async fn denial_names_the_policy_and_rule_with_sqlstate_42501() {
     let dp = DataPath::start().await;
     let mut conn = <sqlx::postgres::PgConnection as sqlx::Connection>::connect(&dp.url())

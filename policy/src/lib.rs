@@ -66,7 +66,7 @@ pub use model::{
 pub use parse::parse_document;
 pub use sql::{
     ClassifiedStatement, ClassifyError, ClassifyOptions, CopyFormat, CopyOut, PreparedChange,
-    classify, classify_with, fingerprint,
+    classify, classify_with, fingerprint, normalize,
 };
 pub use validate::{is_valid_name, validate};
 

@@ -332,6 +332,22 @@ pub fn fingerprint(text: &str, options: ClassifyOptions) -> Result<String, Class
     Ok(guarded(|| pg_query::fingerprint(text, parser, fingerprint_options()))?.hex)
 }
 
+/// `text` with every constant replaced by a `$n` placeholder, as
+/// PostgreSQL's parser finds them (pg_query's normalization, the text
+/// `pg_stat_statements` shows); everything else is kept byte for byte.
+/// Strings are read as under `standard_conforming_strings = on`, the only
+/// syntax the normalizer has. Integer constants in `GROUP BY` and
+/// `ORDER BY` and type modifiers are kept, since they are not values.
+pub fn normalize(text: &str) -> Result<String, ClassifyError> {
+    if text.len() > MAX_SQL_LEN {
+        return Err(ClassifyError::TooLong {
+            len: text.len(),
+            max: MAX_SQL_LEN,
+        });
+    }
+    guarded(|| pg_query::normalize(text))
+}
+
 /// Runs a pg_query call, turning its errors, and any panic in its Rust
 /// post-processing (which indexes into parser output), into our errors.
 fn guarded<T>(call: impl FnOnce() -> pg_query::Result<T>) -> Result<T, ClassifyError> {

@@ -39,7 +39,7 @@ mod classify;
 
 pub use classify::{
     ClassifiedStatement, ClassifyError, ClassifyOptions, CopyFormat, CopyOut, DECODE_MAX_DEPTH,
-    MAX_DEPTH, MAX_SQL_LEN, PreparedChange, classify, classify_with, fingerprint,
+    MAX_DEPTH, MAX_SQL_LEN, PreparedChange, classify, classify_with, fingerprint, normalize,
 };
 
 #[cfg(test)]

@@ -2,6 +2,15 @@
 //! plus the compiled policy. Classification is cached process-wide by
 //! statement text; decisions are cached per session and snapshot version,
 //! so a repeated statement costs one hash lookup.
+//!
+//! Clients that inline their values (`... WHERE id = 42`, the simple
+//! protocol) send a new text every time, so each session also keeps
+//! decisions by the text's *shape*: the text with its constants replaced
+//! by placeholders, as PostgreSQL's own parser finds them
+//! (`sluice_policy::normalize`, a fifth of the cost of a full
+//! classification). Only
+//! decisions that provably do not depend on a constant's value are kept
+//! that way (see [`shape_shareable`]).
 
 use std::{
     collections::HashMap,
@@ -188,9 +197,13 @@ pub struct Judge {
     /// The target session's `standard_conforming_strings`, as last reported.
     standard_conforming_strings: bool,
     decided: HashMap<String, Arc<Verdict>>,
+    /// Decisions by shape (see the module docs and [`shape_shareable`]).
+    by_shape: HashMap<String, Arc<Verdict>>,
 }
 
 const MAX_DECIDED: usize = 1024;
+/// Shapes remembered per session (cleared when full, like `decided`).
+const MAX_SHAPES: usize = 256;
 
 impl Judge {
     pub fn new(subject: Subject, resource: String) -> Self {
@@ -200,6 +213,7 @@ impl Judge {
             version: 0,
             standard_conforming_strings: true,
             decided: HashMap::new(),
+            by_shape: HashMap::new(),
         }
     }
 
@@ -208,6 +222,7 @@ impl Judge {
         if on != self.standard_conforming_strings {
             self.standard_conforming_strings = on;
             self.decided.clear();
+            self.by_shape.clear();
         }
     }
 
@@ -218,9 +233,16 @@ impl Judge {
         };
         if active.version != self.version {
             self.decided.clear();
+            self.by_shape.clear();
             self.version = active.version;
         }
         if let Some(v) = self.decided.get(sql) {
+            return v.clone();
+        }
+        let shape = shape_of(sql, self.standard_conforming_strings);
+        if let Some(v) = shape.as_ref().and_then(|s| self.by_shape.get(s)) {
+            // Not remembered by its text as well: texts with inlined values
+            // rarely repeat, and they would push out those that do.
             return v.clone();
         }
         let verdict = Arc::new(self.decide_sql(active, sql));
@@ -229,6 +251,14 @@ impl Judge {
                 self.decided.clear();
             }
             self.decided.insert(sql.to_owned(), verdict.clone());
+        }
+        if let Some(shape) = shape
+            && shape_shareable(&verdict)
+        {
+            if self.by_shape.len() >= MAX_SHAPES {
+                self.by_shape.clear();
+            }
+            self.by_shape.insert(shape, verdict.clone());
         }
         verdict
     }
@@ -388,6 +418,58 @@ impl Judge {
     }
 }
 
+/// The shape of `sql`: its text with every constant replaced by a `$n`
+/// placeholder, found by PostgreSQL's own parser (`sluice_policy::normalize`;
+/// what is not a constant is kept byte for byte, comments included). Two
+/// texts of one shape differ in the values of constants only.
+///
+/// `None` (judge the text itself) for text the shape could misread or
+/// that cannot be shared anyway: longer than the caches keep, not a plain
+/// query by its first word (a cheap filter; [`shape_shareable`] decides),
+/// under `standard_conforming_strings = off` (the normalizer lexes strings
+/// as `on` only), with a backslash (whose reading depends on that
+/// setting), or that does not parse.
+fn shape_of(sql: &str, standard_conforming_strings: bool) -> Option<String> {
+    if sql.len() > MAX_CACHED_TEXT || !standard_conforming_strings || sql.contains('\\') {
+        return None;
+    }
+    let first = sql.trim_start().get(..6)?;
+    if !["select", "insert", "update", "delete"]
+        .iter()
+        .any(|k| first.eq_ignore_ascii_case(k))
+    {
+        return None;
+    }
+    sluice_policy::normalize(sql).ok()
+}
+
+/// Whether a verdict holds for every text of its text's shape: a single
+/// plain `SELECT`, `INSERT`, `UPDATE` or `DELETE` that calls no function
+/// and is allowed outright. The classifier reads constants' values only
+/// in function arguments (`set_config`), statement options (`EXPLAIN`,
+/// `COPY`) and utility statements, all of which this leaves out; an
+/// approval is never shared, since its approvers must see the real values.
+fn shape_shareable(verdict: &Verdict) -> bool {
+    let Some((classified, true)) = &verdict.classified else {
+        return false;
+    };
+    let Ok([statement]) = classified.as_ref().as_deref() else {
+        return false;
+    };
+    verdict.allowed
+        && verdict.approval.is_none()
+        && statement.prepared.is_none()
+        && statement.copy_out.is_none()
+        && statement.facts.functions.is_empty()
+        && !statement.facts.kinds.is_empty()
+        && statement.facts.kinds.iter().all(|k| {
+            matches!(
+                k,
+                SqlKind::Select | SqlKind::Insert | SqlKind::Update | SqlKind::Delete
+            )
+        })
+}
+
 fn no_snapshot() -> Verdict {
     Verdict::deny(
         "the agent has no valid policy snapshot; nothing is allowed until it has one".into(),
@@ -409,6 +491,189 @@ pub fn abbreviate(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DOC: &str = r#"
+resources:
+  - { name: db, kind: postgres, agent: a, address: "h:1", database: d }
+policies:
+  - name: p
+    subjects: { users: [bot] }
+    resources: { names: [db] }
+    rules:
+      - approve: { sql: { statements: [insert], tables: ["public.payments"] }, approvers: [dba] }
+      - deny: { sql: { unbounded: [update, delete] } }
+        name: bounded
+      - allow: { sql: { statements: [read, write, set] } }
+        name: work
+"#;
+
+    fn snapshot(version: u64) -> Arc<Active> {
+        let doc = sluice_policy::parse_document(DOC).expect("valid document");
+        Arc::new(Active {
+            version,
+            issued_at_ms: 0,
+            policy: sluice_policy::compile(&doc, &doc.resources, "a"),
+            verifier: sluice_identity::Verifier::default(),
+            resources: HashMap::new(),
+            credentials: HashMap::new(),
+            max_staleness: std::time::Duration::from_secs(60),
+        })
+    }
+
+    fn judge() -> (Judge, Arc<Active>) {
+        let subject = Subject::user("bot", Vec::<String>::new());
+        (Judge::new(subject, "db".into()), snapshot(1))
+    }
+
+    /// Whether `sql` was ever classified (parsed) in this process.
+    fn parsed(sql: &str) -> bool {
+        classification_cache()
+            .lock()
+            .unwrap()
+            .entries
+            .contains_key(&(true, sql.to_owned()))
+    }
+
+    /// Pairs of texts that differ only in their constants' values (and
+    /// types), in ways a client could choose.
+    const SAME_SHAPE: &[(&str, &str)] = &[
+        (
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 90017",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 'x'",
+        ),
+        (
+            "select * from public.customers where email = 'a@b.c' and id > -5 limit 10",
+            "select * from public.customers where email = $$d$$ and id > 1.5e3 limit 99999",
+        ),
+        (
+            "SELECT c.oid FROM pg_class c WHERE c.oid = 'pg_authid'::regclass",
+            "SELECT c.oid FROM pg_class c WHERE c.oid = 'customers'::regclass",
+        ),
+        (
+            "SELECT * FROM t WHERE d > DATE '2020-01-01' AND b = B'101' OR x = X'1F'",
+            "SELECT * FROM t WHERE d > DATE 'epoch' AND b = 7 OR x = 'y'",
+        ),
+        (
+            "INSERT INTO orders (id, note) VALUES (1, 'first'), (2, NULL)",
+            "INSERT INTO orders (id, note) VALUES (3, 'x''; DROP TABLE orders; --'), (4, 5)",
+        ),
+        (
+            "UPDATE orders SET note = U&'n' UESCAPE '!' WHERE id IN (SELECT id FROM t WHERE k = 1)",
+            "UPDATE orders SET note = U&'d!0061t!+000061' UESCAPE '!' WHERE id IN (SELECT id FROM t WHERE k = 2)",
+        ),
+        (
+            "DELETE FROM orders WHERE id = 1 RETURNING id, 'gone'",
+            "DELETE FROM orders WHERE id = 2 RETURNING id, 3",
+        ),
+    ];
+
+    #[test]
+    fn texts_that_differ_only_in_constants_share_one_decision_without_a_parse() {
+        for (first, second) in SAME_SHAPE {
+            let (mut judge, active) = judge();
+            let decided = judge.sql(Some(&active), first);
+            assert!(decided.allowed, "{first}: {decided:?}");
+            assert!(parsed(first));
+            let shared = judge.sql(Some(&active), second);
+            assert!(Arc::ptr_eq(&decided, &shared), "{second}");
+            assert!(!parsed(second), "{second} was parsed");
+        }
+    }
+
+    #[test]
+    fn texts_of_one_shape_classify_alike() {
+        // What sharing a decision rests on: the classifier does not read
+        // these constants, whatever their values and types.
+        let options = sluice_policy::ClassifyOptions {
+            standard_conforming_strings: true,
+            skip_fingerprint: false,
+        };
+        for (first, second) in SAME_SHAPE {
+            assert_eq!(
+                shape_of(first, true),
+                shape_of(second, true),
+                "{first} / {second}"
+            );
+            assert!(shape_of(first, true).is_some(), "{first}");
+            let a = sluice_policy::classify_with(first, options).unwrap();
+            let b = sluice_policy::classify_with(second, options).unwrap();
+            assert_eq!(a.len(), 1);
+            assert_eq!(a[0].facts, b[0].facts, "{first} / {second}");
+            assert_eq!(a[0].fingerprint, b[0].fingerprint, "{first} / {second}");
+        }
+    }
+
+    #[test]
+    fn a_decision_that_could_depend_on_a_constant_is_never_shared() {
+        // (first, second, whether the second is allowed): each pair has one
+        // shape, and the first is decided before the second.
+        let cases = [
+            // set_config reads its first argument's value.
+            (
+                "SELECT set_config('application_name', 'x', false)",
+                "SELECT set_config('role', 'postgres', false)",
+                false,
+            ),
+            // Approvers must see the real values.
+            (
+                "INSERT INTO payments VALUES (1, 100)",
+                "INSERT INTO payments VALUES (2, 1000000)",
+                false,
+            ),
+            // Two statements.
+            ("SELECT 1; SELECT 2", "SELECT 3; SELECT 4", true),
+            // A denial is judged per text (it is not the hot path).
+            (
+                "DELETE FROM t WHERE 1 = 1",
+                "DELETE FROM t WHERE 2 = 3",
+                false,
+            ),
+        ];
+        for (first, second, allowed) in cases {
+            assert_eq!(shape_of(first, true), shape_of(second, true), "{first}");
+            let (mut judge, active) = judge();
+            let decided = judge.sql(Some(&active), first);
+            let judged = judge.sql(Some(&active), second);
+            assert!(
+                !Arc::ptr_eq(&decided, &judged),
+                "{second} shared a decision"
+            );
+            assert!(parsed(second), "{second} was not parsed");
+            assert_eq!(judged.allowed, allowed, "{second}: {judged:?}");
+            if first.contains("set_config") {
+                assert!(decided.allowed, "{decided:?}");
+                assert!(judged.kinds.iter().any(|k| k == "set_role"), "{judged:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_text_the_normalizer_reads_as_the_server_does_has_a_shape() {
+        assert!(shape_of("SELECT * FROM t WHERE a = 'x'", true).is_some());
+        // The normalizer assumes standard_conforming_strings = on, and a
+        // backslash reads differently under the two settings.
+        assert_eq!(shape_of("SELECT * FROM t WHERE a = 'x'", false), None);
+        assert_eq!(shape_of("SELECT * FROM t WHERE a = E'x\\'", true), None);
+        assert_eq!(shape_of("DROP TABLE t", true), None);
+        assert_eq!(shape_of("SELEC nonsense", true), None);
+        assert_eq!(shape_of("SELECT 'a\0b'", true), None);
+        let long = format!("SELECT '{}'", "x".repeat(MAX_CACHED_TEXT));
+        assert_eq!(shape_of(&long, true), None);
+        // Under standard_conforming_strings = off nothing is shared.
+        let (mut judge, active) = judge();
+        judge.set_standard_conforming_strings(false);
+        let first = judge.sql(Some(&active), "SELECT a FROM t WHERE b = 1");
+        let second = judge.sql(Some(&active), "SELECT a FROM t WHERE b = 2");
+        assert!(first.allowed && !Arc::ptr_eq(&first, &second));
+    }
+
+    #[test]
+    fn a_new_snapshot_forgets_shared_decisions() {
+        let (mut judge, active) = judge();
+        let first = judge.sql(Some(&active), "SELECT a FROM t WHERE b = 1");
+        let second = judge.sql(Some(&snapshot(2)), "SELECT a FROM t WHERE b = 2");
+        assert!(first.allowed && !Arc::ptr_eq(&first, &second));
+    }
 
     #[test]
     fn fingerprints_computed_on_demand_match_the_classifier_s() {
