@@ -233,6 +233,81 @@ async fn retry_mode_approves_exactly_one_run_of_exactly_that_statement() {
 }
 
 #[tokio::test]
+async fn an_approved_statement_the_audit_spool_refused_runs_later_on_the_same_approval() {
+    let mut dp = DataPath::start_with(
+        &rules(", mode: retry, ttl: 10m"),
+        vec!["--spool-max-bytes".into(), "65536".into()],
+    )
+    .await;
+    let bob = dp.cp.user_token("bob", &["dba"]).await;
+    let dba = SluiceCli::new(&dp.cp.url(), Some(&bob));
+    let mut conn = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+    let id = request_id(&delete(&mut conn, 5).await.unwrap_err());
+    dba.run(&["approvals", "approve", &id]).ok();
+    eventually(
+        Duration::from_secs(20),
+        "the agent to hold the approval",
+        || async {
+            let logs = dp.agent.logs();
+            (logs.contains("approval decided") && logs.contains(&id)).then_some(())
+        },
+    )
+    .await;
+
+    // No acknowledgements: the spool fills up and refuses statements.
+    dp.cp.stop();
+    let mut i = 0;
+    let full = loop {
+        i += 1;
+        assert!(i < 5_000, "the spool never filled up");
+        if let Err(e) = sqlx::query("INSERT INTO notes (body) VALUES ($1)")
+            .bind(format!("note {i}"))
+            .execute(&mut conn)
+            .await
+        {
+            break e;
+        }
+    };
+    let code = |e: &sqlx::Error| {
+        e.as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.into_owned())
+    };
+    assert_eq!(code(&full).as_deref(), Some("57P03"), "{full}");
+    // The approved statement is refused too, and does not run...
+    let refused = delete(&mut conn, 5).await.unwrap_err();
+    assert_eq!(code(&refused).as_deref(), Some("57P03"), "{refused}");
+    assert!(row_exists(&|s| dp.target(s), 5));
+
+    // ...and its approval was not spent on the refusal: once the spool
+    // drains, the same statement runs on it, without a new request.
+    dp.cp.start_again().await;
+    let start = Instant::now();
+    let deleted = loop {
+        match delete(&mut conn, 5).await {
+            Ok(n) => break n,
+            Err(e) if code(&e).as_deref() == Some("57P03") => assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the spool did not drain: {e}"
+            ),
+            Err(e) => panic!("the approval was lost: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(deleted, 1);
+    assert!(!row_exists(&|s| dp.target(s), 5));
+    eventually(
+        Duration::from_secs(20),
+        "the approval to be used",
+        || async {
+            let out = dba.run(&["approvals", "show", &id, "--json"]).ok();
+            out.stdout.contains(r#""status": "used""#).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn two_approvers_are_needed_when_min_is_two() {
     let mut dp = DataPath::start_with(&rules(", mode: retry, min: 2"), Vec::new()).await;
     let bob = dp.cp.user_token("bob", &["dba"]).await;

@@ -39,6 +39,9 @@ struct Outstanding {
 struct Grant {
     request_id: String,
     valid_until_ms: i64,
+    /// Taken by a session whose statement is not yet on its way (see
+    /// [`Approvals::take_grant`]): nobody else may take it meanwhile.
+    taken: bool,
 }
 
 #[derive(Default)]
@@ -135,6 +138,7 @@ impl Approvals {
                     Grant {
                         request_id: decision.request_id,
                         valid_until_ms: decision.valid_until_unix_ms,
+                        taken: false,
                     },
                 );
             }
@@ -142,20 +146,53 @@ impl Approvals {
         }
     }
 
-    /// Spends the grant for exactly this statement, if there is a valid
-    /// one: its request id. The control plane is told it was used.
+    /// Takes the grant for exactly this statement, if there is a valid
+    /// one, and returns its request id. Nobody else can take it until the
+    /// caller either spends it ([`Approvals::spend_grant`], once the
+    /// statement is on record and on its way) or gives it back
+    /// ([`Approvals::return_grant`], when the statement could not run, e.g.
+    /// because the audit spool refused it).
     pub fn take_grant(&self, key: &GrantKey, now_ms: i64) -> Option<String> {
         let mut inner = self.lock();
-        inner.grants.retain(|_, g| g.valid_until_ms > now_ms);
-        let grant = inner.grants.remove(key)?;
+        inner
+            .grants
+            .retain(|_, g| g.taken || g.valid_until_ms > now_ms);
+        let grant = inner.grants.get_mut(key).filter(|g| !g.taken)?;
+        grant.taken = true;
+        Some(grant.request_id.clone())
+    }
+
+    /// The statement ran on the grant `request_id` took: the grant is gone
+    /// and the control plane is told it was used.
+    pub fn spend_grant(&self, key: &GrantKey, request_id: &str) {
+        let mut inner = self.lock();
+        if inner
+            .grants
+            .get(key)
+            .is_some_and(|g| g.request_id == request_id)
+        {
+            inner.grants.remove(key);
+        }
         inner.outbox.push_back(pb::ApprovalRequest {
-            request_id: grant.request_id.clone(),
+            request_id: request_id.to_owned(),
             state: "used".into(),
             ..Default::default()
         });
         drop(inner);
         self.wake.notify_one();
-        Some(grant.request_id)
+    }
+
+    /// The statement did not run: the grant `request_id` took can be used
+    /// again (unless the control plane voided it meanwhile, or it expires).
+    pub fn return_grant(&self, key: &GrantKey, request_id: &str) {
+        if let Some(g) = self
+            .lock()
+            .grants
+            .get_mut(key)
+            .filter(|g| g.request_id == request_id)
+        {
+            g.taken = false;
+        }
     }
 
     /// Ends a request without a decision (`withdrawn`, `expired`).
@@ -280,6 +317,9 @@ mod tests {
         assert_eq!(a.take_grant(&other_subject, 10), None);
         let same = key(&req("x", &["1"]));
         assert_eq!(a.take_grant(&same, 10).as_deref(), Some("r1"));
+        assert_eq!(a.take_grant(&same, 10), None, "taken");
+        assert!(a.drain().is_empty(), "not used yet");
+        a.spend_grant(&same, "r1");
         assert_eq!(a.take_grant(&same, 10), None, "used once");
         // A grant the control plane expires is void.
         file(&a, req("r2", &["3"]), false).unwrap();
@@ -292,6 +332,49 @@ mod tests {
         assert_eq!(a.take_grant(&key(&req("x", &["3"])), 10), None);
         let used = a.drain();
         assert_eq!(used[0].state, "used");
+    }
+
+    #[test]
+    fn a_grant_whose_statement_could_not_run_can_be_used_again() {
+        let a = Approvals::default();
+        file(&a, req("r1", &["1"]), false).unwrap();
+        a.drain();
+        a.decided(approved("r1", 1_000));
+        let same = key(&req("x", &["1"]));
+        assert_eq!(a.take_grant(&same, 10).as_deref(), Some("r1"));
+        // Taken: another session cannot take it meanwhile...
+        assert_eq!(a.take_grant(&same, 10), None);
+        // ...and it is not spent when the statement did not run.
+        a.return_grant(&same, "r1");
+        assert!(a.drain().is_empty(), "the control plane was told nothing");
+        assert_eq!(a.take_grant(&same, 20).as_deref(), Some("r1"));
+        a.spend_grant(&same, "r1");
+        let used = a.drain();
+        assert_eq!(used.len(), 1);
+        assert_eq!(
+            (used[0].request_id.as_str(), used[0].state.as_str()),
+            ("r1", "used")
+        );
+        assert_eq!(a.take_grant(&same, 30), None);
+        // A grant the control plane voids while taken is not given back.
+        file(&a, req("r2", &["2"]), false).unwrap();
+        a.decided(approved("r2", 1_000));
+        let other = key(&req("x", &["2"]));
+        assert_eq!(a.take_grant(&other, 10).as_deref(), Some("r2"));
+        a.decided(pb::ApprovalDecision {
+            request_id: "r2".into(),
+            outcome: "expired".into(),
+            ..Default::default()
+        });
+        a.return_grant(&other, "r2");
+        assert_eq!(a.take_grant(&other, 10), None);
+        // Nor one that expired while taken.
+        file(&a, req("r3", &["3"]), false).unwrap();
+        a.decided(approved("r3", 100));
+        let third = key(&req("x", &["3"]));
+        assert_eq!(a.take_grant(&third, 10).as_deref(), Some("r3"));
+        a.return_grant(&third, "r3");
+        assert_eq!(a.take_grant(&third, 100), None);
     }
 
     #[test]

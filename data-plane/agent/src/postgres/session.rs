@@ -604,6 +604,16 @@ impl Relay {
         ready: Ready,
         approval: Option<String>,
     ) -> Result<(), SessionError> {
+        self.try_release(ready, approval).await.map(drop)
+    }
+
+    /// [`Relay::release`]; whether the request went on its way (false:
+    /// refused, since it could not be put on record).
+    async fn try_release(
+        &mut self,
+        ready: Ready,
+        approval: Option<String>,
+    ) -> Result<bool, SessionError> {
         let ends_cycle = ready.ends_cycle();
         let executes = match &ready {
             Ready::Query { x, .. } => std::slice::from_ref(x.as_ref()),
@@ -632,7 +642,7 @@ impl Relay {
             Err(e) => {
                 if !self.ctx.audit_best_effort {
                     self.refuse_unaudited(&e.to_string(), ends_cycle);
-                    return Ok(());
+                    return Ok(false);
                 }
                 tracing::error!(error = %e, "audit events lost (resource is best_effort); running the statements anyway");
                 events.iter().map(|_| None).collect()
@@ -701,7 +711,7 @@ impl Relay {
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// A statement an approve rule covers: runs at once on a matching
@@ -732,7 +742,15 @@ impl Relay {
         };
         if let Some(request_id) = self.ctx.agent.approvals.take_grant(&key, now) {
             tracing::info!(request = %request_id, "running a statement on its one-time approval");
-            return self.release(ready, Some(request_id)).await;
+            let released = self.try_release(ready, Some(request_id.clone())).await;
+            let approvals = &self.ctx.agent.approvals;
+            if matches!(released, Ok(true)) {
+                approvals.spend_grant(&key, &request_id);
+            } else {
+                // Not run (the spool refused it): the approval still holds.
+                approvals.return_grant(&key, &request_id);
+            }
+            return released.map(drop);
         }
         let request_id = uuid::Uuid::now_v7().to_string();
         let window = if need.wait { need.timeout } else { need.ttl };
