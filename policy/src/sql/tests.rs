@@ -1193,3 +1193,18 @@ fn copy_to_stdout_says_what_it_copies_and_how() {
     assert_eq!(one("COPY t FROM STDIN"), None);
     assert_eq!(one("SELECT 1"), None);
 }
+
+#[test]
+fn normalize_replaces_values_and_keeps_everything_else() {
+    assert_eq!(
+        normalize("SELECT a /* why */ FROM t WHERE b = 'x' AND c > -5 GROUP BY 1 LIMIT 3").unwrap(),
+        "SELECT a /* why */ FROM t WHERE b = $1 AND c > $2 GROUP BY 1 LIMIT $3"
+    );
+    // A text that does not parse has no normalized form.
+    assert!(normalize("SELEC 1").is_err());
+    let long = format!("SELECT '{}'", "x".repeat(MAX_SQL_LEN));
+    assert!(matches!(
+        normalize(&long),
+        Err(ClassifyError::TooLong { .. })
+    ));
+}

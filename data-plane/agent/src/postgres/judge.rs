@@ -8,9 +8,8 @@
 //! decisions by the text's *shape*: the text with its constants replaced
 //! by placeholders, as PostgreSQL's own parser finds them
 //! (`sluice_policy::normalize`, a fifth of the cost of a full
-//! classification). Only
-//! decisions that provably do not depend on a constant's value are kept
-//! that way (see [`shape_shareable`]).
+//! classification). Only decisions that cannot depend on a constant's
+//! value are kept that way (see [`shape_shareable`]).
 
 use std::{
     collections::HashMap,
