@@ -198,11 +198,19 @@ pub struct Judge {
     decided: HashMap<String, Arc<Verdict>>,
     /// Decisions by shape (see the module docs and [`shape_shareable`]).
     by_shape: HashMap<String, Arc<Verdict>>,
+    /// Bytes of text the two maps hold as keys.
+    decided_bytes: usize,
+    shape_bytes: usize,
 }
 
+/// Bounds of a session's decision caches, in entries and in bytes of text
+/// (each map is cleared when an insertion would pass either): one client
+/// holding many sessions full of long unique statements must not be able
+/// to take the agent's memory from everyone else.
 const MAX_DECIDED: usize = 1024;
-/// Shapes remembered per session (cleared when full, like `decided`).
+const MAX_DECIDED_BYTES: usize = 256 * 1024;
 const MAX_SHAPES: usize = 256;
+const MAX_SHAPE_BYTES: usize = 64 * 1024;
 
 impl Judge {
     pub fn new(subject: Subject, resource: String) -> Self {
@@ -213,15 +221,23 @@ impl Judge {
             standard_conforming_strings: true,
             decided: HashMap::new(),
             by_shape: HashMap::new(),
+            decided_bytes: 0,
+            shape_bytes: 0,
         }
+    }
+
+    fn forget(&mut self) {
+        self.decided.clear();
+        self.by_shape.clear();
+        self.decided_bytes = 0;
+        self.shape_bytes = 0;
     }
 
     /// Follows the target's ParameterStatus for standard_conforming_strings.
     pub fn set_standard_conforming_strings(&mut self, on: bool) {
         if on != self.standard_conforming_strings {
             self.standard_conforming_strings = on;
-            self.decided.clear();
-            self.by_shape.clear();
+            self.forget();
         }
     }
 
@@ -231,8 +247,7 @@ impl Judge {
             return Arc::new(no_snapshot());
         };
         if active.version != self.version {
-            self.decided.clear();
-            self.by_shape.clear();
+            self.forget();
             self.version = active.version;
         }
         if let Some(v) = self.decided.get(sql) {
@@ -246,17 +261,24 @@ impl Judge {
         }
         let verdict = Arc::new(self.decide_sql(active, sql));
         if sql.len() <= MAX_CACHED_TEXT {
-            if self.decided.len() >= MAX_DECIDED {
+            if self.decided.len() >= MAX_DECIDED
+                || self.decided_bytes + sql.len() > MAX_DECIDED_BYTES
+            {
                 self.decided.clear();
+                self.decided_bytes = 0;
             }
+            self.decided_bytes += sql.len();
             self.decided.insert(sql.to_owned(), verdict.clone());
         }
         if let Some(shape) = shape
             && shape_shareable(&verdict)
         {
-            if self.by_shape.len() >= MAX_SHAPES {
+            if self.by_shape.len() >= MAX_SHAPES || self.shape_bytes + shape.len() > MAX_SHAPE_BYTES
+            {
                 self.by_shape.clear();
+                self.shape_bytes = 0;
             }
+            self.shape_bytes += shape.len();
             self.by_shape.insert(shape, verdict.clone());
         }
         verdict
@@ -664,6 +686,24 @@ policies:
         let first = judge.sql(Some(&active), "SELECT a FROM t WHERE b = 1");
         let second = judge.sql(Some(&active), "SELECT a FROM t WHERE b = 2");
         assert!(first.allowed && !Arc::ptr_eq(&first, &second));
+    }
+
+    #[test]
+    fn a_session_s_decision_caches_stay_within_their_memory_bounds() {
+        let (mut judge, active) = judge();
+        let long_where = "b = 1 AND ".repeat(MAX_CACHED_TEXT / 12);
+        for i in 0..60 {
+            // Long texts, each its own shape (the column name differs).
+            let sql = format!("SELECT c{i} FROM t WHERE {long_where}true");
+            assert!(sql.len() <= MAX_CACHED_TEXT);
+            assert!(judge.sql(Some(&active), &sql).allowed);
+            let text: usize = judge.decided.keys().map(String::len).sum();
+            let shapes: usize = judge.by_shape.keys().map(String::len).sum();
+            assert_eq!((text, shapes), (judge.decided_bytes, judge.shape_bytes));
+            assert!(text <= MAX_DECIDED_BYTES, "{text} bytes of decided text");
+            assert!(shapes <= MAX_SHAPE_BYTES, "{shapes} bytes of shapes");
+        }
+        assert!(!judge.by_shape.is_empty(), "shapes were kept at all");
     }
 
     #[test]
