@@ -11,7 +11,9 @@ HTTP=127.0.0.1:8080
 GRPC=127.0.0.1:8443
 AGENT_PG=127.0.0.1:15432
 AGENT_STATUS=127.0.0.1:9190
-DEMO_PG_PORT=55432
+# Below the kernel's ephemeral port range (32768-60999 by default), so an
+# outgoing connection can never be holding it when PostgreSQL starts.
+DEMO_PG_PORT=25432
 export SLUICE_URL="http://$HTTP"
 export SLUICE_TOKEN_FILE="$STATE/admin.token"
 mkdir -p "$STATE"
@@ -78,7 +80,13 @@ host all all 127.0.0.1/32 scram-sha-256
 HBA
         fresh_pg=1
     fi
-    "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$STATE/postgres" -l "$STATE/postgres/server.log" -w start >/dev/null
+    # The port on the command line too: state made by an older `make run`
+    # has another one in its postgresql.conf.
+    if ! "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$STATE/postgres" -l "$STATE/postgres/server.log" -o "-p $DEMO_PG_PORT" -w start >/dev/null; then
+        echo "error: the demo PostgreSQL did not start; the end of its log ($STATE/postgres/server.log):" >&2
+        tail -n 5 "$STATE/postgres/server.log" >&2
+        exit 1
+    fi
     pg_started=1
     if [ -n "${fresh_pg:-}" ]; then
         psql -q -h 127.0.0.1 -p "$DEMO_PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
