@@ -85,6 +85,7 @@ HBA
     if ! "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$STATE/postgres" -l "$STATE/postgres/server.log" -o "-p $DEMO_PG_PORT" -w start >/dev/null; then
         echo "error: the demo PostgreSQL did not start; the end of its log ($STATE/postgres/server.log):" >&2
         tail -n 5 "$STATE/postgres/server.log" >&2
+        echo "If another program uses port $DEMO_PG_PORT, stop it; if the log shows a damaged data directory, rm -rf $STATE/postgres to start the demo database over." >&2
         exit 1
     fi
     pg_started=1
