@@ -123,9 +123,15 @@ async fn best_effort_resources_keep_running_when_the_spool_is_full() {
             .expect("best_effort keeps running");
     }
     assert_eq!(dp.target("SELECT count(*) FROM notes"), "600");
+    // The limit holds, but for what the spool documents as its only
+    // overrun (`Spool::append_over_limit`): a statement whose write-ahead
+    // record went in just below the limit and whose event then did not fit
+    // is recorded from that record, outcome unknown, over the limit. One
+    // session runs one statement at a time, so that is one record at most.
     let status = dp.agent.status().await.unwrap();
+    let one_statement = 1024;
     assert!(
-        status["audit_spool"]["disk_bytes"].as_u64().unwrap() <= 65536,
+        status["audit_spool"]["disk_bytes"].as_u64().unwrap() <= 65536 + one_statement,
         "{status}"
     );
 }
