@@ -483,8 +483,21 @@ async fn cancelling_a_held_statement_withdraws_its_request() {
     let dba = SluiceCli::new(&dp.cp.url(), Some(&bob));
     let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
     // A cancel from before the hold (a driver's statement timeout, say)
-    // does not withdraw the next held statement.
+    // does not withdraw the next held statement. The cancel travels on its
+    // own connection: wait until the agent has handled it, or under load it
+    // could arrive after the hold began, which would rightly withdraw it.
     s.cancel().await;
+    eventually(
+        Duration::from_secs(20),
+        "the agent to handle the cancel",
+        || async {
+            dp.agent
+                .logs()
+                .contains("cancel request forwarded")
+                .then_some(())
+        },
+    )
+    .await;
     s.send(&query("SELECT 1")).await;
     s.until(b'Z').await;
     s.send(&query("DELETE FROM items WHERE id = 13")).await;
