@@ -230,3 +230,81 @@ async fn newer_protocol_minor_versions_are_negotiated_down_to_3_0() {
         assert!(n > 0);
     }
 }
+
+#[tokio::test]
+async fn a_session_that_prepares_without_end_is_refused_and_others_are_not_harmed() {
+    use sluice_integration_tests::rawpg::{
+        RawSession, errors, first_column, frame, parse, query, sync,
+    };
+    let rules = format!(
+        "{}      - allow: {{ sql: {{ statements: [prepare] }} }}\n",
+        sluice_integration_tests::datapath::DEFAULT_RULES
+    );
+    let dp =
+        DataPath::start_with(&rules, vec!["--max-prepared-bytes".into(), "65536".into()]).await;
+    let port = dp.agent.pg_port;
+    let padding = "x".repeat(4000);
+    let text = |i: usize| format!("SELECT name FROM items WHERE id = {i} /* {padding} */");
+    let mut s = RawSession::connect(port, "app", &dp.token).await;
+    let mut prepared = 0;
+    let refusal = loop {
+        assert!(prepared < 32, "64 KiB never filled up");
+        s.send(&[parse(&format!("s{prepared}"), &text(prepared)), sync()].concat())
+            .await;
+        let answer = s.until(b'Z').await;
+        let errs = errors(&answer);
+        if !errs.is_empty() {
+            break errs;
+        }
+        prepared += 1;
+    };
+    assert!(
+        prepared >= 10,
+        "only {prepared} statements fitted in 64 KiB"
+    );
+    assert!(
+        refusal.contains("54000") && refusal.contains("--max-prepared-bytes"),
+        "{refusal}"
+    );
+    // The target never saw the refused Parse, and the session still works.
+    async fn count(s: &mut RawSession) -> String {
+        s.send(&query("SELECT count(*) FROM pg_prepared_statements"))
+            .await;
+        first_column(&s.until(b'Z').await).concat()
+    }
+    assert_eq!(count(&mut s).await, prepared.to_string());
+    // Small statements fill what is left.
+    loop {
+        assert!(prepared < 64, "the budget never filled up");
+        s.send(&[parse(&format!("s{prepared}"), "SELECT 1"), sync()].concat())
+            .await;
+        if !errors(&s.until(b'Z').await).is_empty() {
+            break;
+        }
+        prepared += 1;
+    }
+    // SQL PREPARE is held to the same budget (a longer name than any
+    // small statement's: it cannot fit where they did not).
+    s.send(&query(
+        "PREPARE a_statement_prepared_with_sql_over_the_budget AS SELECT 1",
+    ))
+    .await;
+    let answer = s.until(b'Z').await;
+    assert!(errors(&answer).contains("54000"), "{}", errors(&answer));
+    assert_eq!(count(&mut s).await, prepared.to_string());
+
+    // Another session of the same subject prepares as usual meanwhile.
+    let mut other = RawSession::connect(port, "app", &dp.token).await;
+    other.send(&[parse("s0", &text(0)), sync()].concat()).await;
+    let answer = other.until(b'Z').await;
+    assert!(errors(&answer).is_empty(), "{}", errors(&answer));
+    assert_eq!(count(&mut other).await, "1");
+
+    // Closing a statement makes room again.
+    s.send(&[frame(b'C', b"Ss0\0"), sync()].concat()).await;
+    s.until(b'Z').await;
+    s.send(&[parse("again", &text(1)), sync()].concat()).await;
+    let answer = s.until(b'Z').await;
+    assert!(errors(&answer).is_empty(), "{}", errors(&answer));
+    assert_eq!(count(&mut s).await, prepared.to_string());
+}

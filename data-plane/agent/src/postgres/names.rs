@@ -16,9 +16,15 @@
 //!   does, so re-preparing a name later cannot change what it runs.
 //! - Statements created with SQL `PREPARE` are opaque: the agent never saw
 //!   them through Parse, so binding them is refused.
+//! - What a session holds is bounded (`--max-prepared-bytes`): the agent's
+//!   memory is shared by every session, so a client that prepares without
+//!   end is refused (54000) rather than allowed to grow the agent without
+//!   bound. The bound counts confirmed names and those sent and not yet
+//!   answered, each by its text, parameters and a fixed bookkeeping cost.
 
 use std::{
     collections::{HashMap, VecDeque},
+    fmt,
     sync::Arc,
 };
 
@@ -42,6 +48,21 @@ pub struct Prepared {
     pub copy_out: Vec<sluice_policy::CopyOut>,
 }
 
+/// Bytes counted for each name besides the text and parameters it holds:
+/// the map entry, the `Prepared` or `Portal` and its allocations.
+const NAME_OVERHEAD: usize = 256;
+
+impl Prepared {
+    /// Memory it holds, as counted against the session's budget.
+    fn weight(&self) -> usize {
+        NAME_OVERHEAD
+            + self.text.len()
+            + self.rule.len()
+            + self.param_types.len() * 4
+            + self.tables_read.iter().map(String::len).sum::<usize>()
+    }
+}
+
 /// A bound portal: the statement it runs and its parameters (for the audit
 /// trail).
 #[derive(Debug, PartialEq, Eq)]
@@ -55,6 +76,15 @@ pub struct Portal {
     pub result_formats: Vec<i16>,
 }
 
+impl Portal {
+    /// Memory it holds besides its statement (counted with the statement).
+    fn weight(&self) -> usize {
+        NAME_OVERHEAD
+            + self.params.iter().map(String::len).sum::<usize>()
+            + self.result_formats.len() * 2
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Statement {
     Known(Arc<Prepared>),
@@ -62,10 +92,28 @@ enum Statement {
     Opaque,
 }
 
+impl Statement {
+    fn weight(&self) -> usize {
+        match self {
+            Self::Known(p) => p.weight(),
+            Self::Opaque => NAME_OVERHEAD,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Addition {
     Statement(String, Arc<Prepared>),
     Portal(String, Arc<Portal>),
+}
+
+impl Addition {
+    fn weight(&self) -> usize {
+        match self {
+            Self::Statement(name, p) => name.len() + p.weight(),
+            Self::Portal(name, p) => name.len() + p.weight(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -92,23 +140,128 @@ pub enum Op {
 #[derive(Debug)]
 pub struct AdditionOp(Addition);
 
-/// Why a Bind or Execute cannot be allowed; safe to show the client.
-pub type Refusal = String;
+/// Why a Parse, Bind or Execute cannot be allowed; safe to show the
+/// client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// What the name holds (or that it holds nothing) does not allow it.
+    Name(String),
+    /// The session's names would take more than `budget` bytes.
+    OverBudget { budget: usize },
+}
 
-#[derive(Debug, Default)]
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Name(why) => f.write_str(why),
+            Self::OverBudget { budget } => write!(
+                f,
+                "this session's prepared statements and portals would take more than the {budget} bytes of agent memory a session may hold (--max-prepared-bytes)"
+            ),
+        }
+    }
+}
+
+#[derive(Debug)]
 pub struct Names {
     statements: HashMap<String, Statement>,
     portals: HashMap<String, Arc<Portal>>,
     pending: VecDeque<Pending>,
+    /// Bytes `statements` and `portals` hold (see `NAME_OVERHEAD`).
+    held: usize,
+    /// Bytes the additions in `pending` hold.
+    pending_held: usize,
+    /// What `held` and `pending_held` together may reach.
+    budget: usize,
+}
+
+impl Default for Names {
+    /// Unbounded.
+    fn default() -> Self {
+        Self::new(usize::MAX)
+    }
 }
 
 impl Names {
+    /// A session's view, holding at most `budget` bytes of names.
+    pub fn new(budget: usize) -> Self {
+        Self {
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            pending: VecDeque::new(),
+            held: 0,
+            pending_held: 0,
+            budget,
+        }
+    }
+
     /// Starts planning a batch against the current view.
     pub fn plan(&self) -> Plan<'_> {
         Plan {
             names: self,
             ops: Vec::new(),
+            added: 0,
         }
+    }
+
+    /// Whether SQL `PREPARE`s (`changes`) leave the session within its
+    /// budget.
+    pub fn sql_fits(&self, changes: &[PreparedChange]) -> Result<(), Refusal> {
+        let added = changes
+            .iter()
+            .map(|c| match c {
+                PreparedChange::Prepare(name) => name.len() + NAME_OVERHEAD,
+                _ => 0,
+            })
+            .sum();
+        self.fits(added)
+    }
+
+    fn fits(&self, added: usize) -> Result<(), Refusal> {
+        let total = self
+            .held
+            .saturating_add(self.pending_held)
+            .saturating_add(added);
+        if total > self.budget {
+            return Err(Refusal::OverBudget {
+                budget: self.budget,
+            });
+        }
+        Ok(())
+    }
+
+    fn insert_statement(&mut self, name: String, statement: Statement) {
+        let len = name.len();
+        self.held += len + statement.weight();
+        if let Some(old) = self.statements.insert(name, statement) {
+            self.held -= len + old.weight();
+        }
+    }
+
+    fn remove_statement(&mut self, name: &str) {
+        if let Some((name, old)) = self.statements.remove_entry(name) {
+            self.held -= name.len() + old.weight();
+        }
+    }
+
+    fn insert_portal(&mut self, name: String, portal: Arc<Portal>) {
+        let len = name.len();
+        self.held += len + portal.weight();
+        if let Some(old) = self.portals.insert(name, portal) {
+            self.held -= len + old.weight();
+        }
+    }
+
+    fn remove_portal(&mut self, name: &str) {
+        if let Some((name, old)) = self.portals.remove_entry(name) {
+            self.held -= name.len() + old.weight();
+        }
+    }
+
+    fn pop_pending(&mut self) -> Option<Pending> {
+        let p = self.pending.pop_front()?;
+        self.pending_held -= p.addition.weight();
+        Some(p)
     }
 
     /// Applies a forwarded batch's planned changes; its additions belong to
@@ -119,26 +272,34 @@ impl Names {
                 Op::Add {
                     addition: AdditionOp(addition),
                     doomed,
-                } => self.pending.push_back(Pending {
-                    cycle,
-                    addition,
-                    doomed,
-                    cancelled: false,
-                }),
+                } => {
+                    self.pending_held += addition.weight();
+                    self.pending.push_back(Pending {
+                        cycle,
+                        addition,
+                        doomed,
+                        cancelled: false,
+                    });
+                }
                 Op::RemoveStatement(name) => {
-                    self.statements.remove(&name);
+                    self.remove_statement(&name);
                     self.cancel(|a| matches!(a, Addition::Statement(n, _) if *n == name));
                 }
                 Op::RemoveAllStatements => {
-                    self.statements.clear();
+                    let freed: usize = self
+                        .statements
+                        .drain()
+                        .map(|(name, s)| name.len() + s.weight())
+                        .sum();
+                    self.held -= freed;
                     self.cancel(|a| matches!(a, Addition::Statement(..)));
                 }
                 Op::Opaque(name) => {
                     self.cancel(|a| matches!(a, Addition::Statement(n, _) if *n == name));
-                    self.statements.insert(name, Statement::Opaque);
+                    self.insert_statement(name, Statement::Opaque);
                 }
                 Op::RemovePortal(name) => {
-                    self.portals.remove(&name);
+                    self.remove_portal(&name);
                     self.cancel(|a| matches!(a, Addition::Portal(n, _) if *n == name));
                 }
             }
@@ -156,14 +317,14 @@ impl Names {
     /// ParseComplete from the target. `false` when it does not match what
     /// was sent (the view is then reset: everything is unknown).
     pub fn parse_complete(&mut self) -> bool {
-        match self.pending.pop_front() {
+        match self.pop_pending() {
             Some(Pending {
                 addition: Addition::Statement(name, prepared),
                 cancelled,
                 ..
             }) => {
                 if !cancelled {
-                    self.statements.insert(name, Statement::Known(prepared));
+                    self.insert_statement(name, Statement::Known(prepared));
                 }
                 true
             }
@@ -177,14 +338,14 @@ impl Names {
     /// BindComplete from the target: the portal it confirms, or `None` when
     /// it does not match what was sent (the view is then reset).
     pub fn bind_complete(&mut self) -> Option<String> {
-        match self.pending.pop_front() {
+        match self.pop_pending() {
             Some(Pending {
                 addition: Addition::Portal(name, portal),
                 cancelled,
                 ..
             }) => {
                 if !cancelled {
-                    self.portals.insert(name.clone(), portal);
+                    self.insert_portal(name.clone(), portal);
                 }
                 Some(name)
             }
@@ -198,7 +359,15 @@ impl Names {
     /// An error or the end of sync cycle `cycle` at the target: its
     /// unanswered additions were skipped or failed.
     pub fn cycle_ended(&mut self, cycle: u64) {
-        self.pending.retain(|p| p.cycle != cycle);
+        let mut dropped = 0;
+        self.pending.retain(|p| {
+            let keep = p.cycle != cycle;
+            if !keep {
+                dropped += p.addition.weight();
+            }
+            keep
+        });
+        self.pending_held -= dropped;
     }
 
     /// Cycle numbers after `cycle` move down by one (a Sync the target
@@ -211,7 +380,12 @@ impl Names {
 
     /// Forgets confirmed portals (the transaction ended).
     pub fn clear_portals(&mut self) {
-        self.portals.clear();
+        let freed: usize = self
+            .portals
+            .drain()
+            .map(|(name, p)| name.len() + p.weight())
+            .sum();
+        self.held -= freed;
     }
 
     /// Forgets everything: every name is unknown until parsed again.
@@ -219,6 +393,8 @@ impl Names {
         self.statements.clear();
         self.portals.clear();
         self.pending.clear();
+        self.held = 0;
+        self.pending_held = 0;
     }
 
     fn statement(&self, name: &str) -> Option<Statement> {
@@ -253,6 +429,8 @@ impl Names {
 pub struct Plan<'a> {
     names: &'a Names,
     ops: Vec<Op>,
+    /// Bytes its additions hold.
+    added: usize,
 }
 
 impl Plan<'_> {
@@ -260,12 +438,31 @@ impl Plan<'_> {
         self.ops
     }
 
-    pub fn parse(&mut self, name: &str, prepared: Arc<Prepared>) {
-        let doomed = !name.is_empty() && self.statement(name).is_some();
+    /// Refused when the session would hold more than its budget.
+    pub fn parse(&mut self, name: &str, prepared: Arc<Prepared>) -> Result<(), Refusal> {
+        let addition = Addition::Statement(name.to_owned(), prepared);
+        self.add(addition, |plan| {
+            !name.is_empty() && plan.statement(name).is_some()
+        })
+    }
+
+    /// Plans `addition` (`doomed`: the target will reject it) if the
+    /// session stays within its budget. Removals planned in the same batch
+    /// are not credited: the budget may refuse a batch that would just fit.
+    fn add(
+        &mut self,
+        addition: Addition,
+        doomed: impl FnOnce(&Self) -> bool,
+    ) -> Result<(), Refusal> {
+        let weight = addition.weight();
+        self.names.fits(self.added.saturating_add(weight))?;
+        self.added += weight;
+        let doomed = doomed(self);
         self.ops.push(Op::Add {
-            addition: AdditionOp(Addition::Statement(name.to_owned(), prepared)),
+            addition: AdditionOp(addition),
             doomed,
         });
+        Ok(())
     }
 
     /// `params` renders the Bind's parameters given the statement's
@@ -281,39 +478,37 @@ impl Plan<'_> {
         let prepared = match self.statement(statement) {
             Some(Statement::Known(p)) => p,
             Some(Statement::Opaque) => {
-                return Err(format!(
+                return Err(Refusal::Name(format!(
                     "prepared statement \"{statement}\" was created with SQL PREPARE, which sluice cannot judge at Bind; prepare it with the protocol's Parse or run EXECUTE"
-                ));
+                )));
             }
             None => {
-                return Err(format!(
+                return Err(Refusal::Name(format!(
                     "prepared statement \"{statement}\" does not exist on this session as far as sluice knows; prepare it with Parse"
-                ));
+                )));
             }
         };
-        let doomed = !portal.is_empty() && self.portal(portal).is_some();
-        self.ops.push(Op::Add {
-            addition: AdditionOp(Addition::Portal(
-                portal.to_owned(),
-                Arc::new(Portal {
-                    params: params(&prepared.param_types),
-                    params_digest,
-                    statement: prepared,
-                    result_formats,
-                }),
-            )),
-            doomed,
-        });
-        Ok(())
+        let addition = Addition::Portal(
+            portal.to_owned(),
+            Arc::new(Portal {
+                params: params(&prepared.param_types),
+                params_digest,
+                statement: prepared,
+                result_formats,
+            }),
+        );
+        self.add(addition, |plan| {
+            !portal.is_empty() && plan.portal(portal).is_some()
+        })
     }
 
     /// The portal an Execute runs; applies what running it does to the
     /// session's prepared statements.
     pub fn execute(&mut self, portal: &str) -> Result<Arc<Portal>, Refusal> {
         let found = self.portal(portal).ok_or_else(|| {
-            format!(
+            Refusal::Name(format!(
                 "portal \"{portal}\" was not bound through this session's protocol; use Bind (or FETCH for cursors)"
-            )
+            ))
         })?;
         self.sql(&found.statement.changes);
         Ok(found)
@@ -389,7 +584,7 @@ mod tests {
     /// Plans and forwards one batch: Parse `name`=`text`, Bind portal "" to it.
     fn parse_bind(names: &mut Names, name: &str, text: &str, cycle: u64) {
         let mut plan = names.plan();
-        plan.parse(name, stmt(text));
+        plan.parse(name, stmt(text)).unwrap();
         plan.bind("", name, |_| Vec::new(), [0; 32], Vec::new())
             .unwrap();
         let ops = plan.into_ops();
@@ -404,7 +599,7 @@ mod tests {
         assert_eq!(names.bind_complete().as_deref(), Some(""));
         // Re-parse the unnamed statement without binding again.
         let mut plan = names.plan();
-        plan.parse("", stmt("select 2"));
+        plan.parse("", stmt("select 2")).unwrap();
         let p = plan.execute("").unwrap();
         assert_eq!(p.statement.text, "select 1");
     }
@@ -413,7 +608,7 @@ mod tests {
     fn additions_count_only_once_confirmed_and_errors_drop_them() {
         let mut names = Names::default();
         let mut plan = names.plan();
-        plan.parse("s1", stmt("select 1"));
+        plan.parse("s1", stmt("select 1")).unwrap();
         let ops = plan.into_ops();
         names.apply(ops, 0);
         // The target reports an error for cycle 0: no ParseComplete.
@@ -429,14 +624,14 @@ mod tests {
     fn a_duplicate_name_is_planned_as_failing() {
         let mut names = Names::default();
         let mut plan = names.plan();
-        plan.parse("s1", stmt("select 1"));
+        plan.parse("s1", stmt("select 1")).unwrap();
         let ops = plan.into_ops();
         names.apply(ops, 0);
         assert!(names.parse_complete());
         // Pipelined: Parse s1 again (the target will reject it), then in a
         // later batch bind s1: the target runs the first text.
         let mut plan = names.plan();
-        plan.parse("s1", stmt("select 2"));
+        plan.parse("s1", stmt("select 2")).unwrap();
         let ops = plan.into_ops();
         names.apply(ops, 1);
         let mut plan = names.plan();
@@ -451,7 +646,7 @@ mod tests {
         let mut names = Names::default();
         for (i, n) in ["a", "b"].into_iter().enumerate() {
             let mut plan = names.plan();
-            plan.parse(n, stmt("select 1"));
+            plan.parse(n, stmt("select 1")).unwrap();
             let ops = plan.into_ops();
             names.apply(ops, i as u64);
             assert!(names.parse_complete());
@@ -470,7 +665,7 @@ mod tests {
                 .is_ok()
         );
         // After DEALLOCATE a, Parse a with a new text is not doomed.
-        plan.parse("a", stmt("select 2"));
+        plan.parse("a", stmt("select 2")).unwrap();
         plan.bind("x", "a", |_| Vec::new(), [0; 32], Vec::new())
             .unwrap();
         assert_eq!(plan.execute("x").unwrap().statement.text, "select 2");
@@ -492,18 +687,18 @@ mod tests {
         let mut plan = names.plan();
         // Parse s1 would fail on the target (it exists), so the opaque
         // statement stays what s1 means, and it cannot be bound.
-        plan.parse("s1", stmt("select 1"));
+        plan.parse("s1", stmt("select 1")).unwrap();
         let err = plan
             .bind("", "s1", |_| Vec::new(), [0; 32], Vec::new())
             .unwrap_err();
-        assert!(err.contains("SQL PREPARE"), "{err}");
+        assert!(err.to_string().contains("SQL PREPARE"), "{err}");
     }
 
     #[test]
     fn close_cancels_an_unconfirmed_parse() {
         let mut names = Names::default();
         let mut plan = names.plan();
-        plan.parse("s1", stmt("select 1"));
+        plan.parse("s1", stmt("select 1")).unwrap();
         plan.close(b'S', "s1");
         let ops = plan.into_ops();
         names.apply(ops, 0);
@@ -528,5 +723,99 @@ mod tests {
                 .is_err()
         );
         assert!(plan.execute("").is_err());
+    }
+
+    /// `held` and `pending_held` as recounted from scratch.
+    fn recount(names: &Names) -> (usize, usize) {
+        let held = names
+            .statements
+            .iter()
+            .map(|(n, s)| n.len() + s.weight())
+            .chain(names.portals.iter().map(|(n, p)| n.len() + p.weight()))
+            .sum();
+        let pending = names.pending.iter().map(|p| p.addition.weight()).sum();
+        (held, pending)
+    }
+
+    #[test]
+    fn what_a_session_holds_is_counted_through_every_change() {
+        let mut names = Names::default();
+        let check = |names: &Names| assert_eq!((names.held, names.pending_held), recount(names));
+        parse_bind(&mut names, "s1", "select 1", 0);
+        check(&names);
+        assert!(names.parse_complete());
+        assert!(names.bind_complete().is_some());
+        check(&names);
+        // The unnamed statement and portal are replaced, not added to.
+        for cycle in 1..4 {
+            parse_bind(&mut names, "", "select 2", cycle);
+            assert!(names.parse_complete());
+            assert!(names.bind_complete().is_some());
+            check(&names);
+        }
+        let mut plan = names.plan();
+        // SQL PREPARE over a name replaces what it held.
+        plan.sql(&[PreparedChange::Prepare("s1".into())]);
+        let ops = plan.into_ops();
+        names.apply(ops, 4);
+        check(&names);
+        let mut plan = names.plan();
+        plan.sql(&[PreparedChange::Prepare("opaque".into())]);
+        plan.close(b'S', "s1");
+        let ops = plan.into_ops();
+        names.apply(ops, 4);
+        check(&names);
+        parse_bind(&mut names, "s2", "select 3", 5);
+        check(&names);
+        names.cycle_ended(5);
+        check(&names);
+        names.clear_portals();
+        check(&names);
+        let mut plan = names.plan();
+        plan.sql(&[PreparedChange::DeallocateAll]);
+        let ops = plan.into_ops();
+        names.apply(ops, 6);
+        assert_eq!((names.held, names.pending_held), (0, 0));
+    }
+
+    #[test]
+    fn a_session_over_its_budget_is_refused_until_it_closes_names() {
+        let text = "x".repeat(1000);
+        let one = "s0".len() + stmt(&text).weight();
+        let mut names = Names::new(3 * one);
+        for (cycle, name) in ["s0", "s1", "s2"].into_iter().enumerate() {
+            let mut plan = names.plan();
+            plan.parse(name, stmt(&text)).unwrap();
+            let ops = plan.into_ops();
+            names.apply(ops, cycle as u64);
+        }
+        // Sent and not yet answered counts as held.
+        let mut plan = names.plan();
+        assert_eq!(
+            plan.parse("s3", stmt(&text)),
+            Err(Refusal::OverBudget { budget: 3 * one })
+        );
+        // Nothing was planned, so nothing is refused by the target either.
+        assert!(plan.into_ops().is_empty());
+        for _ in 0..3 {
+            assert!(names.parse_complete());
+        }
+        let mut plan = names.plan();
+        assert!(plan.parse("s3", stmt(&text)).is_err());
+        // A portal counts too.
+        assert!(matches!(
+            plan.bind("", "s0", |_| Vec::new(), [0; 32], Vec::new()),
+            Err(Refusal::OverBudget { .. })
+        ));
+        let mut plan = names.plan();
+        assert!(matches!(
+            names.sql_fits(&[PreparedChange::Prepare("p".into())]),
+            Err(Refusal::OverBudget { .. })
+        ));
+        plan.close(b'S', "s0");
+        let ops = plan.into_ops();
+        names.apply(ops, 3);
+        let mut plan = names.plan();
+        plan.parse("s3", stmt(&text)).unwrap();
     }
 }

@@ -46,7 +46,7 @@ use super::{
     capture::{self, Capture},
     io::Stream,
     judge::{Judge, Verdict},
-    names::{Names, Prepared},
+    names::{Names, Prepared, Refusal},
     upstream::{Upstream, scrub},
 };
 use crate::{
@@ -298,6 +298,7 @@ pub async fn run(
         statement_bytes: args.record_statement_bytes,
     };
     let record_left = args.record_session_bytes;
+    let names = Names::new(args.max_prepared_bytes);
     let mut relay = Relay {
         ctx,
         judge,
@@ -319,7 +320,7 @@ pub async fn run(
         batch_bytes: 0,
         skip_until_sync: false,
         copy_in: false,
-        names: Names::default(),
+        names,
         portal_rows: HashMap::new(),
         units: VecDeque::new(),
         record_limits,
@@ -583,6 +584,21 @@ impl Relay {
                 return Ok(());
             }
             self.deny(&verdict, true);
+            return Ok(());
+        }
+        if let Err(refusal) = self.names.sql_fits(&verdict.prepared) {
+            let refusal = Verdict {
+                reason: refusal.to_string(),
+                ..Verdict::default()
+            };
+            if let Err(e) = self
+                .audit_decision(&x.id, &x.text, Vec::new(), &refusal)
+                .await
+            {
+                self.refuse_unaudited(&e.to_string(), true);
+                return Ok(());
+            }
+            self.refuse_over_budget(&refusal.reason, true);
             return Ok(());
         }
         let ready = Ready::Query {
@@ -1164,6 +1180,8 @@ impl Relay {
         let mut plan = self.names.plan();
         let mut executes: Vec<PlannedExecute> = Vec::new();
         let mut denial: Option<(Arc<Verdict>, String)> = None;
+        // Refused for the session's budget of names (54000, not a denial).
+        let mut over_budget = false;
         let refused = |reason: String| {
             Arc::new(Verdict {
                 reason,
@@ -1183,7 +1201,7 @@ impl Relay {
                     if verdict.kinds.iter().any(|k| is_ddl(k)) {
                         self.catalog_stale = true;
                     }
-                    plan.parse(
+                    let planned = plan.parse(
                         p.statement,
                         Arc::new(Prepared {
                             text: p.query.to_owned(),
@@ -1196,6 +1214,11 @@ impl Relay {
                             copy_out: verdict.copy_out.clone(),
                         }),
                     );
+                    if let Err(refusal) = planned {
+                        over_budget = true;
+                        denial = Some((refused(refusal.to_string()), p.query.to_owned()));
+                        break;
+                    }
                 }
                 b'B' => {
                     let b = messages::parse_bind(frame.body()).map_err(bad)?;
@@ -1206,7 +1229,11 @@ impl Relay {
                         params_digest(&b),
                         b.result_formats.clone(),
                     ) {
-                        denial = Some((refused(reason), format!("<bind {}>", b.statement)));
+                        over_budget = matches!(reason, Refusal::OverBudget { .. });
+                        denial = Some((
+                            refused(reason.to_string()),
+                            format!("<bind {}>", b.statement),
+                        ));
                         break;
                     }
                 }
@@ -1220,7 +1247,10 @@ impl Relay {
                     let p = match plan.execute(portal) {
                         Ok(p) => p,
                         Err(reason) => {
-                            denial = Some((refused(reason), format!("<execute portal {portal}>")));
+                            denial = Some((
+                                refused(reason.to_string()),
+                                format!("<execute portal {portal}>"),
+                            ));
                             break;
                         }
                     };
@@ -1270,7 +1300,11 @@ impl Relay {
                 // Denied either way; only the record of the denial is missing.
                 tracing::error!(error = %e, "cannot audit a denied statement");
             }
-            self.deny(&verdict, ends_with_sync);
+            if over_budget {
+                self.refuse_over_budget(&verdict.reason, ends_with_sync);
+            } else {
+                self.deny(&verdict, ends_with_sync);
+            }
             return Ok(());
         }
 
@@ -1354,6 +1388,16 @@ impl Relay {
         let mut out = BytesMut::new();
         let notice = messages::Notice::error("57P03", format!("sluice could not record this statement in its audit log, so it was not run: {why}"))
             .hint("the agent's audit spool is full or unwritable; it recovers once the control plane acknowledges events or the disk accepts writes");
+        out.extend_from_slice(&notice.to_error().raw);
+        self.reject(out, with_rfq);
+    }
+
+    /// Answers a request refused for the session's budget of prepared
+    /// statements and portals with 54000, as [`Relay::deny`] does.
+    fn refuse_over_budget(&mut self, why: &str, with_rfq: bool) {
+        let mut out = BytesMut::new();
+        let notice = messages::Notice::error("54000", format!("sluice: {why}; it was not sent to the database"))
+            .hint("close prepared statements and portals the session no longer needs (Close, DEALLOCATE), or ask the operator to raise the agent's --max-prepared-bytes");
         out.extend_from_slice(&notice.to_error().raw);
         self.reject(out, with_rfq);
     }
