@@ -92,6 +92,19 @@ impl RawSession {
         self.stream.write_all(bytes).await.unwrap();
     }
 
+    /// Writes as much of `bytes` as the peer takes, until a write makes no
+    /// progress for `wait` (the peer stopped reading); returns how much.
+    pub async fn send_some(&mut self, bytes: &[u8], wait: Duration) -> usize {
+        let mut sent = 0;
+        while sent < bytes.len() {
+            match tokio::time::timeout(wait, self.stream.write(&bytes[sent..])).await {
+                Ok(n) => sent += n.unwrap(),
+                Err(_) => break,
+            }
+        }
+        sent
+    }
+
     /// Frames up to and including the first with `tag`.
     pub async fn until(&mut self, tag: u8) -> Vec<Frame> {
         self.until_n(tag, 1).await

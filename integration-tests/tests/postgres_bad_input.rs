@@ -308,3 +308,64 @@ async fn a_session_that_prepares_without_end_is_refused_and_others_are_not_harme
     assert!(errors(&answer).is_empty(), "{}", errors(&answer));
     assert_eq!(count(&mut s).await, prepared.to_string());
 }
+
+#[tokio::test]
+async fn a_client_that_pipelines_without_reading_meets_backpressure() {
+    use sluice_integration_tests::rawpg::{RawSession, bind, errors, execute, parse, sync, tags};
+    use sqlx::Executor as _;
+    let dp = DataPath::start().await;
+    let metrics = format!("http://127.0.0.1:{}/metrics", dp.agent.status_port);
+    // Statements recorded by the agent: one write-ahead record per
+    // statement it forwards.
+    let recorded = || async {
+        let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        text.lines()
+            .find(|l| l.starts_with("audit_events_total ") || l.contains("_audit_events_total "))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no audit_events_total in:\n{text}")) as u64
+    };
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    s.send(&[parse("one", "SELECT id FROM items WHERE id = 1"), sync()].concat())
+        .await;
+    s.until(b'Z').await;
+    // The target answers nothing while this lock is held.
+    let mut lock = sqlx::PgConnection::connect(&dp.pg.url("app"))
+        .await
+        .unwrap();
+    lock.execute("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    const STATEMENTS: usize = 20_000;
+    let one = [bind("", "one"), execute("", 0), sync()].concat();
+    let all = one.repeat(STATEMENTS);
+    let before = recorded().await;
+    let mut sent = s.send_some(&all, Duration::from_secs(2)).await;
+    // Wait for the agent to settle: it forwards until its bound and then
+    // stops reading this client.
+    let mut forwarded = recorded().await - before;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = recorded().await - before;
+        if now == forwarded {
+            break;
+        }
+        forwarded = now;
+    }
+    // 10,000 in flight, plus at most what one read of the client took.
+    assert!(
+        (10_000..14_000).contains(&forwarded),
+        "{forwarded} statements in flight ({sent} of {} bytes sent)",
+        all.len()
+    );
+
+    // Once the target answers, everything runs and the session is fine.
+    lock.execute("COMMIT").await.unwrap();
+    while sent < all.len() {
+        sent += s.send_some(&all[sent..], Duration::from_secs(10)).await;
+    }
+    let answers = s.until_n(b'Z', STATEMENTS).await;
+    assert_eq!(errors(&answers), "");
+    assert_eq!(tags(&answers).matches('D').count(), STATEMENTS);
+}

@@ -62,6 +62,11 @@ const HIGH_WATER: usize = 4 * 1024 * 1024;
 const HOLD_READ_LIMIT: usize = 1024 * 1024;
 /// Most Executes in one extended-protocol batch.
 const MAX_EXECUTES: usize = 10_000;
+/// Statements forwarded and not yet answered, beyond which the client is
+/// not read until some are (each holds its audit event and write-ahead
+/// record in memory): a client that pipelines without reading results
+/// meets backpressure here, not only when the socket buffers fill.
+const MAX_IN_FLIGHT: usize = MAX_EXECUTES;
 /// Largest extended-protocol batch buffered before a Sync/Flush.
 const MAX_BATCH: usize = 64 * 1024 * 1024;
 
@@ -340,7 +345,7 @@ pub async fn run(
         // After the client's Terminate, keep relaying until the target has
         // answered everything it was sent and closes the connection.
         tokio::select! {
-            r = client_r.read_buf(client_reader.buffer()), if relay.to_server.len() < HIGH_WATER && relay.to_client.len() + relay.held_bytes < HIGH_WATER && !relay.terminate && (relay.holding.is_none() || client_reader.buffer().len() < HOLD_READ_LIMIT) => {
+            r = client_r.read_buf(client_reader.buffer()), if relay.to_server.len() < HIGH_WATER && relay.to_client.len() + relay.held_bytes < HIGH_WATER && relay.units.len() < MAX_IN_FLIGHT && !relay.terminate && (relay.holding.is_none() || client_reader.buffer().len() < HOLD_READ_LIMIT) => {
                 last_activity = tokio::time::Instant::now();
                 match r {
                     Ok(0) => break None,
