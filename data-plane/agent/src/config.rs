@@ -93,8 +93,9 @@ pub struct AgentArgs {
     #[arg(long, env = "SLUICE_AGENT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_message_bytes: u32,
     /// Agent memory one session may hold for its client's named prepared
-    /// statements and portals (their text, parameters and bookkeeping); a
-    /// Parse, Bind or SQL PREPARE beyond it is refused with SQLSTATE 54000.
+    /// statements and portals (their text, parameters and bookkeeping; the
+    /// unnamed ones are not counted); a Parse, Bind or SQL PREPARE beyond
+    /// it is refused with SQLSTATE 54000.
     #[arg(long, env = "SLUICE_AGENT_MAX_PREPARED_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_prepared_bytes: usize,
     /// Result rows recorded per statement in the session record (0: none).

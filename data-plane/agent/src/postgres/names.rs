@@ -16,11 +16,16 @@
 //!   does, so re-preparing a name later cannot change what it runs.
 //! - Statements created with SQL `PREPARE` are opaque: the agent never saw
 //!   them through Parse, so binding them is refused.
-//! - What a session holds is bounded (`--max-prepared-bytes`): the agent's
-//!   memory is shared by every session, so a client that prepares without
-//!   end is refused (54000) rather than allowed to grow the agent without
-//!   bound. The bound counts confirmed names and those sent and not yet
-//!   answered, each by its text, parameters and a fixed bookkeeping cost.
+//! - What a session's named statements and portals hold is bounded
+//!   (`--max-prepared-bytes`): the agent's memory is shared by every
+//!   session, so a client that prepares without end is refused (54000)
+//!   rather than allowed to grow the agent without bound. The bound counts
+//!   confirmed names and those sent and not yet answered, each by its
+//!   text, parameters and a fixed bookkeeping cost; a portal also by the
+//!   statement it runs, which it keeps alive after a Close. The unnamed
+//!   statement and portal are not counted: there is one of each, replaced
+//!   by the next, and their size is bounded by `--max-message-bytes` (a
+//!   large value bound through them must not be refused).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -52,6 +57,18 @@ pub struct Prepared {
 /// the map entry, the `Prepared` or `Portal` and its allocations.
 const NAME_OVERHEAD: usize = 256;
 
+/// What an entry whose name is `name_len` bytes long, holding `weight`
+/// bytes, counts against the budget: nothing for the unnamed statement or
+/// portal (see the module docs; their weight is not even computed, they
+/// are on every statement's path).
+fn charge(name_len: usize, weight: impl FnOnce() -> usize) -> usize {
+    if name_len == 0 {
+        0
+    } else {
+        name_len + weight()
+    }
+}
+
 impl Prepared {
     /// Memory it holds, as counted against the session's budget.
     fn weight(&self) -> usize {
@@ -77,11 +94,13 @@ pub struct Portal {
 }
 
 impl Portal {
-    /// Memory it holds besides its statement (counted with the statement).
+    /// Memory it holds, with its statement's (which it keeps alive even
+    /// once the statement's name is closed or reused).
     fn weight(&self) -> usize {
         NAME_OVERHEAD
             + self.params.iter().map(String::len).sum::<usize>()
             + self.result_formats.len() * 2
+            + self.statement.weight()
     }
 }
 
@@ -110,8 +129,8 @@ enum Addition {
 impl Addition {
     fn weight(&self) -> usize {
         match self {
-            Self::Statement(name, p) => name.len() + p.weight(),
-            Self::Portal(name, p) => name.len() + p.weight(),
+            Self::Statement(name, p) => charge(name.len(), || p.weight()),
+            Self::Portal(name, p) => charge(name.len(), || p.weight()),
         }
     }
 }
@@ -210,7 +229,7 @@ impl Names {
         let added = changes
             .iter()
             .map(|c| match c {
-                PreparedChange::Prepare(name) => name.len() + NAME_OVERHEAD,
+                PreparedChange::Prepare(name) => charge(name.len(), || NAME_OVERHEAD),
                 _ => 0,
             })
             .sum();
@@ -232,29 +251,30 @@ impl Names {
 
     fn insert_statement(&mut self, name: String, statement: Statement) {
         let len = name.len();
-        self.held += len + statement.weight();
+        self.held += charge(len, || statement.weight());
+        // A replaced entry had the same name.
         if let Some(old) = self.statements.insert(name, statement) {
-            self.held -= len + old.weight();
+            self.held -= charge(len, || old.weight());
         }
     }
 
     fn remove_statement(&mut self, name: &str) {
-        if let Some((name, old)) = self.statements.remove_entry(name) {
-            self.held -= name.len() + old.weight();
+        if let Some(old) = self.statements.remove(name) {
+            self.held -= charge(name.len(), || old.weight());
         }
     }
 
     fn insert_portal(&mut self, name: String, portal: Arc<Portal>) {
         let len = name.len();
-        self.held += len + portal.weight();
+        self.held += charge(len, || portal.weight());
         if let Some(old) = self.portals.insert(name, portal) {
-            self.held -= len + old.weight();
+            self.held -= charge(len, || old.weight());
         }
     }
 
     fn remove_portal(&mut self, name: &str) {
-        if let Some((name, old)) = self.portals.remove_entry(name) {
-            self.held -= name.len() + old.weight();
+        if let Some(old) = self.portals.remove(name) {
+            self.held -= charge(name.len(), || old.weight());
         }
     }
 
@@ -289,7 +309,7 @@ impl Names {
                     let freed: usize = self
                         .statements
                         .drain()
-                        .map(|(name, s)| name.len() + s.weight())
+                        .map(|(name, s)| charge(name.len(), || s.weight()))
                         .sum();
                     self.held -= freed;
                     self.cancel(|a| matches!(a, Addition::Statement(..)));
@@ -383,7 +403,7 @@ impl Names {
         let freed: usize = self
             .portals
             .drain()
-            .map(|(name, p)| name.len() + p.weight())
+            .map(|(name, p)| charge(name.len(), || p.weight()))
             .sum();
         self.held -= freed;
     }
@@ -730,8 +750,13 @@ mod tests {
         let held = names
             .statements
             .iter()
-            .map(|(n, s)| n.len() + s.weight())
-            .chain(names.portals.iter().map(|(n, p)| n.len() + p.weight()))
+            .map(|(n, s)| charge(n.len(), || s.weight()))
+            .chain(
+                names
+                    .portals
+                    .iter()
+                    .map(|(n, p)| charge(n.len(), || p.weight())),
+            )
             .sum();
         let pending = names.pending.iter().map(|p| p.addition.weight()).sum();
         (held, pending)
@@ -802,9 +827,9 @@ mod tests {
         }
         let mut plan = names.plan();
         assert!(plan.parse("s3", stmt(&text)).is_err());
-        // A portal counts too.
+        // A named portal counts too.
         assert!(matches!(
-            plan.bind("", "s0", |_| Vec::new(), [0; 32], Vec::new()),
+            plan.bind("p", "s0", |_| Vec::new(), [0; 32], Vec::new()),
             Err(Refusal::OverBudget { .. })
         ));
         let mut plan = names.plan();
@@ -817,5 +842,46 @@ mod tests {
         names.apply(ops, 3);
         let mut plan = names.plan();
         plan.parse("s3", stmt(&text)).unwrap();
+    }
+
+    #[test]
+    fn the_unnamed_statement_and_portal_are_never_refused_for_size() {
+        // One of each, replaced by the next: a large value bound through
+        // them (an upload, say) must not be refused.
+        let mut names = Names::new(4096);
+        let big = "v".repeat(64 * 1024);
+        for cycle in 0..3 {
+            let mut plan = names.plan();
+            plan.parse("", stmt(&big)).unwrap();
+            plan.bind("", "", |_| vec![big.clone()], [0; 32], Vec::new())
+                .unwrap();
+            let ops = plan.into_ops();
+            names.apply(ops, cycle);
+            assert!(names.parse_complete());
+            assert!(names.bind_complete().is_some());
+        }
+        assert_eq!((names.held, names.pending_held), (0, 0));
+    }
+
+    #[test]
+    fn a_named_portal_counts_the_statement_it_keeps_alive() {
+        let text = "x".repeat(1000);
+        let mut names = Names::default();
+        parse_bind(&mut names, "s", &text, 0);
+        assert!(names.parse_complete());
+        assert!(names.bind_complete().is_some());
+        let mut plan = names.plan();
+        plan.bind("p", "s", |_| Vec::new(), [0; 32], Vec::new())
+            .unwrap();
+        plan.close(b'S', "s");
+        let ops = plan.into_ops();
+        names.apply(ops, 1);
+        assert_eq!(names.bind_complete().as_deref(), Some("p"));
+        // The statement's name is gone; its text lives on in the portal,
+        // and is still counted.
+        assert!(names.held > text.len(), "{}", names.held);
+        assert_eq!((names.held, names.pending_held), recount(&names));
+        names.clear_portals();
+        assert_eq!(names.held, 0);
     }
 }
