@@ -6,8 +6,9 @@
 //! rule's groups approved it, and denied by the first denial. The
 //! requester never counts as an approver, and group membership is taken
 //! from the approver's token at decision time. The final decision goes to
-//! the agent that filed the request, at once if it is attached here, else
-//! when it resends the request. Every request and vote is audited; live
+//! the agent that filed the request through the outbox every replica
+//! delivers from (`crate::commands`), and in reply whenever the agent
+//! resends the request. Every request and vote is audited; live
 //! changes go to `/api/v1/approvals/events` subscribers and, for new
 //! requests, to the configured webhook.
 
@@ -15,7 +16,7 @@ use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 use sluice_identity::Identity;
-use sluice_proto::{self as pb, ControlMessage, control_message};
+use sluice_proto::{self as pb, control_message};
 use tokio::sync::broadcast;
 
 use crate::{
@@ -379,25 +380,18 @@ pub async fn run_sweeper(
     }
 }
 
-/// Sends a decision to the agent if it is attached to this replica; if it
-/// is not, it hears the decision when it resends the request.
+/// Sends a decision to the agent that filed the request, through whichever
+/// replica it is attached to (see `crate::commands`).
 async fn deliver(cp: &ControlPlane, agent: &str, decision: pb::ApprovalDecision) {
-    let Some(sender) = cp.registry.sender(agent) else {
-        tracing::info!(agent, request = %decision.request_id, "agent not attached here; it gets the decision when it resends the request");
-        return;
-    };
-    let message = ControlMessage {
-        msg: Some(control_message::Msg::ApprovalDecision(decision)),
-    };
-    if sender
-        .send_timeout(message, std::time::Duration::from_secs(5))
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            agent,
-            "could not hand a decision to the agent's stream; it gets it on reconnect"
-        );
+    let request = decision.request_id.clone();
+    match crate::commands::send(cp, agent, control_message::Msg::ApprovalDecision(decision)).await {
+        Ok(delivery) => {
+            tracing::info!(agent, %request, delivery = delivery.as_str(), "approval decision sent to the agent");
+        }
+        // The agent still hears it when it resends the request.
+        Err(e) => {
+            tracing::warn!(agent, %request, error = %e, "cannot store a decision for the agent; it gets it when it resends the request");
+        }
     }
 }
 

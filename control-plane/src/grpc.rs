@@ -340,6 +340,10 @@ impl AgentSession {
         let mut stopping = self.cp.stopping.subscribe();
         // Always (re)send on attach when the agent is behind.
         self.push_snapshot_if_behind().await?;
+        // Decisions and kills written while it was away or attached elsewhere.
+        if let Err(e) = crate::commands::deliver_pending(&self.cp, Some(&self.name)).await {
+            tracing::warn!(agent = %self.name, error = %e, "cannot look for messages to the agent; the next pass sends them");
+        }
         let mut agent_version = hello.agent_version;
         loop {
             tokio::select! {

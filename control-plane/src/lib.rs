@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod approvals;
+pub mod commands;
 pub mod config;
 pub mod grpc;
 pub mod identity;
@@ -179,6 +180,10 @@ pub async fn serve(
             }
         });
     }
+
+    // Decisions and kills made through another replica reach the agents
+    // attached to this one.
+    tokio::spawn(commands::run_poller(cp.clone(), stop_rx.clone()));
 
     // Approvals that lapse are expired (and audited) within seconds.
     tokio::spawn(approvals::run_sweeper(

@@ -1,7 +1,7 @@
 //! Agents currently attached to this replica, and the channel to each.
 //!
-//! Approval decisions and session kills (later issues) are delivered by
-//! looking an agent up here and sending on its stream.
+//! Approval decisions and session kills are sent by looking the agent up
+//! here and sending on its stream (see `crate::commands`).
 
 use std::{
     collections::HashMap,

@@ -45,30 +45,9 @@ impl DataPath {
         cp_env: Vec<(String, String)>,
     ) -> Self {
         let pg = Postgres::start();
-        pg.psql(
-            "postgres",
-            &format!("CREATE ROLE app LOGIN PASSWORD '{TARGET_PASSWORD}'"),
-        );
-        pg.psql("postgres", "CREATE DATABASE app OWNER app");
-        pg.psql(
-            "app",
-            "SET ROLE app; CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL); \
-             INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 500) g; \
-             CREATE TABLE notes (id serial PRIMARY KEY, body text);",
-        );
+        create_target(&pg);
         let mut cp = ControlPlaneProc::start_with(cp_env).await;
-        let api = cp.api();
-        let (s, v) = api
-            .put(
-                "/api/v1/credentials/app-db",
-                json!({"username": "app", "secret": TARGET_PASSWORD}),
-            )
-            .await;
-        assert!(s.is_success(), "{v}");
-        let policy = policy_document(pg.port, "devs", rules);
-        let (s, v) = api.apply_policy(&policy).await;
-        assert!(s.is_success(), "policy rejected: {v}");
-        let revision = v["revision"].as_u64().unwrap_or(0);
+        let revision = configure(&mut cp, pg.port, rules).await;
         let join = cp.join_token("edge").await;
         let mut agent =
             AgentProc::spawn_with_token(&cp.grpc_url(), "edge", Some(&join), agent_args);
@@ -108,6 +87,42 @@ impl DataPath {
     pub fn target(&self, sql: &str) -> String {
         self.pg.psql("app", sql).trim().to_owned()
     }
+}
+
+/// Creates the target: database `app` owned by role `app` (which logs in
+/// with [`TARGET_PASSWORD`]), with tables `items` (rows 1 to 500) and
+/// `notes`.
+pub fn create_target(pg: &Postgres) {
+    pg.psql(
+        "postgres",
+        &format!("CREATE ROLE app LOGIN PASSWORD '{TARGET_PASSWORD}'"),
+    );
+    pg.psql("postgres", "CREATE DATABASE app OWNER app");
+    pg.psql(
+        "app",
+        "SET ROLE app; CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL); \
+         INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 500) g; \
+         CREATE TABLE notes (id serial PRIMARY KEY, body text);",
+    );
+}
+
+/// Stores the target's credential and applies the policy granting `devs`
+/// resource `app` (on the target at `port`, run by agent `edge`) with
+/// `rules`; returns the configuration revision.
+pub async fn configure(cp: &mut ControlPlaneProc, port: u16, rules: &str) -> u64 {
+    let api = cp.api();
+    let (s, v) = api
+        .put(
+            "/api/v1/credentials/app-db",
+            json!({"username": "app", "secret": TARGET_PASSWORD}),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    let (s, v) = api
+        .apply_policy(&policy_document(port, "devs", rules))
+        .await;
+    assert!(s.is_success(), "policy rejected: {v}");
+    v["revision"].as_u64().unwrap_or(0)
 }
 
 /// Resource `app` on the target at `port`, and policy `devs-on-app`

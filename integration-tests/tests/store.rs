@@ -14,9 +14,9 @@ use serde_json::json;
 use sluice_control_plane::{
     recording::{from_proto, to_proto, verify_stored},
     store::{
-        AuditFilter, BlobId, CredentialRow, Engine, FsBlobStore, JoinTokenRow, ResourceRow,
-        RetentionPolicy, Sealed, SessionFilter, SessionSealRow, SessionStatus, Store, StoreError,
-        StoredAuditEvent, SystemKeyRow, now_ms,
+        AgentCommand, AuditFilter, BlobId, CredentialRow, Engine, FsBlobStore, JoinTokenRow,
+        ResourceRow, RetentionPolicy, Sealed, SessionFilter, SessionSealRow, SessionStatus, Store,
+        StoreError, StoredAuditEvent, SystemKeyRow, now_ms,
     },
 };
 use sluice_integration_tests::Postgres;
@@ -46,6 +46,7 @@ const SUITE: &[(&str, Case)] = cases![
     concurrent_consumes_of_one_join_token_have_one_winner,
     agents_enroll_and_report,
     system_keys_keep_the_first_insert,
+    messages_to_agents_are_claimed_once_and_age_out,
     audit_ingestion_is_idempotent_by_event_id,
     large_audit_batches_keep_every_event_once_in_order,
     audit_filters_and_paging,
@@ -819,6 +820,89 @@ async fn system_keys_keep_the_first_insert(store: &Store) {
             .sealed,
         sealed(3)
     );
+}
+
+async fn messages_to_agents_are_claimed_once_and_age_out(store: &Store) {
+    let command = |id: &str, agent: &str, created_ms: i64| AgentCommand {
+        id: id.into(),
+        agent: agent.into(),
+        // Every byte value, so an engine that mangles binary shows here.
+        message: (0..=255u8).collect(),
+        created_ms,
+    };
+    let now = now_ms();
+    for c in [
+        command("m1", "edge", now - 3_000),
+        command("m2", "core", now - 2_000),
+        command("m3", "edge", now - 1_000),
+        command("old", "edge", now - 100_000),
+    ] {
+        store.insert_agent_command(&c, None).await.expect("insert");
+    }
+    // Written as claimed by a replica about to send it: never listed.
+    store
+        .insert_agent_command(&command("mine", "edge", now - 500), Some(now))
+        .await
+        .expect("insert");
+    let ids = |cs: Vec<AgentCommand>| cs.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    let since = now - 10_000;
+
+    let all = store
+        .unsent_agent_commands(None, since, 100)
+        .await
+        .expect("list");
+    assert_eq!(
+        all[0],
+        command("m1", "edge", now - 3_000),
+        "read back exactly"
+    );
+    assert_eq!(ids(all), ["m1", "m2", "m3"], "oldest first, none too old");
+    let edge = store
+        .unsent_agent_commands(Some("edge"), since, 100)
+        .await
+        .expect("list");
+    assert_eq!(ids(edge), ["m1", "m3"]);
+
+    // Two replicas racing for one message: one wins.
+    let (a, b) = tokio::join!(
+        store.claim_agent_command("m1", now),
+        store.claim_agent_command("m1", now)
+    );
+    assert_eq!(
+        [a.expect("claim"), b.expect("claim")]
+            .iter()
+            .filter(|won| **won)
+            .count(),
+        1
+    );
+    let left = store
+        .unsent_agent_commands(Some("edge"), since, 100)
+        .await
+        .expect("list");
+    assert_eq!(ids(left), ["m3"], "a claimed message is not listed");
+    // Given back (the stream did not take it), it is listed and claimable again.
+    store.unclaim_agent_command("m1").await.expect("unclaim");
+    assert!(store.claim_agent_command("m1", now).await.expect("claim"));
+
+    assert_eq!(
+        store
+            .prune_agent_commands(now - 1_500)
+            .await
+            .expect("prune"),
+        3,
+        "sent or not, old ones go"
+    );
+    let left = store
+        .unsent_agent_commands(None, 0, 100)
+        .await
+        .expect("list");
+    assert_eq!(ids(left), ["m3"]);
+    store.unclaim_agent_command("mine").await.expect("unclaim");
+    let left = store
+        .unsent_agent_commands(None, 0, 100)
+        .await
+        .expect("list");
+    assert_eq!(ids(left), ["m3", "mine"], "given back, it is listed");
 }
 
 async fn audit_ingestion_is_idempotent_by_event_id(store: &Store) {

@@ -29,9 +29,15 @@ pub async fn run(ctx: &Ctx, cmd: SessionsCommand) -> anyhow::Result<()> {
             if ctx.json {
                 return emit_json(&answer);
             }
+            let agent = field(&answer, "agent");
+            let how = match answer.get("delivery").and_then(|d| d.as_str()) {
+                Some("queued") => format!(
+                    "; agent {agent} is attached to another control plane replica, which passes it on within a second or two, or to none, and gets it when it reconnects"
+                ),
+                _ => String::new(),
+            };
             Ok(emit(&format!(
-                "asked agent {} to end session {id} ({})\n",
-                field(&answer, "agent"),
+                "asked agent {agent} to end session {id} ({}){how}\n",
                 field(&answer, "reason")
             ))?)
         }

@@ -9,7 +9,7 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sluice_proto::{ControlMessage, KillSession, control_message};
+use sluice_proto::{KillSession, control_message};
 
 use super::{Admin, AppError, AppState, optional_reason, parse_time, rfc3339};
 use crate::{
@@ -21,8 +21,6 @@ use crate::{
 
 /// Longest accepted session id (agents use UUIDs).
 const MAX_ID_LEN: usize = 128;
-/// How long a kill request may wait for room on the agent's stream.
-const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -204,7 +202,9 @@ pub async fn verify(
 
 /// Asks the agent that runs a session to end it. The agent closes the
 /// client's connection and records the session's end; this answers as
-/// soon as the request is on its way (202).
+/// soon as the request is stored (202): `delivery` says whether it went to
+/// the agent from this replica (`sent`) or waits for the replica the agent
+/// is attached to, or will attach to (`queued`).
 pub async fn kill(
     State(cp): State<AppState>,
     Admin(admin): Admin,
@@ -234,11 +234,6 @@ pub async fn kill(
         .iter()
         .find(|e| e.kind == "session.start")
         .map_or_else(|| session.agent.clone(), |e| e.agent.clone());
-    let sender = cp.registry.sender(&agent).ok_or_else(|| {
-        AppError::Unavailable(format!(
-            "agent `{agent}`, which runs session `{id}`, is not attached to this control plane; the session cannot be ended until it reconnects"
-        ))
-    })?;
     // Audited before it is sent: an unrecorded kill must not happen.
     let event = StoredAuditEvent {
         id: uuid::Uuid::now_v7().to_string(),
@@ -253,29 +248,27 @@ pub async fn kill(
         ..Default::default()
     };
     cp.store.insert_audit_events("", &[event]).await?;
-    let message = ControlMessage {
-        msg: Some(control_message::Msg::KillSession(KillSession {
+    // Sent by whichever replica the agent is attached to, or when it next
+    // attaches (its sessions outlive a lost control-plane link).
+    let delivery = crate::commands::send(
+        &cp,
+        &agent,
+        control_message::Msg::KillSession(KillSession {
             session_id: id.clone(),
             subject: String::new(),
             resource: String::new(),
             reason: reason.clone(),
-        })),
-    };
-    sender
-        .send_timeout(message, SEND_TIMEOUT)
-        .await
-        .map_err(|_| {
-            AppError::Unavailable(format!(
-                "agent `{agent}` did not take the request (disconnected or stalled); try again"
-            ))
-        })?;
-    tracing::info!(by = %admin.subject, session = %id, agent = %agent, "session kill requested");
+        }),
+    )
+    .await?;
+    tracing::info!(by = %admin.subject, session = %id, agent = %agent, delivery = delivery.as_str(), "session kill requested");
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
             "session_id": id,
             "agent": agent,
             "status": "kill_requested",
+            "delivery": delivery.as_str(),
             "reason": reason,
         })),
     ))

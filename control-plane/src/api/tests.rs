@@ -1603,10 +1603,13 @@ async fn admins_end_live_sessions_through_the_agent() {
     h.ingest(chained_session("s-ended", now - 1_000, STATEMENTS, true))
         .await;
 
-    // Not attached here: nobody to ask.
-    let r = h.kill("s-live", None).await;
-    let message = r.error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
-    assert!(message.contains("edge"), "{message}");
+    // Not attached here: stored for whichever replica it is attached to,
+    // or for when it attaches.
+    let r = h
+        .kill("s-live", Some(json!({"reason": "while away"})))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.json["delivery"], json!("queued"), "{}", r.text);
 
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     h.cp.registry.attach(
@@ -1620,25 +1623,50 @@ async fn admins_end_live_sessions_through_the_agent() {
             sender: tx,
         },
     );
-    let r = h
-        .kill("s-live", Some(json!({"reason": "suspicious activity"})))
-        .await;
-    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
-    assert_eq!(
-        (&r.json["agent"], &r.json["reason"]),
-        (&json!("edge"), &json!("suspicious activity"))
-    );
-    let sent = rx.try_recv().expect("the agent was asked");
-    assert_eq!(
-        sent.msg,
+    let kill = |reason: &str| {
         Some(sluice_proto::control_message::Msg::KillSession(
             sluice_proto::KillSession {
                 session_id: "s-live".into(),
                 subject: String::new(),
                 resource: String::new(),
-                reason: "suspicious activity".into(),
-            }
+                reason: reason.into(),
+            },
         ))
+    };
+    // What waited is sent once the agent is attached (the poller, or the
+    // attach itself, does this), and only once.
+    assert!(rx.try_recv().is_err());
+    assert_eq!(
+        crate::commands::deliver_pending(&h.cp, None)
+            .await
+            .expect("deliver"),
+        1
+    );
+    assert_eq!(
+        rx.try_recv().expect("the agent was asked").msg,
+        kill("while away")
+    );
+    assert_eq!(
+        crate::commands::deliver_pending(&h.cp, None)
+            .await
+            .expect("deliver"),
+        0
+    );
+    let r = h
+        .kill("s-live", Some(json!({"reason": "suspicious activity"})))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(
+        (&r.json["agent"], &r.json["reason"], &r.json["delivery"]),
+        (
+            &json!("edge"),
+            &json!("suspicious activity"),
+            &json!("sent")
+        )
+    );
+    assert_eq!(
+        rx.try_recv().expect("the agent was asked").msg,
+        kill("suspicious activity")
     );
     // The request itself is audited.
     let r = h

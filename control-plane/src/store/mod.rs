@@ -10,6 +10,7 @@
 mod approvals;
 mod audit;
 pub mod blobs;
+mod commands;
 mod retention;
 mod rows;
 mod sessions;
@@ -24,6 +25,7 @@ use sqlx::{
 pub use approvals::{ApprovalRow, VoteRow};
 pub use audit::{AuditFilter, StoredAuditEvent};
 pub use blobs::{BlobError, BlobId, BlobStore, FsBlobStore};
+pub use commands::AgentCommand;
 pub use retention::{RetentionOutcome, RetentionPolicy};
 pub use rows::*;
 pub use sessions::{MAX_SESSION_EVENTS, SessionFilter, SessionRow, SessionStatus};

@@ -1,0 +1,172 @@
+//! Two control plane replicas sharing one PostgreSQL, as in an HA
+//! deployment behind a load balancer. The agent is attached to one replica,
+//! and the approver and administrator talk to the other. Their decisions
+//! must still reach the agent. The target confirms what ran.
+
+use std::time::Duration;
+
+use sluice_integration_tests::{
+    AgentProc, ControlPlaneProc, Postgres, SluiceCli,
+    datapath::{configure, create_target},
+    eventually,
+    rawpg::{RawSession, errors, first_column, query},
+};
+
+/// Deletes wait for a DBA; everything else the tests send is allowed.
+const RULES: &str = r#"
+      - approve: { sql: { statements: [delete] }, approvers: [dba], timeout: 60s }
+        name: risky
+      - allow: { sql: { statements: [read, transaction, session] } }
+        name: work
+"#;
+
+/// Replicas `a` and `b` on one database, and agent `edge` attached to `b`.
+struct Replicated {
+    pg: Postgres,
+    a: ControlPlaneProc,
+    b: ControlPlaneProc,
+    agent: AgentProc,
+    /// The blob directory the replicas share.
+    _blobs: tempfile::TempDir,
+}
+
+impl Replicated {
+    async fn start() -> Self {
+        let pg = Postgres::start();
+        create_target(&pg);
+        pg.psql("postgres", "CREATE DATABASE sluice");
+        let shared = tempfile::Builder::new()
+            .prefix("sluice-blobs-")
+            .tempdir()
+            .expect("tempdir");
+        let env = vec![
+            ("SLUICE_DATABASE_URL".to_owned(), pg.url("sluice")),
+            // Replicas share the vault's key, the blob directory and the
+            // public URL (the built-in issuer's name).
+            ("SLUICE_MASTER_KEY".to_owned(), "ab".repeat(32)),
+            (
+                "SLUICE_PUBLIC_URL".to_owned(),
+                "https://sluice.example.test".to_owned(),
+            ),
+            (
+                "SLUICE_BLOB_DIR".to_owned(),
+                shared.path().display().to_string(),
+            ),
+        ];
+        let mut a = ControlPlaneProc::start_with(env.clone()).await;
+        let b = ControlPlaneProc::start_with(env).await;
+        let revision = configure(&mut a, pg.port, RULES).await;
+        // Enrolled through `a`, attached to `b`.
+        let join = a.join_token("edge").await;
+        let mut agent = AgentProc::spawn_with_token(&b.grpc_url(), "edge", Some(&join), Vec::new());
+        agent.wait_ready().await;
+        agent.wait_version(revision, Duration::from_secs(10)).await;
+        Self {
+            pg,
+            a,
+            b,
+            agent,
+            _blobs: shared,
+        }
+    }
+
+    fn target(&self, sql: &str) -> String {
+        self.pg.psql("app", sql).trim().to_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_given_through_one_replica_releases_a_statement_held_through_another() {
+    let mut r = Replicated::start().await;
+    let alice = r.a.user_token("alice", &["devs"]).await;
+    let bob = r.a.user_token("bob", &["dba"]).await;
+    let dba = SluiceCli::new(&r.a.url(), Some(&bob));
+    let port = r.agent.pg_port;
+    let psql = std::thread::spawn(move || {
+        sluice_integration_tests::psql_script(
+            port,
+            &alice,
+            "DELETE FROM items WHERE id = 7;\nSELECT 'after';\n",
+        )
+    });
+    // Filed by the agent through `b`, listed and approved through `a`.
+    let id = eventually(
+        Duration::from_secs(20),
+        "the DELETE's approval request",
+        || async {
+            let out = dba
+                .run(&["approvals", "list", "--status", "pending", "--json"])
+                .ok();
+            let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+            v["approvals"].as_array().unwrap().iter().find_map(|a| {
+                a["statement"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("id = 7"))
+                    .then(|| a["id"].as_str().unwrap().to_owned())
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        r.target("SELECT count(*) FROM items WHERE id = 7"),
+        "1",
+        "nothing ran while waiting"
+    );
+    dba.run(&["approvals", "approve", &id, "--reason", "ticket 9"])
+        .ok();
+    let (out, err) = psql.join().unwrap();
+    assert!(
+        out.contains("DELETE 1") && out.contains("after"),
+        "the approved DELETE did not run: {out}\n{err}"
+    );
+    assert_eq!(r.target("SELECT count(*) FROM items WHERE id = 7"), "0");
+    let logs = r.a.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("approval decision sent") && l.contains("queued")),
+        "replica a should have left the decision for replica b:\n{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_requested_through_one_replica_ends_a_session_attached_to_another() {
+    let mut r = Replicated::start().await;
+    let alice = r.a.user_token("alice", &["devs"]).await;
+    let mut s = RawSession::connect(r.agent.pg_port, "app", &alice).await;
+    s.send(&query("SELECT 'working'")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["working"]);
+    let admin = SluiceCli::new(&r.a.url(), Some(&r.a.admin_token()));
+    let id = eventually(Duration::from_secs(30), "alice's live session", || async {
+        let out = admin
+            .run(&["sessions", "list", "--subject", "alice", "--json"])
+            .ok();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|s| (s["status"] == "live").then(|| s["id"].as_str().unwrap().to_owned()))
+    })
+    .await;
+    let out = admin
+        .run(&["sessions", "kill", &id, "--reason", "incident 8"])
+        .ok();
+    assert!(
+        out.stdout.contains("another control plane replica"),
+        "{}",
+        out.stdout
+    );
+    let text = errors(&s.until(b'E').await);
+    assert!(
+        text.contains("57P01") && text.contains("incident 8"),
+        "the client was not told why: {text}"
+    );
+    // Its end is recorded, as either replica shows.
+    let other = SluiceCli::new(&r.b.url(), Some(&r.a.admin_token()));
+    let show = eventually(Duration::from_secs(30), "the session's end", || async {
+        let out = other.run(&["sessions", "show", &id]).ok();
+        out.stdout.contains("incident 8").then_some(out.stdout)
+    })
+    .await;
+    assert!(show.contains("ended"), "{show}");
+}
