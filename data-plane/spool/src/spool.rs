@@ -266,6 +266,12 @@ impl Spool {
         self.acked
     }
 
+    /// The first sequence number of the segment appends go to: records
+    /// from here on are in the one segment that is never removed.
+    pub fn active_segment_start(&self) -> u64 {
+        self.segments.back().map_or(self.next_seq, |s| s.first_seq)
+    }
+
     /// Number of records appended but not yet acknowledged.
     pub fn pending_records(&self) -> u64 {
         self.last_seq() - self.acked
