@@ -82,6 +82,29 @@ async fn wait_withdrawn(cli: &SluiceCli, id: &str) -> String {
     .await
 }
 
+/// Waits until the agent holds the decision on `id`: the API answers once
+/// the decision is on its way to the agent, so a client retrying at once
+/// could otherwise get there first.
+async fn agent_has_decision(dp: &DataPath, id: &str) {
+    eventually(
+        Duration::from_secs(20),
+        "the agent to hold the decision",
+        || async {
+            let logs = dp.agent.logs();
+            logs.lines()
+                .any(|l| l.contains("approval decided") && l.contains(id))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Approves `id` as `dba` and waits until the agent has the decision.
+async fn approve(dba: &SluiceCli, dp: &DataPath, id: &str) {
+    dba.run(&["approvals", "approve", id]).ok();
+    agent_has_decision(dp, id).await;
+}
+
 fn row_exists(dp_target: &dyn Fn(&str) -> String, id: i32) -> bool {
     dp_target(&format!("SELECT count(*) FROM items WHERE id = {id}")) == "1"
 }
@@ -176,7 +199,7 @@ async fn retry_mode_approves_exactly_one_run_of_exactly_that_statement() {
     let err = delete(&mut conn, 5).await.unwrap_err();
     let id = request_id(&err);
     assert!(row_exists(&|s| dp.target(s), 5));
-    dba.run(&["approvals", "approve", &id]).ok();
+    approve(&dba, &dp, &id).await;
     // The same statement with another parameter is not covered.
     let other = delete(&mut conn, 6).await.unwrap_err();
     assert_ne!(request_id(&other), id);
@@ -190,7 +213,7 @@ async fn retry_mode_approves_exactly_one_run_of_exactly_that_statement() {
     // An approval for alice does not cover carol.
     let err = delete(&mut conn, 7).await.unwrap_err();
     let for_alice = request_id(&err);
-    dba.run(&["approvals", "approve", &for_alice]).ok();
+    approve(&dba, &dp, &for_alice).await;
     let carol_url = dp.url().replace(&dp.token, &carol);
     let mut carol_conn = sqlx::PgConnection::connect(&carol_url).await.unwrap();
     let err = delete(&mut carol_conn, 7).await.unwrap_err();
@@ -243,16 +266,7 @@ async fn an_approved_statement_the_audit_spool_refused_runs_later_on_the_same_ap
     let dba = SluiceCli::new(&dp.cp.url(), Some(&bob));
     let mut conn = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
     let id = request_id(&delete(&mut conn, 5).await.unwrap_err());
-    dba.run(&["approvals", "approve", &id]).ok();
-    eventually(
-        Duration::from_secs(20),
-        "the agent to hold the approval",
-        || async {
-            let logs = dp.agent.logs();
-            (logs.contains("approval decided") && logs.contains(&id)).then_some(())
-        },
-    )
-    .await;
+    approve(&dba, &dp, &id).await;
 
     // No acknowledgements: the spool fills up and refuses statements.
     dp.cp.stop();
@@ -337,6 +351,7 @@ async fn two_approvers_are_needed_when_min_is_two() {
             .run(&["approvals", "approve", &id])
             .ok();
     }
+    agent_has_decision(&dp, &id).await;
     assert_eq!(delete(&mut conn, 9).await.unwrap(), 1);
 }
 
@@ -551,7 +566,7 @@ async fn an_approval_for_the_text_null_does_not_cover_sql_null() {
     // Approved for the four-letter text 'NULL' (which matches no row)...
     let err = by_name(Some("NULL")).execute(&mut conn).await.unwrap_err();
     let id = request_id(&err);
-    dba.run(&["approvals", "approve", &id]).ok();
+    approve(&dba, &dp, &id).await;
     // ...it does not let the same statement run with SQL NULL, although
     // both read `NULL` in the audit trail.
     let err = by_name(None).execute(&mut conn).await.unwrap_err();
