@@ -67,6 +67,35 @@ impl SluiceCli {
         self.cwd.path()
     }
 
+    /// Ids of `subject`'s sessions with `status`, newest first, as
+    /// `sluice sessions list` shows them.
+    pub fn sessions(&self, subject: &str, status: &str) -> Vec<String> {
+        let out = self
+            .run(&["sessions", "list", "--subject", subject, "--json"])
+            .ok();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        v["sessions"]
+            .as_array()
+            .expect("a list of sessions")
+            .iter()
+            .filter(|s| s["status"] == status)
+            .filter_map(|s| s["id"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Waits until `subject` has `n` sessions with `status`; their ids.
+    pub async fn wait_sessions(&self, subject: &str, status: &str, n: usize) -> Vec<String> {
+        crate::eventually(
+            std::time::Duration::from_secs(30),
+            &format!("{n} {status} sessions of {subject}"),
+            || async {
+                let ids = self.sessions(subject, status);
+                (ids.len() >= n).then_some(ids)
+            },
+        )
+        .await
+    }
+
     pub fn run(&self, args: &[&str]) -> CliOutput {
         self.run_with_stdin(args, None)
     }

@@ -136,18 +136,7 @@ async fn a_kill_requested_through_one_replica_ends_a_session_attached_to_another
     s.send(&query("SELECT 'working'")).await;
     assert_eq!(first_column(&s.until(b'Z').await), ["working"]);
     let admin = SluiceCli::new(&r.a.url(), Some(&r.a.admin_token()));
-    let id = eventually(Duration::from_secs(30), "alice's live session", || async {
-        let out = admin
-            .run(&["sessions", "list", "--subject", "alice", "--json"])
-            .ok();
-        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-        v["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find_map(|s| (s["status"] == "live").then(|| s["id"].as_str().unwrap().to_owned()))
-    })
-    .await;
+    let id = admin.wait_sessions("alice", "live", 1).await.remove(0);
     let out = admin
         .run(&["sessions", "kill", &id, "--reason", "incident 8"])
         .ok();

@@ -43,34 +43,6 @@ async fn revoking_the_grant_ends_the_subject_s_live_sessions() {
     );
 }
 
-/// Sessions of `subject` with `status`, newest first, as the CLI lists them.
-fn sessions(cli: &SluiceCli, subject: &str, status: &str) -> Vec<String> {
-    let out = cli
-        .run(&["sessions", "list", "--subject", subject, "--json"])
-        .ok();
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    v["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["status"] == status)
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// Waits until `subject` has `n` sessions with `status`.
-async fn wait_sessions(cli: &SluiceCli, subject: &str, status: &str, n: usize) -> Vec<String> {
-    eventually(
-        Duration::from_secs(30),
-        &format!("{n} {status} sessions of {subject}"),
-        || async {
-            let ids = sessions(cli, subject, status);
-            (ids.len() >= n).then_some(ids)
-        },
-    )
-    .await
-}
-
 /// Kills the agent (SIGKILL) and starts it again: the CLI and the id of
 /// the session it left incomplete.
 async fn crash_the_agent(
@@ -80,9 +52,7 @@ async fn crash_the_agent(
     agent.kill9();
     agent.start_again().await;
     let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
-    let id = wait_sessions(&cli, "alice", "incomplete", 1)
-        .await
-        .remove(0);
+    let id = cli.wait_sessions("alice", "incomplete", 1).await.remove(0);
     (cli, id)
 }
 
@@ -174,7 +144,7 @@ async fn a_session_is_listed_with_its_transcript_and_verifies_until_tampered_wit
     assert!(err.contains("denied this statement"), "{err}");
     assert!(out.contains("1|item 1") && out.contains("500"), "{out}");
     let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
-    let id = wait_sessions(&cli, "alice", "ended", 1).await.remove(0);
+    let id = cli.wait_sessions("alice", "ended", 1).await.remove(0);
 
     let (shown, transcript) = transcript(&cli, &id);
     let outcomes = outcomes(&transcript);
@@ -200,7 +170,7 @@ async fn a_session_is_listed_with_its_transcript_and_verifies_until_tampered_wit
             &format!("SELECT {i};\nSELECT {i} + 1;\nSELECT {i} + 2;\n"),
         );
     }
-    let mut ids = wait_sessions(&cli, "alice", "ended", 6).await;
+    let mut ids = cli.wait_sessions("alice", "ended", 6).await;
     ids.retain(|s| *s != id);
     let mut db = record_db(&cp).await;
     let sql = [
@@ -247,7 +217,7 @@ async fn ending_a_session_through_the_cli_closes_the_client_with_a_message() {
     s.send(&query("SELECT 'working'")).await;
     assert_eq!(first_column(&s.until(b'Z').await), ["working"]);
     let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
-    let id = wait_sessions(&cli, "alice", "live", 1).await.remove(0);
+    let id = cli.wait_sessions("alice", "live", 1).await.remove(0);
     cli.run(&["sessions", "kill", &id, "--reason", "incident 7"])
         .ok();
     let killed = std::time::Instant::now();
@@ -262,7 +232,7 @@ async fn ending_a_session_through_the_cli_closes_the_client_with_a_message() {
         elapsed < Duration::from_secs(2),
         "the session ended {elapsed:?} after the kill"
     );
-    let ended = wait_sessions(&cli, "alice", "ended", 1).await;
+    let ended = cli.wait_sessions("alice", "ended", 1).await;
     assert_eq!(ended, std::slice::from_ref(&id));
     let show = cli.run(&["sessions", "show", &id]).ok().stdout;
     assert!(show.contains("incident 7"), "{show}");
@@ -351,7 +321,7 @@ async fn a_statement_its_client_walked_away_from_is_recorded_with_its_outcome_un
         answered_then_running(&pg, agent.pg_port, &token, "answered-first", "walked-away").await;
     drop(s);
     let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
-    let id = wait_sessions(&cli, "alice", "ended", 1).await.remove(0);
+    let id = cli.wait_sessions("alice", "ended", 1).await.remove(0);
     let (shown, transcript) = transcript(&cli, &id);
     let outcomes = outcomes(&transcript);
     // Not "ok": the session ended before the target answered it.
@@ -385,7 +355,7 @@ async fn a_session_while_the_control_plane_is_down_arrives_whole_and_verifies() 
     );
     assert!(out.contains("while-down-2"), "{out}{err}");
     cp.start_again().await;
-    let id = wait_sessions(&cli, "alice", "ended", 1).await.remove(0);
+    let id = cli.wait_sessions("alice", "ended", 1).await.remove(0);
     let show = cli.run(&["sessions", "show", &id]).ok().stdout;
     assert!(
         show.contains("while-down-1") && show.contains("while-down-2"),
@@ -414,7 +384,7 @@ async fn a_transcript_shows_each_outcome_with_masked_values_only() {
     assert!(out.contains("1|[REDACTED]"), "{out}\n{err}");
     assert!(err.contains("no_such_column"), "{err}");
     let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
-    let id = wait_sessions(&cli, "alice", "ended", 1).await.remove(0);
+    let id = cli.wait_sessions("alice", "ended", 1).await.remove(0);
     let (shown, transcript) = transcript(&cli, &id);
     let outcomes = outcomes(&transcript);
     assert_eq!(outcomes, ["ok", "denied", "ok", "error"], "{shown}");
@@ -488,7 +458,7 @@ async fn retention_deletes_old_sessions_through_the_binary_and_says_so() {
     let (out, err) = psql_script(agent.pg_port, &token, "SELECT 'soon-forgotten';\n");
     assert!(out.contains("soon-forgotten"), "{out}{err}");
     let cli = SluiceCli::new(&cp.url(), Some(&cp.admin_token()));
-    let id = wait_sessions(&cli, "alice", "ended", 1).await.remove(0);
+    let id = cli.wait_sessions("alice", "ended", 1).await.remove(0);
 
     // Restarted with a 2 s retention: the session, older by then, goes at
     // start-up, and the run is recorded as a `retention` audit event.
@@ -502,7 +472,7 @@ async fn retention_deletes_old_sessions_through_the_binary_and_says_so() {
         Duration::from_secs(20),
         "the old session to be deleted",
         || async {
-            sessions(&cli, "alice", "ended")
+            cli.sessions("alice", "ended")
                 .iter()
                 .all(|s| *s != id)
                 .then_some(())
