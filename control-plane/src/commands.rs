@@ -37,7 +37,7 @@ const KEEP: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long a send waits for room in the agent's stream.
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Messages looked at per pass.
+/// Messages sent per agent and pass (the rest go on the next pass).
 const PAGE: i64 = 500;
 
 /// What became of a message.
@@ -97,10 +97,25 @@ pub async fn deliver_pending(cp: &ControlPlane, agent: Option<&str>) -> Result<u
         return Ok(0);
     }
     let since = now_ms().saturating_sub(keep_ms());
+    // Agent by agent, only those attached here: messages waiting for an
+    // agent that is away must not crowd out those for one that is here.
+    let agents = match agent {
+        Some(a) => vec![a.to_owned()],
+        None => cp.store.agents_with_unsent_commands(since).await?,
+    };
     let mut sent = 0;
-    for command in cp.store.unsent_agent_commands(agent, since, PAGE).await? {
-        if try_send(cp, &command).await? {
-            sent += 1;
+    for agent in agents {
+        if cp.registry.sender(&agent).is_none() {
+            continue;
+        }
+        for command in cp
+            .store
+            .unsent_agent_commands(Some(&agent), since, PAGE)
+            .await?
+        {
+            if try_send(cp, &command).await? {
+                sent += 1;
+            }
         }
     }
     Ok(sent)

@@ -141,7 +141,8 @@ async fn a_kill_requested_through_one_replica_ends_a_session_attached_to_another
         .run(&["sessions", "kill", &id, "--reason", "incident 8"])
         .ok();
     assert!(
-        out.stdout.contains("another control plane replica"),
+        out.stdout
+            .contains("not attached to this control plane replica"),
         "{}",
         out.stdout
     );

@@ -862,6 +862,14 @@ async fn messages_to_agents_are_claimed_once_and_age_out(store: &Store) {
         .await
         .expect("list");
     assert_eq!(ids(edge), ["m1", "m3"]);
+    assert_eq!(
+        store
+            .agents_with_unsent_commands(since)
+            .await
+            .expect("agents"),
+        ["core", "edge"],
+        "each once; the too old one's agent only through it"
+    );
 
     // Two replicas racing for one message: one wins.
     let (a, b) = tokio::join!(

@@ -32,7 +32,7 @@ pub async fn run(ctx: &Ctx, cmd: SessionsCommand) -> anyhow::Result<()> {
             let agent = field(&answer, "agent");
             let how = match answer.get("delivery").and_then(|d| d.as_str()) {
                 Some("queued") => format!(
-                    "; agent {agent} is attached to another control plane replica, which passes it on within a second or two, or to none, and gets it when it reconnects"
+                    "; agent {agent} is not attached to this control plane replica: the replica it is attached to passes the request on within a second or two, or the agent gets it when it reconnects"
                 ),
                 _ => String::new(),
             };

@@ -1702,6 +1702,57 @@ async fn admins_end_live_sessions_through_the_agent() {
 }
 
 #[tokio::test]
+async fn messages_for_an_agent_that_is_away_do_not_hold_up_those_for_one_attached_here() {
+    let h = Harness::new().await;
+    let now = crate::store::now_ms();
+    // More than one pass's worth waiting for an agent that is not here,
+    // all older than the one for the agent that is.
+    for i in 0..600 {
+        h.cp.store
+            .insert_agent_command(
+                &crate::store::AgentCommand {
+                    id: format!("away-{i:03}"),
+                    agent: "away".into(),
+                    message: Vec::new(),
+                    created_ms: now - 10_000 + i,
+                },
+                None,
+            )
+            .await
+            .expect("insert");
+    }
+    crate::commands::send(
+        &h.cp,
+        "edge",
+        sluice_proto::control_message::Msg::KillSession(sluice_proto::KillSession {
+            session_id: "s1".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("queued");
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    h.cp.registry.attach(
+        "edge",
+        crate::registry::Attached {
+            connection_id: 1,
+            peer: "peer".into(),
+            agent_version: "0.1.0".into(),
+            since_ms: now,
+            snapshot_version: 1,
+            sender: tx,
+        },
+    );
+    assert_eq!(
+        crate::commands::deliver_pending(&h.cp, None)
+            .await
+            .expect("deliver"),
+        1
+    );
+    assert!(rx.try_recv().is_ok(), "edge got its message");
+}
+
+#[tokio::test]
 async fn audit_export_streams_json_lines() {
     let h = Harness::new().await;
     let now = crate::store::now_ms();

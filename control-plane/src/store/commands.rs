@@ -61,6 +61,18 @@ impl Store {
             .collect()
     }
 
+    /// The agents that have messages not yet sent, written at or after
+    /// `since_ms`.
+    pub async fn agents_with_unsent_commands(&self, since_ms: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT agent FROM agent_commands WHERE sent_ms IS NULL AND created_ms >= $1 ORDER BY agent",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("agent")?)).collect()
+    }
+
     /// Takes a message for sending; `false` when another replica (or an
     /// earlier pass of this one) took it first.
     pub async fn claim_agent_command(&self, id: &str, now_ms: i64) -> Result<bool> {
