@@ -1201,6 +1201,24 @@ impl Harness {
             .rows_affected()
     }
 
+    /// Attaches agent `name` to this replica; what is sent to it arrives
+    /// on the returned channel.
+    fn attach(&self, name: &str) -> tokio::sync::mpsc::Receiver<sluice_proto::ControlMessage> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        self.cp.registry.attach(
+            name,
+            crate::registry::Attached {
+                connection_id: 1,
+                peer: "peer".into(),
+                agent_version: "0.1.0".into(),
+                since_ms: crate::store::now_ms(),
+                snapshot_version: 1,
+                sender: tx,
+            },
+        );
+        rx
+    }
+
     async fn kill(&self, id: &str, body: Option<Value>) -> Response {
         let r = self
             .admin("POST", &format!("/api/v1/sessions/{id}/kill"), body)
@@ -1611,18 +1629,7 @@ async fn admins_end_live_sessions_through_the_agent() {
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     assert_eq!(r.json["delivery"], json!("queued"), "{}", r.text);
 
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    h.cp.registry.attach(
-        "edge",
-        crate::registry::Attached {
-            connection_id: 1,
-            peer: "peer".into(),
-            agent_version: "0.1.0".into(),
-            since_ms: now,
-            snapshot_version: 1,
-            sender: tx,
-        },
-    );
+    let mut rx = h.attach("edge");
     let kill = |reason: &str| {
         Some(sluice_proto::control_message::Msg::KillSession(
             sluice_proto::KillSession {
@@ -1731,18 +1738,7 @@ async fn messages_for_an_agent_that_is_away_do_not_hold_up_those_for_one_attache
     )
     .await
     .expect("queued");
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    h.cp.registry.attach(
-        "edge",
-        crate::registry::Attached {
-            connection_id: 1,
-            peer: "peer".into(),
-            agent_version: "0.1.0".into(),
-            since_ms: now,
-            snapshot_version: 1,
-            sender: tx,
-        },
-    );
+    let mut rx = h.attach("edge");
     assert_eq!(
         crate::commands::deliver_pending(&h.cp, None)
             .await
