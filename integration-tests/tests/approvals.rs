@@ -99,8 +99,21 @@ async fn agent_has_decision(dp: &DataPath, id: &str) {
     .await;
 }
 
+/// Waits until request `id` is on the control plane: the client hears of
+/// it as soon as the agent has queued it there, so an approver acting at
+/// once could otherwise find nothing.
+async fn filed(cli: &SluiceCli, id: &str) {
+    eventually(
+        Duration::from_secs(20),
+        "the request to reach the control plane",
+        || async { cli.run(&["approvals", "show", id]).success().then_some(()) },
+    )
+    .await;
+}
+
 /// Approves `id` as `dba` and waits until the agent has the decision.
 async fn approve(dba: &SluiceCli, dp: &DataPath, id: &str) {
+    filed(dba, id).await;
     dba.run(&["approvals", "approve", id]).ok();
     agent_has_decision(dp, id).await;
 }
@@ -329,6 +342,7 @@ async fn two_approvers_are_needed_when_min_is_two() {
     let mallory = dp.cp.user_token("mallory", &["devs"]).await;
     let mut conn = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
     let id = request_id(&delete(&mut conn, 9).await.unwrap_err());
+    filed(&SluiceCli::new(&dp.cp.url(), Some(&bob)), &id).await;
     let outsider = SluiceCli::new(&dp.cp.url(), Some(&mallory)).run(&["approvals", "approve", &id]);
     assert!(
         !outsider.success() && outsider.stderr.contains("dba"),
@@ -346,6 +360,7 @@ async fn two_approvers_are_needed_when_min_is_two() {
     );
     assert!(row_exists(&|s| dp.target(s), 9));
     let id = request_id(&delete(&mut conn, 9).await.unwrap_err());
+    filed(&SluiceCli::new(&dp.cp.url(), Some(&bob)), &id).await;
     for who in [&bob, &dave] {
         SluiceCli::new(&dp.cp.url(), Some(who))
             .run(&["approvals", "approve", &id])
