@@ -9,8 +9,10 @@
 //! the agent that filed the request through the outbox every replica
 //! delivers from (`crate::commands`), and in reply whenever the agent
 //! resends the request. Every request and vote is audited; live
-//! changes go to `/api/v1/approvals/events` subscribers and, for new
-//! requests, to the configured webhook.
+//! changes go to `/api/v1/approvals/events` subscribers of every replica
+//! (the others hear of them through `crate::fanout`) and, for new
+//! requests, to the configured webhook (once, from the replica the agent
+//! filed it with).
 
 use std::sync::OnceLock;
 
@@ -115,10 +117,7 @@ pub async fn on_agent_request(
             };
             if cp.store.insert_approval(&row).await? {
                 tracing::info!(request = %row.id, subject = %row.subject, resource = %row.resource, "approval requested");
-                let _ = cp
-                    .approvals
-                    .events
-                    .send(json!({"type": "approval.request", "approval": to_json(&row, &[], now)}));
+                announce(cp, REQUEST, &row, &[], now);
                 notify_webhook(cp, &row);
                 return Ok(None);
             }
@@ -170,14 +169,53 @@ async fn owned_by(cp: &ControlPlane, id: &str, agent: &str) -> Result<bool, Stor
         .is_some_and(|a| a.agent == agent))
 }
 
+/// Live-stream event types.
+const REQUEST: &str = "approval.request";
+const UPDATE: &str = "approval.update";
+
 async fn publish(cp: &ControlPlane, id: &str, now: i64) {
     if let Ok(Some(row)) = cp.store.approval(id).await {
         let votes = cp.store.votes(id).await.unwrap_or_default();
-        let _ = cp
-            .approvals
-            .events
-            .send(json!({"type": "approval.update", "approval": to_json(&row, &votes, now)}));
+        announce(cp, UPDATE, &row, &votes, now);
     }
+}
+
+/// Streams a change to this replica's subscribers and tells the other
+/// replicas, which stream it to theirs ([`relay`]).
+fn announce(
+    cp: &ControlPlane,
+    event: &'static str,
+    row: &ApprovalRow,
+    votes: &[VoteRow],
+    now: i64,
+) {
+    let _ = cp
+        .approvals
+        .events
+        .send(json!({"type": event, "approval": to_json(row, votes, now)}));
+    cp.fanout.emit(crate::fanout::Change::Approval {
+        id: row.id.clone(),
+        event: event.to_owned(),
+    });
+}
+
+/// Streams to this replica's subscribers a change another replica
+/// announced, as the database now has it.
+pub async fn relay(cp: &ControlPlane, id: &str, event: &str) {
+    let event = if event == REQUEST { REQUEST } else { UPDATE };
+    let row = match cp.store.approval(id).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(request = id, error = %e, "cannot read an approval request another replica changed");
+            return;
+        }
+    };
+    let votes = cp.store.votes(id).await.unwrap_or_default();
+    let _ = cp
+        .approvals
+        .events
+        .send(json!({"type": event, "approval": to_json(&row, &votes, now_ms())}));
 }
 
 /// The decision the agent must hear, once a request is decided.
@@ -302,10 +340,7 @@ pub async fn decide(
     if decided && let Some(decision) = decision_for(&row, &votes) {
         deliver(cp, &row.agent, decision).await;
     }
-    let _ = cp
-        .approvals
-        .events
-        .send(json!({"type": "approval.update", "approval": to_json(&row, &votes, now)}));
+    announce(cp, UPDATE, &row, &votes, now);
     Ok(row)
 }
 

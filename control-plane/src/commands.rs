@@ -5,10 +5,12 @@
 //! the load balancer picked, and the agent's stream may be held by another.
 //! So each message is first written to the shared database (the
 //! `agent_commands` outbox), then sent at once if the agent is attached
-//! here. Every replica also looks for unsent messages to its own agents
-//! every [`POLL_INTERVAL`], and when an agent attaches, so a message reaches
-//! the agent within about a second wherever it is attached, or when it
-//! next attaches. A replica claims a message in the database before
+//! here; otherwise the other replicas are told (`crate::fanout`), and the
+//! one the agent is attached to sends it. Every replica also looks for
+//! unsent messages to its own agents every poll interval (in case a
+//! notice was lost) and when an agent attaches, so a message reaches the
+//! agent wherever it is attached, or when it next attaches. A replica
+//! claims a message in the database before
 //! sending it, so it is sent once; if the agent's stream does not take it,
 //! the claim is given back.
 //!
@@ -24,11 +26,9 @@ use tokio::sync::watch;
 
 use crate::{
     ControlPlane,
+    fanout::Change,
     store::{AgentCommand, StoreError, now_ms},
 };
-
-/// How often each replica looks for messages written through another one.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Messages older than this are dropped, sent or not: by then an approval
 /// request has long expired, and an agent away that long has restarted.
@@ -75,6 +75,9 @@ pub async fn send(
     };
     let Some(sender) = cp.registry.sender(agent) else {
         cp.store.insert_agent_command(&command, None).await?;
+        cp.fanout.emit(Change::Commands {
+            agent: agent.to_owned(),
+        });
         return Ok(Delivery::Queued);
     };
     // Attached here: stored as claimed, so no replica's poller sends it
@@ -151,10 +154,14 @@ fn keep_ms() -> i64 {
     i64::try_from(KEEP.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Delivers messages written through other replicas every
-/// [`POLL_INTERVAL`], and drops old ones, until `stop` flips.
-pub async fn run_poller(cp: std::sync::Arc<ControlPlane>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(POLL_INTERVAL);
+/// Delivers messages written through other replicas every `every` (those
+/// whose notice was lost), and drops old ones, until `stop` flips.
+pub async fn run_poller(
+    cp: std::sync::Arc<ControlPlane>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune = None::<tokio::time::Instant>;
     loop {

@@ -64,6 +64,12 @@ pub struct ServeArgs {
         default_value = "json"
     )]
     pub approval_webhook_format: crate::approvals::WebhookFormat,
+    /// How often a replica looks in the database for changes made through
+    /// other replicas (a configuration revision, messages for its agents).
+    /// On PostgreSQL replicas also notify each other at once; polling
+    /// covers a notification lost while a listener reconnects.
+    #[arg(long, env = "SLUICE_HA_POLL_INTERVAL", default_value = "2s", value_parser = parse_interval)]
+    pub ha_poll_interval: Duration,
     #[command(flatten)]
     pub retention: RetentionArgs,
 }

@@ -13,6 +13,7 @@ pub mod api;
 pub mod approvals;
 pub mod commands;
 pub mod config;
+pub mod fanout;
 pub mod grpc;
 pub mod identity;
 pub mod keys;
@@ -50,6 +51,8 @@ pub struct ControlPlane {
     pub metrics: Metrics,
     /// Carries the latest configuration revision to every agent stream.
     pub changes: watch::Sender<u64>,
+    /// Tells the other replicas what changed here.
+    pub fanout: fanout::Fanout,
     /// Flips to true when the replica shuts down; agent streams end then,
     /// so graceful shutdown does not wait on them forever.
     pub stopping: watch::Sender<bool>,
@@ -91,6 +94,10 @@ impl ControlPlane {
         )?;
         let revision = store.revision().await?;
         let (changes, _) = watch::channel(revision);
+        let fanout = match store.engine() {
+            store::Engine::Postgres => fanout::Fanout::start(store.clone()),
+            store::Engine::Sqlite => fanout::Fanout::disabled(),
+        };
         Ok(Arc::new(Self {
             store,
             vault,
@@ -100,12 +107,21 @@ impl ControlPlane {
             approvals: approvals::Approvals::default(),
             metrics: Metrics::default(),
             changes,
+            fanout,
             stopping: watch::channel(false).0,
             max_staleness,
         }))
     }
 
-    /// Tells every attached agent that the configuration changed.
+    /// Tells every agent, attached here or to another replica, that the
+    /// configuration changed to `revision` through this replica.
+    pub fn changed(&self, revision: u64) {
+        self.notify_change(revision);
+        self.fanout.emit(fanout::Change::Revision);
+    }
+
+    /// Tells every agent attached here that the configuration is now at
+    /// `revision` (if that is newer than what they were told).
     pub fn notify_change(&self, revision: u64) {
         self.changes.send_if_modified(|current| {
             if revision > *current {
@@ -161,13 +177,24 @@ pub async fn serve(
         let _ = stop_tx.send(true);
     });
 
-    // Revision poller: picks up changes made through other replicas (and
-    // anything else that bumps the revision) within a couple of seconds.
+    // Changes made through other replicas arrive at once through the
+    // database's notifications (PostgreSQL), and within a poll interval
+    // when a notification is lost.
+    if cp.store.engine() == store::Engine::Postgres {
+        tokio::spawn(fanout::listen(
+            cp.clone(),
+            common.database_url(),
+            stop_rx.clone(),
+        ));
+    }
+    // Revision poller: also picks up anything else that bumps the revision.
     {
         let cp = cp.clone();
         let mut stop = stop_rx.clone();
+        let every = args.ha_poll_interval;
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -183,7 +210,11 @@ pub async fn serve(
 
     // Decisions and kills made through another replica reach the agents
     // attached to this one.
-    tokio::spawn(commands::run_poller(cp.clone(), stop_rx.clone()));
+    tokio::spawn(commands::run_poller(
+        cp.clone(),
+        args.ha_poll_interval,
+        stop_rx.clone(),
+    ));
 
     // Approvals that lapse are expired (and audited) within seconds.
     tokio::spawn(approvals::run_sweeper(
@@ -216,7 +247,7 @@ pub async fn serve(
             loop {
                 if cp.identity.refresh_external(&http).await {
                     match cp.store.touch_revision().await {
-                        Ok(rev) => cp.notify_change(rev),
+                        Ok(rev) => cp.changed(rev),
                         Err(e) => tracing::warn!(error = %e, "cannot record issuer key change"),
                     }
                 }

@@ -2,6 +2,10 @@
 //! deployment behind a load balancer. The agent is attached to one replica,
 //! and the approver and administrator talk to the other. Their decisions
 //! must still reach the agent. The target confirms what ran.
+//!
+//! The replicas poll the database only once an hour here, so what reaches
+//! the other replica within the tests' waits was announced through
+//! PostgreSQL's notifications.
 
 use std::time::Duration;
 
@@ -52,6 +56,7 @@ impl Replicated {
                 "SLUICE_BLOB_DIR".to_owned(),
                 shared.path().display().to_string(),
             ),
+            ("SLUICE_HA_POLL_INTERVAL".to_owned(), "1h".to_owned()),
         ];
         let mut a = ControlPlaneProc::start_with(env.clone()).await;
         let b = ControlPlaneProc::start_with(env).await;
@@ -159,4 +164,130 @@ async fn a_kill_requested_through_one_replica_ends_a_session_attached_to_another
     })
     .await;
     assert!(show.contains("ended"), "{show}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_changed_through_one_replica_reaches_an_agent_attached_to_another() {
+    let mut r = Replicated::start().await;
+    let alice = r.a.user_token("alice", &["devs"]).await;
+    let mut s = RawSession::connect(r.agent.pg_port, "app", &alice).await;
+    s.send(&query("SELECT count(*) FROM items")).await;
+    assert_eq!(first_column(&s.until(b'Z').await).len(), 1);
+    // Reads are no longer allowed: changed through `a`.
+    let revision = configure(
+        &mut r.a,
+        r.pg.port,
+        r#"
+      - allow: { sql: { statements: [transaction, session] } }
+        name: work
+"#,
+    )
+    .await;
+    r.agent
+        .wait_version(revision, Duration::from_secs(20))
+        .await;
+    s.send(&query("SELECT count(*) FROM items")).await;
+    let text = errors(&s.until(b'Z').await);
+    assert!(text.contains("42501"), "the read was not denied: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approval_stream_of_one_replica_shows_requests_and_votes_made_through_another() {
+    let mut r = Replicated::start().await;
+    let alice = r.a.user_token("alice", &["devs"]).await;
+    let bob = r.a.user_token("bob", &["dba"]).await;
+    // A console on `a`, subscribed before the request exists.
+    let mut events = reqwest::Client::new()
+        .get(format!("{}/api/v1/approvals/events", r.a.url()))
+        .bearer_auth(r.a.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert!(events.status().is_success());
+    let port = r.agent.pg_port;
+    let psql = std::thread::spawn(move || {
+        sluice_integration_tests::psql_script(port, &alice, "DELETE FROM items WHERE id = 8;\n")
+    });
+    // Filed by the agent through `b`.
+    let mut streamed = String::new();
+    let request = read_until(&mut events, &mut streamed, |s| {
+        s.contains("event: approval.request") && s.contains("id = 8")
+    })
+    .await;
+    let id = request["id"].as_str().unwrap().to_owned();
+    assert_eq!(request["status"], "pending");
+    // Approved through `b`; `a`'s stream shows the vote's outcome.
+    SluiceCli::new(&r.b.url(), Some(&bob))
+        .run(&["approvals", "approve", &id, "--reason", "ticket 10"])
+        .ok();
+    let update = read_until(&mut events, &mut streamed, |s| {
+        s.lines()
+            .any(|l| l.starts_with("data:") && l.contains(&id) && l.contains("\"approved\""))
+    })
+    .await;
+    assert_eq!(update["id"], id.as_str());
+    let (out, err) = psql.join().unwrap();
+    assert!(
+        out.contains("DELETE 1"),
+        "the approved DELETE did not run: {out}\n{err}"
+    );
+    assert_eq!(r.target("SELECT count(*) FROM items WHERE id = 8"), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_listening_connection_is_cut_reconnects_and_catches_up() {
+    let mut r = Replicated::start().await;
+    let cut = r.pg.psql(
+        "postgres",
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN %'",
+    );
+    assert_eq!(cut.trim(), "2", "each replica listens on one connection");
+    let revision = configure(
+        &mut r.a,
+        r.pg.port,
+        r#"
+      - allow: { sql: { statements: [transaction, session] } }
+        name: work
+"#,
+    )
+    .await;
+    r.agent
+        .wait_version(revision, Duration::from_secs(20))
+        .await;
+    let logs = r.b.logs();
+    assert!(
+        logs.contains("lost the connection that listens for other replicas' changes"),
+        "replica b did not notice its listener was cut:\n{logs}"
+    );
+}
+
+/// Reads the event stream into `streamed` until a complete event satisfies
+/// `matches`, and returns that event's data (one `data:` line of JSON).
+async fn read_until(
+    events: &mut reqwest::Response,
+    streamed: &mut String,
+    matches: impl Fn(&str) -> bool,
+) -> serde_json::Value {
+    // Keep-alive comments arrive meanwhile, so the wait has one deadline.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let complete = streamed.rfind("\n\n").map_or("", |end| &streamed[..end]);
+        if let Some(event) = complete.split("\n\n").find(|e| matches(e)) {
+            let data = event
+                .lines()
+                .find_map(|l| l.strip_prefix("data:"))
+                .expect("an event has data");
+            let value = serde_json::from_str(data.trim()).expect("event data is JSON");
+            // Later reads start after this event.
+            let end = streamed.find(event).unwrap_or(0) + event.len();
+            streamed.drain(..end);
+            return value;
+        }
+        let chunk = tokio::time::timeout_at(deadline, events.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no such event streamed; got:\n{streamed}"))
+            .unwrap()
+            .expect("the stream stays open");
+        streamed.push_str(&String::from_utf8_lossy(&chunk));
+    }
 }

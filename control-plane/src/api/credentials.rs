@@ -84,7 +84,7 @@ pub async fn set(
         .store
         .set_credential(&name, &body.username, &sealed)
         .await?;
-    cp.notify_change(rev);
+    cp.changed(rev);
     tracing::info!(by = %admin.subject, credential = %name, version = row.version, "credential set");
     Ok(Json(meta(&row)))
 }
@@ -122,7 +122,7 @@ pub async fn rotate(
         .store
         .rotate_credential(&name, body.username.as_deref(), &sealed)
         .await?;
-    cp.notify_change(rev);
+    cp.changed(rev);
     tracing::info!(by = %admin.subject, credential = %name, version = row.version, "credential rotated");
     Ok(Json(meta(&row)))
 }

@@ -82,7 +82,7 @@ pub async fn apply(
         .store
         .insert_policy_version(&body, &sha, &comment, &admin.subject, &resources)
         .await?;
-    cp.notify_change(revision);
+    cp.changed(revision);
     cp.metrics.policy_versions_applied.inc();
     tracing::info!(by = %admin.subject, version, revision, policies = doc.policies.len(), "policy applied");
     let row = cp.store.policy_version(version).await?.ok_or_else(|| {

@@ -100,7 +100,7 @@ pub async fn put(
     };
     validate(&row)?;
     let rev = cp.store.upsert_resource(&row).await?;
-    cp.notify_change(rev);
+    cp.changed(rev);
     tracing::info!(by = %admin.subject, resource = %name, agent = %row.agent, "resource saved");
     Ok(Json(to_json(&row)))
 }
@@ -138,7 +138,7 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<StatusCode, AppError> {
     let rev = cp.store.delete_resource(&name).await?;
-    cp.notify_change(rev);
+    cp.changed(rev);
     tracing::info!(by = %admin.subject, resource = %name, "resource deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -181,6 +181,20 @@ impl Store {
         Ok(rev)
     }
 
+    /// Sends `payload` on notification `channel` to every session that
+    /// listens (PostgreSQL's `NOTIFY`; nothing on SQLite, where no other
+    /// replica can be).
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<()> {
+        if self.engine == Engine::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     // --------------------------------------------------------- system keys
 
     pub async fn system_key(&self, name: &str) -> Result<Option<SystemKeyRow>> {
