@@ -75,6 +75,23 @@ impl Replicated {
         }
     }
 
+    /// Changes the policy through replica `a` so that reads are denied,
+    /// and waits until the agent (attached to `b`) enforces it.
+    async fn forbid_reads_through_a(&mut self) {
+        let revision = configure(
+            &mut self.a,
+            self.pg.port,
+            r#"
+      - allow: { sql: { statements: [transaction, session] } }
+        name: work
+"#,
+        )
+        .await;
+        self.agent
+            .wait_version(revision, Duration::from_secs(20))
+            .await;
+    }
+
     fn target(&self, sql: &str) -> String {
         self.pg.psql("app", sql).trim().to_owned()
     }
@@ -174,18 +191,7 @@ async fn a_policy_changed_through_one_replica_reaches_an_agent_attached_to_anoth
     s.send(&query("SELECT count(*) FROM items")).await;
     assert_eq!(first_column(&s.until(b'Z').await).len(), 1);
     // Reads are no longer allowed: changed through `a`.
-    let revision = configure(
-        &mut r.a,
-        r.pg.port,
-        r#"
-      - allow: { sql: { statements: [transaction, session] } }
-        name: work
-"#,
-    )
-    .await;
-    r.agent
-        .wait_version(revision, Duration::from_secs(20))
-        .await;
+    r.forbid_reads_through_a().await;
     s.send(&query("SELECT count(*) FROM items")).await;
     let text = errors(&s.until(b'Z').await);
     assert!(text.contains("42501"), "the read was not denied: {text}");
@@ -242,18 +248,7 @@ async fn a_replica_whose_listening_connection_is_cut_reconnects_and_catches_up()
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN %'",
     );
     assert_eq!(cut.trim(), "2", "each replica listens on one connection");
-    let revision = configure(
-        &mut r.a,
-        r.pg.port,
-        r#"
-      - allow: { sql: { statements: [transaction, session] } }
-        name: work
-"#,
-    )
-    .await;
-    r.agent
-        .wait_version(revision, Duration::from_secs(20))
-        .await;
+    r.forbid_reads_through_a().await;
     let logs = r.b.logs();
     assert!(
         logs.contains("lost the connection that listens for other replicas' changes"),
