@@ -16,7 +16,8 @@
 //!
 //! Sent means handed to the agent's stream: a connection that dies just
 //! then loses it. Agents resend undecided approval requests when they
-//! reconnect and get the decision in reply; a lost kill has to be repeated.
+//! reconnect and get the decision in reply; kills whose session has not
+//! ended are sent again whenever the agent attaches ([`resend_kills`]).
 
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use tokio::sync::watch;
 use crate::{
     ControlPlane,
     fanout::Change,
-    store::{AgentCommand, StoreError, now_ms},
+    store::{AgentCommand, SessionStatus, StoreError, now_ms},
 };
 
 /// Messages older than this are dropped, sent or not: by then an approval
@@ -122,6 +123,57 @@ pub async fn deliver_pending(cp: &ControlPlane, agent: Option<&str>) -> Result<u
         }
     }
     Ok(sent)
+}
+
+/// Sends `agent` again the kills it was sent whose session has not ended
+/// (as far as the trail shows): a kill handed to a stream that then failed
+/// was lost with it, and the agent's sessions outlive its control-plane
+/// link. Called when the agent attaches, after its old stream is gone. An
+/// agent ignores a kill for a session it does not run. Returns how many.
+pub async fn resend_kills(cp: &ControlPlane, agent: &str) -> Result<usize, StoreError> {
+    let Some(sender) = cp.registry.sender(agent) else {
+        return Ok(0);
+    };
+    let now = now_ms();
+    let sent = cp
+        .store
+        .sent_agent_commands(agent, now.saturating_sub(keep_ms()), PAGE)
+        .await?;
+    // The latest kill of each session (the first to arrive ends it).
+    let mut kills: Vec<ControlMessage> = Vec::new();
+    for command in sent {
+        let Ok(message) = ControlMessage::decode(command.message.as_slice()) else {
+            continue;
+        };
+        let Some(control_message::Msg::KillSession(k)) = &message.msg else {
+            continue;
+        };
+        kills.retain(|m| !matches!(&m.msg, Some(control_message::Msg::KillSession(o)) if o.session_id == k.session_id));
+        if !k.session_id.is_empty() {
+            kills.push(message);
+        }
+    }
+    let mut resent = 0;
+    for message in kills {
+        let Some(control_message::Msg::KillSession(k)) = &message.msg else {
+            continue;
+        };
+        let live = cp
+            .store
+            .session(&k.session_id, now)
+            .await?
+            .is_some_and(|s| matches!(s.status, SessionStatus::Live | SessionStatus::Incomplete));
+        if !live {
+            continue;
+        }
+        let session = k.session_id.clone();
+        if sender.send_timeout(message, SEND_TIMEOUT).await.is_err() {
+            break; // this stream failed too; the next attach tries again
+        }
+        tracing::info!(agent, session, "kill sent again: its session has not ended");
+        resent += 1;
+    }
+    Ok(resent)
 }
 
 /// Sends `command` if its agent is attached here and no one else has.

@@ -344,6 +344,10 @@ impl AgentSession {
         if let Err(e) = crate::commands::deliver_pending(&self.cp, Some(&self.name)).await {
             tracing::warn!(agent = %self.name, error = %e, "cannot look for messages to the agent; the next pass sends them");
         }
+        // Kills that may have been lost with the agent's last stream.
+        if let Err(e) = crate::commands::resend_kills(&self.cp, &self.name).await {
+            tracing::warn!(agent = %self.name, error = %e, "cannot look for kills to send again");
+        }
         let mut agent_version = hello.agent_version;
         loop {
             tokio::select! {

@@ -888,6 +888,19 @@ async fn messages_to_agents_are_claimed_once_and_age_out(store: &Store) {
         .await
         .expect("list");
     assert_eq!(ids(left), ["m3"], "a claimed message is not listed");
+    // What was sent, for sending kills again: claimed ones only, oldest first.
+    let sent = store
+        .sent_agent_commands("edge", since, 100)
+        .await
+        .expect("list");
+    assert_eq!(ids(sent), ["m1", "mine"]);
+    assert!(
+        store
+            .sent_agent_commands("core", since, 100)
+            .await
+            .expect("list")
+            .is_empty()
+    );
     // Given back (the stream did not take it), it is listed and claimable again.
     store.unclaim_agent_command("m1").await.expect("unclaim");
     assert!(store.claim_agent_command("m1", now).await.expect("claim"));

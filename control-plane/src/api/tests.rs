@@ -1709,6 +1709,73 @@ async fn admins_end_live_sessions_through_the_agent() {
 }
 
 #[tokio::test]
+async fn kills_whose_session_has_not_ended_are_sent_again_when_the_agent_attaches() {
+    use prost::Message as _;
+    use sluice_proto::{ControlMessage, KillSession, control_message::Msg};
+    let h = Harness::new().await;
+    let now = crate::store::now_ms();
+    h.cp.store
+        .upsert_agent_enrollment("edge", "fp", "0.1.0")
+        .await
+        .expect("enroll");
+    h.ingest(chained_session("s-live", now - 1_000, STATEMENTS, false))
+        .await;
+    h.ingest(chained_session("s-ended", now - 1_000, STATEMENTS, true))
+        .await;
+    let kill = |session: &str, reason: &str| {
+        Some(Msg::KillSession(KillSession {
+            session_id: session.into(),
+            reason: reason.into(),
+            ..Default::default()
+        }))
+    };
+    let mut first = h.attach("edge");
+    for reason in ["first", "second"] {
+        let r = h.kill("s-live", Some(json!({"reason": reason}))).await;
+        assert_eq!(r.json["delivery"], json!("sent"), "{}", r.text);
+        assert_eq!(first.try_recv().expect("sent").msg, kill("s-live", reason));
+    }
+    // A kill sent before its session ended (which the agent carried out).
+    h.cp.store
+        .insert_agent_command(
+            &crate::store::AgentCommand {
+                id: "k-ended".into(),
+                agent: "edge".into(),
+                message: ControlMessage {
+                    msg: kill("s-ended", "done"),
+                }
+                .encode_to_vec(),
+                created_ms: now - 500,
+            },
+            Some(now - 500),
+        )
+        .await
+        .expect("insert");
+    // The stream those went to failed; the agent attaches again. Only the
+    // live session's kill is sent again, once, with its latest reason.
+    drop(first);
+    let mut second = h.attach("edge");
+    assert_eq!(
+        crate::commands::resend_kills(&h.cp, "edge")
+            .await
+            .expect("resend"),
+        1
+    );
+    assert_eq!(
+        second.try_recv().expect("sent again").msg,
+        kill("s-live", "second")
+    );
+    assert!(second.try_recv().is_err(), "nothing else is sent");
+    // Nothing to send to an agent that is not attached.
+    assert_eq!(
+        crate::commands::resend_kills(&h.cp, "away")
+            .await
+            .expect("resend"),
+        0
+    );
+}
+
+#[tokio::test]
 async fn messages_for_an_agent_that_is_away_do_not_hold_up_those_for_one_attached_here() {
     let h = Harness::new().await;
     let now = crate::store::now_ms();

@@ -49,16 +49,26 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AgentCommand {
-                    id: r.try_get("id")?,
-                    agent: r.try_get("agent")?,
-                    message: r.try_get("message")?,
-                    created_ms: r.try_get("created_ms")?,
-                })
-            })
-            .collect()
+        rows.iter().map(command_of).collect()
+    }
+
+    /// Messages already sent to `agent` that were written at or after
+    /// `since_ms`, oldest first.
+    pub async fn sent_agent_commands(
+        &self,
+        agent: &str,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<AgentCommand>> {
+        let rows = sqlx::query(
+            "SELECT id, agent, message, created_ms FROM agent_commands WHERE sent_ms IS NOT NULL AND created_ms >= $1 AND agent = $2 ORDER BY created_ms, id LIMIT $3",
+        )
+        .bind(since_ms)
+        .bind(agent)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(command_of).collect()
     }
 
     /// The agents that have messages not yet sent, written at or after
@@ -104,4 +114,13 @@ impl Store {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+fn command_of(r: &sqlx::any::AnyRow) -> Result<AgentCommand> {
+    Ok(AgentCommand {
+        id: r.try_get("id")?,
+        agent: r.try_get("agent")?,
+        message: r.try_get("message")?,
+        created_ms: r.try_get("created_ms")?,
+    })
 }
