@@ -92,6 +92,30 @@ impl RawSession {
         self.stream.write_all(bytes).await.unwrap();
     }
 
+    /// Sends `bytes`; a connection the agent closed is an error, not a panic.
+    pub async fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Frames up to and including the first with `tag`, or all until the
+    /// peer closed the connection; waits as long as it takes.
+    pub async fn until_or_closed(&mut self, tag: u8) -> Vec<Frame> {
+        let mut all = Vec::new();
+        loop {
+            while let Some(f) = self.reader.next_frame().unwrap() {
+                let done = f.tag == tag;
+                all.push(f);
+                if done {
+                    return all;
+                }
+            }
+            match self.stream.read_buf(self.reader.buffer()).await {
+                Ok(0) | Err(_) => return all,
+                Ok(_) => {}
+            }
+        }
+    }
+
     /// Writes as much of `bytes` as the peer takes, until a write makes no
     /// progress for `wait` (the peer stopped reading); returns how much.
     pub async fn send_some(&mut self, bytes: &[u8], wait: Duration) -> usize {

@@ -175,6 +175,81 @@ async fn per_subject_connection_limit_is_enforced() {
     crate_eventually_connects(&url).await;
 }
 
+#[tokio::test]
+async fn one_subject_cannot_fill_the_agent_with_large_messages_and_others_are_not_harmed() {
+    use sluice_integration_tests::rawpg::{
+        RawSession, errors, execute, first_column, frame, parse, query, sync,
+    };
+    // Room for two 2 MB messages arriving at once, not three.
+    let mut dp = DataPath::start_with(
+        sluice_integration_tests::datapath::DEFAULT_RULES,
+        vec!["--max-subject-receive-bytes".into(), "5000000".into()],
+    )
+    .await;
+    let port = dp.agent.pg_port;
+    // A 2 MB parameter (an upload, say) in one Bind.
+    let value = vec![b'x'; 2_000_000];
+    let mut body = b"\0\0\0\0\0\x01".to_vec();
+    body.extend_from_slice(&i32::try_from(value.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(&value);
+    body.extend_from_slice(b"\0\0");
+    let big = [
+        parse("", "SELECT length($1::text)"),
+        frame(b'B', &body),
+        execute("", 0),
+        sync(),
+    ]
+    .concat();
+    let (head, rest) = big.split_at(1_500_000);
+    let mut alice = Vec::new();
+    for _ in 0..3 {
+        let mut s = RawSession::connect(port, "app", &dp.token).await;
+        // Refused as soon as its header is read: the write may fail then.
+        let _ = s.try_send(head).await;
+        alice.push(s);
+    }
+    // Nothing has finished arriving, so whichever header came last is
+    // refused, and that session ends.
+    let (refused, answer) = tokio::time::timeout(Duration::from_secs(20), async {
+        let [a, b, c] = &mut alice[..] else {
+            unreachable!()
+        };
+        tokio::select! {
+            f = a.until_or_closed(b'E') => (0, f),
+            f = b.until_or_closed(b'E') => (1, f),
+            f = c.until_or_closed(b'E') => (2, f),
+        }
+    })
+    .await
+    .expect("one of the three sessions was refused");
+    let text = errors(&answer);
+    assert!(
+        text.contains("53200") && text.contains("--max-subject-receive-bytes"),
+        "{text}"
+    );
+    assert!(
+        alice[refused].until_or_closed(b'Z').await.is_empty(),
+        "the refused session was closed"
+    );
+    // Another subject is served meanwhile.
+    let bob = dp.cp.user_token("bob", &["devs"]).await;
+    let mut other = RawSession::connect(port, "app", &bob).await;
+    other.send(&query("SELECT count(*) FROM items")).await;
+    assert!(errors(&other.until(b'Z').await).is_empty());
+    // The two whose messages fitted finish them and get their answers.
+    for (i, s) in alice.iter_mut().enumerate() {
+        if i != refused {
+            s.send(rest).await;
+            let answer = s.until(b'Z').await;
+            assert_eq!(first_column(&answer), ["2000000"], "{}", errors(&answer));
+        }
+    }
+    // Their allowance is given back once their messages are in.
+    let mut again = RawSession::connect(port, "app", &dp.token).await;
+    again.send(&big).await;
+    assert_eq!(first_column(&again.until(b'Z').await), ["2000000"]);
+}
+
 async fn crate_eventually_connects(url: &str) {
     sluice_integration_tests::eventually(Duration::from_secs(10), "a slot to free up", || async {
         sqlx::postgres::PgConnection::connect(url)

@@ -92,6 +92,12 @@ pub struct AgentArgs {
     /// Largest single protocol message accepted from a client or target.
     #[arg(long, env = "SLUICE_AGENT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_message_bytes: u32,
+    /// Memory all of one subject's connections together may hold for client
+    /// messages over 1 MiB that are still arriving (each is buffered whole
+    /// before it is judged); a message that would pass it ends its session
+    /// with SQLSTATE 53200, and the subject's other sessions go on.
+    #[arg(long, env = "SLUICE_AGENT_MAX_SUBJECT_RECEIVE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_subject_receive_bytes: usize,
     /// Agent memory one session may hold for its client's named prepared
     /// statements and portals (their text, parameters and bookkeeping; the
     /// unnamed ones are not counted); a Parse, Bind or SQL PREPARE beyond

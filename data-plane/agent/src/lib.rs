@@ -25,7 +25,7 @@ mod tls;
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -63,17 +63,38 @@ pub struct Agent {
     pub local_mask_key: Vec<u8>,
     /// TLS for client connections (None: plaintext only).
     pub pg_tls: Option<tokio_rustls::TlsAcceptor>,
-    subject_connections: Mutex<std::collections::HashMap<String, usize>>,
+    subject_connections: Mutex<std::collections::HashMap<String, SubjectUse>>,
     /// Live client sessions (to end them on request or revocation).
     pub sessions: Arc<sessions::LiveSessions>,
     /// Approval requests in flight and one-time grants.
     pub approvals: approvals::Approvals,
 }
 
+/// What one subject's connections use of the agent's shared limits.
+#[derive(Default)]
+struct SubjectUse {
+    connections: usize,
+    /// Bytes of large client messages still arriving (see [`ReceiveCharge`]).
+    receiving: Arc<AtomicUsize>,
+}
+
 /// A connection counted against its subject's limit; released on drop.
 pub struct SubjectSlot<'a> {
     agent: &'a Agent,
     subject: String,
+    receiving: Arc<AtomicUsize>,
+}
+
+impl SubjectSlot<'_> {
+    /// This connection's share of what its subject's connections may hold
+    /// for large messages still arriving (`--max-subject-receive-bytes`).
+    pub fn receive_charge(&self) -> ReceiveCharge {
+        ReceiveCharge {
+            used: Arc::clone(&self.receiving),
+            limit: self.agent.args.max_subject_receive_bytes,
+            held: 0,
+        }
+    }
 }
 
 impl Drop for SubjectSlot<'_> {
@@ -83,12 +104,65 @@ impl Drop for SubjectSlot<'_> {
             .subject_connections
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = counts.get_mut(&self.subject) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
+        if let Some(u) = counts.get_mut(&self.subject) {
+            u.connections = u.connections.saturating_sub(1);
+            if u.connections == 0 {
                 counts.remove(&self.subject);
             }
         }
+    }
+}
+
+/// Client messages larger than this are counted, while they arrive,
+/// against their subject's `--max-subject-receive-bytes`: a message is
+/// buffered whole before it is judged, and one subject's many connections
+/// must not be able to fill the agent's memory that way.
+pub const LARGE_MESSAGE: usize = 1024 * 1024;
+
+/// The bytes one session holds of its subject's allowance for large
+/// messages still arriving; given back when it holds another amount or
+/// is dropped.
+pub struct ReceiveCharge {
+    used: Arc<AtomicUsize>,
+    limit: usize,
+    held: usize,
+}
+
+impl ReceiveCharge {
+    /// Holds `n` bytes instead of what it held. `Err` with the bytes the
+    /// subject's other sessions hold, holding nothing, when `n` would take
+    /// the subject past its limit.
+    pub fn hold(&mut self, n: usize) -> Result<(), usize> {
+        if n == self.held {
+            return Ok(());
+        }
+        self.release();
+        if n == 0 {
+            return Ok(());
+        }
+        let limit = self.limit;
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|total| *total <= limit)
+            })
+            .map(|_| self.held = n)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn release(&mut self) {
+        if self.held > 0 {
+            self.used.fetch_sub(self.held, Ordering::AcqRel);
+            self.held = 0;
+        }
+    }
+}
+
+impl Drop for ReceiveCharge {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -140,14 +214,15 @@ impl Agent {
             .subject_connections
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let n = counts.entry(subject.to_owned()).or_insert(0);
-        if *n >= self.args.max_connections_per_subject {
+        let u = counts.entry(subject.to_owned()).or_default();
+        if u.connections >= self.args.max_connections_per_subject {
             return None;
         }
-        *n += 1;
+        u.connections += 1;
         Some(SubjectSlot {
             agent: self,
             subject: subject.to_owned(),
+            receiving: Arc::clone(&u.receiving),
         })
     }
 
@@ -408,4 +483,33 @@ pub async fn run(
     }
     tracing::info!("agent stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_of_one_subject_share_their_allowance_for_large_messages() {
+        let used = Arc::new(AtomicUsize::new(0));
+        let charge = || ReceiveCharge {
+            used: Arc::clone(&used),
+            limit: 10,
+            held: 0,
+        };
+        let (mut a, mut b) = (charge(), charge());
+        assert_eq!(a.hold(6), Ok(()));
+        assert_eq!(
+            b.hold(5),
+            Err(6),
+            "over the limit: refused, told what others hold"
+        );
+        assert_eq!(b.hold(4), Ok(()));
+        // Holding another amount gives back the old one first.
+        assert_eq!(a.hold(5), Ok(()));
+        assert_eq!(used.load(Ordering::Acquire), 9);
+        assert_eq!(a.hold(0), Ok(()));
+        drop(b);
+        assert_eq!(used.load(Ordering::Acquire), 0, "given back on drop");
+    }
 }

@@ -62,6 +62,18 @@ impl FrameReader {
         self.buf.len()
     }
 
+    /// The announced size of the frame still arriving at the head of the
+    /// buffer (tag included), once its header is in; `None` when the buffer
+    /// is empty or starts with a complete frame.
+    pub fn incomplete_len(&self) -> Option<usize> {
+        if self.buf.len() < 5 {
+            return None;
+        }
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+        let total = len as usize + 1;
+        (total > self.buf.len()).then_some(total)
+    }
+
     /// The next complete frame, if the buffer holds one.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         if self.buf.len() < 5 {
@@ -116,6 +128,22 @@ impl FrameReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_size_of_a_frame_still_arriving_is_known_from_its_header() {
+        let mut r = FrameReader::new(1 << 20);
+        assert_eq!(r.incomplete_len(), None);
+        r.buffer().extend_from_slice(&[b'Q', 0, 0]);
+        assert_eq!(r.incomplete_len(), None, "no header yet");
+        r.buffer().extend_from_slice(&[0, 104, b'S']);
+        assert_eq!(r.incomplete_len(), Some(105));
+        r.buffer().extend_from_slice(&[b'x'; 98]);
+        assert_eq!(r.incomplete_len(), Some(105));
+        r.buffer().extend_from_slice(&[0]);
+        assert_eq!(r.incomplete_len(), None, "complete");
+        assert!(r.next_frame().unwrap().is_some());
+        assert_eq!(r.incomplete_len(), None);
+    }
 
     #[test]
     fn frames_split_across_reads() {

@@ -184,7 +184,7 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
             FrontDoor::Refused(refusal) => return refuse(&agent, stream, event, refusal).await,
             FrontDoor::Granted(g) => g,
         };
-        let _subject_slot = match agent.claim_subject_slot(&granted.subject.id) {
+        let subject_slot = match agent.claim_subject_slot(&granted.subject.id) {
             Some(slot) => slot,
             None => {
                 let r = Refusal::new("53300", "too_many_connections", format!(
@@ -256,6 +256,7 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
             cancels,
             masker,
             target: granted.resource.clone(),
+            receiving: subject_slot.receive_charge(),
         };
         let client_reader = FrameReader::new(agent.args.max_message_bytes);
         let (totals, error, mut trail) = session::run(ctx, stream, client_reader, upstream).await;

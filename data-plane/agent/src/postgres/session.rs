@@ -91,6 +91,9 @@ pub struct Context {
     pub masker: Option<super::mask::Masker>,
     /// The resource (to re-read its catalog after DDL).
     pub target: pb::Resource,
+    /// This session's share of its subject's allowance for large messages
+    /// still arriving.
+    pub receiving: crate::ReceiveCharge,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -272,6 +275,8 @@ pub enum SessionError {
     Ended(String),
     #[error("a result row could not be masked, so it was not sent and the session is ended: {0}")]
     Unmaskable(String),
+    #[error("{0}")]
+    TooMuchArriving(String),
 }
 
 /// Runs the relay until either side closes. Returns the session totals.
@@ -353,6 +358,9 @@ pub async fn run(
                         if let Err(e) = relay.on_client_bytes(&mut client_reader).await {
                             break Some(e);
                         }
+                        if let Err(e) = relay.count_arriving(&client_reader) {
+                            break Some(e);
+                        }
                     }
                     Err(e) => break Some(e.into()),
                 }
@@ -426,10 +434,12 @@ pub async fn run(
         | SessionError::Idle(_)
         | SessionError::Ended(_)
         | SessionError::Unmaskable(_)
+        | SessionError::TooMuchArriving(_)
         | SessionError::Upstream(_)),
     ) = &err
     {
         let code = match e {
+            SessionError::TooMuchArriving(_) => "53200",
             SessionError::Idle(_) => "57P05",
             SessionError::Ended(_) => "57P01",
             SessionError::Unmaskable(_) => "XX000",
@@ -484,6 +494,23 @@ async fn held_outcome(holding: &mut Option<Holding>) -> HeldOutcome {
 }
 
 impl Relay {
+    /// Counts a large message still arriving against the subject's
+    /// allowance (see [`crate::LARGE_MESSAGE`]); ends the session if it
+    /// does not fit, before the rest of it is read.
+    fn count_arriving(&mut self, reader: &FrameReader) -> Result<(), SessionError> {
+        let arriving = reader
+            .incomplete_len()
+            .filter(|&n| n > crate::LARGE_MESSAGE)
+            .unwrap_or(0);
+        self.ctx.receiving.hold(arriving).map_err(|others| {
+            SessionError::TooMuchArriving(format!(
+                "\"{}\"'s sessions are already receiving {others} bytes of large messages through this agent, and this {arriving}-byte message would pass their limit of {} bytes (--max-subject-receive-bytes); send it when they are done, or in smaller statements",
+                self.ctx.subject.id,
+                self.ctx.receiving.limit()
+            ))
+        })
+    }
+
     async fn on_client_bytes(&mut self, reader: &mut FrameReader) -> Result<(), SessionError> {
         while self.holding.is_none()
             && let Some(frame) = reader
