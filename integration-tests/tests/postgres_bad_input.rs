@@ -250,6 +250,35 @@ async fn one_subject_cannot_fill_the_agent_with_large_messages_and_others_are_no
     assert_eq!(first_column(&again.until(b'Z').await), ["2000000"]);
 }
 
+#[tokio::test]
+async fn a_result_row_larger_than_the_subjects_allowance_ends_that_session_only() {
+    use sluice_integration_tests::rawpg::{RawSession, errors, first_column, query};
+    let dp = DataPath::start_with(
+        sluice_integration_tests::datapath::DEFAULT_RULES,
+        vec!["--max-subject-receive-bytes".into(), "1500000".into()],
+    )
+    .await;
+    let port = dp.agent.pg_port;
+    let mut s = RawSession::connect(port, "app", &dp.token).await;
+    s.send(&query("SELECT repeat('x', 2000000)")).await;
+    let answer = s.until_or_closed(b'Z').await;
+    let text = errors(&answer);
+    assert!(
+        text.contains("53200") && text.contains("ask for smaller rows"),
+        "{text}"
+    );
+    assert!(
+        !answer.iter().any(|f| f.tag == b'D'),
+        "no part of the row reached the client"
+    );
+    // Rows within the allowance are served, in this subject's other sessions too.
+    let mut other = RawSession::connect(port, "app", &dp.token).await;
+    other
+        .send(&query("SELECT length(repeat('x', 2000000))"))
+        .await;
+    assert_eq!(first_column(&other.until(b'Z').await), ["2000000"]);
+}
+
 async fn crate_eventually_connects(url: &str) {
     sluice_integration_tests::eventually(Duration::from_secs(10), "a slot to free up", || async {
         sqlx::postgres::PgConnection::connect(url)

@@ -92,8 +92,10 @@ pub struct Context {
     /// The resource (to re-read its catalog after DDL).
     pub target: pb::Resource,
     /// This session's share of its subject's allowance for large messages
-    /// still arriving.
+    /// still arriving: from its client, and from the target (a result row
+    /// the client asked for).
     pub receiving: crate::ReceiveCharge,
+    pub receiving_results: crate::ReceiveCharge,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -373,6 +375,9 @@ pub async fn run(
                         if let Err(e) = relay.on_server_bytes(&mut server_reader) {
                             break Some(e);
                         }
+                        if let Err(e) = relay.count_arriving_result(&server_reader) {
+                            break Some(e);
+                        }
                     }
                     Err(e) => break Some(e.into()),
                 }
@@ -498,15 +503,25 @@ impl Relay {
     /// allowance (see [`crate::LARGE_MESSAGE`]); ends the session if it
     /// does not fit, before the rest of it is read.
     fn count_arriving(&mut self, reader: &FrameReader) -> Result<(), SessionError> {
-        let arriving = reader
-            .incomplete_len()
-            .filter(|&n| n > crate::LARGE_MESSAGE)
-            .unwrap_or(0);
+        let arriving = large_arriving(reader);
+        let subject = &self.ctx.subject.id;
         self.ctx.receiving.hold(arriving).map_err(|others| {
             SessionError::TooMuchArriving(format!(
-                "\"{}\"'s sessions are already receiving {others} bytes of large messages through this agent, and this {arriving}-byte message would pass their limit of {} bytes (--max-subject-receive-bytes); send it when they are done, or in smaller statements",
-                self.ctx.subject.id,
+                "\"{subject}\"'s sessions are already receiving {others} bytes of large messages through this agent, and this {arriving}-byte message would pass their limit of {} bytes (--max-subject-receive-bytes); send it when they are done, or in smaller statements",
                 self.ctx.receiving.limit()
+            ))
+        })
+    }
+
+    /// The same for a large message from the target (a result row the
+    /// client asked for), counted against the same allowance.
+    fn count_arriving_result(&mut self, reader: &FrameReader) -> Result<(), SessionError> {
+        let arriving = large_arriving(reader);
+        let subject = &self.ctx.subject.id;
+        self.ctx.receiving_results.hold(arriving).map_err(|others| {
+            SessionError::TooMuchArriving(format!(
+                "the target is sending a {arriving}-byte message for this session, and \"{subject}\"'s sessions are already receiving {others} bytes of large messages through this agent (limit {} bytes, --max-subject-receive-bytes); ask for smaller rows",
+                self.ctx.receiving_results.limit()
             ))
         })
     }
@@ -1940,6 +1955,15 @@ impl Relay {
 }
 
 /// A NotificationResponse with its payload masked; `None` when unchanged.
+/// The size of the message still arriving in `reader`, if it is large
+/// (over [`crate::LARGE_MESSAGE`]); 0 otherwise.
+fn large_arriving(reader: &FrameReader) -> usize {
+    reader
+        .incomplete_len()
+        .filter(|&n| n > crate::LARGE_MESSAGE)
+        .unwrap_or(0)
+}
+
 fn mask_notification(masker: &super::mask::Masker, body: &[u8]) -> Option<Frame> {
     let (pid, rest) = body.split_at_checked(4)?;
     let mut parts = rest.splitn(3, |b| *b == 0);
