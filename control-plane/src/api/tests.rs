@@ -1201,6 +1201,22 @@ impl Harness {
             .rows_affected()
     }
 
+    /// Agent `edge`, enrolled, with session `s-live` still running and
+    /// `s-ended` over; returns the time they are relative to.
+    async fn live_and_ended_sessions_on_edge(&self) -> i64 {
+        let now = crate::store::now_ms();
+        self.cp
+            .store
+            .upsert_agent_enrollment("edge", "fp", "0.1.0")
+            .await
+            .expect("enroll");
+        self.ingest(chained_session("s-live", now - 1_000, STATEMENTS, false))
+            .await;
+        self.ingest(chained_session("s-ended", now - 1_000, STATEMENTS, true))
+            .await;
+        now
+    }
+
     /// Attaches agent `name` to this replica; what is sent to it arrives
     /// on the returned channel.
     fn attach(&self, name: &str) -> tokio::sync::mpsc::Receiver<sluice_proto::ControlMessage> {
@@ -1611,15 +1627,7 @@ async fn sessions_are_listed_shown_and_classified() {
 #[tokio::test]
 async fn admins_end_live_sessions_through_the_agent() {
     let h = Harness::new().await;
-    let now = crate::store::now_ms();
-    h.cp.store
-        .upsert_agent_enrollment("edge", "fp", "0.1.0")
-        .await
-        .expect("enroll");
-    h.ingest(chained_session("s-live", now - 1_000, STATEMENTS, false))
-        .await;
-    h.ingest(chained_session("s-ended", now - 1_000, STATEMENTS, true))
-        .await;
+    h.live_and_ended_sessions_on_edge().await;
 
     // Not attached here: stored for whichever replica it is attached to,
     // or for when it attaches.
@@ -1713,15 +1721,7 @@ async fn kills_whose_session_has_not_ended_are_sent_again_when_the_agent_attache
     use prost::Message as _;
     use sluice_proto::{ControlMessage, KillSession, control_message::Msg};
     let h = Harness::new().await;
-    let now = crate::store::now_ms();
-    h.cp.store
-        .upsert_agent_enrollment("edge", "fp", "0.1.0")
-        .await
-        .expect("enroll");
-    h.ingest(chained_session("s-live", now - 1_000, STATEMENTS, false))
-        .await;
-    h.ingest(chained_session("s-ended", now - 1_000, STATEMENTS, true))
-        .await;
+    let now = h.live_and_ended_sessions_on_edge().await;
     let kill = |session: &str, reason: &str| {
         Some(Msg::KillSession(KillSession {
             session_id: session.into(),
