@@ -139,7 +139,8 @@ pub async fn resend_kills(cp: &ControlPlane, agent: &str) -> Result<usize, Store
         .store
         .sent_agent_commands(agent, now.saturating_sub(keep_ms()), PAGE)
         .await?;
-    // The latest kill of each session (the first to arrive ends it).
+    // One kill per session is enough: the latest (its reason is the one
+    // the administrator gave last).
     let mut kills: Vec<ControlMessage> = Vec::new();
     for command in sent {
         let Ok(message) = ControlMessage::decode(command.message.as_slice()) else {

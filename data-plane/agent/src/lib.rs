@@ -74,7 +74,8 @@ pub struct Agent {
 #[derive(Default)]
 struct SubjectUse {
     connections: usize,
-    /// Bytes of large client messages still arriving (see [`ReceiveCharge`]).
+    /// Bytes of large messages still arriving for its sessions (see
+    /// [`ReceiveCharge`]).
     receiving: Arc<AtomicUsize>,
 }
 
@@ -113,10 +114,11 @@ impl Drop for SubjectSlot<'_> {
     }
 }
 
-/// Client messages larger than this are counted, while they arrive,
-/// against their subject's `--max-subject-receive-bytes`: a message is
-/// buffered whole before it is judged, and one subject's many connections
-/// must not be able to fill the agent's memory that way.
+/// Messages larger than this, from a client or from the target for it, are
+/// counted while they arrive against the subject's
+/// `--max-subject-receive-bytes`: a message is buffered whole before it is
+/// judged (or masked), and one subject's many connections must not be able
+/// to fill the agent's memory that way.
 pub const LARGE_MESSAGE: usize = 1024 * 1024;
 
 /// The bytes one session holds of its subject's allowance for large
