@@ -430,6 +430,77 @@ async fn a_session_that_prepares_without_end_is_refused_and_others_are_not_harme
 }
 
 #[tokio::test]
+async fn one_subjects_sessions_share_a_budget_for_prepared_statements() {
+    use sluice_integration_tests::rawpg::{RawSession, errors, first_column, parse, query, sync};
+    let rules = format!(
+        "{}      - allow: {{ sql: {{ statements: [prepare] }} }}\n",
+        sluice_integration_tests::datapath::DEFAULT_RULES
+    );
+    let mut dp = DataPath::start_with(
+        &rules,
+        vec![
+            "--max-prepared-bytes".into(),
+            "65536".into(),
+            "--max-subject-prepared-bytes".into(),
+            "100000".into(),
+        ],
+    )
+    .await;
+    let port = dp.agent.pg_port;
+    let padding = "x".repeat(4000);
+    let text = |i: usize| format!("SELECT name FROM items WHERE id = {i} /* {padding} */");
+    // Prepares `name`; the error text if refused.
+    async fn prepare(s: &mut RawSession, name: &str, sql: &str) -> String {
+        s.send(&[parse(name, sql), sync()].concat()).await;
+        errors(&s.until(b'Z').await)
+    }
+    async fn count(s: &mut RawSession) -> String {
+        s.send(&query("SELECT count(*) FROM pg_prepared_statements"))
+            .await;
+        first_column(&s.until(b'Z').await).concat()
+    }
+    let mut a = RawSession::connect(port, "app", &dp.token).await;
+    for i in 0..10 {
+        let refused = prepare(&mut a, &format!("s{i}"), &text(i)).await;
+        assert!(refused.is_empty(), "{refused}");
+    }
+    // A second session of the same subject fills what is left of the
+    // subject's budget, well before its own.
+    let mut b = RawSession::connect(port, "app", &dp.token).await;
+    let mut prepared = 0;
+    let refusal = loop {
+        assert!(prepared < 15, "the subject's budget never filled up");
+        let refused = prepare(&mut b, &format!("s{prepared}"), &text(prepared)).await;
+        if !refused.is_empty() {
+            break refused;
+        }
+        prepared += 1;
+    };
+    assert!(
+        refusal.contains("54000") && refusal.contains("--max-subject-prepared-bytes"),
+        "{refusal}"
+    );
+    // The refused Parse never reached the target.
+    assert_eq!(count(&mut b).await, prepared.to_string());
+    // Another subject prepares as usual.
+    let bob = dp.cp.user_token("bob", &["devs"]).await;
+    let mut other = RawSession::connect(port, "app", &bob).await;
+    let refused = prepare(&mut other, "s0", &text(0)).await;
+    assert!(refused.is_empty(), "{refused}");
+    // Once the first session ends, its share is free again.
+    drop(a);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !prepare(&mut b, "again", &text(prepared)).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ended session's share was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count(&mut b).await, (prepared + 1).to_string());
+}
+
+#[tokio::test]
 async fn a_client_that_pipelines_without_reading_meets_backpressure() {
     use sluice_integration_tests::rawpg::{RawSession, bind, errors, execute, parse, sync, tags};
     use sqlx::Executor as _;

@@ -104,6 +104,11 @@ pub struct AgentArgs {
     /// it is refused with SQLSTATE 54000.
     #[arg(long, env = "SLUICE_AGENT_MAX_PREPARED_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_prepared_bytes: usize,
+    /// The same, for all of one subject's sessions together (a subject may
+    /// hold many connections); beyond it, refused with 54000 in whichever
+    /// session asks.
+    #[arg(long, env = "SLUICE_AGENT_MAX_SUBJECT_PREPARED_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub max_subject_prepared_bytes: usize,
     /// Result rows recorded per statement in the session record (0: none).
     #[arg(long, env = "SLUICE_AGENT_RECORD_ROWS", default_value_t = 100)]
     pub record_rows: usize,

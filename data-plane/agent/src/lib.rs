@@ -77,6 +77,8 @@ struct SubjectUse {
     /// Bytes of large messages still arriving for its sessions (see
     /// [`ReceiveCharge`]).
     receiving: Arc<AtomicUsize>,
+    /// Bytes its sessions' prepared statements and portals hold.
+    prepared: Arc<AtomicUsize>,
 }
 
 /// A connection counted against its subject's limit; released on drop.
@@ -84,6 +86,7 @@ pub struct SubjectSlot<'a> {
     agent: &'a Agent,
     subject: String,
     receiving: Arc<AtomicUsize>,
+    prepared: Arc<AtomicUsize>,
 }
 
 impl SubjectSlot<'_> {
@@ -95,6 +98,12 @@ impl SubjectSlot<'_> {
             limit: self.agent.args.max_subject_receive_bytes,
             held: 0,
         }
+    }
+
+    /// What all the subject's sessions' prepared statements and portals
+    /// hold (`--max-subject-prepared-bytes`).
+    pub fn prepared(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.prepared)
     }
 }
 
@@ -225,6 +234,7 @@ impl Agent {
             agent: self,
             subject: subject.to_owned(),
             receiving: Arc::clone(&u.receiving),
+            prepared: Arc::clone(&u.prepared),
         })
     }
 

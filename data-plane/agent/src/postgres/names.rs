@@ -30,7 +30,10 @@
 use std::{
     collections::{HashMap, VecDeque},
     fmt,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use sluice_policy::PreparedChange;
@@ -165,17 +168,28 @@ pub struct AdditionOp(Addition);
 pub enum Refusal {
     /// What the name holds (or that it holds nothing) does not allow it.
     Name(String),
-    /// The session's names would take more than `budget` bytes.
-    OverBudget { budget: usize },
+    /// The session's names (`subject`: all its subject's sessions' names)
+    /// would take more than `budget` bytes.
+    OverBudget { budget: usize, subject: bool },
 }
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Name(why) => f.write_str(why),
-            Self::OverBudget { budget } => write!(
+            Self::OverBudget {
+                budget,
+                subject: false,
+            } => write!(
                 f,
                 "this session's prepared statements and portals would take more than the {budget} bytes of agent memory a session may hold (--max-prepared-bytes)"
+            ),
+            Self::OverBudget {
+                budget,
+                subject: true,
+            } => write!(
+                f,
+                "the prepared statements and portals of all this identity's sessions through this agent would take more than the {budget} bytes they may hold together (--max-subject-prepared-bytes); close some, or end idle sessions"
             ),
         }
     }
@@ -192,6 +206,26 @@ pub struct Names {
     pending_held: usize,
     /// What `held` and `pending_held` together may reach.
     budget: usize,
+    /// What all the subject's sessions' names together may reach.
+    subject: Option<SubjectShare>,
+}
+
+/// One session's part in what all its subject's sessions' names hold.
+#[derive(Debug)]
+struct SubjectShare {
+    /// Every session's `held + pending_held`, as last reported.
+    used: Arc<AtomicUsize>,
+    limit: usize,
+    /// This session's part of `used`.
+    reported: usize,
+}
+
+impl Drop for Names {
+    fn drop(&mut self) {
+        if let Some(s) = &self.subject {
+            s.used.fetch_sub(s.reported, Ordering::AcqRel);
+        }
+    }
 }
 
 impl Default for Names {
@@ -211,6 +245,34 @@ impl Names {
             held: 0,
             pending_held: 0,
             budget,
+            subject: None,
+        }
+    }
+
+    /// Also holds the session to `limit` bytes for the names of all its
+    /// subject's sessions together, counted in `used`.
+    #[must_use]
+    pub fn with_subject_budget(mut self, used: Arc<AtomicUsize>, limit: usize) -> Self {
+        self.subject = Some(SubjectShare {
+            used,
+            limit,
+            reported: 0,
+        });
+        self
+    }
+
+    /// Brings this session's part of its subject's count up to date.
+    fn report(&mut self) {
+        let now = self.held + self.pending_held;
+        if let Some(s) = &mut self.subject
+            && now != s.reported
+        {
+            if now > s.reported {
+                s.used.fetch_add(now - s.reported, Ordering::AcqRel);
+            } else {
+                s.used.fetch_sub(s.reported - now, Ordering::AcqRel);
+            }
+            s.reported = now;
         }
     }
 
@@ -244,7 +306,19 @@ impl Names {
         if total > self.budget {
             return Err(Refusal::OverBudget {
                 budget: self.budget,
+                subject: false,
             });
+        }
+        if let Some(s) = &self.subject {
+            // A soft limit: sessions planning at once may each pass this
+            // check before either reports what it added.
+            let others = s.used.load(Ordering::Acquire).saturating_sub(s.reported);
+            if others.saturating_add(total) > s.limit {
+                return Err(Refusal::OverBudget {
+                    budget: s.limit,
+                    subject: true,
+                });
+            }
         }
         Ok(())
     }
@@ -256,12 +330,14 @@ impl Names {
         if let Some(old) = self.statements.insert(name, statement) {
             self.held -= charge(len, || old.weight());
         }
+        self.report();
     }
 
     fn remove_statement(&mut self, name: &str) {
         if let Some(old) = self.statements.remove(name) {
             self.held -= charge(name.len(), || old.weight());
         }
+        self.report();
     }
 
     fn insert_portal(&mut self, name: String, portal: Arc<Portal>) {
@@ -270,17 +346,20 @@ impl Names {
         if let Some(old) = self.portals.insert(name, portal) {
             self.held -= charge(len, || old.weight());
         }
+        self.report();
     }
 
     fn remove_portal(&mut self, name: &str) {
         if let Some(old) = self.portals.remove(name) {
             self.held -= charge(name.len(), || old.weight());
         }
+        self.report();
     }
 
     fn pop_pending(&mut self) -> Option<Pending> {
         let p = self.pending.pop_front()?;
         self.pending_held -= p.addition.weight();
+        self.report();
         Some(p)
     }
 
@@ -324,6 +403,7 @@ impl Names {
                 }
             }
         }
+        self.report();
     }
 
     fn cancel(&mut self, which: impl Fn(&Addition) -> bool) {
@@ -388,6 +468,7 @@ impl Names {
             keep
         });
         self.pending_held -= dropped;
+        self.report();
     }
 
     /// Cycle numbers after `cycle` move down by one (a Sync the target
@@ -406,6 +487,7 @@ impl Names {
             .map(|(name, p)| charge(name.len(), || p.weight()))
             .sum();
         self.held -= freed;
+        self.report();
     }
 
     /// Forgets everything: every name is unknown until parsed again.
@@ -415,6 +497,7 @@ impl Names {
         self.pending.clear();
         self.held = 0;
         self.pending_held = 0;
+        self.report();
     }
 
     fn statement(&self, name: &str) -> Option<Statement> {
@@ -818,7 +901,10 @@ mod tests {
         let mut plan = names.plan();
         assert_eq!(
             plan.parse("s3", stmt(&text)),
-            Err(Refusal::OverBudget { budget: 3 * one })
+            Err(Refusal::OverBudget {
+                budget: 3 * one,
+                subject: false
+            })
         );
         // Nothing was planned, so nothing is refused by the target either.
         assert!(plan.into_ops().is_empty());
@@ -842,6 +928,47 @@ mod tests {
         names.apply(ops, 3);
         let mut plan = names.plan();
         plan.parse("s3", stmt(&text)).unwrap();
+    }
+
+    #[test]
+    fn sessions_of_one_subject_share_a_budget_for_their_names() {
+        let text = "x".repeat(1000);
+        let one = "s0".len() + stmt(&text).weight();
+        let used = Arc::new(AtomicUsize::new(0));
+        let session = || Names::new(10 * one).with_subject_budget(Arc::clone(&used), 3 * one);
+        let parse = |names: &mut Names, name: &str| {
+            let mut plan = names.plan();
+            plan.parse(name, stmt(&text))?;
+            let ops = plan.into_ops();
+            names.apply(ops, 0);
+            Ok::<_, Refusal>(())
+        };
+        let (mut a, mut b) = (session(), session());
+        parse(&mut a, "s0").unwrap();
+        parse(&mut a, "s1").unwrap();
+        assert!(a.parse_complete() && a.parse_complete());
+        parse(&mut b, "s0").unwrap();
+        assert_eq!(used.load(Ordering::Acquire), 3 * one, "sent counts too");
+        // Within its own budget, but not its subject's.
+        assert_eq!(
+            parse(&mut a, "s2"),
+            Err(Refusal::OverBudget {
+                budget: 3 * one,
+                subject: true
+            })
+        );
+        assert!(parse(&mut b, "s1").is_err());
+        // What a session frees, and a session that ends, make room.
+        a.cycle_ended(0);
+        let mut plan = a.plan();
+        plan.close(b'S', "s0");
+        let ops = plan.into_ops();
+        a.apply(ops, 1);
+        parse(&mut b, "s1").unwrap();
+        drop(a);
+        assert_eq!(used.load(Ordering::Acquire), 2 * one);
+        b.reset();
+        assert_eq!(used.load(Ordering::Acquire), 0);
     }
 
     #[test]

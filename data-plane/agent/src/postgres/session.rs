@@ -96,6 +96,9 @@ pub struct Context {
     /// the client asked for).
     pub receiving: crate::ReceiveCharge,
     pub receiving_results: crate::ReceiveCharge,
+    /// What all the subject's sessions' prepared statements and portals
+    /// hold (against `--max-subject-prepared-bytes`).
+    pub prepared: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -310,7 +313,8 @@ pub async fn run(
         statement_bytes: args.record_statement_bytes,
     };
     let record_left = args.record_session_bytes;
-    let names = Names::new(args.max_prepared_bytes);
+    let names = Names::new(args.max_prepared_bytes)
+        .with_subject_budget(ctx.prepared.clone(), args.max_subject_prepared_bytes);
     let mut relay = Relay {
         ctx,
         judge,
@@ -1444,7 +1448,7 @@ impl Relay {
     fn refuse_over_budget(&mut self, why: &str, with_rfq: bool) {
         let mut out = BytesMut::new();
         let notice = messages::Notice::error("54000", format!("sluice: {why}; it was not sent to the database"))
-            .hint("close prepared statements and portals the session no longer needs (Close, DEALLOCATE), or ask the operator to raise the agent's --max-prepared-bytes");
+            .hint("close prepared statements and portals the session no longer needs (Close, DEALLOCATE), or ask the operator to raise the agent's --max-prepared-bytes or --max-subject-prepared-bytes");
         out.extend_from_slice(&notice.to_error().raw);
         self.reject(out, with_rfq);
     }
