@@ -19,6 +19,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgListener;
 use tokio::sync::{mpsc, watch};
@@ -58,6 +59,8 @@ struct Notice {
 pub struct Fanout {
     origin: String,
     tx: Option<mpsc::Sender<Change>>,
+    /// Notices that could not be queued.
+    dropped: Counter,
 }
 
 impl Fanout {
@@ -66,14 +69,21 @@ impl Fanout {
         Self {
             origin: String::new(),
             tx: None,
+            dropped: Counter::default(),
         }
     }
 
-    /// Sends notices through `store`'s database from a background task.
-    pub fn start(store: Store) -> Self {
+    /// Sends notices through `store`'s database from a background task,
+    /// counting them in `metrics`.
+    pub fn start(store: Store, metrics: &crate::metrics::Metrics) -> Self {
+        let (sent, dropped) = (
+            metrics.replica_notices_sent.clone(),
+            metrics.replica_notices_dropped.clone(),
+        );
         let origin = uuid::Uuid::new_v4().simple().to_string();
         let (tx, mut rx) = mpsc::channel::<Change>(QUEUE);
         let sender = origin.clone();
+        let failed = dropped.clone();
         tokio::spawn(async move {
             while let Some(change) = rx.recv().await {
                 let payload = serde_json::to_string(&Notice {
@@ -81,14 +91,21 @@ impl Fanout {
                     change,
                 })
                 .unwrap_or_default();
-                if let Err(e) = store.notify(CHANNEL, &payload).await {
-                    tracing::warn!(error = %e, "cannot tell the other replicas about a change; they pick it up when they next poll");
+                match store.notify(CHANNEL, &payload).await {
+                    Ok(()) => {
+                        sent.inc();
+                    }
+                    Err(e) => {
+                        failed.inc();
+                        tracing::warn!(error = %e, "cannot tell the other replicas about a change; they pick it up when they next poll");
+                    }
                 }
             }
         });
         Self {
             origin,
             tx: Some(tx),
+            dropped,
         }
     }
 
@@ -98,6 +115,7 @@ impl Fanout {
             return;
         };
         if let Err(e) = tx.try_send(change) {
+            self.dropped.inc();
             tracing::warn!(error = %e, "too many changes to tell the other replicas about; they pick this one up when they next poll");
         }
     }
@@ -124,6 +142,7 @@ pub async fn listen(cp: Arc<ControlPlane>, url: String, mut stop: watch::Receive
         match subscribe(&url).await {
             Ok(mut listener) => {
                 backoff = Duration::from_millis(500);
+                cp.metrics.replica_listener_connected.set(1);
                 tracing::debug!("listening for changes made through other replicas");
                 catch_up(&cp).await;
                 loop {
@@ -131,6 +150,7 @@ pub async fn listen(cp: Arc<ControlPlane>, url: String, mut stop: watch::Receive
                         r = listener.try_recv() => match r {
                             Ok(Some(n)) => {
                                 if let Some(change) = cp.fanout.parse(n.payload()) {
+                                    cp.metrics.replica_notices_received.inc();
                                     apply(&cp, change).await;
                                 }
                             }
@@ -146,6 +166,7 @@ pub async fn listen(cp: Arc<ControlPlane>, url: String, mut stop: watch::Receive
                         _ = stop.changed() => return,
                     }
                 }
+                cp.metrics.replica_listener_connected.set(0);
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "cannot listen for other replicas' changes (polling meanwhile)");
@@ -211,6 +232,7 @@ mod tests {
         let mine = Fanout {
             origin: "me".into(),
             tx: None,
+            dropped: Counter::default(),
         };
         assert_eq!(mine.parse(r#"{"origin":"me","kind":"revision"}"#), None);
         assert_eq!(

@@ -94,8 +94,9 @@ impl ControlPlane {
         )?;
         let revision = store.revision().await?;
         let (changes, _) = watch::channel(revision);
+        let metrics = Metrics::default();
         let fanout = match store.engine() {
-            store::Engine::Postgres => fanout::Fanout::start(store.clone()),
+            store::Engine::Postgres => fanout::Fanout::start(store.clone(), &metrics),
             store::Engine::Sqlite => fanout::Fanout::disabled(),
         };
         Ok(Arc::new(Self {
@@ -105,7 +106,7 @@ impl ControlPlane {
             identity,
             registry: AgentRegistry::default(),
             approvals: approvals::Approvals::default(),
-            metrics: Metrics::default(),
+            metrics,
             changes,
             fanout,
             stopping: watch::channel(false).0,

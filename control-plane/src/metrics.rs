@@ -22,6 +22,11 @@ pub struct Metrics {
     pub policy_versions_applied: Counter,
     pub enrollments: Counter,
     pub enrollment_failures: Counter,
+    /// Change notices to other replicas (`crate::fanout`).
+    pub replica_notices_sent: Counter,
+    pub replica_notices_dropped: Counter,
+    pub replica_notices_received: Counter,
+    pub replica_listener_connected: Gauge,
 }
 
 impl Default for Metrics {
@@ -35,6 +40,10 @@ impl Default for Metrics {
             policy_versions_applied: Counter::default(),
             enrollments: Counter::default(),
             enrollment_failures: Counter::default(),
+            replica_notices_sent: Counter::default(),
+            replica_notices_dropped: Counter::default(),
+            replica_notices_received: Counter::default(),
+            replica_listener_connected: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -71,6 +80,26 @@ impl Default for Metrics {
             "enrollment_failures",
             "Refused agent enrollments",
             m.enrollment_failures.clone(),
+        );
+        registry.register(
+            "replica_notices_sent",
+            "Change notices sent to the other replicas (PostgreSQL NOTIFY)",
+            m.replica_notices_sent.clone(),
+        );
+        registry.register(
+            "replica_notices_dropped",
+            "Change notices that could not be sent (the others see the change at their next poll)",
+            m.replica_notices_dropped.clone(),
+        );
+        registry.register(
+            "replica_notices_received",
+            "Change notices received from other replicas",
+            m.replica_notices_received.clone(),
+        );
+        registry.register(
+            "replica_listener_connected",
+            "1 while this replica listens for other replicas' change notices",
+            m.replica_listener_connected.clone(),
         );
         Self { registry, ..m }
     }

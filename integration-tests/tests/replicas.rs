@@ -195,6 +195,29 @@ async fn a_policy_changed_through_one_replica_reaches_an_agent_attached_to_anoth
     s.send(&query("SELECT count(*) FROM items")).await;
     let text = errors(&s.until(b'Z').await);
     assert!(text.contains("42501"), "the read was not denied: {text}");
+    // What operators see of it.
+    assert!(metric(&mut r.a, "replica_notices_sent_total").await >= 1.0);
+    assert!(metric(&mut r.b, "replica_notices_received_total").await >= 1.0);
+    assert_eq!(metric(&mut r.b, "replica_listener_connected").await, 1.0);
+    assert_eq!(metric(&mut r.a, "replica_notices_dropped_total").await, 0.0);
+}
+
+/// The value of `sluice_control_plane_<name>` on `cp`'s `/metrics`.
+async fn metric(cp: &mut ControlPlaneProc, name: &str) -> f64 {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", cp.url()))
+        .bearer_auth(cp.admin_token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let full = format!("sluice_control_plane_{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&full))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {full} in:\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
