@@ -10,9 +10,8 @@
 //! unsent messages to its own agents every poll interval (in case a
 //! notice was lost) and when an agent attaches, so a message reaches the
 //! agent wherever it is attached, or when it next attaches. A replica
-//! claims a message in the database before
-//! sending it, so it is sent once; if the agent's stream does not take it,
-//! the claim is given back.
+//! claims a message in the database before sending it, so it is sent once;
+//! if the agent's stream does not take it, the claim is given back.
 //!
 //! Sent means handed to the agent's stream: a connection that dies just
 //! then loses it. Agents resend undecided approval requests when they

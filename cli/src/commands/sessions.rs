@@ -32,7 +32,7 @@ pub async fn run(ctx: &Ctx, cmd: SessionsCommand) -> anyhow::Result<()> {
             let agent = field(&answer, "agent");
             let how = match answer.get("delivery").and_then(|d| d.as_str()) {
                 Some("queued") => format!(
-                    "; agent {agent} is not attached to this control plane replica: the replica it is attached to passes the request on within a second or two, or the agent gets it when it reconnects"
+                    "; agent {agent} is not attached to this control plane replica: the replica it is attached to passes the request on as soon as it hears of it (at once on PostgreSQL, else at its next poll), or the agent gets it when it reconnects"
                 ),
                 _ => String::new(),
             };

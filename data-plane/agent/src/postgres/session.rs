@@ -364,7 +364,7 @@ pub async fn run(
                         if let Err(e) = relay.on_client_bytes(&mut client_reader).await {
                             break Some(e);
                         }
-                        if let Err(e) = relay.count_arriving(&client_reader) {
+                        if let Err(e) = relay.count_arriving(&client_reader, false) {
                             break Some(e);
                         }
                     }
@@ -379,7 +379,7 @@ pub async fn run(
                         if let Err(e) = relay.on_server_bytes(&mut server_reader) {
                             break Some(e);
                         }
-                        if let Err(e) = relay.count_arriving_result(&server_reader) {
+                        if let Err(e) = relay.count_arriving(&server_reader, true) {
                             break Some(e);
                         }
                     }
@@ -503,29 +503,31 @@ async fn held_outcome(holding: &mut Option<Holding>) -> HeldOutcome {
 }
 
 impl Relay {
-    /// Counts a large message still arriving against the subject's
-    /// allowance (see [`crate::LARGE_MESSAGE`]); ends the session if it
-    /// does not fit, before the rest of it is read.
-    fn count_arriving(&mut self, reader: &FrameReader) -> Result<(), SessionError> {
-        let arriving = large_arriving(reader);
-        let subject = &self.ctx.subject.id;
-        self.ctx.receiving.hold(arriving).map_err(|others| {
+    /// Counts a large message still arriving, from the client or (`result`)
+    /// from the target, against the subject's allowance (see
+    /// [`crate::LARGE_MESSAGE`]); ends the session if it does not fit,
+    /// before the rest of it is read.
+    fn count_arriving(&mut self, reader: &FrameReader, result: bool) -> Result<(), SessionError> {
+        let arriving = reader
+            .incomplete_len()
+            .filter(|&n| n > crate::LARGE_MESSAGE)
+            .unwrap_or(0);
+        let ctx = &mut self.ctx;
+        let charge = if result {
+            &mut ctx.receiving_results
+        } else {
+            &mut ctx.receiving
+        };
+        charge.hold(arriving).map_err(|others| {
+            let (what, advice) = if result {
+                ("the target's answer", "ask for smaller rows")
+            } else {
+                ("this message", "send it when they are done, or in smaller statements")
+            };
             SessionError::TooMuchArriving(format!(
-                "\"{subject}\"'s sessions are already receiving {others} bytes of large messages through this agent, and this {arriving}-byte message would pass their limit of {} bytes (--max-subject-receive-bytes); send it when they are done, or in smaller statements",
-                self.ctx.receiving.limit()
-            ))
-        })
-    }
-
-    /// The same for a large message from the target (a result row the
-    /// client asked for), counted against the same allowance.
-    fn count_arriving_result(&mut self, reader: &FrameReader) -> Result<(), SessionError> {
-        let arriving = large_arriving(reader);
-        let subject = &self.ctx.subject.id;
-        self.ctx.receiving_results.hold(arriving).map_err(|others| {
-            SessionError::TooMuchArriving(format!(
-                "the target is sending a {arriving}-byte message for this session, and \"{subject}\"'s sessions are already receiving {others} bytes of large messages through this agent (limit {} bytes, --max-subject-receive-bytes); ask for smaller rows",
-                self.ctx.receiving_results.limit()
+                "\"{}\"'s sessions are already receiving {others} bytes of large messages through this agent, and {what} ({arriving} bytes) would pass their limit of {} bytes (--max-subject-receive-bytes); {advice}",
+                ctx.subject.id,
+                charge.limit()
             ))
         })
     }
@@ -1959,15 +1961,6 @@ impl Relay {
 }
 
 /// A NotificationResponse with its payload masked; `None` when unchanged.
-/// The size of the message still arriving in `reader`, if it is large
-/// (over [`crate::LARGE_MESSAGE`]); 0 otherwise.
-fn large_arriving(reader: &FrameReader) -> usize {
-    reader
-        .incomplete_len()
-        .filter(|&n| n > crate::LARGE_MESSAGE)
-        .unwrap_or(0)
-}
-
 fn mask_notification(masker: &super::mask::Masker, body: &[u8]) -> Option<Frame> {
     let (pid, rest) = body.split_at_checked(4)?;
     let mut parts = rest.splitn(3, |b| *b == 0);
