@@ -16,6 +16,17 @@ have_cmd cc || need+=(build-essential)
 have_cmd psql || need+=(postgresql-client)
 for b in initdb pg_ctl postgres pgbench; do pg_bin "$b" || { need+=(postgresql); break; }; done
 have_cmd curl || need+=(curl)
+# pg_query builds libpg_query through bindgen, which loads libclang.
+have_libclang() {
+    [ -n "${LIBCLANG_PATH:-}" ] && return 0
+    local d
+    for d in /usr/lib/llvm-*/lib /usr/lib/*-linux-gnu; do
+        compgen -G "$d/libclang.so*" >/dev/null && return 0
+        compgen -G "$d/libclang-[0-9]*.so*" >/dev/null && return 0
+    done
+    return 1
+}
+have_libclang || need+=(libclang-dev)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
