@@ -175,19 +175,10 @@ async fn per_subject_connection_limit_is_enforced() {
     crate_eventually_connects(&url).await;
 }
 
-#[tokio::test]
-async fn one_subject_cannot_fill_the_agent_with_large_messages_and_others_are_not_harmed() {
-    use sluice_integration_tests::rawpg::{
-        RawSession, errors, execute, first_column, frame, parse, query, sync,
-    };
-    // Room for two 2 MB messages arriving at once, not three.
-    let mut dp = DataPath::start_with(
-        sluice_integration_tests::datapath::DEFAULT_RULES,
-        vec!["--max-subject-receive-bytes".into(), "5000000".into()],
-    )
-    .await;
-    let port = dp.agent.pg_port;
-    // A 2 MB parameter (an upload, say) in one Bind.
+/// A Bind with a 2 MB parameter (an upload, say) in an extended-protocol
+/// cycle asking for its length, and where to split it to leave it arriving.
+fn two_megabyte_bind() -> (Vec<u8>, usize) {
+    use sluice_integration_tests::rawpg::{execute, frame, parse, sync};
     let value = vec![b'x'; 2_000_000];
     let mut body = b"\0\0\0\0\0\x01".to_vec();
     body.extend_from_slice(&i32::try_from(value.len()).unwrap().to_be_bytes());
@@ -200,18 +191,29 @@ async fn one_subject_cannot_fill_the_agent_with_large_messages_and_others_are_no
         sync(),
     ]
     .concat();
-    let (head, rest) = big.split_at(1_500_000);
-    let mut alice = Vec::new();
-    for _ in 0..3 {
-        let mut s = RawSession::connect(port, "app", &dp.token).await;
+    (big, 1_500_000)
+}
+
+/// Starts a 2 MB message in each of three sessions, one per token, when
+/// there is room for two: exactly one is refused with `flag` named, and
+/// its session ends; another subject is served meanwhile; the other two
+/// finish and get their answers; then there is room again.
+async fn two_of_three_large_messages_fit(dp: &mut DataPath, tokens: [String; 3], flag: &str) {
+    use sluice_integration_tests::rawpg::{RawSession, errors, first_column, query};
+    let port = dp.agent.pg_port;
+    let (big, split) = two_megabyte_bind();
+    let (head, rest) = big.split_at(split);
+    let mut sessions = Vec::new();
+    for token in &tokens {
+        let mut s = RawSession::connect(port, "app", token).await;
         // Refused as soon as its header is read: the write may fail then.
         let _ = s.try_send(head).await;
-        alice.push(s);
+        sessions.push(s);
     }
     // Nothing has finished arriving, so whichever header came last is
     // refused, and that session ends.
     let (refused, answer) = tokio::time::timeout(Duration::from_secs(20), async {
-        let [a, b, c] = &mut alice[..] else {
+        let [a, b, c] = &mut sessions[..] else {
             unreachable!()
         };
         tokio::select! {
@@ -223,21 +225,18 @@ async fn one_subject_cannot_fill_the_agent_with_large_messages_and_others_are_no
     .await
     .expect("one of the three sessions was refused");
     let text = errors(&answer);
+    assert!(text.contains("53200") && text.contains(flag), "{text}");
     assert!(
-        text.contains("53200") && text.contains("--max-subject-receive-bytes"),
-        "{text}"
-    );
-    assert!(
-        alice[refused].until_or_closed(b'Z').await.is_empty(),
+        sessions[refused].until_or_closed(b'Z').await.is_empty(),
         "the refused session was closed"
     );
     // Another subject is served meanwhile.
-    let bob = dp.cp.user_token("bob", &["devs"]).await;
-    let mut other = RawSession::connect(port, "app", &bob).await;
+    let dave = dp.cp.user_token("dave", &["devs"]).await;
+    let mut other = RawSession::connect(port, "app", &dave).await;
     other.send(&query("SELECT count(*) FROM items")).await;
     assert!(errors(&other.until(b'Z').await).is_empty());
     // The two whose messages fitted finish them and get their answers.
-    for (i, s) in alice.iter_mut().enumerate() {
+    for (i, s) in sessions.iter_mut().enumerate() {
         if i != refused {
             s.send(rest).await;
             let answer = s.until(b'Z').await;
@@ -245,9 +244,37 @@ async fn one_subject_cannot_fill_the_agent_with_large_messages_and_others_are_no
         }
     }
     // Their allowance is given back once their messages are in.
-    let mut again = RawSession::connect(port, "app", &dp.token).await;
+    let mut again = RawSession::connect(port, "app", &tokens[refused]).await;
     again.send(&big).await;
     assert_eq!(first_column(&again.until(b'Z').await), ["2000000"]);
+}
+
+#[tokio::test]
+async fn one_subject_cannot_fill_the_agent_with_large_messages_and_others_are_not_harmed() {
+    // Room for two of one subject's 2 MB messages arriving at once, not three.
+    let mut dp = DataPath::start_with(
+        sluice_integration_tests::datapath::DEFAULT_RULES,
+        vec!["--max-subject-receive-bytes".into(), "5000000".into()],
+    )
+    .await;
+    let alice = dp.token.clone();
+    let tokens = [alice.clone(), alice.clone(), alice];
+    two_of_three_large_messages_fit(&mut dp, tokens, "--max-subject-receive-bytes").await;
+}
+
+#[tokio::test]
+async fn many_subjects_together_cannot_fill_the_agent_with_large_messages() {
+    // Each subject may have 256 MiB arriving (the default), the whole
+    // agent room for two 2 MB messages, not three.
+    let mut dp = DataPath::start_with(
+        sluice_integration_tests::datapath::DEFAULT_RULES,
+        vec!["--max-receive-bytes".into(), "5000000".into()],
+    )
+    .await;
+    let bob = dp.cp.user_token("bob", &["devs"]).await;
+    let carol = dp.cp.user_token("carol", &["devs"]).await;
+    let tokens = [dp.token.clone(), bob, carol];
+    two_of_three_large_messages_fit(&mut dp, tokens, "--max-receive-bytes").await;
 }
 
 #[tokio::test]

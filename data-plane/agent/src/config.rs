@@ -98,6 +98,11 @@ pub struct AgentArgs {
     /// with SQLSTATE 53200, and the subject's other sessions go on.
     #[arg(long, env = "SLUICE_AGENT_MAX_SUBJECT_RECEIVE_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_subject_receive_bytes: usize,
+    /// The same for all sessions of every subject together: the agent's
+    /// ceiling for large messages still arriving. Each subject's own limit
+    /// keeps any one of them from taking all of it.
+    #[arg(long, env = "SLUICE_AGENT_MAX_RECEIVE_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub max_receive_bytes: usize,
     /// Agent memory one session may hold for its client's named prepared
     /// statements and portals (their text, parameters and bookkeeping; the
     /// unnamed ones are not counted); a Parse, Bind or SQL PREPARE beyond

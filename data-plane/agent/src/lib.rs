@@ -64,6 +64,9 @@ pub struct Agent {
     /// TLS for client connections (None: plaintext only).
     pub pg_tls: Option<tokio_rustls::TlsAcceptor>,
     subject_connections: Mutex<std::collections::HashMap<String, SubjectUse>>,
+    /// Bytes of large messages still arriving for all sessions (see
+    /// [`ReceiveCharge`]).
+    receiving: Arc<AtomicUsize>,
     /// Live client sessions (to end them on request or revocation).
     pub sessions: Arc<sessions::LiveSessions>,
     /// Approval requests in flight and one-time grants.
@@ -94,8 +97,14 @@ impl SubjectSlot<'_> {
     /// for large messages still arriving (`--max-subject-receive-bytes`).
     pub fn receive_charge(&self) -> ReceiveCharge {
         ReceiveCharge {
-            used: Arc::clone(&self.receiving),
-            limit: self.agent.args.max_subject_receive_bytes,
+            subject: Allowance {
+                used: Arc::clone(&self.receiving),
+                limit: self.agent.args.max_subject_receive_bytes,
+            },
+            agent: Allowance {
+                used: Arc::clone(&self.agent.receiving),
+                limit: self.agent.args.max_receive_bytes,
+            },
             held: 0,
         }
     }
@@ -125,25 +134,57 @@ impl Drop for SubjectSlot<'_> {
 
 /// Messages larger than this, from a client or from the target for it, are
 /// counted while they arrive against the subject's
-/// `--max-subject-receive-bytes`: a message is buffered whole before it is
-/// judged (or masked), and one subject's many connections must not be able
-/// to fill the agent's memory that way.
+/// `--max-subject-receive-bytes` and the agent's `--max-receive-bytes`: a
+/// message is buffered whole before it is judged (or masked), and neither
+/// one subject's many connections nor many subjects together may fill the
+/// agent's memory that way.
 pub const LARGE_MESSAGE: usize = 1024 * 1024;
 
-/// The bytes one session holds of its subject's allowance for large
-/// messages still arriving; given back when it holds another amount or
-/// is dropped.
-pub struct ReceiveCharge {
+/// Bytes counted against a limit shared by many sessions.
+struct Allowance {
     used: Arc<AtomicUsize>,
     limit: usize,
+}
+
+impl Allowance {
+    /// Takes `n` bytes; `Err` with what the others hold when that would
+    /// pass the limit.
+    fn take(&self, n: usize) -> Result<(), usize> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|total| *total <= self.limit)
+            })
+            .map(drop)
+    }
+
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// Which shared limit a large message would pass.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OverLimit {
+    /// `--max-subject-receive-bytes`: the subject's other sessions hold
+    /// `others` bytes.
+    Subject { others: usize, limit: usize },
+    /// `--max-receive-bytes`: all the agent's other sessions hold `others`.
+    Agent { others: usize, limit: usize },
+}
+
+/// The bytes one session holds of its subject's and of the agent's
+/// allowances for large messages still arriving; given back when it holds
+/// another amount or is dropped.
+pub struct ReceiveCharge {
+    subject: Allowance,
+    agent: Allowance,
     held: usize,
 }
 
 impl ReceiveCharge {
-    /// Holds `n` bytes instead of what it held. `Err` with the bytes the
-    /// subject's other sessions hold, holding nothing, when `n` would take
-    /// the subject past its limit.
-    pub fn hold(&mut self, n: usize) -> Result<(), usize> {
+    /// Holds `n` bytes instead of what it held; when `n` would pass either
+    /// limit, holds nothing and says which.
+    pub fn hold(&mut self, n: usize) -> Result<(), OverLimit> {
         if n == self.held {
             return Ok(());
         }
@@ -151,21 +192,25 @@ impl ReceiveCharge {
         if n == 0 {
             return Ok(());
         }
-        let limit = self.limit;
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n).filter(|total| *total <= limit)
-            })
-            .map(|_| self.held = n)
-    }
-
-    pub fn limit(&self) -> usize {
-        self.limit
+        self.subject.take(n).map_err(|others| OverLimit::Subject {
+            others,
+            limit: self.subject.limit,
+        })?;
+        if let Err(others) = self.agent.take(n) {
+            self.subject.give(n);
+            return Err(OverLimit::Agent {
+                others,
+                limit: self.agent.limit,
+            });
+        }
+        self.held = n;
+        Ok(())
     }
 
     fn release(&mut self) {
         if self.held > 0 {
-            self.used.fetch_sub(self.held, Ordering::AcqRel);
+            self.subject.give(self.held);
+            self.agent.give(self.held);
             self.held = 0;
         }
     }
@@ -214,6 +259,7 @@ impl Agent {
             },
             pg_tls,
             subject_connections: Mutex::new(std::collections::HashMap::new()),
+            receiving: Arc::default(),
             sessions: Arc::default(),
             approvals: approvals::Approvals::default(),
         }
@@ -501,21 +547,34 @@ pub async fn run(
 mod tests {
     use super::*;
 
+    fn charge(subject: &Arc<AtomicUsize>, agent: &Arc<AtomicUsize>) -> ReceiveCharge {
+        ReceiveCharge {
+            subject: Allowance {
+                used: Arc::clone(subject),
+                limit: 10,
+            },
+            agent: Allowance {
+                used: Arc::clone(agent),
+                limit: 15,
+            },
+            held: 0,
+        }
+    }
+
     #[test]
     fn sessions_of_one_subject_share_their_allowance_for_large_messages() {
-        let used = Arc::new(AtomicUsize::new(0));
-        let charge = || ReceiveCharge {
-            used: Arc::clone(&used),
-            limit: 10,
-            held: 0,
-        };
-        let (mut a, mut b) = (charge(), charge());
+        let (used, agent) = (Arc::default(), Arc::default());
+        let (mut a, mut b) = (charge(&used, &agent), charge(&used, &agent));
         assert_eq!(a.hold(6), Ok(()));
         assert_eq!(
             b.hold(5),
-            Err(6),
+            Err(OverLimit::Subject {
+                others: 6,
+                limit: 10
+            }),
             "over the limit: refused, told what others hold"
         );
+        assert_eq!(agent.load(Ordering::Acquire), 6, "a refusal holds nothing");
         assert_eq!(b.hold(4), Ok(()));
         // Holding another amount gives back the old one first.
         assert_eq!(a.hold(5), Ok(()));
@@ -523,5 +582,37 @@ mod tests {
         assert_eq!(a.hold(0), Ok(()));
         drop(b);
         assert_eq!(used.load(Ordering::Acquire), 0, "given back on drop");
+        assert_eq!(agent.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn all_subjects_together_stay_within_the_agents_allowance() {
+        let agent = Arc::default();
+        let (alice, bob, carol): (Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<AtomicUsize>) =
+            Default::default();
+        let (mut a, mut b, mut c) = (
+            charge(&alice, &agent),
+            charge(&bob, &agent),
+            charge(&carol, &agent),
+        );
+        assert_eq!(a.hold(8), Ok(()));
+        assert_eq!(b.hold(6), Ok(()));
+        assert_eq!(
+            c.hold(2),
+            Err(OverLimit::Agent {
+                others: 14,
+                limit: 15
+            }),
+            "within carol's own limit, but not the agent's"
+        );
+        assert_eq!(
+            carol.load(Ordering::Acquire),
+            0,
+            "the subject's share taken for it is given back"
+        );
+        assert_eq!(c.hold(1), Ok(()));
+        drop(a);
+        assert_eq!(c.hold(2), Ok(()), "room again once alice's is in");
+        assert_eq!(agent.load(Ordering::Acquire), 8);
     }
 }

@@ -518,17 +518,31 @@ impl Relay {
         } else {
             &mut ctx.receiving
         };
-        charge.hold(arriving).map_err(|others| {
-            let (what, advice) = if result {
-                ("the target's answer", "ask for smaller rows")
+        charge.hold(arriving).map_err(|over| {
+            let what = if result {
+                "the target's answer"
             } else {
-                ("this message", "send it when they are done, or in smaller statements")
+                "this message"
             };
-            SessionError::TooMuchArriving(format!(
-                "\"{}\"'s sessions are already receiving {others} bytes of large messages through this agent, and {what} ({arriving} bytes) would pass their limit of {} bytes (--max-subject-receive-bytes); {advice}",
-                ctx.subject.id,
-                charge.limit()
-            ))
+            SessionError::TooMuchArriving(match over {
+                crate::OverLimit::Subject { others, limit } => format!(
+                    "\"{}\"'s sessions are already receiving {others} bytes of large messages through this agent, and {what} ({arriving} bytes) would pass their limit of {limit} bytes (--max-subject-receive-bytes); {}",
+                    ctx.subject.id,
+                    if result {
+                        "ask for smaller rows"
+                    } else {
+                        "send it when they are done, or in smaller statements"
+                    }
+                ),
+                crate::OverLimit::Agent { others, limit } => format!(
+                    "this agent's sessions are already receiving {others} bytes of large messages, and {what} ({arriving} bytes) would pass the agent's limit of {limit} bytes (--max-receive-bytes); try again shortly, or {}",
+                    if result {
+                        "ask for smaller rows"
+                    } else {
+                        "send smaller statements"
+                    }
+                ),
+            })
         })
     }
 
