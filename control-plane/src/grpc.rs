@@ -371,8 +371,11 @@ impl AgentSession {
                             self.push_snapshot_if_behind().await?;
                         }
                         Some(agent_message::Msg::ApprovalRequest(r)) => {
+                            let request_id = r.request_id.clone();
+                            let new = matches!(r.state.as_str(), "" | "pending");
                             match crate::approvals::on_agent_request(&self.cp, &self.name, r).await {
                                 Ok(Some(decision)) => self.send(control_message::Msg::ApprovalDecision(decision)).await?,
+                                Ok(None) if new => self.send(control_message::Msg::ApprovalFiled(pb::ApprovalFiled { request_id })).await?,
                                 Ok(None) => {}
                                 Err(e) => tracing::error!(agent = %self.name, error = %e, "cannot store an approval request"),
                             }

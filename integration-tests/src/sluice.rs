@@ -168,6 +168,25 @@ impl ControlPlaneProc {
         }
     }
 
+    /// Freezes the control plane (SIGSTOP): its connections stay open,
+    /// and nothing it would do happens until [`Self::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.proc.as_ref().expect("the control plane runs").pid();
+        let sent = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "kill {signal} {pid}");
+    }
+
     pub async fn restart(&mut self) {
         self.stop();
         self.spawn().await;

@@ -99,9 +99,9 @@ async fn agent_has_decision(dp: &DataPath, id: &str) {
     .await;
 }
 
-/// Waits until request `id` is on the control plane: the client hears of
-/// it as soon as the agent has queued it there, so an approver acting at
-/// once could otherwise find nothing.
+/// Waits until request `id` is on the control plane: a client told its
+/// request is queued (the control plane did not confirm it in time) hears
+/// of it before it is there.
 async fn filed(cli: &SluiceCli, id: &str) {
     eventually(
         Duration::from_secs(20),
@@ -199,6 +199,56 @@ async fn delete(conn: &mut sqlx::PgConnection, id: i32) -> Result<u64, sqlx::Err
         .execute(conn)
         .await
         .map(|r| r.rows_affected())
+}
+
+#[tokio::test]
+async fn a_retry_request_can_be_approved_the_moment_its_client_hears_of_it() {
+    let mut dp = DataPath::start_with(&rules(", mode: retry, ttl: 10m"), Vec::new()).await;
+    let bob = dp.cp.user_token("bob", &["dba"]).await;
+    let dba = dp.cp.api().with_token(Some(&bob));
+    let mut conn = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+    // An approver bot reading the request id from the error and approving
+    // straight away, without looking for the request first: the agent
+    // answers only once the control plane has stored it.
+    for row in 11..=20 {
+        let err = delete(&mut conn, row).await.unwrap_err();
+        assert!(err.to_string().contains("was sent"), "{err}");
+        let id = request_id(&err);
+        let (status, body) = dba
+            .post(
+                &format!("/api/v1/approvals/{id}/approve"),
+                serde_json::json!({}),
+            )
+            .await;
+        assert!(
+            status.is_success(),
+            "approving {id} at once: {status} {body}"
+        );
+        agent_has_decision(&dp, &id).await;
+        assert_eq!(delete(&mut conn, row).await.unwrap(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_retry_request_the_control_plane_has_not_confirmed_is_reported_as_queued() {
+    let mut dp = DataPath::start_with(&rules(", mode: retry, ttl: 10m"), Vec::new()).await;
+    let bob = dp.cp.user_token("bob", &["dba"]).await;
+    let dba = SluiceCli::new(&dp.cp.url(), Some(&bob));
+    let mut conn = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+    // The request reaches a control plane that cannot store it yet.
+    dp.cp.pause();
+    let err = delete(&mut conn, 21).await.unwrap_err();
+    dp.cp.resume();
+    let text = err.to_string();
+    assert!(
+        text.contains("is queued") && text.contains("has not confirmed it yet"),
+        "the client is not told the request was sent: {text}"
+    );
+    assert!(row_exists(&|s| dp.target(s), 21));
+    // Once the control plane has it, it is approved as any other.
+    let id = request_id(&err);
+    approve(&dba, &dp, &id).await;
+    assert_eq!(delete(&mut conn, 21).await.unwrap(), 1);
 }
 
 #[tokio::test]

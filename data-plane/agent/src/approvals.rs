@@ -34,6 +34,18 @@ struct Outstanding {
     key: GrantKey,
     /// The held statement's session, in wait mode.
     waiter: Option<oneshot::Sender<pb::ApprovalDecision>>,
+    /// The retry-mode session, told once the control plane has stored it.
+    filed: Option<oneshot::Sender<()>>,
+}
+
+/// How a filed request goes on for its session.
+#[derive(Debug)]
+pub enum Filing {
+    /// Wait mode: the decision arrives here.
+    Wait(oneshot::Receiver<pb::ApprovalDecision>),
+    /// Retry mode: resolves once the control plane has stored the request,
+    /// or (closed) once it is decided or dropped, so no longer pending.
+    Retry(oneshot::Receiver<()>),
 }
 
 struct Grant {
@@ -74,13 +86,13 @@ impl Approvals {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Files a request. In wait mode, the receiver gets the decision.
+    /// Files a request.
     pub fn request(
         &self,
         request: pb::ApprovalRequest,
         key: GrantKey,
         wait: bool,
-    ) -> Result<Option<oneshot::Receiver<pb::ApprovalDecision>>, TooMany> {
+    ) -> Result<Filing, TooMany> {
         let mut inner = self.lock();
         if inner.outstanding.len() >= MAX_OUTSTANDING {
             return Err(TooMany(MAX_OUTSTANDING));
@@ -93,11 +105,12 @@ impl Approvals {
         if mine >= MAX_OUTSTANDING_PER_SUBJECT {
             return Err(TooMany(MAX_OUTSTANDING_PER_SUBJECT));
         }
-        let (waiter, rx) = if wait {
+        let (waiter, filed, filing) = if wait {
             let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
+            (Some(tx), None, Filing::Wait(rx))
         } else {
-            (None, None)
+            let (tx, rx) = oneshot::channel();
+            (None, Some(tx), Filing::Retry(rx))
         };
         inner.outbox.push_back(request.clone());
         inner.outstanding.insert(
@@ -106,11 +119,24 @@ impl Approvals {
                 request,
                 key,
                 waiter,
+                filed,
             },
         );
         drop(inner);
         self.wake.notify_one();
-        Ok(rx)
+        Ok(filing)
+    }
+
+    /// The control plane has stored the request `request_id`.
+    pub fn filed(&self, request_id: &str) {
+        let filed = self
+            .lock()
+            .outstanding
+            .get_mut(request_id)
+            .and_then(|o| o.filed.take());
+        if let Some(filed) = filed {
+            let _ = filed.send(());
+        }
     }
 
     /// A decision from the control plane.
@@ -264,11 +290,7 @@ mod tests {
         }
     }
 
-    fn file(
-        a: &Approvals,
-        r: pb::ApprovalRequest,
-        wait: bool,
-    ) -> Result<Option<oneshot::Receiver<pb::ApprovalDecision>>, TooMany> {
+    fn file(a: &Approvals, r: pb::ApprovalRequest, wait: bool) -> Result<Filing, TooMany> {
         let k = key(&r);
         a.request(r, k, wait)
     }
@@ -388,7 +410,9 @@ mod tests {
     #[tokio::test]
     async fn a_wait_request_receives_its_decision_and_is_resent_until_decided() {
         let a = Approvals::default();
-        let rx = file(&a, req("r1", &[]), true).unwrap().unwrap();
+        let Ok(Filing::Wait(rx)) = file(&a, req("r1", &[]), true) else {
+            panic!("a wait-mode request is waited on");
+        };
         a.drain();
         a.resend_all();
         assert_eq!(a.drain().len(), 1, "undecided requests are resent");
@@ -400,5 +424,24 @@ mod tests {
         assert_eq!(rx.await.unwrap().outcome, "denied");
         a.resend_all();
         assert!(a.drain().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_retry_session_learns_when_its_request_is_on_the_control_plane() {
+        let a = Approvals::default();
+        let Ok(Filing::Retry(mut filed)) = file(&a, req("r1", &[]), false) else {
+            panic!("a retry-mode request is filed");
+        };
+        a.filed("another");
+        assert!(filed.try_recv().is_err(), "not yet stored");
+        a.filed("r1");
+        assert_eq!(filed.await, Ok(()));
+        a.filed("r1");
+        // A request decided before it was confirmed is no longer pending.
+        let Ok(Filing::Retry(filed)) = file(&a, req("r2", &[]), false) else {
+            panic!("a retry-mode request is filed");
+        };
+        a.decided(approved("r2", 1_000));
+        assert!(filed.await.is_err(), "closed: decided");
     }
 }

@@ -129,6 +129,7 @@ async fn connect_once(agent: &Arc<Agent>) -> anyhow::Result<()> {
                     tracing::warn!(session = %k.session_id, subject = %k.subject, ended, "session kill requested");
                 }
                 Some(control_message::Msg::ApprovalDecision(d)) => agent.approvals.decided(d),
+                Some(control_message::Msg::ApprovalFiled(f)) => agent.approvals.filed(&f.request_id),
                 None => {}
             }
         }

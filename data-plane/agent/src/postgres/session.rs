@@ -51,7 +51,7 @@ use super::{
 };
 use crate::{
     Agent,
-    approvals::GrantKey,
+    approvals::{Filing, GrantKey},
     audit::{IntentToken, SessionTrail},
 };
 
@@ -69,6 +69,10 @@ const MAX_EXECUTES: usize = 10_000;
 const MAX_IN_FLIGHT: usize = MAX_EXECUTES;
 /// Largest extended-protocol batch buffered before a Sync/Flush.
 const MAX_BATCH: usize = 64 * 1024 * 1024;
+
+/// How long a retry-mode statement's answer waits for the control plane to
+/// confirm it has stored the approval request.
+const FILED_WAIT: Duration = Duration::from_secs(3);
 
 pub struct Context {
     pub agent: Arc<Agent>,
@@ -888,11 +892,21 @@ impl Relay {
                 };
                 self.deny(&verdict, ends_cycle);
             }
-            Ok(None) => {
+            Ok(Filing::Retry(filed)) => {
+                // Whoever reads the request id from the error may approve
+                // it at once: tell the client once the control plane has
+                // it, unless the link is down or it does not say so soon.
+                let stored = self.ctx.agent.status.connected()
+                    && tokio::time::timeout(FILED_WAIT, filed).await.is_ok();
+                let sent = if stored {
+                    "was sent".to_owned()
+                } else {
+                    "is queued: the control plane has not confirmed it yet, and it cannot be approved until it has".to_owned()
+                };
                 let notice = messages::Notice::error(
                     "42501",
                     format!(
-                        "sluice: this statement needs approval by {approvers} ({}); approval request {request_id} was sent",
+                        "sluice: this statement needs approval by {approvers} ({}); approval request {request_id} {sent}",
                         verdict.reason
                     ),
                 )
@@ -903,7 +917,7 @@ impl Relay {
                 ));
                 self.reject(BytesMut::from(&notice.to_error().raw[..]), ends_cycle);
             }
-            Ok(Some(decision)) => {
+            Ok(Filing::Wait(decision)) => {
                 let notice = messages::Notice {
                     severity: "NOTICE".into(),
                     code: "01000".into(),
