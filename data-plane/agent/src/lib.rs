@@ -94,7 +94,8 @@ pub struct SubjectSlot<'a> {
 
 impl SubjectSlot<'_> {
     /// This connection's share of what its subject's connections may hold
-    /// for large messages still arriving (`--max-subject-receive-bytes`).
+    /// for large messages still arriving (`--max-subject-receive-bytes`),
+    /// and of what all the agent's connections may (`--max-receive-bytes`).
     pub fn receive_charge(&self) -> ReceiveCharge {
         ReceiveCharge {
             subject: Allowance {
