@@ -139,7 +139,7 @@ pub async fn resend_kills(cp: &ControlPlane, agent: &str) -> Result<usize, Store
         .sent_agent_commands(agent, now.saturating_sub(keep_ms()), PAGE)
         .await?;
     // One kill per session is enough: the latest (its reason is the one
-    // the administrator gave last).
+    // the administrator gave last). Listed newest first.
     let mut kills: Vec<ControlMessage> = Vec::new();
     for command in sent {
         let Ok(message) = ControlMessage::decode(command.message.as_slice()) else {
@@ -148,8 +148,8 @@ pub async fn resend_kills(cp: &ControlPlane, agent: &str) -> Result<usize, Store
         let Some(control_message::Msg::KillSession(k)) = &message.msg else {
             continue;
         };
-        kills.retain(|m| !matches!(&m.msg, Some(control_message::Msg::KillSession(o)) if o.session_id == k.session_id));
-        if !k.session_id.is_empty() {
+        let seen = kills.iter().any(|m| matches!(&m.msg, Some(control_message::Msg::KillSession(o)) if o.session_id == k.session_id));
+        if !seen && !k.session_id.is_empty() {
             kills.push(message);
         }
     }

@@ -888,12 +888,18 @@ async fn messages_to_agents_are_claimed_once_and_age_out(store: &Store) {
         .await
         .expect("list");
     assert_eq!(ids(left), ["m3"], "a claimed message is not listed");
-    // What was sent, for sending kills again: claimed ones only, oldest first.
+    // What was sent, for sending kills again: claimed ones only, newest
+    // first, so a limit keeps the latest.
     let sent = store
         .sent_agent_commands("edge", since, 100)
         .await
         .expect("list");
-    assert_eq!(ids(sent), ["m1", "mine"]);
+    assert_eq!(ids(sent), ["mine", "m1"]);
+    let latest = store
+        .sent_agent_commands("edge", since, 1)
+        .await
+        .expect("list");
+    assert_eq!(ids(latest), ["mine"]);
     assert!(
         store
             .sent_agent_commands("core", since, 100)

@@ -53,7 +53,7 @@ impl Store {
     }
 
     /// Messages already sent to `agent` that were written at or after
-    /// `since_ms`, oldest first.
+    /// `since_ms`, newest first (so a `limit` keeps the latest).
     pub async fn sent_agent_commands(
         &self,
         agent: &str,
@@ -61,7 +61,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<AgentCommand>> {
         let rows = sqlx::query(
-            "SELECT id, agent, message, created_ms FROM agent_commands WHERE sent_ms IS NOT NULL AND created_ms >= $1 AND agent = $2 ORDER BY created_ms, id LIMIT $3",
+            "SELECT id, agent, message, created_ms FROM agent_commands WHERE sent_ms IS NOT NULL AND created_ms >= $1 AND agent = $2 ORDER BY created_ms DESC, id DESC LIMIT $3",
         )
         .bind(since_ms)
         .bind(agent)

@@ -95,9 +95,9 @@ pub struct Context {
     pub masker: Option<super::mask::Masker>,
     /// The resource (to re-read its catalog after DDL).
     pub target: pb::Resource,
-    /// This session's share of its subject's allowance for large messages
-    /// still arriving: from its client, and from the target (a result row
-    /// the client asked for).
+    /// This session's share of its subject's and the agent's allowances
+    /// for large messages still arriving: from its client, and from the
+    /// target (a result row the client asked for).
     pub receiving: crate::ReceiveCharge,
     pub receiving_results: crate::ReceiveCharge,
     /// What all the subject's sessions' prepared statements and portals
@@ -899,9 +899,9 @@ impl Relay {
                 let stored = self.ctx.agent.status.connected()
                     && tokio::time::timeout(FILED_WAIT, filed).await.is_ok();
                 let sent = if stored {
-                    "was sent".to_owned()
+                    "was sent"
                 } else {
-                    "is queued: the control plane has not confirmed it yet, and it cannot be approved until it has".to_owned()
+                    "is queued: the control plane has not confirmed it yet, and it cannot be approved until it has"
                 };
                 let notice = messages::Notice::error(
                     "42501",
