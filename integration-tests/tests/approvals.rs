@@ -208,8 +208,10 @@ async fn a_retry_request_can_be_approved_the_moment_its_client_hears_of_it() {
     let dba = dp.cp.api().with_token(Some(&bob));
     let mut conn = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
     // An approver bot reading the request id from the error and approving
-    // straight away, without looking for the request first: the agent
-    // answers only once the control plane has stored it.
+    // straight away, without looking for the request first (the agent
+    // answers only once the control plane has stored it), and the client
+    // retrying the moment the approval is given, without waiting for the
+    // decision to reach the agent (the agent waits for it).
     for row in 11..=20 {
         let err = delete(&mut conn, row).await.unwrap_err();
         assert!(err.to_string().contains("was sent"), "{err}");
@@ -224,9 +226,65 @@ async fn a_retry_request_can_be_approved_the_moment_its_client_hears_of_it() {
             status.is_success(),
             "approving {id} at once: {status} {body}"
         );
-        agent_has_decision(&dp, &id).await;
         assert_eq!(delete(&mut conn, row).await.unwrap(), 1);
     }
+}
+
+#[tokio::test]
+async fn a_statement_sent_again_while_its_request_is_pending_is_not_filed_again() {
+    let mut dp = DataPath::start_with(&rules(", mode: retry, ttl: 10m"), Vec::new()).await;
+    let bob = dp.cp.user_token("bob", &["dba"]).await;
+    let dba = SluiceCli::new(&dp.cp.url(), Some(&bob));
+    let mut conn = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+    let id = request_id(&delete(&mut conn, 30).await.unwrap_err());
+    filed(&dba, &id).await;
+    // A client retrying in a loop, on this connection and on new ones.
+    for attempt in 0..3 {
+        let err = if attempt == 1 {
+            let mut other = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+            delete(&mut other, 30).await.unwrap_err()
+        } else {
+            delete(&mut conn, 30).await.unwrap_err()
+        };
+        assert!(
+            err.to_string().contains("still awaiting a decision"),
+            "{err}"
+        );
+        assert_eq!(request_id(&err), id, "pointed at the same request");
+    }
+    assert!(row_exists(&|s| dp.target(s), 30));
+    // Approvers have one request to decide, not four.
+    let requests: Vec<_> = pending(&dba)
+        .into_iter()
+        .filter(|(_, s, p)| s.starts_with("DELETE") && p == &["30"])
+        .collect();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    // Each attempt is on record, naming the request.
+    let api = dp.cp.api();
+    eventually(
+        Duration::from_secs(20),
+        "three approval.pending events",
+        || async {
+            let v = api
+                .get_ok("/api/v1/audit?kind=approval.pending&limit=100")
+                .await;
+            let events = v["events"].as_array().cloned().unwrap_or_default();
+            (events.len() == 3
+                && events
+                    .iter()
+                    .all(|e| e["attributes"]["request_id"] == id.as_str()))
+            .then_some(())
+        },
+    )
+    .await;
+    // Another value is another statement: a request of its own.
+    let other = request_id(&delete(&mut conn, 31).await.unwrap_err());
+    assert_ne!(other, id);
+    // Approved, the statement runs once; after that it needs a new request.
+    dba.run(&["approvals", "approve", &id]).ok();
+    assert_eq!(delete(&mut conn, 30).await.unwrap(), 1);
+    let again = delete(&mut conn, 30).await.unwrap_err();
+    assert_ne!(request_id(&again), id);
 }
 
 #[tokio::test]
@@ -404,18 +462,16 @@ async fn two_approvers_are_needed_when_min_is_two() {
     assert!(first.stdout.contains("1 of 2"), "{}", first.stdout);
     let twice = SluiceCli::new(&dp.cp.url(), Some(&bob)).run(&["approvals", "approve", &id]);
     assert!(!twice.success(), "one approver counts once");
+    let err = delete(&mut conn, 9).await.unwrap_err();
     assert!(
-        delete(&mut conn, 9).await.is_err(),
-        "one approval is not enough"
+        err.to_string().contains("still awaiting a decision"),
+        "one approval is not enough: {err}"
     );
+    assert_eq!(request_id(&err), id, "the same request, not another");
     assert!(row_exists(&|s| dp.target(s), 9));
-    let id = request_id(&delete(&mut conn, 9).await.unwrap_err());
-    filed(&SluiceCli::new(&dp.cp.url(), Some(&bob)), &id).await;
-    for who in [&bob, &dave] {
-        SluiceCli::new(&dp.cp.url(), Some(who))
-            .run(&["approvals", "approve", &id])
-            .ok();
-    }
+    SluiceCli::new(&dp.cp.url(), Some(&dave))
+        .run(&["approvals", "approve", &id])
+        .ok();
     agent_has_decision(&dp, &id).await;
     assert_eq!(delete(&mut conn, 9).await.unwrap(), 1);
 }

@@ -7,10 +7,17 @@
 //! subject, resource, text and parameter values, used once, within its
 //! TTL. Requests are resent whenever the agent (re)connects; the control
 //! plane treats a request id it knows as the same request.
+//!
+//! A client sending a retry-mode statement again while its request is
+//! still undecided is pointed at that request, not given another: a client
+//! retrying in a loop leaves approvers one request to decide, and one that
+//! retries the moment it is approved finds the grant (see
+//! [`Approvals::on_retry`]).
 
 use std::{
     collections::{HashMap, VecDeque},
     sync::Mutex,
+    time::Duration,
 };
 
 use sluice_proto as pb;
@@ -36,6 +43,8 @@ struct Outstanding {
     waiter: Option<oneshot::Sender<pb::ApprovalDecision>>,
     /// The retry-mode session, told once the control plane has stored it.
     filed: Option<oneshot::Sender<()>>,
+    /// The control plane has stored it.
+    confirmed: bool,
 }
 
 /// How a filed request goes on for its session.
@@ -68,6 +77,29 @@ struct Inner {
 pub struct Approvals {
     inner: Mutex<Inner>,
     wake: Notify,
+    /// Woken on every decision, for sessions waiting on [`Approvals::on_retry`].
+    decided: Notify,
+}
+
+/// A retry-mode request still awaiting its decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub request_id: String,
+    /// The control plane has confirmed it stored the request (until then,
+    /// nobody can approve it).
+    pub confirmed: bool,
+}
+
+/// What a statement an approve rule covers finds on the agent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Retried {
+    /// A one-time grant for exactly this statement, now taken (see
+    /// [`Approvals::take_grant`]): its request id.
+    Grant(String),
+    /// The undecided retry-mode request filed for exactly this statement.
+    Pending(Pending),
+    /// Neither: a request is to be filed.
+    Nothing,
 }
 
 /// Most outstanding requests (an abusive client cannot grow this without
@@ -120,6 +152,7 @@ impl Approvals {
                 key,
                 waiter,
                 filed,
+                confirmed: false,
             },
         );
         drop(inner);
@@ -129,11 +162,10 @@ impl Approvals {
 
     /// The control plane has stored the request `request_id`.
     pub fn filed(&self, request_id: &str) {
-        let filed = self
-            .lock()
-            .outstanding
-            .get_mut(request_id)
-            .and_then(|o| o.filed.take());
+        let filed = self.lock().outstanding.get_mut(request_id).and_then(|o| {
+            o.confirmed = true;
+            o.filed.take()
+        });
         if let Some(filed) = filed {
             let _ = filed.send(());
         }
@@ -141,6 +173,12 @@ impl Approvals {
 
     /// A decision from the control plane.
     pub fn decided(&self, decision: pb::ApprovalDecision) {
+        self.apply(decision);
+        // Sessions in `on_retry` look again, now the grant is in place.
+        self.decided.notify_waiters();
+    }
+
+    fn apply(&self, decision: pb::ApprovalDecision) {
         let mut inner = self.lock();
         if decision.outcome != "approved" {
             // Expired or denied on the control plane: a grant it had given
@@ -170,6 +208,49 @@ impl Approvals {
             }
             None => {}
         }
+    }
+
+    /// For a statement an approve rule covers: the grant for exactly this
+    /// statement if there is one (taken, as by [`Approvals::take_grant`]),
+    /// else the retry-mode request already filed for it, if still pending.
+    ///
+    /// A pending request the control plane has stored may have just been
+    /// approved, its decision on the way here: a client told the request
+    /// id can be approved and retried faster than the decision travels.
+    /// So this waits up to `wait` for its decision before answering.
+    pub async fn on_retry(&self, key: &GrantKey, wait: Duration) -> Retried {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let decided = self.decided.notified();
+            tokio::pin!(decided);
+            decided.as_mut().enable();
+            let now = i64::try_from(crate::snapshot::now_ms()).unwrap_or(i64::MAX);
+            if let Some(request_id) = self.take_grant(key, now) {
+                return Retried::Grant(request_id);
+            }
+            let Some(pending) = self.pending(key, now) else {
+                return Retried::Nothing;
+            };
+            if !pending.confirmed || tokio::time::timeout_at(deadline, decided).await.is_err() {
+                return Retried::Pending(pending);
+            }
+        }
+    }
+
+    /// The undecided retry-mode request for exactly this statement, unless
+    /// it has expired.
+    fn pending(&self, key: &GrantKey, now_ms: i64) -> Option<Pending> {
+        self.lock()
+            .outstanding
+            .values()
+            .filter(|o| {
+                o.waiter.is_none() && o.request.expires_at_unix_ms > now_ms && o.key == *key
+            })
+            .max_by_key(|o| o.confirmed)
+            .map(|o| Pending {
+                request_id: o.request.request_id.clone(),
+                confirmed: o.confirmed,
+            })
     }
 
     /// Takes the grant for exactly this statement, if there is a valid
@@ -274,6 +355,7 @@ mod tests {
             statement: "DELETE FROM t WHERE id = $1".into(),
             parameters: params.iter().map(|p| (*p).to_owned()).collect(),
             mode: "retry".into(),
+            expires_at_unix_ms: i64::MAX,
             ..Default::default()
         }
     }
@@ -424,6 +506,77 @@ mod tests {
         assert_eq!(rx.await.unwrap().outcome, "denied");
         a.resend_all();
         assert!(a.drain().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_statement_sent_again_is_pointed_at_its_pending_request() {
+        let a = Approvals::default();
+        let now = Duration::ZERO;
+        file(&a, req("r1", &["1"]), false).unwrap();
+        let same = key(&req("x", &["1"]));
+        let unconfirmed = Pending {
+            request_id: "r1".into(),
+            confirmed: false,
+        };
+        assert_eq!(a.on_retry(&same, now).await, Retried::Pending(unconfirmed));
+        a.filed("r1");
+        let confirmed = Pending {
+            request_id: "r1".into(),
+            confirmed: true,
+        };
+        assert_eq!(
+            a.on_retry(&same, Duration::from_millis(20)).await,
+            Retried::Pending(confirmed),
+            "undecided after the wait"
+        );
+        // Not for another parameter value or subject.
+        assert_eq!(
+            a.on_retry(&key(&req("x", &["2"])), now).await,
+            Retried::Nothing
+        );
+        let mut bob = same.clone();
+        bob.subject = "bob".into();
+        assert_eq!(a.on_retry(&bob, now).await, Retried::Nothing);
+        // Not for a request held in wait mode (that statement is its own),
+        // nor for one past its expiry.
+        file(&a, req("w1", &["3"]), true).unwrap();
+        assert_eq!(
+            a.on_retry(&key(&req("x", &["3"])), now).await,
+            Retried::Nothing
+        );
+        let mut lapsed = req("r2", &["4"]);
+        lapsed.expires_at_unix_ms = 1_000;
+        file(&a, lapsed, false).unwrap();
+        assert_eq!(
+            a.on_retry(&key(&req("x", &["4"])), now).await,
+            Retried::Nothing
+        );
+        // Denied: no longer pending, so the next run files anew.
+        a.decided(pb::ApprovalDecision {
+            request_id: "r1".into(),
+            outcome: "denied".into(),
+            ..Default::default()
+        });
+        assert_eq!(a.on_retry(&same, now).await, Retried::Nothing);
+    }
+
+    #[tokio::test]
+    async fn a_decision_on_its_way_reaches_the_statement_sent_again() {
+        let a = std::sync::Arc::new(Approvals::default());
+        file(&a, req("r1", &["1"]), false).unwrap();
+        a.filed("r1");
+        let same = key(&req("x", &["1"]));
+        let waiting = tokio::spawn({
+            let (a, same) = (a.clone(), same.clone());
+            async move { a.on_retry(&same, Duration::from_secs(30)).await }
+        });
+        // Approved while the statement sent again waits for it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "waits for the decision");
+        a.decided(approved("r1", i64::MAX));
+        assert_eq!(waiting.await.unwrap(), Retried::Grant("r1".into()));
+        // Taken by that statement: nobody else gets it.
+        assert_eq!(a.on_retry(&same, Duration::ZERO).await, Retried::Nothing);
     }
 
     #[tokio::test]

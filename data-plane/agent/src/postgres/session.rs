@@ -51,7 +51,7 @@ use super::{
 };
 use crate::{
     Agent,
-    approvals::{Filing, GrantKey},
+    approvals::{Filing, GrantKey, Retried},
     audit::{IntentToken, SessionTrail},
 };
 
@@ -73,6 +73,11 @@ const MAX_BATCH: usize = 64 * 1024 * 1024;
 /// How long a retry-mode statement's answer waits for the control plane to
 /// confirm it has stored the approval request.
 const FILED_WAIT: Duration = Duration::from_secs(3);
+
+/// How long a retry-mode statement sent again while its request is pending
+/// waits for the decision (which may be on its way) before the client is
+/// told the request is still undecided.
+const DECISION_WAIT: Duration = Duration::from_secs(1);
 
 pub struct Context {
     pub agent: Arc<Agent>,
@@ -827,17 +832,58 @@ impl Relay {
             statement: text.clone(),
             parameters: x.params_digest,
         };
-        if let Some(request_id) = self.ctx.agent.approvals.take_grant(&key, now) {
-            tracing::info!(request = %request_id, "running a statement on its one-time approval");
-            let released = self.try_release(ready, Some(request_id.clone())).await;
-            let approvals = &self.ctx.agent.approvals;
-            if matches!(released, Ok(true)) {
-                approvals.spend_grant(&key, &request_id);
-            } else {
-                // Not run (the spool refused it): the approval still holds.
-                approvals.return_grant(&key, &request_id);
+        let approvers = need.approvers.join(", ");
+        // Only retry-mode requests are pointed at again (a held statement
+        // is its request); a grant is taken whatever the mode.
+        let wait = if need.wait {
+            Duration::ZERO
+        } else {
+            DECISION_WAIT
+        };
+        match self.ctx.agent.approvals.on_retry(&key, wait).await {
+            Retried::Grant(request_id) => {
+                tracing::info!(request = %request_id, "running a statement on its one-time approval");
+                let released = self.try_release(ready, Some(request_id.clone())).await;
+                let approvals = &self.ctx.agent.approvals;
+                if matches!(released, Ok(true)) {
+                    approvals.spend_grant(&key, &request_id);
+                } else {
+                    // Not run (the spool refused it): the approval still holds.
+                    approvals.return_grant(&key, &request_id);
+                }
+                return released.map(drop);
             }
-            return released.map(drop);
+            Retried::Pending(pending) if !need.wait => {
+                // Sent again before its request was decided: recorded, not
+                // run, and not filed again.
+                let event = self.approval_event(
+                    "approval.pending",
+                    "approve",
+                    &pending.request_id,
+                    &statement_id,
+                    &text,
+                    &params,
+                    &verdict.rule,
+                    &verdict.reason,
+                    serde_json::json!({ "mode": "retry" }),
+                );
+                if let Err(e) = self.ctx.trail.record(event)
+                    && !self.ctx.audit_best_effort
+                {
+                    self.refuse_unaudited(&e.to_string(), ends_cycle);
+                    return Ok(());
+                }
+                let state = if pending.confirmed {
+                    "is still awaiting a decision (it was not filed again)"
+                } else {
+                    UNCONFIRMED
+                };
+                let notice =
+                    retry_notice(&approvers, &verdict, &pending.request_id, state, need.ttl);
+                self.reject(BytesMut::from(&notice.to_error().raw[..]), ends_cycle);
+                return Ok(());
+            }
+            Retried::Pending(_) | Retried::Nothing => {}
         }
         let request_id = uuid::Uuid::now_v7().to_string();
         let window = if need.wait { need.timeout } else { need.ttl };
@@ -882,7 +928,6 @@ impl Relay {
             self.refuse_unaudited(&e.to_string(), ends_cycle);
             return Ok(());
         }
-        let approvers = need.approvers.join(", ");
         match self.ctx.agent.approvals.request(request, key, need.wait) {
             Err(e) => {
                 let verdict = Verdict {
@@ -898,23 +943,8 @@ impl Relay {
                 // it, unless the link is down or it does not say so soon.
                 let stored = self.ctx.agent.status.connected()
                     && tokio::time::timeout(FILED_WAIT, filed).await.is_ok();
-                let sent = if stored {
-                    "was sent"
-                } else {
-                    "is queued: the control plane has not confirmed it yet, and it cannot be approved until it has"
-                };
-                let notice = messages::Notice::error(
-                    "42501",
-                    format!(
-                        "sluice: this statement needs approval by {approvers} ({}); approval request {request_id} {sent}",
-                        verdict.reason
-                    ),
-                )
-                .detail(format!("request id: {request_id}"))
-                .hint(format!(
-                    "once approved (`sluice approvals approve {request_id}`), run exactly the same statement again within {}",
-                    humantime::format_duration(need.ttl)
-                ));
+                let sent = if stored { "was sent" } else { UNCONFIRMED };
+                let notice = retry_notice(&approvers, &verdict, &request_id, sent, need.ttl);
                 self.reject(BytesMut::from(&notice.to_error().raw[..]), ends_cycle);
             }
             Ok(Filing::Wait(decision)) => {
@@ -2049,6 +2079,34 @@ fn params_digest(bind: &messages::Bind<'_>) -> [u8; 32] {
 /// The parameter digest of a request without parameters (a Query, a
 /// FunctionCall): SHA-256 of nothing, as `params_digest` of a Bind without
 /// parameters gives.
+/// How a retry-mode request the control plane has not confirmed reads.
+const UNCONFIRMED: &str =
+    "is queued: the control plane has not confirmed it yet, and it cannot be approved until it has";
+
+/// The error a retry-mode statement gets: approval request `request_id`
+/// (which `state` describes) must be approved before the statement is sent
+/// again, within `ttl`.
+fn retry_notice(
+    approvers: &str,
+    verdict: &Verdict,
+    request_id: &str,
+    state: &str,
+    ttl: Duration,
+) -> messages::Notice {
+    messages::Notice::error(
+        "42501",
+        format!(
+            "sluice: this statement needs approval by {approvers} ({}); approval request {request_id} {state}",
+            verdict.reason
+        ),
+    )
+    .detail(format!("request id: {request_id}"))
+    .hint(format!(
+        "once approved (`sluice approvals approve {request_id}`), run exactly the same statement again within {}",
+        humantime::format_duration(ttl)
+    ))
+}
+
 const NO_PARAMS: [u8; 32] = [
     0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
     0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
