@@ -528,6 +528,84 @@ async fn one_subjects_sessions_share_a_budget_for_prepared_statements() {
 }
 
 #[tokio::test]
+async fn many_subjects_together_cannot_fill_the_agent_with_prepared_statements() {
+    use sluice_integration_tests::rawpg::{RawSession, errors, first_column, parse, query, sync};
+    let rules = format!(
+        "{}      - allow: {{ sql: {{ statements: [prepare] }} }}\n",
+        sluice_integration_tests::datapath::DEFAULT_RULES
+    );
+    // Each statement below holds a little over 4 KB: ten for one subject,
+    // then about fourteen more for anyone, fill the agent; one subject alone
+    // could hold nineteen.
+    let mut dp = DataPath::start_with(
+        &rules,
+        vec![
+            "--max-subject-prepared-bytes".into(),
+            "80000".into(),
+            "--max-total-prepared-bytes".into(),
+            "100000".into(),
+        ],
+    )
+    .await;
+    let port = dp.agent.pg_port;
+    let padding = "x".repeat(4000);
+    let text = |i: usize| format!("SELECT name FROM items WHERE id = {i} /* {padding} */");
+    async fn prepare(s: &mut RawSession, name: &str, sql: &str) -> String {
+        s.send(&[parse(name, sql), sync()].concat()).await;
+        errors(&s.until(b'Z').await)
+    }
+    async fn count(s: &mut RawSession) -> String {
+        s.send(&query("SELECT count(*) FROM pg_prepared_statements"))
+            .await;
+        first_column(&s.until(b'Z').await).concat()
+    }
+    let mut alice = RawSession::connect(port, "app", &dp.token).await;
+    for i in 0..10 {
+        let refused = prepare(&mut alice, &format!("s{i}"), &text(i)).await;
+        assert!(refused.is_empty(), "{refused}");
+    }
+    // Another subject, well within its own budget, meets the agent's.
+    let bob_token = dp.cp.user_token("bob", &["devs"]).await;
+    let mut bob = RawSession::connect(port, "app", &bob_token).await;
+    let mut prepared = 0;
+    let refusal = loop {
+        assert!(prepared < 19, "the agent's budget never filled up");
+        let refused = prepare(&mut bob, &format!("s{prepared}"), &text(prepared)).await;
+        if !refused.is_empty() {
+            break refused;
+        }
+        prepared += 1;
+    };
+    assert!(
+        refusal.contains("54000") && refusal.contains("--max-total-prepared-bytes"),
+        "{refusal}"
+    );
+    assert!(
+        prepared < 18,
+        "refused for the agent, not the subject: {prepared}"
+    );
+    // The refused Parse never reached the target, and the session goes on.
+    assert_eq!(count(&mut bob).await, prepared.to_string());
+    // A third subject is refused too, with the same clear error.
+    let carol_token = dp.cp.user_token("carol", &["devs"]).await;
+    let mut carol = RawSession::connect(port, "app", &carol_token).await;
+    let refused = prepare(&mut carol, "s0", &text(0)).await;
+    assert!(refused.contains("--max-total-prepared-bytes"), "{refused}");
+    assert_eq!(count(&mut carol).await, "0");
+    // Once the first subject's session ends, there is room again.
+    drop(alice);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !prepare(&mut carol, "s0", &text(0)).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ended session's share was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count(&mut carol).await, "1");
+}
+
+#[tokio::test]
 async fn a_client_that_pipelines_without_reading_meets_backpressure() {
     use sluice_integration_tests::rawpg::{RawSession, bind, errors, execute, parse, sync, tags};
     use sqlx::Executor as _;

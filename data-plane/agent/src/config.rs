@@ -114,6 +114,11 @@ pub struct AgentArgs {
     /// session asks.
     #[arg(long, env = "SLUICE_AGENT_MAX_SUBJECT_PREPARED_BYTES", default_value_t = 128 * 1024 * 1024)]
     pub max_subject_prepared_bytes: usize,
+    /// The same, for all sessions of every subject together: the agent's
+    /// ceiling for prepared statements and portals. Each subject's own
+    /// limit keeps any one of them from taking all of it.
+    #[arg(long, env = "SLUICE_AGENT_MAX_TOTAL_PREPARED_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub max_total_prepared_bytes: usize,
     /// Result rows recorded per statement in the session record (0: none).
     #[arg(long, env = "SLUICE_AGENT_RECORD_ROWS", default_value_t = 100)]
     pub record_rows: usize,

@@ -67,6 +67,9 @@ pub struct Agent {
     /// Bytes of large messages still arriving for all sessions (see
     /// [`ReceiveCharge`]).
     receiving: Arc<AtomicUsize>,
+    /// Bytes all sessions' prepared statements and portals hold
+    /// (`--max-total-prepared-bytes`).
+    prepared: Arc<AtomicUsize>,
     /// Live client sessions (to end them on request or revocation).
     pub sessions: Arc<sessions::LiveSessions>,
     /// Approval requests in flight and one-time grants.
@@ -261,9 +264,16 @@ impl Agent {
             pg_tls,
             subject_connections: Mutex::new(std::collections::HashMap::new()),
             receiving: Arc::default(),
+            prepared: Arc::default(),
             sessions: Arc::default(),
             approvals: approvals::Approvals::default(),
         }
+    }
+
+    /// What all sessions' prepared statements and portals hold
+    /// (`--max-total-prepared-bytes`).
+    pub fn prepared(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.prepared)
     }
 
     /// Counts a connection of `subject`, unless it is at its limit.

@@ -19,7 +19,9 @@
 //! - What a session's named statements and portals hold is bounded
 //!   (`--max-prepared-bytes`): the agent's memory is shared by every
 //!   session, so a client that prepares without end is refused (54000)
-//!   rather than allowed to grow the agent without bound. The bound counts
+//!   rather than allowed to grow the agent without bound. So are all of
+//!   a subject's sessions together (`--max-subject-prepared-bytes`) and all
+//!   the agent's (`--max-total-prepared-bytes`). The bound counts
 //!   confirmed names and those sent and not yet answered, each by its
 //!   text, parameters and a fixed bookkeeping cost; a portal also by the
 //!   statement it runs, which it keeps alive after a Close. The unnamed
@@ -168,9 +170,19 @@ pub struct AdditionOp(Addition);
 pub enum Refusal {
     /// What the name holds (or that it holds nothing) does not allow it.
     Name(String),
-    /// The session's names (`subject`: all its subject's sessions' names)
-    /// would take more than `budget` bytes.
-    OverBudget { budget: usize, subject: bool },
+    /// The names `scope` covers would take more than `budget` bytes.
+    OverBudget { budget: usize, scope: Scope },
+}
+
+/// Whose names a budget covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// This session's (`--max-prepared-bytes`).
+    Session,
+    /// All its subject's sessions' (`--max-subject-prepared-bytes`).
+    Subject,
+    /// All the agent's sessions' (`--max-total-prepared-bytes`).
+    Agent,
 }
 
 impl fmt::Display for Refusal {
@@ -179,17 +191,24 @@ impl fmt::Display for Refusal {
             Self::Name(why) => f.write_str(why),
             Self::OverBudget {
                 budget,
-                subject: false,
+                scope: Scope::Session,
             } => write!(
                 f,
                 "this session's prepared statements and portals would take more than the {budget} bytes of agent memory a session may hold (--max-prepared-bytes)"
             ),
             Self::OverBudget {
                 budget,
-                subject: true,
+                scope: Scope::Subject,
             } => write!(
                 f,
                 "the prepared statements and portals of all this identity's sessions through this agent would take more than the {budget} bytes they may hold together (--max-subject-prepared-bytes); close some, or end idle sessions"
+            ),
+            Self::OverBudget {
+                budget,
+                scope: Scope::Agent,
+            } => write!(
+                f,
+                "the prepared statements and portals of all sessions through this agent would take more than the {budget} bytes they may hold together (--max-total-prepared-bytes); try again once others have closed theirs"
             ),
         }
     }
@@ -206,13 +225,15 @@ pub struct Names {
     pending_held: usize,
     /// What `held` and `pending_held` together may reach.
     budget: usize,
-    /// What all the subject's sessions' names together may reach.
-    subject: Option<SubjectShare>,
+    /// What the names of the sessions it shares with (all its subject's,
+    /// all the agent's) may reach together.
+    shared: Vec<Share>,
 }
 
-/// One session's part in what all its subject's sessions' names hold.
+/// One session's part in what many sessions' names hold together.
 #[derive(Debug)]
-struct SubjectShare {
+struct Share {
+    scope: Scope,
     /// Every session's `held + pending_held`, as last reported.
     used: Arc<AtomicUsize>,
     limit: usize,
@@ -222,7 +243,7 @@ struct SubjectShare {
 
 impl Drop for Names {
     fn drop(&mut self) {
-        if let Some(s) = &self.subject {
+        for s in &self.shared {
             s.used.fetch_sub(s.reported, Ordering::AcqRel);
         }
     }
@@ -245,15 +266,21 @@ impl Names {
             held: 0,
             pending_held: 0,
             budget,
-            subject: None,
+            shared: Vec::new(),
         }
     }
 
-    /// Also holds the session to `limit` bytes for the names of all its
-    /// subject's sessions together, counted in `used`.
+    /// Also holds the session to `limit` bytes for the names of all the
+    /// sessions `scope` covers together, counted in `used`.
     #[must_use]
-    pub fn with_subject_budget(mut self, used: Arc<AtomicUsize>, limit: usize) -> Self {
-        self.subject = Some(SubjectShare {
+    pub fn with_shared_budget(
+        mut self,
+        scope: Scope,
+        used: Arc<AtomicUsize>,
+        limit: usize,
+    ) -> Self {
+        self.shared.push(Share {
+            scope,
             used,
             limit,
             reported: 0,
@@ -261,12 +288,10 @@ impl Names {
         self
     }
 
-    /// Brings this session's part of its subject's count up to date.
+    /// Brings this session's part of the shared counts up to date.
     fn report(&mut self) {
         let now = self.held + self.pending_held;
-        if let Some(s) = &mut self.subject
-            && now != s.reported
-        {
+        for s in self.shared.iter_mut().filter(|s| s.reported != now) {
             if now > s.reported {
                 s.used.fetch_add(now - s.reported, Ordering::AcqRel);
             } else {
@@ -306,17 +331,17 @@ impl Names {
         if total > self.budget {
             return Err(Refusal::OverBudget {
                 budget: self.budget,
-                subject: false,
+                scope: Scope::Session,
             });
         }
-        if let Some(s) = &self.subject {
+        for s in &self.shared {
             // A soft limit: sessions planning at once may each pass this
             // check before either reports what it added.
             let others = s.used.load(Ordering::Acquire).saturating_sub(s.reported);
             if others.saturating_add(total) > s.limit {
                 return Err(Refusal::OverBudget {
                     budget: s.limit,
-                    subject: true,
+                    scope: s.scope,
                 });
             }
         }
@@ -903,7 +928,7 @@ mod tests {
             plan.parse("s3", stmt(&text)),
             Err(Refusal::OverBudget {
                 budget: 3 * one,
-                subject: false
+                scope: Scope::Session
             })
         );
         // Nothing was planned, so nothing is refused by the target either.
@@ -935,7 +960,8 @@ mod tests {
         let text = "x".repeat(1000);
         let one = "s0".len() + stmt(&text).weight();
         let used = Arc::new(AtomicUsize::new(0));
-        let session = || Names::new(10 * one).with_subject_budget(Arc::clone(&used), 3 * one);
+        let session =
+            || Names::new(10 * one).with_shared_budget(Scope::Subject, Arc::clone(&used), 3 * one);
         let parse = |names: &mut Names, name: &str| {
             let mut plan = names.plan();
             plan.parse(name, stmt(&text))?;
@@ -954,7 +980,7 @@ mod tests {
             parse(&mut a, "s2"),
             Err(Refusal::OverBudget {
                 budget: 3 * one,
-                subject: true
+                scope: Scope::Subject
             })
         );
         assert!(parse(&mut b, "s1").is_err());
@@ -969,6 +995,55 @@ mod tests {
         assert_eq!(used.load(Ordering::Acquire), 2 * one);
         b.reset();
         assert_eq!(used.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn sessions_of_every_subject_share_the_agents_budget_for_their_names() {
+        let text = "x".repeat(1000);
+        let one = "s0".len() + stmt(&text).weight();
+        let all = Arc::new(AtomicUsize::new(0));
+        let session = |subject: &Arc<AtomicUsize>| {
+            Names::new(10 * one)
+                .with_shared_budget(Scope::Subject, Arc::clone(subject), 2 * one)
+                .with_shared_budget(Scope::Agent, Arc::clone(&all), 3 * one)
+        };
+        let parse = |names: &mut Names, name: &str| {
+            let mut plan = names.plan();
+            plan.parse(name, stmt(&text))?;
+            let ops = plan.into_ops();
+            names.apply(ops, 0);
+            Ok::<_, Refusal>(())
+        };
+        let (alice, bob) = (Arc::default(), Arc::default());
+        let (mut a, mut b) = (session(&alice), session(&bob));
+        parse(&mut a, "s0").unwrap();
+        parse(&mut a, "s1").unwrap();
+        parse(&mut b, "s0").unwrap();
+        assert_eq!(all.load(Ordering::Acquire), 3 * one);
+        // Within bob's share, but not the agent's.
+        assert_eq!(
+            parse(&mut b, "s1"),
+            Err(Refusal::OverBudget {
+                budget: 3 * one,
+                scope: Scope::Agent
+            })
+        );
+        assert!(
+            Refusal::OverBudget {
+                budget: 3 * one,
+                scope: Scope::Agent
+            }
+            .to_string()
+            .contains("--max-total-prepared-bytes")
+        );
+        // A session that ends makes room for everyone.
+        drop(a);
+        assert_eq!(
+            (alice.load(Ordering::Acquire), all.load(Ordering::Acquire)),
+            (0, one)
+        );
+        parse(&mut b, "s1").unwrap();
+        assert_eq!(bob.load(Ordering::Acquire), 2 * one);
     }
 
     #[test]

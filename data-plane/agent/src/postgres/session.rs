@@ -46,7 +46,7 @@ use super::{
     capture::{self, Capture},
     io::Stream,
     judge::{Judge, Verdict},
-    names::{Names, Prepared, Refusal},
+    names::{Names, Prepared, Refusal, Scope},
     upstream::{Upstream, scrub},
 };
 use crate::{
@@ -323,7 +323,16 @@ pub async fn run(
     };
     let record_left = args.record_session_bytes;
     let names = Names::new(args.max_prepared_bytes)
-        .with_subject_budget(ctx.prepared.clone(), args.max_subject_prepared_bytes);
+        .with_shared_budget(
+            Scope::Subject,
+            ctx.prepared.clone(),
+            args.max_subject_prepared_bytes,
+        )
+        .with_shared_budget(
+            Scope::Agent,
+            ctx.agent.prepared(),
+            args.max_total_prepared_bytes,
+        );
     let mut relay = Relay {
         ctx,
         judge,
@@ -1508,7 +1517,7 @@ impl Relay {
     fn refuse_over_budget(&mut self, why: &str, with_rfq: bool) {
         let mut out = BytesMut::new();
         let notice = messages::Notice::error("54000", format!("sluice: {why}; it was not sent to the database"))
-            .hint("close prepared statements and portals the session no longer needs (Close, DEALLOCATE), or ask the operator to raise the agent's --max-prepared-bytes or --max-subject-prepared-bytes");
+            .hint("close prepared statements and portals the session no longer needs (Close, DEALLOCATE), or ask the operator to raise the agent limit named above");
         out.extend_from_slice(&notice.to_error().raw);
         self.reject(out, with_rfq);
     }
