@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test bench deps build lint fmt clean
+.PHONY: run test bench fuzz deps build lint fmt clean
 
 deps:
 	@scripts/ensure-deps.sh
@@ -28,6 +28,20 @@ test: build
 bench: deps
 	@command -v pgbouncer >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq pgbouncer postgresql-contrib; } || { echo "error: install pgbouncer (apt-get install pgbouncer)"; exit 1; }
 	@bench/run.sh
+
+# Coverage-guided fuzzing of every decoder of untrusted input (libFuzzer via
+# cargo-fuzz, installed if missing): FUZZ_SECONDS per target (default 60),
+# FUZZ_TARGETS to pick some. Findings land in fuzz/libfuzzer/artifacts/.
+# `make test` already runs every target over seeds and their mutations.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= pg_startup pg_frontend pg_backend scram sql policy_document compiled_policy mask spool token
+fuzz: deps
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@$(CARGO) run -q -p sluice-fuzz --bin fuzz-seeds -- fuzz/libfuzzer/corpus
+	@cd fuzz/libfuzzer && for t in $(FUZZ_TARGETS); do \
+		echo "== fuzzing $$t for $(FUZZ_SECONDS)s"; \
+		$(CARGO) fuzz run --fuzz-dir . --sanitizer none -O $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -timeout=10 || exit 1; \
+	done
 
 lint: deps
 	$(CARGO) fmt --all --check
