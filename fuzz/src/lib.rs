@@ -230,21 +230,10 @@ pub fn compiled_policy(data: &[u8]) {
     let _ = sluice_policy::CompiledPolicy::from_json_bytes(data);
 }
 
-const DETECTORS: [Detector; 8] = [
-    Detector::Email,
-    Detector::CreditCard,
-    Detector::Ssn,
-    Detector::Iban,
-    Detector::Phone,
-    Detector::CloudKey,
-    Detector::Jwt,
-    Detector::PrivateKey,
-];
-
 /// A result value, scanned by every detector and masked every way.
 pub fn mask(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let found = sluice_policy::find(&DETECTORS, &text);
+    let found = sluice_policy::find(&Detector::ALL, &text);
     for m in &found {
         assert!(
             text.get(m.start..m.end).is_some(),
@@ -257,40 +246,17 @@ pub fn mask(data: &[u8]) {
         MaskStrategy::Hash,
         MaskStrategy::Null,
     ] {
-        let _ = sluice_policy::mask_text(&DETECTORS, strategy, &text, b"fuzz-key");
+        let _ = sluice_policy::mask_text(&Detector::ALL, strategy, &text, b"fuzz-key");
     }
 }
 
-/// A spool directory after a crash or damage: the bytes are the first
-/// segment file (and, after a 0xff byte, the `acked` file). Opening either
-/// refuses with an error or recovers into a spool that reads what it
-/// holds and takes new records.
+/// A spool directory after a crash or damage, laid out by [`spool_input`]
+/// (see [`open_spool`]):
+/// an `acked` file (if any) and the first segment file. Opening it either
+/// refuses with an error or recovers into a spool that reads what it holds
+/// and takes new records.
 pub fn spool(data: &[u8]) {
-    let Ok(dir) = tempfile::tempdir() else {
-        return;
-    };
-    let (segment, acked) = match data.iter().position(|b| *b == 0xff) {
-        Some(i) => (&data[..i], Some(&data[i + 1..])),
-        None => (data, None),
-    };
-    let written =
-        std::fs::write(dir.path().join("00000000000000000001.seg"), segment).and_then(|()| {
-            match acked {
-                Some(a) => std::fs::write(dir.path().join("acked"), a),
-                None => Ok(()),
-            }
-        });
-    if written.is_err() {
-        return;
-    }
-    let config = sluice_spool::SpoolConfig {
-        max_bytes: 1024 * 1024,
-        segment_bytes: 4096,
-        max_record_bytes: 64 * 1024,
-        sync: sluice_spool::SyncMode::Deferred,
-        tail_bytes: 0,
-    };
-    let Ok(mut spool) = sluice_spool::Spool::open(dir.path(), config) else {
+    let Some((_dir, mut spool)) = open_spool(data) else {
         return;
     };
     let _ = spool.read_after(spool.acked_seq(), 1000, 1024 * 1024);
@@ -301,6 +267,28 @@ pub fn spool(data: &[u8]) {
         .read_after(seq - 1, 1, 1024)
         .expect("a recovered spool reads what it took");
     assert_eq!(read, vec![(seq, b"after recovery".to_vec())]);
+}
+
+/// Lays out a [`spool`] input in a new directory and opens it; `None` when
+/// the spool refuses it (or the directory cannot be written).
+pub fn open_spool(data: &[u8]) -> Option<(tempfile::TempDir, sluice_spool::Spool)> {
+    // The first byte is the `acked` file's length (0: no such file).
+    let (&n, rest) = data.split_first()?;
+    let (acked, segment) = rest.split_at(usize::from(n).min(rest.len()));
+    let dir = tempfile::tempdir().ok()?;
+    std::fs::write(dir.path().join("00000000000000000001.seg"), segment).ok()?;
+    if n > 0 {
+        std::fs::write(dir.path().join("acked"), acked).ok()?;
+    }
+    let config = sluice_spool::SpoolConfig {
+        max_bytes: 1024 * 1024,
+        segment_bytes: 4096,
+        max_record_bytes: 64 * 1024,
+        sync: sluice_spool::SyncMode::Deferred,
+        tail_bytes: 0,
+    };
+    let spool = sluice_spool::Spool::open(dir.path(), config).ok()?;
+    Some((dir, spool))
 }
 
 struct Tokens {
@@ -359,6 +347,14 @@ pub fn token(data: &[u8]) {
 /// The subject of `text` if the fuzz issuer's verifier accepts it.
 pub fn verified_subject(text: &str) -> Option<String> {
     tokens().verifier.verify_now(text).ok().map(|i| i.subject)
+}
+
+/// An input for [`spool`]: a spool directory holding `segment` and, if
+/// given, an `acked` file holding `acked`.
+pub fn spool_input(segment: &[u8], acked: Option<&[u8]>) -> Vec<u8> {
+    let acked = acked.unwrap_or_default();
+    let n = u8::try_from(acked.len()).expect("an acked file of at most 255 bytes");
+    [&[n], acked, segment].concat()
 }
 
 /// The signed token [`token`] accepts, for seeds.
@@ -496,9 +492,9 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             drop(spool);
             let segment = std::fs::read(dir.path().join("00000000000000000001.seg")).expect("seed");
             vec![
-                segment.clone(),
-                [segment.as_slice(), &[0xff], &1u64.to_be_bytes()].concat(),
-                segment[..segment.len() - 3].to_vec(),
+                spool_input(&segment, None),
+                spool_input(&segment, Some(b"2\n")),
+                spool_input(&segment[..segment.len() - 3], Some(b"1\n")),
             ]
         }
         "token" => vec![valid_token().as_bytes().to_vec()],

@@ -104,6 +104,12 @@ fn the_seeds_reach_past_the_first_check() {
     for seed in seeds("compiled_policy") {
         assert!(sluice_policy::CompiledPolicy::from_json_bytes(&seed).is_ok());
     }
+    // Whole segments, with and without an acked file, and one cut short
+    // (recovered by dropping the torn record).
+    for seed in seeds("spool") {
+        let (_dir, spool) = sluice_fuzz::open_spool(&seed).expect("the seed spool opens");
+        assert!(spool.last_seq() >= 2, "{}", spool.last_seq());
+    }
     for seed in seeds("sql") {
         let text = std::str::from_utf8(&seed).unwrap();
         assert!(sluice_policy::sql::classify(text).is_ok(), "{text}");

@@ -362,25 +362,54 @@ async fn newer_protocol_minor_versions_are_negotiated_down_to_3_0() {
     }
 }
 
-#[tokio::test]
-async fn a_session_that_prepares_without_end_is_refused_and_others_are_not_harmed() {
-    use sluice_integration_tests::rawpg::{
-        RawSession, errors, first_column, frame, parse, query, sync,
-    };
-    let rules = format!(
+/// The default rules, plus SQL `PREPARE` allowed.
+fn prepare_rules() -> String {
+    format!(
         "{}      - allow: {{ sql: {{ statements: [prepare] }} }}\n",
         sluice_integration_tests::datapath::DEFAULT_RULES
-    );
+    )
+}
+
+/// A statement holding a little over 4 KB of the agent's memory once
+/// prepared.
+fn padded(i: usize) -> String {
+    format!(
+        "SELECT name FROM items WHERE id = {i} /* {} */",
+        "x".repeat(4000)
+    )
+}
+
+/// Prepares `name` as `sql`; the error text if refused.
+async fn prepare(
+    s: &mut sluice_integration_tests::rawpg::RawSession,
+    name: &str,
+    sql: &str,
+) -> String {
+    use sluice_integration_tests::rawpg::{errors, parse, sync};
+    s.send(&[parse(name, sql), sync()].concat()).await;
+    errors(&s.until(b'Z').await)
+}
+
+/// How many prepared statements the target holds for the session.
+async fn prepared_count(s: &mut sluice_integration_tests::rawpg::RawSession) -> String {
+    use sluice_integration_tests::rawpg::{first_column, query};
+    s.send(&query("SELECT count(*) FROM pg_prepared_statements"))
+        .await;
+    first_column(&s.until(b'Z').await).concat()
+}
+
+#[tokio::test]
+async fn a_session_that_prepares_without_end_is_refused_and_others_are_not_harmed() {
+    use sluice_integration_tests::rawpg::{RawSession, errors, frame, parse, query, sync};
+    let rules = prepare_rules();
     let dp =
         DataPath::start_with(&rules, vec!["--max-prepared-bytes".into(), "65536".into()]).await;
     let port = dp.agent.pg_port;
-    let padding = "x".repeat(4000);
-    let text = |i: usize| format!("SELECT name FROM items WHERE id = {i} /* {padding} */");
     let mut s = RawSession::connect(port, "app", &dp.token).await;
     let mut prepared = 0;
     let refusal = loop {
         assert!(prepared < 32, "64 KiB never filled up");
-        s.send(&[parse(&format!("s{prepared}"), &text(prepared)), sync()].concat())
+        s.send(&[parse(&format!("s{prepared}"), &padded(prepared)), sync()].concat())
             .await;
         let answer = s.until(b'Z').await;
         let errs = errors(&answer);
@@ -398,12 +427,7 @@ async fn a_session_that_prepares_without_end_is_refused_and_others_are_not_harme
         "{refusal}"
     );
     // The target never saw the refused Parse, and the session still works.
-    async fn count(s: &mut RawSession) -> String {
-        s.send(&query("SELECT count(*) FROM pg_prepared_statements"))
-            .await;
-        first_column(&s.until(b'Z').await).concat()
-    }
-    assert_eq!(count(&mut s).await, prepared.to_string());
+    assert_eq!(prepared_count(&mut s).await, prepared.to_string());
     // Small statements fill what is left.
     loop {
         assert!(prepared < 64, "the budget never filled up");
@@ -422,22 +446,24 @@ async fn a_session_that_prepares_without_end_is_refused_and_others_are_not_harme
     .await;
     let answer = s.until(b'Z').await;
     assert!(errors(&answer).contains("54000"), "{}", errors(&answer));
-    assert_eq!(count(&mut s).await, prepared.to_string());
+    assert_eq!(prepared_count(&mut s).await, prepared.to_string());
 
     // Another session of the same subject prepares as usual meanwhile.
     let mut other = RawSession::connect(port, "app", &dp.token).await;
-    other.send(&[parse("s0", &text(0)), sync()].concat()).await;
+    other
+        .send(&[parse("s0", &padded(0)), sync()].concat())
+        .await;
     let answer = other.until(b'Z').await;
     assert!(errors(&answer).is_empty(), "{}", errors(&answer));
-    assert_eq!(count(&mut other).await, "1");
+    assert_eq!(prepared_count(&mut other).await, "1");
 
     // Closing a statement makes room again.
     s.send(&[frame(b'C', b"Ss0\0"), sync()].concat()).await;
     s.until(b'Z').await;
-    s.send(&[parse("again", &text(1)), sync()].concat()).await;
+    s.send(&[parse("again", &padded(1)), sync()].concat()).await;
     let answer = s.until(b'Z').await;
     assert!(errors(&answer).is_empty(), "{}", errors(&answer));
-    assert_eq!(count(&mut s).await, prepared.to_string());
+    assert_eq!(prepared_count(&mut s).await, prepared.to_string());
 
     // A value larger than the whole budget, bound through the unnamed
     // portal as drivers do, is not refused: there is only ever one.
@@ -458,11 +484,8 @@ async fn a_session_that_prepares_without_end_is_refused_and_others_are_not_harme
 
 #[tokio::test]
 async fn one_subjects_sessions_share_a_budget_for_prepared_statements() {
-    use sluice_integration_tests::rawpg::{RawSession, errors, first_column, parse, query, sync};
-    let rules = format!(
-        "{}      - allow: {{ sql: {{ statements: [prepare] }} }}\n",
-        sluice_integration_tests::datapath::DEFAULT_RULES
-    );
+    use sluice_integration_tests::rawpg::RawSession;
+    let rules = prepare_rules();
     let mut dp = DataPath::start_with(
         &rules,
         vec![
@@ -474,21 +497,9 @@ async fn one_subjects_sessions_share_a_budget_for_prepared_statements() {
     )
     .await;
     let port = dp.agent.pg_port;
-    let padding = "x".repeat(4000);
-    let text = |i: usize| format!("SELECT name FROM items WHERE id = {i} /* {padding} */");
-    // Prepares `name`; the error text if refused.
-    async fn prepare(s: &mut RawSession, name: &str, sql: &str) -> String {
-        s.send(&[parse(name, sql), sync()].concat()).await;
-        errors(&s.until(b'Z').await)
-    }
-    async fn count(s: &mut RawSession) -> String {
-        s.send(&query("SELECT count(*) FROM pg_prepared_statements"))
-            .await;
-        first_column(&s.until(b'Z').await).concat()
-    }
     let mut a = RawSession::connect(port, "app", &dp.token).await;
     for i in 0..10 {
-        let refused = prepare(&mut a, &format!("s{i}"), &text(i)).await;
+        let refused = prepare(&mut a, &format!("s{i}"), &padded(i)).await;
         assert!(refused.is_empty(), "{refused}");
     }
     // A second session of the same subject fills what is left of the
@@ -497,7 +508,7 @@ async fn one_subjects_sessions_share_a_budget_for_prepared_statements() {
     let mut prepared = 0;
     let refusal = loop {
         assert!(prepared < 15, "the subject's budget never filled up");
-        let refused = prepare(&mut b, &format!("s{prepared}"), &text(prepared)).await;
+        let refused = prepare(&mut b, &format!("s{prepared}"), &padded(prepared)).await;
         if !refused.is_empty() {
             break refused;
         }
@@ -508,32 +519,29 @@ async fn one_subjects_sessions_share_a_budget_for_prepared_statements() {
         "{refusal}"
     );
     // The refused Parse never reached the target.
-    assert_eq!(count(&mut b).await, prepared.to_string());
+    assert_eq!(prepared_count(&mut b).await, prepared.to_string());
     // Another subject prepares as usual.
     let bob = dp.cp.user_token("bob", &["devs"]).await;
     let mut other = RawSession::connect(port, "app", &bob).await;
-    let refused = prepare(&mut other, "s0", &text(0)).await;
+    let refused = prepare(&mut other, "s0", &padded(0)).await;
     assert!(refused.is_empty(), "{refused}");
     // Once the first session ends, its share is free again.
     drop(a);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !prepare(&mut b, "again", &text(prepared)).await.is_empty() {
+    while !prepare(&mut b, "again", &padded(prepared)).await.is_empty() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the ended session's share was never freed"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(count(&mut b).await, (prepared + 1).to_string());
+    assert_eq!(prepared_count(&mut b).await, (prepared + 1).to_string());
 }
 
 #[tokio::test]
 async fn many_subjects_together_cannot_fill_the_agent_with_prepared_statements() {
-    use sluice_integration_tests::rawpg::{RawSession, errors, first_column, parse, query, sync};
-    let rules = format!(
-        "{}      - allow: {{ sql: {{ statements: [prepare] }} }}\n",
-        sluice_integration_tests::datapath::DEFAULT_RULES
-    );
+    use sluice_integration_tests::rawpg::RawSession;
+    let rules = prepare_rules();
     // Each statement below holds a little over 4 KB: ten for one subject,
     // then about fourteen more for anyone, fill the agent; one subject alone
     // could hold nineteen.
@@ -548,20 +556,9 @@ async fn many_subjects_together_cannot_fill_the_agent_with_prepared_statements()
     )
     .await;
     let port = dp.agent.pg_port;
-    let padding = "x".repeat(4000);
-    let text = |i: usize| format!("SELECT name FROM items WHERE id = {i} /* {padding} */");
-    async fn prepare(s: &mut RawSession, name: &str, sql: &str) -> String {
-        s.send(&[parse(name, sql), sync()].concat()).await;
-        errors(&s.until(b'Z').await)
-    }
-    async fn count(s: &mut RawSession) -> String {
-        s.send(&query("SELECT count(*) FROM pg_prepared_statements"))
-            .await;
-        first_column(&s.until(b'Z').await).concat()
-    }
     let mut alice = RawSession::connect(port, "app", &dp.token).await;
     for i in 0..10 {
-        let refused = prepare(&mut alice, &format!("s{i}"), &text(i)).await;
+        let refused = prepare(&mut alice, &format!("s{i}"), &padded(i)).await;
         assert!(refused.is_empty(), "{refused}");
     }
     // Another subject, well within its own budget, meets the agent's.
@@ -570,7 +567,7 @@ async fn many_subjects_together_cannot_fill_the_agent_with_prepared_statements()
     let mut prepared = 0;
     let refusal = loop {
         assert!(prepared < 19, "the agent's budget never filled up");
-        let refused = prepare(&mut bob, &format!("s{prepared}"), &text(prepared)).await;
+        let refused = prepare(&mut bob, &format!("s{prepared}"), &padded(prepared)).await;
         if !refused.is_empty() {
             break refused;
         }
@@ -585,24 +582,24 @@ async fn many_subjects_together_cannot_fill_the_agent_with_prepared_statements()
         "refused for the agent, not the subject: {prepared}"
     );
     // The refused Parse never reached the target, and the session goes on.
-    assert_eq!(count(&mut bob).await, prepared.to_string());
+    assert_eq!(prepared_count(&mut bob).await, prepared.to_string());
     // A third subject is refused too, with the same clear error.
     let carol_token = dp.cp.user_token("carol", &["devs"]).await;
     let mut carol = RawSession::connect(port, "app", &carol_token).await;
-    let refused = prepare(&mut carol, "s0", &text(0)).await;
+    let refused = prepare(&mut carol, "s0", &padded(0)).await;
     assert!(refused.contains("--max-total-prepared-bytes"), "{refused}");
-    assert_eq!(count(&mut carol).await, "0");
+    assert_eq!(prepared_count(&mut carol).await, "0");
     // Once the first subject's session ends, there is room again.
     drop(alice);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !prepare(&mut carol, "s0", &text(0)).await.is_empty() {
+    while !prepare(&mut carol, "s0", &padded(0)).await.is_empty() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the ended session's share was never freed"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(count(&mut carol).await, "1");
+    assert_eq!(prepared_count(&mut carol).await, "1");
 }
 
 #[tokio::test]

@@ -352,6 +352,20 @@ pub enum Detector {
     PrivateKey,
 }
 
+impl Detector {
+    /// Every detector.
+    pub const ALL: [Detector; 8] = [
+        Detector::Email,
+        Detector::CreditCard,
+        Detector::Ssn,
+        Detector::Iban,
+        Detector::Phone,
+        Detector::CloudKey,
+        Detector::Jwt,
+        Detector::PrivateKey,
+    ];
+}
+
 /// How a masked value is rewritten.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -511,14 +511,17 @@ mod tests {
     #[tokio::test]
     async fn a_statement_sent_again_is_pointed_at_its_pending_request() {
         let a = Approvals::default();
-        let now = Duration::ZERO;
+        let no_wait = Duration::ZERO;
         file(&a, req("r1", &["1"]), false).unwrap();
         let same = key(&req("x", &["1"]));
         let unconfirmed = Pending {
             request_id: "r1".into(),
             confirmed: false,
         };
-        assert_eq!(a.on_retry(&same, now).await, Retried::Pending(unconfirmed));
+        assert_eq!(
+            a.on_retry(&same, no_wait).await,
+            Retried::Pending(unconfirmed)
+        );
         a.filed("r1");
         let confirmed = Pending {
             request_id: "r1".into(),
@@ -531,24 +534,24 @@ mod tests {
         );
         // Not for another parameter value or subject.
         assert_eq!(
-            a.on_retry(&key(&req("x", &["2"])), now).await,
+            a.on_retry(&key(&req("x", &["2"])), no_wait).await,
             Retried::Nothing
         );
         let mut bob = same.clone();
         bob.subject = "bob".into();
-        assert_eq!(a.on_retry(&bob, now).await, Retried::Nothing);
+        assert_eq!(a.on_retry(&bob, no_wait).await, Retried::Nothing);
         // Not for a request held in wait mode (that statement is its own),
         // nor for one past its expiry.
         file(&a, req("w1", &["3"]), true).unwrap();
         assert_eq!(
-            a.on_retry(&key(&req("x", &["3"])), now).await,
+            a.on_retry(&key(&req("x", &["3"])), no_wait).await,
             Retried::Nothing
         );
         let mut lapsed = req("r2", &["4"]);
         lapsed.expires_at_unix_ms = 1_000;
         file(&a, lapsed, false).unwrap();
         assert_eq!(
-            a.on_retry(&key(&req("x", &["4"])), now).await,
+            a.on_retry(&key(&req("x", &["4"])), no_wait).await,
             Retried::Nothing
         );
         // Denied: no longer pending, so the next run files anew.
@@ -557,7 +560,7 @@ mod tests {
             outcome: "denied".into(),
             ..Default::default()
         });
-        assert_eq!(a.on_retry(&same, now).await, Retried::Nothing);
+        assert_eq!(a.on_retry(&same, no_wait).await, Retried::Nothing);
     }
 
     #[tokio::test]

@@ -3,16 +3,7 @@ use std::borrow::Cow;
 use super::*;
 use crate::model::{Detector, MaskStrategy};
 
-const ALL: [Detector; 8] = [
-    Detector::Email,
-    Detector::CreditCard,
-    Detector::Ssn,
-    Detector::Iban,
-    Detector::Phone,
-    Detector::CloudKey,
-    Detector::Jwt,
-    Detector::PrivateKey,
-];
+const ALL: [Detector; 8] = Detector::ALL;
 
 const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
 

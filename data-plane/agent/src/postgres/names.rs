@@ -955,6 +955,15 @@ mod tests {
         plan.parse("s3", stmt(&text)).unwrap();
     }
 
+    /// Parses and sends `name` as `text`, as a session does.
+    fn parse_named(names: &mut Names, name: &str, text: &str) -> Result<(), Refusal> {
+        let mut plan = names.plan();
+        plan.parse(name, stmt(text))?;
+        let ops = plan.into_ops();
+        names.apply(ops, 0);
+        Ok(())
+    }
+
     #[test]
     fn sessions_of_one_subject_share_a_budget_for_their_names() {
         let text = "x".repeat(1000);
@@ -962,13 +971,7 @@ mod tests {
         let used = Arc::new(AtomicUsize::new(0));
         let session =
             || Names::new(10 * one).with_shared_budget(Scope::Subject, Arc::clone(&used), 3 * one);
-        let parse = |names: &mut Names, name: &str| {
-            let mut plan = names.plan();
-            plan.parse(name, stmt(&text))?;
-            let ops = plan.into_ops();
-            names.apply(ops, 0);
-            Ok::<_, Refusal>(())
-        };
+        let parse = |names: &mut Names, name: &str| parse_named(names, name, &text);
         let (mut a, mut b) = (session(), session());
         parse(&mut a, "s0").unwrap();
         parse(&mut a, "s1").unwrap();
@@ -1007,13 +1010,7 @@ mod tests {
                 .with_shared_budget(Scope::Subject, Arc::clone(subject), 2 * one)
                 .with_shared_budget(Scope::Agent, Arc::clone(&all), 3 * one)
         };
-        let parse = |names: &mut Names, name: &str| {
-            let mut plan = names.plan();
-            plan.parse(name, stmt(&text))?;
-            let ops = plan.into_ops();
-            names.apply(ops, 0);
-            Ok::<_, Refusal>(())
-        };
+        let parse = |names: &mut Names, name: &str| parse_named(names, name, &text);
         let (alice, bob) = (Arc::default(), Arc::default());
         let (mut a, mut b) = (session(&alice), session(&bob));
         parse(&mut a, "s0").unwrap();
