@@ -56,6 +56,11 @@ impl Process {
         }
     }
 
+    /// SIGTERM, without waiting.
+    pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
     /// SIGTERM, then wait (SIGKILL after 10 s).
     pub fn stop(&mut self) -> Option<ExitStatus> {
         self.signal("TERM");

@@ -419,6 +419,13 @@ impl AgentProc {
         }
     }
 
+    /// SIGTERM, without waiting (see [`AgentProc::wait_exit`]).
+    pub fn terminate(&self) {
+        if let Some(p) = &self.proc {
+            p.terminate();
+        }
+    }
+
     /// Starts the (already enrolled) agent again with the same state.
     pub async fn start_again(&mut self) {
         assert!(self.proc.is_none(), "agent already running");

@@ -148,6 +148,25 @@ impl Drop for IntentToken {
 
 impl Shared {
     /// Publishes the spool's counters if they changed.
+    /// Applies the control plane's latest acknowledgement to the spool,
+    /// then publishes the counters.
+    fn apply_acks(&mut self) {
+        self.settle_abandoned();
+        if let Some(seq) = self.pending_ack.take() {
+            self.delivered = self.delivered.max(seq);
+            // Running statements' write-ahead records must outlive it.
+            let upto = self.carry_intents(seq);
+            if upto < seq {
+                self.pending_ack = Some(seq); // the rest, later
+            }
+            if let Err(e) = self.spool.ack(upto) {
+                tracing::error!(seq = upto, error = %e, "cannot record audit acknowledgement");
+            }
+        }
+        // Also after settling abandoned records with no ack pending.
+        self.publish();
+    }
+
     fn publish(&self) {
         let status = status_of(&self.spool, self.delivered);
         self.status_tx.send_if_modified(|s| {
@@ -526,6 +545,16 @@ impl AuditLog {
         shared.pending_ack = shared.pending_ack.max(Some(seq));
     }
 
+    /// Puts everything spooled so far on stable storage and applies the
+    /// latest acknowledgement now, not at the next turn of the sync thread
+    /// (at shutdown, after the last session ended).
+    pub fn flush(&self) -> Result<(), AuditError> {
+        let mut shared = self.lock();
+        shared.spool.sync()?;
+        shared.apply_acks();
+        Ok(())
+    }
+
     pub fn status(&self) -> watch::Receiver<SpoolStatus> {
         self.status.clone()
     }
@@ -565,21 +594,7 @@ impl AuditLog {
                 Err(e) => self.lock().sync_failure = Some(e.to_string()),
             }
             if last_ack.elapsed() >= ACK_EVERY {
-                let mut shared = self.lock();
-                shared.settle_abandoned();
-                if let Some(seq) = shared.pending_ack.take() {
-                    shared.delivered = shared.delivered.max(seq);
-                    // Running statements' write-ahead records must outlive it.
-                    let upto = shared.carry_intents(seq);
-                    if upto < seq {
-                        shared.pending_ack = Some(seq); // the rest, later
-                    }
-                    if let Err(e) = shared.spool.ack(upto) {
-                        tracing::error!(seq = upto, error = %e, "cannot record audit acknowledgement");
-                    }
-                }
-                // Also after settling abandoned records with no ack pending.
-                shared.publish();
+                self.lock().apply_acks();
                 last_ack = Instant::now();
             }
             if Arc::strong_count(&self.shared) == 1 {

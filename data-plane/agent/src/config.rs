@@ -79,6 +79,13 @@ pub struct AgentArgs {
     /// Client sessions idle (no request in flight) for longer are closed.
     #[arg(long, env = "SLUICE_AGENT_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+    /// On SIGTERM or Ctrl-C: how long live sessions get to finish their
+    /// transactions. New connections are refused at once, each session
+    /// ends (SQLSTATE 57P01) as soon as it is between transactions, and
+    /// those still in one when this runs out are ended there (the target
+    /// rolls them back). A second signal stops at once.
+    #[arg(long, env = "SLUICE_AGENT_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
     /// Most client connections the agent serves at once.
     #[arg(long, env = "SLUICE_AGENT_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,

@@ -463,10 +463,13 @@ impl Agent {
     }
 }
 
-/// Enrolls if needed, then runs the agent until `shutdown` resolves.
+/// Enrolls if needed, then runs the agent until `shutdown` resolves; then
+/// drains (see [`Agent::drain`]) unless `stop_now` resolves first. Poll
+/// `stop_now` only after `shutdown` (a second signal).
 pub async fn run(
     args: AgentArgs,
     shutdown: impl std::future::Future<Output = ()>,
+    stop_now: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     args.validate()?;
     std::fs::create_dir_all(&args.state_dir).with_context(|| {
@@ -536,22 +539,111 @@ pub async fn run(
         "agent ready"
     );
 
+    let listener = tokio::spawn(postgres::serve(agent.clone(), postgres));
     let tasks = [
         tokio::spawn(channel::run(agent.clone())),
         tokio::spawn(agent.clone().watch_staleness()),
-        tokio::spawn(postgres::serve(agent.clone(), postgres)),
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(status_listener, status::router(agent.clone())).await {
-                tracing::error!(error = %e, "status endpoint failed");
+        tokio::spawn({
+            let agent = agent.clone();
+            async move {
+                if let Err(e) = axum::serve(status_listener, status::router(agent)).await {
+                    tracing::error!(error = %e, "status endpoint failed");
+                }
             }
         }),
     ];
     shutdown.await;
+    // The listening socket closes with its task: new clients are refused
+    // by the kernel and can go to another agent.
+    listener.abort();
+    tokio::select! {
+        () = agent.drain() => {}
+        () = stop_now => tracing::warn!(sessions = agent.sessions.len(), "stopping at once (second signal): live sessions are cut off"),
+    }
     for t in &tasks {
         t.abort();
     }
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// After live sessions ended: how long a draining agent waits for the
+/// control plane to acknowledge the last audit events (those it does not
+/// are delivered after the next start).
+const DELIVERY_WAIT: Duration = Duration::from_secs(5);
+
+/// After the grace period: how long ended sessions get to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+impl Agent {
+    /// Shuts down without cutting anyone off mid-transaction: readiness
+    /// turns false, each live session ends as soon as it is between
+    /// transactions (57P01, with its end recorded), those still in one
+    /// after `--shutdown-grace` are ended there; then the spool is synced
+    /// and the last events are given [`DELIVERY_WAIT`] to reach the
+    /// control plane.
+    async fn drain(&self) {
+        let grace = self.args.shutdown_grace;
+        self.sessions.drain();
+        if !self.sessions.is_empty() {
+            tracing::info!(
+                sessions = self.sessions.len(),
+                grace = %humantime::format_duration(grace),
+                "shutting down: new connections refused; each session ends when its transaction does (send the signal again to stop at once)"
+            );
+        }
+        if !self.sessions_end_within(grace).await {
+            let n = self.sessions.end_all(&format!(
+                "{} (its transaction was still open after the agent's {} grace period, and is rolled back)",
+                postgres::SHUTTING_DOWN,
+                humantime::format_duration(grace)
+            ));
+            tracing::warn!(
+                sessions = n,
+                "grace period over: ending sessions still in a transaction"
+            );
+            if !self.sessions_end_within(CLOSE_WAIT).await {
+                tracing::warn!(
+                    sessions = self.sessions.len(),
+                    "sessions did not close; stopping anyway"
+                );
+            }
+        }
+        if let Err(e) = self.audit.flush() {
+            tracing::error!(error = %e, "cannot flush the audit spool");
+        }
+        let mut status = self.audit.status();
+        let delivered = tokio::time::timeout(DELIVERY_WAIT, async {
+            loop {
+                if status.borrow_and_update().pending == 0 || !self.status.connected() {
+                    return;
+                }
+                // Re-checked on every change, and every 100 ms for the link.
+                let _ = tokio::time::timeout(Duration::from_millis(100), status.changed()).await;
+            }
+        })
+        .await;
+        let pending = status.borrow().pending;
+        if pending > 0 {
+            tracing::warn!(
+                events = pending,
+                waited = delivered.is_ok(),
+                "audit events not yet acknowledged by the control plane stay in the spool and are delivered after the next start"
+            );
+        }
+    }
+
+    /// Waits until no session is live, at most `limit`; whether none is.
+    async fn sessions_end_within(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.sessions.is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
 }
 
 #[cfg(test)]

@@ -52,7 +52,12 @@ fn main() -> std::process::ExitCode {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let _telemetry = sluice_telemetry::init("sluice-agent", cli.log_format)?;
         match cli.command {
-            Command::Run(args) => sluice_agent::run(args, shutdown_signal()).await,
+            Command::Run(args) => {
+                sluice_agent::run(args, shutdown_signal(), async {
+                    shutdown_signal().await;
+                })
+                .await
+            }
             Command::BenchMasking { rows, seconds } => {
                 let (bytes, secs) = sluice_agent::postgres::masking_throughput(
                     rows,

@@ -3,6 +3,9 @@
 //! them. A session registers when it starts and is removed when its guard
 //! drops; ending it sends the reason on the session's own channel, and the
 //! session closes itself with a FATAL error the client can read.
+//!
+//! When the agent shuts down it *drains*: every session is told, and each
+//! ends on its own as soon as it is between transactions.
 
 use std::{
     collections::HashMap,
@@ -22,9 +25,19 @@ struct Live {
     end: watch::Sender<Option<String>>,
 }
 
-#[derive(Default)]
 pub struct LiveSessions {
     sessions: Mutex<HashMap<String, Live>>,
+    /// `true` once the agent is shutting down.
+    draining: watch::Sender<bool>,
+}
+
+impl Default for LiveSessions {
+    fn default() -> Self {
+        Self {
+            sessions: Mutex::default(),
+            draining: watch::Sender::new(false),
+        }
+    }
 }
 
 /// Removes its session from the registry when dropped.
@@ -33,6 +46,9 @@ pub struct Registration {
     id: String,
     /// Receives the reason when the session must end.
     pub ended: watch::Receiver<Option<String>>,
+    /// Becomes `true` when the agent shuts down: the session should end
+    /// at its next point between transactions.
+    pub draining: watch::Receiver<bool>,
 }
 
 impl Drop for Registration {
@@ -67,6 +83,7 @@ impl LiveSessions {
             registry: self.clone(),
             id: id.to_owned(),
             ended,
+            draining: self.draining.subscribe(),
         }
     }
 
@@ -76,6 +93,25 @@ impl LiveSessions {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Asks every session, live and yet to register, to end at its next
+    /// point between transactions (see [`Registration::draining`]).
+    pub fn drain(&self) {
+        self.draining.send_replace(true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Ends every live session now; how many.
+    pub fn end_all(&self, reason: &str) -> usize {
+        let sessions = self.lock();
+        for live in sessions.values() {
+            live.end.send_replace(Some(reason.to_owned()));
+        }
+        sessions.len()
     }
 
     /// Ends one session; `false` when it is not live here.
@@ -160,5 +196,28 @@ mod tests {
         drop(a);
         assert!(!registry.end("s1", "again"));
         assert_eq!(registry.len(), 1);
+    }
+
+    #[test]
+    fn draining_reaches_live_sessions_and_later_ones() {
+        let registry = Arc::new(LiveSessions::default());
+        let mut a = registry.register("s1", Subject::user("alice", ["devs"]), "app", Vec::new());
+        assert!(!*a.draining.borrow());
+        registry.drain();
+        assert!(registry.is_draining());
+        assert!(
+            a.draining.has_changed().unwrap_or(false),
+            "a live session is woken"
+        );
+        assert!(*a.draining.borrow_and_update());
+        // Registered after the drain began (accepted just before the
+        // listener closed): it sees the state, though nothing changes.
+        let b = registry.register("s2", Subject::user("bob", ["devs"]), "app", Vec::new());
+        assert!(*b.draining.borrow());
+        assert_eq!(registry.end_all("the grace period ran out"), 2);
+        assert_eq!(
+            b.ended.borrow().as_deref(),
+            Some("the grace period ran out")
+        );
     }
 }

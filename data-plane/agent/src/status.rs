@@ -99,10 +99,18 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<serde_json::Value> {
             "disk_bytes": spool.disk_bytes,
         },
         "listeners": { "postgres": agent.args.postgres_addr.to_string() },
+        "sessions": { "live": agent.sessions.len(), "draining": agent.sessions.is_draining() },
     }))
 }
 
 async fn readyz(State(agent): State<Arc<Agent>>) -> Response {
+    if agent.sessions.is_draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down, new connections are refused\n",
+        )
+            .into_response();
+    }
     match agent.snapshot_state() {
         snapshot::State::Valid(_) => (StatusCode::OK, "ready\n").into_response(),
         other => (

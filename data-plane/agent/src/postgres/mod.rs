@@ -24,6 +24,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 pub use cancel::CancelRegistry;
 pub use catalog::CatalogCache;
+pub use session::SHUTTING_DOWN;
 
 /// The TLS acceptor for client connections: the configured certificate
 /// files, or else the certificate issued at enrollment (chained to the
@@ -253,6 +254,7 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
             audit_best_effort: granted.resource.audit_mode == "best_effort",
             trail,
             ended: registration.ended.clone(),
+            draining: registration.draining.clone(),
             cancels,
             masker,
             target: granted.resource.clone(),
@@ -263,7 +265,6 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
         let client_reader = FrameReader::new(agent.args.max_message_bytes);
         let (totals, error, mut trail) = session::run(ctx, stream, client_reader, upstream).await;
         agent.pg_cancel.unregister(pid, key);
-        drop(registration);
         let end = pb::AuditEvent {
             kind: "session.end".into(),
             session_id: event.session_id,
@@ -281,6 +282,9 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
         if let Err(e) = trail.record(end) {
             tracing::error!(error = %e, "cannot audit a session end");
         }
+        // Deregistered once its end is recorded: a draining agent waits for
+        // the registry to empty before it flushes the spool.
+        drop(registration);
     }
     .instrument(span)
     .await

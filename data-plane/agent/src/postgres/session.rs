@@ -74,6 +74,10 @@ const MAX_BATCH: usize = 64 * 1024 * 1024;
 /// confirm it has stored the approval request.
 const FILED_WAIT: Duration = Duration::from_secs(3);
 
+/// Why a session ends when the agent drains.
+pub const SHUTTING_DOWN: &str =
+    "the agent is shutting down; connect again (to this agent once it is back, or another)";
+
 /// How long a retry-mode statement sent again while its request is pending
 /// waits for the decision (which may be on its way) before the client is
 /// told the request is still undecided.
@@ -94,6 +98,9 @@ pub struct Context {
     pub trail: SessionTrail,
     /// Set when the session must end (admin kill, revoked grant).
     pub ended: watch::Receiver<Option<String>>,
+    /// Becomes `true` when the agent shuts down: the session ends at its
+    /// next point between transactions.
+    pub draining: watch::Receiver<bool>,
     /// Changes when the client sends a CancelRequest for this session.
     pub cancels: watch::Receiver<u64>,
     /// Mask rules for this session, if any apply.
@@ -364,6 +371,8 @@ pub async fn run(
     };
     let idle = relay.ctx.idle_timeout;
     let mut ended = relay.ctx.ended.clone();
+    let mut draining = relay.ctx.draining.clone();
+    let mut drain = *draining.borrow_and_update();
     let mut cancels = relay.ctx.cancels.clone();
     // One timer for the whole session, moved only when it fires: creating a
     // timer per loop turn costs more than the statement's judgement.
@@ -371,6 +380,9 @@ pub async fn run(
     tokio::pin!(idle_sleep);
     let mut last_activity = tokio::time::Instant::now();
     let err = loop {
+        if drain && relay.between_transactions(&client_reader) {
+            break Some(SessionError::Ended(SHUTTING_DOWN.into()));
+        }
         // After the client's Terminate, keep relaying until the target has
         // answered everything it was sent and closes the connection.
         tokio::select! {
@@ -442,6 +454,9 @@ pub async fn run(
                     break Some(SessionError::Idle(idle));
                 }
                 idle_sleep.as_mut().reset(deadline);
+            }
+            r = draining.changed(), if !drain => {
+                drain = r.is_err() || *draining.borrow_and_update();
             }
             r = ended.changed() => {
                 let why = match r {
@@ -1241,6 +1256,25 @@ impl Relay {
     /// Requests forwarded whose ReadyForQuery has not arrived yet.
     fn inflight(&self) -> u64 {
         self.cycles_sent - self.cycles_done
+    }
+
+    /// Nothing is under way: no transaction block open on the target, no
+    /// request in flight or held for approval, no batch or message partly
+    /// received, nothing left for the client. Ending the session here
+    /// loses nothing the client sent.
+    fn between_transactions(&self, client_reader: &FrameReader) -> bool {
+        self.tx_status == b'I'
+            && self.inflight() == 0
+            && self.units.is_empty()
+            && !self.unsynced
+            && self.holding.is_none()
+            && self.batch.is_empty()
+            && !self.copy_in
+            && !self.terminate
+            && self.to_client.is_empty()
+            && self.to_server.is_empty()
+            && self.held.is_empty()
+            && client_reader.pending() == 0
     }
 
     /// A Sync, Query or FunctionCall went to the target.
