@@ -288,6 +288,69 @@ async fn a_statement_sent_again_while_its_request_is_pending_is_not_filed_again(
 }
 
 #[tokio::test]
+async fn a_denied_statement_sent_again_is_refused_without_asking_approvers_again() {
+    let mut dp = DataPath::start_with(&rules(", mode: retry, ttl: 10m"), Vec::new()).await;
+    let bob = dp.cp.user_token("bob", &["dba"]).await;
+    let dba = SluiceCli::new(&dp.cp.url(), Some(&bob));
+    let mut conn = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+    let id = request_id(&delete(&mut conn, 40).await.unwrap_err());
+    filed(&dba, &id).await;
+    dba.run(&["approvals", "deny", &id, "--reason", "row 40 is audited"])
+        .ok();
+    agent_has_decision(&dp, &id).await;
+    // A client retrying in a loop, on this connection and a new one.
+    for attempt in 0..3 {
+        let err = if attempt == 1 {
+            let mut other = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+            delete(&mut other, 40).await.unwrap_err()
+        } else {
+            delete(&mut conn, 40).await.unwrap_err()
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("was denied by bob")
+                && text.contains("row 40 is audited")
+                && text.contains("not filed again"),
+            "{text}"
+        );
+        assert_eq!(request_id(&err), id, "pointed at the denied request");
+    }
+    assert!(
+        row_exists(&|s| dp.target(s), 40),
+        "the row must not be deleted"
+    );
+    // Approvers are not asked again.
+    let requests: Vec<_> = pending(&dba)
+        .into_iter()
+        .filter(|(_, s, _)| s.starts_with("DELETE"))
+        .collect();
+    assert!(requests.is_empty(), "{requests:?}");
+    // Each attempt is on record, naming the denied request.
+    let api = dp.cp.api();
+    eventually(
+        Duration::from_secs(20),
+        "three approval.denied events",
+        || async {
+            let v = api
+                .get_ok("/api/v1/audit?kind=approval.denied&limit=100")
+                .await;
+            let events = v["events"].as_array().cloned().unwrap_or_default();
+            (events.len() == 3
+                && events.iter().all(|e| {
+                    e["attributes"]["request_id"] == id.as_str() && e["decision"] == "deny"
+                }))
+            .then_some(())
+        },
+    )
+    .await;
+    // Another value is another statement: it may be asked for.
+    let other = request_id(&delete(&mut conn, 41).await.unwrap_err());
+    assert_ne!(other, id);
+    filed(&dba, &other).await;
+    assert_eq!(pending(&dba).len(), 1);
+}
+
+#[tokio::test]
 async fn a_retry_request_the_control_plane_has_not_confirmed_is_reported_as_queued() {
     let mut dp = DataPath::start_with(&rules(", mode: retry, ttl: 10m"), Vec::new()).await;
     let bob = dp.cp.user_token("bob", &["dba"]).await;

@@ -12,7 +12,10 @@
 //! still undecided is pointed at that request, not given another: a client
 //! retrying in a loop leaves approvers one request to decide, and one that
 //! retries the moment it is approved finds the grant (see
-//! [`Approvals::on_retry`]).
+//! [`Approvals::on_retry`]). Likewise a statement whose retry-mode request
+//! was denied is told so, and not filed again, until that request would
+//! have expired: a client retrying a denied statement in a loop cannot
+//! ask approvers again and again.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -65,10 +68,25 @@ struct Grant {
     taken: bool,
 }
 
+/// A retry-mode request that was denied: what a statement sent again
+/// before `until_ms` is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    pub request_id: String,
+    pub approvers: Vec<String>,
+    pub reason: String,
+    /// When the denied request would have expired: from then on the
+    /// statement may be filed again.
+    pub until_ms: i64,
+}
+
 #[derive(Default)]
 struct Inner {
     outstanding: HashMap<String, Outstanding>,
     grants: HashMap<GrantKey, Grant>,
+    /// Denied retry-mode requests, by what they covered (at most
+    /// [`MAX_OUTSTANDING`], pruned when they lapse).
+    denials: HashMap<GrantKey, Denied>,
     /// Messages for the control plane, in order.
     outbox: VecDeque<pb::ApprovalRequest>,
 }
@@ -98,6 +116,9 @@ pub enum Retried {
     Grant(String),
     /// The undecided retry-mode request filed for exactly this statement.
     Pending(Pending),
+    /// The retry-mode request for exactly this statement was denied, and
+    /// would not have expired yet.
+    Denied(Denied),
     /// Neither: a request is to be filed.
     Nothing,
 }
@@ -206,6 +227,22 @@ impl Approvals {
                     },
                 );
             }
+            None if decision.outcome == "denied" => {
+                let now = i64::try_from(crate::snapshot::now_ms()).unwrap_or(i64::MAX);
+                inner.denials.retain(|_, d| d.until_ms > now);
+                // Full: forgotten, so a repeat files again (as before).
+                if inner.denials.len() < MAX_OUTSTANDING {
+                    inner.denials.insert(
+                        o.key,
+                        Denied {
+                            request_id: decision.request_id,
+                            approvers: decision.approvers,
+                            reason: decision.reason,
+                            until_ms: o.request.expires_at_unix_ms,
+                        },
+                    );
+                }
+            }
             None => {}
         }
     }
@@ -229,7 +266,10 @@ impl Approvals {
                 return Retried::Grant(request_id);
             }
             let Some(pending) = self.pending(key, now) else {
-                return Retried::Nothing;
+                return match self.denied(key, now) {
+                    Some(d) => Retried::Denied(d),
+                    None => Retried::Nothing,
+                };
             };
             if !pending.confirmed || tokio::time::timeout_at(deadline, decided).await.is_err() {
                 return Retried::Pending(pending);
@@ -251,6 +291,16 @@ impl Approvals {
                 request_id: o.request.request_id.clone(),
                 confirmed: o.confirmed,
             })
+    }
+
+    /// The denial of the retry-mode request for exactly this statement,
+    /// while that request would not have expired.
+    fn denied(&self, key: &GrantKey, now_ms: i64) -> Option<Denied> {
+        self.lock()
+            .denials
+            .get(key)
+            .filter(|d| d.until_ms > now_ms)
+            .cloned()
     }
 
     /// Takes the grant for exactly this statement, if there is a valid
@@ -554,13 +604,70 @@ mod tests {
             a.on_retry(&key(&req("x", &["4"])), no_wait).await,
             Retried::Nothing
         );
-        // Denied: no longer pending, so the next run files anew.
+        // Expired: no longer pending, so the next run files anew.
         a.decided(pb::ApprovalDecision {
             request_id: "r1".into(),
-            outcome: "denied".into(),
+            outcome: "expired".into(),
             ..Default::default()
         });
         assert_eq!(a.on_retry(&same, no_wait).await, Retried::Nothing);
+    }
+
+    #[tokio::test]
+    async fn a_denied_statement_sent_again_is_told_so_until_its_request_would_have_expired() {
+        let a = Approvals::default();
+        let no_wait = Duration::ZERO;
+        let now = i64::try_from(crate::snapshot::now_ms()).unwrap();
+        let mut r = req("r1", &["1"]);
+        r.expires_at_unix_ms = now + 60_000;
+        file(&a, r, false).unwrap();
+        let mut lapsing = req("r2", &["2"]);
+        lapsing.expires_at_unix_ms = now + 100;
+        file(&a, lapsing, false).unwrap();
+        for id in ["r1", "r2"] {
+            a.decided(pb::ApprovalDecision {
+                request_id: id.into(),
+                outcome: "denied".into(),
+                approvers: vec!["dana".into()],
+                reason: "not on a Friday".into(),
+                ..Default::default()
+            });
+        }
+        let same = key(&req("x", &["1"]));
+        assert_eq!(
+            a.on_retry(&same, no_wait).await,
+            Retried::Denied(Denied {
+                request_id: "r1".into(),
+                approvers: vec!["dana".into()],
+                reason: "not on a Friday".into(),
+                until_ms: now + 60_000,
+            })
+        );
+        // Only exactly that statement, and only until it would have expired.
+        assert_eq!(
+            a.on_retry(&key(&req("x", &["3"])), no_wait).await,
+            Retried::Nothing
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(
+            a.on_retry(&key(&req("x", &["2"])), no_wait).await,
+            Retried::Nothing,
+            "past the denied request's expiry it may be asked again"
+        );
+        // A wait-mode denial reaches its held statement, nothing is kept.
+        let Ok(Filing::Wait(decision)) = file(&a, req("w1", &["4"]), true) else {
+            panic!("a wait-mode request is filed");
+        };
+        a.decided(pb::ApprovalDecision {
+            request_id: "w1".into(),
+            outcome: "denied".into(),
+            ..Default::default()
+        });
+        assert_eq!(decision.await.unwrap().outcome, "denied");
+        assert_eq!(
+            a.on_retry(&key(&req("x", &["4"])), no_wait).await,
+            Retried::Nothing
+        );
     }
 
     #[tokio::test]

@@ -907,7 +907,50 @@ impl Relay {
                 self.reject(BytesMut::from(&notice.to_error().raw[..]), ends_cycle);
                 return Ok(());
             }
-            Retried::Pending(_) | Retried::Nothing => {}
+            Retried::Denied(denied) if !need.wait => {
+                // Denied, and sent again before its request would have
+                // expired: recorded, not run, and not put to approvers again.
+                let event = self.approval_event(
+                    "approval.denied",
+                    "deny",
+                    &denied.request_id,
+                    &statement_id,
+                    &text,
+                    &params,
+                    &verdict.rule,
+                    &denied.reason,
+                    serde_json::json!({
+                        "mode": "retry", "approvers": denied.approvers,
+                        "until_ms": denied.until_ms,
+                    }),
+                );
+                if let Err(e) = self.ctx.trail.record(event)
+                    && !self.ctx.audit_best_effort
+                {
+                    self.refuse_unaudited(&e.to_string(), ends_cycle);
+                    return Ok(());
+                }
+                let left = Duration::from_secs(
+                    u64::try_from(denied.until_ms.saturating_sub(now)).unwrap_or(0) / 1000 + 1,
+                );
+                let notice = messages::Notice::error(
+                    "42501",
+                    format!(
+                        "sluice: approval request {} for exactly this statement was denied by {}: {}; it was not filed again, and the statement did not run",
+                        denied.request_id,
+                        decided_by(&denied.approvers),
+                        reason_or_none(&denied.reason),
+                    ),
+                )
+                .detail(format!("request id: {}", denied.request_id))
+                .hint(format!(
+                    "the same statement can be put to approvers again in {} (when the denied request would have expired)",
+                    humantime::format_duration(left)
+                ));
+                self.reject(BytesMut::from(&notice.to_error().raw[..]), ends_cycle);
+                return Ok(());
+            }
+            Retried::Pending(_) | Retried::Denied(_) | Retried::Nothing => {}
         }
         let request_id = uuid::Uuid::now_v7().to_string();
         let window = if need.wait { need.timeout } else { need.ttl };
@@ -1061,16 +1104,8 @@ impl Relay {
                 format!(
                     "sluice: approval request {id} was {} by {}: {}; the statement did not run",
                     d.outcome,
-                    if d.approvers.is_empty() {
-                        "the control plane".to_owned()
-                    } else {
-                        d.approvers.join(", ")
-                    },
-                    if d.reason.is_empty() {
-                        "no reason given"
-                    } else {
-                        &d.reason
-                    }
+                    decided_by(&d.approvers),
+                    reason_or_none(&d.reason),
                 ),
             ),
             HeldOutcome::TimedOut => {
@@ -2129,6 +2164,23 @@ const UNCONFIRMED: &str =
 /// The error a retry-mode statement gets: approval request `request_id`
 /// (which `state` describes) must be approved before the statement is sent
 /// again, within `ttl`.
+/// Who decided a request, for a client's error.
+fn decided_by(approvers: &[String]) -> String {
+    if approvers.is_empty() {
+        "the control plane".to_owned()
+    } else {
+        approvers.join(", ")
+    }
+}
+
+fn reason_or_none(reason: &str) -> &str {
+    if reason.is_empty() {
+        "no reason given"
+    } else {
+        reason
+    }
+}
+
 fn retry_notice(
     approvers: &str,
     verdict: &Verdict,
