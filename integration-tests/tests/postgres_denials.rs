@@ -375,12 +375,13 @@ async fn executing_a_portal_not_bound_through_the_protocol_is_refused() {
     .unwrap();
     read_until(&mut s, b'Z').await;
     // Execute the SQL-level cursor as a protocol portal: it would run
-    // unjudged and unaudited, so the agent refuses it.
+    // unjudged and unaudited, so the agent refuses it (34000, as for a
+    // portal that does not exist).
     let mut batch = frame(b'E', b"c\0\0\0\0\0");
     batch.extend(frame(b'S', b""));
     s.write_all(&batch).await.unwrap();
     let got = read_until(&mut s, b'Z').await;
     let text = String::from_utf8_lossy(&got);
-    assert!(text.contains("42501") && text.contains("portal"), "{text}");
+    assert!(text.contains("34000") && text.contains("portal"), "{text}");
     assert!(!got.windows(1).any(|w| w == b"D"), "no rows were returned");
 }

@@ -137,6 +137,22 @@ sql_kinds! {
     /// Anything the classifier could not place. Only rules that name `other`
     /// (or `any`) explicitly match it.
     Other = "other",
+    // Kinds below were added after `other`; their bits are appended, so
+    // compiled policies from older control planes keep their meaning.
+    /// A call of a function that runs SQL given to it as text, or reads
+    /// tables or cursors named by a value (`query_to_xml`, `table_to_xml`,
+    /// `cursor_to_xml`, `ts_stat`, `dblink`, ...): what it runs is out of
+    /// the classifier's sight.
+    DynamicSql = "dynamic_sql",
+    /// A call of a function that acts on the server beyond the statement:
+    /// files (`pg_read_file`, `lo_import`), other sessions
+    /// (`pg_terminate_backend`, `pg_cancel_backend`), configuration, WAL
+    /// and replication slots.
+    ServerFunction = "server_function",
+    /// A call of a function that changes data outside the tables the
+    /// statement names: sequences (`nextval`, `setval`) and large objects
+    /// (`lo_create`, `lo_put`, `lo_unlink`, ...).
+    FunctionWrite = "function_write",
 }
 
 // KindSet is a u64 bitset.
@@ -180,7 +196,7 @@ impl<'de> Deserialize<'de> for SqlKind {
 pub enum SqlGroup {
     /// select, show, explain, fetch, declare_cursor, close_cursor.
     Read,
-    /// insert, update, delete, merge, truncate, copy.
+    /// insert, update, delete, merge, truncate, copy, function_write.
     Write,
     /// create, alter, drop, truncate, comment.
     Ddl,
@@ -191,8 +207,8 @@ pub enum SqlGroup {
     /// set, reset, show, discard. Deliberately not `set_role`,
     /// `set_session_authorization` or `reset_all`, which change privileges.
     Session,
-    /// do_block, execute, call, copy_program, copy_file: carriers of
-    /// arbitrary or server-side effects.
+    /// do_block, execute, call, copy_program, copy_file, dynamic_sql,
+    /// server_function: carriers of arbitrary or server-side effects.
     Dynamic,
     /// Every kind, including `other`.
     Any,
@@ -244,12 +260,21 @@ impl SqlGroup {
                 K::Merge,
                 K::Truncate,
                 K::Copy,
+                K::FunctionWrite,
             ],
             SqlGroup::Ddl => &[K::Create, K::Alter, K::Drop, K::Truncate, K::Comment],
             SqlGroup::Dcl => &[K::Grant, K::Revoke],
             SqlGroup::Transaction => &[K::Begin, K::Commit, K::Rollback, K::Savepoint],
             SqlGroup::Session => &[K::Set, K::Reset, K::Show, K::Discard],
-            SqlGroup::Dynamic => &[K::DoBlock, K::Execute, K::Call, K::CopyProgram, K::CopyFile],
+            SqlGroup::Dynamic => &[
+                K::DoBlock,
+                K::Execute,
+                K::Call,
+                K::CopyProgram,
+                K::CopyFile,
+                K::DynamicSql,
+                K::ServerFunction,
+            ],
             SqlGroup::Any => SqlKind::ALL,
         };
         list.iter().copied().collect()

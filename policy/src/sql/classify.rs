@@ -108,6 +108,10 @@ pub struct ClassifiedStatement {
     /// its output).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_out: Option<CopyOut>,
+    /// For `FETCH` and `MOVE`: the portal (cursor) they run. It may be one
+    /// the protocol bound, whose statement the agent judged at Parse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetches: Option<String>,
 }
 
 /// A `COPY ... TO STDOUT`: its source and output format.
@@ -136,8 +140,9 @@ pub enum CopyFormat {
 }
 
 /// A change a SQL statement makes to the session's named prepared
-/// statements. The agent follows these so that what it believes a name
-/// refers to never outlives the statement on the server.
+/// statements and portals (which SQL cursors share their names with). The
+/// agent follows these so that what it believes a name refers to never
+/// outlives it on the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PreparedChange {
@@ -145,8 +150,16 @@ pub enum PreparedChange {
     Prepare(String),
     /// `DEALLOCATE [PREPARE] name`
     Deallocate(String),
-    /// `DEALLOCATE ALL`, `DISCARD ALL`
+    /// `DEALLOCATE ALL`
     DeallocateAll,
+    /// `CLOSE name`
+    ClosePortal(String),
+    /// `CLOSE ALL`, and what ends a transaction or rolls back to a
+    /// savepoint (`COMMIT`, `ROLLBACK`, `PREPARE TRANSACTION`, `ROLLBACK
+    /// TO`), which drops portals with it.
+    CloseAllPortals,
+    /// `DISCARD ALL`: every prepared statement and portal.
+    DiscardAll,
 }
 
 fn copy_out(node: NodeRef<'_>) -> Option<CopyOut> {
@@ -219,8 +232,19 @@ fn prepared_change(node: NodeRef<'_>) -> Option<PreparedChange> {
         }
         NodeRef::DeallocateStmt(d) => Some(PreparedChange::Deallocate(d.name.clone())),
         NodeRef::DiscardStmt(d) if d.target() == DiscardMode::DiscardAll => {
-            Some(PreparedChange::DeallocateAll)
+            Some(PreparedChange::DiscardAll)
         }
+        NodeRef::ClosePortalStmt(c) if c.portalname.is_empty() => {
+            Some(PreparedChange::CloseAllPortals)
+        }
+        NodeRef::ClosePortalStmt(c) => Some(PreparedChange::ClosePortal(c.portalname.clone())),
+        NodeRef::TransactionStmt(t) => match t.kind() {
+            TransactionStmtKind::TransStmtCommit
+            | TransactionStmtKind::TransStmtRollback
+            | TransactionStmtKind::TransStmtPrepare
+            | TransactionStmtKind::TransStmtRollbackTo => Some(PreparedChange::CloseAllPortals),
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -319,6 +343,10 @@ pub fn classify_with(
             fingerprint,
             prepared: prepared_change(root.to_ref()),
             copy_out: copy_out(root.to_ref()),
+            fetches: match root.to_ref() {
+                NodeRef::FetchStmt(f) => Some(f.portalname.clone()),
+                _ => None,
+            },
         });
     }
     Ok(statements)
@@ -503,6 +531,11 @@ impl<'a> Walker<'a> {
                     if cx.query_is_statement {
                         self.add(SqlKind::Select);
                     }
+                    // FOR UPDATE / SHARE: row locks, held to the end of
+                    // the transaction (PostgreSQL asks for UPDATE rights).
+                    if !s.locking_clause.is_empty() {
+                        self.add(SqlKind::Lock);
+                    }
                     if s.into_clause.is_some() {
                         self.add(SqlKind::Create);
                     }
@@ -600,6 +633,19 @@ impl<'a> Walker<'a> {
         } else {
             format!("{}.{}", rv.schemaname, rv.relname)
         };
+        // Writing the `pg_settings` view sets parameters, as `set_config`
+        // does (`UPDATE pg_settings SET setting = ... WHERE name = 'role'`);
+        // which ones is data, so assume the worst. Unqualified, the name
+        // may be another schema's table: more kinds, never fewer.
+        if role == Role::Write
+            && rv.relname.eq_ignore_ascii_case("pg_settings")
+            && (rv.schemaname.is_empty() || rv.schemaname.eq_ignore_ascii_case("pg_catalog"))
+        {
+            self.add(SqlKind::Set);
+            self.add(SqlKind::SetRole);
+            self.add(SqlKind::SetSessionAuthorization);
+            self.add(SqlKind::Other);
+        }
         match role {
             Role::Read => self.tables_read.push(name),
             Role::Write => self.tables_written.push(name),
@@ -614,6 +660,9 @@ impl<'a> Walker<'a> {
             return;
         };
         let bare = name.rsplit('.').next().unwrap_or(&name);
+        if let Some(kind) = function_kind(bare) {
+            self.add(kind);
+        }
         if bare.eq_ignore_ascii_case("set_config") {
             self.add(SqlKind::Set);
             match literal_setting(call) {
@@ -806,6 +855,103 @@ fn names_relation(object: ObjectType) -> bool {
             | ObjectType::ObjectSequence
             | ObjectType::ObjectForeignTable
     )
+}
+
+/// What calling the built-in function `bare` (its name without schema) does
+/// beyond computing a value, when it does more; matched case-insensitively,
+/// so a function of the same name in another schema gets the kind too
+/// (more kinds, never fewer).
+fn function_kind(bare: &str) -> Option<SqlKind> {
+    const DYNAMIC_SQL: &[&str] = &[
+        "query_to_xml",
+        "query_to_xmlschema",
+        "query_to_xml_and_xmlschema",
+        "table_to_xml",
+        "table_to_xmlschema",
+        "table_to_xml_and_xmlschema",
+        "schema_to_xml",
+        "schema_to_xmlschema",
+        "schema_to_xml_and_xmlschema",
+        "database_to_xml",
+        "database_to_xmlschema",
+        "database_to_xml_and_xmlschema",
+        // Fetch from a portal named by a value, like FETCH.
+        "cursor_to_xml",
+        "cursor_to_xmlschema",
+        "ts_stat",
+        "ts_rewrite",
+    ];
+    const SERVER: &[&str] = &[
+        "pg_read_file",
+        "pg_read_binary_file",
+        "pg_ls_dir",
+        "pg_stat_file",
+        "pg_ls_logdir",
+        "pg_ls_waldir",
+        "pg_ls_tmpdir",
+        "pg_ls_archive_statusdir",
+        "pg_ls_logicalsnapdir",
+        "pg_ls_logicalmapdir",
+        "pg_ls_replslotdir",
+        "pg_file_write",
+        "pg_file_rename",
+        "pg_file_unlink",
+        "pg_file_sync",
+        "pg_logdir_ls",
+        "lo_import",
+        "lo_export",
+        "pg_terminate_backend",
+        "pg_cancel_backend",
+        "pg_reload_conf",
+        "pg_rotate_logfile",
+        "pg_promote",
+        "pg_switch_wal",
+        "pg_create_restore_point",
+        "pg_backup_start",
+        "pg_backup_stop",
+        "pg_start_backup",
+        "pg_stop_backup",
+        "pg_log_backend_memory_contexts",
+        "pg_logical_emit_message",
+        "pg_wal_replay_pause",
+        "pg_wal_replay_resume",
+        "pg_import_system_collations",
+    ];
+    const SERVER_PREFIXES: &[&str] = &[
+        "pg_stat_reset",
+        "pg_replication_origin_",
+        "pg_logical_slot_",
+    ];
+    const WRITE: &[&str] = &[
+        "nextval",
+        "setval",
+        "lo_create",
+        "lo_creat",
+        "lo_unlink",
+        "lo_put",
+        "lo_from_bytea",
+        "lo_truncate",
+        "lo_truncate64",
+        "lowrite",
+    ];
+    let name = bare.to_ascii_lowercase();
+    let is = |list: &[&str]| list.contains(&name.as_str());
+    if is(DYNAMIC_SQL) || name.starts_with("dblink") {
+        Some(SqlKind::DynamicSql)
+    } else if is(SERVER)
+        || SERVER_PREFIXES.iter().any(|p| name.starts_with(p))
+        || name.contains("replication_slot")
+    {
+        Some(SqlKind::ServerFunction)
+    } else if is(WRITE) {
+        Some(SqlKind::FunctionWrite)
+    } else if name == "pg_notify" {
+        Some(SqlKind::Notify)
+    } else if name.starts_with("pg_advisory_") || name.starts_with("pg_try_advisory_") {
+        Some(SqlKind::Lock)
+    } else {
+        None
+    }
 }
 
 /// The first argument of a `set_config` call if it is a plain string

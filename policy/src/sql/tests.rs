@@ -43,7 +43,79 @@ const KINDS: &[(&str, &[&str])] = &[
     ("SELECT 1", &["select"]),
     ("VALUES (1), (2)", &["select"]),
     ("TABLE t", &["select"]),
-    ("SELECT * FROM t FOR UPDATE", &["select"]),
+    ("SELECT * FROM t FOR UPDATE", &["select", "lock"]),
+    (
+        "SELECT * FROM t WHERE id IN (SELECT id FROM u FOR SHARE)",
+        &["select", "lock"],
+    ),
+    // Functions that do more than compute a value.
+    (
+        "SELECT query_to_xml('SELECT * FROM secret', true, false, '')",
+        &["select", "dynamic_sql"],
+    ),
+    (
+        "SELECT pg_catalog.table_to_xml('secret', true, false, '')",
+        &["select", "dynamic_sql"],
+    ),
+    (
+        "SELECT cursor_to_xml('p', 10, false, false, '')",
+        &["select", "dynamic_sql"],
+    ),
+    (
+        "SELECT * FROM ts_stat('SELECT v FROM docs')",
+        &["select", "dynamic_sql"],
+    ),
+    (
+        "SELECT * FROM dblink('db', 'DELETE FROM t') AS x(a int)",
+        &["select", "dynamic_sql"],
+    ),
+    (
+        "SELECT pg_read_file('/etc/passwd')",
+        &["select", "server_function"],
+    ),
+    (
+        "SELECT lo_import('/etc/passwd')",
+        &["select", "server_function"],
+    ),
+    (
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity",
+        &["select", "server_function"],
+    ),
+    (
+        "SELECT PG_CANCEL_BACKEND(1)",
+        &["select", "server_function"],
+    ),
+    (
+        "SELECT pg_drop_replication_slot('s')",
+        &["select", "server_function"],
+    ),
+    ("SELECT nextval('s')", &["select", "function_write"]),
+    ("SELECT setval('s', 1)", &["select", "function_write"]),
+    ("SELECT lo_unlink(16413)", &["select", "function_write"]),
+    ("SELECT pg_notify('ch', 'x')", &["select", "notify"]),
+    ("SELECT pg_advisory_lock(42)", &["select", "lock"]),
+    ("SELECT lower(name), now() FROM t", &["select"]),
+    // Writing pg_settings sets parameters, which ones is data.
+    (
+        "UPDATE pg_settings SET setting = 'SJIS' WHERE name = 'client_encoding'",
+        &[
+            "update",
+            "set",
+            "set_role",
+            "set_session_authorization",
+            "other",
+        ],
+    ),
+    (
+        "UPDATE pg_catalog.pg_settings SET setting = 'x' WHERE name = 'role'",
+        &[
+            "update",
+            "set",
+            "set_role",
+            "set_session_authorization",
+            "other",
+        ],
+    ),
     ("SELECT 1 UNION SELECT 2 EXCEPT SELECT 3", &["select"]),
     ("SELECT * INTO new_t FROM t", &["select", "create"]),
     ("INSERT INTO t VALUES (1)", &["insert"]),
@@ -1159,7 +1231,17 @@ fn statements_that_change_named_prepared_statements_say_so() {
             Some(C::Deallocate("S 1".into())),
         ),
         ("deallocate /* c */ ALL", Some(C::DeallocateAll)),
-        ("DISCARD ALL", Some(C::DeallocateAll)),
+        ("DISCARD ALL", Some(C::DiscardAll)),
+        ("CLOSE p", Some(C::ClosePortal("p".into()))),
+        ("CLOSE \"P q\"", Some(C::ClosePortal("P q".into()))),
+        ("CLOSE ALL", Some(C::CloseAllPortals)),
+        ("ROLLBACK TO SAVEPOINT a", Some(C::CloseAllPortals)),
+        ("COMMIT AND CHAIN", Some(C::CloseAllPortals)),
+        ("ROLLBACK", Some(C::CloseAllPortals)),
+        ("END", Some(C::CloseAllPortals)),
+        ("PREPARE TRANSACTION 'x'", Some(C::CloseAllPortals)),
+        ("SAVEPOINT a", None),
+        ("RELEASE a", None),
         ("DISCARD PLANS", None),
         ("SELECT 1", None),
     ];
@@ -1167,6 +1249,19 @@ fn statements_that_change_named_prepared_statements_say_so() {
         let got = classify(sql).unwrap();
         assert_eq!(got[0].prepared, want, "{sql}");
     }
+}
+
+#[test]
+fn fetch_and_move_name_the_portal_they_run() {
+    let one = |sql: &str| classify(sql).unwrap().remove(0).fetches;
+    assert_eq!(one("FETCH ALL FROM p2"), Some("p2".into()));
+    assert_eq!(
+        one("MOVE FORWARD 5 IN \"My Portal\""),
+        Some("My Portal".into())
+    );
+    assert_eq!(one("fetch next c"), Some("c".into()));
+    assert_eq!(one("CLOSE p2"), None);
+    assert_eq!(one("SELECT 1"), None);
 }
 
 #[test]

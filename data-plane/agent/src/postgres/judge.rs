@@ -49,6 +49,9 @@ pub struct Verdict {
     pub tables_read: Vec<String>,
     /// Its `COPY ... TO STDOUT` statements, in order (for masking).
     pub copy_out: Vec<sluice_policy::CopyOut>,
+    /// Portals its `FETCH` and `MOVE` statements run (one bound through the
+    /// protocol runs the statement the agent judged at its Parse).
+    pub fetches: Vec<String>,
 }
 
 /// What an approve rule asks for.
@@ -332,6 +335,10 @@ impl Judge {
             .iter()
             .filter_map(|s| s.copy_out.clone())
             .collect();
+        let fetches: Vec<String> = statements
+            .iter()
+            .filter_map(|s| s.fetches.clone())
+            .collect();
         let fingerprinted = Some((classified.clone(), standard_conforming_strings));
         for st in statements {
             prepared.extend(st.prepared.iter().cloned());
@@ -372,6 +379,7 @@ impl Judge {
                 fingerprint: OnceLock::new(),
                 tables_read,
                 copy_out,
+                fetches,
                 ..needs
             };
         }
@@ -387,6 +395,7 @@ impl Judge {
             approval: None,
             tables_read,
             copy_out,
+            fetches,
         }
     }
 

@@ -373,8 +373,11 @@ impl Masker {
                         Cow::Owned(_) => Some(None),
                     };
                 }
-                let text = std::str::from_utf8(v).ok()?;
-                let mut current = Cow::Borrowed(text);
+                // Not UTF-8 (the session's encoding should rule that out):
+                // read leniently, so a stray byte cannot hide a value from
+                // the detectors.
+                let mut current = String::from_utf8_lossy(v);
+                let mut changed = false;
                 for spec in self.specs.iter().filter(|s| !s.detectors.is_empty()) {
                     match sluice_policy::mask_text(
                         &spec.detectors,
@@ -383,14 +386,14 @@ impl Masker {
                         &self.key,
                     ) {
                         None => return Some(None),
-                        Some(Cow::Owned(s)) => current = Cow::Owned(s),
+                        Some(Cow::Owned(s)) => {
+                            current = Cow::Owned(s);
+                            changed = true;
+                        }
                         Some(Cow::Borrowed(_)) => {}
                     }
                 }
-                match current {
-                    Cow::Borrowed(_) => None,
-                    Cow::Owned(s) => Some(Some(s)),
-                }
+                changed.then(|| Some(current.into_owned()))
             }
         }
     }
@@ -1003,6 +1006,33 @@ mod tests {
                 Some("[REDACTED]".into()),
                 Some("1".into())
             ]
+        );
+    }
+
+    #[test]
+    fn a_value_that_is_not_utf8_cannot_hide_from_the_detectors() {
+        let m = Masker::new(
+            vec![spec(&[], &[Detector::Email], &[], MaskStrategy::Redact)],
+            b"k".to_vec(),
+            None,
+        );
+        let plan = m.plan(&row_description(&[("note", 0, 0, 25)]), None);
+        // A LATIN1 byte after the address (a session whose encoding was
+        // changed under the agent).
+        let row = m
+            .rewrite_row(Some(&plan), &[], &data_row(&[Some(b"ada@example.com\xe9")]))
+            .unwrap()
+            .unwrap();
+        let v = values(&row);
+        assert!(
+            !v[0].as_deref().unwrap().contains("ada@example.com"),
+            "{v:?}"
+        );
+        // Nothing found: left as it was.
+        assert!(
+            m.rewrite_row(Some(&plan), &[], &data_row(&[Some(b"caf\xe9")]))
+                .unwrap()
+                .is_none()
         );
     }
 

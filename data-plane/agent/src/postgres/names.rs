@@ -8,10 +8,15 @@
 //!   agent is unsure, a name is unknown, and a Bind or Execute through an
 //!   unknown name is refused: uncertainty fails closed.
 //! - A batch is planned against the confirmed state plus everything sent
-//!   and not yet answered, assuming it succeeds, except additions the
-//!   target is certain to reject (a named statement or portal that already
-//!   exists: 42P05 / 42P03). When an error ends a sync cycle, its
-//!   unanswered additions are dropped.
+//!   and not yet answered, assuming it succeeds. When an error ends a sync
+//!   cycle, its unanswered additions are dropped.
+//! - A Parse or Bind of a name the agent believes taken is refused by the
+//!   agent (42P05 / 42P03, as PostgreSQL would) and never sent: the target
+//!   may have dropped the name in ways the agent cannot see (a function
+//!   that closes a cursor), and a new portal bound there unseen would run
+//!   one statement while the agent judged and audited another. Removals
+//!   the agent can see are followed: Close, `DEALLOCATE`, `CLOSE`, `DISCARD
+//!   ALL`, and portals going with `COMMIT`, `ROLLBACK`, `ROLLBACK TO`.
 //! - A portal is resolved to its statement when it is bound, as the target
 //!   does, so re-preparing a name later cannot change what it runs.
 //! - Statements created with SQL `PREPARE` are opaque: the agent never saw
@@ -144,8 +149,6 @@ impl Addition {
 struct Pending {
     cycle: u64,
     addition: Addition,
-    /// The target will reject it (the name exists): ignored when planning.
-    doomed: bool,
     /// Removed again after it was sent: not applied when confirmed.
     cancelled: bool,
 }
@@ -153,11 +156,12 @@ struct Pending {
 /// A change planned by a batch, applied when the batch is forwarded.
 #[derive(Debug)]
 pub enum Op {
-    Add { addition: AdditionOp, doomed: bool },
+    Add(AdditionOp),
     RemoveStatement(String),
     RemoveAllStatements,
     Opaque(String),
     RemovePortal(String),
+    RemoveAllPortals,
 }
 
 /// Opaque wrapper so callers cannot build additions by hand.
@@ -168,8 +172,9 @@ pub struct AdditionOp(Addition);
 /// client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// What the name holds (or that it holds nothing) does not allow it.
-    Name(String),
+    /// What the name holds (or that it holds nothing) does not allow it;
+    /// the SQLSTATE PostgreSQL would answer with.
+    Name { sqlstate: &'static str, why: String },
     /// The names `scope` covers would take more than `budget` bytes.
     OverBudget { budget: usize, scope: Scope },
 }
@@ -185,10 +190,24 @@ pub enum Scope {
     Agent,
 }
 
+impl Refusal {
+    fn name(sqlstate: &'static str, why: String) -> Self {
+        Self::Name { sqlstate, why }
+    }
+
+    /// The SQLSTATE the client is answered with.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Self::Name { sqlstate, .. } => sqlstate,
+            Self::OverBudget { .. } => "54000",
+        }
+    }
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Name(why) => f.write_str(why),
+            Self::Name { why, .. } => f.write_str(why),
             Self::OverBudget {
                 budget,
                 scope: Scope::Session,
@@ -393,15 +412,11 @@ impl Names {
     pub fn apply(&mut self, ops: Vec<Op>, cycle: u64) {
         for op in ops {
             match op {
-                Op::Add {
-                    addition: AdditionOp(addition),
-                    doomed,
-                } => {
+                Op::Add(AdditionOp(addition)) => {
                     self.pending_held += addition.weight();
                     self.pending.push_back(Pending {
                         cycle,
                         addition,
-                        doomed,
                         cancelled: false,
                     });
                 }
@@ -425,6 +440,10 @@ impl Names {
                 Op::RemovePortal(name) => {
                     self.remove_portal(&name);
                     self.cancel(|a| matches!(a, Addition::Portal(n, _) if *n == name));
+                }
+                Op::RemoveAllPortals => {
+                    self.clear_portals();
+                    self.cancel(|a| matches!(a, Addition::Portal(..)));
                 }
             }
         }
@@ -529,7 +548,6 @@ impl Names {
         for p in self.pending.iter().rev() {
             if let Addition::Statement(n, s) = &p.addition
                 && n == name
-                && !p.doomed
                 && !p.cancelled
             {
                 return Some(Statement::Known(s.clone()));
@@ -542,7 +560,6 @@ impl Names {
         for p in self.pending.iter().rev() {
             if let Addition::Portal(n, portal) = &p.addition
                 && n == name
-                && !p.doomed
                 && !p.cancelled
             {
                 return Some(portal.clone());
@@ -566,30 +583,26 @@ impl Plan<'_> {
         self.ops
     }
 
-    /// Refused when the session would hold more than its budget.
+    /// Refused when the name is taken (see the module docs) or the session
+    /// would hold more than its budget.
     pub fn parse(&mut self, name: &str, prepared: Arc<Prepared>) -> Result<(), Refusal> {
-        let addition = Addition::Statement(name.to_owned(), prepared);
-        self.add(addition, |plan| {
-            !name.is_empty() && plan.statement(name).is_some()
-        })
+        if !name.is_empty() && self.statement(name).is_some() {
+            return Err(Refusal::name(
+                "42P05",
+                format!("prepared statement \"{name}\" already exists; Close it first"),
+            ));
+        }
+        self.add(Addition::Statement(name.to_owned(), prepared))
     }
 
-    /// Plans `addition` (`doomed`: the target will reject it) if the
-    /// session stays within its budget. Removals planned in the same batch
-    /// are not credited: the budget may refuse a batch that would just fit.
-    fn add(
-        &mut self,
-        addition: Addition,
-        doomed: impl FnOnce(&Self) -> bool,
-    ) -> Result<(), Refusal> {
+    /// Plans `addition` if the session stays within its budget. Removals
+    /// planned in the same batch are not credited: the budget may refuse a
+    /// batch that would just fit.
+    fn add(&mut self, addition: Addition) -> Result<(), Refusal> {
         let weight = addition.weight();
         self.names.fits(self.added.saturating_add(weight))?;
         self.added += weight;
-        let doomed = doomed(self);
-        self.ops.push(Op::Add {
-            addition: AdditionOp(addition),
-            doomed,
-        });
+        self.ops.push(Op::Add(AdditionOp(addition)));
         Ok(())
     }
 
@@ -606,16 +619,28 @@ impl Plan<'_> {
         let prepared = match self.statement(statement) {
             Some(Statement::Known(p)) => p,
             Some(Statement::Opaque) => {
-                return Err(Refusal::Name(format!(
-                    "prepared statement \"{statement}\" was created with SQL PREPARE, which sluice cannot judge at Bind; prepare it with the protocol's Parse or run EXECUTE"
-                )));
+                return Err(Refusal::name(
+                    "42501",
+                    format!(
+                        "prepared statement \"{statement}\" was created with SQL PREPARE, which sluice cannot judge at Bind; prepare it with the protocol's Parse or run EXECUTE"
+                    ),
+                ));
             }
             None => {
-                return Err(Refusal::Name(format!(
-                    "prepared statement \"{statement}\" does not exist on this session as far as sluice knows; prepare it with Parse"
-                )));
+                return Err(Refusal::name(
+                    "26000",
+                    format!(
+                        "prepared statement \"{statement}\" does not exist on this session as far as sluice knows; prepare it with Parse"
+                    ),
+                ));
             }
         };
+        if !portal.is_empty() && self.portal(portal).is_some() {
+            return Err(Refusal::name(
+                "42P03",
+                format!("portal \"{portal}\" already exists; Close it first"),
+            ));
+        }
         let addition = Addition::Portal(
             portal.to_owned(),
             Arc::new(Portal {
@@ -625,16 +650,14 @@ impl Plan<'_> {
                 result_formats,
             }),
         );
-        self.add(addition, |plan| {
-            !portal.is_empty() && plan.portal(portal).is_some()
-        })
+        self.add(addition)
     }
 
     /// The portal an Execute runs; applies what running it does to the
     /// session's prepared statements.
     pub fn execute(&mut self, portal: &str) -> Result<Arc<Portal>, Refusal> {
         let found = self.portal(portal).ok_or_else(|| {
-            Refusal::Name(format!(
+            Refusal::name("34000", format!(
                 "portal \"{portal}\" was not bound through this session's protocol; use Bind (or FETCH for cursors)"
             ))
         })?;
@@ -653,21 +676,33 @@ impl Plan<'_> {
     /// Applies what SQL statements do to the session's prepared statements.
     pub fn sql(&mut self, changes: &[PreparedChange]) {
         for change in changes {
-            self.ops.push(match change {
+            let op = match change {
                 PreparedChange::Prepare(name) => Op::Opaque(name.clone()),
                 PreparedChange::Deallocate(name) => Op::RemoveStatement(name.clone()),
                 PreparedChange::DeallocateAll => Op::RemoveAllStatements,
-            });
+                PreparedChange::ClosePortal(name) => Op::RemovePortal(name.clone()),
+                PreparedChange::CloseAllPortals => Op::RemoveAllPortals,
+                PreparedChange::DiscardAll => {
+                    self.ops.push(Op::RemoveAllStatements);
+                    Op::RemoveAllPortals
+                }
+            };
+            self.ops.push(op);
         }
+    }
+
+    /// The statement a protocol portal runs, if `name` is one as far as the
+    /// agent knows (an SQL cursor is not: DECLARE was judged).
+    pub fn bound_statement(&self, name: &str) -> Option<Arc<Prepared>> {
+        self.portal(name).map(|p| p.statement.clone())
     }
 
     fn statement(&self, name: &str) -> Option<Statement> {
         for op in self.ops.iter().rev() {
             match op {
-                Op::Add {
-                    addition: AdditionOp(Addition::Statement(n, p)),
-                    doomed: false,
-                } if n == name => return Some(Statement::Known(p.clone())),
+                Op::Add(AdditionOp(Addition::Statement(n, p))) if n == name => {
+                    return Some(Statement::Known(p.clone()));
+                }
                 Op::RemoveStatement(n) if n == name => return None,
                 Op::RemoveAllStatements => return None,
                 Op::Opaque(n) if n == name => return Some(Statement::Opaque),
@@ -680,11 +715,11 @@ impl Plan<'_> {
     fn portal(&self, name: &str) -> Option<Arc<Portal>> {
         for op in self.ops.iter().rev() {
             match op {
-                Op::Add {
-                    addition: AdditionOp(Addition::Portal(n, p)),
-                    doomed: false,
-                } if n == name => return Some(p.clone()),
+                Op::Add(AdditionOp(Addition::Portal(n, p))) if n == name => {
+                    return Some(p.clone());
+                }
                 Op::RemovePortal(n) if n == name => return None,
+                Op::RemoveAllPortals => return None,
                 _ => {}
             }
         }
@@ -748,25 +783,74 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_duplicate_name_is_planned_as_failing() {
-        let mut names = Names::default();
+    /// Parses and confirms `name`, then binds and confirms `portal`.
+    fn bound(names: &mut Names, name: &str, text: &str, portal: &str) {
         let mut plan = names.plan();
-        plan.parse("s1", stmt("select 1")).unwrap();
+        plan.parse(name, stmt(text)).unwrap();
+        plan.bind(portal, name, |_| Vec::new(), [0; 32], Vec::new())
+            .unwrap();
         let ops = plan.into_ops();
         names.apply(ops, 0);
         assert!(names.parse_complete());
-        // Pipelined: Parse s1 again (the target will reject it), then in a
-        // later batch bind s1: the target runs the first text.
+        assert_eq!(names.bind_complete().as_deref(), Some(portal));
+    }
+
+    #[test]
+    fn a_name_believed_taken_is_refused_not_sent() {
+        let mut names = Names::default();
+        bound(&mut names, "s1", "select 1", "p");
         let mut plan = names.plan();
-        plan.parse("s1", stmt("select 2")).unwrap();
-        let ops = plan.into_ops();
-        names.apply(ops, 1);
+        let err = plan.parse("s1", stmt("select 2")).unwrap_err();
+        assert_eq!(err.sqlstate(), "42P05");
+        // The target may have dropped portal p unseen (a function closing
+        // it as a cursor): binding p again must not reach it, or p would
+        // run one statement while the agent judged another.
         let mut plan = names.plan();
-        plan.bind("p", "s1", |_| Vec::new(), [0; 32], Vec::new())
+        plan.parse("s2", stmt("delete from t")).unwrap();
+        let err = plan
+            .bind("p", "s2", |_| Vec::new(), [0; 32], Vec::new())
+            .unwrap_err();
+        assert_eq!(err.sqlstate(), "42P03");
+        assert_eq!(plan.execute("p").unwrap().statement.text, "select 1");
+        // The unnamed ones are replaced, as on the target.
+        let mut plan = names.plan();
+        plan.parse("", stmt("select 3")).unwrap();
+        plan.parse("", stmt("select 4")).unwrap();
+        plan.bind("", "", |_| Vec::new(), [0; 32], Vec::new())
             .unwrap();
-        let p = plan.execute("p").unwrap();
-        assert_eq!(p.statement.text, "select 1");
+        plan.bind("", "", |_| Vec::new(), [0; 32], Vec::new())
+            .unwrap();
+        assert_eq!(plan.execute("").unwrap().statement.text, "select 4");
+        let err = plan.execute("nowhere").unwrap_err();
+        assert_eq!(err.sqlstate(), "34000");
+    }
+
+    #[test]
+    fn sql_close_and_the_end_of_a_transaction_forget_portals() {
+        for change in [
+            PreparedChange::ClosePortal("p".into()),
+            PreparedChange::CloseAllPortals,
+            PreparedChange::DiscardAll,
+        ] {
+            let mut names = Names::default();
+            bound(&mut names, "s1", "select 1", "p");
+            let mut plan = names.plan();
+            plan.sql(std::slice::from_ref(&change));
+            assert!(plan.execute("p").is_err(), "{change:?}");
+            let ops = plan.into_ops();
+            names.apply(ops, 1);
+            // Gone from the agent's view: p may be bound again, and what
+            // it runs is what the agent judges.
+            let mut plan = names.plan();
+            plan.parse("s2", stmt("select 2")).unwrap();
+            plan.bind("p", "s2", |_| Vec::new(), [0; 32], Vec::new())
+                .unwrap();
+            assert_eq!(plan.execute("p").unwrap().statement.text, "select 2");
+            assert_eq!(
+                plan.bound_statement("p").map(|s| s.text.clone()).as_deref(),
+                Some("select 2")
+            );
+        }
     }
 
     #[test]
@@ -792,7 +876,7 @@ mod tests {
             plan.bind("", "b", |_| Vec::new(), [0; 32], Vec::new())
                 .is_ok()
         );
-        // After DEALLOCATE a, Parse a with a new text is not doomed.
+        // After DEALLOCATE a, Parse a with a new text is planned.
         plan.parse("a", stmt("select 2")).unwrap();
         plan.bind("x", "a", |_| Vec::new(), [0; 32], Vec::new())
             .unwrap();
@@ -813,9 +897,12 @@ mod tests {
         let ops = plan.into_ops();
         names.apply(ops, 0);
         let mut plan = names.plan();
-        // Parse s1 would fail on the target (it exists), so the opaque
-        // statement stays what s1 means, and it cannot be bound.
-        plan.parse("s1", stmt("select 1")).unwrap();
+        // s1 exists on the target: Parse s1 is refused, and the opaque
+        // statement cannot be bound.
+        assert_eq!(
+            plan.parse("s1", stmt("select 1")).unwrap_err().sqlstate(),
+            "42P05"
+        );
         let err = plan
             .bind("", "s1", |_| Vec::new(), [0; 32], Vec::new())
             .unwrap_err();

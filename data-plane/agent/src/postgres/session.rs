@@ -46,7 +46,7 @@ use super::{
     capture::{self, Capture},
     io::Stream,
     judge::{Judge, Verdict},
-    names::{Names, Prepared, Refusal, Scope},
+    names::{Names, Prepared, Scope},
     upstream::{Upstream, scrub},
 };
 use crate::{
@@ -261,6 +261,9 @@ struct Relay {
     catalog_stale: bool,
     /// A result row could not be masked (it was withheld): why.
     unmaskable: Option<String>,
+    /// Set when the target's session changed in a way the agent cannot
+    /// follow: the session ends.
+    fault: Option<String>,
     /// Describes sent and not yet answered: (cycle, added by the agent).
     describes: VecDeque<(u64, bool)>,
     held_bytes: usize,
@@ -298,6 +301,8 @@ pub enum SessionError {
     Unmaskable(String),
     #[error("{0}")]
     TooMuchArriving(String),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Runs the relay until either side closes. Returns the session totals.
@@ -353,6 +358,7 @@ pub async fn run(
         holding: None,
         catalog_stale: false,
         unmaskable: None,
+        fault: None,
         describes: VecDeque::new(),
         denial_portal: format!("sluice-denied-{}", uuid::Uuid::new_v4().simple()),
         held_bytes: 0,
@@ -448,7 +454,9 @@ pub async fn run(
                     }
                 }
             }
-            () = &mut idle_sleep, if relay.inflight() == 0 && relay.units.is_empty() && !relay.unsynced && relay.holding.is_none() => {
+            // A batch that ended in Flush leaves the target's transaction
+            // open (and its locks held): idle all the same.
+            () = &mut idle_sleep, if relay.inflight() == 0 && relay.units.is_empty() && relay.holding.is_none() => {
                 let deadline = last_activity + idle;
                 if tokio::time::Instant::now() >= deadline {
                     break Some(SessionError::Idle(idle));
@@ -477,11 +485,13 @@ pub async fn run(
         | SessionError::Ended(_)
         | SessionError::Unmaskable(_)
         | SessionError::TooMuchArriving(_)
+        | SessionError::Unsupported(_)
         | SessionError::Upstream(_)),
     ) = &err
     {
         let code = match e {
             SessionError::TooMuchArriving(_) => "53200",
+            SessionError::Unsupported(_) => "0A000",
             SessionError::Idle(_) => "57P05",
             SessionError::Ended(_) => "57P01",
             SessionError::Unmaskable(_) => "XX000",
@@ -658,7 +668,11 @@ impl Relay {
             .to_owned();
         self.refresh_catalog().await?;
         let snapshot = self.snapshot();
-        let verdict = self.judge.sql(snapshot.as_ref(), &sql);
+        let mut verdict = self.judge.sql(snapshot.as_ref(), &sql);
+        let bound = bound_portals(&verdict, |n| self.names.plan().bound_statement(n));
+        if let Some(refused) = fetch_refusal(&mut self.judge, snapshot.as_ref(), &verdict, &bound) {
+            verdict = refused;
+        }
         self.note_ddl(&verdict);
         let x = PlannedExecute {
             id: uuid::Uuid::now_v7().to_string(),
@@ -1369,8 +1383,9 @@ impl Relay {
         let mut plan = self.names.plan();
         let mut executes: Vec<PlannedExecute> = Vec::new();
         let mut denial: Option<(Arc<Verdict>, String)> = None;
-        // Refused for the session's budget of names (54000, not a denial).
-        let mut over_budget = false;
+        // Refused for what the names hold, with PostgreSQL's SQLSTATE for
+        // it (54000 for the budget), not denied by policy.
+        let mut refused_as: Option<&'static str> = None;
         let refused = |reason: String| {
             Arc::new(Verdict {
                 reason,
@@ -1404,7 +1419,7 @@ impl Relay {
                         }),
                     );
                     if let Err(refusal) = planned {
-                        over_budget = true;
+                        refused_as = Some(refusal.sqlstate());
                         denial = Some((refused(refusal.to_string()), p.query.to_owned()));
                         break;
                     }
@@ -1418,7 +1433,7 @@ impl Relay {
                         params_digest(&b),
                         b.result_formats.clone(),
                     ) {
-                        over_budget = matches!(reason, Refusal::OverBudget { .. });
+                        refused_as = Some(reason.sqlstate());
                         denial = Some((
                             refused(reason.to_string()),
                             format!("<bind {}>", b.statement),
@@ -1436,6 +1451,7 @@ impl Relay {
                     let p = match plan.execute(portal) {
                         Ok(p) => p,
                         Err(reason) => {
+                            refused_as = Some(reason.sqlstate());
                             denial = Some((
                                 refused(reason.to_string()),
                                 format!("<execute portal {portal}>"),
@@ -1446,7 +1462,13 @@ impl Relay {
                     // Judged again under the current policy: a statement
                     // prepared earlier may have been denied since (cached
                     // per snapshot, so this is a lookup).
-                    let verdict = self.judge.sql(snapshot.as_ref(), &p.statement.text);
+                    let mut verdict = self.judge.sql(snapshot.as_ref(), &p.statement.text);
+                    let bound = bound_portals(&verdict, |n| plan.bound_statement(n));
+                    if let Some(refused) =
+                        fetch_refusal(&mut self.judge, snapshot.as_ref(), &verdict, &bound)
+                    {
+                        verdict = refused;
+                    }
                     if !verdict.allowed && verdict.approval.is_none() {
                         denial = Some((verdict, p.statement.text.clone()));
                         break;
@@ -1489,10 +1511,10 @@ impl Relay {
                 // Denied either way; only the record of the denial is missing.
                 tracing::error!(error = %e, "cannot audit a denied statement");
             }
-            if over_budget {
-                self.refuse_over_budget(&verdict.reason, ends_with_sync);
-            } else {
-                self.deny(&verdict, ends_with_sync);
+            match refused_as {
+                Some("54000") => self.refuse_over_budget(&verdict.reason, ends_with_sync),
+                Some(code) => self.refuse_name(code, &verdict.reason, ends_with_sync),
+                None => self.deny(&verdict, ends_with_sync),
             }
             return Ok(());
         }
@@ -1591,6 +1613,18 @@ impl Relay {
         self.reject(out, with_rfq);
     }
 
+    /// Answers a request whose prepared statement or portal names do not
+    /// allow it, with the SQLSTATE PostgreSQL would use.
+    fn refuse_name(&mut self, code: &str, why: &str, with_rfq: bool) {
+        let mut out = BytesMut::new();
+        let notice = messages::Notice::error(
+            code,
+            format!("sluice: {why}; it was not sent to the database"),
+        );
+        out.extend_from_slice(&notice.to_error().raw);
+        self.reject(out, with_rfq);
+    }
+
     /// Answers a denied request with 42501 (and ReadyForQuery when the
     /// request ends a cycle), in order behind outstanding responses.
     fn deny(&mut self, verdict: &Verdict, with_rfq: bool) {
@@ -1653,6 +1687,9 @@ impl Relay {
             .map_err(|e| SessionError::Upstream(e.to_string()))?
         {
             self.on_server_frame(frame);
+            if let Some(why) = self.fault.take() {
+                return Err(SessionError::Unsupported(why));
+            }
             if let Some(why) = self.unmaskable.take() {
                 // The row was not sent; the rest of the result cannot be
                 // trusted to line up either: end with an error that says so.
@@ -1969,6 +2006,21 @@ impl Relay {
                     if name == "standard_conforming_strings" {
                         self.judge.set_standard_conforming_strings(value == "on");
                     }
+                    if name.eq_ignore_ascii_case("client_encoding")
+                        && !value.eq_ignore_ascii_case("UTF8")
+                    {
+                        // Statements are judged as UTF-8; in SJIS, BIG5 or
+                        // GBK a quote can hide inside a multi-byte
+                        // character, so the target would split the next
+                        // text differently. Whatever changed it (a function
+                        // the classifier cannot see into), the session
+                        // cannot go on.
+                        tracing::warn!(session = %self.ctx.session_id, encoding = %value, "the target's client_encoding changed; ending the session");
+                        self.fault.get_or_insert(format!(
+                            "the session's client_encoding was changed to {value}; sluice reads SQL as UTF8 only, so the session is ended"
+                        ));
+                        return;
+                    }
                     // A setting can carry a value (set_config(..., email)).
                     if let Some(masker) = &self.ctx.masker
                         && let std::borrow::Cow::Owned(masked) = masker.mask_str(value)
@@ -2164,6 +2216,53 @@ const UNCONFIRMED: &str =
 /// The error a retry-mode statement gets: approval request `request_id`
 /// (which `state` describes) must be approved before the statement is sent
 /// again, within `ttl`.
+/// The portals `verdict`'s FETCH and MOVE statements name that were bound
+/// through the protocol, with the statements bound there.
+fn bound_portals(
+    verdict: &Verdict,
+    bound: impl Fn(&str) -> Option<Arc<Prepared>>,
+) -> Vec<(String, Arc<Prepared>)> {
+    verdict
+        .fetches
+        .iter()
+        .filter_map(|name| bound(name).map(|s| (name.clone(), s)))
+        .collect()
+}
+
+/// A FETCH or MOVE through a portal bound with the protocol runs the
+/// statement bound there: refused (as a denial) unless that statement is
+/// allowed outright now. One that needs approval may run only through an
+/// Execute, which is what an approval covers; one denied since its Parse
+/// may not run at all.
+fn fetch_refusal(
+    judge: &mut Judge,
+    snapshot: Option<&Arc<crate::snapshot::Active>>,
+    verdict: &Verdict,
+    bound: &[(String, Arc<Prepared>)],
+) -> Option<Arc<Verdict>> {
+    for (name, statement) in bound {
+        let runs = judge.sql(snapshot, &statement.text);
+        if runs.allowed {
+            continue;
+        }
+        let why = if runs.approval.is_some() {
+            format!(
+                "needs approval ({}), which only an Execute of the portal can carry",
+                runs.reason
+            )
+        } else {
+            format!("is denied: {}", runs.reason)
+        };
+        return Some(Arc::new(Verdict {
+            rule: runs.rule.clone(),
+            reason: format!("FETCH or MOVE would run portal \"{name}\", whose statement {why}"),
+            kinds: verdict.kinds.clone(),
+            ..Verdict::default()
+        }));
+    }
+    None
+}
+
 /// Who decided a request, for a client's error.
 fn decided_by(approvers: &[String]) -> String {
     if approvers.is_empty() {

@@ -1,0 +1,235 @@
+//! Ways to run a statement other than the one the agent judged: portals
+//! the target dropped and the client bound again, FETCH of a portal bound
+//! through the protocol, a client encoding that splits text differently,
+//! and functions that act beyond the statement. Each is refused, and the
+//! target confirms nothing ran.
+
+use std::time::Duration;
+
+use sluice_integration_tests::{
+    datapath::DataPath,
+    rawpg::{RawSession, bind, errors, execute, first_column, parse, query, sync},
+};
+
+/// Deletes need approval (retry mode: the answer comes at once); reads,
+/// inserts, updates, transactions and session settings are allowed.
+const RULES: &str = r#"
+      - approve: { sql: { statements: [delete] }, approvers: [dba], mode: retry, ttl: 10m }
+        name: risky
+        reason: deletes need a DBA
+      - allow: { sql: { statements: [read, insert, update, transaction, session] } }
+        name: work
+"#;
+
+fn row_exists(dp: &DataPath, id: i32) -> bool {
+    dp.target(&format!("SELECT count(*) FROM items WHERE id = {id}")) == "1"
+}
+
+/// Sends `bytes` and returns the error text up to ReadyForQuery.
+async fn errors_of(s: &mut RawSession, bytes: &[u8]) -> String {
+    s.send(bytes).await;
+    errors(&s.until(b'Z').await)
+}
+
+/// In a transaction: binds portal `p` to a harmless SELECT, lets `drop`
+/// remove it on the target, then binds `p` to a DELETE and executes it.
+async fn rebind_after(dp: &DataPath, drop: &str, id: i32) -> String {
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    assert_eq!(errors_of(&mut s, &query("BEGIN; SAVEPOINT a")).await, "");
+    let harmless = [
+        parse("sel", "SELECT 'harmless'::text"),
+        bind("p", "sel"),
+        sync(),
+    ]
+    .concat();
+    assert_eq!(errors_of(&mut s, &harmless).await, "");
+    assert_eq!(errors_of(&mut s, &query(drop)).await, "", "{drop}");
+    let delete = [
+        parse(
+            "d",
+            &format!("DELETE FROM items WHERE id = {id} RETURNING id"),
+        ),
+        bind("p", "d"),
+        execute("p", 0),
+        sync(),
+    ]
+    .concat();
+    let text = errors_of(&mut s, &delete).await;
+    assert_eq!(errors_of(&mut s, &query("COMMIT")).await, "");
+    text
+}
+
+#[tokio::test]
+async fn a_portal_dropped_on_the_target_is_never_rebound_to_a_statement_the_agent_did_not_judge() {
+    let dp = DataPath::start_with(RULES, Vec::new()).await;
+    // Drops the agent sees: the DELETE bound to `p` is judged as what it
+    // is, so it needs approval.
+    for (drop, id) in [
+        ("CLOSE p", 50),
+        ("CLOSE ALL", 51),
+        ("ROLLBACK TO SAVEPOINT a", 52),
+    ] {
+        let text = rebind_after(&dp, drop, id).await;
+        assert!(
+            text.contains("needs approval") && text.contains("42501"),
+            "after `{drop}`: {text}"
+        );
+        assert!(row_exists(&dp, id), "after `{drop}` row {id} was deleted");
+    }
+    // A drop the agent cannot see (a function closing `p` as a cursor): it
+    // still believes `p` is bound, so binding `p` again is refused as
+    // PostgreSQL would refuse it, and never reaches the target.
+    dp.pg.psql(
+        "app",
+        "CREATE FUNCTION close_portal(c refcursor) RETURNS int LANGUAGE plpgsql AS $$ BEGIN CLOSE c; RETURN 1; END $$",
+    );
+    let text = rebind_after(&dp, "SELECT close_portal('p')", 53).await;
+    assert!(
+        text.contains("42P03") && text.contains("already exists"),
+        "{text}"
+    );
+    assert!(row_exists(&dp, 53));
+}
+
+#[tokio::test]
+async fn fetch_cannot_run_a_portal_whose_statement_needs_approval() {
+    let dp = DataPath::start_with(RULES, Vec::new()).await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    // Bound, then fetched in the same batch.
+    let batch = [
+        parse("d", "DELETE FROM items WHERE id = 60 RETURNING id"),
+        bind("pd", "d"),
+        parse("", "FETCH ALL FROM pd"),
+        bind("", ""),
+        execute("", 0),
+        sync(),
+    ]
+    .concat();
+    let text = errors_of(&mut s, &batch).await;
+    assert!(
+        text.contains("42501") && text.contains("portal \"pd\"") && text.contains("needs approval"),
+        "{text}"
+    );
+    assert!(row_exists(&dp, 60));
+    // Bound in a transaction, then run with MOVE, FETCH or cursor_to_xml.
+    let prepared = [
+        parse("d2", "DELETE FROM items WHERE id = 61 RETURNING id"),
+        sync(),
+    ]
+    .concat();
+    assert_eq!(errors_of(&mut s, &prepared).await, "");
+    assert_eq!(errors_of(&mut s, &query("BEGIN")).await, "");
+    let bound = [bind("pd2", "d2"), sync()].concat();
+    assert_eq!(errors_of(&mut s, &bound).await, "");
+    for sql in [
+        "MOVE ALL IN pd2",
+        "FETCH NEXT FROM \"pd2\"",
+        "SELECT cursor_to_xml('pd2', 10, false, false, '')",
+    ] {
+        let text = errors_of(&mut s, &query(sql)).await;
+        assert!(text.contains("42501"), "`{sql}` was not refused: {text}");
+        assert_eq!(errors_of(&mut s, &query("ROLLBACK")).await, "");
+        assert_eq!(errors_of(&mut s, &query("BEGIN")).await, "");
+        assert_eq!(errors_of(&mut s, &bound).await, "");
+    }
+    assert_eq!(errors_of(&mut s, &query("COMMIT")).await, "");
+    assert!(row_exists(&dp, 61));
+    // FETCH of a portal whose statement is allowed works as it should.
+    assert_eq!(errors_of(&mut s, &query("BEGIN")).await, "");
+    let select = [
+        parse("s", "SELECT id FROM items WHERE id <= 3 ORDER BY id"),
+        bind("ps", "s"),
+        sync(),
+    ]
+    .concat();
+    assert_eq!(errors_of(&mut s, &select).await, "");
+    s.send(&query("FETCH ALL FROM ps")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["1", "2", "3"]);
+}
+
+#[tokio::test]
+async fn the_client_encoding_cannot_be_changed_under_the_agent() {
+    let dp = DataPath::start_with(RULES, Vec::new()).await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    // Ways the classifier sees: refused.
+    for sql in [
+        "UPDATE pg_settings SET setting = 'SJIS' WHERE name = 'client_encoding'",
+        "SELECT query_to_xml('select set_config(''client_encoding'', ''SJIS'', false)', false, false, '')",
+        "SET client_encoding = 'SJIS'",
+    ] {
+        let text = errors_of(&mut s, &query(sql)).await;
+        assert!(text.contains("42501"), "`{sql}` was not refused: {text}");
+        s.send(&query("SHOW client_encoding")).await;
+        assert_eq!(
+            first_column(&s.until(b'Z').await),
+            ["UTF8"],
+            "after `{sql}`"
+        );
+    }
+    // A function the classifier cannot see into: the target reports the
+    // change, and the agent ends the session before anything else runs in
+    // the new encoding.
+    dp.pg.psql(
+        "app",
+        "CREATE FUNCTION to_sjis() RETURNS text LANGUAGE sql AS $$ SELECT set_config('client_encoding', 'SJIS', false) $$",
+    );
+    s.send(&query("SELECT to_sjis()")).await;
+    let got = tokio::time::timeout(Duration::from_secs(10), s.until_or_closed(b'E'))
+        .await
+        .expect("the session was not ended");
+    let text = errors(&got);
+    assert!(
+        text.contains("0A000") && text.contains("client_encoding was changed to SJIS"),
+        "{text}"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.until_or_closed(b'Z'))
+        .await
+        .expect("the connection was not closed");
+    assert!(closed.iter().all(|f| f.tag != b'Z'), "the session went on");
+}
+
+#[tokio::test]
+async fn a_read_only_subject_cannot_act_through_functions_in_a_select() {
+    let dp = DataPath::start_with(
+        r#"
+      - allow: { sql: { statements: [select] } }
+        name: read-only
+"#,
+        Vec::new(),
+    )
+    .await;
+    let mut victim = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    for sql in [
+        "SELECT nextval('notes_id_seq')",
+        "SELECT setval('notes_id_seq', 1000)",
+        "SELECT lo_from_bytea(0, 'planted')",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app' AND pid <> pg_backend_pid()",
+        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE usename = 'app'",
+        "SELECT pg_notify('ch', 'hi')",
+        "SELECT pg_advisory_lock(42)",
+        "SELECT * FROM items WHERE id = 1 FOR UPDATE",
+        "SELECT query_to_xml('SELECT 1', false, false, '')",
+    ] {
+        let (ok, _, err) = dp.psql(sql);
+        assert!(
+            !ok && err.contains("denied this statement"),
+            "`{sql}`: {err}"
+        );
+    }
+    // Nothing happened on the target.
+    assert_eq!(dp.target("SELECT is_called FROM notes_id_seq"), "f");
+    assert_eq!(
+        dp.target("SELECT count(*) FROM pg_largeobject_metadata"),
+        "0"
+    );
+    assert_eq!(
+        dp.target("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
+        "0"
+    );
+    victim.send(&query("SELECT 'still here'")).await;
+    assert_eq!(first_column(&victim.until(b'Z').await), ["still here"]);
+    // Plain functions over values are reads.
+    let (ok, out, err) = dp.psql("SELECT lower(name) FROM items WHERE id = 1");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "item 1");
+}
