@@ -35,6 +35,8 @@ fn canaries() -> Vec<String> {
         NAME.to_lowercase(),
         "quixotica".into(),
         EMAIL.to_lowercase(),
+        // The address's local part: found in any reformatting of it.
+        "zq.canary".into(),
         IBAN.to_lowercase(),
         SSN.into(),
     ];
@@ -217,12 +219,22 @@ async fn protocol_side_channels_carry_no_canary() {
     let dp = seeded().await;
     let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
     let mut received = Vec::new();
-    // A setting set from a value: reported back in ParameterStatus.
-    s.send(&query(
+    for sql in [
+        // A setting set from a value: reported back in ParameterStatus,
+        // also in a form no detector knows.
         "SELECT set_config('application_name', email, false) FROM customers",
-    ))
-    .await;
-    received.extend(s.until(b'Z').await);
+        "SELECT set_config('application_name', replace(email, '@', ' at '), false) FROM customers",
+        // Errors that quote a value the statement read.
+        "SELECT current_setting(replace(email, '@', '#')) FROM customers",
+        "SELECT replace(email, '@', '#')::regclass FROM customers",
+        "SELECT card::regtype FROM customers",
+        "SELECT 1 FROM customers WHERE current_setting(name) IS NULL",
+        // A notice quoting values, from a function.
+        "SELECT shout() FROM customers",
+    ] {
+        s.send(&query(sql)).await;
+        received.extend(s.until(b'Z').await);
+    }
     // A batch that fails on its own (Describe of no portal), pipelined with
     // one that reads the table: the second's rows must still be masked.
     let mut batch = frame(b'D', b"Pnope\0");
@@ -235,6 +247,27 @@ async fn protocol_side_channels_carry_no_canary() {
     received.extend(s.until_n(b'Z', 2).await);
     let bytes: Vec<u8> = received.iter().flat_map(|f| f.raw.to_vec()).collect();
     assert_clean("raw protocol bytes", &String::from_utf8_lossy(&bytes));
+    assert!(
+        sluice_integration_tests::rawpg::errors(&received).contains("message is withheld"),
+        "the errors were not withheld"
+    );
+    // Messages of statements that read no masked data, or that never
+    // carry data, still say what went wrong.
+    for (sql, says) in [
+        (
+            "SELECT current_setting('no.such_setting')",
+            "no.such_setting",
+        ),
+        (
+            "SELECT id FROM orders WHERE total = 'x'",
+            "invalid input syntax",
+        ),
+        ("SELECT no_such_column FROM customers", "no_such_column"),
+    ] {
+        s.send(&query(sql)).await;
+        let text = sluice_integration_tests::rawpg::errors(&s.until(b'Z').await);
+        assert!(text.contains(says), "`{sql}`: {text}");
+    }
 }
 
 #[tokio::test]

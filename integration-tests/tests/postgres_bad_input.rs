@@ -306,6 +306,35 @@ async fn a_result_row_larger_than_the_subjects_allowance_ends_that_session_only(
     assert_eq!(first_column(&other.until(b'Z').await), ["2000000"]);
 }
 
+#[tokio::test]
+async fn a_result_row_larger_than_the_message_limit_ends_that_session_saying_so() {
+    use sluice_integration_tests::rawpg::{RawSession, errors, first_column, query};
+    let dp = DataPath::start_with(
+        sluice_integration_tests::datapath::DEFAULT_RULES,
+        vec!["--max-message-bytes".into(), "100000".into()],
+    )
+    .await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    s.send(&query("SELECT repeat('x', 200000)")).await;
+    let answer = s.until_or_closed(b'Z').await;
+    let text = errors(&answer);
+    assert!(
+        text.contains("53200")
+            && text.contains("--max-message-bytes")
+            && !text.contains("invalid message"),
+        "{text}"
+    );
+    assert!(
+        !answer.iter().any(|f| f.tag == b'D'),
+        "no part of the row reached the client"
+    );
+    let mut other = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    other
+        .send(&query("SELECT length(repeat('x', 200000))"))
+        .await;
+    assert_eq!(first_column(&other.until(b'Z').await), ["200000"]);
+}
+
 async fn crate_eventually_connects(url: &str) {
     sluice_integration_tests::eventually(Duration::from_secs(10), "a slot to free up", || async {
         sqlx::postgres::PgConnection::connect(url)

@@ -54,6 +54,14 @@ impl Catalog {
             .map(|(s, n, v)| (s.as_str(), n.as_str(), *v))
     }
 
+    /// Columns of relation `oid`.
+    pub fn columns_of(&self, oid: u32) -> impl Iterator<Item = &Column> + '_ {
+        self.columns
+            .iter()
+            .filter(move |((table, _), _)| *table == oid)
+            .map(|(_, c)| c)
+    }
+
     /// Base columns a view depends on (empty for tables).
     pub fn view_sources(&self, view: u32) -> impl Iterator<Item = (u32, i16)> + '_ {
         self.view_deps.get(&view).into_iter().flatten().copied()

@@ -175,6 +175,45 @@ impl Masker {
         None
     }
 
+    /// Whether a statement that reads `tables` (as the classifier reports
+    /// them) with `kinds` may see masked data: it reads a strict table, a
+    /// table or a view over one with a masked column, or rows from where
+    /// the agent cannot see (`FETCH`, `EXECUTE`). Without the catalog,
+    /// whenever a rule masks columns (fail closed). Not on every
+    /// statement's path: asked when the target sends an error or notice.
+    pub fn reads_masked(&self, tables: &[String], kinds: &[String]) -> bool {
+        if self.strict_for_statement(tables, kinds, "").is_some() {
+            return true;
+        }
+        if !self.specs.iter().any(|s| !s.columns.is_empty()) {
+            return false;
+        }
+        let Some(catalog) = &self.catalog else {
+            return true;
+        };
+        if kinds.iter().any(|k| k == "fetch" || k == "execute") {
+            return true;
+        }
+        let masked = |oid: u32| {
+            catalog
+                .columns_of(oid)
+                .any(|c| self.column_rule(&c.schema, &c.table, &c.name).is_some())
+        };
+        tables.iter().any(|t| {
+            let mut named = catalog.relations_named(t).peekable();
+            // A table the catalog does not know (created since): assume so.
+            named.peek().is_none()
+                || named.any(|oid| {
+                    masked(oid)
+                        || catalog.view_sources(oid).any(|(base, attnum)| {
+                            catalog.column(base, attnum).is_some_and(|c| {
+                                self.column_rule(&c.schema, &c.table, &c.name).is_some()
+                            })
+                        })
+                })
+        })
+    }
+
     /// Strict mode for a statement: by the tables it reads, and for
     /// statements whose rows come from elsewhere (`FETCH` from a cursor,
     /// `EXECUTE` of a prepared statement), whenever any rule has strict

@@ -154,6 +154,7 @@ struct Unit {
     /// What the client received, as recorded.
     capture: Capture,
     strict: Option<sluice_policy::MaskStrategy>,
+    judged: Option<Arc<Verdict>>,
     formats: Vec<i16>,
     /// Masking plan of the current result set.
     plan: Option<super::mask::Plan>,
@@ -183,6 +184,9 @@ struct PlannedExecute {
     approval: Option<Arc<Verdict>>,
     /// Masking's strict mode for this statement (the strategy).
     strict: Option<sluice_policy::MaskStrategy>,
+    /// Its verdict, kept when mask rules apply: whether it reads masked
+    /// data decides what its errors and notices may say.
+    judged: Option<Arc<Verdict>>,
     /// Result format codes (Bind), empty for text.
     formats: Vec<i16>,
     /// Its `COPY ... TO STDOUT` statements (for masking).
@@ -686,6 +690,7 @@ impl Relay {
             strict: self.ctx.masker.as_ref().and_then(|m| {
                 m.strict_for_statement(&verdict.tables_read, &verdict.kinds, verdict.fingerprint())
             }),
+            judged: self.ctx.masker.is_some().then(|| verdict.clone()),
             formats: Vec::new(),
             copy_out: verdict.copy_out.clone(),
         };
@@ -1234,6 +1239,7 @@ impl Relay {
                 limit: None,
                 approval: None,
                 strict: None,
+                judged: None,
                 formats: Vec::new(),
                 copy_out: Vec::new(),
             },
@@ -1362,6 +1368,7 @@ impl Relay {
             error: String::new(),
             capture: Capture::default(),
             strict: x.strict,
+            judged: x.judged,
             formats: x.formats,
             plan: None,
             unmaskable: 0,
@@ -1489,6 +1496,7 @@ impl Relay {
                                 verdict.fingerprint(),
                             )
                         }),
+                        judged: self.ctx.masker.is_some().then(|| verdict.clone()),
                         formats: p.result_formats.clone(),
                         copy_out: p.statement.copy_out.clone(),
                     });
@@ -1682,10 +1690,15 @@ impl Relay {
     }
 
     fn on_server_bytes(&mut self, reader: &mut FrameReader) -> Result<(), SessionError> {
-        while let Some(frame) = reader
-            .next_frame()
-            .map_err(|e| SessionError::Upstream(e.to_string()))?
-        {
+        while let Some(frame) = reader.next_frame().map_err(|e| match e {
+            // A well-formed message the agent will not buffer (a huge row).
+            sluice_pgwire::FrameError::BadLength { len, max } if len > max => {
+                SessionError::TooMuchArriving(format!(
+                    "a message from the target of {len} bytes (a result row or notice) is larger than this agent accepts (--max-message-bytes, {max} bytes); the session is ended"
+                ))
+            }
+            e => SessionError::Upstream(e.to_string()),
+        })? {
             self.on_server_frame(frame);
             if let Some(why) = self.fault.take() {
                 return Err(SessionError::Unsupported(why));
@@ -1721,7 +1734,10 @@ impl Relay {
                         return;
                     }
                     if let Some(masker) = &self.ctx.masker {
-                        match masker.rewrite_row(u.plan.as_ref(), &u.formats, frame.body()) {
+                        let body = frame.body();
+                        match off_worker(body.len(), || {
+                            masker.rewrite_row(u.plan.as_ref(), &u.formats, body)
+                        }) {
                             Ok(None) => {}
                             Ok(Some(body)) => {
                                 let masked = Frame::new(b'D', &body);
@@ -1784,7 +1800,8 @@ impl Relay {
                 if let (Some(masker), Some(u)) = (&self.ctx.masker, self.units.front_mut())
                     && let Some(plan) = u.copy_active.as_mut()
                 {
-                    match masker.copy_row(plan, frame.body()) {
+                    let body = frame.body();
+                    match off_worker(body.len(), || masker.copy_row(plan, body)) {
                         Ok(None) => {}
                         Ok(Some(row)) => {
                             self.to_client
@@ -1932,17 +1949,24 @@ impl Relay {
                         return;
                     }
                 }
-                // Data errors (class 22) and constraint errors (23) quote
-                // values; with column masks, the value may be a masked one.
-                let quotes_values = frame.tag == b'E'
-                    && self
-                        .ctx
-                        .masker
-                        .as_ref()
-                        .is_some_and(|m| m.masks_by_origin())
-                    && fields
-                        .iter()
-                        .any(|(c, v)| *c == b'C' && (v.starts_with("22") || v.starts_with("23")));
+                // With column masks, the text of an error or notice from a
+                // statement that reads masked data may quote a masked value
+                // (a failed cast, a constraint, `current_setting(email)`,
+                // `email::regclass`, RAISE in a function): withheld, unless
+                // its SQLSTATE's message never carries data.
+                let current = self.cycles_done;
+                let quotes_values = self.ctx.masker.as_ref().is_some_and(|m| {
+                    let judged = self
+                        .units
+                        .front()
+                        .filter(|u| u.cycle == current)
+                        .and_then(|u| u.judged.as_deref());
+                    m.masks_by_origin()
+                        && judged.is_none_or(|v| m.reads_masked(&v.tables_read, &v.kinds))
+                        && !fields
+                            .iter()
+                            .any(|(c, v)| *c == b'C' && message_never_quotes_data(v))
+                });
                 let scrubbed: Vec<(u8, String)> = fields
                     .iter()
                     .map(|(c, v)| {
@@ -1950,7 +1974,7 @@ impl Relay {
                             return (
                                 *c,
                                 if *c == b'M' {
-                                    "sluice: the target's error message is withheld: it may quote a masked value (the SQLSTATE is the target's)".to_owned()
+                                    "sluice: the target's message is withheld: this statement reads masked data, which it may quote (the SQLSTATE is the target's)".to_owned()
                                 } else {
                                     String::new()
                                 },
@@ -2019,6 +2043,19 @@ impl Relay {
                         self.fault.get_or_insert(format!(
                             "the session's client_encoding was changed to {value}; sluice reads SQL as UTF8 only, so the session is ended"
                         ));
+                        return;
+                    }
+                    // `set_config('application_name', (SELECT email ...))`
+                    // would echo a value back in a form no detector knows:
+                    // with column masks it is not relayed (drivers do not
+                    // need it; the other reported settings are validated).
+                    if name.eq_ignore_ascii_case("application_name")
+                        && self
+                            .ctx
+                            .masker
+                            .as_ref()
+                            .is_some_and(|m| m.masks_by_origin())
+                    {
                         return;
                     }
                     // A setting can carry a value (set_config(..., email)).
@@ -2261,6 +2298,35 @@ fn fetch_refusal(
         }));
     }
     None
+}
+
+/// Rows at least this large are masked off the runtime's worker (see
+/// [`off_worker`]).
+const LARGE_ROW: usize = 256 * 1024;
+
+/// Runs `mask` on a row of `len` bytes. Masking scans every byte for the
+/// detectors (a large row takes a while): a large one runs with the
+/// runtime told the worker is busy, so other sessions' tasks move to
+/// another thread instead of waiting behind it.
+fn off_worker<T>(len: usize, mask: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if len >= LARGE_ROW && multi_thread {
+        tokio::task::block_in_place(mask)
+    } else {
+        mask()
+    }
+}
+
+/// Whether PostgreSQL's messages for `sqlstate` are fixed texts or name
+/// only objects of the statement, never values it read.
+fn message_never_quotes_data(sqlstate: &str) -> bool {
+    matches!(
+        sqlstate,
+        "25P02" | "57014" | "40001" | "40P01" | "42501" | "42703" | "55P03" | "25006"
+    ) || ["08", "53", "57P"]
+        .iter()
+        .any(|class| sqlstate.starts_with(class))
 }
 
 /// Who decided a request, for a client's error.
