@@ -910,10 +910,7 @@ impl Relay {
                     &verdict.reason,
                     serde_json::json!({ "mode": "retry" }),
                 );
-                if let Err(e) = self.ctx.trail.record(event)
-                    && !self.ctx.audit_best_effort
-                {
-                    self.refuse_unaudited(&e.to_string(), ends_cycle);
+                if !self.recorded(event, ends_cycle) {
                     return Ok(());
                 }
                 let state = if pending.confirmed {
@@ -943,10 +940,7 @@ impl Relay {
                         "until_ms": denied.until_ms,
                     }),
                 );
-                if let Err(e) = self.ctx.trail.record(event)
-                    && !self.ctx.audit_best_effort
-                {
-                    self.refuse_unaudited(&e.to_string(), ends_cycle);
+                if !self.recorded(event, ends_cycle) {
                     return Ok(());
                 }
                 let left = Duration::from_secs(
@@ -1008,10 +1002,7 @@ impl Relay {
             }),
         );
         // The request is on record before anyone can act on it.
-        if let Err(e) = self.ctx.trail.record(event)
-            && !self.ctx.audit_best_effort
-        {
-            self.refuse_unaudited(&e.to_string(), ends_cycle);
+        if !self.recorded(event, ends_cycle) {
             return Ok(());
         }
         match self.ctx.agent.approvals.request(request, key, need.wait) {
@@ -1619,6 +1610,19 @@ impl Relay {
             .hint("close prepared statements and portals the session no longer needs (Close, DEALLOCATE), or ask the operator to raise the agent limit named above");
         out.extend_from_slice(&notice.to_error().raw);
         self.reject(out, with_rfq);
+    }
+
+    /// Records `event` on the session's trail; when it cannot be (and the
+    /// resource does not run unaudited), refuses the request and says
+    /// `false`.
+    fn recorded(&mut self, event: pb::AuditEvent, ends_cycle: bool) -> bool {
+        match self.ctx.trail.record(event) {
+            Err(e) if !self.ctx.audit_best_effort => {
+                self.refuse_unaudited(&e.to_string(), ends_cycle);
+                false
+            }
+            _ => true,
+        }
     }
 
     /// Answers a request whose prepared statement or portal names do not
