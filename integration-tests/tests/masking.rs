@@ -231,6 +231,13 @@ async fn protocol_side_channels_carry_no_canary() {
         "SELECT 1 FROM customers WHERE current_setting(name) IS NULL",
         // A notice quoting values, from a function.
         "SELECT shout() FROM customers",
+        // A value used as a column name: 42703 raised at run time.
+        "SELECT has_column_privilege('customers', string_agg(name, ';'), 'select') FROM customers",
+        // A value stashed in a setting, to be read back by a statement
+        // that reads no table.
+        "SELECT set_config('my.stash', (SELECT string_agg(name || translate(email, '@', '#'), ';') FROM customers), false)",
+        "SHOW my.stash",
+        "SELECT current_setting('my.stash')::int",
     ] {
         s.send(&query(sql)).await;
         received.extend(s.until(b'Z').await);
@@ -263,6 +270,10 @@ async fn protocol_side_channels_carry_no_canary() {
             "invalid input syntax",
         ),
         ("SELECT no_such_column FROM customers", "no_such_column"),
+        (
+            "SELECT no_such_function(name) FROM customers",
+            "no_such_function",
+        ),
     ] {
         s.send(&query(sql)).await;
         let text = sluice_integration_tests::rawpg::errors(&s.until(b'Z').await);

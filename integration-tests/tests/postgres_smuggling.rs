@@ -233,3 +233,82 @@ async fn a_read_only_subject_cannot_act_through_functions_in_a_select() {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "item 1");
 }
+
+#[tokio::test]
+async fn names_longer_than_the_target_keeps_are_refused() {
+    let dp = DataPath::start_with(RULES, Vec::new()).await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    // PostgreSQL keeps the first 63 bytes of a name: `pA` and `pB` below
+    // would be one portal there, two to an agent comparing whole names.
+    let (a, b) = (
+        format!("{}A", "p".repeat(63)),
+        format!("{}B", "p".repeat(63)),
+    );
+    assert_eq!(errors_of(&mut s, &query("BEGIN")).await, "");
+    let harmless = [
+        parse("sel", "SELECT 'harmless'::text"),
+        bind(&a, "sel"),
+        sync(),
+    ]
+    .concat();
+    let text = errors_of(&mut s, &harmless).await;
+    assert!(
+        text.contains("42622") && text.contains("63 bytes"),
+        "{text}"
+    );
+    assert_eq!(errors_of(&mut s, &query("ROLLBACK")).await, "");
+    let update = [
+        parse(&b, "UPDATE items SET name = 'swapped' WHERE id = 70"),
+        sync(),
+    ]
+    .concat();
+    let text = errors_of(&mut s, &update).await;
+    assert!(text.contains("42622"), "{text}");
+    assert_eq!(dp.target("SELECT name FROM items WHERE id = 70"), "item 70");
+}
+
+#[tokio::test]
+async fn a_portal_kept_across_rollback_to_savepoint_cannot_be_fetched_unjudged() {
+    let dp = DataPath::start_with(RULES, Vec::new()).await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    assert_eq!(errors_of(&mut s, &query("BEGIN")).await, "");
+    let bound = [
+        parse("d", "DELETE FROM items WHERE id = 62 RETURNING id"),
+        bind("pd", "d"),
+        sync(),
+    ]
+    .concat();
+    assert_eq!(errors_of(&mut s, &bound).await, "");
+    // The target keeps `pd` (bound before the savepoint); the agent cannot
+    // tell which portals ROLLBACK TO dropped.
+    assert_eq!(
+        errors_of(&mut s, &query("SAVEPOINT s; ROLLBACK TO SAVEPOINT s")).await,
+        ""
+    );
+    let text = errors_of(&mut s, &query("FETCH ALL FROM pd")).await;
+    assert!(
+        text.contains("42501") && text.contains("needs approval"),
+        "{text}"
+    );
+    assert_eq!(errors_of(&mut s, &query("COMMIT")).await, "");
+    assert!(row_exists(&dp, 62));
+}
+
+#[tokio::test]
+async fn approval_is_not_asked_for_a_statement_that_also_does_what_no_rule_allows() {
+    let dp = DataPath::start_with(RULES, Vec::new()).await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    // The approve rule covers `delete`; nothing allows `set_role`.
+    let text = errors_of(
+        &mut s,
+        &query(
+            "DELETE FROM items WHERE id = 63 AND set_config('role', 'postgres', false) IS NOT NULL",
+        ),
+    )
+    .await;
+    assert!(
+        text.contains("42501") && text.contains("set_role") && !text.contains("needs approval"),
+        "{text}"
+    );
+    assert!(row_exists(&dp, 63));
+}

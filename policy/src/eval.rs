@@ -466,6 +466,9 @@ impl CompiledPolicy {
         let mut approve: Option<(Hit<'_>, &ApproveSpec)> = None;
         let mut allow: Option<Hit<'_>> = None;
         let mut covered = KindSet::EMPTY;
+        // Kinds some approve rule matches: approval stands in for allow
+        // for those only.
+        let mut approvable = KindSet::EMPTY;
         let mut row_limit: Option<u64> = None;
         let mut masks: Vec<&MaskSpec> = Vec::new();
 
@@ -499,6 +502,11 @@ impl CompiledPolicy {
                             Some(kind) => {
                                 t.note(|| format!("{}: approve matches `{kind}`", at()));
                                 approve.get_or_insert((Hit { grant, rule, kind }, spec));
+                                for &k in kinds {
+                                    if matcher.check(k, facts, Quantifier::Any).is_ok() {
+                                        approvable.insert(k);
+                                    }
+                                }
                             }
                             None => t.note(|| {
                                 format!(
@@ -554,7 +562,9 @@ impl CompiledPolicy {
                 )
             });
             return decision;
-        } else if let Some((hit, spec)) = approve {
+        } else if let Some((hit, spec)) =
+            approve.filter(|_| covered.union(approvable).is_superset(needed))
+        {
             t.note(|| {
                 format!(
                     "decision: approve by {} (approve takes precedence over allow)",
@@ -574,7 +584,11 @@ impl CompiledPolicy {
                 format!("`{text}` is allowed by {}", rule_ref(&hit))
             })
         } else {
-            let reason = self.default_deny_reason(subject, resource, needed.difference(covered));
+            let reason = self.default_deny_reason(
+                subject,
+                resource,
+                needed.difference(covered.union(approvable)),
+            );
             t.note(|| format!("decision: deny: {reason} (default deny)"));
             return Decision {
                 outcome: Outcome::Deny,
@@ -746,6 +760,39 @@ policies:
             &facts(&[SqlKind::Select], &["orders"], false),
         );
         assert!(d.is_denied(), "unqualified names do not satisfy `public.*`");
+    }
+
+    #[test]
+    fn approval_covers_only_the_kinds_its_rule_matches() {
+        // An insert that also sets the role (`INSERT ... SELECT
+        // set_config('role', ...)`): approve matches `insert`, no rule
+        // allows `set_role`, so approvers are not asked; it is denied.
+        let d = policy().decide(
+            &ai(),
+            "orders-db",
+            &facts(
+                &[SqlKind::Insert, SqlKind::SetRole],
+                &["public.orders"],
+                false,
+            ),
+        );
+        assert!(d.is_denied(), "{d:?}");
+        assert!(
+            d.reason.contains("set_role") && !d.reason.contains("insert"),
+            "{}",
+            d.reason
+        );
+        // Covered by an allow rule, the other kind does not stand in the way.
+        let d = policy().decide(
+            &ai(),
+            "orders-db",
+            &facts(
+                &[SqlKind::Insert, SqlKind::Select],
+                &["public.orders"],
+                false,
+            ),
+        );
+        assert!(matches!(d.outcome, Outcome::Approve(_)), "{d:?}");
     }
 
     #[test]

@@ -81,6 +81,18 @@ fn is_text_type(oid: u32) -> bool {
     matches!(oid, 25 | 1043 | 1042 | 19 | 705 | 114)
 }
 
+/// The strategy for a value that is not exactly a masked table column (an
+/// expression, a view's column, a whole row, an unknown origin): `partial`
+/// keeps every character but letters and digits, and the last four, which
+/// shows a reformatted value (`translate(card, '0123456789', ...)`) whole,
+/// so such values are redacted instead.
+fn whole(strategy: MaskStrategy) -> MaskStrategy {
+    match strategy {
+        MaskStrategy::Partial => MaskStrategy::Redact,
+        other => other,
+    }
+}
+
 impl Masker {
     /// `catalog` must be given when any spec masks by column or strict
     /// table ([`Masker::needs_catalog`]).
@@ -120,7 +132,7 @@ impl Masker {
         self.specs
             .iter()
             .find(|s| !s.columns.is_empty() || !s.strict_tables.is_empty())
-            .map_or(MaskStrategy::Redact, |s| s.strategy)
+            .map_or(MaskStrategy::Redact, |s| whole(s.strategy))
     }
 
     fn column_rule(&self, schema: &str, table: &str, column: &str) -> Option<MaskStrategy> {
@@ -135,7 +147,7 @@ impl Masker {
         self.specs
             .iter()
             .find(|s| s.is_strict_table(&name))
-            .map(|s| s.strategy)
+            .map(|s| whole(s.strategy))
     }
 
     /// Strict mode for a statement that reads `tables` (as the classifier
@@ -256,6 +268,7 @@ impl Masker {
     }
 
     fn action(&self, table: u32, attnum: i16, strict: Option<MaskStrategy>) -> Action {
+        let strict = strict.map(whole);
         let unknown = || strict.map_or(Action::Pass, Action::Whole);
         if table == 0 || !self.masks_by_origin() {
             return unknown();
@@ -277,6 +290,7 @@ impl Masker {
                 catalog
                     .column(table, a)
                     .and_then(|c| self.column_rule(&c.schema, &c.table, &c.name))
+                    .map(whole)
             });
             return masked.map_or_else(unknown, Action::Whole);
         }
@@ -285,7 +299,9 @@ impl Masker {
             return Action::Whole(self.fallback());
         };
         if let Some(s) = self.column_rule(schema, relname, column) {
-            return Action::Whole(s);
+            // A view's column may be computed: only a table's own column
+            // keeps a strategy that shows part of the value.
+            return Action::Whole(if is_view { whole(s) } else { s });
         }
         if is_view {
             // The catalog says which base columns a view depends on, not
@@ -301,7 +317,7 @@ impl Masker {
                     // A view over a sensitive table: no origin to vouch for.
                     return Action::Whole(strict.unwrap_or(s));
                 }
-                match self.column_rule(&bc.schema, &bc.table, &bc.name) {
+                match self.column_rule(&bc.schema, &bc.table, &bc.name).map(whole) {
                     Some(s) if bc.name.eq_ignore_ascii_case(column) => return Action::Whole(s),
                     Some(s) => masked_dep = masked_dep.or(Some(s)),
                     None if bc.name.eq_ignore_ascii_case(column) => safe_namesake = true,
@@ -465,7 +481,7 @@ impl Masker {
             }
         };
         let unknown = if self.masks_by_origin() {
-            Action::Whole(strict.unwrap_or_else(|| self.fallback()))
+            Action::Whole(strict.map_or_else(|| self.fallback(), whole))
         } else {
             Action::Pass
         };
@@ -1045,6 +1061,34 @@ mod tests {
                 Some("[REDACTED]".into()),
                 Some("1".into())
             ]
+        );
+    }
+
+    #[test]
+    fn partial_keeps_its_shape_only_on_the_masked_column_itself() {
+        let m = masker(vec![spec(
+            &["*.ssn"],
+            &[],
+            &["public.customers"],
+            MaskStrategy::Partial,
+        )]);
+        let strict = m.strict_for(&["customers".into()]);
+        // The column, then the column reformatted by an expression.
+        let plan = m.plan(
+            &row_description(&[("ssn", CUSTOMERS, 3, 25), ("translate", 0, 0, 25)]),
+            strict,
+        );
+        let row = m
+            .rewrite_row(
+                Some(&plan),
+                &[],
+                &data_row(&[Some(b"123-45-6789"), Some(b"!#$-%^-&*()")]),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            values(&row),
+            [Some("***-**-6789".into()), Some("[REDACTED]".into())]
         );
     }
 

@@ -63,6 +63,24 @@ pub struct Prepared {
     pub copy_out: Vec<sluice_policy::CopyOut>,
 }
 
+/// Longest name of a prepared statement or portal: PostgreSQL keeps only
+/// the first 63 bytes (NAMEDATALEN - 1), so two longer names the agent
+/// would tell apart are one name on the target.
+const MAX_NAME_BYTES: usize = 63;
+
+fn fits_the_target(name: &str) -> Result<(), Refusal> {
+    if name.len() > MAX_NAME_BYTES {
+        return Err(Refusal::name(
+            "42622",
+            format!(
+                "the name \"{}...\" is longer than PostgreSQL's {MAX_NAME_BYTES} bytes; use a shorter name",
+                name.chars().take(20).collect::<String>()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Bytes counted for each name besides the text and parameters it holds:
 /// the map entry, the `Prepared` or `Portal` and its allocations.
 const NAME_OVERHEAD: usize = 256;
@@ -237,6 +255,11 @@ impl fmt::Display for Refusal {
 pub struct Names {
     statements: HashMap<String, Statement>,
     portals: HashMap<String, Arc<Portal>>,
+    /// Every portal the target confirmed since the transaction began, until
+    /// it ends: one the agent forgot (`ROLLBACK TO` drops only the portals
+    /// bound after its savepoint) may still be on the target, and a FETCH
+    /// through it runs its statement.
+    bound_in_transaction: HashMap<String, Arc<Prepared>>,
     pending: VecDeque<Pending>,
     /// Bytes `statements` and `portals` hold (see `NAME_OVERHEAD`).
     held: usize,
@@ -281,6 +304,7 @@ impl Names {
         Self {
             statements: HashMap::new(),
             portals: HashMap::new(),
+            bound_in_transaction: HashMap::new(),
             pending: VecDeque::new(),
             held: 0,
             pending_held: 0,
@@ -442,7 +466,7 @@ impl Names {
                     self.cancel(|a| matches!(a, Addition::Portal(n, _) if *n == name));
                 }
                 Op::RemoveAllPortals => {
-                    self.clear_portals();
+                    self.forget_portals();
                     self.cancel(|a| matches!(a, Addition::Portal(..)));
                 }
             }
@@ -489,6 +513,8 @@ impl Names {
                 ..
             }) => {
                 if !cancelled {
+                    self.bound_in_transaction
+                        .insert(name.clone(), portal.statement.clone());
                     self.insert_portal(name.clone(), portal);
                 }
                 Some(name)
@@ -523,8 +549,15 @@ impl Names {
         }
     }
 
-    /// Forgets confirmed portals (the transaction ended).
+    /// Forgets confirmed portals: the transaction ended, so the target has
+    /// none either.
     pub fn clear_portals(&mut self) {
+        self.bound_in_transaction.clear();
+        self.forget_portals();
+    }
+
+    /// Forgets confirmed portals, which the target may have dropped.
+    fn forget_portals(&mut self) {
         let freed: usize = self
             .portals
             .drain()
@@ -586,6 +619,7 @@ impl Plan<'_> {
     /// Refused when the name is taken (see the module docs) or the session
     /// would hold more than its budget.
     pub fn parse(&mut self, name: &str, prepared: Arc<Prepared>) -> Result<(), Refusal> {
+        fits_the_target(name)?;
         if !name.is_empty() && self.statement(name).is_some() {
             return Err(Refusal::name(
                 "42P05",
@@ -616,6 +650,8 @@ impl Plan<'_> {
         params_digest: [u8; 32],
         result_formats: Vec<i16>,
     ) -> Result<(), Refusal> {
+        fits_the_target(portal)?;
+        fits_the_target(statement)?;
         let prepared = match self.statement(statement) {
             Some(Statement::Known(p)) => p,
             Some(Statement::Opaque) => {
@@ -656,6 +692,7 @@ impl Plan<'_> {
     /// The portal an Execute runs; applies what running it does to the
     /// session's prepared statements.
     pub fn execute(&mut self, portal: &str) -> Result<Arc<Portal>, Refusal> {
+        fits_the_target(portal)?;
         let found = self.portal(portal).ok_or_else(|| {
             Refusal::name("34000", format!(
                 "portal \"{portal}\" was not bound through this session's protocol; use Bind (or FETCH for cursors)"
@@ -691,10 +728,12 @@ impl Plan<'_> {
         }
     }
 
-    /// The statement a protocol portal runs, if `name` is one as far as the
-    /// agent knows (an SQL cursor is not: DECLARE was judged).
+    /// The statement a protocol portal runs, if `name` is or may still be
+    /// one (an SQL cursor is not: DECLARE was judged).
     pub fn bound_statement(&self, name: &str) -> Option<Arc<Prepared>> {
-        self.portal(name).map(|p| p.statement.clone())
+        self.portal(name)
+            .map(|p| p.statement.clone())
+            .or_else(|| self.names.bound_in_transaction.get(name).cloned())
     }
 
     fn statement(&self, name: &str) -> Option<Statement> {

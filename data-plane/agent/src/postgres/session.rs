@@ -674,7 +674,9 @@ impl Relay {
         let snapshot = self.snapshot();
         let mut verdict = self.judge.sql(snapshot.as_ref(), &sql);
         let bound = bound_portals(&verdict, |n| self.names.plan().bound_statement(n));
-        if let Some(refused) = fetch_refusal(&mut self.judge, snapshot.as_ref(), &verdict, &bound) {
+        if let Some(refused) = fetch_refusal(&mut self.judge, snapshot.as_ref(), &verdict, &bound)
+            .or_else(|| masked_setting_refusal(self.ctx.masker.as_ref(), &verdict))
+        {
             verdict = refused;
         }
         self.note_ddl(&verdict);
@@ -1464,6 +1466,7 @@ impl Relay {
                     let bound = bound_portals(&verdict, |n| plan.bound_statement(n));
                     if let Some(refused) =
                         fetch_refusal(&mut self.judge, snapshot.as_ref(), &verdict, &bound)
+                            .or_else(|| masked_setting_refusal(self.ctx.masker.as_ref(), &verdict))
                     {
                         verdict = refused;
                     }
@@ -1967,21 +1970,16 @@ impl Relay {
                         .and_then(|u| u.judged.as_deref());
                     m.masks_by_origin()
                         && judged.is_none_or(|v| m.reads_masked(&v.tables_read, &v.kinds))
-                        && !fields
-                            .iter()
-                            .any(|(c, v)| *c == b'C' && message_never_quotes_data(v))
+                        && !message_never_quotes_data(&fields)
                 });
                 let scrubbed: Vec<(u8, String)> = fields
                     .iter()
+                    .filter(|(c, _)| !(quotes_values && matches!(*c, b'D' | b'W' | b'H' | b'P' | b'p' | b'q')))
                     .map(|(c, v)| {
-                        if quotes_values && matches!(*c, b'M' | b'D' | b'W' | b'H' | b'P' | b'p' | b'q') {
+                        if quotes_values && *c == b'M' {
                             return (
                                 *c,
-                                if *c == b'M' {
-                                    "sluice: the target's message is withheld: this statement reads masked data, which it may quote (the SQLSTATE is the target's)".to_owned()
-                                } else {
-                                    String::new()
-                                },
+                                "sluice: the target's message is withheld: this statement reads masked data, which it may quote (the SQLSTATE is the target's)".to_owned(),
                             );
                         }
                         let v = scrub(v, &self.ctx.credential);
@@ -2304,6 +2302,26 @@ fn fetch_refusal(
     None
 }
 
+/// Under column masks, a statement that sets a parameter (`set_config`)
+/// and reads masked data is refused: the setting would carry a value past
+/// the masks, to be read back by a later statement that reads no table
+/// (`SHOW`, `current_setting`), or by other sessions (`application_name`
+/// in `pg_stat_activity`).
+fn masked_setting_refusal(
+    masker: Option<&super::mask::Masker>,
+    verdict: &Verdict,
+) -> Option<Arc<Verdict>> {
+    let m = masker.filter(|m| m.masks_by_origin())?;
+    let sets = verdict.kinds.iter().any(|k| k == "set");
+    (sets && m.reads_masked(&verdict.tables_read, &verdict.kinds)).then(|| {
+        Arc::new(Verdict {
+            reason: "this statement sets a parameter from data that is masked for you, which would carry it past the masks".into(),
+            kinds: verdict.kinds.clone(),
+            ..Verdict::default()
+        })
+    })
+}
+
 /// Rows at least this large are masked off the runtime's worker (see
 /// [`off_worker`]).
 const LARGE_ROW: usize = 256 * 1024;
@@ -2322,15 +2340,25 @@ fn off_worker<T>(len: usize, mask: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Whether PostgreSQL's messages for `sqlstate` are fixed texts or name
-/// only objects of the statement, never values it read.
-fn message_never_quotes_data(sqlstate: &str) -> bool {
-    matches!(
-        sqlstate,
-        "25P02" | "57014" | "40001" | "40P01" | "42501" | "42703" | "55P03" | "25006"
-    ) || ["08", "53", "57P"]
+/// Whether an error or notice (its `fields`) cannot carry a value the
+/// statement read: its SQLSTATE's messages are fixed texts or name objects
+/// of the plan, or it is a class 42 error pointing into the client's own
+/// text (a position, and no internal query), raised while the text was
+/// analysed, before any data was read. Not 42703 as such: `has_column_privilege(t,
+/// email, ...)` raises it at run time with the value as the column name.
+fn message_never_quotes_data(fields: &[(u8, String)]) -> bool {
+    let has = |code: u8| fields.iter().any(|(c, _)| *c == code);
+    let fixed = fields.iter().any(|(c, v)| {
+        *c == b'C'
+            && (matches!(
+                v.as_str(),
+                "25P02" | "57014" | "40001" | "40P01" | "42501" | "55P03" | "25006"
+            ) || ["08", "53", "57P"].iter().any(|class| v.starts_with(class)))
+    });
+    let analysis = fields
         .iter()
-        .any(|class| sqlstate.starts_with(class))
+        .any(|(c, v)| *c == b'C' && v.starts_with("42"));
+    fixed || (analysis && has(b'P') && !has(b'q'))
 }
 
 /// Who decided a request, for a client's error.
