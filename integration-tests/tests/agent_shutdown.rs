@@ -5,6 +5,9 @@
 
 use std::time::Duration;
 
+use sluice_pgwire::{Frame, FrameReader, messages};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
 use sluice_integration_tests::{
     SluiceCli,
     datapath::{DEFAULT_RULES, DataPath},
@@ -17,6 +20,20 @@ async fn accepts_connections(port: u16) -> bool {
     tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .is_ok()
+}
+
+/// The next frame `stream` sends.
+async fn read_frame(stream: &mut tokio::net::TcpStream, reader: &mut FrameReader) -> Frame {
+    loop {
+        if let Some(f) = reader.next_frame().unwrap() {
+            return f;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read_buf(reader.buffer()))
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert!(n > 0, "closed without a message");
+    }
 }
 
 async fn readyz(status_port: u16) -> Option<reqwest::StatusCode> {
@@ -37,6 +54,18 @@ async fn shutdown_lets_open_transactions_commit_and_ends_every_session_between_t
     .await;
     let got = busy.until(b'Z').await;
     assert!(errors(&got).is_empty(), "{}", errors(&got));
+    // A client accepted before the listener closes, still logging in.
+    let mut late = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    late.write_all(&messages::startup_message(&[
+        ("user", "alice"),
+        ("database", "app"),
+    ]))
+    .await
+    .unwrap();
+    let mut late_reader = FrameReader::new(1 << 20);
+    read_frame(&mut late, &mut late_reader).await; // the password request
 
     dp.agent.terminate();
 
@@ -49,6 +78,17 @@ async fn shutdown_lets_open_transactions_commit_and_ends_every_session_between_t
         readyz(dp.agent.status_port).await,
         Some(reqwest::StatusCode::SERVICE_UNAVAILABLE),
         "a draining agent must not report ready"
+    );
+
+    // The late client is refused at the door, not given a session.
+    late.write_all(&messages::password_message(dp.token.as_bytes()).raw)
+        .await
+        .unwrap();
+    let refusal = read_frame(&mut late, &mut late_reader).await;
+    let text = errors(std::slice::from_ref(&refusal));
+    assert!(
+        text.contains("57P03") && text.contains("shutting down"),
+        "the late client was not refused: {text}"
     );
 
     // The session between transactions is ended at once, and told why.

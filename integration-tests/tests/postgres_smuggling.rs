@@ -287,7 +287,7 @@ async fn a_portal_kept_across_rollback_to_savepoint_cannot_be_fetched_unjudged()
     );
     let text = errors_of(&mut s, &query("FETCH ALL FROM pd")).await;
     assert!(
-        text.contains("42501") && text.contains("needs approval"),
+        text.contains("42501") && text.contains("may still be on the target"),
         "{text}"
     );
     assert_eq!(errors_of(&mut s, &query("COMMIT")).await, "");

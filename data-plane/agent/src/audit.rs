@@ -147,7 +147,6 @@ impl Drop for IntentToken {
 }
 
 impl Shared {
-    /// Publishes the spool's counters if they changed.
     /// Applies the control plane's latest acknowledgement to the spool,
     /// then publishes the counters.
     fn apply_acks(&mut self) {
@@ -167,6 +166,7 @@ impl Shared {
         self.publish();
     }
 
+    /// Publishes the spool's counters if they changed.
     fn publish(&self) {
         let status = status_of(&self.spool, self.delivered);
         self.status_tx.send_if_modified(|s| {

@@ -192,7 +192,8 @@ impl Masker {
     /// table or a view over one with a masked column, or rows from where
     /// the agent cannot see (`FETCH`, `EXECUTE`). Without the catalog,
     /// whenever a rule masks columns (fail closed). Not on every
-    /// statement's path: asked when the target sends an error or notice.
+    /// statement's path: asked when the target sends an error or notice,
+    /// and for a statement that sets a parameter.
     pub fn reads_masked(&self, tables: &[String], kinds: &[String]) -> bool {
         if self.strict_for_statement(tables, kinds, "").is_some() {
             return true;

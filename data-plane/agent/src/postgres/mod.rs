@@ -185,6 +185,12 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
             FrontDoor::Refused(refusal) => return refuse(&agent, stream, event, refusal).await,
             FrontDoor::Granted(g) => g,
         };
+        if agent.sessions.is_draining() {
+            // Accepted just before the listener closed: not worth a session
+            // on the target that would end at once.
+            let r = Refusal::new("57P03", "shutting_down", SHUTTING_DOWN.to_owned());
+            return refuse(&agent, stream, event, r).await;
+        }
         let subject_slot = match agent.claim_subject_slot(&granted.subject.id) {
             Some(slot) => slot,
             None => {

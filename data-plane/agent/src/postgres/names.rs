@@ -35,7 +35,7 @@
 //!   large value bound through them must not be refused).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     fmt,
     sync::{
         Arc,
@@ -79,6 +79,23 @@ fn fits_the_target(name: &str) -> Result<(), Refusal> {
         ));
     }
     Ok(())
+}
+
+/// Most portal names a session remembers as forgotten (see
+/// `Names::forgotten`).
+const MAX_FORGOTTEN: usize = 256;
+
+/// What a FETCH or MOVE of a portal name runs.
+#[derive(Debug)]
+pub enum FetchTarget {
+    /// A portal bound through the protocol: its statement.
+    Bound(Arc<Prepared>),
+    /// A portal bound through the protocol that the agent forgot while the
+    /// target may keep it: a statement the agent can no longer name.
+    Forgotten,
+    /// None the protocol bound: an SQL cursor (its DECLARE was judged), or
+    /// nothing.
+    Cursor,
 }
 
 /// Bytes counted for each name besides the text and parameters it holds:
@@ -255,11 +272,15 @@ impl fmt::Display for Refusal {
 pub struct Names {
     statements: HashMap<String, Statement>,
     portals: HashMap<String, Arc<Portal>>,
-    /// Every portal the target confirmed since the transaction began, until
-    /// it ends: one the agent forgot (`ROLLBACK TO` drops only the portals
-    /// bound after its savepoint) may still be on the target, and a FETCH
-    /// through it runs its statement.
-    bound_in_transaction: HashMap<String, Arc<Prepared>>,
+    /// Portals the agent forgot while the target may keep them (`ROLLBACK
+    /// TO` drops only those bound after its savepoint; a confirmation that
+    /// did not match what was sent), until the transaction ends: a FETCH
+    /// through one would run a statement the agent can no longer name. At
+    /// most [`MAX_FORGOTTEN`] names (portal names are at most 63 bytes).
+    forgotten: HashSet<String>,
+    /// More than [`MAX_FORGOTTEN`] were forgotten: every FETCH is refused
+    /// until the transaction ends.
+    forgot_too_many: bool,
     pending: VecDeque<Pending>,
     /// Bytes `statements` and `portals` hold (see `NAME_OVERHEAD`).
     held: usize,
@@ -304,7 +325,8 @@ impl Names {
         Self {
             statements: HashMap::new(),
             portals: HashMap::new(),
-            bound_in_transaction: HashMap::new(),
+            forgotten: HashSet::new(),
+            forgot_too_many: false,
             pending: VecDeque::new(),
             held: 0,
             pending_held: 0,
@@ -466,6 +488,8 @@ impl Names {
                     self.cancel(|a| matches!(a, Addition::Portal(n, _) if *n == name));
                 }
                 Op::RemoveAllPortals => {
+                    let pending: Vec<String> = self.pending_portals().collect();
+                    self.note_forgotten(pending);
                     self.forget_portals();
                     self.cancel(|a| matches!(a, Addition::Portal(..)));
                 }
@@ -513,8 +537,6 @@ impl Names {
                 ..
             }) => {
                 if !cancelled {
-                    self.bound_in_transaction
-                        .insert(name.clone(), portal.statement.clone());
                     self.insert_portal(name.clone(), portal);
                 }
                 Some(name)
@@ -552,12 +574,16 @@ impl Names {
     /// Forgets confirmed portals: the transaction ended, so the target has
     /// none either.
     pub fn clear_portals(&mut self) {
-        self.bound_in_transaction.clear();
         self.forget_portals();
+        self.forgotten.clear();
+        self.forgot_too_many = false;
     }
 
-    /// Forgets confirmed portals, which the target may have dropped.
+    /// Forgets confirmed portals, which the target may have dropped, or
+    /// may not.
     fn forget_portals(&mut self) {
+        let names: Vec<String> = self.portals.keys().cloned().collect();
+        self.note_forgotten(names);
         let freed: usize = self
             .portals
             .drain()
@@ -567,8 +593,30 @@ impl Names {
         self.report();
     }
 
+    /// Names of portals sent and not yet confirmed.
+    fn pending_portals(&self) -> impl Iterator<Item = String> + '_ {
+        self.pending.iter().filter_map(|p| match &p.addition {
+            Addition::Portal(name, _) => Some(name.clone()),
+            Addition::Statement(..) => None,
+        })
+    }
+
+    fn note_forgotten(&mut self, names: Vec<String>) {
+        for name in names.into_iter().filter(|n| !n.is_empty()) {
+            if self.forgotten.len() >= MAX_FORGOTTEN {
+                self.forgot_too_many = true;
+                return;
+            }
+            self.forgotten.insert(name);
+        }
+    }
+
     /// Forgets everything: every name is unknown until parsed again.
     pub fn reset(&mut self) {
+        let pending: Vec<String> = self.pending_portals().collect();
+        self.note_forgotten(pending);
+        let portals: Vec<String> = self.portals.keys().cloned().collect();
+        self.note_forgotten(portals);
         self.statements.clear();
         self.portals.clear();
         self.pending.clear();
@@ -728,12 +776,15 @@ impl Plan<'_> {
         }
     }
 
-    /// The statement a protocol portal runs, if `name` is or may still be
-    /// one (an SQL cursor is not: DECLARE was judged).
-    pub fn bound_statement(&self, name: &str) -> Option<Arc<Prepared>> {
-        self.portal(name)
-            .map(|p| p.statement.clone())
-            .or_else(|| self.names.bound_in_transaction.get(name).cloned())
+    /// What a FETCH or MOVE through portal `name` runs.
+    pub fn fetch_target(&self, name: &str) -> FetchTarget {
+        match self.portal(name) {
+            Some(p) => FetchTarget::Bound(p.statement.clone()),
+            None if self.names.forgot_too_many || self.names.forgotten.contains(name) => {
+                FetchTarget::Forgotten
+            }
+            None => FetchTarget::Cursor,
+        }
     }
 
     fn statement(&self, name: &str) -> Option<Statement> {
@@ -885,11 +936,40 @@ mod tests {
             plan.bind("p", "s2", |_| Vec::new(), [0; 32], Vec::new())
                 .unwrap();
             assert_eq!(plan.execute("p").unwrap().statement.text, "select 2");
-            assert_eq!(
-                plan.bound_statement("p").map(|s| s.text.clone()).as_deref(),
-                Some("select 2")
+            assert!(
+                matches!(plan.fetch_target("p"), FetchTarget::Bound(s) if s.text == "select 2")
             );
         }
+    }
+
+    #[test]
+    fn a_portal_forgotten_while_the_target_may_keep_it_is_never_fetched_unjudged() {
+        let mut names = Names::default();
+        bound(&mut names, "s1", "delete from t", "p");
+        // ROLLBACK TO: the agent cannot tell whether p was bound before the
+        // savepoint (kept) or after it (dropped).
+        let mut plan = names.plan();
+        plan.sql(&[PreparedChange::CloseAllPortals]);
+        let ops = plan.into_ops();
+        names.apply(ops, 1);
+        let plan = names.plan();
+        assert!(matches!(plan.fetch_target("p"), FetchTarget::Forgotten));
+        assert!(matches!(plan.fetch_target("c"), FetchTarget::Cursor));
+        // The transaction ended: the target has no portals either.
+        names.clear_portals();
+        assert!(matches!(
+            names.plan().fetch_target("p"),
+            FetchTarget::Cursor
+        ));
+        // Forgetting is bounded: past the limit, every name counts.
+        for i in 0..=MAX_FORGOTTEN {
+            names.note_forgotten(vec![format!("p{i}")]);
+        }
+        assert!(matches!(
+            names.plan().fetch_target("never-bound"),
+            FetchTarget::Forgotten
+        ));
+        assert!(names.forgotten.len() <= MAX_FORGOTTEN);
     }
 
     #[test]

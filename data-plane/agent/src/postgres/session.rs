@@ -46,7 +46,7 @@ use super::{
     capture::{self, Capture},
     io::Stream,
     judge::{Judge, Verdict},
-    names::{Names, Prepared, Scope},
+    names::{FetchTarget, Names, Prepared, Scope},
     upstream::{Upstream, scrub},
 };
 use crate::{
@@ -673,7 +673,7 @@ impl Relay {
         self.refresh_catalog().await?;
         let snapshot = self.snapshot();
         let mut verdict = self.judge.sql(snapshot.as_ref(), &sql);
-        let bound = bound_portals(&verdict, |n| self.names.plan().bound_statement(n));
+        let bound = fetch_targets(&verdict, |n| self.names.plan().fetch_target(n));
         if let Some(refused) = fetch_refusal(&mut self.judge, snapshot.as_ref(), &verdict, &bound)
             .or_else(|| masked_setting_refusal(self.ctx.masker.as_ref(), &verdict))
         {
@@ -1463,7 +1463,7 @@ impl Relay {
                     // prepared earlier may have been denied since (cached
                     // per snapshot, so this is a lookup).
                     let mut verdict = self.judge.sql(snapshot.as_ref(), &p.statement.text);
-                    let bound = bound_portals(&verdict, |n| plan.bound_statement(n));
+                    let bound = fetch_targets(&verdict, |n| plan.fetch_target(n));
                     if let Some(refused) =
                         fetch_refusal(&mut self.judge, snapshot.as_ref(), &verdict, &bound)
                             .or_else(|| masked_setting_refusal(self.ctx.masker.as_ref(), &verdict))
@@ -2252,19 +2252,18 @@ fn params_digest(bind: &messages::Bind<'_>) -> [u8; 32] {
 const UNCONFIRMED: &str =
     "is queued: the control plane has not confirmed it yet, and it cannot be approved until it has";
 
-/// The error a retry-mode statement gets: approval request `request_id`
-/// (which `state` describes) must be approved before the statement is sent
-/// again, within `ttl`.
 /// The portals `verdict`'s FETCH and MOVE statements name that were bound
-/// through the protocol, with the statements bound there.
-fn bound_portals(
+/// through the protocol (what they run, as far as the agent knows); SQL
+/// cursors are left out, their DECLARE was judged.
+fn fetch_targets(
     verdict: &Verdict,
-    bound: impl Fn(&str) -> Option<Arc<Prepared>>,
-) -> Vec<(String, Arc<Prepared>)> {
+    target: impl Fn(&str) -> FetchTarget,
+) -> Vec<(String, FetchTarget)> {
     verdict
         .fetches
         .iter()
-        .filter_map(|name| bound(name).map(|s| (name.clone(), s)))
+        .map(|name| (name.clone(), target(name)))
+        .filter(|(_, t)| !matches!(t, FetchTarget::Cursor))
         .collect()
 }
 
@@ -2277,9 +2276,18 @@ fn fetch_refusal(
     judge: &mut Judge,
     snapshot: Option<&Arc<crate::snapshot::Active>>,
     verdict: &Verdict,
-    bound: &[(String, Arc<Prepared>)],
+    bound: &[(String, FetchTarget)],
 ) -> Option<Arc<Verdict>> {
-    for (name, statement) in bound {
+    for (name, target) in bound {
+        let FetchTarget::Bound(statement) = target else {
+            return Some(Arc::new(Verdict {
+                reason: format!(
+                    "FETCH or MOVE would run portal \"{name}\", which was bound through the protocol in this transaction and may still be on the target (after ROLLBACK TO) running a statement sluice can no longer name; bind it again, or fetch once the transaction has ended"
+                ),
+                kinds: verdict.kinds.clone(),
+                ..Verdict::default()
+            }));
+        };
         let runs = judge.sql(snapshot, &statement.text);
         if runs.allowed {
             continue;
@@ -2361,6 +2369,9 @@ fn message_never_quotes_data(fields: &[(u8, String)]) -> bool {
     fixed || (analysis && has(b'P') && !has(b'q'))
 }
 
+/// The error a retry-mode statement gets: approval request `request_id`
+/// (which `state` describes) must be approved before the statement is sent
+/// again, within `ttl`.
 /// Who decided a request, for a client's error.
 fn decided_by(approvers: &[String]) -> String {
     if approvers.is_empty() {
