@@ -258,6 +258,16 @@ pub struct ResourceCreateArgs {
     /// What the agent does when it cannot record audit events.
     #[arg(long, value_enum, value_name = "MODE")]
     pub audit_mode: Option<AuditMode>,
+
+    /// Most client sessions the agent holds on the service at once, each one
+    /// connection to it: keep it below the service's own limit (PostgreSQL's
+    /// `max_connections`, less its reserved slots).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
+    /// Most of those one subject may hold, so no one client can take them all.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_subject: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -728,6 +738,10 @@ mod tests {
             "verify-full",
             "--audit-mode",
             "best_effort",
+            "--max-connections",
+            "90",
+            "--max-connections-per-subject",
+            "10",
         ])
         .expect("parses");
         let Command::Resources {
@@ -748,6 +762,10 @@ mod tests {
         );
         assert_eq!(args.tls_mode, Some(TlsMode::VerifyFull));
         assert_eq!(args.audit_mode, Some(AuditMode::BestEffort));
+        assert_eq!(
+            (args.max_connections, args.max_connections_per_subject),
+            (Some(90), Some(10))
+        );
     }
 
     #[test]
@@ -766,6 +784,8 @@ mod tests {
         assert!(with(&["--address", "db:1", "--label", "novalue"]).is_err());
         assert!(with(&["--address", "db:1", "--label", "=x"]).is_err());
         assert!(with(&["--address", "db:1", "--tls-mode", "maybe"]).is_err());
+        assert!(with(&["--address", "db:1", "--max-connections", "0"]).is_err());
+        assert!(with(&["--address", "db:1", "--max-connections-per-subject", "-1"]).is_err());
         assert!(with(&[]).is_err(), "address is required");
     }
 

@@ -48,6 +48,12 @@ pub fn row_to_spec(row: &ResourceRow) -> Result<ResourceSpec, SnapshotError> {
     if !row.tls_ca.is_empty() {
         v["tls_ca"] = row.tls_ca.clone().into();
     }
+    if row.max_connections > 0 {
+        v["max_connections"] = row.max_connections.into();
+    }
+    if row.max_connections_per_subject > 0 {
+        v["max_connections_per_subject"] = row.max_connections_per_subject.into();
+    }
     serde_json::from_value(v).map_err(|e| SnapshotError::Resource {
         name: row.name.clone(),
         reason: e.to_string(),
@@ -81,6 +87,8 @@ pub fn spec_to_row(spec: &ResourceSpec) -> ResourceRow {
         audit_mode: Some(s("audit_mode"))
             .filter(|m| !m.is_empty())
             .unwrap_or_else(|| "fail_closed".into()),
+        max_connections: spec.max_connections.unwrap_or_default(),
+        max_connections_per_subject: spec.max_connections_per_subject.unwrap_or_default(),
         updated_at: now_ms(),
     }
 }
@@ -172,6 +180,8 @@ pub async fn build(
                 tls_ca_pem: r.tls_ca.clone(),
                 audit_mode: r.audit_mode.clone(),
                 mask_key: cp.keys.mask.for_resource(&r.name),
+                max_connections: r.max_connections,
+                max_connections_per_subject: r.max_connections_per_subject,
             })
             .collect(),
         compiled_policy: compiled

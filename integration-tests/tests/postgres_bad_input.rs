@@ -175,6 +175,98 @@ async fn per_subject_connection_limit_is_enforced() {
     crate_eventually_connects(&url).await;
 }
 
+/// The resource's own limits: each session is one connection to the target,
+/// whose own limit (`max_connections`) no one subject may exhaust. Logins past
+/// them are refused before anything reaches the target.
+#[tokio::test]
+async fn a_resources_connection_limits_keep_one_subject_from_taking_the_targets_connections() {
+    let mut dp = DataPath::start().await;
+    let api = dp.cp.api();
+    let doc = dp
+        .policy("devs", sluice_integration_tests::datapath::DEFAULT_RULES)
+        .replace(
+            "    credential: app-db\n",
+            "    credential: app-db\n    max_connections: 3\n    max_connections_per_subject: 2\n",
+        );
+    let (s, v) = api.apply_policy(&doc).await;
+    assert!(s.is_success(), "{v}");
+    let revision = v["revision"].as_u64().expect("revision");
+    dp.agent
+        .wait_version(revision, Duration::from_secs(10))
+        .await;
+    let shown = api.get_ok("/api/v1/resources/app").await;
+    assert_eq!(
+        (
+            &shown["max_connections"],
+            &shown["max_connections_per_subject"]
+        ),
+        (&serde_json::json!(3), &serde_json::json!(2)),
+        "{shown}"
+    );
+    let (s, v) = api
+        .put(
+            "/api/v1/resources/app",
+            serde_json::json!({"kind": "postgres", "agent": "edge", "address": "127.0.0.1:1", "database": "app", "max_connections": 0}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 400, "0 is not a limit: {v}");
+
+    let bob = dp.cp.user_token("bob", &["devs"]).await;
+    let carol = dp.cp.user_token("carol", &["devs"]).await;
+    let url_of = |token: &str| {
+        format!(
+            "postgres://x:{token}@127.0.0.1:{}/app?sslmode=disable",
+            dp.agent.pg_port
+        )
+    };
+    let refusal = |err: sqlx::Error| {
+        let db = err.as_database_error().expect("a PostgreSQL error");
+        (db.code().map(|c| c.into_owned()), db.message().to_owned())
+    };
+    let in_target = || dp.target("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'");
+
+    let a1 = sqlx::postgres::PgConnection::connect(&dp.url())
+        .await
+        .unwrap();
+    let _a2 = sqlx::postgres::PgConnection::connect(&dp.url())
+        .await
+        .unwrap();
+    let (code, message) = refusal(
+        sqlx::postgres::PgConnection::connect(&dp.url())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code.as_deref(), Some("53300"), "{message}");
+    assert!(
+        message.contains("\"alice\" already has the maximum of 2 sessions on \"app\"")
+            && message.contains("max_connections_per_subject"),
+        "{message}"
+    );
+    // Another subject still gets in: alice's share is not the resource's.
+    let mut b1 = sqlx::postgres::PgConnection::connect(&url_of(&bob))
+        .await
+        .unwrap();
+    let (code, message) = refusal(
+        sqlx::postgres::PgConnection::connect(&url_of(&carol))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code.as_deref(), Some("53300"), "{message}");
+    assert!(
+        message.contains("\"app\" already has its maximum of 3 sessions")
+            && message.contains("max_connections"),
+        "{message}"
+    );
+    // The target saw the three sessions and none of the refused logins.
+    assert_eq!(in_target(), "3");
+    let one: (i32,) = sqlx::query_as("SELECT 1").fetch_one(&mut b1).await.unwrap();
+    assert_eq!(one.0, 1);
+
+    // A slot comes back when its session ends.
+    drop(a1);
+    crate_eventually_connects(&url_of(&carol)).await;
+}
+
 /// A Bind with a 2 MB parameter (an upload, say) in an extended-protocol
 /// cycle asking for its length, and where to split it to leave it arriving.
 fn two_megabyte_bind() -> (Vec<u8>, usize) {

@@ -147,6 +147,8 @@ fn resource(name: &str, agent: &str) -> ResourceRow {
         tls_mode: "disable".to_owned(),
         tls_ca: String::new(),
         audit_mode: "fail_closed".to_owned(),
+        max_connections: 0,
+        max_connections_per_subject: 0,
         updated_at: 1_700_000_000_000,
     }
 }
@@ -387,6 +389,8 @@ async fn resources_round_trip_and_delete(store: &Store) {
     ]);
     orders.tls_mode = "verify-full".to_owned();
     orders.audit_mode = "best_effort".to_owned();
+    orders.max_connections = 90;
+    orders.max_connections_per_subject = 4_000_000_000;
     store.upsert_resource(&orders).await.expect("create");
     let mut billing = resource("billing", "edge-2");
     billing.kind = "ssh".to_owned();

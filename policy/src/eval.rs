@@ -985,6 +985,8 @@ policies:
             tls_mode: Default::default(),
             tls_ca: None,
             audit_mode: Default::default(),
+            max_connections: None,
+            max_connections_per_subject: None,
         };
         compile(doc, &[r], "a")
     }

@@ -125,6 +125,11 @@ policies:
             (r.tls_mode, r.audit_mode),
             (TlsMode::Disable, AuditMode::FailClosed)
         );
+        assert_eq!(
+            (r.max_connections, r.max_connections_per_subject),
+            (None, None),
+            "no limits of the resource's own unless it sets them"
+        );
         let p = &doc.policies[0];
         assert_eq!(p.subjects.service_accounts, ["ci-bot"]);
         assert_eq!(p.rules.len(), 6);
@@ -190,6 +195,20 @@ policies:
             agent_side.decide(&bot, "orders-db", &delete_all).outcome,
             Outcome::Approve(_)
         ));
+    }
+
+    #[test]
+    fn resource_connection_limits_parse() {
+        let doc = parse_document(&example().replace(
+            "    audit_mode: fail_closed",
+            "    max_connections: 90\n    max_connections_per_subject: 20\n    audit_mode: fail_closed",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let r = &doc.resources[0];
+        assert_eq!(
+            (r.max_connections, r.max_connections_per_subject),
+            (Some(90), Some(20))
+        );
     }
 
     #[test]

@@ -65,6 +65,17 @@ pub struct ResourceSpec {
     /// What to do when an audit event cannot be spooled.
     #[serde(default)]
     pub audit_mode: AuditMode,
+    /// Most client sessions its agent holds on the target at once, over all
+    /// subjects; each is one connection to the target, so keep it below the
+    /// target's own `max_connections` (less its reserved slots). Unset: only
+    /// the agent's own limits apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Most of them one subject may hold, so one client cannot take all the
+    /// target's connections from the others. Unset: only the agent's
+    /// per-subject limit applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_subject: Option<u32>,
 }
 
 /// The protocol of a resource.

@@ -165,6 +165,27 @@ impl Validator {
                 self.error(path.key("labels"), "label keys must not be empty");
             }
         }
+        for (key, limit) in [
+            ("max_connections", r.max_connections),
+            ("max_connections_per_subject", r.max_connections_per_subject),
+        ] {
+            if limit == Some(0) {
+                self.error(
+                    path.key(key),
+                    format!(
+                        "`{key}` must be at least 1; omit it for no limit of the resource's own"
+                    ),
+                );
+            }
+        }
+        if let (Some(all), Some(each)) = (r.max_connections, r.max_connections_per_subject)
+            && each > all
+        {
+            self.error(
+                path.key("max_connections_per_subject"),
+                format!("`max_connections_per_subject` ({each}) cannot be more than `max_connections` ({all})"),
+            );
+        }
     }
 
     fn policy(&mut self, path: &FieldPath, p: &Policy) {
@@ -670,6 +691,9 @@ resources:
   - { name: g, kind: http, agent: eu, address: \"https://x:443\" }
   - { name: h, kind: postgres, agent: eu, address: \"[::1]:5432\", database: orders, tls_mode: verify-full, tls_ca: \"-----BEGIN CERTIFICATE-----\", audit_mode: best_effort }
   - { name: i, kind: postgres, agent: eu, address: \"h:5432\", database: orders, tls_mode: verify-full }
+  - { name: j, kind: postgres, agent: eu, address: \"h:5432\", database: o, max_connections: 0, max_connections_per_subject: 0 }
+  - { name: k, kind: postgres, agent: eu, address: \"h:5432\", database: o, max_connections: 10, max_connections_per_subject: 11 }
+  - { name: l, kind: postgres, agent: eu, address: \"h:5432\", database: o, max_connections: 10, max_connections_per_subject: 10 }
 ";
         assert_errors(
             text,
@@ -709,6 +733,21 @@ resources:
                     10,
                     "resources[8].tls_ca",
                     "`tls_mode: verify-full` needs `tls_ca`",
+                ),
+                (
+                    11,
+                    "resources[9].max_connections",
+                    "`max_connections` must be at least 1; omit it for no limit",
+                ),
+                (
+                    11,
+                    "resources[9].max_connections_per_subject",
+                    "`max_connections_per_subject` must be at least 1",
+                ),
+                (
+                    12,
+                    "resources[10].max_connections_per_subject",
+                    "`max_connections_per_subject` (11) cannot be more than `max_connections` (10)",
                 ),
             ],
         );

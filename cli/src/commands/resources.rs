@@ -77,6 +77,11 @@ fn describe(r: &Value) -> String {
         ("labels", field(r, "labels")),
         ("tls mode", field(r, "tls_mode")),
         ("audit mode", field(r, "audit_mode")),
+        ("max connections", field(r, "max_connections")),
+        (
+            "max connections per subject",
+            field(r, "max_connections_per_subject"),
+        ),
         ("updated at", field(r, "updated_at")),
     ])
 }
@@ -107,6 +112,12 @@ pub fn resource_body(args: &ResourceCreateArgs) -> Value {
         }
         if let Some(mode) = args.audit_mode {
             obj.insert("audit_mode".into(), json!(mode.as_api()));
+        }
+        if let Some(n) = args.max_connections {
+            obj.insert("max_connections".into(), json!(n));
+        }
+        if let Some(n) = args.max_connections_per_subject {
+            obj.insert("max_connections_per_subject".into(), json!(n));
         }
     }
     body
@@ -172,11 +183,15 @@ mod tests {
             "verify-full",
             "--audit-mode",
             "fail_closed",
+            "--max-connections",
+            "50",
         ]));
         assert_eq!(body["database"], "orders");
         assert_eq!(body["credential"], "ro");
         assert_eq!(body["labels"], json!({"env": "prod"}));
         assert_eq!(body["tls_mode"], "verify-full");
         assert_eq!(body["audit_mode"], "fail_closed");
+        assert_eq!(body["max_connections"], 50);
+        assert!(body.get("max_connections_per_subject").is_none());
     }
 }

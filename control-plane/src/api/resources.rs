@@ -25,6 +25,8 @@ pub fn to_json(r: &ResourceRow) -> Value {
         "tls_mode": r.tls_mode,
         "tls_ca": r.tls_ca,
         "audit_mode": r.audit_mode,
+        "max_connections": (r.max_connections > 0).then_some(r.max_connections),
+        "max_connections_per_subject": (r.max_connections_per_subject > 0).then_some(r.max_connections_per_subject),
         "updated_at": rfc3339(r.updated_at),
     })
 }
@@ -66,6 +68,10 @@ pub struct ResourceBody {
     /// PEM of the target's CA, for `tls_mode: verify-full`.
     tls_ca: Option<String>,
     audit_mode: Option<String>,
+    /// Most client sessions on the target at once (null: no limit of its own).
+    max_connections: Option<u32>,
+    /// The same, per subject.
+    max_connections_per_subject: Option<u32>,
     /// Accepted (and ignored) so a GET response can be PUT back.
     #[serde(default)]
     #[allow(dead_code)]
@@ -85,6 +91,21 @@ pub async fn put(
             body.name.unwrap_or_default()
         )));
     }
+    for (key, limit) in [
+        ("max_connections", body.max_connections),
+        (
+            "max_connections_per_subject",
+            body.max_connections_per_subject,
+        ),
+    ] {
+        if limit == Some(0) {
+            // Stored as "none"; refused here as the policy document's
+            // `resources:` section refuses it.
+            return Err(AppError::bad_request(format!(
+                "`{key}` must be at least 1; omit it (or send null) for no limit of the resource's own"
+            )));
+        }
+    }
     let row = ResourceRow {
         name: name.clone(),
         kind: body.kind,
@@ -96,6 +117,8 @@ pub async fn put(
         tls_mode: body.tls_mode.unwrap_or_else(|| "disable".into()),
         tls_ca: body.tls_ca.unwrap_or_default(),
         audit_mode: body.audit_mode.unwrap_or_else(|| "fail_closed".into()),
+        max_connections: body.max_connections.unwrap_or_default(),
+        max_connections_per_subject: body.max_connections_per_subject.unwrap_or_default(),
         updated_at: now_ms(),
     };
     validate(&row)?;

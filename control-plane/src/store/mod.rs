@@ -264,13 +264,16 @@ impl Store {
         r: &ResourceRow,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO resources (name, kind, agent, address, database_name, credential, labels_json, tls_mode, audit_mode, updated_at, tls_ca)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            "INSERT INTO resources (name, kind, agent, address, database_name, credential, labels_json, tls_mode, audit_mode, updated_at, tls_ca,
+                                    max_connections, max_connections_per_subject)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, agent = excluded.agent,
                address = excluded.address, database_name = excluded.database_name,
                credential = excluded.credential, labels_json = excluded.labels_json,
                tls_mode = excluded.tls_mode, audit_mode = excluded.audit_mode,
-               updated_at = excluded.updated_at, tls_ca = excluded.tls_ca",
+               updated_at = excluded.updated_at, tls_ca = excluded.tls_ca,
+               max_connections = excluded.max_connections,
+               max_connections_per_subject = excluded.max_connections_per_subject",
         )
         .bind(&r.name)
         .bind(&r.kind)
@@ -283,6 +286,8 @@ impl Store {
         .bind(&r.audit_mode)
         .bind(r.updated_at)
         .bind(&r.tls_ca)
+        .bind(i64::from(r.max_connections))
+        .bind(i64::from(r.max_connections_per_subject))
         .execute(&mut **tx)
         .await?;
         Ok(())

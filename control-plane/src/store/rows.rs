@@ -54,7 +54,7 @@ impl SystemKeyRow {
     }
 }
 
-pub(crate) const RESOURCE_COLUMNS: &str = "name, kind, agent, address, database_name, credential, labels_json, tls_mode, tls_ca, audit_mode, updated_at";
+pub(crate) const RESOURCE_COLUMNS: &str = "name, kind, agent, address, database_name, credential, labels_json, tls_mode, tls_ca, audit_mode, max_connections, max_connections_per_subject, updated_at";
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResourceRow {
@@ -69,6 +69,10 @@ pub struct ResourceRow {
     /// PEM of the target's CA (verify-full); empty when unused.
     pub tls_ca: String,
     pub audit_mode: String,
+    /// Most client sessions on the target at once; 0 = no limit of its own.
+    pub max_connections: u32,
+    /// The same, per subject; 0 = no limit of its own.
+    pub max_connections_per_subject: u32,
     pub updated_at: i64,
 }
 
@@ -86,9 +90,16 @@ impl ResourceRow {
             tls_mode: r.try_get("tls_mode")?,
             tls_ca: r.try_get("tls_ca")?,
             audit_mode: r.try_get("audit_mode")?,
+            max_connections: limit(r.try_get("max_connections")?),
+            max_connections_per_subject: limit(r.try_get("max_connections_per_subject")?),
             updated_at: r.try_get("updated_at")?,
         })
     }
+}
+
+/// A stored connection limit; anything out of range reads as none.
+fn limit(stored: i64) -> u32 {
+    u32::try_from(stored).unwrap_or(0)
 }
 
 pub(crate) const CREDENTIAL_COLUMNS: &str =

@@ -64,6 +64,8 @@ pub struct Agent {
     /// TLS for client connections (None: plaintext only).
     pub pg_tls: Option<tokio_rustls::TlsAcceptor>,
     subject_connections: Mutex<std::collections::HashMap<String, SubjectUse>>,
+    /// Client sessions per resource, for the resource's own limits.
+    resource_connections: Mutex<std::collections::HashMap<String, ResourceUse>>,
     /// Bytes of large messages still arriving for all sessions (see
     /// [`ReceiveCharge`]).
     receiving: Arc<AtomicUsize>,
@@ -85,6 +87,51 @@ struct SubjectUse {
     receiving: Arc<AtomicUsize>,
     /// Bytes its sessions' prepared statements and portals hold.
     prepared: Arc<AtomicUsize>,
+}
+
+/// Client sessions on one resource's target, in all and by subject.
+#[derive(Default)]
+struct ResourceUse {
+    connections: u32,
+    by_subject: std::collections::HashMap<String, u32>,
+}
+
+/// Why a resource has no room for another session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceFull {
+    /// Its `max_connections`, over all subjects.
+    All(u32),
+    /// Its `max_connections_per_subject`.
+    Subject(u32),
+}
+
+/// A session counted against its resource's limits; released on drop.
+pub struct ResourceSlot<'a> {
+    agent: &'a Agent,
+    resource: String,
+    subject: String,
+}
+
+impl Drop for ResourceSlot<'_> {
+    fn drop(&mut self) {
+        let mut counts = self
+            .agent
+            .resource_connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(u) = counts.get_mut(&self.resource) {
+            u.connections = u.connections.saturating_sub(1);
+            if let Some(n) = u.by_subject.get_mut(&self.subject) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    u.by_subject.remove(&self.subject);
+                }
+            }
+            if u.connections == 0 {
+                counts.remove(&self.resource);
+            }
+        }
+    }
 }
 
 /// A connection counted against its subject's limit; released on drop.
@@ -263,6 +310,7 @@ impl Agent {
             },
             pg_tls,
             subject_connections: Mutex::new(std::collections::HashMap::new()),
+            resource_connections: Mutex::new(std::collections::HashMap::new()),
             receiving: Arc::default(),
             prepared: Arc::default(),
             sessions: Arc::default(),
@@ -292,6 +340,38 @@ impl Agent {
             subject: subject.to_owned(),
             receiving: Arc::clone(&u.receiving),
             prepared: Arc::clone(&u.prepared),
+        })
+    }
+
+    /// Counts a session of `subject` on `resource`, unless the resource's
+    /// own limits (`max_connections`, `max_connections_per_subject`; 0 for
+    /// none) leave no room. Each session is one connection to the target,
+    /// so these keep one client from taking all of the target's.
+    pub fn claim_resource_slot(
+        &self,
+        resource: &pb::Resource,
+        subject: &str,
+    ) -> Result<ResourceSlot<'_>, ResourceFull> {
+        let mut counts = self
+            .resource_connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let u = counts.entry(resource.name.clone()).or_default();
+        let all = resource.max_connections;
+        if all > 0 && u.connections >= all {
+            return Err(ResourceFull::All(all));
+        }
+        let each = resource.max_connections_per_subject;
+        let mine = u.by_subject.get(subject).copied().unwrap_or(0);
+        if each > 0 && mine >= each {
+            return Err(ResourceFull::Subject(each));
+        }
+        u.connections += 1;
+        *u.by_subject.entry(subject.to_owned()).or_default() += 1;
+        Ok(ResourceSlot {
+            agent: self,
+            resource: resource.name.clone(),
+            subject: subject.to_owned(),
         })
     }
 

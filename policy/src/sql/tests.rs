@@ -1134,6 +1134,8 @@ fn classify_and_decide_deny_smuggled_ddl() {
         tls_mode: Default::default(),
         tls_ca: None,
         audit_mode: Default::default(),
+        max_connections: None,
+        max_connections_per_subject: None,
     };
     let policy: CompiledPolicy = compile(&doc, &[r], "a");
     let u = Subject::user("u", Vec::<String>::new());

@@ -201,6 +201,23 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
                 return refuse(&agent, stream, event, r).await;
             }
         };
+        // Held for the whole session: it stands for its upstream connection.
+        let _resource_slot = match agent.claim_resource_slot(&granted.resource, &granted.subject.id) {
+            Ok(slot) => slot,
+            Err(full) => {
+                let why = match full {
+                    crate::ResourceFull::All(n) => format!(
+                        "\"{}\" already has its maximum of {n} sessions through this agent (the resource's max_connections); try again when one ends",
+                        granted.resource.name
+                    ),
+                    crate::ResourceFull::Subject(n) => format!(
+                        "\"{}\" already has the maximum of {n} sessions on \"{}\" (the resource's max_connections_per_subject); close one first",
+                        granted.subject.id, granted.resource.name
+                    ),
+                };
+                return refuse(&agent, stream, event, Refusal::new("53300", "too_many_connections", why)).await;
+            }
+        };
         let upstream = match upstream::connect(&granted.resource, &granted.credential, &granted.params, UPSTREAM_TIMEOUT, agent.args.max_message_bytes).await {
             Ok(u) => u,
             Err(e) => {
