@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sluice_integration_tests::{
     datapath::DataPath,
-    rawpg::{RawSession, bind, errors, execute, first_column, parse, query, sync},
+    rawpg::{RawSession, bind, errors, execute, first_column, flush, parse, query, sync},
 };
 
 /// Deletes need approval (retry mode: the answer comes at once); reads,
@@ -186,6 +186,122 @@ async fn the_client_encoding_cannot_be_changed_under_the_agent() {
         .await
         .expect("the connection was not closed");
     assert!(closed.iter().all(|f| f.tag != b'Z'), "the session went on");
+}
+
+/// Valid UTF-8 whose last byte opens a two-byte character in SJIS. Read as
+/// UTF-8 (as the agent judges it), the backslash escapes the quote and the
+/// DELETE is inside a string; read as SJIS, the backslash is the second byte
+/// of that character, the string ends there, and the DELETE runs.
+fn delete_hidden_from_utf8(id: i32) -> String {
+    format!("SELECT E'\u{c1}\\'; DELETE FROM items WHERE id = {id}; --'")
+}
+
+/// A function the classifier cannot see into that switches the session to
+/// SJIS (created as a database's owner might).
+fn create_to_sjis(dp: &DataPath) {
+    dp.pg.psql(
+        "app",
+        "CREATE FUNCTION to_sjis() RETURNS text LANGUAGE sql AS $$ SELECT set_config('client_encoding', 'SJIS', false) $$",
+    );
+}
+
+#[tokio::test]
+async fn text_pipelined_behind_an_encoding_change_is_not_read_in_the_new_encoding() {
+    let dp = DataPath::start_with(RULES, Vec::new()).await;
+    create_to_sjis(&dp);
+    // In UTF8, agent and target read the text alike: one harmless SELECT.
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    s.send(&query(&delete_hidden_from_utf8(7))).await;
+    assert_eq!(
+        first_column(&s.until(b'Z').await),
+        ["\u{c1}'; DELETE FROM items WHERE id = 7; --"]
+    );
+    assert!(row_exists(&dp, 7));
+
+    // The switch and the text in one write: the text waits for the switch's
+    // answer, which reports the change, and the session ends unread.
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    let pipelined = [
+        query("SELECT to_sjis()"),
+        query(&delete_hidden_from_utf8(8)),
+    ]
+    .concat();
+    s.send(&pipelined).await;
+    let got = tokio::time::timeout(Duration::from_secs(10), s.until_or_closed(b'X'))
+        .await
+        .expect("the session was not ended");
+    let text = errors(&got);
+    assert!(
+        text.contains("0A000") && text.contains("client_encoding was changed to SJIS"),
+        "{text}"
+    );
+    assert!(row_exists(&dp, 8), "the hidden DELETE ran on the target");
+
+    // Text that is not ASCII behind ordinary statements waits its turn and
+    // runs as sent.
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    let pipelined = [
+        query("SELECT pg_sleep(0.2)"),
+        query("SELECT 'caf\u{e9}'"),
+        query("SELECT 'ok'"),
+    ]
+    .concat();
+    s.send(&pipelined).await;
+    let got = s.until_n(b'Z', 3).await;
+    assert_eq!(errors(&got), "");
+    assert_eq!(first_column(&got), ["", "caf\u{e9}", "ok"]);
+}
+
+#[tokio::test]
+async fn text_after_an_execute_in_the_same_cycle_must_be_ascii() {
+    let dp = DataPath::start_with(RULES, Vec::new()).await;
+    create_to_sjis(&dp);
+    let run = |sql: &str| [parse("", sql), bind("", ""), execute("", 0)].concat();
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+
+    // One batch: the switch, then the text. Refused whole; nothing ran.
+    let batch = [
+        run("SELECT to_sjis()"),
+        run(&delete_hidden_from_utf8(9)),
+        sync(),
+    ]
+    .concat();
+    let text = errors_of(&mut s, &batch).await;
+    assert!(
+        text.contains("0A000") && text.contains("cannot follow an Execute before Sync"),
+        "{text}"
+    );
+    s.send(&query("SHOW client_encoding")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["UTF8"]);
+
+    // The switch in a batch ended with Flush (it ran; its cycle stays open),
+    // then the text as a Query: refused, which fails the open cycle on the
+    // target, so the switch is rolled back with it.
+    s.send(&[run("SELECT to_sjis()"), flush()].concat()).await;
+    s.until(b'C').await;
+    let text = errors_of(&mut s, &query(&delete_hidden_from_utf8(9))).await;
+    assert!(
+        text.contains("0A000") && text.contains("cannot follow an Execute before Sync"),
+        "{text}"
+    );
+    s.send(&query("SHOW client_encoding")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["UTF8"]);
+    assert!(row_exists(&dp, 9), "the hidden DELETE ran on the target");
+
+    // Not after an Execute, or after Sync: as usual.
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    let batch = [
+        run("SELECT 'caf\u{e9}'"),
+        sync(),
+        run("SELECT 'na\u{ef}ve'"),
+        run("SELECT 'ok'"),
+        sync(),
+    ]
+    .concat();
+    s.send(&batch).await;
+    let got = s.until_n(b'Z', 2).await;
+    assert_eq!(errors(&got), "");
+    assert_eq!(first_column(&got), ["caf\u{e9}", "na\u{ef}ve", "ok"]);
 }
 
 #[tokio::test]

@@ -25,6 +25,16 @@
 //!   transaction gets its denial straight from the agent.
 //! - `FunctionCall` is judged as kind `function_call`; COPY data flows only
 //!   while the target is in COPY IN state.
+//! - Encoding: the agent reads SQL as UTF-8, the target in the session's
+//!   `client_encoding`, which a statement may change (through a function the
+//!   agent cannot see into) and which the target reports only with that
+//!   request's ReadyForQuery, when the session then ends. Text read by the
+//!   target before that report would be read differently from how it was
+//!   judged, except ASCII, which reads alike in every client encoding
+//!   PostgreSQL allows. So a Query or batch whose text or names are not
+//!   ASCII waits until the target has answered everything before it, and
+//!   one that would follow a statement run in the same unsynced cycle (where
+//!   no report can come first) is refused with 0A000 ([`reads_alike`]).
 //! - Every request is written to the audit spool before it is forwarded;
 //!   if that fails, the request is refused.
 
@@ -69,6 +79,9 @@ const MAX_EXECUTES: usize = 10_000;
 const MAX_IN_FLIGHT: usize = MAX_EXECUTES;
 /// Largest extended-protocol batch buffered before a Sync/Flush.
 const MAX_BATCH: usize = 64 * 1024 * 1024;
+/// Why a request whose text is not ASCII is refused after a statement run
+/// in the same unsynced cycle (see the module docs).
+const ENCODING_RACE: &str = "SQL text or names that are not ASCII cannot follow an Execute before Sync: a statement run in the same cycle may change the session's client_encoding, which the database reports only at Sync. Send Sync first";
 
 /// How long a retry-mode statement's answer waits for the control plane to
 /// confirm it has stored the approval request.
@@ -233,6 +246,14 @@ struct Holding {
     cancel_mark: u64,
 }
 
+/// A request with non-ASCII text waiting for the target to answer those
+/// before it (see the module docs).
+enum Deferred {
+    Query(Frame),
+    /// `Relay::batch`, ended by its Sync or Flush.
+    Batch,
+}
+
 enum HeldOutcome {
     Decided(pb::ApprovalDecision),
     TimedOut,
@@ -252,6 +273,12 @@ struct Relay {
     /// Extended-protocol messages were sent since the last Sync (a batch
     /// ended in Flush): the target has an open sync cycle.
     unsynced: bool,
+    /// In that open cycle a statement ran (an Execute went to the target):
+    /// a client_encoding change it made is not reported until the cycle
+    /// ends.
+    ran_unsynced: bool,
+    /// A request waiting for everything before it to be answered.
+    deferred: Option<Deferred>,
     /// Responses made up by the agent, released once `cycles_done` reaches
     /// the number given.
     held: VecDeque<(u64, BytesMut)>,
@@ -357,6 +384,8 @@ pub async fn run(
         cycles_sent: 0,
         cycles_done: 0,
         unsynced: false,
+        ran_unsynced: false,
+        deferred: None,
         held: VecDeque::new(),
         substitutes: VecDeque::new(),
         holding: None,
@@ -396,7 +425,7 @@ pub async fn run(
         // After the client's Terminate, keep relaying until the target has
         // answered everything it was sent and closes the connection.
         tokio::select! {
-            r = client_r.read_buf(client_reader.buffer()), if relay.to_server.len() < HIGH_WATER && relay.to_client.len() + relay.held_bytes < HIGH_WATER && relay.units.len() < MAX_IN_FLIGHT && !relay.terminate && (relay.holding.is_none() || client_reader.buffer().len() < HOLD_READ_LIMIT) => {
+            r = client_r.read_buf(client_reader.buffer()), if relay.to_server.len() < HIGH_WATER && relay.to_client.len() + relay.held_bytes < HIGH_WATER && relay.units.len() < MAX_IN_FLIGHT && !relay.terminate && (relay.holding.is_none() && relay.deferred.is_none() || client_reader.buffer().len() < HOLD_READ_LIMIT) => {
                 last_activity = tokio::time::Instant::now();
                 match r {
                     Ok(0) => break None,
@@ -421,6 +450,14 @@ pub async fn run(
                         }
                         if let Err(e) = relay.count_arriving(&server_reader, true) {
                             break Some(e);
+                        }
+                        if relay.deferred.is_some() && relay.inflight() == 0 {
+                            if let Err(e) = relay.resume_deferred().await {
+                                break Some(e);
+                            }
+                            if let Err(e) = relay.on_client_bytes(&mut client_reader).await {
+                                break Some(e);
+                            }
                         }
                     }
                     Err(e) => break Some(e.into()),
@@ -460,7 +497,7 @@ pub async fn run(
             }
             // A batch that ended in Flush leaves the target's transaction
             // open (and its locks held): idle all the same.
-            () = &mut idle_sleep, if relay.inflight() == 0 && relay.units.is_empty() && relay.holding.is_none() => {
+            () = &mut idle_sleep, if relay.inflight() == 0 && relay.units.is_empty() && relay.holding.is_none() && relay.deferred.is_none() => {
                 let deadline = last_activity + idle;
                 if tokio::time::Instant::now() >= deadline {
                     break Some(SessionError::Idle(idle));
@@ -595,6 +632,7 @@ impl Relay {
 
     async fn on_client_bytes(&mut self, reader: &mut FrameReader) -> Result<(), SessionError> {
         while self.holding.is_none()
+            && self.deferred.is_none()
             && let Some(frame) = reader
                 .next_frame()
                 .map_err(|e| SessionError::Protocol(e.to_string()))?
@@ -623,6 +661,10 @@ impl Relay {
             return Ok(());
         }
         match frame.tag {
+            b'Q' if self.inflight() > 0 && !reads_alike(&frame) => {
+                self.deferred = Some(Deferred::Query(frame));
+                Ok(())
+            }
             b'Q' => self.on_query(frame).await,
             b'P' | b'B' | b'E' | b'D' | b'C' => {
                 self.batch_bytes += frame.raw.len();
@@ -636,6 +678,10 @@ impl Relay {
             }
             b'S' | b'H' => {
                 self.batch.push(frame);
+                if self.inflight() > 0 && !self.batch.iter().all(reads_alike) {
+                    self.deferred = Some(Deferred::Batch);
+                    return Ok(());
+                }
                 self.on_batch().await
             }
             b'F' => self.on_function_call(frame).await,
@@ -658,6 +704,15 @@ impl Relay {
         }
     }
 
+    /// Judges the deferred request, now that nothing before it is in flight.
+    async fn resume_deferred(&mut self) -> Result<(), SessionError> {
+        match self.deferred.take() {
+            Some(Deferred::Query(frame)) => self.on_query(frame).await,
+            Some(Deferred::Batch) => self.on_batch().await,
+            None => Ok(()),
+        }
+    }
+
     fn snapshot(&self) -> Option<Arc<crate::snapshot::Active>> {
         self.ctx.agent.snapshot_rx.borrow().clone()
     }
@@ -670,6 +725,19 @@ impl Relay {
         let sql = messages::parse_query(frame.body())
             .map_err(|e| SessionError::Protocol(e.to_string()))?
             .to_owned();
+        if self.ran_unsynced && !sql.is_ascii() {
+            let refusal = Verdict {
+                reason: ENCODING_RACE.into(),
+                ..Verdict::default()
+            };
+            let id = uuid::Uuid::now_v7().to_string();
+            if let Err(e) = self.audit_decision(&id, &sql, Vec::new(), &refusal).await {
+                self.refuse_unaudited(&e.to_string(), true);
+                return Ok(());
+            }
+            self.refuse_name("0A000", ENCODING_RACE, true);
+            return Ok(());
+        }
         self.refresh_catalog().await?;
         let snapshot = self.snapshot();
         let mut verdict = self.judge.sql(snapshot.as_ref(), &sql);
@@ -837,6 +905,7 @@ impl Relay {
                     self.to_server.extend_from_slice(&frame.raw);
                     previous = Some(frame);
                 }
+                let ran = !executes.is_empty();
                 for (x, (event, intent)) in executes.into_iter().zip(audit) {
                     let unit = self.unit(UnitKind::Extended, x, event, intent);
                     self.units.push_back(unit);
@@ -845,6 +914,7 @@ impl Relay {
                     self.cycle_sent();
                 } else {
                     self.unsynced = true;
+                    self.ran_unsynced |= ran;
                 }
             }
         }
@@ -1316,6 +1386,7 @@ impl Relay {
             && self.units.is_empty()
             && !self.unsynced
             && self.holding.is_none()
+            && self.deferred.is_none()
             && self.batch.is_empty()
             && !self.copy_in
             && !self.terminate
@@ -1329,6 +1400,7 @@ impl Relay {
     fn cycle_sent(&mut self) {
         self.cycles_sent += 1;
         self.unsynced = false;
+        self.ran_unsynced = false;
     }
 
     fn unit(
@@ -1392,8 +1464,19 @@ impl Relay {
                 ..Verdict::default()
             })
         };
+        // A statement ran before this message in the target's open cycle.
+        let mut ran = self.ran_unsynced;
         for frame in &batch {
             let bad = |e: sluice_pgwire::ProtocolError| SessionError::Protocol(e.to_string());
+            if ran && !reads_alike(frame) {
+                refused_as = Some("0A000");
+                let text = messages::parse_parse(frame.body()).map_or_else(
+                    |_| format!("<{}>", char::from(frame.tag)),
+                    |p| p.query.to_owned(),
+                );
+                denial = Some((refused(ENCODING_RACE.into()), text));
+                break;
+            }
             match frame.tag {
                 b'P' => {
                     let p = messages::parse_parse(frame.body()).map_err(bad)?;
@@ -1448,6 +1531,7 @@ impl Relay {
                             "more than {MAX_EXECUTES} Executes in one batch; send Sync"
                         )));
                     }
+                    ran = true;
                     let p = match plan.execute(portal) {
                         Ok(p) => p,
                         Err(reason) => {
@@ -2414,6 +2498,25 @@ const NO_PARAMS: [u8; 32] = [
     0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
     0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
 ];
+
+/// Whether the target reads this message's SQL text and names as the agent
+/// does whatever the session's client_encoding: ASCII reads alike in every
+/// encoding PostgreSQL accepts from clients. Parameter values are not
+/// judged, so they do not count. A malformed message counts as alike: it is
+/// refused when it is judged.
+fn reads_alike(frame: &Frame) -> bool {
+    let body = frame.body();
+    match frame.tag {
+        b'Q' => body.is_ascii(),
+        b'P' => messages::parse_parse(body)
+            .map_or(true, |p| p.statement.is_ascii() && p.query.is_ascii()),
+        b'B' => messages::parse_bind(body)
+            .map_or(true, |b| b.portal.is_ascii() && b.statement.is_ascii()),
+        b'E' => messages::parse_execute(body).map_or(true, |(portal, _)| portal.is_ascii()),
+        b'C' | b'D' => messages::parse_target(body).map_or(true, |(_, name)| name.is_ascii()),
+        _ => true,
+    }
+}
 
 fn is_ddl(kind: &str) -> bool {
     matches!(kind, "create" | "alter" | "drop" | "comment")
