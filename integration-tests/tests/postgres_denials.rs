@@ -385,3 +385,87 @@ async fn executing_a_portal_not_bound_through_the_protocol_is_refused() {
     assert!(text.contains("34000") && text.contains("portal"), "{text}");
     assert!(!got.windows(1).any(|w| w == b"D"), "no rows were returned");
 }
+
+/// Logs in as alice with extra start-up `params`; returns what the agent
+/// said up to ReadyForQuery or the end of the connection.
+async fn login_with(dp: &DataPath, params: &[(&str, &str)]) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", dp.agent.pg_port))
+        .await
+        .unwrap();
+    let mut all: Vec<(&str, &str)> = vec![("user", "alice"), ("database", "app")];
+    all.extend_from_slice(params);
+    s.write_all(&messages::startup_message(&all)).await.unwrap();
+    read_until(&mut s, b'R').await;
+    s.write_all(&messages::password_message(dp.token.as_bytes()).raw)
+        .await
+        .unwrap();
+    s.write_all(&frame(b'Q', b"SHOW statement_timeout\0"))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let mut reader = sluice_pgwire::FrameReader::new(1 << 20);
+    let mut ready = 0;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        // Login, then the SHOW's answer: two ReadyForQuery, or the end.
+        while ready < 2 {
+            match s.read_buf(reader.buffer()).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            while let Some(f) = reader.next_frame().unwrap() {
+                ready += usize::from(f.tag == b'Z');
+                out.extend_from_slice(&f.raw);
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn start_up_parameters_cannot_do_what_a_denied_set_would() {
+    // `session` allows SET: start-up parameters pass through.
+    let mut dp = DataPath::start().await;
+    let said = login_with(&dp, &[("statement_timeout", "7s")]).await;
+    assert!(said.contains("7s"), "{said}");
+
+    // Without it, a start-up parameter that changes more than how values
+    // are shown is refused, as `SET` would be; those that only change how
+    // values are shown still pass.
+    let doc = dp.policy(
+        "devs",
+        "\n      - allow: { sql: { statements: [read] } }\n        name: read-only\n",
+    );
+    let (s, v) = dp.cp.api().apply_policy(&doc).await;
+    assert!(s.is_success(), "{v}");
+    let revision = v["revision"].as_u64().expect("revision");
+    dp.agent
+        .wait_version(revision, std::time::Duration::from_secs(10))
+        .await;
+    let (ok, _, err) = dp.psql("SET statement_timeout = 0");
+    assert!(!ok && err.contains("denied this statement"), "{err}");
+    for (key, value) in [
+        ("statement_timeout", "0"),
+        ("lock_timeout", "0"),
+        ("idle_in_transaction_session_timeout", "0"),
+        ("search_path", "attacker, public"),
+    ] {
+        let said = login_with(&dp, &[(key, value)]).await;
+        assert!(
+            said.contains("42501") && said.contains(&format!("start-up parameter `{key}`")),
+            "{key}: {said}"
+        );
+    }
+    let said = login_with(
+        &dp,
+        &[
+            ("application_name", "report"),
+            ("DateStyle", "ISO, MDY"),
+            ("TimeZone", "UTC"),
+            ("extra_float_digits", "3"),
+        ],
+    )
+    .await;
+    assert!(!said.contains("42501"), "{said}");
+    assert!(said.contains("SHOW"), "logged in and answered: {said}");
+}

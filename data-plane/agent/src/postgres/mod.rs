@@ -733,10 +733,36 @@ async fn front_door(
             ),
         )));
     };
-    let params = params
+    let params: Vec<(String, String)> = params
         .into_iter()
         .filter(|(k, _)| !is_dangerous_param(k) && k != "user" && k != "database")
         .collect();
+    let mut judge = judge::Judge::new(subject.clone(), resource.clone());
+    for (key, value) in params
+        .iter()
+        .filter(|(k, _)| upstream::JUDGED_PARAMS.contains(&k.as_str()))
+    {
+        let set = format!("SET {key} = '{}'", value.replace('\'', "''"));
+        let verdict = judge.sql(Some(&active), &set);
+        if !verdict.allowed {
+            let who = if verdict.rule.is_empty() {
+                "sluice policy".to_owned()
+            } else {
+                format!("sluice policy rule \"{}\"", verdict.rule)
+            };
+            return Ok(FrontDoor::Refused(
+                Refusal::new(
+                    "42501",
+                    "parameter_denied",
+                    format!(
+                        "start-up parameter `{key}` amounts to `SET {key}`, which {who} does not allow: {}",
+                        verdict.reason
+                    ),
+                )
+                .hint("connect without it (or ask for a rule that allows `set`)"),
+            ));
+        }
+    }
     Ok(FrontDoor::Granted(Box::new(Granted {
         resource: target,
         credential,

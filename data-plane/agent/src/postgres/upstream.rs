@@ -72,6 +72,18 @@ pub const PASSTHROUGH_PARAMS: &[&str] = &[
     "idle_in_transaction_session_timeout",
 ];
 
+/// Of [`PASSTHROUGH_PARAMS`], those that change more than how values are
+/// shown (which functions names resolve to, how long statements and idle
+/// transactions may hold locks): each passes only if policy allows the
+/// `SET` it amounts to, so a start-up packet cannot undo what a denied
+/// `SET` would.
+pub const JUDGED_PARAMS: &[&str] = &[
+    "search_path",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+];
+
 pub async fn connect(
     resource: &pb::Resource,
     credential: &pb::Credential,
