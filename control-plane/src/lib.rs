@@ -40,6 +40,10 @@ use crate::{
     vault::Vault,
 };
 
+/// Largest message accepted from an agent: an audit batch (4 MiB of spooled
+/// records plus one of up to 4 MiB) with room to spare.
+pub const MAX_AGENT_MESSAGE: usize = 16 * 1024 * 1024;
+
 /// Shared state of one control plane replica.
 pub struct ControlPlane {
     pub store: Store,
@@ -262,9 +266,14 @@ pub async fn serve(
 
     let grpc = {
         let mut stop = stop_rx.clone();
+        // An agent's audit batch is at most 4 MiB of records plus one more
+        // (the spool keeps records up to 4 MiB), framing aside: tonic's
+        // default limit, 4 MiB, would refuse such a batch every time it
+        // was sent, and delivery would never move past it.
         let svc = sluice_proto::agent_service_server::AgentServiceServer::new(
             grpc::AgentGrpc::new(cp.clone()),
-        );
+        )
+        .max_decoding_message_size(MAX_AGENT_MESSAGE);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
         tonic::transport::Server::builder()
             .tls_config(tls)?

@@ -195,3 +195,64 @@ async fn every_statement_of_a_pgbench_run_arrives_and_each_session_verifies() {
         assert_eq!(report["status"], "verified", "{report}");
     }
 }
+
+/// A statement as large as the spool keeps (its text is in its event) is
+/// shipped and stored like any other, and delivery goes on past it: the
+/// control plane once refused such a batch as too large for a gRPC
+/// message (the batch's framing pushed it over), every time it was sent,
+/// so nothing after it ever arrived.
+#[tokio::test]
+async fn an_event_as_large_as_the_spool_keeps_does_not_stop_delivery() {
+    use sluice_integration_tests::rawpg::{RawSession, errors, query};
+    let mut dp = DataPath::start().await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    // Denied (over 1 MiB of SQL) but recorded in full, unless its event is
+    // over the spool's 4 MiB record limit: then refused for want of a
+    // record (57P03). Find the largest text that is recorded.
+    let statement = |pad: usize| format!("SELECT 1 /* {} */", "x".repeat(pad));
+    let mut recorded = 4 * 1024 * 1024 - 8_192;
+    let mut refused = 4 * 1024 * 1024;
+    while refused - recorded > 1 {
+        let pad = recorded + (refused - recorded) / 2;
+        s.send(&query(&statement(pad))).await;
+        let said = errors(&s.until(b'Z').await);
+        if said.contains("57P03") {
+            refused = pad;
+        } else {
+            assert!(said.contains("42501"), "{said}");
+            recorded = pad;
+        }
+    }
+    s.send(&query("SELECT 'after the big ones'")).await;
+    s.until(b'Z').await;
+    eventually(
+        Duration::from_secs(30),
+        "the audit spool to be acknowledged",
+        || async {
+            let s = dp.agent.status().await?;
+            (s["audit_spool"]["pending"] == 0).then_some(())
+        },
+    )
+    .await;
+    let v = dp
+        .cp
+        .api()
+        .get_ok("/api/v1/audit?kind=statement&subject=alice&limit=100")
+        .await;
+    let texts: Vec<&str> = v["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["statement"].as_str())
+        .collect();
+    assert!(
+        texts.contains(&"SELECT 'after the big ones'"),
+        "{:?}",
+        texts.iter().map(|t| t.len()).collect::<Vec<_>>()
+    );
+    let largest = statement(recorded);
+    assert!(
+        texts.iter().any(|t| *t == largest),
+        "the largest recorded statement is stored in full"
+    );
+}

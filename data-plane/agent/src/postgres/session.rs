@@ -83,6 +83,8 @@ const MAX_BATCH: usize = 64 * 1024 * 1024;
 /// in the same unsynced cycle (see the module docs).
 const ENCODING_RACE: &str = "SQL text or names that are not ASCII cannot follow an Execute before Sync: a statement run in the same cycle may change the session's client_encoding, which the database reports only at Sync. Send Sync first";
 
+/// Largest statement, text and parameters together, put to approvers.
+const MAX_APPROVAL_BYTES: usize = 1024 * 1024;
 /// How long a retry-mode statement's answer waits for the control plane to
 /// confirm it has stored the approval request.
 const FILED_WAIT: Duration = Duration::from_secs(3);
@@ -1036,6 +1038,20 @@ impl Relay {
                 return Ok(());
             }
             Retried::Pending(_) | Retried::Denied(_) | Retried::Nothing => {}
+        }
+        let size = text.len() + params.iter().map(String::len).sum::<usize>();
+        if size > MAX_APPROVAL_BYTES {
+            // Nobody can review it, and the request must fit the control
+            // link's messages.
+            let verdict = Verdict {
+                rule: verdict.rule.clone(),
+                reason: format!(
+                    "this statement needs approval, but at {size} bytes of text and parameters it is too large to put to approvers (at most {MAX_APPROVAL_BYTES})"
+                ),
+                ..Verdict::default()
+            };
+            self.deny(&verdict, ends_cycle);
+            return Ok(());
         }
         let request_id = uuid::Uuid::now_v7().to_string();
         let window = if need.wait { need.timeout } else { need.ttl };
