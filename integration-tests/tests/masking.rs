@@ -281,6 +281,51 @@ async fn protocol_side_channels_carry_no_canary() {
     }
 }
 
+/// ANALYZE keeps samples of every column's values (most common values,
+/// histogram bounds) in the planner's statistics, which never name the
+/// table they came from: where masks apply, reading them is refused.
+#[tokio::test]
+async fn the_planners_statistics_are_refused_where_masks_apply() {
+    use sluice_integration_tests::rawpg::{RawSession, errors, query};
+    let dp = seeded().await;
+    dp.pg.psql(
+        "app",
+        "INSERT INTO customers (id, name, email) VALUES (2, 'Other Person', 'other@example.org'); ANALYZE customers;",
+    );
+    // The values are there to be read.
+    let truth = dp.target(
+        "SELECT histogram_bounds::text FROM pg_stats WHERE tablename = 'customers' AND attname = 'email'",
+    );
+    assert!(
+        truth.to_lowercase().contains(&EMAIL.to_lowercase()),
+        "{truth}"
+    );
+
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    let mut received = Vec::new();
+    for sql in [
+        "SELECT attname, reverse(histogram_bounds::text) FROM pg_stats WHERE tablename = 'customers'",
+        "SELECT reverse(most_common_vals::text) FROM pg_catalog.pg_stats",
+        "SELECT * FROM pg_stats_ext",
+    ] {
+        s.send(&query(sql)).await;
+        let got = s.until(b'Z').await;
+        let said = errors(&got);
+        assert!(
+            said.contains("42501") && said.contains("samples of column values"),
+            "`{sql}`: {said}"
+        );
+        received.extend(got);
+    }
+    let bytes: Vec<u8> = received.iter().flat_map(|f| f.raw.to_vec()).collect();
+    let text = String::from_utf8_lossy(&bytes);
+    assert_clean("raw protocol bytes", &text);
+    assert!(
+        !text.contains(&EMAIL.chars().rev().collect::<String>()),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn the_hash_strategy_keeps_equal_values_equal_across_sessions() {
     let rules = r#"

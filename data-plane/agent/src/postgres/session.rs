@@ -745,7 +745,7 @@ impl Relay {
         let mut verdict = self.judge.sql(snapshot.as_ref(), &sql);
         let bound = fetch_targets(&verdict, |n| self.names.plan().fetch_target(n));
         if let Some(refused) = fetch_refusal(&mut self.judge, snapshot.as_ref(), &verdict, &bound)
-            .or_else(|| masked_setting_refusal(self.ctx.masker.as_ref(), &verdict))
+            .or_else(|| masking_refusal(self.ctx.masker.as_ref(), &verdict))
         {
             verdict = refused;
         }
@@ -1566,7 +1566,7 @@ impl Relay {
                     let bound = fetch_targets(&verdict, |n| plan.fetch_target(n));
                     if let Some(refused) =
                         fetch_refusal(&mut self.judge, snapshot.as_ref(), &verdict, &bound)
-                            .or_else(|| masked_setting_refusal(self.ctx.masker.as_ref(), &verdict))
+                            .or_else(|| masking_refusal(self.ctx.masker.as_ref(), &verdict))
                     {
                         verdict = refused;
                     }
@@ -2415,11 +2415,41 @@ fn fetch_refusal(
 /// the masks, to be read back by a later statement that reads no table
 /// (`SHOW`, `current_setting`), or by other sessions (`application_name`
 /// in `pg_stat_activity`).
-fn masked_setting_refusal(
+/// Relations that hold samples of column values (most common values,
+/// histogram bounds) gathered by ANALYZE, from every table: masks follow a
+/// value from the table it is read from, and these never name it.
+const STATISTICS: &[&str] = &[
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_statistic",
+    "pg_statistic_ext",
+    "pg_statistic_ext_data",
+];
+
+/// A statement that would carry masked data past the masks: one that reads
+/// the planner's statistics (samples of every column's values) in a session
+/// with mask rules, or sets a parameter from masked data.
+fn masking_refusal(
     masker: Option<&super::mask::Masker>,
     verdict: &Verdict,
 ) -> Option<Arc<Verdict>> {
-    let m = masker.filter(|m| m.masks_by_origin())?;
+    let m = masker?;
+    let statistics = verdict.tables_read.iter().any(|t| {
+        let name = t.rsplit('.').next().unwrap_or(t);
+        STATISTICS.iter().any(|s| name.eq_ignore_ascii_case(s))
+    });
+    if statistics {
+        return Some(Arc::new(Verdict {
+            reason: format!(
+                "{} hold samples of column values from every table, including data that is masked for you",
+                STATISTICS.join(", ")
+            ),
+            kinds: verdict.kinds.clone(),
+            ..Verdict::default()
+        }));
+    }
+    let m = Some(m).filter(|m| m.masks_by_origin())?;
     let sets = verdict.kinds.iter().any(|k| k == "set");
     (sets && m.reads_masked(&verdict.tables_read, &verdict.kinds)).then(|| {
         Arc::new(Verdict {
