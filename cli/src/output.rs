@@ -7,11 +7,43 @@ use std::io::Write;
 use serde_json::Value;
 
 /// Writes to stdout and flushes, so a closed pipe (`sluice ... | head`)
-/// surfaces as an error that `main` treats as a normal exit.
+/// surfaces as an error that `main` treats as a normal exit. Control
+/// characters other than line ends are shown escaped (see [`printable`]).
 pub fn emit(text: &str) -> std::io::Result<()> {
+    write_out(&printable(text, true))
+}
+
+fn write_out(text: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()
+}
+
+/// `text` with control characters (escape sequences, carriage returns) and
+/// bidirectional overrides shown as `\u{..}`; line ends and tabs are kept
+/// with `keep_lines`, else shown as spaces (a value on a `key: value` line
+/// cannot start a line of its own). What people read comes from clients of the gateway
+/// (statement text, parameters, names): a terminal must not be made to show
+/// an approver one statement while another is approved.
+pub fn printable(text: &str, keep_lines: bool) -> String {
+    let hidden = |c: char| {
+        (c.is_control() && !(keep_lines && matches!(c, '\n' | '\t')))
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(hidden) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if matches!(c, '\n' | '\t') && !keep_lines {
+                " ".to_owned()
+            } else if hidden(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Prints `text` and makes sure it ends with exactly one newline.
@@ -23,16 +55,17 @@ pub fn emit_line(text: &str) -> std::io::Result<()> {
     }
 }
 
-/// The server's JSON, pretty-printed.
+/// The server's JSON, pretty-printed (JSON escapes control characters
+/// itself; anything else is left as is for the program reading it).
 pub fn emit_json(value: &Value) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value)?;
-    Ok(emit_line(&text)?)
+    Ok(write_out(&format!("{text}\n"))?)
 }
 
 /// One compact JSON document per line (JSON Lines).
 pub fn emit_json_line(value: &Value) -> anyhow::Result<()> {
     let text = serde_json::to_string(value)?;
-    Ok(emit_line(&text)?)
+    Ok(write_out(&format!("{text}\n"))?)
 }
 
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
@@ -52,7 +85,7 @@ pub fn show(value: &Value) -> String {
     match value {
         Value::Null => "-".to_owned(),
         Value::String(s) if s.is_empty() => "-".to_owned(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => printable(s, false),
         Value::Bool(true) => "yes".to_owned(),
         Value::Bool(false) => "no".to_owned(),
         Value::Number(n) => n.to_string(),
@@ -107,6 +140,18 @@ pub fn key_values(pairs: &[(&str, String)]) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        let spoof = "UPDATE t SET x = 1 /*\r\u{1b}[2Kstatement: UPDATE t SET x = 1 WHERE id = 42\n\u{202e}*/";
+        let shown = field(&json!({ "statement": spoof }), "statement");
+        assert_eq!(
+            shown,
+            "UPDATE t SET x = 1 /*\\u{d}\\u{1b}[2Kstatement: UPDATE t SET x = 1 WHERE id = 42 \\u{202e}*/"
+        );
+        assert_eq!(printable("a\nb\tc\u{7}", true), "a\nb\tc\\u{7}");
+        assert_eq!(printable("plain café", false), "plain café");
+    }
 
     #[test]
     fn shows_json_values_for_people() {
