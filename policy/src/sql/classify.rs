@@ -880,6 +880,15 @@ fn function_kind(bare: &str) -> Option<SqlKind> {
         "cursor_to_xmlschema",
         "ts_stat",
         "ts_rewrite",
+        // Contrib modules: tablefunc runs the SQL it is given (read-only,
+        // but unseen: `crosstab('select ... from pg_stat_activity')`), xml2's
+        // xpath_table pastes its arguments into a query it runs read-write.
+        "crosstab",
+        "crosstab2",
+        "crosstab3",
+        "crosstab4",
+        "connectby",
+        "xpath_table",
     ];
     const SERVER: &[&str] = &[
         "pg_read_file",
@@ -916,6 +925,15 @@ fn function_kind(bare: &str) -> Option<SqlKind> {
         "pg_wal_replay_pause",
         "pg_wal_replay_resume",
         "pg_import_system_collations",
+        // Contrib modules acting on the server: pg_stat_statements (other
+        // clients' statements; its reset), pg_prewarm (writes a file into
+        // the data directory, loads relations into shared memory).
+        "pg_stat_statements",
+        "pg_stat_statements_info",
+        "pg_stat_statements_reset",
+        "pg_prewarm",
+        "autoprewarm_dump_now",
+        "autoprewarm_start_worker",
     ];
     const SERVER_PREFIXES: &[&str] = &[
         "pg_stat_reset",
@@ -933,6 +951,15 @@ fn function_kind(bare: &str) -> Option<SqlKind> {
         "lo_truncate",
         "lo_truncate64",
         "lowrite",
+        // Index maintenance: they change the index.
+        "brin_summarize_new_values",
+        "brin_summarize_range",
+        "brin_desummarize_range",
+        "gin_clean_pending_list",
+        // Assign the transaction an id (a write to the commit log; each
+        // call burns one towards wraparound).
+        "txid_current",
+        "pg_current_xact_id",
     ];
     let name = bare.to_ascii_lowercase();
     let is = |list: &[&str]| list.contains(&name.as_str());

@@ -93,6 +93,23 @@ const KINDS: &[(&str, &[&str])] = &[
     ("SELECT setval('s', 1)", &["select", "function_write"]),
     ("SELECT lo_unlink(16413)", &["select", "function_write"]),
     ("SELECT pg_notify('ch', 'x')", &["select", "notify"]),
+    (
+        "SELECT brin_summarize_new_values('events_brin')",
+        &["select", "function_write"],
+    ),
+    ("SELECT txid_current()", &["select", "function_write"]),
+    (
+        "SELECT * FROM ext.xpath_table('id', 'note', 't', '/a', 'true') AS t(id int, a text)",
+        &["select", "dynamic_sql"],
+    ),
+    (
+        "SELECT * FROM crosstab('select 1, 2, 3') AS t(a int, b int)",
+        &["select", "dynamic_sql"],
+    ),
+    (
+        "SELECT autoprewarm_dump_now()",
+        &["select", "server_function"],
+    ),
     ("SELECT pg_advisory_lock(42)", &["select", "lock"]),
     ("SELECT lower(name), now() FROM t", &["select"]),
     // Writing pg_settings sets parameters, which ones is data.
