@@ -762,3 +762,27 @@ async fn an_approval_for_the_text_null_does_not_cover_sql_null() {
     assert_eq!(done.rows_affected(), 0);
     assert!(row_exists(&|s| dp.target(s), 20));
 }
+
+#[tokio::test]
+async fn a_statement_too_large_to_review_is_not_put_to_approvers() {
+    let mut dp = DataPath::start_with(&rules(", mode: retry, ttl: 10m"), Vec::new()).await;
+    let bob = dp.cp.user_token("bob", &["dba"]).await;
+    let dba = SluiceCli::new(&dp.cp.url(), Some(&bob));
+    let mut conn = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+    let padding = "x".repeat(1024 * 1024);
+    let err = sqlx::query("DELETE FROM items WHERE id = 41 AND name <> $1")
+        .bind(&padding)
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("too large to put to approvers"), "{text}");
+    assert!(pending(&dba).is_empty(), "no request was filed");
+    assert!(row_exists(&|s| dp.target(s), 41));
+    // The session goes on.
+    let one: (i32,) = sqlx::query_as("SELECT 1")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(one.0, 1);
+}
