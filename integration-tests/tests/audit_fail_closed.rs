@@ -54,8 +54,11 @@ async fn a_full_spool_refuses_statements_and_nothing_runs() {
         dp.target("SELECT count(*) FROM notes"),
         inserted.to_string()
     );
-    // The session is still usable; reads are refused too while the spool is full.
-    let err = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM items")
+    // The session is still usable; reads are refused too while the spool is
+    // full (this one's record is larger than the refused INSERT's, so it
+    // cannot fit in whatever room that one left).
+    let read = format!("SELECT count(*) FROM items /* {} */", "x".repeat(512));
+    let err = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(read))
         .fetch_one(&mut conn)
         .await
         .unwrap_err();
