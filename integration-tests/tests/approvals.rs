@@ -779,6 +779,30 @@ async fn a_statement_too_large_to_review_is_not_put_to_approvers() {
     assert!(text.contains("too large to put to approvers"), "{text}");
     assert!(pending(&dba).is_empty(), "no request was filed");
     assert!(row_exists(&|s| dp.target(s), 41));
+    // The denial is on record like any other.
+    let api = dp.cp.api();
+    eventually(
+        Duration::from_secs(20),
+        "the denial in the audit trail",
+        || async {
+            let v = api
+                .get_ok("/api/v1/audit?kind=statement&subject=alice&limit=10")
+                .await;
+            v["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| {
+                    e["decision"] == "deny"
+                        && e["statement"]
+                            .as_str()
+                            .is_some_and(|t| t.starts_with("DELETE FROM items WHERE id = 41"))
+                        && e.to_string().contains("too large to put to approvers")
+                })
+                .then_some(())
+        },
+    )
+    .await;
     // The session goes on.
     let one: (i32,) = sqlx::query_as("SELECT 1")
         .fetch_one(&mut conn)

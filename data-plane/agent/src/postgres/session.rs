@@ -1050,6 +1050,13 @@ impl Relay {
                 ),
                 ..Verdict::default()
             };
+            if let Err(e) = self
+                .audit_decision(&statement_id, &text, params, &verdict)
+                .await
+            {
+                self.refuse_unaudited(&e.to_string(), ends_cycle);
+                return Ok(());
+            }
             self.deny(&verdict, ends_cycle);
             return Ok(());
         }
@@ -2552,6 +2559,10 @@ const NO_PARAMS: [u8; 32] = [
 /// refused when it is judged.
 fn reads_alike(frame: &Frame) -> bool {
     let body = frame.body();
+    if body.is_ascii() {
+        // The common case, without parsing the message.
+        return true;
+    }
     match frame.tag {
         b'Q' => body.is_ascii(),
         b'P' => messages::parse_parse(body)
