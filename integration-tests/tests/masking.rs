@@ -26,6 +26,8 @@ const RULES: &str = r#"
         name: pii
       - allow: { sql: { statements: [read, insert, update, transaction, session, copy] } }
         name: work
+      - allow: { sql: { statements: [user_function], functions: [shout] } }
+        name: app-functions
 "#;
 
 /// Every form of every canary the test looks for.
@@ -271,8 +273,8 @@ async fn protocol_side_channels_carry_no_canary() {
         ),
         ("SELECT no_such_column FROM customers", "no_such_column"),
         (
-            "SELECT no_such_function(name) FROM customers",
-            "no_such_function",
+            "SELECT lower(name, 2) FROM customers",
+            "lower(text, integer) does not exist",
         ),
     ] {
         s.send(&query(sql)).await;

@@ -12,13 +12,17 @@ use sluice_integration_tests::{
 };
 
 /// Deletes need approval (retry mode: the answer comes at once); reads,
-/// inserts, updates, transactions and session settings are allowed.
+/// inserts, updates, transactions and session settings are allowed, and
+/// so are the functions the tests define, by name: the agent cannot see
+/// what they do, so what they may do must not matter.
 const RULES: &str = r#"
       - approve: { sql: { statements: [delete] }, approvers: [dba], mode: retry, ttl: 10m }
         name: risky
         reason: deletes need a DBA
       - allow: { sql: { statements: [read, insert, update, transaction, session] } }
         name: work
+      - allow: { sql: { statements: [user_function], functions: [close_portal, to_sjis] } }
+        name: app-functions
 "#;
 
 fn row_exists(dp: &DataPath, id: i32) -> bool {
@@ -348,6 +352,58 @@ async fn a_read_only_subject_cannot_act_through_functions_in_a_select() {
     let (ok, out, err) = dp.psql("SELECT lower(name) FROM items WHERE id = 1");
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "item 1");
+}
+
+#[tokio::test]
+async fn functions_defined_in_the_database_run_only_when_a_rule_names_them() {
+    let dp = DataPath::start_with(
+        r#"
+      - allow: { sql: { statements: [read] } }
+        name: read-only
+      - allow: { sql: { statements: [user_function], functions: [app_price] } }
+        name: app-functions
+"#,
+        Vec::new(),
+    )
+    .await;
+    // An application's functions: one that writes, reachable as a call, in
+    // FROM, as an operator, and a harmless one policy names.
+    dp.pg.psql(
+        "app",
+        "CREATE FUNCTION touch(i items) RETURNS int LANGUAGE plpgsql AS $$ \
+           BEGIN UPDATE items SET name = 'touched' WHERE id = i.id; RETURN 1; END $$; \
+         CREATE FUNCTION touch_id(a int, b int) RETURNS boolean LANGUAGE plpgsql AS $$ \
+           BEGIN UPDATE items SET name = 'touched' WHERE id = a; RETURN true; END $$; \
+         CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = touch_id); \
+         CREATE SCHEMA app; GRANT USAGE ON SCHEMA app TO app; \
+         CREATE FUNCTION app.lower(t text) RETURNS text LANGUAGE plpgsql AS $$ \
+           BEGIN DELETE FROM items WHERE id = 2; RETURN t; END $$; \
+         CREATE FUNCTION app_price(i int) RETURNS int LANGUAGE sql AS $$ SELECT i * 2 $$;",
+    );
+    for sql in [
+        "SELECT touch(i) FROM items i WHERE id = 1",
+        "SELECT * FROM touch((SELECT i FROM items i WHERE id = 1))",
+        "SELECT 1 === 1",
+        "SELECT id FROM items WHERE id === 1",
+        "SELECT app.lower('x')",
+        "SELECT app_price(1), touch(i) FROM items i WHERE id = 1",
+    ] {
+        let (ok, _, err) = dp.psql(sql);
+        assert!(
+            !ok && err.contains("denied this statement") && err.contains("user_function"),
+            "`{sql}`: {err}"
+        );
+    }
+    // The target confirms none of them ran.
+    assert_eq!(
+        dp.target("SELECT count(*) FROM items WHERE name = 'touched'"),
+        "0"
+    );
+    assert!(row_exists(&dp, 2));
+    // The function the rule names runs, beside PostgreSQL's own.
+    let (ok, out, err) = dp.psql("SELECT app_price(21), lower('X')");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "42|x");
 }
 
 #[tokio::test]

@@ -105,6 +105,12 @@ pub struct StatementFacts {
     /// Functions called, `name` or `schema.name`.
     #[serde(default)]
     pub functions: Vec<String>,
+    /// The calls among `functions` that are not PostgreSQL's own, and
+    /// operators that are not (by symbol): what gives the statement the
+    /// kind `user_function`, and what a rule's `functions:` is matched
+    /// against for that kind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_functions: Vec<String>,
     /// Whether every UPDATE and DELETE of the statement (in CTEs and
     /// subqueries too) has a WHERE clause that looks at rows; false when
     /// any lacks one, and for statements with no UPDATE or DELETE.
@@ -298,8 +304,16 @@ impl CompiledMatcher {
         {
             return Err(Miss::Tables);
         }
+        // For `user_function`, a rule's functions are those calls: `allow:
+        // { statements: [user_function], functions: [app.*] }` allows
+        // calling the application's functions, with built-ins beside them.
+        let called = if kind == SqlKind::UserFunction {
+            &facts.user_functions
+        } else {
+            &facts.functions
+        };
         if let Some(functions) = &self.functions
-            && !names_match(functions, facts.functions.iter().map(String::as_str), q)
+            && !names_match(functions, called.iter().map(String::as_str), q)
         {
             return Err(Miss::Functions);
         }
@@ -588,6 +602,7 @@ impl CompiledPolicy {
                 subject,
                 resource,
                 needed.difference(covered.union(approvable)),
+                facts,
             );
             t.note(|| format!("decision: deny: {reason} (default deny)"));
             return Decision {
@@ -608,7 +623,13 @@ impl CompiledPolicy {
 impl CompiledPolicy {
     /// Says why nothing allowed the statement. Off the allow path, so it may
     /// walk the policies again rather than make the hot path collect names.
-    fn default_deny_reason(&self, subject: &Subject, resource: &str, uncovered: KindSet) -> String {
+    fn default_deny_reason(
+        &self,
+        subject: &Subject,
+        resource: &str,
+        uncovered: KindSet,
+        facts: &StatementFacts,
+    ) -> String {
         let applicable: Vec<String> = self
             .policies()
             .iter()
@@ -627,6 +648,18 @@ impl CompiledPolicy {
         if uncovered == KindSet::from_iter([SqlKind::Other]) {
             format!(
                 "the statement could not be classified, and no rule of {noun} {policies} allows `other`"
+            )
+        } else if uncovered.contains(SqlKind::UserFunction) && !facts.user_functions.is_empty() {
+            // Say which calls: the client may not know which of its
+            // functions are the database's own.
+            const SHOWN: usize = 5;
+            let mut calls =
+                facts.user_functions[..facts.user_functions.len().min(SHOWN)].join(", ");
+            if facts.user_functions.len() > SHOWN {
+                calls.push_str(", ...");
+            }
+            format!(
+                "no rule of {noun} {policies} allows `{uncovered}` (functions or operators defined in the database: {calls})"
             )
         } else {
             format!("no rule of {noun} {policies} allows `{uncovered}`")

@@ -153,6 +153,12 @@ sql_kinds! {
     /// statement names: sequences (`nextval`, `setval`) and large objects
     /// (`lo_create`, `lo_put`, `lo_unlink`, ...).
     FunctionWrite = "function_write",
+    /// A call of a function or operator that is not PostgreSQL's own: one
+    /// defined in the database (an application's function, an extension's,
+    /// a procedure's body). What it does is out of the classifier's sight,
+    /// so only a rule naming this kind allows it; such a rule's
+    /// `functions:` is matched against these calls alone.
+    UserFunction = "user_function",
 }
 
 // KindSet is a u64 bitset.
@@ -208,7 +214,8 @@ pub enum SqlGroup {
     /// `set_session_authorization` or `reset_all`, which change privileges.
     Session,
     /// do_block, execute, call, copy_program, copy_file, dynamic_sql,
-    /// server_function: carriers of arbitrary or server-side effects.
+    /// server_function, user_function: carriers of arbitrary or
+    /// server-side effects.
     Dynamic,
     /// Every kind, including `other`.
     Any,
@@ -274,6 +281,7 @@ impl SqlGroup {
                 K::CopyFile,
                 K::DynamicSql,
                 K::ServerFunction,
+                K::UserFunction,
             ],
             SqlGroup::Any => SqlKind::ALL,
         };

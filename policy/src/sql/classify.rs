@@ -12,12 +12,13 @@ use std::convert::Infallible;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use pg_query::protobuf::{
-    self, CmdType, DiscardMode, FuncCall, ObjectType, OnConflictAction, RangeVar,
+    self, AExprKind, CmdType, DiscardMode, FuncCall, ObjectType, OnConflictAction, RangeVar,
     TransactionStmtKind, VariableSetKind, WithClause, a_const,
 };
 use pg_query::{FingerprintOptions, NodeEnum, NodeRef, ParserOptions};
 use serde::{Deserialize, Serialize};
 
+use super::builtins;
 use super::children::for_each_child;
 use crate::eval::StatementFacts;
 use crate::kinds::{KindSet, SqlKind};
@@ -429,11 +430,17 @@ fn facts_of(root: NodeRef<'_>) -> Result<StatementFacts, ClassifyError> {
         mut tables_read,
         mut tables_written,
         mut functions,
+        mut user_functions,
         rows_modified,
         unbounded,
         ..
     } = walker;
-    for names in [&mut tables_read, &mut tables_written, &mut functions] {
+    for names in [
+        &mut tables_read,
+        &mut tables_written,
+        &mut functions,
+        &mut user_functions,
+    ] {
         names.sort_unstable();
         names.dedup();
     }
@@ -442,6 +449,7 @@ fn facts_of(root: NodeRef<'_>) -> Result<StatementFacts, ClassifyError> {
         tables_read,
         tables_written,
         functions,
+        user_functions,
         has_where: rows_modified && !unbounded,
     })
 }
@@ -472,6 +480,8 @@ struct Walker<'a> {
     tables_read: Vec<String>,
     tables_written: Vec<String>,
     functions: Vec<String>,
+    /// Calls of functions and operators that are not PostgreSQL's own.
+    user_functions: Vec<String>,
     /// Names of the CTEs visible at the current point of the walk; an
     /// unqualified table reference with one of these names is the CTE.
     ctes: Vec<&'a str>,
@@ -574,6 +584,21 @@ impl<'a> Walker<'a> {
         match node {
             NodeRef::RangeVar(rv) => self.table(rv, cx.role),
             NodeRef::FuncCall(call) => self.function(call),
+            // BETWEEN's name is the keyword; PostgreSQL rewrites it into
+            // comparisons whose operators the other forms name too.
+            NodeRef::AExpr(e)
+                if !matches!(
+                    e.kind(),
+                    AExprKind::AexprBetween
+                        | AExprKind::AexprNotBetween
+                        | AExprKind::AexprBetweenSym
+                        | AExprKind::AexprNotBetweenSym
+                ) =>
+            {
+                self.operator(&e.name);
+            }
+            NodeRef::SubLink(l) => self.operator(&l.oper_name),
+            NodeRef::SortBy(b) => self.operator(&b.use_op),
             NodeRef::UpdateStmt(s) => self.modifies_rows(s.where_clause.as_deref())?,
             NodeRef::DeleteStmt(s) => self.modifies_rows(s.where_clause.as_deref())?,
             // These name relations by name lists, not RangeVars.
@@ -659,9 +684,16 @@ impl<'a> Walker<'a> {
             self.add(SqlKind::Other);
             return;
         };
-        let bare = name.rsplit('.').next().unwrap_or(&name);
+        let (schema, bare) = match name.rsplit_once('.') {
+            Some((schema, bare)) => (Some(schema), bare),
+            None => (None, name.as_str()),
+        };
         if let Some(kind) = function_kind(bare) {
             self.add(kind);
+        }
+        if !builtins::is_builtin_function(schema, bare) {
+            self.add(SqlKind::UserFunction);
+            self.user_functions.push(name.clone());
         }
         if bare.eq_ignore_ascii_case("set_config") {
             self.add(SqlKind::Set);
@@ -676,6 +708,27 @@ impl<'a> Walker<'a> {
             }
         }
         self.functions.push(name);
+    }
+
+    /// An operator named in an expression (`a === b`, `x OPERATOR(app.+)
+    /// y`, `ORDER BY x USING ~<~`): one not PostgreSQL's own runs a
+    /// function defined in the database.
+    fn operator(&mut self, name: &[protobuf::Node]) {
+        if name.is_empty() {
+            return;
+        }
+        let Some(name) = qualified_name(name) else {
+            self.add(SqlKind::Other);
+            return;
+        };
+        let (schema, symbol) = match name.rsplit_once('.') {
+            Some((schema, symbol)) => (Some(schema), symbol),
+            None => (None, name.as_str()),
+        };
+        if !builtins::is_builtin_operator(schema, symbol) {
+            self.add(SqlKind::UserFunction);
+            self.user_functions.push(name);
+        }
     }
 
     fn modifies_rows(

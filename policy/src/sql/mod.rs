@@ -24,8 +24,9 @@
 //! change such settings carry the kind `other`, so they need an explicit
 //! rule.
 //!
-//! What it cannot see: the bodies of `DO` blocks and functions (policy
-//! denies `do_block` and names dangerous functions instead), what a
+//! What it cannot see: the bodies of `DO` blocks and functions (a call
+//! of a function or operator that is not PostgreSQL's own carries the kind
+//! `user_function`, which only a rule naming it allows; see `builtins`), what a
 //! prepared statement named by `EXECUTE` contains (the agent classifies
 //! `PREPARE` when it happens), SQL passed as text to functions that run it
 //! (`dblink`, `query_to_xml`, `ts_stat`: reported by name, for policy to
@@ -34,6 +35,7 @@
 //! [`StatementFacts`]: crate::StatementFacts
 //! [`CompiledPolicy::decide`]: crate::CompiledPolicy::decide
 
+mod builtins;
 mod children;
 mod classify;
 

@@ -67,7 +67,7 @@ const KINDS: &[(&str, &[&str])] = &[
     ),
     (
         "SELECT * FROM dblink('db', 'DELETE FROM t') AS x(a int)",
-        &["select", "dynamic_sql"],
+        &["select", "dynamic_sql", "user_function"],
     ),
     (
         "SELECT pg_read_file('/etc/passwd')",
@@ -100,15 +100,78 @@ const KINDS: &[(&str, &[&str])] = &[
     ("SELECT txid_current()", &["select", "function_write"]),
     (
         "SELECT * FROM ext.xpath_table('id', 'note', 't', '/a', 'true') AS t(id int, a text)",
-        &["select", "dynamic_sql"],
+        &["select", "dynamic_sql", "user_function"],
     ),
     (
         "SELECT * FROM crosstab('select 1, 2, 3') AS t(a int, b int)",
-        &["select", "dynamic_sql"],
+        &["select", "dynamic_sql", "user_function"],
     ),
     (
         "SELECT autoprewarm_dump_now()",
-        &["select", "server_function"],
+        &["select", "server_function", "user_function"],
+    ),
+    // Functions and operators that are not PostgreSQL's own (contrib's
+    // above are not either).
+    ("SELECT touch(t) FROM t", &["select", "user_function"]),
+    ("SELECT app.get_orders(1)", &["select", "user_function"]),
+    ("SELECT public.lower('a')", &["select", "user_function"]),
+    ("SELECT \"LOWER\"('a')", &["select", "user_function"]),
+    ("SELECT pg_catalog.lower('a')", &["select"]),
+    (
+        "SELECT information_schema._pg_expandarray(ARRAY[1])",
+        &["select"],
+    ),
+    (
+        "SELECT information_schema.evil(1)",
+        &["select", "user_function"],
+    ),
+    ("SELECT 1 === 2", &["select", "user_function"]),
+    ("SELECT 1 OPERATOR(app.+) 2", &["select", "user_function"]),
+    ("SELECT 1 OPERATOR(pg_catalog.+) 2", &["select"]),
+    ("SELECT * FROM t ORDER BY a USING ~<~", &["select"]),
+    (
+        "SELECT * FROM t ORDER BY a USING <<<",
+        &["select", "user_function"],
+    ),
+    (
+        "SELECT * FROM t WHERE a === ANY (SELECT b FROM u)",
+        &["select", "user_function"],
+    ),
+    (
+        "SELECT * FROM t WHERE a = ANY (SELECT b FROM u)",
+        &["select"],
+    ),
+    (
+        "INSERT INTO t VALUES (app.f())",
+        &["insert", "user_function"],
+    ),
+    // SQL-standard syntax the parser turns into calls of built-ins.
+    (
+        "SELECT extract(year FROM now()), position('a' IN 'abc'), \
+         substring('abc' FROM 2 FOR 1), substring('abc' SIMILAR 'a' ESCAPE '#'), \
+         overlay('abc' PLACING 'x' FROM 2), trim(BOTH 'x' FROM 'xax'), \
+         'a' IS NORMALIZED, normalize('a'), COLLATION FOR ('a'), \
+         now() AT TIME ZONE 'UTC', now() AT LOCAL, current_date, current_user, \
+         session_user, system_user, localtimestamp, \
+         xmlexists('//a' PASSING '<a/>'), xmlelement(name a), \
+         'a' SIMILAR TO 'a', 'a' NOT LIKE 'b', 'a' ILIKE 'A', \
+         1 BETWEEN 0 AND 2, 1 NOT BETWEEN SYMMETRIC 2 AND 0, coalesce(1, 2), \
+         greatest(1, 2), nullif(1, 2), 1 IS DISTINCT FROM 2, 1 != 2, \
+         1 IN (1, 2), 1 <> ALL (ARRAY[2]), ARRAY[1] @> ARRAY[1], '1'::int",
+        &["select"],
+    ),
+    (
+        "SELECT json_object('a': 1), json_array(1, 2), json_query('{}', '$'), \
+         json_value('{}', '$'), json_exists('{}', '$'), json_scalar(1), \
+         json_serialize('{}'), '{}' IS JSON, json_objectagg('a': 1), \
+         json_arrayagg(1), any_value(1)",
+        &["select"],
+    ),
+    (
+        "SELECT count(*) FILTER (WHERE a > 1), string_agg(b, ',' ORDER BY b), \
+         row_number() OVER (ORDER BY a), percentile_cont(0.5) WITHIN GROUP (ORDER BY a) \
+         FROM t, generate_series(1, 2), unnest(ARRAY[1]) WITH ORDINALITY",
+        &["select"],
     ),
     ("SELECT pg_advisory_lock(42)", &["select", "lock"]),
     ("SELECT lower(name), now() FROM t", &["select"]),
@@ -307,7 +370,7 @@ const KINDS: &[(&str, &[&str])] = &[
         &["do_block"],
     ),
     ("DO LANGUAGE plpgsql 'BEGIN NULL; END'", &["do_block"]),
-    ("CALL p(1)", &["call"]),
+    ("CALL p(1)", &["call", "user_function"]),
     ("EXECUTE p(1)", &["execute"]),
     ("PREPARE p AS DELETE FROM t", &["prepare", "delete"]),
     ("PREPARE p (int) AS SELECT $1", &["prepare", "select"]),
@@ -1134,14 +1197,10 @@ fn no_input_makes_it_panic() {
     }
 }
 
-#[test]
-fn classify_and_decide_deny_smuggled_ddl() {
-    let doc = parse_document(
-        "policies:\n  - name: p\n    subjects: { users: [u] }\n    resources: { names: [db] }\n    rules:\n      - deny: { sql: { statements: [ddl] } }\n        reason: no schema changes\n      - allow: { sql: { statements: [select] } }\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let r = crate::model::ResourceSpec {
-        name: "db".into(),
+/// A PostgreSQL resource named `name` on agent `a`.
+fn resource(name: &str) -> crate::model::ResourceSpec {
+    crate::model::ResourceSpec {
+        name: name.into(),
         kind: crate::model::ResourceKind::Postgres,
         agent: "a".into(),
         address: "h:5432".into(),
@@ -1153,8 +1212,16 @@ fn classify_and_decide_deny_smuggled_ddl() {
         audit_mode: Default::default(),
         max_connections: None,
         max_connections_per_subject: None,
-    };
-    let policy: CompiledPolicy = compile(&doc, &[r], "a");
+    }
+}
+
+#[test]
+fn classify_and_decide_deny_smuggled_ddl() {
+    let doc = parse_document(
+        "policies:\n  - name: p\n    subjects: { users: [u] }\n    resources: { names: [db] }\n    rules:\n      - deny: { sql: { statements: [ddl] } }\n        reason: no schema changes\n      - allow: { sql: { statements: [select] } }\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let policy: CompiledPolicy = compile(&doc, &[resource("db")], "a");
     let u = Subject::user("u", Vec::<String>::new());
     let decisions: Vec<_> = all("select 1; drop table t")
         .iter()
@@ -1178,6 +1245,56 @@ fn classify_and_decide_deny_smuggled_ddl() {
     }
     let d = policy.decide(&u, "db", &one("LOAD 'x'"));
     assert!(d.reason.contains("could not be classified"), "{}", d.reason);
+}
+
+#[test]
+fn functions_defined_in_the_database_need_a_rule_naming_them() {
+    let doc = parse_document(
+        "policies:\n  - name: p\n    subjects: { users: [u] }\n    resources: { names: [db] }\n    rules:\n      - allow: { sql: { statements: [read, write] } }\n      - allow: { sql: { statements: [user_function], functions: [\"app.get_*\"] } }\n      - deny: { sql: { statements: [user_function], functions: [\"app.get_secret*\"] } }\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let policy: CompiledPolicy = compile(&doc, &[resource("db")], "a");
+    let u = Subject::user("u", Vec::<String>::new());
+    let decide = |sql: &str| policy.decide(&u, "db", &one(sql));
+
+    // PostgreSQL's own functions are covered by `read`; the application's
+    // named ones by the second rule, with built-ins beside them.
+    for sql in [
+        "SELECT lower(name), now() FROM t",
+        "SELECT app.get_orders(1)",
+        "SELECT lower(x), count(*) FROM app.get_orders(1) AS o(x text) GROUP BY 1",
+    ] {
+        let d = decide(sql);
+        assert!(d.is_allowed(), "{sql}: {d:?}");
+    }
+    // Any other function or operator of the database is not, however it
+    // is reached.
+    for sql in [
+        "SELECT touch(t) FROM t",
+        "SELECT app.get_orders(1), app.purge()",
+        "SELECT public.lower('a')",
+        "SELECT 1 === 2",
+        "UPDATE t SET a = app.bump(a) WHERE id = 1",
+    ] {
+        let d = decide(sql);
+        assert!(d.is_denied(), "{sql}: {d:?}");
+        assert!(d.reason.contains("user_function"), "{sql}: {}", d.reason);
+    }
+    let d = decide("SELECT touch(t), 1 === 2 FROM t");
+    assert!(
+        d.reason
+            .ends_with("(functions or operators defined in the database: ===, touch)"),
+        "{}",
+        d.reason
+    );
+    // Deny rules match the calls by name, too.
+    let d = decide("SELECT app.get_secret_key()");
+    assert!(d.is_denied(), "{d:?}");
+    assert_eq!(d.rule.as_deref(), Some("rules[2]"), "{d:?}");
+    // The facts say which calls are the database's.
+    let facts = one("SELECT lower(app.get_orders(1)::text) WHERE 1 === 2");
+    assert_eq!(facts.functions, ["app.get_orders", "lower"]);
+    assert_eq!(facts.user_functions, ["===", "app.get_orders"]);
 }
 
 /// Counts the nodes the walk reaches from `root`.
