@@ -27,6 +27,22 @@ pub fn bind(portal: &str, statement: &str) -> Vec<u8> {
     )
 }
 
+/// Bind (`B`) of `statement` into `portal` with text parameters, text
+/// results.
+pub fn bind_text(portal: &str, statement: &str, params: &[&str]) -> Vec<u8> {
+    let mut body = format!("{portal}\0{statement}\0").into_bytes();
+    body.extend_from_slice(&0i16.to_be_bytes());
+    let count = i16::try_from(params.len()).expect("at most 32767 parameters");
+    body.extend_from_slice(&count.to_be_bytes());
+    for p in params {
+        let len = i32::try_from(p.len()).expect("a parameter under 2 GiB");
+        body.extend_from_slice(&len.to_be_bytes());
+        body.extend_from_slice(p.as_bytes());
+    }
+    body.extend_from_slice(&0i16.to_be_bytes());
+    frame(b'B', &body)
+}
+
 /// Execute (`E`) of `portal`, at most `max_rows` rows (0: all).
 pub fn execute(portal: &str, max_rows: i32) -> Vec<u8> {
     messages::execute(portal, max_rows).raw.to_vec()

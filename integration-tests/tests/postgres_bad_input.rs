@@ -369,6 +369,74 @@ async fn many_subjects_together_cannot_fill_the_agent_with_large_messages() {
     two_of_three_large_messages_fit(&mut dp, tokens, "--max-receive-bytes").await;
 }
 
+/// A Bind of `INSERT INTO notes (body) VALUES ($1)` with a `len`-byte
+/// body, and an Execute of it.
+fn insert_note(len: usize) -> Vec<u8> {
+    use sluice_integration_tests::rawpg::{bind_text, execute};
+    [bind_text("", "ins", &[&"n".repeat(len)]), execute("", 0)].concat()
+}
+
+#[tokio::test]
+async fn many_small_messages_held_until_sync_count_against_the_subjects_allowance() {
+    use sluice_integration_tests::rawpg::{RawSession, errors, first_column, parse, query, sync};
+    // Room for 3 MB of one subject's messages arriving at once.
+    let dp = DataPath::start_with(
+        sluice_integration_tests::datapath::DEFAULT_RULES,
+        vec!["--max-subject-receive-bytes".into(), "3000000".into()],
+    )
+    .await;
+    let port = dp.agent.pg_port;
+    // Forty 100 kB Binds without Sync: no message is large, but the agent
+    // holds them all until the Sync to judge the batch.
+    let mut s = RawSession::connect(port, "app", &dp.token).await;
+    let mut batch = parse("ins", "INSERT INTO notes (body) VALUES ($1)");
+    for _ in 0..40 {
+        batch.extend(insert_note(100_000));
+    }
+    let _ = s.try_send(&batch).await;
+    let answer = tokio::time::timeout(Duration::from_secs(20), s.until_or_closed(b'Z'))
+        .await
+        .expect("the agent refused the batch before its Sync");
+    let text = errors(&answer);
+    assert!(
+        text.contains("53200")
+            && text.contains("--max-subject-receive-bytes")
+            && text.contains("send Sync more often"),
+        "{text}"
+    );
+    assert!(
+        s.until_or_closed(b'Z').await.is_empty(),
+        "the refused session was closed"
+    );
+    // None of it reached the target.
+    assert_eq!(dp.target("SELECT count(*) FROM notes"), "0");
+    // The subject's other sessions go on, and a 2 MB batch that ends in
+    // Sync fits (the refused one's allowance was given back).
+    let mut other = RawSession::connect(port, "app", &dp.token).await;
+    let mut batch = Vec::new();
+    for _ in 0..20 {
+        batch.extend(insert_note(100_000));
+    }
+    batch.extend(sync());
+    other
+        .send(
+            &[
+                parse("ins", "INSERT INTO notes (body) VALUES ($1)"),
+                batch.clone(),
+            ]
+            .concat(),
+        )
+        .await;
+    let answer = other.until(b'Z').await;
+    assert_eq!(errors(&answer), "");
+    other.send(&query("SELECT count(*) FROM notes")).await;
+    assert_eq!(first_column(&other.until(b'Z').await), ["20"]);
+    // And again: each batch is given back after its Sync.
+    other.send(&batch).await;
+    assert_eq!(errors(&other.until(b'Z').await), "");
+    assert_eq!(dp.target("SELECT count(*) FROM notes"), "40");
+}
+
 #[tokio::test]
 async fn a_result_row_larger_than_the_subjects_allowance_ends_that_session_only() {
     use sluice_integration_tests::rawpg::{RawSession, errors, first_column, query};

@@ -101,7 +101,8 @@ pub struct AgentArgs {
     pub max_message_bytes: u32,
     /// Memory all of one subject's connections together may hold for client
     /// messages over 1 MiB that are still arriving (each is buffered whole
-    /// before it is judged); a message that would pass it ends its session
+    /// before it is judged), and for extended-protocol batches over 1 MiB
+    /// held until their Sync; a message that would pass it ends its session
     /// with SQLSTATE 53200, and the subject's other sessions go on.
     #[arg(long, env = "SLUICE_AGENT_MAX_SUBJECT_RECEIVE_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_subject_receive_bytes: usize,

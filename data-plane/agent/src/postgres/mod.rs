@@ -283,6 +283,7 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
             target: granted.resource.clone(),
             receiving: subject_slot.receive_charge(),
             receiving_results: subject_slot.receive_charge(),
+            batching: subject_slot.receive_charge(),
             prepared: subject_slot.prepared(),
         };
         let client_reader = FrameReader::new(agent.args.max_message_bytes);

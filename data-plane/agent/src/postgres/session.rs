@@ -124,9 +124,12 @@ pub struct Context {
     pub target: pb::Resource,
     /// This session's share of its subject's and the agent's allowances
     /// for large messages still arriving: from its client, and from the
-    /// target (a result row the client asked for).
+    /// target (a result row the client asked for); and for an
+    /// extended-protocol batch held until its Sync once it is over
+    /// [`crate::LARGE_MESSAGE`] (many small messages are as large as one).
     pub receiving: crate::ReceiveCharge,
     pub receiving_results: crate::ReceiveCharge,
+    pub batching: crate::ReceiveCharge,
     /// What all the subject's sessions' prepared statements and portals
     /// hold (against `--max-subject-prepared-bytes`).
     pub prepared: Arc<std::sync::atomic::AtomicUsize>,
@@ -588,6 +591,17 @@ async fn held_outcome(holding: &mut Option<Holding>) -> HeldOutcome {
     }
 }
 
+/// What a receive charge counts (see [`Relay::hold_receiving`]).
+#[derive(Debug, Clone, Copy)]
+enum Arriving {
+    /// A large client message, while it arrives.
+    Message,
+    /// A large row or message from the target, while it arrives.
+    Result,
+    /// Extended-protocol messages held until their Sync.
+    Batch,
+}
+
 impl Relay {
     /// Counts a large message still arriving, from the client or (`result`)
     /// from the target, against the subject's allowance (see
@@ -598,35 +612,47 @@ impl Relay {
             .incomplete_len()
             .filter(|&n| n > crate::LARGE_MESSAGE)
             .unwrap_or(0);
-        let ctx = &mut self.ctx;
-        let charge = if result {
-            &mut ctx.receiving_results
+        let kind = if result {
+            Arriving::Result
         } else {
-            &mut ctx.receiving
+            Arriving::Message
         };
-        charge.hold(arriving).map_err(|over| {
-            let what = if result {
-                "the target's answer"
-            } else {
-                "this message"
-            };
+        self.hold_receiving(kind, arriving)
+    }
+
+    /// Holds `bytes` of what `kind` counts against the subject's and the
+    /// agent's receive allowances; ends the session (53200) when they
+    /// would pass either.
+    fn hold_receiving(&mut self, kind: Arriving, bytes: usize) -> Result<(), SessionError> {
+        let ctx = &mut self.ctx;
+        let (charge, what, advice, agent_advice) = match kind {
+            Arriving::Message => (
+                &mut ctx.receiving,
+                "this message",
+                "send it when they are done, or in smaller statements",
+                "send smaller statements",
+            ),
+            Arriving::Result => (
+                &mut ctx.receiving_results,
+                "the target's answer",
+                "ask for smaller rows",
+                "ask for smaller rows",
+            ),
+            Arriving::Batch => (
+                &mut ctx.batching,
+                "this batch of extended-protocol messages without Sync",
+                "send Sync more often",
+                "send Sync more often",
+            ),
+        };
+        charge.hold(bytes).map_err(|over| {
             SessionError::TooMuchArriving(match over {
                 crate::OverLimit::Subject { others, limit } => format!(
-                    "\"{}\"'s sessions are already receiving {others} bytes of large messages through this agent, and {what} ({arriving} bytes) would pass their limit of {limit} bytes (--max-subject-receive-bytes); {}",
+                    "\"{}\"'s sessions are already receiving {others} bytes of large messages through this agent, and {what} ({bytes} bytes) would pass their limit of {limit} bytes (--max-subject-receive-bytes); {advice}",
                     ctx.subject.id,
-                    if result {
-                        "ask for smaller rows"
-                    } else {
-                        "send it when they are done, or in smaller statements"
-                    }
                 ),
                 crate::OverLimit::Agent { others, limit } => format!(
-                    "this agent's sessions are already receiving {others} bytes of large messages, and {what} ({arriving} bytes) would pass the agent's limit of {limit} bytes (--max-receive-bytes); try again shortly, or {}",
-                    if result {
-                        "ask for smaller rows"
-                    } else {
-                        "send smaller statements"
-                    }
+                    "this agent's sessions are already receiving {others} bytes of large messages, and {what} ({bytes} bytes) would pass the agent's limit of {limit} bytes (--max-receive-bytes); try again shortly, or {agent_advice}",
                 ),
             })
         })
@@ -639,6 +665,10 @@ impl Relay {
                 .next_frame()
                 .map_err(|e| SessionError::Protocol(e.to_string()))?
         {
+            // The message is in: what was held for it while it arrived is
+            // given back before it is held as part of a batch (the next
+            // message still arriving is counted after this loop).
+            let _ = self.ctx.receiving.hold(0);
             self.on_client_frame(frame).await?;
             if self.terminate {
                 break;
@@ -674,6 +704,9 @@ impl Relay {
                     return Err(SessionError::Protocol(format!(
                         "more than {MAX_BATCH} bytes of extended-protocol messages without Sync"
                     )));
+                }
+                if self.batch_bytes > crate::LARGE_MESSAGE {
+                    self.hold_receiving(Arriving::Batch, self.batch_bytes)?;
                 }
                 self.batch.push(frame);
                 Ok(())
@@ -1470,6 +1503,9 @@ impl Relay {
     async fn on_batch(&mut self) -> Result<(), SessionError> {
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
+        // The batch is judged and sent on now; what stays is held by the
+        // prepared-statement allowance.
+        let _ = self.ctx.batching.hold(0);
         let ends_with_sync = batch.last().is_some_and(|f| f.tag == b'S');
         self.refresh_catalog().await?;
         let snapshot = self.snapshot();
