@@ -247,7 +247,7 @@ impl Store {
         for e in events {
             spilled.push(self.spill(&e.attributes_json).await?);
         }
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut inserted = 0;
         let rows: Vec<(&StoredAuditEvent, &Option<BlobId>)> = events.iter().zip(&spilled).collect();
         let mut rest = rows.as_slice();

@@ -144,6 +144,18 @@ impl Store {
         &self.pool
     }
 
+    /// Begins a transaction that will write. On SQLite it takes the write
+    /// lock at once (`BEGIN IMMEDIATE`, waiting out `busy_timeout`): a
+    /// deferred transaction that reads first and then writes fails with
+    /// "database is locked" when another connection wrote in between,
+    /// without waiting.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.engine {
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Engine::Postgres => self.pool.begin().await?,
+        })
+    }
+
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -175,7 +187,7 @@ impl Store {
     /// Bumps the revision on its own, for changes that live outside the
     /// database (e.g. an external issuer rotated its JWKS).
     pub async fn touch_revision(&self) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let rev = Self::bump_revision(&mut tx).await?;
         tx.commit().await?;
         Ok(rev)
@@ -252,7 +264,7 @@ impl Store {
 
     /// Creates or replaces a resource; returns the new revision.
     pub async fn upsert_resource(&self, r: &ResourceRow) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         Self::upsert_resource_tx(&mut tx, r).await?;
         let rev = Self::bump_revision(&mut tx).await?;
         tx.commit().await?;
@@ -294,7 +306,7 @@ impl Store {
     }
 
     pub async fn delete_resource(&self, name: &str) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM resources WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
@@ -336,7 +348,7 @@ impl Store {
         sealed: &Sealed,
     ) -> Result<(CredentialRow, u64)> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO credentials (name, username, version, kek_id, wrapped_dek, ciphertext, created_at, updated_at)
              VALUES ($1, $2, 1, $3, $4, $5, $6, $6)
@@ -371,7 +383,7 @@ impl Store {
         username: Option<&str>,
         sealed: &Sealed,
     ) -> Result<(CredentialRow, u64)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE credentials SET version = version + 1, username = COALESCE($2, username),
                kek_id = $3, wrapped_dek = $4, ciphertext = $5, updated_at = $6 WHERE name = $1",
@@ -404,7 +416,7 @@ impl Store {
     where
         F: FnMut(&str, &Sealed) -> std::result::Result<Sealed, String>,
     {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut count = 0;
         let creds = sqlx::query("SELECT name, kek_id, wrapped_dek, ciphertext FROM credentials")
             .fetch_all(&mut *tx)
@@ -454,7 +466,7 @@ impl Store {
         created_by: &str,
         resources: &[ResourceRow],
     ) -> Result<(i64, u64)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for r in resources {
             Self::upsert_resource_tx(&mut tx, r).await?;
         }

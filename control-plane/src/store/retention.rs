@@ -234,7 +234,7 @@ impl Store {
         bind: impl Fn(AnyQuery<'static>) -> AnyQuery<'static>,
         also: Option<(&str, &[String])>,
     ) -> Result<(u64, u64, Vec<String>)> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let blobs = bind(sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT DISTINCT attributes_blob {scope} AND attributes_blob IS NOT NULL"
         ))))
