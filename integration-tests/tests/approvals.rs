@@ -597,6 +597,15 @@ async fn the_webhook_and_the_event_stream_get_the_request_without_any_credential
         events.headers()["content-type"].to_str().unwrap(),
         "text/event-stream"
     );
+    // Someone neither requester, approver nor admin, on the same stream.
+    let outsider_token = dp.cp.user_token("mallory", &["sales"]).await;
+    let mut outsider = reqwest::Client::new()
+        .get(format!("{}/api/v1/approvals/events", dp.cp.url()))
+        .bearer_auth(&outsider_token)
+        .send()
+        .await
+        .unwrap();
+    assert!(outsider.status().is_success());
     let mut conn = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
     let id = request_id(&delete(&mut conn, 12).await.unwrap_err());
     let mut streamed = String::new();
@@ -612,6 +621,25 @@ async fn the_webhook_and_the_event_stream_get_the_request_without_any_credential
         streamed.contains("DELETE FROM items WHERE id = $1"),
         "{streamed}"
     );
+    // The same event went to every subscriber at once; the outsider's
+    // stream carried nothing of it.
+    let mut seen = String::new();
+    while let Ok(chunk) = tokio::time::timeout(Duration::from_secs(2), outsider.chunk()).await {
+        match chunk.unwrap() {
+            Some(c) => seen.push_str(&String::from_utf8_lossy(&c)),
+            None => break,
+        }
+    }
+    assert!(
+        !seen.contains(&id) && !seen.contains("DELETE"),
+        "an outsider saw the request: {seen}"
+    );
+    let api = sluice_integration_tests::api::Api::new(&dp.cp.url(), Some(outsider_token));
+    let (s, v) = api.get("/api/v1/approvals").await;
+    assert!(s.is_success(), "{v}");
+    assert_eq!(v["approvals"], serde_json::json!([]));
+    let (s, _) = api.get(&format!("/api/v1/approvals/{id}")).await;
+    assert_eq!(s.as_u16(), 403);
     let (head, body) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
         .await
         .expect("the webhook was called")

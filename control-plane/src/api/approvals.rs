@@ -12,6 +12,8 @@ use futures::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use sluice_identity::Identity;
+
 use super::{AppError, AppState, Caller, optional_reason};
 use crate::{
     approvals::{self, DecideError},
@@ -34,11 +36,33 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
-/// Requests, newest first. Any authenticated caller may look: approvers
-/// need to see what they are asked to decide.
+/// Whether `who` may see a request by `subject` for `approvers`: its
+/// requester, members of its approver groups, and admins. A request holds
+/// the statement's text and parameter values, which can be personal data.
+fn may_see(cp: &AppState, who: &Identity, subject: &str, approvers: &[String]) -> bool {
+    who.subject == subject
+        || who.groups.iter().any(|g| approvers.contains(g))
+        || cp.identity.is_admin(who)
+}
+
+/// [`may_see`] for a request as the API shows it.
+fn may_see_json(cp: &AppState, who: &Identity, approval: &Value) -> bool {
+    let approvers: Vec<String> = approval["approvers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.as_str().map(str::to_owned))
+        .collect();
+    approval["subject"]
+        .as_str()
+        .is_some_and(|subject| may_see(cp, who, subject, &approvers))
+}
+
+/// Requests, newest first, that the caller may see (see [`may_see`]):
+/// approvers need to see what they are asked to decide.
 pub async fn list(
     State(cp): State<AppState>,
-    Caller(_): Caller,
+    Caller(who): Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, AppError> {
     if let Some(s) = &q.status
@@ -63,6 +87,7 @@ pub async fn list(
         if q.status
             .as_deref()
             .is_some_and(|s| row.effective_status(now) != s)
+            || !may_see(&cp, &who, &row.subject, &row.approvers)
         {
             continue;
         }
@@ -74,7 +99,7 @@ pub async fn list(
 
 pub async fn show(
     State(cp): State<AppState>,
-    Caller(_): Caller,
+    Caller(who): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, AppError> {
     let row = cp
@@ -82,6 +107,12 @@ pub async fn show(
         .approval(&id)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("approval request `{id}` not found")))?;
+    if !may_see(&cp, &who, &row.subject, &row.approvers) {
+        return Err(AppError::Forbidden(format!(
+            "`{}` may not see approval request `{id}`: only its requester, members of its approver groups and admins may",
+            who.subject
+        )));
+    }
     let votes = cp.store.votes(&id).await?;
     Ok(Json(approvals::to_json(&row, &votes, now_ms())))
 }
@@ -129,15 +160,17 @@ async fn decide(
 }
 
 /// Server-sent events: `approval.request` for new requests and
-/// `approval.update` for every change, each with the request as `/approvals/{id}` shows it.
+/// `approval.update` for every change, each with the request as `/approvals/{id}` shows it;
+/// only requests the caller may see (see [`may_see`]).
 pub async fn events(
     State(cp): State<AppState>,
-    Caller(_): Caller,
+    Caller(who): Caller,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut rx = cp.approvals.events.subscribe();
     let stream = async_stream(move |tx| async move {
         loop {
             match rx.recv().await {
+                Ok(v) if !may_see_json(&cp, &who, &v["approval"]) => {}
                 Ok(v) => {
                     let kind = v["type"].as_str().unwrap_or("approval.update").to_owned();
                     let event = Event::default().event(kind).data(v["approval"].to_string());

@@ -2200,6 +2200,32 @@ async fn approvals_need_distinct_approvers_from_the_listed_groups_and_never_the_
         list.text
     );
 
+    // The request (statement text, parameter values) is shown to its
+    // requester, its approvers and admins, and to nobody else.
+    for (who, groups, sees) in [
+        ("alice", &["devs"][..], true),
+        ("bob", &["dba"][..], true),
+        ("mallory", &["devs"][..], false),
+        ("eve", &[][..], false),
+    ] {
+        let token = h.token(who, groups, &[]);
+        let list = h.call("GET", "/api/v1/approvals", Some(&token), None).await;
+        assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+        let listed = list.json["approvals"].as_array().map_or(0, Vec::len);
+        assert_eq!(listed, usize::from(sees), "{who}: {}", list.text);
+        let shown = h
+            .call("GET", "/api/v1/approvals/r1", Some(&token), None)
+            .await;
+        check_documented(&openapi(), "GET", "/api/v1/approvals/{id}", &shown);
+        if sees {
+            assert_eq!(shown.json["statement"], "DELETE FROM orders WHERE id = $1");
+        } else {
+            let message = shown.error(StatusCode::FORBIDDEN, "forbidden");
+            assert!(message.contains("may not see"), "{message}");
+            assert!(!shown.text.contains("DELETE"), "{}", shown.text);
+        }
+    }
+
     let r = h.vote("alice", &["dba"], "r1", "approve").await;
     assert!(
         r.error(StatusCode::FORBIDDEN, "forbidden")
