@@ -63,22 +63,45 @@ pub struct ControlPlane {
     pub max_staleness: Duration,
 }
 
+/// Creates `dir` and missing parents, readable by the owner only (an
+/// existing directory keeps its mode).
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 impl ControlPlane {
     /// Opens the database, the vault and the keys.
     pub async fn open(common: &CommonArgs, max_staleness: Duration) -> anyhow::Result<Arc<Self>> {
         let file_config = common.file_config()?;
         if common.uses_default_sqlite() {
-            std::fs::create_dir_all(&common.data_dir).with_context(|| {
+            create_private_dir(&common.data_dir).with_context(|| {
                 format!(
                     "SLUICE_DATA_DIR: cannot create {}",
                     common.data_dir.display()
                 )
             })?;
+            // The database holds the audit trail (statements, parameter
+            // values): SQLite creates its file, and its journals after it,
+            // with the umask's mode; create it private first.
+            let db = common.data_dir.join("sluice.db");
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            match options.open(&db) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create {}", db.display()));
+                }
+            }
         }
         let master_key = common.master_key()?;
         let url = common.database_url();
         let blob_dir = common.blob_dir();
-        std::fs::create_dir_all(&blob_dir)
+        create_private_dir(&blob_dir)
             .with_context(|| format!("SLUICE_BLOB_DIR: cannot create {}", blob_dir.display()))?;
         let threshold = common
             .blob_threshold

@@ -256,3 +256,56 @@ async fn an_event_as_large_as_the_spool_keeps_does_not_stop_delivery() {
         "the largest recorded statement is stored in full"
     );
 }
+
+/// Every file under `dir`, with its mode.
+fn modes_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+            out.push((entry.path(), meta.permissions().mode() & 0o777));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_audit_trail_at_rest_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut dp = DataPath::start().await;
+    let (ok, _, err) = dp.psql("SELECT 'a statement worth keeping private'");
+    assert!(ok, "{err}");
+    let api = dp.cp.api();
+    eventually(Duration::from_secs(10), "the event to arrive", || async {
+        let (_, v) = api.get("/api/v1/audit?kind=statement").await;
+        (!v["events"].as_array()?.is_empty()).then_some(())
+    })
+    .await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // The agent's state (its key, the spool of statements and parameter
+    // values) and the control plane's data (the database, blobs).
+    let state = dp.agent.state_dir();
+    let data = dp.cp.dir.path().join("data");
+    for dir in [&state, &data] {
+        assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    }
+    let spooled: Vec<_> = modes_under(&state)
+        .into_iter()
+        .filter(|(p, _)| p.components().any(|c| c.as_os_str() == "spool"))
+        .collect();
+    assert!(spooled.iter().any(|(p, _)| p.is_file()), "{spooled:?}");
+    let stored = modes_under(&data);
+    assert!(
+        stored.iter().any(|(p, _)| p.ends_with("sluice.db")),
+        "{stored:?}"
+    );
+    for (path, mode) in spooled.iter().chain(&stored) {
+        let private = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(*mode, private, "{} is {mode:o}", path.display());
+    }
+}

@@ -160,13 +160,17 @@ fn write_file(path: &Path, data: &[u8]) -> Result<(), BlobError> {
     let dir = path
         .parent()
         .ok_or_else(|| io_error(path, std::io::Error::other("blob path has no directory")))?;
-    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| io_error(dir, e))?;
     let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
     let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
+        // Blobs are audit records and recordings: the owner's only.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
         file.write_all(data)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)

@@ -552,7 +552,12 @@ pub async fn run(
     stop_now: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     args.validate()?;
-    std::fs::create_dir_all(&args.state_dir).with_context(|| {
+    // The state directory holds the agent's key and its audit spool
+    // (statements and parameter values): the owner's only.
+    let mut state_dir = std::fs::DirBuilder::new();
+    state_dir.recursive(true);
+    std::os::unix::fs::DirBuilderExt::mode(&mut state_dir, 0o700);
+    state_dir.create(&args.state_dir).with_context(|| {
         format!(
             "SLUICE_AGENT_STATE_DIR: cannot create {}",
             args.state_dir.display()

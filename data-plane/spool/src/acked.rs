@@ -56,7 +56,12 @@ pub(crate) fn write(dir: &Path, seq: u64) -> Result<(), SpoolError> {
     let tmp = dir.join(ACKED_TMP);
     let dst = path(dir);
     let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
-    let mut file = fs::File::create(&tmp).map_err(|e| SpoolError::io(ctx("creating", &tmp), e))?;
+    let mut file = crate::fsutil::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| SpoolError::io(ctx("creating", &tmp), e))?;
     file.write_all(format!("{seq}\n").as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|e| SpoolError::io(ctx("writing", &tmp), e))?;

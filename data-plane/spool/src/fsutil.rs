@@ -6,6 +6,15 @@ use std::path::Path;
 
 use crate::SpoolError;
 
+/// Options for creating a file only its owner may read or write: the
+/// spool holds audit records (statements and their parameter values).
+pub(crate) fn private_file() -> fs::OpenOptions {
+    let mut options = fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
 /// Makes creations, renames and removals inside `dir` durable.
 ///
 /// `fdatasync` on a file does not persist the directory entry that names it:
@@ -43,7 +52,12 @@ pub(crate) fn create_dir_durable(dir: &Path) -> Result<(), SpoolError> {
     if created.is_empty() {
         return check_is_dir(dir);
     }
-    fs::create_dir_all(dir)
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
         .map_err(|e| SpoolError::io(format!("creating spool directory {}", dir.display()), e))?;
     for p in created {
         if let Some(parent) = p.parent().filter(|q| !q.as_os_str().is_empty()) {

@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::frame::{self, HEADER_LEN, Header};
-use crate::fsutil::{create_dir_durable, sync_dir};
+use crate::fsutil::{create_dir_durable, private_file, sync_dir};
 use crate::segment::{self, ScanEnd, Segment};
 use crate::{SpoolError, acked};
 
@@ -557,7 +557,7 @@ impl Spool {
         let seg = Segment::new(&self.dir, first_seq);
         // Truncating is safe: a segment named `first_seq` could only hold
         // records numbered `first_seq` or later, and none has been committed.
-        let file = OpenOptions::new()
+        let file = private_file()
             .read(true)
             .write(true)
             .create(true)
@@ -675,7 +675,7 @@ fn missing_active_segment(dir: &Path) -> SpoolError {
 /// interleave appends and reuse sequence numbers.
 fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
+    let file = private_file()
         .create(true)
         .truncate(false)
         .write(true)
