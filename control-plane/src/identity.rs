@@ -237,6 +237,7 @@ mod tests {
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
             kind: sluice_identity::SubjectKind::User,
             expires_at: u64::MAX,
+            valid_until: u64::MAX,
             token_id: None,
         }
     }

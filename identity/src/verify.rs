@@ -55,9 +55,12 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// User or service account.
     pub kind: SubjectKind,
-    /// The token's `exp`, seconds since the Unix epoch; sessions should not
-    /// outlive it.
+    /// The token's `exp`, seconds since the Unix epoch.
     pub expires_at: u64,
+    /// When the verifier stops accepting the token: `exp` stretched by the
+    /// issuer's clock leeway. Sessions opened with it end then.
+    #[serde(default)]
+    pub valid_until: u64,
     /// The token's `jti`, if any.
     pub token_id: Option<String>,
 }
@@ -352,6 +355,7 @@ impl IssuerEntry {
             roles,
             kind,
             expires_at: exp,
+            valid_until: exp.saturating_add(self.leeway),
             token_id,
         })
     }
@@ -514,6 +518,7 @@ mod tests {
                 roles: vec!["writer".to_owned()],
                 kind: SubjectKind::ServiceAccount,
                 expires_at: NOW + 3600,
+                valid_until: NOW + 3600 + 30,
                 token_id: Some("tok-42".to_owned()),
             }
         );

@@ -166,6 +166,72 @@ async fn agents_accept_tokens_of_external_issuers_from_their_snapshot() {
 }
 
 #[tokio::test]
+async fn a_session_ends_when_its_token_does() {
+    use sluice_integration_tests::rawpg::{RawSession, errors, first_column, query};
+    let mut idp = ControlPlaneProc::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    // This issuer's leeway is 5 s: its tokens verify until `exp` + 5 s.
+    let config = issuer_config(tmp.path(), &idp.url(), "sluice");
+    let dp = DataPath::start_full(
+        sluice_integration_tests::datapath::DEFAULT_RULES,
+        Vec::new(),
+        vec![("SLUICE_CONFIG".into(), config)],
+    )
+    .await;
+    let lasting = idp.user_token("dev@idp", &["devs"]).await;
+    eventually(
+        Duration::from_secs(20),
+        "the agent to trust the external issuer",
+        || async {
+            psql_via_agent(dp.agent.pg_port, "app", &lasting, "SELECT 1")
+                .0
+                .then_some(())
+        },
+    )
+    .await;
+    let brief = idp
+        .api()
+        .post_ok(
+            "/api/v1/tokens",
+            serde_json::json!({"subject": "brief@idp", "groups": ["devs"], "ttl": "3s"}),
+        )
+        .await;
+    let brief = brief["token"].as_str().unwrap().to_owned();
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &brief).await;
+    let mut other = RawSession::connect(dp.agent.pg_port, "app", &lasting).await;
+    s.send(&query("SELECT 'working'")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["working"]);
+    // Idle in a transaction when the token runs out.
+    s.send(&query(
+        "BEGIN; UPDATE items SET name = 'pending' WHERE id = 7",
+    ))
+    .await;
+    assert_eq!(errors(&s.until(b'Z').await), "");
+    let open_transactions =
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'";
+    assert_eq!(dp.target(open_transactions), "1");
+    let ended = tokio::time::timeout(Duration::from_secs(30), s.until_or_closed(b'E'))
+        .await
+        .expect("the session ended within 30 s");
+    let text = errors(&ended);
+    assert!(
+        text.contains("57P01") && text.contains("token has expired"),
+        "{text}"
+    );
+    // The target ended its side too: the transaction was rolled back.
+    eventually(
+        Duration::from_secs(10),
+        "the target to roll back",
+        || async { (dp.target(open_transactions) == "0").then_some(()) },
+    )
+    .await;
+    assert_eq!(dp.target("SELECT name FROM items WHERE id = 7"), "item 7");
+    // Sessions with time left go on.
+    other.send(&query("SELECT 'still here'")).await;
+    assert_eq!(first_column(&other.until(b'Z').await), ["still here"]);
+}
+
+#[tokio::test]
 async fn issuer_key_rotation_is_picked_up_by_refresh() {
     let mut idp = ControlPlaneProc::start().await;
     let tmp = tempfile::tempdir().unwrap();

@@ -149,6 +149,8 @@ struct Granted {
     credential: pb::Credential,
     subject: sluice_policy::Subject,
     params: Vec<(String, String)>,
+    /// When the client's token stops being valid (Unix seconds).
+    token_valid_until: u64,
 }
 
 enum FrontDoor {
@@ -274,6 +276,7 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
             client_addr: peer.to_string(),
             credential: granted.credential.clone(),
             idle_timeout: agent.args.idle_timeout,
+            token_valid_until: granted.token_valid_until,
             audit_best_effort: granted.resource.audit_mode == "best_effort",
             trail,
             ended: registration.ended.clone(),
@@ -769,6 +772,7 @@ async fn front_door(
         credential,
         subject,
         params,
+        token_valid_until: identity.valid_until,
     })))
 }
 

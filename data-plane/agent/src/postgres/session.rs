@@ -106,6 +106,9 @@ pub struct Context {
     pub client_addr: String,
     pub credential: pb::Credential,
     pub idle_timeout: Duration,
+    /// When the client's token stops being valid (Unix seconds): the
+    /// session ends then, as a new login with it would be refused.
+    pub token_valid_until: u64,
     /// The resource's `audit_mode: best_effort`: run statements even when
     /// their audit event cannot be spooled (default: refuse them).
     pub audit_best_effort: bool,
@@ -422,6 +425,8 @@ pub async fn run(
     // timer per loop turn costs more than the statement's judgement.
     let idle_sleep = tokio::time::sleep(idle);
     tokio::pin!(idle_sleep);
+    let token_expiry = tokio::time::sleep(token_left(relay.ctx.token_valid_until));
+    tokio::pin!(token_expiry);
     let mut last_activity = tokio::time::Instant::now();
     let err = loop {
         if drain && relay.between_transactions(&client_reader) {
@@ -509,6 +514,11 @@ pub async fn run(
                 }
                 idle_sleep.as_mut().reset(deadline);
             }
+            () = &mut token_expiry => {
+                break Some(SessionError::Ended(
+                    "your token has expired; connect again with a fresh one".into(),
+                ));
+            }
             r = draining.changed(), if !drain => {
                 drain = r.is_err() || *draining.borrow_and_update();
             }
@@ -589,6 +599,18 @@ async fn held_outcome(holding: &mut Option<Holding>) -> HeldOutcome {
         },
         () = tokio::time::sleep_until(h.deadline) => HeldOutcome::TimedOut,
     }
+}
+
+/// How long a token valid until `valid_until` (Unix seconds) has left.
+fn token_left(valid_until: u64) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    // Far-future tokens: a year is as good as forever, and keeps the
+    // timer's deadline representable.
+    Duration::from_secs(valid_until)
+        .saturating_sub(now)
+        .min(Duration::from_secs(365 * 24 * 3600))
 }
 
 /// What a receive charge counts (see [`Relay::hold_receiving`]).
