@@ -68,7 +68,9 @@ impl CancelRegistry {
             (t.address.clone(), t.backend_pid, t.backend_key)
         });
         let Some((address, backend_pid, backend_key)) = target else {
-            tracing::info!(pid, "ignoring a cancel request with an unknown key");
+            // Debug, not info: anyone who can reach the port can send
+            // these, and guessing keys must not flood the log.
+            tracing::debug!(pid, "ignoring a cancel request with an unknown key");
             return;
         };
         let result = async {
