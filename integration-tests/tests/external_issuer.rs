@@ -139,12 +139,14 @@ async fn an_issuer_with_another_audience_is_not_trusted_for_ours() {
     assert!(v.to_string().contains("audience"), "{v}");
 }
 
-#[tokio::test]
-async fn agents_accept_tokens_of_external_issuers_from_their_snapshot() {
-    let mut idp = ControlPlaneProc::start().await;
+/// A data path whose control plane trusts `idp` (leeway 5 s), once its
+/// agent accepts the IdP's tokens; with an hour's token of `dev@idp` in
+/// `devs`, and what it printed for `SELECT current_user`.
+async fn data_path_trusting(
+    idp: &mut ControlPlaneProc,
+) -> (DataPath, tempfile::TempDir, String, String) {
     let tmp = tempfile::tempdir().unwrap();
     let config = issuer_config(tmp.path(), &idp.url(), "sluice");
-    // The data path's control plane trusts the IdP.
     let dp = DataPath::start_full(
         sluice_integration_tests::datapath::DEFAULT_RULES,
         Vec::new(),
@@ -162,33 +164,22 @@ async fn agents_accept_tokens_of_external_issuers_from_their_snapshot() {
     )
     .await;
     assert!(ok, "{err}");
-    assert_eq!(out.trim(), "app");
+    (dp, tmp, token, out)
+}
+
+#[tokio::test]
+async fn agents_accept_tokens_of_external_issuers_from_their_snapshot() {
+    let mut idp = ControlPlaneProc::start().await;
+    let (_dp, _config, _, current_user) = data_path_trusting(&mut idp).await;
+    assert_eq!(current_user.trim(), "app");
 }
 
 #[tokio::test]
 async fn a_session_ends_when_its_token_does() {
     use sluice_integration_tests::rawpg::{RawSession, errors, first_column, query};
     let mut idp = ControlPlaneProc::start().await;
-    let tmp = tempfile::tempdir().unwrap();
     // This issuer's leeway is 5 s: its tokens verify until `exp` + 5 s.
-    let config = issuer_config(tmp.path(), &idp.url(), "sluice");
-    let dp = DataPath::start_full(
-        sluice_integration_tests::datapath::DEFAULT_RULES,
-        Vec::new(),
-        vec![("SLUICE_CONFIG".into(), config)],
-    )
-    .await;
-    let lasting = idp.user_token("dev@idp", &["devs"]).await;
-    eventually(
-        Duration::from_secs(20),
-        "the agent to trust the external issuer",
-        || async {
-            psql_via_agent(dp.agent.pg_port, "app", &lasting, "SELECT 1")
-                .0
-                .then_some(())
-        },
-    )
-    .await;
+    let (dp, _config, lasting, _) = data_path_trusting(&mut idp).await;
     let brief = idp
         .api()
         .post_ok(
