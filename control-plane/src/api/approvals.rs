@@ -81,20 +81,44 @@ pub async fn list(
         Some(s) => Some(s),
         None => None,
     };
-    let rows = cp.store.approvals(stored, limit).await?;
+    // Rows the caller may not see (or that expired since they were
+    // stored) are skipped, so read page after page until `limit` are
+    // found, looking at no more than `MAX_SCANNED` rows in all.
+    const PAGE: i64 = 500;
+    const MAX_SCANNED: usize = 50_000;
     let mut out = Vec::new();
-    for row in rows {
-        if q.status
-            .as_deref()
-            .is_some_and(|s| row.effective_status(now) != s)
-            || !may_see(&cp, &who, &row.subject, &row.approvers)
-        {
-            continue;
+    let mut before: Option<(i64, String)> = None;
+    let mut scanned = 0;
+    while out.len() < limit_len(limit) && scanned < MAX_SCANNED {
+        let key = before.as_ref().map(|(c, id)| (*c, id.as_str()));
+        let rows = cp.store.approvals(stored, key, PAGE).await?;
+        scanned += rows.len();
+        let last_page = rows.len() < limit_len(PAGE);
+        for row in &rows {
+            if out.len() == limit_len(limit) {
+                break;
+            }
+            if q.status
+                .as_deref()
+                .is_some_and(|s| row.effective_status(now) != s)
+                || !may_see(&cp, &who, &row.subject, &row.approvers)
+            {
+                continue;
+            }
+            let votes = cp.store.votes(&row.id).await?;
+            out.push(approvals::to_json(row, &votes, now));
         }
-        let votes = cp.store.votes(&row.id).await?;
-        out.push(approvals::to_json(&row, &votes, now));
+        match rows.last() {
+            Some(row) if !last_page => before = Some((row.created_ms, row.id.clone())),
+            _ => break,
+        }
     }
     Ok(Json(json!({ "approvals": out })))
+}
+
+/// A clamped list limit as a length.
+fn limit_len(limit: i64) -> usize {
+    usize::try_from(limit).unwrap_or(0)
 }
 
 pub async fn show(

@@ -2226,6 +2226,32 @@ async fn approvals_need_distinct_approvers_from_the_listed_groups_and_never_the_
         }
     }
 
+    // A newer request bob may not see does not hide the one he may, however
+    // small the page.
+    let mut hidden = approval_request("r9", "retry", 1);
+    hidden.subject = "zed".into();
+    hidden.approvers = vec!["ops".into()];
+    crate::approvals::on_agent_request(&h.cp, "edge", hidden)
+        .await
+        .unwrap();
+    let bob = h.token("bob", &["dba"], &[]);
+    let list = h
+        .call("GET", "/api/v1/approvals?limit=1", Some(&bob), None)
+        .await;
+    assert_eq!(list.json["approvals"][0]["id"], "r1", "{}", list.text);
+    // Pages of the store follow on from one another.
+    let newest = h.cp.store.approvals(None, None, 1).await.unwrap();
+    assert_eq!(newest[0].id, "r9");
+    let next =
+        h.cp.store
+            .approvals(None, Some((newest[0].created_ms, "r9")), 10)
+            .await
+            .unwrap();
+    assert_eq!(
+        next.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["r1"]
+    );
+
     let r = h.vote("alice", &["dba"], "r1", "approve").await;
     assert!(
         r.error(StatusCode::FORBIDDEN, "forbidden")

@@ -134,26 +134,35 @@ impl Store {
     }
 
     /// Newest first; `status` filters on the stored status.
-    pub async fn approvals(&self, status: Option<&str>, limit: i64) -> Result<Vec<ApprovalRow>> {
-        let rows = match status {
-            Some(s) => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {COLUMNS} FROM approvals WHERE status = $1 ORDER BY created_ms DESC, id DESC LIMIT $2"
-                )))
-                .bind(s)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {COLUMNS} FROM approvals ORDER BY created_ms DESC, id DESC LIMIT $1"
-                )))
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?
-            }
+    /// Up to `limit` requests (with `status`, if given), newest first,
+    /// older than `before` (`(created_ms, id)` of the last one seen) if
+    /// given: a page of the list.
+    pub async fn approvals(
+        &self,
+        status: Option<&str>,
+        before: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<ApprovalRow>> {
+        // Keyset paging; the unused conditions are switched off by their
+        // own flag binds, so there is one statement for every case.
+        let (after_key, created, id) = match before {
+            Some((created, id)) => (1i64, created, id),
+            None => (0, 0, ""),
         };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM approvals \
+             WHERE ($1 = 0 OR status = $2) \
+               AND ($3 = 0 OR created_ms < $4 OR (created_ms = $4 AND id < $5)) \
+             ORDER BY created_ms DESC, id DESC LIMIT $6"
+        )))
+        .bind(i64::from(status.is_some()))
+        .bind(status.unwrap_or(""))
+        .bind(after_key)
+        .bind(created)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(ApprovalRow::from_row).collect()
     }
 

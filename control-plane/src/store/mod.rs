@@ -663,3 +663,47 @@ pub fn redact_url(url: &str) -> String {
         Err(_) => "<unparseable URL>".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A transaction that reads and then writes, while another connection
+    /// writes in between: on SQLite a deferred one fails at its write with
+    /// "database is locked" and does not wait; `begin_write` waits its turn.
+    #[tokio::test]
+    async fn a_write_transaction_that_reads_first_is_not_refused_by_a_concurrent_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        sqlx::query("CREATE TABLE t (n BIGINT)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        sqlx::query("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        let pool = store.pool().clone();
+        let other = tokio::spawn(async move {
+            sqlx::query("INSERT INTO t VALUES (1)")
+                .execute(&pool)
+                .await
+                .map(|_| ())
+        });
+        // Give the other write the chance to go first.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::query("INSERT INTO t VALUES (2)")
+            .execute(&mut *tx)
+            .await
+            .expect("the transaction's write");
+        tx.commit().await.unwrap();
+        other.await.unwrap().expect("the other write, after it");
+        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(count, 2);
+    }
+}
