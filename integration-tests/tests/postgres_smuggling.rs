@@ -401,9 +401,114 @@ async fn functions_defined_in_the_database_run_only_when_a_rule_names_them() {
     );
     assert!(row_exists(&dp, 2));
     // The function the rule names runs, beside PostgreSQL's own.
-    let (ok, out, err) = dp.psql("SELECT app_price(21), lower('X')");
+    let (ok, out, err) = dp.psql("SELECT app_price(21), upper('x')");
     assert!(ok, "{err}");
-    assert_eq!(out.trim(), "42|x");
+    assert_eq!(out.trim(), "42|X");
+    // With `app.lower` in the database, an unqualified `lower` may be it
+    // (a search_path naming `app` first), so it needs a rule too.
+    let (ok, _, err) = dp.psql("SELECT lower('X')");
+    assert!(
+        !ok && err.contains("user_function") && err.contains("lower"),
+        "{err}"
+    );
+}
+
+/// The database's own code reached without naming it as such: attribute
+/// notation, a function or operator sharing a built-in's name, a view or
+/// a row-level-security policy that calls one, a function the session
+/// itself creates, and one created on the target while a session runs.
+#[tokio::test]
+async fn functions_reached_without_naming_them_need_a_rule_too() {
+    let dp = DataPath::start_with(
+        r#"
+      - allow: { sql: { statements: [read, transaction, create] } }
+        name: read-and-create
+"#,
+        vec!["--catalog-max-age".into(), "1s".into()],
+    )
+    .await;
+    // Each writes to `items` when it runs.
+    dp.pg.psql(
+        "app",
+        "SET ROLE app; \
+         CREATE FUNCTION touch(i items) RETURNS int LANGUAGE plpgsql AS $$ \
+           BEGIN UPDATE items SET name = 'touched' WHERE id = i.id; RETURN 1; END $$; \
+         CREATE TYPE mood AS ENUM ('calm', 'cross'); \
+         CREATE FUNCTION lower(m mood) RETURNS text LANGUAGE plpgsql AS $$ \
+           BEGIN DELETE FROM items WHERE id = 2; RETURN m::text; END $$; \
+         CREATE FUNCTION mood_eq(a mood, b mood) RETURNS boolean LANGUAGE plpgsql AS $$ \
+           BEGIN DELETE FROM items WHERE id = 3; RETURN a::text < b::text OR a::text > b::text; END $$; \
+         CREATE OPERATOR = (LEFTARG = mood, RIGHTARG = mood, FUNCTION = mood_eq); \
+         CREATE VIEW touching AS SELECT touch(i) FROM items i WHERE id < 10; \
+         CREATE VIEW over_touching AS SELECT * FROM touching; \
+         CREATE FUNCTION allowed(i int) RETURNS boolean LANGUAGE plpgsql AS $$ \
+           BEGIN DELETE FROM items WHERE id = 4; RETURN true; END $$; \
+         CREATE TABLE guarded (id int); INSERT INTO guarded VALUES (1); \
+         ALTER TABLE guarded ENABLE ROW LEVEL SECURITY; ALTER TABLE guarded FORCE ROW LEVEL SECURITY; \
+         CREATE POLICY see ON guarded USING (allowed(id));",
+    );
+    let denied = |sql: &str, name: &str| {
+        let (ok, _, err) = dp.psql(sql);
+        assert!(
+            !ok && err.contains("user_function") && err.contains(name),
+            "`{sql}`: {err}"
+        );
+    };
+    denied("SELECT i.touch FROM items i WHERE id < 10", "touch");
+    denied("SELECT (i).touch FROM items i WHERE id < 10", "touch");
+    denied("SELECT lower('calm'::mood)", "lower");
+    denied("SELECT 'calm'::mood = 'cross'::mood", "=");
+    denied("SELECT * FROM touching", "touch");
+    denied("SELECT * FROM public.over_touching", "touch");
+    denied("SELECT * FROM guarded", "allowed");
+    // Defined by the session and called in the same text, or later in its
+    // transaction, where no other connection can see it yet.
+    denied(
+        "CREATE FUNCTION mine(i items) RETURNS int LANGUAGE sql AS $$ UPDATE items SET name = 'mine' WHERE id = i.id RETURNING 1 $$; \
+         SELECT i.mine FROM items i WHERE id < 10",
+        "mine",
+    );
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    assert_eq!(errors_of(&mut s, &query("BEGIN")).await, "");
+    assert_eq!(
+        errors_of(
+            &mut s,
+            &query("CREATE FUNCTION mine(i items) RETURNS int LANGUAGE sql AS $$ UPDATE items SET name = 'mine' WHERE id = i.id RETURNING 1 $$"),
+        )
+        .await,
+        ""
+    );
+    let text = errors_of(&mut s, &query("SELECT i.mine FROM items i WHERE id < 10")).await;
+    assert!(text.contains("42501") && text.contains("mine"), "{text}");
+    assert_eq!(errors_of(&mut s, &query("ROLLBACK")).await, "");
+
+    // Created on the target by other means while a session is open: seen
+    // once the agent's read is older than --catalog-max-age.
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    let text = errors_of(&mut s, &query("SELECT i.sneak FROM items i WHERE false")).await;
+    assert!(text.contains("column i.sneak does not exist"), "{text}");
+    dp.target(
+        "SET ROLE app; CREATE FUNCTION sneak(i items) RETURNS int LANGUAGE plpgsql AS $$ \
+           BEGIN UPDATE items SET name = 'sneaked' WHERE id = i.id; RETURN 1; END $$",
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let text = errors_of(&mut s, &query("SELECT i.sneak FROM items i WHERE id < 10")).await;
+    assert!(text.contains("42501") && text.contains("sneak"), "{text}");
+
+    // The target confirms none of it ran.
+    assert_eq!(
+        dp.target("SELECT count(*) FROM items WHERE id < 10 AND name <> 'item ' || id"),
+        "0"
+    );
+    assert_eq!(dp.target("SELECT count(*) FROM items WHERE id < 10"), "9");
+    assert_eq!(
+        dp.target("SELECT count(*) FROM pg_proc WHERE proname = 'mine'"),
+        "0"
+    );
+    // Columns and PostgreSQL's own functions and operators still work.
+    let (ok, out, err) = dp.psql("SELECT i.name, length(i.name) FROM items i WHERE id < 2");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "item 1|6");
 }
 
 #[tokio::test]

@@ -65,8 +65,8 @@ pub use model::{
 };
 pub use parse::parse_document;
 pub use sql::{
-    ClassifiedStatement, ClassifyError, ClassifyOptions, CopyFormat, CopyOut, PreparedChange,
-    classify, classify_with, fingerprint, normalize,
+    CatalogNames, ClassifiedStatement, ClassifyError, ClassifyOptions, CopyFormat, CopyOut,
+    PreparedChange, classify, classify_with, fingerprint, is_builtin_function, normalize,
 };
 pub use validate::{is_valid_name, validate};
 

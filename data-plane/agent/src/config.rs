@@ -76,6 +76,13 @@ pub struct AgentArgs {
     /// Tokens travel as passwords: leave this off unless the network is trusted.
     #[arg(long, env = "SLUICE_AGENT_ALLOW_PLAINTEXT")]
     pub allow_plaintext: bool,
+    /// How long a read of a target's catalog (its own functions and
+    /// operators, for judging statements; its columns, for masking) is
+    /// used before it is read again. A DDL statement through this agent
+    /// makes it read again at once; a function created on the target by
+    /// other means is seen within this time.
+    #[arg(long, env = "SLUICE_AGENT_CATALOG_MAX_AGE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub catalog_max_age: Duration,
     /// Client sessions idle (no request in flight) for longer are closed.
     #[arg(long, env = "SLUICE_AGENT_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,

@@ -58,7 +58,9 @@ pub struct Agent {
     last_signed: Mutex<Option<pb::SignedSnapshot>>,
     pub pg_cancel: postgres::CancelRegistry,
     /// Target catalogs for masking by column origin.
-    pub pg_catalogs: postgres::CatalogCache,
+    pub pg_catalogs: postgres::CatalogCache<postgres::Catalog>,
+    /// Targets' own functions and operators, for judging statements.
+    pub pg_routines: postgres::CatalogCache<postgres::Routines>,
     /// Masking `hash` key for resources whose snapshot carries none.
     pub local_mask_key: Vec<u8>,
     /// TLS for client connections (None: plaintext only).
@@ -285,6 +287,7 @@ impl Agent {
         pg_tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> Self {
         let (snapshot_tx, snapshot_rx) = watch::channel(None);
+        let catalog_max_age = args.catalog_max_age;
         Self {
             args,
             paths,
@@ -301,7 +304,8 @@ impl Agent {
             cache_written_at: AtomicU64::new(0),
             last_signed: Mutex::new(None),
             pg_cancel: postgres::CancelRegistry::default(),
-            pg_catalogs: postgres::CatalogCache::default(),
+            pg_catalogs: postgres::CatalogCache::new(catalog_max_age),
+            pg_routines: postgres::CatalogCache::new(catalog_max_age),
             local_mask_key: {
                 use ring::rand::SecureRandom as _;
                 let mut key = vec![0u8; 32];

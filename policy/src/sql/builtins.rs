@@ -10,7 +10,9 @@
 //!
 //! What a name cannot tell: a function defined in the database with the
 //! same name as a built-in one and other argument types (`public.lower
-//! (my_type)`), which PostgreSQL picks by the arguments' types.
+//! (my_type)`), which PostgreSQL picks by the arguments' types. The agent
+//! checks those names against the functions the target defines (see
+//! [`CatalogNames`](super::CatalogNames)).
 
 use std::{collections::HashSet, sync::OnceLock};
 
@@ -38,7 +40,7 @@ fn functions() -> &'static HashSet<&'static str> {
 
 /// Whether `schema.name` (or `name` when `schema` is `None`) calls one of
 /// PostgreSQL's own functions.
-pub(super) fn is_builtin_function(schema: Option<&str>, name: &str) -> bool {
+pub fn is_builtin_function(schema: Option<&str>, name: &str) -> bool {
     match schema {
         None | Some("pg_catalog") => functions().contains(name),
         Some("information_schema") => name.starts_with("_pg_"),

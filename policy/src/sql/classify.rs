@@ -113,6 +113,44 @@ pub struct ClassifiedStatement {
     /// the protocol bound, whose statement the agent judged at Parse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetches: Option<String>,
+    /// Names PostgreSQL resolves in the database's catalog, which the text
+    /// alone cannot place (see [`CatalogNames`]).
+    #[serde(default, skip_serializing_if = "CatalogNames::is_empty")]
+    pub catalog_names: CatalogNames,
+}
+
+/// Names in a statement whose meaning depends on what the database
+/// defines, for the agent to check against the functions and operators
+/// defined there (its `routines` catalog). Unqualified function calls are
+/// in [`StatementFacts::functions`] already.
+///
+/// * `t.touch` and `(t).touch` select a field of a row value, or call
+///   `touch(t)` when there is no such field (PostgreSQL's attribute
+///   notation); the text cannot tell which.
+/// * `a = b` runs a database's own `=` for its own types.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CatalogNames {
+    /// Field names selected from a row value (`t.touch`, `(t).touch`,
+    /// `s.t.touch`): the last name of a qualified column reference, and
+    /// names after an indirection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<String>,
+    /// Unqualified operator symbols that are also PostgreSQL's own (those
+    /// that are not already make the statement `user_function`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operators: Vec<String>,
+    /// Functions, aggregates and operators the statement creates or
+    /// renames to (`CREATE FUNCTION touch`, `ALTER FUNCTION f RENAME TO
+    /// touch`, `CREATE OPERATOR ===`): later statements of the session see
+    /// them before the catalog does (inside its transaction, only it can).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub defines: Vec<String>,
+}
+
+impl CatalogNames {
+    pub fn is_empty(&self) -> bool {
+        self.attributes.is_empty() && self.operators.is_empty() && self.defines.is_empty()
+    }
 }
 
 /// A `COPY ... TO STDOUT`: its source and output format.
@@ -332,7 +370,7 @@ pub fn classify_with(
             .as_deref()
             .and_then(|n| n.node.as_ref())
             .ok_or_else(|| internal("a statement without a parse tree"))?;
-        let facts = facts_of(root.to_ref())?;
+        let (facts, catalog_names) = facts_of(root.to_ref())?;
         let fingerprint = if options.skip_fingerprint {
             String::new()
         } else {
@@ -348,6 +386,7 @@ pub fn classify_with(
                 NodeRef::FetchStmt(f) => Some(f.portalname.clone()),
                 _ => None,
             },
+            catalog_names,
         });
     }
     Ok(statements)
@@ -415,8 +454,9 @@ fn statement_text<'s>(sql: &'s str, raw: &protobuf::RawStmt) -> Result<&'s str, 
         .ok_or_else(|| internal("statement location outside the text"))
 }
 
-/// Facts about one statement.
-fn facts_of(root: NodeRef<'_>) -> Result<StatementFacts, ClassifyError> {
+/// Facts about one statement, and the names in it only the database's
+/// catalog can place.
+fn facts_of(root: NodeRef<'_>) -> Result<(StatementFacts, CatalogNames), ClassifyError> {
     let mut walker = Walker::default();
     if statement_kinds(root).is_none() {
         walker.add(SqlKind::Other);
@@ -431,6 +471,7 @@ fn facts_of(root: NodeRef<'_>) -> Result<StatementFacts, ClassifyError> {
         mut tables_written,
         mut functions,
         mut user_functions,
+        mut catalog_names,
         rows_modified,
         unbounded,
         ..
@@ -440,18 +481,22 @@ fn facts_of(root: NodeRef<'_>) -> Result<StatementFacts, ClassifyError> {
         &mut tables_written,
         &mut functions,
         &mut user_functions,
+        &mut catalog_names.attributes,
+        &mut catalog_names.operators,
+        &mut catalog_names.defines,
     ] {
         names.sort_unstable();
         names.dedup();
     }
-    Ok(StatementFacts {
+    let facts = StatementFacts {
         kinds,
         tables_read,
         tables_written,
         functions,
         user_functions,
         has_where: rows_modified && !unbounded,
-    })
+    };
+    Ok((facts, catalog_names))
 }
 
 /// Whether a table reference is read or written where it appears.
@@ -482,6 +527,7 @@ struct Walker<'a> {
     functions: Vec<String>,
     /// Calls of functions and operators that are not PostgreSQL's own.
     user_functions: Vec<String>,
+    catalog_names: CatalogNames,
     /// Names of the CTEs visible at the current point of the walk; an
     /// unqualified table reference with one of these names is the CTE.
     ctes: Vec<&'a str>,
@@ -599,6 +645,40 @@ impl<'a> Walker<'a> {
             }
             NodeRef::SubLink(l) => self.operator(&l.oper_name),
             NodeRef::SortBy(b) => self.operator(&b.use_op),
+            // `t.touch`: a field, or `touch(t)`.
+            NodeRef::ColumnRef(c) if c.fields.len() >= 2 => {
+                if let Some(Some(NodeEnum::String(s))) = c.fields.last().map(|f| &f.node) {
+                    self.catalog_names.attributes.push(s.sval.clone());
+                }
+            }
+            // `(t).touch`, `(f(x)).touch`, `(t).a.touch`.
+            NodeRef::AIndirection(i) => {
+                for field in &i.indirection {
+                    if let Some(NodeEnum::String(s)) = &field.node {
+                        self.catalog_names.attributes.push(s.sval.clone());
+                    }
+                }
+            }
+            NodeRef::CreateFunctionStmt(f) => self.defines(&f.funcname),
+            NodeRef::DefineStmt(d)
+                if matches!(
+                    d.kind(),
+                    ObjectType::ObjectAggregate | ObjectType::ObjectOperator
+                ) =>
+            {
+                self.defines(&d.defnames);
+            }
+            NodeRef::RenameStmt(r)
+                if matches!(
+                    r.rename_type(),
+                    ObjectType::ObjectFunction
+                        | ObjectType::ObjectProcedure
+                        | ObjectType::ObjectRoutine
+                        | ObjectType::ObjectAggregate
+                ) =>
+            {
+                self.catalog_names.defines.push(r.newname.clone());
+            }
             NodeRef::UpdateStmt(s) => self.modifies_rows(s.where_clause.as_deref())?,
             NodeRef::DeleteStmt(s) => self.modifies_rows(s.where_clause.as_deref())?,
             // These name relations by name lists, not RangeVars.
@@ -728,6 +808,16 @@ impl<'a> Walker<'a> {
         if !builtins::is_builtin_operator(schema, symbol) {
             self.add(SqlKind::UserFunction);
             self.user_functions.push(name);
+        } else if schema.is_none() {
+            // The database may define it for its own types.
+            self.catalog_names.operators.push(name);
+        }
+    }
+
+    /// The last part of a name a statement creates.
+    fn defines(&mut self, name: &[protobuf::Node]) {
+        if let Some(Some(NodeEnum::String(s))) = name.last().map(|n| &n.node) {
+            self.catalog_names.defines.push(s.sval.clone());
         }
     }
 

@@ -26,7 +26,9 @@
 //!
 //! What it cannot see: the bodies of `DO` blocks and functions (a call
 //! of a function or operator that is not PostgreSQL's own carries the kind
-//! `user_function`, which only a rule naming it allows; see `builtins`), what a
+//! `user_function`, which only a rule naming it allows; see `builtins`; what
+//! only the database's catalog can place is reported in
+//! [`ClassifiedStatement::catalog_names`] for the agent to check), what a
 //! prepared statement named by `EXECUTE` contains (the agent classifies
 //! `PREPARE` when it happens), SQL passed as text to functions that run it
 //! (`dblink`, `query_to_xml`, `ts_stat`: reported by name, for policy to
@@ -40,9 +42,12 @@ mod children;
 mod classify;
 
 pub use classify::{
-    ClassifiedStatement, ClassifyError, ClassifyOptions, CopyFormat, CopyOut, DECODE_MAX_DEPTH,
-    MAX_DEPTH, MAX_SQL_LEN, PreparedChange, classify, classify_with, fingerprint, normalize,
+    CatalogNames, ClassifiedStatement, ClassifyError, ClassifyOptions, CopyFormat, CopyOut,
+    DECODE_MAX_DEPTH, MAX_DEPTH, MAX_SQL_LEN, PreparedChange, classify, classify_with, fingerprint,
+    normalize,
 };
+
+pub use builtins::is_builtin_function;
 
 #[cfg(test)]
 mod tests;

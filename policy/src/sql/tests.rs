@@ -1298,6 +1298,76 @@ fn functions_defined_in_the_database_need_a_rule_naming_them() {
 }
 
 /// Counts the nodes the walk reaches from `root`.
+/// What only the database's catalog can place: what the agent checks
+/// against the functions and operators defined there.
+#[test]
+fn names_the_catalog_decides_are_reported() {
+    let names = |sql: &str| {
+        let mut statements = all(sql);
+        assert_eq!(statements.len(), 1, "{sql}");
+        statements.remove(0).catalog_names
+    };
+    let attributes = |sql: &str| names(sql).attributes;
+    // Attribute notation: `t.touch` may be `touch(t)`.
+    assert_eq!(attributes("SELECT t.touch FROM t"), ["touch"]);
+    assert_eq!(
+        attributes("SELECT s.t.touch, t.id FROM s.t"),
+        ["id", "touch"]
+    );
+    assert_eq!(attributes("SELECT (t).touch FROM t"), ["touch"]);
+    assert_eq!(attributes("SELECT (f(1)).a.touch"), ["a", "touch"]);
+    assert_eq!(attributes("SELECT 1 FROM t WHERE (t.*).touch"), ["touch"]);
+    assert_eq!(
+        attributes("WITH c AS (SELECT t.touch FROM t) SELECT * FROM c"),
+        ["touch"]
+    );
+    // A bare name is a column or a whole row, never a call; `t.*` names
+    // no field; subscripts are not names.
+    assert!(attributes("SELECT touch, t.*, (a)[1] FROM t").is_empty());
+
+    // Operators that are PostgreSQL's own symbols, unqualified: the
+    // database may define them again for its own types.
+    assert_eq!(
+        names("SELECT 1 FROM t WHERE a = b AND c || d LIKE 'x' ORDER BY e USING <").operators,
+        ["<", "=", "||", "~~"]
+    );
+    assert!(
+        names("SELECT 1 OPERATOR(pg_catalog.=) 2")
+            .operators
+            .is_empty()
+    );
+    // One that is not PostgreSQL's own is a user function already.
+    let st = all("SELECT 1 === 2").remove(0);
+    assert!(st.catalog_names.operators.is_empty());
+    assert_eq!(st.facts.user_functions, ["==="]);
+
+    // What a statement defines, for the session's later statements.
+    for (sql, defined) in [
+        (
+            "CREATE FUNCTION app.touch(t) RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            "touch",
+        ),
+        (
+            "CREATE OR REPLACE PROCEDURE p() LANGUAGE sql AS 'SELECT 1'",
+            "p",
+        ),
+        (
+            "CREATE AGGREGATE total(int) (sfunc = int4pl, stype = int)",
+            "total",
+        ),
+        (
+            "CREATE OPERATOR === (leftarg = int, rightarg = int, function = int4eq)",
+            "===",
+        ),
+        ("ALTER FUNCTION f(int) RENAME TO touch", "touch"),
+        ("ALTER ROUTINE f RENAME TO touch", "touch"),
+    ] {
+        assert_eq!(names(sql).defines, [defined], "{sql}");
+    }
+    assert!(names("ALTER TABLE t RENAME TO touch").defines.is_empty());
+    assert!(names("SELECT 1").is_empty());
+}
+
 fn walked(root: NodeRef<'_>) -> usize {
     let (mut count, mut stack) = (0, vec![root]);
     while let Some(node) = stack.pop() {

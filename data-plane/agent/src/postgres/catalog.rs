@@ -5,7 +5,8 @@
 //! subqueries, CTEs and RETURNING). The agent turns those into
 //! `schema.table.column` with the target's catalog, read on a metadata
 //! connection of its own (the resource's vault credential) and cached per
-//! resource for [`TTL`], or until a DDL statement on that resource.
+//! resource for `--catalog-max-age`, or until a DDL statement on that
+//! resource.
 //!
 //! Views: a view column's origin is the view. The catalog also records
 //! which base columns each view depends on, so a view over a masked column
@@ -13,7 +14,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -21,8 +25,55 @@ use sluice_proto as pb;
 
 use super::upstream::{self, UpstreamError};
 
-/// How long a catalog read is reused.
-pub const TTL: Duration = Duration::from_secs(60);
+/// How long an older read stands in while the catalog cannot be read
+/// again (the target is full, or briefly unreachable); past this, the
+/// read fails.
+pub const MAX_STALE: Duration = Duration::from_secs(600);
+
+/// How long after a failed read the next one is tried: sessions waiting
+/// for a read get the failure at once meanwhile, rather than each trying
+/// for the full timeout in turn.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// What the agent reads from a target's catalog, on a metadata connection
+/// of its own.
+pub trait FromCatalog: Sized + Send + Sync + 'static {
+    /// The queries, run in order in one round of simple queries.
+    const QUERIES: &'static [&'static str];
+
+    /// Builds the value from each query's rows (text format), in order.
+    fn from_rows(results: &[Vec<Vec<Option<String>>>]) -> Self;
+
+    /// Reads it on a fresh metadata connection.
+    fn load(
+        resource: &pb::Resource,
+        credential: &pb::Credential,
+        timeout: Duration,
+        max_message: u32,
+    ) -> impl std::future::Future<Output = Result<Self, UpstreamError>> + Send {
+        async move {
+            let mut conn =
+                upstream::connect(resource, credential, &[], timeout, max_message).await?;
+            let read = async {
+                let mut results = Vec::with_capacity(Self::QUERIES.len());
+                for query in Self::QUERIES {
+                    results.push(conn.simple_query(query).await?);
+                }
+                Ok::<_, UpstreamError>(results)
+            };
+            let result = tokio::time::timeout(timeout, read)
+                .await
+                .map_err(|_| UpstreamError::Timeout);
+            conn.close().await;
+            Ok(Self::from_rows(&result??))
+        }
+    }
+}
+
+/// A text cell of a catalog row (empty when NULL or missing).
+pub(crate) fn cell(row: &[Option<String>], i: usize) -> String {
+    row.get(i).cloned().flatten().unwrap_or_default()
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
@@ -79,47 +130,28 @@ impl Catalog {
             .then_some(*oid)
         })
     }
+}
 
-    /// Reads the catalog on a fresh metadata connection.
-    pub async fn load(
-        resource: &pb::Resource,
-        credential: &pb::Credential,
-        timeout: Duration,
-        max_message: u32,
-    ) -> Result<Self, UpstreamError> {
-        let mut conn = upstream::connect(resource, credential, &[], timeout, max_message).await?;
-        let read = async {
-            let columns = conn
-                .simple_query(
-                    "SELECT c.oid::bigint, a.attnum::int, n.nspname, c.relname, a.attname, c.relkind::text, a.atttypid::bigint \
-                     FROM pg_catalog.pg_attribute a \
-                     JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r','v','m','p','f')",
-                )
-                .await?;
-            let deps = conn
-                .simple_query(
-                    "SELECT DISTINCT r.ev_class::bigint, d.refobjid::bigint, d.refobjsubid::int \
-                     FROM pg_catalog.pg_rewrite r \
-                     JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
-                     WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> r.ev_class AND d.refobjsubid > 0",
-                )
-                .await?;
-            Ok::<_, UpstreamError>((columns, deps))
+impl FromCatalog for Catalog {
+    const QUERIES: &'static [&'static str] = &[
+        "SELECT c.oid::bigint, a.attnum::int, n.nspname, c.relname, a.attname, c.relkind::text, a.atttypid::bigint \
+         FROM pg_catalog.pg_attribute a \
+         JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r','v','m','p','f')",
+        "SELECT DISTINCT r.ev_class::bigint, d.refobjid::bigint, d.refobjsubid::int \
+         FROM pg_catalog.pg_rewrite r \
+         JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
+         WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> r.ev_class AND d.refobjsubid > 0",
+    ];
+
+    fn from_rows(results: &[Vec<Vec<Option<String>>>]) -> Self {
+        let (columns, deps) = match results {
+            [columns, deps] => (columns.as_slice(), deps.as_slice()),
+            _ => (&[][..], &[][..]),
         };
-        let result = tokio::time::timeout(timeout, read)
-            .await
-            .map_err(|_| UpstreamError::Timeout)?;
-        conn.close().await;
-        let (columns, deps) = result?;
-        Ok(Self::from_rows(&columns, &deps))
-    }
-
-    fn from_rows(columns: &[Vec<Option<String>>], deps: &[Vec<Option<String>>]) -> Self {
         let mut catalog = Self::default();
-        let text =
-            |row: &[Option<String>], i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        let text = cell;
         for row in columns {
             let (Ok(oid), Ok(attnum)) = (text(row, 0).parse::<u32>(), text(row, 1).parse::<i16>())
             else {
@@ -160,39 +192,147 @@ impl Catalog {
     }
 }
 
-/// Catalogs per resource, shared by the agent's sessions.
-#[derive(Default)]
-pub struct CatalogCache {
-    entries: Mutex<HashMap<String, (Instant, Arc<Catalog>)>>,
+/// Catalog reads per resource, shared by the agent's sessions: read once
+/// per `max_age` (one session reads, those arriving meanwhile wait for its
+/// read), and again after a DDL statement on the resource.
+pub struct CatalogCache<T> {
+    max_age: Duration,
+    entries: Mutex<HashMap<String, Slot<T>>>,
+    /// Bumped by every invalidation, so sessions holding a read learn
+    /// cheaply that they should ask again.
+    generation: AtomicU64,
 }
 
-impl CatalogCache {
-    /// The resource's catalog, read again when older than [`TTL`] or
-    /// invalidated.
+struct Slot<T> {
+    read: Option<(Instant, Arc<T>)>,
+    /// Set by an invalidation: the read is not reused, only stood in
+    /// with when a new one fails.
+    expired: bool,
+    /// The last failure, and when (see [`RETRY_AFTER`]).
+    failed: Option<(Instant, UpstreamError)>,
+    /// Held by the session reading it.
+    reading: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Self {
+            read: None,
+            expired: false,
+            failed: None,
+            reading: Arc::default(),
+        }
+    }
+}
+
+impl<T> CatalogCache<T> {
+    pub fn new(max_age: Duration) -> Self {
+        Self {
+            max_age,
+            entries: Mutex::default(),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// How long a read is used.
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+}
+
+/// What [`CatalogCache::cached`] finds.
+enum Cached<T> {
+    Fresh(Arc<T>),
+    Failed(UpstreamError),
+    Read(Arc<tokio::sync::Mutex<()>>),
+}
+
+impl<T: FromCatalog> CatalogCache<T> {
+    /// The resource's catalog: the last read when fresh, else a new one.
+    /// When the new read fails, a read younger than [`MAX_STALE`] stands
+    /// in for it.
     pub async fn get(
         &self,
         resource: &pb::Resource,
         credential: &pb::Credential,
         timeout: Duration,
         max_message: u32,
-    ) -> Result<Arc<Catalog>, UpstreamError> {
-        if let Some((at, c)) = self.lock().get(&resource.name)
-            && at.elapsed() < TTL
-        {
-            return Ok(c.clone());
+    ) -> Result<Arc<T>, UpstreamError> {
+        let reading = match self.cached(&resource.name) {
+            Cached::Fresh(read) => return Ok(read),
+            Cached::Failed(e) => return self.stand_in(&resource.name, e),
+            Cached::Read(reading) => reading,
+        };
+        let _reading = reading.lock().await;
+        // Another session may have read it while this one waited.
+        match self.cached(&resource.name) {
+            Cached::Fresh(read) => return Ok(read),
+            Cached::Failed(e) => return self.stand_in(&resource.name, e),
+            Cached::Read(_) => {}
         }
-        let catalog = Arc::new(Catalog::load(resource, credential, timeout, max_message).await?);
-        self.lock()
-            .insert(resource.name.clone(), (Instant::now(), catalog.clone()));
-        Ok(catalog)
+        match T::load(resource, credential, timeout, max_message).await {
+            Ok(read) => {
+                let read = Arc::new(read);
+                let mut entries = self.lock();
+                let slot = entries.entry(resource.name.clone()).or_default();
+                slot.read = Some((Instant::now(), read.clone()));
+                slot.expired = false;
+                slot.failed = None;
+                Ok(read)
+            }
+            Err(e) => {
+                self.lock().entry(resource.name.clone()).or_default().failed =
+                    Some((Instant::now(), e.clone()));
+                self.stand_in(&resource.name, e)
+            }
+        }
     }
 
-    /// Forgets a resource's catalog (a DDL statement ran there).
+    fn cached(&self, resource: &str) -> Cached<T> {
+        let mut entries = self.lock();
+        let slot = entries.entry(resource.to_owned()).or_default();
+        if let Some((at, read)) = &slot.read
+            && !slot.expired
+            && at.elapsed() < self.max_age
+        {
+            return Cached::Fresh(read.clone());
+        }
+        if let Some((at, e)) = &slot.failed
+            && at.elapsed() < RETRY_AFTER
+        {
+            return Cached::Failed(e.clone());
+        }
+        Cached::Read(slot.reading.clone())
+    }
+
+    /// The last read while it is younger than [`MAX_STALE`], else `e`.
+    fn stand_in(&self, resource: &str, e: UpstreamError) -> Result<Arc<T>, UpstreamError> {
+        let entries = self.lock();
+        match entries.get(resource).and_then(|slot| slot.read.as_ref()) {
+            Some((at, read)) if at.elapsed() < MAX_STALE => {
+                tracing::warn!(resource, error = %e, "cannot read the target's catalog again; using the read from {}s ago", at.elapsed().as_secs());
+                Ok(read.clone())
+            }
+            _ => Err(e),
+        }
+    }
+
+    /// Marks a resource's catalog as out of date (a DDL statement ran
+    /// there): the next [`CatalogCache::get`] reads it again.
     pub fn invalidate(&self, resource: &str) {
-        self.lock().remove(resource);
+        if let Some(slot) = self.lock().get_mut(resource) {
+            slot.expired = true;
+            slot.failed = None;
+        }
+        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<Catalog>)>> {
+    /// Changes whenever a catalog is invalidated.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot<T>>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -226,5 +366,5 @@ pub(crate) fn test_catalog(
             ]
         })
         .collect();
-    Catalog::from_rows(&rows, &deps)
+    Catalog::from_rows(&[rows, deps])
 }

@@ -12,7 +12,8 @@
 //! value are kept that way (see [`shape_shareable`]).
 
 use std::{
-    collections::HashMap,
+    borrow::Cow,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, OnceLock},
 };
 
@@ -20,6 +21,7 @@ use sluice_policy::{
     ClassifiedStatement, Outcome, PreparedChange, SqlKind, StatementFacts, Subject,
 };
 
+use super::routines::Routines;
 use crate::snapshot::Active;
 
 /// The verdict on one protocol-level request (a Query string, a Parse, a
@@ -204,7 +206,18 @@ pub struct Judge {
     /// Bytes of text the two maps hold as keys.
     decided_bytes: usize,
     shape_bytes: usize,
+    /// The target's functions and operators (or why they cannot be read:
+    /// then every statement is denied).
+    routines: Result<Arc<Routines>, String>,
+    /// Names of functions and operators this session's statements define
+    /// (see [`sluice_policy::CatalogNames::defines`]).
+    defined: HashSet<String>,
+    /// It defined more than [`MAX_DEFINED`]: every name counts as defined.
+    defined_everything: bool,
 }
+
+/// How many defined names a session keeps track of.
+const MAX_DEFINED: usize = 1024;
 
 /// Bounds of a session's decision caches, in entries and in bytes of text
 /// (each map is cleared when an insertion would pass either): one client
@@ -216,7 +229,7 @@ const MAX_SHAPES: usize = 256;
 const MAX_SHAPE_BYTES: usize = 64 * 1024;
 
 impl Judge {
-    pub fn new(subject: Subject, resource: String) -> Self {
+    pub fn new(subject: Subject, resource: String, routines: Arc<Routines>) -> Self {
         Self {
             subject,
             resource,
@@ -226,6 +239,41 @@ impl Judge {
             by_shape: HashMap::new(),
             decided_bytes: 0,
             shape_bytes: 0,
+            routines: Ok(routines),
+            defined: HashSet::new(),
+            defined_everything: false,
+        }
+    }
+
+    /// Judges from now on with a new read of the target's functions, or
+    /// denies everything when it could not be read.
+    pub fn set_routines(&mut self, routines: Result<Arc<Routines>, String>) {
+        let same = match (&self.routines, &routines) {
+            (Ok(a), Ok(b)) => Arc::ptr_eq(a, b),
+            (Err(a), Err(b)) => a == b,
+            _ => false,
+        };
+        if !same {
+            self.routines = routines;
+            self.forget();
+        }
+    }
+
+    /// Remembers the functions and operators `classified` defines.
+    fn note_definitions(&mut self, classified: &Classified) {
+        let Ok(statements) = classified.as_ref() else {
+            return;
+        };
+        let mut added = false;
+        for name in statements.iter().flat_map(|s| &s.catalog_names.defines) {
+            if self.defined.len() >= MAX_DEFINED {
+                self.defined_everything = true;
+            } else {
+                added |= self.defined.insert(name.clone());
+            }
+        }
+        if added || self.defined_everything {
+            self.forget();
         }
     }
 
@@ -263,6 +311,11 @@ impl Judge {
             return v.clone();
         }
         let verdict = Arc::new(self.decide_sql(active, sql));
+        if verdict.allowed || verdict.approval.is_some() {
+            // Later statements may call what this one defines (the
+            // decisions made so far are forgotten when it does).
+            self.note_definitions(&classify(sql, self.standard_conforming_strings));
+        }
         if sql.len() <= MAX_CACHED_TEXT {
             if self.decided.len() >= MAX_DECIDED
                 || self.decided_bytes + sql.len() > MAX_DECIDED_BYTES
@@ -340,10 +393,31 @@ impl Judge {
             .filter_map(|s| s.fetches.clone())
             .collect();
         let fingerprinted = Some((classified.clone(), standard_conforming_strings));
+        let routines = match &self.routines {
+            Ok(r) => r,
+            Err(e) => {
+                return Verdict::deny(
+                    format!(
+                        "sluice cannot read the functions defined in the target database, which it needs to judge statements ({e}); try again shortly"
+                    ),
+                    String::new(),
+                    Vec::new(),
+                );
+            }
+        };
+        // What earlier statements of this text define.
+        let mut defined_here: Vec<&str> = Vec::new();
         for st in statements {
             prepared.extend(st.prepared.iter().cloned());
-            kinds.extend(st.facts.kinds.iter().map(|k| k.as_str().to_owned()));
-            let verdict = self.decide_facts(active, &st.facts);
+            let defined = |name: &str| {
+                self.defined_everything
+                    || self.defined.contains(name)
+                    || defined_here.contains(&name)
+            };
+            let facts = with_routines(st, routines, defined);
+            defined_here.extend(st.catalog_names.defines.iter().map(String::as_str));
+            kinds.extend(facts.kinds.iter().map(|k| k.as_str().to_owned()));
+            let verdict = self.decide_facts(active, &facts);
             if verdict.approval.is_some() {
                 // The whole text needs approval, unless another of its
                 // statements is denied outright.
@@ -448,6 +522,28 @@ impl Judge {
     }
 }
 
+/// A statement's facts with what the target's catalog adds: the kind
+/// `user_function` for functions and operators of the database it reaches
+/// without naming them as such (see `routines.rs`).
+fn with_routines<'a>(
+    statement: &'a sluice_policy::ClassifiedStatement,
+    routines: &Routines,
+    defined: impl Fn(&str) -> bool,
+) -> Cow<'a, StatementFacts> {
+    let found = routines.run_by(statement, defined);
+    if found.is_empty() {
+        return Cow::Borrowed(&statement.facts);
+    }
+    let mut facts = statement.facts.clone();
+    if !facts.kinds.contains(&SqlKind::UserFunction) {
+        facts.kinds.push(SqlKind::UserFunction);
+    }
+    facts.user_functions.extend(found);
+    facts.user_functions.sort_unstable();
+    facts.user_functions.dedup();
+    Cow::Owned(facts)
+}
+
 /// The shape of `sql`: its text with every constant replaced by a `$n`
 /// placeholder, found by PostgreSQL's own parser (`sluice_policy::normalize`;
 /// what is not a constant is kept byte for byte, comments included). Two
@@ -538,7 +634,11 @@ policies:
 "#;
 
     fn snapshot(version: u64) -> Arc<Active> {
-        let doc = sluice_policy::parse_document(DOC).expect("valid document");
+        snapshot_of(DOC, version)
+    }
+
+    fn snapshot_of(doc: &str, version: u64) -> Arc<Active> {
+        let doc = sluice_policy::parse_document(doc).expect("valid document");
         Arc::new(Active {
             version,
             issued_at_ms: 0,
@@ -552,7 +652,10 @@ policies:
 
     fn judge() -> (Judge, Arc<Active>) {
         let subject = Subject::user("bot", Vec::<String>::new());
-        (Judge::new(subject, "db".into()), snapshot(1))
+        (
+            Judge::new(subject, "db".into(), Arc::default()),
+            snapshot(1),
+        )
     }
 
     /// Whether `sql` was ever classified (parsed) in this process.
@@ -713,6 +816,75 @@ policies:
             assert!(shapes <= MAX_SHAPE_BYTES, "{shapes} bytes of shapes");
         }
         assert!(!judge.by_shape.is_empty(), "shapes were kept at all");
+    }
+
+    #[test]
+    fn functions_the_database_or_the_session_defines_are_user_functions_however_reached() {
+        let active = snapshot_of(
+            r#"
+resources:
+  - { name: db, kind: postgres, agent: a, address: "h:1", database: d }
+policies:
+  - name: p
+    subjects: { users: [bot] }
+    resources: { names: [db] }
+    rules:
+      - allow: { sql: { statements: [read, create] } }
+"#,
+            1,
+        );
+        let subject = Subject::user("bot", Vec::<String>::new());
+        let routines = super::super::routines::test_routines(
+            &["touch"],
+            &[],
+            &[(10, "public", "touched", "touch", false)],
+            &[],
+        );
+        let mut judge = Judge::new(subject, "db".into(), Arc::new(routines));
+        for sql in [
+            "SELECT t.touch FROM t",
+            "SELECT * FROM touched",
+            "SELECT 1 FROM t WHERE (t).touch > 0",
+        ] {
+            let verdict = judge.sql(Some(&active), sql);
+            assert!(!verdict.allowed, "{sql}");
+            assert!(verdict.kinds.contains(&"user_function".to_owned()), "{sql}");
+            assert!(
+                verdict.reason.contains("defined in the database: touch)"),
+                "{sql}: {}",
+                verdict.reason
+            );
+        }
+        // Decided before the session defines `mine`, and again after.
+        let later = "SELECT t.mine FROM t";
+        assert!(judge.sql(Some(&active), later).allowed);
+        let create = "CREATE FUNCTION mine(t) RETURNS int LANGUAGE sql AS 'SELECT 1'";
+        assert!(judge.sql(Some(&active), create).allowed);
+        let verdict = judge.sql(Some(&active), later);
+        assert!(!verdict.allowed, "{verdict:?}");
+        assert!(verdict.reason.contains("mine"), "{}", verdict.reason);
+
+        // Defined earlier in the same text.
+        let verdict = judge.sql(
+            Some(&active),
+            "CREATE FUNCTION ours(t) RETURNS int LANGUAGE sql AS 'SELECT 1'; SELECT t.ours FROM t",
+        );
+        assert!(!verdict.allowed, "{verdict:?}");
+        assert!(verdict.reason.contains("ours"), "{}", verdict.reason);
+
+        // Without a read of the target's functions nothing is allowed.
+        judge.set_routines(Err("the target database did not answer in time".into()));
+        let verdict = judge.sql(Some(&active), "SELECT 1");
+        assert!(!verdict.allowed);
+        assert!(
+            verdict
+                .reason
+                .contains("cannot read the functions defined in the target database"),
+            "{}",
+            verdict.reason
+        );
+        judge.set_routines(Ok(Arc::default()));
+        assert!(judge.sql(Some(&active), "SELECT 1").allowed);
     }
 
     #[test]

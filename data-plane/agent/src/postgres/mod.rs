@@ -17,13 +17,15 @@ mod io;
 mod judge;
 mod mask;
 mod names;
+mod routines;
 mod session;
 mod upstream;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 pub use cancel::CancelRegistry;
-pub use catalog::CatalogCache;
+pub use catalog::{Catalog, CatalogCache};
+pub use routines::Routines;
 pub use session::SHUTTING_DOWN;
 
 /// The TLS acceptor for client connections: the configured certificate
@@ -234,6 +236,13 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
                 return refuse(&agent, stream, event, Refusal::new("58000", "masking_unavailable", format!("sluice cannot apply this session's mask rules on \"{}\": {e}", granted.resource.name))).await;
             }
         };
+        let routines = match agent.pg_routines.get(&granted.resource, &granted.credential, UPSTREAM_TIMEOUT, agent.args.max_message_bytes).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(resource = %granted.resource.name, error = %e, "cannot read the target's functions; refusing the session");
+                return refuse(&agent, stream, event, Refusal::new("58000", "catalog_unavailable", format!("sluice cannot read the functions defined in \"{}\", which it needs to judge statements: {e}", granted.resource.name))).await;
+            }
+        };
         event.decision = "allow".into();
         // Registered before the start is recorded, so a kill or revocation
         // that follows the start event always finds the session.
@@ -283,6 +292,7 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
             draining: registration.draining.clone(),
             cancels,
             masker,
+            routines,
             target: granted.resource.clone(),
             receiving: subject_slot.receive_charge(),
             receiving_results: subject_slot.receive_charge(),
@@ -741,7 +751,8 @@ async fn front_door(
         .into_iter()
         .filter(|(k, _)| !is_dangerous_param(k) && k != "user" && k != "database")
         .collect();
-    let mut judge = judge::Judge::new(subject.clone(), resource.clone());
+    // Only SET statements are judged here: no name in them is the catalog's.
+    let mut judge = judge::Judge::new(subject.clone(), resource.clone(), Arc::default());
     for (key, value) in params
         .iter()
         .filter(|(k, _)| upstream::JUDGED_PARAMS.contains(&k.as_str()))

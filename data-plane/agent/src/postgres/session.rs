@@ -123,6 +123,8 @@ pub struct Context {
     pub cancels: watch::Receiver<u64>,
     /// Mask rules for this session, if any apply.
     pub masker: Option<super::mask::Masker>,
+    /// The target's own functions and operators, as read at the start.
+    pub routines: Arc<super::routines::Routines>,
     /// The resource (to re-read its catalog after DDL).
     pub target: pb::Resource,
     /// This session's share of its subject's and the agent's allowances
@@ -296,8 +298,15 @@ struct Relay {
     denial_portal: String,
     /// A statement waiting for approval; the client is not read meanwhile.
     holding: Option<Holding>,
-    /// A DDL statement was sent: re-read the catalog before masking more.
+    /// A DDL statement was sent, or a transaction that sent one ended:
+    /// re-read the catalogs before judging or masking more.
     catalog_stale: bool,
+    /// A DDL statement was sent in the current transaction (what it
+    /// defines is seen by other connections once it commits).
+    ddl_in_transaction: bool,
+    /// When the session's read of the target's functions was taken, and
+    /// the cache's generation then.
+    routines_read: (Instant, u64),
     /// A result row could not be masked (it was withheld): why.
     unmaskable: Option<String>,
     /// Set when the target's session changed in a way the agent cannot
@@ -359,7 +368,12 @@ pub async fn run(
     } = upstream;
     let (mut client_r, mut client_w) = tokio::io::split(client);
     let (mut server_r, mut server_w) = tokio::io::split(server);
-    let mut judge = Judge::new(ctx.subject.clone(), ctx.resource.clone());
+    let mut judge = Judge::new(
+        ctx.subject.clone(),
+        ctx.resource.clone(),
+        ctx.routines.clone(),
+    );
+    let routines_read = (Instant::now(), ctx.agent.pg_routines.generation());
     if let Some((_, v)) = upstream
         .parameters
         .iter()
@@ -398,6 +412,8 @@ pub async fn run(
         substitutes: VecDeque::new(),
         holding: None,
         catalog_stale: false,
+        ddl_in_transaction: false,
+        routines_read,
         unmaskable: None,
         fault: None,
         describes: VecDeque::new(),
@@ -1395,16 +1411,42 @@ impl Relay {
     fn note_ddl(&mut self, verdict: &Verdict) {
         if verdict.kinds.iter().any(|k| is_ddl(k)) {
             self.catalog_stale = true;
+            self.ddl_in_transaction = true;
         }
     }
 
-    /// After DDL, masking by column origin reads the catalog again (until
-    /// then a table it does not know is masked whole).
+    /// Before judging: a fresh read of the target's functions when the
+    /// session's is older than `--catalog-max-age`, another session's DDL made it out
+    /// of date, or this session sent DDL; and after DDL the masking
+    /// catalog too.
     async fn refresh_catalog(&mut self) -> Result<(), SessionError> {
-        if !self.catalog_stale {
+        let stale = std::mem::take(&mut self.catalog_stale);
+        let routines = &self.ctx.agent.pg_routines;
+        if stale {
+            routines.invalidate(&self.ctx.target.name);
+        }
+        if stale
+            || self.routines_read.0.elapsed() >= routines.max_age()
+            || routines.generation() != self.routines_read.1
+        {
+            let generation = routines.generation();
+            let read = routines
+                .get(
+                    &self.ctx.target,
+                    &self.ctx.credential,
+                    Duration::from_secs(10),
+                    self.ctx.agent.args.max_message_bytes,
+                )
+                .await;
+            if let Err(e) = &read {
+                tracing::warn!(error = %e, "cannot read the target's functions; denying statements until it can");
+            }
+            self.judge.set_routines(read.map_err(|e| e.to_string()));
+            self.routines_read = (Instant::now(), generation);
+        }
+        if !stale {
             return Ok(());
         }
-        self.catalog_stale = false;
         let Some(masker) = self.ctx.masker.as_mut() else {
             return Ok(());
         };
@@ -1568,6 +1610,7 @@ impl Relay {
                     }
                     if verdict.kinds.iter().any(|k| is_ddl(k)) {
                         self.catalog_stale = true;
+                        self.ddl_in_transaction = true;
                     }
                     let planned = plan.parse(
                         p.statement,
@@ -2244,6 +2287,11 @@ impl Relay {
                     // portal (holdable cursors aside, which are SQL-level).
                     self.names.clear_portals();
                     self.portal_rows.clear();
+                    // What its DDL defined is now committed (or gone):
+                    // every connection's read of the catalog may differ.
+                    if std::mem::take(&mut self.ddl_in_transaction) {
+                        self.catalog_stale = true;
+                    }
                 }
                 // A substitute whose Execute was skipped after an earlier error.
                 while self

@@ -17,7 +17,7 @@ use tokio::{
 
 use super::io::Stream;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     #[error("cannot reach the target database: {0}")]
     Connect(String),
