@@ -512,6 +512,18 @@ async fn functions_reached_without_naming_them_need_a_rule_too() {
 }
 
 #[tokio::test]
+async fn a_session_is_refused_when_the_agent_cannot_read_the_target_s_functions() {
+    let dp = DataPath::start_with(RULES, Vec::new()).await;
+    dp.target("REVOKE SELECT ON pg_catalog.pg_proc FROM PUBLIC");
+    let (ok, _, err) = dp.psql("SELECT 1");
+    assert!(
+        !ok && err.contains("cannot read the functions defined in \"app\"")
+            && err.contains("permission denied"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn names_longer_than_the_target_keeps_are_refused() {
     let dp = DataPath::start_with(RULES, Vec::new()).await;
     let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;

@@ -39,6 +39,8 @@ pub enum UpstreamError {
     Protocol(String),
     #[error("the target database did not answer in time")]
     Timeout,
+    #[error("the target database refused a catalog query: {0}")]
+    Query(String),
 }
 
 /// A logged-in upstream session.
@@ -338,7 +340,7 @@ impl Upstream {
             }
         }
         match failure {
-            Some(m) => Err(UpstreamError::Protocol(m)),
+            Some(m) => Err(UpstreamError::Query(m)),
             None => Ok(rows),
         }
     }
