@@ -175,6 +175,61 @@ async fn per_subject_connection_limit_is_enforced() {
     crate_eventually_connects(&url).await;
 }
 
+/// Connections that never log in hold a slot until the start-up timeout:
+/// one address may hold at most `--max-startups-per-address` of them, so it
+/// cannot take every slot, and other addresses and sessions go on.
+#[tokio::test]
+async fn connections_that_never_log_in_cannot_take_every_slot_from_one_address() {
+    let dp = DataPath::start_with(
+        sluice_integration_tests::datapath::DEFAULT_RULES,
+        vec!["--max-startups-per-address".into(), "4".into()],
+    )
+    .await;
+    let port = dp.agent.pg_port;
+    let url = dp.url();
+    let mut established = sqlx::postgres::PgConnection::connect(&url).await.unwrap();
+    let hello = startup(&[("user", "alice"), ("database", "app")]);
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    // The fifth from that address is refused at once, saying why.
+    let said = send_raw(port, &hello).await;
+    let text = String::from_utf8_lossy(&said);
+    assert!(
+        text.contains("53300") && text.contains("already logging in"),
+        "{text}"
+    );
+    // Another address is asked for its token as usual.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, 2], 0).into()).unwrap();
+    let mut other = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    other.write_all(&hello).await.unwrap();
+    let mut asked = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(10), other.read_exact(&mut asked))
+        .await
+        .expect("the agent answers the other address")
+        .unwrap();
+    assert_eq!(
+        asked,
+        [b'R', 0, 0, 0, 8, 0, 0, 0, 3],
+        "cleartext password request"
+    );
+    // A session that had logged in is unharmed.
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM items")
+        .fetch_one(&mut established)
+        .await
+        .unwrap();
+    assert_eq!(n, 500);
+    // Once the silent ones go, the address logs in again.
+    drop(silent);
+    crate_eventually_connects(&url).await;
+}
+
 /// The resource's own limits: each session is one connection to the target,
 /// whose own limit (`max_connections`) no one subject may exhaust. Logins past
 /// them are refused before anything reaches the target.

@@ -58,6 +58,17 @@ pub struct AgentArgs {
     /// Time allowed for a client to finish the PostgreSQL start-up handshake.
     #[arg(long, env = "SLUICE_AGENT_STARTUP_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub startup_timeout: Duration,
+    /// Most connections from one client address that may be in the
+    /// start-up handshake at once (not yet authenticated): connections
+    /// that never log in hold a slot of `--max-connections` until
+    /// `--startup-timeout`, and this keeps one address from taking them
+    /// all. Connections that logged in do not count.
+    #[arg(
+        long,
+        env = "SLUICE_AGENT_MAX_STARTUPS_PER_ADDRESS",
+        default_value_t = 256
+    )]
+    pub max_startups_per_address: usize,
     /// Host names and IPs clients use to reach this agent (its certificate's names).
     #[arg(
         long,
@@ -158,9 +169,12 @@ impl AgentArgs {
                 "SLUICE_CONTROL_PLANE: must be an https:// URL with a host, like https://127.0.0.1:8443"
             );
         }
-        if self.max_connections == 0 || self.max_connections_per_subject == 0 {
+        if self.max_connections == 0
+            || self.max_connections_per_subject == 0
+            || self.max_startups_per_address == 0
+        {
             anyhow::bail!(
-                "SLUICE_AGENT_MAX_CONNECTIONS and SLUICE_AGENT_MAX_CONNECTIONS_PER_SUBJECT must be at least 1"
+                "SLUICE_AGENT_MAX_CONNECTIONS, SLUICE_AGENT_MAX_CONNECTIONS_PER_SUBJECT and SLUICE_AGENT_MAX_STARTUPS_PER_ADDRESS must be at least 1"
             );
         }
         if self.max_message_bytes < 64 * 1024 {

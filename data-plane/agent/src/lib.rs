@@ -66,6 +66,9 @@ pub struct Agent {
     /// TLS for client connections (None: plaintext only).
     pub pg_tls: Option<tokio_rustls::TlsAcceptor>,
     subject_connections: Mutex<std::collections::HashMap<String, SubjectUse>>,
+    /// Connections per client address still in the start-up handshake
+    /// (`--max-startups-per-address`).
+    startups: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// Client sessions per resource, for the resource's own limits.
     resource_connections: Mutex<std::collections::HashMap<String, ResourceUse>>,
     /// Bytes of large messages still arriving for all sessions (see
@@ -166,6 +169,29 @@ impl SubjectSlot<'_> {
     /// hold (`--max-subject-prepared-bytes`).
     pub fn prepared(&self) -> Arc<AtomicUsize> {
         Arc::clone(&self.prepared)
+    }
+}
+
+/// A connection in its start-up handshake, counted against its address
+/// until dropped.
+pub struct StartupSlot {
+    agent: Arc<Agent>,
+    address: std::net::IpAddr,
+}
+
+impl Drop for StartupSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .agent
+            .startups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.address) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.address);
+            }
+        }
     }
 }
 
@@ -314,6 +340,7 @@ impl Agent {
             },
             pg_tls,
             subject_connections: Mutex::new(std::collections::HashMap::new()),
+            startups: Mutex::new(std::collections::HashMap::new()),
             resource_connections: Mutex::new(std::collections::HashMap::new()),
             receiving: Arc::default(),
             prepared: Arc::default(),
@@ -326,6 +353,21 @@ impl Agent {
     /// (`--max-total-prepared-bytes`).
     pub fn prepared(&self) -> Arc<AtomicUsize> {
         Arc::clone(&self.prepared)
+    }
+
+    /// Counts a connection from `address` in its start-up handshake, unless
+    /// that address is at `--max-startups-per-address`.
+    pub fn claim_startup_slot(self: &Arc<Self>, address: std::net::IpAddr) -> Option<StartupSlot> {
+        let mut counts = self.startups.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(address).or_default();
+        if *n >= self.args.max_startups_per_address {
+            return None;
+        }
+        *n += 1;
+        Some(StartupSlot {
+            agent: Arc::clone(self),
+            address,
+        })
     }
 
     /// Counts a connection of `subject`, unless it is at its limit.

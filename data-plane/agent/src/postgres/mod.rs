@@ -88,11 +88,13 @@ pub async fn serve(agent: Arc<Agent>, listener: TcpListener) {
         };
         let agent = agent.clone();
         let permit = limit.clone().try_acquire_owned();
+        let starting = agent.claim_startup_slot(peer.ip());
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            match permit {
-                Ok(_permit) => handle(agent, stream, peer).await,
-                Err(_) => refuse_busy(agent, stream).await,
+            match (permit, starting) {
+                (Ok(_permit), Some(starting)) => handle(agent, stream, peer, starting).await,
+                (Err(_), _) => refuse_busy(agent, stream).await,
+                (_, None) => refuse_starting(agent, stream, peer).await,
             }
         });
     }
@@ -112,6 +114,33 @@ async fn refuse_busy(agent: Arc<Agent>, mut stream: TcpStream) {
         format!(
             "sluice agent is at its limit of {} connections; try again later",
             agent.args.max_connections
+        ),
+    );
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        stream.write_all(&msg.to_error().raw),
+    )
+    .await;
+}
+
+/// Refuses a connection from an address that already has
+/// `--max-startups-per-address` connections in their start-up handshake.
+async fn refuse_starting(agent: Arc<Agent>, mut stream: TcpStream, peer: SocketAddr) {
+    agent
+        .metrics
+        .client_connections
+        .get_or_create(&OutcomeLabels {
+            protocol: "postgres",
+            outcome: "too_many_startups",
+        })
+        .inc();
+    tracing::debug!(client = %peer, "too many connections from one address in start-up");
+    let msg = messages::Notice::fatal(
+        "53300",
+        format!(
+            "{} connections from {} are already logging in to this sluice agent (its limit); try again once they have",
+            agent.args.max_startups_per_address,
+            peer.ip()
         ),
     );
     let _ = tokio::time::timeout(
@@ -162,7 +191,7 @@ enum FrontDoor {
     Done,
 }
 
-async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
+async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr, starting: crate::StartupSlot) {
     let span = tracing::info_span!("postgres.connection", client = %peer);
     async move {
         let timeout = agent.args.startup_timeout;
@@ -184,6 +213,8 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr) {
                 format!("start-up not completed within {}", humantime::format_duration(timeout)),
             )),
         };
+        // Logged in, refused or gone: no longer in the handshake.
+        drop(starting);
         let granted = match door {
             FrontDoor::Done => return,
             FrontDoor::Refused(refusal) => return refuse(&agent, stream, event, refusal).await,
