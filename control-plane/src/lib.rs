@@ -64,12 +64,23 @@ pub struct ControlPlane {
 }
 
 /// Creates `dir` and missing parents, readable by the owner only (an
-/// existing directory keeps its mode).
+/// existing directory keeps its mode, with a warning when others may read
+/// it).
 fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
+    builder.create(dir)?;
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir)?.permissions()) & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{mode:o}"),
+            "the data directory (audit trail, vault, keys) is open to other users; chmod 700 it"
+        );
+    }
+    Ok(())
 }
 
 impl ControlPlane {

@@ -308,4 +308,15 @@ async fn the_audit_trail_at_rest_is_readable_by_its_owner_only() {
         let private = if path.is_dir() { 0o700 } else { 0o600 };
         assert_eq!(*mode, private, "{} is {mode:o}", path.display());
     }
+    // A directory opened up since keeps its mode, and each says so when it
+    // starts again.
+    for dir in [&state, &data] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dp.agent.stop();
+    dp.cp.restart().await;
+    dp.agent.start_again().await;
+    for logs in [dp.cp.logs(), dp.agent.logs()] {
+        assert!(logs.contains("open to other users; chmod 700 it"), "{logs}");
+    }
 }

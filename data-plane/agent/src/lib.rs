@@ -609,6 +609,17 @@ pub async fn run(
             args.state_dir.display()
         )
     })?;
+    // One made before (or by someone else) keeps its mode: say so.
+    if let Ok(meta) = std::fs::metadata(&args.state_dir) {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                dir = %args.state_dir.display(),
+                mode = format!("{mode:o}"),
+                "the state directory (the agent's key, its audit spool) is open to other users; chmod 700 it"
+            );
+        }
+    }
     let paths = StatePaths::new(&args.state_dir);
     let enrolled = match Enrolled::load(&paths)? {
         Some(e) => {
