@@ -1,13 +1,11 @@
 //! CancelRequest routing. Clients get agent-generated (pid, key) pairs;
 //! a cancel carrying a pair the agent issued is forwarded to that
-//! session's target backend, and nothing else is: the key is 32 random
-//! bits checked together with the pid, as PostgreSQL does.
+//! session's target backend, and nothing else is. PostgreSQL checks a
+//! 32-bit random key together with a pid anyone can guess; the agent's
+//! pid is random too (31 bits, as clients read it as a positive `int4`),
+//! so a client guessing pairs, one connection each, has 63 bits to search.
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    sync::atomic::{AtomicU32, Ordering},
-};
+use std::{collections::HashMap, sync::Mutex};
 
 use ring::rand::{SecureRandom as _, SystemRandom};
 use sluice_proto as pb;
@@ -24,7 +22,6 @@ struct Target {
 
 #[derive(Default)]
 pub struct CancelRegistry {
-    next_pid: AtomicU32,
     sessions: Mutex<HashMap<(u32, u32), Target>>,
 }
 
@@ -37,15 +34,27 @@ impl CancelRegistry {
         backend_pid: u32,
         backend_key: u32,
     ) -> (u32, u32, watch::Receiver<u64>) {
-        let pid = self
-            .next_pid
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_add(1);
-        let mut key = [0u8; 4];
-        let _ = SystemRandom::new().fill(&mut key);
-        let key = u32::from_be_bytes(key);
+        let random = || {
+            let mut bytes = [0u8; 4];
+            let _ = SystemRandom::new().fill(&mut bytes);
+            u32::from_be_bytes(bytes)
+        };
+        let mut sessions = self.lock();
+        let mut attempts = 0;
+        let (pid, key) = loop {
+            let pair = ((random() & 0x7fff_ffff).max(1), random());
+            attempts += 1;
+            if !sessions.contains_key(&pair) {
+                break pair;
+            }
+            // Only a failing random source repeats itself like this.
+            if attempts == 64 {
+                tracing::error!("the random source keeps repeating; cancel keys are not unique");
+                break pair;
+            }
+        };
         let (cancels, cancelled) = watch::channel(0);
-        self.lock().insert(
+        sessions.insert(
             (pid, key),
             Target {
                 address: resource.address.clone(),
@@ -91,5 +100,40 @@ impl CancelRegistry {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u32, u32), Target>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pairs_are_random_positive_and_only_the_exact_pair_cancels() {
+        let registry = CancelRegistry::default();
+        let resource = pb::Resource {
+            address: "127.0.0.1:1".into(),
+            ..Default::default()
+        };
+        let mut pairs = std::collections::HashSet::new();
+        let mut receivers = Vec::new();
+        for _ in 0..1000 {
+            let (pid, key, cancelled) = registry.register(&resource, 7, 8);
+            assert!(pid >= 1 && i32::try_from(pid).is_ok(), "{pid}");
+            assert!(pairs.insert((pid, key)));
+            receivers.push((pid, key, cancelled));
+        }
+        // Not handed out in order: the pid says nothing about the next one.
+        let pids: Vec<u32> = receivers.iter().map(|(p, _, _)| *p).collect();
+        assert!(!pids.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
+        let (pid, key, cancelled) = &receivers[0];
+        registry.cancel(*pid, key.wrapping_add(1)).await;
+        assert_eq!(*cancelled.borrow(), 0, "a wrong key cancels nothing");
+        // The right pair reaches its session (the target here is not
+        // listening, so only the session's own count shows it).
+        registry.cancel(*pid, *key).await;
+        assert_eq!(*cancelled.borrow(), 1);
+        registry.unregister(*pid, *key);
+        registry.cancel(*pid, *key).await;
+        assert_eq!(*cancelled.borrow(), 1, "an ended session's pair is gone");
     }
 }
