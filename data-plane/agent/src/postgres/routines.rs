@@ -37,6 +37,20 @@ use super::catalog::{FromCatalog, cell};
 /// deeper nesting than this is not followed further.
 const MAX_VIEW_DEPTH: usize = 64;
 
+/// What runs when a relation is read: a view's rewrite rule, and the
+/// policies of a table with row-level security enabled (`rel`, and the
+/// object whose dependencies say what it calls and reads).
+macro_rules! runs {
+    () => {
+        "WITH runs AS ( \
+           SELECT r.ev_class AS rel, 'pg_catalog.pg_rewrite'::regclass AS classid, r.oid AS objid \
+           FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid = r.ev_class WHERE c.relkind = 'v' \
+           UNION ALL \
+           SELECT pol.polrelid, 'pg_catalog.pg_policy'::regclass, pol.oid \
+           FROM pg_catalog.pg_policy pol JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid WHERE c.relrowsecurity) "
+    };
+}
+
 #[derive(Debug, Default)]
 pub struct Routines {
     /// Names of the functions, procedures and aggregates defined in the
@@ -64,13 +78,9 @@ impl FromCatalog for Routines {
         // Functions (and operators' functions) outside pg_catalog that a
         // view's definition or an enabled row-level-security policy calls,
         // and whether each is part of an extension.
-        "WITH runs AS ( \
-           SELECT r.ev_class AS rel, 'pg_catalog.pg_rewrite'::regclass AS classid, r.oid AS objid \
-           FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid = r.ev_class WHERE c.relkind = 'v' \
-           UNION ALL \
-           SELECT pol.polrelid, 'pg_catalog.pg_policy'::regclass, pol.oid \
-           FROM pg_catalog.pg_policy pol JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid WHERE c.relrowsecurity) \
-         SELECT DISTINCT runs.rel::bigint, rn.nspname, rc.relname, p.proname, \
+        concat!(
+            runs!(),
+            "SELECT DISTINCT runs.rel::bigint, rn.nspname, rc.relname, p.proname, \
            EXISTS (SELECT FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e') \
          FROM runs \
          JOIN pg_catalog.pg_class rc ON rc.oid = runs.rel \
@@ -79,20 +89,18 @@ impl FromCatalog for Routines {
          LEFT JOIN pg_catalog.pg_operator o ON d.refclassid = 'pg_catalog.pg_operator'::regclass AND o.oid = d.refobjid \
          JOIN pg_catalog.pg_proc p ON p.oid = CASE WHEN d.refclassid = 'pg_catalog.pg_proc'::regclass THEN d.refobjid ELSE o.oprcode::oid END \
          JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
-         WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema')",
+         WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema')"
+        ),
         // Relations a view or such a policy reads, for views over views.
-        "WITH runs AS ( \
-           SELECT r.ev_class AS rel, 'pg_catalog.pg_rewrite'::regclass AS classid, r.oid AS objid \
-           FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid = r.ev_class WHERE c.relkind = 'v' \
-           UNION ALL \
-           SELECT pol.polrelid, 'pg_catalog.pg_policy'::regclass, pol.oid \
-           FROM pg_catalog.pg_policy pol JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid WHERE c.relrowsecurity) \
-         SELECT DISTINCT runs.rel::bigint, rn.nspname, rc.relname, d.refobjid::bigint \
+        concat!(
+            runs!(),
+            "SELECT DISTINCT runs.rel::bigint, rn.nspname, rc.relname, d.refobjid::bigint \
          FROM runs \
          JOIN pg_catalog.pg_class rc ON rc.oid = runs.rel \
          JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace \
          JOIN pg_catalog.pg_depend d ON d.classid = runs.classid AND d.objid = runs.objid \
-         WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> runs.rel",
+         WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> runs.rel"
+        ),
     ];
 
     fn from_rows(results: &[Vec<Vec<Option<String>>>]) -> Self {
