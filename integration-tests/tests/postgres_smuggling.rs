@@ -414,7 +414,8 @@ async fn functions_defined_in_the_database_run_only_when_a_rule_names_them() {
 }
 
 /// The database's own code reached without naming it as such: attribute
-/// notation, a function or operator sharing a built-in's name, a view or
+/// notation, a function or operator sharing a built-in's name (or one
+/// implied by a construct, or by syntax newer than the target), a view or
 /// a row-level-security policy that calls one, a function the session
 /// itself creates, and one created on the target while a session runs.
 #[tokio::test]
@@ -439,6 +440,8 @@ async fn functions_reached_without_naming_them_need_a_rule_too() {
          CREATE FUNCTION mood_eq(a mood, b mood) RETURNS boolean LANGUAGE plpgsql AS $$ \
            BEGIN DELETE FROM items WHERE id = 3; RETURN a::text < b::text OR a::text > b::text; END $$; \
          CREATE OPERATOR = (LEFTARG = mood, RIGHTARG = mood, FUNCTION = mood_eq); \
+         CREATE FUNCTION json_value(j text, p text) RETURNS text LANGUAGE plpgsql AS $$ \
+           BEGIN DELETE FROM items WHERE id = 5; RETURN j; END $$; \
          CREATE VIEW touching AS SELECT touch(i) FROM items i WHERE id < 10; \
          CREATE VIEW over_touching AS SELECT * FROM touching; \
          CREATE FUNCTION allowed(i int) RETURNS boolean LANGUAGE plpgsql AS $$ \
@@ -458,6 +461,14 @@ async fn functions_reached_without_naming_them_need_a_rule_too() {
     denied("SELECT (i).touch FROM items i WHERE id < 10", "touch");
     denied("SELECT lower('calm'::mood)", "lower");
     denied("SELECT 'calm'::mood = 'cross'::mood", "=");
+    // Its `=` without naming it.
+    denied(
+        "SELECT CASE 'calm'::mood WHEN 'cross'::mood THEN 1 END",
+        "=",
+    );
+    denied("SELECT 1 WHERE 'calm'::mood IN (SELECT 'cross'::mood)", "=");
+    // Syntax of PostgreSQL 17 that the target (15) runs as a call.
+    denied("SELECT json_value('{}', '$.a')", "json_value");
     denied("SELECT * FROM touching", "touch");
     denied("SELECT * FROM public.over_touching", "touch");
     denied("SELECT * FROM guarded", "allowed");

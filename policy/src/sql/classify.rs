@@ -12,8 +12,8 @@ use std::convert::Infallible;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use pg_query::protobuf::{
-    self, AExprKind, CmdType, DiscardMode, FuncCall, ObjectType, OnConflictAction, RangeVar,
-    TransactionStmtKind, VariableSetKind, WithClause, a_const,
+    self, AExprKind, CmdType, DiscardMode, FuncCall, JsonExprOp, ObjectType, OnConflictAction,
+    RangeVar, SetOperation, SubLinkType, TransactionStmtKind, VariableSetKind, WithClause, a_const,
 };
 use pg_query::{FingerprintOptions, NodeEnum, NodeRef, ParserOptions};
 use serde::{Deserialize, Serialize};
@@ -127,7 +127,13 @@ pub struct ClassifiedStatement {
 /// * `t.touch` and `(t).touch` select a field of a row value, or call
 ///   `touch(t)` when there is no such field (PostgreSQL's attribute
 ///   notation); the text cannot tell which.
-/// * `a = b` runs a database's own `=` for its own types.
+/// * `a = b` runs a database's own `=` for its own types, and so do
+///   constructs that compare without naming an operator (`CASE x WHEN`,
+///   `JOIN ... USING`, `BETWEEN`, `IN (SELECT ...)`, `ORDER BY`, `GROUP
+///   BY`, `DISTINCT`, `UNION`, `GREATEST`).
+/// * SQL syntax newer than the target's PostgreSQL (`JSON_VALUE(...)`,
+///   `merge_action()`, this parser's grammar is PostgreSQL 18's) is a
+///   plain call of a function by that name to an older server.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CatalogNames {
     /// Field names selected from a row value (`t.touch`, `(t).touch`,
@@ -136,9 +142,17 @@ pub struct CatalogNames {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attributes: Vec<String>,
     /// Unqualified operator symbols that are also PostgreSQL's own (those
-    /// that are not already make the statement `user_function`).
+    /// that are not already make the statement `user_function`), named or
+    /// implied by a construct that compares.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operators: Vec<String>,
+    /// Names a server may resolve among the database's functions although
+    /// the classifier reads them as PostgreSQL's own: SQL syntax that an
+    /// older server reads as a call (`json_value`, `json_object`,
+    /// `merge_action`), and calls the grammar qualifies with `pg_catalog`
+    /// itself (`json_object(...)` in PostgreSQL 18, a plain call in 15).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<String>,
     /// Functions, aggregates and operators the statement creates or
     /// renames to (`CREATE FUNCTION touch`, `ALTER FUNCTION f RENAME TO
     /// touch`, `CREATE OPERATOR ===`): later statements of the session see
@@ -149,7 +163,10 @@ pub struct CatalogNames {
 
 impl CatalogNames {
     pub fn is_empty(&self) -> bool {
-        self.attributes.is_empty() && self.operators.is_empty() && self.defines.is_empty()
+        self.attributes.is_empty()
+            && self.operators.is_empty()
+            && self.calls.is_empty()
+            && self.defines.is_empty()
     }
 }
 
@@ -483,6 +500,7 @@ fn facts_of(root: NodeRef<'_>) -> Result<(StatementFacts, CatalogNames), Classif
         &mut user_functions,
         &mut catalog_names.attributes,
         &mut catalog_names.operators,
+        &mut catalog_names.calls,
         &mut catalog_names.defines,
     ] {
         names.sort_unstable();
@@ -643,7 +661,16 @@ impl<'a> Walker<'a> {
             {
                 self.operator(&e.name);
             }
+            // BETWEEN's comparisons.
+            NodeRef::AExpr(_) => self.implies(&["<", "<=", ">", ">="]),
+            // `x IN (SELECT ...)` compares with `=` without naming it.
+            NodeRef::SubLink(l)
+                if l.oper_name.is_empty() && l.sub_link_type() == SubLinkType::AnySublink =>
+            {
+                self.implies(&["="]);
+            }
             NodeRef::SubLink(l) => self.operator(&l.oper_name),
+            NodeRef::SortBy(b) if b.use_op.is_empty() => self.implies(&["<", ">"]),
             NodeRef::SortBy(b) => self.operator(&b.use_op),
             // `t.touch`: a field, or `touch(t)`.
             NodeRef::ColumnRef(c) if c.fields.len() >= 2 => {
@@ -679,6 +706,39 @@ impl<'a> Walker<'a> {
             {
                 self.catalog_names.defines.push(r.newname.clone());
             }
+            // Constructs that compare with the types' `=` and `<`.
+            NodeRef::SelectStmt(s)
+                if !s.distinct_clause.is_empty()
+                    || !s.group_clause.is_empty()
+                    || (s.op() != SetOperation::SetopNone && !s.all) =>
+            {
+                self.implies(&["<", "="]);
+            }
+            NodeRef::WindowDef(w) if !w.partition_clause.is_empty() => self.implies(&["="]),
+            NodeRef::CaseExpr(c) if c.arg.is_some() => self.implies(&["="]),
+            NodeRef::JoinExpr(j) if j.is_natural || !j.using_clause.is_empty() => {
+                self.implies(&["="]);
+            }
+            NodeRef::MinMaxExpr(_) => self.implies(&["<", ">"]),
+            // SQL/JSON and MERGE syntax of newer servers: a plain call of a
+            // function by that name to an older one.
+            NodeRef::JsonFuncExpr(f) => self.syntax_call(match f.op() {
+                JsonExprOp::JsonExistsOp => "json_exists",
+                JsonExprOp::JsonQueryOp => "json_query",
+                JsonExprOp::JsonTableOp => "json_table",
+                _ => "json_value",
+            }),
+            NodeRef::JsonTable(_) => self.syntax_call("json_table"),
+            NodeRef::JsonScalarExpr(_) => self.syntax_call("json_scalar"),
+            NodeRef::JsonSerializeExpr(_) => self.syntax_call("json_serialize"),
+            NodeRef::JsonParseExpr(_) => self.syntax_call("json"),
+            NodeRef::JsonArrayConstructor(_) | NodeRef::JsonArrayQueryConstructor(_) => {
+                self.syntax_call("json_array");
+            }
+            NodeRef::JsonArrayAgg(_) => self.syntax_call("json_arrayagg"),
+            NodeRef::JsonObjectConstructor(_) => self.syntax_call("json_object"),
+            NodeRef::JsonObjectAgg(_) => self.syntax_call("json_objectagg"),
+            NodeRef::MergeSupportFunc(_) => self.syntax_call("merge_action"),
             NodeRef::UpdateStmt(s) => self.modifies_rows(s.where_clause.as_deref())?,
             NodeRef::DeleteStmt(s) => self.modifies_rows(s.where_clause.as_deref())?,
             // These name relations by name lists, not RangeVars.
@@ -771,9 +831,22 @@ impl<'a> Walker<'a> {
         if let Some(kind) = function_kind(bare) {
             self.add(kind);
         }
-        if !builtins::is_builtin_function(schema, bare) {
+        // `"pg_catalog.lower"(x)` is one quoted name with a dot in it, not
+        // `pg_catalog.lower`.
+        let dotted = call
+            .funcname
+            .iter()
+            .any(|part| matches!(&part.node, Some(NodeEnum::String(s)) if s.sval.contains('.')));
+        if dotted || !builtins::is_builtin_function(schema, bare) {
             self.add(SqlKind::UserFunction);
             self.user_functions.push(name.clone());
+        } else if schema.is_some() {
+            // Qualified by the grammar itself, perhaps, for syntax an older
+            // server reads as a plain call.
+            self.catalog_names.calls.push(bare.to_owned());
+        }
+        if call.agg_distinct {
+            self.implies(&["<", "="]);
         }
         if bare.eq_ignore_ascii_case("set_config") {
             self.add(SqlKind::Set);
@@ -812,6 +885,19 @@ impl<'a> Walker<'a> {
             // The database may define it for its own types.
             self.catalog_names.operators.push(name);
         }
+    }
+
+    /// Operators a construct compares with without naming them.
+    fn implies(&mut self, symbols: &[&str]) {
+        self.catalog_names
+            .operators
+            .extend(symbols.iter().map(|s| (*s).to_owned()));
+    }
+
+    /// SQL syntax a server older than this parser's grammar reads as a call
+    /// of the function `name`.
+    fn syntax_call(&mut self, name: &str) {
+        self.catalog_names.calls.push(name.to_owned());
     }
 
     /// The last part of a name a statement creates.

@@ -1336,6 +1336,69 @@ fn names_the_catalog_decides_are_reported() {
             .operators
             .is_empty()
     );
+    // Constructs that compare without naming an operator.
+    for (sql, implied) in [
+        ("SELECT CASE a WHEN 1 THEN 2 END FROM t", &["="][..]),
+        ("SELECT CASE WHEN a THEN 2 END FROM t", &[]),
+        ("SELECT 1 FROM t JOIN u USING (id)", &["="]),
+        ("SELECT 1 FROM t NATURAL JOIN u", &["="]),
+        (
+            "SELECT 1 FROM t WHERE a BETWEEN b AND c",
+            &["<", "<=", ">", ">="],
+        ),
+        (
+            "SELECT 1 FROM t WHERE a NOT BETWEEN SYMMETRIC b AND c",
+            &["<", "<=", ">", ">="],
+        ),
+        ("SELECT 1 FROM t WHERE a IN (SELECT b FROM u)", &["="]),
+        ("SELECT 1 FROM t WHERE a NOT IN (VALUES (1))", &["="]),
+        ("SELECT a FROM t ORDER BY a", &["<", ">"]),
+        ("SELECT DISTINCT a FROM t", &["<", "="]),
+        ("SELECT a FROM t GROUP BY a", &["<", "="]),
+        ("SELECT a FROM t UNION SELECT a FROM u", &["<", "="]),
+        ("SELECT a FROM t UNION ALL SELECT a FROM u", &[]),
+        ("SELECT count(DISTINCT a) FROM t", &["<", "="]),
+        ("SELECT rank() OVER (PARTITION BY a) FROM t", &["="]),
+        ("SELECT greatest(a, b) FROM t", &["<", ">"]),
+        ("SELECT 1 FROM t WHERE a IN (1, 2)", &["="]),
+    ] {
+        assert_eq!(names(sql).operators, implied, "{sql}");
+    }
+    // SQL syntax that PostgreSQL 15 reads as a call of a function by that
+    // name, and calls the grammar qualifies itself.
+    for (sql, call) in [
+        ("SELECT json_value('{}', '$.a')", "json_value"),
+        ("SELECT json_query('{}', '$.a')", "json_query"),
+        ("SELECT json_exists('{}', '$.a')", "json_exists"),
+        ("SELECT json_scalar(1)", "json_scalar"),
+        ("SELECT json_serialize('{}')", "json_serialize"),
+        ("SELECT json('{}')", "json"),
+        ("SELECT json_array(1, 2)", "json_array"),
+        ("SELECT json_arrayagg(a) FROM t", "json_arrayagg"),
+        ("SELECT json_object('a' : 1)", "json_object"),
+        ("SELECT json_object(ARRAY['a', 'b'])", "json_object"),
+        ("SELECT json_objectagg(a : b) FROM t", "json_objectagg"),
+        (
+            "SELECT * FROM json_table('[]', '$[*]' COLUMNS (a int PATH '$'))",
+            "json_table",
+        ),
+        (
+            "MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN DELETE RETURNING merge_action()",
+            "merge_action",
+        ),
+        ("SELECT pg_catalog.lower('a')", "lower"),
+    ] {
+        assert!(
+            names(sql).calls.contains(&call.to_owned()),
+            "{sql}: {:?}",
+            names(sql)
+        );
+    }
+    assert!(names("SELECT lower('a')").calls.is_empty());
+    // A quoted name with a dot is one name, not a schema and a name.
+    let st = all("SELECT \"pg_catalog.lower\"('a')").remove(0);
+    assert!(st.facts.kinds.contains(&SqlKind::UserFunction), "{st:?}");
+
     // One that is not PostgreSQL's own is a user function already.
     let st = all("SELECT 1 === 2").remove(0);
     assert!(st.catalog_names.operators.is_empty());

@@ -184,8 +184,9 @@ impl Routines {
     /// The functions and operators defined in the database that
     /// `statement` may run without naming them as such, beyond its
     /// [`user_functions`](sluice_policy::StatementFacts::user_functions):
-    /// unqualified calls and attribute notation naming a function of the
-    /// database, its operators, and what the relations it reads and
+    /// unqualified calls, attribute notation and syntax an older server
+    /// reads as a call naming a function of the database, its operators
+    /// (named, or implied by a construct that compares), and what the relations it reads and
     /// writes run. `defined` tells names the session itself defined (in
     /// its transaction only it sees them).
     pub fn run_by(
@@ -202,6 +203,7 @@ impl Routines {
             .iter()
             .filter(|f| !f.contains('.') && function(f))
             .chain(names.attributes.iter().filter(|a| function(a)))
+            .chain(names.calls.iter().filter(|c| function(c)))
             .chain(names.operators.iter().filter(|o| operator(o)))
             .cloned()
             .collect();
@@ -303,8 +305,11 @@ mod tests {
         // Its operators, by symbol.
         assert_eq!(found("SELECT 1 FROM t WHERE a = b"), ["="]);
         assert!(found("SELECT 1 FROM t WHERE a < b").is_empty());
-        // A qualified built-in is PostgreSQL's own.
-        assert!(found("SELECT pg_catalog.lower(x) FROM t").is_empty());
+        // A call qualified with `pg_catalog` may be one the grammar
+        // qualified itself (`json_object(...)`), a plain call to an older
+        // server: it counts too.
+        assert_eq!(found("SELECT pg_catalog.lower(x) FROM t"), ["lower"]);
+        assert!(found("SELECT pg_catalog.upper(x) FROM t").is_empty());
         // Already a user function by its name: not reported twice.
         assert!(found("SELECT touch(t) FROM t").is_empty());
         // Views and policies that call them, through other views too, read
