@@ -529,7 +529,7 @@ async fn a_session_is_refused_when_the_agent_cannot_read_the_target_s_functions(
     let (ok, _, err) = dp.psql("SELECT 1");
     assert!(
         !ok && err.contains("cannot read the functions defined in \"app\"")
-            && err.contains("permission denied"),
+            && err.contains("refused a catalog query: permission denied"),
         "{err}"
     );
 }

@@ -28,7 +28,7 @@ use super::upstream::{self, UpstreamError};
 /// How long an older read stands in while the catalog cannot be read
 /// again (the target is full, or briefly unreachable); past this, the
 /// read fails.
-pub const MAX_STALE: Duration = Duration::from_secs(600);
+const MAX_STALE: Duration = Duration::from_secs(600);
 
 /// How long after a failed read the next one is tried: sessions waiting
 /// for a read get the failure at once meanwhile, rather than each trying
@@ -270,13 +270,16 @@ impl<T: FromCatalog> CatalogCache<T> {
             Cached::Failed(e) => return self.stand_in(&resource.name, e),
             Cached::Read(_) => {}
         }
+        let generation = self.generation();
         match T::load(resource, credential, timeout, max_message).await {
             Ok(read) => {
                 let read = Arc::new(read);
                 let mut entries = self.lock();
                 let slot = entries.entry(resource.name.clone()).or_default();
                 slot.read = Some((Instant::now(), read.clone()));
-                slot.expired = false;
+                // Invalidated while it was read: it may predate the DDL
+                // (or its commit), so the next caller reads again.
+                slot.expired = self.generation() != generation;
                 slot.failed = None;
                 Ok(read)
             }
@@ -367,4 +370,122 @@ pub(crate) fn test_catalog(
         })
         .collect();
     Catalog::from_rows(&[rows, deps])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+    use super::*;
+
+    static LOADS: AtomicUsize = AtomicUsize::new(0);
+    static FAIL: AtomicBool = AtomicBool::new(false);
+    /// When set, a read waits for this before it finishes.
+    static GATE: Mutex<Option<tokio::sync::oneshot::Receiver<()>>> = Mutex::new(None);
+
+    /// A read that counts itself (its value is its number) and fails while
+    /// `FAIL` is set.
+    #[derive(Debug)]
+    struct Counted(usize);
+
+    impl FromCatalog for Counted {
+        const QUERIES: &'static [&'static str] = &[];
+
+        fn from_rows(_: &[Vec<Vec<Option<String>>>]) -> Self {
+            Self(0)
+        }
+
+        async fn load(
+            _: &pb::Resource,
+            _: &pb::Credential,
+            _: Duration,
+            _: u32,
+        ) -> Result<Self, UpstreamError> {
+            let n = LOADS.fetch_add(1, Ordering::SeqCst) + 1;
+            let gate = GATE.lock().unwrap().take();
+            if let Some(gate) = gate {
+                let _ = gate.await;
+            }
+            tokio::task::yield_now().await;
+            if FAIL.load(Ordering::SeqCst) {
+                Err(UpstreamError::Timeout)
+            } else {
+                Ok(Self(n))
+            }
+        }
+    }
+
+    fn resource(name: &str) -> pb::Resource {
+        pb::Resource {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    async fn get(cache: &CatalogCache<Counted>, name: &str) -> Result<usize, UpstreamError> {
+        let credential = pb::Credential::default();
+        cache
+            .get(
+                &resource(name),
+                &credential,
+                Duration::from_secs(1),
+                1 << 20,
+            )
+            .await
+            .map(|read| read.0)
+    }
+
+    /// One test, as the reads are counted in statics.
+    #[tokio::test]
+    async fn one_session_reads_the_others_wait_and_failures_stand_in_with_the_last_read() {
+        let cache = Arc::new(CatalogCache::<Counted>::new(Duration::from_secs(60)));
+        // Sessions arriving together: one read, which all of them get.
+        let waiting: Vec<_> = (0..8)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { get(&cache, "db").await.map_err(|e| e.to_string()) })
+            })
+            .collect();
+        for session in waiting {
+            assert_eq!(session.await.unwrap(), Ok(1));
+        }
+        assert_eq!(LOADS.load(Ordering::SeqCst), 1);
+        assert_eq!(get(&cache, "db").await.unwrap(), 1, "fresh: reused");
+
+        // After DDL it is read again, and sessions hear of it.
+        let generation = cache.generation();
+        cache.invalidate("db");
+        assert_ne!(cache.generation(), generation);
+        assert_eq!(get(&cache, "db").await.unwrap(), 2);
+
+        // Invalidated while being read: that read may predate the DDL, so
+        // the next caller reads again.
+        let (open, gate) = tokio::sync::oneshot::channel();
+        *GATE.lock().unwrap() = Some(gate);
+        cache.invalidate("db");
+        let reading = {
+            let cache = cache.clone();
+            tokio::spawn(async move { get(&cache, "db").await.map_err(|e| e.to_string()) })
+        };
+        while LOADS.load(Ordering::SeqCst) < 3 {
+            tokio::task::yield_now().await;
+        }
+        cache.invalidate("db");
+        open.send(()).unwrap();
+        assert_eq!(reading.await.unwrap(), Ok(3));
+        assert_eq!(get(&cache, "db").await.unwrap(), 4);
+
+        // The target cannot be read: the last read stands in, and the next
+        // attempt waits for RETRY_AFTER rather than every caller trying.
+        FAIL.store(true, Ordering::SeqCst);
+        cache.invalidate("db");
+        assert_eq!(get(&cache, "db").await.unwrap(), 4);
+        assert_eq!(get(&cache, "db").await.unwrap(), 4);
+        assert_eq!(LOADS.load(Ordering::SeqCst), 5);
+        // With no read to stand in, the failure is the answer.
+        assert!(matches!(
+            get(&cache, "never-read").await,
+            Err(UpstreamError::Timeout)
+        ));
+    }
 }

@@ -54,6 +54,9 @@ pub struct Verdict {
     /// Portals its `FETCH` and `MOVE` statements run (one bound through the
     /// protocol runs the statement the agent judged at its Parse).
     pub fetches: Vec<String>,
+    /// Refused for a reason other than policy: the SQLSTATE to answer with
+    /// (`reason` says why).
+    pub refusal: Option<&'static str>,
 }
 
 /// What an approve rule asks for.
@@ -396,13 +399,16 @@ impl Judge {
         let routines = match &self.routines {
             Ok(r) => r,
             Err(e) => {
-                return Verdict::deny(
-                    format!(
-                        "sluice cannot read the functions defined in the target database, which it needs to judge statements ({e}); try again shortly"
-                    ),
-                    String::new(),
-                    Vec::new(),
-                );
+                return Verdict {
+                    refusal: Some("58000"),
+                    ..Verdict::deny(
+                        format!(
+                            "cannot read the functions defined in the target database, which it needs to judge statements ({e}); try again shortly"
+                        ),
+                        String::new(),
+                        Vec::new(),
+                    )
+                };
             }
         };
         // What earlier statements of this text define.
@@ -470,6 +476,7 @@ impl Judge {
             tables_read,
             copy_out,
             fetches,
+            refusal: None,
         }
     }
 
@@ -876,6 +883,7 @@ policies:
         judge.set_routines(Err("the target database did not answer in time".into()));
         let verdict = judge.sql(Some(&active), "SELECT 1");
         assert!(!verdict.allowed);
+        assert_eq!(verdict.refusal, Some("58000"), "not a policy decision");
         assert!(
             verdict
                 .reason

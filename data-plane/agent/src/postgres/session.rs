@@ -1849,8 +1849,13 @@ impl Relay {
     }
 
     /// Answers a denied request with 42501 (and ReadyForQuery when the
-    /// request ends a cycle), in order behind outstanding responses.
+    /// request ends a cycle), in order behind outstanding responses; one
+    /// refused for another reason with its own SQLSTATE.
     fn deny(&mut self, verdict: &Verdict, with_rfq: bool) {
+        if let Some(code) = verdict.refusal {
+            self.refuse_name(code, &verdict.reason, with_rfq);
+            return;
+        }
         let mut out = BytesMut::new();
         let who = if verdict.rule.is_empty() {
             "sluice policy".to_owned()
