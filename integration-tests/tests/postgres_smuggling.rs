@@ -523,6 +523,134 @@ async fn functions_reached_without_naming_them_need_a_rule_too() {
 }
 
 #[tokio::test]
+async fn functions_a_type_runs_need_a_rule_too() {
+    let dp = DataPath::start_with(RULES, Vec::new()).await;
+    // Each function deletes a row of `items` when it runs.
+    dp.pg.psql(
+        "app",
+        "SET ROLE app; \
+         CREATE FUNCTION is_positive(v int) RETURNS boolean LANGUAGE plpgsql AS $$ \
+           BEGIN DELETE FROM items WHERE id = 30; RETURN v > 0; END $$; \
+         CREATE DOMAIN positive AS int CHECK (is_positive(VALUE)); \
+         CREATE DOMAIN small AS int CHECK (VALUE < 10); \
+         CREATE TABLE counts (n positive); \
+         CREATE TYPE mood AS (level int); \
+         CREATE FUNCTION mood_json(m mood) RETURNS json LANGUAGE plpgsql AS $$ \
+           BEGIN DELETE FROM items WHERE id = 31; RETURN json_build_object('level', m.level); END $$; \
+         CREATE CAST (mood AS json) WITH FUNCTION mood_json(mood); \
+         CREATE TABLE moods (m mood); INSERT INTO moods VALUES (ROW(1)); \
+         CREATE VIEW mood_view AS SELECT m FROM moods; \
+         CREATE TYPE pair AS (a int, b int); \
+         CREATE FUNCTION pair_cmp(x pair, y pair) RETURNS int LANGUAGE plpgsql AS $$ \
+           BEGIN DELETE FROM items WHERE id = 32; RETURN btrecordcmp(x, y); END $$; \
+         CREATE TABLE pairs (p pair); INSERT INTO pairs VALUES (ROW(1, 2)), (ROW(0, 1)); \
+         CREATE FUNCTION fr_diff(a float8, b float8) RETURNS float8 LANGUAGE sql IMMUTABLE AS 'SELECT a - b'; \
+         CREATE TYPE fr AS RANGE (subtype = float8, subtype_diff = fr_diff); \
+         RESET ROLE; \
+         CREATE OPERATOR CLASS pair_ops DEFAULT FOR TYPE pair USING btree AS FUNCTION 1 pair_cmp(pair, pair);",
+    );
+    let denied = |sql: &str, name: &str| {
+        let (ok, _, err) = dp.psql(sql);
+        assert!(
+            !ok && err.contains("user_function") && err.contains(name),
+            "`{sql}`: {err}"
+        );
+    };
+    // A domain's CHECK, by cast or by a column of the domain.
+    denied("SELECT '5'::positive", "is_positive");
+    denied("SELECT CAST(5 AS positive)", "is_positive");
+    denied("SELECT n FROM counts", "is_positive");
+    // A cast `to_json` uses, through a view too.
+    denied("SELECT to_json(m) FROM moods", "mood_json");
+    denied("SELECT to_json(m) FROM mood_view", "mood_json");
+    // The comparison function of the type's default operator class.
+    denied("SELECT p FROM pairs ORDER BY p", "pair_cmp");
+    // A range type's subtype_diff.
+    denied("SELECT '[1,2)'::fr", "fr_diff");
+
+    // The target confirms none of it ran.
+    for id in [30, 31, 32] {
+        assert!(row_exists(&dp, id), "item {id}");
+    }
+    // Types whose operations are PostgreSQL's own still work.
+    let (ok, out, err) = dp.psql("SELECT '5'::small, '[1,2)'::numrange");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "5|[1,2)");
+}
+
+#[tokio::test]
+async fn foreign_tables_need_a_rule_of_their_own() {
+    let rules = format!(
+        "{RULES}      - allow: {{ sql: {{ statements: [foreign_data], tables: [\"remote.open_*\"] }} }}\n        name: open-remote\n"
+    );
+    let dp = DataPath::start_with(&rules, Vec::new()).await;
+    // A server that is this same database, as the superuser: what the
+    // agent's credential could never reach directly.
+    dp.target(&format!(
+        "CREATE EXTENSION postgres_fdw; \
+         CREATE SERVER loop FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '{}', dbname 'app'); \
+         CREATE USER MAPPING FOR PUBLIC SERVER loop OPTIONS (user 'postgres', password_required 'false'); \
+         GRANT USAGE ON FOREIGN SERVER loop TO app; \
+         CREATE SCHEMA remote AUTHORIZATION app; \
+         SET ROLE app; \
+         CREATE FOREIGN TABLE remote.items (id int, name text) SERVER loop OPTIONS (schema_name 'public', table_name 'items'); \
+         CREATE FOREIGN TABLE remote.open_items (id int, name text) SERVER loop OPTIONS (schema_name 'public', table_name 'items'); \
+         CREATE VIEW remote_view AS SELECT * FROM remote.items; \
+         CREATE TABLE parts (id int, name text) PARTITION BY RANGE (id); \
+         CREATE FOREIGN TABLE parts_remote PARTITION OF parts FOR VALUES FROM (0) TO (1000) \
+           SERVER loop OPTIONS (schema_name 'public', table_name 'items');",
+        dp.pg.port
+    ));
+    let fdw_connections = || {
+        dp.target("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'postgres_fdw'")
+    };
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    for (sql, table) in [
+        ("SELECT name FROM remote.items WHERE id = 1", "remote.items"),
+        (
+            "SELECT name FROM items JOIN remote.items USING (id)",
+            "remote.items",
+        ),
+        ("SELECT * FROM remote_view", "remote.items"),
+        ("SELECT * FROM parts", "public.parts_remote"),
+        (
+            "UPDATE remote.items SET name = 'remote' WHERE id = 20",
+            "remote.items",
+        ),
+        (
+            "UPDATE parts SET name = 'parted' WHERE id = 21",
+            "public.parts_remote",
+        ),
+        (
+            "SELECT * FROM remote.open_items JOIN remote.items USING (id)",
+            "remote.items",
+        ),
+    ] {
+        let text = errors_of(&mut s, &query(sql)).await;
+        assert!(
+            text.contains("42501") && text.contains("foreign_data") && text.contains(table),
+            "`{sql}`: {text}"
+        );
+    }
+    // The target confirms nothing ran: no row changed, and the session's
+    // database never connected to the foreign server.
+    assert_eq!(dp.target("SELECT name FROM items WHERE id = 20"), "item 20");
+    assert_eq!(dp.target("SELECT name FROM items WHERE id = 21"), "item 21");
+    assert_eq!(fdw_connections(), "0");
+    // A foreign table the rule names is read as any table.
+    s.send(&query("SELECT name FROM remote.open_items WHERE id = 3"))
+        .await;
+    let reply = s.until(b'Z').await;
+    assert_eq!(errors(&reply), "");
+    assert_eq!(first_column(&reply), ["item 3"]);
+    assert_eq!(
+        fdw_connections(),
+        "1",
+        "the allowed read went through the server"
+    );
+}
+
+#[tokio::test]
 async fn a_session_is_refused_when_the_agent_cannot_read_the_target_s_functions() {
     let dp = DataPath::start_with(RULES, Vec::new()).await;
     dp.target("REVOKE SELECT ON pg_catalog.pg_proc FROM PUBLIC");

@@ -111,6 +111,13 @@ pub struct StatementFacts {
     /// against for that kind.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub user_functions: Vec<String>,
+    /// The foreign tables the statement reads or writes (directly, or
+    /// through views and partitioned tables), or defines: what gives it the
+    /// kind `foreign_data`, and what a rule's `tables:` is matched against
+    /// for that kind. Only the target's catalog knows which tables are
+    /// foreign, so the agent fills this in; definitions come from the text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign_tables: Vec<String>,
     /// Whether every UPDATE and DELETE of the statement (in CTEs and
     /// subqueries too) has a WHERE clause that looks at rows; false when
     /// any lacks one, and for statements with no UPDATE or DELETE.
@@ -299,10 +306,17 @@ impl CompiledMatcher {
         {
             return Err(Miss::HasWhere);
         }
-        if let Some(tables) = &self.tables
-            && !names_match(tables, facts.tables(), q)
-        {
-            return Err(Miss::Tables);
+        // For `foreign_data`, a rule's tables are the foreign tables:
+        // `allow: { statements: [foreign_data], tables: [remote.*] }`.
+        if let Some(tables) = &self.tables {
+            let matched = if kind == SqlKind::ForeignData {
+                names_match(tables, facts.foreign_tables.iter().map(String::as_str), q)
+            } else {
+                names_match(tables, facts.tables(), q)
+            };
+            if !matched {
+                return Err(Miss::Tables);
+            }
         }
         // For `user_function`, a rule's functions are those calls: `allow:
         // { statements: [user_function], functions: [app.*] }` allows
@@ -649,22 +663,32 @@ impl CompiledPolicy {
             format!(
                 "the statement could not be classified, and no rule of {noun} {policies} allows `other`"
             )
+        } else if uncovered.contains(SqlKind::ForeignData) && !facts.foreign_tables.is_empty() {
+            format!(
+                "no rule of {noun} {policies} allows `{uncovered}` (foreign tables, whose rows another server holds: {})",
+                shown(&facts.foreign_tables)
+            )
         } else if uncovered.contains(SqlKind::UserFunction) && !facts.user_functions.is_empty() {
             // Say which calls: the client may not know which of its
             // functions are the database's own.
-            const SHOWN: usize = 5;
-            let mut calls =
-                facts.user_functions[..facts.user_functions.len().min(SHOWN)].join(", ");
-            if facts.user_functions.len() > SHOWN {
-                calls.push_str(", ...");
-            }
             format!(
-                "no rule of {noun} {policies} allows `{uncovered}` (functions or operators defined in the database: {calls})"
+                "no rule of {noun} {policies} allows `{uncovered}` (functions or operators defined in the database: {})",
+                shown(&facts.user_functions)
             )
         } else {
             format!("no rule of {noun} {policies} allows `{uncovered}`")
         }
     }
+}
+
+/// The first few of `names`, comma-separated, for a message.
+fn shown(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = names[..names.len().min(SHOWN)].join(", ");
+    if names.len() > SHOWN {
+        text.push_str(", ...");
+    }
+    text
 }
 
 #[cfg(test)]

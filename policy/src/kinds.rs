@@ -159,6 +159,13 @@ sql_kinds! {
     /// so only a rule naming this kind allows it; such a rule's
     /// `functions:` is matched against these calls alone.
     UserFunction = "user_function",
+    /// Reading or writing a foreign table, whose rows the database fetches
+    /// from or sends to another server (`postgres_fdw` reaches other
+    /// databases with credentials stored in the database), and creating or
+    /// changing foreign tables, servers, wrappers and user mappings. Only a
+    /// rule naming this kind allows it; such a rule's `tables:` is matched
+    /// against the foreign tables alone.
+    ForeignData = "foreign_data",
 }
 
 // KindSet is a u64 bitset.
@@ -214,8 +221,8 @@ pub enum SqlGroup {
     /// `set_session_authorization` or `reset_all`, which change privileges.
     Session,
     /// do_block, execute, call, copy_program, copy_file, dynamic_sql,
-    /// server_function, user_function: carriers of arbitrary or
-    /// server-side effects.
+    /// server_function, user_function, foreign_data: carriers of arbitrary
+    /// or server-side effects.
     Dynamic,
     /// Every kind, including `other`.
     Any,
@@ -282,6 +289,7 @@ impl SqlGroup {
                 K::DynamicSql,
                 K::ServerFunction,
                 K::UserFunction,
+                K::ForeignData,
             ],
             SqlGroup::Any => SqlKind::ALL,
         };

@@ -12,8 +12,9 @@ use std::convert::Infallible;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use pg_query::protobuf::{
-    self, AExprKind, CmdType, DiscardMode, FuncCall, JsonExprOp, ObjectType, OnConflictAction,
-    RangeVar, SetOperation, SubLinkType, TransactionStmtKind, VariableSetKind, WithClause, a_const,
+    self, AExprKind, CmdType, DiscardMode, FuncCall, ImportForeignSchemaType, JsonExprOp,
+    ObjectType, OnConflictAction, RangeVar, SetOperation, SubLinkType, TransactionStmtKind,
+    VariableSetKind, WithClause, a_const,
 };
 use pg_query::{FingerprintOptions, NodeEnum, NodeRef, ParserOptions};
 use serde::{Deserialize, Serialize};
@@ -153,10 +154,16 @@ pub struct CatalogNames {
     /// itself (`json_object(...)` in PostgreSQL 18, a plain call in 15).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub calls: Vec<String>,
-    /// Functions, aggregates and operators the statement creates or
+    /// Types the statement casts values to (`'x'::mood`, `CAST(x AS
+    /// mood)`, `mood 'x'`): a cast runs the type's input or cast function
+    /// and a domain's CHECK, which may be the database's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<String>,
+    /// Functions, aggregates, operators and types the statement creates or
     /// renames to (`CREATE FUNCTION touch`, `ALTER FUNCTION f RENAME TO
-    /// touch`, `CREATE OPERATOR ===`): later statements of the session see
-    /// them before the catalog does (inside its transaction, only it can).
+    /// touch`, `CREATE OPERATOR ===`, `CREATE DOMAIN positive`, `CREATE
+    /// CAST (int AS mood)`): later statements of the session see them
+    /// before the catalog does (inside its transaction, only it can).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub defines: Vec<String>,
 }
@@ -166,6 +173,7 @@ impl CatalogNames {
         self.attributes.is_empty()
             && self.operators.is_empty()
             && self.calls.is_empty()
+            && self.types.is_empty()
             && self.defines.is_empty()
     }
 }
@@ -488,6 +496,7 @@ fn facts_of(root: NodeRef<'_>) -> Result<(StatementFacts, CatalogNames), Classif
         mut tables_written,
         mut functions,
         mut user_functions,
+        mut foreign_tables,
         mut catalog_names,
         rows_modified,
         unbounded,
@@ -498,9 +507,11 @@ fn facts_of(root: NodeRef<'_>) -> Result<(StatementFacts, CatalogNames), Classif
         &mut tables_written,
         &mut functions,
         &mut user_functions,
+        &mut foreign_tables,
         &mut catalog_names.attributes,
         &mut catalog_names.operators,
         &mut catalog_names.calls,
+        &mut catalog_names.types,
         &mut catalog_names.defines,
     ] {
         names.sort_unstable();
@@ -512,9 +523,21 @@ fn facts_of(root: NodeRef<'_>) -> Result<(StatementFacts, CatalogNames), Classif
         tables_written,
         functions,
         user_functions,
+        foreign_tables,
         has_where: rows_modified && !unbounded,
     };
     Ok((facts, catalog_names))
+}
+
+/// A relation's name as policies match it, `schema.table` or `table`. A
+/// catalog (database) part is dropped: PostgreSQL rejects any but the
+/// current database, and `db.secret.t` must still match `secret.*`.
+fn relation_text(rv: &RangeVar) -> String {
+    if rv.schemaname.is_empty() {
+        rv.relname.clone()
+    } else {
+        format!("{}.{}", rv.schemaname, rv.relname)
+    }
 }
 
 /// Whether a table reference is read or written where it appears.
@@ -545,6 +568,8 @@ struct Walker<'a> {
     functions: Vec<String>,
     /// Calls of functions and operators that are not PostgreSQL's own.
     user_functions: Vec<String>,
+    /// Foreign tables the statement defines.
+    foreign_tables: Vec<String>,
     catalog_names: CatalogNames,
     /// Names of the CTEs visible at the current point of the walk; an
     /// unqualified table reference with one of these names is the CTE.
@@ -686,7 +711,55 @@ impl<'a> Walker<'a> {
                     }
                 }
             }
+            NodeRef::TypeCast(c) => {
+                if let Some(Some(NodeEnum::String(s))) = c
+                    .type_name
+                    .as_ref()
+                    .and_then(|t| t.names.last())
+                    .map(|n| &n.node)
+                {
+                    self.catalog_names.types.push(s.sval.clone());
+                }
+            }
             NodeRef::CreateFunctionStmt(f) => self.defines(&f.funcname),
+            // Types whose casts, input or comparisons may run the
+            // database's functions.
+            NodeRef::CreateDomainStmt(d) => self.defines(&d.domainname),
+            NodeRef::CreateRangeStmt(r) => self.defines(&r.type_name),
+            NodeRef::DefineStmt(d) if d.kind() == ObjectType::ObjectType => {
+                self.defines(&d.defnames);
+            }
+            NodeRef::CreateCastStmt(c) => {
+                for t in [&c.sourcetype, &c.targettype].into_iter().flatten() {
+                    self.defines(&t.names);
+                }
+            }
+            NodeRef::CreateOpClassStmt(c) => {
+                if let Some(t) = &c.datatype {
+                    self.defines(&t.names);
+                }
+            }
+            // Foreign tables the statement creates (for the rule's
+            // `tables:`; which existing ones it reads only the catalog
+            // knows).
+            NodeRef::CreateForeignTableStmt(f) => {
+                if let Some(rv) = f.base_stmt.as_ref().and_then(|b| b.relation.as_ref()) {
+                    self.foreign_tables.push(relation_text(rv));
+                }
+            }
+            NodeRef::ImportForeignSchemaStmt(i) => {
+                let tables = i.table_list.iter().filter_map(|t| match &t.node {
+                    Some(NodeEnum::RangeVar(rv)) => Some(rv.relname.as_str()),
+                    _ => None,
+                });
+                let limited = i.list_type() == ImportForeignSchemaType::FdwImportSchemaLimitTo;
+                if limited {
+                    self.foreign_tables
+                        .extend(tables.map(|t| format!("{}.{t}", i.local_schema)));
+                } else {
+                    self.foreign_tables.push(format!("{}.*", i.local_schema));
+                }
+            }
             NodeRef::DefineStmt(d)
                 if matches!(
                     d.kind(),
@@ -790,14 +863,7 @@ impl<'a> Walker<'a> {
         {
             return;
         }
-        // A catalog (database) part is dropped: PostgreSQL rejects any but
-        // the current database, and `db.secret.t` must still match
-        // `secret.*`.
-        let name = if rv.schemaname.is_empty() {
-            rv.relname.clone()
-        } else {
-            format!("{}.{}", rv.schemaname, rv.relname)
-        };
+        let name = relation_text(rv);
         // Writing the `pg_settings` view sets parameters, as `set_config`
         // does (`UPDATE pg_settings SET setting = ... WHERE name = 'role'`);
         // which ones is data, so assume the worst. Unqualified, the name
@@ -1312,10 +1378,6 @@ fn statement_kinds(node: NodeRef<'_>) -> Option<KindSet> {
         | NodeRef::CompositeTypeStmt(_)
         | NodeRef::CreateEnumStmt(_)
         | NodeRef::CreateRangeStmt(_)
-        | NodeRef::CreateFdwStmt(_)
-        | NodeRef::CreateForeignServerStmt(_)
-        | NodeRef::CreateForeignTableStmt(_)
-        | NodeRef::CreateUserMappingStmt(_)
         | NodeRef::CreatePolicyStmt(_)
         | NodeRef::CreateAmStmt(_)
         | NodeRef::CreatePlangStmt(_)
@@ -1328,8 +1390,16 @@ fn statement_kinds(node: NodeRef<'_>) -> Option<KindSet> {
         | NodeRef::CreatePublicationStmt(_)
         | NodeRef::CreateSubscriptionStmt(_)
         | NodeRef::CreateStatsStmt(_)
-        | NodeRef::CreateEventTrigStmt(_)
-        | NodeRef::ImportForeignSchemaStmt(_) => kinds(&[K::Create]),
+        | NodeRef::CreateEventTrigStmt(_) => kinds(&[K::Create]),
+        // Foreign tables and what they reach other servers with.
+        NodeRef::CreateFdwStmt(_)
+        | NodeRef::CreateForeignServerStmt(_)
+        | NodeRef::CreateForeignTableStmt(_)
+        | NodeRef::CreateUserMappingStmt(_)
+        | NodeRef::ImportForeignSchemaStmt(_) => kinds(&[K::Create, K::ForeignData]),
+        NodeRef::AlterFdwStmt(_)
+        | NodeRef::AlterForeignServerStmt(_)
+        | NodeRef::AlterUserMappingStmt(_) => kinds(&[K::Alter, K::ForeignData]),
 
         NodeRef::AlterTableStmt(_)
         | NodeRef::AlterDomainStmt(_)
@@ -1350,9 +1420,6 @@ fn statement_kinds(node: NodeRef<'_>) -> Option<KindSet> {
         | NodeRef::AlterEnumStmt(_)
         | NodeRef::AlterTsdictionaryStmt(_)
         | NodeRef::AlterTsconfigurationStmt(_)
-        | NodeRef::AlterFdwStmt(_)
-        | NodeRef::AlterForeignServerStmt(_)
-        | NodeRef::AlterUserMappingStmt(_)
         | NodeRef::AlterTableSpaceOptionsStmt(_)
         | NodeRef::AlterTableMoveAllStmt(_)
         | NodeRef::AlterExtensionStmt(_)

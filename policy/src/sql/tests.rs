@@ -316,13 +316,43 @@ const KINDS: &[(&str, &[&str])] = &[
         &["create", "delete"],
     ),
     ("CREATE POLICY p ON t USING (true)", &["create"]),
-    ("CREATE SERVER s FOREIGN DATA WRAPPER w", &["create"]),
+    (
+        "CREATE SERVER s FOREIGN DATA WRAPPER w",
+        &["create", "foreign_data"],
+    ),
+    (
+        "CREATE FOREIGN DATA WRAPPER w HANDLER h",
+        &["create", "foreign_data"],
+    ),
+    (
+        "CREATE FOREIGN TABLE f (id int) SERVER s",
+        &["create", "foreign_data"],
+    ),
+    (
+        "CREATE USER MAPPING FOR current_user SERVER s OPTIONS (user 'u')",
+        &["create", "foreign_data"],
+    ),
+    (
+        "ALTER SERVER s OPTIONS (SET host 'elsewhere')",
+        &["alter", "foreign_data"],
+    ),
+    (
+        "ALTER USER MAPPING FOR current_user SERVER s OPTIONS (SET user 'v')",
+        &["alter", "foreign_data"],
+    ),
+    (
+        "ALTER FOREIGN DATA WRAPPER w NO VALIDATOR",
+        &["alter", "foreign_data"],
+    ),
     (
         "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p",
         &["create"],
     ),
     ("CREATE LANGUAGE plperlu", &["create"]),
-    ("IMPORT FOREIGN SCHEMA s FROM SERVER x INTO t", &["create"]),
+    (
+        "IMPORT FOREIGN SCHEMA s FROM SERVER x INTO t",
+        &["create", "foreign_data"],
+    ),
     ("ALTER TABLE t ADD COLUMN c int", &["alter"]),
     ("ALTER TABLE t RENAME TO u", &["alter"]),
     ("ALTER TABLE t REPLICA IDENTITY FULL", &["alter"]),
@@ -1424,11 +1454,63 @@ fn names_the_catalog_decides_are_reported() {
         ),
         ("ALTER FUNCTION f(int) RENAME TO touch", "touch"),
         ("ALTER ROUTINE f RENAME TO touch", "touch"),
+        (
+            "CREATE DOMAIN app.positive AS int CHECK (VALUE > 0)",
+            "positive",
+        ),
+        ("CREATE TYPE fr AS RANGE (subtype = float8)", "fr"),
+        (
+            "CREATE TYPE mood (input = mood_in, output = mood_out)",
+            "mood",
+        ),
+        (
+            "CREATE OPERATOR CLASS c DEFAULT FOR TYPE mood USING btree AS FUNCTION 1 f(mood, mood)",
+            "mood",
+        ),
     ] {
         assert_eq!(names(sql).defines, [defined], "{sql}");
     }
+    assert_eq!(
+        names("CREATE CAST (int AS mood) WITH FUNCTION f(int)").defines,
+        ["int4", "mood"]
+    );
     assert!(names("ALTER TABLE t RENAME TO touch").defines.is_empty());
     assert!(names("SELECT 1").is_empty());
+
+    // Types values are cast to, in each spelling.
+    assert_eq!(
+        names("SELECT '1'::app.positive, CAST(x AS mood[]), fr '[1,2)' FROM t").types,
+        ["fr", "mood", "positive"]
+    );
+}
+
+#[test]
+fn foreign_data_definitions_name_their_tables() {
+    let facts = |sql: &str| all(sql).remove(0).facts;
+    assert_eq!(
+        facts("CREATE FOREIGN TABLE remote.orders (id int) SERVER s").foreign_tables,
+        ["remote.orders"]
+    );
+    assert_eq!(
+        facts("IMPORT FOREIGN SCHEMA public FROM SERVER s INTO remote").foreign_tables,
+        ["remote.*"]
+    );
+    assert_eq!(
+        facts("IMPORT FOREIGN SCHEMA public LIMIT TO (a, b) FROM SERVER s INTO remote")
+            .foreign_tables,
+        ["remote.a", "remote.b"]
+    );
+    // EXCEPT imports the rest: any table of the schema.
+    assert_eq!(
+        facts("IMPORT FOREIGN SCHEMA public EXCEPT (a) FROM SERVER s INTO remote").foreign_tables,
+        ["remote.*"]
+    );
+    // Which tables are foreign only the catalog knows.
+    assert!(
+        facts("SELECT * FROM remote.orders")
+            .foreign_tables
+            .is_empty()
+    );
 }
 
 fn walked(root: NodeRef<'_>) -> usize {

@@ -55,6 +55,15 @@ pub trait FromCatalog: Sized + Send + Sync + 'static {
             let mut conn =
                 upstream::connect(resource, credential, &[], timeout, max_message).await?;
             let read = async {
+                // Joins over whole catalogs (recursive ones, too) are
+                // estimated to cost enough for JIT compilation, even on an
+                // empty database: half a second of compiling for
+                // milliseconds of work. A server too old to know the
+                // setting refuses it, which changes nothing else.
+                match conn.simple_query("SET jit = off").await {
+                    Ok(_) | Err(UpstreamError::Query(_)) => {}
+                    Err(e) => return Err(e),
+                }
                 let mut results = Vec::with_capacity(Self::QUERIES.len());
                 for query in Self::QUERIES {
                     results.push(conn.simple_query(query).await?);

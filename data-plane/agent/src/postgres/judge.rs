@@ -21,7 +21,7 @@ use sluice_policy::{
     ClassifiedStatement, Outcome, PreparedChange, SqlKind, StatementFacts, Subject,
 };
 
-use super::routines::Routines;
+use super::routines::{Reached, Routines};
 use crate::snapshot::Active;
 
 /// The verdict on one protocol-level request (a Query string, a Parse, a
@@ -531,23 +531,40 @@ impl Judge {
 
 /// A statement's facts with what the target's catalog adds: the kind
 /// `user_function` for functions and operators of the database it reaches
-/// without naming them as such (see `routines.rs`).
+/// without naming them as such, and `foreign_data` for the foreign tables
+/// it reads or writes (see `routines.rs`).
 fn with_routines<'a>(
     statement: &'a sluice_policy::ClassifiedStatement,
     routines: &Routines,
     defined: impl Fn(&str) -> bool,
 ) -> Cow<'a, StatementFacts> {
-    let found = routines.run_by(statement, defined);
-    if found.is_empty() {
+    let reached = routines.reached_by(statement, defined);
+    if reached == Reached::default() {
         return Cow::Borrowed(&statement.facts);
     }
     let mut facts = statement.facts.clone();
-    if !facts.kinds.contains(&SqlKind::UserFunction) {
-        facts.kinds.push(SqlKind::UserFunction);
+    for (kind, names, found) in [
+        (
+            SqlKind::UserFunction,
+            &mut facts.user_functions,
+            reached.functions,
+        ),
+        (
+            SqlKind::ForeignData,
+            &mut facts.foreign_tables,
+            reached.foreign_tables,
+        ),
+    ] {
+        if found.is_empty() {
+            continue;
+        }
+        if !facts.kinds.contains(&kind) {
+            facts.kinds.push(kind);
+        }
+        names.extend(found);
+        names.sort_unstable();
+        names.dedup();
     }
-    facts.user_functions.extend(found);
-    facts.user_functions.sort_unstable();
-    facts.user_functions.dedup();
     Cow::Owned(facts)
 }
 
@@ -841,12 +858,13 @@ policies:
             1,
         );
         let subject = Subject::user("bot", Vec::<String>::new());
-        let routines = super::super::routines::test_routines(
-            &["touch"],
-            &[],
-            &[(10, "public", "touched", "touch", false)],
-            &[],
-        );
+        let routines = super::super::routines::TestCatalog {
+            functions: &["touch"],
+            runs: &[(10, "public", "touched", "touch", false)],
+            foreign: &[(11, "remote", "orders")],
+            ..Default::default()
+        }
+        .build();
         let mut judge = Judge::new(subject, "db".into(), Arc::new(routines));
         for sql in [
             "SELECT t.touch FROM t",
@@ -862,6 +880,17 @@ policies:
                 verdict.reason
             );
         }
+        // A foreign table: its own kind, named in the reason.
+        let verdict = judge.sql(Some(&active), "SELECT * FROM orders");
+        assert!(!verdict.allowed);
+        assert_eq!(verdict.kinds, ["select", "foreign_data"]);
+        assert!(
+            verdict
+                .reason
+                .contains("allows `foreign_data` (foreign tables, whose rows another server holds: remote.orders)"),
+            "{}",
+            verdict.reason
+        );
         // Decided before the session defines `mine`, and again after.
         let later = "SELECT t.mine FROM t";
         assert!(judge.sql(Some(&active), later).allowed);

@@ -11,7 +11,15 @@
 //!   argument types (`lower(my_type)`, `a = b` on a type of the database)
 //!   or by a `search_path` that puts its schema before `pg_catalog`;
 //! * reading a view whose definition calls one, or a table whose
-//!   row-level-security policy does.
+//!   row-level-security policy does;
+//! * a type's own operations: a cast to it, its input and output, a
+//!   domain's CHECK, a range's subtype_diff, the comparison functions of
+//!   its default operator classes ([`TYPE_QUERY`]), for casts to the type
+//!   and relations with columns of it.
+//!
+//! Foreign tables are found the same way, with the views and partitioned
+//! tables that read them: reading one makes the database query another
+//! server (kind `foreign_data`).
 //!
 //! The agent reads, per resource and at most once a minute (and after DDL
 //! there), the names of the functions and operators defined in the
@@ -23,9 +31,9 @@
 //! compared without schemas: `t.touch` is flagged when any schema defines
 //! a `touch`, which can only flag too much.
 //!
-//! Not seen: functions the database runs for its own types without any
-//! name in the text (casts, a domain's CHECK, the comparison functions of a
-//! type's operator classes used by `ORDER BY` or an index).
+//! Not seen: casts between two of PostgreSQL's own types, and what a
+//! table runs when written (triggers, defaults, constraints, index
+//! expressions): allowing the write allows the table's own logic.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -51,6 +59,75 @@ macro_rules! runs {
     };
 }
 
+/// The database's own functions (not `pg_catalog`'s, not an extension's,
+/// not written in `internal`, which is PostgreSQL's own C code such as a
+/// range type's generated constructors): the types whose operations run
+/// them, and the relations with columns of those types, as rows (`'t'`,
+/// NULL, NULL, type, function) and (`'r'`, OID, schema, relation,
+/// function). A type runs a function when it is its input, output, send,
+/// receive, typmod or analyze function, a domain CHECK calls it (or an
+/// operator it implements), it is a range's canonical or subtype_diff
+/// function (the planner calls that for `&&`), a cast to or from the type
+/// (`to_json` uses the cast to `json`), or a member of the type's default
+/// operator classes (`ORDER BY`, `DISTINCT`, `=` and hash joins use
+/// those). Arrays, domains and ranges over such a type, and row types with
+/// a column of it, run the same. Types in `pg_catalog` are left out: a
+/// cast the database adds between two built-in types is not seen.
+const TYPE_QUERY: &str = "WITH RECURSIVE own AS ( \
+   SELECT p.oid, p.proname FROM pg_catalog.pg_proc p \
+   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+   JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
+   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND l.lanname <> 'internal' \
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e')), \
+ direct (typ, proname) AS ( \
+   SELECT t.oid, own.proname FROM pg_catalog.pg_type t \
+   JOIN own ON own.oid IN (t.typinput, t.typoutput, t.typreceive, t.typsend, t.typmodin, t.typmodout, t.typanalyze) \
+   UNION \
+   SELECT c.contypid, own.proname FROM pg_catalog.pg_constraint c \
+   JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::regclass AND d.objid = c.oid \
+   LEFT JOIN pg_catalog.pg_operator o ON d.refclassid = 'pg_catalog.pg_operator'::regclass AND o.oid = d.refobjid \
+   JOIN own ON own.oid = CASE WHEN d.refclassid = 'pg_catalog.pg_proc'::regclass THEN d.refobjid ELSE o.oprcode::oid END \
+   WHERE c.contypid <> 0 \
+   UNION \
+   SELECT r.rngtypid, own.proname FROM pg_catalog.pg_range r JOIN own ON own.oid IN (r.rngcanonical, r.rngsubdiff) \
+   UNION \
+   SELECT x.typ, own.proname FROM pg_catalog.pg_cast c JOIN own ON own.oid = c.castfunc \
+   CROSS JOIN LATERAL (VALUES (c.castsource), (c.casttarget)) x (typ) \
+   UNION \
+   SELECT oc.opcintype, own.proname FROM pg_catalog.pg_opclass oc \
+   JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily = oc.opcfamily \
+   JOIN own ON own.oid = ap.amproc WHERE oc.opcdefault \
+   UNION \
+   SELECT oc.opcintype, own.proname FROM pg_catalog.pg_opclass oc \
+   JOIN pg_catalog.pg_amop ao ON ao.amopfamily = oc.opcfamily \
+   JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr \
+   JOIN own ON own.oid = o.oprcode::oid WHERE oc.opcdefault), \
+ derives (base, derived) AS ( \
+   SELECT typbasetype, oid FROM pg_catalog.pg_type WHERE typbasetype <> 0 \
+   UNION ALL SELECT oid, typarray FROM pg_catalog.pg_type WHERE typarray <> 0 \
+   UNION ALL SELECT rngsubtype, rngtypid FROM pg_catalog.pg_range \
+   UNION ALL SELECT a.atttypid, c.reltype FROM pg_catalog.pg_attribute a \
+   JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+   WHERE a.attnum > 0 AND NOT a.attisdropped AND c.reltype <> 0), \
+ typed (typ, proname) AS ( \
+   SELECT d.typ, d.proname FROM direct d \
+   JOIN pg_catalog.pg_type t ON t.oid = d.typ \
+   JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
+   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+   UNION \
+   SELECT e.derived, typed.proname FROM typed JOIN derives e ON e.base = typed.typ) \
+ SELECT 't', NULL::bigint, NULL::name, t.typname, typed.proname \
+ FROM typed JOIN pg_catalog.pg_type t ON t.oid = typed.typ \
+ UNION ALL \
+ SELECT 'r', c.oid::bigint, n.nspname, c.relname, typed.proname FROM typed \
+ JOIN pg_catalog.pg_class c ON c.reltype = typed.typ \
+ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+ WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')";
+
+/// Relations by name, each with its schemas and what reading it reaches:
+/// `relname -> [(schema, names)]`.
+type ByRelation = HashMap<String, Vec<(String, Vec<String>)>>;
+
 #[derive(Debug, Default)]
 pub struct Routines {
     /// Names of the functions, procedures and aggregates defined in the
@@ -58,9 +135,16 @@ pub struct Routines {
     functions: HashSet<String>,
     /// Symbols of the operators defined in the database.
     operators: HashSet<String>,
-    /// Relations whose reading runs such functions, directly or through
-    /// the views they read, by name: `relname -> [(schema, functions)]`.
-    relations: HashMap<String, Vec<(String, Vec<String>)>>,
+    /// Types whose casts and other operations run such functions, by
+    /// name: `typname -> functions`.
+    types: HashMap<String, Vec<String>>,
+    /// Relations whose reading or writing runs such functions, directly
+    /// or through the views they read.
+    relations: ByRelation,
+    /// Relations whose reading reads foreign tables (`schema.table`):
+    /// foreign tables themselves, views over them, and partitioned or
+    /// inherited tables with foreign partitions or children.
+    foreign: ByRelation,
 }
 
 impl FromCatalog for Routines {
@@ -101,11 +185,22 @@ impl FromCatalog for Routines {
          JOIN pg_catalog.pg_depend d ON d.classid = runs.classid AND d.objid = runs.objid \
          WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> runs.rel"
         ),
+        TYPE_QUERY,
+        // Foreign tables.
+        "SELECT c.oid::bigint, n.nspname, c.relname FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'f'",
+        // Partitions and inheritance children, which reading their parent
+        // reads.
+        "SELECT i.inhparent::bigint, n.nspname, c.relname, i.inhrelid::bigint \
+         FROM pg_catalog.pg_inherits i \
+         JOIN pg_catalog.pg_class c ON c.oid = i.inhparent \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace",
     ];
 
     fn from_rows(results: &[Vec<Vec<Option<String>>>]) -> Self {
         let empty = Vec::new();
         let part = |i: usize| results.get(i).unwrap_or(&empty);
+        let oid = |row: &[Option<String>], i: usize| cell(row, i).parse::<u32>().ok();
         let mut routines = Self::default();
         for row in part(0) {
             let name = cell(row, 1);
@@ -114,12 +209,12 @@ impl FromCatalog for Routines {
                 _ => routines.operators.insert(name),
             };
         }
-        // Relation OID -> (schema, name), what it calls, what it reads.
+        // Relation OID -> (schema, name); what it runs; what it reads.
         let mut names: HashMap<u32, (String, String)> = HashMap::new();
-        let mut runs: HashMap<u32, BTreeSet<String>> = HashMap::new();
+        let mut runs: Reaches = HashMap::new();
         let mut reads: HashMap<u32, Vec<u32>> = HashMap::new();
         for row in part(1) {
-            let Ok(rel) = cell(row, 0).parse::<u32>() else {
+            let Some(rel) = oid(row, 0) else {
                 continue;
             };
             let function = cell(row, 3);
@@ -137,63 +232,120 @@ impl FromCatalog for Routines {
             runs.entry(rel).or_default().insert(function);
         }
         for row in part(2) {
-            let (Ok(rel), Ok(read)) = (cell(row, 0).parse::<u32>(), cell(row, 3).parse::<u32>())
-            else {
+            let (Some(rel), Some(read)) = (oid(row, 0), oid(row, 3)) else {
                 continue;
             };
             names.insert(rel, (cell(row, 1), cell(row, 2)));
             reads.entry(rel).or_default().push(read);
         }
-        // What a relation runs includes what the relations it reads run.
-        for _ in 0..MAX_VIEW_DEPTH {
-            let mut changed = false;
-            for (rel, sources) in &reads {
-                let inherited: Vec<String> = sources
-                    .iter()
-                    .filter_map(|s| runs.get(s))
-                    .flatten()
-                    .cloned()
-                    .collect();
-                let own = runs.entry(*rel).or_default();
-                for function in inherited {
-                    changed |= own.insert(function);
+        for row in part(3) {
+            let function = cell(row, 4);
+            if cell(row, 0) == "t" {
+                let functions = routines.types.entry(cell(row, 3)).or_default();
+                if !functions.contains(&function) {
+                    functions.push(function);
                 }
-            }
-            if !changed {
-                break;
+            } else if let Some(rel) = oid(row, 1) {
+                names.insert(rel, (cell(row, 2), cell(row, 3)));
+                runs.entry(rel).or_default().insert(function);
             }
         }
-        for (rel, functions) in runs {
-            if functions.is_empty() {
-                continue;
-            }
-            let Some((schema, name)) = names.remove(&rel) else {
+        // Foreign tables reach themselves; what reads them reaches them.
+        let mut foreign: Reaches = HashMap::new();
+        for row in part(4) {
+            let Some(rel) = oid(row, 0) else {
                 continue;
             };
-            routines
-                .relations
-                .entry(name.to_lowercase())
+            let (schema, name) = (cell(row, 1), cell(row, 2));
+            foreign
+                .entry(rel)
                 .or_default()
-                .push((schema, functions.into_iter().collect()));
+                .insert(format!("{schema}.{name}"));
+            names.insert(rel, (schema, name));
         }
+        let mut reads_with_children = reads.clone();
+        for row in part(5) {
+            let (Some(parent), Some(child)) = (oid(row, 0), oid(row, 3)) else {
+                continue;
+            };
+            names.insert(parent, (cell(row, 1), cell(row, 2)));
+            reads_with_children.entry(parent).or_default().push(child);
+        }
+        routines.relations = by_name(close_over(runs, &reads), &names);
+        routines.foreign = by_name(close_over(foreign, &reads_with_children), &names);
         routines
     }
 }
 
+/// What each relation (by OID) reaches when read.
+type Reaches = HashMap<u32, BTreeSet<String>>;
+
+/// Adds to what each relation reaches what the relations it reads reach,
+/// through views over views (up to [`MAX_VIEW_DEPTH`] deep).
+fn close_over(mut reaches: Reaches, reads: &HashMap<u32, Vec<u32>>) -> Reaches {
+    for _ in 0..MAX_VIEW_DEPTH {
+        let mut changed = false;
+        for (rel, sources) in reads {
+            let inherited: Vec<String> = sources
+                .iter()
+                .filter_map(|s| reaches.get(s))
+                .flatten()
+                .cloned()
+                .collect();
+            let own = reaches.entry(*rel).or_default();
+            for name in inherited {
+                changed |= own.insert(name);
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    reaches
+}
+
+/// `reaches` keyed by relation name (lowercase) and schema.
+fn by_name(reaches: Reaches, names: &HashMap<u32, (String, String)>) -> ByRelation {
+    let mut relations = ByRelation::new();
+    for (rel, reached) in reaches {
+        if reached.is_empty() {
+            continue;
+        }
+        let Some((schema, name)) = names.get(&rel) else {
+            continue;
+        };
+        relations
+            .entry(name.to_lowercase())
+            .or_default()
+            .push((schema.clone(), reached.into_iter().collect()));
+    }
+    relations
+}
+
+/// What a statement reaches in the database beyond what its text says.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reached {
+    /// Functions and operators of the database (kind `user_function`).
+    pub functions: Vec<String>,
+    /// Foreign tables, `schema.table` (kind `foreign_data`).
+    pub foreign_tables: Vec<String>,
+}
+
 impl Routines {
-    /// The functions and operators defined in the database that
-    /// `statement` may run without naming them as such, beyond its
+    /// What `statement` may reach without naming it as such, beyond its
     /// [`user_functions`](sluice_policy::StatementFacts::user_functions):
-    /// unqualified calls, attribute notation and syntax an older server
-    /// reads as a call naming a function of the database, its operators
-    /// (named, or implied by a construct that compares), and what the relations it reads and
-    /// writes run. `defined` tells names the session itself defined (in
-    /// its transaction only it sees them).
-    pub fn run_by(
+    /// the database's functions and operators reached by unqualified
+    /// calls, attribute notation and syntax an older server reads as a
+    /// call, its operators (named, or implied by a construct that
+    /// compares), casts to its types, and what the relations the
+    /// statement reads and writes run; and the foreign tables those
+    /// relations read. `defined` tells names the session itself defined
+    /// (in its transaction only it sees them).
+    pub fn reached_by(
         &self,
         statement: &ClassifiedStatement,
         defined: impl Fn(&str) -> bool,
-    ) -> Vec<String> {
+    ) -> Reached {
         let facts = &statement.facts;
         let names = &statement.catalog_names;
         let function = |name: &str| self.functions.contains(name) || defined(name);
@@ -207,96 +359,161 @@ impl Routines {
             .chain(names.operators.iter().filter(|o| operator(o)))
             .cloned()
             .collect();
+        for name in &names.types {
+            match self.types.get(name) {
+                Some(functions) => found.extend(functions.iter().cloned()),
+                None if defined(name) => found.push(name.clone()),
+                None => {}
+            }
+        }
+        let mut foreign_tables = Vec::new();
         for table in facts.tables_read.iter().chain(&facts.tables_written) {
-            found.extend(self.run_by_reading(table).cloned());
+            found.extend(reached_by_reading(&self.relations, table).cloned());
+            foreign_tables.extend(reached_by_reading(&self.foreign, table).cloned());
         }
         found.sort_unstable();
         found.dedup();
         found.retain(|f| !facts.user_functions.contains(f));
-        found
-    }
-
-    /// What reading relation `name` (`table` or `schema.table`, as the
-    /// statement wrote it; any schema's when unqualified) runs.
-    fn run_by_reading<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a String> + 'a {
-        let (schema, table) = match name.rsplit_once('.') {
-            Some((s, t)) => (Some(s), t),
-            None => (None, name),
-        };
-        self.relations
-            .get(&table.to_lowercase())
-            .into_iter()
-            .flatten()
-            .filter(move |(s, _)| schema.is_none_or(|want| want.eq_ignore_ascii_case(s)))
-            .flat_map(|(_, functions)| functions)
+        foreign_tables.sort_unstable();
+        foreign_tables.dedup();
+        Reached {
+            functions: found,
+            foreign_tables,
+        }
     }
 }
 
+/// What reading relation `name` (`table` or `schema.table`, as the
+/// statement wrote it; any schema's when unqualified) reaches.
+fn reached_by_reading<'a>(
+    relations: &'a ByRelation,
+    name: &'a str,
+) -> impl Iterator<Item = &'a String> + 'a {
+    let (schema, table) = match name.rsplit_once('.') {
+        Some((s, t)) => (Some(s), t),
+        None => (None, name),
+    };
+    relations
+        .get(&table.to_lowercase())
+        .into_iter()
+        .flatten()
+        .filter(move |(s, _)| schema.is_none_or(|want| want.eq_ignore_ascii_case(s)))
+        .flat_map(|(_, reached)| reached)
+}
+
+/// A target's catalog as the queries would return it, for tests.
 #[cfg(test)]
-pub(crate) fn test_routines(
-    functions: &[&str],
-    operators: &[&str],
-    runs: &[(u32, &str, &str, &str, bool)],
-    reads: &[(u32, &str, &str, u32)],
-) -> Routines {
-    let text = |s: &str| Some(s.to_owned());
-    let defined = functions
-        .iter()
-        .map(|f| vec![text("f"), text(f)])
-        .chain(operators.iter().map(|o| vec![text("o"), text(o)]))
-        .collect();
-    let runs = runs
-        .iter()
-        .map(|(oid, schema, rel, function, ext)| {
-            vec![
-                Some(oid.to_string()),
-                text(schema),
-                text(rel),
-                text(function),
-                text(if *ext { "t" } else { "f" }),
-            ]
-        })
-        .collect();
-    let reads = reads
-        .iter()
-        .map(|(oid, schema, rel, read)| {
-            vec![
-                Some(oid.to_string()),
-                text(schema),
-                text(rel),
-                Some(read.to_string()),
-            ]
-        })
-        .collect();
-    Routines::from_rows(&[defined, runs, reads])
+#[derive(Default)]
+pub(crate) struct TestCatalog<'a> {
+    pub functions: &'a [&'a str],
+    pub operators: &'a [&'a str],
+    /// (relation OID, schema, relation, function its view or policy
+    /// calls, whether that is an extension's)
+    pub runs: &'a [(u32, &'a str, &'a str, &'a str, bool)],
+    /// (view OID, schema, view, OID of a relation it reads)
+    pub reads: &'a [(u32, &'a str, &'a str, u32)],
+    /// (type, function its operations run)
+    pub types: &'a [(&'a str, &'a str)],
+    /// (relation OID, schema, relation, function a column's type runs)
+    pub typed: &'a [(u32, &'a str, &'a str, &'a str)],
+    /// (OID, schema, foreign table)
+    pub foreign: &'a [(u32, &'a str, &'a str)],
+    /// (parent OID, schema, parent, OID of a partition or child)
+    pub children: &'a [(u32, &'a str, &'a str, u32)],
+}
+
+#[cfg(test)]
+impl TestCatalog<'_> {
+    pub fn build(&self) -> Routines {
+        let row = |cells: &[&str]| -> Vec<Option<String>> {
+            cells
+                .iter()
+                .map(|c| (!c.is_empty()).then(|| (*c).to_owned()))
+                .collect()
+        };
+        let defined = self
+            .functions
+            .iter()
+            .map(|f| row(&["f", f]))
+            .chain(self.operators.iter().map(|o| row(&["o", o])))
+            .collect();
+        let runs = self
+            .runs
+            .iter()
+            .map(|(oid, schema, rel, function, ext)| {
+                row(&[
+                    &oid.to_string(),
+                    schema,
+                    rel,
+                    function,
+                    if *ext { "t" } else { "f" },
+                ])
+            })
+            .collect();
+        let edges = |edges: &[(u32, &str, &str, u32)]| -> Vec<Vec<Option<String>>> {
+            edges
+                .iter()
+                .map(|(oid, schema, rel, to)| {
+                    row(&[&oid.to_string(), schema, rel, &to.to_string()])
+                })
+                .collect()
+        };
+        let types = self
+            .types
+            .iter()
+            .map(|(name, function)| row(&["t", "", "", name, function]))
+            .chain(self.typed.iter().map(|(oid, schema, rel, function)| {
+                row(&["r", &oid.to_string(), schema, rel, function])
+            }))
+            .collect();
+        let foreign = self
+            .foreign
+            .iter()
+            .map(|(oid, schema, rel)| row(&[&oid.to_string(), schema, rel]))
+            .collect();
+        Routines::from_rows(&[
+            defined,
+            runs,
+            edges(self.reads),
+            types,
+            foreign,
+            edges(self.children),
+        ])
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn run_by(routines: &Routines, sql: &str) -> Vec<String> {
+    fn reached(routines: &Routines, sql: &str) -> Reached {
         let statements = sluice_policy::classify(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
         assert_eq!(statements.len(), 1, "{sql}");
-        routines.run_by(&statements[0], |_| false)
+        routines.reached_by(&statements[0], |_| false)
+    }
+
+    fn run_by(routines: &Routines, sql: &str) -> Vec<String> {
+        reached(routines, sql).functions
     }
 
     #[test]
     fn names_the_database_defines_are_found_wherever_the_text_reaches_them() {
-        let routines = test_routines(
-            &["touch", "lower", "get_orders"],
-            &["="],
-            &[
+        let routines = TestCatalog {
+            functions: &["touch", "lower", "get_orders"],
+            operators: &["="],
+            runs: &[
                 (10, "public", "touched", "touch", false),
                 (11, "public", "hashed", "digest", true),
                 (12, "public", "cased", "replace", true),
                 (13, "app", "guarded", "may_see", false),
             ],
-            &[
+            reads: &[
                 (20, "public", "outer_view", 10),
                 (21, "public", "plain", 30),
             ],
-        );
+            ..TestCatalog::default()
+        }
+        .build();
         let found = |sql: &str| run_by(&routines, sql);
         // Attribute notation and unqualified calls of a database's name.
         assert_eq!(found("SELECT t.touch FROM t"), ["touch"]);
@@ -331,15 +548,100 @@ mod tests {
 
     #[test]
     fn what_the_session_defined_counts_before_the_catalog_shows_it() {
-        let routines = test_routines(&[], &[], &[], &[]);
+        let routines = TestCatalog::default().build();
         let statement = sluice_policy::classify("SELECT t.mine, 1 === 2, a = b FROM t")
             .unwrap_or_else(|e| panic!("{e}"))
             .remove(0);
-        assert!(routines.run_by(&statement, |_| false).is_empty());
+        assert_eq!(
+            routines.reached_by(&statement, |_| false),
+            Reached::default()
+        );
         let defined: HashSet<&str> = ["mine", "="].into();
         assert_eq!(
-            routines.run_by(&statement, |n| defined.contains(n)),
+            routines
+                .reached_by(&statement, |n| defined.contains(n))
+                .functions,
             ["=", "mine"]
+        );
+    }
+
+    #[test]
+    fn types_whose_operations_run_the_database_s_functions_are_found_by_cast_and_column() {
+        let routines = TestCatalog {
+            functions: &["is_positive", "mood_json"],
+            types: &[
+                ("positive", "is_positive"),
+                ("_positive", "is_positive"),
+                ("mood", "mood_json"),
+                ("t_mood", "mood_json"),
+            ],
+            typed: &[(30, "public", "t_mood", "mood_json")],
+            reads: &[(31, "public", "moods", 30)],
+            ..TestCatalog::default()
+        }
+        .build();
+        let found = |sql: &str| run_by(&routines, sql);
+        // Casts, in each spelling, and to arrays of the type.
+        assert_eq!(found("SELECT '5'::positive"), ["is_positive"]);
+        assert_eq!(
+            found("SELECT CAST(x AS app.positive) FROM t"),
+            ["is_positive"]
+        );
+        assert_eq!(found("SELECT positive '5'"), ["is_positive"]);
+        assert_eq!(found("SELECT '{5}'::positive[]"), ["is_positive"]);
+        assert_eq!(found("SELECT ROW(1)::t_mood"), ["mood_json"]);
+        // Relations with a column of such a type, and views over them.
+        assert_eq!(found("SELECT to_json(m) FROM t_mood"), ["mood_json"]);
+        assert_eq!(
+            found("INSERT INTO public.t_mood VALUES (NULL)"),
+            ["mood_json"]
+        );
+        assert_eq!(found("SELECT * FROM moods"), ["mood_json"]);
+        // Other types and relations.
+        assert!(found("SELECT '5'::int, x::text FROM t").is_empty());
+        // A type the session defined runs what it was defined with.
+        let statement = sluice_policy::classify("SELECT '5'::mine")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .remove(0);
+        assert_eq!(
+            routines.reached_by(&statement, |n| n == "mine").functions,
+            ["mine"]
+        );
+    }
+
+    #[test]
+    fn foreign_tables_are_found_through_views_and_partitioned_tables() {
+        let routines = TestCatalog {
+            foreign: &[(40, "remote", "orders"), (41, "public", "eu_sales")],
+            reads: &[(42, "public", "order_view", 40)],
+            children: &[
+                (43, "public", "sales", 44),
+                (44, "public", "sales_2026", 41),
+            ],
+            ..TestCatalog::default()
+        }
+        .build();
+        let foreign = |sql: &str| reached(&routines, sql).foreign_tables;
+        assert_eq!(foreign("SELECT * FROM remote.orders"), ["remote.orders"]);
+        assert_eq!(foreign("SELECT * FROM orders"), ["remote.orders"]);
+        assert_eq!(
+            foreign("DELETE FROM orders WHERE id = 1"),
+            ["remote.orders"]
+        );
+        assert_eq!(foreign("SELECT * FROM order_view"), ["remote.orders"]);
+        // Two levels of partitions down.
+        assert_eq!(foreign("SELECT sum(x) FROM sales"), ["public.eu_sales"]);
+        assert_eq!(
+            foreign("SELECT * FROM sales JOIN order_view USING (id)"),
+            ["public.eu_sales", "remote.orders"]
+        );
+        // Another schema's table of the same name, and local tables.
+        assert!(foreign("SELECT * FROM public.orders").is_empty());
+        assert!(foreign("SELECT * FROM customers").is_empty());
+        assert!(
+            reached(&routines, "SELECT * FROM sales")
+                .functions
+                .is_empty()
         );
     }
 }
