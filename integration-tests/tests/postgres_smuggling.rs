@@ -559,6 +559,10 @@ async fn functions_a_type_runs_need_a_rule_too() {
     // A domain's CHECK, by cast or by a column of the domain.
     denied("SELECT '5'::positive", "is_positive");
     denied("SELECT CAST(5 AS positive)", "is_positive");
+    denied(
+        "SELECT * FROM json_to_record('{\"n\": 5}') AS x(n positive)",
+        "is_positive",
+    );
     denied("SELECT n FROM counts", "is_positive");
     // A cast `to_json` uses, through a view too.
     denied("SELECT to_json(m) FROM moods", "mood_json");
@@ -567,6 +571,7 @@ async fn functions_a_type_runs_need_a_rule_too() {
     denied("SELECT p FROM pairs ORDER BY p", "pair_cmp");
     // A range type's subtype_diff.
     denied("SELECT '[1,2)'::fr", "fr_diff");
+    denied("SELECT '{[1,2)}'::fr_multirange", "fr_diff");
 
     // The target confirms none of it ran.
     for id in [30, 31, 32] {

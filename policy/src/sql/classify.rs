@@ -154,9 +154,11 @@ pub struct CatalogNames {
     /// itself (`json_object(...)` in PostgreSQL 18, a plain call in 15).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub calls: Vec<String>,
-    /// Types the statement casts values to (`'x'::mood`, `CAST(x AS
-    /// mood)`, `mood 'x'`): a cast runs the type's input or cast function
-    /// and a domain's CHECK, which may be the database's own.
+    /// Types the statement names: casts (`'x'::mood`, `CAST(x AS mood)`,
+    /// `mood 'x'`), column definitions (`json_to_record(...) AS x(m
+    /// mood)`, `XMLTABLE` and `JSON_TABLE` columns, `CREATE TABLE`) and
+    /// signatures. Making a value of the type runs its input or cast
+    /// function and a domain's CHECK, which may be the database's own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub types: Vec<String>,
     /// Functions, aggregates, operators and types the statement creates or
@@ -711,13 +713,8 @@ impl<'a> Walker<'a> {
                     }
                 }
             }
-            NodeRef::TypeCast(c) => {
-                if let Some(Some(NodeEnum::String(s))) = c
-                    .type_name
-                    .as_ref()
-                    .and_then(|t| t.names.last())
-                    .map(|n| &n.node)
-                {
+            NodeRef::TypeName(t) => {
+                if let Some(Some(NodeEnum::String(s))) = t.names.last().map(|n| &n.node) {
                     self.catalog_names.types.push(s.sval.clone());
                 }
             }

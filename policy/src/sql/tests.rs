@@ -1477,10 +1477,19 @@ fn names_the_catalog_decides_are_reported() {
     assert!(names("ALTER TABLE t RENAME TO touch").defines.is_empty());
     assert!(names("SELECT 1").is_empty());
 
-    // Types values are cast to, in each spelling.
+    // Types values are cast to, in each spelling, and made as columns of
+    // a function's rows.
     assert_eq!(
         names("SELECT '1'::app.positive, CAST(x AS mood[]), fr '[1,2)' FROM t").types,
         ["fr", "mood", "positive"]
+    );
+    assert_eq!(
+        names("SELECT * FROM json_to_record('{}') AS x(n positive)").types,
+        ["positive"]
+    );
+    assert_eq!(
+        names("SELECT * FROM XMLTABLE('/a' PASSING '<a/>' COLUMNS n positive PATH 'n')").types,
+        ["positive"]
     );
 }
 

@@ -65,14 +65,16 @@ macro_rules! runs {
 /// them, and the relations with columns of those types, as rows (`'t'`,
 /// NULL, NULL, type, function) and (`'r'`, OID, schema, relation,
 /// function). A type runs a function when it is its input, output, send,
-/// receive, typmod or analyze function, a domain CHECK calls it (or an
+/// receive, typmod, analyze or subscript function, a domain CHECK calls it (or an
 /// operator it implements), it is a range's canonical or subtype_diff
 /// function (the planner calls that for `&&`), a cast to or from the type
 /// (`to_json` uses the cast to `json`), or a member of the type's default
 /// operator classes (`ORDER BY`, `DISTINCT`, `=` and hash joins use
-/// those). Arrays, domains and ranges over such a type, and row types with
-/// a column of it, run the same. Types in `pg_catalog` are left out: a
-/// cast the database adds between two built-in types is not seen.
+/// those). Arrays, domains, ranges and multiranges over such a type, and
+/// row types with a column of it, run the same. Types in `pg_catalog` are
+/// left out: a cast the database adds between two built-in types is not
+/// seen. Columns newer servers added (`typsubscript`, `rngmultitypid`,
+/// PostgreSQL 14) are read through `to_jsonb`, so older ones answer too.
 const TYPE_QUERY: &str = "WITH RECURSIVE own AS ( \
    SELECT p.oid, p.proname FROM pg_catalog.pg_proc p \
    JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
@@ -80,8 +82,10 @@ const TYPE_QUERY: &str = "WITH RECURSIVE own AS ( \
    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND l.lanname <> 'internal' \
    AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e')), \
  direct (typ, proname) AS ( \
-   SELECT t.oid, own.proname FROM pg_catalog.pg_type t \
-   JOIN own ON own.oid IN (t.typinput, t.typoutput, t.typreceive, t.typsend, t.typmodin, t.typmodout, t.typanalyze) \
+   SELECT io.typ, own.proname FROM ( \
+     SELECT t.oid, unnest(ARRAY[t.typinput, t.typoutput, t.typreceive, t.typsend, t.typmodin, t.typmodout, t.typanalyze, \
+       COALESCE((to_jsonb(t) ->> 'typsubscript')::regproc, 0)]::oid[]) FROM pg_catalog.pg_type t) io (typ, f) \
+   JOIN own ON own.oid = io.f \
    UNION \
    SELECT c.contypid, own.proname FROM pg_catalog.pg_constraint c \
    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::regclass AND d.objid = c.oid \
@@ -106,6 +110,8 @@ const TYPE_QUERY: &str = "WITH RECURSIVE own AS ( \
    SELECT typbasetype, oid FROM pg_catalog.pg_type WHERE typbasetype <> 0 \
    UNION ALL SELECT oid, typarray FROM pg_catalog.pg_type WHERE typarray <> 0 \
    UNION ALL SELECT rngsubtype, rngtypid FROM pg_catalog.pg_range \
+   UNION ALL SELECT r.rngtypid, (to_jsonb(r) ->> 'rngmultitypid')::oid FROM pg_catalog.pg_range r \
+   WHERE to_jsonb(r) ? 'rngmultitypid' \
    UNION ALL SELECT a.atttypid, c.reltype FROM pg_catalog.pg_attribute a \
    JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
    WHERE a.attnum > 0 AND NOT a.attisdropped AND c.reltype <> 0), \
