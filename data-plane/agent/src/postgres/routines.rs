@@ -41,10 +41,6 @@ use sluice_policy::ClassifiedStatement;
 
 use super::catalog::{FromCatalog, cell};
 
-/// How many rounds the view closure runs (views over views over ...);
-/// deeper nesting than this is not followed further.
-const MAX_VIEW_DEPTH: usize = 64;
-
 /// What runs when a relation is read: a view's rewrite rule, and the
 /// policies of a table with row-level security enabled (`rel`, and the
 /// object whose dependencies say what it calls and reads).
@@ -287,24 +283,32 @@ impl FromCatalog for Routines {
 type Reaches = HashMap<u32, BTreeSet<String>>;
 
 /// Adds to what each relation reaches what the relations it reads reach,
-/// through views over views (up to [`MAX_VIEW_DEPTH`] deep).
+/// through views over views and policies reading tables with policies, to
+/// any depth and around cycles: a relation whose set grows passes the
+/// growth on to its readers until nothing grows.
 fn close_over(mut reaches: Reaches, reads: &HashMap<u32, Vec<u32>>) -> Reaches {
-    for _ in 0..MAX_VIEW_DEPTH {
-        let mut changed = false;
-        for (rel, sources) in reads {
-            let inherited: Vec<String> = sources
-                .iter()
-                .filter_map(|s| reaches.get(s))
-                .flatten()
-                .cloned()
-                .collect();
-            let own = reaches.entry(*rel).or_default();
-            for name in inherited {
-                changed |= own.insert(name);
-            }
+    let mut readers: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (rel, sources) in reads {
+        for source in sources {
+            readers.entry(*source).or_default().push(*rel);
         }
-        if !changed {
-            break;
+    }
+    let mut pending: Vec<u32> = reaches.keys().copied().collect();
+    while let Some(source) = pending.pop() {
+        let Some(readers) = readers.get(&source) else {
+            continue;
+        };
+        let reached: Vec<String> = reaches
+            .get(&source)
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default();
+        for reader in readers {
+            let own = reaches.entry(*reader).or_default();
+            let before = own.len();
+            own.extend(reached.iter().cloned());
+            if own.len() > before {
+                pending.push(*reader);
+            }
         }
     }
     reaches
@@ -649,5 +653,29 @@ mod tests {
                 .functions
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn what_a_relation_reaches_is_followed_to_any_depth_and_around_cycles() {
+        // v1 reads the view calling `touch`, v2 reads v1, ... v500.
+        let names: Vec<String> = (0..=500).map(|i| format!("v{i}")).collect();
+        let chain: Vec<(u32, &str, &str, u32)> = (1..=500u32)
+            .map(|i| (1000 + i, "public", names[i as usize].as_str(), 999 + i))
+            .collect();
+        // Two tables whose policies read each other; only one calls `see`.
+        let mut reads = chain.clone();
+        reads.extend([(10, "public", "a", 11), (11, "public", "b", 10)]);
+        let routines = TestCatalog {
+            functions: &["touch", "see"],
+            runs: &[
+                (1000, "public", "v0", "touch", false),
+                (10, "public", "a", "see", false),
+            ],
+            reads: &reads,
+            ..TestCatalog::default()
+        }
+        .build();
+        assert_eq!(run_by(&routines, "SELECT * FROM v500"), ["touch"]);
+        assert_eq!(run_by(&routines, "SELECT * FROM b"), ["see"]);
     }
 }
