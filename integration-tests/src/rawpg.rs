@@ -19,6 +19,18 @@ pub fn parse(name: &str, query: &str) -> Vec<u8> {
     frame(b'P', format!("{name}\0{query}\0\0\0").as_bytes())
 }
 
+/// Parse (`P`) of `query` as statement `name`, declaring its parameters'
+/// types by OID.
+pub fn parse_typed(name: &str, query: &str, types: &[u32]) -> Vec<u8> {
+    let mut body = format!("{name}\0{query}\0").into_bytes();
+    let count = i16::try_from(types.len()).expect("at most 32767 parameters");
+    body.extend_from_slice(&count.to_be_bytes());
+    for t in types {
+        body.extend_from_slice(&t.to_be_bytes());
+    }
+    frame(b'P', &body)
+}
+
 /// Bind (`B`) of `statement` into `portal`, no parameters, text results.
 pub fn bind(portal: &str, statement: &str) -> Vec<u8> {
     frame(

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use sluice_integration_tests::{
     datapath::DataPath,
-    rawpg::{RawSession, bind, errors, execute, first_column, flush, parse, query, sync},
+    rawpg::{
+        RawSession, bind, bind_text, errors, execute, first_column, flush, parse, parse_typed,
+        query, sync,
+    },
 };
 
 /// Deletes need approval (retry mode: the answer comes at once); reads,
@@ -573,6 +576,42 @@ async fn functions_a_type_runs_need_a_rule_too() {
     denied("SELECT '[1,2)'::fr", "fr_diff");
     denied("SELECT '{[1,2)}'::fr_multirange", "fr_diff");
 
+    // A parameter the client declares of the domain's type (or an array
+    // of it), and a built-in that makes a value of a type given by OID.
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    for typ in ["positive", "positive[]"] {
+        let oid: u32 = dp
+            .target(&format!("SELECT '{typ}'::regtype::oid"))
+            .parse()
+            .unwrap();
+        let typed = [
+            parse_typed("", "SELECT $1", &[oid]),
+            bind_text("", "", &["5"]),
+            execute("", 0),
+            sync(),
+        ]
+        .concat();
+        let text = errors_of(&mut s, &typed).await;
+        assert!(
+            text.contains("42501")
+                && text.contains("parameter types")
+                && text.contains("is_positive"),
+            "{typ}: {text}"
+        );
+    }
+    let int4 = [
+        parse_typed("", "SELECT $1", &[23]),
+        bind_text("", "", &["5"]),
+        execute("", 0),
+        sync(),
+    ]
+    .concat();
+    assert_eq!(errors_of(&mut s, &int4).await, "");
+    denied(
+        "SELECT array_in('{5}', 'positive[]'::regtype::oid, -1)",
+        "array_in",
+    );
+
     // The target confirms none of it ran.
     for id in [30, 31, 32] {
         assert!(row_exists(&dp, id), "item {id}");
@@ -603,7 +642,10 @@ async fn foreign_tables_need_a_rule_of_their_own() {
          CREATE VIEW remote_view AS SELECT * FROM remote.items; \
          CREATE TABLE parts (id int, name text) PARTITION BY RANGE (id); \
          CREATE FOREIGN TABLE parts_remote PARTITION OF parts FOR VALUES FROM (0) TO (1000) \
-           SERVER loop OPTIONS (schema_name 'public', table_name 'items');",
+           SERVER loop OPTIONS (schema_name 'public', table_name 'items'); \
+         CREATE FOREIGN TABLE \"odd.name\" (id int, name text) SERVER loop OPTIONS (schema_name 'public', table_name 'items'); \
+         CREATE TABLE ruled (id int); \
+         CREATE RULE ruled_update AS ON UPDATE TO ruled DO INSTEAD SELECT * FROM remote.items;",
         dp.pg.port
     ));
     let fdw_connections = || {
@@ -626,6 +668,10 @@ async fn foreign_tables_need_a_rule_of_their_own() {
             "UPDATE parts SET name = 'parted' WHERE id = 21",
             "public.parts_remote",
         ),
+        // A name with a dot in it is one name.
+        ("SELECT * FROM \"odd.name\"", "public.odd.name"),
+        // A table whose rule reads one.
+        ("UPDATE ruled SET id = 1 WHERE id = 0", "remote.items"),
         (
             "SELECT * FROM remote.open_items JOIN remote.items USING (id)",
             "remote.items",

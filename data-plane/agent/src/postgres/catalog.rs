@@ -64,6 +64,10 @@ pub trait FromCatalog: Sized + Send + Sync + 'static {
                     Ok(_) | Err(UpstreamError::Query(_)) => {}
                     Err(e) => return Err(e),
                 }
+                // A read the agent gives up on stops on the target too,
+                // rather than running on after the connection is gone.
+                let limit = format!("SET statement_timeout = {}", timeout.as_millis());
+                conn.simple_query(&limit).await?;
                 let mut results = Vec::with_capacity(Self::QUERIES.len());
                 for query in Self::QUERIES {
                     results.push(conn.simple_query(query).await?);

@@ -514,6 +514,38 @@ impl Judge {
         }
     }
 
+    /// Judges the parameter types a Parse message declares: a value bound
+    /// to a parameter of one of the database's types runs what that type
+    /// runs (a domain's CHECK), which needs a rule naming it like any
+    /// other `user_function`. `None` when nothing more is needed (or the
+    /// statement itself was refused already).
+    pub fn parameter_types(
+        &mut self,
+        snapshot: Option<&Arc<Active>>,
+        types: &[i32],
+    ) -> Option<Verdict> {
+        let (Some(active), Ok(routines)) = (snapshot, &self.routines) else {
+            return None;
+        };
+        let functions = routines.run_by_parameter_types(types);
+        if functions.is_empty() {
+            return None;
+        }
+        let verdict = self.decide_facts(
+            active,
+            &StatementFacts {
+                kinds: vec![SqlKind::UserFunction],
+                user_functions: functions,
+                ..Default::default()
+            },
+        );
+        if verdict.allowed {
+            return None;
+        }
+        let reason = format!("parameter types: {}", verdict.reason);
+        Some(Verdict::deny(reason, verdict.rule, verdict.kinds))
+    }
+
     /// Judges a protocol-level FunctionCall message.
     pub fn function_call(&mut self, snapshot: Option<&Arc<Active>>) -> Verdict {
         match snapshot {

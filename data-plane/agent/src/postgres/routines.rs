@@ -14,8 +14,9 @@
 //!   row-level-security policy does;
 //! * a type's own operations: a cast to it, its input and output, a
 //!   domain's CHECK, a range's subtype_diff, the comparison functions of
-//!   its default operator classes ([`TYPE_QUERY`]), for casts to the type
-//!   and relations with columns of it.
+//!   its default operator classes ([`TYPE_FUNCTIONS`]), for statements
+//!   naming the type, relations with columns of it, parameters declared
+//!   of it and built-ins that make a value of a type given by OID.
 //!
 //! Foreign tables are found the same way, with the views and partitioned
 //! tables that read them: reading one makes the database query another
@@ -31,9 +32,15 @@
 //! compared without schemas: `t.touch` is flagged when any schema defines
 //! a `touch`, which can only flag too much.
 //!
-//! Not seen: casts between two of PostgreSQL's own types, and what a
-//! table runs when written (triggers, defaults, constraints, index
-//! expressions): allowing the write allows the table's own logic.
+//! What is built over a type (domains, arrays, ranges, row types with a
+//! column of it) and what reads what (views over views, partitions) are
+//! closed over here rather than by recursive queries, so a chain of a
+//! thousand domains costs the target no more than a thousand tables.
+//!
+//! Not seen: what a table runs when written besides its rules and
+//! policies (triggers, defaults, constraints, index expressions: allowing
+//! the write allows the table's own logic), and renames inside the
+//! session's open transaction until it ends.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -41,14 +48,16 @@ use sluice_policy::ClassifiedStatement;
 
 use super::catalog::{FromCatalog, cell};
 
-/// What runs when a relation is read: a view's rewrite rule, and the
-/// policies of a table with row-level security enabled (`rel`, and the
-/// object whose dependencies say what it calls and reads).
+/// What runs when a relation is read or written: its rewrite rules (a
+/// view's or materialized view's query, a table's `ON INSERT`, `ON
+/// UPDATE` or `ON DELETE` rules), and the policies of a table with
+/// row-level security enabled (`rel`, and the object whose dependencies
+/// say what it calls, reads and casts to).
 macro_rules! runs {
     () => {
         "WITH runs AS ( \
            SELECT r.ev_class AS rel, 'pg_catalog.pg_rewrite'::regclass AS classid, r.oid AS objid \
-           FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid = r.ev_class WHERE c.relkind = 'v' \
+           FROM pg_catalog.pg_rewrite r \
            UNION ALL \
            SELECT pol.polrelid, 'pg_catalog.pg_policy'::regclass, pol.oid \
            FROM pg_catalog.pg_policy pol JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid WHERE c.relrowsecurity) "
@@ -57,26 +66,27 @@ macro_rules! runs {
 
 /// The database's own functions (not `pg_catalog`'s, not an extension's,
 /// not written in `internal`, which is PostgreSQL's own C code such as a
-/// range type's generated constructors): the types whose operations run
-/// them, and the relations with columns of those types, as rows (`'t'`,
-/// NULL, NULL, type, function) and (`'r'`, OID, schema, relation,
+/// range type's generated constructors), and the types whose operations
+/// run them directly: (type OID, whether the type is PostgreSQL's own,
 /// function). A type runs a function when it is its input, output, send,
-/// receive, typmod, analyze or subscript function, a domain CHECK calls it (or an
-/// operator it implements), it is a range's canonical or subtype_diff
-/// function (the planner calls that for `&&`), a cast to or from the type
-/// (`to_json` uses the cast to `json`), or a member of the type's default
-/// operator classes (`ORDER BY`, `DISTINCT`, `=` and hash joins use
-/// those). Arrays, domains, ranges and multiranges over such a type, and
-/// row types with a column of it, run the same. Types in `pg_catalog` are
-/// left out: a cast the database adds between two built-in types is not
-/// seen. Columns newer servers added (`typsubscript`, `rngmultitypid`,
-/// PostgreSQL 14) are read through `to_jsonb`, so older ones answer too.
-const TYPE_QUERY: &str = "WITH RECURSIVE own AS ( \
+/// receive, typmod, analyze or subscript function, a domain CHECK calls
+/// it (or an operator it implements), it is a range's canonical or
+/// subtype_diff function (the planner calls that for `&&`), a cast to or
+/// from the type (`to_json` uses the cast to `json`; only the database's
+/// side of a cast between its type and a built-in one counts, both sides
+/// of one between two built-in types), or a member of the type's default
+/// operator classes (`ORDER BY`, `DISTINCT`, `=` and hash joins use those).
+/// Columns newer servers added (`typsubscript`, PostgreSQL 14) are read
+/// through `to_jsonb`, so older ones answer too.
+const TYPE_FUNCTIONS: &str = "WITH own AS ( \
    SELECT p.oid, p.proname FROM pg_catalog.pg_proc p \
    JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
    JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND l.lanname <> 'internal' \
    AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e')), \
+ builtin (oid, builtin) AS ( \
+   SELECT t.oid, n.nspname IN ('pg_catalog', 'information_schema') FROM pg_catalog.pg_type t \
+   JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace), \
  direct (typ, proname) AS ( \
    SELECT io.typ, own.proname FROM ( \
      SELECT t.oid, unnest(ARRAY[t.typinput, t.typoutput, t.typreceive, t.typsend, t.typmodin, t.typmodout, t.typanalyze, \
@@ -92,7 +102,9 @@ const TYPE_QUERY: &str = "WITH RECURSIVE own AS ( \
    SELECT r.rngtypid, own.proname FROM pg_catalog.pg_range r JOIN own ON own.oid IN (r.rngcanonical, r.rngsubdiff) \
    UNION \
    SELECT x.typ, own.proname FROM pg_catalog.pg_cast c JOIN own ON own.oid = c.castfunc \
-   CROSS JOIN LATERAL (VALUES (c.castsource), (c.casttarget)) x (typ) \
+   JOIN builtin s ON s.oid = c.castsource JOIN builtin t ON t.oid = c.casttarget \
+   CROSS JOIN LATERAL (VALUES (c.castsource, s.builtin), (c.casttarget, t.builtin)) x (typ, builtin) \
+   WHERE NOT x.builtin OR (s.builtin AND t.builtin) \
    UNION \
    SELECT oc.opcintype, own.proname FROM pg_catalog.pg_opclass oc \
    JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily = oc.opcfamily \
@@ -101,8 +113,16 @@ const TYPE_QUERY: &str = "WITH RECURSIVE own AS ( \
    SELECT oc.opcintype, own.proname FROM pg_catalog.pg_opclass oc \
    JOIN pg_catalog.pg_amop ao ON ao.amopfamily = oc.opcfamily \
    JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr \
-   JOIN own ON own.oid = o.oprcode::oid WHERE oc.opcdefault), \
- derives (base, derived) AS ( \
+   JOIN own ON own.oid = o.oprcode::oid WHERE oc.opcdefault) \
+ SELECT direct.typ::bigint, builtin.builtin, direct.proname FROM direct \
+ JOIN builtin ON builtin.oid = direct.typ";
+
+/// What is built over the database's types, as (type, type over it):
+/// domains, arrays, ranges and multiranges over a type, and row types
+/// with a column of it. Types of `pg_catalog` and `information_schema`
+/// are left out as the base: what they run is either PostgreSQL's own or
+/// stands for every statement (see [`TYPE_FUNCTIONS`]).
+const TYPE_EDGES: &str = "WITH edges (base, derived) AS ( \
    SELECT typbasetype, oid FROM pg_catalog.pg_type WHERE typbasetype <> 0 \
    UNION ALL SELECT oid, typarray FROM pg_catalog.pg_type WHERE typarray <> 0 \
    UNION ALL SELECT rngsubtype, rngtypid FROM pg_catalog.pg_range \
@@ -110,21 +130,37 @@ const TYPE_QUERY: &str = "WITH RECURSIVE own AS ( \
    WHERE to_jsonb(r) ? 'rngmultitypid' \
    UNION ALL SELECT a.atttypid, c.reltype FROM pg_catalog.pg_attribute a \
    JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-   WHERE a.attnum > 0 AND NOT a.attisdropped AND c.reltype <> 0), \
- typed (typ, proname) AS ( \
-   SELECT d.typ, d.proname FROM direct d \
-   JOIN pg_catalog.pg_type t ON t.oid = d.typ \
+   WHERE a.attnum > 0 AND NOT a.attisdropped AND c.reltype <> 0) \
+ SELECT DISTINCT edges.base::bigint, edges.derived::bigint FROM edges \
+ JOIN pg_catalog.pg_type t ON t.oid = edges.base \
+ JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
+
+/// The database's types by name, with the relation whose row type each
+/// is: (type OID, type, relation OID, schema, relation).
+const TYPE_NAMES: &str = "SELECT t.oid::bigint, t.typname, c.oid::bigint, rn.nspname, c.relname \
+   FROM pg_catalog.pg_type t \
    JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
-   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
-   UNION \
-   SELECT e.derived, typed.proname FROM typed JOIN derives e ON e.base = typed.typ) \
- SELECT 't', NULL::bigint, NULL::name, t.typname, typed.proname \
- FROM typed JOIN pg_catalog.pg_type t ON t.oid = typed.typ \
- UNION ALL \
- SELECT 'r', c.oid::bigint, n.nspname, c.relname, typed.proname FROM typed \
- JOIN pg_catalog.pg_class c ON c.reltype = typed.typ \
- JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
- WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')";
+   LEFT JOIN pg_catalog.pg_class c ON c.reltype = t.oid AND c.relkind IN ('r', 'v', 'm', 'p', 'f') \
+   LEFT JOIN pg_catalog.pg_namespace rn ON rn.oid = c.relnamespace \
+   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
+
+/// Built-in functions that make a value of any type named by its OID, and
+/// so run that type's input and checks: `array_in('{7}', 'my_domain'::regtype, -1)`.
+const INPUT_BY_TYPE_OID: &[&str] = &[
+    "array_in",
+    "array_recv",
+    "domain_in",
+    "domain_recv",
+    "multirange_in",
+    "multirange_recv",
+    "pg_input_error_info",
+    "pg_input_is_valid",
+    "range_in",
+    "range_recv",
+    "record_in",
+    "record_recv",
+];
 
 /// Relations by name, each with its schemas and what reading it reaches:
 /// `relname -> [(schema, names)]`.
@@ -140,6 +176,12 @@ pub struct Routines {
     /// Types whose casts and other operations run such functions, by
     /// name: `typname -> functions`.
     types: HashMap<String, Vec<String>>,
+    /// The same by OID, for the parameter types of a Parse message.
+    type_oids: HashMap<u32, Vec<String>>,
+    /// Functions any statement may run: casts between two built-in types,
+    /// or default operator classes of a built-in type, that the database
+    /// implements with its own functions.
+    always: Vec<String>,
     /// Relations whose reading or writing runs such functions, directly
     /// or through the views they read.
     relations: ByRelation,
@@ -187,7 +229,19 @@ impl FromCatalog for Routines {
          JOIN pg_catalog.pg_depend d ON d.classid = runs.classid AND d.objid = runs.objid \
          WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> runs.rel"
         ),
-        TYPE_QUERY,
+        // Types a view, rule or policy casts to.
+        concat!(
+            runs!(),
+            "SELECT DISTINCT runs.rel::bigint, rn.nspname, rc.relname, d.refobjid::bigint \
+         FROM runs \
+         JOIN pg_catalog.pg_class rc ON rc.oid = runs.rel \
+         JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace \
+         JOIN pg_catalog.pg_depend d ON d.classid = runs.classid AND d.objid = runs.objid \
+         WHERE d.refclassid = 'pg_catalog.pg_type'::regclass"
+        ),
+        TYPE_FUNCTIONS,
+        TYPE_EDGES,
+        TYPE_NAMES,
         // Foreign tables.
         "SELECT c.oid::bigint, n.nspname, c.relname FROM pg_catalog.pg_class c \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'f'",
@@ -240,21 +294,62 @@ impl FromCatalog for Routines {
             names.insert(rel, (cell(row, 1), cell(row, 2)));
             reads.entry(rel).or_default().push(read);
         }
-        for row in part(3) {
-            let function = cell(row, 4);
-            if cell(row, 0) == "t" {
-                let functions = routines.types.entry(cell(row, 3)).or_default();
-                if !functions.contains(&function) {
-                    functions.push(function);
+        // What each type runs, over the types built on it.
+        let mut typed: Reaches = HashMap::new();
+        for row in part(4) {
+            let Some(typ) = oid(row, 0) else {
+                continue;
+            };
+            let function = cell(row, 2);
+            if cell(row, 1) == "t" {
+                if !routines.always.contains(&function) {
+                    routines.always.push(function);
                 }
-            } else if let Some(rel) = oid(row, 1) {
-                names.insert(rel, (cell(row, 2), cell(row, 3)));
-                runs.entry(rel).or_default().insert(function);
+            } else {
+                typed.entry(typ).or_default().insert(function);
             }
         }
+        let mut built_on: HashMap<u32, Vec<u32>> = HashMap::new();
+        for row in part(5) {
+            if let (Some(base), Some(derived)) = (oid(row, 0), oid(row, 1)) {
+                built_on.entry(derived).or_default().push(base);
+            }
+        }
+        let typed = close_over(typed, &built_on);
+        for row in part(6) {
+            let Some(functions) = oid(row, 0).and_then(|t| typed.get(&t)) else {
+                continue;
+            };
+            let entry = routines.types.entry(cell(row, 1)).or_default();
+            entry.extend(functions.iter().cloned());
+            entry.sort_unstable();
+            entry.dedup();
+            if let Some(rel) = oid(row, 2) {
+                names.insert(rel, (cell(row, 3), cell(row, 4)));
+                runs.entry(rel)
+                    .or_default()
+                    .extend(functions.iter().cloned());
+            }
+        }
+        // Casts in a view's query, a rule or a policy.
+        for row in part(3) {
+            let (Some(rel), Some(functions)) =
+                (oid(row, 0), oid(row, 3).and_then(|t| typed.get(&t)))
+            else {
+                continue;
+            };
+            names.insert(rel, (cell(row, 1), cell(row, 2)));
+            runs.entry(rel)
+                .or_default()
+                .extend(functions.iter().cloned());
+        }
+        routines.type_oids = typed
+            .into_iter()
+            .map(|(t, functions)| (t, functions.into_iter().collect()))
+            .collect();
         // Foreign tables reach themselves; what reads them reaches them.
         let mut foreign: Reaches = HashMap::new();
-        for row in part(4) {
+        for row in part(7) {
             let Some(rel) = oid(row, 0) else {
                 continue;
             };
@@ -266,7 +361,7 @@ impl FromCatalog for Routines {
             names.insert(rel, (schema, name));
         }
         let mut reads_with_children = reads.clone();
-        for row in part(5) {
+        for row in part(8) {
             let (Some(parent), Some(child)) = (oid(row, 0), oid(row, 3)) else {
                 continue;
             };
@@ -376,6 +471,21 @@ impl Routines {
                 None => {}
             }
         }
+        // A built-in making a value of a type named by OID may make one of
+        // the database's types.
+        if !self.type_oids.is_empty() {
+            found.extend(
+                facts
+                    .functions
+                    .iter()
+                    .filter(|f| {
+                        let bare = f.strip_prefix("pg_catalog.").unwrap_or(f);
+                        INPUT_BY_TYPE_OID.contains(&bare)
+                    })
+                    .cloned(),
+            );
+        }
+        found.extend(self.always.iter().cloned());
         let mut foreign_tables = Vec::new();
         for table in facts.tables_read.iter().chain(&facts.tables_written) {
             found.extend(reached_by_reading(&self.relations, table).cloned());
@@ -391,25 +501,48 @@ impl Routines {
             foreign_tables,
         }
     }
+
+    /// The database's functions that values of the parameter types a
+    /// Parse message declares run (a domain's CHECK on a bound value).
+    pub fn run_by_parameter_types(&self, types: &[i32]) -> Vec<String> {
+        let mut found: Vec<String> = types
+            .iter()
+            .filter_map(|t| u32::try_from(*t).ok())
+            .filter_map(|t| self.type_oids.get(&t))
+            .flatten()
+            .cloned()
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
 }
 
 /// What reading relation `name` (`table` or `schema.table`, as the
-/// statement wrote it; any schema's when unqualified) reaches.
+/// statement wrote it; any schema's when unqualified) reaches. Names may
+/// contain dots themselves (`"app.v1"` is one name), so every reading of
+/// `name` as a schema and a relation counts, and the whole as a relation.
 fn reached_by_reading<'a>(
     relations: &'a ByRelation,
     name: &'a str,
 ) -> impl Iterator<Item = &'a String> + 'a {
-    let (schema, table) = match name.rsplit_once('.') {
-        Some((s, t)) => (Some(s), t),
-        None => (None, name),
-    };
-    relations
-        .get(&table.to_lowercase())
-        .into_iter()
-        .flatten()
-        .filter(move |(s, _)| schema.is_none_or(|want| want.eq_ignore_ascii_case(s)))
-        .flat_map(|(_, reached)| reached)
+    let readings = std::iter::once((None, name)).chain(
+        name.match_indices('.')
+            .map(|(i, _)| (Some(&name[..i]), &name[i + 1..])),
+    );
+    readings.flat_map(move |(schema, table)| {
+        relations
+            .get(&table.to_lowercase())
+            .into_iter()
+            .flatten()
+            .filter(move |(s, _)| schema.is_none_or(|want: &str| want.eq_ignore_ascii_case(s)))
+            .flat_map(|(_, reached)| reached)
+    })
 }
+
+/// (OID, schema, relation), for tests.
+#[cfg(test)]
+pub(crate) type TestRelation<'a> = (u32, &'a str, &'a str);
 
 /// A target's catalog as the queries would return it, for tests.
 #[cfg(test)]
@@ -422,10 +555,15 @@ pub(crate) struct TestCatalog<'a> {
     pub runs: &'a [(u32, &'a str, &'a str, &'a str, bool)],
     /// (view OID, schema, view, OID of a relation it reads)
     pub reads: &'a [(u32, &'a str, &'a str, u32)],
-    /// (type, function its operations run)
-    pub types: &'a [(&'a str, &'a str)],
-    /// (relation OID, schema, relation, function a column's type runs)
-    pub typed: &'a [(u32, &'a str, &'a str, &'a str)],
+    /// (relation OID, schema, relation, type OID its view, rule or policy
+    /// casts to)
+    pub casts: &'a [(u32, &'a str, &'a str, u32)],
+    /// (type OID, whether PostgreSQL's own, function its operations run)
+    pub type_functions: &'a [(u32, bool, &'a str)],
+    /// (type OID, OID of a type built on it)
+    pub type_edges: &'a [(u32, u32)],
+    /// (type OID, name, the relation whose row type it is)
+    pub type_names: &'a [(u32, &'a str, Option<TestRelation<'a>>)],
     /// (OID, schema, foreign table)
     pub foreign: &'a [(u32, &'a str, &'a str)],
     /// (parent OID, schema, parent, OID of a partition or child)
@@ -468,13 +606,27 @@ impl TestCatalog<'_> {
                 })
                 .collect()
         };
-        let types = self
-            .types
+        let type_functions = self
+            .type_functions
             .iter()
-            .map(|(name, function)| row(&["t", "", "", name, function]))
-            .chain(self.typed.iter().map(|(oid, schema, rel, function)| {
-                row(&["r", &oid.to_string(), schema, rel, function])
-            }))
+            .map(|(oid, builtin, function)| {
+                row(&[&oid.to_string(), if *builtin { "t" } else { "f" }, function])
+            })
+            .collect();
+        let type_edges = self
+            .type_edges
+            .iter()
+            .map(|(base, derived)| row(&[&base.to_string(), &derived.to_string()]))
+            .collect();
+        let type_names = self
+            .type_names
+            .iter()
+            .map(|(oid, name, rel)| match rel {
+                Some((rel, schema, relname)) => {
+                    row(&[&oid.to_string(), name, &rel.to_string(), schema, relname])
+                }
+                None => row(&[&oid.to_string(), name]),
+            })
             .collect();
         let foreign = self
             .foreign
@@ -485,7 +637,10 @@ impl TestCatalog<'_> {
             defined,
             runs,
             edges(self.reads),
-            types,
+            edges(self.casts),
+            type_functions,
+            type_edges,
+            type_names,
             foreign,
             edges(self.children),
         ])
@@ -577,16 +732,25 @@ mod tests {
 
     #[test]
     fn types_whose_operations_run_the_database_s_functions_are_found_by_cast_and_column() {
+        // positive (100, array 101), mood (102), t_mood's row type (103,
+        // relation 30) with a mood column, the view `moods` over t_mood,
+        // and a view that casts to `positive` in its query.
         let routines = TestCatalog {
             functions: &["is_positive", "mood_json"],
-            types: &[
-                ("positive", "is_positive"),
-                ("_positive", "is_positive"),
-                ("mood", "mood_json"),
-                ("t_mood", "mood_json"),
+            type_functions: &[(100, false, "is_positive"), (102, false, "mood_json")],
+            type_edges: &[(100, 101), (102, 103)],
+            type_names: &[
+                (100, "positive", None),
+                (101, "_positive", None),
+                (102, "mood", None),
+                (103, "t_mood", Some((30, "public", "t_mood"))),
+                (104, "plain", None),
             ],
-            typed: &[(30, "public", "t_mood", "mood_json")],
             reads: &[(31, "public", "moods", 30)],
+            casts: &[
+                (32, "public", "casting", 100),
+                (33, "public", "plain_view", 104),
+            ],
             ..TestCatalog::default()
         }
         .build();
@@ -607,6 +771,20 @@ mod tests {
             ["mood_json"]
         );
         assert_eq!(found("SELECT * FROM moods"), ["mood_json"]);
+        assert_eq!(found("SELECT * FROM casting"), ["is_positive"]);
+        assert!(found("SELECT * FROM plain_view").is_empty());
+        // A built-in that makes a value of a type given by OID.
+        assert_eq!(found("SELECT array_in('{7}', 101, -1)"), ["array_in"]);
+        // Parameters a Parse message declares of such types.
+        assert_eq!(
+            routines.run_by_parameter_types(&[23, 101, 100]),
+            ["is_positive"]
+        );
+        assert!(
+            routines
+                .run_by_parameter_types(&[23, 25, 104, -1])
+                .is_empty()
+        );
         // Other types and relations.
         assert!(found("SELECT '5'::int, x::text FROM t").is_empty());
         // A type the session defined runs what it was defined with.
@@ -677,5 +855,38 @@ mod tests {
         .build();
         assert_eq!(run_by(&routines, "SELECT * FROM v500"), ["touch"]);
         assert_eq!(run_by(&routines, "SELECT * FROM b"), ["see"]);
+    }
+
+    #[test]
+    fn what_the_database_adds_to_built_in_types_counts_for_every_statement() {
+        let routines = TestCatalog {
+            type_functions: &[(114, true, "json_from_int")],
+            ..TestCatalog::default()
+        }
+        .build();
+        assert_eq!(
+            run_by(&routines, "SELECT json_typeof(5)"),
+            ["json_from_int"]
+        );
+        assert_eq!(run_by(&routines, "SELECT 1"), ["json_from_int"]);
+        // Without one, the input-by-OID built-ins are PostgreSQL's own.
+        let plain = TestCatalog::default().build();
+        assert!(run_by(&plain, "SELECT array_in('{7}', 23, -1)").is_empty());
+    }
+
+    #[test]
+    fn names_with_dots_in_them_are_matched_as_a_whole_too() {
+        let routines = TestCatalog {
+            foreign: &[(50, "public", "r5.dot"), (51, "a.b", "c")],
+            ..TestCatalog::default()
+        }
+        .build();
+        let foreign = |sql: &str| reached(&routines, sql).foreign_tables;
+        assert_eq!(foreign("SELECT * FROM \"r5.dot\""), ["public.r5.dot"]);
+        assert_eq!(
+            foreign("SELECT * FROM public.\"r5.dot\""),
+            ["public.r5.dot"]
+        );
+        assert_eq!(foreign("SELECT * FROM \"a.b\".c"), ["a.b.c"]);
     }
 }

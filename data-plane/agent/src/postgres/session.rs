@@ -1608,6 +1608,13 @@ impl Relay {
                         denial = Some((verdict, p.query.to_owned()));
                         break;
                     }
+                    if let Some(refused) = self
+                        .judge
+                        .parameter_types(snapshot.as_ref(), &p.param_types)
+                    {
+                        denial = Some((Arc::new(refused), p.query.to_owned()));
+                        break;
+                    }
                     if verdict.kinds.iter().any(|k| is_ddl(k)) {
                         self.catalog_stale = true;
                         self.ddl_in_transaction = true;
