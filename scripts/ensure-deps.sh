@@ -15,6 +15,12 @@ have_cmd cargo || { echo "error: cargo not found: install Rust (https://rustup.r
 have_cmd cc || need+=(build-essential)
 have_cmd psql || need+=(postgresql-client)
 for b in initdb pg_ctl postgres pgbench; do pg_bin "$b" || { need+=(postgresql); break; }; done
+# The foreign-table tests load postgres_fdw (in Debian's server package).
+have_fdw() {
+    have_cmd pg_config && [ -f "$(pg_config --sharedir)/extension/postgres_fdw.control" ] && return 0
+    compgen -G "/usr/share/postgresql/*/extension/postgres_fdw.control" >/dev/null
+}
+have_fdw || need+=(postgresql-contrib)
 have_cmd curl || need+=(curl)
 # pg_query builds libpg_query through bindgen, which loads libclang.
 have_libclang() {
