@@ -550,7 +550,15 @@ async fn functions_a_type_runs_need_a_rule_too() {
          CREATE FUNCTION fr_diff(a float8, b float8) RETURNS float8 LANGUAGE sql IMMUTABLE AS 'SELECT a - b'; \
          CREATE TYPE fr AS RANGE (subtype = float8, subtype_diff = fr_diff); \
          RESET ROLE; \
-         CREATE OPERATOR CLASS pair_ops DEFAULT FOR TYPE pair USING btree AS FUNCTION 1 pair_cmp(pair, pair);",
+         CREATE OPERATOR CLASS pair_ops DEFAULT FOR TYPE pair USING btree AS FUNCTION 1 pair_cmp(pair, pair); \
+         CREATE FUNCTION my_int_cmp(a int, b int) RETURNS int LANGUAGE plpgsql AS $$ \
+           BEGIN DELETE FROM items WHERE id = 33; RETURN btint4cmp(a, b); END $$; \
+         CREATE OPERATOR CLASS my_int_ops FOR TYPE int USING btree AS \
+           OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >, FUNCTION 1 my_int_cmp(int, int); \
+         CREATE TABLE ranged (id int) PARTITION BY RANGE (id my_int_ops); \
+         CREATE TABLE ranged_low PARTITION OF ranged FOR VALUES FROM (0) TO (100); \
+         GRANT SELECT ON ranged, ranged_low TO app; \
+         INSERT INTO items VALUES (33, 'item 33') ON CONFLICT DO NOTHING;",
     );
     let denied = |sql: &str, name: &str| {
         let (ok, _, err) = dp.psql(sql);
@@ -575,6 +583,11 @@ async fn functions_a_type_runs_need_a_rule_too() {
     // A range type's subtype_diff.
     denied("SELECT '[1,2)'::fr", "fr_diff");
     denied("SELECT '{[1,2)}'::fr_multirange", "fr_diff");
+    // A partition key's operator class, not the type's default: pruning
+    // partitions and routing rows run its comparison function (creating
+    // the partition ran it, so the setup puts item 33 back).
+    denied("SELECT * FROM ranged WHERE id = 5", "my_int_cmp");
+    denied("SELECT * FROM ranged_low", "my_int_cmp");
 
     // A parameter the client declares of the domain's type (or an array
     // of it), and a built-in that makes a value of a type given by OID.
@@ -613,7 +626,7 @@ async fn functions_a_type_runs_need_a_rule_too() {
     );
 
     // The target confirms none of it ran.
-    for id in [30, 31, 32] {
+    for id in [30, 31, 32, 33] {
         assert!(row_exists(&dp, id), "item {id}");
     }
     // Types whose operations are PostgreSQL's own still work.

@@ -37,16 +37,34 @@
 //! closed over here rather than by recursive queries, so a chain of a
 //! thousand domains costs the target no more than a thousand tables.
 //!
-//! Not seen: what a table runs when written besides its rules and
-//! policies (triggers, defaults, constraints, index expressions: allowing
-//! the write allows the table's own logic), and renames inside the
-//! session's open transaction until it ends.
+//! Partitioned tables whose key's operator class or expression runs one
+//! count too, with their partitions ([`PARTITION_KEYS`]).
+//!
+//! Not seen: what a table runs when written besides its rules, policies
+//! and partition key (triggers, defaults, generated columns, constraints,
+//! index expressions: allowing the write allows the table's own logic),
+//! and renames inside the session's open transaction until it ends.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sluice_policy::ClassifiedStatement;
 
 use super::catalog::{FromCatalog, cell};
+
+/// The database's own functions: not `pg_catalog`'s or
+/// `information_schema`'s, not an extension's, not written in `internal`
+/// (PostgreSQL's own C code, such as a range type's generated
+/// constructors).
+macro_rules! own {
+    () => {
+        "WITH own AS ( \
+   SELECT p.oid, p.proname FROM pg_catalog.pg_proc p \
+   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+   JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
+   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND l.lanname <> 'internal' \
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e'))"
+    };
+}
 
 /// What runs when a relation is read or written: its rewrite rules (a
 /// view's or materialized view's query, a table's `ON INSERT`, `ON
@@ -78,13 +96,9 @@ macro_rules! runs {
 /// operator classes (`ORDER BY`, `DISTINCT`, `=` and hash joins use those).
 /// Columns newer servers added (`typsubscript`, PostgreSQL 14) are read
 /// through `to_jsonb`, so older ones answer too.
-const TYPE_FUNCTIONS: &str = "WITH own AS ( \
-   SELECT p.oid, p.proname FROM pg_catalog.pg_proc p \
-   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-   JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
-   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND l.lanname <> 'internal' \
-   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e')), \
- builtin (oid, builtin) AS ( \
+const TYPE_FUNCTIONS: &str = concat!(
+    own!(),
+    ", builtin (oid, builtin) AS ( \
    SELECT t.oid, n.nspname IN ('pg_catalog', 'information_schema') FROM pg_catalog.pg_type t \
    JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace), \
  direct (typ, proname) AS ( \
@@ -115,7 +129,37 @@ const TYPE_FUNCTIONS: &str = "WITH own AS ( \
    JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr \
    JOIN own ON own.oid = o.oprcode::oid WHERE oc.opcdefault) \
  SELECT direct.typ::bigint, builtin.builtin, direct.proname FROM direct \
- JOIN builtin ON builtin.oid = direct.typ";
+ JOIN builtin ON builtin.oid = direct.typ"
+);
+
+/// Partitioned tables whose partition key runs the database's functions:
+/// a key expression calling one, or an operator class (default or not)
+/// whose support functions or operators are its own, which routing rows
+/// and pruning partitions call. (relation OID, schema, relation,
+/// function); partitions inherit them from their ancestors.
+const PARTITION_KEYS: &str = concat!(
+    own!(),
+    " SELECT DISTINCT c.oid::bigint, n.nspname, c.relname, own.proname \
+ FROM pg_catalog.pg_partitioned_table pt \
+ JOIN pg_catalog.pg_class c ON c.oid = pt.partrelid \
+ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+ CROSS JOIN LATERAL unnest(pt.partclass::oid[]) k (opclass) \
+ JOIN pg_catalog.pg_opclass oc ON oc.oid = k.opclass \
+ JOIN ( \
+   SELECT ap.amprocfamily AS family, ap.amproc::oid AS f FROM pg_catalog.pg_amproc ap \
+   UNION ALL \
+   SELECT ao.amopfamily, o.oprcode::oid FROM pg_catalog.pg_amop ao \
+   JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr) m ON m.family = oc.opcfamily \
+ JOIN own ON own.oid = m.f \
+ UNION \
+ SELECT c.oid::bigint, n.nspname, c.relname, own.proname \
+ FROM pg_catalog.pg_partitioned_table pt \
+ JOIN pg_catalog.pg_class c ON c.oid = pt.partrelid \
+ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+ JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = pt.partrelid \
+   AND d.refclassid = 'pg_catalog.pg_proc'::regclass \
+ JOIN own ON own.oid = d.refobjid"
+);
 
 /// What is built over the database's types, as (type, type over it):
 /// domains, arrays, ranges and multiranges over a type, and row types
@@ -242,15 +286,18 @@ impl FromCatalog for Routines {
         TYPE_FUNCTIONS,
         TYPE_EDGES,
         TYPE_NAMES,
+        PARTITION_KEYS,
         // Foreign tables.
         "SELECT c.oid::bigint, n.nspname, c.relname FROM pg_catalog.pg_class c \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'f'",
         // Partitions and inheritance children, which reading their parent
         // reads.
-        "SELECT i.inhparent::bigint, n.nspname, c.relname, i.inhrelid::bigint \
+        "SELECT i.inhparent::bigint, n.nspname, c.relname, i.inhrelid::bigint, cn.nspname, cc.relname \
          FROM pg_catalog.pg_inherits i \
          JOIN pg_catalog.pg_class c ON c.oid = i.inhparent \
-         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace",
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_catalog.pg_class cc ON cc.oid = i.inhrelid \
+         JOIN pg_catalog.pg_namespace cn ON cn.oid = cc.relnamespace",
     ];
 
     fn from_rows(results: &[Vec<Vec<Option<String>>>]) -> Self {
@@ -349,7 +396,7 @@ impl FromCatalog for Routines {
             .collect();
         // Foreign tables reach themselves; what reads them reaches them.
         let mut foreign: Reaches = HashMap::new();
-        for row in part(7) {
+        for row in part(8) {
             let Some(rel) = oid(row, 0) else {
                 continue;
             };
@@ -361,12 +408,31 @@ impl FromCatalog for Routines {
             names.insert(rel, (schema, name));
         }
         let mut reads_with_children = reads.clone();
-        for row in part(8) {
+        let mut parents: HashMap<u32, Vec<u32>> = HashMap::new();
+        for row in part(9) {
             let (Some(parent), Some(child)) = (oid(row, 0), oid(row, 3)) else {
                 continue;
             };
             names.insert(parent, (cell(row, 1), cell(row, 2)));
+            names
+                .entry(child)
+                .or_insert_with(|| (cell(row, 4), cell(row, 5)));
             reads_with_children.entry(parent).or_default().push(child);
+            parents.entry(child).or_default().push(parent);
+        }
+        // A partition key's functions run for the partitioned table
+        // (routing rows, pruning partitions) and for its partitions
+        // (checking a row written to one directly).
+        let mut keyed: Reaches = HashMap::new();
+        for row in part(7) {
+            let Some(rel) = oid(row, 0) else {
+                continue;
+            };
+            names.insert(rel, (cell(row, 1), cell(row, 2)));
+            keyed.entry(rel).or_default().insert(cell(row, 3));
+        }
+        for (rel, functions) in close_over(keyed, &parents) {
+            runs.entry(rel).or_default().extend(functions);
         }
         routines.relations = by_name(close_over(runs, &reads), &names);
         routines.foreign = by_name(close_over(foreign, &reads_with_children), &names);
@@ -566,8 +632,11 @@ pub(crate) struct TestCatalog<'a> {
     pub type_names: &'a [(u32, &'a str, Option<TestRelation<'a>>)],
     /// (OID, schema, foreign table)
     pub foreign: &'a [(u32, &'a str, &'a str)],
-    /// (parent OID, schema, parent, OID of a partition or child)
-    pub children: &'a [(u32, &'a str, &'a str, u32)],
+    /// (parent OID, schema, parent, OID of a partition or child, its
+    /// name in the same schema)
+    pub children: &'a [(u32, &'a str, &'a str, u32, &'a str)],
+    /// (partitioned table OID, schema, table, function its key runs)
+    pub partition_keys: &'a [(u32, &'a str, &'a str, &'a str)],
 }
 
 #[cfg(test)]
@@ -641,8 +710,24 @@ impl TestCatalog<'_> {
             type_functions,
             type_edges,
             type_names,
+            self.partition_keys
+                .iter()
+                .map(|(oid, schema, rel, function)| row(&[&oid.to_string(), schema, rel, function]))
+                .collect(),
             foreign,
-            edges(self.children),
+            self.children
+                .iter()
+                .map(|(oid, schema, rel, child, name)| {
+                    row(&[
+                        &oid.to_string(),
+                        schema,
+                        rel,
+                        &child.to_string(),
+                        schema,
+                        name,
+                    ])
+                })
+                .collect(),
         ])
     }
 }
@@ -803,8 +888,8 @@ mod tests {
             foreign: &[(40, "remote", "orders"), (41, "public", "eu_sales")],
             reads: &[(42, "public", "order_view", 40)],
             children: &[
-                (43, "public", "sales", 44),
-                (44, "public", "sales_2026", 41),
+                (43, "public", "sales", 44, "sales_2026"),
+                (44, "public", "sales_2026", 41, "eu_sales"),
             ],
             ..TestCatalog::default()
         }
@@ -888,5 +973,22 @@ mod tests {
             ["public.r5.dot"]
         );
         assert_eq!(foreign("SELECT * FROM \"a.b\".c"), ["a.b.c"]);
+    }
+
+    #[test]
+    fn a_partition_key_s_functions_count_for_the_table_and_its_partitions() {
+        let routines = TestCatalog {
+            partition_keys: &[(60, "public", "parted", "my_cmp")],
+            children: &[
+                (60, "public", "parted", 61, "parted_a"),
+                (61, "public", "parted_a", 62, "parted_a1"),
+            ],
+            ..TestCatalog::default()
+        }
+        .build();
+        let found = |sql: &str| run_by(&routines, sql);
+        assert_eq!(found("SELECT * FROM parted WHERE id = 5"), ["my_cmp"]);
+        assert_eq!(found("INSERT INTO parted_a1 VALUES (5)"), ["my_cmp"]);
+        assert!(found("SELECT * FROM other").is_empty());
     }
 }
