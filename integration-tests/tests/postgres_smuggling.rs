@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use sqlx::Connection as _;
+
 use sluice_integration_tests::{
     datapath::DataPath,
     rawpg::{
@@ -712,6 +714,38 @@ async fn foreign_tables_need_a_rule_of_their_own() {
         "1",
         "the allowed read went through the server"
     );
+}
+
+#[tokio::test]
+async fn a_catalog_read_the_agent_gives_up_on_stops_on_the_target_too() {
+    let dp = DataPath::start_with(RULES, vec!["--catalog-max-age".into(), "1s".into()]).await;
+    let (ok, _, err) = dp.psql("SELECT 1");
+    assert!(ok, "{err}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The next login's read of the types waits for this lock until the
+    // agent gives up (10 s), then the last read stands in.
+    let mut holder = sqlx::PgConnection::connect(&dp.pg.url("app"))
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE pg_catalog.pg_range IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let mut late = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+    sqlx::raw_sql("SELECT 1").execute(&mut late).await.unwrap();
+    // The abandoned query does not wait on in the target.
+    let waiting = || {
+        dp.target("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while waiting() != "0" && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(waiting(), "0", "a catalog query still waits on the target");
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -66,7 +66,8 @@ pub trait FromCatalog: Sized + Send + Sync + 'static {
                 }
                 // A read the agent gives up on stops on the target too,
                 // rather than running on after the connection is gone.
-                let limit = format!("SET statement_timeout = {}", timeout.as_millis());
+                let millis = timeout.as_millis().min(i32::MAX as u128);
+                let limit = format!("SET statement_timeout = {millis}");
                 conn.simple_query(&limit).await?;
                 let mut results = Vec::with_capacity(Self::QUERIES.len());
                 for query in Self::QUERIES {

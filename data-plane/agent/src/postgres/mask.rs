@@ -81,6 +81,12 @@ fn is_text_type(oid: u32) -> bool {
     matches!(oid, 25 | 1043 | 1042 | 19 | 705 | 114)
 }
 
+/// Type OIDs any text is a valid value of, so a driver decodes a masked
+/// one (`[REDACTED]` is not valid `json`).
+fn holds_any_text(oid: u32) -> bool {
+    matches!(oid, 25 | 1043 | 1042 | 19 | 705)
+}
+
 /// The strategy for a value that is not exactly a masked table column (an
 /// expression, a view's column, a whole row, an unknown origin): `partial`
 /// keeps every character but letters and digits, and the last four, which
@@ -389,8 +395,9 @@ impl Masker {
 
     /// `None`: unchanged; `Some(None)`: SQL NULL; `Some(Some(text))`. A
     /// masked value of a type other than text becomes NULL: `[REDACTED]`
-    /// or `***6789` in an `int4` or `timestamptz` column would break every
-    /// driver that decodes the column by the type RowDescription gives.
+    /// or `***6789` in an `int4`, `timestamptz` or `json` column would
+    /// break every driver that decodes the column by the type
+    /// RowDescription gives.
     fn mask_value(
         &self,
         action: Action,
@@ -399,7 +406,7 @@ impl Masker {
         v: &[u8],
     ) -> Option<Option<String>> {
         match self.mask_value_as_text(action, binary, type_oid, v) {
-            Some(Some(_)) if !is_text_type(type_oid) => Some(None),
+            Some(Some(_)) if !holds_any_text(type_oid) => Some(None),
             masked => masked,
         }
     }
@@ -1257,6 +1264,38 @@ mod tests {
         assert!(out.windows(3).any(|w| w == b"Ann"), "name kept");
         assert!(out.starts_with(b"PGCOPY"), "header kept");
         assert!(m.copy_row(&mut plan, b"\x00").is_err(), "malformed");
+    }
+
+    #[test]
+    fn masked_values_of_types_the_mask_is_no_value_of_are_null() {
+        let m = masker(vec![spec(&["*.ssn"], &[], &[], MaskStrategy::Redact)]);
+        // Columns of a relation the agent does not know: all masked.
+        let plan = m.plan(
+            &row_description(&[
+                ("t", 4242, 1, 25),
+                ("j", 4242, 2, 114),
+                ("i", 4242, 3, 23),
+                ("v", 4242, 4, 1043),
+            ]),
+            None,
+        );
+        let row = m
+            .rewrite_row(
+                Some(&plan),
+                &[],
+                &data_row(&[Some(b"a"), Some(b"{}"), Some(b"7"), Some(b"b")]),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            values(&row),
+            [
+                Some("[REDACTED]".into()),
+                None,
+                None,
+                Some("[REDACTED]".into())
+            ]
+        );
     }
 
     #[test]

@@ -82,10 +82,8 @@ macro_rules! runs {
     };
 }
 
-/// The database's own functions (not `pg_catalog`'s, not an extension's,
-/// not written in `internal`, which is PostgreSQL's own C code such as a
-/// range type's generated constructors), and the types whose operations
-/// run them directly: (type OID, whether the type is PostgreSQL's own,
+/// The types whose operations run the database's own functions
+/// (`own!()`) directly: (type OID, whether the type is PostgreSQL's own,
 /// function). A type runs a function when it is its input, output, send,
 /// receive, typmod, analyze or subscript function, a domain CHECK calls
 /// it (or an operator it implements), it is a range's canonical or
