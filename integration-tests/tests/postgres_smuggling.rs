@@ -717,6 +717,102 @@ async fn foreign_tables_need_a_rule_of_their_own() {
 }
 
 #[tokio::test]
+async fn catalogs_holding_credentials_need_a_rule_naming_them() {
+    let rules = format!(
+        "{RULES}      - allow: {{ sql: {{ statements: [credential_catalog], tables: [pg_catalog.pg_shadow] }} }}\n        name: shadow\n"
+    );
+    let dp = DataPath::start_with(&rules, Vec::new()).await;
+    // A user mapping for the resource's own role keeps the password the
+    // database logs in to another server with; the DBA's view shows role
+    // password hashes to that role.
+    dp.target(
+        "CREATE EXTENSION postgres_fdw; \
+         CREATE SERVER elsewhere FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '192.0.2.1', dbname 'x'); \
+         CREATE USER MAPPING FOR app SERVER elsewhere OPTIONS (user 'remote', password 'remote-secret-77'); \
+         GRANT USAGE ON FOREIGN SERVER elsewhere TO app; \
+         CREATE VIEW public.logins AS SELECT rolname, rolpassword FROM pg_authid; \
+         GRANT SELECT ON public.logins TO app; \
+         SET ROLE app; \
+         CREATE VIEW my_mappings AS SELECT * FROM pg_user_mappings; \
+         CREATE VIEW login_names AS SELECT * FROM public.logins",
+    );
+    // The role itself may read them: the catalog, not the agent, is what
+    // holds the secrets back.
+    assert!(
+        dp.target("SET ROLE app; SELECT umoptions FROM pg_user_mappings")
+            .contains("remote-secret-77")
+    );
+    assert!(
+        dp.target("SET ROLE app; SELECT count(*) FROM login_names WHERE rolpassword LIKE 'SCRAM-SHA-256$%'")
+            != "0"
+    );
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    for (sql, catalog) in [
+        (
+            "SELECT umoptions /* m1 */ FROM pg_user_mappings",
+            "pg_catalog.pg_user_mappings",
+        ),
+        (
+            "SELECT option_value /* m2 */ FROM information_schema.user_mapping_options",
+            "information_schema.user_mapping_options",
+        ),
+        (
+            "SELECT * /* m3 */ FROM my_mappings",
+            "pg_catalog.pg_user_mappings",
+        ),
+        (
+            "SELECT rolpassword /* m4 */ FROM login_names",
+            "pg_catalog.pg_authid",
+        ),
+        ("TABLE public.logins /* m5 */", "pg_catalog.pg_authid"),
+        (
+            "COPY (SELECT * /* m6 */ FROM pg_catalog.pg_user_mapping) TO STDOUT",
+            "pg_catalog.pg_user_mapping",
+        ),
+    ] {
+        s.send(&query(sql)).await;
+        let reply = s.until(b'Z').await;
+        let text = errors(&reply);
+        assert!(
+            text.contains("42501") && text.contains("credential_catalog") && text.contains(catalog),
+            "`{sql}`: {text}"
+        );
+        let received: Vec<u8> = reply.iter().flat_map(|f| f.raw.iter().copied()).collect();
+        for secret in ["remote-secret-77", "SCRAM-SHA-256$"] {
+            assert!(
+                !String::from_utf8_lossy(&received).contains(secret),
+                "`{sql}` showed {secret}"
+            );
+        }
+    }
+    let log = dp.pg.logs();
+    for marker in ["m1", "m2", "m3", "m4", "m5", "m6"] {
+        assert!(
+            !log.contains(&format!("/* {marker} */")),
+            "the target ran {marker}"
+        );
+    }
+    // A catalog the rule names is read as any table (app may read pg_shadow
+    // only as a superuser: the target, not the agent, refuses it now).
+    s.send(&query("SELECT count(*) /* m7 */ FROM pg_shadow"))
+        .await;
+    let text = errors(&s.until(b'Z').await);
+    assert!(
+        text.contains("42501") && text.contains("permission denied"),
+        "{text}"
+    );
+    assert!(dp.pg.logs().contains("/* m7 */"));
+    // Other catalogs read as before.
+    s.send(&query(
+        "SELECT count(*) FROM pg_roles WHERE rolname = 'app'",
+    ))
+    .await;
+    let reply = s.until(b'Z').await;
+    assert_eq!(errors(&reply), "");
+    assert_eq!(first_column(&reply), ["1"]);
+}
+
+#[tokio::test]
 async fn a_catalog_read_the_agent_gives_up_on_stops_on_the_target_too() {
     let dp = DataPath::start_with(RULES, vec!["--catalog-max-age".into(), "1s".into()]).await;
     let (ok, _, err) = dp.psql("SELECT 1");

@@ -118,6 +118,13 @@ pub struct StatementFacts {
     /// foreign, so the agent fills this in; definitions come from the text.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub foreign_tables: Vec<String>,
+    /// The catalogs holding credentials the statement reads (directly, or
+    /// through views), `schema.catalog`: what gives it the kind
+    /// `credential_catalog`, and what a rule's `tables:` is matched against
+    /// for that kind. The classifier finds them by name; the agent adds
+    /// those views reach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credential_catalogs: Vec<String>,
     /// Whether every UPDATE and DELETE of the statement (in CTEs and
     /// subqueries too) has a WHERE clause that looks at rows; false when
     /// any lacks one, and for statements with no UPDATE or DELETE.
@@ -307,12 +314,19 @@ impl CompiledMatcher {
             return Err(Miss::HasWhere);
         }
         // For `foreign_data`, a rule's tables are the foreign tables:
-        // `allow: { statements: [foreign_data], tables: [remote.*] }`.
+        // `allow: { statements: [foreign_data], tables: [remote.*] }`; for
+        // `credential_catalog`, the catalogs.
         if let Some(tables) = &self.tables {
-            let matched = if kind == SqlKind::ForeignData {
-                names_match(tables, facts.foreign_tables.iter().map(String::as_str), q)
-            } else {
-                names_match(tables, facts.tables(), q)
+            let matched = match kind {
+                SqlKind::ForeignData => {
+                    names_match(tables, facts.foreign_tables.iter().map(String::as_str), q)
+                }
+                SqlKind::CredentialCatalog => names_match(
+                    tables,
+                    facts.credential_catalogs.iter().map(String::as_str),
+                    q,
+                ),
+                _ => names_match(tables, facts.tables(), q),
             };
             if !matched {
                 return Err(Miss::Tables);
@@ -662,6 +676,13 @@ impl CompiledPolicy {
         if uncovered == KindSet::from_iter([SqlKind::Other]) {
             format!(
                 "the statement could not be classified, and no rule of {noun} {policies} allows `other`"
+            )
+        } else if uncovered.contains(SqlKind::CredentialCatalog)
+            && !facts.credential_catalogs.is_empty()
+        {
+            format!(
+                "no rule of {noun} {policies} allows `{uncovered}` (catalogs holding credentials the database logs in to other servers or checks passwords with: {})",
+                shown(&facts.credential_catalogs)
             )
         } else if uncovered.contains(SqlKind::ForeignData) && !facts.foreign_tables.is_empty() {
             format!(

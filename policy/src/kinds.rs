@@ -166,6 +166,17 @@ sql_kinds! {
     /// rule naming this kind allows it; such a rule's `tables:` is matched
     /// against the foreign tables alone.
     ForeignData = "foreign_data",
+    /// Reading a catalog where the database keeps credentials: role
+    /// password hashes (`pg_authid`, `pg_shadow`), user mappings' options,
+    /// which hold the passwords `postgres_fdw` and `dblink` log in to other
+    /// servers with (`pg_user_mapping`, `pg_user_mappings`,
+    /// `information_schema.user_mapping_options`), and subscriptions'
+    /// connection strings (`pg_subscription`), directly or through views.
+    /// Every session of a resource logs in as its one role, so what that
+    /// role may read of them every client could. In no group but `any`:
+    /// only a rule naming it allows it; such a rule's `tables:` is matched
+    /// against these catalogs alone.
+    CredentialCatalog = "credential_catalog",
 }
 
 // KindSet is a u64 bitset.

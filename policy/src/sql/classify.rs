@@ -499,6 +499,7 @@ fn facts_of(root: NodeRef<'_>) -> Result<(StatementFacts, CatalogNames), Classif
         mut functions,
         mut user_functions,
         mut foreign_tables,
+        mut credential_catalogs,
         mut catalog_names,
         rows_modified,
         unbounded,
@@ -510,6 +511,7 @@ fn facts_of(root: NodeRef<'_>) -> Result<(StatementFacts, CatalogNames), Classif
         &mut functions,
         &mut user_functions,
         &mut foreign_tables,
+        &mut credential_catalogs,
         &mut catalog_names.attributes,
         &mut catalog_names.operators,
         &mut catalog_names.calls,
@@ -526,6 +528,7 @@ fn facts_of(root: NodeRef<'_>) -> Result<(StatementFacts, CatalogNames), Classif
         functions,
         user_functions,
         foreign_tables,
+        credential_catalogs,
         has_where: rows_modified && !unbounded,
     };
     Ok((facts, catalog_names))
@@ -540,6 +543,42 @@ fn relation_text(rv: &RangeVar) -> String {
     } else {
         format!("{}.{}", rv.schemaname, rv.relname)
     }
+}
+
+/// The catalogs where the database keeps credentials (kind
+/// `credential_catalog`), by schema: role password hashes, user mappings'
+/// options (the passwords `postgres_fdw` and `dblink` log in with) and
+/// subscriptions' connection strings. Views over them are found from the
+/// target's catalog by the agent.
+const CREDENTIAL_CATALOGS: &[(&str, &[&str])] = &[
+    (
+        "pg_catalog",
+        &[
+            "pg_authid",
+            "pg_shadow",
+            "pg_subscription",
+            "pg_user_mapping",
+            "pg_user_mappings",
+        ],
+    ),
+    (
+        "information_schema",
+        &["_pg_user_mappings", "user_mapping_options"],
+    ),
+];
+
+/// The catalog holding credentials `rv` names, `schema.catalog`. An
+/// unqualified name counts whatever the `search_path` (`pg_catalog` is
+/// searched first unless the path says otherwise): at worst another
+/// schema's table of that name needs the rule too.
+fn credential_catalog(rv: &RangeVar) -> Option<String> {
+    CREDENTIAL_CATALOGS.iter().find_map(|(schema, names)| {
+        let in_schema = rv.schemaname.is_empty() || rv.schemaname.eq_ignore_ascii_case(schema);
+        let name = names
+            .iter()
+            .find(|n| in_schema && n.eq_ignore_ascii_case(&rv.relname))?;
+        Some(format!("{schema}.{name}"))
+    })
 }
 
 /// Whether a table reference is read or written where it appears.
@@ -572,6 +611,8 @@ struct Walker<'a> {
     user_functions: Vec<String>,
     /// Foreign tables the statement defines.
     foreign_tables: Vec<String>,
+    /// Catalogs holding credentials the statement names.
+    credential_catalogs: Vec<String>,
     catalog_names: CatalogNames,
     /// Names of the CTEs visible at the current point of the walk; an
     /// unqualified table reference with one of these names is the CTE.
@@ -873,6 +914,10 @@ impl<'a> Walker<'a> {
             self.add(SqlKind::SetRole);
             self.add(SqlKind::SetSessionAuthorization);
             self.add(SqlKind::Other);
+        }
+        if let Some(catalog) = credential_catalog(rv) {
+            self.add(SqlKind::CredentialCatalog);
+            self.credential_catalogs.push(catalog);
         }
         match role {
             Role::Read => self.tables_read.push(name),

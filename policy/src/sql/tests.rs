@@ -1522,6 +1522,53 @@ fn foreign_data_definitions_name_their_tables() {
     );
 }
 
+#[test]
+fn catalogs_holding_credentials_are_named_however_they_are_read() {
+    let facts = |sql: &str| all(sql).remove(0).facts;
+    let found = |sql: &str| facts(sql).credential_catalogs;
+    for (sql, catalog) in [
+        (
+            "SELECT * FROM pg_user_mappings",
+            "pg_catalog.pg_user_mappings",
+        ),
+        (
+            "SELECT umoptions FROM PG_CATALOG.pg_user_mapping",
+            "pg_catalog.pg_user_mapping",
+        ),
+        ("TABLE pg_authid", "pg_catalog.pg_authid"),
+        ("COPY pg_shadow TO STDOUT", "pg_catalog.pg_shadow"),
+        (
+            "COPY (SELECT subconninfo FROM pg_subscription) TO STDOUT",
+            "pg_catalog.pg_subscription",
+        ),
+        (
+            "SELECT 1 WHERE EXISTS (SELECT FROM information_schema.user_mapping_options o WHERE o.option_value LIKE 'a%')",
+            "information_schema.user_mapping_options",
+        ),
+        (
+            "SELECT to_jsonb(m) FROM \"pg_user_mappings\" m",
+            "pg_catalog.pg_user_mappings",
+        ),
+    ] {
+        assert_eq!(found(sql), [catalog], "{sql}");
+        assert!(
+            facts(sql).kinds.contains(&SqlKind::CredentialCatalog),
+            "{sql}"
+        );
+    }
+    // Another schema's table, and a CTE, of such a name are not catalogs.
+    for sql in [
+        "SELECT * FROM public.pg_authid",
+        "WITH pg_shadow AS (SELECT 1) SELECT * FROM pg_shadow",
+        "SELECT * FROM pg_roles",
+        "SELECT 'pg_authid'::regclass",
+    ] {
+        let facts = facts(sql);
+        assert!(facts.credential_catalogs.is_empty(), "{sql}");
+        assert!(!facts.kinds.contains(&SqlKind::CredentialCatalog), "{sql}");
+    }
+}
+
 fn walked(root: NodeRef<'_>) -> usize {
     let (mut count, mut stack) = (0, vec![root]);
     while let Some(node) = stack.pop() {

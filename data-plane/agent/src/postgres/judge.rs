@@ -563,8 +563,9 @@ impl Judge {
 
 /// A statement's facts with what the target's catalog adds: the kind
 /// `user_function` for functions and operators of the database it reaches
-/// without naming them as such, and `foreign_data` for the foreign tables
-/// it reads or writes (see `routines.rs`).
+/// without naming them as such, `foreign_data` for the foreign tables it
+/// reads or writes, and `credential_catalog` for the catalogs holding
+/// credentials its views read (see `routines.rs`).
 fn with_routines<'a>(
     statement: &'a sluice_policy::ClassifiedStatement,
     routines: &Routines,
@@ -585,6 +586,11 @@ fn with_routines<'a>(
             SqlKind::ForeignData,
             &mut facts.foreign_tables,
             reached.foreign_tables,
+        ),
+        (
+            SqlKind::CredentialCatalog,
+            &mut facts.credential_catalogs,
+            reached.credential_catalogs,
         ),
     ] {
         if found.is_empty() {
@@ -954,6 +960,71 @@ policies:
         );
         judge.set_routines(Ok(Arc::default()));
         assert!(judge.sql(Some(&active), "SELECT 1").allowed);
+    }
+
+    #[test]
+    fn catalogs_holding_credentials_need_a_rule_naming_them() {
+        let doc = |extra: &str| {
+            format!(
+                r#"
+resources:
+  - {{ name: db, kind: postgres, agent: a, address: "h:1", database: d }}
+policies:
+  - name: p
+    subjects: {{ users: [bot] }}
+    resources: {{ names: [db] }}
+    rules:
+      - allow: {{ sql: {{ statements: [read] }} }}{extra}
+"#
+            )
+        };
+        let subject = Subject::user("bot", Vec::<String>::new());
+        let routines = super::super::routines::TestCatalog {
+            credentials: &[(
+                12327,
+                "pg_catalog",
+                "pg_user_mappings",
+                "pg_catalog.pg_user_mappings",
+            )],
+            reads: &[(16400, "public", "mappings", 12327)],
+            ..Default::default()
+        }
+        .build();
+        let mut judge = Judge::new(subject, "db".into(), Arc::new(routines));
+        let read_only = snapshot_of(&doc(""), 1);
+        for (sql, catalog) in [
+            (
+                "SELECT umoptions FROM pg_user_mappings",
+                "pg_catalog.pg_user_mappings",
+            ),
+            ("SELECT * FROM mappings", "pg_catalog.pg_user_mappings"),
+            ("SELECT rolpassword FROM pg_authid", "pg_catalog.pg_authid"),
+        ] {
+            let verdict = judge.sql(Some(&read_only), sql);
+            assert!(!verdict.allowed, "{sql}");
+            assert_eq!(verdict.kinds, ["select", "credential_catalog"], "{sql}");
+            assert!(
+                verdict.reason.contains(&format!(
+                    "allows `credential_catalog` (catalogs holding credentials the database logs in to other servers or checks passwords with: {catalog})"
+                )),
+                "{sql}: {}",
+                verdict.reason
+            );
+        }
+        assert!(
+            judge
+                .sql(Some(&read_only), "SELECT * FROM pg_roles")
+                .allowed
+        );
+        // A rule naming the kind allows the catalogs its `tables:` names.
+        let mappings = snapshot_of(
+            &doc(
+                "\n      - allow: { sql: { statements: [credential_catalog], tables: [pg_catalog.pg_user_mappings] } }",
+            ),
+            2,
+        );
+        assert!(judge.sql(Some(&mappings), "SELECT * FROM mappings").allowed);
+        assert!(!judge.sql(Some(&mappings), "TABLE pg_authid").allowed);
     }
 
     #[test]

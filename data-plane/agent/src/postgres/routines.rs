@@ -20,7 +20,9 @@
 //!
 //! Foreign tables are found the same way, with the views and partitioned
 //! tables that read them: reading one makes the database query another
-//! server (kind `foreign_data`).
+//! server (kind `foreign_data`). So are views over the catalogs where the
+//! database keeps credentials (kind `credential_catalog`,
+//! [`CREDENTIAL_VIEWS`]).
 //!
 //! The agent reads, per resource and at most once a minute (and after DDL
 //! there), the names of the functions and operators defined in the
@@ -187,6 +189,35 @@ const TYPE_NAMES: &str = "SELECT t.oid::bigint, t.typname, c.oid::bigint, rn.nsp
    LEFT JOIN pg_catalog.pg_namespace rn ON rn.oid = c.relnamespace \
    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
 
+/// What reads the catalogs where the database keeps credentials (kind
+/// `credential_catalog`; the classifier finds them by name): (relation
+/// OID, schema, relation, the catalog it reads). These are the catalogs
+/// themselves and the system views that show their secrets, by name, and
+/// the database's own views, rules and row-level-security policies that
+/// read `pg_authid`, `pg_user_mapping` or `pg_subscription` (fixed OIDs
+/// 1260, 1418 and 6100). PostgreSQL records no dependency on those
+/// bootstrap catalogs, so the rules' stored query trees are searched for
+/// the range-table entries naming them. System views other than these
+/// read `pg_authid` for role names only (`pg_roles` shows `********`), so
+/// they are left out. What reads these relations is closed over in Rust.
+const CREDENTIAL_VIEWS: &str = "WITH secret (oid, name) AS (VALUES \
+     (1260, 'pg_catalog.pg_authid'), (1418, 'pg_catalog.pg_user_mapping'), (6100, 'pg_catalog.pg_subscription')), \
+   own (rel, tree) AS ( \
+     SELECT r.ev_class, r.ev_action::text FROM pg_catalog.pg_rewrite r \
+     UNION ALL \
+     SELECT pol.polrelid, concat(pol.polqual::text, ' ', pol.polwithcheck::text) \
+     FROM pg_catalog.pg_policy pol JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid WHERE c.relrowsecurity) \
+ SELECT c.oid::bigint, n.nspname, c.relname, n.nspname || '.' || c.relname FROM pg_catalog.pg_class c \
+ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+ WHERE (n.nspname = 'pg_catalog' AND c.relname IN ('pg_authid', 'pg_shadow', 'pg_subscription', 'pg_user_mapping', 'pg_user_mappings')) \
+ OR (n.nspname = 'information_schema' AND c.relname IN ('_pg_user_mappings', 'user_mapping_options')) \
+ UNION \
+ SELECT c.oid::bigint, n.nspname, c.relname, secret.name FROM own \
+ JOIN pg_catalog.pg_class c ON c.oid = own.rel \
+ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+ JOIN secret ON position(':relid ' || secret.oid || ' ' IN own.tree) > 0 \
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
+
 /// Built-in functions that make a value of any type named by its OID, and
 /// so run that type's input and checks: `array_in('{7}', 'my_domain'::regtype, -1)`.
 const INPUT_BY_TYPE_OID: &[&str] = &[
@@ -231,6 +262,9 @@ pub struct Routines {
     /// foreign tables themselves, views over them, and partitioned or
     /// inherited tables with foreign partitions or children.
     foreign: ByRelation,
+    /// Relations whose reading reads a catalog holding credentials
+    /// (`schema.catalog`): those catalogs and the views over them.
+    credentials: ByRelation,
 }
 
 impl FromCatalog for Routines {
@@ -296,6 +330,7 @@ impl FromCatalog for Routines {
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_catalog.pg_class cc ON cc.oid = i.inhrelid \
          JOIN pg_catalog.pg_namespace cn ON cn.oid = cc.relnamespace",
+        CREDENTIAL_VIEWS,
     ];
 
     fn from_rows(results: &[Vec<Vec<Option<String>>>]) -> Self {
@@ -433,7 +468,17 @@ impl FromCatalog for Routines {
             runs.entry(rel).or_default().extend(functions);
         }
         routines.relations = by_name(close_over(runs, &reads), &names);
+        // Catalogs holding credentials, and what reads them directly.
+        let mut credentials: Reaches = HashMap::new();
+        for row in part(10) {
+            let Some(rel) = oid(row, 0) else {
+                continue;
+            };
+            names.insert(rel, (cell(row, 1), cell(row, 2)));
+            credentials.entry(rel).or_default().insert(cell(row, 3));
+        }
         routines.foreign = by_name(close_over(foreign, &reads_with_children), &names);
+        routines.credentials = by_name(close_over(credentials, &reads_with_children), &names);
         routines
     }
 }
@@ -498,6 +543,9 @@ pub struct Reached {
     pub functions: Vec<String>,
     /// Foreign tables, `schema.table` (kind `foreign_data`).
     pub foreign_tables: Vec<String>,
+    /// Catalogs holding credentials, `schema.catalog` (kind
+    /// `credential_catalog`).
+    pub credential_catalogs: Vec<String>,
 }
 
 impl Routines {
@@ -508,7 +556,8 @@ impl Routines {
     /// call, its operators (named, or implied by a construct that
     /// compares), casts to its types, and what the relations the
     /// statement reads and writes run; and the foreign tables those
-    /// relations read. `defined` tells names the session itself defined
+    /// relations read, and the catalogs holding credentials they read.
+    /// `defined` tells names the session itself defined
     /// (in its transaction only it sees them).
     pub fn reached_by(
         &self,
@@ -550,19 +599,24 @@ impl Routines {
             );
         }
         found.extend(self.always.iter().cloned());
-        let mut foreign_tables = Vec::new();
+        let (mut foreign_tables, mut credential_catalogs) = (Vec::new(), Vec::new());
         for table in facts.tables_read.iter().chain(&facts.tables_written) {
             found.extend(reached_by_reading(&self.relations, table).cloned());
             foreign_tables.extend(reached_by_reading(&self.foreign, table).cloned());
+            credential_catalogs.extend(reached_by_reading(&self.credentials, table).cloned());
         }
         found.sort_unstable();
         found.dedup();
         found.retain(|f| !facts.user_functions.contains(f));
         foreign_tables.sort_unstable();
         foreign_tables.dedup();
+        credential_catalogs.sort_unstable();
+        credential_catalogs.dedup();
+        credential_catalogs.retain(|c| !facts.credential_catalogs.contains(c));
         Reached {
             functions: found,
             foreign_tables,
+            credential_catalogs,
         }
     }
 
@@ -635,6 +689,9 @@ pub(crate) struct TestCatalog<'a> {
     pub children: &'a [(u32, &'a str, &'a str, u32, &'a str)],
     /// (partitioned table OID, schema, table, function its key runs)
     pub partition_keys: &'a [(u32, &'a str, &'a str, &'a str)],
+    /// (relation OID, schema, relation, catalog holding credentials it
+    /// is or reads)
+    pub credentials: &'a [(u32, &'a str, &'a str, &'a str)],
 }
 
 #[cfg(test)]
@@ -725,6 +782,10 @@ impl TestCatalog<'_> {
                         name,
                     ])
                 })
+                .collect(),
+            self.credentials
+                .iter()
+                .map(|(oid, schema, rel, catalog)| row(&[&oid.to_string(), schema, rel, catalog]))
                 .collect(),
         ])
     }
@@ -914,6 +975,43 @@ mod tests {
                 .functions
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn views_over_catalogs_holding_credentials_reach_them() {
+        let routines = TestCatalog {
+            credentials: &[
+                (
+                    12327,
+                    "pg_catalog",
+                    "pg_user_mappings",
+                    "pg_catalog.pg_user_mappings",
+                ),
+                (16384, "ops", "logins", "pg_catalog.pg_authid"),
+                (16390, "public", "guarded", "pg_catalog.pg_subscription"),
+            ],
+            reads: &[
+                (16400, "public", "mappings", 12327),
+                (16401, "public", "mappings_again", 16400),
+                (16402, "public", "login_names", 16384),
+            ],
+            ..Default::default()
+        }
+        .build();
+        let found = |sql: &str| reached(&routines, sql).credential_catalogs;
+        assert_eq!(
+            found("SELECT * FROM mappings_again"),
+            ["pg_catalog.pg_user_mappings"]
+        );
+        assert_eq!(
+            found("SELECT count(*) FROM public.login_names JOIN guarded USING (id)"),
+            ["pg_catalog.pg_authid", "pg_catalog.pg_subscription"]
+        );
+        assert_eq!(found("SELECT * FROM ops.logins"), ["pg_catalog.pg_authid"]);
+        // Named in the text: the classifier's already.
+        assert!(found("SELECT * FROM pg_user_mappings").is_empty());
+        assert!(found("SELECT * FROM public.logins").is_empty());
+        assert!(found("SELECT * FROM customers").is_empty());
     }
 
     #[test]
