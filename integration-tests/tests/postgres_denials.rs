@@ -79,6 +79,43 @@ async fn ddl_and_hidden_ddl_never_reach_the_target() {
 }
 
 #[tokio::test]
+async fn a_table_a_rule_denies_is_denied_through_views_rules_and_partitions() {
+    let rules = format!(
+        "{}      - deny: {{ sql: {{ tables: [pg_stat_activity, public.payroll, ledger_2025] }} }}\n        name: not-these\n        reason: other sessions and pay are private\n",
+        sluice_integration_tests::datapath::DEFAULT_RULES
+    );
+    let dp = DataPath::start_with(&rules, Vec::new()).await;
+    // The DBA's views over what the rule denies, a view over one of them,
+    // a rule that reads it, and a partition of a table.
+    dp.target(
+        "CREATE VIEW public.sessions AS SELECT pid, query FROM pg_stat_activity; \
+         CREATE TABLE payroll (id int, salary int); INSERT INTO payroll VALUES (1, 100); \
+         CREATE VIEW staff AS SELECT id, salary FROM payroll; \
+         CREATE VIEW staff_again AS SELECT * FROM staff; \
+         CREATE TABLE memos (id int); \
+         CREATE RULE memos_touch AS ON UPDATE TO memos DO ALSO UPDATE payroll SET salary = salary + 1; \
+         CREATE TABLE ledger (id int, amount int) PARTITION BY RANGE (id); \
+         CREATE TABLE ledger_2025 PARTITION OF ledger FOR VALUES FROM (0) TO (1000); \
+         INSERT INTO ledger VALUES (1, 5); \
+         CREATE VIEW item_names AS SELECT name FROM items; \
+         GRANT SELECT, UPDATE ON sessions, payroll, staff, staff_again, memos, ledger, item_names TO app",
+    );
+    for (sql, marker) in [
+        ("SELECT query /* d1 */ FROM sessions", "/* d1 */"),
+        ("SELECT salary /* d2 */ FROM staff_again", "/* d2 */"),
+        ("UPDATE memos SET id = 2 /* d3 */ WHERE id = 1", "/* d3 */"),
+        ("SELECT sum(amount) /* d4 */ FROM ledger", "/* d4 */"),
+    ] {
+        assert_denied(&dp, sql, marker);
+    }
+    assert_eq!(dp.target("SELECT salary FROM payroll"), "100");
+    // A view over what no rule denies reads as before.
+    let (ok, out, err) = dp.psql("SELECT count(*) FROM item_names");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "500");
+}
+
+#[tokio::test]
 async fn a_decision_shared_by_texts_of_one_shape_never_covers_a_constant_that_matters() {
     // One session: the agent remembers decisions by the text's shape (its
     // constants replaced), so a text that differs from an allowed one only

@@ -125,6 +125,14 @@ pub struct StatementFacts {
     /// those views reach.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credential_catalogs: Vec<String>,
+    /// The relations the statement reads or writes through the views,
+    /// rules, row-level-security policies and partitioned tables it names
+    /// (`schema.table`). Deny and approve rules' `tables:` match these too:
+    /// denying a table denies reading it through a view. Allow rules match
+    /// the names the statement uses only. Only the target's catalog knows
+    /// them, so the agent fills this in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables_reached: Vec<String>,
     /// Whether every UPDATE and DELETE of the statement (in CTEs and
     /// subqueries too) has a WHERE clause that looks at rows; false when
     /// any lacks one, and for statements with no UPDATE or DELETE.
@@ -324,6 +332,14 @@ impl CompiledMatcher {
                 SqlKind::CredentialCatalog => names_match(
                     tables,
                     facts.credential_catalogs.iter().map(String::as_str),
+                    q,
+                ),
+                // Deny and approve: a table however it is reached.
+                _ if q == Quantifier::Any => names_match(
+                    tables,
+                    facts
+                        .tables()
+                        .chain(facts.tables_reached.iter().map(String::as_str)),
                     q,
                 ),
                 _ => names_match(tables, facts.tables(), q),
@@ -838,6 +854,56 @@ policies:
             &facts(&[SqlKind::Select], &["orders"], false),
         );
         assert!(d.is_denied(), "unqualified names do not satisfy `public.*`");
+    }
+
+    #[test]
+    fn deny_and_approve_match_tables_reached_through_views_and_allow_does_not() {
+        let doc = parse_document(
+            r#"
+resources:
+  - { name: db, kind: postgres, agent: eu, address: "db:5432", database: d }
+policies:
+  - name: p
+    subjects: { users: [bot] }
+    resources: { names: [db] }
+    rules:
+      - deny: { sql: { tables: [pg_stat_activity] } }
+        name: no-sessions
+      - approve: { sql: { statements: [update], tables: [public.payroll] }, approvers: [dba] }
+      - allow: { sql: { statements: [select, update], tables: ["public.*"] } }
+"#,
+        )
+        .expect("valid document");
+        let p = compile(&doc, &doc.resources, "eu");
+        let bot = Subject::user("bot", Vec::<String>::new());
+        let through = |kind, view: &str, reached: &[&str]| StatementFacts {
+            tables_reached: reached.iter().map(|t| (*t).to_owned()).collect(),
+            ..facts(&[kind], &[view], true)
+        };
+        let d = p.decide(
+            &bot,
+            "db",
+            &through(
+                SqlKind::Select,
+                "public.sessions",
+                &["pg_catalog.pg_stat_activity"],
+            ),
+        );
+        assert!(d.is_denied());
+        assert_eq!(d.rule.as_deref(), Some("no-sessions"));
+        let d = p.decide(
+            &bot,
+            "db",
+            &through(SqlKind::Update, "public.staff", &["public.payroll"]),
+        );
+        assert!(matches!(d.outcome, Outcome::Approve(_)), "{d:?}");
+        // Allow looks at the names the statement uses: the view.
+        let d = p.decide(
+            &bot,
+            "db",
+            &through(SqlKind::Select, "public.names", &["private.people"]),
+        );
+        assert!(d.is_allowed(), "{d:?}");
     }
 
     #[test]

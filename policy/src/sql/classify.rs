@@ -529,6 +529,7 @@ fn facts_of(root: NodeRef<'_>) -> Result<(StatementFacts, CatalogNames), Classif
         user_functions,
         foreign_tables,
         credential_catalogs,
+        tables_reached: Vec::new(),
         has_where: rows_modified && !unbounded,
     };
     Ok((facts, catalog_names))

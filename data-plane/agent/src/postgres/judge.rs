@@ -564,8 +564,9 @@ impl Judge {
 /// A statement's facts with what the target's catalog adds: the kind
 /// `user_function` for functions and operators of the database it reaches
 /// without naming them as such, `foreign_data` for the foreign tables it
-/// reads or writes, and `credential_catalog` for the catalogs holding
-/// credentials its views read (see `routines.rs`).
+/// reads or writes, `credential_catalog` for the catalogs holding
+/// credentials its views read, and the tables it reaches through views
+/// (see `routines.rs`).
 fn with_routines<'a>(
     statement: &'a sluice_policy::ClassifiedStatement,
     routines: &Routines,
@@ -576,6 +577,7 @@ fn with_routines<'a>(
         return Cow::Borrowed(&statement.facts);
     }
     let mut facts = statement.facts.clone();
+    facts.tables_reached = reached.tables;
     for (kind, names, found) in [
         (
             SqlKind::UserFunction,

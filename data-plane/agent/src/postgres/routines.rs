@@ -265,6 +265,82 @@ pub struct Routines {
     /// Relations whose reading reads a catalog holding credentials
     /// (`schema.catalog`): those catalogs and the views over them.
     credentials: ByRelation,
+    /// What each view, rule, policy or partitioned table reads, for the
+    /// tables a statement reaches through them.
+    reads: ReadGraph,
+}
+
+/// Which relations reading a relation reads: a view's or rule's query, a
+/// row-level-security policy's, a partitioned or inherited table's
+/// partitions and children. Followed per statement (only when its
+/// decision is not cached) rather than closed over here, so a long chain
+/// of views costs the agent memory by its length, not its square.
+#[derive(Debug, Default)]
+struct ReadGraph {
+    /// Relation OID -> the relations reading it reads.
+    edges: HashMap<u32, Vec<u32>>,
+    /// Readers by name: `relname -> [(schema, OID)]`.
+    readers: HashMap<String, Vec<(String, u32)>>,
+    /// `schema.relation` of every relation in `edges`.
+    names: HashMap<u32, String>,
+}
+
+impl ReadGraph {
+    fn new(edges: HashMap<u32, Vec<u32>>, names: &HashMap<u32, (String, String)>) -> Self {
+        let mut graph = Self::default();
+        for (rel, reads) in &edges {
+            for oid in std::iter::once(rel).chain(reads) {
+                if let Some((schema, name)) = names.get(oid) {
+                    graph
+                        .names
+                        .entry(*oid)
+                        .or_insert_with(|| format!("{schema}.{name}"));
+                }
+            }
+            if let Some((schema, name)) = names.get(rel) {
+                graph
+                    .readers
+                    .entry(name.to_lowercase())
+                    .or_default()
+                    .push((schema.clone(), *rel));
+            }
+        }
+        graph.edges = edges;
+        graph
+    }
+
+    /// The relations reading `named` reads, to any depth, besides those
+    /// named: `schema.relation`.
+    fn reached_from<'a>(&self, named: impl Iterator<Item = &'a String>) -> Vec<String> {
+        let mut seen: HashSet<u32> = HashSet::new();
+        for name in named {
+            seen.extend(readings(name).flat_map(|(schema, table)| {
+                self.readers
+                    .get(&table.to_lowercase())
+                    .into_iter()
+                    .flatten()
+                    .filter(move |(s, _)| {
+                        schema.is_none_or(|want: &str| want.eq_ignore_ascii_case(s))
+                    })
+                    .map(|(_, oid)| *oid)
+            }));
+        }
+        let starts = seen.clone();
+        let mut pending: Vec<u32> = seen.iter().copied().collect();
+        while let Some(rel) = pending.pop() {
+            for read in self.edges.get(&rel).into_iter().flatten() {
+                if seen.insert(*read) {
+                    pending.push(*read);
+                }
+            }
+        }
+        let mut reached: Vec<String> = seen
+            .difference(&starts)
+            .filter_map(|oid| self.names.get(oid).cloned())
+            .collect();
+        reached.sort_unstable();
+        reached
+    }
 }
 
 impl FromCatalog for Routines {
@@ -295,14 +371,17 @@ impl FromCatalog for Routines {
          JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
          WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema')"
         ),
-        // Relations a view or such a policy reads, for views over views.
+        // Relations a view, rule or such a policy reads, for views over
+        // views and for deny rules naming what a view reads.
         concat!(
             runs!(),
-            "SELECT DISTINCT runs.rel::bigint, rn.nspname, rc.relname, d.refobjid::bigint \
+            "SELECT DISTINCT runs.rel::bigint, rn.nspname, rc.relname, d.refobjid::bigint, tn.nspname, tc.relname \
          FROM runs \
          JOIN pg_catalog.pg_class rc ON rc.oid = runs.rel \
          JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace \
          JOIN pg_catalog.pg_depend d ON d.classid = runs.classid AND d.objid = runs.objid \
+         JOIN pg_catalog.pg_class tc ON tc.oid = d.refobjid \
+         JOIN pg_catalog.pg_namespace tn ON tn.oid = tc.relnamespace \
          WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> runs.rel"
         ),
         // Types a view, rule or policy casts to.
@@ -372,6 +451,11 @@ impl FromCatalog for Routines {
                 continue;
             };
             names.insert(rel, (cell(row, 1), cell(row, 2)));
+            if row.len() > 5 {
+                names
+                    .entry(read)
+                    .or_insert_with(|| (cell(row, 4), cell(row, 5)));
+            }
             reads.entry(rel).or_default().push(read);
         }
         // What each type runs, over the types built on it.
@@ -479,6 +563,7 @@ impl FromCatalog for Routines {
         }
         routines.foreign = by_name(close_over(foreign, &reads_with_children), &names);
         routines.credentials = by_name(close_over(credentials, &reads_with_children), &names);
+        routines.reads = ReadGraph::new(reads_with_children, &names);
         routines
     }
 }
@@ -546,6 +631,10 @@ pub struct Reached {
     /// Catalogs holding credentials, `schema.catalog` (kind
     /// `credential_catalog`).
     pub credential_catalogs: Vec<String>,
+    /// The relations the statement reads or writes through the views,
+    /// rules, policies and partitioned tables it names, `schema.table`
+    /// (what deny and approve rules' `tables:` match too).
+    pub tables: Vec<String>,
 }
 
 impl Routines {
@@ -617,6 +706,9 @@ impl Routines {
             functions: found,
             foreign_tables,
             credential_catalogs,
+            tables: self
+                .reads
+                .reached_from(facts.tables_read.iter().chain(&facts.tables_written)),
         }
     }
 
@@ -644,11 +736,7 @@ fn reached_by_reading<'a>(
     relations: &'a ByRelation,
     name: &'a str,
 ) -> impl Iterator<Item = &'a String> + 'a {
-    let readings = std::iter::once((None, name)).chain(
-        name.match_indices('.')
-            .map(|(i, _)| (Some(&name[..i]), &name[i + 1..])),
-    );
-    readings.flat_map(move |(schema, table)| {
+    readings(name).flat_map(move |(schema, table)| {
         relations
             .get(&table.to_lowercase())
             .into_iter()
@@ -656,6 +744,15 @@ fn reached_by_reading<'a>(
             .filter(move |(s, _)| schema.is_none_or(|want: &str| want.eq_ignore_ascii_case(s)))
             .flat_map(|(_, reached)| reached)
     })
+}
+
+/// Every reading of a relation name as the statement wrote it: the whole
+/// as a relation in any schema, and each split at a dot as `schema.table`.
+fn readings(name: &str) -> impl Iterator<Item = (Option<&str>, &str)> {
+    std::iter::once((None, name)).chain(
+        name.match_indices('.')
+            .map(|(i, _)| (Some(&name[..i]), &name[i + 1..])),
+    )
 }
 
 /// (OID, schema, relation), for tests.
@@ -692,6 +789,8 @@ pub(crate) struct TestCatalog<'a> {
     /// (relation OID, schema, relation, catalog holding credentials it
     /// is or reads)
     pub credentials: &'a [(u32, &'a str, &'a str, &'a str)],
+    /// Names of relations `reads` reads that are named nowhere else.
+    pub named: &'a [TestRelation<'a>],
 }
 
 #[cfg(test)]
@@ -760,7 +859,16 @@ impl TestCatalog<'_> {
         Routines::from_rows(&[
             defined,
             runs,
-            edges(self.reads),
+            edges(self.reads)
+                .into_iter()
+                .zip(self.reads)
+                .map(|(mut row, (.., read))| {
+                    if let Some((_, schema, rel)) = self.named.iter().find(|(o, ..)| o == read) {
+                        row.extend([Some((*schema).to_owned()), Some((*rel).to_owned())]);
+                    }
+                    row
+                })
+                .collect(),
             edges(self.casts),
             type_functions,
             type_edges,
@@ -1012,6 +1120,48 @@ mod tests {
         assert!(found("SELECT * FROM pg_user_mappings").is_empty());
         assert!(found("SELECT * FROM public.logins").is_empty());
         assert!(found("SELECT * FROM customers").is_empty());
+    }
+
+    #[test]
+    fn tables_read_through_views_rules_and_partitions_are_reached() {
+        let routines = TestCatalog {
+            reads: &[
+                (100, "public", "sessions", 12000),
+                (101, "public", "sessions_again", 100),
+                (102, "public", "loop_a", 103),
+                (103, "public", "loop_b", 102),
+                (102, "public", "loop_a", 104),
+                // A read of a relation whose name the catalog did not give.
+                (105, "public", "odd", 106),
+            ],
+            named: &[
+                (12000, "pg_catalog", "pg_stat_activity"),
+                (104, "secret", "pay"),
+            ],
+            children: &[(110, "public", "ledger", 111, "ledger_2025")],
+            ..Default::default()
+        }
+        .build();
+        let tables = |sql: &str| reached(&routines, sql).tables;
+        assert_eq!(
+            tables("SELECT * FROM sessions_again"),
+            ["pg_catalog.pg_stat_activity", "public.sessions"]
+        );
+        assert_eq!(
+            tables("SELECT * FROM loop_b"),
+            ["public.loop_a", "secret.pay"]
+        );
+        assert_eq!(
+            tables("UPDATE ledger SET id = 2 WHERE id = 1"),
+            ["public.ledger_2025"]
+        );
+        assert_eq!(
+            tables("SELECT * FROM public.sessions"),
+            ["pg_catalog.pg_stat_activity"]
+        );
+        assert!(tables("SELECT * FROM other.sessions").is_empty());
+        assert!(tables("SELECT * FROM odd").is_empty());
+        assert!(tables("SELECT * FROM items").is_empty());
     }
 
     #[test]
