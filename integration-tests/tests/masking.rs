@@ -309,6 +309,11 @@ async fn the_planners_statistics_are_refused_where_masks_apply() {
         "app",
         "INSERT INTO customers (id, name, email) VALUES (2, 'Other Person', 'other@example.org'); ANALYZE customers;",
     );
+    // The DBA's view over them, granted to the resource's role.
+    dp.target(
+        "CREATE VIEW column_stats AS SELECT attname, histogram_bounds::text AS bounds FROM pg_stats; \
+         GRANT SELECT ON column_stats TO app",
+    );
     // The values are there to be read.
     let truth = dp.target(
         "SELECT histogram_bounds::text FROM pg_stats WHERE tablename = 'customers' AND attname = 'email'",
@@ -324,6 +329,7 @@ async fn the_planners_statistics_are_refused_where_masks_apply() {
         "SELECT attname, reverse(histogram_bounds::text) FROM pg_stats WHERE tablename = 'customers'",
         "SELECT reverse(most_common_vals::text) FROM pg_catalog.pg_stats",
         "SELECT * FROM pg_stats_ext",
+        "SELECT reverse(bounds) FROM column_stats WHERE attname = 'email'",
     ] {
         s.send(&query(sql)).await;
         let got = s.until(b'Z').await;
@@ -341,6 +347,14 @@ async fn the_planners_statistics_are_refused_where_masks_apply() {
         !text.contains(&EMAIL.chars().rev().collect::<String>()),
         "{text}"
     );
+    // Extended statistics' definitions hold no values: psql's `\d` reads them.
+    dp.target("CREATE STATISTICS customers_deps (dependencies) ON id, name FROM customers");
+    s.send(&query(
+        "SELECT stxname, pg_catalog.pg_get_statisticsobjdef_columns(oid) FROM pg_catalog.pg_statistic_ext WHERE stxrelid = 'customers'::regclass",
+    ))
+    .await;
+    let got = s.until(b'Z').await;
+    assert_eq!(errors(&got), "");
 }
 
 #[tokio::test]

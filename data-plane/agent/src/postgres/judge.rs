@@ -47,7 +47,8 @@ pub struct Verdict {
     /// first use (it parses every statement again, and most verdicts never
     /// need it).
     pub(crate) fingerprint: OnceLock<String>,
-    /// Tables its statements read (for masking's strict mode).
+    /// Tables its statements read, by the names they use and through the
+    /// database's views (for masking).
     pub tables_read: Vec<String>,
     /// Its `COPY ... TO STDOUT` statements, in order (for masking).
     pub copy_out: Vec<sluice_policy::CopyOut>,
@@ -383,7 +384,7 @@ impl Judge {
         let mut rule = String::new();
         let mut prepared = Vec::new();
         let mut approval: Option<Verdict> = None;
-        let tables_read: Vec<String> = statements
+        let mut tables_read: Vec<String> = statements
             .iter()
             .flat_map(|s| s.facts.tables_read.iter().cloned())
             .collect();
@@ -421,6 +422,7 @@ impl Judge {
                     || defined_here.contains(&name)
             };
             let facts = with_routines(st, routines, defined);
+            tables_read.extend(facts.tables_reached.iter().cloned());
             defined_here.extend(st.catalog_names.defines.iter().map(String::as_str));
             kinds.extend(facts.kinds.iter().map(|k| k.as_str().to_owned()));
             let verdict = self.decide_facts(active, &facts);

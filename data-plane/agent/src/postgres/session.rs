@@ -2543,12 +2543,14 @@ fn fetch_refusal(
 /// Relations that hold samples of column values (most common values,
 /// histogram bounds) gathered by ANALYZE, from every table: masks follow a
 /// value from the table it is read from, and these never name it.
+/// `pg_statistic_ext` is not among them: it holds extended statistics'
+/// definitions (psql's `\d` reads it), their values being in
+/// `pg_statistic_ext_data` since PostgreSQL 12.
 const STATISTICS: &[&str] = &[
     "pg_stats",
     "pg_stats_ext",
     "pg_stats_ext_exprs",
     "pg_statistic",
-    "pg_statistic_ext",
     "pg_statistic_ext_data",
 ];
 
