@@ -813,6 +813,54 @@ async fn catalogs_holding_credentials_need_a_rule_naming_them() {
 }
 
 #[tokio::test]
+async fn a_parameter_type_newer_than_the_agent_s_catalog_read_waits_for_the_next_read() {
+    // No read expires during the test: only the refusal makes one.
+    let dp = DataPath::start_with(RULES, vec!["--catalog-max-age".into(), "1h".into()]).await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    assert_eq!(errors_of(&mut s, &query("SELECT 1")).await, "");
+    // Created on the target by other means, after the agent's read.
+    dp.target(
+        "CREATE FUNCTION late_check(int) RETURNS bool LANGUAGE sql AS 'SELECT $1 > 0'; \
+         CREATE DOMAIN late_plain AS int; \
+         CREATE DOMAIN late_checked AS int CHECK (late_check(VALUE))",
+    );
+    let oid = |typ: &str| -> u32 {
+        dp.target(&format!("SELECT '{typ}'::regtype::oid"))
+            .parse()
+            .unwrap()
+    };
+    let typed = |oid: u32, marker: &str| {
+        [
+            parse_typed("", &format!("SELECT $1 /* {marker} */"), &[oid]),
+            bind_text("", "", &["5"]),
+            execute("", 0),
+            sync(),
+        ]
+        .concat()
+    };
+    let text = errors_of(&mut s, &typed(oid("late_plain"), "n1")).await;
+    assert!(
+        text.contains("42704")
+            && text.contains(&format!("no type with OID {}", oid("late_plain")))
+            && text.contains("retry"),
+        "{text}"
+    );
+    assert!(!dp.pg.logs().contains("/* n1 */"), "the target saw it");
+    // The refusal made the session read the catalog again: the plain
+    // domain runs nothing and passes, the checked one needs a rule.
+    assert_eq!(errors_of(&mut s, &typed(oid("late_plain"), "n2")).await, "");
+    assert!(dp.pg.logs().contains("/* n2 */"));
+    let text = errors_of(&mut s, &typed(oid("late_checked"), "n3")).await;
+    assert!(
+        text.contains("42501") && text.contains("parameter types") && text.contains("late_check"),
+        "{text}"
+    );
+    assert!(!dp.pg.logs().contains("/* n3 */"), "the target saw it");
+    // PostgreSQL's own types need no read.
+    assert_eq!(errors_of(&mut s, &typed(23, "n4")).await, "");
+}
+
+#[tokio::test]
 async fn a_catalog_read_the_agent_gives_up_on_stops_on_the_target_too() {
     let dp = DataPath::start_with(RULES, vec!["--catalog-max-age".into(), "1s".into()]).await;
     let (ok, _, err) = dp.psql("SELECT 1");

@@ -220,6 +220,11 @@ pub struct Judge {
     defined_everything: bool,
 }
 
+/// SQLSTATE for a Parse declaring a parameter type the agent's read of
+/// the catalog does not know (`undefined_object`): not a policy decision,
+/// and retrying after the next read can succeed.
+pub const UNKNOWN_TYPE: &str = "42704";
+
 /// How many defined names a session keeps track of.
 const MAX_DEFINED: usize = 1024;
 
@@ -519,7 +524,9 @@ impl Judge {
     /// Judges the parameter types a Parse message declares: a value bound
     /// to a parameter of one of the database's types runs what that type
     /// runs (a domain's CHECK), which needs a rule naming it like any
-    /// other `user_function`. `None` when nothing more is needed (or the
+    /// other `user_function`. A type the last read of the catalog does not
+    /// know is refused with [`UNKNOWN_TYPE`] (the session then reads the
+    /// catalog again). `None` when nothing more is needed (or the
     /// statement itself was refused already).
     pub fn parameter_types(
         &mut self,
@@ -529,6 +536,21 @@ impl Judge {
         let (Some(active), Ok(routines)) = (snapshot, &self.routines) else {
             return None;
         };
+        let unknown = routines.unknown_parameter_types(types);
+        if !unknown.is_empty() {
+            let oids: Vec<String> = unknown.iter().map(u32::to_string).collect();
+            return Some(Verdict {
+                refusal: Some(UNKNOWN_TYPE),
+                ..Verdict::deny(
+                    format!(
+                        "parameter types: the agent's last read of the target's catalog has no type with OID {}; it reads the catalog again before your next statement, so retry it",
+                        oids.join(", ")
+                    ),
+                    String::new(),
+                    vec![SqlKind::UserFunction.as_str().to_owned()],
+                )
+            });
+        }
         let functions = routines.run_by_parameter_types(types);
         if functions.is_empty() {
             return None;

@@ -251,6 +251,9 @@ pub struct Routines {
     types: HashMap<String, Vec<String>>,
     /// The same by OID, for the parameter types of a Parse message.
     type_oids: HashMap<u32, Vec<String>>,
+    /// OIDs of every type of the database (outside `pg_catalog` and
+    /// `information_schema`), whether it runs its functions or not.
+    known_types: HashSet<u32>,
     /// Functions any statement may run: casts between two built-in types,
     /// or default operator classes of a built-in type, that the database
     /// implements with its own functions.
@@ -481,6 +484,7 @@ impl FromCatalog for Routines {
         }
         let typed = close_over(typed, &built_on);
         for row in part(6) {
+            routines.known_types.extend(oid(row, 0));
             let Some(functions) = oid(row, 0).and_then(|t| typed.get(&t)) else {
                 continue;
             };
@@ -717,8 +721,7 @@ impl Routines {
     pub fn run_by_parameter_types(&self, types: &[i32]) -> Vec<String> {
         let mut found: Vec<String> = types
             .iter()
-            .filter_map(|t| u32::try_from(*t).ok())
-            .filter_map(|t| self.type_oids.get(&t))
+            .filter_map(|t| self.type_oids.get(&t.cast_unsigned()))
             .flatten()
             .cloned()
             .collect();
@@ -726,7 +729,24 @@ impl Routines {
         found.dedup();
         found
     }
+
+    /// The parameter types a Parse message declares that this read of
+    /// the catalog does not know: OIDs of objects created since
+    /// PostgreSQL's own (from 16384 on) that are not the database's
+    /// types as read. A type created on the target since could run
+    /// anything its creator chose.
+    pub fn unknown_parameter_types(&self, types: &[i32]) -> Vec<u32> {
+        types
+            .iter()
+            .map(|t| t.cast_unsigned())
+            .filter(|t| *t >= FIRST_NORMAL_OID && !self.known_types.contains(t))
+            .collect()
+    }
 }
+
+/// The first OID PostgreSQL assigns to objects created after initdb
+/// (`FirstNormalObjectId`).
+const FIRST_NORMAL_OID: u32 = 16384;
 
 /// What reading relation `name` (`table` or `schema.table`, as the
 /// statement wrote it; any schema's when unqualified) reaches. Names may
@@ -1162,6 +1182,30 @@ mod tests {
         assert!(tables("SELECT * FROM other.sessions").is_empty());
         assert!(tables("SELECT * FROM odd").is_empty());
         assert!(tables("SELECT * FROM items").is_empty());
+    }
+
+    #[test]
+    fn parameter_types_are_known_by_oid_past_two_to_the_31() {
+        let high: u32 = 3_000_000_000;
+        let routines = TestCatalog {
+            type_functions: &[(high, false, "checks")],
+            type_names: &[(high, "late", None), (16400, "plain", None)],
+            ..Default::default()
+        }
+        .build();
+        // The protocol's Int32 carries OIDs past 2^31 as negative numbers.
+        let wire = high.cast_signed();
+        assert!(wire < 0);
+        assert_eq!(routines.run_by_parameter_types(&[wire]), ["checks"]);
+        assert!(
+            routines
+                .unknown_parameter_types(&[wire, 16400, 23, 0])
+                .is_empty()
+        );
+        assert_eq!(
+            routines.unknown_parameter_types(&[16401, (high + 1).cast_signed(), 25]),
+            [16401, high + 1]
+        );
     }
 
     #[test]

@@ -1612,6 +1612,9 @@ impl Relay {
                         .judge
                         .parameter_types(snapshot.as_ref(), &p.param_types)
                     {
+                        if refused.refusal == Some(super::judge::UNKNOWN_TYPE) {
+                            self.catalog_stale = true;
+                        }
                         denial = Some((Arc::new(refused), p.query.to_owned()));
                         break;
                     }
