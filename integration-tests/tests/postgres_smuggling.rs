@@ -861,6 +861,112 @@ async fn a_parameter_type_newer_than_the_agent_s_catalog_read_waits_for_the_next
 }
 
 #[tokio::test]
+async fn what_a_session_renames_in_its_transaction_reaches_what_the_old_name_did() {
+    let rules = format!(
+        "{RULES}      - allow: {{ sql: {{ statements: [alter] }} }}\n        name: migrations\n"
+    );
+    let dp = DataPath::start_with(&rules, Vec::new()).await;
+    dp.target(&format!(
+        "CREATE EXTENSION postgres_fdw; \
+         CREATE SERVER loop FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '{}', dbname 'app'); \
+         CREATE USER MAPPING FOR PUBLIC SERVER loop OPTIONS (user 'postgres', password_required 'false'); \
+         GRANT USAGE ON FOREIGN SERVER loop TO app; \
+         CREATE SCHEMA remote AUTHORIZATION app; \
+         CREATE SCHEMA other AUTHORIZATION app; \
+         SET ROLE app; \
+         CREATE FOREIGN TABLE remote.items (id int, name text) SERVER loop OPTIONS (schema_name 'public', table_name 'items'); \
+         CREATE FUNCTION is_positive(int) RETURNS bool LANGUAGE sql AS 'SELECT $1 > 0'; \
+         CREATE DOMAIN positive AS int CHECK (is_positive(VALUE))",
+        dp.pg.port
+    ));
+    let fdw_connections = || {
+        dp.target("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'postgres_fdw'")
+    };
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    for (rename, sql, says) in [
+        (
+            "ALTER SCHEMA remote RENAME TO local",
+            "SELECT * /* r1 */ FROM local.items",
+            "remote.items",
+        ),
+        (
+            "ALTER SCHEMA remote RENAME TO a; ALTER SCHEMA a RENAME TO b",
+            "SELECT name /* r2 */ FROM b.items WHERE id = 4",
+            "remote.items",
+        ),
+        (
+            "ALTER DOMAIN positive RENAME TO harmless",
+            "SELECT '5'::harmless /* r3 */",
+            "is_positive",
+        ),
+        (
+            "ALTER TYPE positive RENAME TO harmless",
+            "SELECT '{5}'::harmless[] /* r4 */",
+            "is_positive",
+        ),
+    ] {
+        assert_eq!(errors_of(&mut s, &query("BEGIN")).await, "");
+        assert_eq!(errors_of(&mut s, &query(rename)).await, "", "{rename}");
+        let text = errors_of(&mut s, &query(sql)).await;
+        assert!(
+            text.contains("42501") && text.contains(says),
+            "`{sql}`: {text}"
+        );
+        assert_eq!(errors_of(&mut s, &query("ROLLBACK")).await, "");
+    }
+    // In one text with the rename.
+    let text = errors_of(
+        &mut s,
+        &query("ALTER SCHEMA remote RENAME TO quiet; SELECT * /* r5 */ FROM quiet.items"),
+    )
+    .await;
+    assert!(
+        text.contains("42501") && text.contains("remote.items"),
+        "{text}"
+    );
+    // Renaming or moving the foreign table itself names it: that needs the
+    // rule reading it would.
+    for sql in [
+        "ALTER TABLE remote.items RENAME TO innocent /* r6 */",
+        "ALTER FOREIGN TABLE remote.items SET SCHEMA other /* r7 */",
+    ] {
+        let text = errors_of(&mut s, &query(sql)).await;
+        assert!(
+            text.contains("42501") && text.contains("foreign_data"),
+            "`{sql}`: {text}"
+        );
+    }
+    // The target confirms none of it ran: no statement, no connection to
+    // the foreign server, and every rename rolled back.
+    let log = dp.pg.logs();
+    for marker in ["r1", "r2", "r3", "r4", "r5", "r6", "r7"] {
+        assert!(
+            !log.contains(&format!("/* {marker} */")),
+            "the target ran {marker}"
+        );
+    }
+    assert_eq!(fdw_connections(), "0");
+    assert_eq!(
+        dp.target("SELECT count(*) FROM pg_class WHERE relname = 'items' AND relkind = 'f'"),
+        "1"
+    );
+    // Renaming what reaches nothing of the kind changes nothing.
+    assert_eq!(
+        errors_of(
+            &mut s,
+            &query("BEGIN; ALTER TABLE public.items RENAME TO goods")
+        )
+        .await,
+        ""
+    );
+    s.send(&query("SELECT count(*) FROM goods")).await;
+    let reply = s.until(b'Z').await;
+    assert_eq!(errors(&reply), "");
+    assert_eq!(first_column(&reply), ["500"]);
+    assert_eq!(errors_of(&mut s, &query("ROLLBACK")).await, "");
+}
+
+#[tokio::test]
 async fn a_catalog_read_the_agent_gives_up_on_stops_on_the_target_too() {
     let dp = DataPath::start_with(RULES, vec!["--catalog-max-age".into(), "1s".into()]).await;
     let (ok, _, err) = dp.psql("SELECT 1");

@@ -66,7 +66,7 @@ pub use model::{
 pub use parse::parse_document;
 pub use sql::{
     CatalogNames, ClassifiedStatement, ClassifyError, ClassifyOptions, CopyFormat, CopyOut,
-    PreparedChange, classify, classify_with, fingerprint, is_builtin_function, normalize,
+    PreparedChange, Rename, classify, classify_with, fingerprint, is_builtin_function, normalize,
 };
 pub use validate::{is_valid_name, validate};
 

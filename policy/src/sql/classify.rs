@@ -168,6 +168,12 @@ pub struct CatalogNames {
     /// before the catalog does (inside its transaction, only it can).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub defines: Vec<String>,
+    /// Relations, schemas and types the statement renames or moves to
+    /// another schema: inside the session's transaction only it sees the
+    /// new names, so later statements must be judged by what the old ones
+    /// reach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renames: Vec<Rename>,
 }
 
 impl CatalogNames {
@@ -177,7 +183,23 @@ impl CatalogNames {
             && self.calls.is_empty()
             && self.types.is_empty()
             && self.defines.is_empty()
+            && self.renames.is_empty()
     }
+}
+
+/// An object renamed or moved to another schema, by its old and new
+/// names as statements name them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "of", rename_all = "snake_case")]
+pub enum Rename {
+    /// A table, view, materialized view, foreign table, sequence or
+    /// index: `schema.relation` or `relation`, as written (a rename keeps
+    /// the schema).
+    Relation { old: String, new: String },
+    /// A schema: every relation in it has a new qualified name.
+    Schema { old: String, new: String },
+    /// A type or domain, by its last name.
+    Type { old: String, new: String },
 }
 
 /// A `COPY ... TO STDOUT`: its source and output format.
@@ -818,6 +840,16 @@ impl<'a> Walker<'a> {
             {
                 self.catalog_names.defines.push(r.newname.clone());
             }
+            NodeRef::RenameStmt(r) => {
+                if let Some(rename) = rename_of(r) {
+                    self.catalog_names.renames.push(rename);
+                }
+            }
+            NodeRef::AlterObjectSchemaStmt(a) => {
+                if let Some(rename) = move_of(a) {
+                    self.catalog_names.renames.push(rename);
+                }
+            }
             // Constructs that compare with the types' `=` and `<`.
             NodeRef::SelectStmt(s)
                 if !s.distinct_clause.is_empty()
@@ -1171,6 +1203,71 @@ fn qualified_name(parts: &[protobuf::Node]) -> Option<String> {
     let keep = names.len().saturating_sub(2);
     let tail = names.get(keep..)?;
     (!tail.is_empty()).then(|| tail.join("."))
+}
+
+/// What an `ALTER ... RENAME TO` renames, when it is a relation, a schema
+/// or a type (columns, constraints and the rest do not change what a name
+/// reaches; functions count as definitions).
+fn rename_of(r: &protobuf::RenameStmt) -> Option<Rename> {
+    let new = r.newname.clone();
+    match r.rename_type() {
+        ObjectType::ObjectTable
+        | ObjectType::ObjectView
+        | ObjectType::ObjectMatview
+        | ObjectType::ObjectForeignTable
+        | ObjectType::ObjectSequence
+        | ObjectType::ObjectIndex => {
+            let rv = r.relation.as_ref()?;
+            let new = if rv.schemaname.is_empty() {
+                new
+            } else {
+                format!("{}.{new}", rv.schemaname)
+            };
+            Some(Rename::Relation {
+                old: relation_text(rv),
+                new,
+            })
+        }
+        ObjectType::ObjectSchema => Some(Rename::Schema {
+            old: r.subname.clone(),
+            new,
+        }),
+        ObjectType::ObjectType | ObjectType::ObjectDomain => Some(Rename::Type {
+            old: last_name(r.object.as_deref()?)?,
+            new,
+        }),
+        _ => None,
+    }
+}
+
+/// What an `ALTER ... SET SCHEMA` moves, when it is a relation or a type.
+fn move_of(a: &protobuf::AlterObjectSchemaStmt) -> Option<Rename> {
+    match a.object_type() {
+        ObjectType::ObjectTable
+        | ObjectType::ObjectView
+        | ObjectType::ObjectMatview
+        | ObjectType::ObjectForeignTable
+        | ObjectType::ObjectSequence => {
+            let rv = a.relation.as_ref()?;
+            Some(Rename::Relation {
+                old: relation_text(rv),
+                new: format!("{}.{}", a.newschema, rv.relname),
+            })
+        }
+        // A type keeps its name; its last name is what statements match.
+        _ => None,
+    }
+}
+
+/// The last name of a name list (`any_name`).
+fn last_name(object: &protobuf::Node) -> Option<String> {
+    match &object.node {
+        Some(NodeEnum::List(list)) => match list.items.last().map(|n| &n.node) {
+            Some(Some(NodeEnum::String(s))) => Some(s.sval.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// The relation named by a `DROP` or `COMMENT` object (a name list).

@@ -1569,6 +1569,61 @@ fn catalogs_holding_credentials_are_named_however_they_are_read() {
     }
 }
 
+#[test]
+fn renames_of_relations_schemas_and_types_are_reported() {
+    use crate::Rename;
+    let renames = |sql: &str| all(sql).remove(0).catalog_names.renames;
+    let relation = |old: &str, new: &str| Rename::Relation {
+        old: old.into(),
+        new: new.into(),
+    };
+    assert_eq!(
+        renames("ALTER TABLE remote.items RENAME TO innocent"),
+        [relation("remote.items", "remote.innocent")]
+    );
+    assert_eq!(
+        renames("ALTER FOREIGN TABLE IF EXISTS items RENAME TO innocent"),
+        [relation("items", "innocent")]
+    );
+    assert_eq!(
+        renames("ALTER MATERIALIZED VIEW v RENAME TO w"),
+        [relation("v", "w")]
+    );
+    assert_eq!(
+        renames("ALTER VIEW s.v SET SCHEMA t"),
+        [relation("s.v", "t.v")]
+    );
+    assert_eq!(
+        renames("ALTER SCHEMA remote RENAME TO local"),
+        [Rename::Schema {
+            old: "remote".into(),
+            new: "local".into()
+        }]
+    );
+    for sql in [
+        "ALTER DOMAIN app.positive RENAME TO harmless",
+        "ALTER TYPE positive RENAME TO harmless",
+    ] {
+        assert_eq!(
+            renames(sql),
+            [Rename::Type {
+                old: "positive".into(),
+                new: "harmless".into()
+            }],
+            "{sql}"
+        );
+    }
+    // Columns, constraints and functions are not renames of this kind.
+    for sql in [
+        "ALTER TABLE t RENAME COLUMN a TO b",
+        "ALTER TABLE t RENAME CONSTRAINT a TO b",
+        "ALTER FUNCTION f(int) RENAME TO g",
+        "ALTER TYPE mood RENAME VALUE 'a' TO 'b'",
+    ] {
+        assert!(renames(sql).is_empty(), "{sql}");
+    }
+}
+
 fn walked(root: NodeRef<'_>) -> usize {
     let (mut count, mut stack) = (0, vec![root]);
     while let Some(node) = stack.pop() {

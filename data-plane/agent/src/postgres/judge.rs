@@ -18,7 +18,7 @@ use std::{
 };
 
 use sluice_policy::{
-    ClassifiedStatement, Outcome, PreparedChange, SqlKind, StatementFacts, Subject,
+    ClassifiedStatement, Outcome, PreparedChange, Rename, SqlKind, StatementFacts, Subject,
 };
 
 use super::routines::{Reached, Routines};
@@ -218,6 +218,14 @@ pub struct Judge {
     defined: HashSet<String>,
     /// It defined more than [`MAX_DEFINED`]: every name counts as defined.
     defined_everything: bool,
+    /// Relations, schemas and types this session's statements renamed: a
+    /// new name reaches what the old one did (the catalog shows the new
+    /// names only once the transaction commits). Kept for the session,
+    /// since a prepared rename may run in any later transaction.
+    renamed: Vec<Rename>,
+    /// It renamed more than [`MAX_DEFINED`]: statements naming relations
+    /// or types are refused.
+    renamed_too_much: bool,
 }
 
 /// SQLSTATE for a Parse declaring a parameter type the agent's read of
@@ -251,6 +259,8 @@ impl Judge {
             routines: Ok(routines),
             defined: HashSet::new(),
             defined_everything: false,
+            renamed: Vec::new(),
+            renamed_too_much: false,
         }
     }
 
@@ -280,6 +290,17 @@ impl Judge {
             } else {
                 added |= self.defined.insert(name.clone());
             }
+        }
+        for rename in statements.iter().flat_map(|s| &s.catalog_names.renames) {
+            if self.renamed.contains(rename) {
+                continue;
+            }
+            if self.renamed.len() >= MAX_DEFINED {
+                self.renamed_too_much = true;
+            } else {
+                self.renamed.push(rename.clone());
+            }
+            added = true;
         }
         if added || self.defined_everything {
             self.forget();
@@ -417,18 +438,36 @@ impl Judge {
                 };
             }
         };
-        // What earlier statements of this text define.
+        // What earlier statements of this text define and rename.
         let mut defined_here: Vec<&str> = Vec::new();
+        let mut renamed: Vec<&Rename> = self.renamed.iter().collect();
         for st in statements {
+            if self.renamed_too_much
+                && !(st.facts.tables_read.is_empty()
+                    && st.facts.tables_written.is_empty()
+                    && st.catalog_names.types.is_empty())
+            {
+                return Verdict {
+                    refusal: Some("54000"),
+                    ..Verdict::deny(
+                        format!(
+                            "this session renamed more than {MAX_DEFINED} relations, schemas or types, and the agent follows no more of them: statements naming relations or types need a new session"
+                        ),
+                        String::new(),
+                        Vec::new(),
+                    )
+                };
+            }
             prepared.extend(st.prepared.iter().cloned());
             let defined = |name: &str| {
                 self.defined_everything
                     || self.defined.contains(name)
                     || defined_here.contains(&name)
             };
-            let facts = with_routines(st, routines, defined);
+            let facts = with_routines(st, routines, defined, &renamed);
             tables_read.extend(facts.tables_reached.iter().cloned());
             defined_here.extend(st.catalog_names.defines.iter().map(String::as_str));
+            renamed.extend(&st.catalog_names.renames);
             kinds.extend(facts.kinds.iter().map(|k| k.as_str().to_owned()));
             let verdict = self.decide_facts(active, &facts);
             if verdict.approval.is_some() {
@@ -595,8 +634,9 @@ fn with_routines<'a>(
     statement: &'a sluice_policy::ClassifiedStatement,
     routines: &Routines,
     defined: impl Fn(&str) -> bool,
+    renamed: &[&Rename],
 ) -> Cow<'a, StatementFacts> {
-    let reached = routines.reached_by(statement, defined);
+    let reached = routines.reached_by(statement, defined, renamed);
     if reached == Reached::default() {
         return Cow::Borrowed(&statement.facts);
     }

@@ -44,12 +44,15 @@
 //!
 //! Not seen: what a table runs when written besides its rules, policies
 //! and partition key (triggers, defaults, generated columns, constraints,
-//! index expressions: allowing the write allows the table's own logic),
-//! and renames inside the session's open transaction until it ends.
+//! index expressions: allowing the write allows the table's own logic).
+//! What the session renamed (a relation, schema or type) reaches under
+//! its new name what it did under the old one ([`Routines::reached_by`]'s
+//! `renames`), since inside its transaction only the session sees the
+//! new name.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use sluice_policy::ClassifiedStatement;
+use sluice_policy::{ClassifiedStatement, Rename};
 
 use super::catalog::{FromCatalog, cell};
 
@@ -650,15 +653,26 @@ impl Routines {
     /// compares), casts to its types, and what the relations the
     /// statement reads and writes run; and the foreign tables those
     /// relations read, and the catalogs holding credentials they read.
-    /// `defined` tells names the session itself defined
-    /// (in its transaction only it sees them).
+    /// `defined` tells names the session itself defined, and `renames`
+    /// what it renamed (in its transaction only it sees them): a relation,
+    /// schema or type named by a new name reaches what the old one did.
     pub fn reached_by(
         &self,
         statement: &ClassifiedStatement,
         defined: impl Fn(&str) -> bool,
+        renames: &[&Rename],
     ) -> Reached {
         let facts = &statement.facts;
         let names = &statement.catalog_names;
+        let named: Vec<&String> = facts
+            .tables_read
+            .iter()
+            .chain(&facts.tables_written)
+            .collect();
+        let earlier = earlier_names(&named, renames, earlier_relation);
+        let tables: Vec<&String> = named.iter().copied().chain(&earlier).collect();
+        let type_names: Vec<&String> = names.types.iter().collect();
+        let earlier_types = earlier_names(&type_names, renames, earlier_type);
         let function = |name: &str| self.functions.contains(name) || defined(name);
         let operator = |symbol: &str| self.operators.contains(symbol) || defined(symbol);
         let mut found: Vec<String> = facts
@@ -670,7 +684,7 @@ impl Routines {
             .chain(names.operators.iter().filter(|o| operator(o)))
             .cloned()
             .collect();
-        for name in &names.types {
+        for name in type_names.iter().copied().chain(&earlier_types) {
             match self.types.get(name) {
                 Some(functions) => found.extend(functions.iter().cloned()),
                 None if defined(name) => found.push(name.clone()),
@@ -693,7 +707,7 @@ impl Routines {
         }
         found.extend(self.always.iter().cloned());
         let (mut foreign_tables, mut credential_catalogs) = (Vec::new(), Vec::new());
-        for table in facts.tables_read.iter().chain(&facts.tables_written) {
+        for table in &tables {
             found.extend(reached_by_reading(&self.relations, table).cloned());
             foreign_tables.extend(reached_by_reading(&self.foreign, table).cloned());
             credential_catalogs.extend(reached_by_reading(&self.credentials, table).cloned());
@@ -710,9 +724,13 @@ impl Routines {
             functions: found,
             foreign_tables,
             credential_catalogs,
-            tables: self
-                .reads
-                .reached_from(facts.tables_read.iter().chain(&facts.tables_written)),
+            tables: {
+                let mut reached = self.reads.reached_from(tables.iter().copied());
+                reached.extend(earlier);
+                reached.sort_unstable();
+                reached.dedup();
+                reached
+            },
         }
     }
 
@@ -764,6 +782,63 @@ fn reached_by_reading<'a>(
             .filter(move |(s, _)| schema.is_none_or(|want: &str| want.eq_ignore_ascii_case(s)))
             .flat_map(|(_, reached)| reached)
     })
+}
+
+/// The names `names` had before `renames`, to any number of renames back
+/// (`earlier` gives what one rename makes of one name), besides `names`.
+fn earlier_names(
+    names: &[&String],
+    renames: &[&Rename],
+    earlier: fn(&str, &Rename) -> Option<String>,
+) -> Vec<String> {
+    if renames.is_empty() {
+        return Vec::new();
+    }
+    let mut seen: HashSet<String> = names.iter().map(|n| n.to_lowercase()).collect();
+    let mut found = Vec::new();
+    let mut pending: Vec<String> = names.iter().map(|n| (*n).clone()).collect();
+    while let Some(name) = pending.pop() {
+        for rename in renames {
+            if let Some(old) = earlier(&name, rename)
+                && seen.insert(old.to_lowercase())
+            {
+                found.push(old.clone());
+                pending.push(old);
+            }
+        }
+    }
+    found
+}
+
+/// What relation `name` (as a statement wrote it) was called before
+/// `rename`, if it may be the renamed or moved relation, or in the
+/// renamed schema. Unqualified names may be in any schema.
+fn earlier_relation(name: &str, rename: &Rename) -> Option<String> {
+    match rename {
+        Rename::Relation { old, new } => readings(name)
+            .any(|(schema, relation)| {
+                readings(new).any(|(new_schema, new_relation)| {
+                    relation.eq_ignore_ascii_case(new_relation)
+                        && match (schema, new_schema) {
+                            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                            _ => true,
+                        }
+                })
+            })
+            .then(|| old.clone()),
+        Rename::Schema { old, new } => readings(name)
+            .find(|(schema, _)| schema.is_some_and(|s| s.eq_ignore_ascii_case(new)))
+            .map(|(_, relation)| format!("{old}.{relation}")),
+        Rename::Type { .. } => None,
+    }
+}
+
+/// What type `name` was called before `rename`.
+fn earlier_type(name: &str, rename: &Rename) -> Option<String> {
+    match rename {
+        Rename::Type { old, new } if name.eq_ignore_ascii_case(new) => Some(old.clone()),
+        _ => None,
+    }
 }
 
 /// Every reading of a relation name as the statement wrote it: the whole
@@ -926,7 +1001,7 @@ mod tests {
     fn reached(routines: &Routines, sql: &str) -> Reached {
         let statements = sluice_policy::classify(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
         assert_eq!(statements.len(), 1, "{sql}");
-        routines.reached_by(&statements[0], |_| false)
+        routines.reached_by(&statements[0], |_| false, &[])
     }
 
     fn run_by(routines: &Routines, sql: &str) -> Vec<String> {
@@ -990,13 +1065,13 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
             .remove(0);
         assert_eq!(
-            routines.reached_by(&statement, |_| false),
+            routines.reached_by(&statement, |_| false, &[]),
             Reached::default()
         );
         let defined: HashSet<&str> = ["mine", "="].into();
         assert_eq!(
             routines
-                .reached_by(&statement, |n| defined.contains(n))
+                .reached_by(&statement, |n| defined.contains(n), &[])
                 .functions,
             ["=", "mine"]
         );
@@ -1064,7 +1139,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
             .remove(0);
         assert_eq!(
-            routines.reached_by(&statement, |n| n == "mine").functions,
+            routines
+                .reached_by(&statement, |n| n == "mine", &[])
+                .functions,
             ["mine"]
         );
     }
@@ -1206,6 +1283,63 @@ mod tests {
             routines.unknown_parameter_types(&[16401, (high + 1).cast_signed(), 25]),
             [16401, high + 1]
         );
+    }
+
+    #[test]
+    fn a_new_name_reaches_what_the_old_one_did() {
+        let routines = TestCatalog {
+            foreign: &[(40, "remote", "orders")],
+            runs: &[(41, "public", "guarded", "may_see", false)],
+            type_functions: &[(50, false, "is_positive")],
+            type_names: &[(50, "positive", None)],
+            ..Default::default()
+        }
+        .build();
+        let schema = Rename::Schema {
+            old: "remote".into(),
+            new: "local".into(),
+        };
+        let again = Rename::Schema {
+            old: "local".into(),
+            new: "elsewhere".into(),
+        };
+        let table = Rename::Relation {
+            old: "public.guarded".into(),
+            new: "public.open".into(),
+        };
+        let domain = Rename::Type {
+            old: "positive".into(),
+            new: "harmless".into(),
+        };
+        let renames = [&schema, &again, &table, &domain];
+        let reached = |sql: &str| {
+            let statements = sluice_policy::classify(sql).unwrap();
+            routines.reached_by(&statements[0], |_| false, &renames)
+        };
+        assert_eq!(
+            reached("SELECT * FROM local.orders").foreign_tables,
+            ["remote.orders"]
+        );
+        let twice = reached("SELECT * FROM elsewhere.orders");
+        assert_eq!(twice.foreign_tables, ["remote.orders"]);
+        // Old names count as reached, for deny rules naming them.
+        assert_eq!(twice.tables, ["local.orders", "remote.orders"]);
+        assert_eq!(reached("SELECT * FROM open").functions, ["may_see"]);
+        assert_eq!(reached("SELECT * FROM public.open").functions, ["may_see"]);
+        assert!(reached("SELECT * FROM other.open").functions.is_empty());
+        assert_eq!(reached("SELECT '5'::harmless").functions, ["is_positive"]);
+        assert_eq!(
+            reached("SELECT NULL::HARMLESS[]").functions,
+            ["is_positive"]
+        );
+        // A cycle of renames ends.
+        let back = Rename::Schema {
+            old: "elsewhere".into(),
+            new: "remote".into(),
+        };
+        let statements = sluice_policy::classify("SELECT * FROM remote.x").unwrap();
+        let cycle = routines.reached_by(&statements[0], |_| false, &[&schema, &again, &back]);
+        assert_eq!(cycle.tables, ["elsewhere.x", "local.x"]);
     }
 
     #[test]
