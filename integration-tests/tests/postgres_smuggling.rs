@@ -637,21 +637,29 @@ async fn functions_a_type_runs_need_a_rule_too() {
     assert_eq!(out.trim(), "5|[1,2)");
 }
 
+/// Sets up a foreign server `loop` that is this same database, as the
+/// superuser (what the agent's credential could never reach directly), a
+/// schema `remote` owned by `app`, and then runs `then`.
+fn with_loopback_server(dp: &DataPath, then: &str) {
+    dp.target(&format!(
+        "CREATE EXTENSION postgres_fdw; \
+         CREATE SERVER loop FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '{}', dbname 'app'); \
+         CREATE USER MAPPING FOR PUBLIC SERVER loop OPTIONS (user 'postgres', password_required 'false'); \
+         GRANT USAGE ON FOREIGN SERVER loop TO app; \
+         CREATE SCHEMA remote AUTHORIZATION app; {then}",
+        dp.pg.port
+    ));
+}
+
 #[tokio::test]
 async fn foreign_tables_need_a_rule_of_their_own() {
     let rules = format!(
         "{RULES}      - allow: {{ sql: {{ statements: [foreign_data], tables: [\"remote.open_*\"] }} }}\n        name: open-remote\n"
     );
     let dp = DataPath::start_with(&rules, Vec::new()).await;
-    // A server that is this same database, as the superuser: what the
-    // agent's credential could never reach directly.
-    dp.target(&format!(
-        "CREATE EXTENSION postgres_fdw; \
-         CREATE SERVER loop FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '{}', dbname 'app'); \
-         CREATE USER MAPPING FOR PUBLIC SERVER loop OPTIONS (user 'postgres', password_required 'false'); \
-         GRANT USAGE ON FOREIGN SERVER loop TO app; \
-         CREATE SCHEMA remote AUTHORIZATION app; \
-         SET ROLE app; \
+    with_loopback_server(
+        &dp,
+        "SET ROLE app; \
          CREATE FOREIGN TABLE remote.items (id int, name text) SERVER loop OPTIONS (schema_name 'public', table_name 'items'); \
          CREATE FOREIGN TABLE remote.open_items (id int, name text) SERVER loop OPTIONS (schema_name 'public', table_name 'items'); \
          CREATE VIEW remote_view AS SELECT * FROM remote.items; \
@@ -661,8 +669,7 @@ async fn foreign_tables_need_a_rule_of_their_own() {
          CREATE FOREIGN TABLE \"odd.name\" (id int, name text) SERVER loop OPTIONS (schema_name 'public', table_name 'items'); \
          CREATE TABLE ruled (id int); \
          CREATE RULE ruled_update AS ON UPDATE TO ruled DO INSTEAD SELECT * FROM remote.items;",
-        dp.pg.port
-    ));
+    );
     let fdw_connections = || {
         dp.target("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'postgres_fdw'")
     };
@@ -866,19 +873,14 @@ async fn what_a_session_renames_in_its_transaction_reaches_what_the_old_name_did
         "{RULES}      - allow: {{ sql: {{ statements: [alter] }} }}\n        name: migrations\n"
     );
     let dp = DataPath::start_with(&rules, Vec::new()).await;
-    dp.target(&format!(
-        "CREATE EXTENSION postgres_fdw; \
-         CREATE SERVER loop FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '{}', dbname 'app'); \
-         CREATE USER MAPPING FOR PUBLIC SERVER loop OPTIONS (user 'postgres', password_required 'false'); \
-         GRANT USAGE ON FOREIGN SERVER loop TO app; \
-         CREATE SCHEMA remote AUTHORIZATION app; \
-         CREATE SCHEMA other AUTHORIZATION app; \
+    with_loopback_server(
+        &dp,
+        "CREATE SCHEMA other AUTHORIZATION app; \
          SET ROLE app; \
          CREATE FOREIGN TABLE remote.items (id int, name text) SERVER loop OPTIONS (schema_name 'public', table_name 'items'); \
          CREATE FUNCTION is_positive(int) RETURNS bool LANGUAGE sql AS 'SELECT $1 > 0'; \
          CREATE DOMAIN positive AS int CHECK (is_positive(VALUE))",
-        dp.pg.port
-    ));
+    );
     let fdw_connections = || {
         dp.target("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'postgres_fdw'")
     };

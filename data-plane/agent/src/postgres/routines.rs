@@ -547,27 +547,13 @@ impl FromCatalog for Routines {
         // A partition key's functions run for the partitioned table
         // (routing rows, pruning partitions) and for its partitions
         // (checking a row written to one directly).
-        let mut keyed: Reaches = HashMap::new();
-        for row in part(7) {
-            let Some(rel) = oid(row, 0) else {
-                continue;
-            };
-            names.insert(rel, (cell(row, 1), cell(row, 2)));
-            keyed.entry(rel).or_default().insert(cell(row, 3));
-        }
+        let keyed = named_reaches(part(7), &mut names);
         for (rel, functions) in close_over(keyed, &parents) {
             runs.entry(rel).or_default().extend(functions);
         }
         routines.relations = by_name(close_over(runs, &reads), &names);
         // Catalogs holding credentials, and what reads them directly.
-        let mut credentials: Reaches = HashMap::new();
-        for row in part(10) {
-            let Some(rel) = oid(row, 0) else {
-                continue;
-            };
-            names.insert(rel, (cell(row, 1), cell(row, 2)));
-            credentials.entry(rel).or_default().insert(cell(row, 3));
-        }
+        let credentials = named_reaches(part(10), &mut names);
         routines.foreign = by_name(close_over(foreign, &reads_with_children), &names);
         routines.credentials = by_name(close_over(credentials, &reads_with_children), &names);
         routines.reads = ReadGraph::new(reads_with_children, &names);
@@ -577,6 +563,23 @@ impl FromCatalog for Routines {
 
 /// What each relation (by OID) reaches when read.
 type Reaches = HashMap<u32, BTreeSet<String>>;
+
+/// Rows of (relation OID, schema, relation, what it reaches) as
+/// [`Reaches`], noting the relations' names.
+fn named_reaches(
+    rows: &[Vec<Option<String>>],
+    names: &mut HashMap<u32, (String, String)>,
+) -> Reaches {
+    let mut reaches = Reaches::new();
+    for row in rows {
+        let Ok(rel) = cell(row, 0).parse::<u32>() else {
+            continue;
+        };
+        names.insert(rel, (cell(row, 1), cell(row, 2)));
+        reaches.entry(rel).or_default().insert(cell(row, 3));
+    }
+    reaches
+}
 
 /// Adds to what each relation reaches what the relations it reads reach,
 /// through views over views and policies reading tables with policies, to
