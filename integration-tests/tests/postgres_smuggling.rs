@@ -739,6 +739,8 @@ async fn catalogs_holding_credentials_need_a_rule_naming_them() {
          GRANT USAGE ON FOREIGN SERVER elsewhere TO app; \
          CREATE VIEW public.logins AS SELECT rolname, rolpassword FROM pg_authid; \
          GRANT SELECT ON public.logins TO app; \
+         CREATE VIEW information_schema.mapping_copy AS SELECT * FROM pg_user_mapping; \
+         GRANT SELECT ON information_schema.mapping_copy TO app; \
          SET ROLE app; \
          CREATE VIEW my_mappings AS SELECT * FROM pg_user_mappings; \
          CREATE VIEW login_names AS SELECT * FROM public.logins",
@@ -776,6 +778,11 @@ async fn catalogs_holding_credentials_need_a_rule_naming_them() {
             "COPY (SELECT * /* m6 */ FROM pg_catalog.pg_user_mapping) TO STDOUT",
             "pg_catalog.pg_user_mapping",
         ),
+        // A view created in a system schema is the database's own still.
+        (
+            "SELECT umoptions /* m8 */ FROM information_schema.mapping_copy",
+            "pg_catalog.pg_user_mapping",
+        ),
     ] {
         s.send(&query(sql)).await;
         let reply = s.until(b'Z').await;
@@ -793,7 +800,7 @@ async fn catalogs_holding_credentials_need_a_rule_naming_them() {
         }
     }
     let log = dp.pg.logs();
-    for marker in ["m1", "m2", "m3", "m4", "m5", "m6"] {
+    for marker in ["m1", "m2", "m3", "m4", "m5", "m6", "m8"] {
         assert!(
             !log.contains(&format!("/* {marker} */")),
             "the target ran {marker}"
@@ -809,14 +816,18 @@ async fn catalogs_holding_credentials_need_a_rule_naming_them() {
         "{text}"
     );
     assert!(dp.pg.logs().contains("/* m7 */"));
-    // Other catalogs read as before.
-    s.send(&query(
+    // Other catalogs read as before, and PostgreSQL's views over these that
+    // show no secrets (`pg_user` shows `********`).
+    for sql in [
         "SELECT count(*) FROM pg_roles WHERE rolname = 'app'",
-    ))
-    .await;
-    let reply = s.until(b'Z').await;
-    assert_eq!(errors(&reply), "");
-    assert_eq!(first_column(&reply), ["1"]);
+        "SELECT count(*) FROM pg_user WHERE usename = 'app'",
+        "SELECT count(*) FROM information_schema.user_mappings WHERE authorization_identifier = 'app'",
+    ] {
+        s.send(&query(sql)).await;
+        let reply = s.until(b'Z').await;
+        assert_eq!(errors(&reply), "", "{sql}");
+        assert_eq!(first_column(&reply), ["1"], "{sql}");
+    }
 }
 
 #[tokio::test]
@@ -831,6 +842,8 @@ async fn a_parameter_type_newer_than_the_agent_s_catalog_read_waits_for_the_next
          CREATE DOMAIN late_plain AS int; \
          CREATE DOMAIN late_checked AS int CHECK (late_check(VALUE))",
     );
+    // A refusal makes the session read again once its read is a second old.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let oid = |typ: &str| -> u32 {
         dp.target(&format!("SELECT '{typ}'::regtype::oid"))
             .parse()
@@ -849,7 +862,7 @@ async fn a_parameter_type_newer_than_the_agent_s_catalog_read_waits_for_the_next
     assert!(
         text.contains("42704")
             && text.contains(&format!("no type with OID {}", oid("late_plain")))
-            && text.contains("retry"),
+            && text.contains("retry it shortly"),
         "{text}"
     );
     assert!(!dp.pg.logs().contains("/* n1 */"), "the target saw it");
@@ -879,7 +892,9 @@ async fn what_a_session_renames_in_its_transaction_reaches_what_the_old_name_did
          SET ROLE app; \
          CREATE FOREIGN TABLE remote.items (id int, name text) SERVER loop OPTIONS (schema_name 'public', table_name 'items'); \
          CREATE FUNCTION is_positive(int) RETURNS bool LANGUAGE sql AS 'SELECT $1 > 0'; \
-         CREATE DOMAIN positive AS int CHECK (is_positive(VALUE))",
+         CREATE DOMAIN positive AS int CHECK (is_positive(VALUE)); \
+         CREATE TABLE guarded (id int); \
+         CREATE POLICY only_positive ON guarded USING (is_positive(id))",
     );
     let fdw_connections = || {
         dp.target("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'postgres_fdw'")
@@ -904,6 +919,12 @@ async fn what_a_session_renames_in_its_transaction_reaches_what_the_old_name_did
         (
             "ALTER TYPE positive RENAME TO harmless",
             "SELECT '{5}'::harmless[] /* r4 */",
+            "is_positive",
+        ),
+        // Its array type is renamed with it.
+        (
+            "ALTER DOMAIN positive RENAME TO harmless",
+            "SELECT '{5}'::_harmless /* r8 */",
             "is_positive",
         ),
     ] {
@@ -938,10 +959,24 @@ async fn what_a_session_renames_in_its_transaction_reaches_what_the_old_name_did
             "`{sql}`: {text}"
         );
     }
+    // Validating a domain's constraint runs its CHECK over stored values;
+    // a table's row-level-security policy counts while disabled too (the
+    // session may enable it in its transaction).
+    for sql in [
+        "ALTER DOMAIN positive VALIDATE CONSTRAINT positive_check /* r9 */",
+        "BEGIN; ALTER TABLE guarded ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY; SELECT * /* r10 */ FROM guarded",
+    ] {
+        let text = errors_of(&mut s, &query(sql)).await;
+        assert!(
+            text.contains("42501") && text.contains("is_positive"),
+            "`{sql}`: {text}"
+        );
+        assert_eq!(errors_of(&mut s, &query("ROLLBACK")).await, "");
+    }
     // The target confirms none of it ran: no statement, no connection to
     // the foreign server, and every rename rolled back.
     let log = dp.pg.logs();
-    for marker in ["r1", "r2", "r3", "r4", "r5", "r6", "r7"] {
+    for marker in ["r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10"] {
         assert!(
             !log.contains(&format!("/* {marker} */")),
             "the target ran {marker}"
@@ -966,6 +1001,22 @@ async fn what_a_session_renames_in_its_transaction_reaches_what_the_old_name_did
     assert_eq!(errors(&reply), "");
     assert_eq!(first_column(&reply), ["500"]);
     assert_eq!(errors_of(&mut s, &query("ROLLBACK")).await, "");
+
+    // Once a rename commits, another session's read of the catalog is out
+    // of date: it reads again before its next statement.
+    let mut other = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    assert_eq!(errors_of(&mut other, &query("SELECT 1")).await, "");
+    assert_eq!(
+        errors_of(&mut s, &query("ALTER SCHEMA remote RENAME TO moved")).await,
+        ""
+    );
+    let text = errors_of(&mut other, &query("SELECT * /* r11 */ FROM moved.items")).await;
+    assert!(
+        text.contains("42501") && text.contains("moved.items"),
+        "{text}"
+    );
+    assert!(!dp.pg.logs().contains("/* r11 */"), "the target ran r11");
+    assert_eq!(fdw_connections(), "0");
 }
 
 #[tokio::test]

@@ -845,6 +845,13 @@ impl<'a> Walker<'a> {
                     self.catalog_names.renames.push(rename);
                 }
             }
+            // `VALIDATE CONSTRAINT` (and adding one) runs the domain's
+            // CHECK over stored values: what the type runs.
+            NodeRef::AlterDomainStmt(d) => {
+                if let Some(Some(NodeEnum::String(s))) = d.type_name.last().map(|n| &n.node) {
+                    self.catalog_names.types.push(s.sval.clone());
+                }
+            }
             NodeRef::AlterObjectSchemaStmt(a) => {
                 if let Some(rename) = move_of(a) {
                     self.catalog_names.renames.push(rename);

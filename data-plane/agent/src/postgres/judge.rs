@@ -582,7 +582,7 @@ impl Judge {
                 refusal: Some(UNKNOWN_TYPE),
                 ..Verdict::deny(
                     format!(
-                        "parameter types: the agent's last read of the target's catalog has no type with OID {}; it reads the catalog again before your next statement, so retry it",
+                        "parameter types: the agent's last read of the target's catalog has no type with OID {}; it reads the catalog again (at most once a second), so retry it shortly",
                         oids.join(", ")
                     ),
                     String::new(),

@@ -73,9 +73,10 @@ macro_rules! own {
 
 /// What runs when a relation is read or written: its rewrite rules (a
 /// view's or materialized view's query, a table's `ON INSERT`, `ON
-/// UPDATE` or `ON DELETE` rules), and the policies of a table with
-/// row-level security enabled (`rel`, and the object whose dependencies
-/// say what it calls, reads and casts to).
+/// UPDATE` or `ON DELETE` rules), and its row-level-security policies,
+/// enabled or not (a session allowed `alter` may enable them in its
+/// transaction) (`rel`, and the object whose dependencies say what it
+/// calls, reads and casts to).
 macro_rules! runs {
     () => {
         "WITH runs AS ( \
@@ -83,7 +84,7 @@ macro_rules! runs {
            FROM pg_catalog.pg_rewrite r \
            UNION ALL \
            SELECT pol.polrelid, 'pg_catalog.pg_policy'::regclass, pol.oid \
-           FROM pg_catalog.pg_policy pol JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid WHERE c.relrowsecurity) "
+           FROM pg_catalog.pg_policy pol) "
     };
 }
 
@@ -196,20 +197,23 @@ const TYPE_NAMES: &str = "SELECT t.oid::bigint, t.typname, c.oid::bigint, rn.nsp
 /// `credential_catalog`; the classifier finds them by name): (relation
 /// OID, schema, relation, the catalog it reads). These are the catalogs
 /// themselves and the system views that show their secrets, by name, and
-/// the database's own views, rules and row-level-security policies that
-/// read `pg_authid`, `pg_user_mapping` or `pg_subscription` (fixed OIDs
-/// 1260, 1418 and 6100). PostgreSQL records no dependency on those
+/// the database's own views, rules and row-level-security policies (any
+/// created after initdb, whatever their schema) that read `pg_authid`,
+/// `pg_user_mapping` or `pg_subscription` (fixed OIDs 1260, 1418 and
+/// 6100). PostgreSQL records no dependency on those
 /// bootstrap catalogs, so the rules' stored query trees are searched for
 /// the range-table entries naming them. System views other than these
 /// read `pg_authid` for role names only (`pg_roles` shows `********`), so
-/// they are left out. What reads these relations is closed over in Rust.
+/// they are left out, and so are system views over the listed ones
+/// (`pg_user` over `pg_shadow` shows `********` too). What the database's
+/// own relations read is closed over in Rust.
 const CREDENTIAL_VIEWS: &str = "WITH secret (oid, name) AS (VALUES \
      (1260, 'pg_catalog.pg_authid'), (1418, 'pg_catalog.pg_user_mapping'), (6100, 'pg_catalog.pg_subscription')), \
    own (rel, tree) AS ( \
      SELECT r.ev_class, r.ev_action::text FROM pg_catalog.pg_rewrite r \
      UNION ALL \
      SELECT pol.polrelid, concat(pol.polqual::text, ' ', pol.polwithcheck::text) \
-     FROM pg_catalog.pg_policy pol JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid WHERE c.relrowsecurity) \
+     FROM pg_catalog.pg_policy pol) \
  SELECT c.oid::bigint, n.nspname, c.relname, n.nspname || '.' || c.relname FROM pg_catalog.pg_class c \
  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
  WHERE (n.nspname = 'pg_catalog' AND c.relname IN ('pg_authid', 'pg_shadow', 'pg_subscription', 'pg_user_mapping', 'pg_user_mappings')) \
@@ -219,7 +223,7 @@ const CREDENTIAL_VIEWS: &str = "WITH secret (oid, name) AS (VALUES \
  JOIN pg_catalog.pg_class c ON c.oid = own.rel \
  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
  JOIN secret ON position(':relid ' || secret.oid || ' ' IN own.tree) > 0 \
- WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
+ WHERE c.oid >= 16384";
 
 /// Built-in functions that make a value of any type named by its OID, and
 /// so run that type's input and checks: `array_in('{7}', 'my_domain'::regtype, -1)`.
@@ -555,7 +559,14 @@ impl FromCatalog for Routines {
         // Catalogs holding credentials, and what reads them directly.
         let credentials = named_reaches(part(10), &mut names);
         routines.foreign = by_name(close_over(foreign, &reads_with_children), &names);
-        routines.credentials = by_name(close_over(credentials, &reads_with_children), &names);
+        // Through the database's own relations only: PostgreSQL's views
+        // over these show no secrets (`pg_user`, `user_mappings`).
+        let created_reads: HashMap<u32, Vec<u32>> = reads_with_children
+            .iter()
+            .filter(|(rel, _)| **rel >= FIRST_NORMAL_OID)
+            .map(|(rel, reads)| (*rel, reads.clone()))
+            .collect();
+        routines.credentials = by_name(close_over(credentials, &created_reads), &names);
         routines.reads = ReadGraph::new(reads_with_children, &names);
         routines
     }
@@ -837,11 +848,16 @@ fn earlier_relation(name: &str, rename: &Rename) -> Option<String> {
 }
 
 /// What type `name` was called before `rename`.
+/// Renaming a type renames its array type, `_name`, with it.
 fn earlier_type(name: &str, rename: &Rename) -> Option<String> {
-    match rename {
-        Rename::Type { old, new } if name.eq_ignore_ascii_case(new) => Some(old.clone()),
-        _ => None,
+    let Rename::Type { old, new } = rename else {
+        return None;
+    };
+    if name.eq_ignore_ascii_case(new) {
+        return Some(old.clone());
     }
+    let array = name.strip_prefix('_')?;
+    array.eq_ignore_ascii_case(new).then(|| format!("_{old}"))
 }
 
 /// Every reading of a relation name as the statement wrote it: the whole

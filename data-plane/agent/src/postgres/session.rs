@@ -1612,7 +1612,11 @@ impl Relay {
                         .judge
                         .parameter_types(snapshot.as_ref(), &p.param_types)
                     {
-                        if refused.refusal == Some(super::judge::UNKNOWN_TYPE) {
+                        // At most once a second: a client must not make
+                        // the agent read the catalog at will.
+                        if refused.refusal == Some(super::judge::UNKNOWN_TYPE)
+                            && self.routines_read.0.elapsed() >= Duration::from_secs(1)
+                        {
                             self.catalog_stale = true;
                         }
                         denial = Some((Arc::new(refused), p.query.to_owned()));
@@ -2304,8 +2308,13 @@ impl Relay {
                     self.portal_rows.clear();
                     // What its DDL defined is now committed (or gone):
                     // every connection's read of the catalog may differ.
+                    // Other sessions read again before their next
+                    // statement, not when this one sends its next.
                     if std::mem::take(&mut self.ddl_in_transaction) {
                         self.catalog_stale = true;
+                        let agent = &self.ctx.agent;
+                        agent.pg_routines.invalidate(&self.ctx.target.name);
+                        agent.pg_catalogs.invalidate(&self.ctx.target.name);
                     }
                 }
                 // A substitute whose Execute was skipped after an earlier error.
