@@ -65,8 +65,9 @@ pub use model::{
 };
 pub use parse::parse_document;
 pub use sql::{
-    CatalogNames, ClassifiedStatement, ClassifyError, ClassifyOptions, CopyFormat, CopyOut,
-    PreparedChange, Rename, classify, classify_with, fingerprint, is_builtin_function, normalize,
+    CREDENTIAL_CATALOGS, CatalogNames, ClassifiedStatement, ClassifyError, ClassifyOptions,
+    CopyFormat, CopyOut, PreparedChange, Rename, classify, classify_with, fingerprint,
+    is_builtin_function, normalize,
 };
 pub use validate::{is_valid_name, validate};
 

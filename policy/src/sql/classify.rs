@@ -572,8 +572,8 @@ fn relation_text(rv: &RangeVar) -> String {
 /// `credential_catalog`), by schema: role password hashes, user mappings'
 /// options (the passwords `postgres_fdw` and `dblink` log in with) and
 /// subscriptions' connection strings. Views over them are found from the
-/// target's catalog by the agent.
-const CREDENTIAL_CATALOGS: &[(&str, &[&str])] = &[
+/// target's catalog by the agent (whose query names these too).
+pub const CREDENTIAL_CATALOGS: &[(&str, &[&str])] = &[
     (
         "pg_catalog",
         &[
@@ -1247,7 +1247,8 @@ fn rename_of(r: &protobuf::RenameStmt) -> Option<Rename> {
     }
 }
 
-/// What an `ALTER ... SET SCHEMA` moves, when it is a relation or a type.
+/// What an `ALTER ... SET SCHEMA` moves, when it is a relation (a type
+/// keeps its last name, which is what statements are matched by).
 fn move_of(a: &protobuf::AlterObjectSchemaStmt) -> Option<Rename> {
     match a.object_type() {
         ObjectType::ObjectTable
@@ -1261,7 +1262,6 @@ fn move_of(a: &protobuf::AlterObjectSchemaStmt) -> Option<Rename> {
                 new: format!("{}.{}", a.newschema, rv.relname),
             })
         }
-        // A type keeps its name; its last name is what statements match.
         _ => None,
     }
 }

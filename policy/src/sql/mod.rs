@@ -42,9 +42,9 @@ mod children;
 mod classify;
 
 pub use classify::{
-    CatalogNames, ClassifiedStatement, ClassifyError, ClassifyOptions, CopyFormat, CopyOut,
-    DECODE_MAX_DEPTH, MAX_DEPTH, MAX_SQL_LEN, PreparedChange, Rename, classify, classify_with,
-    fingerprint, normalize,
+    CREDENTIAL_CATALOGS, CatalogNames, ClassifiedStatement, ClassifyError, ClassifyOptions,
+    CopyFormat, CopyOut, DECODE_MAX_DEPTH, MAX_DEPTH, MAX_SQL_LEN, PreparedChange, Rename,
+    classify, classify_with, fingerprint, normalize,
 };
 
 pub use builtins::is_builtin_function;

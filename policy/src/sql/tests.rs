@@ -1613,6 +1613,14 @@ fn renames_of_relations_schemas_and_types_are_reported() {
             "{sql}"
         );
     }
+    // Validating a domain's constraint runs its CHECK: it names the type.
+    assert_eq!(
+        all("ALTER DOMAIN app.positive VALIDATE CONSTRAINT positive_check")
+            .remove(0)
+            .catalog_names
+            .types,
+        ["positive"]
+    );
     // Columns, constraints and functions are not renames of this kind.
     for sql in [
         "ALTER TABLE t RENAME COLUMN a TO b",

@@ -1094,6 +1094,38 @@ policies:
     }
 
     #[test]
+    fn past_the_renames_a_session_is_followed_for_statements_naming_relations_are_refused() {
+        let active = snapshot_of(
+            r#"
+resources:
+  - { name: db, kind: postgres, agent: a, address: "h:1", database: d }
+policies:
+  - name: p
+    subjects: { users: [bot] }
+    resources: { names: [db] }
+    rules:
+      - allow: { sql: { statements: [read, alter] } }
+"#,
+            1,
+        );
+        let subject = Subject::user("bot", Vec::<String>::new());
+        let mut judge = Judge::new(subject, "db".into(), Arc::default());
+        for i in 0..=MAX_DEFINED {
+            let rename = format!("ALTER SCHEMA s{i} RENAME TO t{i}");
+            assert!(judge.sql(Some(&active), &rename).allowed, "{rename}");
+        }
+        let verdict = judge.sql(Some(&active), "SELECT * FROM t1.items");
+        assert!(!verdict.allowed);
+        assert_eq!(verdict.refusal, Some("54000"));
+        assert!(
+            verdict.reason.contains("need a new session"),
+            "{}",
+            verdict.reason
+        );
+        assert!(judge.sql(Some(&active), "SELECT 1").allowed);
+    }
+
+    #[test]
     fn a_new_snapshot_forgets_shared_decisions() {
         let (mut judge, active) = judge();
         let first = judge.sql(Some(&active), "SELECT a FROM t WHERE b = 1");

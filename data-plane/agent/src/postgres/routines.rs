@@ -185,13 +185,15 @@ const TYPE_EDGES: &str = "WITH edges (base, derived) AS ( \
  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
 
 /// The database's types by name, with the relation whose row type each
-/// is: (type OID, type, relation OID, schema, relation).
+/// is: (type OID, type, relation OID, schema, relation). Types created in
+/// `pg_catalog` after initdb are among them, so that every type a Parse
+/// may declare is known.
 const TYPE_NAMES: &str = "SELECT t.oid::bigint, t.typname, c.oid::bigint, rn.nspname, c.relname \
    FROM pg_catalog.pg_type t \
    JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
    LEFT JOIN pg_catalog.pg_class c ON c.reltype = t.oid AND c.relkind IN ('r', 'v', 'm', 'p', 'f') \
    LEFT JOIN pg_catalog.pg_namespace rn ON rn.oid = c.relnamespace \
-   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
+   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') OR t.oid >= 16384";
 
 /// What reads the catalogs where the database keeps credentials (kind
 /// `credential_catalog`; the classifier finds them by name): (relation
@@ -259,7 +261,8 @@ pub struct Routines {
     /// The same by OID, for the parameter types of a Parse message.
     type_oids: HashMap<u32, Vec<String>>,
     /// OIDs of every type of the database (outside `pg_catalog` and
-    /// `information_schema`), whether it runs its functions or not.
+    /// `information_schema`, or created after initdb), whether it runs its
+    /// functions or not.
     known_types: HashSet<u32>,
     /// Functions any statement may run: casts between two built-in types,
     /// or default operator classes of a built-in type, that the database
@@ -556,11 +559,12 @@ impl FromCatalog for Routines {
             runs.entry(rel).or_default().extend(functions);
         }
         routines.relations = by_name(close_over(runs, &reads), &names);
-        // Catalogs holding credentials, and what reads them directly.
-        let credentials = named_reaches(part(10), &mut names);
         routines.foreign = by_name(close_over(foreign, &reads_with_children), &names);
-        // Through the database's own relations only: PostgreSQL's views
-        // over these show no secrets (`pg_user`, `user_mappings`).
+        // Catalogs holding credentials and what reads them directly, then
+        // what reads those through the database's own relations only:
+        // PostgreSQL's views over them show no secrets (`pg_user`,
+        // `user_mappings`).
+        let credentials = named_reaches(part(10), &mut names);
         let created_reads: HashMap<u32, Vec<u32>> = reads_with_children
             .iter()
             .filter(|(rel, _)| **rel >= FIRST_NORMAL_OID)
@@ -847,8 +851,8 @@ fn earlier_relation(name: &str, rename: &Rename) -> Option<String> {
     }
 }
 
-/// What type `name` was called before `rename`.
-/// Renaming a type renames its array type, `_name`, with it.
+/// What type `name` was called before `rename` (renaming a type renames
+/// its array type, `_name`, with it).
 fn earlier_type(name: &str, rename: &Rename) -> Option<String> {
     let Rename::Type { old, new } = rename else {
         return None;
@@ -1302,6 +1306,22 @@ mod tests {
             routines.unknown_parameter_types(&[16401, (high + 1).cast_signed(), 25]),
             [16401, high + 1]
         );
+    }
+
+    #[test]
+    fn the_credential_views_query_names_every_catalog_the_classifier_does() {
+        for catalog in sluice_policy::CREDENTIAL_CATALOGS
+            .iter()
+            .flat_map(|(schema, names)| names.iter().map(move |n| (schema, n)))
+        {
+            let (schema, name) = catalog;
+            let listed = format!("'{name}'");
+            assert!(
+                CREDENTIAL_VIEWS.contains(&listed)
+                    && CREDENTIAL_VIEWS.contains(&format!("'{schema}'")),
+                "{schema}.{name} is not in CREDENTIAL_VIEWS"
+            );
+        }
     }
 
     #[test]
