@@ -116,6 +116,48 @@ async fn a_table_a_rule_denies_is_denied_through_views_rules_and_partitions() {
 }
 
 #[tokio::test]
+async fn a_function_a_rule_denies_is_denied_when_a_view_or_policy_calls_it() {
+    let rules = format!(
+        "{}      - deny: {{ sql: {{ functions: [\"pg_stat_get_*\", pg_catalog.md5] }} }}\n        name: not-these-calls\n        reason: other sessions and digests are private\n",
+        sluice_integration_tests::datapath::DEFAULT_RULES
+    );
+    let dp = DataPath::start_with(&rules, Vec::new()).await;
+    // The DBA's view over the activity function (no table in it), a view
+    // of that view, a view using the denied function in an aggregate's
+    // argument, a table whose row-level-security policy calls it, and
+    // PostgreSQL's own view over the activity function.
+    dp.target(
+        "CREATE VIEW public.sessions AS SELECT pid, query FROM pg_stat_get_activity(NULL); \
+         CREATE VIEW sessions_again AS SELECT * FROM sessions; \
+         CREATE VIEW digests AS SELECT string_agg(md5(name), ',') AS d FROM items; \
+         CREATE TABLE secrets (id int, owner text); INSERT INTO secrets VALUES (1, 'app'); \
+         ALTER TABLE secrets ENABLE ROW LEVEL SECURITY; \
+         CREATE POLICY mine ON secrets USING (md5(owner) <> ''); \
+         CREATE VIEW upper_names AS SELECT upper(name) AS n FROM items; \
+         GRANT SELECT, UPDATE ON sessions, sessions_again, digests, secrets, upper_names TO app",
+    );
+    for (sql, marker) in [
+        ("SELECT query /* f1 */ FROM sessions", "/* f1 */"),
+        ("SELECT query /* f2 */ FROM sessions_again", "/* f2 */"),
+        ("SELECT d /* f3 */ FROM public.digests", "/* f3 */"),
+        (
+            "UPDATE secrets SET id = 2 /* f4 */ WHERE id = 1",
+            "/* f4 */",
+        ),
+        ("SELECT count(*) /* f5 */ FROM pg_stat_activity", "/* f5 */"),
+    ] {
+        assert_denied(&dp, sql, marker);
+        let (_, _, err) = dp.psql(sql);
+        assert!(err.contains("not-these-calls"), "`{sql}`: {err}");
+    }
+    assert_eq!(dp.target("SELECT id FROM secrets"), "1");
+    // A view calling what no rule denies reads as before.
+    let (ok, out, err) = dp.psql("SELECT count(n) FROM upper_names");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "500");
+}
+
+#[tokio::test]
 async fn a_decision_shared_by_texts_of_one_shape_never_covers_a_constant_that_matters() {
     // One session: the agent remembers decisions by the text's shape (its
     // constants replaced), so a text that differs from an allowed one only

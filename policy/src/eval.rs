@@ -133,6 +133,13 @@ pub struct StatementFacts {
     /// them, so the agent fills this in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tables_reached: Vec<String>,
+    /// The functions the views, rules and row-level-security policies of
+    /// the relations it reads or writes call, PostgreSQL's own included
+    /// (`schema.function`). Deny and approve rules' `functions:` match
+    /// these too: denying `pg_stat_get_activity` denies reading a view
+    /// that calls it. The agent fills this in from the target's catalog.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions_reached: Vec<String>,
     /// Whether every UPDATE and DELETE of the statement (in CTEs and
     /// subqueries too) has a WHERE clause that looks at rows; false when
     /// any lacks one, and for statements with no UPDATE or DELETE.
@@ -351,13 +358,23 @@ impl CompiledMatcher {
         // For `user_function`, a rule's functions are those calls: `allow:
         // { statements: [user_function], functions: [app.*] }` allows
         // calling the application's functions, with built-ins beside them.
+        // Deny and approve: a function however it is called.
         let called = if kind == SqlKind::UserFunction {
-            &facts.user_functions
+            &facts.user_functions[..]
         } else {
-            &facts.functions
+            &facts.functions[..]
+        };
+        let reached = if kind != SqlKind::UserFunction && q == Quantifier::Any {
+            &facts.functions_reached[..]
+        } else {
+            &[]
         };
         if let Some(functions) = &self.functions
-            && !names_match(functions, called.iter().map(String::as_str), q)
+            && !names_match(
+                functions,
+                called.iter().chain(reached).map(String::as_str),
+                q,
+            )
         {
             return Err(Miss::Functions);
         }
@@ -903,6 +920,41 @@ policies:
             "db",
             &through(SqlKind::Select, "public.names", &["private.people"]),
         );
+        assert!(d.is_allowed(), "{d:?}");
+    }
+
+    #[test]
+    fn deny_and_approve_match_functions_reached_through_views_and_allow_does_not() {
+        let doc = parse_document(
+            r#"
+resources:
+  - { name: db, kind: postgres, agent: eu, address: "db:5432", database: d }
+policies:
+  - name: p
+    subjects: { users: [bot] }
+    resources: { names: [db] }
+    rules:
+      - deny: { sql: { functions: ["pg_stat_get_*"] } }
+        name: no-sessions
+      - approve: { sql: { functions: [public.pay_raise] }, approvers: [dba] }
+      - allow: { sql: { statements: [select], functions: [lower] } }
+"#,
+        )
+        .expect("valid document");
+        let p = compile(&doc, &doc.resources, "eu");
+        let bot = Subject::user("bot", Vec::<String>::new());
+        let through = |reached: &[&str]| StatementFacts {
+            functions: vec!["lower".to_owned()],
+            functions_reached: reached.iter().map(|f| (*f).to_owned()).collect(),
+            ..facts(&[SqlKind::Select], &["public.sessions"], true)
+        };
+        let d = p.decide(&bot, "db", &through(&["pg_catalog.pg_stat_get_activity"]));
+        assert!(d.is_denied());
+        assert_eq!(d.rule.as_deref(), Some("no-sessions"));
+        let d = p.decide(&bot, "db", &through(&["public.pay_raise"]));
+        assert!(matches!(d.outcome, Outcome::Approve(_)), "{d:?}");
+        // Allow looks at the calls the statement makes: `lower` only.
+        let d = p.decide(&bot, "db", &through(&["pg_catalog.md5"]));
         assert!(d.is_allowed(), "{d:?}");
     }
 

@@ -552,6 +552,7 @@ fn facts_of(root: NodeRef<'_>) -> Result<(StatementFacts, CatalogNames), Classif
         foreign_tables,
         credential_catalogs,
         tables_reached: Vec::new(),
+        functions_reached: Vec::new(),
         has_where: rows_modified && !unbounded,
     };
     Ok((facts, catalog_names))

@@ -628,8 +628,8 @@ impl Judge {
 /// `user_function` for functions and operators of the database it reaches
 /// without naming them as such, `foreign_data` for the foreign tables it
 /// reads or writes, `credential_catalog` for the catalogs holding
-/// credentials its views read, and the tables it reaches through views
-/// (see `routines.rs`).
+/// credentials its views read, and the tables it reaches and functions it
+/// calls through views (see `routines.rs`).
 fn with_routines<'a>(
     statement: &'a sluice_policy::ClassifiedStatement,
     routines: &Routines,
@@ -642,6 +642,7 @@ fn with_routines<'a>(
     }
     let mut facts = statement.facts.clone();
     facts.tables_reached = reached.tables;
+    facts.functions_reached = reached.calls;
     for (kind, names, found) in [
         (
             SqlKind::UserFunction,

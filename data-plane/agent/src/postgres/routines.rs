@@ -42,6 +42,11 @@
 //! Partitioned tables whose key's operator class or expression runs one
 //! count too, with their partitions ([`PARTITION_KEYS`]).
 //!
+//! For deny and approve rules, which match what a statement reaches
+//! however it reaches it, the agent also keeps which relations each view,
+//! rule, policy and partitioned table reads, and which functions they
+//! call, PostgreSQL's own included ([`CALLS`]).
+//!
 //! Not seen: what a table runs when written besides its rules, policies
 //! and partition key (triggers, defaults, generated columns, constraints,
 //! index expressions: allowing the write allows the table's own logic).
@@ -227,6 +232,30 @@ const CREDENTIAL_VIEWS: &str = "WITH secret (oid, name) AS (VALUES \
  JOIN secret ON position(':relid ' || secret.oid || ' ' IN own.tree) > 0 \
  WHERE c.oid >= 16384";
 
+/// The functions what runs when a relation is read or written calls
+/// (`runs!()`), PostgreSQL's own included: (relation OID, schema,
+/// relation, `schema.function`), for deny and approve rules' `functions:`
+/// (a DBA's view over `pg_stat_get_activity(NULL)`). PostgreSQL records
+/// no dependency on its own functions (they are pinned), so the stored
+/// query trees are searched for the nodes that call one: a function call,
+/// an aggregate, a window function, and an operator (by its function, or
+/// by the operator when the tree does not name it).
+const CALLS: &str = "WITH runs (rel, tree) AS ( \
+     SELECT r.ev_class, r.ev_action::text FROM pg_catalog.pg_rewrite r \
+     UNION ALL \
+     SELECT pol.polrelid, concat(pol.polqual::text, ' ', pol.polwithcheck::text) \
+     FROM pg_catalog.pg_policy pol), \
+   calls (rel, node, id) AS ( \
+     SELECT runs.rel, m[1], m[2]::oid FROM runs \
+     CROSS JOIN LATERAL regexp_matches(runs.tree, \
+       ':(funcid|opfuncid|hashfuncid|negfuncid|aggfnoid|winfnoid|opno) ([0-9]+)', 'g') m) \
+ SELECT DISTINCT calls.rel::bigint, rn.nspname, rc.relname, pn.nspname || '.' || p.proname FROM calls \
+ JOIN pg_catalog.pg_class rc ON rc.oid = calls.rel \
+ JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace \
+ LEFT JOIN pg_catalog.pg_operator o ON calls.node = 'opno' AND o.oid = calls.id \
+ JOIN pg_catalog.pg_proc p ON p.oid = CASE WHEN calls.node = 'opno' THEN o.oprcode::oid ELSE calls.id END \
+ JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace";
+
 /// Built-in functions that make a value of any type named by its OID, and
 /// so run that type's input and checks: `array_in('{7}', 'my_domain'::regtype, -1)`.
 const INPUT_BY_TYPE_OID: &[&str] = &[
@@ -278,20 +307,24 @@ pub struct Routines {
     /// Relations whose reading reads a catalog holding credentials
     /// (`schema.catalog`): those catalogs and the views over them.
     credentials: ByRelation,
-    /// What each view, rule, policy or partitioned table reads, for the
-    /// tables a statement reaches through them.
+    /// What each view, rule, policy or partitioned table reads and calls,
+    /// for the tables and functions a statement reaches through them.
     reads: ReadGraph,
 }
 
-/// Which relations reading a relation reads: a view's or rule's query, a
+/// Which relations reading a relation reads (a view's or rule's query, a
 /// row-level-security policy's, a partitioned or inherited table's
-/// partitions and children. Followed per statement (only when its
-/// decision is not cached) rather than closed over here, so a long chain
-/// of views costs the agent memory by its length, not its square.
+/// partitions and children) and which functions those call. Followed per
+/// statement (only when its decision is not cached) rather than closed
+/// over here, so a long chain of views costs the agent memory by its
+/// length, not its square.
 #[derive(Debug, Default)]
 struct ReadGraph {
     /// Relation OID -> the relations reading it reads.
     edges: HashMap<u32, Vec<u32>>,
+    /// Relation OID -> the functions its views, rules and policies call,
+    /// `schema.function`.
+    calls: HashMap<u32, Vec<String>>,
     /// Readers by name: `relname -> [(schema, OID)]`.
     readers: HashMap<String, Vec<(String, u32)>>,
     /// `schema.relation` of every relation in `edges`.
@@ -299,8 +332,13 @@ struct ReadGraph {
 }
 
 impl ReadGraph {
-    fn new(edges: HashMap<u32, Vec<u32>>, names: &HashMap<u32, (String, String)>) -> Self {
+    fn new(
+        edges: HashMap<u32, Vec<u32>>,
+        calls: HashMap<u32, Vec<String>>,
+        names: &HashMap<u32, (String, String)>,
+    ) -> Self {
         let mut graph = Self::default();
+        let readers: HashSet<u32> = edges.keys().chain(calls.keys()).copied().collect();
         for (rel, reads) in &edges {
             for oid in std::iter::once(rel).chain(reads) {
                 if let Some((schema, name)) = names.get(oid) {
@@ -310,21 +348,28 @@ impl ReadGraph {
                         .or_insert_with(|| format!("{schema}.{name}"));
                 }
             }
-            if let Some((schema, name)) = names.get(rel) {
+        }
+        for rel in readers {
+            if let Some((schema, name)) = names.get(&rel) {
                 graph
                     .readers
                     .entry(name.to_lowercase())
                     .or_default()
-                    .push((schema.clone(), *rel));
+                    .push((schema.clone(), rel));
             }
         }
         graph.edges = edges;
+        graph.calls = calls;
         graph
     }
 
     /// The relations reading `named` reads, to any depth, besides those
-    /// named: `schema.relation`.
-    fn reached_from<'a>(&self, named: impl Iterator<Item = &'a String>) -> Vec<String> {
+    /// named (`schema.relation`), and the functions the named and those
+    /// call (`schema.function`).
+    fn reached_from<'a>(
+        &self,
+        named: impl Iterator<Item = &'a String>,
+    ) -> (Vec<String>, Vec<String>) {
         let mut seen: HashSet<u32> = HashSet::new();
         for name in named {
             seen.extend(readings(name).flat_map(|(schema, table)| {
@@ -352,7 +397,15 @@ impl ReadGraph {
             .filter_map(|oid| self.names.get(oid).cloned())
             .collect();
         reached.sort_unstable();
-        reached
+        let mut called: Vec<String> = seen
+            .iter()
+            .filter_map(|oid| self.calls.get(oid))
+            .flatten()
+            .cloned()
+            .collect();
+        called.sort_unstable();
+        called.dedup();
+        (reached, called)
     }
 }
 
@@ -423,6 +476,7 @@ impl FromCatalog for Routines {
          JOIN pg_catalog.pg_class cc ON cc.oid = i.inhrelid \
          JOIN pg_catalog.pg_namespace cn ON cn.oid = cc.relnamespace",
         CREDENTIAL_VIEWS,
+        CALLS,
     ];
 
     fn from_rows(results: &[Vec<Vec<Option<String>>>]) -> Self {
@@ -571,7 +625,11 @@ impl FromCatalog for Routines {
             .map(|(rel, reads)| (*rel, reads.clone()))
             .collect();
         routines.credentials = by_name(close_over(credentials, &created_reads), &names);
-        routines.reads = ReadGraph::new(reads_with_children, &names);
+        let mut calls: HashMap<u32, Vec<String>> = HashMap::new();
+        for (rel, called) in named_reaches(part(11), &mut names) {
+            calls.insert(rel, called.into_iter().collect());
+        }
+        routines.reads = ReadGraph::new(reads_with_children, calls, &names);
         routines
     }
 }
@@ -660,6 +718,11 @@ pub struct Reached {
     /// rules, policies and partitioned tables it names, `schema.table`
     /// (what deny and approve rules' `tables:` match too).
     pub tables: Vec<String>,
+    /// The functions those views, rules and policies and those of the
+    /// relations it names call, PostgreSQL's own included,
+    /// `schema.function` (what deny and approve rules' `functions:` match
+    /// too).
+    pub calls: Vec<String>,
 }
 
 impl Routines {
@@ -738,17 +801,16 @@ impl Routines {
         credential_catalogs.sort_unstable();
         credential_catalogs.dedup();
         credential_catalogs.retain(|c| !facts.credential_catalogs.contains(c));
+        let (mut reached, calls) = self.reads.reached_from(tables.iter().copied());
+        reached.extend(earlier);
+        reached.sort_unstable();
+        reached.dedup();
         Reached {
             functions: found,
             foreign_tables,
             credential_catalogs,
-            tables: {
-                let mut reached = self.reads.reached_from(tables.iter().copied());
-                reached.extend(earlier);
-                reached.sort_unstable();
-                reached.dedup();
-                reached
-            },
+            tables: reached,
+            calls,
         }
     }
 
@@ -907,6 +969,9 @@ pub(crate) struct TestCatalog<'a> {
     /// (relation OID, schema, relation, catalog holding credentials it
     /// is or reads)
     pub credentials: &'a [(u32, &'a str, &'a str, &'a str)],
+    /// (relation OID, schema, relation, `schema.function` its view, rule
+    /// or policy calls)
+    pub calls: &'a [(u32, &'a str, &'a str, &'a str)],
     /// Names of relations `reads` reads that are named nowhere else.
     pub named: &'a [TestRelation<'a>],
 }
@@ -1012,6 +1077,10 @@ impl TestCatalog<'_> {
             self.credentials
                 .iter()
                 .map(|(oid, schema, rel, catalog)| row(&[&oid.to_string(), schema, rel, catalog]))
+                .collect(),
+            self.calls
+                .iter()
+                .map(|(oid, schema, rel, function)| row(&[&oid.to_string(), schema, rel, function]))
                 .collect(),
         ])
     }
@@ -1282,6 +1351,42 @@ mod tests {
         assert!(tables("SELECT * FROM other.sessions").is_empty());
         assert!(tables("SELECT * FROM odd").is_empty());
         assert!(tables("SELECT * FROM items").is_empty());
+    }
+
+    #[test]
+    fn functions_called_through_views_policies_and_views_of_views() {
+        let routines = TestCatalog {
+            reads: &[(101, "public", "sessions_again", 100)],
+            calls: &[
+                (100, "public", "sessions", "pg_catalog.pg_stat_get_activity"),
+                (100, "public", "sessions", "pg_catalog.textlike"),
+                (101, "public", "sessions_again", "pg_catalog.lower"),
+                // A table whose row-level-security policy calls one.
+                (102, "public", "notes", "pg_catalog.pg_has_role"),
+            ],
+            named: &[(100, "public", "sessions")],
+            ..Default::default()
+        }
+        .build();
+        let calls = |sql: &str| reached(&routines, sql).calls;
+        assert_eq!(
+            calls("SELECT * FROM sessions_again"),
+            [
+                "pg_catalog.lower",
+                "pg_catalog.pg_stat_get_activity",
+                "pg_catalog.textlike"
+            ]
+        );
+        assert_eq!(
+            calls("SELECT * FROM public.sessions"),
+            ["pg_catalog.pg_stat_get_activity", "pg_catalog.textlike"]
+        );
+        assert_eq!(
+            calls("UPDATE notes SET body = '' WHERE id = 1"),
+            ["pg_catalog.pg_has_role"]
+        );
+        assert!(calls("SELECT * FROM other.sessions").is_empty());
+        assert!(calls("SELECT lower(name) FROM items").is_empty());
     }
 
     #[test]
