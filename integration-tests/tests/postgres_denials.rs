@@ -81,12 +81,14 @@ async fn ddl_and_hidden_ddl_never_reach_the_target() {
 #[tokio::test]
 async fn a_table_a_rule_denies_is_denied_through_views_rules_and_partitions() {
     let rules = format!(
-        "{}      - deny: {{ sql: {{ tables: [pg_stat_activity, public.payroll, ledger_2025] }} }}\n        name: not-these\n        reason: other sessions and pay are private\n",
+        "{}      - deny: {{ sql: {{ tables: [pg_stat_activity, public.payroll, ledger_2025, wages, pg_catalog.pg_database] }} }}\n        name: not-these\n        reason: other sessions and pay are private\n",
         sluice_integration_tests::datapath::DEFAULT_RULES
     );
     let dp = DataPath::start_with(&rules, Vec::new()).await;
     // The DBA's views over what the rule denies, a view over one of them,
-    // a rule that reads it, and a partition of a table.
+    // a rule that reads it, a partition of a table, a partition of a
+    // denied table read by its own name, and a view over a catalog
+    // PostgreSQL records no dependency on.
     dp.target(
         "CREATE VIEW public.sessions AS SELECT pid, query FROM pg_stat_activity; \
          CREATE TABLE payroll (id int, salary int); INSERT INTO payroll VALUES (1, 100); \
@@ -97,14 +99,20 @@ async fn a_table_a_rule_denies_is_denied_through_views_rules_and_partitions() {
          CREATE TABLE ledger (id int, amount int) PARTITION BY RANGE (id); \
          CREATE TABLE ledger_2025 PARTITION OF ledger FOR VALUES FROM (0) TO (1000); \
          INSERT INTO ledger VALUES (1, 5); \
+         CREATE TABLE wages (id int, amount int) PARTITION BY LIST (id); \
+         CREATE TABLE wages_1 PARTITION OF wages FOR VALUES IN (1); \
+         INSERT INTO wages VALUES (1, 7); \
+         CREATE VIEW dbs AS SELECT datname FROM pg_database; \
          CREATE VIEW item_names AS SELECT name FROM items; \
-         GRANT SELECT, UPDATE ON sessions, payroll, staff, staff_again, memos, ledger, item_names TO app",
+         GRANT SELECT, UPDATE ON sessions, payroll, staff, staff_again, memos, ledger, wages_1, dbs, item_names TO app",
     );
     for (sql, marker) in [
         ("SELECT query /* d1 */ FROM sessions", "/* d1 */"),
         ("SELECT salary /* d2 */ FROM staff_again", "/* d2 */"),
         ("UPDATE memos SET id = 2 /* d3 */ WHERE id = 1", "/* d3 */"),
         ("SELECT sum(amount) /* d4 */ FROM ledger", "/* d4 */"),
+        ("SELECT amount /* d5 */ FROM wages_1", "/* d5 */"),
+        ("SELECT datname /* d6 */ FROM dbs", "/* d6 */"),
     ] {
         assert_denied(&dp, sql, marker);
     }

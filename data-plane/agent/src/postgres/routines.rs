@@ -200,6 +200,20 @@ const TYPE_NAMES: &str = "SELECT t.oid::bigint, t.typname, c.oid::bigint, rn.nsp
    LEFT JOIN pg_catalog.pg_namespace rn ON rn.oid = c.relnamespace \
    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') OR t.oid >= 16384";
 
+/// The stored query trees of what runs when a relation is read or
+/// written (as in `runs!()`), as text: `trees (rel, tree)`, for what
+/// PostgreSQL records no dependency on (its bootstrap catalogs and pinned
+/// built-in functions).
+macro_rules! trees {
+    () => {
+        "trees (rel, tree) AS ( \
+           SELECT r.ev_class, r.ev_action::text FROM pg_catalog.pg_rewrite r \
+           UNION ALL \
+           SELECT pol.polrelid, concat(pol.polqual::text, ' ', pol.polwithcheck::text) \
+           FROM pg_catalog.pg_policy pol)"
+    };
+}
+
 /// What reads the catalogs where the database keeps credentials (kind
 /// `credential_catalog`; the classifier finds them by name): (relation
 /// OID, schema, relation, the catalog it reads). These are the catalogs
@@ -214,23 +228,21 @@ const TYPE_NAMES: &str = "SELECT t.oid::bigint, t.typname, c.oid::bigint, rn.nsp
 /// they are left out, and so are system views over the listed ones
 /// (`pg_user` over `pg_shadow` shows `********` too). What the database's
 /// own relations read is closed over in Rust.
-const CREDENTIAL_VIEWS: &str = "WITH secret (oid, name) AS (VALUES \
-     (1260, 'pg_catalog.pg_authid'), (1418, 'pg_catalog.pg_user_mapping'), (6100, 'pg_catalog.pg_subscription')), \
-   own (rel, tree) AS ( \
-     SELECT r.ev_class, r.ev_action::text FROM pg_catalog.pg_rewrite r \
-     UNION ALL \
-     SELECT pol.polrelid, concat(pol.polqual::text, ' ', pol.polwithcheck::text) \
-     FROM pg_catalog.pg_policy pol) \
- SELECT c.oid::bigint, n.nspname, c.relname, n.nspname || '.' || c.relname FROM pg_catalog.pg_class c \
+const CREDENTIAL_VIEWS: &str = concat!(
+    "WITH secret (oid, name) AS (VALUES \
+     (1260, 'pg_catalog.pg_authid'), (1418, 'pg_catalog.pg_user_mapping'), (6100, 'pg_catalog.pg_subscription')), ",
+    trees!(),
+    " SELECT c.oid::bigint, n.nspname, c.relname, n.nspname || '.' || c.relname FROM pg_catalog.pg_class c \
  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
  WHERE (n.nspname = 'pg_catalog' AND c.relname IN ('pg_authid', 'pg_shadow', 'pg_subscription', 'pg_user_mapping', 'pg_user_mappings')) \
  OR (n.nspname = 'information_schema' AND c.relname IN ('_pg_user_mappings', 'user_mapping_options')) \
  UNION \
- SELECT c.oid::bigint, n.nspname, c.relname, secret.name FROM own \
- JOIN pg_catalog.pg_class c ON c.oid = own.rel \
+ SELECT c.oid::bigint, n.nspname, c.relname, secret.name FROM trees \
+ JOIN pg_catalog.pg_class c ON c.oid = trees.rel \
  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
- JOIN secret ON position(':relid ' || secret.oid || ' ' IN own.tree) > 0 \
- WHERE c.oid >= 16384";
+ JOIN secret ON position(':relid ' || secret.oid || ' ' IN trees.tree) > 0 \
+ WHERE c.oid >= 16384"
+);
 
 /// The functions what runs when a relation is read or written calls
 /// (`runs!()`), PostgreSQL's own included: (relation OID, schema,
@@ -240,21 +252,39 @@ const CREDENTIAL_VIEWS: &str = "WITH secret (oid, name) AS (VALUES \
 /// query trees are searched for the nodes that call one: a function call,
 /// an aggregate, a window function, and an operator (by its function, or
 /// by the operator when the tree does not name it).
-const CALLS: &str = "WITH runs (rel, tree) AS ( \
-     SELECT r.ev_class, r.ev_action::text FROM pg_catalog.pg_rewrite r \
-     UNION ALL \
-     SELECT pol.polrelid, concat(pol.polqual::text, ' ', pol.polwithcheck::text) \
-     FROM pg_catalog.pg_policy pol), \
-   calls (rel, node, id) AS ( \
-     SELECT runs.rel, m[1], m[2]::oid FROM runs \
-     CROSS JOIN LATERAL regexp_matches(runs.tree, \
+const CALLS: &str = concat!(
+    "WITH ",
+    trees!(),
+    ", calls (rel, node, id) AS ( \
+     SELECT trees.rel, m[1], m[2]::oid FROM trees \
+     CROSS JOIN LATERAL regexp_matches(trees.tree, \
        ':(funcid|opfuncid|hashfuncid|negfuncid|aggfnoid|winfnoid|opno) ([0-9]+)', 'g') m) \
  SELECT DISTINCT calls.rel::bigint, rn.nspname, rc.relname, pn.nspname || '.' || p.proname FROM calls \
  JOIN pg_catalog.pg_class rc ON rc.oid = calls.rel \
  JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace \
  LEFT JOIN pg_catalog.pg_operator o ON calls.node = 'opno' AND o.oid = calls.id \
  JOIN pg_catalog.pg_proc p ON p.oid = CASE WHEN calls.node = 'opno' THEN o.oprcode::oid ELSE calls.id END \
- JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace";
+ JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace"
+);
+
+/// The catalogs PostgreSQL created at initdb that the database's own
+/// views, rules and policies read, as (relation OID, schema, relation,
+/// catalog OID, schema, catalog), like the reads from `pg_depend`:
+/// PostgreSQL records no dependency on its bootstrap catalogs (`pg_class`,
+/// `pg_proc`, ...), so the stored query trees are searched for the
+/// range-table entries naming them.
+const CATALOG_READS: &str = concat!(
+    "WITH ",
+    trees!(),
+    " SELECT DISTINCT trees.rel::bigint, rn.nspname, rc.relname, tc.oid::bigint, tn.nspname, tc.relname \
+ FROM trees \
+ CROSS JOIN LATERAL regexp_matches(trees.tree, ':relid ([0-9]+) ', 'g') m \
+ JOIN pg_catalog.pg_class rc ON rc.oid = trees.rel \
+ JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace \
+ JOIN pg_catalog.pg_class tc ON tc.oid = m[1]::oid \
+ JOIN pg_catalog.pg_namespace tn ON tn.oid = tc.relnamespace \
+ WHERE trees.rel >= 16384 AND tc.oid < 16384 AND tc.oid <> trees.rel"
+);
 
 /// Built-in functions that make a value of any type named by its OID, and
 /// so run that type's input and checks: `array_in('{7}', 'my_domain'::regtype, -1)`.
@@ -325,6 +355,9 @@ struct ReadGraph {
     /// Relation OID -> the functions its views, rules and policies call,
     /// `schema.function`.
     calls: HashMap<u32, Vec<String>>,
+    /// Partition or inheritance child OID -> its parents: reading a
+    /// partition by its own name reads part of its parent's rows.
+    parents: HashMap<u32, Vec<u32>>,
     /// Readers by name: `relname -> [(schema, OID)]`.
     readers: HashMap<String, Vec<(String, u32)>>,
     /// `schema.relation` of every relation in `edges`.
@@ -335,10 +368,16 @@ impl ReadGraph {
     fn new(
         edges: HashMap<u32, Vec<u32>>,
         calls: HashMap<u32, Vec<String>>,
+        parents: HashMap<u32, Vec<u32>>,
         names: &HashMap<u32, (String, String)>,
     ) -> Self {
         let mut graph = Self::default();
-        let readers: HashSet<u32> = edges.keys().chain(calls.keys()).copied().collect();
+        let readers: HashSet<u32> = edges
+            .keys()
+            .chain(calls.keys())
+            .chain(parents.keys())
+            .copied()
+            .collect();
         for (rel, reads) in &edges {
             for oid in std::iter::once(rel).chain(reads) {
                 if let Some((schema, name)) = names.get(oid) {
@@ -358,14 +397,26 @@ impl ReadGraph {
                     .push((schema.clone(), rel));
             }
         }
+        for (child, parents) in &parents {
+            for oid in std::iter::once(child).chain(parents) {
+                if let Some((schema, name)) = names.get(oid) {
+                    graph
+                        .names
+                        .entry(*oid)
+                        .or_insert_with(|| format!("{schema}.{name}"));
+                }
+            }
+        }
         graph.edges = edges;
         graph.calls = calls;
+        graph.parents = parents;
         graph
     }
 
-    /// The relations reading `named` reads, to any depth, besides those
-    /// named (`schema.relation`), and the functions the named and those
-    /// call (`schema.function`).
+    /// The relations reading `named` reads, to any depth, and the tables
+    /// those are partitions or children of, to any depth, besides those
+    /// named (`schema.relation`); and the functions the named and those
+    /// they read call (`schema.function`).
     fn reached_from<'a>(
         &self,
         named: impl Iterator<Item = &'a String>,
@@ -392,11 +443,24 @@ impl ReadGraph {
                 }
             }
         }
+        // The parents of what is read, not what they read: a parent's
+        // other partitions are not read.
+        let mut ancestors: HashSet<u32> = HashSet::new();
+        let mut pending: Vec<u32> = seen.iter().copied().collect();
+        while let Some(rel) = pending.pop() {
+            for parent in self.parents.get(&rel).into_iter().flatten() {
+                if !seen.contains(parent) && ancestors.insert(*parent) {
+                    pending.push(*parent);
+                }
+            }
+        }
         let mut reached: Vec<String> = seen
             .difference(&starts)
+            .chain(&ancestors)
             .filter_map(|oid| self.names.get(oid).cloned())
             .collect();
         reached.sort_unstable();
+        reached.dedup();
         let mut called: Vec<String> = seen
             .iter()
             .filter_map(|oid| self.calls.get(oid))
@@ -477,6 +541,7 @@ impl FromCatalog for Routines {
          JOIN pg_catalog.pg_namespace cn ON cn.oid = cc.relnamespace",
         CREDENTIAL_VIEWS,
         CALLS,
+        CATALOG_READS,
     ];
 
     fn from_rows(results: &[Vec<Vec<Option<String>>>]) -> Self {
@@ -513,7 +578,7 @@ impl FromCatalog for Routines {
             names.insert(rel, (cell(row, 1), cell(row, 2)));
             runs.entry(rel).or_default().insert(function);
         }
-        for row in part(2) {
+        for row in part(2).iter().chain(part(12)) {
             let (Some(rel), Some(read)) = (oid(row, 0), oid(row, 3)) else {
                 continue;
             };
@@ -629,7 +694,7 @@ impl FromCatalog for Routines {
         for (rel, called) in named_reaches(part(11), &mut names) {
             calls.insert(rel, called.into_iter().collect());
         }
-        routines.reads = ReadGraph::new(reads_with_children, calls, &names);
+        routines.reads = ReadGraph::new(reads_with_children, calls, parents, &names);
         routines
     }
 }
@@ -972,6 +1037,9 @@ pub(crate) struct TestCatalog<'a> {
     /// (relation OID, schema, relation, `schema.function` its view, rule
     /// or policy calls)
     pub calls: &'a [(u32, &'a str, &'a str, &'a str)],
+    /// (relation OID, schema, relation, a PostgreSQL catalog its view,
+    /// rule or policy reads)
+    pub catalog_reads: &'a [(u32, &'a str, &'a str, TestRelation<'a>)],
     /// Names of relations `reads` reads that are named nowhere else.
     pub named: &'a [TestRelation<'a>],
 }
@@ -1081,6 +1149,19 @@ impl TestCatalog<'_> {
             self.calls
                 .iter()
                 .map(|(oid, schema, rel, function)| row(&[&oid.to_string(), schema, rel, function]))
+                .collect(),
+            self.catalog_reads
+                .iter()
+                .map(|(oid, schema, rel, (read, read_schema, read_rel))| {
+                    row(&[
+                        &oid.to_string(),
+                        schema,
+                        rel,
+                        &read.to_string(),
+                        read_schema,
+                        read_rel,
+                    ])
+                })
                 .collect(),
         ])
     }
@@ -1327,11 +1408,23 @@ mod tests {
                 (12000, "pg_catalog", "pg_stat_activity"),
                 (104, "secret", "pay"),
             ],
-            children: &[(110, "public", "ledger", 111, "ledger_2025")],
+            children: &[
+                (110, "public", "ledger", 111, "ledger_2025"),
+                (111, "public", "ledger_2025", 112, "ledger_2025_q1"),
+            ],
+            // A view over a catalog PostgreSQL records no dependency on.
+            catalog_reads: &[(120, "public", "classes", (1259, "pg_catalog", "pg_class"))],
             ..Default::default()
         }
         .build();
         let tables = |sql: &str| reached(&routines, sql).tables;
+        assert_eq!(tables("SELECT * FROM classes"), ["pg_catalog.pg_class"]);
+        // A partition read by its own name reads its parents' rows, not
+        // its siblings'.
+        assert_eq!(
+            tables("SELECT * FROM ledger_2025_q1"),
+            ["public.ledger", "public.ledger_2025"]
+        );
         assert_eq!(
             tables("SELECT * FROM sessions_again"),
             ["pg_catalog.pg_stat_activity", "public.sessions"]
@@ -1342,7 +1435,7 @@ mod tests {
         );
         assert_eq!(
             tables("UPDATE ledger SET id = 2 WHERE id = 1"),
-            ["public.ledger_2025"]
+            ["public.ledger_2025", "public.ledger_2025_q1"]
         );
         assert_eq!(
             tables("SELECT * FROM public.sessions"),
