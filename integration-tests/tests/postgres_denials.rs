@@ -166,6 +166,55 @@ async fn a_function_a_rule_denies_is_denied_when_a_view_or_policy_calls_it() {
 }
 
 #[tokio::test]
+async fn a_rename_that_takes_a_table_or_column_out_of_a_rule_naming_it_is_denied() {
+    // Rules name tables and columns by name: a subject allowed `alter`
+    // that renamed a masked or denied table could read it under its new
+    // name once committed.
+    let rules = "
+      - deny: { sql: { statements: [select], tables: [public.payroll] } }
+        name: no-pay
+      - mask: { columns: [\"public.items.name\"], as: redact }
+        name: hide-names
+      - allow: { sql: { statements: [read, alter, transaction, session] } }
+";
+    let dp = DataPath::start_with(rules, Vec::new()).await;
+    dp.target("CREATE TABLE payroll (id int, salary int); ALTER TABLE payroll OWNER TO app");
+    for (sql, marker) in [
+        ("ALTER TABLE payroll RENAME TO pay2 /* n1 */", "/* n1 */"),
+        (
+            "ALTER TABLE public.payroll SET SCHEMA pg_temp /* n2 */",
+            "/* n2 */",
+        ),
+        ("ALTER SCHEMA public RENAME TO old /* n3 */", "/* n3 */"),
+        ("ALTER TABLE items RENAME TO things /* n4 */", "/* n4 */"),
+        (
+            "ALTER TABLE items RENAME COLUMN name TO label /* n5 */",
+            "/* n5 */",
+        ),
+    ] {
+        let (ok, _, err) = dp.psql(sql);
+        assert!(!ok, "`{sql}` was not refused");
+        assert!(err.contains("a DBA renames it"), "`{sql}`: {err}");
+        assert!(
+            !dp.pg.logs().contains(marker),
+            "the target saw `{marker}` from `{sql}`"
+        );
+    }
+    assert_eq!(
+        dp.target(
+            "SELECT string_agg(c.relname || '.' || a.attname, ',' ORDER BY c.relname) \
+             FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid \
+             WHERE c.relname IN ('items', 'payroll') AND c.relnamespace = 'public'::regnamespace AND a.attnum = 2"
+        ),
+        "items.name,payroll.salary"
+    );
+    // A rename no rule's names depend on runs.
+    let (ok, _, err) = dp.psql("ALTER TABLE notes RENAME TO memos");
+    assert!(ok, "{err}");
+    assert_eq!(dp.target("SELECT count(*) FROM memos"), "0");
+}
+
+#[tokio::test]
 async fn a_decision_shared_by_texts_of_one_shape_never_covers_a_constant_that_matters() {
     // One session: the agent remembers decisions by the text's shape (its
     // constants replaced), so a text that differs from an allowed one only

@@ -25,8 +25,9 @@ use crate::compile::{
     ApproveSpec, CompiledAction, CompiledGrant, CompiledMatcher, CompiledPolicy, CompiledRule,
     MaskSpec,
 };
-use crate::glob::{Quantifier, glob_match, names_match};
+use crate::glob::{ColumnPattern, QualifiedPattern, Quantifier, glob_match, names_match};
 use crate::kinds::{KindSet, SqlKind};
+use crate::sql::Rename;
 
 /// Who is asking, as established from a verified token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +141,14 @@ pub struct StatementFacts {
     /// that calls it. The agent fills this in from the target's catalog.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub functions_reached: Vec<String>,
+    /// Relations, columns, schemas and types the statement renames or
+    /// moves to another schema. Rules name what they cover by name, so a
+    /// rename that takes something out of a deny, approve or mask rule is
+    /// denied; and inside the session's transaction only it sees the new
+    /// names, so the agent judges later statements by what the old ones
+    /// reach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renames: Vec<Rename>,
     /// Whether every UPDATE and DELETE of the statement (in CTEs and
     /// subqueries too) has a WHERE clause that looks at rows; false when
     /// any lacks one, and for statements with no UPDATE or DELETE.
@@ -546,6 +555,8 @@ impl CompiledPolicy {
         let mut approvable = KindSet::EMPTY;
         let mut row_limit: Option<u64> = None;
         let mut masks: Vec<&MaskSpec> = Vec::new();
+        // A rename that takes something out of a rule naming it.
+        let mut lost: Option<(&CompiledGrant, &CompiledRule, &Rename)> = None;
 
         t.note(|| format!("statement `{}`", KindsText(kinds)));
         'policies: for grant in self.policies() {
@@ -555,6 +566,13 @@ impl CompiledPolicy {
             }
             for rule in &grant.rules {
                 let at = || format!("policy `{}` {}", grant.name, rule.label);
+                if lost.is_none()
+                    && !facts.renames.is_empty()
+                    && let Some(rename) = loses(&rule.action, &facts.renames)
+                {
+                    t.note(|| format!("{}: the statement renames what it names", at()));
+                    lost = Some((grant, rule, rename));
+                }
                 match &rule.action {
                     CompiledAction::Deny(m) => match m.first_hit(kinds, facts) {
                         Some(kind) => {
@@ -675,9 +693,61 @@ impl CompiledPolicy {
                 masks: Vec::new(),
             };
         };
+        if let Some((grant, rule, rename)) = lost {
+            let reason = format!(
+                "{} would take it out of rule {} of policy `{}`, which names it: rules match names, so a DBA renames it and updates the policy",
+                RenameText(rename),
+                rule.label,
+                grant.name
+            );
+            t.note(|| format!("decision: deny: {reason}"));
+            return Decision {
+                outcome: Outcome::Deny,
+                policy: Some(grant.name.clone()),
+                rule: Some(rule.label.clone()),
+                reason,
+                row_limit: None,
+                masks: Vec::new(),
+            };
+        }
         decision.row_limit = row_limit;
         decision.masks = masks.into_iter().cloned().collect();
         decision
+    }
+}
+
+/// The first of `renames` that takes a table or column out of a deny,
+/// approve or mask rule's patterns.
+fn loses<'a>(action: &CompiledAction, renames: &'a [Rename]) -> Option<&'a Rename> {
+    let tables: &[QualifiedPattern] = match action {
+        CompiledAction::Deny(m) | CompiledAction::Approve { matcher: m, .. } => {
+            m.tables.as_deref().unwrap_or_default()
+        }
+        CompiledAction::Mask(spec) => &spec.strict_tables,
+        CompiledAction::Allow(_) | CompiledAction::Limit { .. } => return None,
+    };
+    let columns: &[ColumnPattern] = match action {
+        CompiledAction::Mask(spec) => &spec.columns,
+        _ => &[],
+    };
+    renames.iter().find(|rename| {
+        tables.iter().any(|p| p.loses(rename)) || columns.iter().any(|p| p.loses(rename))
+    })
+}
+
+/// A rename as written in messages.
+struct RenameText<'a>(&'a Rename);
+
+impl fmt::Display for RenameText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Rename::Relation { old, new } => write!(f, "renaming or moving `{old}` to `{new}`"),
+            Rename::Schema { old, new } => write!(f, "renaming schema `{old}` to `{new}`"),
+            Rename::Column { relation, old, new } => {
+                write!(f, "renaming column `{old}` of `{relation}` to `{new}`")
+            }
+            Rename::Type { old, new } => write!(f, "renaming type `{old}` to `{new}`"),
+        }
     }
 }
 
@@ -956,6 +1026,74 @@ policies:
         // Allow looks at the calls the statement makes: `lower` only.
         let d = p.decide(&bot, "db", &through(&["pg_catalog.md5"]));
         assert!(d.is_allowed(), "{d:?}");
+    }
+
+    #[test]
+    fn a_rename_that_takes_something_out_of_a_rule_naming_it_is_denied() {
+        let doc = parse_document(
+            r#"
+resources:
+  - { name: db, kind: postgres, agent: eu, address: "db:5432", database: d }
+policies:
+  - name: p
+    subjects: { users: [bot] }
+    resources: { names: [db] }
+    rules:
+      - deny: { sql: { statements: [select], tables: [public.payroll] } }
+        name: no-pay
+      - approve: { sql: { statements: [update], tables: [ledger] }, approvers: [dba] }
+      - mask: { columns: ["public.customers.email", "*.card_number"], as: redact, strict_tables: [hr.people] }
+        name: private
+      - allow: { sql: { statements: [ddl, select, update] } }
+"#,
+        )
+        .expect("valid document");
+        let p = compile(&doc, &doc.resources, "eu");
+        let bot = Subject::user("bot", Vec::<String>::new());
+        let renaming = |renames: Vec<Rename>| StatementFacts {
+            renames,
+            ..facts(&[SqlKind::Alter], &["t"], false)
+        };
+        let relation = |old: &str, new: &str| Rename::Relation {
+            old: old.into(),
+            new: new.into(),
+        };
+        let schema = |old: &str, new: &str| Rename::Schema {
+            old: old.into(),
+            new: new.into(),
+        };
+        let column = |relation: &str, old: &str, new: &str| Rename::Column {
+            relation: relation.into(),
+            old: old.into(),
+            new: new.into(),
+        };
+        for (rename, rule) in [
+            (relation("payroll", "pay2"), "no-pay"),
+            (relation("public.payroll", "hr.payroll"), "no-pay"),
+            (schema("public", "old"), "no-pay"),
+            (relation("ledger", "books"), "rules[1]"),
+            (relation("customers", "clients"), "private"),
+            (column("customers", "email", "contact"), "private"),
+            (column("orders", "card_number", "cn"), "private"),
+            (schema("hr", "staff"), "private"),
+        ] {
+            let d = p.decide(&bot, "db", &renaming(vec![rename.clone()]));
+            assert!(d.is_denied(), "{rename:?}: {d:?}");
+            assert_eq!(d.rule.as_deref(), Some(rule), "{rename:?}");
+            assert!(d.reason.contains("a DBA renames it"), "{}", d.reason);
+        }
+        // Renames every pattern covers as before, or that no rule names.
+        for rename in [
+            relation("items", "things"),
+            relation("orders", "purchases"),
+            column("customers", "name", "full_name"),
+            column("customers", "contact", "email"),
+            schema("sales", "shop"),
+            relation("private.payroll", "private.pay2"),
+        ] {
+            let d = p.decide(&bot, "db", &renaming(vec![rename.clone()]));
+            assert!(d.is_allowed(), "{rename:?}: {d:?}");
+        }
     }
 
     #[test]

@@ -11,6 +11,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sql::Rename;
+
 /// Whether `text` matches the glob `pattern`, case-sensitively.
 ///
 /// Used for subjects (user ids, groups, service accounts) and resource names,
@@ -174,6 +176,24 @@ impl QualifiedPattern {
     }
 }
 
+impl QualifiedPattern {
+    /// Whether `rename` takes a relation out of this pattern: one it may
+    /// match under the old name and not under the new. (A later statement
+    /// naming the new name would escape a rule the old name was under.)
+    pub fn loses(&self, rename: &Rename) -> bool {
+        match rename {
+            Rename::Relation { old, new } => {
+                self.matches(old, Quantifier::Any) && !self.matches(new, Quantifier::Any)
+            }
+            Rename::Schema { old, new } => self
+                .schema
+                .as_deref()
+                .is_some_and(|p| glob_match_ci(p, old) && !glob_match_ci(p, new)),
+            Rename::Type { .. } | Rename::Column { .. } => false,
+        }
+    }
+}
+
 impl From<String> for QualifiedPattern {
     fn from(text: String) -> Self {
         Self::parse(&text)
@@ -252,6 +272,37 @@ impl ColumnPattern {
             Some(p) => actual.is_some_and(|a| glob_match_ci(p, a)),
         };
         part_matches(&self.table, table) && part_matches(&self.schema, schema)
+    }
+}
+
+impl ColumnPattern {
+    /// Whether `rename` takes a column out of this pattern: one it may
+    /// match under the old names (an unqualified relation may be in any
+    /// schema) and not under the new.
+    pub fn loses(&self, rename: &Rename) -> bool {
+        let relation_may_match = |relation: &str| {
+            let (schema, table) = split_sql_name(relation);
+            self.table
+                .as_deref()
+                .is_none_or(|p| glob_match_ci(p, table))
+                && match (&self.schema, schema) {
+                    (Some(p), Some(s)) => glob_match_ci(p, s),
+                    _ => true,
+                }
+        };
+        match rename {
+            Rename::Relation { old, new } => relation_may_match(old) && !relation_may_match(new),
+            Rename::Schema { old, new } => self
+                .schema
+                .as_deref()
+                .is_some_and(|p| glob_match_ci(p, old) && !glob_match_ci(p, new)),
+            Rename::Column { relation, old, new } => {
+                relation_may_match(relation)
+                    && glob_match_ci(&self.column, old)
+                    && !glob_match_ci(&self.column, new)
+            }
+            Rename::Type { .. } => false,
+        }
     }
 }
 

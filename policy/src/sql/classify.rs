@@ -168,12 +168,6 @@ pub struct CatalogNames {
     /// before the catalog does (inside its transaction, only it can).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub defines: Vec<String>,
-    /// Relations, schemas and types the statement renames or moves to
-    /// another schema: inside the session's transaction only it sees the
-    /// new names, so later statements must be judged by what the old ones
-    /// reach.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub renames: Vec<Rename>,
 }
 
 impl CatalogNames {
@@ -183,7 +177,6 @@ impl CatalogNames {
             && self.calls.is_empty()
             && self.types.is_empty()
             && self.defines.is_empty()
-            && self.renames.is_empty()
     }
 }
 
@@ -200,6 +193,13 @@ pub enum Rename {
     Schema { old: String, new: String },
     /// A type or domain, by its last name.
     Type { old: String, new: String },
+    /// A column of a relation (`schema.relation` or `relation`, as
+    /// written).
+    Column {
+        relation: String,
+        old: String,
+        new: String,
+    },
 }
 
 /// A `COPY ... TO STDOUT`: its source and output format.
@@ -523,6 +523,7 @@ fn facts_of(root: NodeRef<'_>) -> Result<(StatementFacts, CatalogNames), Classif
         mut foreign_tables,
         mut credential_catalogs,
         mut catalog_names,
+        renames,
         rows_modified,
         unbounded,
         ..
@@ -553,6 +554,7 @@ fn facts_of(root: NodeRef<'_>) -> Result<(StatementFacts, CatalogNames), Classif
         credential_catalogs,
         tables_reached: Vec::new(),
         functions_reached: Vec::new(),
+        renames,
         has_where: rows_modified && !unbounded,
     };
     Ok((facts, catalog_names))
@@ -638,6 +640,8 @@ struct Walker<'a> {
     /// Catalogs holding credentials the statement names.
     credential_catalogs: Vec<String>,
     catalog_names: CatalogNames,
+    /// Relations, columns, schemas and types renamed or moved.
+    renames: Vec<Rename>,
     /// Names of the CTEs visible at the current point of the walk; an
     /// unqualified table reference with one of these names is the CTE.
     ctes: Vec<&'a str>,
@@ -843,7 +847,7 @@ impl<'a> Walker<'a> {
             }
             NodeRef::RenameStmt(r) => {
                 if let Some(rename) = rename_of(r) {
-                    self.catalog_names.renames.push(rename);
+                    self.renames.push(rename);
                 }
             }
             // `VALIDATE CONSTRAINT` (and adding one) runs the domain's
@@ -855,7 +859,7 @@ impl<'a> Walker<'a> {
             }
             NodeRef::AlterObjectSchemaStmt(a) => {
                 if let Some(rename) = move_of(a) {
-                    self.catalog_names.renames.push(rename);
+                    self.renames.push(rename);
                 }
             }
             // Constructs that compare with the types' `=` and `<`.
@@ -1242,6 +1246,11 @@ fn rename_of(r: &protobuf::RenameStmt) -> Option<Rename> {
         }),
         ObjectType::ObjectType | ObjectType::ObjectDomain => Some(Rename::Type {
             old: last_name(r.object.as_deref()?)?,
+            new,
+        }),
+        ObjectType::ObjectColumn => Some(Rename::Column {
+            relation: relation_text(r.relation.as_ref()?),
+            old: r.subname.clone(),
             new,
         }),
         _ => None,

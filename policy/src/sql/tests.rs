@@ -1572,7 +1572,7 @@ fn catalogs_holding_credentials_are_named_however_they_are_read() {
 #[test]
 fn renames_of_relations_schemas_and_types_are_reported() {
     use crate::Rename;
-    let renames = |sql: &str| all(sql).remove(0).catalog_names.renames;
+    let renames = |sql: &str| all(sql).remove(0).facts.renames;
     let relation = |old: &str, new: &str| Rename::Relation {
         old: old.into(),
         new: new.into(),
@@ -1621,9 +1621,22 @@ fn renames_of_relations_schemas_and_types_are_reported() {
             .types,
         ["positive"]
     );
-    // Columns, constraints and functions are not renames of this kind.
     for sql in [
-        "ALTER TABLE t RENAME COLUMN a TO b",
+        "ALTER TABLE s.t RENAME COLUMN a TO b",
+        "ALTER VIEW s.t RENAME COLUMN a TO b",
+    ] {
+        assert_eq!(
+            renames(sql),
+            [Rename::Column {
+                relation: "s.t".into(),
+                old: "a".into(),
+                new: "b".into()
+            }],
+            "{sql}"
+        );
+    }
+    // Constraints and functions are not renames of this kind.
+    for sql in [
         "ALTER TABLE t RENAME CONSTRAINT a TO b",
         "ALTER FUNCTION f(int) RENAME TO g",
         "ALTER TYPE mood RENAME VALUE 'a' TO 'b'",

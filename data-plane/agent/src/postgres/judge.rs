@@ -291,7 +291,7 @@ impl Judge {
                 added |= self.defined.insert(name.clone());
             }
         }
-        for rename in statements.iter().flat_map(|s| &s.catalog_names.renames) {
+        for rename in statements.iter().flat_map(|s| &s.facts.renames) {
             if self.renamed.contains(rename) {
                 continue;
             }
@@ -467,7 +467,7 @@ impl Judge {
             let facts = with_routines(st, routines, defined, &renamed);
             tables_read.extend(facts.tables_reached.iter().cloned());
             defined_here.extend(st.catalog_names.defines.iter().map(String::as_str));
-            renamed.extend(&st.catalog_names.renames);
+            renamed.extend(&st.facts.renames);
             kinds.extend(facts.kinds.iter().map(|k| k.as_str().to_owned()));
             let verdict = self.decide_facts(active, &facts);
             if verdict.approval.is_some() {

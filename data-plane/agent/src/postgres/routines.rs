@@ -974,7 +974,7 @@ fn earlier_relation(name: &str, rename: &Rename) -> Option<String> {
         Rename::Schema { old, new } => readings(name)
             .find(|(schema, _)| schema.is_some_and(|s| s.eq_ignore_ascii_case(new)))
             .map(|(_, relation)| format!("{old}.{relation}")),
-        Rename::Type { .. } => None,
+        Rename::Type { .. } | Rename::Column { .. } => None,
     }
 }
 
