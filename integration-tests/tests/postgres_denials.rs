@@ -133,7 +133,8 @@ async fn a_function_a_rule_denies_is_denied_when_a_view_or_policy_calls_it() {
     // The DBA's view over the activity function (no table in it), a view
     // of that view, a view using the denied function in an aggregate's
     // argument, a table whose row-level-security policy calls it, and
-    // PostgreSQL's own view over the activity function.
+    // PostgreSQL's own view over the activity function; a view calling
+    // query_to_xml, and one calling a DBA's alias placed in pg_catalog.
     dp.target(
         "CREATE VIEW public.sessions AS SELECT pid, query FROM pg_stat_get_activity(NULL); \
          CREATE VIEW sessions_again AS SELECT * FROM sessions; \
@@ -142,7 +143,10 @@ async fn a_function_a_rule_denies_is_denied_when_a_view_or_policy_calls_it() {
          ALTER TABLE secrets ENABLE ROW LEVEL SECURITY; \
          CREATE POLICY mine ON secrets USING (md5(owner) <> ''); \
          CREATE VIEW upper_names AS SELECT upper(name) AS n FROM items; \
-         GRANT SELECT, UPDATE ON sessions, sessions_again, digests, secrets, upper_names TO app",
+         CREATE VIEW xml_sessions AS SELECT query_to_xml('select pid, query from pg_catalog.pg_stat_activity', true, false, '') AS x; \
+         CREATE FUNCTION pg_catalog.session_text(int) RETURNS text LANGUAGE internal STABLE AS 'pg_stat_get_backend_activity'; \
+         CREATE VIEW aliased AS SELECT pg_catalog.session_text(1) AS q; \
+         GRANT SELECT, UPDATE ON sessions, sessions_again, digests, secrets, upper_names, xml_sessions, aliased TO app",
     );
     for (sql, marker) in [
         ("SELECT query /* f1 */ FROM sessions", "/* f1 */"),
@@ -159,6 +163,22 @@ async fn a_function_a_rule_denies_is_denied_when_a_view_or_policy_calls_it() {
         assert!(err.contains("not-these-calls"), "`{sql}`: {err}");
     }
     assert_eq!(dp.target("SELECT id FROM secrets"), "1");
+    // What a view's calls do counts as the statement's (query_to_xml runs
+    // the SQL text it is given: `dynamic_sql`), and a DBA's function placed
+    // in pg_catalog is the database's (`user_function`), not PostgreSQL's:
+    // both in the group `dynamic` the rule `no-changes` denies.
+    for (sql, marker, why) in [
+        (
+            "SELECT x /* f6 */ FROM xml_sessions",
+            "/* f6 */",
+            "no-changes",
+        ),
+        ("SELECT q /* f7 */ FROM aliased", "/* f7 */", "no-changes"),
+    ] {
+        assert_denied(&dp, sql, marker);
+        let (_, _, err) = dp.psql(sql);
+        assert!(err.contains(why), "`{sql}`: {err}");
+    }
     // A view calling what no rule denies reads as before.
     let (ok, out, err) = dp.psql("SELECT count(n) FROM upper_names");
     assert!(ok, "{err}");

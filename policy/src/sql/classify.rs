@@ -1309,6 +1309,24 @@ fn names_relation(object: ObjectType) -> bool {
     )
 }
 
+/// The kinds a call of `name` (`schema.function` or `function`) gives a
+/// statement that does not make it in its text: a call in a view, rule or
+/// policy the statement reaches, whose arguments the agent does not read
+/// (so `set_config` counts as setting anything).
+pub fn kinds_of_call(name: &str) -> Vec<SqlKind> {
+    let bare = name.rsplit_once('.').map_or(name, |(_, bare)| bare);
+    let mut kinds: Vec<SqlKind> = function_kind(bare).into_iter().collect();
+    if bare.eq_ignore_ascii_case("set_config") {
+        kinds.extend([
+            SqlKind::Set,
+            SqlKind::SetRole,
+            SqlKind::SetSessionAuthorization,
+            SqlKind::Other,
+        ]);
+    }
+    kinds
+}
+
 /// What calling the built-in function `bare` (its name without schema) does
 /// beyond computing a value, when it does more; matched case-insensitively,
 /// so a function of the same name in another schema gets the kind too

@@ -642,6 +642,18 @@ fn with_routines<'a>(
     }
     let mut facts = statement.facts.clone();
     facts.tables_reached = reached.tables;
+    // What the views' calls do beyond computing a value (`query_to_xml`
+    // runs the SQL text it is given, `pg_read_file` reads the server's
+    // files): as if the statement made them.
+    for kind in reached
+        .calls
+        .iter()
+        .flat_map(|f| sluice_policy::kinds_of_call(f))
+    {
+        if !facts.kinds.contains(&kind) {
+            facts.kinds.push(kind);
+        }
+    }
     facts.functions_reached = reached.calls;
     for (kind, names, found) in [
         (

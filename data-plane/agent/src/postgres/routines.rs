@@ -858,15 +858,29 @@ impl Routines {
             foreign_tables.extend(reached_by_reading(&self.foreign, table).cloned());
             credential_catalogs.extend(reached_by_reading(&self.credentials, table).cloned());
         }
-        found.sort_unstable();
-        found.dedup();
-        found.retain(|f| !facts.user_functions.contains(f));
         foreign_tables.sort_unstable();
         foreign_tables.dedup();
         credential_catalogs.sort_unstable();
         credential_catalogs.dedup();
         credential_catalogs.retain(|c| !facts.credential_catalogs.contains(c));
         let (mut reached, calls) = self.reads.reached_from(tables.iter().copied());
+        // What the relations call in `pg_catalog` that is not PostgreSQL's
+        // own (a DBA's function, aggregate or operator placed there) is
+        // the database's code like any other schema's.
+        found.extend(
+            calls
+                .iter()
+                .filter(|f| {
+                    f.split_once('.').is_some_and(|(schema, bare)| {
+                        matches!(schema, "pg_catalog" | "information_schema")
+                            && !sluice_policy::is_builtin_function(Some(schema), bare)
+                    })
+                })
+                .cloned(),
+        );
+        found.sort_unstable();
+        found.dedup();
+        found.retain(|f| !facts.user_functions.contains(f));
         reached.extend(earlier);
         reached.sort_unstable();
         reached.dedup();
@@ -1480,6 +1494,27 @@ mod tests {
         );
         assert!(calls("SELECT * FROM other.sessions").is_empty());
         assert!(calls("SELECT lower(name) FROM items").is_empty());
+        // PostgreSQL's own calls are not the database's functions.
+        assert!(
+            reached(&routines, "SELECT * FROM sessions_again")
+                .functions
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn what_a_dba_placed_in_pg_catalog_and_a_view_calls_is_the_database_s() {
+        let routines = TestCatalog {
+            calls: &[
+                (100, "public", "aliased", "pg_catalog.session_text"),
+                (100, "public", "aliased", "pg_catalog.upper"),
+            ],
+            ..Default::default()
+        }
+        .build();
+        let found = reached(&routines, "SELECT * FROM aliased");
+        assert_eq!(found.functions, ["pg_catalog.session_text"]);
+        assert_eq!(found.calls, ["pg_catalog.session_text", "pg_catalog.upper"]);
     }
 
     #[test]
