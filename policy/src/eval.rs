@@ -860,6 +860,24 @@ policies:
         }
     }
 
+    /// A policy giving user `bot` resource `db` with `rules` (YAML list
+    /// items indented six spaces).
+    fn bot_policy(rules: &str) -> CompiledPolicy {
+        let doc = parse_document(&format!(
+            r#"
+resources:
+  - {{ name: db, kind: postgres, agent: eu, address: "db:5432", database: d }}
+policies:
+  - name: p
+    subjects: {{ users: [bot] }}
+    resources: {{ names: [db] }}
+    rules:
+{rules}"#
+        ))
+        .expect("valid document");
+        compile(&doc, &doc.resources, "eu")
+    }
+
     fn ai() -> Subject {
         Subject::user("bot-7", ["ai-agents"])
     }
@@ -945,23 +963,14 @@ policies:
 
     #[test]
     fn deny_and_approve_match_tables_reached_through_views_and_allow_does_not() {
-        let doc = parse_document(
+        let p = bot_policy(
             r#"
-resources:
-  - { name: db, kind: postgres, agent: eu, address: "db:5432", database: d }
-policies:
-  - name: p
-    subjects: { users: [bot] }
-    resources: { names: [db] }
-    rules:
       - deny: { sql: { tables: [pg_stat_activity] } }
         name: no-sessions
       - approve: { sql: { statements: [update], tables: [public.payroll] }, approvers: [dba] }
       - allow: { sql: { statements: [select, update], tables: ["public.*"] } }
 "#,
-        )
-        .expect("valid document");
-        let p = compile(&doc, &doc.resources, "eu");
+        );
         let bot = Subject::user("bot", Vec::<String>::new());
         let through = |kind, view: &str, reached: &[&str]| StatementFacts {
             tables_reached: reached.iter().map(|t| (*t).to_owned()).collect(),
@@ -995,23 +1004,14 @@ policies:
 
     #[test]
     fn deny_and_approve_match_functions_reached_through_views_and_allow_does_not() {
-        let doc = parse_document(
+        let p = bot_policy(
             r#"
-resources:
-  - { name: db, kind: postgres, agent: eu, address: "db:5432", database: d }
-policies:
-  - name: p
-    subjects: { users: [bot] }
-    resources: { names: [db] }
-    rules:
       - deny: { sql: { functions: ["pg_stat_get_*"] } }
         name: no-sessions
       - approve: { sql: { functions: [public.pay_raise] }, approvers: [dba] }
       - allow: { sql: { statements: [select], functions: [lower] } }
 "#,
-        )
-        .expect("valid document");
-        let p = compile(&doc, &doc.resources, "eu");
+        );
         let bot = Subject::user("bot", Vec::<String>::new());
         let through = |reached: &[&str]| StatementFacts {
             functions: vec!["lower".to_owned()],
@@ -1030,15 +1030,8 @@ policies:
 
     #[test]
     fn a_rename_that_takes_something_out_of_a_rule_naming_it_is_denied() {
-        let doc = parse_document(
+        let p = bot_policy(
             r#"
-resources:
-  - { name: db, kind: postgres, agent: eu, address: "db:5432", database: d }
-policies:
-  - name: p
-    subjects: { users: [bot] }
-    resources: { names: [db] }
-    rules:
       - deny: { sql: { statements: [select], tables: [public.payroll] } }
         name: no-pay
       - approve: { sql: { statements: [update], tables: [ledger] }, approvers: [dba] }
@@ -1046,9 +1039,7 @@ policies:
         name: private
       - allow: { sql: { statements: [ddl, select, update] } }
 "#,
-        )
-        .expect("valid document");
-        let p = compile(&doc, &doc.resources, "eu");
+        );
         let bot = Subject::user("bot", Vec::<String>::new());
         let renaming = |renames: Vec<Rename>| StatementFacts {
             renames,

@@ -1007,9 +1007,9 @@ impl<'a> Walker<'a> {
                 Some(setting) => self.add_all(setting_kinds(setting)),
                 // The setting is computed: assume the worst.
                 None => {
-                    self.add(SqlKind::SetRole);
-                    self.add(SqlKind::SetSessionAuthorization);
-                    self.add(SqlKind::Other);
+                    for &kind in SETS_ANYTHING {
+                        self.add(kind);
+                    }
                 }
             }
         }
@@ -1217,9 +1217,9 @@ fn qualified_name(parts: &[protobuf::Node]) -> Option<String> {
     (!tail.is_empty()).then(|| tail.join("."))
 }
 
-/// What an `ALTER ... RENAME TO` renames, when it is a relation, a schema
-/// or a type (columns, constraints and the rest do not change what a name
-/// reaches; functions count as definitions).
+/// What an `ALTER ... RENAME TO` renames, when it is a relation, a schema,
+/// a type or a column (constraints and the rest do not change what a name
+/// reaches or what a rule names; functions count as definitions).
 fn rename_of(r: &protobuf::RenameStmt) -> Option<Rename> {
     let new = r.newname.clone();
     match r.rename_type() {
@@ -1317,15 +1317,19 @@ pub fn kinds_of_call(name: &str) -> Vec<SqlKind> {
     let bare = name.rsplit_once('.').map_or(name, |(_, bare)| bare);
     let mut kinds: Vec<SqlKind> = function_kind(bare).into_iter().collect();
     if bare.eq_ignore_ascii_case("set_config") {
-        kinds.extend([
-            SqlKind::Set,
-            SqlKind::SetRole,
-            SqlKind::SetSessionAuthorization,
-            SqlKind::Other,
-        ]);
+        kinds.push(SqlKind::Set);
+        kinds.extend(SETS_ANYTHING);
     }
     kinds
 }
+
+/// What a `set_config` call whose setting is not a plain literal may do
+/// besides `set`.
+const SETS_ANYTHING: &[SqlKind] = &[
+    SqlKind::SetRole,
+    SqlKind::SetSessionAuthorization,
+    SqlKind::Other,
+];
 
 /// What calling the built-in function `bare` (its name without schema) does
 /// beyond computing a value, when it does more; matched case-insensitively,

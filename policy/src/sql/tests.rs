@@ -1570,6 +1570,26 @@ fn catalogs_holding_credentials_are_named_however_they_are_read() {
 }
 
 #[test]
+fn a_call_reached_through_a_view_carries_the_kinds_a_direct_call_would() {
+    assert_eq!(
+        kinds_of_call("pg_catalog.query_to_xml"),
+        [SqlKind::DynamicSql]
+    );
+    assert_eq!(kinds_of_call("PG_READ_FILE"), [SqlKind::ServerFunction]);
+    assert_eq!(kinds_of_call("public.nextval"), [SqlKind::FunctionWrite]);
+    // Its setting is not read: it may set anything.
+    let set = kinds_of_call("pg_catalog.set_config");
+    for kind in [
+        SqlKind::Set,
+        SqlKind::SetRole,
+        SqlKind::SetSessionAuthorization,
+    ] {
+        assert!(set.contains(&kind), "{set:?}");
+    }
+    assert!(kinds_of_call("pg_catalog.lower").is_empty());
+}
+
+#[test]
 fn renames_of_relations_schemas_and_types_are_reported() {
     use crate::Rename;
     let renames = |sql: &str| all(sql).remove(0).facts.renames;

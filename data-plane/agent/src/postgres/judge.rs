@@ -791,6 +791,23 @@ policies:
         })
     }
 
+    /// A document whose one policy gives user `bot` resource `db` with
+    /// `rules` (YAML list items indented six spaces).
+    fn bot_doc(rules: &str) -> String {
+        format!(
+            r#"
+resources:
+  - {{ name: db, kind: postgres, agent: a, address: "h:1", database: d }}
+policies:
+  - name: p
+    subjects: {{ users: [bot] }}
+    resources: {{ names: [db] }}
+    rules:
+{rules}
+"#
+        )
+    }
+
     fn judge() -> (Judge, Arc<Active>) {
         let subject = Subject::user("bot", Vec::<String>::new());
         (
@@ -962,16 +979,7 @@ policies:
     #[test]
     fn functions_the_database_or_the_session_defines_are_user_functions_however_reached() {
         let active = snapshot_of(
-            r#"
-resources:
-  - { name: db, kind: postgres, agent: a, address: "h:1", database: d }
-policies:
-  - name: p
-    subjects: { users: [bot] }
-    resources: { names: [db] }
-    rules:
-      - allow: { sql: { statements: [read, create] } }
-"#,
+            &bot_doc("      - allow: { sql: { statements: [read, create] } }"),
             1,
         );
         let subject = Subject::user("bot", Vec::<String>::new());
@@ -1044,18 +1052,9 @@ policies:
     #[test]
     fn catalogs_holding_credentials_need_a_rule_naming_them() {
         let doc = |extra: &str| {
-            format!(
-                r#"
-resources:
-  - {{ name: db, kind: postgres, agent: a, address: "h:1", database: d }}
-policies:
-  - name: p
-    subjects: {{ users: [bot] }}
-    resources: {{ names: [db] }}
-    rules:
-      - allow: {{ sql: {{ statements: [read] }} }}{extra}
-"#
-            )
+            bot_doc(&format!(
+                "      - allow: {{ sql: {{ statements: [read] }} }}{extra}"
+            ))
         };
         let subject = Subject::user("bot", Vec::<String>::new());
         let routines = super::super::routines::TestCatalog {
@@ -1109,16 +1108,7 @@ policies:
     #[test]
     fn past_the_renames_a_session_is_followed_for_statements_naming_relations_are_refused() {
         let active = snapshot_of(
-            r#"
-resources:
-  - { name: db, kind: postgres, agent: a, address: "h:1", database: d }
-policies:
-  - name: p
-    subjects: { users: [bot] }
-    resources: { names: [db] }
-    rules:
-      - allow: { sql: { statements: [read, alter] } }
-"#,
+            &bot_doc("      - allow: { sql: { statements: [read, alter] } }"),
             1,
         );
         let subject = Subject::user("bot", Vec::<String>::new());
