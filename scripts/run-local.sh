@@ -93,6 +93,10 @@ HBA
         psql -q -h 127.0.0.1 -p "$DEMO_PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
             -v pw="$(cat "$STATE/demo-db.password")" -f scripts/demo-seed.sql >/dev/null
     fi
+    # The agent hears of DDL run on the demo database directly (psql as
+    # postgres) when it commits, not within --catalog-max-age.
+    PGOPTIONS='-c client_min_messages=warning' psql -q -h 127.0.0.1 -p "$DEMO_PG_PORT" -U postgres -d demo \
+        -v ON_ERROR_STOP=1 -f docs/ddl-notices.sql >/dev/null
     echo "demo PostgreSQL running on 127.0.0.1:$DEMO_PG_PORT (log: $STATE/postgres/server.log)"
 else
     echo "note: PostgreSQL server binaries not found; starting without the demo database (apt-get install postgresql)"

@@ -439,3 +439,103 @@ async fn notification_payloads_are_masked() {
     assert!(payload.contains("new contact"), "{payload}");
     assert_clean("notification payload", &payload);
 }
+
+/// One column masked by origin, with no detector that would catch its
+/// value and no strict table: only the catalog's view definitions tell
+/// that a view's column is the masked one.
+const VIEW_RULES: &str = r#"
+      - mask: { columns: ["public.accounts.secret"], as: redact }
+        name: secrets
+      - allow: { sql: { statements: [read, ddl, session, transaction] } }
+        name: work
+"#;
+
+const SECRET: &str = "plain-canary-7731";
+
+/// Table `accounts` with a masked `secret`, and a view over its other
+/// columns.
+fn create_accounts(dp: &DataPath) {
+    dp.target(&format!(
+        "SET ROLE app;
+         CREATE TABLE accounts (id int PRIMARY KEY, label text, secret text);
+         INSERT INTO accounts VALUES (1, 'visible-label', '{SECRET}');
+         CREATE VIEW accounts_view AS SELECT id, label FROM accounts;"
+    ));
+}
+
+async fn view_label(conn: &mut sqlx::PgConnection) -> String {
+    sqlx::raw_sql("SELECT label FROM accounts_view")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+        .get(0)
+}
+
+const REDEFINE: &str =
+    "CREATE OR REPLACE VIEW accounts_view AS SELECT id, secret AS label FROM accounts";
+
+#[tokio::test]
+async fn a_view_redefined_over_a_masked_column_through_another_session_is_masked() {
+    let dp = DataPath::start_with(VIEW_RULES, Vec::new()).await;
+    create_accounts(&dp);
+    let mut reader = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+    assert_eq!(view_label(&mut reader).await, "visible-label");
+    // Another session redefines the view over the masked column.
+    let mut writer = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+    sqlx::raw_sql(REDEFINE).execute(&mut writer).await.unwrap();
+    assert_eq!(dp.target("SELECT label FROM accounts_view"), SECRET);
+    // The reader's session read the catalog before: it must not resolve
+    // the view's column with the old definition.
+    let label = view_label(&mut reader).await;
+    assert_eq!(
+        label, "[REDACTED]",
+        "the redefined view's column came back unmasked"
+    );
+}
+
+#[tokio::test]
+async fn ddl_run_on_the_target_directly_is_heard_with_the_event_trigger() {
+    let dp = DataPath::start_with(VIEW_RULES, Vec::new()).await;
+    dp.target(include_str!("../../docs/ddl-notices.sql"));
+    create_accounts(&dp);
+    let mut reader = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+    assert_eq!(view_label(&mut reader).await, "visible-label");
+    eventually(
+        Duration::from_secs(20),
+        "the agent listening for DDL notices",
+        || async {
+            dp.agent
+                .logs()
+                .contains("listening for the target's DDL notices")
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !dp.agent.logs().contains("no Sluice DDL event trigger"),
+        "{}",
+        dp.agent.logs()
+    );
+    // Read again after the watch started (it marks the read out of date
+    // when it starts listening): the session's read is fresh again.
+    assert_eq!(view_label(&mut reader).await, "visible-label");
+    // A DBA redefines the view on the target, not through the agent.
+    dp.target(&format!("SET ROLE app; {REDEFINE}"));
+    assert_eq!(dp.target("SELECT label FROM accounts_view"), SECRET);
+    eventually(
+        Duration::from_secs(20),
+        "the agent hearing the DDL notice",
+        || async {
+            dp.agent
+                .logs()
+                .contains("the target's catalog changed (DDL notice)")
+                .then_some(())
+        },
+    )
+    .await;
+    let label = view_label(&mut reader).await;
+    assert_eq!(
+        label, "[REDACTED]",
+        "the redefined view's column came back unmasked"
+    );
+}

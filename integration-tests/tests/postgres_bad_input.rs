@@ -278,7 +278,13 @@ async fn a_resources_connection_limits_keep_one_subject_from_taking_the_targets_
         let db = err.as_database_error().expect("a PostgreSQL error");
         (db.code().map(|c| c.into_owned()), db.message().to_owned())
     };
-    let in_target = || dp.target("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'");
+    // Sessions' connections: not the agent's one listening for DDL notices.
+    let in_target = || {
+        dp.target(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE usename = 'app' AND application_name <> 'sluice ddl notices'",
+        )
+    };
 
     let a1 = sqlx::postgres::PgConnection::connect(&dp.url())
         .await

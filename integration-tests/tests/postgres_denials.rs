@@ -235,6 +235,55 @@ async fn a_rename_that_takes_a_table_or_column_out_of_a_rule_naming_it_is_denied
 }
 
 #[tokio::test]
+async fn a_view_a_dba_redefines_on_the_target_is_judged_anew_with_the_event_trigger() {
+    // Sessions share the agent's read of the catalog: without hearing of
+    // DDL run on the target directly, a view redefined over a denied
+    // table would be judged by its old definition until the read aged out.
+    let rules = "
+      - deny: { sql: { statements: [select], tables: [public.payroll] } }
+        name: no-pay
+      - allow: { sql: { statements: [read, transaction, session] } }
+";
+    let dp = DataPath::start_with(rules, Vec::new()).await;
+    dp.target(include_str!("../../docs/ddl-notices.sql"));
+    dp.target(
+        "SET ROLE app; CREATE TABLE payroll (id int, salary int); \
+         CREATE VIEW staff AS SELECT id FROM items",
+    );
+    let (ok, out, err) = dp.psql("SELECT count(*) FROM staff");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "500");
+    sluice_integration_tests::eventually(
+        std::time::Duration::from_secs(20),
+        "the agent listening for DDL notices",
+        || async {
+            dp.agent
+                .logs()
+                .contains("listening for the target's DDL notices")
+                .then_some(())
+        },
+    )
+    .await;
+    // Read again after the watch started (it marks the read out of date
+    // when it starts listening): the agent's read is fresh again.
+    let (ok, out, err) = dp.psql("SELECT count(*) FROM staff");
+    assert!(ok && out.trim() == "500", "{out}{err}");
+    dp.target("SET ROLE app; CREATE OR REPLACE VIEW staff AS SELECT id FROM payroll");
+    sluice_integration_tests::eventually(
+        std::time::Duration::from_secs(20),
+        "the agent hearing the DDL notice",
+        || async {
+            dp.agent
+                .logs()
+                .contains("the target's catalog changed (DDL notice)")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_denied(&dp, "SELECT count(*) FROM staff /* r1 */", "/* r1 */");
+}
+
+#[tokio::test]
 async fn a_decision_shared_by_texts_of_one_shape_never_covers_a_constant_that_matters() {
     // One session: the agent remembers decisions by the text's shape (its
     // constants replaced), so a text that differs from an allowed one only

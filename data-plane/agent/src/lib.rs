@@ -61,6 +61,8 @@ pub struct Agent {
     pub pg_catalogs: postgres::CatalogCache<postgres::Catalog>,
     /// Targets' own functions and operators, for judging statements.
     pub pg_routines: postgres::CatalogCache<postgres::Routines>,
+    /// Connections listening for targets' notices of DDL run on them.
+    pub pg_ddl_watches: postgres::DdlWatches,
     /// Masking `hash` key for resources whose snapshot carries none.
     pub local_mask_key: Vec<u8>,
     /// TLS for client connections (None: plaintext only).
@@ -332,6 +334,7 @@ impl Agent {
             pg_cancel: postgres::CancelRegistry::default(),
             pg_catalogs: postgres::CatalogCache::new(catalog_max_age),
             pg_routines: postgres::CatalogCache::new(catalog_max_age),
+            pg_ddl_watches: postgres::DdlWatches::default(),
             local_mask_key: {
                 use ring::rand::SecureRandom as _;
                 let mut key = vec![0u8; 32];

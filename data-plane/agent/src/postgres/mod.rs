@@ -13,6 +13,7 @@
 mod cancel;
 mod capture;
 mod catalog;
+mod ddl_watch;
 mod io;
 mod judge;
 mod mask;
@@ -25,6 +26,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 pub use cancel::CancelRegistry;
 pub use catalog::{Catalog, CatalogCache};
+pub use ddl_watch::DdlWatches;
 pub use routines::Routines;
 pub use session::SHUTTING_DOWN;
 
@@ -260,6 +262,7 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr, starting: c
                 return refuse(&agent, stream, event, Refusal::new("08006", "upstream_failed", format!("sluice could not open a session on \"{}\": {e}", granted.resource.name))).await;
             }
         };
+        agent.pg_ddl_watches.ensure(&agent, &granted.resource, &granted.credential);
         let masker = match session_masker(&agent, &granted).await {
             Ok(m) => m,
             Err(e) => {

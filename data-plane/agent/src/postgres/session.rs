@@ -51,6 +51,7 @@ use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     sync::watch,
 };
+use tokio_stream::{StreamExt as _, wrappers::WatchStream};
 
 use super::{
     capture::{self, Capture},
@@ -307,6 +308,9 @@ struct Relay {
     /// When the session's read of the target's functions was taken, and
     /// the cache's generation then.
     routines_read: (Instant, u64),
+    /// When the masker's read of the target's catalog was taken, and the
+    /// cache's generation then.
+    masks_read: (Instant, u64),
     /// A result row could not be masked (it was withheld): why.
     unmaskable: Option<String>,
     /// Set when the target's session changed in a way the agent cannot
@@ -414,6 +418,9 @@ pub async fn run(
         catalog_stale: false,
         ddl_in_transaction: false,
         routines_read,
+        // Read when the masker was built, at a generation not known here:
+        // compared before the first statement.
+        masks_read: (Instant::now(), u64::MAX),
         unmaskable: None,
         fault: None,
         describes: VecDeque::new(),
@@ -433,9 +440,13 @@ pub async fn run(
         terminate: false,
     };
     let idle = relay.ctx.idle_timeout;
-    let mut ended = relay.ctx.ended.clone();
+    // Streams, not `changed()` per loop turn: each turn would register
+    // with (and unregister from) the agent-wide channels every session
+    // shares.
+    let mut ended = WatchStream::from_changes(relay.ctx.ended.clone());
     let mut draining = relay.ctx.draining.clone();
     let mut drain = *draining.borrow_and_update();
+    let mut draining = WatchStream::from_changes(draining);
     let mut cancels = relay.ctx.cancels.clone();
     // One timer for the whole session, moved only when it fires: creating a
     // timer per loop turn costs more than the statement's judgement.
@@ -535,14 +546,11 @@ pub async fn run(
                     "your token has expired; connect again with a fresh one".into(),
                 ));
             }
-            r = draining.changed(), if !drain => {
-                drain = r.is_err() || *draining.borrow_and_update();
+            d = draining.next(), if !drain => {
+                drain = d.unwrap_or(true);
             }
-            r = ended.changed() => {
-                let why = match r {
-                    Ok(()) => ended.borrow_and_update().clone(),
-                    Err(_) => Some("the agent is shutting down".into()),
-                };
+            why = ended.next() => {
+                let why = why.unwrap_or_else(|| Some("the agent is shutting down".into()));
                 if let Some(why) = why {
                     break Some(SessionError::Ended(why));
                 }
@@ -1415,10 +1423,12 @@ impl Relay {
         }
     }
 
-    /// Before judging: a fresh read of the target's functions when the
-    /// session's is older than `--catalog-max-age`, another session's DDL made it out
-    /// of date, or this session sent DDL; and after DDL the masking
-    /// catalog too.
+    /// Before judging: a fresh read of the target's functions, and of the
+    /// catalog masking resolves columns with, when the session's is older
+    /// than `--catalog-max-age`, another session's DDL (or the target's
+    /// notice of DDL) made it out of date, or this session sent DDL. A view
+    /// redefined over a masked column must not be read with the old
+    /// definition's columns.
     async fn refresh_catalog(&mut self) -> Result<(), SessionError> {
         let stale = std::mem::take(&mut self.catalog_stale);
         let routines = &self.ctx.agent.pg_routines;
@@ -1444,9 +1454,6 @@ impl Relay {
             self.judge.set_routines(read.map_err(|e| e.to_string()));
             self.routines_read = (Instant::now(), generation);
         }
-        if !stale {
-            return Ok(());
-        }
         let Some(masker) = self.ctx.masker.as_mut() else {
             return Ok(());
         };
@@ -1454,7 +1461,17 @@ impl Relay {
             return Ok(());
         }
         let agent = &self.ctx.agent;
-        agent.pg_catalogs.invalidate(&self.ctx.target.name);
+        if stale {
+            agent.pg_catalogs.invalidate(&self.ctx.target.name);
+        }
+        if !stale
+            && self.masks_read.0.elapsed() < agent.pg_catalogs.max_age()
+            && agent.pg_catalogs.generation() == self.masks_read.1
+        {
+            return Ok(());
+        }
+        let generation = agent.pg_catalogs.generation();
+        self.masks_read = (Instant::now(), generation);
         match agent
             .pg_catalogs
             .get(
@@ -1467,7 +1484,9 @@ impl Relay {
         {
             Ok(catalog) => masker.set_catalog(catalog),
             // The old catalog stays: tables it does not know are masked whole.
-            Err(e) => tracing::warn!(error = %e, "cannot re-read the catalog after DDL"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the target's catalog again for masking")
+            }
         }
         Ok(())
     }

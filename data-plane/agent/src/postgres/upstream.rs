@@ -345,6 +345,39 @@ impl Upstream {
         }
     }
 
+    /// Waits for the next notification (after `LISTEN`) and returns its
+    /// channel; anything else the idle connection receives (parameter
+    /// changes, notices) is passed over. Cancel-safe: a partly read
+    /// message stays buffered for the next call.
+    pub async fn notification(&mut self) -> Result<String, UpstreamError> {
+        loop {
+            let frame = next_frame(&mut self.stream, &mut self.reader).await?;
+            match frame.tag {
+                b'A' => {
+                    // Backend pid (4 bytes), then the channel's name.
+                    let body = frame.body();
+                    let name = body
+                        .get(4..)
+                        .and_then(|rest| rest.split(|b| *b == 0).next())
+                        .ok_or_else(|| {
+                            UpstreamError::Protocol("a notification without a channel name".into())
+                        })?;
+                    return Ok(String::from_utf8_lossy(name).into_owned());
+                }
+                b'E' => {
+                    let fields = messages::parse_fields(frame.body()).unwrap_or_default();
+                    let m = fields
+                        .into_iter()
+                        .find(|(c, _)| *c == b'M')
+                        .map(|(_, m)| m)
+                        .unwrap_or_default();
+                    return Err(UpstreamError::Query(m));
+                }
+                _ => {}
+            }
+        }
+    }
+
     pub async fn close(mut self) {
         let _ = self.stream.write_all(&messages::terminate().raw).await;
     }
@@ -364,7 +397,7 @@ async fn next_frame<S: AsyncRead + AsyncWrite + Unpin>(
         let n = stream.read_buf(reader.buffer()).await.map_err(io)?;
         if n == 0 {
             return Err(UpstreamError::Protocol(
-                "connection closed during start-up".into(),
+                "the target database closed the connection".into(),
             ));
         }
     }

@@ -1,0 +1,169 @@
+//! Hearing about DDL run on a target by other means than this agent.
+//!
+//! The agent reads a target's catalog (its functions, views, types,
+//! casts, policies; the columns masking resolves) once per
+//! `--catalog-max-age`, and again after any DDL statement it passes. DDL
+//! run on the target directly (a migration tool, a DBA's psql) would be
+//! seen only when the read ages out. Where the DBA installs Sluice's event
+//! trigger (`docs/ddl-notices.sql`), every DDL command's transaction sends
+//! a notification on channel [`CHANNEL`] when it commits; the agent keeps
+//! one connection per resource listening for it (the resource's own
+//! credential; `LISTEN` needs no privilege) and marks the resource's
+//! catalog reads out of date, so every session reads again before its
+//! next statement.
+//!
+//! Without the trigger the connection hears nothing and the age bound
+//! stands; the agent says so once when it starts listening. The watch
+//! starts with the first session on a resource, and again (at most once
+//! per [`RESTART_AFTER`]) with a later session after its connection ended;
+//! notifications missed meanwhile are covered by marking the reads out of
+//! date each time it starts listening.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, Weak},
+    time::{Duration, Instant},
+};
+
+use sluice_proto as pb;
+
+use super::upstream;
+use crate::Agent;
+
+/// The notification channel the event trigger sends on.
+pub const CHANNEL: &str = "sluice_ddl";
+
+/// Least time between two starts of one resource's watch.
+const RESTART_AFTER: Duration = Duration::from_secs(5);
+
+/// How often a watch checks that its resource is still served as it was.
+const RECHECK: Duration = Duration::from_secs(30);
+
+/// How the listening connection shows in the target's `pg_stat_activity`.
+pub const APPLICATION_NAME: &str = "sluice ddl notices";
+
+/// Upper bound on connecting and setting up the listening connection.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether an enabled event trigger calls a function that notifies
+/// [`CHANNEL`] (the one in `docs/ddl-notices.sql`, or the DBA's own).
+const TRIGGER_PRESENT: &str = "SELECT count(*) FROM pg_event_trigger t JOIN pg_proc p ON p.oid = t.evtfoid \
+     WHERE t.evtenabled <> 'D' AND t.evtevent = 'ddl_command_end' AND p.prosrc LIKE '%sluice_ddl%'";
+
+/// One watch per resource name.
+#[derive(Default)]
+pub struct DdlWatches {
+    watches: Mutex<HashMap<String, Watch>>,
+}
+
+struct Watch {
+    started: Instant,
+    running: bool,
+}
+
+impl DdlWatches {
+    /// Starts listening on `resource` unless a watch is running, or one
+    /// started less than [`RESTART_AFTER`] ago.
+    pub fn ensure(&self, agent: &Arc<Agent>, resource: &pb::Resource, credential: &pb::Credential) {
+        {
+            let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(w) = watches.get(&resource.name)
+                && (w.running || w.started.elapsed() < RESTART_AFTER)
+            {
+                return;
+            }
+            watches.insert(
+                resource.name.clone(),
+                Watch {
+                    started: Instant::now(),
+                    running: true,
+                },
+            );
+        }
+        let weak = Arc::downgrade(agent);
+        let (resource, credential) = (resource.clone(), credential.clone());
+        tokio::spawn(async move {
+            let why = watch(&weak, &resource, &credential).await;
+            tracing::info!(resource = %resource.name, "stopped listening for the target's DDL notices: {why}");
+            if let Some(agent) = weak.upgrade() {
+                let mut watches = agent
+                    .pg_ddl_watches
+                    .watches
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if let Some(w) = watches.get_mut(&resource.name) {
+                    w.running = false;
+                }
+            }
+        });
+    }
+}
+
+/// Listens until the connection ends, the resource changes, or the agent
+/// is gone; returns why it stopped.
+async fn watch(
+    agent: &Weak<Agent>,
+    resource: &pb::Resource,
+    credential: &pb::Credential,
+) -> String {
+    let Some(max_message) = agent.upgrade().map(|a| a.args.max_message_bytes) else {
+        return "the agent is shutting down".into();
+    };
+    let setup = async {
+        let name = [("application_name".to_owned(), APPLICATION_NAME.to_owned())];
+        let mut conn =
+            upstream::connect(resource, credential, &name, SETUP_TIMEOUT, max_message).await?;
+        conn.simple_query(&format!("LISTEN {CHANNEL}")).await?;
+        let rows = conn.simple_query(TRIGGER_PRESENT).await?;
+        let present = rows
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .is_some_and(|n| n != "0");
+        Ok::<_, upstream::UpstreamError>((conn, present))
+    };
+    let (mut conn, present) = match tokio::time::timeout(SETUP_TIMEOUT, setup).await {
+        Ok(Ok(set_up)) => set_up,
+        Ok(Err(e)) => return format!("cannot listen: {e}"),
+        Err(_) => return "cannot listen: the target database did not answer in time".into(),
+    };
+    if present {
+        tracing::info!(resource = %resource.name, "listening for the target's DDL notices: DDL run on it by other means is seen when it commits");
+    } else {
+        tracing::warn!(resource = %resource.name, "the target has no Sluice DDL event trigger: DDL run on it other than through this agent is seen within --catalog-max-age; a superuser can install it with docs/ddl-notices.sql");
+    }
+    let Some(a) = agent.upgrade() else {
+        return "the agent is shutting down".into();
+    };
+    // What changed before the LISTEN took effect went unheard.
+    invalidate(&a, &resource.name);
+    drop(a);
+    loop {
+        tokio::select! {
+            heard = conn.notification() => match heard {
+                Ok(channel) if channel == CHANNEL => {
+                    let Some(a) = agent.upgrade() else {
+                        return "the agent is shutting down".into();
+                    };
+                    tracing::info!(resource = %resource.name, "the target's catalog changed (DDL notice); sessions read it again before their next statement");
+                    invalidate(&a, &resource.name);
+                }
+                Ok(_) => {}
+                Err(e) => return format!("the listening connection ended: {e}"),
+            },
+            () = tokio::time::sleep(RECHECK) => {
+                let Some(a) = agent.upgrade() else {
+                    return "the agent is shutting down".into();
+                };
+                let current = a.snapshot_rx.borrow().as_ref().and_then(|s| s.resources.get(&resource.name).cloned());
+                if current.as_ref() != Some(resource) {
+                    return "the resource changed or is no longer served".into();
+                }
+            }
+        }
+    }
+}
+
+fn invalidate(agent: &Agent, resource: &str) {
+    agent.pg_routines.invalidate(resource);
+    agent.pg_catalogs.invalidate(resource);
+}
