@@ -528,7 +528,7 @@ async fn ddl_run_on_the_target_directly_is_heard_with_the_event_trigger() {
         || async {
             dp.agent
                 .logs()
-                .contains("the target's catalog changed (DDL notice)")
+                .contains("the target's catalog changed (DDL notice")
                 .then_some(())
         },
     )

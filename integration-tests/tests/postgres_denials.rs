@@ -275,12 +275,36 @@ async fn a_view_a_dba_redefines_on_the_target_is_judged_anew_with_the_event_trig
         || async {
             dp.agent
                 .logs()
-                .contains("the target's catalog changed (DDL notice)")
+                .contains("the target's catalog changed (DDL notice")
                 .then_some(())
         },
     )
     .await;
     assert_denied(&dp, "SELECT count(*) FROM staff /* r1 */", "/* r1 */");
+
+    // Anyone may NOTIFY the channel: a burst of notices makes the agent
+    // read the catalog again at most once a second, not once per notice.
+    let heard = || {
+        dp.agent
+            .logs()
+            .matches("the target's catalog changed (DDL notice")
+            .count()
+    };
+    let before = heard();
+    dp.target("SELECT pg_notify('sluice_ddl', g::text) FROM generate_series(1, 200) g");
+    sluice_integration_tests::eventually(
+        std::time::Duration::from_secs(20),
+        "the agent hearing the notices",
+        || async { (heard() > before).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let after = heard();
+    assert!(
+        after - before <= 2,
+        "200 notices made {} invalidations",
+        after - before
+    );
 }
 
 #[tokio::test]

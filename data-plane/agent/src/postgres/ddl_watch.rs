@@ -12,6 +12,11 @@
 //! catalog reads out of date, so every session reads again before its
 //! next statement.
 //!
+//! Notices take effect at most once a second ([`NOTICE_SPACING`]): the
+//! first at once, those that follow within the second at its end. A
+//! session of a subject allowed `NOTIFY` could otherwise make the agent
+//! read the catalog without pause.
+//!
 //! Without the trigger the connection hears nothing and the age bound
 //! stands; the agent says so once when it starts listening. The watch
 //! starts with the first session on a resource, and again (at most once
@@ -38,6 +43,12 @@ const RESTART_AFTER: Duration = Duration::from_secs(5);
 
 /// How often a watch checks that its resource is still served as it was.
 const RECHECK: Duration = Duration::from_secs(30);
+
+/// Least time between two invalidations on notices: anyone who can
+/// `NOTIFY sluice_ddl` on the target must not make every agent read its
+/// catalog without pause. The first notice after a quiet second takes
+/// effect at once; later ones within the second, at its end.
+const NOTICE_SPACING: Duration = Duration::from_secs(1);
 
 /// How the listening connection shows in the target's `pg_stat_activity`.
 pub const APPLICATION_NAME: &str = "sluice ddl notices";
@@ -137,20 +148,38 @@ async fn watch(
     // What changed before the LISTEN took effect went unheard.
     invalidate(&a, &resource.name);
     drop(a);
+    let mut last = Instant::now();
+    // A notice heard within NOTICE_SPACING of the last invalidation.
+    let mut pending = false;
+    let mut recheck = tokio::time::interval_at((last + RECHECK).into(), RECHECK);
     loop {
         tokio::select! {
             heard = conn.notification() => match heard {
                 Ok(channel) if channel == CHANNEL => {
+                    if last.elapsed() < NOTICE_SPACING {
+                        pending = true;
+                        continue;
+                    }
                     let Some(a) = agent.upgrade() else {
                         return "the agent is shutting down".into();
                     };
                     tracing::info!(resource = %resource.name, "the target's catalog changed (DDL notice); sessions read it again before their next statement");
                     invalidate(&a, &resource.name);
+                    last = Instant::now();
                 }
                 Ok(_) => {}
                 Err(e) => return format!("the listening connection ended: {e}"),
             },
-            () = tokio::time::sleep(RECHECK) => {
+            () = tokio::time::sleep_until((last + NOTICE_SPACING).into()), if pending => {
+                let Some(a) = agent.upgrade() else {
+                    return "the agent is shutting down".into();
+                };
+                tracing::info!(resource = %resource.name, "the target's catalog changed (DDL notices); sessions read it again before their next statement");
+                invalidate(&a, &resource.name);
+                last = Instant::now();
+                pending = false;
+            }
+            _ = recheck.tick() => {
                 let Some(a) = agent.upgrade() else {
                     return "the agent is shutting down".into();
                 };
