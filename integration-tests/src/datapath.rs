@@ -83,6 +83,14 @@ impl DataPath {
         )
     }
 
+    /// Waits (up to 20 s) until the agent has logged `needle`.
+    pub async fn agent_logged(&self, needle: &str) {
+        crate::eventually(std::time::Duration::from_secs(20), needle, || async {
+            self.agent.logs().contains(needle).then_some(())
+        })
+        .await;
+    }
+
     /// Runs SQL directly on the target as the superuser (the ground truth).
     pub fn target(&self, sql: &str) -> String {
         self.pg.psql("app", sql).trim().to_owned()

@@ -500,17 +500,8 @@ async fn ddl_run_on_the_target_directly_is_heard_with_the_event_trigger() {
     create_accounts(&dp);
     let mut reader = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
     assert_eq!(view_label(&mut reader).await, "visible-label");
-    eventually(
-        Duration::from_secs(20),
-        "the agent listening for DDL notices",
-        || async {
-            dp.agent
-                .logs()
-                .contains("listening for the target's DDL notices")
-                .then_some(())
-        },
-    )
-    .await;
+    dp.agent_logged("listening for the target's DDL notices")
+        .await;
     assert!(
         !dp.agent.logs().contains("no Sluice DDL event trigger"),
         "{}",
@@ -522,17 +513,8 @@ async fn ddl_run_on_the_target_directly_is_heard_with_the_event_trigger() {
     // A DBA redefines the view on the target, not through the agent.
     dp.target(&format!("SET ROLE app; {REDEFINE}"));
     assert_eq!(dp.target("SELECT label FROM accounts_view"), SECRET);
-    eventually(
-        Duration::from_secs(20),
-        "the agent hearing the DDL notice",
-        || async {
-            dp.agent
-                .logs()
-                .contains("the target's catalog changed (DDL notice")
-                .then_some(())
-        },
-    )
-    .await;
+    dp.agent_logged("the target's catalog changed (DDL notice")
+        .await;
     let label = view_label(&mut reader).await;
     assert_eq!(
         label, "[REDACTED]",

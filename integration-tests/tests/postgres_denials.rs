@@ -253,33 +253,15 @@ async fn a_view_a_dba_redefines_on_the_target_is_judged_anew_with_the_event_trig
     let (ok, out, err) = dp.psql("SELECT count(*) FROM staff");
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "500");
-    sluice_integration_tests::eventually(
-        std::time::Duration::from_secs(20),
-        "the agent listening for DDL notices",
-        || async {
-            dp.agent
-                .logs()
-                .contains("listening for the target's DDL notices")
-                .then_some(())
-        },
-    )
-    .await;
+    dp.agent_logged("listening for the target's DDL notices")
+        .await;
     // Read again after the watch started (it marks the read out of date
     // when it starts listening): the agent's read is fresh again.
     let (ok, out, err) = dp.psql("SELECT count(*) FROM staff");
     assert!(ok && out.trim() == "500", "{out}{err}");
     dp.target("SET ROLE app; CREATE OR REPLACE VIEW staff AS SELECT id FROM payroll");
-    sluice_integration_tests::eventually(
-        std::time::Duration::from_secs(20),
-        "the agent hearing the DDL notice",
-        || async {
-            dp.agent
-                .logs()
-                .contains("the target's catalog changed (DDL notice")
-                .then_some(())
-        },
-    )
-    .await;
+    dp.agent_logged("the target's catalog changed (DDL notice")
+        .await;
     assert_denied(&dp, "SELECT count(*) FROM staff /* r1 */", "/* r1 */");
 
     // Anyone may NOTIFY the channel: a burst of notices makes the agent

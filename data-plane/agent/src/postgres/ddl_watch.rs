@@ -20,9 +20,10 @@
 //! Without the trigger the connection hears nothing and the age bound
 //! stands; the agent says so once when it starts listening. The watch
 //! starts with the first session on a resource, and again (at most once
-//! per [`RESTART_AFTER`]) with a later session after its connection ended;
-//! notifications missed meanwhile are covered by marking the reads out of
-//! date each time it starts listening.
+//! per [`RESTART_AFTER`]) with a later session after its connection ended,
+//! and follows a resource whose definition changes (checked every
+//! [`RECHECK`]); notifications missed meanwhile are covered by marking the
+//! reads out of date each time it starts listening.
 
 use std::{
     collections::HashMap,
@@ -92,10 +93,21 @@ impl DdlWatches {
             );
         }
         let weak = Arc::downgrade(agent);
-        let (resource, credential) = (resource.clone(), credential.clone());
+        let (mut resource, mut credential) = (resource.clone(), credential.clone());
         tokio::spawn(async move {
-            let why = watch(&weak, &resource, &credential).await;
-            tracing::info!(resource = %resource.name, "stopped listening for the target's DDL notices: {why}");
+            loop {
+                let why = watch(&weak, &resource, &credential).await;
+                tracing::info!(resource = %resource.name, "stopped listening for the target's DDL notices: {why}");
+                // Changed but still served: listen as the snapshot now says
+                // (sessions already open keep hearing of DDL).
+                let now = weak.upgrade().and_then(|a| served(&a, &resource.name));
+                match now {
+                    Some((r, c)) if why == CHANGED && r != resource => {
+                        (resource, credential) = (r, c)
+                    }
+                    _ => break,
+                }
+            }
             if let Some(agent) = weak.upgrade() {
                 let mut watches = agent
                     .pg_ddl_watches
@@ -183,13 +195,24 @@ async fn watch(
                 let Some(a) = agent.upgrade() else {
                     return "the agent is shutting down".into();
                 };
-                let current = a.snapshot_rx.borrow().as_ref().and_then(|s| s.resources.get(&resource.name).cloned());
-                if current.as_ref() != Some(resource) {
-                    return "the resource changed or is no longer served".into();
+                if served(&a, &resource.name).is_none_or(|(r, _)| r != *resource) {
+                    return CHANGED.into();
                 }
             }
         }
     }
+}
+
+/// Why a watch stops when its resource changed or is no longer served.
+const CHANGED: &str = "the resource changed or is no longer served";
+
+/// The resource named `name` and its credential, as the current snapshot
+/// has them.
+fn served(agent: &Agent, name: &str) -> Option<(pb::Resource, pb::Credential)> {
+    let active = agent.snapshot_rx.borrow().clone()?;
+    let resource = active.resources.get(name)?.clone();
+    let credential = active.credentials.get(&resource.credential)?.clone();
+    Some((resource, credential))
 }
 
 fn invalidate(agent: &Agent, resource: &str) {
