@@ -521,3 +521,45 @@ async fn ddl_run_on_the_target_directly_is_heard_with_the_event_trigger() {
         "the redefined view's column came back unmasked"
     );
 }
+
+#[tokio::test]
+async fn a_catalog_ddl_made_out_of_date_that_cannot_be_read_again_ends_the_session() {
+    let dp = DataPath::start_with(VIEW_RULES, Vec::new()).await;
+    dp.target(include_str!("../../docs/ddl-notices.sql"));
+    create_accounts(&dp);
+    let mut reader = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+    dp.agent_logged("listening for the target's DDL notices")
+        .await;
+    assert_eq!(view_label(&mut reader).await, "visible-label");
+    // The agent can open no new connection to read the catalog (its
+    // open ones stay), and a DBA redefines the view over the masked column.
+    dp.target("ALTER ROLE app CONNECTION LIMIT 0");
+    dp.target(&format!("SET ROLE app; {REDEFINE}"));
+    dp.agent_logged("the target's catalog changed (DDL notice")
+        .await;
+    // The read from before the DDL must not stand in for masking.
+    let err = sqlx::raw_sql("SELECT label FROM accounts_view")
+        .fetch_one(&mut reader)
+        .await
+        .expect_err("read by the catalog from before the DDL");
+    let text = err.to_string();
+    assert!(!text.contains(SECRET), "{text}");
+    assert!(
+        text.contains("could not read it again")
+            || text.contains("cannot read the functions defined in the target database"),
+        "{text}"
+    );
+    // Once the catalog can be read (a failed read is retried after a few
+    // seconds), a new session reads the view masked.
+    dp.target("ALTER ROLE app CONNECTION LIMIT -1");
+    let label = eventually(
+        Duration::from_secs(20),
+        "a session after the limit is lifted",
+        || async {
+            let mut again = sqlx::PgConnection::connect(&dp.url()).await.ok()?;
+            Some(view_label(&mut again).await)
+        },
+    )
+    .await;
+    assert_eq!(label, "[REDACTED]");
+}

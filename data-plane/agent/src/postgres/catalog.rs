@@ -27,7 +27,8 @@ use super::upstream::{self, UpstreamError};
 
 /// How long an older read stands in while the catalog cannot be read
 /// again (the target is full, or briefly unreachable); past this, the
-/// read fails.
+/// read fails. A read DDL made out of date never stands in: it would
+/// judge and mask by what the DDL changed.
 const MAX_STALE: Duration = Duration::from_secs(600);
 
 /// How long after a failed read the next one is tried: sessions waiting
@@ -219,9 +220,11 @@ pub struct CatalogCache<T> {
 
 struct Slot<T> {
     read: Option<(Instant, Arc<T>)>,
-    /// Set by an invalidation: the read is not reused, only stood in
-    /// with when a new one fails.
+    /// Set by an invalidation: the read is not reused.
     expired: bool,
+    /// Set by an invalidation for DDL: the read does not stand in when a
+    /// new one fails either.
+    changed: bool,
     /// The last failure, and when (see [`RETRY_AFTER`]).
     failed: Option<(Instant, UpstreamError)>,
     /// Held by the session reading it.
@@ -233,6 +236,7 @@ impl<T> Default for Slot<T> {
         Self {
             read: None,
             expired: false,
+            changed: false,
             failed: None,
             reading: Arc::default(),
         }
@@ -294,6 +298,7 @@ impl<T: FromCatalog> CatalogCache<T> {
                 // Invalidated while it was read: it may predate the DDL
                 // (or its commit), so the next caller reads again.
                 slot.expired = self.generation() != generation;
+                slot.changed &= slot.expired;
                 slot.failed = None;
                 Ok(read)
             }
@@ -322,11 +327,15 @@ impl<T: FromCatalog> CatalogCache<T> {
         Cached::Read(slot.reading.clone())
     }
 
-    /// The last read while it is younger than [`MAX_STALE`], else `e`.
+    /// The last read while it is younger than [`MAX_STALE`] and no DDL
+    /// made it out of date, else `e`.
     fn stand_in(&self, resource: &str, e: UpstreamError) -> Result<Arc<T>, UpstreamError> {
         let entries = self.lock();
-        match entries.get(resource).and_then(|slot| slot.read.as_ref()) {
-            Some((at, read)) if at.elapsed() < MAX_STALE => {
+        let Some(slot) = entries.get(resource) else {
+            return Err(e);
+        };
+        match &slot.read {
+            Some((at, read)) if !slot.changed && at.elapsed() < MAX_STALE => {
                 tracing::warn!(resource, error = %e, "cannot read the target's catalog again; using the read from {}s ago", at.elapsed().as_secs());
                 Ok(read.clone())
             }
@@ -335,10 +344,24 @@ impl<T: FromCatalog> CatalogCache<T> {
     }
 
     /// Marks a resource's catalog as out of date (a DDL statement ran
-    /// there): the next [`CatalogCache::get`] reads it again.
+    /// there): the next [`CatalogCache::get`] reads it again, and the
+    /// last read does not stand in if that fails.
     pub fn invalidate(&self, resource: &str) {
+        self.mark(resource, true);
+    }
+
+    /// Asks for a new read of a resource's catalog where DDL may have run
+    /// unheard (a DDL watch starting to listen): as
+    /// [`CatalogCache::invalidate`], but the last read still stands in if
+    /// the new one fails.
+    pub fn refresh(&self, resource: &str) {
+        self.mark(resource, false);
+    }
+
+    fn mark(&self, resource: &str, changed: bool) {
         if let Some(slot) = self.lock().get_mut(resource) {
             slot.expired = true;
+            slot.changed |= changed;
             slot.failed = None;
         }
         self.generation.fetch_add(1, Ordering::Relaxed);
@@ -492,10 +515,28 @@ mod tests {
         // The target cannot be read: the last read stands in, and the next
         // attempt waits for RETRY_AFTER rather than every caller trying.
         FAIL.store(true, Ordering::SeqCst);
+        let aged = Arc::new(CatalogCache::<Counted>::new(Duration::ZERO));
+        FAIL.store(false, Ordering::SeqCst);
+        assert_eq!(get(&aged, "db").await.unwrap(), 5);
+        FAIL.store(true, Ordering::SeqCst);
+        assert_eq!(get(&aged, "db").await.unwrap(), 5);
+        assert_eq!(get(&aged, "db").await.unwrap(), 5);
+        assert_eq!(LOADS.load(Ordering::SeqCst), 6);
+        // Asked for again without known DDL, it still stands in.
+        cache.refresh("db");
+        assert_eq!(get(&cache, "db").await.unwrap(), 4);
+        assert_eq!(LOADS.load(Ordering::SeqCst), 7);
+        // Not a read DDL made out of date: it would judge by what changed.
         cache.invalidate("db");
-        assert_eq!(get(&cache, "db").await.unwrap(), 4);
-        assert_eq!(get(&cache, "db").await.unwrap(), 4);
-        assert_eq!(LOADS.load(Ordering::SeqCst), 5);
+        assert!(matches!(
+            get(&cache, "db").await,
+            Err(UpstreamError::Timeout)
+        ));
+        assert!(matches!(
+            get(&cache, "db").await,
+            Err(UpstreamError::Timeout)
+        ));
+        assert_eq!(LOADS.load(Ordering::SeqCst), 8);
         // With no read to stand in, the failure is the answer.
         assert!(matches!(
             get(&cache, "never-read").await,

@@ -157,8 +157,11 @@ async fn watch(
     let Some(a) = agent.upgrade() else {
         return "the agent is shutting down".into();
     };
-    // What changed before the LISTEN took effect went unheard.
-    invalidate(&a, &resource.name);
+    // What changed before the LISTEN took effect went unheard: read again,
+    // though nothing is known to have changed (the last read may stand in
+    // if the new one fails).
+    a.pg_routines.refresh(&resource.name);
+    a.pg_catalogs.refresh(&resource.name);
     drop(a);
     let mut last = Instant::now();
     // A notice heard within NOTICE_SPACING of the last invalidation.

@@ -1483,9 +1483,14 @@ impl Relay {
             .await
         {
             Ok(catalog) => masker.set_catalog(catalog),
-            // The old catalog stays: tables it does not know are masked whole.
+            // No read stands in (DDL made the last one out of date, or it
+            // is too old): masking by it could pass a redefined view's
+            // column in clear.
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the target's catalog again for masking")
+                tracing::warn!(error = %e, "cannot read the target's catalog again for masking; ending the session");
+                return Err(SessionError::Ended(format!(
+                    "the target's catalog changed and sluice could not read it again to mask results ({e}); connect again shortly"
+                )));
             }
         }
         Ok(())

@@ -37,6 +37,11 @@ pub enum UpstreamError {
     InsecureAuth(&'static str),
     #[error("the target database spoke an unexpected protocol: {0}")]
     Protocol(String),
+    /// Refused at start-up for another reason than the credential (its
+    /// connection limits, the database missing or not accepting
+    /// connections): its message, scrubbed, and SQLSTATE.
+    #[error("the target database refused the connection: {0}")]
+    Refused(String),
     #[error("the target database did not answer in time")]
     Timeout,
     #[error("the target database refused a catalog query: {0}")]
@@ -420,7 +425,7 @@ fn scrubbed_error(body: &[u8], credential: &pb::Credential) -> UpstreamError {
     tracing::warn!(sqlstate = code, message = %scrub(message, credential), "target refused the session");
     match code {
         "28P01" | "28000" => UpstreamError::AuthFailed,
-        _ => UpstreamError::Protocol(format!("target error {code}")),
+        _ => UpstreamError::Refused(format!("{} (SQLSTATE {code})", scrub(message, credential))),
     }
 }
 
