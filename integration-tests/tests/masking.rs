@@ -493,13 +493,14 @@ async fn a_view_redefined_over_a_masked_column_through_another_session_is_masked
     );
 }
 
-#[tokio::test]
-async fn ddl_run_on_the_target_directly_is_heard_with_the_event_trigger() {
+/// The accounts with Sluice's DDL event trigger on the target, and a
+/// session that has read the view after the agent started listening (it
+/// asks for a new read when it starts): its read is fresh.
+async fn watched_accounts() -> (DataPath, sqlx::PgConnection) {
     let dp = DataPath::start_with(VIEW_RULES, Vec::new()).await;
     dp.target(include_str!("../../docs/ddl-notices.sql"));
     create_accounts(&dp);
     let mut reader = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
-    assert_eq!(view_label(&mut reader).await, "visible-label");
     dp.agent_logged("listening for the target's DDL notices")
         .await;
     assert!(
@@ -507,9 +508,13 @@ async fn ddl_run_on_the_target_directly_is_heard_with_the_event_trigger() {
         "{}",
         dp.agent.logs()
     );
-    // Read again after the watch started (it marks the read out of date
-    // when it starts listening): the session's read is fresh again.
     assert_eq!(view_label(&mut reader).await, "visible-label");
+    (dp, reader)
+}
+
+#[tokio::test]
+async fn ddl_run_on_the_target_directly_is_heard_with_the_event_trigger() {
+    let (dp, mut reader) = watched_accounts().await;
     // A DBA redefines the view on the target, not through the agent.
     dp.target(&format!("SET ROLE app; {REDEFINE}"));
     assert_eq!(dp.target("SELECT label FROM accounts_view"), SECRET);
@@ -524,13 +529,7 @@ async fn ddl_run_on_the_target_directly_is_heard_with_the_event_trigger() {
 
 #[tokio::test]
 async fn a_catalog_ddl_made_out_of_date_that_cannot_be_read_again_ends_the_session() {
-    let dp = DataPath::start_with(VIEW_RULES, Vec::new()).await;
-    dp.target(include_str!("../../docs/ddl-notices.sql"));
-    create_accounts(&dp);
-    let mut reader = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
-    dp.agent_logged("listening for the target's DDL notices")
-        .await;
-    assert_eq!(view_label(&mut reader).await, "visible-label");
+    let (dp, mut reader) = watched_accounts().await;
     // The agent can open no new connection to read the catalog (its
     // open ones stay), and a DBA redefines the view over the masked column.
     dp.target("ALTER ROLE app CONNECTION LIMIT 0");
