@@ -497,7 +497,12 @@ async fn a_view_redefined_over_a_masked_column_through_another_session_is_masked
 /// session that has read the view after the agent started listening (it
 /// asks for a new read when it starts): its read is fresh.
 async fn watched_accounts() -> (DataPath, sqlx::PgConnection) {
-    let dp = DataPath::start_with(VIEW_RULES, Vec::new()).await;
+    watched_accounts_with(Vec::new()).await
+}
+
+/// [`watched_accounts`] with more arguments for the agent.
+async fn watched_accounts_with(agent_args: Vec<String>) -> (DataPath, sqlx::PgConnection) {
+    let dp = DataPath::start_with(VIEW_RULES, agent_args).await;
     dp.target(include_str!("../../docs/ddl-notices.sql"));
     create_accounts(&dp);
     let mut reader = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
@@ -561,4 +566,89 @@ async fn a_catalog_ddl_made_out_of_date_that_cannot_be_read_again_ends_the_sessi
     )
     .await;
     assert_eq!(label, "[REDACTED]");
+}
+
+/// The agent's `/status` entry for resource `app`'s DDL watch.
+async fn watch_status(dp: &DataPath) -> serde_json::Value {
+    let status = dp.agent.status().await.expect("the agent's /status");
+    status["ddl_notices"]["app"].clone()
+}
+
+/// Waits until the agent's `/status` says `field` of the watch is `want`.
+async fn watch_shows(dp: &DataPath, field: &str, want: serde_json::Value) {
+    eventually(
+        Duration::from_secs(20),
+        &format!("/status ddl_notices.app.{field} = {want}"),
+        || async { (watch_status(dp).await[field] == want).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_trigger_dropped_and_installed_again_is_noticed_and_shown_on_status() {
+    let recheck = vec!["--ddl-notices-recheck".into(), "1s".into()];
+    let (dp, mut reader) = watched_accounts_with(recheck).await;
+    let watch = watch_status(&dp).await;
+    assert_eq!(watch["listening"], true, "{watch}");
+    assert_eq!(watch["event_trigger"], true, "{watch}");
+    // A DBA drops the trigger: the agent says so, and shows it.
+    dp.target("DROP EVENT TRIGGER sluice_ddl");
+    dp.agent_logged("the Sluice DDL event trigger is gone or disabled on the target")
+        .await;
+    watch_shows(&dp, "event_trigger", false.into()).await;
+    // Unheard without it: a redefinition over the masked column. The
+    // trigger installed again, the agent reads the catalog again.
+    dp.target(&format!("SET ROLE app; {REDEFINE}"));
+    dp.target(include_str!("../../docs/ddl-notices.sql"));
+    dp.agent_logged("the Sluice DDL event trigger is installed on the target now")
+        .await;
+    watch_shows(&dp, "event_trigger", true.into()).await;
+    let label = view_label(&mut reader).await;
+    assert_eq!(
+        label, "[REDACTED]",
+        "the view redefined while the trigger was gone came back unmasked"
+    );
+    let watch = watch_status(&dp).await;
+    assert_eq!(watch["listening"], true, "{watch}");
+    assert_eq!(watch["stopped"], "", "{watch}");
+}
+
+#[tokio::test]
+async fn the_watch_follows_its_resource_when_the_policy_changes_it() {
+    let recheck = vec!["--ddl-notices-recheck".into(), "1s".into()];
+    let (mut dp, mut reader) = watched_accounts_with(recheck).await;
+    // The resource changes (a connection limit of its own); the session
+    // open on it goes on.
+    let changed = dp.policy("devs", VIEW_RULES).replace(
+        "    credential: app-db\n",
+        "    credential: app-db\n    max_connections: 90\n",
+    );
+    assert!(changed.contains("max_connections: 90"), "{changed}");
+    let (s, v) = dp.cp.api().apply_policy(&changed).await;
+    assert!(s.is_success(), "{v}");
+    let revision = v["revision"].as_u64().unwrap();
+    dp.agent
+        .wait_version(revision, Duration::from_secs(10))
+        .await;
+    dp.agent_logged("stopped listening for the target's DDL notices: the resource changed")
+        .await;
+    eventually(
+        Duration::from_secs(20),
+        "the watch to listen again as the resource now is",
+        || async {
+            let logs = dp.agent.logs();
+            (logs
+                .matches("listening for the target's DDL notices: DDL run on it")
+                .count()
+                >= 2)
+                .then_some(())
+        },
+    )
+    .await;
+    watch_shows(&dp, "listening", true.into()).await;
+    // No new session started it: DDL on the target is still heard.
+    dp.target(&format!("SET ROLE app; {REDEFINE}"));
+    dp.agent_logged("the target's catalog changed (DDL notice")
+        .await;
+    assert_eq!(view_label(&mut reader).await, "[REDACTED]");
 }

@@ -94,6 +94,12 @@ pub struct AgentArgs {
     /// other means is seen within this time.
     #[arg(long, env = "SLUICE_AGENT_CATALOG_MAX_AGE", default_value = "60s", value_parser = humantime::parse_duration)]
     pub catalog_max_age: Duration,
+    /// How often the agent checks, on each target it listens to for DDL
+    /// notices (docs/ddl-notices.sql), that the event trigger sending them
+    /// is still installed and enabled, and that the resource is served as
+    /// it was.
+    #[arg(long, env = "SLUICE_AGENT_DDL_NOTICES_RECHECK", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ddl_notices_recheck: Duration,
     /// Client sessions idle (no request in flight) for longer are closed.
     #[arg(long, env = "SLUICE_AGENT_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
@@ -182,6 +188,9 @@ impl AgentArgs {
         }
         if self.max_staleness.is_zero() {
             anyhow::bail!("SLUICE_AGENT_MAX_STALENESS: must be greater than zero");
+        }
+        if self.ddl_notices_recheck.is_zero() {
+            anyhow::bail!("SLUICE_AGENT_DDL_NOTICES_RECHECK: must be greater than zero");
         }
         Ok(())
     }

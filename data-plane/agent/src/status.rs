@@ -100,6 +100,7 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<serde_json::Value> {
         },
         "listeners": { "postgres": agent.args.postgres_addr.to_string() },
         "sessions": { "live": agent.sessions.len(), "draining": agent.sessions.is_draining() },
+        "ddl_notices": agent.pg_ddl_watches.status(),
     }))
 }
 

@@ -18,15 +18,18 @@
 //! read the catalog without pause.
 //!
 //! Without the trigger the connection hears nothing and the age bound
-//! stands; the agent says so once when it starts listening. The watch
-//! starts with the first session on a resource, and again (at most once
-//! per [`RESTART_AFTER`]) with a later session after its connection ended,
-//! and follows a resource whose definition changes (checked every
-//! [`RECHECK`]); notifications missed meanwhile are covered by marking the
-//! reads out of date each time it starts listening.
+//! stands; the agent says so when it starts listening, and checks again
+//! every `--ddl-notices-recheck` (a DBA may drop, disable or install the
+//! trigger later), saying when that changes; the agent's `/status` shows
+//! each resource's watch ([`WatchStatus`]). The watch starts with the
+//! first session on a resource, and again (at most once per
+//! [`RESTART_AFTER`]) with a later session after its connection ended, and
+//! follows a resource whose definition changes (checked as often);
+//! notifications missed meanwhile are covered by marking the reads out of
+//! date each time it starts listening or finds the trigger back.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, Weak},
     time::{Duration, Instant},
 };
@@ -34,16 +37,13 @@ use std::{
 use sluice_proto as pb;
 
 use super::upstream;
-use crate::Agent;
+use crate::{Agent, snapshot::now_ms};
 
 /// The notification channel the event trigger sends on.
 pub const CHANNEL: &str = "sluice_ddl";
 
 /// Least time between two starts of one resource's watch.
 const RESTART_AFTER: Duration = Duration::from_secs(5);
-
-/// How often a watch checks that its resource is still served as it was.
-const RECHECK: Duration = Duration::from_secs(30);
 
 /// Least time between two invalidations on notices: anyone who can
 /// `NOTIFY sluice_ddl` on the target must not make every agent read its
@@ -71,9 +71,43 @@ pub struct DdlWatches {
 struct Watch {
     started: Instant,
     running: bool,
+    status: WatchStatus,
+}
+
+/// One resource's watch as the agent's `/status` shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct WatchStatus {
+    /// A connection to the target is listening for notices.
+    pub listening: bool,
+    /// Whether the target had Sluice's event trigger, installed and
+    /// enabled, when last checked (`None`: not checked yet). Without it
+    /// the connection hears nothing.
+    pub event_trigger: Option<bool>,
+    /// When the trigger was last checked (ms since the Unix epoch).
+    pub checked_at_ms: Option<u64>,
+    /// When a notice last made the agent read the catalog again.
+    pub last_notice_ms: Option<u64>,
+    /// Why the watch last stopped listening (empty while it never did).
+    pub stopped: String,
 }
 
 impl DdlWatches {
+    /// Each watched resource's watch, by resource name.
+    pub fn status(&self) -> BTreeMap<String, WatchStatus> {
+        let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        watches
+            .iter()
+            .map(|(name, w)| (name.clone(), w.status.clone()))
+            .collect()
+    }
+
+    fn update(&self, resource: &str, f: impl FnOnce(&mut WatchStatus)) {
+        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = watches.get_mut(resource) {
+            f(&mut w.status);
+        }
+    }
+
     /// Starts listening on `resource` unless a watch is running, or one
     /// started less than [`RESTART_AFTER`] ago.
     pub fn ensure(&self, agent: &Arc<Agent>, resource: &pb::Resource, credential: &pb::Credential) {
@@ -84,11 +118,16 @@ impl DdlWatches {
             {
                 return;
             }
+            let status = watches
+                .remove(&resource.name)
+                .map(|w| w.status)
+                .unwrap_or_default();
             watches.insert(
                 resource.name.clone(),
                 Watch {
                     started: Instant::now(),
                     running: true,
+                    status,
                 },
             );
         }
@@ -98,6 +137,12 @@ impl DdlWatches {
             loop {
                 let why = watch(&weak, &resource, &credential).await;
                 tracing::info!(resource = %resource.name, "stopped listening for the target's DDL notices: {why}");
+                if let Some(a) = weak.upgrade() {
+                    a.pg_ddl_watches.update(&resource.name, |s| {
+                        s.listening = false;
+                        s.stopped.clone_from(&why);
+                    });
+                }
                 // Changed but still served: listen as the snapshot now says
                 // (sessions already open keep hearing of DDL).
                 let now = weak.upgrade().and_then(|a| served(&a, &resource.name));
@@ -129,7 +174,10 @@ async fn watch(
     resource: &pb::Resource,
     credential: &pb::Credential,
 ) -> String {
-    let Some(max_message) = agent.upgrade().map(|a| a.args.max_message_bytes) else {
+    let Some((max_message, recheck_every)) = agent
+        .upgrade()
+        .map(|a| (a.args.max_message_bytes, a.args.ddl_notices_recheck))
+    else {
         return "the agent is shutting down".into();
     };
     let setup = async {
@@ -137,11 +185,7 @@ async fn watch(
         let mut conn =
             upstream::connect(resource, credential, &name, SETUP_TIMEOUT, max_message).await?;
         conn.simple_query(&format!("LISTEN {CHANNEL}")).await?;
-        let rows = conn.simple_query(TRIGGER_PRESENT).await?;
-        let present = rows
-            .first()
-            .and_then(|r| r.first().cloned().flatten())
-            .is_some_and(|n| n != "0");
+        let present = trigger_present(&mut conn).await?;
         Ok::<_, upstream::UpstreamError>((conn, present))
     };
     let (mut conn, present) = match tokio::time::timeout(SETUP_TIMEOUT, setup).await {
@@ -152,7 +196,7 @@ async fn watch(
     if present {
         tracing::info!(resource = %resource.name, "listening for the target's DDL notices: DDL run on it by other means is seen when it commits");
     } else {
-        tracing::warn!(resource = %resource.name, "the target has no Sluice DDL event trigger: DDL run on it other than through this agent is seen within --catalog-max-age; a superuser can install it with docs/ddl-notices.sql");
+        tracing::warn!(resource = %resource.name, "{NO_TRIGGER}");
     }
     let Some(a) = agent.upgrade() else {
         return "the agent is shutting down".into();
@@ -162,11 +206,17 @@ async fn watch(
     // if the new one fails).
     a.pg_routines.refresh(&resource.name);
     a.pg_catalogs.refresh(&resource.name);
+    a.pg_ddl_watches.update(&resource.name, |s| {
+        s.listening = true;
+        s.event_trigger = Some(present);
+        s.checked_at_ms = Some(now_ms());
+    });
     drop(a);
+    let mut present = present;
     let mut last = Instant::now();
     // A notice heard within NOTICE_SPACING of the last invalidation.
     let mut pending = false;
-    let mut recheck = tokio::time::interval_at((last + RECHECK).into(), RECHECK);
+    let mut recheck = tokio::time::interval_at((last + recheck_every).into(), recheck_every);
     loop {
         tokio::select! {
             heard = conn.notification() => match heard {
@@ -201,9 +251,49 @@ async fn watch(
                 if served(&a, &resource.name).is_none_or(|(r, _)| r != *resource) {
                     return CHANGED.into();
                 }
+                drop(a);
+                // A notice arriving meanwhile is kept for the next turn.
+                let now_present = match tokio::time::timeout(SETUP_TIMEOUT, trigger_present(&mut conn)).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(e)) => return format!("cannot check for the event trigger: {e}"),
+                    Err(_) => return "cannot check for the event trigger: the target database did not answer in time".into(),
+                };
+                let Some(a) = agent.upgrade() else {
+                    return "the agent is shutting down".into();
+                };
+                match (present, now_present) {
+                    (true, false) => tracing::warn!(resource = %resource.name, "the Sluice DDL event trigger is gone or disabled on the target: {NO_TRIGGER_CONSEQUENCE}"),
+                    (false, true) => {
+                        tracing::info!(resource = %resource.name, "the Sluice DDL event trigger is installed on the target now: DDL run on it by other means is seen when it commits");
+                        // DDL run before it was installed went unheard.
+                        a.pg_routines.refresh(&resource.name);
+                        a.pg_catalogs.refresh(&resource.name);
+                    }
+                    _ => {}
+                }
+                present = now_present;
+                a.pg_ddl_watches.update(&resource.name, |s| {
+                    s.event_trigger = Some(present);
+                    s.checked_at_ms = Some(now_ms());
+                });
             }
         }
     }
+}
+
+/// What the agent logs when the target has no trigger.
+const NO_TRIGGER: &str = "the target has no Sluice DDL event trigger: DDL run on it other than through this agent is seen within --catalog-max-age; a superuser can install it with docs/ddl-notices.sql";
+
+/// What a trigger gone means, and what to do.
+const NO_TRIGGER_CONSEQUENCE: &str = "DDL run on it other than through this agent is seen within --catalog-max-age until a superuser installs it again (docs/ddl-notices.sql)";
+
+/// Whether the target has the trigger ([`TRIGGER_PRESENT`]).
+async fn trigger_present(conn: &mut upstream::Upstream) -> Result<bool, upstream::UpstreamError> {
+    let rows = conn.simple_query(TRIGGER_PRESENT).await?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .is_some_and(|n| n != "0"))
 }
 
 /// Why a watch stops when its resource changed or is no longer served.
@@ -221,4 +311,7 @@ fn served(agent: &Agent, name: &str) -> Option<(pb::Resource, pb::Credential)> {
 fn invalidate(agent: &Agent, resource: &str) {
     agent.pg_routines.invalidate(resource);
     agent.pg_catalogs.invalidate(resource);
+    agent
+        .pg_ddl_watches
+        .update(resource, |s| s.last_notice_ms = Some(now_ms()));
 }

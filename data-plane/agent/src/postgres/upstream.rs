@@ -59,6 +59,10 @@ pub struct Upstream {
     pub backend_pid: u32,
     pub backend_key: u32,
     pub tx_status: u8,
+    /// Channels of notifications that arrived during a
+    /// [`Upstream::simple_query`], oldest first, for
+    /// [`Upstream::notification`].
+    heard: Vec<String>,
 }
 
 /// Start-up parameters a client may pass through to the target. Anything
@@ -172,6 +176,7 @@ async fn connect_inner(
                     backend_pid,
                     backend_key,
                     tx_status,
+                    heard: Vec::new(),
                 });
             }
             b'E' => return Err(scrubbed_error(frame.body(), credential)),
@@ -340,6 +345,7 @@ impl Upstream {
                             .unwrap_or_default(),
                     );
                 }
+                b'A' => self.heard.push(notification_channel(frame.body())?),
                 b'Z' => break,
                 _ => {}
             }
@@ -355,20 +361,13 @@ impl Upstream {
     /// changes, notices) is passed over. Cancel-safe: a partly read
     /// message stays buffered for the next call.
     pub async fn notification(&mut self) -> Result<String, UpstreamError> {
+        if !self.heard.is_empty() {
+            return Ok(self.heard.remove(0));
+        }
         loop {
             let frame = next_frame(&mut self.stream, &mut self.reader).await?;
             match frame.tag {
-                b'A' => {
-                    // Backend pid (4 bytes), then the channel's name.
-                    let body = frame.body();
-                    let name = body
-                        .get(4..)
-                        .and_then(|rest| rest.split(|b| *b == 0).next())
-                        .ok_or_else(|| {
-                            UpstreamError::Protocol("a notification without a channel name".into())
-                        })?;
-                    return Ok(String::from_utf8_lossy(name).into_owned());
-                }
+                b'A' => return notification_channel(frame.body()),
                 b'E' => {
                     let fields = messages::parse_fields(frame.body()).unwrap_or_default();
                     let m = fields
@@ -386,6 +385,16 @@ impl Upstream {
     pub async fn close(mut self) {
         let _ = self.stream.write_all(&messages::terminate().raw).await;
     }
+}
+
+/// The channel a NotificationResponse names: after the sender's pid (4
+/// bytes), up to its terminating zero.
+fn notification_channel(body: &[u8]) -> Result<String, UpstreamError> {
+    let name = body
+        .get(4..)
+        .and_then(|rest| rest.split(|b| *b == 0).next())
+        .ok_or_else(|| UpstreamError::Protocol("a notification without a channel name".into()))?;
+    Ok(String::from_utf8_lossy(name).into_owned())
 }
 
 async fn next_frame<S: AsyncRead + AsyncWrite + Unpin>(
