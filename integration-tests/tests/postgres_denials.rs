@@ -3,7 +3,10 @@
 //! ran: the table is still there, the rows are unchanged, and the server's
 //! statement log (log_statement = all) never saw the statement.
 
-use sluice_integration_tests::datapath::DataPath;
+use sluice_integration_tests::{
+    datapath::DataPath,
+    rawpg::{RawSession, bind_text, errors, execute, parse_typed, sync},
+};
 use sluice_pgwire::{Frame, messages};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -183,6 +186,90 @@ async fn a_function_a_rule_denies_is_denied_when_a_view_or_policy_calls_it() {
     let (ok, out, err) = dp.psql("SELECT count(n) FROM upper_names");
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "500");
+}
+
+#[tokio::test]
+async fn a_function_a_rule_denies_is_denied_when_a_domain_s_check_calls_it() {
+    // DEFAULT_RULES deny `lo_*` (rule `no-server-files`). A domain whose
+    // CHECK creates a large object each time a value is checked, a
+    // domain over it, a table with a column of it and a view over that.
+    let dp = DataPath::start().await;
+    dp.target(
+        "SET ROLE app; \
+         CREATE DOMAIN fresh_lo AS int CHECK (lo_creat(VALUE) <> 0); \
+         CREATE DOMAIN fresher AS fresh_lo; \
+         CREATE TABLE tickets (id int, n fresh_lo); \
+         CREATE VIEW ticket_view AS SELECT id, n FROM tickets; \
+         CREATE DOMAIN positive AS int CHECK (VALUE > 0)",
+    );
+    for (sql, marker) in [
+        ("SELECT 5::fresh_lo /* d1 */", "/* d1 */"),
+        ("SELECT CAST(5 AS fresher) /* d2 */", "/* d2 */"),
+        ("INSERT INTO tickets VALUES (1, 5) /* d3 */", "/* d3 */"),
+        ("SELECT n /* d4 */ FROM ticket_view", "/* d4 */"),
+    ] {
+        assert_denied(&dp, sql, marker);
+        let (_, _, err) = dp.psql(sql);
+        assert!(err.contains("no-server-files"), "`{sql}`: {err}");
+    }
+    // A value bound to a parameter a Parse message declares of the domain.
+    let oid: u32 = dp
+        .target("SELECT 'fresh_lo'::regtype::oid")
+        .parse()
+        .unwrap();
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    s.send(
+        &[
+            parse_typed("", "SELECT $1 /* d5 */", &[oid]),
+            bind_text("", "", &["5"]),
+            execute("", 0),
+            sync(),
+        ]
+        .concat(),
+    )
+    .await;
+    let text = errors(&s.until(b'Z').await);
+    assert!(
+        text.contains("42501")
+            && text.contains("parameter types")
+            && text.contains("no-server-files"),
+        "{text}"
+    );
+    assert!(
+        !dp.pg.logs().contains("/* d5 */"),
+        "the target saw the Parse"
+    );
+    assert_eq!(
+        dp.target("SELECT count(*) FROM pg_largeobject_metadata"),
+        "0",
+        "a large object was created"
+    );
+    assert_eq!(dp.target("SELECT count(*) FROM tickets"), "0");
+    // A domain whose CHECK calls nothing a rule denies works as before.
+    let (ok, out, err) = dp.psql("SELECT 5::positive");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "5");
+}
+
+#[tokio::test]
+async fn a_function_a_rule_denies_is_denied_when_a_dba_s_cast_calls_it() {
+    let rules = format!(
+        "{}      - deny: {{ sql: {{ functions: [\"pg_*advisory*\"] }} }}\n        name: no-locks\n        reason: advisory locks are the application's\n",
+        sluice_integration_tests::datapath::DEFAULT_RULES
+    );
+    let dp = DataPath::start_with(&rules, Vec::new()).await;
+    // A DBA's cast between two built-in types, with a built-in function
+    // that takes a lock.
+    dp.target("CREATE CAST (bigint AS boolean) WITH FUNCTION pg_try_advisory_lock(bigint)");
+    assert_denied(&dp, "SELECT 42::bigint::boolean /* c1 */", "/* c1 */");
+    let (_, _, err) = dp.psql("SELECT 42::bigint::boolean");
+    assert!(err.contains("no-locks"), "{err}");
+    // Such a cast may run in any statement (function-style, `bool(x)`, or
+    // implicitly where the DBA said so): while it exists, every statement
+    // is refused, naming the rule, until the DBA drops it.
+    assert_denied(&dp, "SELECT 1 /* c2 */", "/* c2 */");
+    let (_, _, err) = dp.psql("SELECT 1");
+    assert!(err.contains("no-locks"), "{err}");
 }
 
 #[tokio::test]

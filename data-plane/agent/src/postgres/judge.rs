@@ -565,12 +565,16 @@ impl Judge {
     /// runs (a domain's CHECK), which needs a rule naming it like any
     /// other `user_function`. A type the last read of the catalog does not
     /// know is refused with [`UNKNOWN_TYPE`] (the session then reads the
-    /// catalog again). `None` when nothing more is needed (or the
-    /// statement itself was refused already).
+    /// catalog again). What such a value calls besides (a domain's CHECK
+    /// calling `lo_creat`) is judged with the statement (`statement`, its
+    /// verdict) as if it made the calls: refused when that is denied.
+    /// `None` when nothing more is needed (or the statement itself was
+    /// refused already).
     pub fn parameter_types(
         &mut self,
         snapshot: Option<&Arc<Active>>,
         types: &[i32],
+        statement: &Verdict,
     ) -> Option<Verdict> {
         let (Some(active), Ok(routines)) = (snapshot, &self.routines) else {
             return None;
@@ -590,7 +594,11 @@ impl Judge {
                 )
             });
         }
+        let calls = routines.called_by_parameter_types(types);
         let functions = routines.run_by_parameter_types(types);
+        if let Some(refused) = self.parameter_calls(active, &calls, statement) {
+            return Some(refused);
+        }
         if functions.is_empty() {
             return None;
         }
@@ -607,6 +615,41 @@ impl Judge {
         }
         let reason = format!("parameter types: {}", verdict.reason);
         Some(Verdict::deny(reason, verdict.rule, verdict.kinds))
+    }
+
+    /// The statement judged again with `calls` (what its parameters'
+    /// types call) added to what it reaches: the refusal, when that is
+    /// denied. (An approval it would need for them alone is not asked.)
+    fn parameter_calls(
+        &self,
+        active: &Active,
+        calls: &[String],
+        statement: &Verdict,
+    ) -> Option<Verdict> {
+        if calls.is_empty() {
+            return None;
+        }
+        let Some((classified, _)) = &statement.classified else {
+            return None;
+        };
+        let Ok(statements) = classified.as_ref() else {
+            return None;
+        };
+        for s in statements {
+            let mut facts = s.facts.clone();
+            for kind in calls.iter().flat_map(|f| sluice_policy::kinds_of_call(f)) {
+                if !facts.kinds.contains(&kind) {
+                    facts.kinds.push(kind);
+                }
+            }
+            facts.functions_reached.extend(calls.iter().cloned());
+            let verdict = self.decide_facts(active, &facts);
+            if !verdict.allowed && verdict.approval.is_none() {
+                let reason = format!("parameter types: {}", verdict.reason);
+                return Some(Verdict::deny(reason, verdict.rule, verdict.kinds));
+            }
+        }
+        None
     }
 
     /// Judges a protocol-level FunctionCall message.

@@ -45,7 +45,9 @@
 //! For deny and approve rules, which match what a statement reaches
 //! however it reaches it, the agent also keeps which relations each view,
 //! rule, policy and partitioned table reads, and which functions they
-//! call, PostgreSQL's own included ([`CALLS`]).
+//! call, PostgreSQL's own included ([`CALLS`]), and which functions the
+//! CHECKs of domains and the casts created after initdb call
+//! ([`TYPE_CALLS`]).
 //!
 //! Not seen: what a table runs when written besides its rules, policies
 //! and partition key (triggers, defaults, generated columns, constraints,
@@ -244,6 +246,26 @@ const CREDENTIAL_VIEWS: &str = concat!(
  WHERE c.oid >= 16384"
 );
 
+/// The nodes of a stored expression tree that call a function: a
+/// function call, an aggregate, a window function, and an operator (by
+/// its function, or by the operator when the tree does not name it), as
+/// a pattern for `regexp_matches` (node, OID).
+macro_rules! call_nodes {
+    () => {
+        "':(funcid|opfuncid|hashfuncid|negfuncid|aggfnoid|winfnoid|opno) ([0-9]+)'"
+    };
+}
+
+/// Joins `calls (node, id)` (found with [`call_nodes!`]) to the function
+/// called, `p` in schema `pn`.
+macro_rules! called {
+    () => {
+        " LEFT JOIN pg_catalog.pg_operator o ON calls.node = 'opno' AND o.oid = calls.id \
+ JOIN pg_catalog.pg_proc p ON p.oid = CASE WHEN calls.node = 'opno' THEN o.oprcode::oid ELSE calls.id END \
+ JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace"
+    };
+}
+
 /// The functions what runs when a relation is read or written calls
 /// (`runs!()`), PostgreSQL's own included: (relation OID, schema,
 /// relation, `schema.function`), for deny and approve rules' `functions:`
@@ -257,14 +279,42 @@ const CALLS: &str = concat!(
     trees!(),
     ", calls (rel, node, id) AS ( \
      SELECT trees.rel, m[1], m[2]::oid FROM trees \
-     CROSS JOIN LATERAL regexp_matches(trees.tree, \
-       ':(funcid|opfuncid|hashfuncid|negfuncid|aggfnoid|winfnoid|opno) ([0-9]+)', 'g') m) \
+     CROSS JOIN LATERAL regexp_matches(trees.tree, ",
+    call_nodes!(),
+    ", 'g') m) \
  SELECT DISTINCT calls.rel::bigint, rn.nspname, rc.relname, pn.nspname || '.' || p.proname FROM calls \
  JOIN pg_catalog.pg_class rc ON rc.oid = calls.rel \
- JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace \
- LEFT JOIN pg_catalog.pg_operator o ON calls.node = 'opno' AND o.oid = calls.id \
- JOIN pg_catalog.pg_proc p ON p.oid = CASE WHEN calls.node = 'opno' THEN o.oprcode::oid ELSE calls.id END \
- JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace"
+ JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace",
+    called!()
+);
+
+/// The functions a type's own operations call beyond PostgreSQL's,
+/// PostgreSQL's own included, for deny and approve rules' `functions:`
+/// (a DBA's domain whose CHECK calls `pg_read_file`, a cast created with
+/// an extension's function): (type OID, whether the type is PostgreSQL's
+/// own, `schema.function`). The CHECK constraints of domains created
+/// after initdb are searched like [`CALLS`]'s trees; a cast created after
+/// initdb counts as in [`TYPE_FUNCTIONS`] (the database's side of a cast
+/// between its type and a built-in one, both sides of one between two
+/// built-in types, which any statement may run).
+const TYPE_CALLS: &str = concat!(
+    "WITH builtin (oid, builtin) AS ( \
+   SELECT t.oid, n.nspname IN ('pg_catalog', 'information_schema') FROM pg_catalog.pg_type t \
+   JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace), \
+ calls (typ, node, id) AS ( \
+   SELECT c.contypid, m[1], m[2]::oid FROM pg_catalog.pg_constraint c \
+   CROSS JOIN LATERAL regexp_matches(c.conbin::text, ",
+    call_nodes!(),
+    ", 'g') m \
+   WHERE c.contypid <> 0 AND c.oid >= 16384 \
+   UNION ALL \
+   SELECT x.typ, 'funcid', c.castfunc FROM pg_catalog.pg_cast c \
+   JOIN builtin s ON s.oid = c.castsource JOIN builtin t ON t.oid = c.casttarget \
+   CROSS JOIN LATERAL (VALUES (c.castsource, s.builtin), (c.casttarget, t.builtin)) x (typ, builtin) \
+   WHERE c.oid >= 16384 AND c.castfunc <> 0 AND (NOT x.builtin OR (s.builtin AND t.builtin))) \
+ SELECT DISTINCT calls.typ::bigint, builtin.builtin, pn.nspname || '.' || p.proname FROM calls \
+ JOIN builtin ON builtin.oid = calls.typ",
+    called!()
 );
 
 /// The catalogs PostgreSQL created at initdb that the database's own
@@ -327,6 +377,15 @@ pub struct Routines {
     /// or default operator classes of a built-in type, that the database
     /// implements with its own functions.
     always: Vec<String>,
+    /// What the operations of the database's types call, PostgreSQL's
+    /// functions included ([`TYPE_CALLS`]), by type name: `typname ->
+    /// schema.function`, for deny and approve rules.
+    type_calls: HashMap<String, Vec<String>>,
+    /// The same by OID, for the parameter types of a Parse message.
+    type_call_oids: HashMap<u32, Vec<String>>,
+    /// The same for casts created between two built-in types, which any
+    /// statement may run.
+    always_calls: Vec<String>,
     /// Relations whose reading or writing runs such functions, directly
     /// or through the views they read.
     relations: ByRelation,
@@ -542,6 +601,7 @@ impl FromCatalog for Routines {
         CREDENTIAL_VIEWS,
         CALLS,
         CATALOG_READS,
+        TYPE_CALLS,
     ];
 
     fn from_rows(results: &[Vec<Vec<Option<String>>>]) -> Self {
@@ -612,35 +672,69 @@ impl FromCatalog for Routines {
             }
         }
         let typed = close_over(typed, &built_on);
-        for row in part(6) {
-            routines.known_types.extend(oid(row, 0));
-            let Some(functions) = oid(row, 0).and_then(|t| typed.get(&t)) else {
+        // What each type's operations call, PostgreSQL's functions
+        // included, over the types built on it; and what reading a
+        // relation calls that way (for deny and approve rules).
+        let mut type_called: Reaches = HashMap::new();
+        for row in part(13) {
+            let Some(typ) = oid(row, 0) else {
                 continue;
             };
-            let entry = routines.types.entry(cell(row, 1)).or_default();
-            entry.extend(functions.iter().cloned());
-            entry.sort_unstable();
-            entry.dedup();
-            if let Some(rel) = oid(row, 2) {
-                names.insert(rel, (cell(row, 3), cell(row, 4)));
-                runs.entry(rel)
-                    .or_default()
-                    .extend(functions.iter().cloned());
+            let function = cell(row, 2);
+            if cell(row, 1) == "t" {
+                if !routines.always_calls.contains(&function) {
+                    routines.always_calls.push(function);
+                }
+            } else {
+                type_called.entry(typ).or_default().insert(function);
+            }
+        }
+        let type_called = close_over(type_called, &built_on);
+        let mut called_by: Reaches = HashMap::new();
+        for row in part(6) {
+            let Some(typ) = oid(row, 0) else {
+                continue;
+            };
+            routines.known_types.insert(typ);
+            let rel = oid(row, 2);
+            for (reaches, by_name, into) in [
+                (&typed, &mut routines.types, &mut runs),
+                (&type_called, &mut routines.type_calls, &mut called_by),
+            ] {
+                let Some(functions) = reaches.get(&typ) else {
+                    continue;
+                };
+                let entry = by_name.entry(cell(row, 1)).or_default();
+                entry.extend(functions.iter().cloned());
+                entry.sort_unstable();
+                entry.dedup();
+                if let Some(rel) = rel {
+                    names.insert(rel, (cell(row, 3), cell(row, 4)));
+                    into.entry(rel)
+                        .or_default()
+                        .extend(functions.iter().cloned());
+                }
             }
         }
         // Casts in a view's query, a rule or a policy.
         for row in part(3) {
-            let (Some(rel), Some(functions)) =
-                (oid(row, 0), oid(row, 3).and_then(|t| typed.get(&t)))
-            else {
+            let (Some(rel), Some(typ)) = (oid(row, 0), oid(row, 3)) else {
                 continue;
             };
-            names.insert(rel, (cell(row, 1), cell(row, 2)));
-            runs.entry(rel)
-                .or_default()
-                .extend(functions.iter().cloned());
+            for (reaches, into) in [(&typed, &mut runs), (&type_called, &mut called_by)] {
+                if let Some(functions) = reaches.get(&typ) {
+                    names.insert(rel, (cell(row, 1), cell(row, 2)));
+                    into.entry(rel)
+                        .or_default()
+                        .extend(functions.iter().cloned());
+                }
+            }
         }
         routines.type_oids = typed
+            .into_iter()
+            .map(|(t, functions)| (t, functions.into_iter().collect()))
+            .collect();
+        routines.type_call_oids = type_called
             .into_iter()
             .map(|(t, functions)| (t, functions.into_iter().collect()))
             .collect();
@@ -690,10 +784,13 @@ impl FromCatalog for Routines {
             .map(|(rel, reads)| (*rel, reads.clone()))
             .collect();
         routines.credentials = by_name(close_over(credentials, &created_reads), &names);
-        let mut calls: HashMap<u32, Vec<String>> = HashMap::new();
         for (rel, called) in named_reaches(part(11), &mut names) {
-            calls.insert(rel, called.into_iter().collect());
+            called_by.entry(rel).or_default().extend(called);
         }
+        let calls: HashMap<u32, Vec<String>> = called_by
+            .into_iter()
+            .map(|(rel, called)| (rel, called.into_iter().collect()))
+            .collect();
         routines.reads = ReadGraph::new(reads_with_children, calls, parents, &names);
         routines
     }
@@ -863,7 +960,17 @@ impl Routines {
         credential_catalogs.sort_unstable();
         credential_catalogs.dedup();
         credential_catalogs.retain(|c| !facts.credential_catalogs.contains(c));
-        let (mut reached, calls) = self.reads.reached_from(tables.iter().copied());
+        let (mut reached, mut calls) = self.reads.reached_from(tables.iter().copied());
+        // What the types it names call, and casts any statement may run.
+        let before = calls.len();
+        for name in type_names.iter().copied().chain(&earlier_types) {
+            calls.extend(self.type_calls.get(name).into_iter().flatten().cloned());
+        }
+        calls.extend(self.always_calls.iter().cloned());
+        if calls.len() > before {
+            calls.sort_unstable();
+            calls.dedup();
+        }
         // What the relations call in `pg_catalog` that is not PostgreSQL's
         // own (a DBA's function, aggregate or operator placed there) is
         // the database's code like any other schema's.
@@ -899,6 +1006,21 @@ impl Routines {
         let mut found: Vec<String> = types
             .iter()
             .filter_map(|t| self.type_oids.get(&t.cast_unsigned()))
+            .flatten()
+            .cloned()
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
+    /// What values of the parameter types a Parse message declares call
+    /// ([`TYPE_CALLS`]: a domain's CHECK), PostgreSQL's functions
+    /// included, `schema.function`, for deny and approve rules.
+    pub fn called_by_parameter_types(&self, types: &[i32]) -> Vec<String> {
+        let mut found: Vec<String> = types
+            .iter()
+            .filter_map(|t| self.type_call_oids.get(&t.cast_unsigned()))
             .flatten()
             .cloned()
             .collect();

@@ -1632,9 +1632,9 @@ impl Relay {
                         denial = Some((verdict, p.query.to_owned()));
                         break;
                     }
-                    if let Some(refused) = self
-                        .judge
-                        .parameter_types(snapshot.as_ref(), &p.param_types)
+                    if let Some(refused) =
+                        self.judge
+                            .parameter_types(snapshot.as_ref(), &p.param_types, &verdict)
                     {
                         // At most once a second: a client must not make
                         // the agent read the catalog at will.
