@@ -305,6 +305,58 @@ async fn copy_from_stdin_through_execute_keeps_the_session_in_step() {
 }
 
 #[tokio::test]
+async fn copy_data_still_in_flight_when_the_target_rejects_the_copy_keeps_the_session() {
+    // The target fails a COPY on a bad row and leaves copy-in mode while
+    // the client is still sending: the rest of its data and its CopyDone
+    // arrive after the error. PostgreSQL ignores them; so must the agent.
+    let dp = DataPath::start().await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    s.send(&query("COPY items (id, name) FROM STDIN")).await;
+    s.until(b'G').await;
+    s.send(&sluice_integration_tests::rawpg::frame(
+        b'd',
+        b"not-a-number\tbad\n",
+    ))
+    .await;
+    let got = s.until(b'Z').await;
+    assert!(errors(&got).contains("22P02"), "{}", errors(&got));
+    let mut late = sluice_integration_tests::rawpg::frame(b'd', b"9001\tlate\n");
+    late.extend(sluice_integration_tests::rawpg::frame(b'c', b""));
+    late.extend(query("SELECT 'still-here'"));
+    s.send(&late).await;
+    let got = s.until(b'Z').await;
+    assert_eq!(first_column(&got), ["still-here"], "{}", errors(&got));
+    assert_eq!(dp.target("SELECT count(*) FROM items WHERE id = 9001"), "0");
+    // A CopyFail after the copy ended is ignored the same way.
+    let mut late = sluice_integration_tests::rawpg::frame(b'f', b"client gave up\0");
+    late.extend(query("SELECT 'again'"));
+    s.send(&late).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["again"]);
+}
+
+#[tokio::test]
+async fn a_query_pipelined_where_copy_data_belongs_ends_the_session_instead_of_hanging() {
+    // COPY FROM STDIN and, without waiting for CopyInResponse, a Query the
+    // agent must hold until the COPY is answered (its text is not ASCII):
+    // the target waits for the COPY's data, which would come after it.
+    let dp = DataPath::start().await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    let mut pipelined = query("COPY notes (body) FROM STDIN");
+    pipelined.extend(query("SELECT 'café'"));
+    s.send(&pipelined).await;
+    let got = tokio::time::timeout(Duration::from_secs(20), s.until_or_closed(b'Z'))
+        .await
+        .expect("the session hung");
+    let text = errors(&got);
+    assert!(
+        text.contains("08P01") && text.contains("CopyInResponse"),
+        "{}: {text}",
+        tags(&got)
+    );
+    assert_eq!(dp.target("SELECT count(*) FROM notes"), "0");
+}
+
+#[tokio::test]
 async fn a_statement_prepared_before_a_policy_change_is_judged_again_when_executed() {
     let mut dp = DataPath::start().await;
     let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;

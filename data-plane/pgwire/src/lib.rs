@@ -21,6 +21,12 @@ pub use frame::{Frame, FrameError, FrameReader};
 pub enum ProtocolError {
     #[error("malformed {0} message")]
     Malformed(&'static str),
+    /// A text field that is not UTF-8: the agent reads every session's
+    /// text as UTF-8.
+    #[error(
+        "the {0} message's text is not valid UTF-8 (sessions through Sluice use client_encoding UTF8)"
+    )]
+    NotUtf8(&'static str),
     #[error("{0}")]
     Unsupported(String),
 }

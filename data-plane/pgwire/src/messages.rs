@@ -25,7 +25,7 @@ impl<'a> Reader<'a> {
             .iter()
             .position(|b| *b == 0)
             .ok_or(ProtocolError::Malformed(what))?;
-        let s = std::str::from_utf8(&rest[..end]).map_err(|_| ProtocolError::Malformed(what))?;
+        let s = std::str::from_utf8(&rest[..end]).map_err(|_| ProtocolError::NotUtf8(what))?;
         self.pos += end + 1;
         Ok(s)
     }

@@ -23,8 +23,11 @@
 //!   stay in order, ReadyForQuery carries the true status) and the agent
 //!   replaces that error with its own. Only an idle session outside a
 //!   transaction gets its denial straight from the agent.
-//! - `FunctionCall` is judged as kind `function_call`; COPY data flows only
-//!   while the target is in COPY IN state.
+//! - `FunctionCall` is judged as kind `function_call`; COPY messages are
+//!   passed on in order (the target ignores them outside COPY IN, as when
+//!   the client's data is still arriving after the target failed the
+//!   COPY), but never ahead of extended-protocol messages held for their
+//!   Sync.
 //! - Encoding: the agent reads SQL as UTF-8, the target in the session's
 //!   `client_encoding`, which a statement may change (through a function the
 //!   agent cannot see into) and which the target reports only with that
@@ -767,8 +770,16 @@ impl Relay {
             }
             b'F' => self.on_function_call(frame).await,
             b'd' | b'c' | b'f' => {
-                if !self.copy_in {
-                    return Err(SessionError::Protocol("COPY data outside of COPY".into()));
+                // Outside copy-in they are passed on in order, and the
+                // target ignores them as the protocol says: the rest of a
+                // client's data still arrives after the target failed its
+                // COPY. Passed before extended-protocol messages still held
+                // for their Sync, they would jump ahead of the COPY they
+                // are meant for.
+                if !self.copy_in && !self.batch.is_empty() {
+                    return Err(SessionError::Protocol(
+                        "COPY data before the Sync of the extended-protocol messages it follows; send the data after CopyInResponse".into(),
+                    ));
                 }
                 self.to_server.extend_from_slice(&frame.raw);
                 Ok(())
@@ -1960,6 +1971,13 @@ impl Relay {
             self.on_server_frame(frame);
             if let Some(why) = self.fault.take() {
                 return Err(SessionError::Unsupported(why));
+            }
+            if self.copy_in && self.deferred.is_some() {
+                // The target waits for the COPY's data, which the client
+                // sends, if ever, after what waits here: neither would move.
+                return Err(SessionError::Protocol(
+                    "a Query or extended-protocol messages arrived where the COPY's data belongs; after COPY ... FROM STDIN, send CopyData and CopyDone (or CopyFail) once CopyInResponse arrives".into(),
+                ));
             }
             if let Some(why) = self.unmaskable.take() {
                 // The row was not sent; the rest of the result cannot be
