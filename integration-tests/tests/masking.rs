@@ -652,3 +652,99 @@ async fn the_watch_follows_its_resource_when_the_policy_changes_it() {
         .await;
     assert_eq!(view_label(&mut reader).await, "[REDACTED]");
 }
+
+/// `items.name` masked ('item 1' ... 'item 500' in clear), and every
+/// expression over `items` (strict mode).
+fn names_masked() -> String {
+    format!(
+        "{}      - mask: {{ columns: [\"public.items.name\"], as: redact, strict_tables: [\"public.items\"] }}\n        name: names\n",
+        sluice_integration_tests::datapath::DEFAULT_RULES
+    )
+}
+
+/// Sends `bytes` on a new session and returns everything it received
+/// until the agent closed it, a row `4243` came, or 10 s passed.
+async fn received_after(dp: &DataPath, bytes: &[u8]) -> Vec<sluice_pgwire::Frame> {
+    use sluice_integration_tests::rawpg::RawSession;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    s.send(bytes).await;
+    let mut all = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let frames = s.until_or_closed(b'Z').await;
+            let closed = frames.last().is_none_or(|f| f.tag != b'Z');
+            all.extend(frames);
+            let last = sluice_integration_tests::rawpg::first_column(&all);
+            if closed || last.iter().any(|v| v == "4243") {
+                return;
+            }
+        }
+    })
+    .await;
+    all
+}
+
+#[tokio::test]
+async fn a_sync_the_target_ignores_during_copy_cannot_pair_results_with_another_statement() {
+    use sluice_integration_tests::rawpg::{
+        bind, errors, execute, flush, frame, parse, query, sync,
+    };
+    // PostgreSQL ignores a Sync while it waits for COPY data. Counted, it
+    // would have the agent expect one answer too many and pair each later
+    // result with the statement before it: `upper(name)` (masked by what
+    // its statement reads) came back in clear as `SELECT 4242`'s.
+    let dp = DataPath::start_with(&names_masked(), Vec::new()).await;
+    let after = |mut b: Vec<u8>| {
+        b.extend(query("SELECT 4242"));
+        b.extend(query("SELECT upper(name) FROM items WHERE id = 1"));
+        b.extend(query("SELECT 4243"));
+        b
+    };
+    let mut simple = query("COPY notes (body) FROM STDIN");
+    simple.extend(sync());
+    simple.extend(flush());
+    simple.extend(frame(b'f', b"stop\0"));
+    simple.extend(sync());
+    let mut extended = parse("", "COPY notes (body) FROM STDIN");
+    extended.extend(bind("", ""));
+    extended.extend(execute("", 0));
+    extended.extend(sync());
+    extended.extend(sync());
+    extended.extend(frame(b'c', b""));
+    extended.extend(sync());
+    for (name, bytes) in [("simple", after(simple)), ("extended", after(extended))] {
+        let got = received_after(&dp, &bytes).await;
+        for f in &got {
+            assert!(
+                !f.raw.windows(6).any(|w| w.eq_ignore_ascii_case(b"item 1")),
+                "{name}: a name in clear: {}",
+                String::from_utf8_lossy(&f.raw)
+            );
+        }
+        let text = errors(&got);
+        assert!(
+            text.contains("08P01") && text.contains("send CopyDone or CopyFail first"),
+            "{name}: {text}"
+        );
+    }
+    assert_eq!(dp.target("SELECT count(*) FROM notes"), "0");
+    // libpq's own order (the Sync after CopyDone) goes on working.
+    let mut libpq = parse("", "COPY notes (body) FROM STDIN");
+    libpq.extend(bind("", ""));
+    libpq.extend(execute("", 0));
+    libpq.extend(sync());
+    libpq.extend(frame(b'd', b"copied\n"));
+    libpq.extend(frame(b'c', b""));
+    libpq.extend(sync());
+    let got = received_after(&dp, &after(libpq)).await;
+    assert_eq!(
+        errors(&got),
+        "",
+        "{}",
+        sluice_integration_tests::rawpg::tags(&got)
+    );
+    assert_eq!(
+        sluice_integration_tests::rawpg::first_column(&got),
+        ["4242", "[REDACTED]", "4243"]
+    );
+}

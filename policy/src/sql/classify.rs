@@ -110,6 +110,10 @@ pub struct ClassifiedStatement {
     /// its output).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_out: Option<CopyOut>,
+    /// `COPY ... FROM STDIN`: the target waits for the client's data
+    /// (CopyData, then CopyDone or CopyFail), ignoring any Sync meanwhile.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copy_in: bool,
     /// For `FETCH` and `MOVE`: the portal (cursor) they run. It may be one
     /// the protocol bound, whose statement the agent judged at Parse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -431,6 +435,8 @@ pub fn classify_with(
             fingerprint,
             prepared: prepared_change(root.to_ref()),
             copy_out: copy_out(root.to_ref()),
+            copy_in: matches!(root.to_ref(), NodeRef::CopyStmt(c)
+                if c.is_from && !c.is_program && c.filename.is_empty()),
             fetches: match root.to_ref() {
                 NodeRef::FetchStmt(f) => Some(f.portalname.clone()),
                 _ => None,

@@ -52,6 +52,9 @@ pub struct Verdict {
     pub tables_read: Vec<String>,
     /// Its `COPY ... TO STDOUT` statements, in order (for masking).
     pub copy_out: Vec<sluice_policy::CopyOut>,
+    /// It has a `COPY ... FROM STDIN`: the target will ignore Syncs while
+    /// it waits for the data.
+    pub copy_in: bool,
     /// Portals its `FETCH` and `MOVE` statements run (one bound through the
     /// protocol runs the statement the agent judged at its Parse).
     pub fetches: Vec<String>,
@@ -422,6 +425,7 @@ impl Judge {
             .iter()
             .filter_map(|s| s.fetches.clone())
             .collect();
+        let copy_in = statements.iter().any(|s| s.copy_in);
         let fingerprinted = Some((classified.clone(), standard_conforming_strings));
         let routines = match &self.routines {
             Ok(r) => r,
@@ -505,6 +509,7 @@ impl Judge {
                 fingerprint: OnceLock::new(),
                 tables_read,
                 copy_out,
+                copy_in,
                 fetches,
                 ..needs
             };
@@ -521,6 +526,7 @@ impl Judge {
             approval: None,
             tables_read,
             copy_out,
+            copy_in,
             fetches,
             refusal: None,
         }

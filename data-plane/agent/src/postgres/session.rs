@@ -191,6 +191,8 @@ struct Unit {
     unmaskable: u64,
     /// COPY output withheld (masking cannot vouch for it).
     copy_withheld: bool,
+    /// It runs a `COPY ... FROM STDIN`.
+    copy_in: bool,
     /// How each of its COPY outputs is masked, in order (`None`: withheld).
     copy_plans: VecDeque<Option<super::mask::CopyPlan>>,
     /// The COPY output being masked.
@@ -218,6 +220,8 @@ struct PlannedExecute {
     formats: Vec<i16>,
     /// Its `COPY ... TO STDOUT` statements (for masking).
     copy_out: Vec<sluice_policy::CopyOut>,
+    /// It has a `COPY ... FROM STDIN`.
+    copy_in: bool,
 }
 
 /// A request that passed policy (or is held until approved), ready to be
@@ -327,6 +331,15 @@ struct Relay {
     batch_bytes: usize,
     skip_until_sync: bool,
     copy_in: bool,
+    /// A `COPY ... FROM STDIN` was forwarded and the target may still be
+    /// (or be about to be) waiting for its data, when it ignores Syncs: a
+    /// Sync it ignored would leave the agent expecting one ReadyForQuery
+    /// too many and pairing every later result with the statement before
+    /// it (masking by the wrong statement). The client may send none
+    /// meanwhile. Open from the forwarding until the statement ends
+    /// (`Simple`: a Query may run several COPYs), or until the client's
+    /// CopyDone or CopyFail or the target's error (`Extended`).
+    copy_window: Option<UnitKind>,
     names: Names,
     /// Rows returned so far by portals suspended at `max_rows`.
     portal_rows: HashMap<String, u64>,
@@ -434,6 +447,7 @@ pub async fn run(
         batch_bytes: 0,
         skip_until_sync: false,
         copy_in: false,
+        copy_window: None,
         names,
         portal_rows: HashMap::new(),
         units: VecDeque::new(),
@@ -727,6 +741,11 @@ impl Relay {
     }
 
     async fn on_client_frame(&mut self, frame: Frame) -> Result<(), SessionError> {
+        if frame.tag == b'S' && self.copy_window.is_some() {
+            return Err(SessionError::Protocol(
+                "a Sync arrived while the target may be waiting for COPY data, when it would ignore it; send CopyDone or CopyFail first, then Sync".into(),
+            ));
+        }
         if self.skip_until_sync {
             if frame.tag == b'S' {
                 self.skip_until_sync = false;
@@ -780,6 +799,11 @@ impl Relay {
                     return Err(SessionError::Protocol(
                         "COPY data before the Sync of the extended-protocol messages it follows; send the data after CopyInResponse".into(),
                     ));
+                }
+                // The target leaves copy-in when it reads CopyDone or
+                // CopyFail (an Execute runs one COPY at most).
+                if frame.tag != b'd' && matches!(self.copy_window, Some(UnitKind::Extended)) {
+                    self.copy_window = None;
                 }
                 self.to_server.extend_from_slice(&frame.raw);
                 Ok(())
@@ -855,6 +879,7 @@ impl Relay {
             judged: self.ctx.masker.is_some().then(|| verdict.clone()),
             formats: Vec::new(),
             copy_out: verdict.copy_out.clone(),
+            copy_in: verdict.copy_in,
         };
         if !verdict.allowed && verdict.approval.is_none() {
             if let Err(e) = self
@@ -958,6 +983,9 @@ impl Relay {
                 }
                 let (event, intent) = audit.next().unwrap_or_default();
                 let unit = self.unit(UnitKind::Simple, *x, event, intent);
+                if unit.copy_in {
+                    self.copy_window = Some(UnitKind::Simple);
+                }
                 self.units.push_back(unit);
                 self.to_server.extend_from_slice(&frame.raw);
                 self.cycle_sent();
@@ -1000,6 +1028,9 @@ impl Relay {
                 let ran = !executes.is_empty();
                 for (x, (event, intent)) in executes.into_iter().zip(audit) {
                     let unit = self.unit(UnitKind::Extended, x, event, intent);
+                    if unit.copy_in && self.copy_window.is_none() {
+                        self.copy_window = Some(UnitKind::Extended);
+                    }
                     self.units.push_back(unit);
                 }
                 if ends_with_sync {
@@ -1418,6 +1449,7 @@ impl Relay {
                 judged: None,
                 formats: Vec::new(),
                 copy_out: Vec::new(),
+                copy_in: false,
             },
             event,
             intent,
@@ -1593,6 +1625,7 @@ impl Relay {
             plan: None,
             unmaskable: 0,
             copy_withheld: false,
+            copy_in: x.copy_in,
             copy_plans,
             copy_active: None,
         }
@@ -1672,6 +1705,7 @@ impl Relay {
                             param_types: p.param_types.clone(),
                             tables_read: verdict.tables_read.clone(),
                             copy_out: verdict.copy_out.clone(),
+                            copy_in: verdict.copy_in,
                         }),
                     );
                     if let Err(refusal) = planned {
@@ -1750,6 +1784,7 @@ impl Relay {
                         judged: self.ctx.masker.is_some().then(|| verdict.clone()),
                         formats: p.result_formats.clone(),
                         copy_out: p.statement.copy_out.clone(),
+                        copy_in: p.statement.copy_in,
                     });
                 }
                 b'C' => {
@@ -2263,6 +2298,13 @@ impl Relay {
                     })
                     .collect();
                 if frame.tag == b'E' {
+                    // An Execute's COPY failed, at its start or in its data:
+                    // the target no longer waits for data.
+                    if (self.copy_in || self.units.front().is_some_and(|u| u.copy_in))
+                        && matches!(self.copy_window, Some(UnitKind::Extended))
+                    {
+                        self.copy_window = None;
+                    }
                     self.copy_in = false;
                     let current = self.cycles_done;
                     if let Some(u) = self.units.front_mut().filter(|u| u.cycle == current) {
@@ -2390,6 +2432,9 @@ impl Relay {
             self.finish_front();
         }
         self.cycles_done = (self.cycles_done + 1).min(self.cycles_sent);
+        if !self.copy_in && !self.units.iter().any(|u| u.copy_in) {
+            self.copy_window = None;
+        }
         while self.held.front().is_some_and(|h| h.0 <= self.cycles_done) {
             if let Some((_, bytes)) = self.held.pop_front() {
                 self.held_bytes = self.held_bytes.saturating_sub(bytes.len());
