@@ -1231,9 +1231,10 @@ async fn random_message_sequences_never_crash_or_hang_the_agent_nor_run_what_it_
 async fn random_message_sequences_never_carry_a_masked_value() {
     // `items.name` ('item 1' ... 'item 500') is masked, and so is every
     // expression over `items`: whatever the sequence, no frame a session
-    // receives may carry a name in clear.
+    // receives may carry a name in clear. (Updates need approval, which
+    // they are refused for at once: mode retry.)
     let rules = format!(
-        "{}      - mask: {{ columns: [\"public.items.name\"], as: redact, strict_tables: [\"public.items\"] }}\n        name: names\n",
+        "{}      - mask: {{ columns: [\"public.items.name\"], as: redact, strict_tables: [\"public.items\"] }}\n        name: names\n      - approve: {{ sql: {{ statements: [update] }}, approvers: [dba], mode: retry, ttl: 10m }}\n        name: updates\n",
         sluice_integration_tests::datapath::DEFAULT_RULES
     );
     let dp = DataPath::start_with(&rules, Vec::new()).await;
