@@ -712,7 +712,18 @@ async fn a_sync_the_target_ignores_during_copy_cannot_pair_results_with_another_
     extended.extend(sync());
     extended.extend(frame(b'c', b""));
     extended.extend(sync());
-    for (name, bytes) in [("simple", after(simple)), ("extended", after(extended))] {
+    // A Query with two COPYs: the Sync after the first one's CopyDone is
+    // read while the second waits for its data.
+    let mut two = query("COPY notes (body) FROM STDIN; COPY notes (body) FROM STDIN");
+    two.extend(frame(b'c', b""));
+    two.extend(sync());
+    two.extend(frame(b'c', b""));
+    two.extend(sync());
+    for (name, bytes) in [
+        ("simple", after(simple)),
+        ("extended", after(extended)),
+        ("two copies", after(two)),
+    ] {
         let got = received_after(&dp, &bytes).await;
         for f in &got {
             assert!(
@@ -736,15 +747,32 @@ async fn a_sync_the_target_ignores_during_copy_cannot_pair_results_with_another_
     libpq.extend(frame(b'd', b"copied\n"));
     libpq.extend(frame(b'c', b""));
     libpq.extend(sync());
-    let got = received_after(&dp, &after(libpq)).await;
-    assert_eq!(
-        errors(&got),
-        "",
-        "{}",
-        sluice_integration_tests::rawpg::tags(&got)
-    );
-    assert_eq!(
-        sluice_integration_tests::rawpg::first_column(&got),
-        ["4242", "[REDACTED]", "4243"]
-    );
+    // And a Query's COPY with a batch pipelined after its CopyDone.
+    let mut pipelined = query("COPY notes (body) FROM STDIN");
+    pipelined.extend(frame(b'd', b"copied too\n"));
+    pipelined.extend(frame(b'c', b""));
+    pipelined.extend(parse("", "SELECT 4241"));
+    pipelined.extend(bind("", ""));
+    pipelined.extend(execute("", 0));
+    pipelined.extend(sync());
+    for (name, bytes, first) in [
+        ("libpq", libpq, None),
+        ("pipelined", pipelined, Some("4241")),
+    ] {
+        let got = received_after(&dp, &after(bytes)).await;
+        assert_eq!(
+            errors(&got),
+            "",
+            "{name}: {}",
+            sluice_integration_tests::rawpg::tags(&got)
+        );
+        let mut want = vec!["4242", "[REDACTED]", "4243"];
+        want.splice(0..0, first);
+        assert_eq!(
+            sluice_integration_tests::rawpg::first_column(&got),
+            want,
+            "{name}"
+        );
+    }
+    assert_eq!(dp.target("SELECT count(*) FROM notes"), "2");
 }

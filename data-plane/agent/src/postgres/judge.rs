@@ -52,9 +52,9 @@ pub struct Verdict {
     pub tables_read: Vec<String>,
     /// Its `COPY ... TO STDOUT` statements, in order (for masking).
     pub copy_out: Vec<sluice_policy::CopyOut>,
-    /// It has a `COPY ... FROM STDIN`: the target will ignore Syncs while
-    /// it waits for the data.
-    pub copy_in: bool,
+    /// How many `COPY ... FROM STDIN` it has: the target ignores Syncs
+    /// while it waits for their data.
+    pub copy_in: usize,
     /// Portals its `FETCH` and `MOVE` statements run (one bound through the
     /// protocol runs the statement the agent judged at its Parse).
     pub fetches: Vec<String>,
@@ -425,7 +425,7 @@ impl Judge {
             .iter()
             .filter_map(|s| s.fetches.clone())
             .collect();
-        let copy_in = statements.iter().any(|s| s.copy_in);
+        let copy_in = statements.iter().filter(|s| s.copy_in).count();
         let fingerprinted = Some((classified.clone(), standard_conforming_strings));
         let routines = match &self.routines {
             Ok(r) => r,

@@ -61,8 +61,8 @@ pub struct Prepared {
     pub tables_read: Vec<String>,
     /// Its `COPY ... TO STDOUT`, if it is one (for masking).
     pub copy_out: Vec<sluice_policy::CopyOut>,
-    /// It is a `COPY ... FROM STDIN`.
-    pub copy_in: bool,
+    /// How many `COPY ... FROM STDIN` it has (one at most).
+    pub copy_in: usize,
 }
 
 /// Longest name of a prepared statement or portal: PostgreSQL keeps only
@@ -833,7 +833,7 @@ mod tests {
             param_types: Vec::new(),
             tables_read: Vec::new(),
             copy_out: Vec::new(),
-            copy_in: false,
+            copy_in: 0,
         })
     }
 

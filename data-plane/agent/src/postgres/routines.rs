@@ -651,20 +651,7 @@ impl FromCatalog for Routines {
             reads.entry(rel).or_default().push(read);
         }
         // What each type runs, over the types built on it.
-        let mut typed: Reaches = HashMap::new();
-        for row in part(4) {
-            let Some(typ) = oid(row, 0) else {
-                continue;
-            };
-            let function = cell(row, 2);
-            if cell(row, 1) == "t" {
-                if !routines.always.contains(&function) {
-                    routines.always.push(function);
-                }
-            } else {
-                typed.entry(typ).or_default().insert(function);
-            }
-        }
+        let typed = by_type(part(4), &mut routines.always);
         let mut built_on: HashMap<u32, Vec<u32>> = HashMap::new();
         for row in part(5) {
             if let (Some(base), Some(derived)) = (oid(row, 0), oid(row, 1)) {
@@ -675,21 +662,7 @@ impl FromCatalog for Routines {
         // What each type's operations call, PostgreSQL's functions
         // included, over the types built on it; and what reading a
         // relation calls that way (for deny and approve rules).
-        let mut type_called: Reaches = HashMap::new();
-        for row in part(13) {
-            let Some(typ) = oid(row, 0) else {
-                continue;
-            };
-            let function = cell(row, 2);
-            if cell(row, 1) == "t" {
-                if !routines.always_calls.contains(&function) {
-                    routines.always_calls.push(function);
-                }
-            } else {
-                type_called.entry(typ).or_default().insert(function);
-            }
-        }
-        let type_called = close_over(type_called, &built_on);
+        let type_called = close_over(by_type(part(13), &mut routines.always_calls), &built_on);
         let mut called_by: Reaches = HashMap::new();
         for row in part(6) {
             let Some(typ) = oid(row, 0) else {
@@ -798,6 +771,27 @@ impl FromCatalog for Routines {
 
 /// What each relation (by OID) reaches when read.
 type Reaches = HashMap<u32, BTreeSet<String>>;
+
+/// Rows of (type OID, whether the type is PostgreSQL's own, function) as
+/// what each of the database's types reaches; what PostgreSQL's own types
+/// reach goes to `always` (any statement may reach it).
+fn by_type(rows: &[Vec<Option<String>>], always: &mut Vec<String>) -> Reaches {
+    let mut reaches = Reaches::new();
+    for row in rows {
+        let Ok(typ) = cell(row, 0).parse::<u32>() else {
+            continue;
+        };
+        let function = cell(row, 2);
+        if cell(row, 1) == "t" {
+            if !always.contains(&function) {
+                always.push(function);
+            }
+        } else {
+            reaches.entry(typ).or_default().insert(function);
+        }
+    }
+    reaches
+}
 
 /// Rows of (relation OID, schema, relation, what it reaches) as
 /// [`Reaches`], noting the relations' names.

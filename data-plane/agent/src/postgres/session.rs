@@ -191,8 +191,9 @@ struct Unit {
     unmaskable: u64,
     /// COPY output withheld (masking cannot vouch for it).
     copy_withheld: bool,
-    /// It runs a `COPY ... FROM STDIN`.
-    copy_in: bool,
+    /// Its `COPY ... FROM STDIN`s the target may still wait for data for
+    /// (see [`Relay::copy_pending`]).
+    copies_left: usize,
     /// How each of its COPY outputs is masked, in order (`None`: withheld).
     copy_plans: VecDeque<Option<super::mask::CopyPlan>>,
     /// The COPY output being masked.
@@ -220,8 +221,8 @@ struct PlannedExecute {
     formats: Vec<i16>,
     /// Its `COPY ... TO STDOUT` statements (for masking).
     copy_out: Vec<sluice_policy::CopyOut>,
-    /// It has a `COPY ... FROM STDIN`.
-    copy_in: bool,
+    /// How many `COPY ... FROM STDIN` it has.
+    copy_in: usize,
 }
 
 /// A request that passed policy (or is held until approved), ready to be
@@ -331,15 +332,6 @@ struct Relay {
     batch_bytes: usize,
     skip_until_sync: bool,
     copy_in: bool,
-    /// A `COPY ... FROM STDIN` was forwarded and the target may still be
-    /// (or be about to be) waiting for its data, when it ignores Syncs: a
-    /// Sync it ignored would leave the agent expecting one ReadyForQuery
-    /// too many and pairing every later result with the statement before
-    /// it (masking by the wrong statement). The client may send none
-    /// meanwhile. Open from the forwarding until the statement ends
-    /// (`Simple`: a Query may run several COPYs), or until the client's
-    /// CopyDone or CopyFail or the target's error (`Extended`).
-    copy_window: Option<UnitKind>,
     names: Names,
     /// Rows returned so far by portals suspended at `max_rows`.
     portal_rows: HashMap<String, u64>,
@@ -447,7 +439,6 @@ pub async fn run(
         batch_bytes: 0,
         skip_until_sync: false,
         copy_in: false,
-        copy_window: None,
         names,
         portal_rows: HashMap::new(),
         units: VecDeque::new(),
@@ -741,12 +732,15 @@ impl Relay {
     }
 
     async fn on_client_frame(&mut self, frame: Frame) -> Result<(), SessionError> {
-        if frame.tag == b'S' && self.copy_window.is_some() {
+        if frame.tag == b'S' && self.copy_pending() {
             return Err(SessionError::Protocol(
                 "a Sync arrived while the target may be waiting for COPY data, when it would ignore it; send CopyDone or CopyFail first, then Sync".into(),
             ));
         }
-        if self.skip_until_sync {
+        // COPY messages are a COPY's data even while a denied batch's
+        // messages are discarded up to its Sync (the target would wait for
+        // them); outside copy-in the target ignores them.
+        if self.skip_until_sync && !matches!(frame.tag, b'd' | b'c' | b'f') {
             if frame.tag == b'S' {
                 self.skip_until_sync = false;
                 if self.unsynced {
@@ -801,9 +795,11 @@ impl Relay {
                     ));
                 }
                 // The target leaves copy-in when it reads CopyDone or
-                // CopyFail (an Execute runs one COPY at most).
-                if frame.tag != b'd' && matches!(self.copy_window, Some(UnitKind::Extended)) {
-                    self.copy_window = None;
+                // CopyFail: that COPY waits no longer.
+                if frame.tag != b'd'
+                    && let Some(u) = self.units.iter_mut().find(|u| u.copies_left > 0)
+                {
+                    u.copies_left -= 1;
                 }
                 self.to_server.extend_from_slice(&frame.raw);
                 Ok(())
@@ -983,9 +979,6 @@ impl Relay {
                 }
                 let (event, intent) = audit.next().unwrap_or_default();
                 let unit = self.unit(UnitKind::Simple, *x, event, intent);
-                if unit.copy_in {
-                    self.copy_window = Some(UnitKind::Simple);
-                }
                 self.units.push_back(unit);
                 self.to_server.extend_from_slice(&frame.raw);
                 self.cycle_sent();
@@ -1028,9 +1021,6 @@ impl Relay {
                 let ran = !executes.is_empty();
                 for (x, (event, intent)) in executes.into_iter().zip(audit) {
                     let unit = self.unit(UnitKind::Extended, x, event, intent);
-                    if unit.copy_in && self.copy_window.is_none() {
-                        self.copy_window = Some(UnitKind::Extended);
-                    }
                     self.units.push_back(unit);
                 }
                 if ends_with_sync {
@@ -1449,7 +1439,7 @@ impl Relay {
                 judged: None,
                 formats: Vec::new(),
                 copy_out: Vec::new(),
-                copy_in: false,
+                copy_in: 0,
             },
             event,
             intent,
@@ -1558,6 +1548,19 @@ impl Relay {
         self.names.shift_cycles_after(cycle);
     }
 
+    /// Whether the target may be waiting, or be about to wait, for the
+    /// data of a `COPY ... FROM STDIN` this session forwarded: from the
+    /// forwarding until the client's CopyDone or CopyFail for it, its error,
+    /// or its end. The target ignores a Sync meanwhile; counted, it would
+    /// leave the agent expecting one ReadyForQuery too many and pairing
+    /// every later result with the statement before it (masking and row
+    /// limits by the wrong statement), so the client may send none.
+    /// (libpq's Sync with the COPY's Execute is in its batch, forwarded
+    /// with it, and uncounted when CopyInResponse arrives.)
+    fn copy_pending(&self) -> bool {
+        self.units.iter().any(|u| u.copies_left > 0)
+    }
+
     /// Requests forwarded whose ReadyForQuery has not arrived yet.
     fn inflight(&self) -> u64 {
         self.cycles_sent - self.cycles_done
@@ -1625,7 +1628,7 @@ impl Relay {
             plan: None,
             unmaskable: 0,
             copy_withheld: false,
-            copy_in: x.copy_in,
+            copies_left: x.copy_in,
             copy_plans,
             copy_active: None,
         }
@@ -2298,12 +2301,12 @@ impl Relay {
                     })
                     .collect();
                 if frame.tag == b'E' {
-                    // An Execute's COPY failed, at its start or in its data:
-                    // the target no longer waits for data.
-                    if (self.copy_in || self.units.front().is_some_and(|u| u.copy_in))
-                        && matches!(self.copy_window, Some(UnitKind::Extended))
-                    {
-                        self.copy_window = None;
+                    // The statement failed (its COPY, at its start or in its
+                    // data, or one before it in its Query): the target waits
+                    // for no more data for it.
+                    let current = self.cycles_done;
+                    if let Some(u) = self.units.front_mut().filter(|u| u.cycle == current) {
+                        u.copies_left = 0;
                     }
                     self.copy_in = false;
                     let current = self.cycles_done;
@@ -2432,9 +2435,6 @@ impl Relay {
             self.finish_front();
         }
         self.cycles_done = (self.cycles_done + 1).min(self.cycles_sent);
-        if !self.copy_in && !self.units.iter().any(|u| u.copy_in) {
-            self.copy_window = None;
-        }
         while self.held.front().is_some_and(|h| h.0 <= self.cycles_done) {
             if let Some((_, bytes)) = self.held.pop_front() {
                 self.held_bytes = self.held_bytes.saturating_sub(bytes.len());
