@@ -335,6 +335,32 @@ async fn copy_data_still_in_flight_when_the_target_rejects_the_copy_keeps_the_se
 }
 
 #[tokio::test]
+async fn copy_data_sent_without_waiting_for_copy_in_response_is_copied() {
+    // pgx (Go) sends the COPY, its data and CopyDone without waiting for
+    // CopyInResponse: the data reaches the agent before the target has
+    // answered the COPY.
+    let dp = DataPath::start().await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    let mut pipelined = query("COPY notes (body) FROM STDIN");
+    for i in 0..3 {
+        pipelined.extend(sluice_integration_tests::rawpg::frame(
+            b'd',
+            format!("eager {i}\n").as_bytes(),
+        ));
+    }
+    pipelined.extend(sluice_integration_tests::rawpg::frame(b'c', b""));
+    s.send(&pipelined).await;
+    let got = s.until(b'Z').await;
+    assert_eq!(errors(&got), "", "{}", tags(&got));
+    assert_eq!(
+        dp.target("SELECT count(*) FROM notes WHERE body LIKE 'eager %'"),
+        "3"
+    );
+    s.send(&query("SELECT 'after'")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["after"]);
+}
+
+#[tokio::test]
 async fn a_query_pipelined_where_copy_data_belongs_ends_the_session_instead_of_hanging() {
     // COPY FROM STDIN and, without waiting for CopyInResponse, a Query the
     // agent must hold until the COPY is answered (its text is not ASCII):
