@@ -1120,12 +1120,11 @@ fn random_message(rng: &mut Rng) -> (String, Vec<u8>) {
 
 /// Runs seeded random message sequences through `dp`'s agent, one session
 /// each (`SLUICE_RANDOM_SESSIONS`, default `default_sessions`, from seed
-/// `SLUICE_RANDOM_FIRST_SEED`): each must end with an answer to its last
-/// query or with an error, never hang, and leave the agent serving; then
-/// nothing the policy denies ran on the target. `check` sees every frame a
-/// session received.
+/// `SLUICE_RANDOM_FIRST_SEED`), `SLUICE_RANDOM_CONCURRENCY` (default 2) at
+/// once: each must end with an answer to its last query or with an error,
+/// never hang, and leave the agent serving; then nothing the policy denies
+/// ran on the target. `check` sees every frame a session received.
 async fn random_sequences(dp: &DataPath, default_sessions: u64, check: impl Fn(&str, &[Frame])) {
-    use sluice_integration_tests::rawpg::{RawSession, first_column, query, sync};
     let env = |name: &str, default: u64| {
         std::env::var(name)
             .ok()
@@ -1134,78 +1133,30 @@ async fn random_sequences(dp: &DataPath, default_sessions: u64, check: impl Fn(&
     };
     let first = env("SLUICE_RANDOM_FIRST_SEED", 1);
     let sessions = env("SLUICE_RANDOM_SESSIONS", default_sessions);
-    const MESSAGES: usize = 24;
+    let concurrency = env("SLUICE_RANDOM_CONCURRENCY", 2).max(1);
     let (mut answered, mut closed) = (0, 0);
-    for seed in first..first + sessions {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x1000_0001));
-        let mut sent = Vec::new();
-        let mut bytes = Vec::new();
-        // Extended-protocol messages sent since the last Sync: a Query,
-        // FunctionCall or COPY message then mostly comes after a Sync (the
-        // agent ends a session that sends one inside a batch, which would
-        // end most sequences early).
-        let mut open = false;
-        for _ in 0..MESSAGES {
-            let (shown, raw) = random_message(&mut rng);
-            let tag = raw[0];
-            if open && matches!(tag, b'Q' | b'F' | b'd' | b'c' | b'f') && rng.below(10) != 0 {
-                sent.push("S:".into());
-                bytes.extend_from_slice(&sync());
-                open = false;
-            }
-            match tag {
-                b'P' | b'B' | b'D' | b'E' | b'C' => open = true,
-                b'S' => open = false,
-                _ => {}
-            }
-            sent.push(shown);
-            bytes.extend_from_slice(&raw);
-        }
-        let ends_itself = sent.iter().any(|m| m == "X:" || m == "bad length");
-        // Whatever state the sequence left: out of COPY, past any error, a
-        // transaction ended, then a query whose answer shows the session
-        // still works.
-        if open {
-            bytes.extend_from_slice(&sync());
-        }
-        bytes.extend_from_slice(&sluice_integration_tests::rawpg::frame(b'f', b"stop\0"));
-        bytes.extend_from_slice(&sync());
-        bytes.extend_from_slice(&query("ROLLBACK; SELECT 4242"));
-        let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
-        let _ = s.try_send(&bytes).await;
-        let mut seen = Vec::new();
-        let outcome = tokio::time::timeout(Duration::from_secs(20), async {
-            loop {
-                let frames = s.until_or_closed(b'Z').await;
-                let closed = frames.last().is_none_or(|f| f.tag != b'Z');
-                let answered = first_column(&frames).iter().any(|v| v == "4242");
-                seen.extend(frames);
-                if answered {
-                    return "answered";
+    let seeds: Vec<u64> = (first..first + sessions).collect();
+    for group in seeds.chunks(usize::try_from(concurrency).unwrap_or(1)) {
+        let runs =
+            futures::future::join_all(group.iter().map(|seed| one_sequence(dp, *seed))).await;
+        for run in runs {
+            check(&run.context, &run.seen);
+            match run.outcome {
+                None => panic!("the session hung: {}", run.context),
+                Some(false) => {
+                    closed += 1;
+                    assert!(
+                        run.ends_itself || run.seen.iter().any(|f| f.tag == b'E'),
+                        "the agent closed the connection without saying why: {}",
+                        run.context
+                    );
                 }
-                if closed {
-                    return "closed";
-                }
+                Some(true) => answered += 1,
             }
-        })
-        .await;
-        let said: String = seen.iter().map(|f| f.tag as char).collect();
-        let context = format!("seed {seed}: sent {sent:?}; received {said}");
-        check(&context, &seen);
-        match outcome {
-            Err(_) => panic!("the session hung: {context}"),
-            Ok("closed") => {
-                closed += 1;
-                assert!(
-                    ends_itself || seen.iter().any(|f| f.tag == b'E'),
-                    "the agent closed the connection without saying why: {context}"
-                );
-            }
-            Ok(_) => answered += 1,
         }
         assert!(
             dp.agent.status().await.is_some(),
-            "the agent stopped: {context}"
+            "the agent stopped after seeds {group:?}"
         );
     }
     eprintln!("{answered} sessions answered at the end, {closed} were ended");
@@ -1215,6 +1166,83 @@ async fn random_sequences(dp: &DataPath, default_sessions: u64, check: impl Fn(&
     let logs = dp.pg.logs();
     for denied in DENIED {
         assert!(!logs.contains(denied), "the target ran `{denied}`");
+    }
+}
+
+/// What one random sequence's session did.
+struct SequenceRun {
+    /// `Some(true)`: its last query was answered; `Some(false)`: the
+    /// agent ended it; `None`: neither within 20 s.
+    outcome: Option<bool>,
+    seen: Vec<Frame>,
+    /// It sent Terminate or a lying length itself.
+    ends_itself: bool,
+    /// The seed, what was sent and the tags received, for a failure.
+    context: String,
+}
+
+/// One session of [`random_sequences`]: the messages of `seed`, then
+/// whatever takes any state back to a query that shows the session works
+/// (out of COPY, past any error, a transaction ended).
+async fn one_sequence(dp: &DataPath, seed: u64) -> SequenceRun {
+    use sluice_integration_tests::rawpg::{RawSession, first_column, query, sync};
+    const MESSAGES: usize = 24;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x1000_0001));
+    let mut sent = Vec::new();
+    let mut bytes = Vec::new();
+    // Extended-protocol messages sent since the last Sync: a Query,
+    // FunctionCall or COPY message then mostly comes after a Sync (the
+    // agent ends a session that sends one inside a batch, which would end
+    // most sequences early).
+    let mut open = false;
+    for _ in 0..MESSAGES {
+        let (shown, raw) = random_message(&mut rng);
+        let tag = raw[0];
+        if open && matches!(tag, b'Q' | b'F' | b'd' | b'c' | b'f') && rng.below(10) != 0 {
+            sent.push("S:".into());
+            bytes.extend_from_slice(&sync());
+            open = false;
+        }
+        match tag {
+            b'P' | b'B' | b'D' | b'E' | b'C' => open = true,
+            b'S' => open = false,
+            _ => {}
+        }
+        sent.push(shown);
+        bytes.extend_from_slice(&raw);
+    }
+    let ends_itself = sent.iter().any(|m| m == "X:" || m == "bad length");
+    if open {
+        bytes.extend_from_slice(&sync());
+    }
+    bytes.extend_from_slice(&sluice_integration_tests::rawpg::frame(b'f', b"stop\0"));
+    bytes.extend_from_slice(&sync());
+    bytes.extend_from_slice(&query("ROLLBACK; SELECT 4242"));
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    let _ = s.try_send(&bytes).await;
+    let mut seen = Vec::new();
+    let outcome = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let frames = s.until_or_closed(b'Z').await;
+            let closed = frames.last().is_none_or(|f| f.tag != b'Z');
+            let answered = first_column(&frames).iter().any(|v| v == "4242");
+            seen.extend(frames);
+            if answered {
+                return true;
+            }
+            if closed {
+                return false;
+            }
+        }
+    })
+    .await
+    .ok();
+    let said: String = seen.iter().map(|f| f.tag as char).collect();
+    SequenceRun {
+        outcome,
+        seen,
+        ends_itself,
+        context: format!("seed {seed}: sent {sent:?}; received {said}"),
     }
 }
 
