@@ -772,6 +772,20 @@ impl FromCatalog for Routines {
 /// What each relation (by OID) reaches when read.
 type Reaches = HashMap<u32, BTreeSet<String>>;
 
+/// What `by_oid` says the types of OIDs `types` (as a Parse message
+/// declares them) reach, sorted, once each.
+fn of_types(by_oid: &HashMap<u32, Vec<String>>, types: &[i32]) -> Vec<String> {
+    let mut found: Vec<String> = types
+        .iter()
+        .filter_map(|t| by_oid.get(&t.cast_unsigned()))
+        .flatten()
+        .cloned()
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
 /// Rows of (type OID, whether the type is PostgreSQL's own, function) as
 /// what each of the database's types reaches; what PostgreSQL's own types
 /// reach goes to `always` (any statement may reach it).
@@ -997,30 +1011,14 @@ impl Routines {
     /// The database's functions that values of the parameter types a
     /// Parse message declares run (a domain's CHECK on a bound value).
     pub fn run_by_parameter_types(&self, types: &[i32]) -> Vec<String> {
-        let mut found: Vec<String> = types
-            .iter()
-            .filter_map(|t| self.type_oids.get(&t.cast_unsigned()))
-            .flatten()
-            .cloned()
-            .collect();
-        found.sort_unstable();
-        found.dedup();
-        found
+        of_types(&self.type_oids, types)
     }
 
     /// What values of the parameter types a Parse message declares call
     /// ([`TYPE_CALLS`]: a domain's CHECK), PostgreSQL's functions
     /// included, `schema.function`, for deny and approve rules.
     pub fn called_by_parameter_types(&self, types: &[i32]) -> Vec<String> {
-        let mut found: Vec<String> = types
-            .iter()
-            .filter_map(|t| self.type_call_oids.get(&t.cast_unsigned()))
-            .flatten()
-            .cloned()
-            .collect();
-        found.sort_unstable();
-        found.dedup();
-        found
+        of_types(&self.type_call_oids, types)
     }
 
     /// The parameter types a Parse message declares that this read of
