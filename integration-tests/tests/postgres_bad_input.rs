@@ -129,6 +129,33 @@ async fn bad_input_ends_that_connection_and_never_harms_other_sessions() {
         );
         assert!(!text.contains("item 1"), "{name}: something ran");
     }
+    // What the session ends with says what was wrong.
+    for (tail, says) in [
+        (
+            sluice_pgwire::Frame::new(b'Q', b"SELECT '\xff\xfe'\0")
+                .raw
+                .to_vec(),
+            "the Query message's text is not valid UTF-8",
+        ),
+        (
+            [
+                sluice_integration_tests::rawpg::parse("", "SELECT 1"),
+                sluice_pgwire::Frame::new(b'd', b"1\n").raw.to_vec(),
+            ]
+            .concat(),
+            "send the data after CopyInResponse",
+        ),
+    ] {
+        let mut v = startup(&[("user", "alice"), ("database", "app")]);
+        v.extend(messages::password_message(dp.token.as_bytes()).raw.to_vec());
+        v.extend(tail);
+        let answer = send_raw(port, &v).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.contains("08P01") && text.contains(says),
+            "{says}: {text}"
+        );
+    }
     assert!(!dp.pg.logs().contains("DROP TABLE items"));
 
     // A client that says nothing is dropped after the start-up timeout.

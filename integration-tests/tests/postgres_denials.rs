@@ -192,7 +192,8 @@ async fn a_function_a_rule_denies_is_denied_when_a_view_or_policy_calls_it() {
 async fn a_function_a_rule_denies_is_denied_when_a_domain_s_check_calls_it() {
     // DEFAULT_RULES deny `lo_*` (rule `no-server-files`). A domain whose
     // CHECK creates a large object each time a value is checked, a
-    // domain over it, a table with a column of it and a view over that.
+    // domain over it, a table with a column of it, a view over that, and a
+    // view casting to it.
     let dp = DataPath::start().await;
     dp.target(
         "SET ROLE app; \
@@ -200,6 +201,7 @@ async fn a_function_a_rule_denies_is_denied_when_a_domain_s_check_calls_it() {
          CREATE DOMAIN fresher AS fresh_lo; \
          CREATE TABLE tickets (id int, n fresh_lo); \
          CREATE VIEW ticket_view AS SELECT id, n FROM tickets; \
+         CREATE VIEW casting_view AS SELECT (5::fresh_lo)::int AS n; \
          CREATE DOMAIN positive AS int CHECK (VALUE > 0)",
     );
     for (sql, marker) in [
@@ -207,6 +209,8 @@ async fn a_function_a_rule_denies_is_denied_when_a_domain_s_check_calls_it() {
         ("SELECT CAST(5 AS fresher) /* d2 */", "/* d2 */"),
         ("INSERT INTO tickets VALUES (1, 5) /* d3 */", "/* d3 */"),
         ("SELECT n /* d4 */ FROM ticket_view", "/* d4 */"),
+        // A view whose query casts to the domain (no column of it).
+        ("SELECT n /* d6 */ FROM casting_view", "/* d6 */"),
     ] {
         assert_denied(&dp, sql, marker);
         let (_, _, err) = dp.psql(sql);

@@ -1793,6 +1793,23 @@ fn copy_to_stdout_says_what_it_copies_and_how() {
 }
 
 #[test]
+fn copy_from_stdin_is_marked_as_waiting_for_the_client_s_data() {
+    let one = |sql: &str| classify(sql).unwrap().remove(0).copy_in;
+    assert!(one("COPY t FROM STDIN"));
+    assert!(one("copy public.t (a, b) from stdin with (format csv)"));
+    // The server reads these itself, or writes: no data from the client.
+    assert!(!one("COPY t FROM '/tmp/file'"));
+    assert!(!one("COPY t FROM PROGRAM 'cat /tmp/file'"));
+    assert!(!one("COPY t TO STDOUT"));
+    assert!(!one("SELECT 1"));
+    let both = classify("COPY a FROM STDIN; SELECT 1; COPY b FROM STDIN").unwrap();
+    assert_eq!(
+        both.iter().map(|s| s.copy_in).collect::<Vec<_>>(),
+        [true, false, true]
+    );
+}
+
+#[test]
 fn normalize_replaces_values_and_keeps_everything_else() {
     assert_eq!(
         normalize("SELECT a /* why */ FROM t WHERE b = 'x' AND c > -5 GROUP BY 1 LIMIT 3").unwrap(),

@@ -737,10 +737,7 @@ impl Relay {
                 "a Sync arrived while the target may be waiting for COPY data, when it would ignore it; send CopyDone or CopyFail first, then Sync".into(),
             ));
         }
-        // COPY messages are a COPY's data even while a denied batch's
-        // messages are discarded up to its Sync (the target would wait for
-        // them); outside copy-in the target ignores them.
-        if self.skip_until_sync && !matches!(frame.tag, b'd' | b'c' | b'f') {
+        if self.skip_until_sync {
             if frame.tag == b'S' {
                 self.skip_until_sync = false;
                 if self.unsynced {
