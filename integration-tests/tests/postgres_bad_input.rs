@@ -1003,6 +1003,8 @@ const ALLOWED: &[&str] = &[
     "COPY notes (body) FROM STDIN",
     "COPY (SELECT id FROM items WHERE id < 5) TO STDOUT",
     "SELECT name FROM items WHERE id < 3",
+    "SELECT id FROM items WHERE id < 50",
+    "FETCH ALL FROM c",
     "SELECT upper(name) FROM items WHERE id < 3",
     "COPY (SELECT id, name FROM items WHERE id < 5) TO STDOUT",
     "SELECT * FROM items WHERE name = $1",
@@ -1280,6 +1282,61 @@ async fn random_message_sequences_never_crash_or_hang_the_agent_nor_run_what_it_
     let (ok, out, err) = dp.psql("SELECT count(*) FROM items");
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "500");
+}
+
+#[tokio::test]
+async fn random_message_sequences_never_return_more_rows_than_the_limit() {
+    // Every statement that returns rows returns at most 3, whatever the
+    // order of messages around it: query results, portal fetches, FETCH
+    // and COPY output (a header line or the binary trailer besides), and
+    // the tags the client reads say no more.
+    const LIMIT: usize = 3;
+    let rules = format!(
+        "{}      - limit: {{ rows: {LIMIT} }}\n",
+        sluice_integration_tests::datapath::DEFAULT_RULES
+    );
+    let dp = DataPath::start_with(&rules, Vec::new()).await;
+    let limited = std::sync::atomic::AtomicUsize::new(0);
+    random_sequences(&dp, 100, |context, frames| {
+        let (mut rows, mut copied) = (0, 0);
+        for f in frames {
+            match f.tag {
+                b'D' => rows += 1,
+                b'd' => copied += 1,
+                b'H' | b'c' => copied = 0,
+                b'C' | b's' | b'E' | b'I' | b'Z' => {
+                    assert!(rows <= LIMIT, "{rows} rows for one statement: {context}");
+                    rows = 0;
+                }
+                b'N' if String::from_utf8_lossy(f.body()).contains("by policy") => {
+                    limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                _ => {}
+            }
+            assert!(
+                copied <= LIMIT + 1,
+                "{copied} COPY messages for one statement: {context}"
+            );
+            if f.tag == b'C' {
+                let tag = String::from_utf8_lossy(f.body());
+                let mut words = tag.trim_end_matches('\0').split(' ');
+                if let (Some("SELECT" | "FETCH" | "COPY"), Some(n)) =
+                    (words.next(), words.next_back())
+                {
+                    let n: usize = n.parse().unwrap_or(usize::MAX);
+                    assert!(n <= LIMIT, "the tag says `{tag}`: {context}");
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        limited.into_inner() > 0,
+        "no sequence ran into the limit: the test proves nothing"
+    );
+    let (ok, out, err) = dp.psql("SELECT id FROM items");
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), LIMIT);
 }
 
 #[tokio::test]

@@ -256,22 +256,96 @@ async fn a_function_a_rule_denies_is_denied_when_a_domain_s_check_calls_it() {
 }
 
 #[tokio::test]
-async fn a_function_a_rule_denies_is_denied_when_a_dba_s_cast_calls_it() {
-    let rules = format!(
+async fn a_function_style_cast_to_a_domain_counts_what_its_check_calls() {
+    // `fresh_lo(7)` names no function: PostgreSQL reads it as a cast to
+    // the domain, which runs its CHECK. Where the database's functions
+    // are allowed, the call the CHECK makes is still denied.
+    let rules = "
+      - deny: { sql: { functions: [\"lo_*\"] } }
+        name: no-server-files
+      - allow: { sql: { statements: [read, user_function] } }
+";
+    let dp = DataPath::start_with(rules, Vec::new()).await;
+    dp.target(
+        "CREATE DOMAIN fresh_lo AS int CHECK (lo_creat(VALUE) <> 0); \
+         CREATE DOMAIN positive AS int CHECK (VALUE > 0)",
+    );
+    let (ok, _, err) = dp.psql("SELECT 7::fresh_lo /* d8 */");
+    assert!(!ok && err.contains("no-server-files"), "{err}");
+    let (ok, _, err) = dp.psql("SELECT fresh_lo(7) /* d7 */");
+    assert!(!ok, "the function-style cast was not refused");
+    assert!(err.contains("no-server-files"), "{err}");
+    assert!(!dp.pg.logs().contains("/* d7 */"), "the target saw it");
+    assert_eq!(
+        dp.target("SELECT count(*) FROM pg_largeobject_metadata"),
+        "0",
+        "a large object was created"
+    );
+    let (ok, out, err) = dp.psql("SELECT positive(5)");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "5");
+}
+
+/// DEFAULT_RULES, and a rule denying advisory locks.
+fn no_locks() -> String {
+    format!(
         "{}      - deny: {{ sql: {{ functions: [\"pg_*advisory*\"] }} }}\n        name: no-locks\n        reason: advisory locks are the application's\n",
         sluice_integration_tests::datapath::DEFAULT_RULES
-    );
-    let dp = DataPath::start_with(&rules, Vec::new()).await;
+    )
+}
+
+#[tokio::test]
+async fn a_function_a_rule_denies_is_denied_when_a_dba_s_cast_calls_it() {
+    let dp = DataPath::start_with(&no_locks(), Vec::new()).await;
     // A DBA's cast between two built-in types, with a built-in function
-    // that takes a lock.
-    dp.target("CREATE CAST (bigint AS boolean) WITH FUNCTION pg_try_advisory_lock(bigint)");
-    assert_denied(&dp, "SELECT 42::bigint::boolean /* c1 */", "/* c1 */");
-    let (_, _, err) = dp.psql("SELECT 42::bigint::boolean");
-    assert!(err.contains("no-locks"), "{err}");
-    // Such a cast may run in any statement (function-style, `bool(x)`, or
-    // implicitly where the DBA said so): while it exists, every statement
-    // is refused, naming the rule, until the DBA drops it.
-    assert_denied(&dp, "SELECT 1 /* c2 */", "/* c2 */");
+    // that takes a lock, for explicit use only (the default): it runs
+    // where a statement casts to `boolean`, or to a type PostgreSQL
+    // coerces through it (not function-style: `bool(x)` takes a cast
+    // whose function is named `bool`, which would be a call by name).
+    dp.target(
+        "CREATE CAST (bigint AS boolean) WITH FUNCTION pg_try_advisory_lock(bigint); \
+         CREATE DOMAIN flag AS boolean; CREATE DOMAIN flag2 AS flag; \
+         CREATE TYPE pair AS (b boolean); \
+         CREATE FUNCTION public.as_money(date) RETURNS money LANGUAGE sql AS 'SELECT 1::money'; \
+         CREATE CAST (date AS money) WITH FUNCTION public.as_money(date)",
+    );
+    for (sql, marker) in [
+        ("SELECT 42::bigint::boolean /* c1 */", "/* c1 */"),
+        ("SELECT CAST(43::bigint AS bool) /* c2 */", "/* c2 */"),
+        ("SELECT ARRAY[45::bigint]::boolean[] /* c4 */", "/* c4 */"),
+        ("SELECT 46::bigint::flag2 /* c5 */", "/* c5 */"),
+        ("SELECT ROW(47::bigint)::pair /* c6 */", "/* c6 */"),
+    ] {
+        assert_denied(&dp, sql, marker);
+        let (_, _, err) = dp.psql(sql);
+        assert!(err.contains("no-locks"), "`{sql}`: {err}");
+    }
+    assert_eq!(
+        dp.target("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
+        "0"
+    );
+    // A statement that casts to none of them cannot run it, and runs.
+    let (ok, out, err) = dp.psql("SELECT 1::bigint, true, 'x'::text");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "1|t|x");
+    // The same for a cast implemented by the database's own function: a
+    // cast to its target runs the database's code (`user_function`,
+    // which these rules deny), other statements do not.
+    assert_denied(&dp, "SELECT current_date::money /* c8 */", "/* c8 */");
+    let (ok, _, err) = dp.psql("SELECT current_date, 1::bigint");
+    assert!(ok, "{err}");
+}
+
+#[tokio::test]
+async fn a_dba_s_implicit_cast_calling_a_denied_function_refuses_every_statement() {
+    let dp = DataPath::start_with(&no_locks(), Vec::new()).await;
+    // An implicit cast (or one for assignment) may run in any expression
+    // or any write: while it exists, every statement is refused, naming
+    // the rule, until the DBA drops it.
+    dp.target(
+        "CREATE CAST (bigint AS boolean) WITH FUNCTION pg_try_advisory_lock(bigint) AS IMPLICIT",
+    );
+    assert_denied(&dp, "SELECT 1 /* c7 */", "/* c7 */");
     let (_, _, err) = dp.psql("SELECT 1");
     assert!(err.contains("no-locks"), "{err}");
 }

@@ -411,3 +411,76 @@ async fn a_statement_prepared_before_a_policy_change_is_judged_again_when_execut
         "0"
     );
 }
+
+/// The `COPY` output rows of `frames` (CopyData bodies).
+fn copy_rows(frames: &[sluice_pgwire::Frame]) -> Vec<Vec<u8>> {
+    frames
+        .iter()
+        .filter(|f| f.tag == b'd')
+        .map(|f| f.body().to_vec())
+        .collect()
+}
+
+#[tokio::test]
+async fn copy_to_stdout_is_row_limited_like_a_select() {
+    let dp = DataPath::start_with(
+        &format!("{DEFAULT_RULES}      - limit: {{ rows: 25 }}\n"),
+        Vec::new(),
+    )
+    .await;
+    // psql, text: 25 of the 500 rows, and a warning saying why.
+    let (ok, out, err) = dp.psql("COPY (SELECT id FROM items ORDER BY id) TO STDOUT");
+    assert!(ok, "{err}");
+    let ids: Vec<&str> = out.lines().collect();
+    assert_eq!(ids, (1..=25).map(|i| i.to_string()).collect::<Vec<_>>());
+    assert!(err.contains("limited to 25 rows by policy"), "{err}");
+
+    // CSV with a header line: the header is not a row.
+    let (ok, out, err) = dp.psql("COPY items (id, name) TO STDOUT WITH (FORMAT csv, HEADER)");
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 26, "{out}");
+    assert_eq!(lines[0], "id,name");
+
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    // Binary: the first message carries the header and the first row, the
+    // last is the trailer; both pass, rows past the limit do not.
+    s.send(&query(
+        "COPY (SELECT id FROM items ORDER BY id) TO STDOUT (FORMAT binary)",
+    ))
+    .await;
+    let got = s.until(b'Z').await;
+    let rows = copy_rows(&got);
+    assert_eq!(rows.len(), 26, "{}", tags(&got));
+    assert!(rows[0].starts_with(b"PGCOPY\n\xff\r\n\0"));
+    assert_eq!(rows[25], b"\xff\xff");
+    assert_eq!(completions(&got), ["COPY 25"]);
+    // No rows at all: header and trailer in one message, untouched.
+    s.send(&query(
+        "COPY (SELECT id FROM items WHERE false) TO STDOUT (FORMAT binary)",
+    ))
+    .await;
+    let got = s.until(b'Z').await;
+    assert_eq!(copy_rows(&got).len(), 1);
+    assert_eq!(completions(&got), ["COPY 0"]);
+
+    // Two COPYs in one Query, and a COPY run by Execute: each is limited
+    // on its own, and the SELECT between them too.
+    s.send(&query(
+        "COPY (SELECT id FROM items WHERE id <= 30) TO STDOUT (FORMAT text, HEADER); SELECT id FROM items; COPY (SELECT 1) TO STDOUT",
+    ))
+    .await;
+    let got = s.until(b'Z').await;
+    assert_eq!(copy_rows(&got).len(), 26 + 1, "{}", tags(&got));
+    assert_eq!(first_column(&got).len(), 25);
+    assert_eq!(completions(&got), ["COPY 25", "SELECT 25", "COPY 1"]);
+    let mut batch = parse("", "COPY (SELECT id FROM items ORDER BY id) TO STDOUT");
+    batch.extend(bind("", ""));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    s.send(&batch).await;
+    let got = s.until(b'Z').await;
+    assert_eq!(copy_rows(&got).len(), 25, "{}", tags(&got));
+    assert_eq!(completions(&got), ["COPY 25"]);
+    assert_eq!(errors(&got), "");
+}

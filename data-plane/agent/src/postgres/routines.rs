@@ -129,7 +129,7 @@ const TYPE_FUNCTIONS: &str = concat!(
    SELECT x.typ, own.proname FROM pg_catalog.pg_cast c JOIN own ON own.oid = c.castfunc \
    JOIN builtin s ON s.oid = c.castsource JOIN builtin t ON t.oid = c.casttarget \
    CROSS JOIN LATERAL (VALUES (c.castsource, s.builtin), (c.casttarget, t.builtin)) x (typ, builtin) \
-   WHERE NOT x.builtin OR (s.builtin AND t.builtin) \
+   WHERE NOT x.builtin OR (s.builtin AND t.builtin AND c.castcontext <> 'e') \
    UNION \
    SELECT oc.opcintype, own.proname FROM pg_catalog.pg_opclass oc \
    JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily = oc.opcfamily \
@@ -311,10 +311,45 @@ const TYPE_CALLS: &str = concat!(
    SELECT x.typ, 'funcid', c.castfunc FROM pg_catalog.pg_cast c \
    JOIN builtin s ON s.oid = c.castsource JOIN builtin t ON t.oid = c.casttarget \
    CROSS JOIN LATERAL (VALUES (c.castsource, s.builtin), (c.casttarget, t.builtin)) x (typ, builtin) \
-   WHERE c.oid >= 16384 AND c.castfunc <> 0 AND (NOT x.builtin OR (s.builtin AND t.builtin))) \
+   WHERE c.oid >= 16384 AND c.castfunc <> 0 \
+   AND (NOT x.builtin OR (s.builtin AND t.builtin AND c.castcontext <> 'e'))) \
  SELECT DISTINCT calls.typ::bigint, builtin.builtin, pn.nspname || '.' || p.proname FROM calls \
  JOIN builtin ON builtin.oid = calls.typ",
     called!()
+);
+
+/// Casts created after initdb between two of PostgreSQL's types for
+/// explicit use only (`CREATE CAST` without `AS ASSIGNMENT` or `AS
+/// IMPLICIT`): only a cast naming the target type runs one (`x::boolean`,
+/// `CAST(x AS boolean)`, function-style `bool(x)`), or a cast to a type
+/// built on it that PostgreSQL coerces through it (a domain over it, at
+/// any depth, a row type with a column of it). As (type name, `schema.function`,
+/// function, whether the function is the database's own (`own!()`)).
+/// Casts an assignment or any expression may run stand for every
+/// statement ([`TYPE_FUNCTIONS`], [`TYPE_CALLS`]).
+const EXPLICIT_CASTS: &str = concat!(
+    own!(),
+    ", builtin (oid, builtin) AS ( \
+   SELECT t.oid, n.nspname IN ('pg_catalog', 'information_schema') FROM pg_catalog.pg_type t \
+   JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace) \
+ SELECT DISTINCT targets.name, pn.nspname || '.' || p.proname, p.proname, own.oid IS NOT NULL FROM ( \
+   WITH RECURSIVE targets (typ, name, func) AS ( \
+     SELECT c.casttarget, t.typname, c.castfunc FROM pg_catalog.pg_cast c \
+     JOIN pg_catalog.pg_type t ON t.oid = c.casttarget \
+     JOIN builtin s ON s.oid = c.castsource JOIN builtin bt ON bt.oid = c.casttarget \
+     WHERE c.oid >= 16384 AND c.castfunc <> 0 AND c.castcontext = 'e' AND s.builtin AND bt.builtin \
+     UNION \
+     SELECT x.oid, x.typname, targets.func FROM targets CROSS JOIN LATERAL ( \
+       SELECT d.oid, d.typname FROM pg_catalog.pg_type d WHERE d.typbasetype = targets.typ \
+       UNION ALL \
+       SELECT r.oid, r.typname FROM pg_catalog.pg_attribute a \
+       JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+       JOIN pg_catalog.pg_type r ON r.oid = c.reltype \
+       WHERE a.atttypid = targets.typ AND a.attnum > 0 AND NOT a.attisdropped) x) \
+   SELECT * FROM targets) targets \
+ JOIN pg_catalog.pg_proc p ON p.oid = targets.func \
+ JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
+ LEFT JOIN own ON own.oid = targets.func"
 );
 
 /// The catalogs PostgreSQL created at initdb that the database's own
@@ -373,9 +408,11 @@ pub struct Routines {
     /// `information_schema`, or created after initdb), whether it runs its
     /// functions or not.
     known_types: HashSet<u32>,
-    /// Functions any statement may run: casts between two built-in types,
-    /// or default operator classes of a built-in type, that the database
-    /// implements with its own functions.
+    /// Functions any statement may run: casts between two built-in types
+    /// that an assignment or any expression may run, or default operator
+    /// classes of a built-in type, that the database implements with its
+    /// own functions. (Explicit casts between built-in types are among
+    /// `types`, by the target's name: [`EXPLICIT_CASTS`].)
     always: Vec<String>,
     /// What the operations of the database's types call, PostgreSQL's
     /// functions included ([`TYPE_CALLS`]), by type name: `typname ->
@@ -383,8 +420,9 @@ pub struct Routines {
     type_calls: HashMap<String, Vec<String>>,
     /// The same by OID, for the parameter types of a Parse message.
     type_call_oids: HashMap<u32, Vec<String>>,
-    /// The same for casts created between two built-in types, which any
-    /// statement may run.
+    /// The same for casts created between two built-in types that an
+    /// assignment or any expression may run, which any statement may run
+    /// (explicit ones are among `type_calls`).
     always_calls: Vec<String>,
     /// Relations whose reading or writing runs such functions, directly
     /// or through the views they read.
@@ -602,6 +640,7 @@ impl FromCatalog for Routines {
         CALLS,
         CATALOG_READS,
         TYPE_CALLS,
+        EXPLICIT_CASTS,
     ];
 
     fn from_rows(results: &[Vec<Vec<Option<String>>>]) -> Self {
@@ -687,6 +726,22 @@ impl FromCatalog for Routines {
                         .or_default()
                         .extend(functions.iter().cloned());
                 }
+            }
+        }
+        // Explicit casts between PostgreSQL's types: by the names of the
+        // types a cast to which runs them.
+        for row in part(14) {
+            let name = cell(row, 0);
+            let add = |by_name: &mut HashMap<String, Vec<String>>, function: String| {
+                let entry = by_name.entry(name.clone()).or_default();
+                if !entry.contains(&function) {
+                    entry.push(function);
+                    entry.sort_unstable();
+                }
+            };
+            add(&mut routines.type_calls, cell(row, 1));
+            if cell(row, 3) == "t" {
+                add(&mut routines.types, cell(row, 2));
             }
         }
         // Casts in a view's query, a rule or a policy.
@@ -922,7 +977,19 @@ impl Routines {
             .collect();
         let earlier = earlier_names(&named, renames, earlier_relation);
         let tables: Vec<&String> = named.iter().copied().chain(&earlier).collect();
-        let type_names: Vec<&String> = names.types.iter().collect();
+        // Types it names, and calls that may be function-style casts
+        // (`bool(x)`, `positive(x)`: PostgreSQL reads one as a cast when no
+        // function of the name takes the argument).
+        let cast_like: Vec<String> = facts
+            .functions
+            .iter()
+            .map(|f| {
+                f.rsplit_once('.')
+                    .map_or(f.as_str(), |(_, bare)| bare)
+                    .to_owned()
+            })
+            .collect();
+        let type_names: Vec<&String> = names.types.iter().chain(&cast_like).collect();
         let earlier_types = earlier_names(&type_names, renames, earlier_type);
         let function = |name: &str| self.functions.contains(name) || defined(name);
         let operator = |symbol: &str| self.operators.contains(symbol) || defined(symbol);

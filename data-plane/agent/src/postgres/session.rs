@@ -198,6 +198,45 @@ struct Unit {
     copy_plans: VecDeque<Option<super::mask::CopyPlan>>,
     /// The COPY output being masked.
     copy_active: Option<super::mask::CopyPlan>,
+    /// Whether each of its COPY outputs starts with a header line, in
+    /// order (the row limit does not count it).
+    copy_headers: VecDeque<bool>,
+    /// Which messages of the COPY output being received are rows.
+    copy_rows: Option<CopyRows>,
+}
+
+/// Which CopyData messages of a `COPY ... TO STDOUT` are rows, for the row
+/// limit. PostgreSQL sends one message per row; a text or CSV header line
+/// is a message of its own; in binary format the file header rides on the
+/// first message (with the first row, or with the trailer when there are
+/// none) and the trailer (-1 as a 16-bit field count) is a message of its
+/// own. Headers and trailers always pass, so what the client receives
+/// stays a well-formed COPY stream.
+#[derive(Debug, Clone, Copy)]
+struct CopyRows {
+    /// No message received yet.
+    first: bool,
+    /// A header line comes first (text and CSV).
+    header: bool,
+    /// Binary format, as the target's CopyOutResponse says.
+    binary: bool,
+}
+
+impl CopyRows {
+    /// The binary file header: signature, flags, extension length.
+    const BINARY_HEADER: usize = 19;
+
+    /// Whether `body`, the output's next CopyData, is a row.
+    fn is_row(&mut self, body: &[u8]) -> bool {
+        let first = std::mem::replace(&mut self.first, false);
+        if self.binary {
+            let trailer = body == b"\xff\xff"
+                || (first && body.len() == Self::BINARY_HEADER + 2 && body.ends_with(b"\xff\xff"));
+            !trailer
+        } else {
+            !(first && self.header)
+        }
+    }
 }
 
 /// A statement about to be forwarded (an Execute, a Query, a FunctionCall).
@@ -1628,6 +1667,8 @@ impl Relay {
             copies_left: x.copy_in,
             copy_plans,
             copy_active: None,
+            copy_headers: x.copy_out.iter().map(|c| c.header).collect(),
+            copy_rows: None,
         }
     }
 
@@ -2097,17 +2138,37 @@ impl Relay {
                 }
             }
             b'H' => {
-                if self.ctx.masker.is_some()
-                    && let Some(u) = self.units.front_mut()
-                {
-                    // Text and CSV are masked field by field; binary (or a
-                    // COPY the agent cannot place) is withheld.
-                    u.copy_active = u.copy_plans.pop_front().flatten();
-                    u.copy_withheld = u.copy_active.is_none();
+                if let Some(u) = self.units.front_mut() {
+                    // A COPY the agent did not classify (none is expected)
+                    // has its header line, if any, counted as a row.
+                    u.copy_rows = Some(CopyRows {
+                        first: true,
+                        header: u.copy_headers.pop_front().unwrap_or(false),
+                        binary: frame.body().first() == Some(&1),
+                    });
+                    if self.ctx.masker.is_some() {
+                        // Text and CSV are masked field by field; binary (or
+                        // a COPY the agent cannot place) is withheld.
+                        u.copy_active = u.copy_plans.pop_front().flatten();
+                        u.copy_withheld = u.copy_active.is_none();
+                    }
                 }
             }
-            b'd' if self.units.front().is_some_and(|u| u.copy_withheld) => return,
             b'd' => {
+                let base = self.front_base();
+                if let Some(u) = self.units.front_mut()
+                    && let Some(shape) = u.copy_rows.as_mut()
+                    && shape.is_row(frame.body())
+                {
+                    u.stmt_rows += 1;
+                    if u.limit.is_some_and(|l| base + u.stmt_rows > l) {
+                        u.withheld += 1;
+                        return;
+                    }
+                }
+                if self.units.front().is_some_and(|u| u.copy_withheld) {
+                    return;
+                }
                 if let (Some(masker), Some(u)) = (&self.ctx.masker, self.units.front_mut())
                     && let Some(plan) = u.copy_active.as_mut()
                 {
@@ -2172,6 +2233,7 @@ impl Relay {
                 u.unmaskable = 0;
                 u.copy_withheld = false;
                 u.copy_active = None;
+                u.copy_rows = None;
                 let rewritten = if u.withheld > 0 {
                     let shown = u.stmt_rows - u.withheld;
                     let notice = messages::Notice {
@@ -2798,6 +2860,30 @@ fn is_ddl(kind: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_headers_and_binary_trailers_are_not_rows() {
+        let shape = |header, binary| CopyRows {
+            first: true,
+            header,
+            binary,
+        };
+        let mut text = shape(true, false);
+        assert!(!text.is_row(b"id\tname\n"));
+        assert!(text.is_row(b"1\titem 1\n"));
+        let mut text = shape(false, false);
+        assert!(text.is_row(b"1\titem 1\n"));
+        // Binary: the header comes with the first row, or alone with the
+        // trailer when there are no rows.
+        let header = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+        let mut binary = shape(false, true);
+        let first = [&header[..], b"\0\x01\0\0\0\x04\0\0\0\x01"].concat();
+        assert!(binary.is_row(&first));
+        assert!(binary.is_row(b"\0\x01\0\0\0\x04\0\0\0\x02"));
+        assert!(!binary.is_row(b"\xff\xff"));
+        let mut empty = shape(false, true);
+        assert!(!empty.is_row(&[&header[..], b"\xff\xff"].concat()));
+    }
 
     #[test]
     fn no_params_is_the_digest_of_a_bind_without_parameters() {
