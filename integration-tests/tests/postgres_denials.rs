@@ -211,6 +211,10 @@ async fn a_function_a_rule_denies_is_denied_when_a_domain_s_check_calls_it() {
         ("SELECT n /* d4 */ FROM ticket_view", "/* d4 */"),
         // A view whose query casts to the domain (no column of it).
         ("SELECT n /* d6 */ FROM casting_view", "/* d6 */"),
+        // Rows copied in are checked as inserted ones are.
+        ("COPY tickets FROM STDIN /* d9 */", "/* d9 */"),
+        // A row value cast to the table's row type checks its columns.
+        ("SELECT ROW(1, 7)::tickets /* d10 */", "/* d10 */"),
     ] {
         assert_denied(&dp, sql, marker);
         let (_, _, err) = dp.psql(sql);

@@ -321,10 +321,11 @@ const TYPE_CALLS: &str = concat!(
 /// Casts created after initdb between two of PostgreSQL's types for
 /// explicit use only (`CREATE CAST` without `AS ASSIGNMENT` or `AS
 /// IMPLICIT`): only a cast naming the target type runs one (`x::boolean`,
-/// `CAST(x AS boolean)`, function-style `bool(x)`), or a cast to a type
-/// built on it that PostgreSQL coerces through it (a domain over it, at
-/// any depth, a row type with a column of it). As (type name, `schema.function`,
-/// function, whether the function is the database's own (`own!()`)).
+/// `CAST(x AS boolean)`, `x::boolean[]`; PostgreSQL takes `bool(x)` for a
+/// call of a function named `bool`), or a cast to a type built on it that
+/// PostgreSQL coerces through it (a domain over it, at any depth, a row
+/// type with a column of it). As (type name, `schema.function`, function,
+/// whether the function is the database's own (`own!()`)).
 /// Casts an assignment or any expression may run stand for every
 /// statement ([`TYPE_FUNCTIONS`], [`TYPE_CALLS`]).
 const EXPLICIT_CASTS: &str = concat!(
