@@ -2147,8 +2147,9 @@ impl Relay {
                         binary: frame.body().first() == Some(&1),
                     });
                     if self.ctx.masker.is_some() {
-                        // Text and CSV are masked field by field; binary (or
-                        // a COPY the agent cannot place) is withheld.
+                        // Text, CSV and binary are masked field by field; a
+                        // COPY whose options or place the agent cannot read
+                        // is withheld.
                         u.copy_active = u.copy_plans.pop_front().flatten();
                         u.copy_withheld = u.copy_active.is_none();
                     }
@@ -2217,7 +2218,7 @@ impl Relay {
                 };
                 for note in [
                     (u.unmaskable > 0).then(|| format!("sluice: {} rows withheld: they could not be masked", u.unmaskable)),
-                    u.copy_withheld.then(|| "sluice: COPY output withheld: mask rules apply to this session and this COPY's output (binary, or options the agent cannot parse) cannot be masked; use text or CSV, or SELECT".to_owned()),
+                    u.copy_withheld.then(|| "sluice: COPY output withheld: mask rules apply to this session and this COPY's output cannot be masked (the agent cannot read its delimiter, quote or escape, or which statement it belongs to); use the default options, or SELECT".to_owned()),
                 ]
                 .into_iter()
                 .flatten()
