@@ -290,6 +290,29 @@ async fn a_function_style_cast_to_a_domain_counts_what_its_check_calls() {
     assert_eq!(out.trim(), "5");
 }
 
+#[tokio::test]
+async fn a_function_style_cast_to_a_domain_runs_the_database_s_functions_its_check_calls() {
+    // The rule allows calling `checked` by name; `checked(5)` is a cast
+    // to the domain, whose CHECK calls the database's own `app_ok`, which
+    // no rule allows: refused, and `app_ok` never ran.
+    let rules = "
+      - allow: { sql: { statements: [user_function], functions: [checked] } }
+      - allow: { sql: { statements: [read] } }
+";
+    let dp = DataPath::start_with(rules, Vec::new()).await;
+    dp.target(
+        "CREATE TABLE calls_seen (n int); GRANT INSERT ON calls_seen TO app; \
+         CREATE FUNCTION app_ok(v int) RETURNS boolean LANGUAGE plpgsql AS \
+           $$ BEGIN INSERT INTO calls_seen VALUES (v); RETURN true; END $$; \
+         CREATE DOMAIN checked AS int CHECK (app_ok(VALUE))",
+    );
+    let (ok, _, err) = dp.psql("SELECT checked(5) /* f1 */");
+    assert!(!ok, "the function-style cast was not refused");
+    assert!(err.contains("app_ok"), "{err}");
+    assert!(!dp.pg.logs().contains("/* f1 */"), "the target saw it");
+    assert_eq!(dp.target("SELECT count(*) FROM calls_seen"), "0");
+}
+
 /// DEFAULT_RULES, and a rule denying advisory locks.
 fn no_locks() -> String {
     format!(

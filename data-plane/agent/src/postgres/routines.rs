@@ -103,8 +103,10 @@ macro_rules! runs {
 /// subtype_diff function (the planner calls that for `&&`), a cast to or
 /// from the type (`to_json` uses the cast to `json`; only the database's
 /// side of a cast between its type and a built-in one counts, both sides
-/// of one between two built-in types), or a member of the type's default
-/// operator classes (`ORDER BY`, `DISTINCT`, `=` and hash joins use those).
+/// of one between two built-in types that an assignment or any expression
+/// may run; explicit-only ones are in [`EXPLICIT_CASTS`]), or a member of
+/// the type's default operator classes (`ORDER BY`, `DISTINCT`, `=` and
+/// hash joins use those).
 /// Columns newer servers added (`typsubscript`, PostgreSQL 14) are read
 /// through `to_jsonb`, so older ones answer too.
 const TYPE_FUNCTIONS: &str = concat!(
@@ -296,7 +298,8 @@ const CALLS: &str = concat!(
 /// after initdb are searched like [`CALLS`]'s trees; a cast created after
 /// initdb counts as in [`TYPE_FUNCTIONS`] (the database's side of a cast
 /// between its type and a built-in one, both sides of one between two
-/// built-in types, which any statement may run).
+/// built-in types that an assignment or any expression may run, which any
+/// statement may run; explicit-only ones are in [`EXPLICIT_CASTS`]).
 const TYPE_CALLS: &str = concat!(
     "WITH builtin (oid, builtin) AS ( \
    SELECT t.oid, n.nspname IN ('pg_catalog', 'information_schema') FROM pg_catalog.pg_type t \
