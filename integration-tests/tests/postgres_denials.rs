@@ -313,6 +313,117 @@ async fn a_function_style_cast_to_a_domain_runs_the_database_s_functions_its_che
     assert_eq!(dp.target("SELECT count(*) FROM calls_seen"), "0");
 }
 
+#[tokio::test]
+async fn what_writing_a_table_runs_and_writes_is_matched_by_deny_rules() {
+    // Writing a table runs its own logic besides the statement: column
+    // defaults, CHECK constraints, index expressions, triggers; and
+    // deleting a customer deletes its orders' lines through two foreign
+    // keys' ON DELETE CASCADE. Deny rules naming those functions and
+    // tables match the writes.
+    let rules = "
+      - deny: { sql: { functions: [\"lo_*\", \"pg_*advisory*\", stamp, \"app_*\"] } }
+        name: no-side-effects
+        reason: large objects, locks and the audit trigger are not for agents
+      - deny: { sql: { statements: [update, delete, truncate], tables: [order_lines] } }
+        name: keep-lines
+        reason: order lines are kept
+      - allow: { sql: { statements: [read, insert, update, delete, copy, transaction, session] } }
+";
+    let dp = DataPath::start_with(rules, Vec::new()).await;
+    dp.target(
+        "SET ROLE app; \
+         CREATE TABLE calls_seen (n int); CREATE SEQUENCE key_calls; \
+         CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS \
+           $$ BEGIN INSERT INTO calls_seen VALUES (1); RETURN NEW; END $$; \
+         CREATE TABLE stamped (id int); \
+         CREATE TRIGGER stamp BEFORE INSERT OR UPDATE ON stamped FOR EACH ROW EXECUTE FUNCTION stamp(); \
+         CREATE TABLE tickets (id int, lo oid DEFAULT lo_creat(-1)); \
+         CREATE TABLE locked (id int CHECK (pg_try_advisory_lock(id))); \
+         CREATE FUNCTION app_key(v int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS \
+           $$ BEGIN PERFORM nextval('key_calls'); RETURN v; END $$; \
+         CREATE TABLE indexed (id int); CREATE INDEX ON indexed (app_key(id)); \
+         CREATE TABLE customers (id int PRIMARY KEY); \
+         CREATE TABLE orders (id int PRIMARY KEY, customer int REFERENCES customers ON DELETE CASCADE); \
+         CREATE TABLE order_lines (id int, order_id int REFERENCES orders ON DELETE CASCADE); \
+         INSERT INTO customers VALUES (1), (2); INSERT INTO orders VALUES (10, 1); \
+         INSERT INTO order_lines VALUES (100, 10)",
+    );
+    for (sql, marker, rule) in [
+        // A column default.
+        (
+            "INSERT INTO tickets (id) VALUES (1) /* w1 */",
+            "/* w1 */",
+            "no-side-effects",
+        ),
+        (
+            "COPY tickets (id) FROM STDIN /* w2 */",
+            "/* w2 */",
+            "no-side-effects",
+        ),
+        // A CHECK constraint.
+        (
+            "INSERT INTO locked VALUES (7) /* w3 */",
+            "/* w3 */",
+            "no-side-effects",
+        ),
+        (
+            "UPDATE locked SET id = 8 /* w4 */",
+            "/* w4 */",
+            "no-side-effects",
+        ),
+        // An index expression.
+        (
+            "INSERT INTO indexed VALUES (9) /* w5 */",
+            "/* w5 */",
+            "no-side-effects",
+        ),
+        // A trigger.
+        (
+            "INSERT INTO stamped VALUES (1) /* w6 */",
+            "/* w6 */",
+            "no-side-effects",
+        ),
+        // Foreign keys' ON DELETE CASCADE, two deep.
+        (
+            "DELETE FROM customers WHERE id = 1 /* w7 */",
+            "/* w7 */",
+            "keep-lines",
+        ),
+    ] {
+        assert_denied(&dp, sql, marker);
+        let (_, _, err) = dp.psql(sql);
+        assert!(err.contains(rule), "`{sql}`: {err}");
+    }
+    // Nothing ran on the target.
+    for (query, want) in [
+        ("SELECT count(*) FROM pg_largeobject_metadata", "0"),
+        ("SELECT count(*) FROM calls_seen", "0"),
+        ("SELECT is_called FROM key_calls", "f"),
+        (
+            "SELECT (SELECT count(*) FROM tickets) + (SELECT count(*) FROM locked) \
+             + (SELECT count(*) FROM indexed) + (SELECT count(*) FROM stamped)",
+            "0",
+        ),
+        ("SELECT count(*) FROM customers", "2"),
+        ("SELECT count(*) FROM order_lines", "1"),
+    ] {
+        assert_eq!(dp.target(query), want, "{query}");
+    }
+    // Reading runs none of it, an insert deletes nothing, and no foreign
+    // key acts on an update here.
+    for sql in [
+        "SELECT count(*) FROM tickets",
+        "INSERT INTO order_lines VALUES (101, 10)",
+        "INSERT INTO customers VALUES (3)",
+        "UPDATE customers SET id = 4 WHERE id = 3",
+    ] {
+        let (ok, _, err) = dp.psql(sql);
+        assert!(ok, "`{sql}`: {err}");
+    }
+    assert_eq!(dp.target("SELECT count(*) FROM order_lines"), "2");
+    assert_eq!(dp.target("SELECT max(id) FROM customers"), "4");
+}
+
 /// DEFAULT_RULES, and a rule denying advisory locks.
 fn no_locks() -> String {
     format!(

@@ -127,7 +127,8 @@ pub struct StatementFacts {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credential_catalogs: Vec<String>,
     /// The relations the statement reads or writes through the views,
-    /// rules, row-level-security policies and partitioned tables it names
+    /// rules, row-level-security policies and partitioned tables it names,
+    /// and those foreign keys' actions make its writes write
     /// (`schema.table`). Deny and approve rules' `tables:` match these too:
     /// denying a table denies reading it through a view. Allow rules match
     /// the names the statement uses only. Only the target's catalog knows
@@ -135,8 +136,9 @@ pub struct StatementFacts {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tables_reached: Vec<String>,
     /// The functions the views, rules and row-level-security policies of
-    /// the relations it reads or writes call, PostgreSQL's own included
-    /// (`schema.function`). Deny and approve rules' `functions:` match
+    /// the relations it reads or writes call, and those writing the
+    /// relations it writes calls (constraints, defaults, index expressions,
+    /// triggers), PostgreSQL's own included (`schema.function`). Deny and approve rules' `functions:` match
     /// these too: denying `pg_stat_get_activity` denies reading a view
     /// that calls it. The agent fills this in from the target's catalog.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

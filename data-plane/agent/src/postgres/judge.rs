@@ -677,8 +677,9 @@ impl Judge {
 /// `user_function` for functions and operators of the database it reaches
 /// without naming them as such, `foreign_data` for the foreign tables it
 /// reads or writes, `credential_catalog` for the catalogs holding
-/// credentials its views read, and the tables it reaches and functions it
-/// calls through views (see `routines.rs`).
+/// credentials its views read, the tables it reaches and functions it
+/// calls through views, and those writing the tables it writes writes and
+/// calls (see `routines.rs`).
 fn with_routines<'a>(
     statement: &'a sluice_policy::ClassifiedStatement,
     routines: &Routines,
@@ -704,6 +705,11 @@ fn with_routines<'a>(
         }
     }
     facts.functions_reached = reached.calls;
+    if !reached.write_calls.is_empty() {
+        facts.functions_reached.extend(reached.write_calls);
+        facts.functions_reached.sort_unstable();
+        facts.functions_reached.dedup();
+    }
     for (kind, names, found) in [
         (
             SqlKind::UserFunction,

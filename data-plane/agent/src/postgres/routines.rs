@@ -47,11 +47,15 @@
 //! rule, policy and partitioned table reads, and which functions they
 //! call, PostgreSQL's own included ([`CALLS`]), and which functions the
 //! CHECKs of domains and the casts created after initdb call
-//! ([`TYPE_CALLS`]).
+//! ([`TYPE_CALLS`]); and what writing a table calls (its constraints,
+//! defaults, index expressions and triggers: [`WRITE_CALLS`]) and which
+//! tables its foreign keys make a write to it write ([`FOREIGN_KEYS`]).
 //!
-//! Not seen: what a table runs when written besides its rules, policies
-//! and partition key (triggers, defaults, generated columns, constraints,
-//! index expressions: allowing the write allows the table's own logic).
+//! What a table runs when written besides its rules, policies and
+//! partition key (triggers, defaults, generated columns, constraints,
+//! index expressions) is not `user_function`: allowing the write allows
+//! the table's own logic.
+//!
 //! What the session renamed (a relation, schema or type) reaches under
 //! its new name what it did under the old one ([`Routines::reached_by`]'s
 //! `renames`), since inside its transaction only the session sees the
@@ -59,7 +63,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use sluice_policy::{ClassifiedStatement, Rename};
+use sluice_policy::{ClassifiedStatement, Rename, SqlKind};
 
 use super::catalog::{FromCatalog, cell};
 
@@ -356,6 +360,71 @@ const EXPLICIT_CASTS: &str = concat!(
  LEFT JOIN own ON own.oid = targets.func"
 );
 
+/// What writing a relation runs besides its rules and policies (which
+/// [`CALLS`] has), PostgreSQL's own functions included, for deny and
+/// approve rules' `functions:` (a DBA's `DEFAULT lo_creat(-1)`): (relation
+/// OID, schema, relation, `schema.function`). The stored trees of its
+/// `CHECK` constraints, column defaults and generated columns, index
+/// expressions and predicates, and its triggers' `WHEN` conditions are
+/// searched like [`CALLS`]'s; its triggers' functions (not PostgreSQL's
+/// internal ones for foreign keys), its exclusion constraints' operators
+/// and the functions of operator classes created after initdb that its
+/// indexes use count too. Relations created after initdb only.
+const WRITE_CALLS: &str = concat!(
+    "WITH calls (rel, node, id) AS ( \
+   SELECT c.conrelid, m[1], m[2]::oid FROM pg_catalog.pg_constraint c \
+   CROSS JOIN LATERAL regexp_matches(c.conbin::text, ",
+    call_nodes!(),
+    ", 'g') m WHERE c.conrelid >= 16384 \
+   UNION ALL \
+   SELECT c.conrelid, 'opno', x.op FROM pg_catalog.pg_constraint c \
+   CROSS JOIN LATERAL unnest(c.conexclop) x (op) WHERE c.conrelid >= 16384 \
+   UNION ALL \
+   SELECT d.adrelid, m[1], m[2]::oid FROM pg_catalog.pg_attrdef d \
+   CROSS JOIN LATERAL regexp_matches(d.adbin::text, ",
+    call_nodes!(),
+    ", 'g') m WHERE d.adrelid >= 16384 \
+   UNION ALL \
+   SELECT i.indrelid, m[1], m[2]::oid FROM pg_catalog.pg_index i \
+   CROSS JOIN LATERAL regexp_matches(concat(i.indexprs::text, ' ', i.indpred::text), ",
+    call_nodes!(),
+    ", 'g') m WHERE i.indrelid >= 16384 \
+   UNION ALL \
+   SELECT i.indrelid, 'funcid', ap.amproc::oid FROM pg_catalog.pg_index i \
+   CROSS JOIN LATERAL unnest(i.indclass::oid[]) k (opc) \
+   JOIN pg_catalog.pg_opclass oc ON oc.oid = k.opc \
+   JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily = oc.opcfamily \
+   WHERE i.indrelid >= 16384 AND oc.oid >= 16384 \
+   UNION ALL \
+   SELECT t.tgrelid, 'funcid', t.tgfoid FROM pg_catalog.pg_trigger t \
+   WHERE t.tgrelid >= 16384 AND NOT t.tgisinternal \
+   UNION ALL \
+   SELECT t.tgrelid, m[1], m[2]::oid FROM pg_catalog.pg_trigger t \
+   CROSS JOIN LATERAL regexp_matches(t.tgqual::text, ",
+    call_nodes!(),
+    ", 'g') m WHERE t.tgrelid >= 16384 AND NOT t.tgisinternal) \
+ SELECT DISTINCT calls.rel::bigint, rn.nspname, rc.relname, pn.nspname || '.' || p.proname FROM calls \
+ JOIN pg_catalog.pg_class rc ON rc.oid = calls.rel \
+ JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace",
+    called!()
+);
+
+/// Foreign keys, for deny and approve rules' `tables:`: deleting or
+/// updating rows of the referenced table runs the key's `ON DELETE` or
+/// `ON UPDATE` action on the referencing table (`CASCADE` deletes or
+/// updates its rows, `SET NULL` and `SET DEFAULT` update them: `DELETE
+/// FROM customers` deleting `orders`), and `TRUNCATE ... CASCADE`
+/// empties every referencing table. As (referenced OID, schema, table,
+/// referencing OID, schema, table, `confdeltype`, `confupdtype`).
+const FOREIGN_KEYS: &str = "SELECT c.confrelid::bigint, fn.nspname, f.relname, c.conrelid::bigint, n.nspname, r.relname, \
+ c.confdeltype, c.confupdtype \
+ FROM pg_catalog.pg_constraint c \
+ JOIN pg_catalog.pg_class f ON f.oid = c.confrelid \
+ JOIN pg_catalog.pg_namespace fn ON fn.oid = f.relnamespace \
+ JOIN pg_catalog.pg_class r ON r.oid = c.conrelid \
+ JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
+ WHERE c.contype = 'f'";
+
 /// The catalogs PostgreSQL created at initdb that the database's own
 /// views, rules and policies read, as (relation OID, schema, relation,
 /// catalog OID, schema, catalog), like the reads from `pg_depend`:
@@ -441,6 +510,141 @@ pub struct Routines {
     /// What each view, rule, policy or partitioned table reads and calls,
     /// for the tables and functions a statement reaches through them.
     reads: ReadGraph,
+    /// What writing a relation calls and which tables it writes through
+    /// foreign keys.
+    writes: WriteGraph,
+}
+
+/// What writing a relation runs besides its rules and policies
+/// ([`WRITE_CALLS`]) and the tables its foreign keys make a write to it
+/// write ([`FOREIGN_KEYS`]): the table's own logic, which allowing the
+/// write allows, but which deny and approve rules match (`functions:` and
+/// `tables:`).
+#[derive(Debug, Default)]
+struct WriteGraph {
+    /// Relation OID -> the functions writing it calls, `schema.function`.
+    calls: HashMap<u32, Vec<String>>,
+    /// Table OID -> the referencing tables deleting its rows writes, and
+    /// how.
+    on_delete: HashMap<u32, Vec<(u32, Write)>>,
+    /// Table OID -> the referencing tables updating its rows updates.
+    on_update: HashMap<u32, Vec<u32>>,
+    /// Table OID -> every table with a foreign key to it, which `TRUNCATE
+    /// ... CASCADE` empties.
+    referenced_by: HashMap<u32, Vec<u32>>,
+    /// The relations in `calls` and `referenced_by` by name: `relname ->
+    /// [(schema, OID)]`.
+    writers: HashMap<String, Vec<(String, u32)>>,
+    /// `schema.table` of the tables `referenced_by` names.
+    names: HashMap<u32, String>,
+}
+
+/// How a statement writes a table, for the foreign keys that follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Write {
+    /// Adds rows (or writes it in a way no key follows).
+    Insert,
+    Update,
+    Delete,
+    Truncate,
+}
+
+impl Write {
+    /// How the statement with `kinds` writes the tables it names.
+    fn of(kinds: &[SqlKind]) -> impl Iterator<Item = Self> + '_ {
+        let named = kinds.iter().filter_map(|kind| match kind {
+            SqlKind::Update => Some(Self::Update),
+            SqlKind::Delete => Some(Self::Delete),
+            SqlKind::Truncate => Some(Self::Truncate),
+            _ => None,
+        });
+        std::iter::once(Self::Insert).chain(named)
+    }
+}
+
+impl WriteGraph {
+    /// `keys`: (referenced, referencing, `confdeltype`, `confupdtype`).
+    fn new(
+        calls: HashMap<u32, Vec<String>>,
+        keys: &[(u32, u32, String, String)],
+        names: &HashMap<u32, (String, String)>,
+    ) -> Self {
+        let mut graph = Self::default();
+        for (referenced, referencing, on_delete, on_update) in keys {
+            let (referenced, referencing) = (*referenced, *referencing);
+            graph
+                .referenced_by
+                .entry(referenced)
+                .or_default()
+                .push(referencing);
+            let action = |code: &str| match code {
+                "c" => Some(Write::Delete),
+                "n" | "d" => Some(Write::Update),
+                _ => None,
+            };
+            if let Some(write) = action(on_delete) {
+                graph
+                    .on_delete
+                    .entry(referenced)
+                    .or_default()
+                    .push((referencing, write));
+            }
+            if action(on_update).is_some() {
+                graph
+                    .on_update
+                    .entry(referenced)
+                    .or_default()
+                    .push(referencing);
+            }
+        }
+        let writers: HashSet<u32> = calls
+            .keys()
+            .chain(graph.referenced_by.keys())
+            .copied()
+            .collect();
+        for rel in writers {
+            if let Some((schema, name)) = names.get(&rel) {
+                graph
+                    .writers
+                    .entry(name.to_lowercase())
+                    .or_default()
+                    .push((schema.clone(), rel));
+            }
+        }
+        for oid in graph.referenced_by.values().flatten() {
+            if let Some((schema, name)) = names.get(oid) {
+                graph
+                    .names
+                    .entry(*oid)
+                    .or_insert_with(|| format!("{schema}.{name}"));
+            }
+        }
+        graph.calls = calls;
+        graph
+    }
+
+    fn is_empty(&self) -> bool {
+        self.calls.is_empty() && self.referenced_by.is_empty()
+    }
+
+    /// The tables writing `rel` so writes through foreign keys, directly,
+    /// and how.
+    fn keys_from(&self, rel: u32, write: Write) -> Vec<(u32, Write)> {
+        let all = |edges: &HashMap<u32, Vec<u32>>, write: Write| -> Vec<(u32, Write)> {
+            edges
+                .get(&rel)
+                .into_iter()
+                .flatten()
+                .map(|t| (*t, write))
+                .collect()
+        };
+        match write {
+            Write::Insert => Vec::new(),
+            Write::Update => all(&self.on_update, Write::Update),
+            Write::Delete => self.on_delete.get(&rel).cloned().unwrap_or_default(),
+            Write::Truncate => all(&self.referenced_by, Write::Truncate),
+        }
+    }
 }
 
 /// Which relations reading a relation reads (a view's or rule's query, a
@@ -524,16 +728,7 @@ impl ReadGraph {
     ) -> (Vec<String>, Vec<String>) {
         let mut seen: HashSet<u32> = HashSet::new();
         for name in named {
-            seen.extend(readings(name).flat_map(|(schema, table)| {
-                self.readers
-                    .get(&table.to_lowercase())
-                    .into_iter()
-                    .flatten()
-                    .filter(move |(s, _)| {
-                        schema.is_none_or(|want: &str| want.eq_ignore_ascii_case(s))
-                    })
-                    .map(|(_, oid)| *oid)
-            }));
+            seen.extend(oids_named(&self.readers, name));
         }
         let starts = seen.clone();
         let mut pending: Vec<u32> = seen.iter().copied().collect();
@@ -645,6 +840,8 @@ impl FromCatalog for Routines {
         CATALOG_READS,
         TYPE_CALLS,
         EXPLICIT_CASTS,
+        WRITE_CALLS,
+        FOREIGN_KEYS,
     ];
 
     fn from_rows(results: &[Vec<Vec<Option<String>>>]) -> Self {
@@ -823,6 +1020,22 @@ impl FromCatalog for Routines {
             .into_iter()
             .map(|(rel, called)| (rel, called.into_iter().collect()))
             .collect();
+        // What writing a relation calls, and which tables its foreign
+        // keys' actions write.
+        let write_calls: HashMap<u32, Vec<String>> = named_reaches(part(15), &mut names)
+            .into_iter()
+            .map(|(rel, called)| (rel, called.into_iter().collect()))
+            .collect();
+        let mut keys: Vec<(u32, u32, String, String)> = Vec::new();
+        for row in part(16) {
+            let (Some(referenced), Some(referencing)) = (oid(row, 0), oid(row, 3)) else {
+                continue;
+            };
+            names.insert(referenced, (cell(row, 1), cell(row, 2)));
+            names.insert(referencing, (cell(row, 4), cell(row, 5)));
+            keys.push((referenced, referencing, cell(row, 6), cell(row, 7)));
+        }
+        routines.writes = WriteGraph::new(write_calls, &keys, &names);
         routines.reads = ReadGraph::new(reads_with_children, calls, parents, &names);
         routines
     }
@@ -952,6 +1165,13 @@ pub struct Reached {
     /// `schema.function` (what deny and approve rules' `functions:` match
     /// too).
     pub calls: Vec<String>,
+    /// The functions writing the relations it writes calls (their
+    /// constraints, defaults, index expressions, triggers: [`WRITE_CALLS`]),
+    /// `schema.function`, for deny and approve rules' `functions:` only:
+    /// unlike `calls` they add no kinds (every insert into a table with a
+    /// `serial` column calls `nextval`, and allowing the write allows the
+    /// table's own logic).
+    pub write_calls: Vec<String>,
 }
 
 impl Routines {
@@ -1067,7 +1287,12 @@ impl Routines {
         found.sort_unstable();
         found.dedup();
         found.retain(|f| !facts.user_functions.contains(f));
+        let written: Vec<&String> = facts.tables_written.iter().collect();
+        let earlier_written = earlier_names(&written, renames, earlier_relation);
+        let (cascaded, write_calls) =
+            self.written_from(written.into_iter().chain(&earlier_written), &facts.kinds);
         reached.extend(earlier);
+        reached.extend(cascaded);
         reached.sort_unstable();
         reached.dedup();
         Reached {
@@ -1076,7 +1301,61 @@ impl Routines {
             credential_catalogs,
             tables: reached,
             calls,
+            write_calls,
         }
+    }
+
+    /// What writing the relations `named` (as a statement with `kinds`
+    /// wrote them) writes through foreign keys (`schema.table`) and calls
+    /// ([`WRITE_CALLS`], `schema.function`), with what it writes through
+    /// those and through the views, rules and partitioned tables it names,
+    /// to any depth. What their row-level-security policies read counts as
+    /// written too, which can only match more; a rule writes as the
+    /// statement does (an insert whose rule deletes follows no key).
+    fn written_from<'a>(
+        &self,
+        named: impl Iterator<Item = &'a String>,
+        kinds: &[SqlKind],
+    ) -> (Vec<String>, Vec<String>) {
+        let writes = &self.writes;
+        if writes.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let mut starts: HashSet<u32> = HashSet::new();
+        for name in named {
+            starts.extend(oids_named(&self.reads.readers, name));
+            starts.extend(oids_named(&writes.writers, name));
+        }
+        let mut visited: HashSet<(u32, Write)> = starts
+            .iter()
+            .flat_map(|rel| Write::of(kinds).map(move |write| (*rel, write)))
+            .collect();
+        let mut pending: Vec<(u32, Write)> = visited.iter().copied().collect();
+        while let Some((rel, write)) = pending.pop() {
+            let reads = self.reads.edges.get(&rel).into_iter().flatten();
+            let through = reads.map(|next| (*next, write));
+            for next in through.chain(writes.keys_from(rel, write)) {
+                if visited.insert(next) {
+                    pending.push(next);
+                }
+            }
+        }
+        let seen: HashSet<u32> = visited.iter().map(|(rel, _)| *rel).collect();
+        let mut tables: Vec<String> = seen
+            .difference(&starts)
+            .filter_map(|oid| writes.names.get(oid).or_else(|| self.reads.names.get(oid)))
+            .cloned()
+            .collect();
+        tables.sort_unstable();
+        let mut calls: Vec<String> = seen
+            .iter()
+            .filter_map(|oid| writes.calls.get(oid))
+            .flatten()
+            .cloned()
+            .collect();
+        calls.sort_unstable();
+        calls.dedup();
+        (tables, calls)
     }
 
     /// The database's functions that values of the parameter types a
@@ -1109,6 +1388,23 @@ impl Routines {
 /// The first OID PostgreSQL assigns to objects created after initdb
 /// (`FirstNormalObjectId`).
 const FIRST_NORMAL_OID: u32 = 16384;
+
+/// The OIDs of the relations `by_name` holds that `name` (`table` or
+/// `schema.table`, as a statement wrote it; any schema's when
+/// unqualified) may be, every reading of it as in [`readings`].
+fn oids_named<'a>(
+    by_name: &'a HashMap<String, Vec<(String, u32)>>,
+    name: &'a str,
+) -> impl Iterator<Item = u32> + 'a {
+    readings(name).flat_map(move |(schema, table)| {
+        by_name
+            .get(&table.to_lowercase())
+            .into_iter()
+            .flatten()
+            .filter(move |(s, _)| schema.is_none_or(|want: &str| want.eq_ignore_ascii_case(s)))
+            .map(|(_, oid)| *oid)
+    })
+}
 
 /// What reading relation `name` (`table` or `schema.table`, as the
 /// statement wrote it; any schema's when unqualified) reaches. Names may
@@ -1241,6 +1537,12 @@ pub(crate) struct TestCatalog<'a> {
     pub catalog_reads: &'a [(u32, &'a str, &'a str, TestRelation<'a>)],
     /// Names of relations `reads` reads that are named nowhere else.
     pub named: &'a [TestRelation<'a>],
+    /// (relation OID, schema, relation, `schema.function` writing it
+    /// calls)
+    pub write_calls: &'a [(u32, &'a str, &'a str, &'a str)],
+    /// (referenced table, referencing table, `confdeltype`,
+    /// `confupdtype`)
+    pub foreign_keys: &'a [(TestRelation<'a>, TestRelation<'a>, &'a str, &'a str)],
 }
 
 #[cfg(test)]
@@ -1361,6 +1663,29 @@ impl TestCatalog<'_> {
                         read_rel,
                     ])
                 })
+                .collect(),
+            Vec::new(),
+            Vec::new(),
+            self.write_calls
+                .iter()
+                .map(|(oid, schema, rel, function)| row(&[&oid.to_string(), schema, rel, function]))
+                .collect(),
+            self.foreign_keys
+                .iter()
+                .map(
+                    |((oid, schema, rel), (to, to_schema, to_rel), on_delete, on_update)| {
+                        row(&[
+                            &oid.to_string(),
+                            schema,
+                            rel,
+                            &to.to_string(),
+                            to_schema,
+                            to_rel,
+                            on_delete,
+                            on_update,
+                        ])
+                    },
+                )
                 .collect(),
         ])
     }
@@ -1685,6 +2010,148 @@ mod tests {
                 .functions
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn what_writing_a_table_calls_counts_for_writes_only_and_through_foreign_keys() {
+        let routines = TestCatalog {
+            write_calls: &[
+                (100, "public", "orders", "pg_catalog.nextval"),
+                (100, "public", "orders", "pg_catalog.lo_creat"),
+                (101, "public", "order_lines", "public.stamp"),
+                (103, "public", "ledger_1", "pg_catalog.abs"),
+            ],
+            // (`c` cascade, `n` set null, `a` no action)
+            foreign_keys: &[
+                (
+                    (99, "public", "customers"),
+                    (100, "public", "orders"),
+                    "c",
+                    "a",
+                ),
+                (
+                    (100, "public", "orders"),
+                    (101, "public", "order_lines"),
+                    "c",
+                    "a",
+                ),
+                // A cycle of foreign keys.
+                (
+                    (101, "public", "order_lines"),
+                    (100, "public", "orders"),
+                    "c",
+                    "a",
+                ),
+                // Deleting a customer fails while a note references it.
+                (
+                    (99, "public", "customers"),
+                    (105, "public", "notes"),
+                    "a",
+                    "a",
+                ),
+                // Deleting a customer updates its accounts, which updates
+                // their statements and deletes no holds.
+                (
+                    (99, "public", "customers"),
+                    (106, "public", "accounts"),
+                    "n",
+                    "a",
+                ),
+                (
+                    (106, "public", "accounts"),
+                    (107, "public", "statements"),
+                    "a",
+                    "c",
+                ),
+                (
+                    (106, "public", "accounts"),
+                    (108, "public", "holds"),
+                    "c",
+                    "a",
+                ),
+            ],
+            // A view over orders, and a partitioned table.
+            reads: &[(102, "public", "open_orders", 100)],
+            children: &[(104, "public", "ledger", 103, "ledger_1")],
+            ..Default::default()
+        }
+        .build();
+        let writes = |sql: &str| {
+            let reached = reached(&routines, sql);
+            (reached.tables, reached.write_calls)
+        };
+        let tables = |sql: &str| writes(sql).0;
+        let all = ["pg_catalog.lo_creat", "pg_catalog.nextval", "public.stamp"];
+        // An insert writes the table, and no other.
+        assert_eq!(
+            writes("INSERT INTO orders DEFAULT VALUES"),
+            (
+                vec![],
+                vec!["pg_catalog.lo_creat".into(), "pg_catalog.nextval".into()]
+            )
+        );
+        // Deleting follows the keys' delete actions, around the cycle, and
+        // then the actions of how each writes.
+        assert_eq!(
+            writes("DELETE FROM public.customers WHERE id = 1"),
+            (
+                vec![
+                    "public.accounts".into(),
+                    "public.order_lines".into(),
+                    "public.orders".into(),
+                    "public.statements".into()
+                ],
+                all.map(String::from).to_vec()
+            )
+        );
+        // Updating, the update actions.
+        assert!(tables("UPDATE customers SET id = 2").is_empty());
+        assert_eq!(tables("UPDATE accounts SET id = 2"), ["public.statements"]);
+        assert_eq!(
+            tables("INSERT INTO accounts VALUES (1) ON CONFLICT (id) DO UPDATE SET id = 2"),
+            ["public.statements"]
+        );
+        assert_eq!(
+            tables(
+                "MERGE INTO accounts a USING customers c ON a.id = c.id WHEN MATCHED THEN DELETE"
+            ),
+            ["public.holds"]
+        );
+        // TRUNCATE ... CASCADE empties every referencing table.
+        assert_eq!(
+            tables("TRUNCATE customers CASCADE"),
+            [
+                "public.accounts",
+                "public.holds",
+                "public.notes",
+                "public.order_lines",
+                "public.orders",
+                "public.statements"
+            ]
+        );
+        // Through a view, and into partitions.
+        assert_eq!(
+            writes("UPDATE open_orders SET id = 2"),
+            (
+                vec!["public.orders".into()],
+                all[..2].iter().map(|f| (*f).to_owned()).collect()
+            )
+        );
+        assert_eq!(
+            writes("INSERT INTO ledger VALUES (1)").1,
+            ["pg_catalog.abs"]
+        );
+        // Reading runs none of it; another schema's table of the name is
+        // another table.
+        assert_eq!(writes("SELECT * FROM orders"), (vec![], vec![]));
+        assert_eq!(
+            writes("DELETE FROM other.orders WHERE id = 1"),
+            (vec![], vec![])
+        );
+        // None of it is the database's code for `user_function`.
+        let found = reached(&routines, "INSERT INTO order_lines DEFAULT VALUES");
+        assert_eq!(found.write_calls, ["public.stamp"]);
+        assert!(found.functions.is_empty());
     }
 
     #[test]
