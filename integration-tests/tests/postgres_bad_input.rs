@@ -1000,6 +1000,7 @@ const ALLOWED: &[&str] = &[
     "ROLLBACK TO SAVEPOINT a",
     "INSERT INTO notes (body) VALUES ($1)",
     "UPDATE notes SET body = 'x' WHERE id = 1",
+    "UPDATE notes SET body = 'refused' WHERE id = 2",
     "COPY notes (body) FROM STDIN",
     "COPY (SELECT id FROM items WHERE id < 5) TO STDOUT",
     "SELECT name FROM items WHERE id < 3",
@@ -1363,4 +1364,77 @@ async fn random_message_sequences_never_carry_a_masked_value() {
     let (ok, out, err) = dp.psql("SELECT name FROM items WHERE id = 7");
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "[REDACTED]");
+}
+
+#[tokio::test]
+async fn random_message_sequences_around_statements_held_for_approval() {
+    // Updates wait in the session for an approver, who grants every
+    // request but those setting `refused`: whatever the messages around a
+    // held statement, the session goes on once it is decided (or ends
+    // with an error), and a denied one never runs.
+    let rules = format!(
+        "{}      - approve: {{ sql: {{ statements: [update] }}, approvers: [dba], mode: wait, timeout: 1m, ttl: 10m }}\n        name: updates\n",
+        sluice_integration_tests::datapath::DEFAULT_RULES
+    );
+    let mut dp = DataPath::start_with(&rules, Vec::new()).await;
+    let bob = dp.cp.user_token("bob", &["dba"]).await;
+    let dba = dp.cp.api().with_token(Some(&bob));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let approver = async {
+        let (mut granted, mut denied) = (0, 0);
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let (_, list) = dba.get("/api/v1/approvals?status=pending").await;
+            for request in list["approvals"].as_array().into_iter().flatten() {
+                let (Some(id), Some(statement)) =
+                    (request["id"].as_str(), request["statement"].as_str())
+                else {
+                    continue;
+                };
+                let refuse = statement.contains("refused");
+                let verb = if refuse { "deny" } else { "approve" };
+                // A request its session withdrew meanwhile is a conflict.
+                let (status, _) = dba
+                    .post(
+                        &format!("/api/v1/approvals/{id}/{verb}"),
+                        serde_json::json!({ "reason": "random sequences" }),
+                    )
+                    .await;
+                if status.is_success() {
+                    if refuse {
+                        denied += 1;
+                    } else {
+                        granted += 1;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (granted, denied)
+    };
+    let sequences = async {
+        random_sequences(&dp, 100, |_, _| {}).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let ((), (granted, denied)) = tokio::join!(sequences, approver);
+    eprintln!("{granted} requests granted, {denied} denied");
+    assert!(
+        granted > 0 && denied > 0,
+        "no statement was held and decided both ways: the test proves nothing"
+    );
+    // What the target ran (or began to: an Execute is logged before an
+    // aborted transaction refuses it). A Parse or Bind of a statement
+    // awaiting approval may reach it (neither runs the statement) and show
+    // in an error's context; the Execute waits for the approval.
+    let logs = dp.pg.logs();
+    let ran = |needle: &str| {
+        logs.lines().any(|line| {
+            (line.contains("LOG:  statement: ") || line.contains("LOG:  execute "))
+                && line.contains(needle)
+        })
+    };
+    assert!(
+        !ran("body = 'refused'"),
+        "a denied update ran on the target"
+    );
+    assert!(ran("body = 'x'"), "no approved update ran on the target");
 }
