@@ -838,3 +838,79 @@ async fn a_statement_too_large_to_review_is_not_put_to_approvers() {
         .unwrap();
     assert_eq!(one.0, 1);
 }
+
+#[tokio::test]
+async fn a_statement_that_needs_approval_is_bound_only_with_its_execute() {
+    use sluice_integration_tests::rawpg::{
+        RawSession, bind, errors, execute, flush, parse, sync, tags,
+    };
+    // Calling `app_note` needs approval. It is STABLE, so planning a
+    // statement that calls it with a constant runs it, and Bind plans:
+    // a Bind sent without its Execute would run it before anyone approved.
+    let rules = r#"
+      - approve: { sql: { functions: [app_note] }, approvers: [dba], mode: retry, ttl: 10m }
+        name: notes-need-approval
+      - allow: { sql: { statements: [read, user_function, transaction] } }
+"#;
+    let dp = DataPath::start_with(rules, Vec::new()).await;
+    dp.target(
+        "SET ROLE app; CREATE SEQUENCE notes_seen; \
+         CREATE FUNCTION app_note(v int) RETURNS int LANGUAGE plpgsql STABLE AS \
+           $$ BEGIN PERFORM nextval('notes_seen'); RETURN v; END $$",
+    );
+    let not_run = || {
+        assert_eq!(
+            dp.target("SELECT is_called FROM notes_seen"),
+            "f",
+            "app_note ran"
+        );
+    };
+    let sql = "SELECT id FROM items WHERE id = app_note(1) /* b1 */";
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    // Parse and Bind, then Flush: refused, and none of it sent.
+    s.send(&[parse("", sql), bind("", ""), flush()].concat())
+        .await;
+    s.send(&sync()).await;
+    let text = errors(&s.until(b'Z').await);
+    not_run();
+    assert!(
+        text.contains("0A000") && text.contains("send its Bind and Execute together"),
+        "{text}"
+    );
+    // Inside a transaction block, to a named portal, with Sync.
+    s.send(
+        &[
+            parse("", "BEGIN"),
+            bind("", ""),
+            execute("", 0),
+            parse("n1", sql),
+            bind("p1", "n1"),
+            sync(),
+        ]
+        .concat(),
+    )
+    .await;
+    let frames = s.until(b'Z').await;
+    assert!(errors(&frames).contains("0A000"), "{}", tags(&frames));
+    s.send(&sluice_integration_tests::rawpg::query("ROLLBACK"))
+        .await;
+    s.until(b'Z').await;
+    assert!(!dp.pg.logs().contains("/* b1 */"), "the target saw it");
+    not_run();
+    // With its Execute, the statement is put to approvers (retry mode:
+    // refused until approved), and nothing runs meanwhile.
+    s.send(&[parse("", sql), bind("", ""), execute("", 0), sync()].concat())
+        .await;
+    let text = errors(&s.until(b'Z').await);
+    assert!(text.contains("was sent"), "{text}");
+    not_run();
+    // EXPLAIN plans without running the statement, but planning runs it.
+    let (ok, _, err) = dp.psql("EXPLAIN SELECT id FROM items WHERE id = app_note(2)");
+    assert!(!ok && err.contains("was sent"), "{err}");
+    not_run();
+    // A Parse alone plans nothing and goes through.
+    s.send(&[parse("n2", sql), sync()].concat()).await;
+    let frames = s.until(b'Z').await;
+    assert_eq!(tags(&frames), "1Z", "{}", errors(&frames));
+    not_run();
+}

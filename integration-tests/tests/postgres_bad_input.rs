@@ -1422,9 +1422,9 @@ async fn random_message_sequences_around_statements_held_for_approval() {
         "no statement was held and decided both ways: the test proves nothing"
     );
     // What the target ran (or began to: an Execute is logged before an
-    // aborted transaction refuses it). A Parse or Bind of a statement
-    // awaiting approval may reach it (neither runs the statement) and show
-    // in an error's context; the Execute waits for the approval.
+    // aborted transaction refuses it). A Parse of a statement awaiting
+    // approval may reach it (parsing runs nothing) and show in an error's
+    // context; its Bind and Execute wait for the approval.
     let logs = dp.pg.logs();
     let ran = |needle: &str| {
         logs.lines().any(|line| {

@@ -30,6 +30,24 @@ const RULES: &str = r#"
         name: app-functions
 "#;
 
+/// RULES, but deletes run without approval.
+fn deletes_allowed() -> String {
+    RULES.replace(
+        "approve: { sql: { statements: [delete] }, approvers: [dba], mode: retry, ttl: 10m }",
+        "allow: { sql: { statements: [delete] } }",
+    )
+}
+
+/// Gives the running data path's policy `rules`, once the agent has them.
+async fn switch_rules(dp: &mut DataPath, rules: &str) {
+    let doc = dp.policy("devs", rules);
+    let (status, v) = dp.cp.api().apply_policy(&doc).await;
+    assert!(status.is_success(), "{v}");
+    dp.agent
+        .wait_version(v["revision"].as_u64().unwrap(), Duration::from_secs(10))
+        .await;
+}
+
 fn row_exists(dp: &DataPath, id: i32) -> bool {
     dp.target(&format!("SELECT count(*) FROM items WHERE id = {id}")) == "1"
 }
@@ -102,7 +120,7 @@ async fn a_portal_dropped_on_the_target_is_never_rebound_to_a_statement_the_agen
 
 #[tokio::test]
 async fn fetch_cannot_run_a_portal_whose_statement_needs_approval() {
-    let dp = DataPath::start_with(RULES, Vec::new()).await;
+    let mut dp = DataPath::start_with(RULES, Vec::new()).await;
     let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
     // Bound, then fetched in the same batch.
     let batch = [
@@ -120,7 +138,7 @@ async fn fetch_cannot_run_a_portal_whose_statement_needs_approval() {
         "{text}"
     );
     assert!(row_exists(&dp, 60));
-    // Bound in a transaction, then run with MOVE, FETCH or cursor_to_xml.
+    // Bound in a transaction without its Execute: refused (binding plans).
     let prepared = [
         parse("d2", "DELETE FROM items WHERE id = 61 RETURNING id"),
         sync(),
@@ -129,19 +147,30 @@ async fn fetch_cannot_run_a_portal_whose_statement_needs_approval() {
     assert_eq!(errors_of(&mut s, &prepared).await, "");
     assert_eq!(errors_of(&mut s, &query("BEGIN")).await, "");
     let bound = [bind("pd2", "d2"), sync()].concat();
-    assert_eq!(errors_of(&mut s, &bound).await, "");
-    for sql in [
-        "MOVE ALL IN pd2",
-        "FETCH NEXT FROM \"pd2\"",
-        "SELECT cursor_to_xml('pd2', 10, false, false, '')",
+    let text = errors_of(&mut s, &bound).await;
+    assert!(text.contains("0A000"), "{text}");
+    assert_eq!(errors_of(&mut s, &query("ROLLBACK")).await, "");
+    // Bound while deletes needed no approval, then run with MOVE, FETCH or
+    // cursor_to_xml once they do.
+    for (sql, why) in [
+        ("MOVE ALL IN pd2", "needs approval"),
+        ("FETCH NEXT FROM \"pd2\"", "needs approval"),
+        (
+            "SELECT cursor_to_xml('pd2', 10, false, false, '')",
+            "dynamic_sql",
+        ),
     ] {
-        let text = errors_of(&mut s, &query(sql)).await;
-        assert!(text.contains("42501"), "`{sql}` was not refused: {text}");
-        assert_eq!(errors_of(&mut s, &query("ROLLBACK")).await, "");
+        switch_rules(&mut dp, &deletes_allowed()).await;
         assert_eq!(errors_of(&mut s, &query("BEGIN")).await, "");
         assert_eq!(errors_of(&mut s, &bound).await, "");
+        switch_rules(&mut dp, RULES).await;
+        let text = errors_of(&mut s, &query(sql)).await;
+        assert!(
+            text.contains("42501") && text.contains(why),
+            "`{sql}` was not refused: {text}"
+        );
+        assert_eq!(errors_of(&mut s, &query("ROLLBACK")).await, "");
     }
-    assert_eq!(errors_of(&mut s, &query("COMMIT")).await, "");
     assert!(row_exists(&dp, 61));
     // FETCH of a portal whose statement is allowed works as it should.
     assert_eq!(errors_of(&mut s, &query("BEGIN")).await, "");
@@ -1098,7 +1127,8 @@ async fn names_longer_than_the_target_keeps_are_refused() {
 
 #[tokio::test]
 async fn a_portal_kept_across_rollback_to_savepoint_cannot_be_fetched_unjudged() {
-    let dp = DataPath::start_with(RULES, Vec::new()).await;
+    // Bound while deletes needed no approval; they do by the FETCH.
+    let mut dp = DataPath::start_with(&deletes_allowed(), Vec::new()).await;
     let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
     assert_eq!(errors_of(&mut s, &query("BEGIN")).await, "");
     let bound = [
@@ -1108,6 +1138,7 @@ async fn a_portal_kept_across_rollback_to_savepoint_cannot_be_fetched_unjudged()
     ]
     .concat();
     assert_eq!(errors_of(&mut s, &bound).await, "");
+    switch_rules(&mut dp, RULES).await;
     // The target keeps `pd` (bound before the savepoint); the agent cannot
     // tell which portals ROLLBACK TO dropped.
     assert_eq!(

@@ -691,7 +691,7 @@ impl Plan<'_> {
     }
 
     /// `params` renders the Bind's parameters given the statement's
-    /// parameter types.
+    /// parameter types. Gives the statement bound.
     pub fn bind(
         &mut self,
         portal: &str,
@@ -699,7 +699,7 @@ impl Plan<'_> {
         params: impl FnOnce(&[i32]) -> Vec<String>,
         params_digest: [u8; 32],
         result_formats: Vec<i16>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Arc<Prepared>, Refusal> {
         fits_the_target(portal)?;
         fits_the_target(statement)?;
         let prepared = match self.statement(statement) {
@@ -732,11 +732,12 @@ impl Plan<'_> {
             Arc::new(Portal {
                 params: params(&prepared.param_types),
                 params_digest,
-                statement: prepared,
+                statement: prepared.clone(),
                 result_formats,
             }),
         );
-        self.add(addition)
+        self.add(addition)?;
+        Ok(prepared)
     }
 
     /// The portal an Execute runs; applies what running it does to the

@@ -12,7 +12,11 @@
 //!   denied `Parse` is never forwarded, so a denied statement can never be
 //!   bound or executed. After an error the agent discards messages until
 //!   `Sync`, exactly as PostgreSQL does, so the session stays usable.
-//!   What each Execute runs is tracked by [`super::names`].
+//!   What each Execute runs is tracked by [`super::names`]. A statement
+//!   that needs approval is put to approvers at its Execute, the batch
+//!   held meanwhile; binding it in a batch that does not execute it is
+//!   refused, since Bind plans and planning runs the stable and immutable
+//!   functions it calls.
 //! - A denial is played through the target whenever the agent could not
 //!   answer exactly as PostgreSQL would on its own: the target holds
 //!   unsynced work (a batch that ended in Flush), the session is inside a
@@ -1698,6 +1702,9 @@ impl Relay {
         };
         // A statement ran before this message in the target's open cycle.
         let mut ran = self.ran_unsynced;
+        // Portals bound in this batch to a statement that needs approval
+        // and not yet executed in it (see the Bind arm).
+        let mut awaiting_execute: Vec<String> = Vec::new();
         for frame in &batch {
             let bad = |e: sluice_pgwire::ProtocolError| SessionError::Protocol(e.to_string());
             if ran && !reads_alike(frame) {
@@ -1757,19 +1764,33 @@ impl Relay {
                 }
                 b'B' => {
                     let b = messages::parse_bind(frame.body()).map_err(bad)?;
-                    if let Err(reason) = plan.bind(
+                    match plan.bind(
                         b.portal,
                         b.statement,
                         |types| b.params_for_audit(types),
                         params_digest(&b),
                         b.result_formats.clone(),
                     ) {
-                        refused_as = Some(reason.sqlstate());
-                        denial = Some((
-                            refused(reason.to_string()),
-                            format!("<bind {}>", b.statement),
-                        ));
-                        break;
+                        Err(reason) => {
+                            refused_as = Some(reason.sqlstate());
+                            denial = Some((
+                                refused(reason.to_string()),
+                                format!("<bind {}>", b.statement),
+                            ));
+                            break;
+                        }
+                        // Binding plans the statement, and planning runs
+                        // the stable and immutable functions it calls with
+                        // constant arguments: one that needs approval is
+                        // bound only with its Execute, for which the whole
+                        // batch waits.
+                        Ok(prepared) => {
+                            let verdict = self.judge.sql(snapshot.as_ref(), &prepared.text);
+                            awaiting_execute.retain(|p| p != b.portal);
+                            if verdict.approval.is_some() {
+                                awaiting_execute.push(b.portal.to_owned());
+                            }
+                        }
                     }
                 }
                 b'E' => {
@@ -1780,6 +1801,7 @@ impl Relay {
                         )));
                     }
                     ran = true;
+                    awaiting_execute.retain(|p| p != portal);
                     let p = match plan.execute(portal) {
                         Ok(p) => p,
                         Err(reason) => {
@@ -1836,6 +1858,17 @@ impl Relay {
             }
         }
         let ops = plan.into_ops();
+        if denial.is_none()
+            && let Some(portal) = awaiting_execute.first()
+        {
+            refused_as = Some("0A000");
+            denial = Some((
+                refused(format!(
+                    "portal \"{portal}\" binds a statement that needs approval without executing it before Sync or Flush, and binding runs functions the statement calls; send its Bind and Execute together"
+                )),
+                format!("<bind portal {portal}>"),
+            ));
+        }
 
         if let Some((verdict, text)) = denial {
             let statement_id = uuid::Uuid::now_v7().to_string();
