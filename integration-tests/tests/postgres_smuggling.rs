@@ -1172,3 +1172,55 @@ async fn approval_is_not_asked_for_a_statement_that_also_does_what_no_rule_allow
     );
     assert!(row_exists(&dp, 63));
 }
+
+#[tokio::test]
+async fn a_statement_denied_since_it_was_prepared_is_not_bound() {
+    // Binding plans, and planning runs the STABLE `app_note` (which
+    // advances a sequence) on its constant argument: a statement prepared
+    // while `app_note` was allowed, bound after a rule denied it, must not
+    // reach the target, even without an Execute.
+    let allowed = "
+      - allow: { sql: { statements: [read, user_function, transaction] } }
+";
+    let denied = "
+      - deny: { sql: { functions: [app_note] } }
+        name: no-notes
+      - allow: { sql: { statements: [read, user_function, transaction] } }
+";
+    let mut dp = DataPath::start_with(allowed, Vec::new()).await;
+    dp.target(
+        "SET ROLE app; CREATE SEQUENCE notes_seen; \
+         CREATE FUNCTION app_note(v int) RETURNS int LANGUAGE plpgsql STABLE AS \
+           $$ BEGIN PERFORM nextval('notes_seen'); RETURN v; END $$",
+    );
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    let prepared = [
+        parse("n", "SELECT id FROM items WHERE id = app_note(1)"),
+        sync(),
+    ]
+    .concat();
+    assert_eq!(errors_of(&mut s, &prepared).await, "");
+    switch_rules(&mut dp, denied).await;
+    // With Flush, and inside a transaction block with Sync.
+    let not_run = || {
+        assert_eq!(
+            dp.target("SELECT is_called FROM notes_seen"),
+            "f",
+            "app_note ran"
+        );
+    };
+    let text = errors_of(&mut s, &[bind("p", "n"), flush(), sync()].concat()).await;
+    not_run();
+    assert!(
+        text.contains("42501") && text.contains("no-notes"),
+        "{text}"
+    );
+    assert_eq!(errors_of(&mut s, &query("BEGIN")).await, "");
+    let text = errors_of(&mut s, &[bind("p", "n"), sync()].concat()).await;
+    assert!(
+        text.contains("42501") && text.contains("no-notes"),
+        "{text}"
+    );
+    assert_eq!(errors_of(&mut s, &query("ROLLBACK")).await, "");
+    not_run();
+}

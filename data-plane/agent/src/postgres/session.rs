@@ -10,7 +10,10 @@
 //! - Extended protocol: messages are buffered up to `Sync`/`Flush` and the
 //!   batch is judged as a whole at its `Parse` messages; a batch with a
 //!   denied `Parse` is never forwarded, so a denied statement can never be
-//!   bound or executed. After an error the agent discards messages until
+//!   bound or executed. Each `Bind` and `Execute` is judged again under the
+//!   current policy (a statement prepared earlier may have been denied
+//!   since; binding plans, and planning runs stable and immutable
+//!   functions). After an error the agent discards messages until
 //!   `Sync`, exactly as PostgreSQL does, so the session stays usable.
 //!   What each Execute runs is tracked by [`super::names`]. A statement
 //!   that needs approval is put to approvers at its Execute, the batch
@@ -1781,11 +1784,17 @@ impl Relay {
                         }
                         // Binding plans the statement, and planning runs
                         // the stable and immutable functions it calls with
-                        // constant arguments: one that needs approval is
-                        // bound only with its Execute, for which the whole
-                        // batch waits.
+                        // constant arguments: it is judged again under the
+                        // current policy (one prepared earlier may have
+                        // been denied since), and one that needs approval
+                        // is bound only with its Execute, for which the
+                        // whole batch waits.
                         Ok(prepared) => {
                             let verdict = self.judge.sql(snapshot.as_ref(), &prepared.text);
+                            if !verdict.allowed && verdict.approval.is_none() {
+                                denial = Some((verdict, prepared.text.clone()));
+                                break;
+                            }
                             awaiting_execute.retain(|p| p != b.portal);
                             if verdict.approval.is_some() {
                                 awaiting_execute.push(b.portal.to_owned());
