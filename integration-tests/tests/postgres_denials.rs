@@ -318,8 +318,9 @@ async fn what_writing_a_table_runs_and_writes_is_matched_by_deny_rules() {
     // Writing a table runs its own logic besides the statement: column
     // defaults, CHECK constraints, index expressions, triggers; and
     // deleting a customer deletes its orders' lines through two foreign
-    // keys' ON DELETE CASCADE. Deny rules naming those functions and
-    // tables match the writes.
+    // keys' ON DELETE CASCADE, and so does inserting into a table whose
+    // rule deletes the customer instead. Deny rules naming those functions
+    // and tables match the writes.
     let rules = "
       - deny: { sql: { functions: [\"lo_*\", \"pg_*advisory*\", stamp, \"app_*\"] } }
         name: no-side-effects
@@ -346,7 +347,10 @@ async fn what_writing_a_table_runs_and_writes_is_matched_by_deny_rules() {
          CREATE TABLE orders (id int PRIMARY KEY, customer int REFERENCES customers ON DELETE CASCADE); \
          CREATE TABLE order_lines (id int, order_id int REFERENCES orders ON DELETE CASCADE); \
          INSERT INTO customers VALUES (1), (2); INSERT INTO orders VALUES (10, 1); \
-         INSERT INTO order_lines VALUES (100, 10)",
+         INSERT INTO order_lines VALUES (100, 10); \
+         CREATE TABLE purge_requests (id int); \
+         CREATE RULE purge AS ON INSERT TO purge_requests \
+           DO INSTEAD DELETE FROM customers WHERE id = NEW.id",
     );
     for (sql, marker, rule) in [
         // A column default.
@@ -387,6 +391,12 @@ async fn what_writing_a_table_runs_and_writes_is_matched_by_deny_rules() {
         (
             "DELETE FROM customers WHERE id = 1 /* w7 */",
             "/* w7 */",
+            "keep-lines",
+        ),
+        // A rule that deletes instead: the insert is a delete too.
+        (
+            "INSERT INTO purge_requests VALUES (1) /* w8 */",
+            "/* w8 */",
             "keep-lines",
         ),
     ] {

@@ -704,6 +704,12 @@ fn with_routines<'a>(
             facts.kinds.push(kind);
         }
     }
+    // Rules of what it writes that delete or update: as if it did.
+    for kind in reached.write_kinds {
+        if !facts.kinds.contains(&kind) {
+            facts.kinds.push(kind);
+        }
+    }
     facts.functions_reached = reached.calls;
     if !reached.write_calls.is_empty() {
         facts.functions_reached.extend(reached.write_calls);

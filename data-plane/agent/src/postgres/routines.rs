@@ -48,8 +48,9 @@
 //! call, PostgreSQL's own included ([`CALLS`]), and which functions the
 //! CHECKs of domains and the casts created after initdb call
 //! ([`TYPE_CALLS`]); and what writing a table calls (its constraints,
-//! defaults, index expressions and triggers: [`WRITE_CALLS`]) and which
-//! tables its foreign keys make a write to it write ([`FOREIGN_KEYS`]).
+//! defaults, index expressions and triggers: [`WRITE_CALLS`]), which
+//! tables its foreign keys make a write to it write ([`FOREIGN_KEYS`]),
+//! and which of its rules make a write delete or update ([`RULE_WRITES`]).
 //!
 //! What a table runs when written besides its rules, policies and
 //! partition key (triggers, defaults, generated columns, constraints,
@@ -425,6 +426,20 @@ const FOREIGN_KEYS: &str = "SELECT c.confrelid::bigint, fn.nspname, f.relname, c
  JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
  WHERE c.contype = 'f'";
 
+/// Rules that delete or update rows when a relation is written (`CREATE
+/// RULE ... ON INSERT TO requests DO INSTEAD DELETE FROM customers ...`):
+/// the statement then deletes or updates whatever its event, and the
+/// foreign keys of the tables the rule writes follow that. As (relation
+/// OID, schema, relation, event (`pg_rewrite.ev_type`: `2` update, `3`
+/// insert, `4` delete), whether a command of the action deletes, whether
+/// one updates).
+const RULE_WRITES: &str = "SELECT r.ev_class::bigint, n.nspname, c.relname, r.ev_type::text, \
+ bool_or(r.ev_action::text ~ ':commandType 4 '), bool_or(r.ev_action::text ~ ':commandType 2 ') \
+ FROM pg_catalog.pg_rewrite r \
+ JOIN pg_catalog.pg_class c ON c.oid = r.ev_class \
+ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+ WHERE r.ev_type <> '1' GROUP BY r.ev_class, n.nspname, c.relname, r.ev_type";
+
 /// The catalogs PostgreSQL created at initdb that the database's own
 /// views, rules and policies read, as (relation OID, schema, relation,
 /// catalog OID, schema, catalog), like the reads from `pg_depend`:
@@ -532,6 +547,9 @@ struct WriteGraph {
     /// Table OID -> every table with a foreign key to it, which `TRUNCATE
     /// ... CASCADE` empties.
     referenced_by: HashMap<u32, Vec<u32>>,
+    /// (relation OID, how a statement writes it) -> how its rules'
+    /// commands then write ([`RULE_WRITES`]), besides.
+    rule_writes: HashMap<(u32, Write), Vec<Write>>,
     /// The relations in `calls` and `referenced_by` by name: `relname ->
     /// [(schema, OID)]`.
     writers: HashMap<String, Vec<(String, u32)>>,
@@ -542,23 +560,33 @@ struct WriteGraph {
 /// How a statement writes a table, for the foreign keys that follow it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Write {
-    /// Adds rows (or writes it in a way no key follows).
     Insert,
     Update,
     Delete,
     Truncate,
+    /// Writes it in a way no foreign key and no rule follows (`COPY
+    /// FROM`, which runs no rules; DDL).
+    Other,
 }
 
 impl Write {
     /// How the statement with `kinds` writes the tables it names.
-    fn of(kinds: &[SqlKind]) -> impl Iterator<Item = Self> + '_ {
-        let named = kinds.iter().filter_map(|kind| match kind {
-            SqlKind::Update => Some(Self::Update),
-            SqlKind::Delete => Some(Self::Delete),
-            SqlKind::Truncate => Some(Self::Truncate),
-            _ => None,
-        });
-        std::iter::once(Self::Insert).chain(named)
+    fn of(kinds: &[SqlKind]) -> Vec<Self> {
+        let writes: Vec<Self> = kinds
+            .iter()
+            .filter_map(|kind| match kind {
+                SqlKind::Insert => Some(Self::Insert),
+                SqlKind::Update => Some(Self::Update),
+                SqlKind::Delete => Some(Self::Delete),
+                SqlKind::Truncate => Some(Self::Truncate),
+                _ => None,
+            })
+            .collect();
+        if writes.is_empty() {
+            vec![Self::Other]
+        } else {
+            writes
+        }
     }
 }
 
@@ -567,9 +595,13 @@ impl WriteGraph {
     fn new(
         calls: HashMap<u32, Vec<String>>,
         keys: &[(u32, u32, String, String)],
+        rule_writes: HashMap<(u32, Write), Vec<Write>>,
         names: &HashMap<u32, (String, String)>,
     ) -> Self {
-        let mut graph = Self::default();
+        let mut graph = Self {
+            rule_writes,
+            ..Self::default()
+        };
         for (referenced, referencing, on_delete, on_update) in keys {
             let (referenced, referencing) = (*referenced, *referencing);
             graph
@@ -601,6 +633,7 @@ impl WriteGraph {
             .keys()
             .chain(graph.referenced_by.keys())
             .copied()
+            .chain(graph.rule_writes.keys().map(|(rel, _)| *rel))
             .collect();
         for rel in writers {
             if let Some((schema, name)) = names.get(&rel) {
@@ -624,7 +657,7 @@ impl WriteGraph {
     }
 
     fn is_empty(&self) -> bool {
-        self.calls.is_empty() && self.referenced_by.is_empty()
+        self.calls.is_empty() && self.referenced_by.is_empty() && self.rule_writes.is_empty()
     }
 
     /// The tables writing `rel` so writes through foreign keys, directly,
@@ -639,7 +672,7 @@ impl WriteGraph {
                 .collect()
         };
         match write {
-            Write::Insert => Vec::new(),
+            Write::Insert | Write::Other => Vec::new(),
             Write::Update => all(&self.on_update, Write::Update),
             Write::Delete => self.on_delete.get(&rel).cloned().unwrap_or_default(),
             Write::Truncate => all(&self.referenced_by, Write::Truncate),
@@ -842,6 +875,7 @@ impl FromCatalog for Routines {
         EXPLICIT_CASTS,
         WRITE_CALLS,
         FOREIGN_KEYS,
+        RULE_WRITES,
     ];
 
     fn from_rows(results: &[Vec<Vec<Option<String>>>]) -> Self {
@@ -1035,7 +1069,28 @@ impl FromCatalog for Routines {
             names.insert(referencing, (cell(row, 4), cell(row, 5)));
             keys.push((referenced, referencing, cell(row, 6), cell(row, 7)));
         }
-        routines.writes = WriteGraph::new(write_calls, &keys, &names);
+        let mut rule_writes: HashMap<(u32, Write), Vec<Write>> = HashMap::new();
+        for row in part(17) {
+            let Some(rel) = oid(row, 0) else {
+                continue;
+            };
+            let event = match cell(row, 3).as_str() {
+                "2" => Write::Update,
+                "3" => Write::Insert,
+                "4" => Write::Delete,
+                _ => continue,
+            };
+            let writes: Vec<Write> = [(4, Write::Delete), (5, Write::Update)]
+                .into_iter()
+                .filter(|(i, _)| cell(row, *i) == "t")
+                .map(|(_, write)| write)
+                .collect();
+            if !writes.is_empty() {
+                rule_writes.entry((rel, event)).or_default().extend(writes);
+                names.insert(rel, (cell(row, 1), cell(row, 2)));
+            }
+        }
+        routines.writes = WriteGraph::new(write_calls, &keys, rule_writes, &names);
         routines.reads = ReadGraph::new(reads_with_children, calls, parents, &names);
         routines
     }
@@ -1172,6 +1227,9 @@ pub struct Reached {
     /// `serial` column calls `nextval`, and allowing the write allows the
     /// table's own logic).
     pub write_calls: Vec<String>,
+    /// Kinds of writes the rules of the relations it writes make besides
+    /// its own (an insert whose rule deletes is a delete too).
+    pub write_kinds: Vec<SqlKind>,
 }
 
 impl Routines {
@@ -1289,7 +1347,7 @@ impl Routines {
         found.retain(|f| !facts.user_functions.contains(f));
         let written: Vec<&String> = facts.tables_written.iter().collect();
         let earlier_written = earlier_names(&written, renames, earlier_relation);
-        let (cascaded, write_calls) =
+        let (cascaded, write_calls, write_kinds) =
             self.written_from(written.into_iter().chain(&earlier_written), &facts.kinds);
         reached.extend(earlier);
         reached.extend(cascaded);
@@ -1302,6 +1360,7 @@ impl Routines {
             tables: reached,
             calls,
             write_calls,
+            write_kinds,
         }
     }
 
@@ -1309,18 +1368,22 @@ impl Routines {
     /// wrote them) writes through foreign keys (`schema.table`) and calls
     /// ([`WRITE_CALLS`], `schema.function`), with what it writes through
     /// those and through the views, rules and partitioned tables it names,
-    /// to any depth. What their row-level-security policies read counts as
-    /// written too, which can only match more; a rule writes as the
-    /// statement does (an insert whose rule deletes follows no key).
+    /// to any depth, and the kinds of writes their rules add. What their
+    /// row-level-security policies read counts as written too, which can
+    /// only match more; so does what their rules read, written as the
+    /// statement writes and as the rules' commands do (an insert whose
+    /// rule deletes deletes, and follows the delete actions of what the
+    /// rule reaches).
     fn written_from<'a>(
         &self,
         named: impl Iterator<Item = &'a String>,
-        kinds: &[SqlKind],
-    ) -> (Vec<String>, Vec<String>) {
+        statement_kinds: &[SqlKind],
+    ) -> (Vec<String>, Vec<String>, Vec<SqlKind>) {
         let writes = &self.writes;
         if writes.is_empty() {
-            return (Vec::new(), Vec::new());
+            return (Vec::new(), Vec::new(), Vec::new());
         }
+        let mut kinds: HashSet<Write> = HashSet::new();
         let mut starts: HashSet<u32> = HashSet::new();
         for name in named {
             starts.extend(oids_named(&self.reads.readers, name));
@@ -1328,12 +1391,26 @@ impl Routines {
         }
         let mut visited: HashSet<(u32, Write)> = starts
             .iter()
-            .flat_map(|rel| Write::of(kinds).map(move |write| (*rel, write)))
+            .flat_map(|rel| {
+                Write::of(statement_kinds)
+                    .into_iter()
+                    .map(move |write| (*rel, write))
+            })
             .collect();
         let mut pending: Vec<(u32, Write)> = visited.iter().copied().collect();
         while let Some((rel, write)) = pending.pop() {
+            // What it reads or writes through its rules, views, policies
+            // and partitions is written as it is, and as its rules write.
+            let ruled = writes
+                .rule_writes
+                .get(&(rel, write))
+                .map_or(&[][..], Vec::as_slice);
+            kinds.extend(ruled);
+            let ways: Vec<Write> = std::iter::once(write)
+                .chain(ruled.iter().copied())
+                .collect();
             let reads = self.reads.edges.get(&rel).into_iter().flatten();
-            let through = reads.map(|next| (*next, write));
+            let through = reads.flat_map(|next| ways.iter().map(move |way| (*next, *way)));
             for next in through.chain(writes.keys_from(rel, write)) {
                 if visited.insert(next) {
                     pending.push(next);
@@ -1355,7 +1432,17 @@ impl Routines {
             .collect();
         calls.sort_unstable();
         calls.dedup();
-        (tables, calls)
+        let mut kinds: Vec<SqlKind> = kinds
+            .into_iter()
+            .filter_map(|write| match write {
+                Write::Update => Some(SqlKind::Update),
+                Write::Delete => Some(SqlKind::Delete),
+                Write::Insert | Write::Truncate | Write::Other => None,
+            })
+            .filter(|kind| !statement_kinds.contains(kind))
+            .collect();
+        kinds.sort_unstable();
+        (tables, calls, kinds)
     }
 
     /// The database's functions that values of the parameter types a
@@ -1543,6 +1630,9 @@ pub(crate) struct TestCatalog<'a> {
     /// (referenced table, referencing table, `confdeltype`,
     /// `confupdtype`)
     pub foreign_keys: &'a [(TestRelation<'a>, TestRelation<'a>, &'a str, &'a str)],
+    /// (relation, rule event `ev_type`, whether its commands delete,
+    /// whether they update)
+    pub rule_writes: &'a [(TestRelation<'a>, &'a str, bool, bool)],
 }
 
 #[cfg(test)]
@@ -1686,6 +1776,20 @@ impl TestCatalog<'_> {
                         ])
                     },
                 )
+                .collect(),
+            self.rule_writes
+                .iter()
+                .map(|((oid, schema, rel), event, deletes, updates)| {
+                    let yes = |b: &bool| if *b { "t" } else { "f" };
+                    row(&[
+                        &oid.to_string(),
+                        schema,
+                        rel,
+                        event,
+                        yes(deletes),
+                        yes(updates),
+                    ])
+                })
                 .collect(),
         ])
     }
@@ -2070,8 +2174,13 @@ mod tests {
                     "a",
                 ),
             ],
+            // `purge_requests`' ON INSERT rule deletes customers.
+            rule_writes: &[((109, "public", "purge_requests"), "3", true, false)],
             // A view over orders, and a partitioned table.
-            reads: &[(102, "public", "open_orders", 100)],
+            reads: &[
+                (102, "public", "open_orders", 100),
+                (109, "public", "purge_requests", 99),
+            ],
             children: &[(104, "public", "ledger", 103, "ledger_1")],
             ..Default::default()
         }
@@ -2117,6 +2226,23 @@ mod tests {
             ),
             ["public.holds"]
         );
+        // An insert whose rule deletes customers deletes, as deleting
+        // them does; updating that table runs no rule.
+        let purged = reached(&routines, "INSERT INTO purge_requests VALUES (1)");
+        assert_eq!(purged.write_kinds, [SqlKind::Delete]);
+        assert_eq!(
+            purged.tables,
+            [
+                "public.accounts",
+                "public.customers",
+                "public.order_lines",
+                "public.orders",
+                "public.statements"
+            ]
+        );
+        let updated = reached(&routines, "UPDATE purge_requests SET id = 2");
+        assert!(updated.write_kinds.is_empty());
+        assert!(!updated.tables.contains(&"public.orders".to_owned()));
         // TRUNCATE ... CASCADE empties every referencing table.
         assert_eq!(
             tables("TRUNCATE customers CASCADE"),
