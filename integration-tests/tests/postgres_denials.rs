@@ -322,7 +322,7 @@ async fn what_writing_a_table_runs_and_writes_is_matched_by_deny_rules() {
     // rule deletes the customer instead. Deny rules naming those functions
     // and tables match the writes.
     let rules = "
-      - deny: { sql: { functions: [\"lo_*\", \"pg_*advisory*\", stamp, \"app_*\"] } }
+      - deny: { sql: { functions: [\"lo_*\", \"pg_*advisory*\", stamp, \"app_*\", nextval] } }
         name: no-side-effects
         reason: large objects, locks and the audit trigger are not for agents
       - deny: { sql: { statements: [update, delete, truncate], tables: [order_lines] } }
@@ -349,6 +349,8 @@ async fn what_writing_a_table_runs_and_writes_is_matched_by_deny_rules() {
          INSERT INTO customers VALUES (1), (2); INSERT INTO orders VALUES (10, 1); \
          INSERT INTO order_lines VALUES (100, 10); \
          CREATE TABLE purge_requests (id int); \
+         CREATE TABLE serials (id serial); \
+         CREATE TABLE idents (id int GENERATED ALWAYS AS IDENTITY, n int); \
          CREATE RULE purge AS ON INSERT TO purge_requests \
            DO INSTEAD DELETE FROM customers WHERE id = NEW.id",
     );
@@ -393,6 +395,17 @@ async fn what_writing_a_table_runs_and_writes_is_matched_by_deny_rules() {
             "/* w7 */",
             "keep-lines",
         ),
+        // A serial column's default, and an identity column.
+        (
+            "INSERT INTO serials DEFAULT VALUES /* w9 */",
+            "/* w9 */",
+            "no-side-effects",
+        ),
+        (
+            "INSERT INTO idents (n) VALUES (1) /* w10 */",
+            "/* w10 */",
+            "no-side-effects",
+        ),
         // A rule that deletes instead: the insert is a delete too.
         (
             "INSERT INTO purge_requests VALUES (1) /* w8 */",
@@ -411,7 +424,8 @@ async fn what_writing_a_table_runs_and_writes_is_matched_by_deny_rules() {
         ("SELECT is_called FROM key_calls", "f"),
         (
             "SELECT (SELECT count(*) FROM tickets) + (SELECT count(*) FROM locked) \
-             + (SELECT count(*) FROM indexed) + (SELECT count(*) FROM stamped)",
+             + (SELECT count(*) FROM indexed) + (SELECT count(*) FROM stamped) \
+             + (SELECT count(*) FROM serials) + (SELECT count(*) FROM idents)",
             "0",
         ),
         ("SELECT count(*) FROM customers", "2"),

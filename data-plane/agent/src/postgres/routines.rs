@@ -368,9 +368,10 @@ const EXPLICIT_CASTS: &str = concat!(
 /// `CHECK` constraints, column defaults and generated columns, index
 /// expressions and predicates, and its triggers' `WHEN` conditions are
 /// searched like [`CALLS`]'s; its triggers' functions (not PostgreSQL's
-/// internal ones for foreign keys), its exclusion constraints' operators
-/// and the functions of operator classes created after initdb that its
-/// indexes use count too. Relations created after initdb only.
+/// internal ones for foreign keys), its exclusion constraints' operators,
+/// the functions of operator classes created after initdb that its
+/// indexes use, and `nextval` for its identity columns (whose sequences
+/// no default names) count too. Relations created after initdb only.
 const WRITE_CALLS: &str = concat!(
     "WITH calls (rel, node, id) AS ( \
    SELECT c.conrelid, m[1], m[2]::oid FROM pg_catalog.pg_constraint c \
@@ -396,6 +397,9 @@ const WRITE_CALLS: &str = concat!(
    JOIN pg_catalog.pg_opclass oc ON oc.oid = k.opc \
    JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily = oc.opcfamily \
    WHERE i.indrelid >= 16384 AND oc.oid >= 16384 \
+   UNION ALL \
+   SELECT a.attrelid, 'funcid', 'pg_catalog.nextval(pg_catalog.regclass)'::pg_catalog.regprocedure::oid \
+   FROM pg_catalog.pg_attribute a WHERE a.attrelid >= 16384 AND a.attidentity <> '' AND NOT a.attisdropped \
    UNION ALL \
    SELECT t.tgrelid, 'funcid', t.tgfoid FROM pg_catalog.pg_trigger t \
    WHERE t.tgrelid >= 16384 AND NOT t.tgisinternal \
