@@ -1224,3 +1224,44 @@ async fn a_statement_denied_since_it_was_prepared_is_not_bound() {
     assert_eq!(errors_of(&mut s, &query("ROLLBACK")).await, "");
     not_run();
 }
+
+#[tokio::test]
+async fn a_parameter_type_denied_since_it_was_declared_is_not_bound() {
+    // A parameter declared of a domain whose CHECK calls `app_note`:
+    // binding a value runs the CHECK. Declared while `app_note` was
+    // allowed, bound after a rule denied it: refused, and it never ran.
+    let allowed = "
+      - allow: { sql: { statements: [read, user_function, transaction] } }
+";
+    let denied = "
+      - deny: { sql: { functions: [app_note] } }
+        name: no-notes
+      - allow: { sql: { statements: [read, user_function, transaction] } }
+";
+    let mut dp = DataPath::start_with(allowed, Vec::new()).await;
+    dp.target(
+        "SET ROLE app; CREATE SEQUENCE notes_seen; \
+         CREATE FUNCTION app_note(v int) RETURNS int LANGUAGE plpgsql AS \
+           $$ BEGIN PERFORM nextval('notes_seen'); RETURN v; END $$; \
+         CREATE DOMAIN noted AS int CHECK (app_note(VALUE) > 0)",
+    );
+    let noted: u32 = dp.target("SELECT 'noted'::regtype::oid").parse().unwrap();
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    let prepared = [parse_typed("n", "SELECT $1", &[noted]), sync()].concat();
+    assert_eq!(errors_of(&mut s, &prepared).await, "");
+    switch_rules(&mut dp, denied).await;
+    let text = errors_of(
+        &mut s,
+        &[bind_text("p", "n", &["5"]), flush(), sync()].concat(),
+    )
+    .await;
+    assert_eq!(
+        dp.target("SELECT is_called FROM notes_seen"),
+        "f",
+        "app_note ran"
+    );
+    assert!(
+        text.contains("42501") && text.contains("no-notes"),
+        "{text}"
+    );
+}

@@ -10,10 +10,11 @@
 //! - Extended protocol: messages are buffered up to `Sync`/`Flush` and the
 //!   batch is judged as a whole at its `Parse` messages; a batch with a
 //!   denied `Parse` is never forwarded, so a denied statement can never be
-//!   bound or executed. Each `Bind` and `Execute` is judged again under the
-//!   current policy (a statement prepared earlier may have been denied
-//!   since; binding plans, and planning runs stable and immutable
-//!   functions). After an error the agent discards messages until
+//!   bound or executed. Each `Bind` (with the parameter types its `Parse`
+//!   declared) and `Execute` is judged again under the current policy (a
+//!   statement prepared earlier may have been denied since; binding plans,
+//!   and planning runs stable and immutable functions; a bound value of a
+//!   domain runs its CHECK). After an error the agent discards messages until
 //!   `Sync`, exactly as PostgreSQL does, so the session stays usable.
 //!   What each Execute runs is tracked by [`super::names`]. A statement
 //!   that needs approval is put to approvers at its Execute, the batch
@@ -1793,6 +1794,16 @@ impl Relay {
                             let verdict = self.judge.sql(snapshot.as_ref(), &prepared.text);
                             if !verdict.allowed && verdict.approval.is_none() {
                                 denial = Some((verdict, prepared.text.clone()));
+                                break;
+                            }
+                            // Binding also makes values of the parameter
+                            // types the Parse declared (a domain's CHECK).
+                            if let Some(refused) = self.judge.parameter_types(
+                                snapshot.as_ref(),
+                                &prepared.param_types,
+                                &verdict,
+                            ) {
+                                denial = Some((Arc::new(refused), prepared.text.clone()));
                                 break;
                             }
                             awaiting_execute.retain(|p| p != b.portal);
