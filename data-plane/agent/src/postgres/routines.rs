@@ -529,16 +529,17 @@ pub struct Routines {
     /// What each view, rule, policy or partitioned table reads and calls,
     /// for the tables and functions a statement reaches through them.
     reads: ReadGraph,
-    /// What writing a relation calls and which tables it writes through
-    /// foreign keys.
+    /// What writing a relation calls, and which tables it writes through
+    /// foreign keys and rules.
     writes: WriteGraph,
 }
 
 /// What writing a relation runs besides its rules and policies
-/// ([`WRITE_CALLS`]) and the tables its foreign keys make a write to it
-/// write ([`FOREIGN_KEYS`]): the table's own logic, which allowing the
-/// write allows, but which deny and approve rules match (`functions:` and
-/// `tables:`).
+/// ([`WRITE_CALLS`]), the tables its foreign keys make a write to it
+/// write ([`FOREIGN_KEYS`]) and how its rules write ([`RULE_WRITES`]):
+/// the table's own logic, which allowing the write allows, but which deny
+/// and approve rules match (`functions:` and `tables:`; a rule's deletes
+/// and updates are the statement's kinds too).
 #[derive(Debug, Default)]
 struct WriteGraph {
     /// Relation OID -> the functions writing it calls, `schema.function`.
@@ -554,14 +555,15 @@ struct WriteGraph {
     /// (relation OID, how a statement writes it) -> how its rules'
     /// commands then write ([`RULE_WRITES`]), besides.
     rule_writes: HashMap<(u32, Write), Vec<Write>>,
-    /// The relations in `calls` and `referenced_by` by name: `relname ->
-    /// [(schema, OID)]`.
+    /// The relations in `calls`, `referenced_by` and `rule_writes` by
+    /// name: `relname -> [(schema, OID)]`.
     writers: HashMap<String, Vec<(String, u32)>>,
     /// `schema.table` of the tables `referenced_by` names.
     names: HashMap<u32, String>,
 }
 
-/// How a statement writes a table, for the foreign keys that follow it.
+/// How a statement writes a table, for the foreign keys and rules that
+/// follow it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Write {
     Insert,
