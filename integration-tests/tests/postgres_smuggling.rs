@@ -1173,26 +1173,46 @@ async fn approval_is_not_asked_for_a_statement_that_also_does_what_no_rule_allow
     assert!(row_exists(&dp, 63));
 }
 
+/// Reads and the database's functions allowed; `NOTES_DENIED` denies
+/// `app_note` besides.
+const NOTES_ALLOWED: &str = "
+      - allow: { sql: { statements: [read, user_function, transaction] } }
+";
+const NOTES_DENIED: &str = "
+      - deny: { sql: { functions: [app_note] } }
+        name: no-notes
+      - allow: { sql: { statements: [read, user_function, transaction] } }
+";
+
+/// A data path under `NOTES_ALLOWED` whose database has `app_note(int)`
+/// (`volatility`), which advances the sequence `notes_seen` when it runs,
+/// and then `more` SQL.
+async fn with_app_note(volatility: &str, more: &str) -> DataPath {
+    let dp = DataPath::start_with(NOTES_ALLOWED, Vec::new()).await;
+    dp.target(&format!(
+        "SET ROLE app; CREATE SEQUENCE notes_seen; \
+         CREATE FUNCTION app_note(v int) RETURNS int LANGUAGE plpgsql {volatility} AS \
+           $$ BEGIN PERFORM nextval('notes_seen'); RETURN v; END $$; {more}"
+    ));
+    dp
+}
+
+/// Panics if `app_note` ever ran.
+fn app_note_never_ran(dp: &DataPath) {
+    assert_eq!(
+        dp.target("SELECT is_called FROM notes_seen"),
+        "f",
+        "app_note ran"
+    );
+}
+
 #[tokio::test]
 async fn a_statement_denied_since_it_was_prepared_is_not_bound() {
     // Binding plans, and planning runs the STABLE `app_note` (which
     // advances a sequence) on its constant argument: a statement prepared
     // while `app_note` was allowed, bound after a rule denied it, must not
     // reach the target, even without an Execute.
-    let allowed = "
-      - allow: { sql: { statements: [read, user_function, transaction] } }
-";
-    let denied = "
-      - deny: { sql: { functions: [app_note] } }
-        name: no-notes
-      - allow: { sql: { statements: [read, user_function, transaction] } }
-";
-    let mut dp = DataPath::start_with(allowed, Vec::new()).await;
-    dp.target(
-        "SET ROLE app; CREATE SEQUENCE notes_seen; \
-         CREATE FUNCTION app_note(v int) RETURNS int LANGUAGE plpgsql STABLE AS \
-           $$ BEGIN PERFORM nextval('notes_seen'); RETURN v; END $$",
-    );
+    let mut dp = with_app_note("STABLE", "").await;
     let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
     let prepared = [
         parse("n", "SELECT id FROM items WHERE id = app_note(1)"),
@@ -1200,17 +1220,10 @@ async fn a_statement_denied_since_it_was_prepared_is_not_bound() {
     ]
     .concat();
     assert_eq!(errors_of(&mut s, &prepared).await, "");
-    switch_rules(&mut dp, denied).await;
+    switch_rules(&mut dp, NOTES_DENIED).await;
     // With Flush, and inside a transaction block with Sync.
-    let not_run = || {
-        assert_eq!(
-            dp.target("SELECT is_called FROM notes_seen"),
-            "f",
-            "app_note ran"
-        );
-    };
     let text = errors_of(&mut s, &[bind("p", "n"), flush(), sync()].concat()).await;
-    not_run();
+    app_note_never_ran(&dp);
     assert!(
         text.contains("42501") && text.contains("no-notes"),
         "{text}"
@@ -1222,7 +1235,7 @@ async fn a_statement_denied_since_it_was_prepared_is_not_bound() {
         "{text}"
     );
     assert_eq!(errors_of(&mut s, &query("ROLLBACK")).await, "");
-    not_run();
+    app_note_never_ran(&dp);
 }
 
 #[tokio::test]
@@ -1230,36 +1243,22 @@ async fn a_parameter_type_denied_since_it_was_declared_is_not_bound() {
     // A parameter declared of a domain whose CHECK calls `app_note`:
     // binding a value runs the CHECK. Declared while `app_note` was
     // allowed, bound after a rule denied it: refused, and it never ran.
-    let allowed = "
-      - allow: { sql: { statements: [read, user_function, transaction] } }
-";
-    let denied = "
-      - deny: { sql: { functions: [app_note] } }
-        name: no-notes
-      - allow: { sql: { statements: [read, user_function, transaction] } }
-";
-    let mut dp = DataPath::start_with(allowed, Vec::new()).await;
-    dp.target(
-        "SET ROLE app; CREATE SEQUENCE notes_seen; \
-         CREATE FUNCTION app_note(v int) RETURNS int LANGUAGE plpgsql AS \
-           $$ BEGIN PERFORM nextval('notes_seen'); RETURN v; END $$; \
-         CREATE DOMAIN noted AS int CHECK (app_note(VALUE) > 0)",
-    );
+    let mut dp = with_app_note(
+        "VOLATILE",
+        "CREATE DOMAIN noted AS int CHECK (app_note(VALUE) > 0)",
+    )
+    .await;
     let noted: u32 = dp.target("SELECT 'noted'::regtype::oid").parse().unwrap();
     let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
     let prepared = [parse_typed("n", "SELECT $1", &[noted]), sync()].concat();
     assert_eq!(errors_of(&mut s, &prepared).await, "");
-    switch_rules(&mut dp, denied).await;
+    switch_rules(&mut dp, NOTES_DENIED).await;
     let text = errors_of(
         &mut s,
         &[bind_text("p", "n", &["5"]), flush(), sync()].concat(),
     )
     .await;
-    assert_eq!(
-        dp.target("SELECT is_called FROM notes_seen"),
-        "f",
-        "app_note ran"
-    );
+    app_note_never_ran(&dp);
     assert!(
         text.contains("42501") && text.contains("no-notes"),
         "{text}"
