@@ -5,7 +5,10 @@
 # number. Tunables: BENCH_SECONDS (per run, default 10), BENCH_SCALE (10),
 # BENCH_IDLE (idle connections for the memory figure, 1000), BENCH_QUICK
 # (e.g. "prepared:1 prepared:8": only those pgbench cells, printed, no
-# memory/masking runs and no report written: for tuning).
+# memory/masking runs and no report written: for tuning). BENCH_CP_CORE=1
+# (with BENCH_QUICK): the control plane on core 1 and everything else
+# (PostgreSQL, the agent, PgBouncer, pgbench) on core 0, as if the control
+# plane ran on a host of its own; direct and PgBouncer get one core too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +16,14 @@ SECS=${BENCH_SECONDS:-10}
 SCALE=${BENCH_SCALE:-10}
 IDLE=${BENCH_IDLE:-1000}
 [ -n "${BENCH_QUICK:-}" ] && IDLE=${BENCH_IDLE:-10}
+if [ -n "${BENCH_CP_CORE:-}" ]; then
+    [ -n "${BENCH_QUICK:-}" ] || { echo "error: BENCH_CP_CORE needs BENCH_QUICK (its numbers are not the report's)" >&2; exit 1; }
+    command -v taskset >/dev/null || { echo "error: BENCH_CP_CORE needs taskset (apt-get install util-linux)" >&2; exit 1; }
+    [ "$(nproc)" -ge 2 ] || { echo "error: BENCH_CP_CORE needs two cores" >&2; exit 1; }
+    # Everything this script starts inherits core 0; the control plane is
+    # moved to core 1 once started.
+    taskset -pc 0 $$ >/dev/null
+fi
 OUT=docs/benchmarks.md
 BIN=${BENCH_BIN:-target/release}
 
@@ -67,6 +78,7 @@ export SLUICE_DATA_DIR="$work/cp" SLUICE_HTTP_ADDR="127.0.0.1:$HTTP_PORT" SLUICE
 "$BIN/sluice-control-plane" serve > "$work/cp.log" 2>&1 &
 CP_PID=$!
 pids+=($CP_PID)
+[ -n "${BENCH_CP_CORE:-}" ] && taskset -a -pc 1 "$CP_PID" >/dev/null
 wait_http "http://127.0.0.1:$HTTP_PORT/readyz"
 export SLUICE_URL="http://127.0.0.1:$HTTP_PORT"
 export SLUICE_TOKEN=$("$BIN/sluice-control-plane" token issue --subject bench-admin --role admin --ttl 2h)
