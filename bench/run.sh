@@ -6,7 +6,7 @@
 # BENCH_IDLE (idle connections for the memory figure, 1000), BENCH_QUICK
 # (e.g. "prepared:1 prepared:8": only those pgbench cells, printed, no
 # memory/masking runs and no report written: for tuning). BENCH_CP_CORE=1
-# (with BENCH_QUICK): the control plane on core 1 and everything else
+# (with BENCH_QUICK or BENCH_PROFILE): the control plane on core 1 and everything else
 # (PostgreSQL, the agent, PgBouncer, pgbench) on core 0, as if the control
 # plane ran on a host of its own; direct and PgBouncer get one core too.
 set -euo pipefail
@@ -17,7 +17,7 @@ SCALE=${BENCH_SCALE:-10}
 IDLE=${BENCH_IDLE:-1000}
 [ -n "${BENCH_QUICK:-}" ] && IDLE=${BENCH_IDLE:-10}
 if [ -n "${BENCH_CP_CORE:-}" ]; then
-    [ -n "${BENCH_QUICK:-}" ] || { echo "error: BENCH_CP_CORE needs BENCH_QUICK (its numbers are not the report's)" >&2; exit 1; }
+    [ -n "${BENCH_QUICK:-}${BENCH_PROFILE:-}" ] || { echo "error: BENCH_CP_CORE needs BENCH_QUICK or BENCH_PROFILE (its numbers are not the report's)" >&2; exit 1; }
     command -v taskset >/dev/null || { echo "error: BENCH_CP_CORE needs taskset (apt-get install util-linux)" >&2; exit 1; }
     [ "$(nproc)" -ge 2 ] || { echo "error: BENCH_CP_CORE needs two cores" >&2; exit 1; }
     # Everything this script starts inherits core 0; the control plane is
