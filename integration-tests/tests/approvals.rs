@@ -874,7 +874,9 @@ async fn a_statement_that_needs_approval_is_bound_only_with_its_execute() {
     let text = errors(&s.until(b'Z').await);
     not_run();
     assert!(
-        text.contains("0A000") && text.contains("send its Bind and Execute together"),
+        text.contains("0A000")
+            && text.contains("the unnamed portal binds")
+            && text.contains("send its Bind and Execute together"),
         "{text}"
     );
     // Inside a transaction block, to a named portal, with Sync.
@@ -891,7 +893,12 @@ async fn a_statement_that_needs_approval_is_bound_only_with_its_execute() {
     )
     .await;
     let frames = s.until(b'Z').await;
-    assert!(errors(&frames).contains("0A000"), "{}", tags(&frames));
+    let text = errors(&frames);
+    assert!(
+        text.contains("0A000") && text.contains("portal \"p1\" binds"),
+        "{}: {text}",
+        tags(&frames)
+    );
     s.send(&sluice_integration_tests::rawpg::query("ROLLBACK"))
         .await;
     s.until(b'Z').await;

@@ -641,23 +641,9 @@ impl WriteGraph {
             .copied()
             .chain(graph.rule_writes.keys().map(|(rel, _)| *rel))
             .collect();
-        for rel in writers {
-            if let Some((schema, name)) = names.get(&rel) {
-                graph
-                    .writers
-                    .entry(name.to_lowercase())
-                    .or_default()
-                    .push((schema.clone(), rel));
-            }
-        }
-        for oid in graph.referenced_by.values().flatten() {
-            if let Some((schema, name)) = names.get(oid) {
-                graph
-                    .names
-                    .entry(*oid)
-                    .or_insert_with(|| format!("{schema}.{name}"));
-            }
-        }
+        graph.writers = by_relname(writers, names);
+        let referencing: Vec<u32> = graph.referenced_by.values().flatten().copied().collect();
+        qualify(referencing, names, &mut graph.names);
         graph.calls = calls;
         graph
     }
@@ -722,35 +708,11 @@ impl ReadGraph {
             .chain(parents.keys())
             .copied()
             .collect();
-        for (rel, reads) in &edges {
-            for oid in std::iter::once(rel).chain(reads) {
-                if let Some((schema, name)) = names.get(oid) {
-                    graph
-                        .names
-                        .entry(*oid)
-                        .or_insert_with(|| format!("{schema}.{name}"));
-                }
-            }
+        for (rel, others) in edges.iter().chain(&parents) {
+            let oids = std::iter::once(rel).chain(others).copied();
+            qualify(oids, names, &mut graph.names);
         }
-        for rel in readers {
-            if let Some((schema, name)) = names.get(&rel) {
-                graph
-                    .readers
-                    .entry(name.to_lowercase())
-                    .or_default()
-                    .push((schema.clone(), rel));
-            }
-        }
-        for (child, parents) in &parents {
-            for oid in std::iter::once(child).chain(parents) {
-                if let Some((schema, name)) = names.get(oid) {
-                    graph
-                        .names
-                        .entry(*oid)
-                        .or_insert_with(|| format!("{schema}.{name}"));
-                }
-            }
-        }
+        graph.readers = by_relname(readers, names);
         graph.edges = edges;
         graph.calls = calls;
         graph.parents = parents;
@@ -1482,6 +1444,38 @@ impl Routines {
 /// (`FirstNormalObjectId`).
 const FIRST_NORMAL_OID: u32 = 16384;
 
+/// The relations `rels` that `names` names, by name: `relname ->
+/// [(schema, OID)]` (read with [`oids_named`]).
+fn by_relname(
+    rels: impl IntoIterator<Item = u32>,
+    names: &HashMap<u32, (String, String)>,
+) -> HashMap<String, Vec<(String, u32)>> {
+    let mut by_name: HashMap<String, Vec<(String, u32)>> = HashMap::new();
+    for rel in rels {
+        if let Some((schema, name)) = names.get(&rel) {
+            by_name
+                .entry(name.to_lowercase())
+                .or_default()
+                .push((schema.clone(), rel));
+        }
+    }
+    by_name
+}
+
+/// Adds `schema.relation` of each of `oids` that `names` names to `into`.
+fn qualify(
+    oids: impl IntoIterator<Item = u32>,
+    names: &HashMap<u32, (String, String)>,
+    into: &mut HashMap<u32, String>,
+) {
+    for oid in oids {
+        if let Some((schema, name)) = names.get(&oid) {
+            into.entry(oid)
+                .or_insert_with(|| format!("{schema}.{name}"));
+        }
+    }
+}
+
 /// The OIDs of the relations `by_name` holds that `name` (`table` or
 /// `schema.table`, as a statement wrote it; any schema's when
 /// unqualified) may be, every reading of it as in [`readings`].
@@ -2124,6 +2118,11 @@ mod tests {
 
     #[test]
     fn what_writing_a_table_calls_counts_for_writes_only_and_through_foreign_keys() {
+        let customers = (99, "public", "customers");
+        let orders = (100, "public", "orders");
+        let order_lines = (101, "public", "order_lines");
+        let accounts = (106, "public", "accounts");
+        let key = |from, to, on_delete, on_update| (from, to, on_delete, on_update);
         let routines = TestCatalog {
             write_calls: &[
                 (100, "public", "orders", "pg_catalog.nextval"),
@@ -2133,52 +2132,17 @@ mod tests {
             ],
             // (`c` cascade, `n` set null, `a` no action)
             foreign_keys: &[
-                (
-                    (99, "public", "customers"),
-                    (100, "public", "orders"),
-                    "c",
-                    "a",
-                ),
-                (
-                    (100, "public", "orders"),
-                    (101, "public", "order_lines"),
-                    "c",
-                    "a",
-                ),
+                key(customers, orders, "c", "a"),
+                key(orders, order_lines, "c", "a"),
                 // A cycle of foreign keys.
-                (
-                    (101, "public", "order_lines"),
-                    (100, "public", "orders"),
-                    "c",
-                    "a",
-                ),
+                key(order_lines, orders, "c", "a"),
                 // Deleting a customer fails while a note references it.
-                (
-                    (99, "public", "customers"),
-                    (105, "public", "notes"),
-                    "a",
-                    "a",
-                ),
+                key(customers, (105, "public", "notes"), "a", "a"),
                 // Deleting a customer updates its accounts, which updates
                 // their statements and deletes no holds.
-                (
-                    (99, "public", "customers"),
-                    (106, "public", "accounts"),
-                    "n",
-                    "a",
-                ),
-                (
-                    (106, "public", "accounts"),
-                    (107, "public", "statements"),
-                    "a",
-                    "c",
-                ),
-                (
-                    (106, "public", "accounts"),
-                    (108, "public", "holds"),
-                    "c",
-                    "a",
-                ),
+                key(customers, accounts, "n", "a"),
+                key(accounts, (107, "public", "statements"), "a", "c"),
+                key(accounts, (108, "public", "holds"), "c", "a"),
             ],
             // `purge_requests`' ON INSERT rule deletes customers.
             rule_writes: &[((109, "public", "purge_requests"), "3", true, false)],

@@ -1882,9 +1882,14 @@ impl Relay {
             && let Some(portal) = awaiting_execute.first()
         {
             refused_as = Some("0A000");
+            let which = if portal.is_empty() {
+                "the unnamed portal".to_owned()
+            } else {
+                format!("portal \"{portal}\"")
+            };
             denial = Some((
                 refused(format!(
-                    "portal \"{portal}\" binds a statement that needs approval without executing it before Sync or Flush, and binding runs functions the statement calls; send its Bind and Execute together"
+                    "{which} binds a statement that needs approval without executing it before Sync or Flush, and binding runs functions the statement calls; send its Bind and Execute together"
                 )),
                 format!("<bind portal {portal}>"),
             ));
