@@ -18,6 +18,7 @@ run: build
 ## Every test: unit tests and the end-to-end tests (real processes,
 ## real PostgreSQL, real clients).
 test: build
+	@scripts/ensure-drivers.sh
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \

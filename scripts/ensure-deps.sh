@@ -22,6 +22,13 @@ have_fdw() {
 }
 have_fdw || need+=(postgresql-contrib)
 have_cmd curl || need+=(curl)
+# The driver tests run psycopg and asyncpg (in a virtual environment) and
+# node-postgres (scripts/ensure-drivers.sh installs them).
+have_cmd python3 || need+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+have_cmd node || need+=(nodejs)
+have_cmd npm || need+=(npm)
+have_cmd flock || need+=(util-linux)
 # pg_query builds libpg_query through bindgen, which loads libclang.
 have_libclang() {
     [ -n "${LIBCLANG_PATH:-}" ] && return 0

@@ -157,10 +157,13 @@ pub fn pg_backend(data: &[u8]) {
                 // Every type the agent renders, and whatever else follows.
                 for (i, v) in values.iter().enumerate() {
                     if let Some(v) = v {
-                        let oid = [16, 17, 20, 21, 23, 25, 700, 701, 1082, 1114, 1700, 2950]
-                            .get(i)
-                            .copied()
-                            .unwrap_or(i as i32);
+                        let oid = [
+                            16, 17, 20, 21, 23, 25, 700, 701, 1082, 1114, 1700, 2950, 1007, 1009,
+                            1231, 2249, 2287,
+                        ]
+                        .get(i)
+                        .copied()
+                        .unwrap_or(i as i32);
                         let _ = messages::binary_as_text(oid, v);
                     }
                 }

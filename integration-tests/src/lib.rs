@@ -10,6 +10,7 @@
 pub mod api;
 pub mod cli;
 pub mod datapath;
+pub mod drivers;
 pub mod pg;
 pub mod process;
 pub mod rawpg;

@@ -228,8 +228,12 @@ pub enum SqlGroup {
     Dcl,
     /// begin, commit, rollback, savepoint.
     Transaction,
-    /// set, reset, show, discard. Deliberately not `set_role`,
-    /// `set_session_authorization` or `reset_all`, which change privileges.
+    /// set, reset, reset_all, show, discard, deallocate, unlisten: what
+    /// drivers and their pools send to tidy a session (psycopg deallocates
+    /// its prepared statements after a failed transaction; asyncpg's pool
+    /// sends `CLOSE ALL; UNLISTEN *; RESET ALL` on release). `RESET ALL`
+    /// resets neither `role` nor `session_authorization`. Deliberately not
+    /// `set_role` or `set_session_authorization`, which change privileges.
     Session,
     /// do_block, execute, call, copy_program, copy_file, dynamic_sql,
     /// server_function, user_function, foreign_data: carriers of arbitrary
@@ -290,7 +294,15 @@ impl SqlGroup {
             SqlGroup::Ddl => &[K::Create, K::Alter, K::Drop, K::Truncate, K::Comment],
             SqlGroup::Dcl => &[K::Grant, K::Revoke],
             SqlGroup::Transaction => &[K::Begin, K::Commit, K::Rollback, K::Savepoint],
-            SqlGroup::Session => &[K::Set, K::Reset, K::Show, K::Discard],
+            SqlGroup::Session => &[
+                K::Set,
+                K::Reset,
+                K::ResetAll,
+                K::Show,
+                K::Discard,
+                K::Deallocate,
+                K::Unlisten,
+            ],
             SqlGroup::Dynamic => &[
                 K::DoBlock,
                 K::Execute,
@@ -578,6 +590,14 @@ mod tests {
         assert!(SqlGroup::Write.kinds().contains(SqlKind::Truncate));
         assert!(SqlGroup::Ddl.kinds().contains(SqlKind::Truncate));
         assert!(!SqlGroup::Session.kinds().contains(SqlKind::SetRole));
+        assert!(
+            !SqlGroup::Session
+                .kinds()
+                .contains(SqlKind::SetSessionAuthorization)
+        );
+        for tidy in [SqlKind::Deallocate, SqlKind::ResetAll, SqlKind::Unlisten] {
+            assert!(SqlGroup::Session.kinds().contains(tidy), "{tidy}");
+        }
         assert!(SqlGroup::Any.kinds().contains(SqlKind::Other));
         assert!(!KindSet::classified().contains(SqlKind::Other));
         assert!(KindSet::classified().contains(SqlKind::Checkpoint));

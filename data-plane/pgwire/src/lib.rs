@@ -2,14 +2,16 @@
 //!
 //! Works on bytes and owns no sockets: framing with length limits
 //! ([`frame`]), the start-up packet ([`startup`]), builders and parsers for
-//! the messages the agent generates or inspects ([`messages`]), and the
-//! client side of upstream authentication ([`auth`]). Messages the agent
+//! the messages the agent generates or inspects ([`messages`]), the text
+//! form of binary values ([`binary`]), and the client side of upstream
+//! authentication ([`auth`]). Messages the agent
 //! does not need to understand are forwarded as the bytes they arrived in.
 //!
 //! Nothing here may panic on input: every length is checked before it is
 //! used, and malformed input is an error value.
 
 pub mod auth;
+pub mod binary;
 pub mod frame;
 pub mod messages;
 pub mod startup;

@@ -592,39 +592,10 @@ pub fn parse_data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> 
     Ok(values)
 }
 
-/// The text form of a binary-format value of type `oid`, for the common
-/// types; `\x` hex for the rest (and for values of the wrong length).
+/// PostgreSQL's text form of a binary-format value ([`crate::binary`]),
+/// or `\x` and its hex when the type is not one read there.
 pub fn binary_as_text(oid: i32, v: &[u8]) -> String {
-    let hex = || format!("\\x{}", hex::encode(v));
-    match (oid, v.len()) {
-        (16, 1) => if v[0] == 0 { "false" } else { "true" }.to_owned(),
-        (21, 2) => i16::from_be_bytes([v[0], v[1]]).to_string(),
-        (23, 4) => i32::from_be_bytes([v[0], v[1], v[2], v[3]]).to_string(),
-        (26, 4) => u32::from_be_bytes([v[0], v[1], v[2], v[3]]).to_string(),
-        (20, 8) => i64::from_be_bytes(v.try_into().unwrap_or([0; 8])).to_string(),
-        (700, 4) => f32::from_be_bytes([v[0], v[1], v[2], v[3]]).to_string(),
-        (701, 8) => f64::from_be_bytes(v.try_into().unwrap_or([0; 8])).to_string(),
-        (25 | 1043 | 1042 | 19 | 705 | 114, _) => match std::str::from_utf8(v) {
-            Ok(s) => s.to_owned(),
-            Err(_) => hex(),
-        },
-        (3802, n) if n >= 1 && v[0] == 1 => match std::str::from_utf8(&v[1..]) {
-            Ok(s) => s.to_owned(),
-            Err(_) => hex(),
-        },
-        (2950, 16) => {
-            let h = hex::encode(v);
-            format!(
-                "{}-{}-{}-{}-{}",
-                &h[0..8],
-                &h[8..12],
-                &h[12..16],
-                &h[16..20],
-                &h[20..32]
-            )
-        }
-        _ => hex(),
-    }
+    crate::binary::text_of(oid, v).unwrap_or_else(|| format!("\\x{}", hex::encode(v)))
 }
 
 #[cfg(test)]
@@ -635,7 +606,7 @@ mod binary_tests {
     fn common_binary_types_read_as_their_text_form() {
         assert_eq!(binary_as_text(23, &12i32.to_be_bytes()), "12");
         assert_eq!(binary_as_text(20, &(-5i64).to_be_bytes()), "-5");
-        assert_eq!(binary_as_text(16, &[1]), "true");
+        assert_eq!(binary_as_text(16, &[1]), "t");
         assert_eq!(binary_as_text(25, b"hi"), "hi");
         assert_eq!(binary_as_text(3802, b"\x01{}"), "{}");
         assert_eq!(

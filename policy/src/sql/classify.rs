@@ -1454,6 +1454,10 @@ fn function_kind(bare: &str) -> Option<SqlKind> {
         Some(SqlKind::FunctionWrite)
     } else if name == "pg_notify" {
         Some(SqlKind::Notify)
+    } else if name.starts_with("pg_advisory_unlock") {
+        // Releases only the session's own locks (asyncpg's pool calls
+        // pg_advisory_unlock_all() on every release): no kind of its own.
+        None
     } else if name.starts_with("pg_advisory_") || name.starts_with("pg_try_advisory_") {
         Some(SqlKind::Lock)
     } else {

@@ -174,6 +174,9 @@ const KINDS: &[(&str, &[&str])] = &[
         &["select"],
     ),
     ("SELECT pg_advisory_lock(42)", &["select", "lock"]),
+    ("SELECT pg_try_advisory_xact_lock(42)", &["select", "lock"]),
+    ("SELECT pg_advisory_unlock(42)", &["select"]),
+    ("SELECT pg_advisory_unlock_all()", &["select"]),
     ("SELECT lower(name), now() FROM t", &["select"]),
     // Writing pg_settings sets parameters, which ones is data.
     (

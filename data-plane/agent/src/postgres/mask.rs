@@ -19,8 +19,8 @@
 //!
 //! Binary-format values of a masked column become NULL (a client cannot
 //! decode masked text as an integer); binary values of text types are
-//! masked as text; binary numbers are decoded and become NULL when a
-//! detector matches. Uncertainty masks: a column of a table the catalog
+//! masked as text; binary numbers, arrays and records are read as their
+//! text form and become NULL when a detector matches. Uncertainty masks: a column of a table the catalog
 //! does not know (created after it was read) is masked whole, and rows
 //! that arrive without a description are masked column by column.
 
@@ -54,11 +54,24 @@ pub struct Masker {
 }
 
 /// Binary types that cannot hold a detectable value (dates, times,
-/// intervals, money, network addresses, geometry, uuid).
+/// intervals, money, network addresses, geometry, uuid, and arrays of
+/// them).
 fn is_textless(oid: u32) -> bool {
     matches!(
         oid,
-        18 | 600
+        18 | 1002
+            | 1182
+            | 1183
+            | 1115
+            | 1185
+            | 1187
+            | 1270
+            | 791
+            | 1041
+            | 651
+            | 1040
+            | 1017
+            | 600
             | 603
             | 650
             | 718
@@ -438,15 +451,16 @@ impl Masker {
                     if !self.specs.iter().any(|s| !s.detectors.is_empty()) {
                         return None;
                     }
-                    // Numbers in binary: decode to run the detectors; a hit
-                    // cannot be re-encoded, so it becomes NULL.
-                    let text = messages::binary_as_text(i32::try_from(type_oid).unwrap_or(0), v);
-                    if text.starts_with("\\x") {
-                        // A type the agent cannot read (numeric, arrays,
-                        // records, xml, ...) may hold text: NULL, unless it
-                        // is a fixed-width type that cannot.
+                    // Numbers, arrays and records in binary: read as their
+                    // text form to run the detectors; a hit cannot be
+                    // re-encoded, so it becomes NULL.
+                    let oid = i32::try_from(type_oid).unwrap_or(0);
+                    let Some(text) = sluice_pgwire::binary::text_of(oid, v) else {
+                        // A type the agent cannot read (a database's own
+                        // types, ranges, geometry, ...) may hold text: NULL,
+                        // unless it is a fixed-width type that cannot.
                         return (!is_textless(type_oid)).then_some(None);
-                    }
+                    };
                     return match self.mask_str(&text) {
                         Cow::Borrowed(_) => None,
                         Cow::Owned(_) => Some(None),
@@ -1019,28 +1033,73 @@ mod tests {
     }
 
     #[test]
-    fn binary_values_the_agent_cannot_read_are_null_under_detectors() {
+    fn binary_values_are_read_for_detectors_and_null_when_unreadable_or_hit() {
         let m = Masker::new(
-            vec![spec(&[], &[Detector::Email], &[], MaskStrategy::Redact)],
+            vec![spec(
+                &[],
+                &[Detector::Email, Detector::CreditCard],
+                &[],
+                MaskStrategy::Redact,
+            )],
             b"k".to_vec(),
             None,
         );
-        // numeric (1700) and a text array (1009) in binary; a timestamp (1114) is kept.
+        // numeric 1.5 and 4111111111111111, int4[] {1,2}, text[] {a@b.example},
+        // then an unreadable numeric, a type the agent does not read
+        // (a database's own, OID 16500) and a timestamp (kept: no text in it).
         let plan = m.plan(
-            &row_description(&[("n", 0, 0, 1700), ("a", 0, 0, 1009), ("t", 0, 0, 1114)]),
+            &row_description(&[
+                ("n", 0, 0, 1700),
+                ("card", 0, 0, 1700),
+                ("ints", 0, 0, 1007),
+                ("emails", 0, 0, 1009),
+                ("bad", 0, 0, 1700),
+                ("own", 0, 0, 16500),
+                ("t", 0, 0, 1114),
+            ]),
             None,
         );
+        let numeric = |weight: i16, dscale: u16, digits: &[u16]| {
+            let mut v = u16::try_from(digits.len()).unwrap().to_be_bytes().to_vec();
+            v.extend_from_slice(&weight.to_be_bytes());
+            v.extend_from_slice(&[0, 0]);
+            v.extend_from_slice(&dscale.to_be_bytes());
+            digits
+                .iter()
+                .for_each(|d| v.extend_from_slice(&d.to_be_bytes()));
+            v
+        };
+        let array = |element: i32, items: &[&[u8]]| {
+            let mut v = [1i32, 0, element, i32::try_from(items.len()).unwrap(), 1]
+                .iter()
+                .flat_map(|n| n.to_be_bytes())
+                .collect::<Vec<u8>>();
+            for item in items {
+                v.extend_from_slice(&i32::try_from(item.len()).unwrap().to_be_bytes());
+                v.extend_from_slice(item);
+            }
+            v
+        };
+        let (one, two) = (1i32.to_be_bytes(), 2i32.to_be_bytes());
         let row = m
             .rewrite_row(
                 Some(&plan),
                 &[1],
-                &data_row(&[Some(&[0, 1]), Some(b"a@b.example"), Some(&[0; 8])]),
+                &data_row(&[
+                    Some(&numeric(0, 1, &[1, 5000])),
+                    Some(&numeric(3, 0, &[4111, 1111, 1111, 1111])),
+                    Some(&array(23, &[&one, &two])),
+                    Some(&array(25, &[b"a@b.example"])),
+                    Some(&[0, 1]),
+                    Some(b"a@b.example"),
+                    Some(&[0; 8]),
+                ]),
             )
             .unwrap()
             .unwrap();
         let v = messages::parse_data_row(&row).unwrap();
-        assert_eq!((v[0], v[1]), (None, None));
-        assert!(v[2].is_some());
+        assert!(v[0].is_some() && v[2].is_some() && v[6].is_some(), "{v:?}");
+        assert_eq!((v[1], v[3], v[4], v[5]), (None, None, None, None));
     }
 
     #[test]

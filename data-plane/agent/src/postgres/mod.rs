@@ -597,6 +597,18 @@ async fn negotiate_then_front_door(
     front_door(agent, stream, startup, event).await
 }
 
+/// Whether an encoding name is UTF8 as PostgreSQL reads one: letters and
+/// digits only, case-insensitive (`clean_encoding_name` in encnames.c), so
+/// `utf-8`, `UTF_8` and asyncpg's quoted `'utf-8'` all are.
+fn names_utf8(name: &str) -> bool {
+    let cleaned: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    matches!(cleaned.as_str(), "utf8" | "unicode")
+}
+
 /// Runs the start-up handshake up to the policy decision.
 async fn front_door(
     agent: &Agent,
@@ -654,12 +666,7 @@ async fn front_door(
         match key.as_str() {
             "database" => database = Some(value.clone()),
             "user" => user = Some(value.clone()),
-            "client_encoding"
-                if !matches!(
-                    value.to_ascii_lowercase().replace(['-', '_'], "").as_str(),
-                    "utf8" | "unicode"
-                ) =>
-            {
+            "client_encoding" if !names_utf8(value) => {
                 return Ok(FrontDoor::Refused(Refusal::new(
                     "22023",
                     "bad_encoding",

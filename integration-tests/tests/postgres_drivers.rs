@@ -1,0 +1,190 @@
+//! The drivers AI workloads use, as real programs through the agent:
+//! psycopg 3 (text and binary results, server-side prepared statements,
+//! pipeline mode), asyncpg (binary everything, its quoted `'utf-8'`
+//! client_encoding, a pool) and node-postgres (named statements,
+//! multi-statement queries, a pool). Each reads a table of numbers, arrays
+//! and a detector-masked value, commits a write, and meets a denied
+//! statement it recovers from; the target confirms what ran.
+//!
+//! And the reading those rely on: the agent's text form of binary values
+//! (`sluice_pgwire::binary`) checked against PostgreSQL's own.
+
+use serde_json::{Value, json};
+use sluice_integration_tests::{Postgres, datapath::DataPath, drivers};
+use sqlx::{Connection as _, Row as _, ValueRef as _};
+
+/// A workload's policy: reads, inserts, transactions and session tidying
+/// (what drivers and pools send) allowed; deletes and DDL denied; email
+/// and card-number detectors.
+const RULES: &str = r#"
+      - deny: { sql: { statements: [ddl, dcl, dynamic, delete, truncate] } }
+        name: no-changes
+        reason: deletes are not allowed here
+      - mask: { detectors: [email, credit_card], as: redact }
+      - allow: { sql: { statements: [read, insert, transaction, session] } }
+        name: work
+"#;
+
+/// A data path whose target also has `ledger`: numbers, arrays, an email
+/// (row 1) and a card number stored as `numeric` (row 1).
+async fn ledger() -> DataPath {
+    let dp = DataPath::start_with(RULES, Vec::new()).await;
+    dp.target(
+        "SET ROLE app; CREATE TABLE ledger (id int PRIMARY KEY, owner text, amount numeric(12,2), card numeric, tags text[]); \
+         INSERT INTO ledger VALUES (1, 'ada@example.com', 1234.50, 4111111111111111, ARRAY['vip', 'new']), \
+                                   (2, 'no email here', -0.25, 42, ARRAY[]::text[])",
+    );
+    dp
+}
+
+/// Row 1 and row 2 of `ledger` as every driver must see them: the email
+/// redacted by its detector, the card number (not text, so not
+/// redactable) NULL, numbers and arrays intact.
+fn ledger_rows() -> Value {
+    json!([
+        [1, "[REDACTED]", "1234.50", null, ["vip", "new"]],
+        [2, "no email here", "-0.25", "42", []]
+    ])
+}
+
+/// What every driver must have seen of the denied DELETE, and that it
+/// never reached the target.
+fn assert_denied_and_recovered(dp: &DataPath, seen: &Value, driver: &str) {
+    assert_eq!(seen["denied"]["sqlstate"], "42501", "{driver}: {seen}");
+    let message = seen["denied"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("no-changes"), "{driver}: {message}");
+    assert_eq!(seen["after_denied"], "item 1", "{driver}: {seen}");
+    assert_eq!(dp.target("SELECT count(*) FROM items WHERE id = 1"), "1");
+    assert!(
+        !dp.pg.logs().contains("DELETE FROM items"),
+        "{driver}: the DELETE reached the target"
+    );
+}
+
+#[tokio::test]
+async fn psycopg_reads_writes_and_recovers_from_a_denial_through_the_agent() {
+    let dp = ledger().await;
+    let seen = drivers::python("psycopg_session.py", dp.agent.pg_port, &dp.token);
+    assert_eq!(seen["text"], ledger_rows(), "text results: {seen}");
+    assert_eq!(seen["binary"], ledger_rows(), "binary results: {seen}");
+    let rows = ledger_rows();
+    assert_eq!(
+        seen["prepared"],
+        json!([rows[1], rows[0], rows[1]]),
+        "prepared: {seen}"
+    );
+    assert_eq!(
+        dp.target("SELECT body FROM notes WHERE body = 'from psycopg'"),
+        "from psycopg"
+    );
+    // psycopg rolls back after the error and deallocates its prepared
+    // statements (`DEALLOCATE`, in the `session` group).
+    assert_denied_and_recovered(&dp, &seen, "psycopg");
+    assert_eq!(seen["pipeline"], json!(["item 5", "item 6", "item 7"]));
+    assert_eq!(seen["cursor"], json!([1, 2, 3]));
+}
+
+#[tokio::test]
+async fn asyncpg_reads_writes_and_recovers_from_a_denial_through_the_agent() {
+    let dp = ledger().await;
+    let seen = drivers::python("asyncpg_session.py", dp.agent.pg_port, &dp.token);
+    assert_eq!(seen["binary"], ledger_rows(), "binary results: {seen}");
+    let rows = ledger_rows();
+    assert_eq!(seen["prepared"], json!([rows[1], rows[0], rows[1]]));
+    // Arrays and records of PostgreSQL's types pass the detectors in
+    // binary: read, not nulled.
+    assert_eq!(seen["arrays"], "{1.5,NULL,3}");
+    assert_eq!(seen["array_values"], json!(["1.5", null, "3"]));
+    assert_eq!(seen["record"], json!([7, "a,b", null]));
+    assert_eq!(
+        dp.target("SELECT body FROM notes WHERE body = 'from asyncpg'"),
+        "from asyncpg"
+    );
+    assert_denied_and_recovered(&dp, &seen, "asyncpg");
+    assert_eq!(seen["cursor"], json!([1, 2, 3]));
+    assert_eq!(
+        seen["pool"],
+        json!(["item 8", "item 9", "item 10", "item 11"])
+    );
+}
+
+#[tokio::test]
+async fn node_postgres_reads_writes_and_recovers_from_a_denial_through_the_agent() {
+    let dp = ledger().await;
+    let seen = drivers::node("node_pg_session.js", dp.agent.pg_port, &dp.token);
+    assert_eq!(seen["text"], ledger_rows(), "text results: {seen}");
+    let rows = ledger_rows();
+    assert_eq!(seen["prepared"], json!([rows[1], rows[0], rows[1]]));
+    assert_eq!(seen["multi"], json!([{"a": 1}, {"name": "item 4"}]));
+    assert_eq!(
+        dp.target("SELECT body FROM notes WHERE body = 'from node-postgres'"),
+        "from node-postgres"
+    );
+    assert_denied_and_recovered(&dp, &seen, "node-postgres");
+    assert_eq!(
+        seen["pool"],
+        json!(["item 12", "item 13", "item 14", "item 15"])
+    );
+}
+
+#[tokio::test]
+async fn binary_values_read_as_postgresql_prints_them() {
+    let pg = Postgres::start();
+    let mut conn = sqlx::postgres::PgConnection::connect(&pg.url("postgres"))
+        .await
+        .expect("connect to PostgreSQL");
+    // sqlx asks for every result column in binary.
+    let values = [
+        "0::numeric",
+        "1.50::numeric",
+        "-123456.780::numeric",
+        "0.00000001::numeric",
+        "1e30::numeric",
+        "12345678901234567890.123456789::numeric",
+        "(-0.5)::numeric(10, 4)",
+        "'NaN'::numeric",
+        "'-Infinity'::numeric",
+        "true",
+        "(-7)::int2",
+        "9000000000::int8",
+        "1234::oid",
+        "1.5::float8",
+        "ARRAY[1, NULL, 3]",
+        r#"ARRAY['a b', '', 'say "hi"', 'null', NULL, 'x\y', '{}', 'ünï']"#,
+        "'[2:3][1:2]={{1,2},{3,4}}'::int[]",
+        "'{}'::int[]",
+        "ARRAY[1.5, 2]::numeric[]",
+        "ARRAY['a@b.example']::varchar[]",
+        "ARRAY[true, false]",
+        "ARRAY['{\"a\": 1}']::jsonb[]",
+        "row(1, 'a,b', NULL, 'x', '')",
+        "row(row(1, '(x)'), ARRAY[1, 2], 'q\"uote')",
+        "ARRAY[row(1, 'a'), row(2, NULL)]",
+        r#"'{"a": [1, 2], "b": "x"}'::jsonb"#,
+        "'{\"a\":1}'::json",
+        "'b5a8c0de-0000-4000-8000-0123456789ab'::uuid",
+        "'x'::name",
+        "'ab'::char(4)",
+        "'<a>x</a>'::xml",
+    ];
+    for value in values {
+        // The values are this test's own literals.
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {value}"));
+        let row = sqlx::query(sql)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{value}: {e}"));
+        let raw = row.try_get_raw(0).unwrap();
+        let oid = raw.type_info().oid().expect("a built-in type").0;
+        let bytes = raw.as_bytes().expect("not NULL");
+        // psql asks for text: the type's output function, as a text-format
+        // result gives it (not a cast to text: `true::text` is `true`).
+        let printed = pg.psql("postgres", &format!("SELECT {value}"));
+        let printed = printed.strip_suffix('\n').unwrap_or(&printed);
+        assert_eq!(
+            sluice_pgwire::binary::text_of(i32::try_from(oid).unwrap(), bytes).as_deref(),
+            Some(printed),
+            "{value} (type {oid})"
+        );
+    }
+}
