@@ -151,6 +151,8 @@ async fn binary_values_read_as_postgresql_prints_them() {
         "1.5::float8",
         "ARRAY[1, NULL, 3]",
         r#"ARRAY['a b', '', 'say "hi"', 'null', NULL, 'x\y', '{}', 'ünï']"#,
+        r"ARRAY[E'a\tb', E'c\x0bd', E'e\\f']",
+        r"row(E'a\x0bb', E'c\\d', 'x')",
         "'[2:3][1:2]={{1,2},{3,4}}'::int[]",
         "'{}'::int[]",
         "ARRAY[1.5, 2]::numeric[]",

@@ -240,16 +240,24 @@ fn array_level(
 }
 
 /// `array_out`'s quoting: empty, `NULL`, or holding a delimiter, brace,
-/// quote, backslash or white space.
+/// quote, backslash or white space; quotes and backslashes are escaped.
 fn quote_array_element(text: &str, out: &mut String) {
     let needs = text.is_empty()
         || text.eq_ignore_ascii_case("null")
-        || text.chars().any(|c| {
-            matches!(
-                c,
-                '"' | '\\' | '{' | '}' | ',' | ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c'
-            )
-        });
+        || text
+            .chars()
+            .any(|c| matches!(c, '"' | '\\' | '{' | '}' | ',') || is_space(c));
+    push_quoted(text, needs, Some('\\'), out);
+}
+
+/// White space as PostgreSQL's `isspace` sees it.
+fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
+}
+
+/// `text` as is, or when `needs`, in double quotes with each quote and
+/// backslash preceded by `escape` (doubled when `None`).
+fn push_quoted(text: &str, needs: bool, escape: Option<char>, out: &mut String) {
     if !needs {
         out.push_str(text);
         return;
@@ -257,7 +265,7 @@ fn quote_array_element(text: &str, out: &mut String) {
     out.push('"');
     for c in text.chars() {
         if matches!(c, '"' | '\\') {
-            out.push('\\');
+            out.push(escape.unwrap_or(c));
         }
         out.push(c);
     }
@@ -293,21 +301,10 @@ fn record(v: &[u8], depth: usize, out: &mut String) -> Option<()> {
 /// backslash or white space; quotes and backslashes are doubled.
 fn quote_record_field(text: &str, out: &mut String) {
     let needs = text.is_empty()
-        || text.chars().any(|c| {
-            matches!(c, '"' | '\\' | '(' | ')' | ',') || c.is_ascii_whitespace() || c == '\x0b'
-        });
-    if !needs {
-        out.push_str(text);
-        return;
-    }
-    out.push('"');
-    for c in text.chars() {
-        if matches!(c, '"' | '\\') {
-            out.push(c);
-        }
-        out.push(c);
-    }
-    out.push('"');
+        || text
+            .chars()
+            .any(|c| matches!(c, '"' | '\\' | '(' | ')' | ',') || is_space(c));
+    push_quoted(text, needs, None, out);
 }
 
 #[cfg(test)]

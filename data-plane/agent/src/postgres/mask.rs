@@ -20,9 +20,11 @@
 //! Binary-format values of a masked column become NULL (a client cannot
 //! decode masked text as an integer); binary values of text types are
 //! masked as text; binary numbers, arrays and records are read as their
-//! text form and become NULL when a detector matches. Uncertainty masks: a column of a table the catalog
-//! does not know (created after it was read) is masked whole, and rows
-//! that arrive without a description are masked column by column.
+//! text form (`sluice_pgwire::binary`) and become NULL when a detector
+//! matches, as do binary values of types the agent cannot read that could
+//! hold text. Uncertainty masks: a column of a table the catalog does not
+//! know (created after it was read) is masked whole, and rows that arrive
+//! without a description are masked column by column.
 
 use std::{borrow::Cow, sync::Arc};
 
