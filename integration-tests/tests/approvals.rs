@@ -407,12 +407,20 @@ async fn retry_mode_approves_exactly_one_run_of_exactly_that_statement() {
         "carol could not use alice's approval"
     );
     assert_eq!(delete(&mut conn, 7).await.unwrap(), 1);
-    let used = dba.run(&["approvals", "show", &for_alice, "--json"]).ok();
-    assert!(
-        used.stdout.contains(r#""status": "used""#),
-        "{}",
-        used.stdout
-    );
+    // The agent tells the control plane after the statement ran, not
+    // before the client has its answer.
+    eventually(
+        Duration::from_secs(10),
+        "the approval shown as used",
+        || async {
+            dba.run(&["approvals", "show", &for_alice, "--json"])
+                .ok()
+                .stdout
+                .contains(r#""status": "used""#)
+                .then_some(())
+        },
+    )
+    .await;
     // The run's one statement event names the approval it ran on.
     let api = dp.cp.api();
     let ran = eventually(
