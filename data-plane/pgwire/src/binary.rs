@@ -7,7 +7,9 @@
 //! scalar types drivers use most (booleans, integers, floats, `numeric`,
 //! text types, `json`/`jsonb`, `uuid`), arrays of those, and anonymous
 //! records; for anything else it returns `None`, and the caller decides
-//! (the masker treats such a value as possibly holding text).
+//! (the masker treats such a value as possibly holding text). Floats are
+//! written in Rust's shortest form, which has the same digits as
+//! PostgreSQL's but no exponent (`1e+20` reads `100000000000000000000`).
 //!
 //! The input comes from the database, but nothing here trusts it: every
 //! length is checked, element counts are bounded by the bytes present,
@@ -189,11 +191,11 @@ fn array(element: i32, v: &[u8], depth: usize, out: &mut String) -> Option<()> {
     let count = dims
         .iter()
         .try_fold(1usize, |n, (len, _)| n.checked_mul(*len))?;
-    // Each element takes at least its four length bytes.
     if count == 0 || ndim == 0 {
         out.push_str("{}");
         return r.done();
     }
+    // Each element takes at least its four length bytes.
     if count > r.0.len() / 4 {
         return None;
     }

@@ -678,8 +678,9 @@ impl Judge {
 /// without naming them as such, `foreign_data` for the foreign tables it
 /// reads or writes, `credential_catalog` for the catalogs holding
 /// credentials its views read, the tables it reaches and functions it
-/// calls through views, and those writing the tables it writes writes and
-/// calls (see `routines.rs`).
+/// calls through views, and the tables and functions writing the tables it
+/// writes reaches (foreign keys, rules, constraints, defaults, triggers;
+/// see `routines.rs`).
 fn with_routines<'a>(
     statement: &'a sluice_policy::ClassifiedStatement,
     routines: &Routines,

@@ -751,21 +751,17 @@ impl ReadGraph {
                 }
             }
         }
-        let mut reached: Vec<String> = seen
-            .difference(&starts)
-            .chain(&ancestors)
-            .filter_map(|oid| self.names.get(oid).cloned())
-            .collect();
-        reached.sort_unstable();
-        reached.dedup();
-        let mut called: Vec<String> = seen
-            .iter()
-            .filter_map(|oid| self.calls.get(oid))
-            .flatten()
-            .cloned()
-            .collect();
-        called.sort_unstable();
-        called.dedup();
+        let reached = sorted(
+            seen.difference(&starts)
+                .chain(&ancestors)
+                .filter_map(|oid| self.names.get(oid).cloned()),
+        );
+        let called = sorted(
+            seen.iter()
+                .filter_map(|oid| self.calls.get(oid))
+                .flatten()
+                .cloned(),
+        );
         (reached, called)
     }
 }
@@ -1070,15 +1066,21 @@ type Reaches = HashMap<u32, BTreeSet<String>>;
 /// What `by_oid` says the types of OIDs `types` (as a Parse message
 /// declares them) reach, sorted, once each.
 fn of_types(by_oid: &HashMap<u32, Vec<String>>, types: &[i32]) -> Vec<String> {
-    let mut found: Vec<String> = types
-        .iter()
-        .filter_map(|t| by_oid.get(&t.cast_unsigned()))
-        .flatten()
-        .cloned()
-        .collect();
-    found.sort_unstable();
-    found.dedup();
-    found
+    sorted(
+        types
+            .iter()
+            .filter_map(|t| by_oid.get(&t.cast_unsigned()))
+            .flatten()
+            .cloned(),
+    )
+}
+
+/// `items` sorted, once each.
+fn sorted<T: Ord>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut v: Vec<T> = items.into_iter().collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// Rows of (type OID, whether the type is PostgreSQL's own, function) as
@@ -1386,20 +1388,17 @@ impl Routines {
             }
         }
         let seen: HashSet<u32> = visited.iter().map(|(rel, _)| *rel).collect();
-        let mut tables: Vec<String> = seen
-            .difference(&starts)
-            .filter_map(|oid| writes.names.get(oid).or_else(|| self.reads.names.get(oid)))
-            .cloned()
-            .collect();
-        tables.sort_unstable();
-        let mut calls: Vec<String> = seen
-            .iter()
-            .filter_map(|oid| writes.calls.get(oid))
-            .flatten()
-            .cloned()
-            .collect();
-        calls.sort_unstable();
-        calls.dedup();
+        let tables = sorted(
+            seen.difference(&starts)
+                .filter_map(|oid| writes.names.get(oid).or_else(|| self.reads.names.get(oid)))
+                .cloned(),
+        );
+        let calls = sorted(
+            seen.iter()
+                .filter_map(|oid| writes.calls.get(oid))
+                .flatten()
+                .cloned(),
+        );
         let mut kinds: Vec<SqlKind> = kinds
             .into_iter()
             .filter_map(|write| match write {
