@@ -137,6 +137,21 @@ pub fn pg_frontend(data: &[u8]) {
 
 /// Messages from the target, as the agent decodes them to authenticate,
 /// relay, count rows and mask results.
+/// Forms of made-up database types for [`pg_backend`].
+fn database_types(oid: i32) -> Option<sluice_pgwire::binary::Form> {
+    use sluice_pgwire::binary::Form;
+    Some(match oid {
+        16_400 => Form::Text,
+        16_401 => Form::Record,
+        16_402 => Form::Array(16_400),
+        16_403 => Form::Domain(16_402),
+        16_404 => Form::Range(16_403),
+        16_405 => Form::Domain(16_405),
+        1082 | 1114 => Form::Opaque,
+        _ => return None,
+    })
+}
+
 pub fn pg_backend(data: &[u8]) {
     frames(data, |tag, body| match tag {
         b'R' => {
@@ -159,12 +174,16 @@ pub fn pg_backend(data: &[u8]) {
                     if let Some(v) = v {
                         let oid = [
                             16, 17, 20, 21, 23, 25, 700, 701, 1082, 1114, 1700, 2950, 1007, 1009,
-                            1231, 2249, 2287,
+                            1231, 2249, 2287, 3904, 3905, 3906, 16_400, 16_401, 16_402, 16_403,
+                            16_404, 16_405,
                         ]
                         .get(i)
                         .copied()
                         .unwrap_or(i as i32);
                         let _ = messages::binary_as_text(oid, v);
+                        // The database's own types, as the masker reads
+                        // them (a domain over itself included).
+                        let _ = sluice_pgwire::binary::text_of_with(oid, v, &database_types);
                     }
                 }
             }

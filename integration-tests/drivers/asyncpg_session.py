@@ -30,6 +30,10 @@ async def main():
     seen["array_values"] = [None if v is None else str(v)
                             for v in await conn.fetchval("SELECT ARRAY[1.5, NULL, 3]::numeric[]")]
     seen["record"] = list(await conn.fetchval("SELECT row(7, 'a,b', NULL::text)"))
+    seen["accounts"] = [
+        [r["id"], r["status"], r["history"],
+         None if r["contact"] is None else [str(v) for v in r["contact"]]]
+        for r in await conn.fetch("SELECT id, status, history, contact FROM accounts ORDER BY id")]
 
     async with conn.transaction():
         await conn.execute("INSERT INTO notes (body) VALUES ($1)", "from asyncpg")

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use sluice_integration_tests::{datapath::DataPath, eventually};
-use sqlx::{Connection as _, Row as _};
+use sqlx::{Connection as _, Row as _, ValueRef as _};
 
 const NAME: &str = "Zebulon Quixotica";
 const EMAIL: &str = "zq.canary@example.org";
@@ -491,6 +491,50 @@ async fn a_view_redefined_over_a_masked_column_through_another_session_is_masked
         label, "[REDACTED]",
         "the redefined view's column came back unmasked"
     );
+}
+
+#[tokio::test]
+async fn a_type_created_by_another_session_is_read_in_binary_under_detectors() {
+    const RULES: &str = r#"
+      - mask: { detectors: [email], as: redact }
+      - allow: { sql: { statements: [read, ddl, insert, session, transaction] } }
+        name: work
+"#;
+    let dp = DataPath::start_with(RULES, Vec::new()).await;
+    // sqlx asks for binary results; this session reads the target's types
+    // before the new one exists.
+    let mut reader = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+    let one: i32 = sqlx::query("SELECT 1")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(one, 1);
+    let mut writer = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TYPE state AS ENUM ('open', 'closed'); \
+         CREATE TABLE tickets (id int, state state, contact text); \
+         INSERT INTO tickets VALUES (1, 'open', 'zq@example.org')",
+    )
+    .execute(&mut writer)
+    .await
+    .unwrap();
+    let row = sqlx::query("SELECT state, ARRAY[state], contact FROM tickets WHERE id = $1")
+        .bind(1_i32)
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    // An enum's binary form is its label: read with the session's fresh
+    // read of the target's types, not nulled as a type it cannot read.
+    let raw = |i: usize| {
+        let value = row.try_get_raw(i).unwrap();
+        (!value.is_null()).then(|| value.as_bytes().unwrap().to_vec())
+    };
+    assert_eq!(raw(0).as_deref(), Some(&b"open"[..]));
+    let array = raw(1).expect("the array of the enum read, not nulled");
+    assert!(array.ends_with(b"open"), "{array:?}");
+    let contact: Option<String> = row.get(2);
+    assert_eq!(contact.as_deref(), Some("[REDACTED]"));
 }
 
 /// The accounts with Sluice's DDL event trigger on the target, and a

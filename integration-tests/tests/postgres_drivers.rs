@@ -11,6 +11,7 @@
 
 use serde_json::{Value, json};
 use sluice_integration_tests::{Postgres, datapath::DataPath, drivers};
+use sluice_pgwire::binary::{Form, text_of_with};
 use sqlx::{Connection as _, Row as _, ValueRef as _};
 
 /// A workload's policy: reads, inserts, transactions and session tidying
@@ -26,13 +27,20 @@ const RULES: &str = r#"
 "#;
 
 /// A data path whose target also has `ledger`: numbers, arrays, an email
-/// (row 1) and a card number stored as `numeric` (row 1).
+/// (row 1) and a card number stored as `numeric` (row 1); and `accounts`,
+/// of the database's own types: an enum, an array of it, and a composite
+/// holding an email (row 1) and a date.
 async fn ledger() -> DataPath {
     let dp = DataPath::start_with(RULES, Vec::new()).await;
     dp.target(
         "SET ROLE app; CREATE TABLE ledger (id int PRIMARY KEY, owner text, amount numeric(12,2), card numeric, tags text[]); \
          INSERT INTO ledger VALUES (1, 'ada@example.com', 1234.50, 4111111111111111, ARRAY['vip', 'new']), \
-                                   (2, 'no email here', -0.25, 42, ARRAY[]::text[])",
+                                   (2, 'no email here', -0.25, 42, ARRAY[]::text[]); \
+         CREATE TYPE status AS ENUM ('active', 'closed'); \
+         CREATE TYPE contact AS (name text, email text, since date); \
+         CREATE TABLE accounts (id int PRIMARY KEY, status status, history status[], contact contact); \
+         INSERT INTO accounts VALUES (1, 'active', '{active,closed}', ('Ada', 'ada@example.com', '2024-01-02')), \
+                                     (2, 'closed', '{closed}', ('Bob', 'none', '2024-03-04'))",
     );
     dp
 }
@@ -99,6 +107,17 @@ async fn asyncpg_reads_writes_and_recovers_from_a_denial_through_the_agent() {
     assert_eq!(seen["arrays"], "{1.5,NULL,3}");
     assert_eq!(seen["array_values"], json!(["1.5", null, "3"]));
     assert_eq!(seen["record"], json!([7, "a,b", null]));
+    // The database's own types in binary: enums and arrays of them read
+    // as their labels; a composite read field by field, nulled only where
+    // a detector matched (row 1's email).
+    assert_eq!(
+        seen["accounts"],
+        json!([
+            [1, "active", ["active", "closed"], null],
+            [2, "closed", ["closed"], ["Bob", "none", "2024-03-04"]]
+        ]),
+        "{seen}"
+    );
     assert_committed(&dp, "from asyncpg");
     assert_denied_and_recovered(&dp, &seen, "asyncpg");
     assert_eq!(seen["cursor"], json!([1, 2, 3]));
@@ -165,7 +184,42 @@ async fn binary_values_read_as_postgresql_prints_them() {
         "'x'::name",
         "'ab'::char(4)",
         "'<a>x</a>'::xml",
+        "int4range(1, 10)",
+        "'empty'::int4range",
+        "'(,5]'::int8range",
+        "numrange(1.5, NULL)",
+        "ARRAY[int4range(1, 3), 'empty']",
+        // The database's own types, read by the forms below.
+        "'very happy'::mood",
+        "ARRAY['sad', 'very happy']::mood[]",
+        "ARRAY['a@b.example', NULL]::email[]",
+        "row('a@b.example', 'sad', 'x,y')::pair",
+        "ARRAY[row('x y', 'sad', NULL)::pair]",
+        r#"'["a b",z]'::words"#,
+        "'(,m)'::words",
     ];
+    pg.psql(
+        "postgres",
+        "CREATE TYPE mood AS ENUM ('sad', 'very happy'); CREATE DOMAIN email AS text; \
+         CREATE TYPE pair AS (e email, m mood, note text); CREATE TYPE words AS RANGE (subtype = text)",
+    );
+    // What the agent reads from the catalog for these (`TYPE_FORMS`).
+    let oid = |name: &str| -> i32 {
+        pg.psql("postgres", &format!("SELECT '{name}'::regtype::oid"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let forms: std::collections::HashMap<i32, Form> = [
+        (oid("mood"), Form::Text),
+        (oid("mood[]"), Form::Array(oid("mood"))),
+        (oid("email"), Form::Domain(25)),
+        (oid("email[]"), Form::Array(oid("email"))),
+        (oid("pair"), Form::Record),
+        (oid("pair[]"), Form::Array(oid("pair"))),
+        (oid("words"), Form::Range(25)),
+    ]
+    .into();
     for value in values {
         // The values are this test's own literals.
         let sql = sqlx::AssertSqlSafe(format!("SELECT {value}"));
@@ -174,14 +228,17 @@ async fn binary_values_read_as_postgresql_prints_them() {
             .await
             .unwrap_or_else(|e| panic!("{value}: {e}"));
         let raw = row.try_get_raw(0).unwrap();
-        let oid = raw.type_info().oid().expect("a built-in type").0;
+        let oid = raw.type_info().oid().expect("a type with an OID").0;
         let bytes = raw.as_bytes().expect("not NULL");
         // psql asks for text: the type's output function, as a text-format
         // result gives it (not a cast to text: `true::text` is `true`).
         let printed = pg.psql("postgres", &format!("SELECT {value}"));
         let printed = printed.strip_suffix('\n').unwrap_or(&printed);
         assert_eq!(
-            sluice_pgwire::binary::text_of(i32::try_from(oid).unwrap(), bytes).as_deref(),
+            text_of_with(i32::try_from(oid).unwrap(), bytes, &|t| forms
+                .get(&t)
+                .copied())
+            .as_deref(),
             Some(printed),
             "{value} (type {oid})"
         );

@@ -5,11 +5,14 @@
 //! print them: to run masking detectors over them as over text results, and
 //! to record parameters in the audit trail. [`text_of`] knows the built-in
 //! scalar types drivers use most (booleans, integers, floats, `numeric`,
-//! text types, `json`/`jsonb`, `uuid`), arrays of those, and anonymous
-//! records; for anything else it returns `None`, and the caller decides
-//! (the masker treats such a value as possibly holding text). Floats are
-//! written in Rust's shortest form, which has the same digits as
-//! PostgreSQL's but no exponent (`1e+20` reads `100000000000000000000`).
+//! text types, `json`/`jsonb`, `uuid`), arrays of those, anonymous records
+//! and the built-in ranges of numbers; for anything else it returns `None`,
+//! and the caller decides (the masker treats such a value as possibly
+//! holding text). [`text_of_with`] also reads the database's own types
+//! (enums, composites, domains, ranges and arrays of them) by the [`Form`]
+//! the caller finds in the target's catalog. Floats are written in Rust's
+//! shortest form, which has the same digits as PostgreSQL's but no
+//! exponent (`1e+20` reads `100000000000000000000`).
 //!
 //! The input comes from the database, but nothing here trusts it: every
 //! length is checked, element counts are bounded by the bytes present,
@@ -43,49 +46,63 @@ fn array_element(oid: i32) -> Option<i32> {
         3807 => 3802, // jsonb
         2951 => 2950, // uuid
         2287 => 2249, // record
+        3905 => 3904, // int4range
+        3927 => 3926, // int8range
+        3907 => 3906, // numrange
+        3909 => 3908, // tsrange
+        3911 => 3910, // tstzrange
+        3913 => 3912, // daterange
         _ => return None,
     })
+}
+
+/// The subtype of each built-in range type.
+fn range_subtype(oid: i32) -> Option<i32> {
+    Some(match oid {
+        3904 => 23,   // int4range
+        3926 => 20,   // int8range
+        3906 => 1700, // numrange
+        3908 => 1114, // tsrange
+        3910 => 1184, // tstzrange
+        3912 => 1082, // daterange
+        _ => return None,
+    })
+}
+
+/// How values of a type [`text_of`] does not know are sent: what the
+/// target's catalog says of it (`typtype`, `typelem`, `typbasetype`,
+/// `rngsubtype`, `typsend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// The text itself: enums (their label), and types sent as text such
+    /// as `citext`.
+    Text,
+    /// A composite type: sent as an anonymous record is.
+    Record,
+    /// An array of this element type.
+    Array(i32),
+    /// A domain over this base type: sent as the base type is.
+    Domain(i32),
+    /// A range of this subtype.
+    Range(i32),
+    /// A type whose values cannot hold text (dates, times, network
+    /// addresses...): written as `?`, so the text is PostgreSQL's but for
+    /// such values. For readers that only look for text in the value.
+    Opaque,
 }
 
 /// PostgreSQL's text form of `v`, a binary-format value of type `oid`, or
 /// `None` for a type not read here or bytes that are not a valid value.
 pub fn text_of(oid: i32, v: &[u8]) -> Option<String> {
-    let mut out = String::new();
-    write_value(oid, v, 0, &mut out)?;
-    Some(out)
+    text_of_with(oid, v, &|_| None)
 }
 
-fn write_value(oid: i32, v: &[u8], depth: usize, out: &mut String) -> Option<()> {
-    if depth > MAX_DEPTH {
-        return None;
-    }
-    match (oid, v.len()) {
-        (16, 1) => out.push_str(if v[0] == 0 { "f" } else { "t" }),
-        (21, 2) => push(out, i16::from_be_bytes(v.try_into().ok()?)),
-        (23, 4) => push(out, i32::from_be_bytes(v.try_into().ok()?)),
-        (26, 4) => push(out, u32::from_be_bytes(v.try_into().ok()?)),
-        (20, 8) => push(out, i64::from_be_bytes(v.try_into().ok()?)),
-        (700, 4) => push(out, f32::from_be_bytes(v.try_into().ok()?)),
-        (701, 8) => push(out, f64::from_be_bytes(v.try_into().ok()?)),
-        (1700, _) => numeric(v, out)?,
-        (3802, n) if n >= 1 && v[0] == 1 => out.push_str(std::str::from_utf8(&v[1..]).ok()?),
-        (2950, 16) => {
-            let h = hex::encode(v);
-            let _ = write!(
-                out,
-                "{}-{}-{}-{}-{}",
-                &h[0..8],
-                &h[8..12],
-                &h[12..16],
-                &h[16..20],
-                &h[20..32]
-            );
-        }
-        (2249, _) => record(v, depth, out)?,
-        (t, _) if TEXT_TYPES.contains(&t) => out.push_str(std::str::from_utf8(v).ok()?),
-        (t, _) => array(array_element(t)?, v, depth, out)?,
-    }
-    Some(())
+/// [`text_of`], reading each type it does not know (at any depth: an
+/// element, a field, a range bound) by `forms`.
+pub fn text_of_with(oid: i32, v: &[u8], forms: &dyn Fn(i32) -> Option<Form>) -> Option<String> {
+    let mut out = String::new();
+    Reading { forms }.value(oid, v, 0, &mut out)?;
+    Some(out)
 }
 
 fn push(out: &mut String, value: impl std::fmt::Display) {
@@ -172,73 +189,195 @@ fn numeric(v: &[u8], out: &mut String) -> Option<()> {
     Some(())
 }
 
-/// `array_send`: dimensions, a has-nulls flag, the element type, each
-/// dimension's length and lower bound, then the elements; printed as
-/// `array_out` (bounds shown only when one is not 1).
-fn array(element: i32, v: &[u8], depth: usize, out: &mut String) -> Option<()> {
-    let mut r = Reader(v);
-    let ndim = usize::try_from(r.i32()?).ok()?;
-    let flags = r.i32()?;
-    if r.i32()? != element || ndim > 6 || !(0..=1).contains(&flags) {
-        return None;
-    }
-    let mut dims = Vec::with_capacity(ndim);
-    for _ in 0..ndim {
-        let len = usize::try_from(r.i32()?).ok()?;
-        let lower = r.i32()?;
-        dims.push((len, lower));
-    }
-    let count = dims
-        .iter()
-        .try_fold(1usize, |n, (len, _)| n.checked_mul(*len))?;
-    if count == 0 || ndim == 0 {
-        out.push_str("{}");
-        return r.done();
-    }
-    // Each element takes at least its four length bytes.
-    if count > r.0.len() / 4 {
-        return None;
-    }
-    if dims.iter().any(|(_, lower)| *lower != 1) {
-        for (len, lower) in &dims {
-            let upper = i64::from(*lower) + i64::try_from(*len).ok()? - 1;
-            let _ = write!(out, "[{lower}:{upper}]");
-        }
-        out.push('=');
-    }
-    let lens: Vec<usize> = dims.iter().map(|(len, _)| *len).collect();
-    array_level(&lens, element, &mut r, depth, out)?;
-    r.done()
+/// One reading of a value: how to read the types not built in.
+struct Reading<'a> {
+    forms: &'a dyn Fn(i32) -> Option<Form>,
 }
 
-fn array_level(
-    lens: &[usize],
-    element: i32,
-    r: &mut Reader<'_>,
-    depth: usize,
-    out: &mut String,
-) -> Option<()> {
-    let (len, inner) = lens.split_first()?;
-    out.push('{');
-    for i in 0..*len {
-        if i > 0 {
-            out.push(',');
+impl Reading<'_> {
+    fn value(&self, oid: i32, v: &[u8], depth: usize, out: &mut String) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
         }
-        if inner.is_empty() {
-            match r.value()? {
-                None => out.push_str("NULL"),
-                Some(bytes) => {
-                    let mut text = String::new();
-                    write_value(element, bytes, depth + 1, &mut text)?;
-                    quote_array_element(&text, out);
+        match (oid, v.len()) {
+            (16, 1) => out.push_str(if v[0] == 0 { "f" } else { "t" }),
+            (21, 2) => push(out, i16::from_be_bytes(v.try_into().ok()?)),
+            (23, 4) => push(out, i32::from_be_bytes(v.try_into().ok()?)),
+            (26, 4) => push(out, u32::from_be_bytes(v.try_into().ok()?)),
+            (20, 8) => push(out, i64::from_be_bytes(v.try_into().ok()?)),
+            (700, 4) => push(out, f32::from_be_bytes(v.try_into().ok()?)),
+            (701, 8) => push(out, f64::from_be_bytes(v.try_into().ok()?)),
+            (1700, _) => numeric(v, out)?,
+            (3802, n) if n >= 1 && v[0] == 1 => out.push_str(std::str::from_utf8(&v[1..]).ok()?),
+            (2950, 16) => {
+                let h = hex::encode(v);
+                let _ = write!(
+                    out,
+                    "{}-{}-{}-{}-{}",
+                    &h[0..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..32]
+                );
+            }
+            (2249, _) => self.record(v, depth, out)?,
+            (t, _) if TEXT_TYPES.contains(&t) => out.push_str(std::str::from_utf8(v).ok()?),
+            (t, _) => {
+                let form = array_element(t)
+                    .map(Form::Array)
+                    .or_else(|| range_subtype(t).map(Form::Range))
+                    .or_else(|| (self.forms)(t))?;
+                match form {
+                    Form::Text => out.push_str(std::str::from_utf8(v).ok()?),
+                    Form::Record => self.record(v, depth, out)?,
+                    Form::Array(element) => self.array(element, v, depth, out)?,
+                    Form::Domain(base) => self.value(base, v, depth + 1, out)?,
+                    Form::Range(subtype) => self.range(subtype, v, depth, out)?,
+                    Form::Opaque => out.push('?'),
                 }
             }
-        } else {
-            array_level(inner, element, r, depth, out)?;
         }
+        Some(())
     }
-    out.push('}');
-    Some(())
+
+    /// `array_send`: dimensions, a has-nulls flag, the element type, each
+    /// dimension's length and lower bound, then the elements; printed as
+    /// `array_out` (bounds shown only when one is not 1).
+    fn array(&self, element: i32, v: &[u8], depth: usize, out: &mut String) -> Option<()> {
+        let mut r = Reader(v);
+        let ndim = usize::try_from(r.i32()?).ok()?;
+        let flags = r.i32()?;
+        if r.i32()? != element || ndim > 6 || !(0..=1).contains(&flags) {
+            return None;
+        }
+        let mut dims = Vec::with_capacity(ndim);
+        for _ in 0..ndim {
+            let len = usize::try_from(r.i32()?).ok()?;
+            let lower = r.i32()?;
+            dims.push((len, lower));
+        }
+        let count = dims
+            .iter()
+            .try_fold(1usize, |n, (len, _)| n.checked_mul(*len))?;
+        if count == 0 || ndim == 0 {
+            out.push_str("{}");
+            return r.done();
+        }
+        // Each element takes at least its four length bytes.
+        if count > r.0.len() / 4 {
+            return None;
+        }
+        if dims.iter().any(|(_, lower)| *lower != 1) {
+            for (len, lower) in &dims {
+                let upper = i64::from(*lower) + i64::try_from(*len).ok()? - 1;
+                let _ = write!(out, "[{lower}:{upper}]");
+            }
+            out.push('=');
+        }
+        let lens: Vec<usize> = dims.iter().map(|(len, _)| *len).collect();
+        self.array_level(&lens, element, &mut r, depth, out)?;
+        r.done()
+    }
+
+    fn array_level(
+        &self,
+        lens: &[usize],
+        element: i32,
+        r: &mut Reader<'_>,
+        depth: usize,
+        out: &mut String,
+    ) -> Option<()> {
+        let (len, inner) = lens.split_first()?;
+        out.push('{');
+        for i in 0..*len {
+            if i > 0 {
+                out.push(',');
+            }
+            if inner.is_empty() {
+                match r.value()? {
+                    None => out.push_str("NULL"),
+                    Some(bytes) => {
+                        let mut text = String::new();
+                        self.value(element, bytes, depth + 1, &mut text)?;
+                        quote_array_element(&text, out);
+                    }
+                }
+            } else {
+                self.array_level(inner, element, r, depth, out)?;
+            }
+        }
+        out.push('}');
+        Some(())
+    }
+
+    /// `record_send`: the field count, then each field's type and value;
+    /// printed as `record_out` (a NULL field is empty).
+    fn record(&self, v: &[u8], depth: usize, out: &mut String) -> Option<()> {
+        let mut r = Reader(v);
+        let count = usize::try_from(r.i32()?).ok()?;
+        // Each field takes at least its type and length.
+        if count > r.0.len() / 8 {
+            return None;
+        }
+        out.push('(');
+        for i in 0..count {
+            if i > 0 {
+                out.push(',');
+            }
+            let oid = r.i32()?;
+            if let Some(bytes) = r.value()? {
+                let mut text = String::new();
+                self.value(oid, bytes, depth + 1, &mut text)?;
+                quote_record_field(&text, out);
+            }
+        }
+        out.push(')');
+        r.done()
+    }
+
+    /// `range_send`: a flags byte, then each finite bound as a length and the
+    /// subtype's value; printed as `range_out` (`empty`, or the bounds in
+    /// brackets, an infinite one empty).
+    fn range(&self, subtype: i32, v: &[u8], depth: usize, out: &mut String) -> Option<()> {
+        const EMPTY: u8 = 0x01;
+        const LOWER_INCLUSIVE: u8 = 0x02;
+        const UPPER_INCLUSIVE: u8 = 0x04;
+        const LOWER_INFINITE: u8 = 0x08;
+        const UPPER_INFINITE: u8 = 0x10;
+        let mut r = Reader(v);
+        let flags = *r.take(1)?.first()?;
+        // The NULL-bound flags are never sent, nor containment.
+        if flags & 0xe0 != 0 {
+            return None;
+        }
+        if flags & EMPTY != 0 {
+            out.push_str("empty");
+            return r.done();
+        }
+        out.push(if flags & LOWER_INCLUSIVE != 0 {
+            '['
+        } else {
+            '('
+        });
+        for (i, infinite) in [LOWER_INFINITE, UPPER_INFINITE].into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            if flags & infinite == 0 {
+                let bytes = r.value()??;
+                let mut text = String::new();
+                self.value(subtype, bytes, depth + 1, &mut text)?;
+                quote_range_bound(&text, out);
+            }
+        }
+        out.push(if flags & UPPER_INCLUSIVE != 0 {
+            ']'
+        } else {
+            ')'
+        });
+        r.done()
+    }
 }
 
 /// `array_out`'s quoting: empty, `NULL`, or holding a delimiter, brace,
@@ -274,31 +413,6 @@ fn push_quoted(text: &str, needs: bool, escape: Option<char>, out: &mut String) 
     out.push('"');
 }
 
-/// `record_send`: the field count, then each field's type and value;
-/// printed as `record_out` (a NULL field is empty).
-fn record(v: &[u8], depth: usize, out: &mut String) -> Option<()> {
-    let mut r = Reader(v);
-    let count = usize::try_from(r.i32()?).ok()?;
-    // Each field takes at least its type and length.
-    if count > r.0.len() / 8 {
-        return None;
-    }
-    out.push('(');
-    for i in 0..count {
-        if i > 0 {
-            out.push(',');
-        }
-        let oid = r.i32()?;
-        if let Some(bytes) = r.value()? {
-            let mut text = String::new();
-            write_value(oid, bytes, depth + 1, &mut text)?;
-            quote_record_field(&text, out);
-        }
-    }
-    out.push(')');
-    r.done()
-}
-
 /// `record_out`'s quoting: empty, or holding a parenthesis, comma, quote,
 /// backslash or white space; quotes and backslashes are doubled.
 fn quote_record_field(text: &str, out: &mut String) {
@@ -306,6 +420,15 @@ fn quote_record_field(text: &str, out: &mut String) {
         || text
             .chars()
             .any(|c| matches!(c, '"' | '\\' | '(' | ')' | ',') || is_space(c));
+    push_quoted(text, needs, None, out);
+}
+
+/// `range_bound_escape`'s quoting: a record field's, brackets too.
+fn quote_range_bound(text: &str, out: &mut String) {
+    let needs = text.is_empty()
+        || text
+            .chars()
+            .any(|c| matches!(c, '"' | '\\' | '(' | ')' | '[' | ']' | ',') || is_space(c));
     push_quoted(text, needs, None, out);
 }
 
@@ -436,6 +559,89 @@ mod tests {
         unknown.extend_from_slice(&4i32.to_be_bytes());
         unknown.extend_from_slice(&[0; 4]);
         assert_eq!(text_of(2249, &unknown), None);
+    }
+
+    /// A length-prefixed field or bound.
+    fn prefixed(v: &mut Vec<u8>, value: &[u8]) {
+        v.extend_from_slice(&i32::try_from(value.len()).unwrap().to_be_bytes());
+        v.extend_from_slice(value);
+    }
+
+    #[test]
+    fn ranges_read_as_postgresql_prints_them() {
+        let range = |flags: u8, bounds: &[&[u8]]| {
+            let mut v = vec![flags];
+            for b in bounds {
+                prefixed(&mut v, b);
+            }
+            v
+        };
+        let (one, ten) = (1i32.to_be_bytes(), 10i32.to_be_bytes());
+        assert_eq!(
+            text_of(3904, &range(0x02, &[&one, &ten])).as_deref(),
+            Some("[1,10)")
+        );
+        assert_eq!(text_of(3904, &range(0x01, &[])).as_deref(), Some("empty"));
+        assert_eq!(
+            text_of(3904, &range(0x08 | 0x04, &[&ten])).as_deref(),
+            Some("(,10]")
+        );
+        assert_eq!(
+            text_of(3906, &range(0x02 | 0x10, &[&numeric(0, 0, 1, &[1, 5000])])).as_deref(),
+            Some("[1.5,)")
+        );
+        // A missing or extra bound, a flag never sent.
+        assert_eq!(text_of(3904, &range(0x02, &[&one])), None);
+        assert_eq!(text_of(3904, &range(0x18, &[&one])), None);
+        assert_eq!(text_of(3904, &range(0x20, &[&one, &ten])), None);
+        // Timestamps are not read here.
+        assert_eq!(text_of(3908, &range(0x02, &[&[0; 8], &[0; 8]])), None);
+    }
+
+    #[test]
+    fn the_databases_types_read_by_their_forms() {
+        use super::{Form, text_of_with};
+        const MOOD: i32 = 16_400;
+        const MOODS: i32 = 16_401;
+        const PAIR: i32 = 16_402;
+        const EMAIL: i32 = 16_403;
+        const WORDS: i32 = 16_404;
+        let forms = |oid: i32| match oid {
+            MOOD => Some(Form::Text),
+            MOODS => Some(Form::Array(MOOD)),
+            PAIR => Some(Form::Record),
+            EMAIL => Some(Form::Domain(25)),
+            WORDS => Some(Form::Range(EMAIL)),
+            1082 => Some(Form::Opaque),
+            _ => None,
+        };
+        let text = |oid: i32, v: &[u8]| text_of_with(oid, v, &forms);
+        assert_eq!(text(MOOD, b"happy").as_deref(), Some("happy"));
+        let moods = array(MOOD, &[(2, 1)], &[Some(b"sad"), Some(b"very happy")]);
+        assert_eq!(
+            text(MOODS, &moods).as_deref(),
+            Some(r#"{sad,"very happy"}"#)
+        );
+        // A composite with a domain over text, an enum and a date.
+        let mut pair = 3i32.to_be_bytes().to_vec();
+        for (oid, value) in [(EMAIL, &b"a@b.example"[..]), (MOOD, b"ok"), (1082, &[0; 4])] {
+            pair.extend_from_slice(&oid.to_be_bytes());
+            prefixed(&mut pair, value);
+        }
+        assert_eq!(text(PAIR, &pair).as_deref(), Some("(a@b.example,ok,?)"));
+        let mut words = vec![0x02 | 0x04];
+        prefixed(&mut words, b"a b");
+        prefixed(&mut words, b"[z]");
+        assert_eq!(text(WORDS, &words).as_deref(), Some(r#"["a b","[z]"]"#));
+        // Without the forms, none is read; an array's element must be its
+        // type's, and an enum's label must be UTF-8.
+        assert_eq!(text_of(MOOD, b"happy"), None);
+        assert_eq!(text_of(PAIR, &pair), None);
+        assert_eq!(text(MOODS, &array(25, &[(1, 1)], &[Some(b"x")])), None);
+        assert_eq!(text(MOOD, &[0xff]), None);
+        // A domain over itself (no catalog has one) ends at the bound.
+        let circular = |oid: i32| (oid == MOOD).then_some(Form::Domain(MOOD));
+        assert_eq!(text_of_with(MOOD, b"x", &circular), None);
     }
 
     #[test]

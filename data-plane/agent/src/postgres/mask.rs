@@ -19,20 +19,22 @@
 //!
 //! Binary-format values of a masked column become NULL (a client cannot
 //! decode masked text as an integer); binary values of text types are
-//! masked as text; binary numbers, arrays and records are read as their
-//! text form (`sluice_pgwire::binary`) and become NULL when a detector
-//! matches, as do binary values of types the agent cannot read that could
-//! hold text. Uncertainty masks: a column of a table the catalog does not
+//! masked as text; binary numbers, arrays, records, ranges and the
+//! database's own enums, composites and domains (their form read with the
+//! target's functions, [`Routines::type_form`]) are read as their text
+//! form (`sluice_pgwire::binary`) and become NULL when a detector matches,
+//! as do binary values of types the agent cannot read that could hold
+//! text. Uncertainty masks: a column of a table the catalog does not
 //! know (created after it was read) is masked whole, and rows that arrive
 //! without a description are masked column by column.
 
 use std::{borrow::Cow, sync::Arc};
 
 use bytes::{BufMut as _, BytesMut};
-use sluice_pgwire::messages;
+use sluice_pgwire::{binary::Form, messages};
 use sluice_policy::{CopyFormat, CopyOut, MaskSpec, MaskStrategy};
 
-use super::catalog::Catalog;
+use super::{catalog::Catalog, routines::Routines};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
@@ -53,6 +55,9 @@ pub struct Masker {
     specs: Vec<MaskSpec>,
     key: Vec<u8>,
     catalog: Option<Arc<Catalog>>,
+    /// The session's read of the target's functions and types, for the
+    /// binary form of the database's own types.
+    routines: Option<Arc<Routines>>,
 }
 
 /// Binary types that cannot hold a detectable value (dates, times,
@@ -122,7 +127,14 @@ impl Masker {
             specs,
             key,
             catalog,
+            routines: None,
         }
+    }
+
+    /// Reads the database's own types in binary results as `routines`
+    /// (the session's read of the target) says they are sent.
+    pub fn set_routines(&mut self, routines: Arc<Routines>) {
+        self.routines = Some(routines);
     }
 
     pub fn needs_catalog(specs: &[MaskSpec]) -> bool {
@@ -453,15 +465,22 @@ impl Masker {
                     if !self.specs.iter().any(|s| !s.detectors.is_empty()) {
                         return None;
                     }
-                    // Numbers, arrays and records in binary: read as their
-                    // text form to run the detectors; a hit cannot be
-                    // re-encoded, so it becomes NULL.
-                    let oid = i32::try_from(type_oid).unwrap_or(0);
-                    let Some(text) = sluice_pgwire::binary::text_of(oid, v) else {
-                        // A type the agent cannot read (a database's own
-                        // types, ranges, geometry, ...) may hold text: NULL,
-                        // unless it is a fixed-width type that cannot.
-                        return (!is_textless(type_oid)).then_some(None);
+                    // Numbers, arrays, records and the database's own types
+                    // in binary: read as their text form to run the
+                    // detectors; a hit cannot be re-encoded, so it becomes
+                    // NULL. Values that cannot hold text are not read (a
+                    // date in a record); a type the agent cannot read (an
+                    // extension's, geometry, ...) may hold text: NULL.
+                    let forms = |oid: i32| {
+                        let oid = oid.cast_unsigned();
+                        if is_textless(oid) {
+                            return Some(Form::Opaque);
+                        }
+                        self.routines.as_ref()?.type_form(oid)
+                    };
+                    let oid = type_oid.cast_signed();
+                    let Some(text) = sluice_pgwire::binary::text_of_with(oid, v, &forms) else {
+                        return Some(None);
                     };
                     return match self.mask_str(&text) {
                         Cow::Borrowed(_) => None,

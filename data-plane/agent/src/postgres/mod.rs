@@ -263,7 +263,7 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr, starting: c
             }
         };
         agent.pg_ddl_watches.ensure(&agent, &granted.resource, &granted.credential);
-        let masker = match session_masker(&agent, &granted).await {
+        let mut masker = match session_masker(&agent, &granted).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(resource = %granted.resource.name, error = %e, "cannot prepare masking; refusing the session");
@@ -277,6 +277,9 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr, starting: c
                 return refuse(&agent, stream, event, Refusal::new("58000", "catalog_unavailable", format!("sluice cannot read the functions defined in \"{}\", which it needs to judge statements: {e}", granted.resource.name))).await;
             }
         };
+        if let Some(masker) = &mut masker {
+            masker.set_routines(routines.clone());
+        }
         event.decision = "allow".into();
         // Registered before the start is recorded, so a kill or revocation
         // that follows the start event always finds the session.

@@ -52,6 +52,11 @@
 //! tables its foreign keys make a write to it write ([`FOREIGN_KEYS`]),
 //! and which of its rules make a write delete or update ([`RULE_WRITES`]).
 //!
+//! The same read gives the masker how the database's own types are sent
+//! in binary ([`TYPE_FORMS`], [`Routines::type_form`]): enums, composites,
+//! domains, ranges and arrays of them, so detectors read them in results
+//! that asyncpg and sqlx ask for in binary.
+//!
 //! What a table runs when written besides its rules, policies and
 //! partition key (triggers, defaults, generated columns, constraints,
 //! index expressions) is not `user_function`: allowing the write allows
@@ -64,6 +69,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use sluice_pgwire::binary::Form;
 use sluice_policy::{ClassifiedStatement, Rename, SqlKind};
 
 use super::catalog::{FromCatalog, cell};
@@ -208,6 +214,16 @@ const TYPE_NAMES: &str = "SELECT t.oid::bigint, t.typname, c.oid::bigint, rn.nsp
    LEFT JOIN pg_catalog.pg_class c ON c.reltype = t.oid AND c.relkind IN ('r', 'v', 'm', 'p', 'f') \
    LEFT JOIN pg_catalog.pg_namespace rn ON rn.oid = c.relnamespace \
    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') OR t.oid >= 16384";
+
+/// How the values of the types created after initdb are sent in binary,
+/// for masking ([`Routines::type_form`]): (type OID, `typtype`,
+/// `typelem`, `typbasetype`, range subtype, name of the send function).
+const TYPE_FORMS: &str = "SELECT t.oid::bigint, t.typtype::text, t.typelem::bigint, t.typbasetype::bigint, \
+   COALESCE(r.rngsubtype, 0)::bigint, p.proname \
+   FROM pg_catalog.pg_type t \
+   LEFT JOIN pg_catalog.pg_range r ON r.rngtypid = t.oid \
+   LEFT JOIN pg_catalog.pg_proc p ON p.oid = t.typsend \
+   WHERE t.oid >= 16384";
 
 /// The stored query trees of what runs when a relation is read or
 /// written (as in `runs!()`), as text: `trees (rel, tree)`, for what
@@ -532,6 +548,8 @@ pub struct Routines {
     /// What writing a relation calls, and which tables it writes through
     /// foreign keys and rules.
     writes: WriteGraph,
+    /// How the values of the database's own types are sent in binary.
+    forms: HashMap<u32, Form>,
 }
 
 /// What writing a relation runs besides its rules and policies
@@ -840,6 +858,7 @@ impl FromCatalog for Routines {
         WRITE_CALLS,
         FOREIGN_KEYS,
         RULE_WRITES,
+        TYPE_FORMS,
     ];
 
     fn from_rows(results: &[Vec<Vec<Option<String>>>]) -> Self {
@@ -1056,6 +1075,10 @@ impl FromCatalog for Routines {
         }
         routines.writes = WriteGraph::new(write_calls, &keys, rule_writes, &names);
         routines.reads = ReadGraph::new(reads_with_children, calls, parents, &names);
+        routines.forms = part(18)
+            .iter()
+            .filter_map(|row| Some((oid(row, 0)?, type_form(row)?)))
+            .collect();
         routines
     }
 }
@@ -1430,6 +1453,12 @@ impl Routines {
     /// PostgreSQL's own (from 16384 on) that are not the database's
     /// types as read. A type created on the target since could run
     /// anything its creator chose.
+    /// How values of the database's type `oid` are sent in binary, when it
+    /// is one [`sluice_pgwire::binary`] can read by its [`Form`].
+    pub fn type_form(&self, oid: u32) -> Option<Form> {
+        self.forms.get(&oid).copied()
+    }
+
     pub fn unknown_parameter_types(&self, types: &[i32]) -> Vec<u32> {
         types
             .iter()
@@ -1442,6 +1471,27 @@ impl Routines {
 /// The first OID PostgreSQL assigns to objects created after initdb
 /// (`FirstNormalObjectId`).
 const FIRST_NORMAL_OID: u32 = 16384;
+
+/// A [`TYPE_FORMS`] row's form: enums are sent as their label, types
+/// whose send function is PostgreSQL's (or `citext`'s) for text as text,
+/// composites as records; arrays, domains and ranges over their element,
+/// base or subtype. Other base types (an extension's own binary format)
+/// and multiranges are not read.
+fn type_form(row: &[Option<String>]) -> Option<Form> {
+    let oid = |i: usize| cell(row, i).parse::<i32>().ok().filter(|t| *t != 0);
+    Some(match cell(row, 1).as_str() {
+        "e" => Form::Text,
+        "c" => Form::Record,
+        "d" => Form::Domain(oid(3)?),
+        "r" => Form::Range(oid(4)?),
+        "b" => match cell(row, 5).as_str() {
+            "array_send" => Form::Array(oid(2)?),
+            "textsend" | "varcharsend" | "bpcharsend" | "citext_send" => Form::Text,
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
 
 /// The relations `rels` that `names` names, by name: `relname ->
 /// [(schema, OID)]` (read with [`oids_named`]).
@@ -1806,6 +1856,39 @@ mod tests {
 
     fn run_by(routines: &Routines, sql: &str) -> Vec<String> {
         reached(routines, sql).functions
+    }
+
+    #[test]
+    fn the_binary_form_of_each_kind_of_type_is_read_from_its_catalog_row() {
+        let form = |typtype: &str, elem: &str, base: &str, subtype: &str, send: &str| {
+            let row: Vec<Option<String>> = ["16400", typtype, elem, base, subtype, send]
+                .iter()
+                .map(|c| Some((*c).to_owned()))
+                .collect();
+            type_form(&row)
+        };
+        assert_eq!(form("e", "0", "0", "0", "enum_send"), Some(Form::Text));
+        assert_eq!(form("c", "0", "0", "0", "record_send"), Some(Form::Record));
+        assert_eq!(
+            form("d", "0", "25", "0", "textsend"),
+            Some(Form::Domain(25))
+        );
+        assert_eq!(
+            form("r", "0", "0", "25", "range_send"),
+            Some(Form::Range(25))
+        );
+        assert_eq!(
+            form("b", "16401", "0", "0", "array_send"),
+            Some(Form::Array(16_401))
+        );
+        assert_eq!(form("b", "0", "0", "0", "citext_send"), Some(Form::Text));
+        // An extension's own binary format, a multirange, a pseudo-type,
+        // a row with its referent missing: not read.
+        assert_eq!(form("b", "0", "0", "0", "hstore_send"), None);
+        assert_eq!(form("m", "0", "0", "0", "multirange_send"), None);
+        assert_eq!(form("p", "0", "0", "0", ""), None);
+        assert_eq!(form("d", "0", "0", "0", "textsend"), None);
+        assert_eq!(form("b", "0", "0", "0", "array_send"), None);
     }
 
     #[test]

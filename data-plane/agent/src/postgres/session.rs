@@ -1528,6 +1528,9 @@ impl Relay {
             if let Err(e) = &read {
                 tracing::warn!(error = %e, "cannot read the target's functions; denying statements until it can");
             }
+            if let (Ok(routines), Some(masker)) = (&read, self.ctx.masker.as_mut()) {
+                masker.set_routines(routines.clone());
+            }
             self.judge.set_routines(read.map_err(|e| e.to_string()));
             self.routines_read = (Instant::now(), generation);
         }
