@@ -30,6 +30,8 @@ async def main():
     seen["array_values"] = [None if v is None else str(v)
                             for v in await conn.fetchval("SELECT ARRAY[1.5, NULL, 3]::numeric[]")]
     seen["record"] = list(await conn.fetchval("SELECT row(7, 'a,b', NULL::text)"))
+    seen["bytea"] = [None if r[0] is None else r[0].decode()
+                     for r in await conn.fetch("SELECT convert_to(owner, 'UTF8') FROM ledger ORDER BY id")]
     seen["accounts"] = [
         [r["id"], r["status"], r["history"],
          None if r["contact"] is None else [str(v) for v in r["contact"]]]

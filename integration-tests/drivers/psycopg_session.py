@@ -11,6 +11,7 @@ import psycopg
 conninfo = dict(host="127.0.0.1", port=os.environ["SLUICE_PORT"], dbname="app",
                 user="alice", password=os.environ["SLUICE_TOKEN"], sslmode="disable")
 LEDGER = "SELECT id, owner, amount, card, tags FROM ledger WHERE id = %s"
+BYTEA = "SELECT convert_to(owner, 'UTF8') FROM ledger ORDER BY id"
 
 
 def row(r):
@@ -25,6 +26,12 @@ with psycopg.connect(**conninfo) as conn:
     with conn.cursor(binary=True) as cur:
         seen["binary"] = [row(cur.execute(LEDGER, (i,)).fetchone()) for i in (1, 2)]
     seen["prepared"] = [row(conn.execute(LEDGER, (i,), prepare=True).fetchone()) for i in (2, 1, 2)]
+    # bytea, in text (hex) and in binary.
+    seen["bytea"] = {}
+    for mode in ("text", "binary"):
+        with conn.cursor(binary=mode == "binary") as cur:
+            cur.execute(BYTEA)
+            seen["bytea"][mode] = [None if v is None else bytes(v).decode() for (v,) in cur]
     conn.commit()
 
     # A transaction that commits.

@@ -87,6 +87,14 @@ async fn psycopg_reads_writes_and_recovers_from_a_denial_through_the_agent() {
         json!([rows[1], rows[0], rows[1]]),
         "prepared: {seen}"
     );
+    // The detectors read bytea's bytes, hex-spelled in text or raw in
+    // binary: the email's become NULL, other bytes pass.
+    let bytea = json!([null, "no email here"]);
+    assert_eq!(
+        seen["bytea"],
+        json!({"text": bytea, "binary": bytea}),
+        "{seen}"
+    );
     assert_committed(&dp, "from psycopg");
     // psycopg rolls back after the error and deallocates its prepared
     // statements (`DEALLOCATE`, in the `session` group).
@@ -118,6 +126,7 @@ async fn asyncpg_reads_writes_and_recovers_from_a_denial_through_the_agent() {
         ]),
         "{seen}"
     );
+    assert_eq!(seen["bytea"], json!([null, "no email here"]), "{seen}");
     assert_committed(&dp, "from asyncpg");
     assert_denied_and_recovered(&dp, &seen, "asyncpg");
     assert_eq!(seen["cursor"], json!([1, 2, 3]));

@@ -24,7 +24,9 @@
 //! target's functions, [`Routines::type_form`]) are read as their text
 //! form (`sluice_pgwire::binary`) and become NULL when a detector matches,
 //! as do binary values of types the agent cannot read that could hold
-//! text. Uncertainty masks: a column of a table the catalog does not
+//! text. `bytea` values are read as their bytes (their text form is hex,
+//! which no detector reads) in results, and in COPY where the agent knows
+//! the columns' types (a table's COPY under column rules). Uncertainty masks: a column of a table the catalog does not
 //! know (created after it was read) is masked whole, and rows that arrive
 //! without a description are masked column by column.
 
@@ -95,6 +97,9 @@ fn is_textless(oid: u32) -> bool {
             | 2950
     )
 }
+
+/// `bytea`.
+const BYTEA: u32 = 17;
 
 /// Type OIDs whose binary form is the text itself.
 fn is_text_type(oid: u32) -> bool {
@@ -461,6 +466,9 @@ impl Masker {
                 }
             }
             Action::Pass => {
+                if type_oid == BYTEA {
+                    return self.detect_in_bytes(binary, v);
+                }
                 if binary && !is_text_type(type_oid) {
                     if !self.specs.iter().any(|s| !s.detectors.is_empty()) {
                         return None;
@@ -509,6 +517,25 @@ impl Masker {
                 }
                 changed.then(|| Some(current.into_owned()))
             }
+        }
+    }
+
+    /// Detectors over a `bytea` value's bytes (its text form, `\x` and hex,
+    /// hides them from any detector): a hit becomes NULL.
+    fn detect_in_bytes(&self, binary: bool, v: &[u8]) -> Option<Option<String>> {
+        if self.specs.iter().all(|s| s.detectors.is_empty()) {
+            return None;
+        }
+        let decoded = if binary {
+            None
+        } else {
+            // `bytea_output = escape` prints text as is: read it as text.
+            v.strip_prefix(b"\\x").and_then(|h| hex::decode(h).ok())
+        };
+        let text = String::from_utf8_lossy(decoded.as_deref().unwrap_or(v));
+        match self.mask_str(&text) {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(_) => Some(None),
         }
     }
 
@@ -619,10 +646,13 @@ impl Masker {
         let mut changed = false;
         let mut out: Vec<Option<String>> = Vec::with_capacity(fields.len());
         for (i, field) in fields.into_iter().enumerate() {
-            let (action, _) = plan.fields.get(i).copied().unwrap_or(plan.rest);
+            let (action, ty) = plan.fields.get(i).copied().unwrap_or(plan.rest);
+            // Fields are text (a hit is redacted in place); a `bytea`
+            // column's are read as the bytes they spell.
+            let ty = if ty == BYTEA { BYTEA } else { 25 };
             let masked = match &field {
                 None => None,
-                Some(v) => self.mask_value(action, false, 25, v.as_bytes()),
+                Some(v) => self.mask_value(action, false, ty, v.as_bytes()),
             };
             match masked {
                 Some(m) => {
@@ -1270,6 +1300,32 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn detectors_read_the_bytes_of_bytea_values() {
+        let m = Masker::new(
+            vec![spec(&[], &[Detector::Email], &[], MaskStrategy::Redact)],
+            b"k".to_vec(),
+            None,
+        );
+        let plan = m.plan(&row_description(&[("blob", 0, 0, 17)]), None);
+        let row =
+            |formats: &[i16], v: &[u8]| m.rewrite_row(Some(&plan), formats, &data_row(&[Some(v)]));
+        let email = b"to ann@example.com";
+        // Text results spell bytea in hex; binary ones send the bytes.
+        let hex = format!("\\x{}", hex::encode(email));
+        let masked = row(&[], hex.as_bytes()).unwrap().unwrap();
+        assert_eq!(values(&masked), [None]);
+        assert_eq!(values(&row(&[1], email).unwrap().unwrap()), [None]);
+        // Bytes with no hit pass in both forms, binary ones too (they were
+        // NULL before the bytes were read).
+        let image = [0x89, b'P', b'N', b'G', 0, 0xff, 0xfe];
+        assert!(row(&[1], &image).unwrap().is_none());
+        let hex = format!("\\x{}", hex::encode(image));
+        assert!(row(&[], hex.as_bytes()).unwrap().is_none());
+        // `bytea_output = escape` prints the text as is.
+        assert_eq!(values(&row(&[], email).unwrap().unwrap()), [None]);
     }
 
     #[test]
