@@ -1,7 +1,7 @@
 //! Client drivers other than Rust's, run as real programs through the agent:
-//! psycopg and asyncpg (Python), node-postgres (Node.js). Each test runs a
-//! script from `integration-tests/drivers/` that prints what it observed
-//! as JSON, and asserts on that.
+//! psycopg, asyncpg, psycopg2 and SQLAlchemy (Python), node-postgres
+//! (Node.js). Each test runs a script from `integration-tests/drivers/`
+//! that prints what it observed as JSON, and asserts on that.
 //!
 //! The drivers are installed at pinned versions into `<target>/drivers` by
 //! `scripts/ensure-drivers.sh`, which `make test` runs and which every call

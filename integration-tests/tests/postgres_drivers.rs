@@ -1,10 +1,12 @@
 //! The drivers AI workloads use, as real programs through the agent:
 //! psycopg 3 (text and binary results, server-side prepared statements,
 //! pipeline mode), asyncpg (binary everything, its quoted `'utf-8'`
-//! client_encoding, a pool) and node-postgres (named statements,
-//! multi-statement queries, a pool). Each reads a table of numbers, arrays
-//! and a detector-masked value, commits a write, and meets a denied
-//! statement it recovers from; the target confirms what ran.
+//! client_encoding, a pool), node-postgres (named statements,
+//! multi-statement queries, a pool) and psycopg2 with SQLAlchemy on it
+//! (parameters interpolated on the client, schema reflection). Each reads
+//! a table of numbers, arrays and a detector-masked value, commits a
+//! write, and meets a denied statement it recovers from; the target
+//! confirms what ran.
 //!
 //! And the reading those rely on: the agent's text form of binary values
 //! (`sluice_pgwire::binary`) checked against PostgreSQL's own.
@@ -134,6 +136,36 @@ async fn asyncpg_reads_writes_and_recovers_from_a_denial_through_the_agent() {
         seen["pool"],
         json!(["item 8", "item 9", "item 10", "item 11"])
     );
+}
+
+#[tokio::test]
+async fn psycopg2_and_sqlalchemy_reflect_read_write_and_recover_through_the_agent() {
+    let dp = ledger().await;
+    let seen = drivers::python("psycopg2_session.py", dp.agent.pg_port, &dp.token);
+    assert_eq!(seen["text"], ledger_rows(), "text results: {seen}");
+    assert_committed(&dp, "from psycopg2");
+    assert_denied_and_recovered(&dp, &seen, "psycopg2");
+    // SQLAlchemy's reflection: its catalog queries pass the judge and
+    // show the schema as it is.
+    assert_eq!(
+        seen["tables"],
+        json!(["accounts", "items", "ledger", "notes"]),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["columns"],
+        json!({
+            "ledger": ["id", "owner", "amount", "card", "tags"],
+            "accounts": ["id", "status", "history", "contact"],
+        })
+    );
+    assert_eq!(seen["primary_key"], json!(["id"]));
+    assert_eq!(
+        seen["enums"],
+        json!([{"name": "status", "labels": ["active", "closed"]}])
+    );
+    let rows = ledger_rows();
+    assert_eq!(seen["orm"], json!([rows[0], rows[1]]), "{seen}");
 }
 
 #[tokio::test]
