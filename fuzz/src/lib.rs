@@ -146,6 +146,7 @@ fn database_types(oid: i32) -> Option<sluice_pgwire::binary::Form> {
         16_402 => Form::Array(16_400),
         16_403 => Form::Domain(16_402),
         16_404 => Form::Range(16_403),
+        16_406 => Form::Multirange(16_404),
         16_405 => Form::Domain(16_405),
         1082 | 1114 => Form::Opaque,
         _ => return None,
@@ -175,7 +176,7 @@ pub fn pg_backend(data: &[u8]) {
                         let oid = [
                             16, 17, 20, 21, 23, 25, 700, 701, 1082, 1114, 1700, 2950, 1007, 1009,
                             1231, 2249, 2287, 3904, 3905, 3906, 16_400, 16_401, 16_402, 16_403,
-                            16_404, 16_405,
+                            16_404, 16_405, 16_406, 4451,
                         ]
                         .get(i)
                         .copied()

@@ -230,6 +230,10 @@ async fn binary_values_read_as_postgresql_prints_them() {
         "'(,5]'::int8range",
         "numrange(1.5, NULL)",
         "ARRAY[int4range(1, 3), 'empty']",
+        // Multiranges in records: sqlx does not know their type kind.
+        "row('{[1,3), [5,7)}'::int4multirange, '{}'::nummultirange)",
+        "row(ARRAY['{(,2]}'::int8multirange])",
+        r#"row('{["a b",c), [x,)}'::wordsmulti)"#,
         // The database's own types, read by the forms below.
         "'very happy'::mood",
         "ARRAY['sad', 'very happy']::mood[]",
@@ -242,7 +246,7 @@ async fn binary_values_read_as_postgresql_prints_them() {
     pg.psql(
         "postgres",
         "CREATE TYPE mood AS ENUM ('sad', 'very happy'); CREATE DOMAIN email AS text; \
-         CREATE TYPE pair AS (e email, m mood, note text); CREATE TYPE words AS RANGE (subtype = text)",
+         CREATE TYPE pair AS (e email, m mood, note text); CREATE TYPE words AS RANGE (subtype = text, multirange_type_name = wordsmulti)",
     );
     // What the agent reads from the catalog for these (`TYPE_FORMS`).
     let oid = |name: &str| -> i32 {
@@ -259,6 +263,7 @@ async fn binary_values_read_as_postgresql_prints_them() {
         (oid("pair"), Form::Record),
         (oid("pair[]"), Form::Array(oid("pair"))),
         (oid("words"), Form::Range(25)),
+        (oid("wordsmulti"), Form::Multirange(oid("words"))),
     ]
     .into();
     for value in values {

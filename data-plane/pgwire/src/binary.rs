@@ -6,13 +6,14 @@
 //! to record parameters in the audit trail. [`text_of`] knows the built-in
 //! scalar types drivers use most (booleans, integers, floats, `numeric`,
 //! text types, `json`/`jsonb`, `uuid`), arrays of those, anonymous records
-//! and the built-in ranges of numbers; for anything else it returns `None`,
-//! and the caller decides (the masker treats such a value as possibly
-//! holding text). [`text_of_with`] also reads the database's own types
-//! (enums, composites, domains, ranges and arrays of them) by the [`Form`]
-//! the caller finds in the target's catalog. Floats are written in Rust's
-//! shortest form, which has the same digits as PostgreSQL's but no
-//! exponent (`1e+20` reads `100000000000000000000`).
+//! and the built-in ranges and multiranges of numbers; for anything else
+//! it returns `None`, and the caller decides (the masker treats such a
+//! value as possibly holding text). [`text_of_with`] also reads the
+//! database's own types (enums, composites, domains, ranges, multiranges
+//! and arrays of them) by the [`Form`] the caller finds in the target's
+//! catalog. Floats are written in Rust's shortest form, which has the same
+//! digits as PostgreSQL's but no exponent (`1e+20` reads
+//! `100000000000000000000`).
 //!
 //! The input comes from the database, but nothing here trusts it: every
 //! length is checked, element counts are bounded by the bytes present,
@@ -52,6 +53,12 @@ fn array_element(oid: i32) -> Option<i32> {
         3909 => 3908, // tsrange
         3911 => 3910, // tstzrange
         3913 => 3912, // daterange
+        6150 => 4451, // int4multirange
+        6157 => 4536, // int8multirange
+        6151 => 4532, // nummultirange
+        6152 => 4533, // tsmultirange
+        6153 => 4534, // tstzmultirange
+        6155 => 4535, // datemultirange
         _ => return None,
     })
 }
@@ -65,6 +72,19 @@ fn range_subtype(oid: i32) -> Option<i32> {
         3908 => 1114, // tsrange
         3910 => 1184, // tstzrange
         3912 => 1082, // daterange
+        _ => return None,
+    })
+}
+
+/// The range type of each built-in multirange type.
+fn multirange_range(oid: i32) -> Option<i32> {
+    Some(match oid {
+        4451 => 3904, // int4multirange
+        4536 => 3926, // int8multirange
+        4532 => 3906, // nummultirange
+        4533 => 3908, // tsmultirange
+        4534 => 3910, // tstzmultirange
+        4535 => 3912, // datemultirange
         _ => return None,
     })
 }
@@ -85,6 +105,8 @@ pub enum Form {
     Domain(i32),
     /// A range of this subtype.
     Range(i32),
+    /// A multirange of this range type.
+    Multirange(i32),
     /// A type whose values cannot hold text (dates, times, network
     /// addresses...): written as `?`, so the text is PostgreSQL's but for
     /// such values. For readers that only look for text in the value.
@@ -227,6 +249,7 @@ impl Reading<'_> {
                 let form = array_element(t)
                     .map(Form::Array)
                     .or_else(|| range_subtype(t).map(Form::Range))
+                    .or_else(|| multirange_range(t).map(Form::Multirange))
                     .or_else(|| (self.forms)(t))?;
                 match form {
                     Form::Text => out.push_str(std::str::from_utf8(v).ok()?),
@@ -234,6 +257,7 @@ impl Reading<'_> {
                     Form::Array(element) => self.array(element, v, depth, out)?,
                     Form::Domain(base) => self.value(base, v, depth + 1, out)?,
                     Form::Range(subtype) => self.range(subtype, v, depth, out)?,
+                    Form::Multirange(range) => self.multirange(range, v, depth, out)?,
                     Form::Opaque => out.push('?'),
                 }
             }
@@ -333,6 +357,27 @@ impl Reading<'_> {
             }
         }
         out.push(')');
+        r.done()
+    }
+
+    /// `multirange_send`: the range count, then each range as a length and
+    /// its `range_send` form; printed as `multirange_out` (the ranges in
+    /// braces, unquoted).
+    fn multirange(&self, range: i32, v: &[u8], depth: usize, out: &mut String) -> Option<()> {
+        let mut r = Reader(v);
+        let count = usize::try_from(r.i32()?).ok()?;
+        // Each range takes at least its length and flags.
+        if count > r.0.len() / 5 {
+            return None;
+        }
+        out.push('{');
+        for i in 0..count {
+            if i > 0 {
+                out.push(',');
+            }
+            self.value(range, r.value()??, depth + 1, out)?;
+        }
+        out.push('}');
         r.done()
     }
 
@@ -596,6 +641,15 @@ mod tests {
         assert_eq!(text_of(3904, &range(0x20, &[&one, &ten])), None);
         // Timestamps are not read here.
         assert_eq!(text_of(3908, &range(0x02, &[&[0; 8], &[0; 8]])), None);
+        // Multiranges: ranges in braces, unquoted.
+        let mut multi = 2i32.to_be_bytes().to_vec();
+        prefixed(&mut multi, &range(0x02, &[&one, &ten]));
+        prefixed(&mut multi, &range(0x08 | 0x10, &[]));
+        assert_eq!(text_of(4451, &multi).as_deref(), Some("{[1,10),(,)}"));
+        assert_eq!(text_of(4451, &0i32.to_be_bytes()).as_deref(), Some("{}"));
+        // More ranges than the bytes hold.
+        multi[3] = 200;
+        assert_eq!(text_of(4451, &multi), None);
     }
 
     #[test]

@@ -26,8 +26,10 @@
 //! as do binary values of types the agent cannot read that could hold
 //! text. `bytea` values are read as their bytes (their text form is hex,
 //! which no detector reads) in results, and in COPY where the agent knows
-//! the columns' types (a table's COPY under column rules). Uncertainty masks: a column of a table the catalog does not
-//! know (created after it was read) is masked whole, and rows that arrive
+//! the columns' types (a table's COPY under column rules).
+//!
+//! Uncertainty masks: a column of a table the catalog does not know
+//! (created after it was read) is masked whole, and rows that arrive
 //! without a description are masked column by column.
 
 use std::{borrow::Cow, sync::Arc};
@@ -526,10 +528,11 @@ impl Masker {
         if self.specs.iter().all(|s| s.detectors.is_empty()) {
             return None;
         }
+        // Text results spell the bytes in hex (`\x...`), or, under
+        // `bytea_output = escape`, printable bytes as they are: read as is.
         let decoded = if binary {
             None
         } else {
-            // `bytea_output = escape` prints text as is: read it as text.
             v.strip_prefix(b"\\x").and_then(|h| hex::decode(h).ok())
         };
         let text = String::from_utf8_lossy(decoded.as_deref().unwrap_or(v));

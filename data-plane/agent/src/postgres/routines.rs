@@ -54,8 +54,8 @@
 //!
 //! The same read gives the masker how the database's own types are sent
 //! in binary ([`TYPE_FORMS`], [`Routines::type_form`]): enums, composites,
-//! domains, ranges and arrays of them, so detectors read them in results
-//! that asyncpg and sqlx ask for in binary.
+//! domains, ranges, multiranges and arrays of them, so detectors read them
+//! in results that asyncpg and sqlx ask for in binary.
 //!
 //! What a table runs when written besides its rules, policies and
 //! partition key (triggers, defaults, generated columns, constraints,
@@ -217,11 +217,14 @@ const TYPE_NAMES: &str = "SELECT t.oid::bigint, t.typname, c.oid::bigint, rn.nsp
 
 /// How the values of the types created after initdb are sent in binary,
 /// for masking ([`Routines::type_form`]): (type OID, `typtype`,
-/// `typelem`, `typbasetype`, range subtype, name of the send function).
+/// `typelem`, `typbasetype`, range subtype, name of the send function,
+/// a multirange's range type). Multiranges came with PostgreSQL 14:
+/// their column is read through `to_jsonb` to run on older servers too.
 const TYPE_FORMS: &str = "SELECT t.oid::bigint, t.typtype::text, t.typelem::bigint, t.typbasetype::bigint, \
-   COALESCE(r.rngsubtype, 0)::bigint, p.proname \
+   COALESCE(r.rngsubtype, 0)::bigint, p.proname, COALESCE(m.rngtypid, 0)::bigint \
    FROM pg_catalog.pg_type t \
    LEFT JOIN pg_catalog.pg_range r ON r.rngtypid = t.oid \
+   LEFT JOIN pg_catalog.pg_range m ON (to_jsonb(m) ->> 'rngmultitypid')::oid = t.oid \
    LEFT JOIN pg_catalog.pg_proc p ON p.oid = t.typsend \
    WHERE t.oid >= 16384";
 
@@ -1474,9 +1477,9 @@ const FIRST_NORMAL_OID: u32 = 16384;
 
 /// A [`TYPE_FORMS`] row's form: enums are sent as their label, types
 /// whose send function is PostgreSQL's (or `citext`'s) for text as text,
-/// composites as records; arrays, domains and ranges over their element,
-/// base or subtype. Other base types (an extension's own binary format)
-/// and multiranges are not read.
+/// composites as records; arrays, domains, ranges and multiranges over
+/// their element, base, subtype or range type. Other base types (an
+/// extension's own binary format) are not read.
 fn type_form(row: &[Option<String>]) -> Option<Form> {
     let oid = |i: usize| cell(row, i).parse::<i32>().ok().filter(|t| *t != 0);
     Some(match cell(row, 1).as_str() {
@@ -1484,6 +1487,7 @@ fn type_form(row: &[Option<String>]) -> Option<Form> {
         "c" => Form::Record,
         "d" => Form::Domain(oid(3)?),
         "r" => Form::Range(oid(4)?),
+        "m" => Form::Multirange(oid(6)?),
         "b" => match cell(row, 5).as_str() {
             "array_send" => Form::Array(oid(2)?),
             "textsend" | "varcharsend" | "bpcharsend" | "citext_send" => Form::Text,
@@ -1861,7 +1865,7 @@ mod tests {
     #[test]
     fn the_binary_form_of_each_kind_of_type_is_read_from_its_catalog_row() {
         let form = |typtype: &str, elem: &str, base: &str, subtype: &str, send: &str| {
-            let row: Vec<Option<String>> = ["16400", typtype, elem, base, subtype, send]
+            let row: Vec<Option<String>> = ["16400", typtype, elem, base, subtype, send, "16500"]
                 .iter()
                 .map(|c| Some((*c).to_owned()))
                 .collect();
@@ -1882,10 +1886,13 @@ mod tests {
             Some(Form::Array(16_401))
         );
         assert_eq!(form("b", "0", "0", "0", "citext_send"), Some(Form::Text));
-        // An extension's own binary format, a multirange, a pseudo-type,
-        // a row with its referent missing: not read.
+        assert_eq!(
+            form("m", "0", "0", "0", "multirange_send"),
+            Some(Form::Multirange(16_500))
+        );
+        // An extension's own binary format, a pseudo-type,
+        // a domain or array without its base or element: not read.
         assert_eq!(form("b", "0", "0", "0", "hstore_send"), None);
-        assert_eq!(form("m", "0", "0", "0", "multirange_send"), None);
         assert_eq!(form("p", "0", "0", "0", ""), None);
         assert_eq!(form("d", "0", "0", "0", "textsend"), None);
         assert_eq!(form("b", "0", "0", "0", "array_send"), None);
