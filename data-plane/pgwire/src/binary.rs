@@ -27,64 +27,52 @@ const MAX_DEPTH: usize = 8;
 /// Text types: their binary form is the text itself.
 const TEXT_TYPES: [i32; 7] = [25, 1043, 1042, 19, 705, 114, 142];
 
-/// The element type of each built-in array type read here.
-fn array_element(oid: i32) -> Option<i32> {
+/// The built-in containers read here: arrays by their element type,
+/// ranges by their subtype, multiranges by their range type.
+fn builtin_form(oid: i32) -> Option<Form> {
+    use Form::{Array, Multirange, Range};
     Some(match oid {
-        1000 => 16,   // bool
-        1005 => 21,   // int2
-        1007 => 23,   // int4
-        1016 => 20,   // int8
-        1028 => 26,   // oid
-        1021 => 700,  // float4
-        1022 => 701,  // float8
-        1231 => 1700, // numeric
-        1009 => 25,   // text
-        1015 => 1043, // varchar
-        1014 => 1042, // bpchar
-        1003 => 19,   // name
-        199 => 114,   // json
-        143 => 142,   // xml
-        3807 => 3802, // jsonb
-        2951 => 2950, // uuid
-        2287 => 2249, // record
-        3905 => 3904, // int4range
-        3927 => 3926, // int8range
-        3907 => 3906, // numrange
-        3909 => 3908, // tsrange
-        3911 => 3910, // tstzrange
-        3913 => 3912, // daterange
-        6150 => 4451, // int4multirange
-        6157 => 4536, // int8multirange
-        6151 => 4532, // nummultirange
-        6152 => 4533, // tsmultirange
-        6153 => 4534, // tstzmultirange
-        6155 => 4535, // datemultirange
-        _ => return None,
-    })
-}
-
-/// The subtype of each built-in range type.
-fn range_subtype(oid: i32) -> Option<i32> {
-    Some(match oid {
-        3904 => 23,   // int4range
-        3926 => 20,   // int8range
-        3906 => 1700, // numrange
-        3908 => 1114, // tsrange
-        3910 => 1184, // tstzrange
-        3912 => 1082, // daterange
-        _ => return None,
-    })
-}
-
-/// The range type of each built-in multirange type.
-fn multirange_range(oid: i32) -> Option<i32> {
-    Some(match oid {
-        4451 => 3904, // int4multirange
-        4536 => 3926, // int8multirange
-        4532 => 3906, // nummultirange
-        4533 => 3908, // tsmultirange
-        4534 => 3910, // tstzmultirange
-        4535 => 3912, // datemultirange
+        1000 => Array(16),        // bool[]
+        1005 => Array(21),        // int2[]
+        1007 => Array(23),        // int4[]
+        1016 => Array(20),        // int8[]
+        1028 => Array(26),        // oid[]
+        1021 => Array(700),       // float4[]
+        1022 => Array(701),       // float8[]
+        1231 => Array(1700),      // numeric[]
+        1009 => Array(25),        // text[]
+        1015 => Array(1043),      // varchar[]
+        1014 => Array(1042),      // bpchar[]
+        1003 => Array(19),        // name[]
+        199 => Array(114),        // json[]
+        143 => Array(142),        // xml[]
+        3807 => Array(3802),      // jsonb[]
+        2951 => Array(2950),      // uuid[]
+        2287 => Array(2249),      // record[]
+        3905 => Array(3904),      // int4range[]
+        3927 => Array(3926),      // int8range[]
+        3907 => Array(3906),      // numrange[]
+        3909 => Array(3908),      // tsrange[]
+        3911 => Array(3910),      // tstzrange[]
+        3913 => Array(3912),      // daterange[]
+        6150 => Array(4451),      // int4multirange[]
+        6157 => Array(4536),      // int8multirange[]
+        6151 => Array(4532),      // nummultirange[]
+        6152 => Array(4533),      // tsmultirange[]
+        6153 => Array(4534),      // tstzmultirange[]
+        6155 => Array(4535),      // datemultirange[]
+        3904 => Range(23),        // int4range
+        3926 => Range(20),        // int8range
+        3906 => Range(1700),      // numrange
+        3908 => Range(1114),      // tsrange
+        3910 => Range(1184),      // tstzrange
+        3912 => Range(1082),      // daterange
+        4451 => Multirange(3904), // int4multirange
+        4536 => Multirange(3926), // int8multirange
+        4532 => Multirange(3906), // nummultirange
+        4533 => Multirange(3908), // tsmultirange
+        4534 => Multirange(3910), // tstzmultirange
+        4535 => Multirange(3912), // datemultirange
         _ => return None,
     })
 }
@@ -245,22 +233,15 @@ impl Reading<'_> {
             }
             (2249, _) => self.record(v, depth, out)?,
             (t, _) if TEXT_TYPES.contains(&t) => out.push_str(std::str::from_utf8(v).ok()?),
-            (t, _) => {
-                let form = array_element(t)
-                    .map(Form::Array)
-                    .or_else(|| range_subtype(t).map(Form::Range))
-                    .or_else(|| multirange_range(t).map(Form::Multirange))
-                    .or_else(|| (self.forms)(t))?;
-                match form {
-                    Form::Text => out.push_str(std::str::from_utf8(v).ok()?),
-                    Form::Record => self.record(v, depth, out)?,
-                    Form::Array(element) => self.array(element, v, depth, out)?,
-                    Form::Domain(base) => self.value(base, v, depth + 1, out)?,
-                    Form::Range(subtype) => self.range(subtype, v, depth, out)?,
-                    Form::Multirange(range) => self.multirange(range, v, depth, out)?,
-                    Form::Opaque => out.push('?'),
-                }
-            }
+            (t, _) => match builtin_form(t).or_else(|| (self.forms)(t))? {
+                Form::Text => out.push_str(std::str::from_utf8(v).ok()?),
+                Form::Record => self.record(v, depth, out)?,
+                Form::Array(element) => self.array(element, v, depth, out)?,
+                Form::Domain(base) => self.value(base, v, depth + 1, out)?,
+                Form::Range(subtype) => self.range(subtype, v, depth, out)?,
+                Form::Multirange(range) => self.multirange(range, v, depth, out)?,
+                Form::Opaque => out.push('?'),
+            },
         }
         Some(())
     }
@@ -428,17 +409,31 @@ impl Reading<'_> {
 /// `array_out`'s quoting: empty, `NULL`, or holding a delimiter, brace,
 /// quote, backslash or white space; quotes and backslashes are escaped.
 fn quote_array_element(text: &str, out: &mut String) {
-    let needs = text.is_empty()
-        || text.eq_ignore_ascii_case("null")
-        || text
-            .chars()
-            .any(|c| matches!(c, '"' | '\\' | '{' | '}' | ',') || is_space(c));
+    let needs = text.eq_ignore_ascii_case("null") || needs_quotes(text, &['{', '}', ',']);
     push_quoted(text, needs, Some('\\'), out);
 }
 
-/// White space as PostgreSQL's `isspace` sees it.
-fn is_space(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
+/// `record_out`'s quoting: empty, or holding a parenthesis, comma, quote,
+/// backslash or white space; quotes and backslashes are doubled.
+fn quote_record_field(text: &str, out: &mut String) {
+    push_quoted(text, needs_quotes(text, &['(', ')', ',']), None, out);
+}
+
+/// `range_bound_escape`'s quoting: a record field's, brackets too.
+fn quote_range_bound(text: &str, out: &mut String) {
+    let needs = needs_quotes(text, &['(', ')', '[', ']', ',']);
+    push_quoted(text, needs, None, out);
+}
+
+/// Whether an output function quotes `text`: empty, or holding a quote, a
+/// backslash, white space (as PostgreSQL's `isspace` sees it) or one of
+/// the container's own `delimiters`.
+fn needs_quotes(text: &str, delimiters: &[char]) -> bool {
+    text.is_empty()
+        || text.chars().any(|c| {
+            matches!(c, '"' | '\\' | ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
+                || delimiters.contains(&c)
+        })
 }
 
 /// `text` as is, or when `needs`, in double quotes with each quote and
@@ -456,25 +451,6 @@ fn push_quoted(text: &str, needs: bool, escape: Option<char>, out: &mut String) 
         out.push(c);
     }
     out.push('"');
-}
-
-/// `record_out`'s quoting: empty, or holding a parenthesis, comma, quote,
-/// backslash or white space; quotes and backslashes are doubled.
-fn quote_record_field(text: &str, out: &mut String) {
-    let needs = text.is_empty()
-        || text
-            .chars()
-            .any(|c| matches!(c, '"' | '\\' | '(' | ')' | ',') || is_space(c));
-    push_quoted(text, needs, None, out);
-}
-
-/// `range_bound_escape`'s quoting: a record field's, brackets too.
-fn quote_range_bound(text: &str, out: &mut String) {
-    let needs = text.is_empty()
-        || text
-            .chars()
-            .any(|c| matches!(c, '"' | '\\' | '(' | ')' | '[' | ']' | ',') || is_space(c));
-    push_quoted(text, needs, None, out);
 }
 
 #[cfg(test)]
