@@ -115,7 +115,7 @@ pub fn pg_frontend(data: &[u8]) {
                 let types: Vec<i32> = (0..bind.params.len())
                     .map(|i| if i % 2 == 0 { 23 } else { 25 })
                     .collect();
-                let shown = bind.params_for_audit(&types);
+                let shown = bind.params_for_audit(&types, &database_types);
                 assert_eq!(shown.len(), bind.params.len());
                 for i in 0..bind.params.len() + 1 {
                     let _ = bind.param_is_binary(i);
@@ -181,10 +181,11 @@ pub fn pg_backend(data: &[u8]) {
                         .get(i)
                         .copied()
                         .unwrap_or(i as i32);
-                        let _ = messages::binary_as_text(oid, v);
-                        // The database's own types, as the masker reads
-                        // them (a domain over itself included).
-                        let _ = sluice_pgwire::binary::text_of_with(oid, v, &database_types);
+                        let _ = messages::binary_as_text(oid, v, &|_| None);
+                        // The database's own types, as the masker and the
+                        // audit trail read them (a domain over itself
+                        // included).
+                        let _ = messages::binary_as_text(oid, v, &database_types);
                     }
                 }
             }
@@ -197,6 +198,11 @@ pub fn pg_backend(data: &[u8]) {
         }
         b'Z' => {
             let _ = messages::ready_status(body);
+        }
+        b't' => {
+            if let Ok(types) = messages::parse_parameter_description(body) {
+                assert!(types.len() * 4 < body.len());
+            }
         }
         _ => {}
     });

@@ -5,6 +5,7 @@ statement, and asks for every result in binary. Prints what it observed as
 JSON; the test asserts.
 """
 import asyncio
+import datetime
 import json
 import os
 
@@ -36,6 +37,15 @@ async def main():
         [r["id"], r["status"], r["history"],
          None if r["contact"] is None else [str(v) for v in r["contact"]]]
         for r in await conn.fetch("SELECT id, status, history, contact FROM accounts ORDER BY id")]
+
+    # Binary parameters of types asyncpg learns from the target (it
+    # declares none at Parse): the audit trail must read them.
+    seen["typed_params"] = await conn.fetchval(
+        "SELECT count(*) FROM accounts WHERE status = $1 AND id > $2 AND (contact).since < $3"
+        " AND $4::timestamptz IS NOT NULL AND $5::contact IS NOT NULL",
+        "active", 0, datetime.date(2025, 1, 1),
+        datetime.datetime(2026, 1, 2, 3, 4, 5, 120, tzinfo=datetime.timezone.utc),
+        ("Eve", "eve", datetime.date(1999, 12, 31)))
 
     async with conn.transaction():
         await conn.execute("INSERT INTO notes (body) VALUES ($1)", "from asyncpg")

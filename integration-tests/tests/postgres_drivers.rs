@@ -11,8 +11,10 @@
 //! And the reading those rely on: the agent's text form of binary values
 //! (`sluice_pgwire::binary`) checked against PostgreSQL's own.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
-use sluice_integration_tests::{Postgres, datapath::DataPath, drivers};
+use sluice_integration_tests::{Postgres, datapath::DataPath, drivers, eventually};
 use sluice_pgwire::binary::{Form, text_of_with};
 use sqlx::{Connection as _, Row as _, ValueRef as _};
 
@@ -107,7 +109,7 @@ async fn psycopg_reads_writes_and_recovers_from_a_denial_through_the_agent() {
 
 #[tokio::test]
 async fn asyncpg_reads_writes_and_recovers_from_a_denial_through_the_agent() {
-    let dp = ledger().await;
+    let mut dp = ledger().await;
     let seen = drivers::python("asyncpg_session.py", dp.agent.pg_port, &dp.token);
     assert_eq!(seen["binary"], ledger_rows(), "binary results: {seen}");
     let rows = ledger_rows();
@@ -129,6 +131,35 @@ async fn asyncpg_reads_writes_and_recovers_from_a_denial_through_the_agent() {
         "{seen}"
     );
     assert_eq!(seen["bytea"], json!([null, "no email here"]), "{seen}");
+    // Its binary parameters, of types it left to the target to infer (an
+    // enum, a date, a timestamptz, a composite holding a date), are in the
+    // audit trail as PostgreSQL prints them, not as hex.
+    assert_eq!(seen["typed_params"], 1, "{seen}");
+    let api = dp.cp.api();
+    let parameters = eventually(
+        Duration::from_secs(20),
+        "the typed statement's event",
+        || async {
+            let v = api.get_ok("/api/v1/audit?kind=statement&limit=1000").await;
+            v["events"].as_array()?.iter().find_map(|e| {
+                let statement = e["statement"].as_str()?;
+                statement
+                    .contains("$5::contact")
+                    .then(|| e["parameters"].clone())
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        parameters,
+        json!([
+            "active",
+            "0",
+            "2025-01-01",
+            "2026-01-02 03:04:05.00012+00",
+            "(Eve,eve,1999-12-31)"
+        ])
+    );
     assert_committed(&dp, "from asyncpg");
     assert_denied_and_recovered(&dp, &seen, "asyncpg");
     assert_eq!(seen["cursor"], json!([1, 2, 3]));

@@ -15,6 +15,10 @@
 //! digits as PostgreSQL's but no exponent (`1e+20` reads
 //! `100000000000000000000`).
 //!
+//! [`temporal_text`] reads dates, times and timestamps, also inside arrays,
+//! records and ranges by [`Form::Temporal`]: for the audit trail only, the
+//! masker does not read them (they hold no text).
+//!
 //! The input comes from the database, but nothing here trusts it: every
 //! length is checked, element counts are bounded by the bytes present,
 //! and nesting is bounded.
@@ -99,6 +103,16 @@ pub enum Form {
     /// addresses...): written as `?`, so the text is PostgreSQL's but for
     /// such values. For readers that only look for text in the value.
     Opaque,
+    /// A `date`, `time`, `timestamp` or `timestamptz`, read by
+    /// [`temporal_text`] (see [`temporal_form`]).
+    Temporal,
+}
+
+/// [`Form::Temporal`] for the date and time types [`temporal_text`] reads:
+/// a reader that wants them read (the audit trail; the masker does not,
+/// they hold no text) answers its forms with this first.
+pub fn temporal_form(oid: i32) -> Option<Form> {
+    matches!(oid, 1082 | 1083 | 1114 | 1184).then_some(Form::Temporal)
 }
 
 /// PostgreSQL's text form of `v`, a binary-format value of type `oid`, or
@@ -113,6 +127,90 @@ pub fn text_of_with(oid: i32, v: &[u8], forms: &dyn Fn(i32) -> Option<Form>) -> 
     let mut out = String::new();
     Reading { forms }.value(oid, v, 0, &mut out)?;
     Some(out)
+}
+
+/// A binary `date`, `time`, `timestamp` or `timestamptz` as PostgreSQL
+/// prints it with `DateStyle` ISO (a `timestamptz` in UTC, `+00`), or
+/// `None` for another type or a value of the wrong length. Binary
+/// temporal values count microseconds (days for a date) from 2000-01-01.
+pub fn temporal_text(oid: i32, v: &[u8]) -> Option<String> {
+    const DAY_US: i64 = 86_400_000_000;
+    let mut out = String::new();
+    match (oid, v.len()) {
+        (1082, 4) => match i32::from_be_bytes(v.try_into().ok()?) {
+            i32::MIN => out.push_str("-infinity"),
+            i32::MAX => out.push_str("infinity"),
+            days => {
+                let bc = push_date(&mut out, i64::from(days));
+                out.push_str(bc);
+            }
+        },
+        (1114 | 1184, 8) => match i64::from_be_bytes(v.try_into().ok()?) {
+            i64::MIN => out.push_str("-infinity"),
+            i64::MAX => out.push_str("infinity"),
+            us => {
+                let bc = push_date(&mut out, us.div_euclid(DAY_US));
+                out.push(' ');
+                push_time(&mut out, us.rem_euclid(DAY_US));
+                if oid == 1184 {
+                    out.push_str("+00");
+                }
+                out.push_str(bc);
+            }
+        },
+        (1083, 8) => {
+            let us = i64::from_be_bytes(v.try_into().ok()?);
+            // 24:00:00 is a valid time.
+            if !(0..=DAY_US).contains(&us) {
+                return None;
+            }
+            push_time(&mut out, us);
+        }
+        _ => return None,
+    }
+    Some(out)
+}
+
+/// Writes the date `days` after 2000-01-01 as `YYYY-MM-DD` (the proleptic
+/// Gregorian calendar, as PostgreSQL's); gives the era suffix, `" BC"` for
+/// years before 1 (year 0 is 1 BC).
+fn push_date(out: &mut String, days: i64) -> &'static str {
+    // Days from 1970-01-01, then H. Hinnant's civil_from_days.
+    let z = days + 10_957 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, era) = if year > 0 {
+        (year, "")
+    } else {
+        (1 - year, " BC")
+    };
+    let _ = write!(out, "{year:04}-{month:02}-{day:02}");
+    era
+}
+
+/// Writes `us` microseconds after midnight as `HH:MM:SS`, with the
+/// fraction's significant digits when there is one.
+fn push_time(out: &mut String, us: i64) {
+    let secs = us / 1_000_000;
+    let _ = write!(
+        out,
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
+    let fraction = us % 1_000_000;
+    if fraction != 0 {
+        let digits = format!("{fraction:06}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
 }
 
 fn push(out: &mut String, value: impl std::fmt::Display) {
@@ -241,6 +339,7 @@ impl Reading<'_> {
                 Form::Range(subtype) => self.range(subtype, v, depth, out)?,
                 Form::Multirange(range) => self.multirange(range, v, depth, out)?,
                 Form::Opaque => out.push('?'),
+                Form::Temporal => out.push_str(&temporal_text(t, v)?),
             },
         }
         Some(())
@@ -455,7 +554,50 @@ fn push_quoted(text: &str, needs: bool, escape: Option<char>, out: &mut String) 
 
 #[cfg(test)]
 mod tests {
-    use super::text_of;
+    use super::{temporal_text, text_of};
+
+    #[test]
+    fn dates_and_times_read_as_postgresql_prints_them_in_utc() {
+        // Binary values from PostgreSQL's own `*_send` functions, and its
+        // output with TimeZone UTC and DateStyle ISO.
+        let cases: &[(i32, &str, &str)] = &[
+            (1082, "00000000", "2000-01-01"),
+            (1082, "ffffffff", "1999-12-31"),
+            (1082, "00002660", "2026-11-24"),
+            (1082, "fff4dbf9", "0001-01-01"),
+            (1082, "fff4dbf8", "0001-12-31 BC"),
+            (1082, "fff49d7b", "0044-03-15 BC"),
+            (1082, "ffda97cd", "4713-01-01 BC"),
+            (1082, "7fda970c", "5874897-12-31"),
+            (1082, "7fffffff", "infinity"),
+            (1082, "80000000", "-infinity"),
+            (1184, "ff1af9e776351120", "0044-03-15 10:11:12.5+00 BC"),
+            (1184, "0002ea5dbb1513b8", "2026-01-02 03:04:05.00012+00"),
+            (1184, "ffffffffffffffff", "1999-12-31 23:59:59.999999+00"),
+            (1184, "7fffffffffffffff", "infinity"),
+            (1114, "fffffffffff0bdc0", "1999-12-31 23:59:59"),
+            (1114, "7fffff5bb3b29fff", "294276-12-31 23:59:59.999999"),
+            (1114, "fd0f7fbdaf17e000", "4713-01-01 00:00:00 BC"),
+            (1083, "000000141dd75fff", "23:59:59.999999"),
+            (1083, "000000141dd76000", "24:00:00"),
+            (1083, "0000000000000000", "00:00:00"),
+            (1083, "0000000a7a3708a0", "12:30:00.1"),
+        ];
+        for (oid, bytes, text) in cases {
+            let bytes = hex::decode(bytes).unwrap();
+            assert_eq!(
+                temporal_text(*oid, &bytes).as_deref(),
+                Some(*text),
+                "{oid} {text}"
+            );
+        }
+        // Wrong lengths, a time past midnight, other types.
+        assert_eq!(temporal_text(1082, &[0; 8]), None);
+        assert_eq!(temporal_text(1184, &[0; 4]), None);
+        assert_eq!(temporal_text(1083, &(-1i64).to_be_bytes()), None);
+        assert_eq!(temporal_text(1083, &86_400_000_001i64.to_be_bytes()), None);
+        assert_eq!(temporal_text(23, &[0; 4]), None);
+    }
 
     fn numeric(weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {
         let mut v = Vec::new();

@@ -460,14 +460,18 @@ impl Bind<'_> {
     /// Parameters as text for the audit trail. Binary values of common
     /// types (by the statement's parameter type OIDs from Parse) are
     /// decoded to PostgreSQL's text form; others are hex-encoded.
-    pub fn params_for_audit(&self, types: &[i32]) -> Vec<String> {
+    pub fn params_for_audit(
+        &self,
+        types: &[i32],
+        forms: &dyn Fn(i32) -> Option<crate::binary::Form>,
+    ) -> Vec<String> {
         self.params
             .iter()
             .enumerate()
             .map(|(i, p)| match p {
                 None => "NULL".to_owned(),
                 Some(v) if !self.param_is_binary(i) => String::from_utf8_lossy(v).into_owned(),
-                Some(v) => binary_as_text(types.get(i).copied().unwrap_or(0), v),
+                Some(v) => binary_as_text(types.get(i).copied().unwrap_or(0), v, forms),
             })
             .collect()
     }
@@ -593,14 +597,77 @@ pub fn parse_data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> 
 }
 
 /// PostgreSQL's text form of a binary-format value ([`crate::binary`]),
-/// or `\x` and its hex when the type is not one read there.
-pub fn binary_as_text(oid: i32, v: &[u8]) -> String {
-    crate::binary::text_of(oid, v).unwrap_or_else(|| format!("\\x{}", hex::encode(v)))
+/// reading the types it does not know by `forms` (the database's own, see
+/// [`crate::binary::text_of_with`]) and dates and times at any depth
+/// ([`crate::binary::temporal_form`]), or `\x` and its hex when the type
+/// is not one read there. For the audit trail.
+pub fn binary_as_text(
+    oid: i32,
+    v: &[u8],
+    forms: &dyn Fn(i32) -> Option<crate::binary::Form>,
+) -> String {
+    let forms = |oid: i32| crate::binary::temporal_form(oid).or_else(|| forms(oid));
+    crate::binary::text_of_with(oid, v, &forms).unwrap_or_else(|| format!("\\x{}", hex::encode(v)))
+}
+
+/// The parameter type OIDs of a ParameterDescription ('t'), the target's
+/// answer to a Describe of a statement.
+pub fn parse_parameter_description(body: &[u8]) -> Result<Vec<i32>, ProtocolError> {
+    let mut r = Reader::new(body);
+    let n = r.i16("ParameterDescription")?;
+    let n = usize::try_from(n).map_err(|_| ProtocolError::Malformed("ParameterDescription"))?;
+    let mut types = Vec::with_capacity(n.min(r.rest().len() / 4));
+    for _ in 0..n {
+        types.push(r.i32("ParameterDescription")?);
+    }
+    if !r.rest().is_empty() {
+        return Err(ProtocolError::Malformed("ParameterDescription"));
+    }
+    Ok(types)
 }
 
 #[cfg(test)]
 mod binary_tests {
-    use super::binary_as_text;
+    use super::parse_parameter_description;
+    use crate::binary::Form;
+
+    fn binary_as_text(oid: i32, v: &[u8]) -> String {
+        super::binary_as_text(oid, v, &|_| None)
+    }
+
+    #[test]
+    fn the_database_s_own_types_and_dates_read_by_their_forms() {
+        let forms = |oid: i32| (oid == 16_400).then_some(Form::Text);
+        assert_eq!(super::binary_as_text(16_400, b"happy", &forms), "happy");
+        assert_eq!(
+            super::binary_as_text(16_401, b"happy", &forms),
+            "\\x6861707079"
+        );
+        // A date at the top and inside a record (the masker's reading
+        // leaves them out).
+        assert_eq!(binary_as_text(1082, &[0; 4]), "2000-01-01");
+        let mut record = 2i32.to_be_bytes().to_vec();
+        for (oid, v) in [(25i32, &b"ada"[..]), (1082, &[0, 0, 0x26, 0x60][..])] {
+            record.extend(oid.to_be_bytes());
+            record.extend(i32::try_from(v.len()).unwrap().to_be_bytes());
+            record.extend(v);
+        }
+        assert_eq!(binary_as_text(2249, &record), "(ada,2026-11-24)");
+    }
+
+    #[test]
+    fn parameter_descriptions_are_read_whole() {
+        let mut body = 2i16.to_be_bytes().to_vec();
+        body.extend(23i32.to_be_bytes());
+        body.extend(25i32.to_be_bytes());
+        assert_eq!(parse_parameter_description(&body), Ok(vec![23, 25]));
+        assert_eq!(parse_parameter_description(&0i16.to_be_bytes()), Ok(vec![]));
+        // Short, negative count, trailing bytes.
+        assert!(parse_parameter_description(&body[..9]).is_err());
+        assert!(parse_parameter_description(&(-1i16).to_be_bytes()).is_err());
+        body.push(0);
+        assert!(parse_parameter_description(&body).is_err());
+    }
 
     #[test]
     fn common_binary_types_read_as_their_text_form() {
@@ -651,7 +718,7 @@ mod tests {
         assert_eq!(b.statement, "s1");
         assert_eq!(b.params, vec![Some(&b"42"[..]), None]);
         assert_eq!(
-            b.params_for_audit(&[]),
+            b.params_for_audit(&[], &|_| None),
             vec!["42".to_owned(), "NULL".to_owned()]
         );
         for cut in 0..body.len() {
@@ -695,8 +762,10 @@ mod tests {
         let text_null = bind(Some(b"NULL"), false);
         let binary_null = bind(Some(b"NULL"), true);
         assert_eq!(
-            parse_bind(&null).unwrap().params_for_audit(&[]),
-            parse_bind(&text_null).unwrap().params_for_audit(&[])
+            parse_bind(&null).unwrap().params_for_audit(&[], &|_| None),
+            parse_bind(&text_null)
+                .unwrap()
+                .params_for_audit(&[], &|_| None)
         );
         assert_ne!(exact(&null), exact(&text_null));
         assert_ne!(exact(&text_null), exact(&binary_null));

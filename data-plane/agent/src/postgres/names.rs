@@ -32,13 +32,16 @@
 //!   statement it runs, which it keeps alive after a Close. The unnamed
 //!   statement and portal are not counted: there is one of each, replaced
 //!   by the next, and their size is bounded by `--max-message-bytes` (a
-//!   large value bound through them must not be refused).
+//!   large value bound through them must not be refused). The parameter
+//!   types the target describes for a statement (to record binary
+//!   parameters readably) are kept only within the statement's own count
+//!   ([`Prepared::describe`]).
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     fmt,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicUsize, Ordering},
     },
 };
@@ -57,6 +60,11 @@ pub struct Prepared {
     pub approval: Option<Arc<super::judge::Verdict>>,
     /// Parameter type OIDs given at Parse (to render binary parameters).
     pub param_types: Vec<i32>,
+    /// Parameter type OIDs the target described (ParameterDescription), set
+    /// once it answers a Describe of the statement: drivers that declare
+    /// no types at Parse (asyncpg, tokio-postgres) send binary values of
+    /// the types the target inferred. See [`Prepared::describe`].
+    pub described_types: OnceLock<Vec<i32>>,
     /// Tables it reads (for masking's strict mode).
     pub tables_read: Vec<String>,
     /// Its `COPY ... TO STDOUT`, if it is one (for masking).
@@ -117,6 +125,27 @@ fn charge(name_len: usize, weight: impl FnOnce() -> usize) -> usize {
 }
 
 impl Prepared {
+    /// Records the parameter types the target described for it. Kept only
+    /// when they take no more memory than the statement is charged (they
+    /// are not charged themselves: they arrive after the statement is
+    /// counted, maybe once it is gone), which a statement whose target
+    /// could infer each type always meets: a parameter the statement
+    /// references takes at least its `$n` in the text, one it declares
+    /// four bytes in `param_types`. So they at most double what a name
+    /// holds.
+    pub fn describe(&self, types: Vec<i32>) {
+        if types.len() * 4 <= self.weight() {
+            let _ = self.described_types.set(types);
+        }
+    }
+
+    /// Each parameter's type, to render binary values in the audit trail:
+    /// as the target described them, else as Parse declared them (0 where
+    /// unknown).
+    pub fn audit_types(&self) -> &[i32] {
+        self.described_types.get().unwrap_or(&self.param_types)
+    }
+
     /// Memory it holds, as counted against the session's budget.
     fn weight(&self) -> usize {
         NAME_OVERHEAD
@@ -730,7 +759,7 @@ impl Plan<'_> {
         let addition = Addition::Portal(
             portal.to_owned(),
             Arc::new(Portal {
-                params: params(&prepared.param_types),
+                params: params(prepared.audit_types()),
                 params_digest,
                 statement: prepared.clone(),
                 result_formats,
@@ -776,6 +805,15 @@ impl Plan<'_> {
                 }
             };
             self.ops.push(op);
+        }
+    }
+
+    /// The statement a Describe of statement `name` describes, if the
+    /// agent knows it.
+    pub fn statement_described(&self, name: &str) -> Option<Arc<Prepared>> {
+        match self.statement(name)? {
+            Statement::Known(p) => Some(p),
+            Statement::Opaque => None,
         }
     }
 
@@ -832,6 +870,7 @@ mod tests {
             changes: Vec::new(),
             approval: None,
             param_types: Vec::new(),
+            described_types: OnceLock::new(),
             tables_read: Vec::new(),
             copy_out: Vec::new(),
             copy_in: 0,
@@ -846,6 +885,21 @@ mod tests {
             .unwrap();
         let ops = plan.into_ops();
         names.apply(ops, cycle);
+    }
+
+    #[test]
+    fn described_parameter_types_are_kept_within_the_statement_s_count() {
+        let p = stmt("select $1, $2");
+        assert!(p.audit_types().is_empty());
+        p.describe(vec![23, 25]);
+        assert_eq!(p.audit_types(), [23, 25]);
+        // Its description does not change.
+        p.describe(vec![20, 20]);
+        assert_eq!(p.audit_types(), [23, 25]);
+        // More than the statement is counted for is not kept.
+        let small = stmt("select $1");
+        small.describe(vec![23; 10_000]);
+        assert!(small.audit_types().is_empty());
     }
 
     #[test]

@@ -51,7 +51,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -285,6 +285,9 @@ enum Ready {
         ends_with_sync: bool,
         ops: Vec<super::names::Op>,
         executes: Vec<PlannedExecute>,
+        /// The statement each Describe in `batch` describes, in order
+        /// (`None` for a portal's, or one the agent does not know).
+        described: Vec<Option<Arc<Prepared>>>,
     },
 }
 
@@ -295,6 +298,16 @@ impl Ready {
             Self::Batch { ends_with_sync, .. } => *ends_with_sync,
         }
     }
+}
+
+/// A Describe sent to the target and not yet answered.
+struct Describe {
+    /// The sync cycle it belongs to.
+    cycle: u64,
+    /// Added by the agent (its answer is not the client's).
+    ours: bool,
+    /// The statement it describes, if the agent knows it.
+    statement: Option<Arc<Prepared>>,
 }
 
 /// A statement held in wait mode until its approval is decided.
@@ -371,8 +384,8 @@ struct Relay {
     /// Set when the target's session changed in a way the agent cannot
     /// follow: the session ends.
     fault: Option<String>,
-    /// Describes sent and not yet answered: (cycle, added by the agent).
-    describes: VecDeque<(u64, bool)>,
+    /// Describes sent and not yet answered.
+    describes: VecDeque<Describe>,
     held_bytes: usize,
     tx_status: u8,
     batch: Vec<Frame>,
@@ -1032,15 +1045,23 @@ impl Relay {
                 ends_with_sync,
                 ops,
                 executes,
+                described,
             } => {
                 self.names.apply(ops, self.cycles_sent);
                 let masking = self.ctx.masker.is_some();
                 let cycle = self.cycles_sent;
                 let mut previous: Option<&Frame> = None;
+                let mut described = described.into_iter();
                 for frame in &batch {
                     if frame.tag == b'D' {
-                        // Answered by one RowDescription or NoData, in order.
-                        self.describes.push_back((cycle, false));
+                        // Answered by one RowDescription or NoData, in
+                        // order; a statement's, after its
+                        // ParameterDescription.
+                        self.describes.push_back(Describe {
+                            cycle,
+                            ours: false,
+                            statement: described.next().flatten(),
+                        });
                     }
                     if masking && frame.tag == b'E' {
                         // The agent needs the columns' origins to mask; ask
@@ -1056,7 +1077,11 @@ impl Relay {
                         if !described {
                             self.to_server
                                 .extend_from_slice(&messages::describe_portal(&portal).raw);
-                            self.describes.push_back((cycle, true));
+                            self.describes.push_back(Describe {
+                                cycle,
+                                ours: true,
+                                statement: None,
+                            });
                         }
                     }
                     self.to_server.extend_from_slice(&frame.raw);
@@ -1589,8 +1614,8 @@ impl Relay {
         for s in self.substitutes.iter_mut().filter(|s| s.0 > cycle) {
             s.0 -= 1;
         }
-        for d in self.describes.iter_mut().filter(|d| d.0 > cycle) {
-            d.0 -= 1;
+        for d in self.describes.iter_mut().filter(|d| d.cycle > cycle) {
+            d.cycle -= 1;
         }
         self.names.shift_cycles_after(cycle);
     }
@@ -1712,6 +1737,9 @@ impl Relay {
         // Portals bound in this batch to a statement that needs approval
         // and not yet executed in it (see the Bind arm).
         let mut awaiting_execute: Vec<String> = Vec::new();
+        // What each Describe describes: a statement the agent knows, whose
+        // parameter types the target's answer gives.
+        let mut described: Vec<Option<Arc<Prepared>>> = Vec::new();
         for frame in &batch {
             let bad = |e: sluice_pgwire::ProtocolError| SessionError::Protocol(e.to_string());
             if ran && !reads_alike(frame) {
@@ -1758,6 +1786,7 @@ impl Relay {
                             changes: verdict.prepared.clone(),
                             approval: verdict.approval.is_some().then(|| verdict.clone()),
                             param_types: p.param_types.clone(),
+                            described_types: OnceLock::new(),
                             tables_read: verdict.tables_read.clone(),
                             copy_out: verdict.copy_out.clone(),
                             copy_in: verdict.copy_in,
@@ -1771,10 +1800,15 @@ impl Relay {
                 }
                 b'B' => {
                     let b = messages::parse_bind(frame.body()).map_err(bad)?;
+                    // Binary values of the database's own types (enums,
+                    // composites, ...) are read as the target's catalog
+                    // describes them.
+                    let routines = self.judge.routines();
+                    let forms = |oid: i32| routines?.type_form(oid.cast_unsigned());
                     match plan.bind(
                         b.portal,
                         b.statement,
-                        |types| b.params_for_audit(types),
+                        |types| b.params_for_audit(types, &forms),
                         params_digest(&b),
                         b.result_formats.clone(),
                     ) {
@@ -1877,6 +1911,14 @@ impl Relay {
                     let (kind, name) = messages::parse_target(frame.body()).map_err(bad)?;
                     plan.close(kind, name);
                 }
+                b'D' => {
+                    let (kind, name) = messages::parse_target(frame.body()).map_err(bad)?;
+                    described.push(
+                        (kind == b'S')
+                            .then(|| plan.statement_described(name))
+                            .flatten(),
+                    );
+                }
                 _ => {}
             }
         }
@@ -1929,6 +1971,7 @@ impl Relay {
             ends_with_sync,
             ops,
             executes,
+            described,
         };
         if needs_approval {
             self.seek_approval(ready).await
@@ -2174,12 +2217,23 @@ impl Relay {
                         .row(frame.body(), self.record_limits, &mut self.record_left);
                 }
             }
+            b't' => {
+                // The parameter types of the statement the front Describe
+                // describes (its RowDescription or NoData follows).
+                if let Some(d) = self.describes.front()
+                    && d.cycle == self.cycles_done
+                    && let Some(statement) = &d.statement
+                    && let Ok(types) = messages::parse_parameter_description(frame.body())
+                {
+                    statement.describe(types);
+                }
+            }
             b'T' | b'n' => {
                 // In an extended cycle a description answers a Describe:
                 // the client's, or one the agent added for itself.
                 let ours = match self.describes.front() {
-                    Some((c, ours)) if *c == self.cycles_done => {
-                        let ours = *ours;
+                    Some(d) if d.cycle == self.cycles_done => {
+                        let ours = d.ours;
                         self.describes.pop_front();
                         ours
                     }
@@ -2376,7 +2430,7 @@ impl Relay {
                     // Whatever this cycle still had unanswered was skipped.
                     self.names.cycle_ended(self.cycles_done);
                     let current = self.cycles_done;
-                    self.describes.retain(|(c, _)| *c != current);
+                    self.describes.retain(|d| d.cycle != current);
                     if self.is_denial_echo(&fields) {
                         if let Some((_, error)) = self.substitutes.pop_front() {
                             self.to_client.extend_from_slice(&error);
@@ -2508,7 +2562,7 @@ impl Relay {
             b'Z' => {
                 self.names.cycle_ended(self.cycles_done);
                 let current = self.cycles_done;
-                self.describes.retain(|(c, _)| *c > current);
+                self.describes.retain(|d| d.cycle > current);
                 if messages::ready_status(frame.body()) == Some(b'I') {
                     // Out of any transaction: PostgreSQL has dropped every
                     // portal (holdable cursors aside, which are SQL-level).
