@@ -537,6 +537,52 @@ async fn a_type_created_by_another_session_is_read_in_binary_under_detectors() {
     assert_eq!(contact.as_deref(), Some("[REDACTED]"));
 }
 
+#[tokio::test]
+async fn copy_under_detectors_alone_reads_bytea_text_and_refuses_binary_it_cannot_read() {
+    const RULES: &str = r#"
+      - mask: { detectors: [email], as: redact }
+      - allow: { sql: { statements: [read, copy, session, transaction] } }
+        name: work
+"#;
+    let dp = DataPath::start_with(RULES, Vec::new()).await;
+    dp.target(
+        "SET ROLE app; CREATE TABLE contacts (id int, email text); \
+         INSERT INTO contacts VALUES (1, 'zq@example.org'), (2, 'none')",
+    );
+    // A query's COPY has no column types: a field spelled as bytea (hex)
+    // is read as the bytes it spells, so an email carried as bytes is
+    // caught; other bytes and plain text pass or are redacted as ever.
+    let (ok, out, err) = dp.psql(
+        "COPY (SELECT id, convert_to(email, 'UTF8'), email FROM contacts ORDER BY id) TO STDOUT",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "1\t\\N\t[REDACTED]\n2\t\\\\x6e6f6e65\tnone\n");
+    // Binary COPY without the column types (a query's; a table's with no
+    // column rule to have the catalog read) would be all NULLs: refused
+    // before it runs, with what to do instead.
+    for sql in [
+        "COPY (SELECT id FROM contacts) TO STDOUT WITH (FORMAT binary)",
+        "COPY contacts TO STDOUT WITH (FORMAT binary)",
+    ] {
+        let (ok, _, err) = dp.psql(sql);
+        assert!(!ok, "{sql}");
+        assert!(
+            err.contains("42501")
+                || err.contains("binary COPY output is read by this session's value detectors"),
+            "{sql}: {err}"
+        );
+        assert!(err.contains("use FORMAT text or csv"), "{sql}: {err}");
+    }
+    assert!(
+        !dp.pg.logs().contains("FORMAT binary"),
+        "a refused binary COPY reached the target"
+    );
+    // Text and CSV of the table still flow (a masked row's fields quoted).
+    let (ok, out, err) = dp.psql("COPY contacts TO STDOUT WITH (FORMAT csv)");
+    assert!(ok, "{err}");
+    assert_eq!(out, "\"1\",\"[REDACTED]\"\n2,none\n");
+}
+
 /// The accounts with Sluice's DDL event trigger on the target, and a
 /// session that has read the view after the agent started listening (it
 /// asks for a new read when it starts): its read is fresh.

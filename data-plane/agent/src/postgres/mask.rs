@@ -623,6 +623,22 @@ impl Masker {
         })
     }
 
+    /// Whether a `COPY ... TO STDOUT` is in binary and has fields the
+    /// detectors must read whose types the agent does not know (a query's
+    /// output, or a table's while no column rule has the catalog read):
+    /// each would become NULL, so such a COPY is refused before it runs
+    /// rather than sent as NULLs. Fields masked whole by origin (a
+    /// query's, under column rules) are NULL by design, as in results.
+    pub fn copy_unreadable(&self, copy: &CopyOut) -> bool {
+        if copy.format != CopyFormat::Binary || self.specs.iter().all(|s| s.detectors.is_empty()) {
+            return false;
+        }
+        self.copy_plan(copy, None).is_some_and(|plan| {
+            let unread = |(action, ty): &(Action, u32)| *action == Action::Pass && *ty == 0;
+            plan.fields.iter().any(unread) || (plan.fields.is_empty() && unread(&plan.rest))
+        })
+    }
+
     /// Masks one row of COPY output (one CopyData message); `None` when
     /// unchanged, `Err` when it cannot be parsed (withhold it).
     pub fn copy_row(&self, plan: &mut CopyPlan, row: &[u8]) -> Result<Option<Vec<u8>>, String> {
@@ -651,11 +667,16 @@ impl Masker {
         for (i, field) in fields.into_iter().enumerate() {
             let (action, ty) = plan.fields.get(i).copied().unwrap_or(plan.rest);
             // Fields are text (a hit is redacted in place); a `bytea`
-            // column's are read as the bytes they spell.
-            let ty = if ty == BYTEA { BYTEA } else { 25 };
+            // column's are read as the bytes they spell, and so is a field
+            // of unknown type spelled as `bytea` is (`\x` and hex: a
+            // query's `convert_to(email, ...)`), besides as text.
             let masked = match &field {
                 None => None,
-                Some(v) => self.mask_value(action, false, ty, v.as_bytes()),
+                Some(v) if ty == BYTEA => self.mask_value(action, false, BYTEA, v.as_bytes()),
+                Some(v) if ty == 0 && action == Action::Pass && spelled_as_bytea(v) => self
+                    .mask_value(action, false, BYTEA, v.as_bytes())
+                    .or_else(|| self.mask_value(action, false, 25, v.as_bytes())),
+                Some(v) => self.mask_value(action, false, 25, v.as_bytes()),
             };
             match masked {
                 Some(m) => {
@@ -776,6 +797,13 @@ impl Masker {
         }
         current
     }
+}
+
+/// Whether a text field is spelled as a `bytea` value in hex is: `\x`
+/// and an even number of hex digits.
+fn spelled_as_bytea(v: &str) -> bool {
+    v.strip_prefix("\\x")
+        .is_some_and(|h| h.len() % 2 == 0 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The only item, or `None` when there are none or several (an
@@ -1329,6 +1357,41 @@ mod tests {
         assert!(row(&[], hex.as_bytes()).unwrap().is_none());
         // `bytea_output = escape` prints the text as is.
         assert_eq!(values(&row(&[], email).unwrap().unwrap()), [None]);
+    }
+
+    #[test]
+    fn copy_under_detectors_alone_reads_hex_fields_and_knows_binary_it_cannot_read() {
+        let m = Masker::new(
+            vec![spec(&[], &[Detector::Email], &[], MaskStrategy::Redact)],
+            b"k".to_vec(),
+            None,
+        );
+        let query = CopyOut::default();
+        let mut plan = m.copy_plan(&query, None).unwrap();
+        // A field of unknown type spelled as bytea is read as its bytes
+        // too; one that only looks like hex text passes.
+        let hex = format!("1\t\\\\x{}\t\\\\xabc\n", hex::encode("ann@example.com"));
+        let row = m.copy_row(&mut plan, hex.as_bytes()).unwrap().unwrap();
+        assert_eq!(String::from_utf8(row).unwrap(), "1\t\\N\t\\\\xabc\n");
+        assert!(m.copy_row(&mut plan, b"2\t\\\\x6e6f\n").unwrap().is_none());
+        // Binary: a query's and a table's (no catalog) are unreadable; text
+        // is not.
+        let binary = |table: Option<&str>| CopyOut {
+            table: table.map(str::to_owned),
+            format: CopyFormat::Binary,
+            ..CopyOut::default()
+        };
+        assert!(m.copy_unreadable(&binary(None)));
+        assert!(m.copy_unreadable(&binary(Some("customers"))));
+        assert!(!m.copy_unreadable(&query));
+        // Without detectors nothing needs reading.
+        let origin = masker(vec![spec(
+            &["public.customers.ssn"],
+            &[],
+            &[],
+            MaskStrategy::Redact,
+        )]);
+        assert!(!origin.copy_unreadable(&binary(None)));
     }
 
     #[test]

@@ -2850,6 +2850,13 @@ fn masking_refusal(
             ..Verdict::default()
         }));
     }
+    if verdict.copy_out.iter().any(|c| m.copy_unreadable(c)) {
+        return Some(Arc::new(Verdict {
+            reason: "binary COPY output is read by this session's value detectors, which need each column's type, and the agent does not know them for this COPY (a query's output, or a table's without a column mask rule); use FORMAT text or csv, or SELECT".into(),
+            kinds: verdict.kinds.clone(),
+            ..Verdict::default()
+        }));
+    }
     let m = Some(m).filter(|m| m.masks_by_origin())?;
     let sets = verdict.kinds.iter().any(|k| k == "set");
     (sets && m.reads_masked(&verdict.tables_read, &verdict.kinds)).then(|| {
