@@ -771,6 +771,48 @@ async fn a_client_that_leaves_while_held_withdraws_its_request() {
     let late = dba.run(&["approvals", "approve", &id]);
     assert!(!late.success(), "a withdrawn request cannot be approved");
     assert!(row_exists(&|s| dp.target(s), 14));
+    // The session's record ends with the request's fate, not with an
+    // open request.
+    let trail = session_trail(&mut dp, &id).await;
+    let kinds: Vec<&str> = trail.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert!(
+        kinds.ends_with(&["approval.request", "approval.withdrawn", "session.end"]),
+        "{kinds:?}"
+    );
+    let withdrawn = &trail[trail.len() - 2];
+    assert_eq!(withdrawn["attributes"]["request_id"], id.as_str());
+    assert_eq!(withdrawn["statement"], "DELETE FROM items WHERE id = 14");
+    assert!(
+        withdrawn["error"].as_str().unwrap().contains("did not run"),
+        "{withdrawn}"
+    );
+}
+
+/// The events of the session that filed approval request `id`, in its
+/// chain's order, once its end is on record.
+async fn session_trail(dp: &mut DataPath, id: &str) -> Vec<serde_json::Value> {
+    let api = dp.cp.api();
+    eventually(
+        Duration::from_secs(20),
+        "the session's end on record",
+        || async {
+            let v = api
+                .get_ok("/api/v1/audit?kind=approval.request&limit=1000")
+                .await;
+            let request = v["events"]
+                .as_array()?
+                .iter()
+                .find(|e| e["attributes"]["request_id"] == id)?;
+            let session = request["session_id"].as_str()?.to_owned();
+            let v = api
+                .get_ok(&format!("/api/v1/audit?session={session}&limit=1000"))
+                .await;
+            let mut events = v["events"].as_array()?.clone();
+            events.sort_by_key(|e| e["session_seq"].as_i64());
+            (events.last()?["kind"] == "session.end").then_some(events)
+        },
+    )
+    .await
 }
 
 #[tokio::test]

@@ -668,7 +668,22 @@ pub async fn run(
         .map_or_else(|| "the connection closed".to_owned(), ToString::to_string);
     relay.finish_all(&why);
     if let Some(h) = relay.holding.take() {
-        // The client left (or the session was ended) while it waited.
+        // The client left (or the session was ended) while it waited: the
+        // session's record says so, as for a cancel, before it ends.
+        let event = relay.approval_event(
+            "approval.withdrawn",
+            "deny",
+            &h.request_id,
+            &h.statement_id,
+            &h.text,
+            &h.params,
+            &h.rule,
+            &format!(
+                "the session ended while the statement waited for approval ({why}); it did not run"
+            ),
+            serde_json::json!({}),
+        );
+        relay.ctx.trail.record_detached(event);
         relay
             .ctx
             .agent
