@@ -320,4 +320,39 @@ async fn binary_values_read_as_postgresql_prints_them() {
             "{value} (type {oid})"
         );
     }
+    // The audit trail's reading also takes dates and times, at any depth,
+    // as PostgreSQL prints them in UTC.
+    let temporal = [
+        "'2026-01-02'::date",
+        "'0044-03-15 BC'::date",
+        "'infinity'::date",
+        "'12:30:00.25'::time",
+        "'1999-12-31 23:59:59.000001'::timestamp",
+        "'2026-01-02 03:04:05.5+02'::timestamptz",
+        "ARRAY['2026-01-02 03:04:05+00', NULL, '-infinity']::timestamptz[]",
+        "tstzrange('2026-01-01 00:00+00', '2026-02-01 12:00+00')",
+        "'[2026-01-01,2026-02-01)'::daterange",
+        "row('Eve', '1999-12-31'::date, '00:00'::time)",
+    ];
+    for value in temporal {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {value}"));
+        let row = sqlx::query(sql)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{value}: {e}"));
+        let raw = row.try_get_raw(0).unwrap();
+        let oid = raw.type_info().oid().expect("a type with an OID").0;
+        let bytes = raw.as_bytes().expect("not NULL");
+        let printed = pg.psql(
+            "postgres",
+            &format!("SET TimeZone = 'UTC'; SET DateStyle = ISO; SELECT {value}"),
+        );
+        // After the two SETs' command tags, one line.
+        let printed = printed.trim_end().rsplit('\n').next().unwrap_or_default();
+        assert_eq!(
+            sluice_pgwire::messages::binary_as_text(i32::try_from(oid).unwrap(), bytes, &|_| None),
+            printed,
+            "{value} (type {oid})"
+        );
+    }
 }

@@ -53,6 +53,10 @@ fn builtin_form(oid: i32) -> Option<Form> {
         3807 => Array(3802),      // jsonb[]
         2951 => Array(2950),      // uuid[]
         2287 => Array(2249),      // record[]
+        1182 => Array(1082),      // date[] (elements: see `temporal_form`)
+        1183 => Array(1083),      // time[]
+        1115 => Array(1114),      // timestamp[]
+        1185 => Array(1184),      // timestamptz[]
         3905 => Array(3904),      // int4range[]
         3927 => Array(3926),      // int8range[]
         3907 => Array(3906),      // numrange[]
