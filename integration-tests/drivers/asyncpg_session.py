@@ -6,6 +6,7 @@ JSON; the test asserts.
 """
 import asyncio
 import datetime
+import ipaddress
 import json
 import os
 
@@ -42,10 +43,12 @@ async def main():
     # declares none at Parse): the audit trail must read them.
     seen["typed_params"] = await conn.fetchval(
         "SELECT count(*) FROM accounts WHERE status = $1 AND id > $2 AND (contact).since < $3"
-        " AND $4::timestamptz IS NOT NULL AND $5::contact IS NOT NULL",
+        " AND $4::timestamptz IS NOT NULL AND $5::contact IS NOT NULL"
+        " AND $6::interval IS NOT NULL AND $7::inet IS NOT NULL",
         "active", 0, datetime.date(2025, 1, 1),
         datetime.datetime(2026, 1, 2, 3, 4, 5, 120, tzinfo=datetime.timezone.utc),
-        ("Eve", "eve", datetime.date(1999, 12, 31)))
+        ("Eve", "eve", datetime.date(1999, 12, 31)),
+        datetime.timedelta(days=1, hours=2), ipaddress.ip_address("10.0.0.1"))
 
     async with conn.transaction():
         await conn.execute("INSERT INTO notes (body) VALUES ($1)", "from asyncpg")

@@ -132,8 +132,9 @@ async fn asyncpg_reads_writes_and_recovers_from_a_denial_through_the_agent() {
     );
     assert_eq!(seen["bytea"], json!([null, "no email here"]), "{seen}");
     // Its binary parameters, of types it left to the target to infer (an
-    // enum, a date, a timestamptz, a composite holding a date), are in the
-    // audit trail as PostgreSQL prints them, not as hex.
+    // enum, a date, a timestamptz, a composite holding a date, an
+    // interval, an address), are in the audit trail as PostgreSQL prints
+    // them, not as hex.
     assert_eq!(seen["typed_params"], 1, "{seen}");
     let api = dp.cp.api();
     let parameters = eventually(
@@ -157,7 +158,9 @@ async fn asyncpg_reads_writes_and_recovers_from_a_denial_through_the_agent() {
             "0",
             "2025-01-01",
             "2026-01-02 03:04:05.00012+00",
-            "(Eve,eve,1999-12-31)"
+            "(Eve,eve,1999-12-31)",
+            "1 day 02:00:00",
+            "10.0.0.1"
         ])
     );
     assert_committed(&dp, "from asyncpg");
@@ -320,8 +323,8 @@ async fn binary_values_read_as_postgresql_prints_them() {
             "{value} (type {oid})"
         );
     }
-    // The audit trail's reading also takes dates and times, at any depth,
-    // as PostgreSQL prints them in UTC.
+    // The audit trail's reading also takes dates, times, intervals and
+    // network addresses, at any depth, as PostgreSQL prints them (in UTC).
     let temporal = [
         "'2026-01-02'::date",
         "'0044-03-15 BC'::date",
@@ -333,6 +336,11 @@ async fn binary_values_read_as_postgresql_prints_them() {
         "tstzrange('2026-01-01 00:00+00', '2026-02-01 12:00+00')",
         "'[2026-01-01,2026-02-01)'::daterange",
         "row('Eve', '1999-12-31'::date, '00:00'::time)",
+        "'1 year -2 mons 3 days -04:05:06.789'::interval",
+        "ARRAY['0'::interval, '-1 day +01:00', '100 hours']",
+        "'10.1.2.3/8'::inet",
+        "ARRAY['::1', '2001:db8::1/64', '::ffff:10.0.0.1']::inet[]",
+        "'2001:db8::/32'::cidr",
     ];
     for value in temporal {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {value}"));

@@ -15,9 +15,10 @@
 //! digits as PostgreSQL's but no exponent (`1e+20` reads
 //! `100000000000000000000`).
 //!
-//! [`temporal_text`] reads dates, times and timestamps, also inside arrays,
-//! records and ranges by [`Form::Temporal`]: for the audit trail only, the
-//! masker does not read them (they hold no text).
+//! [`textless_text`] reads dates, times, timestamps, intervals and network
+//! addresses, also inside arrays, records and ranges by [`Form::Textless`]:
+//! for the audit trail only, the masker does not read them (they hold no
+//! text a detector could find).
 //!
 //! The input comes from the database, but nothing here trusts it: every
 //! length is checked, element counts are bounded by the bytes present,
@@ -53,10 +54,13 @@ fn builtin_form(oid: i32) -> Option<Form> {
         3807 => Array(3802),      // jsonb[]
         2951 => Array(2950),      // uuid[]
         2287 => Array(2249),      // record[]
-        1182 => Array(1082),      // date[] (elements: see `temporal_form`)
+        1182 => Array(1082),      // date[] (elements: see `textless_form`)
         1183 => Array(1083),      // time[]
         1115 => Array(1114),      // timestamp[]
         1185 => Array(1184),      // timestamptz[]
+        1187 => Array(1186),      // interval[]
+        1041 => Array(869),       // inet[]
+        651 => Array(650),        // cidr[]
         3905 => Array(3904),      // int4range[]
         3927 => Array(3926),      // int8range[]
         3907 => Array(3906),      // numrange[]
@@ -107,16 +111,16 @@ pub enum Form {
     /// addresses...): written as `?`, so the text is PostgreSQL's but for
     /// such values. For readers that only look for text in the value.
     Opaque,
-    /// A `date`, `time`, `timestamp` or `timestamptz`, read by
-    /// [`temporal_text`] (see [`temporal_form`]).
-    Temporal,
+    /// A `date`, `time`, `timestamp`, `timestamptz`, `interval`, `inet` or
+    /// `cidr`, read by [`textless_text`] (see [`textless_form`]).
+    Textless,
 }
 
-/// [`Form::Temporal`] for the date and time types [`temporal_text`] reads:
-/// a reader that wants them read (the audit trail; the masker does not,
-/// they hold no text) answers its forms with this first.
-pub fn temporal_form(oid: i32) -> Option<Form> {
-    matches!(oid, 1082 | 1083 | 1114 | 1184).then_some(Form::Temporal)
+/// [`Form::Textless`] for the types [`textless_text`] reads: a reader that
+/// wants them read (the audit trail; the masker does not, they hold no
+/// text a detector could find) answers its forms with this first.
+pub fn textless_form(oid: i32) -> Option<Form> {
+    matches!(oid, 1082 | 1083 | 1114 | 1184 | 1186 | 869 | 650).then_some(Form::Textless)
 }
 
 /// PostgreSQL's text form of `v`, a binary-format value of type `oid`, or
@@ -133,14 +137,21 @@ pub fn text_of_with(oid: i32, v: &[u8], forms: &dyn Fn(i32) -> Option<Form>) -> 
     Some(out)
 }
 
-/// A binary `date`, `time`, `timestamp` or `timestamptz` as PostgreSQL
-/// prints it with `DateStyle` ISO (a `timestamptz` in UTC, `+00`), or
-/// `None` for another type or a value of the wrong length. Binary
-/// temporal values count microseconds (days for a date) from 2000-01-01.
-pub fn temporal_text(oid: i32, v: &[u8]) -> Option<String> {
+/// A binary `date`, `time`, `timestamp`, `timestamptz`, `interval`,
+/// `inet` or `cidr` as PostgreSQL prints it with `DateStyle` ISO and
+/// `IntervalStyle` postgres (a `timestamptz` in UTC, `+00`), or `None` for
+/// another type or bytes that are not such a value. Binary dates and times
+/// count days or microseconds from 2000-01-01.
+pub fn textless_text(oid: i32, v: &[u8]) -> Option<String> {
     const DAY_US: i64 = 86_400_000_000;
     let mut out = String::new();
+    let int = |at: usize| v.get(at..at + 4)?.try_into().ok().map(i32::from_be_bytes);
     match (oid, v.len()) {
+        (1186, 16) => {
+            let time = i64::from_be_bytes(v[..8].try_into().ok()?);
+            push_interval(&mut out, time, int(8)?, int(12)?);
+        }
+        (869 | 650, _) => push_address(&mut out, oid == 650, v)?,
         (1082, 4) => match i32::from_be_bytes(v.try_into().ok()?) {
             i32::MIN => out.push_str("-infinity"),
             i32::MAX => out.push_str("infinity"),
@@ -155,7 +166,7 @@ pub fn temporal_text(oid: i32, v: &[u8]) -> Option<String> {
             us => {
                 let bc = push_date(&mut out, us.div_euclid(DAY_US));
                 out.push(' ');
-                push_time(&mut out, us.rem_euclid(DAY_US));
+                push_time(&mut out, us.rem_euclid(DAY_US).unsigned_abs());
                 if oid == 1184 {
                     out.push_str("+00");
                 }
@@ -168,7 +179,7 @@ pub fn temporal_text(oid: i32, v: &[u8]) -> Option<String> {
             if !(0..=DAY_US).contains(&us) {
                 return None;
             }
-            push_time(&mut out, us);
+            push_time(&mut out, us.unsigned_abs());
         }
         _ => return None,
     }
@@ -198,9 +209,79 @@ fn push_date(out: &mut String, days: i64) -> &'static str {
     era
 }
 
-/// Writes `us` microseconds after midnight as `HH:MM:SS`, with the
-/// fraction's significant digits when there is one.
-fn push_time(out: &mut String, us: i64) {
+/// Writes an interval as PostgreSQL's `postgres` style does: years,
+/// months and days each with its own sign (`+` after a negative part),
+/// then the time, or `00:00:00` for nothing at all.
+fn push_interval(out: &mut String, time: i64, days: i32, months: i32) {
+    let mut empty = true;
+    let mut after_negative = false;
+    let mut part = |out: &mut String, value: i64, unit: &str| {
+        if value == 0 {
+            return;
+        }
+        let space = if empty { "" } else { " " };
+        let plus = if after_negative && value > 0 { "+" } else { "" };
+        let plural = if value == 1 { "" } else { "s" };
+        let _ = write!(out, "{space}{plus}{value} {unit}{plural}");
+        after_negative = value < 0;
+        empty = false;
+    };
+    part(out, i64::from(months / 12), "year");
+    part(out, i64::from(months % 12), "mon");
+    part(out, i64::from(days), "day");
+    if empty || time != 0 {
+        if !empty {
+            out.push(' ');
+        }
+        if time < 0 {
+            out.push('-');
+        } else if after_negative {
+            out.push('+');
+        }
+        push_time(out, time.unsigned_abs());
+    }
+}
+
+/// Writes an `inet` or `cidr` value (family, prefix bits, is-cidr flag,
+/// address length, address) as PostgreSQL does: the prefix is left out of
+/// an `inet` naming one host.
+fn push_address(out: &mut String, cidr: bool, v: &[u8]) -> Option<()> {
+    let (&[family, bits, _, len], address) = v.split_first_chunk::<4>()?;
+    let max = match (family, len, address.len()) {
+        (2, 4, 4) => {
+            let _ = write!(
+                out,
+                "{}",
+                std::net::Ipv4Addr::from(<[u8; 4]>::try_from(address).ok()?)
+            );
+            32
+        }
+        (3, 16, 16) => {
+            let octets = <[u8; 16]>::try_from(address).ok()?;
+            // An IPv4-compatible address (::a.b.c.d) keeps its IPv4 form,
+            // as in PostgreSQL; Rust writes it in hex.
+            if octets[..12].iter().all(|b| *b == 0) && octets[12..14] != [0, 0] {
+                let [.., a, b, c, d] = octets;
+                let _ = write!(out, "::{a}.{b}.{c}.{d}");
+            } else {
+                let _ = write!(out, "{}", std::net::Ipv6Addr::from(octets));
+            }
+            128
+        }
+        _ => return None,
+    };
+    if bits > max {
+        return None;
+    }
+    if cidr || bits != max {
+        let _ = write!(out, "/{bits}");
+    }
+    Some(())
+}
+
+/// Writes `us` microseconds as `HH:MM:SS` (hours past 24 for an interval),
+/// with the fraction's significant digits when there is one.
+fn push_time(out: &mut String, us: u64) {
     let secs = us / 1_000_000;
     let _ = write!(
         out,
@@ -343,7 +424,7 @@ impl Reading<'_> {
                 Form::Range(subtype) => self.range(subtype, v, depth, out)?,
                 Form::Multirange(range) => self.multirange(range, v, depth, out)?,
                 Form::Opaque => out.push('?'),
-                Form::Temporal => out.push_str(&temporal_text(t, v)?),
+                Form::Textless => out.push_str(&textless_text(t, v)?),
             },
         }
         Some(())
@@ -558,10 +639,10 @@ fn push_quoted(text: &str, needs: bool, escape: Option<char>, out: &mut String) 
 
 #[cfg(test)]
 mod tests {
-    use super::{temporal_text, text_of};
+    use super::{text_of, textless_text};
 
     #[test]
-    fn dates_and_times_read_as_postgresql_prints_them_in_utc() {
+    fn dates_times_intervals_and_addresses_read_as_postgresql_prints_them() {
         // Binary values from PostgreSQL's own `*_send` functions, and its
         // output with TimeZone UTC and DateStyle ISO.
         let cases: &[(i32, &str, &str)] = &[
@@ -586,21 +667,94 @@ mod tests {
             (1083, "000000141dd76000", "24:00:00"),
             (1083, "0000000000000000", "00:00:00"),
             (1083, "0000000a7a3708a0", "12:30:00.1"),
+            (1186, "00000000000000000000000000000000", "00:00:00"),
+            (
+                1186,
+                "000000036c9361a0000000030000000e",
+                "1 year 2 mons 3 days 04:05:06.5",
+            ),
+            (1186, "000000000000000000000002fffffff4", "-1 years +2 days"),
+            (1186, "ffffffff296c5c000000000100000000", "1 day -01:00:00"),
+            (1186, "00000019254d38000000000000000000", "30:00:00"),
+            (1186, "ffffffffffffffff0000000000000000", "-00:00:00.000001"),
+            (1186, "00000000000000000000000000000001", "1 mon"),
+            (1186, "0000000000000000fffffffdfffffffe", "-2 mons -3 days"),
+            (1186, "0000000000000000ffffffff00000000", "-1 days"),
+            (
+                1186,
+                "0000000000000000000000007fffffff",
+                "178956970 years 7 mons",
+            ),
+            (
+                1186,
+                "000000035a4e9000fffffffd00000000",
+                "-3 days +04:00:00",
+            ),
+            (869, "02200004c0a80001", "192.168.0.1"),
+            (869, "020800040a010203", "10.1.2.3/8"),
+            (869, "0200000400000000", "0.0.0.0/0"),
+            (869, "0380001000000000000000000000000000000001", "::1"),
+            (
+                869,
+                "0340001020010db8000000000000000000000001",
+                "2001:db8::1/64",
+            ),
+            (
+                869,
+                "0380001000000000000000000000ffff01020304",
+                "::ffff:1.2.3.4",
+            ),
+            (
+                869,
+                "03800010fe800000000000000001000000000001",
+                "fe80::1:0:0:1",
+            ),
+            (
+                869,
+                "0380001020010db8000000000001000000000001",
+                "2001:db8::1:0:0:1",
+            ),
+            (869, "0380001000000000000000000000000000000000", "::"),
+            (869, "0380001000010000000000000000000000000000", "1::"),
+            (869, "0380001000000000000000000000000001020304", "::1.2.3.4"),
+            (650, "020801040a000000", "10.0.0.0/8"),
+            (650, "02180104c0a80100", "192.168.1.0/24"),
+            (
+                650,
+                "0320011020010db8000000000000000000000000",
+                "2001:db8::/32",
+            ),
+            (650, "0220010401020304", "1.2.3.4/32"),
         ];
         for (oid, bytes, text) in cases {
             let bytes = hex::decode(bytes).unwrap();
             assert_eq!(
-                temporal_text(*oid, &bytes).as_deref(),
+                textless_text(*oid, &bytes).as_deref(),
                 Some(*text),
                 "{oid} {text}"
             );
         }
         // Wrong lengths, a time past midnight, other types.
-        assert_eq!(temporal_text(1082, &[0; 8]), None);
-        assert_eq!(temporal_text(1184, &[0; 4]), None);
-        assert_eq!(temporal_text(1083, &(-1i64).to_be_bytes()), None);
-        assert_eq!(temporal_text(1083, &86_400_000_001i64.to_be_bytes()), None);
-        assert_eq!(temporal_text(23, &[0; 4]), None);
+        assert_eq!(textless_text(1082, &[0; 8]), None);
+        assert_eq!(textless_text(1184, &[0; 4]), None);
+        assert_eq!(textless_text(1083, &(-1i64).to_be_bytes()), None);
+        assert_eq!(textless_text(1083, &86_400_000_001i64.to_be_bytes()), None);
+        assert_eq!(textless_text(23, &[0; 4]), None);
+        assert_eq!(textless_text(1186, &[0; 12]), None);
+        // An address: too short, a family it does not know, a length that
+        // does not match, more prefix bits than the address has.
+        for bad in [
+            "0220",
+            "0420000401020304",
+            "0220000801020304",
+            "02210004c0a80001",
+        ] {
+            assert_eq!(
+                textless_text(869, &hex::decode(bad).unwrap()),
+                None,
+                "{bad}"
+            );
+        }
     }
 
     fn numeric(weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {

@@ -598,15 +598,16 @@ pub fn parse_data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> 
 
 /// PostgreSQL's text form of a binary-format value ([`crate::binary`]),
 /// reading the types it does not know by `forms` (the database's own, see
-/// [`crate::binary::text_of_with`]) and dates and times at any depth
-/// ([`crate::binary::temporal_form`]), or `\x` and its hex when the type
-/// is not one read there. For the audit trail.
+/// [`crate::binary::text_of_with`]) and dates, times, intervals and
+/// network addresses at any depth ([`crate::binary::textless_form`]), or
+/// `\x` and its hex when the type is not one read there. For the audit
+/// trail.
 pub fn binary_as_text(
     oid: i32,
     v: &[u8],
     forms: &dyn Fn(i32) -> Option<crate::binary::Form>,
 ) -> String {
-    let forms = |oid: i32| crate::binary::temporal_form(oid).or_else(|| forms(oid));
+    let forms = |oid: i32| crate::binary::textless_form(oid).or_else(|| forms(oid));
     crate::binary::text_of_with(oid, v, &forms).unwrap_or_else(|| format!("\\x{}", hex::encode(v)))
 }
 
