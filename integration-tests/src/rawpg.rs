@@ -55,6 +55,33 @@ pub fn bind_text(portal: &str, statement: &str, params: &[&str]) -> Vec<u8> {
     frame(b'B', &body)
 }
 
+/// Bind (`B`) of `statement` into `portal` with binary parameters, text
+/// results.
+pub fn bind_binary(portal: &str, statement: &str, params: &[&[u8]]) -> Vec<u8> {
+    let mut body = format!("{portal}\0{statement}\0").into_bytes();
+    body.extend_from_slice(&1i16.to_be_bytes());
+    body.extend_from_slice(&1i16.to_be_bytes());
+    let count = i16::try_from(params.len()).expect("at most 32767 parameters");
+    body.extend_from_slice(&count.to_be_bytes());
+    for p in params {
+        let len = i32::try_from(p.len()).expect("a parameter under 2 GiB");
+        body.extend_from_slice(&len.to_be_bytes());
+        body.extend_from_slice(p);
+    }
+    body.extend_from_slice(&0i16.to_be_bytes());
+    frame(b'B', &body)
+}
+
+/// Describe (`D`) of statement `name`.
+pub fn describe_statement(name: &str) -> Vec<u8> {
+    frame(b'D', format!("S{name}\0").as_bytes())
+}
+
+/// Close (`C`) of statement `name`.
+pub fn close_statement(name: &str) -> Vec<u8> {
+    frame(b'C', format!("S{name}\0").as_bytes())
+}
+
 /// Execute (`E`) of `portal`, at most `max_rows` rows (0: all).
 pub fn execute(portal: &str, max_rows: i32) -> Vec<u8> {
     messages::execute(portal, max_rows).raw.to_vec()

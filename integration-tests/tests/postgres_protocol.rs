@@ -1,8 +1,9 @@
 //! Extended-protocol edge cases, driven message by message with a raw
 //! protocol client against a real PostgreSQL: what the audit trail says a
-//! portal ran is what the target ran, row limits hold across `max_rows`
-//! fetches, and a denial after unsynced work keeps PostgreSQL's ordering
-//! and rollback semantics.
+//! portal ran is what the target ran (its binary parameters read by the
+//! types the target described for that very statement), row limits hold
+//! across `max_rows` fetches, and a denial after unsynced work keeps
+//! PostgreSQL's ordering and rollback semantics.
 
 use std::time::Duration;
 
@@ -483,4 +484,41 @@ async fn copy_to_stdout_is_row_limited_like_a_select() {
     assert_eq!(copy_rows(&got).len(), 25, "{}", tags(&got));
     assert_eq!(completions(&got), ["COPY 25"]);
     assert_eq!(errors(&got), "");
+}
+
+#[tokio::test]
+async fn binary_parameters_are_recorded_by_the_types_the_target_described() {
+    use sluice_integration_tests::rawpg::{bind_binary, close_statement, describe_statement};
+    let mut dp = DataPath::start().await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    // One name, two statements in one batch, neither declaring its
+    // parameter's type: each description belongs to the statement it
+    // described, not to whatever the name holds when it arrives.
+    let mut batch = parse("s", "SELECT $1 || 'x'");
+    batch.extend(describe_statement("s"));
+    batch.extend(close_statement("s"));
+    batch.extend(parse("s", "SELECT $1 + 1::int8"));
+    batch.extend(describe_statement("s"));
+    batch.extend(sync());
+    s.send(&batch).await;
+    let got = s.until(b'Z').await;
+    assert_eq!(tags(&got), "1tT31tTZ", "{}", errors(&got));
+    // An int8 in binary: read as 42 only by the second statement's type.
+    let mut run = bind_binary("", "s", &[&42i64.to_be_bytes()]);
+    run.extend(execute("", 0));
+    run.extend(sync());
+    s.send(&run).await;
+    let got = s.until(b'Z').await;
+    assert_eq!(first_column(&got), ["43"], "{}", errors(&got));
+
+    let api = dp.cp.api();
+    let parameters = eventually(Duration::from_secs(20), "the statement's event", || async {
+        let v = api.get_ok("/api/v1/audit?kind=statement&limit=1000").await;
+        v["events"].as_array()?.iter().find_map(|e| {
+            (e["statement"] == "SELECT $1 + 1::int8" && e["decision"] == "allow")
+                .then(|| e["parameters"].clone())
+        })
+    })
+    .await;
+    assert_eq!(parameters, serde_json::json!(["42"]));
 }
