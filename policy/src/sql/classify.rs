@@ -122,6 +122,14 @@ pub struct ClassifiedStatement {
     /// alone cannot place (see [`CatalogNames`]).
     #[serde(default, skip_serializing_if = "CatalogNames::is_empty")]
     pub catalog_names: CatalogNames,
+    /// For a plain `SELECT`: the result columns (0-based) that are a call
+    /// of `count` (`count(*)`, `count(x)`, `count(DISTINCT x)`, with a
+    /// FILTER or OVER), whose values are row counts only. Empty when the
+    /// columns cannot be placed by the text (a `*` anywhere in the select
+    /// list, a set operation) and for every other statement. A `count`
+    /// the database defines itself is for the agent to rule out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counts: Vec<usize>,
 }
 
 /// Names in a statement whose meaning depends on what the database
@@ -442,9 +450,62 @@ pub fn classify_with(
                 _ => None,
             },
             catalog_names,
+            counts: count_columns(root.to_ref()),
         });
     }
     Ok(statements)
+}
+
+/// See [`ClassifiedStatement::counts`].
+fn count_columns(node: NodeRef<'_>) -> Vec<usize> {
+    let NodeRef::SelectStmt(s) = node else {
+        return Vec::new();
+    };
+    if s.op() != SetOperation::SetopNone || !s.values_lists.is_empty() {
+        return Vec::new();
+    }
+    let mut counts = Vec::new();
+    for (i, target) in s.target_list.iter().enumerate() {
+        let Some(NodeEnum::ResTarget(t)) = &target.node else {
+            return Vec::new();
+        };
+        match t.val.as_deref().and_then(|v| v.node.as_ref()) {
+            // A star expands to columns the text does not count.
+            Some(NodeEnum::ColumnRef(c))
+                if c.fields
+                    .iter()
+                    .any(|f| matches!(f.node, Some(NodeEnum::AStar(_)))) =>
+            {
+                return Vec::new();
+            }
+            Some(NodeEnum::AIndirection(a))
+                if a.indirection
+                    .iter()
+                    .any(|f| matches!(f.node, Some(NodeEnum::AStar(_)))) =>
+            {
+                return Vec::new();
+            }
+            Some(NodeEnum::FuncCall(call)) if is_count(call) => counts.push(i),
+            _ => {}
+        }
+    }
+    counts
+}
+
+/// A call of PostgreSQL's own `count` (unqualified or `pg_catalog.`), by
+/// name.
+fn is_count(call: &FuncCall) -> bool {
+    let names: Vec<&str> = call
+        .funcname
+        .iter()
+        .filter_map(|n| match &n.node {
+            Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+            _ => None,
+        })
+        .collect();
+    names.len() == call.funcname.len()
+        && matches!(names.as_slice(), ["count"] | ["pg_catalog", "count"])
+        && !call.func_variadic
 }
 
 /// pg_query's fingerprint of one statement's text (see

@@ -668,6 +668,36 @@ fn every_statement_is_judged_on_its_own() {
 }
 
 #[test]
+fn count_columns_are_placed_only_where_the_text_places_every_column() {
+    let counts = |sql: &str| all(sql).remove(0).counts;
+    assert_eq!(counts("SELECT count(*) FROM t"), [0]);
+    assert_eq!(
+        counts(
+            "SELECT name, count(o.id), pg_catalog.count(DISTINCT x) FILTER (WHERE y), count(*) OVER () FROM t GROUP BY name"
+        ),
+        [1, 2, 3]
+    );
+    // Not a count, or columns the text cannot place.
+    for sql in [
+        "SELECT max(x) FROM t",
+        "SELECT public.count(x) FROM t",
+        r#"SELECT "COUNT"(x) FROM t"#,
+        "SELECT count(*)::text FROM t",
+        "SELECT count(*) + 1 FROM t",
+        "SELECT *, count(*) FROM t GROUP BY id",
+        "SELECT t.*, count(*) FROM t GROUP BY t.id",
+        "SELECT (t).*, count(*) FROM t GROUP BY t",
+        "SELECT count(*) FROM t UNION SELECT x FROM u",
+        "VALUES (1)",
+        "DECLARE c CURSOR FOR SELECT count(*) FROM t",
+        "EXPLAIN SELECT count(*) FROM t",
+        "WITH x AS (SELECT count(*) FROM t) SELECT * FROM x",
+    ] {
+        assert!(counts(sql).is_empty(), "{sql}");
+    }
+}
+
+#[test]
 fn smuggling_attempts_are_seen() {
     // Each of these must carry the dangerous kind somewhere.
     let cases: &[(&str, SqlKind)] = &[

@@ -61,6 +61,10 @@ pub struct Verdict {
     /// Refused for a reason other than policy: the SQLSTATE to answer with
     /// (`reason` says why).
     pub refusal: Option<&'static str>,
+    /// Result columns that are PostgreSQL's own `count` (for a text of one
+    /// plain `SELECT`, see `ClassifiedStatement::counts`): row counts,
+    /// which strict masking leaves readable.
+    pub counts: Vec<usize>,
 }
 
 /// What an approve rule asks for.
@@ -506,6 +510,18 @@ impl Judge {
                 rule = verdict.rule;
             }
         }
+        // Row counts, unless `count` may be the database's own function.
+        let counts = match statements.as_slice() {
+            [only]
+                if !(routines.defines_function("count")
+                    || self.defined_everything
+                    || self.defined.contains("count")
+                    || defined_here.contains(&"count")) =>
+            {
+                only.counts.clone()
+            }
+            _ => Vec::new(),
+        };
         if let Some(needs) = approval {
             return Verdict {
                 kinds,
@@ -517,6 +533,7 @@ impl Judge {
                 copy_out,
                 copy_in,
                 fetches,
+                counts,
                 ..needs
             };
         }
@@ -535,6 +552,7 @@ impl Judge {
             copy_in,
             fetches,
             refusal: None,
+            counts,
         }
     }
 
@@ -925,6 +943,33 @@ policies:
             "DELETE FROM orders WHERE id = 2 RETURNING id, 3",
         ),
     ];
+
+    #[test]
+    fn row_counts_are_placed_only_while_count_is_postgresql_s_own() {
+        let active = snapshot_of(
+            &bot_doc("      - allow: { sql: { statements: [any] } }\n"),
+            1,
+        );
+        let mut judge = Judge::new(
+            Subject::user("bot", Vec::<String>::new()),
+            "db".into(),
+            Arc::default(),
+        );
+        let counts = |judge: &mut Judge, sql: &str| judge.sql(Some(&active), sql).counts.clone();
+        assert_eq!(
+            counts(&mut judge, "SELECT id, count(*) FROM t GROUP BY id"),
+            [1]
+        );
+        // Not for a text of several statements (which result is whose).
+        assert!(counts(&mut judge, "SELECT 1; SELECT count(*) FROM t").is_empty());
+        // Once the session defines a `count` of its own, a call may be it.
+        let defined = judge.sql(
+            Some(&active),
+            "CREATE FUNCTION count(text) RETURNS text LANGUAGE sql AS 'SELECT $1'",
+        );
+        assert!(defined.allowed, "{defined:?}");
+        assert!(counts(&mut judge, "SELECT id, count(*) FROM t GROUP BY id").is_empty());
+    }
 
     #[test]
     fn texts_that_differ_only_in_constants_share_one_decision_without_a_parse() {

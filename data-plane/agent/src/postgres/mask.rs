@@ -292,17 +292,33 @@ impl Masker {
 
     /// The plan for a RowDescription, under strict mode `strict`.
     pub fn plan(&self, row_description: &[u8], strict: Option<MaskStrategy>) -> Plan {
+        self.plan_counting(row_description, strict, &[])
+    }
+
+    /// [`Masker::plan`], leaving readable in strict mode the columns
+    /// (0-based) that are PostgreSQL's own `count` (see `Verdict::counts`):
+    /// a row count tells nothing the number of rows of a query the same
+    /// rules allow does not, so masking it (to NULL, as a number) would
+    /// only give a wrong answer.
+    pub fn plan_counting(
+        &self,
+        row_description: &[u8],
+        strict: Option<MaskStrategy>,
+        counts: &[usize],
+    ) -> Plan {
         let Ok(columns) = messages::parse_row_columns(row_description) else {
             return Plan { cols: Vec::new() };
         };
         let cols = columns
             .iter()
-            .map(|c| {
-                (
-                    self.action(c.table_oid, c.attnum, strict),
-                    c.type_oid,
-                    c.format == 1,
-                )
+            .enumerate()
+            .map(|(i, c)| {
+                let action = if c.table_oid == 0 && counts.contains(&i) {
+                    Action::Pass
+                } else {
+                    self.action(c.table_oid, c.attnum, strict)
+                };
+                (action, c.type_oid, c.format == 1)
             })
             .collect();
         Plan { cols }

@@ -1458,6 +1458,12 @@ impl Routines {
     /// anything its creator chose.
     /// How values of the database's type `oid` are sent in binary, when it
     /// is one [`sluice_pgwire::binary`] can read by its [`Form`].
+    /// Whether the database defines a function (or aggregate) named
+    /// `name` itself, outside `pg_catalog` and extensions.
+    pub fn defines_function(&self, name: &str) -> bool {
+        self.functions.contains(name)
+    }
+
     pub fn type_form(&self, oid: u32) -> Option<Form> {
         self.forms.get(&oid).copied()
     }
@@ -1917,6 +1923,7 @@ mod tests {
         }
         .build();
         let found = |sql: &str| run_by(&routines, sql);
+        assert!(routines.defines_function("lower") && !routines.defines_function("count"));
         // Attribute notation and unqualified calls of a database's name.
         assert_eq!(found("SELECT t.touch FROM t"), ["touch"]);
         assert_eq!(found("SELECT (t).touch FROM t"), ["touch"]);

@@ -2259,7 +2259,8 @@ impl Relay {
                     && let Some(u) = self.units.front_mut().filter(|u| u.cycle == current)
                 {
                     if let Some(masker) = &self.ctx.masker {
-                        u.plan = Some(masker.plan(frame.body(), u.strict));
+                        let counts = u.judged.as_ref().map_or(&[][..], |v| v.counts.as_slice());
+                        u.plan = Some(masker.plan_counting(frame.body(), u.strict, counts));
                     }
                     u.capture.columns(frame.body());
                 }
