@@ -111,7 +111,7 @@ impl CompiledPolicy {
                     ));
                 } else {
                     trace.push(format!(
-                        "masking {who}: this statement reads {} (sensitive): every result column without a known, unmasked origin (expressions, casts, aggregates, to_json, whole-row references) is masked as {strategy}",
+                        "masking {who}: this statement reads {} (sensitive): every result column without a known, unmasked origin (expressions, casts, aggregates other than a select list's count(...), to_json, whole-row references) is masked as {strategy}",
                         reads.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
                     ));
                 }
