@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the client drivers the driver tests run through the agent
 # (integration-tests/tests/postgres_drivers.rs): psycopg, asyncpg, psycopg2
-# and SQLAlchemy into a Python virtual environment, node-postgres with npm,
-# all under target/drivers, at the versions pinned in
+# and SQLAlchemy into a Python virtual environment, node-postgres and
+# postgres.js with npm, all under target/drivers, at the versions pinned in
 # integration-tests/drivers/.
 # Idempotent and safe to run concurrently (the tests call it too); does
 # nothing once the pinned versions are installed.
@@ -24,7 +24,7 @@ for cmd in python3 node npm; do
     command -v "$cmd" >/dev/null || { echo "error: $cmd not found: the driver tests need it (make deps installs it as root: apt-get install python3-venv nodejs npm)" >&2; exit 1; }
 done
 
-echo "installing the drivers the driver tests use into $dest (psycopg, asyncpg, psycopg2, SQLAlchemy, node-postgres)..."
+echo "installing the drivers the driver tests use into $dest (psycopg, asyncpg, psycopg2, SQLAlchemy, node-postgres, postgres.js)..."
 rm -rf "$dest/venv" "$dest/node"
 python3 -m venv "$dest/venv" || { echo "error: python3 cannot create a virtual environment (apt-get install python3-venv)" >&2; exit 1; }
 "$dest/venv/bin/pip" install --quiet --disable-pip-version-check -r "$src/requirements.txt"

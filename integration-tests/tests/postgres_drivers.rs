@@ -2,7 +2,8 @@
 //! psycopg 3 (text and binary results, server-side prepared statements,
 //! pipeline mode), asyncpg (binary everything, its quoted `'utf-8'`
 //! client_encoding, a pool), node-postgres (named statements,
-//! multi-statement queries, a pool) and psycopg2 with SQLAlchemy on it
+//! multi-statement queries, a pool), postgres.js (every query prepared
+//! and described first, pipelined, cursors) and psycopg2 with SQLAlchemy on it
 //! (parameters interpolated on the client, schema reflection). Each reads
 //! a table of numbers, arrays and a detector-masked value, commits a
 //! write, and meets a denied statement it recovers from; the target
@@ -170,6 +171,24 @@ async fn asyncpg_reads_writes_and_recovers_from_a_denial_through_the_agent() {
         seen["pool"],
         json!(["item 8", "item 9", "item 10", "item 11"])
     );
+}
+
+#[tokio::test]
+async fn postgres_js_reads_writes_and_recovers_from_a_denial_through_the_agent() {
+    let dp = ledger().await;
+    let seen = drivers::node("postgres_js_session.js", dp.agent.pg_port, &dp.token);
+    // postgres.js reads numeric and bigint as strings, arrays as arrays.
+    assert_eq!(seen["text"], ledger_rows(), "{seen}");
+    assert_eq!(
+        seen["pipelined"],
+        json!(["item 5", "item 6", "item 7", "item 8"])
+    );
+    assert_eq!(seen["any"], json!(["item 2", "item 3"]));
+    assert_eq!(seen["identifier"], "item 9");
+    assert_committed(&dp, "from postgres.js");
+    assert_denied_and_recovered(&dp, &seen, "postgres.js");
+    // A cursor fetched two rows at a time.
+    assert_eq!(seen["cursor"], json!([[1, 2], [3, 4], [5]]));
 }
 
 #[tokio::test]
