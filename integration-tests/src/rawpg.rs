@@ -42,27 +42,25 @@ pub fn bind(portal: &str, statement: &str) -> Vec<u8> {
 /// Bind (`B`) of `statement` into `portal` with text parameters, text
 /// results.
 pub fn bind_text(portal: &str, statement: &str, params: &[&str]) -> Vec<u8> {
-    let mut body = format!("{portal}\0{statement}\0").into_bytes();
-    body.extend_from_slice(&0i16.to_be_bytes());
-    let count = i16::try_from(params.len()).expect("at most 32767 parameters");
-    body.extend_from_slice(&count.to_be_bytes());
-    for p in params {
-        let len = i32::try_from(p.len()).expect("a parameter under 2 GiB");
-        body.extend_from_slice(&len.to_be_bytes());
-        body.extend_from_slice(p.as_bytes());
-    }
-    body.extend_from_slice(&0i16.to_be_bytes());
-    frame(b'B', &body)
+    let params: Vec<&[u8]> = params.iter().map(|p| p.as_bytes()).collect();
+    bind_with(portal, statement, &[], &params)
 }
 
 /// Bind (`B`) of `statement` into `portal` with binary parameters, text
 /// results.
 pub fn bind_binary(portal: &str, statement: &str, params: &[&[u8]]) -> Vec<u8> {
+    bind_with(portal, statement, &[1], params)
+}
+
+/// Bind (`B`) with these parameter format codes and values, text results.
+fn bind_with(portal: &str, statement: &str, formats: &[i16], params: &[&[u8]]) -> Vec<u8> {
     let mut body = format!("{portal}\0{statement}\0").into_bytes();
-    body.extend_from_slice(&1i16.to_be_bytes());
-    body.extend_from_slice(&1i16.to_be_bytes());
-    let count = i16::try_from(params.len()).expect("at most 32767 parameters");
-    body.extend_from_slice(&count.to_be_bytes());
+    let count = |n: usize| i16::try_from(n).expect("at most 32767").to_be_bytes();
+    body.extend_from_slice(&count(formats.len()));
+    for f in formats {
+        body.extend_from_slice(&f.to_be_bytes());
+    }
+    body.extend_from_slice(&count(params.len()));
     for p in params {
         let len = i32::try_from(p.len()).expect("a parameter under 2 GiB");
         body.extend_from_slice(&len.to_be_bytes());

@@ -237,6 +237,20 @@ async fn node_postgres_reads_writes_and_recovers_from_a_denial_through_the_agent
     );
 }
 
+/// `SELECT value` in binary (sqlx asks for every result column so): its
+/// type OID and bytes.
+async fn binary_value(conn: &mut sqlx::PgConnection, value: &str) -> (u32, Vec<u8>) {
+    // The values are this test's own literals.
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {value}"));
+    let row = sqlx::query(sql)
+        .fetch_one(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{value}: {e}"));
+    let raw = row.try_get_raw(0).unwrap();
+    let oid = raw.type_info().oid().expect("a type with an OID").0;
+    (oid, raw.as_bytes().expect("not NULL").to_vec())
+}
+
 #[tokio::test]
 async fn binary_values_read_as_postgresql_prints_them() {
     let pg = Postgres::start();
@@ -320,15 +334,8 @@ async fn binary_values_read_as_postgresql_prints_them() {
     ]
     .into();
     for value in values {
-        // The values are this test's own literals.
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {value}"));
-        let row = sqlx::query(sql)
-            .fetch_one(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("{value}: {e}"));
-        let raw = row.try_get_raw(0).unwrap();
-        let oid = raw.type_info().oid().expect("a type with an OID").0;
-        let bytes = raw.as_bytes().expect("not NULL");
+        let (oid, bytes) = binary_value(&mut conn, value).await;
+        let bytes = bytes.as_slice();
         // psql asks for text: the type's output function, as a text-format
         // result gives it (not a cast to text: `true::text` is `true`).
         let printed = pg.psql("postgres", &format!("SELECT {value}"));
@@ -362,14 +369,8 @@ async fn binary_values_read_as_postgresql_prints_them() {
         "'2001:db8::/32'::cidr",
     ];
     for value in temporal {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {value}"));
-        let row = sqlx::query(sql)
-            .fetch_one(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("{value}: {e}"));
-        let raw = row.try_get_raw(0).unwrap();
-        let oid = raw.type_info().oid().expect("a type with an OID").0;
-        let bytes = raw.as_bytes().expect("not NULL");
+        let (oid, bytes) = binary_value(&mut conn, value).await;
+        let bytes = bytes.as_slice();
         let printed = pg.psql(
             "postgres",
             &format!("SET TimeZone = 'UTC'; SET DateStyle = ISO; SELECT {value}"),
