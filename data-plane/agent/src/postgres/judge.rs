@@ -271,14 +271,14 @@ impl Judge {
         }
     }
 
-    /// Judges from now on with a new read of the target's functions, or
-    /// denies everything when it could not be read.
     /// The session's read of the target's functions and types, if it
     /// could be taken.
     pub fn routines(&self) -> Option<&Routines> {
         self.routines.as_deref().ok()
     }
 
+    /// Judges from now on with a new read of the target's functions, or
+    /// denies everything when it could not be read.
     pub fn set_routines(&mut self, routines: Result<Arc<Routines>, String>) {
         let same = match (&self.routines, &routines) {
             (Ok(a), Ok(b)) => Arc::ptr_eq(a, b),
