@@ -22,8 +22,9 @@ have_fdw() {
 }
 have_fdw || need+=(postgresql-contrib)
 have_cmd curl || need+=(curl)
-# The driver tests run psycopg and asyncpg (in a virtual environment) and
-# node-postgres (scripts/ensure-drivers.sh installs them).
+# The driver tests run psycopg, asyncpg, psycopg2 and SQLAlchemy (in a
+# virtual environment), node-postgres and postgres.js
+# (scripts/ensure-drivers.sh installs them).
 have_cmd python3 || need+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 have_cmd node || need+=(nodejs)

@@ -140,7 +140,8 @@ pub struct StatementFacts {
     /// relations it writes calls (constraints, defaults, index expressions,
     /// triggers), PostgreSQL's own included (`schema.function`). Deny and
     /// approve rules' `functions:` match these too: denying
-    /// `pg_stat_get_activity` denies reading a view that calls it. The agent fills this in from the target's catalog.
+    /// `pg_stat_get_activity` denies reading a view that calls it. The
+    /// agent fills this in from the target's catalog.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub functions_reached: Vec<String>,
     /// Relations, columns, schemas and types the statement renames or

@@ -9,13 +9,16 @@
 //! - **strict mode**: when a statement reads a `strict_tables` table (or a
 //!   view over one), every column without a known origin (expressions,
 //!   casts, `to_json(row)`, aggregates, whole-row references, view columns
-//!   over the table) is masked too;
+//!   over the table) is masked too, but for row counts (a select list's
+//!   `count(...)`, [`Masker::plan_counting`]);
 //! - **by value**: the rule's detectors run over every text value of every
 //!   other column, and over notices, errors and notification payloads.
 //!
 //! `COPY ... TO STDOUT` is masked row by row (text, CSV and binary; fields
 //! placed by the table's columns and types; a query's fields have no
-//! origin and are masked whole under column rules).
+//! origin and are masked whole under column rules). A binary COPY whose
+//! fields the detectors would have to read without their types is refused
+//! before it runs ([`Masker::copy_unreadable`]).
 //!
 //! Binary-format values of a masked column become NULL (a client cannot
 //! decode masked text as an integer); binary values of text types are
@@ -25,8 +28,9 @@
 //! form (`sluice_pgwire::binary`) and become NULL when a detector matches,
 //! as do binary values of types the agent cannot read that could hold
 //! text. `bytea` values are read as their bytes (their text form is hex,
-//! which no detector reads) in results, and in COPY where the agent knows
-//! the columns' types (a table's COPY under column rules).
+//! which no detector reads) in results, in COPY where the agent knows the
+//! columns' types (a table's COPY under column rules), and in text COPY
+//! fields of unknown type spelled as `bytea`.
 //!
 //! Uncertainty masks: a column of a table the catalog does not know
 //! (created after it was read) is masked whole, and rows that arrive
@@ -559,8 +563,8 @@ impl Masker {
     }
 
     /// How to mask the output of a `COPY ... TO STDOUT`; `None` when it
-    /// cannot be masked (binary format, multi-byte delimiters) and must be
-    /// withheld.
+    /// cannot be masked (a multi-byte delimiter, quote or escape) and must
+    /// be withheld.
     pub fn copy_plan(&self, copy: &CopyOut, strict: Option<MaskStrategy>) -> Option<CopyPlan> {
         let single = |s: &Option<String>, default: u8| -> Option<u8> {
             match s.as_deref() {
@@ -815,8 +819,8 @@ impl Masker {
     }
 }
 
-/// Whether a text field is spelled as a `bytea` value in hex is: `\x`
-/// and an even number of hex digits.
+/// Whether a text field spells a `bytea` value in hex: `\x` and an even
+/// number of hex digits.
 fn spelled_as_bytea(v: &str) -> bool {
     v.strip_prefix("\\x")
         .is_some_and(|h| h.len() % 2 == 0 && h.bytes().all(|b| b.is_ascii_hexdigit()))

@@ -1451,23 +1451,23 @@ impl Routines {
         of_types(&self.type_call_oids, types)
     }
 
-    /// The parameter types a Parse message declares that this read of
-    /// the catalog does not know: OIDs of objects created since
-    /// PostgreSQL's own (from 16384 on) that are not the database's
-    /// types as read. A type created on the target since could run
-    /// anything its creator chose.
-    /// How values of the database's type `oid` are sent in binary, when it
-    /// is one [`sluice_pgwire::binary`] can read by its [`Form`].
     /// Whether the database defines a function (or aggregate) named
     /// `name` itself, outside `pg_catalog` and extensions.
     pub fn defines_function(&self, name: &str) -> bool {
         self.functions.contains(name)
     }
 
+    /// How values of the database's type `oid` are sent in binary, when it
+    /// is one [`sluice_pgwire::binary`] can read by its [`Form`].
     pub fn type_form(&self, oid: u32) -> Option<Form> {
         self.forms.get(&oid).copied()
     }
 
+    /// The parameter types a Parse message declares that this read of
+    /// the catalog does not know: OIDs of objects created since
+    /// PostgreSQL's own (from 16384 on) that are not the database's
+    /// types as read. A type created on the target since could run
+    /// anything its creator chose.
     pub fn unknown_parameter_types(&self, types: &[i32]) -> Vec<u32> {
         types
             .iter()
