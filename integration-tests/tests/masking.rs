@@ -860,9 +860,19 @@ async fn a_sync_the_target_ignores_during_copy_cannot_pair_results_with_another_
     pipelined.extend(bind("", ""));
     pipelined.extend(execute("", 0));
     pipelined.extend(sync());
+    // A COPY's Execute ended by Flush, its data, then Sync: that Sync
+    // reaches the target after the COPY and is answered.
+    let mut flushed = parse("", "COPY notes (body) FROM STDIN");
+    flushed.extend(bind("", ""));
+    flushed.extend(execute("", 0));
+    flushed.extend(flush());
+    flushed.extend(frame(b'd', b"flushed\n"));
+    flushed.extend(frame(b'c', b""));
+    flushed.extend(sync());
     for (name, bytes, first) in [
         ("libpq", libpq, None),
         ("pipelined", pipelined, Some("4241")),
+        ("flushed", flushed, None),
     ] {
         let got = received_after(&dp, &after(bytes)).await;
         assert_eq!(
@@ -879,5 +889,5 @@ async fn a_sync_the_target_ignores_during_copy_cannot_pair_results_with_another_
             "{name}"
         );
     }
-    assert_eq!(dp.target("SELECT count(*) FROM notes"), "2");
+    assert_eq!(dp.target("SELECT count(*) FROM notes"), "3");
 }

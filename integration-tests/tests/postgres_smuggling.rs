@@ -1155,6 +1155,112 @@ async fn a_portal_kept_across_rollback_to_savepoint_cannot_be_fetched_unjudged()
 }
 
 #[tokio::test]
+async fn a_close_the_target_skipped_does_not_let_a_kept_portal_be_fetched_unjudged() {
+    // As above, but the portal is closed by a CLOSE the target never runs
+    // (the statement before it fails), and then by a protocol Close after
+    // an error: the target keeps `pd` either way.
+    let mut dp = DataPath::start_with(&deletes_allowed(), Vec::new()).await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    assert_eq!(errors_of(&mut s, &query("BEGIN")).await, "");
+    let bound = [
+        parse("d", "DELETE FROM items WHERE id = 64 RETURNING id"),
+        bind("pd", "d"),
+        sync(),
+    ]
+    .concat();
+    assert_eq!(errors_of(&mut s, &bound).await, "");
+    switch_rules(&mut dp, RULES).await;
+    assert_eq!(errors_of(&mut s, &query("SAVEPOINT s")).await, "");
+    let text = errors_of(&mut s, &query("SELECT 1/0; CLOSE pd")).await;
+    assert!(text.contains("22012"), "{text}");
+    assert_eq!(
+        errors_of(&mut s, &query("ROLLBACK TO SAVEPOINT s")).await,
+        ""
+    );
+    let text = errors_of(&mut s, &query("FETCH ALL FROM pd")).await;
+    assert!(
+        text.contains("42501") && text.contains("may still be on the target"),
+        "{text}"
+    );
+    assert_eq!(errors_of(&mut s, &query("ROLLBACK")).await, "");
+    assert!(row_exists(&dp, 64), "the DELETE ran through FETCH");
+}
+
+#[tokio::test]
+async fn a_query_after_a_failed_flushed_batch_keeps_every_answer_with_its_statement() {
+    // The target discards a Query that follows an error before Sync and
+    // answers nothing for it; counted as forwarded, every later result
+    // would be paired with the statement before it.
+    let dp = DataPath::start().await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    let batch = [
+        parse("", "SELECT 1/0"),
+        bind("", ""),
+        execute("", 0),
+        flush(),
+        query("SELECT 'lost'"),
+        sync(),
+    ]
+    .concat();
+    s.send(&batch).await;
+    let got = s.until_n(b'Z', 2).await;
+    assert!(errors(&got).contains("22012"), "{}", errors(&got));
+    assert!(first_column(&got).is_empty(), "{:?}", first_column(&got));
+    for word in ["one", "two", "three"] {
+        s.send(&query(&format!("SELECT '{word}'"))).await;
+        assert_eq!(first_column(&s.until(b'Z').await), [word]);
+    }
+    // Without an error, the Query is refused all the same (the agent
+    // cannot know in time), and the flushed statement is rolled back
+    // with the cycle, as a denial would be.
+    let batch = [
+        parse("", "SELECT 'flushed'"),
+        bind("", ""),
+        execute("", 0),
+        flush(),
+        query("SELECT 'after'"),
+        sync(),
+    ]
+    .concat();
+    s.send(&batch).await;
+    let got = s.until_n(b'Z', 2).await;
+    assert!(
+        errors(&got).contains("0A000") && errors(&got).contains("Send Sync first"),
+        "{}",
+        errors(&got)
+    );
+    assert_eq!(first_column(&got), ["flushed"]);
+    s.send(&query("SELECT 'four'")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["four"]);
+}
+
+#[tokio::test]
+async fn a_built_in_called_by_field_selection_is_judged_as_a_call() {
+    // `(pid).pg_terminate_backend` is `pg_terminate_backend(pid)`: a read
+    // policy must not let one client end other sessions that way.
+    let dp = DataPath::start().await;
+    let mut victim = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    for sql in [
+        "SELECT (pid).pg_terminate_backend FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname = current_database()",
+        "SELECT a.pg_terminate_backend FROM (SELECT pid FROM pg_stat_activity) a(pid) WHERE pid <> pg_backend_pid()",
+        "SELECT ('notes_id_seq'::regclass).nextval",
+    ] {
+        let text = errors_of(&mut s, &query(sql)).await;
+        assert!(text.contains("42501"), "{sql}: {text}");
+    }
+    victim.send(&query("SELECT 'alive'")).await;
+    assert_eq!(
+        first_column(&victim.until(b'Z').await),
+        ["alive"],
+        "another session was ended"
+    );
+    assert!(!dp.pg.logs().contains(".pg_terminate_backend"));
+    assert!(!dp.pg.logs().contains(").nextval"));
+    assert_eq!(dp.target("SELECT is_called FROM notes_id_seq"), "f");
+}
+
+#[tokio::test]
 async fn approval_is_not_asked_for_a_statement_that_also_does_what_no_rule_allows() {
     let dp = DataPath::start_with(RULES, Vec::new()).await;
     let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;

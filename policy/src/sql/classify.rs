@@ -590,6 +590,7 @@ fn facts_of(root: NodeRef<'_>) -> Result<(StatementFacts, CatalogNames), Classif
         mut foreign_tables,
         mut credential_catalogs,
         mut catalog_names,
+        mut attribute_calls,
         renames,
         rows_modified,
         unbounded,
@@ -607,6 +608,7 @@ fn facts_of(root: NodeRef<'_>) -> Result<(StatementFacts, CatalogNames), Classif
         &mut catalog_names.calls,
         &mut catalog_names.types,
         &mut catalog_names.defines,
+        &mut attribute_calls,
     ] {
         names.sort_unstable();
         names.dedup();
@@ -620,7 +622,7 @@ fn facts_of(root: NodeRef<'_>) -> Result<(StatementFacts, CatalogNames), Classif
         foreign_tables,
         credential_catalogs,
         tables_reached: Vec::new(),
-        functions_reached: Vec::new(),
+        functions_reached: attribute_calls,
         renames,
         has_where: rows_modified && !unbounded,
     };
@@ -707,6 +709,9 @@ struct Walker<'a> {
     /// Catalogs holding credentials the statement names.
     credential_catalogs: Vec<String>,
     catalog_names: CatalogNames,
+    /// Built-in functions a field selection may call (see
+    /// [`Walker::attribute`]).
+    attribute_calls: Vec<String>,
     /// Relations, columns, schemas and types renamed or moved.
     renames: Vec<Rename>,
     /// Names of the CTEs visible at the current point of the walk; an
@@ -838,14 +843,14 @@ impl<'a> Walker<'a> {
             // `t.touch`: a field, or `touch(t)`.
             NodeRef::ColumnRef(c) if c.fields.len() >= 2 => {
                 if let Some(Some(NodeEnum::String(s))) = c.fields.last().map(|f| &f.node) {
-                    self.catalog_names.attributes.push(s.sval.clone());
+                    self.attribute(&s.sval);
                 }
             }
             // `(t).touch`, `(f(x)).touch`, `(t).a.touch`.
             NodeRef::AIndirection(i) => {
                 for field in &i.indirection {
                     if let Some(NodeEnum::String(s)) = &field.node {
-                        self.catalog_names.attributes.push(s.sval.clone());
+                        self.attribute(&s.sval);
                     }
                 }
             }
@@ -1034,6 +1039,26 @@ impl<'a> Walker<'a> {
         match role {
             Role::Read => self.tables_read.push(name),
             Role::Write => self.tables_written.push(name),
+        }
+    }
+
+    /// `x.name` or `(x).name`: a field of a row value, or PostgreSQL's
+    /// attribute notation for the call `name(x)`, which works for any
+    /// function of one argument, PostgreSQL's own included:
+    /// `('/etc/passwd'::text).pg_read_file` reads a server file,
+    /// `(pid).pg_terminate_backend` ends a session. The text cannot tell
+    /// which, so a name that is a built-in function's counts as calling it
+    /// for what the call does beyond computing a value (its kind) and for
+    /// deny and approve rules that name it (`attribute_calls`, matched as
+    /// functions reached); the agent checks the database's own functions
+    /// against `catalog_names.attributes`.
+    fn attribute(&mut self, name: &str) {
+        self.catalog_names.attributes.push(name.to_owned());
+        if let Some(kind) = function_kind(name) {
+            self.add(kind);
+        }
+        if builtins::is_builtin_function(None, name) {
+            self.attribute_calls.push(name.to_owned());
         }
     }
 
@@ -1433,7 +1458,12 @@ fn function_kind(bare: &str) -> Option<SqlKind> {
     ];
     const SERVER: &[&str] = &[
         "pg_read_file",
+        "pg_read_file_old",
         "pg_read_binary_file",
+        // The server's configuration files, read as rows.
+        "pg_hba_file_rules",
+        "pg_ident_file_mappings",
+        "pg_show_all_file_settings",
         "pg_ls_dir",
         "pg_stat_file",
         "pg_ls_logdir",
@@ -1454,6 +1484,7 @@ fn function_kind(bare: &str) -> Option<SqlKind> {
         "pg_cancel_backend",
         "pg_reload_conf",
         "pg_rotate_logfile",
+        "pg_rotate_logfile_old",
         "pg_promote",
         "pg_switch_wal",
         "pg_create_restore_point",

@@ -1360,7 +1360,50 @@ fn functions_defined_in_the_database_need_a_rule_naming_them() {
     assert_eq!(facts.user_functions, ["===", "app.get_orders"]);
 }
 
-/// Counts the nodes the walk reaches from `root`.
+/// Attribute notation calls any function of one argument, PostgreSQL's
+/// own too: `('/etc/passwd'::text).pg_read_file` is `pg_read_file(...)`.
+/// What such a call does is the statement's, and deny rules naming the
+/// function see it.
+#[test]
+fn a_field_selection_that_may_call_a_built_in_carries_what_the_call_does() {
+    for (sql, kind) in [
+        (
+            "SELECT ('/etc/hostname'::text).pg_read_binary_file",
+            "server_function",
+        ),
+        (
+            "SELECT p.pg_read_file FROM unnest(ARRAY['/etc/hostname']) p",
+            "server_function",
+        ),
+        (
+            "SELECT (pid).pg_terminate_backend FROM pg_locks",
+            "server_function",
+        ),
+        ("SELECT ('s1'::regclass).nextval", "function_write"),
+        ("SELECT (-1).lo_creat", "function_write"),
+        (
+            "SELECT (x).word FROM (SELECT ('select 1'::text).ts_stat AS x) s",
+            "dynamic_sql",
+        ),
+        ("SELECT ('delete from t'::text).dblink_exec", "dynamic_sql"),
+        ("SELECT (a).b.pg_ls_dir FROM t a", "server_function"),
+    ] {
+        let kinds = kinds_of(sql);
+        assert!(
+            kinds.contains(SqlKind::from_name(kind).unwrap()),
+            "{sql}: {kinds:?}"
+        );
+    }
+    // A built-in's name is matched by deny rules as a function reached.
+    let facts = one("SELECT (NULL::int).pg_stat_get_activity AS a");
+    assert_eq!(facts.functions_reached, ["pg_stat_get_activity"]);
+    assert!(facts.functions.is_empty(), "{facts:?}");
+    // An ordinary column of the same name as no built-in adds nothing.
+    let facts = one("SELECT t.email FROM t");
+    assert_eq!(kind_set(&facts.kinds), named(&["select"]));
+    assert!(facts.functions_reached.is_empty(), "{facts:?}");
+}
+
 /// What only the database's catalog can place: what the agent checks
 /// against the functions and operators defined there.
 #[test]

@@ -735,12 +735,11 @@ fn with_routines<'a>(
             facts.kinds.push(kind);
         }
     }
-    facts.functions_reached = reached.calls;
-    if !reached.write_calls.is_empty() {
-        facts.functions_reached.extend(reached.write_calls);
-        facts.functions_reached.sort_unstable();
-        facts.functions_reached.dedup();
-    }
+    // Beside the built-ins a field selection may call (from the text).
+    facts.functions_reached.extend(reached.calls);
+    facts.functions_reached.extend(reached.write_calls);
+    facts.functions_reached.sort_unstable();
+    facts.functions_reached.dedup();
     for (kind, names, found) in [
         (
             SqlKind::UserFunction,

@@ -515,6 +515,16 @@ impl Names {
                     self.insert_statement(name, Statement::Opaque);
                 }
                 Op::RemovePortal(name) => {
+                    // The Close (or `CLOSE`) may never run: after an error
+                    // the target skips it, and a savepoint rolled back to
+                    // keeps the portal open. Until the transaction ends, a
+                    // FETCH through the name is refused rather than read
+                    // as a SQL cursor's.
+                    let bound = self.portals.contains_key(&name)
+                        || self.pending_portals().any(|p| p == name);
+                    if bound {
+                        self.note_forgotten(vec![name.clone()]);
+                    }
                     self.remove_portal(&name);
                     self.cancel(|a| matches!(a, Addition::Portal(n, _) if *n == name));
                 }
@@ -998,6 +1008,36 @@ mod tests {
                 matches!(plan.fetch_target("p"), FetchTarget::Bound(s) if s.text == "select 2")
             );
         }
+    }
+
+    #[test]
+    fn a_closed_portal_is_not_fetched_as_a_cursor_until_the_transaction_ends() {
+        // The Close may not have run (skipped after an error) and a
+        // rolled-back savepoint keeps the portal: FETCH p must not be read
+        // as a SQL cursor's, which is judged as a plain fetch.
+        let change = PreparedChange::ClosePortal("p".into());
+        let mut names = Names::default();
+        bound(&mut names, "s1", "delete from t", "p");
+        let mut plan = names.plan();
+        plan.sql(std::slice::from_ref(&change));
+        let ops = plan.into_ops();
+        names.apply(ops, 1);
+        let plan = names.plan();
+        assert!(matches!(plan.fetch_target("p"), FetchTarget::Forgotten));
+        // A name never bound through the protocol is a cursor's.
+        let mut plan = names.plan();
+        plan.sql(&[PreparedChange::ClosePortal("c".into())]);
+        let ops = plan.into_ops();
+        names.apply(ops, 2);
+        assert!(matches!(
+            names.plan().fetch_target("c"),
+            FetchTarget::Cursor
+        ));
+        names.clear_portals();
+        assert!(matches!(
+            names.plan().fetch_target("p"),
+            FetchTarget::Cursor
+        ));
     }
 
     #[test]

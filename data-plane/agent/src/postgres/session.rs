@@ -95,6 +95,14 @@ const MAX_BATCH: usize = 64 * 1024 * 1024;
 /// in the same unsynced cycle (see the module docs).
 const ENCODING_RACE: &str = "SQL text or names that are not ASCII cannot follow an Execute before Sync: a statement run in the same cycle may change the session's client_encoding, which the database reports only at Sync. Send Sync first";
 
+/// Why a Query or FunctionCall after a batch ended in Flush is refused: an
+/// error in that batch makes the target discard everything up to Sync
+/// (the Query too, answering nothing for it), and the agent cannot know
+/// yet whether one came. Counted as answered, every later result would be
+/// paired with the statement before it (masked, limited and audited as
+/// that one).
+const AFTER_FLUSH: &str = "a Query or FunctionCall cannot follow extended-protocol messages ended by Flush: the database discards it after an error in them, which sluice cannot know of yet. Send Sync first";
+
 /// Largest statement, text and parameters together, put to approvers.
 const MAX_APPROVAL_BYTES: usize = 1024 * 1024;
 /// How long a retry-mode statement's answer waits for the control plane to
@@ -202,6 +210,10 @@ struct Unit {
     /// Its `COPY ... FROM STDIN`s the target may still wait for data for
     /// (see [`Relay::copy_pending`]).
     copies_left: usize,
+    /// Its batch's Sync went to the target behind it while its COPY was
+    /// still to come: the target reads that Sync during copy-in and
+    /// ignores it.
+    sync_ignored: bool,
     /// How each of its COPY outputs is masked, in order (`None`: withheld).
     copy_plans: VecDeque<Option<super::mask::CopyPlan>>,
     /// The COPY output being masked.
@@ -922,6 +934,16 @@ impl Relay {
             self.refuse_name("0A000", ENCODING_RACE, true);
             return Ok(());
         }
+        if self.unsynced {
+            let refusal = after_flush();
+            let id = uuid::Uuid::now_v7().to_string();
+            if let Err(e) = self.audit_decision(&id, &sql, Vec::new(), &refusal).await {
+                self.refuse_unaudited(&e.to_string(), true);
+                return Ok(());
+            }
+            self.deny(&refusal, true);
+            return Ok(());
+        }
         self.refresh_catalog().await?;
         let snapshot = self.snapshot();
         let mut verdict = self.judge.sql(snapshot.as_ref(), &sql);
@@ -1109,7 +1131,9 @@ impl Relay {
                 }
                 if ends_with_sync {
                     self.cycle_sent();
-                } else {
+                } else if batch.iter().any(|f| f.tag != b'H') {
+                    // A Flush alone (psycopg's pipeline sends one after
+                    // Sync) opens no cycle on the target.
                     self.unsynced = true;
                     self.ran_unsynced |= ran;
                 }
@@ -1472,6 +1496,9 @@ impl Relay {
         }
         let snapshot = self.snapshot();
         let mut verdict = self.judge.function_call(snapshot.as_ref());
+        if self.unsynced {
+            verdict = after_flush();
+        }
         if verdict.allowed && self.ctx.masker.is_some() {
             // Its result (FunctionCallResponse) has no columns to mask by.
             verdict = Verdict {
@@ -1675,6 +1702,14 @@ impl Relay {
 
     /// A Sync, Query or FunctionCall went to the target.
     fn cycle_sent(&mut self) {
+        let cycle = self.cycles_sent;
+        if let Some(u) = self
+            .units
+            .iter_mut()
+            .find(|u| u.cycle == cycle && u.copies_left > 0 && matches!(u.kind, UnitKind::Extended))
+        {
+            u.sync_ignored = true;
+        }
         self.cycles_sent += 1;
         self.unsynced = false;
         self.ran_unsynced = false;
@@ -1716,6 +1751,7 @@ impl Relay {
             unmaskable: 0,
             copy_withheld: false,
             copies_left: x.copy_in,
+            sync_ignored: false,
             copy_plans,
             copy_active: None,
             copy_headers: x.copy_out.iter().map(|c| c.header).collect(),
@@ -2524,9 +2560,10 @@ impl Relay {
                 // that arrives during copy-in (libpq sends one with the
                 // Execute, then another after CopyDone), so the Sync already
                 // counted for this cycle will not be answered.
-                if let Some(u) = self.units.front()
-                    && matches!(u.kind, UnitKind::Extended)
-                    && u.cycle < self.cycles_sent
+                // Only that Sync: one sent after the client's CopyDone (a
+                // batch ended in Flush, its data, then Sync) is answered.
+                if let Some(u) = self.units.front_mut()
+                    && std::mem::take(&mut u.sync_ignored)
                 {
                     let after = u.cycle;
                     self.uncount_cycle(after);
@@ -2974,6 +3011,16 @@ const NO_PARAMS: [u8; 32] = [
 /// encoding PostgreSQL accepts from clients. Parameter values are not
 /// judged, so they do not count. A malformed message counts as alike: it is
 /// refused when it is judged.
+/// The refusal of a Query or FunctionCall that follows a batch ended in
+/// Flush ([`AFTER_FLUSH`]).
+fn after_flush() -> Verdict {
+    Verdict {
+        reason: AFTER_FLUSH.into(),
+        refusal: Some("0A000"),
+        ..Verdict::default()
+    }
+}
+
 fn reads_alike(frame: &Frame) -> bool {
     let body = frame.body();
     if body.is_ascii() {
