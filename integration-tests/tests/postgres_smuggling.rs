@@ -1232,6 +1232,13 @@ async fn a_query_after_a_failed_flushed_batch_keeps_every_answer_with_its_statem
     assert_eq!(first_column(&got), ["flushed"]);
     s.send(&query("SELECT 'four'")).await;
     assert_eq!(first_column(&s.until(b'Z').await), ["four"]);
+    // The refused Queries never reached the target.
+    let logs = dp.pg.logs();
+    assert!(
+        logs.contains("SELECT 'flushed'"),
+        "the log has no statements"
+    );
+    assert!(!logs.contains("SELECT 'lost'") && !logs.contains("SELECT 'after'"));
 }
 
 #[tokio::test]

@@ -2834,7 +2834,7 @@ fn fetch_refusal(
         let FetchTarget::Bound(statement) = target else {
             return Some(Arc::new(Verdict {
                 reason: format!(
-                    "FETCH or MOVE would run portal \"{name}\", which was bound through the protocol in this transaction and may still be on the target (after ROLLBACK TO) running a statement sluice can no longer name; bind it again, or fetch once the transaction has ended"
+                    "FETCH or MOVE would run portal \"{name}\", which was bound through the protocol in this transaction and may still be on the target (kept by ROLLBACK TO, or by a Close it skipped after an error) running a statement sluice can no longer name; bind it again, or fetch once the transaction has ended"
                 ),
                 kinds: verdict.kinds.clone(),
                 ..Verdict::default()
@@ -3006,11 +3006,6 @@ const NO_PARAMS: [u8; 32] = [
     0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
 ];
 
-/// Whether the target reads this message's SQL text and names as the agent
-/// does whatever the session's client_encoding: ASCII reads alike in every
-/// encoding PostgreSQL accepts from clients. Parameter values are not
-/// judged, so they do not count. A malformed message counts as alike: it is
-/// refused when it is judged.
 /// The refusal of a Query or FunctionCall that follows a batch ended in
 /// Flush ([`AFTER_FLUSH`]).
 fn after_flush() -> Verdict {
@@ -3021,6 +3016,11 @@ fn after_flush() -> Verdict {
     }
 }
 
+/// Whether the target reads this message's SQL text and names as the agent
+/// does whatever the session's client_encoding: ASCII reads alike in every
+/// encoding PostgreSQL accepts from clients. Parameter values are not
+/// judged, so they do not count. A malformed message counts as alike: it is
+/// refused when it is judged.
 fn reads_alike(frame: &Frame) -> bool {
     let body = frame.body();
     if body.is_ascii() {
