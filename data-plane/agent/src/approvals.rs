@@ -262,45 +262,26 @@ impl Approvals {
             tokio::pin!(decided);
             decided.as_mut().enable();
             let now = i64::try_from(crate::snapshot::now_ms()).unwrap_or(i64::MAX);
-            if let Some(request_id) = self.take_grant(key, now) {
-                return Retried::Grant(request_id);
-            }
-            let Some(pending) = self.pending(key, now) else {
-                return match self.denied(key, now) {
-                    Some(d) => Retried::Denied(d),
-                    None => Retried::Nothing,
+            // One look, under one lock: a decision applied between looking
+            // for the grant and for the request would leave neither, and
+            // the statement would be filed again.
+            let pending = {
+                let mut inner = self.lock();
+                if let Some(request_id) = take_grant(&mut inner, key, now) {
+                    return Retried::Grant(request_id);
+                }
+                let Some(pending) = pending(&inner, key, now) else {
+                    return match denied(&inner, key, now) {
+                        Some(d) => Retried::Denied(d),
+                        None => Retried::Nothing,
+                    };
                 };
+                pending
             };
             if !pending.confirmed || tokio::time::timeout_at(deadline, decided).await.is_err() {
                 return Retried::Pending(pending);
             }
         }
-    }
-
-    /// The undecided retry-mode request for exactly this statement, unless
-    /// it has expired.
-    fn pending(&self, key: &GrantKey, now_ms: i64) -> Option<Pending> {
-        self.lock()
-            .outstanding
-            .values()
-            .filter(|o| {
-                o.waiter.is_none() && o.request.expires_at_unix_ms > now_ms && o.key == *key
-            })
-            .max_by_key(|o| o.confirmed)
-            .map(|o| Pending {
-                request_id: o.request.request_id.clone(),
-                confirmed: o.confirmed,
-            })
-    }
-
-    /// The denial of the retry-mode request for exactly this statement,
-    /// while that request would not have expired.
-    fn denied(&self, key: &GrantKey, now_ms: i64) -> Option<Denied> {
-        self.lock()
-            .denials
-            .get(key)
-            .filter(|d| d.until_ms > now_ms)
-            .cloned()
     }
 
     /// Takes the grant for exactly this statement, if there is a valid
@@ -310,13 +291,7 @@ impl Approvals {
     /// ([`Approvals::return_grant`], when the statement could not run, e.g.
     /// because the audit spool refused it).
     pub fn take_grant(&self, key: &GrantKey, now_ms: i64) -> Option<String> {
-        let mut inner = self.lock();
-        inner
-            .grants
-            .retain(|_, g| g.taken || g.valid_until_ms > now_ms);
-        let grant = inner.grants.get_mut(key).filter(|g| !g.taken)?;
-        grant.taken = true;
-        Some(grant.request_id.clone())
+        take_grant(&mut self.lock(), key, now_ms)
     }
 
     /// The statement ran on the grant `request_id` took: the grant is gone
@@ -391,6 +366,40 @@ impl Approvals {
     pub async fn notified(&self) {
         self.wake.notified().await;
     }
+}
+
+/// See [`Approvals::take_grant`].
+fn take_grant(inner: &mut Inner, key: &GrantKey, now_ms: i64) -> Option<String> {
+    inner
+        .grants
+        .retain(|_, g| g.taken || g.valid_until_ms > now_ms);
+    let grant = inner.grants.get_mut(key).filter(|g| !g.taken)?;
+    grant.taken = true;
+    Some(grant.request_id.clone())
+}
+
+/// The undecided retry-mode request for exactly this statement, unless it
+/// has expired.
+fn pending(inner: &Inner, key: &GrantKey, now_ms: i64) -> Option<Pending> {
+    inner
+        .outstanding
+        .values()
+        .filter(|o| o.waiter.is_none() && o.request.expires_at_unix_ms > now_ms && o.key == *key)
+        .max_by_key(|o| o.confirmed)
+        .map(|o| Pending {
+            request_id: o.request.request_id.clone(),
+            confirmed: o.confirmed,
+        })
+}
+
+/// The denial of the retry-mode request for exactly this statement, while
+/// that request would not have expired.
+fn denied(inner: &Inner, key: &GrantKey, now_ms: i64) -> Option<Denied> {
+    inner
+        .denials
+        .get(key)
+        .filter(|d| d.until_ms > now_ms)
+        .cloned()
 }
 
 #[cfg(test)]
