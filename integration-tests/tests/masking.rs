@@ -61,7 +61,11 @@ fn assert_clean(what: &str, text: &str) {
 }
 
 async fn seeded() -> DataPath {
-    let dp = DataPath::start_with(RULES, Vec::new()).await;
+    seeded_with(RULES).await
+}
+
+async fn seeded_with(rules: &str) -> DataPath {
+    let dp = DataPath::start_with(rules, Vec::new()).await;
     dp.pg.psql(
         "app",
         &format!(
@@ -311,6 +315,40 @@ async fn protocol_side_channels_carry_no_canary() {
         let text = sluice_integration_tests::rawpg::errors(&s.until(b'Z').await);
         assert!(text.contains(says), "`{sql}`: {text}");
     }
+}
+
+#[tokio::test]
+async fn a_prepared_statement_run_by_execute_is_masked() {
+    use sluice_integration_tests::rawpg::{RawSession, errors, first_column, query};
+    // Strict mode is for statements that read the sensitive table: an
+    // EXECUTE names none, the statement it runs does (the agent reads it
+    // from the target).
+    let rules = format!(
+        "{RULES}      - allow: {{ sql: {{ statements: [prepare, execute] }} }}\n        name: prepared\n"
+    );
+    let dp = seeded_with(&rules).await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    s.send(&query(
+        "PREPARE shouted AS SELECT upper(name) FROM customers; PREPARE plans AS SELECT lower(plan) FROM orders o JOIN customers c ON c.id = o.customer_id",
+    ))
+    .await;
+    assert_eq!(errors(&s.until(b'Z').await), "");
+    let mut received = Vec::new();
+    for sql in ["EXECUTE shouted", "EXECUTE plans"] {
+        s.send(&query(sql)).await;
+        let got = s.until(b'Z').await;
+        assert_eq!(errors(&got), "", "{sql}");
+        assert_eq!(first_column(&got), ["[REDACTED]"], "{sql}");
+        received.extend(got);
+    }
+    let bytes: Vec<u8> = received.iter().flat_map(|f| f.raw.to_vec()).collect();
+    assert_clean("EXECUTE results", &String::from_utf8_lossy(&bytes));
+    // What reads no sensitive table is not strict, as if sent itself.
+    s.send(&query("PREPARE totals AS SELECT total * 2 FROM orders"))
+        .await;
+    assert_eq!(errors(&s.until(b'Z').await), "");
+    s.send(&query("EXECUTE totals")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["8484"]);
 }
 
 /// ANALYZE keeps samples of every column's values (most common values,

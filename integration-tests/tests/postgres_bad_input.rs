@@ -1014,6 +1014,8 @@ const ALLOWED: &[&str] = &[
     "CLOSE c",
     "PREPARE q AS SELECT 1",
     "EXECUTE q",
+    "PREPARE m AS SELECT upper(name) FROM items WHERE id < 3",
+    "EXECUTE m",
     "DEALLOCATE ALL",
     "SET application_name = 'fz'",
     "LISTEN ch",
@@ -1345,10 +1347,13 @@ async fn random_message_sequences_never_carry_a_masked_value() {
     // `items.name` ('item 1' ... 'item 500') is masked, and so is every
     // expression over `items`: whatever the sequence, no frame a session
     // receives may carry a name in clear. (Updates need approval, which
-    // they are refused for at once: mode retry.)
+    // they are refused for at once: mode retry. SQL PREPARE and EXECUTE
+    // are allowed, so the agent reads what an EXECUTE runs amid the
+    // sequence's messages.)
     let rules = format!(
-        "{}      - mask: {{ columns: [\"public.items.name\"], as: redact, strict_tables: [\"public.items\"] }}\n        name: names\n      - approve: {{ sql: {{ statements: [update] }}, approvers: [dba], mode: retry, ttl: 10m }}\n        name: updates\n",
+        "{}      - mask: {{ columns: [\"public.items.name\"], as: redact, strict_tables: [\"public.items\"] }}\n        name: names\n      - approve: {{ sql: {{ statements: [update] }}, approvers: [dba], mode: retry, ttl: 10m }}\n        name: updates\n      - allow: {{ sql: {{ statements: [prepare, execute] }} }}\n        name: prepared\n",
         sluice_integration_tests::datapath::DEFAULT_RULES
+            .replace("[ddl, dcl, dynamic,", "[ddl, dcl,")
     );
     let dp = DataPath::start_with(&rules, Vec::new()).await;
     random_sequences(&dp, 100, |context, frames| {
@@ -1364,6 +1369,12 @@ async fn random_message_sequences_never_carry_a_masked_value() {
     let (ok, out, err) = dp.psql("SELECT name FROM items WHERE id = 7");
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "[REDACTED]");
+    // The agent read, amid the sequences, which statement an EXECUTE
+    // would run.
+    assert!(
+        dp.pg.logs().contains("pg_catalog.pg_prepared_statements"),
+        "no EXECUTE was read: the test proves less than it says"
+    );
 }
 
 #[tokio::test]

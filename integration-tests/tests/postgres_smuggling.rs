@@ -1377,3 +1377,108 @@ async fn a_parameter_type_denied_since_it_was_declared_is_not_bound() {
         "{text}"
     );
 }
+
+/// `rules`, with SQL `PREPARE` and `EXECUTE` allowed and `prep_hidden` (which prepares a
+/// statement the agent never sees) allowed by name.
+fn executes_allowed(rules: &str) -> String {
+    format!(
+        "{rules}      - allow: {{ sql: {{ statements: [prepare, execute, explain_analyze] }} }}\n        name: executes\n      - allow: {{ sql: {{ statements: [user_function], functions: [prep_hidden] }} }}\n"
+    )
+}
+
+#[tokio::test]
+async fn an_execute_is_judged_as_the_statement_it_runs() {
+    // Allowing `execute` must not let a prepared statement run what the
+    // policy no longer allows, what needed approval for other values, or
+    // what code the agent cannot see prepared.
+    let mut dp = DataPath::start_with(&executes_allowed(&deletes_allowed()), Vec::new()).await;
+    dp.pg.psql(
+        "app",
+        "CREATE FUNCTION prep_hidden() RETURNS int LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'PREPARE hidden(int) AS DELETE FROM items WHERE id = $1'; RETURN 1; END $$",
+    );
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    // Prepared while deletes ran without approval: by SQL, through the
+    // protocol, and by a function.
+    let prepared = "PREPARE del(int) AS DELETE FROM items WHERE id = $1; PREPARE sel(int) AS SELECT id FROM items WHERE id = $1";
+    assert_eq!(errors_of(&mut s, &query(prepared)).await, "");
+    let protocol = [parse("pdel", "DELETE FROM items WHERE id = $1"), sync()].concat();
+    assert_eq!(errors_of(&mut s, &protocol).await, "");
+    assert_eq!(errors_of(&mut s, &query("SELECT prep_hidden()")).await, "");
+    switch_rules(&mut dp, &executes_allowed(RULES)).await;
+
+    // A statement that may run runs, with its values.
+    s.send(&query("EXECUTE sel(5)")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["5"]);
+    // One that needs approval now is refused, however it was prepared, in
+    // a transaction too.
+    for (sql, id) in [
+        ("EXECUTE del(70)", 70),
+        ("EXECUTE pdel(71)", 71),
+        ("EXECUTE hidden(72)", 72),
+        ("execute \"del\" ('73')", 73),
+    ] {
+        let text = errors_of(&mut s, &query(sql)).await;
+        assert!(
+            text.contains("42501") && text.contains("needs approval"),
+            "{sql}: {text}"
+        );
+        assert!(row_exists(&dp, id), "{sql} deleted row {id}");
+    }
+    assert_eq!(errors_of(&mut s, &query("BEGIN")).await, "");
+    s.send(&query("EXECUTE sel(6)")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["6"]);
+    let text = errors_of(&mut s, &query("EXECUTE del(74)")).await;
+    assert!(text.contains("needs approval"), "{text}");
+    // In a failed transaction the statement cannot be read: refused as
+    // the target would refuse it.
+    let text = errors_of(&mut s, &query("EXECUTE sel(1)")).await;
+    assert!(text.contains("25P02"), "{text}");
+    assert_eq!(errors_of(&mut s, &query("ROLLBACK")).await, "");
+    assert!(row_exists(&dp, 74));
+
+    // What the agent cannot read before it runs is refused.
+    let text = errors_of(&mut s, &query("EXECUTE nothing_by_this_name")).await;
+    assert!(text.contains("26000"), "{text}");
+    for sql in [
+        "SELECT 1; EXECUTE del(75)",
+        "EXECUTE del(75 + 0)",
+        "EXPLAIN ANALYZE EXECUTE del(75)",
+    ] {
+        let text = errors_of(&mut s, &query(sql)).await;
+        assert!(text.contains("0A000"), "{sql}: {text}");
+    }
+    let extended = [
+        parse("", "EXECUTE del(75)"),
+        bind("", ""),
+        execute("", 0),
+        sync(),
+    ]
+    .concat();
+    let text = errors_of(&mut s, &extended).await;
+    assert!(text.contains("0A000"), "{text}");
+    assert!(row_exists(&dp, 75));
+    // The session goes on, and only the allowed EXECUTEs reached the
+    // target.
+    s.send(&query("EXECUTE sel(7)")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["7"]);
+    let logs = dp.pg.logs();
+    assert!(logs.contains("EXECUTE sel(5)"), "the log has no statements");
+    assert!(!logs.contains("EXECUTE del") && !logs.contains("EXECUTE pdel"));
+    assert!(!logs.contains("EXECUTE hidden") && !logs.contains("execute \"del\""));
+    // An EXECUTE that itself needs approval is refused: an approver would
+    // see only its name.
+    switch_rules(
+        &mut dp,
+        &executes_allowed(RULES).replace(
+            "allow: { sql: { statements: [prepare, execute, explain_analyze] } }",
+            "approve: { sql: { statements: [execute] }, approvers: [dba], mode: retry }",
+        ),
+    )
+    .await;
+    let text = errors_of(&mut s, &query("EXECUTE sel(8)")).await;
+    assert!(
+        text.contains("42501") && text.contains("EXECUTE needs approval"),
+        "{text}"
+    );
+    assert!(!dp.pg.logs().contains("EXECUTE sel(8)"));
+}

@@ -67,7 +67,7 @@ pub use parse::parse_document;
 pub use sql::{
     CREDENTIAL_CATALOGS, CatalogNames, ClassifiedStatement, ClassifyError, ClassifyOptions,
     CopyFormat, CopyOut, PreparedChange, Rename, classify, classify_with, fingerprint,
-    is_builtin_function, kinds_of_call, normalize,
+    is_builtin_function, kinds_of_call, normalize, prepared_body,
 };
 pub use validate::{is_valid_name, validate};
 

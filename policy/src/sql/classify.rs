@@ -130,6 +130,13 @@ pub struct ClassifiedStatement {
     /// the database defines itself is for the agent to rule out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub counts: Vec<usize>,
+    /// For `EXECUTE name(...)` whose arguments are all plain constants:
+    /// the prepared statement's name, for the agent to judge the EXECUTE
+    /// as the statement the target holds under that name (see
+    /// [`prepared_body`]). `None` for any other statement, and for an
+    /// EXECUTE whose arguments compute anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executes: Option<String>,
 }
 
 /// Names in a statement whose meaning depends on what the database
@@ -451,9 +458,69 @@ pub fn classify_with(
             },
             catalog_names,
             counts: count_columns(root.to_ref()),
+            executes: executes(root.to_ref()),
         });
     }
     Ok(statements)
+}
+
+/// See [`ClassifiedStatement::executes`].
+fn executes(node: NodeRef<'_>) -> Option<String> {
+    let NodeRef::ExecuteStmt(e) = node else {
+        return None;
+    };
+    e.params
+        .iter()
+        .all(|p| matches!(p.node, Some(NodeEnum::AConst(_))))
+        .then(|| e.name.clone())
+}
+
+/// The statement a SQL `PREPARE name AS ...` in `source` prepares, as text
+/// (deparsed from the parse tree), for judging an `EXECUTE name`: `source`
+/// is what the target's `pg_prepared_statements` gives for a statement
+/// prepared with SQL, the whole text the `PREPARE` came in.
+///
+/// The text must hold exactly one `PREPARE` of that name, read the same
+/// whether `standard_conforming_strings` is on or off (the agent does not
+/// know which was in force when the target read it): otherwise the
+/// error says why, and the EXECUTE is to be refused.
+pub fn prepared_body(source: &str, name: &str) -> Result<String, String> {
+    let read = |options: ClassifyOptions| -> Result<String, String> {
+        if source.len() > MAX_SQL_LEN || source.contains('\0') {
+            return Err("its text is too long or holds a NUL byte".into());
+        }
+        let parsed =
+            guarded(|| pg_query::parse(source, options.parser())).map_err(|e| e.to_string())?;
+        let mut bodies = parsed.protobuf.stmts.iter().filter_map(|raw| {
+            match raw.stmt.as_deref().and_then(|n| n.node.as_ref()) {
+                Some(NodeEnum::PrepareStmt(p)) if p.name == name => Some(p),
+                _ => None,
+            }
+        });
+        let (Some(prepare), None) = (bodies.next(), bodies.next()) else {
+            return Err(format!(
+                "its text does not hold exactly one PREPARE of \"{name}\""
+            ));
+        };
+        let query = prepare
+            .query
+            .as_deref()
+            .and_then(|n| n.node.as_ref())
+            .ok_or_else(|| "its PREPARE has no statement".to_owned())?;
+        guarded(|| query.to_ref().deparse(pg_query::DeparseOptions::default()))
+            .map_err(|e| e.to_string())
+    };
+    let on = read(ClassifyOptions::default())?;
+    let off = read(ClassifyOptions {
+        standard_conforming_strings: false,
+        ..ClassifyOptions::default()
+    })?;
+    if on != off {
+        return Err(
+            "its text reads differently with standard_conforming_strings on and off".into(),
+        );
+    }
+    Ok(on)
 }
 
 /// See [`ClassifiedStatement::counts`].

@@ -44,7 +44,7 @@ mod classify;
 pub use classify::{
     CREDENTIAL_CATALOGS, CatalogNames, ClassifiedStatement, ClassifyError, ClassifyOptions,
     CopyFormat, CopyOut, DECODE_MAX_DEPTH, MAX_DEPTH, MAX_SQL_LEN, PreparedChange, Rename,
-    classify, classify_with, fingerprint, kinds_of_call, normalize,
+    classify, classify_with, fingerprint, kinds_of_call, normalize, prepared_body,
 };
 
 pub use builtins::is_builtin_function;

@@ -1899,3 +1899,59 @@ fn normalize_replaces_values_and_keeps_everything_else() {
         Err(ClassifyError::TooLong { .. })
     ));
 }
+
+#[test]
+fn an_execute_with_constant_arguments_names_what_it_runs() {
+    let executes = |sql: &str| all(sql).remove(0).executes;
+    assert_eq!(executes("EXECUTE p"), Some("p".into()));
+    assert_eq!(
+        executes("execute P(1, 'a', -2.5, NULL, true)"),
+        Some("p".into())
+    );
+    assert_eq!(executes(r#"EXECUTE "Q q"(1)"#), Some("Q q".into()));
+    // Arguments that compute anything, and statements that only contain
+    // an EXECUTE, are not judged by what the EXECUTE runs.
+    assert_eq!(executes("EXECUTE p(1 + 1)"), None);
+    assert_eq!(executes("EXECUTE p('x'::text)"), None);
+    assert_eq!(executes("EXECUTE p(pg_read_file('x'))"), None);
+    assert_eq!(executes("EXPLAIN ANALYZE EXECUTE p"), None);
+    assert_eq!(executes("CREATE TABLE x AS EXECUTE p"), None);
+    assert_eq!(executes("PREPARE p AS SELECT 1"), None);
+}
+
+#[test]
+fn a_prepared_body_is_the_one_statement_its_prepare_holds() {
+    assert_eq!(
+        prepared_body("PREPARE p(int) AS SELECT $1 + 1;", "p").unwrap(),
+        "SELECT $1 + 1"
+    );
+    // The target shows the whole text the PREPARE came in.
+    assert_eq!(
+        prepared_body(
+            "SELECT 1; prepare P AS delete from t where id = $1; SELECT 2",
+            "p"
+        )
+        .unwrap(),
+        "DELETE FROM t WHERE id = $1"
+    );
+    assert_eq!(
+        prepared_body(r#"PREPARE "Q q" AS SELECT 1"#, "Q q").unwrap(),
+        "SELECT 1"
+    );
+    // Not exactly one PREPARE of that name: which one ran is unknown.
+    for source in [
+        "PREPARE p AS SELECT 1; DEALLOCATE p; PREPARE p AS DELETE FROM t",
+        "PREPARE q AS SELECT 1",
+        "SELECT 1",
+        "SELEC 1",
+        "",
+    ] {
+        assert!(prepared_body(source, "p").is_err(), "{source}");
+    }
+    // Read differently with standard_conforming_strings off: with it on,
+    // the string ends at the second quote and a DELETE follows; with it
+    // off, everything after SELECT is one string.
+    let split = r"PREPARE p AS SELECT 'a\'; DELETE FROM t; SELECT 1 -- '";
+    let err = prepared_body(split, "p").unwrap_err();
+    assert!(err.contains("standard_conforming_strings"), "{err}");
+}

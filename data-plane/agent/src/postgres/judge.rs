@@ -65,7 +65,20 @@ pub struct Verdict {
     /// plain `SELECT`, see `ClassifiedStatement::counts`): row counts,
     /// which strict masking leaves readable.
     pub counts: Vec<usize>,
+    /// For a text that is one `EXECUTE` with constant arguments, which
+    /// policy lets run: the prepared statement's name. The EXECUTE runs
+    /// whatever statement the target holds under it, which may have been
+    /// prepared under an older policy, with approval for other values, or
+    /// by code the agent never saw; the session reads it from the target
+    /// and judges that instead (see [`SQL_EXECUTE_ALONE`] for every other
+    /// EXECUTE).
+    pub executes: Option<String>,
 }
+
+/// Why an `EXECUTE` the agent cannot judge by what it runs is refused
+/// (0A000): one in a text of several statements, inside `EXPLAIN` or
+/// `CREATE TABLE AS`, with computed arguments, or sent with Parse.
+pub const SQL_EXECUTE_ALONE: &str = "EXECUTE runs a statement prepared earlier, which sluice judges again before it runs by reading it from the target; it does so only for an EXECUTE sent on its own in a simple Query, with constant arguments: send it so, or send the statement itself";
 
 /// What an approve rule asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -510,6 +523,22 @@ impl Judge {
                 rule = verdict.rule;
             }
         }
+        // An EXECUTE is judged by the statement it runs, which the session
+        // reads from the target; only a lone one with constant arguments.
+        let executes = match statements.as_slice() {
+            [only] if only.executes.is_some() => only.executes.clone(),
+            _ if statements
+                .iter()
+                .any(|s| s.facts.kinds.contains(&SqlKind::Execute)) =>
+            {
+                return Verdict {
+                    kinds,
+                    refusal: Some("0A000"),
+                    ..Verdict::deny(SQL_EXECUTE_ALONE.into(), String::new(), Vec::new())
+                };
+            }
+            _ => None,
+        };
         // Row counts, unless `count` may be the database's own function.
         let counts = match statements.as_slice() {
             [only]
@@ -534,6 +563,7 @@ impl Judge {
                 copy_in,
                 fetches,
                 counts,
+                executes,
                 ..needs
             };
         }
@@ -553,6 +583,7 @@ impl Judge {
             fetches,
             refusal: None,
             counts,
+            executes,
         }
     }
 
@@ -1277,5 +1308,56 @@ policies:
             ..Verdict::default()
         };
         assert_eq!(unparsable.fingerprint(), "");
+    }
+
+    #[test]
+    fn an_execute_is_left_to_be_judged_by_what_it_runs_or_refused() {
+        let subject = || Subject::user("bot", Vec::<String>::new());
+        let allowing = snapshot_of(
+            &bot_doc(
+                "      - allow: { sql: { statements: [read, execute, explain, explain_analyze, create] } }",
+            ),
+            1,
+        );
+        let mut judge = Judge::new(subject(), "db".into(), Arc::default());
+        for (sql, name) in [("EXECUTE p", "p"), ("EXECUTE \"Q\"(1, 'x', NULL)", "Q")] {
+            let verdict = judge.sql(Some(&allowing), sql);
+            assert!(verdict.allowed, "{sql}: {}", verdict.reason);
+            assert_eq!(verdict.executes.as_deref(), Some(name), "{sql}");
+        }
+        // One the session cannot read before it runs is refused, not
+        // allowed as an `execute`.
+        for sql in [
+            "SELECT 1; EXECUTE p",
+            "EXECUTE p; SELECT 1",
+            "EXECUTE p(1 + 1)",
+            "EXPLAIN ANALYZE EXECUTE p",
+            "EXPLAIN EXECUTE p",
+            "CREATE TABLE x AS EXECUTE p",
+        ] {
+            let verdict = judge.sql(Some(&allowing), sql);
+            assert!(!verdict.allowed && verdict.approval.is_none(), "{sql}");
+            assert_eq!(verdict.refusal, Some("0A000"), "{sql}");
+            assert_eq!(verdict.reason, SQL_EXECUTE_ALONE, "{sql}");
+            assert_eq!(verdict.executes, None, "{sql}");
+        }
+        // Other statements name nothing to read.
+        assert_eq!(judge.sql(Some(&allowing), "SELECT 1").executes, None);
+        // Denied by policy, it is denied as it is: nothing to read.
+        let reading = snapshot_of(
+            &bot_doc("      - allow: { sql: { statements: [read] } }"),
+            2,
+        );
+        let verdict = judge.sql(Some(&reading), "EXECUTE p");
+        assert!(!verdict.allowed);
+        assert_eq!((verdict.refusal, verdict.executes.clone()), (None, None));
+        // Sent to approval, it is read too (and the session refuses it).
+        let approving = snapshot_of(
+            &bot_doc("      - approve: { sql: { statements: [execute] }, approvers: [dba] }"),
+            3,
+        );
+        let verdict = judge.sql(Some(&approving), "EXECUTE p");
+        assert!(verdict.approval.is_some());
+        assert_eq!(verdict.executes.as_deref(), Some("p"));
     }
 }

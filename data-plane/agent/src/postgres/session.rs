@@ -345,6 +345,26 @@ enum Deferred {
     Batch,
 }
 
+/// The agent's own query on the session's connection, answered before the
+/// client's request that waits for it (as `Relay::deferred`): which
+/// statement an `EXECUTE` runs, read from the target's
+/// `pg_prepared_statements` with nothing sent between the read and the
+/// EXECUTE, so code the agent never saw (a function, a `DO` block) cannot
+/// have prepared it differently since.
+struct Lookup {
+    /// The sync cycle of the agent's query.
+    cycle: u64,
+    /// The prepared statement's name.
+    name: String,
+    /// Its rows: the text the statement came in, whether SQL prepared it,
+    /// its parameter types (OIDs, as an array literal).
+    rows: Vec<Vec<Option<String>>>,
+    /// The target's error, if the read failed.
+    error: Option<String>,
+    /// Its ReadyForQuery arrived.
+    done: bool,
+}
+
 enum HeldOutcome {
     Decided(pb::ApprovalDecision),
     TimedOut,
@@ -379,6 +399,8 @@ struct Relay {
     denial_portal: String,
     /// A statement waiting for approval; the client is not read meanwhile.
     holding: Option<Holding>,
+    /// The agent's own read of what an EXECUTE runs.
+    lookup: Option<Lookup>,
     /// A DDL statement was sent, or a transaction that sent one ended:
     /// re-read the catalogs before judging or masking more.
     catalog_stale: bool,
@@ -495,6 +517,7 @@ pub async fn run(
         held: VecDeque::new(),
         substitutes: VecDeque::new(),
         holding: None,
+        lookup: None,
         catalog_stale: false,
         ddl_in_transaction: false,
         routines_read,
@@ -947,6 +970,41 @@ impl Relay {
         self.refresh_catalog().await?;
         let snapshot = self.snapshot();
         let mut verdict = self.judge.sql(snapshot.as_ref(), &sql);
+        // A read is for the Query it was made for, which comes next (the
+        // client is not read meanwhile) whatever it is judged to be now:
+        // never kept for a later EXECUTE.
+        let read = match &self.lookup {
+            Some(l) if l.done => self.lookup.take(),
+            _ => None,
+        };
+        if let Some(name) = verdict.executes.clone() {
+            match read {
+                Some(read) if read.name == name => {
+                    verdict = Arc::new(self.execute_verdict(snapshot.as_ref(), &verdict, read));
+                }
+                // The read goes out once nothing else is on its way, so
+                // nothing runs between it and the EXECUTE.
+                _ if self.inflight() > 0 => {
+                    self.deferred = Some(Deferred::Query(frame));
+                    return Ok(());
+                }
+                // The read would fail in a failed transaction, as the
+                // EXECUTE would.
+                _ if self.tx_status == b'E' => {
+                    verdict = Arc::new(Verdict {
+                        reason: "current transaction is aborted, and sluice cannot read in it which statement EXECUTE runs; ROLLBACK first".into(),
+                        kinds: verdict.kinds.clone(),
+                        refusal: Some("25P02"),
+                        ..Verdict::default()
+                    });
+                }
+                _ => {
+                    self.send_lookup(name);
+                    self.deferred = Some(Deferred::Query(frame));
+                    return Ok(());
+                }
+            }
+        }
         let bound = fetch_targets(&verdict, |n| self.names.plan().fetch_target(n));
         if let Some(refused) = fetch_refusal(&mut self.judge, snapshot.as_ref(), &verdict, &bound)
             .or_else(|| masking_refusal(self.ctx.masker.as_ref(), &verdict))
@@ -1006,6 +1064,130 @@ impl Relay {
             self.seek_approval(ready).await
         } else {
             self.release(ready, None).await
+        }
+    }
+
+    /// Asks the target which statement the prepared statement `name` is
+    /// (see [`Lookup`]).
+    fn send_lookup(&mut self, name: String) {
+        let query = format!(
+            "SELECT statement, from_sql, parameter_types::pg_catalog.oid[]::pg_catalog.text FROM pg_catalog.pg_prepared_statements WHERE name OPERATOR(pg_catalog.=) {}",
+            escaped_literal(&name)
+        );
+        self.to_server
+            .extend_from_slice(&messages::query(&query).raw);
+        self.lookup = Some(Lookup {
+            cycle: self.cycles_sent,
+            name,
+            rows: Vec::new(),
+            error: None,
+            done: false,
+        });
+        self.cycle_sent();
+    }
+
+    /// The verdict on an `EXECUTE` policy lets run (`own`): the verdict on
+    /// the statement the target holds under its name (`read`), which it
+    /// runs with the EXECUTE's constant arguments. One that needs approval,
+    /// or whose EXECUTE does, is refused: an approver would see only the
+    /// EXECUTE, and an approval is for one run with the values it shows.
+    fn execute_verdict(
+        &mut self,
+        snapshot: Option<&Arc<crate::snapshot::Active>>,
+        own: &Verdict,
+        read: Lookup,
+    ) -> Verdict {
+        let name = &read.name;
+        let refuse = |why: String, refusal: Option<&'static str>| Verdict {
+            reason: format!("EXECUTE \"{name}\" is judged as the statement it runs, and {why}"),
+            kinds: own.kinds.clone(),
+            refusal,
+            ..Verdict::default()
+        };
+        if own.approval.is_some() {
+            return Verdict {
+                rule: own.rule.clone(),
+                ..refuse(
+                    format!(
+                        "EXECUTE needs approval ({}), which sluice asks for only of the statement itself: send it as it is, with its values",
+                        own.reason
+                    ),
+                    None,
+                )
+            };
+        }
+        if let Some(e) = read.error {
+            return refuse(
+                format!("sluice could not read which statement that is: {e}"),
+                None,
+            );
+        }
+        let [row] = read.rows.as_slice() else {
+            return refuse(
+                "the target has no prepared statement of that name".into(),
+                Some("26000"),
+            );
+        };
+        let (Some(Some(text)), Some(Some(from_sql)), Some(Some(types))) =
+            (row.first(), row.get(1), row.get(2))
+        else {
+            return refuse("the target's answer was not readable".into(), None);
+        };
+        let body = if from_sql == "t" {
+            match sluice_policy::prepared_body(text, name) {
+                Ok(body) => body,
+                Err(e) => return refuse(format!("sluice cannot read it: {e}"), None),
+            }
+        } else {
+            text.clone()
+        };
+        let Some(types) = types
+            .trim_start_matches('{')
+            .trim_end_matches('}')
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(|t| t.parse::<i32>().ok())
+            .collect::<Option<Vec<i32>>>()
+        else {
+            return refuse("the target's answer was not readable".into(), None);
+        };
+        let verdict = self.judge.sql(snapshot, &body);
+        if let Some(refused) = self.judge.parameter_types(snapshot, &types, &verdict) {
+            return refused;
+        }
+        if verdict.approval.is_some() {
+            return Verdict {
+                rule: verdict.rule.clone(),
+                ..refuse(
+                    format!(
+                        "that statement needs approval ({}), which only the statement itself can ask for: send it as it is, with its values",
+                        verdict.reason
+                    ),
+                    None,
+                )
+            };
+        }
+        if !verdict.allowed {
+            return Verdict {
+                rule: verdict.rule.clone(),
+                refusal: verdict.refusal,
+                ..refuse(
+                    format!("that statement is denied: {}", verdict.reason),
+                    None,
+                )
+            };
+        }
+        // Its kinds and tables are the statement's: masking is as strict
+        // as for the statement sent itself (not as for an EXECUTE of a
+        // statement unknown).
+        Verdict {
+            // The stricter of the two rules' row limits.
+            row_limit: match (own.row_limit, verdict.row_limit) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            executes: None,
+            ..Verdict::clone(&verdict)
         }
     }
 
@@ -1810,6 +1992,15 @@ impl Relay {
                         denial = Some((verdict, p.query.to_owned()));
                         break;
                     }
+                    // Read from the target only for a simple Query.
+                    if verdict.executes.is_some() {
+                        refused_as = Some("0A000");
+                        denial = Some((
+                            refused(super::judge::SQL_EXECUTE_ALONE.into()),
+                            p.query.to_owned(),
+                        ));
+                        break;
+                    }
                     if let Some(refused) =
                         self.judge
                             .parameter_types(snapshot.as_ref(), &p.param_types, &verdict)
@@ -2220,6 +2411,45 @@ impl Relay {
     }
 
     fn on_server_frame(&mut self, frame: Frame) {
+        let current = self.cycles_done;
+        if let Some(read) = self
+            .lookup
+            .as_mut()
+            .filter(|l| !l.done && l.cycle == current)
+        {
+            // The agent's own query: nothing of its answer is the client's
+            // but what the target sends unasked (notifications, parameter
+            // changes).
+            match frame.tag {
+                b'D' => {
+                    let row = messages::parse_data_row(frame.body())
+                        .map(|values| {
+                            values
+                                .into_iter()
+                                .map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    read.rows.push(row);
+                    return;
+                }
+                b'E' => {
+                    let fields = messages::parse_fields(frame.body()).unwrap_or_default();
+                    let message = fields
+                        .iter()
+                        .find(|(c, _)| *c == b'M')
+                        .map_or("an error", |(_, m)| m.as_str());
+                    let message = scrub(message, &self.ctx.credential);
+                    read.error = Some(format!("the target answered: {message}"));
+                    return;
+                }
+                // Ends the agent's cycle as any other, but is not the
+                // client's to see.
+                b'Z' => read.done = true,
+                b'A' | b'S' => {}
+                _ => return,
+            }
+        }
         match frame.tag {
             b'D' if self.ctx.masker.is_some()
                 && self
@@ -2641,7 +2871,9 @@ impl Relay {
                     self.substitutes.pop_front();
                 }
                 self.tx_status = messages::ready_status(frame.body()).unwrap_or(b'I');
-                self.to_client.extend_from_slice(&frame.raw);
+                if self.lookup.as_ref().is_none_or(|l| l.cycle != current) {
+                    self.to_client.extend_from_slice(&frame.raw);
+                }
                 self.on_ready();
                 return;
             }
@@ -3005,6 +3237,21 @@ const NO_PARAMS: [u8; 32] = [
     0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
     0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
 ];
+
+/// `text` as a string constant that reads the same whatever
+/// `standard_conforming_strings` is.
+fn escaped_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 3);
+    out.push_str("E'");
+    for c in text.chars() {
+        if c == '\\' || c == '\'' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
 
 /// The refusal of a Query or FunctionCall that follows a batch ended in
 /// Flush ([`AFTER_FLUSH`]).
