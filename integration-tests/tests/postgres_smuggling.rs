@@ -1482,3 +1482,47 @@ async fn an_execute_is_judged_as_the_statement_it_runs() {
     );
     assert!(!dp.pg.logs().contains("EXECUTE sel(8)"));
 }
+
+#[tokio::test]
+async fn an_execute_is_refused_when_the_target_may_read_its_name_otherwise() {
+    // A LATIN1 target keeps 63 characters of a long non-ASCII name where
+    // the agent's parser (UTF-8) keeps 31: it would read one statement and
+    // the target run another.
+    let mut dp = DataPath::start_with(&executes_allowed(&deletes_allowed()), Vec::new()).await;
+    dp.pg.psql("postgres", "DROP DATABASE app WITH (FORCE)");
+    dp.pg.psql(
+        "postgres",
+        "CREATE DATABASE app OWNER app ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    );
+    // And a setting under which `\'` in a string is an error.
+    dp.pg
+        .psql("postgres", "ALTER DATABASE app SET backslash_quote = off");
+    dp.pg.psql(
+        "app",
+        "SET ROLE app; CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL); \
+         INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 500) g;",
+    );
+    let long = "é".repeat(63);
+    let short = "é".repeat(31);
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    for prepare in [
+        format!("PREPARE \"{long}\"(int) AS DELETE FROM items WHERE id = $1"),
+        format!("PREPARE \"{short}\"(int) AS SELECT $1"),
+        "PREPARE \"it's\" AS SELECT 'quoted'".to_owned(),
+    ] {
+        assert_eq!(errors_of(&mut s, &query(&prepare)).await, "");
+    }
+    switch_rules(&mut dp, &executes_allowed(RULES)).await;
+    for sql in [
+        format!("EXECUTE \"{long}\"(80)"),
+        format!("EXECUTE \"{short}\"(80)"),
+    ] {
+        let text = errors_of(&mut s, &query(&sql)).await;
+        assert!(text.contains("0A000") && text.contains("ASCII"), "{text}");
+    }
+    assert!(row_exists(&dp, 80));
+    // An ASCII name is read as the target reads it, quotes and all.
+    s.send(&query("EXECUTE \"it's\"")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["quoted"]);
+}
+

@@ -361,6 +361,8 @@ struct Lookup {
     rows: Vec<Vec<Option<String>>>,
     /// The target's error, if the read failed.
     error: Option<String>,
+    /// The error was a cancel (57014).
+    cancelled: bool,
     /// Its ReadyForQuery arrived.
     done: bool,
 }
@@ -401,6 +403,11 @@ struct Relay {
     holding: Option<Holding>,
     /// The agent's own read of what an EXECUTE runs.
     lookup: Option<Lookup>,
+    /// The target's `server_encoding` is UTF8, in which it truncates and
+    /// lowercases identifiers as the agent's parser does (in a single-byte
+    /// encoding it keeps more characters of a long non-ASCII name, and
+    /// lowercases letters outside ASCII).
+    server_utf8: bool,
     /// A DDL statement was sent, or a transaction that sent one ended:
     /// re-read the catalogs before judging or masking more.
     catalog_stale: bool,
@@ -487,6 +494,10 @@ pub async fn run(
     {
         judge.set_standard_conforming_strings(v == "on");
     }
+    let server_utf8 = upstream
+        .parameters
+        .iter()
+        .any(|(k, v)| k == "server_encoding" && v.eq_ignore_ascii_case("UTF8"));
     let args = &ctx.agent.args;
     let record_limits = capture::Limits {
         rows: args.record_rows,
@@ -518,6 +529,7 @@ pub async fn run(
         substitutes: VecDeque::new(),
         holding: None,
         lookup: None,
+        server_utf8,
         catalog_stale: false,
         ddl_in_transaction: false,
         routines_read,
@@ -988,6 +1000,26 @@ impl Relay {
                     self.deferred = Some(Deferred::Query(frame));
                     return Ok(());
                 }
+                // The name the target reads may not be the one the agent
+                // read.
+                _ if !(name.is_ascii() || self.server_utf8) => {
+                    verdict = Arc::new(Verdict {
+                        reason: "sluice reads the name of a prepared statement as the target does only when it is ASCII or the target's server_encoding is UTF8; EXECUTE a statement with an ASCII name".into(),
+                        kinds: verdict.kinds.clone(),
+                        refusal: Some("0A000"),
+                        ..Verdict::default()
+                    });
+                }
+                // Between CopyInResponse and the client's CopyDone the
+                // target reads no query; the read would fail the COPY.
+                _ if self.copy_in || self.copy_pending() || !self.units.is_empty() => {
+                    verdict = Arc::new(Verdict {
+                        reason: "an EXECUTE arrived while a COPY FROM STDIN was waiting for its data; send CopyDone or CopyFail first".into(),
+                        kinds: verdict.kinds.clone(),
+                        refusal: Some("0A000"),
+                        ..Verdict::default()
+                    });
+                }
                 // The read would fail in a failed transaction, as the
                 // EXECUTE would.
                 _ if self.tx_status == b'E' => {
@@ -1081,6 +1113,7 @@ impl Relay {
             name,
             rows: Vec::new(),
             error: None,
+            cancelled: false,
             done: false,
         });
         self.cycle_sent();
@@ -1119,7 +1152,7 @@ impl Relay {
         if let Some(e) = read.error {
             return refuse(
                 format!("sluice could not read which statement that is: {e}"),
-                None,
+                read.cancelled.then_some("57014"),
             );
         }
         let [row] = read.rows.as_slice() else {
@@ -1146,12 +1179,22 @@ impl Relay {
             .trim_end_matches('}')
             .split(',')
             .filter(|t| !t.is_empty())
-            .map(|t| t.parse::<i32>().ok())
+            .map(|t| t.parse::<u32>().ok().map(u32::cast_signed))
             .collect::<Option<Vec<i32>>>()
         else {
             return refuse("the target's answer was not readable".into(), None);
         };
         let verdict = self.judge.sql(snapshot, &body);
+        // Neither PREPARE nor Parse (refused) can hold one, but an
+        // EXECUTE in it would run what no one read.
+        if verdict.executes.is_some()
+            || verdict
+                .kinds
+                .iter()
+                .any(|k| k == sluice_policy::SqlKind::Execute.as_str())
+        {
+            return refuse("it runs another EXECUTE".into(), Some("0A000"));
+        }
         if let Some(refused) = self.judge.parameter_types(snapshot, &types, &verdict) {
             return refused;
         }
@@ -2435,13 +2478,23 @@ impl Relay {
                 }
                 b'E' => {
                     let fields = messages::parse_fields(frame.body()).unwrap_or_default();
-                    let message = fields
-                        .iter()
-                        .find(|(c, _)| *c == b'M')
-                        .map_or("an error", |(_, m)| m.as_str());
-                    let message = scrub(message, &self.ctx.credential);
-                    read.error = Some(format!("the target answered: {message}"));
-                    return;
+                    let field = |code: u8| {
+                        fields
+                            .iter()
+                            .find(|(c, _)| *c == code)
+                            .map(|(_, v)| v.as_str())
+                    };
+                    // The session's end (an idle timeout, a terminated
+                    // backend) is the client's to hear of, as it is.
+                    if !matches!(field(b'V').or(field(b'S')), Some("FATAL" | "PANIC")) {
+                        let message =
+                            scrub(field(b'M').unwrap_or("an error"), &self.ctx.credential);
+                        read.error = Some(format!("the target answered: {message}"));
+                        // A cancel (the client's CancelRequest, or
+                        // statement_timeout) is answered as one.
+                        read.cancelled = field(b'C') == Some("57014");
+                        return;
+                    }
                 }
                 // Ends the agent's cycle as any other, but is not the
                 // client's to see.
@@ -3239,13 +3292,15 @@ const NO_PARAMS: [u8; 32] = [
 ];
 
 /// `text` as a string constant that reads the same whatever
-/// `standard_conforming_strings` is.
+/// `standard_conforming_strings` and `backslash_quote` are: an escape
+/// string, its backslashes doubled and its quotes doubled (`\'` is refused
+/// under `backslash_quote = off`).
 fn escaped_literal(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 3);
     out.push_str("E'");
     for c in text.chars() {
         if c == '\\' || c == '\'' {
-            out.push('\\');
+            out.push(c);
         }
         out.push(c);
     }
