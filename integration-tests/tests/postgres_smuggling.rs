@@ -1526,3 +1526,27 @@ async fn an_execute_is_refused_when_the_target_may_read_its_name_otherwise() {
     assert_eq!(first_column(&s.until(b'Z').await), ["quoted"]);
 }
 
+#[tokio::test]
+async fn an_extension_s_function_called_by_field_selection_is_judged_as_a_call() {
+    // pg_visibility's `pg_truncate_visibility_map(regclass)` rewrites a
+    // table's visibility map; `(x).pg_truncate_visibility_map` calls it.
+    let dp = DataPath::start_with(RULES, Vec::new()).await;
+    dp.pg.psql("app", "CREATE EXTENSION pg_visibility");
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    for sql in [
+        "SELECT ('items'::regclass).pg_truncate_visibility_map",
+        "SELECT r.pg_truncate_visibility_map FROM (SELECT 'items'::regclass) r",
+        "SELECT pg_truncate_visibility_map('items')",
+    ] {
+        let text = errors_of(&mut s, &query(sql)).await;
+        assert!(
+            text.contains("42501") && text.contains("user_function"),
+            "{sql}: {text}"
+        );
+    }
+    assert!(!dp.pg.logs().contains("pg_truncate_visibility_map"));
+    // A column is still read as one.
+    s.send(&query("SELECT i.name FROM items i WHERE id = 1"))
+        .await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["item 1"]);
+}

@@ -28,7 +28,9 @@
 //! there), the names of the functions and operators defined in the
 //! database (outside `pg_catalog` and `information_schema`, and not part of
 //! an extension: extensions are installed by a superuser, and theirs
-//! overload `=` and many built-in names), and which relations run which
+//! overload `=` and many built-in names; for field selections, though, the
+//! names of extensions' functions of one argument too, which attribute
+//! notation calls), and which relations run which
 //! functions when read. A statement that may reach one gets the kind
 //! `user_function` with its name, as a direct call would. Names are
 //! compared without schemas: `t.touch` is flagged when any schema defines
@@ -510,6 +512,13 @@ pub struct Routines {
     functions: HashSet<String>,
     /// Symbols of the operators defined in the database.
     operators: HashSet<String>,
+    /// Names of the extensions' functions that attribute notation can
+    /// call (one argument, or one without a default), in any schema, that
+    /// are not also a built-in's: `(x).pg_truncate_visibility_map` calls
+    /// one. Only field selections are matched against them: a call by
+    /// name is `user_function` already when the name is not a built-in's,
+    /// and extensions overload `=` and built-in names.
+    extension_attributes: HashSet<String>,
     /// Types whose casts and other operations run such functions, by
     /// name: `typname -> functions`.
     types: HashMap<String, Vec<String>>,
@@ -798,7 +807,11 @@ impl FromCatalog for Routines {
          SELECT 'o', o.oprname FROM pg_catalog.pg_operator o \
          JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace \
          WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
-         AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_operator'::regclass AND e.objid = o.oid AND e.deptype = 'e')",
+         AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_operator'::regclass AND e.objid = o.oid AND e.deptype = 'e') \
+         UNION \
+         SELECT 'x', p.proname FROM pg_catalog.pg_proc p \
+         WHERE p.prokind = 'f' AND p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1 \
+         AND EXISTS (SELECT FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e')",
         // Functions (and operators' functions) outside pg_catalog that a
         // view's definition or an enabled row-level-security policy calls,
         // and whether each is part of an extension.
@@ -873,6 +886,10 @@ impl FromCatalog for Routines {
             let name = cell(row, 1);
             match cell(row, 0).as_str() {
                 "f" => routines.functions.insert(name),
+                // A built-in's name carries that built-in's kinds already
+                // (as a call in the statement itself would).
+                "x" if sluice_policy::is_builtin_function(None, &name) => false,
+                "x" => routines.extension_attributes.insert(name),
                 _ => routines.operators.insert(name),
             };
         }
@@ -1275,7 +1292,12 @@ impl Routines {
             .functions
             .iter()
             .filter(|f| !f.contains('.') && function(f))
-            .chain(names.attributes.iter().filter(|a| function(a)))
+            .chain(
+                names
+                    .attributes
+                    .iter()
+                    .filter(|a| function(a) || self.extension_attributes.contains(*a)),
+            )
             .chain(names.calls.iter().filter(|c| function(c)))
             .chain(names.operators.iter().filter(|o| operator(o)))
             .cloned()
@@ -1651,6 +1673,8 @@ pub(crate) type TestRelation<'a> = (u32, &'a str, &'a str);
 pub(crate) struct TestCatalog<'a> {
     pub functions: &'a [&'a str],
     pub operators: &'a [&'a str],
+    /// Names of extensions' functions of one argument.
+    pub extension_functions: &'a [&'a str],
     /// (relation OID, schema, relation, function its view or policy
     /// calls, whether that is an extension's)
     pub runs: &'a [(u32, &'a str, &'a str, &'a str, bool)],
@@ -1708,6 +1732,7 @@ impl TestCatalog<'_> {
             .iter()
             .map(|f| row(&["f", f]))
             .chain(self.operators.iter().map(|o| row(&["o", o])))
+            .chain(self.extension_functions.iter().map(|f| row(&["x", f])))
             .collect();
         let runs = self
             .runs
@@ -1866,6 +1891,34 @@ mod tests {
 
     fn run_by(routines: &Routines, sql: &str) -> Vec<String> {
         reached(routines, sql).functions
+    }
+
+    #[test]
+    fn an_extensions_function_called_by_field_selection_is_the_database_s_code() {
+        // `(x).f` calls `f(x)`: the classifier cannot tell it from a
+        // column, and the routines read leaves extensions out otherwise.
+        let routines = TestCatalog {
+            extension_functions: &["pg_truncate_visibility_map", "upper", "dblink_exec"],
+            ..TestCatalog::default()
+        }
+        .build();
+        let found = |sql: &str| run_by(&routines, sql);
+        assert_eq!(
+            found("SELECT ('items'::regclass).pg_truncate_visibility_map"),
+            ["pg_truncate_visibility_map"]
+        );
+        assert_eq!(
+            found("SELECT t.pg_truncate_visibility_map FROM t"),
+            ["pg_truncate_visibility_map"]
+        );
+        // Called by name it is a user function already (its name is not a
+        // built-in's); a built-in's name carries the built-in's kinds.
+        assert!(found("SELECT pg_truncate_visibility_map('items')").is_empty());
+        assert!(found("SELECT (t).upper FROM t").is_empty());
+        // dblink's functions are not built-ins either (they carry
+        // `dynamic_sql` besides, by name).
+        assert_eq!(found("SELECT ('x'::text).dblink_exec"), ["dblink_exec"]);
+        assert!(!routines.defines_function("pg_truncate_visibility_map"));
     }
 
     #[test]
