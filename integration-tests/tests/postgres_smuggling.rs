@@ -1550,3 +1550,44 @@ async fn an_extension_s_function_called_by_field_selection_is_judged_as_a_call()
         .await;
     assert_eq!(first_column(&s.until(b'Z').await), ["item 1"]);
 }
+
+#[tokio::test]
+async fn an_execute_sent_where_copy_data_belongs_ends_the_session_saying_so() {
+    let rules = format!(
+        "{}      - allow: {{ sql: {{ statements: [copy] }} }}\n",
+        deletes_allowed()
+    );
+    let dp = DataPath::start_with(&executes_allowed(&rules), Vec::new()).await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    assert_eq!(
+        errors_of(
+            &mut s,
+            &query("PREPARE del(int) AS DELETE FROM items WHERE id = $1")
+        )
+        .await,
+        ""
+    );
+    let copy = [
+        parse("", "COPY notes (body) FROM STDIN"),
+        bind("", ""),
+        execute("", 0),
+        sync(),
+    ]
+    .concat();
+    s.send(&copy).await;
+    s.until(b'G').await;
+    // The agent cannot ask the target what `del` is meanwhile: the client
+    // broke the protocol, and its session ends saying so.
+    s.send(&query("EXECUTE del(90)")).await;
+    let text = errors(&s.until_or_closed(b'Z').await);
+    assert!(
+        text.contains("08P01") && text.contains("where the COPY's data belongs"),
+        "{text}"
+    );
+    // Nothing ran, and other sessions go on.
+    let mut other = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    other.send(&query("SELECT 'after'")).await;
+    assert_eq!(first_column(&other.until(b'Z').await), ["after"]);
+    assert!(row_exists(&dp, 90));
+    assert!(!dp.pg.logs().contains("EXECUTE del(90)"));
+}

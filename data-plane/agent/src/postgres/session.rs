@@ -1011,14 +1011,12 @@ impl Relay {
                     });
                 }
                 // Between CopyInResponse and the client's CopyDone the
-                // target reads no query; the read would fail the COPY.
+                // target reads no query (the read would fail the COPY, and
+                // its answers would be taken for the COPY's).
                 _ if self.copy_in || self.copy_pending() || !self.units.is_empty() => {
-                    verdict = Arc::new(Verdict {
-                        reason: "an EXECUTE arrived while a COPY FROM STDIN was waiting for its data; send CopyDone or CopyFail first".into(),
-                        kinds: verdict.kinds.clone(),
-                        refusal: Some("0A000"),
-                        ..Verdict::default()
-                    });
+                    return Err(SessionError::Protocol(
+                        "an EXECUTE arrived where the COPY's data belongs; after COPY ... FROM STDIN, send CopyData and CopyDone (or CopyFail) once CopyInResponse arrives".into(),
+                    ));
                 }
                 // The read would fail in a failed transaction, as the
                 // EXECUTE would.
