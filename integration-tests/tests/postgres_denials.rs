@@ -189,6 +189,95 @@ async fn a_function_a_rule_denies_is_denied_when_a_view_or_policy_calls_it() {
 }
 
 #[tokio::test]
+async fn a_table_s_rules_for_writes_count_when_it_is_written_not_when_it_is_read() {
+    // DEFAULT_RULES deny changing the session's role (`set_config`) and
+    // reading the server's files (`pg_read_file`). `pg_settings`' ON
+    // UPDATE rule calls `set_config`; the DBA's `inbox` has an ON INSERT
+    // rule that reads a file as the table's owner, a superuser.
+    let dp = DataPath::start().await;
+    dp.target(
+        "CREATE TABLE inbox (id int); \
+         CREATE TABLE file_seen (body text); \
+         CREATE RULE inbox_file AS ON INSERT TO inbox \
+           DO ALSO INSERT INTO file_seen SELECT pg_read_file('/etc/hostname'); \
+         CREATE VIEW inbox_ids AS SELECT id FROM inbox; \
+         GRANT SELECT, INSERT ON inbox, inbox_ids TO app",
+    );
+    // Reading runs neither rule.
+    for (sql, expected) in [
+        (
+            "SELECT setting FROM pg_settings WHERE name = 'work_mem'",
+            "4096",
+        ),
+        ("SELECT count(*) > 300 FROM pg_catalog.pg_settings", "t"),
+        ("SELECT count(*) FROM inbox_ids", "0"),
+    ] {
+        let (ok, out, err) = dp.psql(sql);
+        assert!(ok, "`{sql}`: {err}");
+        assert_eq!(out.trim(), expected, "`{sql}`");
+    }
+    // Writing runs them: refused, and nothing ran.
+    for (sql, marker) in [
+        ("INSERT INTO inbox VALUES (1) /* r1 */", "/* r1 */"),
+        ("INSERT INTO inbox_ids VALUES (2) /* r2 */", "/* r2 */"),
+        (
+            "UPDATE pg_settings SET setting = 'postgres' /* r3 */ WHERE name = 'role'",
+            "/* r3 */",
+        ),
+    ] {
+        assert_denied(&dp, sql, marker);
+    }
+    assert_eq!(dp.target("SELECT count(*) FROM inbox"), "0");
+    assert_eq!(dp.target("SELECT count(*) FROM file_seen"), "0");
+}
+
+#[tokio::test]
+async fn rules_for_writes_count_through_a_view_being_defined_and_through_other_rules() {
+    // Creating views, inserting and updating are allowed; changing the
+    // role or settings (`set_config`) and deleting are not.
+    let rules = "
+      - deny: { sql: { statements: [set_role, set_session_authorization, other, delete, truncate, dynamic] } }
+        name: no-changes
+        reason: settings, roles and deletes are not for agents
+      - allow: { sql: { statements: [read, insert, update, create, transaction, session] } }
+        name: work
+";
+    let dp = DataPath::start_with(rules, Vec::new()).await;
+    // `requests`' ON UPDATE rule queues the request, and `queue`'s ON
+    // INSERT rule deletes the customer named.
+    dp.target(
+        "CREATE TABLE customers (id int); INSERT INTO customers VALUES (1), (2); \
+         CREATE TABLE queue (id int); \
+         CREATE TABLE requests (id int); INSERT INTO requests VALUES (1); \
+         CREATE RULE requests_queue AS ON UPDATE TO requests DO ALSO INSERT INTO queue VALUES (NEW.id); \
+         CREATE RULE queue_purge AS ON INSERT TO queue DO ALSO DELETE FROM customers WHERE id = NEW.id; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON customers, queue, requests TO app",
+    );
+    // A view defined over `pg_settings` would run its rule's `set_config`
+    // when the session updates through it, before the agent's catalog
+    // shows the view: defining it is refused.
+    let (ok, _, err) = dp.psql(
+        "BEGIN; CREATE TEMP VIEW s /* v1 */ AS SELECT name, setting FROM pg_settings; \
+         UPDATE s SET setting = 'off' WHERE name = 'row_security'; COMMIT",
+    );
+    assert!(!ok, "the view was defined");
+    assert!(err.contains("no-changes"), "{err}");
+    assert!(!dp.pg.logs().contains("/* v1 */"));
+    // An update whose rule inserts where a rule deletes: a delete.
+    let (ok, _, err) = dp.psql("UPDATE requests SET id = 2 /* v2 */ WHERE id = 1");
+    assert!(!ok, "the update ran");
+    assert!(err.contains("no-changes"), "{err}");
+    assert!(!dp.pg.logs().contains("/* v2 */"));
+    assert_eq!(dp.target("SELECT count(*) FROM customers"), "2");
+    assert_eq!(dp.target("SELECT id FROM requests"), "1");
+    // What no rule refuses still runs.
+    let (ok, out, err) =
+        dp.psql("CREATE TEMP VIEW ids AS SELECT id FROM customers; SELECT count(*) FROM ids");
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().last(), Some("2"), "{out}");
+}
+
+#[tokio::test]
 async fn a_function_a_rule_denies_is_denied_when_a_domain_s_check_calls_it() {
     // DEFAULT_RULES deny `lo_*` (rule `no-server-files`). A domain whose
     // CHECK creates a large object each time a value is checked, a

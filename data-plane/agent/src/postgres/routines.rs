@@ -231,15 +231,19 @@ const TYPE_FORMS: &str = "SELECT t.oid::bigint, t.typtype::text, t.typelem::bigi
    WHERE t.oid >= 16384";
 
 /// The stored query trees of what runs when a relation is read or
-/// written (as in `runs!()`), as text: `trees (rel, tree)`, for what
-/// PostgreSQL records no dependency on (its bootstrap catalogs and pinned
-/// built-in functions).
+/// written (as in `runs!()`), as text, and whether reading the relation
+/// runs it: `trees (rel, tree, on_read)`, for what PostgreSQL records no
+/// dependency on (its bootstrap catalogs and pinned built-in functions).
+/// Reading runs a view's query (the `ON SELECT` rule, `ev_type` `1`) and
+/// row-level-security policies (any of them: `SELECT ... FOR UPDATE`
+/// checks the `UPDATE` ones), not a table's `ON INSERT`, `ON UPDATE` or
+/// `ON DELETE` rules.
 macro_rules! trees {
     () => {
-        "trees (rel, tree) AS ( \
-           SELECT r.ev_class, r.ev_action::text FROM pg_catalog.pg_rewrite r \
+        "trees (rel, tree, on_read) AS ( \
+           SELECT r.ev_class, r.ev_action::text, r.ev_type = '1' FROM pg_catalog.pg_rewrite r \
            UNION ALL \
-           SELECT pol.polrelid, concat(pol.polqual::text, ' ', pol.polwithcheck::text) \
+           SELECT pol.polrelid, concat(pol.polqual::text, ' ', pol.polwithcheck::text), true \
            FROM pg_catalog.pg_policy pol)"
     };
 }
@@ -296,21 +300,26 @@ macro_rules! called {
 
 /// The functions what runs when a relation is read or written calls
 /// (`runs!()`), PostgreSQL's own included: (relation OID, schema,
-/// relation, `schema.function`), for deny and approve rules' `functions:`
-/// (a DBA's view over `pg_stat_get_activity(NULL)`). PostgreSQL records
-/// no dependency on its own functions (they are pinned), so the stored
-/// query trees are searched for the nodes that call one: a function call,
-/// an aggregate, a window function, and an operator (by its function, or
-/// by the operator when the tree does not name it).
+/// relation, `schema.function`, whether reading the relation calls it),
+/// for deny and approve rules' `functions:` (a DBA's view over
+/// `pg_stat_get_activity(NULL)`) and the kinds of what is called
+/// (`query_to_xml` runs SQL). Calls of a table's `ON INSERT`, `ON UPDATE`
+/// and `ON DELETE` rules count only when it is written: reading
+/// `pg_settings` does not run its `ON UPDATE` rule's `set_config`.
+/// PostgreSQL records no dependency on its own functions (they are
+/// pinned), so the stored query trees are searched for the nodes that
+/// call one: a function call, an aggregate, a window function, and an
+/// operator (by its function, or by the operator when the tree does not
+/// name it).
 const CALLS: &str = concat!(
     "WITH ",
     trees!(),
-    ", calls (rel, node, id) AS ( \
-     SELECT trees.rel, m[1], m[2]::oid FROM trees \
+    ", calls (rel, node, id, on_read) AS ( \
+     SELECT trees.rel, m[1], m[2]::oid, trees.on_read FROM trees \
      CROSS JOIN LATERAL regexp_matches(trees.tree, ",
     call_nodes!(),
     ", 'g') m) \
- SELECT DISTINCT calls.rel::bigint, rn.nspname, rc.relname, pn.nspname || '.' || p.proname FROM calls \
+ SELECT DISTINCT calls.rel::bigint, rn.nspname, rc.relname, pn.nspname || '.' || p.proname, calls.on_read FROM calls \
  JOIN pg_catalog.pg_class rc ON rc.oid = calls.rel \
  JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace",
     called!()
@@ -451,15 +460,18 @@ const FOREIGN_KEYS: &str = "SELECT c.confrelid::bigint, fn.nspname, f.relname, c
  JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
  WHERE c.contype = 'f'";
 
-/// Rules that delete or update rows when a relation is written (`CREATE
-/// RULE ... ON INSERT TO requests DO INSTEAD DELETE FROM customers ...`):
-/// the statement then deletes or updates whatever its event, and the
-/// foreign keys of the tables the rule writes follow that. As (relation
-/// OID, schema, relation, event (`pg_rewrite.ev_type`: `2` update, `3`
-/// insert, `4` delete), whether a command of the action deletes, whether
-/// one updates).
+/// Rules that write rows when a relation is written (`CREATE RULE ... ON
+/// INSERT TO requests DO INSTEAD DELETE FROM customers ...`): the
+/// statement then deletes or updates whatever its event, and the foreign
+/// keys and rules of the tables the rule writes follow the rule's
+/// commands (an `ON UPDATE` rule that inserts into a table runs that
+/// table's `ON INSERT` rules). As (relation OID, schema, relation, event
+/// (`pg_rewrite.ev_type`: `2` update, `3` insert, `4` delete), whether a
+/// command of the action deletes, whether one updates, whether one
+/// inserts).
 const RULE_WRITES: &str = "SELECT r.ev_class::bigint, n.nspname, c.relname, r.ev_type::text, \
- bool_or(r.ev_action::text ~ ':commandType 4 '), bool_or(r.ev_action::text ~ ':commandType 2 ') \
+ bool_or(r.ev_action::text ~ ':commandType 4 '), bool_or(r.ev_action::text ~ ':commandType 2 '), \
+ bool_or(r.ev_action::text ~ ':commandType 3 ') \
  FROM pg_catalog.pg_rewrite r \
  JOIN pg_catalog.pg_class c ON c.oid = r.ev_class \
  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -565,15 +577,19 @@ pub struct Routines {
 }
 
 /// What writing a relation runs besides its rules and policies
-/// ([`WRITE_CALLS`]), the tables its foreign keys make a write to it
-/// write ([`FOREIGN_KEYS`]) and how its rules write ([`RULE_WRITES`]):
-/// the table's own logic, which allowing the write allows, but which deny
-/// and approve rules match (`functions:` and `tables:`; a rule's deletes
-/// and updates are the statement's kinds too).
+/// ([`WRITE_CALLS`]), what its rules for writes call ([`CALLS`]), the
+/// tables its foreign keys make a write to it write ([`FOREIGN_KEYS`])
+/// and how its rules write ([`RULE_WRITES`]): the table's own logic,
+/// which allowing the write allows, but which deny and approve rules
+/// match (`functions:` and `tables:`; a rule's deletes and updates are
+/// the statement's kinds too, and so are its calls' kinds).
 #[derive(Debug, Default)]
 struct WriteGraph {
     /// Relation OID -> the functions writing it calls, `schema.function`.
     calls: HashMap<u32, Vec<String>>,
+    /// Relation OID -> the functions its `ON INSERT`, `ON UPDATE` and `ON
+    /// DELETE` rules call, `schema.function`.
+    rule_calls: HashMap<u32, Vec<String>>,
     /// Table OID -> the referencing tables deleting its rows writes, and
     /// how.
     on_delete: HashMap<u32, Vec<(u32, Write)>>,
@@ -585,8 +601,8 @@ struct WriteGraph {
     /// (relation OID, how a statement writes it) -> how its rules'
     /// commands then write ([`RULE_WRITES`]), besides.
     rule_writes: HashMap<(u32, Write), Vec<Write>>,
-    /// The relations in `calls`, `referenced_by` and `rule_writes` by
-    /// name: `relname -> [(schema, OID)]`.
+    /// The relations in `calls`, `rule_calls`, `referenced_by` and
+    /// `rule_writes` by name: `relname -> [(schema, OID)]`.
     writers: HashMap<String, Vec<(String, u32)>>,
     /// `schema.table` of the tables `referenced_by` names.
     names: HashMap<u32, String>,
@@ -630,11 +646,13 @@ impl WriteGraph {
     /// `keys`: (referenced, referencing, `confdeltype`, `confupdtype`).
     fn new(
         calls: HashMap<u32, Vec<String>>,
+        rule_calls: HashMap<u32, Vec<String>>,
         keys: &[(u32, u32, String, String)],
         rule_writes: HashMap<(u32, Write), Vec<Write>>,
         names: &HashMap<u32, (String, String)>,
     ) -> Self {
         let mut graph = Self {
+            rule_calls,
             rule_writes,
             ..Self::default()
         };
@@ -667,6 +685,7 @@ impl WriteGraph {
         }
         let writers: HashSet<u32> = calls
             .keys()
+            .chain(graph.rule_calls.keys())
             .chain(graph.referenced_by.keys())
             .copied()
             .chain(graph.rule_writes.keys().map(|(rel, _)| *rel))
@@ -679,7 +698,10 @@ impl WriteGraph {
     }
 
     fn is_empty(&self) -> bool {
-        self.calls.is_empty() && self.referenced_by.is_empty() && self.rule_writes.is_empty()
+        self.calls.is_empty()
+            && self.rule_calls.is_empty()
+            && self.referenced_by.is_empty()
+            && self.rule_writes.is_empty()
     }
 
     /// The tables writing `rel` so writes through foreign keys, directly,
@@ -1050,9 +1072,17 @@ impl FromCatalog for Routines {
             .map(|(rel, reads)| (*rel, reads.clone()))
             .collect();
         routines.credentials = by_name(close_over(credentials, &created_reads), &names);
-        for (rel, called) in named_reaches(part(11), &mut names) {
+        // What reading a relation calls, and what only writing it does
+        // (its rules for other events than SELECT).
+        let (on_read, on_write): (Vec<_>, Vec<_>) =
+            part(11).iter().partition(|row| cell(row, 4) == "t");
+        for (rel, called) in named_reaches(on_read, &mut names) {
             called_by.entry(rel).or_default().extend(called);
         }
+        let rule_calls: HashMap<u32, Vec<String>> = named_reaches(on_write, &mut names)
+            .into_iter()
+            .map(|(rel, called)| (rel, called.into_iter().collect()))
+            .collect();
         let calls: HashMap<u32, Vec<String>> = called_by
             .into_iter()
             .map(|(rel, called)| (rel, called.into_iter().collect()))
@@ -1083,7 +1113,7 @@ impl FromCatalog for Routines {
                 "4" => Write::Delete,
                 _ => continue,
             };
-            let writes: Vec<Write> = [(4, Write::Delete), (5, Write::Update)]
+            let writes: Vec<Write> = [(4, Write::Delete), (5, Write::Update), (6, Write::Insert)]
                 .into_iter()
                 .filter(|(i, _)| cell(row, *i) == "t")
                 .map(|(_, write)| write)
@@ -1093,7 +1123,7 @@ impl FromCatalog for Routines {
                 names.insert(rel, (cell(row, 1), cell(row, 2)));
             }
         }
-        routines.writes = WriteGraph::new(write_calls, &keys, rule_writes, &names);
+        routines.writes = WriteGraph::new(write_calls, rule_calls, &keys, rule_writes, &names);
         routines.reads = ReadGraph::new(reads_with_children, calls, parents, &names);
         routines.forms = part(18)
             .iter()
@@ -1105,6 +1135,20 @@ impl FromCatalog for Routines {
 
 /// What each relation (by OID) reaches when read.
 type Reaches = HashMap<u32, BTreeSet<String>>;
+
+/// What writing relations reaches beyond them ([`Routines::written_from`]).
+#[derive(Debug, Default)]
+struct Written {
+    /// The tables written through foreign keys, views and rules,
+    /// `schema.table`.
+    tables: Vec<String>,
+    /// What writing them calls ([`WRITE_CALLS`]), `schema.function`.
+    calls: Vec<String>,
+    /// What their rules for writes call ([`CALLS`]), `schema.function`.
+    rule_calls: Vec<String>,
+    /// The kinds of writes their rules add.
+    kinds: Vec<SqlKind>,
+}
 
 /// What `by_oid` says the types of OIDs `types` (as a Parse message
 /// declares them) reach, sorted, once each.
@@ -1149,8 +1193,8 @@ fn by_type(rows: &[Vec<Option<String>>], always: &mut Vec<String>) -> Reaches {
 
 /// Rows of (relation OID, schema, relation, what it reaches) as
 /// [`Reaches`], noting the relations' names.
-fn named_reaches(
-    rows: &[Vec<Option<String>>],
+fn named_reaches<'a>(
+    rows: impl IntoIterator<Item = &'a Vec<Option<String>>>,
     names: &mut HashMap<u32, (String, String)>,
 ) -> Reaches {
     let mut reaches = Reaches::new();
@@ -1336,8 +1380,27 @@ impl Routines {
         credential_catalogs.dedup();
         credential_catalogs.retain(|c| !facts.credential_catalogs.contains(c));
         let (mut reached, mut calls) = self.reads.reached_from(tables.iter().copied());
-        // What the types it names call, and casts any statement may run.
+        let written: Vec<&String> = facts.tables_written.iter().collect();
+        let earlier_written = earlier_names(&written, renames, earlier_relation);
+        let wrote = self.written_from(written.into_iter().chain(&earlier_written), &facts.kinds);
+        // What the types it names call, casts any statement may run, and
+        // what the rules of what it writes call. A statement that creates
+        // or alters something may define a view or rule over what it
+        // reads, through which the session then writes before the agent's
+        // catalog shows it (in its transaction, or until the next read):
+        // the rules of what it reads count as if it wrote it.
         let before = calls.len();
+        calls.extend(wrote.rule_calls);
+        if facts
+            .kinds
+            .iter()
+            .any(|kind| matches!(kind, SqlKind::Create | SqlKind::Alter))
+        {
+            calls.extend(
+                self.written_from(tables.iter().copied(), &facts.kinds)
+                    .rule_calls,
+            );
+        }
         for name in type_names.iter().copied().chain(&earlier_types) {
             calls.extend(self.type_calls.get(name).into_iter().flatten().cloned());
         }
@@ -1363,12 +1426,8 @@ impl Routines {
         found.sort_unstable();
         found.dedup();
         found.retain(|f| !facts.user_functions.contains(f));
-        let written: Vec<&String> = facts.tables_written.iter().collect();
-        let earlier_written = earlier_names(&written, renames, earlier_relation);
-        let (cascaded, write_calls, write_kinds) =
-            self.written_from(written.into_iter().chain(&earlier_written), &facts.kinds);
         reached.extend(earlier);
-        reached.extend(cascaded);
+        reached.extend(wrote.tables);
         reached.sort_unstable();
         reached.dedup();
         Reached {
@@ -1377,14 +1436,15 @@ impl Routines {
             credential_catalogs,
             tables: reached,
             calls,
-            write_calls,
-            write_kinds,
+            write_calls: wrote.calls,
+            write_kinds: wrote.kinds,
         }
     }
 
     /// What writing the relations `named` (as a statement with `kinds`
     /// wrote them) writes through foreign keys (`schema.table`) and calls
-    /// ([`WRITE_CALLS`], `schema.function`), with what it writes through
+    /// ([`WRITE_CALLS`] and their rules' calls, `schema.function`), with
+    /// what it writes through
     /// those and through the views, rules and partitioned tables it names,
     /// to any depth, and the kinds of writes their rules add. What their
     /// row-level-security policies read counts as written too, which can
@@ -1396,10 +1456,10 @@ impl Routines {
         &self,
         named: impl Iterator<Item = &'a String>,
         statement_kinds: &[SqlKind],
-    ) -> (Vec<String>, Vec<String>, Vec<SqlKind>) {
+    ) -> Written {
         let writes = &self.writes;
         if writes.is_empty() {
-            return (Vec::new(), Vec::new(), Vec::new());
+            return Written::default();
         }
         let mut kinds: HashSet<Write> = HashSet::new();
         let mut starts: HashSet<u32> = HashSet::new();
@@ -1441,12 +1501,10 @@ impl Routines {
                 .filter_map(|oid| writes.names.get(oid).or_else(|| self.reads.names.get(oid)))
                 .cloned(),
         );
-        let calls = sorted(
-            seen.iter()
-                .filter_map(|oid| writes.calls.get(oid))
-                .flatten()
-                .cloned(),
-        );
+        let called = |by: &HashMap<u32, Vec<String>>| {
+            sorted(seen.iter().filter_map(|oid| by.get(oid)).flatten().cloned())
+        };
+        let (calls, rule_calls) = (called(&writes.calls), called(&writes.rule_calls));
         let mut kinds: Vec<SqlKind> = kinds
             .into_iter()
             .filter_map(|write| match write {
@@ -1457,7 +1515,12 @@ impl Routines {
             .filter(|kind| !statement_kinds.contains(kind))
             .collect();
         kinds.sort_unstable();
-        (tables, calls, kinds)
+        Written {
+            tables,
+            calls,
+            rule_calls,
+            kinds,
+        }
     }
 
     /// The database's functions that values of the parameter types a
@@ -1702,6 +1765,9 @@ pub(crate) struct TestCatalog<'a> {
     /// (relation OID, schema, relation, `schema.function` its view, rule
     /// or policy calls)
     pub calls: &'a [(u32, &'a str, &'a str, &'a str)],
+    /// (relation OID, schema, relation, `schema.function` its `ON
+    /// INSERT`, `ON UPDATE` or `ON DELETE` rule calls)
+    pub rule_calls: &'a [(u32, &'a str, &'a str, &'a str)],
     /// (relation OID, schema, relation, a PostgreSQL catalog its view,
     /// rule or policy reads)
     pub catalog_reads: &'a [(u32, &'a str, &'a str, TestRelation<'a>)],
@@ -1713,9 +1779,9 @@ pub(crate) struct TestCatalog<'a> {
     /// (referenced table, referencing table, `confdeltype`,
     /// `confupdtype`)
     pub foreign_keys: &'a [(TestRelation<'a>, TestRelation<'a>, &'a str, &'a str)],
-    /// (relation, rule event `ev_type`, whether its commands delete,
-    /// whether they update)
-    pub rule_writes: &'a [(TestRelation<'a>, &'a str, bool, bool)],
+    /// (relation, rule event `ev_type`, how its commands write:
+    /// `delete`, `update`, `insert`)
+    pub rule_writes: &'a [(TestRelation<'a>, &'a str, &'a [&'a str])],
 }
 
 #[cfg(test)]
@@ -1823,7 +1889,11 @@ impl TestCatalog<'_> {
                 .collect(),
             self.calls
                 .iter()
-                .map(|(oid, schema, rel, function)| row(&[&oid.to_string(), schema, rel, function]))
+                .map(|call| (call, "t"))
+                .chain(self.rule_calls.iter().map(|call| (call, "f")))
+                .map(|((oid, schema, rel, function), on_read)| {
+                    row(&[&oid.to_string(), schema, rel, function, on_read])
+                })
                 .collect(),
             self.catalog_reads
                 .iter()
@@ -1863,15 +1933,16 @@ impl TestCatalog<'_> {
                 .collect(),
             self.rule_writes
                 .iter()
-                .map(|((oid, schema, rel), event, deletes, updates)| {
-                    let yes = |b: &bool| if *b { "t" } else { "f" };
+                .map(|((oid, schema, rel), event, commands)| {
+                    let yes = |c: &str| if commands.contains(&c) { "t" } else { "f" };
                     row(&[
                         &oid.to_string(),
                         schema,
                         rel,
                         event,
-                        yes(deletes),
-                        yes(updates),
+                        yes("delete"),
+                        yes("update"),
+                        yes("insert"),
                     ])
                 })
                 .collect(),
@@ -2266,6 +2337,96 @@ mod tests {
     }
 
     #[test]
+    fn what_a_table_s_rules_for_writes_call_counts_when_it_is_written_only() {
+        // `pg_settings`' ON UPDATE rule calls `set_config`; `inbox`'s ON
+        // INSERT rule reads a file, and a view over it reads it.
+        let routines = TestCatalog {
+            reads: &[(102, "public", "inbox_view", 101)],
+            rule_calls: &[
+                (12000, "pg_catalog", "pg_settings", "pg_catalog.set_config"),
+                (101, "public", "inbox", "pg_catalog.pg_read_file"),
+            ],
+            calls: &[(101, "public", "inbox", "pg_catalog.lower")],
+            named: &[(101, "public", "inbox")],
+            ..Default::default()
+        }
+        .build();
+        let calls = |sql: &str| reached(&routines, sql).calls;
+        assert!(calls("SELECT name, setting FROM pg_settings").is_empty());
+        assert!(calls("SELECT * FROM pg_catalog.pg_settings s JOIN items i ON true").is_empty());
+        assert_eq!(
+            calls("UPDATE pg_settings SET setting = 'x' WHERE name = 'role'"),
+            ["pg_catalog.set_config"]
+        );
+        assert_eq!(calls("SELECT * FROM inbox_view"), ["pg_catalog.lower"]);
+        assert_eq!(
+            calls("INSERT INTO inbox VALUES (1)"),
+            ["pg_catalog.lower", "pg_catalog.pg_read_file"]
+        );
+        // Written through a view over it, in a CTE, or under an earlier
+        // name the session gave it.
+        assert_eq!(
+            calls("UPDATE inbox_view SET id = 2 WHERE id = 1"),
+            ["pg_catalog.lower", "pg_catalog.pg_read_file"]
+        );
+        assert_eq!(
+            calls("WITH w AS (DELETE FROM public.inbox WHERE id = 1 RETURNING id) SELECT * FROM w"),
+            ["pg_catalog.lower", "pg_catalog.pg_read_file"]
+        );
+        // A view or rule the session defines over it may be written
+        // through before the catalog shows it: defining one counts too.
+        assert_eq!(
+            calls("CREATE TEMP VIEW s AS SELECT name, setting FROM pg_settings"),
+            ["pg_catalog.set_config"]
+        );
+        assert_eq!(
+            calls("CREATE OR REPLACE VIEW v AS SELECT id FROM inbox_view"),
+            ["pg_catalog.lower", "pg_catalog.pg_read_file"]
+        );
+        let renamed = Rename::Relation {
+            old: "public.inbox".into(),
+            new: "public.outbox".into(),
+        };
+        let statements = sluice_policy::classify("INSERT INTO outbox VALUES (1)").unwrap();
+        let reached = routines.reached_by(&statements[0], |_| false, &[&renamed]);
+        assert_eq!(
+            reached.calls,
+            ["pg_catalog.lower", "pg_catalog.pg_read_file"]
+        );
+    }
+
+    #[test]
+    fn a_rule_s_commands_are_followed_as_they_write() {
+        // `requests`' ON UPDATE rule inserts into `queue`, whose ON INSERT
+        // rule deletes from `customers`, whose rows `orders` reference
+        // ON DELETE CASCADE; `queue`'s ON UPDATE rule calls `md5`.
+        let customers = (99, "public", "customers");
+        let routines = TestCatalog {
+            rule_writes: &[
+                ((110, "public", "requests"), "2", &["insert"]),
+                ((111, "public", "queue"), "3", &["delete"]),
+            ],
+            rule_calls: &[(111, "public", "queue", "pg_catalog.md5")],
+            reads: &[
+                (110, "public", "requests", 111),
+                (111, "public", "queue", 99),
+            ],
+            named: &[(111, "public", "queue"), customers],
+            foreign_keys: &[(customers, (100, "public", "orders"), "c", "a")],
+            ..Default::default()
+        }
+        .build();
+        let updated = reached(&routines, "UPDATE requests SET id = 2 WHERE id = 1");
+        assert_eq!(updated.write_kinds, [SqlKind::Delete]);
+        assert_eq!(
+            updated.tables,
+            ["public.customers", "public.orders", "public.queue"]
+        );
+        // Rules for every write count: which runs depends on the event.
+        assert_eq!(updated.calls, ["pg_catalog.md5"]);
+    }
+
+    #[test]
     fn what_writing_a_table_calls_counts_for_writes_only_and_through_foreign_keys() {
         let customers = (99, "public", "customers");
         let orders = (100, "public", "orders");
@@ -2294,7 +2455,7 @@ mod tests {
                 key(accounts, (108, "public", "holds"), "c", "a"),
             ],
             // `purge_requests`' ON INSERT rule deletes customers.
-            rule_writes: &[((109, "public", "purge_requests"), "3", true, false)],
+            rule_writes: &[((109, "public", "purge_requests"), "3", &["delete"])],
             // A view over orders, and a partitioned table.
             reads: &[
                 (102, "public", "open_orders", 100),
