@@ -1,6 +1,6 @@
 //! Real clients through the agent: psql (simple protocol), pgbench (simple,
-//! extended, prepared), a Rust driver (sqlx, extended protocol), COPY,
-//! transactions, cancel, row limits, and the audit trail they leave.
+//! extended, prepared), a Rust driver (sqlx, extended protocol), pg_dump,
+//! COPY, transactions, cancel, row limits, and the audit trail they leave.
 
 use std::{process::Command, time::Duration};
 
@@ -343,4 +343,63 @@ async fn tls_is_offered_and_verifies_against_the_control_plane_ca() {
         !out.status.success() && err.contains("does not match host name"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn pg_dump_dumps_the_database_through_the_agent() {
+    // Besides reading, pg_dump locks the tables it dumps (ACCESS SHARE),
+    // runs its catalog queries as SQL PREPARE and EXECUTE, and counts the
+    // database's subscriptions (their connection strings are readable by
+    // superusers only, and the agent logs in as `app`); it sets a parameter
+    // only newer servers have through `pg_settings`.
+    let rules = format!(
+        "{}      - allow: {{ sql: {{ statements: [credential_catalog], tables: [pg_catalog.pg_subscription] }} }}\n        name: dump-subscriptions\n",
+        sluice_integration_tests::datapath::DEFAULT_RULES.replace(
+            "copy, transaction, session]",
+            "copy, transaction, session, lock, prepare, execute]"
+        )
+    );
+    let dp = DataPath::start_with(&rules, Vec::new()).await;
+    let out = Command::new("pg_dump")
+        .arg(format!(
+            "host=127.0.0.1 port={} dbname=app user=client sslmode=disable connect_timeout=5",
+            dp.agent.pg_port
+        ))
+        .env("PGPASSWORD", &dp.token)
+        .env_remove("PGSERVICE")
+        .output()
+        .expect("run pg_dump (install postgresql-client)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pg_dump failed: {stderr}");
+    let dump = String::from_utf8(out.stdout).unwrap();
+    assert!(dump.contains("CREATE TABLE public.items"), "{dump}");
+    // Restored into a new database on the target, it holds the same rows.
+    dp.pg.psql("postgres", "CREATE DATABASE restored");
+    let mut psql = Command::new("psql")
+        .arg(format!("{}?sslmode=disable", dp.pg.url("restored")))
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run psql");
+    use std::io::Write as _;
+    psql.stdin
+        .take()
+        .unwrap()
+        .write_all(dump.as_bytes())
+        .unwrap();
+    let restore = psql.wait_with_output().unwrap();
+    assert!(
+        restore.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
+    let rows = "SELECT count(*), sum(id), md5(string_agg(name, ',' ORDER BY id)) FROM items";
+    assert_eq!(dp.pg.psql("restored", rows), dp.pg.psql("app", rows));
+    // Its EXECUTEs were judged as the statements they run, which the agent
+    // read from the target first.
+    let logs = dp.pg.logs();
+    assert!(logs.contains("EXECUTE getColumnACLs("), "{logs}");
+    assert!(logs.contains("FROM pg_catalog.pg_prepared_statements"));
 }

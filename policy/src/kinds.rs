@@ -235,9 +235,11 @@ pub enum SqlGroup {
     /// resets neither `role` nor `session_authorization`. Deliberately not
     /// `set_role` or `set_session_authorization`, which change privileges.
     Session,
-    /// do_block, execute, call, copy_program, copy_file, dynamic_sql,
+    /// do_block, call, copy_program, copy_file, dynamic_sql,
     /// server_function, user_function, foreign_data: carriers of arbitrary
-    /// or server-side effects.
+    /// or server-side effects. Not `execute`: an `EXECUTE` is judged as
+    /// the statement it runs, which the agent reads first (in no group,
+    /// like `prepare`).
     Dynamic,
     /// Every kind, including `other`.
     Any,
@@ -305,7 +307,6 @@ impl SqlGroup {
             ],
             SqlGroup::Dynamic => &[
                 K::DoBlock,
-                K::Execute,
                 K::Call,
                 K::CopyProgram,
                 K::CopyFile,

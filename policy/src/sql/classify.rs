@@ -644,9 +644,27 @@ fn facts_of(root: NodeRef<'_>) -> Result<(StatementFacts, CatalogNames), Classif
     if statement_kinds(root).is_none() {
         walker.add(SqlKind::Other);
     }
+    if let NodeRef::SelectStmt(select) = root {
+        walker.pinned_setting = pinned_setting(select);
+    }
     walker.walk(root)?;
     if walker.kinds.is_empty() {
         walker.add(SqlKind::Other);
+    }
+    // A relation renamed to `pg_settings` is as one created so (see
+    // `Walker::table`).
+    let to_settings = |new: &str| {
+        new.rsplit('.')
+            .next()
+            .is_some_and(|bare| bare.eq_ignore_ascii_case("pg_settings"))
+    };
+    if walker
+        .renames
+        .iter()
+        .any(|r| matches!(r, Rename::Relation { new, .. } if to_settings(new)))
+    {
+        walker.add(SqlKind::Set);
+        walker.add_all(SETS_ANYTHING.iter().copied().collect());
     }
     let Walker {
         kinds,
@@ -788,6 +806,10 @@ struct Walker<'a> {
     rows_modified: bool,
     /// Saw one whose WHERE is missing or does not look at any column.
     unbounded: bool,
+    /// The location of a `set_config` call whose first argument is a
+    /// row's `name` and the parameter every such row names
+    /// ([`pinned_setting`]).
+    pinned_setting: Option<(i32, String)>,
 }
 
 impl<'a> Walker<'a> {
@@ -1088,16 +1110,13 @@ impl<'a> Walker<'a> {
         let name = relation_text(rv);
         // Writing the `pg_settings` view sets parameters, as `set_config`
         // does (`UPDATE pg_settings SET setting = ... WHERE name = 'role'`);
-        // which ones is data, so assume the worst. Unqualified, the name
-        // may be another schema's table: more kinds, never fewer.
-        if role == Role::Write
-            && rv.relname.eq_ignore_ascii_case("pg_settings")
-            && (rv.schemaname.is_empty() || rv.schemaname.eq_ignore_ascii_case("pg_catalog"))
-        {
+        // which ones is data, so assume the worst. In any schema: creating
+        // or writing a relation of that name (a temporary one is found
+        // before the catalog's) could make pg_dump's shape of `set_config`
+        // ([`pinned_setting`]) set another parameter than it names.
+        if role == Role::Write && rv.relname.eq_ignore_ascii_case("pg_settings") {
             self.add(SqlKind::Set);
-            self.add(SqlKind::SetRole);
-            self.add(SqlKind::SetSessionAuthorization);
-            self.add(SqlKind::Other);
+            self.add_all(SETS_ANYTHING.iter().copied().collect());
         }
         if let Some(catalog) = credential_catalog(rv) {
             self.add(SqlKind::CredentialCatalog);
@@ -1162,8 +1181,13 @@ impl<'a> Walker<'a> {
         }
         if bare.eq_ignore_ascii_case("set_config") {
             self.add(SqlKind::Set);
-            match literal_setting(call) {
-                Some(setting) => self.add_all(setting_kinds(setting)),
+            let pinned = self
+                .pinned_setting
+                .as_ref()
+                .filter(|(at, _)| *at == call.location)
+                .map(|(_, setting)| setting.as_str());
+            match literal_setting(call).or(pinned).map(setting_kinds) {
+                Some(kinds) => self.add_all(kinds),
                 // The setting is computed: assume the worst.
                 None => {
                     for &kind in SETS_ANYTHING {
@@ -1637,6 +1661,93 @@ fn literal_setting(call: &FuncCall) -> Option<&str> {
         },
         _ => None,
     }
+}
+
+/// The parameter the one `set_config` call of `SELECT set_config(name,
+/// ...) FROM pg_settings WHERE name = '...'` sets, with the call's
+/// location: every row the call runs for has that `name` (pg_dump sets a
+/// parameter older servers lack this way). Only that shape, exactly: one
+/// target, one relation, the WHERE one `=` of the column and a string,
+/// nothing else that could hold another `name`; anything else is left to
+/// the general rule (a computed setting may be any). The `name` of
+/// `pg_catalog.pg_settings` is text: `=` is identity. A relation of the
+/// same name the session creates or renames (a temporary one is found
+/// first, and its `name` could be `char(4)`, where `'role '` equals
+/// `'role'`) carries every setting's kinds when created (see
+/// `Walker::table`).
+fn pinned_setting(select: &protobuf::SelectStmt) -> Option<(i32, String)> {
+    let plain = select.larg.is_none()
+        && select.rarg.is_none()
+        && select.with_clause.is_none()
+        && select.into_clause.is_none()
+        && select.values_lists.is_empty();
+    let ([from], [target], true) = (
+        select.from_clause.as_slice(),
+        select.target_list.as_slice(),
+        plain,
+    ) else {
+        return None;
+    };
+    let Some(NodeEnum::RangeVar(relation)) = &from.node else {
+        return None;
+    };
+    if relation.relname != "pg_settings"
+        || !matches!(relation.schemaname.as_str(), "" | "pg_catalog")
+        || !relation.catalogname.is_empty()
+    {
+        return None;
+    }
+    let qualifier = relation
+        .alias
+        .as_ref()
+        .map_or("pg_settings", |alias| alias.aliasname.as_str());
+    let is_name = |node: &protobuf::Node| {
+        let Some(NodeEnum::ColumnRef(column)) = &node.node else {
+            return false;
+        };
+        let parts: Vec<Option<&str>> = column
+            .fields
+            .iter()
+            .map(|field| match &field.node {
+                Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+                _ => None,
+            })
+            .collect();
+        matches!(parts.as_slice(), [Some("name")])
+            || matches!(parts.as_slice(), [Some(q), Some("name")] if *q == qualifier)
+    };
+    let string = |node: &protobuf::Node| match &node.node {
+        Some(NodeEnum::AConst(c)) => match &c.val {
+            Some(a_const::Val::Sval(s)) => Some(s.sval.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(NodeEnum::AExpr(condition)) = select.where_clause.as_ref()?.node.as_ref() else {
+        return None;
+    };
+    let equals = matches!(condition.name.as_slice(), [op] if matches!(&op.node, Some(NodeEnum::String(s)) if s.sval == "="));
+    if condition.kind() != AExprKind::AexprOp || !equals {
+        return None;
+    }
+    let (left, right) = (condition.lexpr.as_deref()?, condition.rexpr.as_deref()?);
+    let setting = match (is_name(left), is_name(right)) {
+        (true, false) => string(right)?,
+        (false, true) => string(left)?,
+        _ => return None,
+    };
+    let Some(NodeEnum::ResTarget(target)) = &target.node else {
+        return None;
+    };
+    let Some(NodeEnum::FuncCall(call)) = target.val.as_deref()?.node.as_ref() else {
+        return None;
+    };
+    let set_config = matches!(
+        qualified_name(&call.funcname).as_deref(),
+        Some("set_config" | "pg_catalog.set_config")
+    );
+    (set_config && !call.func_variadic && call.args.first().is_some_and(is_name))
+        .then_some((call.location, setting))
 }
 
 /// Extra kinds for setting the parameter `name`, beyond `set`/`reset`.

@@ -199,6 +199,150 @@ const KINDS: &[(&str, &[&str])] = &[
             "other",
         ],
     ),
+    // pg_dump sets a parameter only newer servers have through the rows
+    // of pg_settings that name it: that parameter is the one set.
+    (
+        "SELECT set_config(name, 'view, foreign-table', false) FROM pg_settings \
+         WHERE name = 'restrict_nonsystem_relation_kind'",
+        &["select", "set"],
+    ),
+    (
+        "SELECT pg_catalog.set_config(s.name, 'x', false) FROM pg_catalog.pg_settings s \
+         WHERE 'role' = s.name",
+        &["select", "set", "set_role"],
+    ),
+    (
+        "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'client_encoding'",
+        &["select", "set", "other"],
+    ),
+    // Any other shape may set any parameter.
+    (
+        "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name <> 'work_mem'",
+        &[
+            "select",
+            "set",
+            "set_role",
+            "set_session_authorization",
+            "other",
+        ],
+    ),
+    (
+        "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'work_mem' OR true",
+        &[
+            "select",
+            "set",
+            "set_role",
+            "set_session_authorization",
+            "other",
+        ],
+    ),
+    (
+        "SELECT set_config(name, 'x', false) FROM roles WHERE name = 'work_mem'",
+        &[
+            "select",
+            "set",
+            "set_role",
+            "set_session_authorization",
+            "other",
+        ],
+    ),
+    (
+        "SELECT set_config(name, 'x', false) FROM pg_settings, roles WHERE name = 'work_mem'",
+        &[
+            "select",
+            "set",
+            "set_role",
+            "set_session_authorization",
+            "other",
+        ],
+    ),
+    (
+        "SELECT set_config(s.name, 'x', false) FROM pg_settings WHERE name = 'work_mem'",
+        &[
+            "select",
+            "set",
+            "set_role",
+            "set_session_authorization",
+            "other",
+        ],
+    ),
+    (
+        "SELECT (SELECT set_config(name, 'x', false) FROM roles) FROM pg_settings \
+         WHERE name = 'work_mem'",
+        &[
+            "select",
+            "set",
+            "set_role",
+            "set_session_authorization",
+            "other",
+        ],
+    ),
+    (
+        "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'work_mem' \
+         UNION ALL SELECT set_config(name, 'x', false) FROM roles",
+        &[
+            "select",
+            "set",
+            "set_role",
+            "set_session_authorization",
+            "other",
+        ],
+    ),
+    // A relation of that name in any schema, created or renamed, may be
+    // found before the catalog's (a temporary one is), with a `name` whose
+    // `=` is not identity: as if it set anything.
+    (
+        "CREATE TEMP TABLE pg_temp.pg_settings (name char(4))",
+        &[
+            "create",
+            "set",
+            "set_role",
+            "set_session_authorization",
+            "other",
+        ],
+    ),
+    (
+        "CREATE VIEW app.pg_settings AS SELECT 'role'::char(4) AS name",
+        &[
+            "create",
+            "set",
+            "set_role",
+            "set_session_authorization",
+            "other",
+        ],
+    ),
+    (
+        "ALTER TABLE t RENAME TO pg_settings",
+        &[
+            "alter",
+            "set",
+            "set_role",
+            "set_session_authorization",
+            "other",
+        ],
+    ),
+    (
+        "INSERT INTO pg_temp.pg_settings VALUES ('role')",
+        &[
+            "insert",
+            "set",
+            "set_role",
+            "set_session_authorization",
+            "other",
+        ],
+    ),
+    // Only the target's own call is read so.
+    (
+        "SELECT set_config(name, set_config(name, 'x', false), false) FROM pg_settings \
+         WHERE name = 'work_mem'",
+        &[
+            "select",
+            "set",
+            "set_role",
+            "set_session_authorization",
+            "other",
+        ],
+    ),
     ("SELECT 1 UNION SELECT 2 EXCEPT SELECT 3", &["select"]),
     ("SELECT * INTO new_t FROM t", &["select", "create"]),
     ("INSERT INTO t VALUES (1)", &["insert"]),
