@@ -1353,7 +1353,6 @@ async fn random_message_sequences_never_carry_a_masked_value() {
     let rules = format!(
         "{}      - mask: {{ columns: [\"public.items.name\"], as: redact, strict_tables: [\"public.items\"] }}\n        name: names\n      - approve: {{ sql: {{ statements: [update] }}, approvers: [dba], mode: retry, ttl: 10m }}\n        name: updates\n      - allow: {{ sql: {{ statements: [prepare, execute] }} }}\n        name: prepared\n",
         sluice_integration_tests::datapath::DEFAULT_RULES
-            .replace("[ddl, dcl, dynamic,", "[ddl, dcl,")
     );
     let dp = DataPath::start_with(&rules, Vec::new()).await;
     random_sequences(&dp, 100, |context, frames| {

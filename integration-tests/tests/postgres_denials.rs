@@ -278,6 +278,27 @@ async fn rules_for_writes_count_through_a_view_being_defined_and_through_other_r
 }
 
 #[tokio::test]
+async fn pg_dump_s_set_config_sets_anything_where_another_pg_settings_may_be_read() {
+    // A DBA's table named `pg_settings`, found first once the session puts
+    // its schema before pg_catalog; `char` compares ignoring trailing
+    // spaces, so `'role '` finds the row `role`, and set_config would set
+    // the role.
+    let dp = DataPath::start().await;
+    dp.target(
+        "CREATE TABLE public.pg_settings (name char(4)); \
+         INSERT INTO public.pg_settings VALUES ('role'); \
+         GRANT SELECT ON public.pg_settings TO app",
+    );
+    let (ok, _, err) = dp.psql(
+        "SET search_path = public, pg_catalog; \
+         SELECT set_config(name, 'postgres', false) /* s1 */ FROM pg_settings WHERE name = 'role '",
+    );
+    assert!(!ok, "the set_config ran");
+    assert!(err.contains("no-changes"), "{err}");
+    assert!(!dp.pg.logs().contains("/* s1 */"));
+}
+
+#[tokio::test]
 async fn a_function_a_rule_denies_is_denied_when_a_domain_s_check_calls_it() {
     // DEFAULT_RULES deny `lo_*` (rule `no-server-files`). A domain whose
     // CHECK creates a large object each time a value is checked, a

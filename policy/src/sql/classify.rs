@@ -187,11 +187,18 @@ pub struct CatalogNames {
     /// before the catalog does (inside its transaction, only it can).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub defines: Vec<String>,
+    /// The statement sets the parameter a row of `pg_settings` names
+    /// (pg_dump's shape, read as setting that parameter only): a relation
+    /// of that name outside `pg_catalog`, which a `search_path` may put
+    /// first, could hold any `name`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub setting_by_name: bool,
 }
 
 impl CatalogNames {
     pub fn is_empty(&self) -> bool {
-        self.attributes.is_empty()
+        !self.setting_by_name
+            && self.attributes.is_empty()
             && self.operators.is_empty()
             && self.calls.is_empty()
             && self.types.is_empty()
@@ -1186,7 +1193,11 @@ impl<'a> Walker<'a> {
                 .as_ref()
                 .filter(|(at, _)| *at == call.location)
                 .map(|(_, setting)| setting.as_str());
-            match literal_setting(call).or(pinned).map(setting_kinds) {
+            let literal = literal_setting(call);
+            let by_name = literal.is_none() && pinned.is_some();
+            let kinds = literal.or(pinned).map(setting_kinds);
+            self.catalog_names.setting_by_name |= by_name;
+            match kinds {
                 Some(kinds) => self.add_all(kinds),
                 // The setting is computed: assume the worst.
                 None => {
@@ -1654,7 +1665,12 @@ fn literal_setting(call: &FuncCall) -> Option<&str> {
     if call.func_variadic {
         return None;
     }
-    match call.args.first().and_then(|a| a.node.as_ref()) {
+    call.args.first().and_then(string_constant)
+}
+
+/// A plain string constant's value.
+fn string_constant(node: &protobuf::Node) -> Option<&str> {
+    match &node.node {
         Some(NodeEnum::AConst(c)) => match &c.val {
             Some(a_const::Val::Sval(s)) => Some(s.sval.as_str()),
             _ => None,
@@ -1674,7 +1690,8 @@ fn literal_setting(call: &FuncCall) -> Option<&str> {
 /// same name the session creates or renames (a temporary one is found
 /// first, and its `name` could be `char(4)`, where `'role '` equals
 /// `'role'`) carries every setting's kinds when created (see
-/// `Walker::table`).
+/// `Walker::table`); one the database has is for the agent to rule out
+/// ([`CatalogNames::setting_by_name`]).
 fn pinned_setting(select: &protobuf::SelectStmt) -> Option<(i32, String)> {
     let plain = select.larg.is_none()
         && select.rarg.is_none()
@@ -1716,13 +1733,6 @@ fn pinned_setting(select: &protobuf::SelectStmt) -> Option<(i32, String)> {
         matches!(parts.as_slice(), [Some("name")])
             || matches!(parts.as_slice(), [Some(q), Some("name")] if *q == qualifier)
     };
-    let string = |node: &protobuf::Node| match &node.node {
-        Some(NodeEnum::AConst(c)) => match &c.val {
-            Some(a_const::Val::Sval(s)) => Some(s.sval.clone()),
-            _ => None,
-        },
-        _ => None,
-    };
     let Some(NodeEnum::AExpr(condition)) = select.where_clause.as_ref()?.node.as_ref() else {
         return None;
     };
@@ -1732,8 +1742,8 @@ fn pinned_setting(select: &protobuf::SelectStmt) -> Option<(i32, String)> {
     }
     let (left, right) = (condition.lexpr.as_deref()?, condition.rexpr.as_deref()?);
     let setting = match (is_name(left), is_name(right)) {
-        (true, false) => string(right)?,
-        (false, true) => string(left)?,
+        (true, false) => string_constant(right)?,
+        (false, true) => string_constant(left)?,
         _ => return None,
     };
     let Some(NodeEnum::ResTarget(target)) = &target.node else {
@@ -1747,7 +1757,7 @@ fn pinned_setting(select: &protobuf::SelectStmt) -> Option<(i32, String)> {
         Some("set_config" | "pg_catalog.set_config")
     );
     (set_config && !call.func_variadic && call.args.first().is_some_and(is_name))
-        .then_some((call.location, setting))
+        .then(|| (call.location, setting.to_owned()))
 }
 
 /// Extra kinds for setting the parameter `name`, beyond `set`/`reset`.

@@ -2099,3 +2099,22 @@ fn a_prepared_body_is_the_one_statement_its_prepare_holds() {
     let err = prepared_body(split, "p").unwrap_err();
     assert!(err.contains("standard_conforming_strings"), "{err}");
 }
+
+#[test]
+fn pg_dump_s_set_config_is_left_for_the_catalog_to_confirm() {
+    // The setting is the one named only while `pg_settings` is the
+    // catalog's: the agent checks the database has no other.
+    let by_name = |sql: &str| {
+        crate::classify(sql).unwrap()[0]
+            .catalog_names
+            .setting_by_name
+    };
+    assert!(by_name(
+        "SELECT set_config(name, 'view, foreign-table', false) FROM pg_settings \
+         WHERE name = 'restrict_nonsystem_relation_kind'"
+    ));
+    assert!(!by_name("SELECT set_config('work_mem', '1MB', false)"));
+    assert!(!by_name(
+        "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name <> 'work_mem'"
+    ));
+}

@@ -207,7 +207,8 @@ const TYPE_EDGES: &str = "WITH edges (base, derived) AS ( \
  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
 
 /// The database's types by name, with the relation whose row type each
-/// is: (type OID, type, relation OID, schema, relation). Types created in
+/// is: (type OID, type, relation OID, schema, relation). The relations
+/// also tell whether one named `pg_settings` is outside `pg_catalog`. Types created in
 /// `pg_catalog` after initdb are among them, so that every type a Parse
 /// may declare is known.
 const TYPE_NAMES: &str = "SELECT t.oid::bigint, t.typname, c.oid::bigint, rn.nspname, c.relname \
@@ -574,6 +575,9 @@ pub struct Routines {
     writes: WriteGraph,
     /// How the values of the database's own types are sent in binary.
     forms: HashMap<u32, Form>,
+    /// The database has a relation named `pg_settings` outside
+    /// `pg_catalog` (see [`sluice_policy::CatalogNames::setting_by_name`]).
+    settings_shadowed: bool,
 }
 
 /// What writing a relation runs besides its rules and policies
@@ -969,6 +973,8 @@ impl FromCatalog for Routines {
             };
             routines.known_types.insert(typ);
             let rel = oid(row, 2);
+            routines.settings_shadowed |=
+                rel.is_some() && cell(row, 4) == "pg_settings" && cell(row, 3) != "pg_catalog";
             for (reaches, by_name, into) in [
                 (&typed, &mut routines.types, &mut runs),
                 (&type_called, &mut routines.type_calls, &mut called_by),
@@ -1405,6 +1411,12 @@ impl Routines {
             calls.extend(self.type_calls.get(name).into_iter().flatten().cloned());
         }
         calls.extend(self.always_calls.iter().cloned());
+        // pg_dump's `set_config(name, ...) FROM pg_settings WHERE name =
+        // '...'` reads another relation's `name` if a `search_path` puts
+        // one first: then it may set anything, as any computed setting.
+        if names.setting_by_name && self.settings_shadowed {
+            calls.push("pg_catalog.set_config".to_owned());
+        }
         if calls.len() > before {
             calls.sort_unstable();
             calls.dedup();
@@ -2392,6 +2404,25 @@ mod tests {
         assert_eq!(
             reached.calls,
             ["pg_catalog.lower", "pg_catalog.pg_read_file"]
+        );
+    }
+
+    #[test]
+    fn a_relation_named_pg_settings_elsewhere_makes_pg_dump_s_set_config_set_anything() {
+        let dump = "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'work_mem'";
+        let plain = TestCatalog::default().build();
+        assert!(reached(&plain, dump).calls.is_empty());
+        let shadowed = TestCatalog {
+            type_names: &[(50, "pg_settings", Some((60, "public", "pg_settings")))],
+            ..Default::default()
+        }
+        .build();
+        assert_eq!(reached(&shadowed, dump).calls, ["pg_catalog.set_config"]);
+        // A literal setting is what it names, whatever relations exist.
+        assert!(
+            reached(&shadowed, "SELECT set_config('work_mem', '1MB', false)")
+                .calls
+                .is_empty()
         );
     }
 
