@@ -44,7 +44,16 @@ impl DataPath {
         agent_args: Vec<String>,
         cp_env: Vec<(String, String)>,
     ) -> Self {
-        let pg = Postgres::start();
+        Self::start_on(Postgres::start(), rules, agent_args, cp_env).await
+    }
+
+    /// [`DataPath::start_full`] on the server `pg` (started by the caller).
+    pub async fn start_on(
+        pg: Postgres,
+        rules: &str,
+        agent_args: Vec<String>,
+        cp_env: Vec<(String, String)>,
+    ) -> Self {
         create_target(&pg);
         let mut cp = ControlPlaneProc::start_with(cp_env).await;
         let revision = configure(&mut cp, pg.port, rules).await;

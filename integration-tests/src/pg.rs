@@ -70,6 +70,14 @@ impl Postgres {
     /// initdb + start; trust authentication for the `postgres` superuser on
     /// loopback and SCRAM for everyone else.
     pub fn start() -> Self {
+        Self::start_at_oid(None)
+    }
+
+    /// [`Postgres::start`], with the server's next OID set to `next_oid`
+    /// (`pg_resetwal -o`) before it starts, when given: a database whose
+    /// OID counter has passed 2^31, as a long-lived one's does, without
+    /// creating two billion objects.
+    pub fn start_at_oid(next_oid: Option<u32>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("sluice-pg-")
             .tempdir()
@@ -106,6 +114,18 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Some(oid) = next_oid {
+            let out = pg_command(pg_bin("pg_resetwal"))
+                .args(["-o", &oid.to_string(), "-D"])
+                .arg(&data)
+                .output()
+                .expect("run pg_resetwal");
+            assert!(
+                out.status.success(),
+                "pg_resetwal failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let hba = "host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
         std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
         let port = free_port();

@@ -929,3 +929,126 @@ async fn a_sync_the_target_ignores_during_copy_cannot_pair_results_with_another_
     }
     assert_eq!(dp.target("SELECT count(*) FROM notes"), "3");
 }
+
+/// A long-lived database's OID counter passes 2^31 (every temporary table
+/// takes OIDs), after which new objects' OIDs no longer fit the signed
+/// 32-bit integer the protocol carries them in: the agent reads such a
+/// database's types, tables, views and functions as any other's. The
+/// target's counter is set there with `pg_resetwal -o` before it starts.
+#[tokio::test]
+async fn a_database_whose_oids_have_passed_2_31_is_read_as_any_other() {
+    use sluice_integration_tests::{
+        pg::Postgres,
+        rawpg::{
+            RawSession, bind_binary, bind_text, errors, execute, first_column, parse_typed, query,
+            sync,
+        },
+    };
+    const RULES: &str = r#"
+      - mask: { columns: ["public.tickets.secret"], detectors: [email], as: redact }
+      - deny: { sql: { functions: [reveal] } }
+        name: no-reveal
+      - allow: { sql: { statements: [read, session, transaction, prepare, execute] } }
+        name: work
+"#;
+    let pg = Postgres::start_at_oid(Some(3_000_000_000));
+    let mut dp = DataPath::start_on(pg, RULES, Vec::new(), Vec::new()).await;
+    dp.target(
+        "SET ROLE app; \
+         CREATE TYPE state AS ENUM ('open', 'closed'); \
+         CREATE TABLE tickets (id int, state state, contact text, secret text); \
+         INSERT INTO tickets VALUES (1, 'open', 'zq@example.org', 'hunter2'); \
+         CREATE FUNCTION reveal(t text) RETURNS text LANGUAGE sql AS $$ SELECT t $$; \
+         CREATE VIEW revealed AS SELECT reveal(secret) FROM tickets;",
+    );
+    let oid = |sql: &str| dp.target(sql).parse::<u32>().unwrap();
+    let state = oid("SELECT 'state'::regtype::oid");
+    let states = oid("SELECT '_state'::regtype::oid");
+    for o in [
+        state,
+        states,
+        oid("SELECT 'tickets'::regclass::oid"),
+        oid("SELECT 'reveal'::regproc::oid"),
+    ] {
+        assert!(o > 1 << 31, "the target's OIDs start at 3,000,000,000: {o}");
+    }
+
+    // Binary results of the database's own types under detectors: the
+    // enum and the array of it read, the masked columns redacted.
+    let mut conn = sqlx::PgConnection::connect(&dp.url()).await.unwrap();
+    let row = sqlx::query("SELECT state, ARRAY[state], contact, secret FROM tickets WHERE id = $1")
+        .bind(1_i32)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let raw = |i: usize| {
+        let value = row.try_get_raw(i).unwrap();
+        (!value.is_null()).then(|| value.as_bytes().unwrap().to_vec())
+    };
+    assert_eq!(raw(0).as_deref(), Some(&b"open"[..]));
+    let array = raw(1).expect("the array of the enum read, not nulled");
+    assert!(array.ends_with(b"open"), "{array:?}");
+    for i in [2, 3] {
+        let masked: Option<String> = row.get(i);
+        assert_eq!(masked.as_deref(), Some("[REDACTED]"), "column {i}");
+    }
+
+    // A view calling a denied function is denied (the agent reads the
+    // view's calls by the function's OID), and nothing ran.
+    let (ok, _, err) = dp.psql("SELECT * FROM revealed");
+    assert!(!ok && err.contains("no-reveal"), "{err}");
+    assert!(!dp.pg.logs().contains("SELECT * FROM revealed"));
+
+    // Parameters declared of the database's types: by Parse, bound in
+    // binary (the audit trail prints them), and by PREPARE for EXECUTE.
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    let mut array = Vec::new();
+    for part in [1_i32, 0, state.cast_signed(), 1, 1, 4] {
+        array.extend_from_slice(&part.to_be_bytes());
+    }
+    array.extend_from_slice(b"open");
+    let mut request = parse_typed(
+        "",
+        "SELECT count(*) FROM tickets WHERE state = ANY($1) /* typed */",
+        &[states],
+    );
+    request.extend(bind_binary("", "", &[&array]));
+    request.extend(execute("", 0));
+    request.extend(parse_typed(
+        "s",
+        "SELECT id FROM tickets WHERE state = $1",
+        &[state],
+    ));
+    request.extend(bind_text("", "s", &["open"]));
+    request.extend(execute("", 0));
+    request.extend(sync());
+    s.send(&request).await;
+    let got = s.until(b'Z').await;
+    assert_eq!(errors(&got), "");
+    assert_eq!(first_column(&got), ["1", "1"]);
+    s.send(&query(
+        "PREPARE by_state(state) AS SELECT id FROM tickets WHERE state = $1",
+    ))
+    .await;
+    assert_eq!(errors(&s.until(b'Z').await), "");
+    s.send(&query("EXECUTE by_state('open')")).await;
+    let got = s.until(b'Z').await;
+    assert_eq!(errors(&got), "");
+    assert_eq!(first_column(&got), ["1"]);
+    let api = dp.cp.api();
+    let parameters = eventually(
+        Duration::from_secs(20),
+        "the typed statement's event",
+        || async {
+            let v = api.get_ok("/api/v1/audit?kind=statement&limit=1000").await;
+            v["events"].as_array()?.iter().find_map(|e| {
+                e["statement"]
+                    .as_str()?
+                    .contains("/* typed */")
+                    .then(|| e["parameters"].clone())
+            })
+        },
+    )
+    .await;
+    assert_eq!(parameters, serde_json::json!(["{open}"]));
+}

@@ -1584,7 +1584,14 @@ const FIRST_NORMAL_OID: u32 = 16384;
 /// their element, base, subtype or range type. Other base types (an
 /// extension's own binary format) are not read.
 fn type_form(row: &[Option<String>]) -> Option<Form> {
-    let oid = |i: usize| cell(row, i).parse::<i32>().ok().filter(|t| *t != 0);
+    // OIDs are unsigned; the wire, and so [`Form`], carries them as i32.
+    let oid = |i: usize| {
+        cell(row, i)
+            .parse::<u32>()
+            .ok()
+            .filter(|t| *t != 0)
+            .map(u32::cast_signed)
+    };
     Some(match cell(row, 1).as_str() {
         "e" => Form::Text,
         "c" => Form::Record,
@@ -2038,6 +2045,11 @@ mod tests {
         assert_eq!(form("p", "0", "0", "0", ""), None);
         assert_eq!(form("d", "0", "0", "0", "textsend"), None);
         assert_eq!(form("b", "0", "0", "0", "array_send"), None);
+        // OIDs past 2^31 (a long-lived database's) as the wire carries them.
+        assert_eq!(
+            form("b", "3000000000", "0", "0", "array_send"),
+            Some(Form::Array(3_000_000_000_u32.cast_signed()))
+        );
     }
 
     #[test]
