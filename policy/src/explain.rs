@@ -1,6 +1,6 @@
 //! "Would identity X be allowed statement S on resource R, and which rule
-//! decided?" — the answer behind `sluice policy explain` and the console's
-//! explain view.
+//! decided?" — the answer behind `sluice policy explain` and the API's
+//! `POST /api/v1/policies/explain`.
 //!
 //! It runs the very evaluator the agent runs, with a tracer that records a
 //! line per policy and rule, so the explanation cannot drift from

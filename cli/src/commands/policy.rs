@@ -210,8 +210,15 @@ pub fn render_explanation(e: &Value) -> String {
         .and_then(Value::as_array)
         .map(|sts| sts.iter().map(|st| field(st, "kinds")).collect())
         .unwrap_or_default();
+    let outcome = match e.get("refusal").and_then(Value::as_str) {
+        Some(code) => format!(
+            "{} (refused by the agent, SQLSTATE {code})",
+            field(e, "outcome")
+        ),
+        None => field(e, "outcome"),
+    };
     let mut out = key_values(&[
-        ("decision", field(e, "outcome")),
+        ("decision", outcome),
         ("policy", field(&decision, "policy")),
         ("rule", field(&decision, "rule")),
         ("reason", field(&decision, "reason")),
@@ -294,6 +301,16 @@ mod tests {
              trace:\n  \
              policy analysts matches group analysts\n  \
              rule no-writes denies delete\n"
+        );
+        let refused = json!({
+            "connect": true, "connect_policy": "analysts", "outcome": "deny", "refusal": "0A000",
+            "decision": {"outcome": "deny", "policy": null, "rule": null, "reason": "EXECUTE runs ..."},
+        });
+        assert!(
+            render_explanation(&refused)
+                .starts_with("decision:         deny (refused by the agent, SQLSTATE 0A000)\n"),
+            "{}",
+            render_explanation(&refused)
         );
     }
 }

@@ -213,10 +213,13 @@ pub async fn explain(
         },
     };
     // SQL text is classified with the same parser the agents use, and each
-    // statement explained; the deciding one (first not allowed, else the
-    // last) is also reported at the top level.
+    // statement explained; the deciding one is also reported at the top
+    // level.
     let mut statements = Vec::new();
     let mut facts = body.facts.clone();
+    // The text's EXECUTE: the prepared statement's name the agent reads
+    // (`Ok`), or one it refuses to run unread (`Err`).
+    let mut execute: Option<Result<String, ()>> = None;
     if let Some(sql) = &body.statement {
         let classified = sluice_policy::classify(sql).map_err(|e| {
             AppError::bad_request(format!(
@@ -226,12 +229,20 @@ pub async fn explain(
         if classified.is_empty() {
             return Err(AppError::bad_request("the statement is empty"));
         }
-        let mut deciding = None;
+        // As the agent decides a text: the first statement denied, else
+        // the first needing approval, else the last.
+        let (mut denied, mut approval) = (None, None);
         for st in &classified {
             let e = compiled.explain(&subject, &body.resource, Some(&st.facts));
             let outcome = e.decision.as_ref().map(outcome_name).unwrap_or("deny");
-            if deciding.is_none() && outcome != "allow" {
-                deciding = Some(st.facts.clone());
+            match outcome {
+                "deny" => {
+                    denied.get_or_insert_with(|| st.facts.clone());
+                }
+                "approve" => {
+                    approval.get_or_insert_with(|| st.facts.clone());
+                }
+                _ => {}
             }
             statements.push(json!({
                 "text": st.text,
@@ -240,12 +251,58 @@ pub async fn explain(
                 "decision": e.decision,
             }));
         }
-        facts = deciding.or_else(|| classified.last().map(|c| c.facts.clone()));
+        facts = denied
+            .or(approval)
+            .or_else(|| classified.last().map(|c| c.facts.clone()));
+        execute = if sluice_policy::runs_unread_execute(&classified) {
+            Some(Err(()))
+        } else {
+            classified.first().and_then(|c| c.executes.clone()).map(Ok)
+        };
     }
-    let explanation = compiled.explain(&subject, &body.resource, facts.as_ref());
+    let mut explanation = compiled.explain(&subject, &body.resource, facts.as_ref());
+    let mut refusal = None;
+    // What the agent makes of an EXECUTE, after the policy allowed it (a
+    // denial stands; see `Judge::sql` and `Relay::execute_verdict`).
+    match (&execute, &mut explanation.decision) {
+        (Some(Err(())), Some(d)) if d.outcome != sluice_policy::Outcome::Deny => {
+            *d = sluice_policy::Decision {
+                outcome: sluice_policy::Outcome::Deny,
+                policy: None,
+                rule: None,
+                reason: sluice_policy::SQL_EXECUTE_ALONE.into(),
+                row_limit: None,
+                masks: Vec::new(),
+            };
+            refusal = Some("0A000");
+            explanation.trace.push(format!(
+                "agent: refused with SQLSTATE 0A000, whatever the rules say: {}",
+                sluice_policy::SQL_EXECUTE_ALONE
+            ));
+        }
+        (Some(Ok(name)), Some(d)) if matches!(d.outcome, sluice_policy::Outcome::Approve(_)) => {
+            d.outcome = sluice_policy::Outcome::Deny;
+            d.reason = sluice_policy::execute_needs_approval(name, &d.reason);
+            d.row_limit = None;
+            d.masks.clear();
+            explanation.trace.push(format!(
+                "agent: denied, not held for approval: {}",
+                d.reason
+            ));
+        }
+        (Some(Ok(name)), Some(d)) if d.outcome == sluice_policy::Outcome::Allow => {
+            explanation.trace.push(format!(
+                "agent: before it runs, the EXECUTE is judged again as the statement the target holds as \"{name}\" (read from pg_prepared_statements), with the rules above: explain that statement's text to see its decision"
+            ));
+        }
+        _ => {}
+    }
     let mut out = serde_json::to_value(&explanation).map_err(|e| AppError::Internal(e.into()))?;
     if let Some(d) = &explanation.decision {
         out["outcome"] = json!(outcome_name(d));
+    }
+    if let Some(code) = refusal {
+        out["refusal"] = json!(code);
     }
     if body.statement.is_some() {
         out["statements"] = json!(statements);

@@ -697,6 +697,106 @@ async fn responses_match_the_documented_schemas() {
     }
 }
 
+/// SQL text is classified as the agent classifies it, each statement
+/// explained, and what the agent does with an EXECUTE beyond the rules is
+/// modelled: one it cannot read before it runs is refused (0A000), a lone
+/// one needing approval is denied, a lone one allowed is judged again as
+/// the statement the target holds.
+#[tokio::test]
+async fn explain_reads_sql_text_as_the_agent_does() {
+    let h = Harness::new().await;
+    let policy = POLICY.replace(
+        "      - allow: { sql: { statements: [read] } }\n",
+        "      - allow: { sql: { statements: [read, prepare, execute] } }\n      \
+         - deny: { sql: { statements: [delete] } }\n        name: no-deletes\n  \
+         - name: ops-on-orders\n    subjects: { groups: [ops] }\n    resources: { names: [orders] }\n    \
+         rules:\n      - allow: { sql: { statements: [read, prepare] } }\n      \
+         - approve: { sql: { statements: [execute] }, approvers: [leads] }\n        name: executes-need-a-lead\n",
+    );
+    let body = Some(("application/yaml", policy.into_bytes()));
+    let r = h
+        .call("POST", "/api/v1/policies", Some(&h.admin), body)
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let explain_as = |group: &str, sql: &str| {
+        h.admin(
+            "POST",
+            "/api/v1/policies/explain",
+            Some(json!({"subject": "dana", "groups": [group], "resource": "orders", "statement": sql})),
+        )
+    };
+    let explain = |sql: &str| explain_as("devs", sql);
+    let trace = |r: &Response| r.json["trace"].to_string();
+
+    let r = explain("SELECT 1; DROP TABLE orders").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["outcome"], "deny", "{}", r.text);
+    let outcomes: Vec<&str> = r.json["statements"]
+        .as_array()
+        .expect("statements")
+        .iter()
+        .filter_map(|s| s["outcome"].as_str())
+        .collect();
+    assert_eq!(outcomes, ["allow", "deny"], "{}", r.text);
+    assert_eq!(r.json["refusal"], Value::Null);
+
+    let r = explain("EXECUTE p(1)").await;
+    assert_eq!(r.json["outcome"], "allow", "{}", r.text);
+    assert!(trace(&r).contains("pg_prepared_statements"), "{}", r.text);
+    for sql in [
+        "SELECT 1; EXECUTE p",
+        "EXPLAIN EXECUTE p",
+        "EXECUTE p(1 + 1)",
+    ] {
+        let r = explain(sql).await;
+        assert_eq!(
+            (r.json["outcome"].as_str(), r.json["refusal"].as_str()),
+            (Some("deny"), Some("0A000")),
+            "{sql}: {}",
+            r.text
+        );
+        assert_eq!(
+            r.json["decision"]["reason"],
+            sluice_policy::SQL_EXECUTE_ALONE
+        );
+        assert!(trace(&r).contains("0A000"), "{}", r.text);
+    }
+    // A denial by the rules stands as it is.
+    let r = explain("EXECUTE p; DELETE FROM orders").await;
+    assert_eq!(r.json["decision"]["rule"], "no-deletes", "{}", r.text);
+    assert_eq!(r.json["refusal"], Value::Null);
+
+    // Approval is asked only of the statement itself.
+    let r = explain_as("ops", "EXECUTE p").await;
+    assert_eq!(r.json["outcome"], "deny", "{}", r.text);
+    assert_eq!(r.json["decision"]["rule"], "executes-need-a-lead");
+    assert_eq!(
+        r.json["decision"]["reason"],
+        sluice_policy::execute_needs_approval(
+            "p",
+            "`execute` needs approval by leads (rule executes-need-a-lead of policy `ops-on-orders`)"
+        )
+    );
+    let r = explain_as("ops", "SELECT 1; EXECUTE p").await;
+    assert_eq!(r.json["refusal"], "0A000", "{}", r.text);
+    // A denial after a statement needing approval decides, as it does at
+    // the agent.
+    let r = explain_as("ops", "EXECUTE p; DELETE FROM orders").await;
+    assert_eq!(r.json["outcome"], "deny", "{}", r.text);
+    assert_eq!(r.json["decision"]["rule"], Value::Null, "{}", r.text);
+    assert_eq!(r.json["refusal"], Value::Null, "{}", r.text);
+    assert!(
+        r.json["decision"]["reason"]
+            .as_str()
+            .is_some_and(|why| !why.contains("EXECUTE")),
+        "{}",
+        r.text
+    );
+
+    let r = explain("SELEC 1").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+}
+
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let h = Harness::new().await;

@@ -482,6 +482,32 @@ fn executes(node: NodeRef<'_>) -> Option<String> {
         .then(|| e.name.clone())
 }
 
+/// Why an `EXECUTE` that cannot be judged by the statement it runs is
+/// refused (0A000): see [`runs_unread_execute`].
+pub const SQL_EXECUTE_ALONE: &str = "EXECUTE runs a statement prepared earlier, which sluice judges again before it runs by reading it from the target; it does so only for an EXECUTE sent on its own in a simple Query, with constant arguments: send it so, or send the statement itself";
+
+/// Why a lone `EXECUTE name` an approve rule matches is refused: an
+/// approver would see only the EXECUTE, and an approval is for one run of
+/// the statement with the values it shows. `reason` is the approve rule's.
+pub fn execute_needs_approval(name: &str, reason: &str) -> String {
+    format!(
+        "EXECUTE \"{name}\" is judged as the statement it runs, and EXECUTE needs approval ({reason}), which sluice asks for only of the statement itself: send it as it is, with its values"
+    )
+}
+
+/// Whether a text's statements hold an `EXECUTE` the agent cannot judge by
+/// the statement it runs: one in a text of several statements, inside
+/// `EXPLAIN` or `CREATE TABLE AS`, or with computed arguments. Only a lone
+/// EXECUTE with constant arguments ([`ClassifiedStatement::executes`]) is
+/// read from the target and judged as what it runs; the others are refused
+/// with [`SQL_EXECUTE_ALONE`].
+pub fn runs_unread_execute(statements: &[ClassifiedStatement]) -> bool {
+    !matches!(statements, [only] if only.executes.is_some())
+        && statements
+            .iter()
+            .any(|s| s.facts.kinds.contains(&SqlKind::Execute))
+}
+
 /// The statement a SQL `PREPARE name AS ...` in `source` prepares, as text
 /// (deparsed from the parse tree), for judging an `EXECUTE name`: `source`
 /// is what the target's `pg_prepared_statements` gives for a statement

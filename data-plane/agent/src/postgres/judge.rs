@@ -75,10 +75,7 @@ pub struct Verdict {
     pub executes: Option<String>,
 }
 
-/// Why an `EXECUTE` the agent cannot judge by what it runs is refused
-/// (0A000): one in a text of several statements, inside `EXPLAIN` or
-/// `CREATE TABLE AS`, with computed arguments, or sent with Parse.
-pub const SQL_EXECUTE_ALONE: &str = "EXECUTE runs a statement prepared earlier, which sluice judges again before it runs by reading it from the target; it does so only for an EXECUTE sent on its own in a simple Query, with constant arguments: send it so, or send the statement itself";
+pub use sluice_policy::SQL_EXECUTE_ALONE;
 
 /// What an approve rule asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -525,18 +522,15 @@ impl Judge {
         }
         // An EXECUTE is judged by the statement it runs, which the session
         // reads from the target; only a lone one with constant arguments.
+        if sluice_policy::runs_unread_execute(statements) {
+            return Verdict {
+                kinds,
+                refusal: Some("0A000"),
+                ..Verdict::deny(SQL_EXECUTE_ALONE.into(), String::new(), Vec::new())
+            };
+        }
         let executes = match statements.as_slice() {
-            [only] if only.executes.is_some() => only.executes.clone(),
-            _ if statements
-                .iter()
-                .any(|s| s.facts.kinds.contains(&SqlKind::Execute)) =>
-            {
-                return Verdict {
-                    kinds,
-                    refusal: Some("0A000"),
-                    ..Verdict::deny(SQL_EXECUTE_ALONE.into(), String::new(), Vec::new())
-                };
-            }
+            [only] => only.executes.clone(),
             _ => None,
         };
         // Row counts, unless `count` may be the database's own function.

@@ -1138,13 +1138,8 @@ impl Relay {
         if own.approval.is_some() {
             return Verdict {
                 rule: own.rule.clone(),
-                ..refuse(
-                    format!(
-                        "EXECUTE needs approval ({}), which sluice asks for only of the statement itself: send it as it is, with its values",
-                        own.reason
-                    ),
-                    None,
-                )
+                reason: sluice_policy::execute_needs_approval(name, &own.reason),
+                ..refuse(String::new(), None)
             };
         }
         if let Some(e) = read.error {
