@@ -189,7 +189,7 @@ async fn a_function_a_rule_denies_is_denied_when_a_view_or_policy_calls_it() {
 }
 
 #[tokio::test]
-async fn a_table_s_rules_for_writes_count_when_it_is_written_not_when_it_is_read() {
+async fn a_table_s_rules_for_writes_count_when_it_is_written_that_way_only() {
     // DEFAULT_RULES deny changing the session's role (`set_config`) and
     // reading the server's files (`pg_read_file`). `pg_settings`' ON
     // UPDATE rule calls `set_config`; the DBA's `inbox` has an ON INSERT
@@ -201,8 +201,24 @@ async fn a_table_s_rules_for_writes_count_when_it_is_written_not_when_it_is_read
          CREATE RULE inbox_file AS ON INSERT TO inbox \
            DO ALSO INSERT INTO file_seen SELECT pg_read_file('/etc/hostname'); \
          CREATE VIEW inbox_ids AS SELECT id FROM inbox; \
-         GRANT SELECT, INSERT ON inbox, inbox_ids TO app",
+         GRANT SELECT, INSERT, UPDATE ON inbox, inbox_ids TO app",
     );
+    // Writing it in a way its rule is not for runs, and runs no rule:
+    // COPY FROM runs no rules, and it has none for UPDATE.
+    let (out, err) = sluice_integration_tests::psql_script(
+        dp.agent.pg_port,
+        &dp.token,
+        "COPY inbox FROM STDIN;\n7\n\\.\nUPDATE inbox SET id = 8 WHERE id = 7;\n",
+    );
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["COPY 1", "UPDATE 1"],
+        "{out}"
+    );
+    assert_eq!(dp.target("SELECT id FROM inbox"), "8");
+    assert_eq!(dp.target("SELECT count(*) FROM file_seen"), "0");
+    dp.target("TRUNCATE inbox");
     // Reading runs neither rule.
     for (sql, expected) in [
         (
@@ -223,6 +239,11 @@ async fn a_table_s_rules_for_writes_count_when_it_is_written_not_when_it_is_read
         (
             "UPDATE pg_settings SET setting = 'postgres' /* r3 */ WHERE name = 'role'",
             "/* r3 */",
+        ),
+        // A COPY of an insert inserts as the insert does.
+        (
+            "COPY (INSERT INTO inbox VALUES (3) RETURNING id /* r4 */) TO STDOUT",
+            "/* r4 */",
         ),
     ] {
         assert_denied(&dp, sql, marker);

@@ -232,19 +232,20 @@ const TYPE_FORMS: &str = "SELECT t.oid::bigint, t.typtype::text, t.typelem::bigi
    WHERE t.oid >= 16384";
 
 /// The stored query trees of what runs when a relation is read or
-/// written (as in `runs!()`), as text, and whether reading the relation
-/// runs it: `trees (rel, tree, on_read)`, for what PostgreSQL records no
-/// dependency on (its bootstrap catalogs and pinned built-in functions).
+/// written (as in `runs!()`), as text, and the event that runs it:
+/// `trees (rel, tree, event)`, `event` a rule's `pg_rewrite.ev_type` or
+/// `p` for a policy, for what PostgreSQL records no dependency on (its
+/// bootstrap catalogs and pinned built-in functions).
 /// Reading runs a view's query (the `ON SELECT` rule, `ev_type` `1`) and
 /// row-level-security policies (any of them: `SELECT ... FOR UPDATE`
 /// checks the `UPDATE` ones), not a table's `ON INSERT`, `ON UPDATE` or
 /// `ON DELETE` rules.
 macro_rules! trees {
     () => {
-        "trees (rel, tree, on_read) AS ( \
-           SELECT r.ev_class, r.ev_action::text, r.ev_type = '1' FROM pg_catalog.pg_rewrite r \
+        "trees (rel, tree, event) AS ( \
+           SELECT r.ev_class, r.ev_action::text, r.ev_type::text FROM pg_catalog.pg_rewrite r \
            UNION ALL \
-           SELECT pol.polrelid, concat(pol.polqual::text, ' ', pol.polwithcheck::text), true \
+           SELECT pol.polrelid, concat(pol.polqual::text, ' ', pol.polwithcheck::text), 'p' \
            FROM pg_catalog.pg_policy pol)"
     };
 }
@@ -301,12 +302,15 @@ macro_rules! called {
 
 /// The functions what runs when a relation is read or written calls
 /// (`runs!()`), PostgreSQL's own included: (relation OID, schema,
-/// relation, `schema.function`, whether reading the relation calls it),
-/// for deny and approve rules' `functions:` (a DBA's view over
+/// relation, `schema.function`, what runs it: `pg_rewrite.ev_type` of a
+/// rule (`1` a view's `ON SELECT`, `2` `ON UPDATE`, `3` `ON INSERT`, `4`
+/// `ON DELETE`) or `p` for a row-level-security policy), for deny and
+/// approve rules' `functions:` (a DBA's view over
 /// `pg_stat_get_activity(NULL)`) and the kinds of what is called
 /// (`query_to_xml` runs SQL). Calls of a table's `ON INSERT`, `ON UPDATE`
-/// and `ON DELETE` rules count only when it is written: reading
-/// `pg_settings` does not run its `ON UPDATE` rule's `set_config`.
+/// and `ON DELETE` rules count only when it is written that way: reading
+/// `pg_settings` does not run its `ON UPDATE` rule's `set_config`, nor
+/// does inserting into it.
 /// PostgreSQL records no dependency on its own functions (they are
 /// pinned), so the stored query trees are searched for the nodes that
 /// call one: a function call, an aggregate, a window function, and an
@@ -315,12 +319,12 @@ macro_rules! called {
 const CALLS: &str = concat!(
     "WITH ",
     trees!(),
-    ", calls (rel, node, id, on_read) AS ( \
-     SELECT trees.rel, m[1], m[2]::oid, trees.on_read FROM trees \
+    ", calls (rel, node, id, event) AS ( \
+     SELECT trees.rel, m[1], m[2]::oid, trees.event FROM trees \
      CROSS JOIN LATERAL regexp_matches(trees.tree, ",
     call_nodes!(),
     ", 'g') m) \
- SELECT DISTINCT calls.rel::bigint, rn.nspname, rc.relname, pn.nspname || '.' || p.proname, calls.on_read FROM calls \
+ SELECT DISTINCT calls.rel::bigint, rn.nspname, rc.relname, pn.nspname || '.' || p.proname, calls.event FROM calls \
  JOIN pg_catalog.pg_class rc ON rc.oid = calls.rel \
  JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace",
     called!()
@@ -591,9 +595,9 @@ pub struct Routines {
 struct WriteGraph {
     /// Relation OID -> the functions writing it calls, `schema.function`.
     calls: HashMap<u32, Vec<String>>,
-    /// Relation OID -> the functions its `ON INSERT`, `ON UPDATE` and `ON
-    /// DELETE` rules call, `schema.function`.
-    rule_calls: HashMap<u32, Vec<String>>,
+    /// (relation OID, the event) -> the functions its `ON INSERT`, `ON
+    /// UPDATE` or `ON DELETE` rules call, `schema.function`.
+    rule_calls: HashMap<(u32, Write), Vec<String>>,
     /// Table OID -> the referencing tables deleting its rows writes, and
     /// how.
     on_delete: HashMap<u32, Vec<(u32, Write)>>,
@@ -621,12 +625,33 @@ enum Write {
     Delete,
     Truncate,
     /// Writes it in a way no foreign key and no rule follows (`COPY
-    /// FROM`, which runs no rules; DDL).
+    /// FROM`, which runs no rules; DDL; GRANT).
     Other,
 }
 
 impl Write {
-    /// How the statement with `kinds` writes the tables it names.
+    /// The writes a rule for the event `ev_type` (`pg_rewrite`) follows.
+    fn of_event(ev_type: &str) -> Option<Self> {
+        match ev_type {
+            "2" => Some(Self::Update),
+            "3" => Some(Self::Insert),
+            "4" => Some(Self::Delete),
+            _ => None,
+        }
+    }
+
+    /// How `statement` writes the tables it names. `COPY ... FROM STDIN`
+    /// (kind `insert` too) runs no rules: it writes as DDL does (`COPY
+    /// (INSERT ...) TO` runs the insert's rules, and a `COPY FROM` a file
+    /// or program, denied by default, counts as an insert).
+    fn of_statement(statement: &ClassifiedStatement) -> Vec<Self> {
+        if statement.copy_in {
+            return vec![Self::Other];
+        }
+        Self::of(&statement.facts.kinds)
+    }
+
+    /// How a statement with `kinds` writes the tables it names.
     fn of(kinds: &[SqlKind]) -> Vec<Self> {
         let writes: Vec<Self> = kinds
             .iter()
@@ -650,7 +675,7 @@ impl WriteGraph {
     /// `keys`: (referenced, referencing, `confdeltype`, `confupdtype`).
     fn new(
         calls: HashMap<u32, Vec<String>>,
-        rule_calls: HashMap<u32, Vec<String>>,
+        rule_calls: HashMap<(u32, Write), Vec<String>>,
         keys: &[(u32, u32, String, String)],
         rule_writes: HashMap<(u32, Write), Vec<Write>>,
         names: &HashMap<u32, (String, String)>,
@@ -689,9 +714,9 @@ impl WriteGraph {
         }
         let writers: HashSet<u32> = calls
             .keys()
-            .chain(graph.rule_calls.keys())
             .chain(graph.referenced_by.keys())
             .copied()
+            .chain(graph.rule_calls.keys().map(|(rel, _)| *rel))
             .chain(graph.rule_writes.keys().map(|(rel, _)| *rel))
             .collect();
         graph.writers = by_relname(writers, names);
@@ -1080,15 +1105,22 @@ impl FromCatalog for Routines {
         routines.credentials = by_name(close_over(credentials, &created_reads), &names);
         // What reading a relation calls, and what only writing it does
         // (its rules for other events than SELECT).
-        let (on_read, on_write): (Vec<_>, Vec<_>) =
-            part(11).iter().partition(|row| cell(row, 4) == "t");
+        let (on_read, on_write): (Vec<_>, Vec<_>) = part(11)
+            .iter()
+            .partition(|row| matches!(cell(row, 4).as_str(), "1" | "p"));
         for (rel, called) in named_reaches(on_read, &mut names) {
             called_by.entry(rel).or_default().extend(called);
         }
-        let rule_calls: HashMap<u32, Vec<String>> = named_reaches(on_write, &mut names)
-            .into_iter()
-            .map(|(rel, called)| (rel, called.into_iter().collect()))
-            .collect();
+        let mut rule_calls: HashMap<(u32, Write), Vec<String>> = HashMap::new();
+        for write in [Write::Update, Write::Insert, Write::Delete] {
+            let rows = on_write
+                .iter()
+                .copied()
+                .filter(|row| Write::of_event(&cell(row, 4)) == Some(write));
+            for (rel, called) in named_reaches(rows, &mut names) {
+                rule_calls.insert((rel, write), called.into_iter().collect());
+            }
+        }
         let calls: HashMap<u32, Vec<String>> = called_by
             .into_iter()
             .map(|(rel, called)| (rel, called.into_iter().collect()))
@@ -1113,11 +1145,8 @@ impl FromCatalog for Routines {
             let Some(rel) = oid(row, 0) else {
                 continue;
             };
-            let event = match cell(row, 3).as_str() {
-                "2" => Write::Update,
-                "3" => Write::Insert,
-                "4" => Write::Delete,
-                _ => continue,
+            let Some(event) = Write::of_event(&cell(row, 3)) else {
+                continue;
             };
             let writes: Vec<Write> = [(4, Write::Delete), (5, Write::Update), (6, Write::Insert)]
                 .into_iter()
@@ -1388,7 +1417,11 @@ impl Routines {
         let (mut reached, mut calls) = self.reads.reached_from(tables.iter().copied());
         let written: Vec<&String> = facts.tables_written.iter().collect();
         let earlier_written = earlier_names(&written, renames, earlier_relation);
-        let wrote = self.written_from(written.into_iter().chain(&earlier_written), &facts.kinds);
+        let wrote = self.written_from(
+            written.into_iter().chain(&earlier_written),
+            &Write::of_statement(statement),
+            &facts.kinds,
+        );
         // What the types it names call, casts any statement may run, and
         // what the rules of what it writes call. A statement that creates
         // or alters something may define a view or rule over what it
@@ -1402,8 +1435,9 @@ impl Routines {
             .iter()
             .any(|kind| matches!(kind, SqlKind::Create | SqlKind::Alter))
         {
+            let any_write = [SqlKind::Insert, SqlKind::Update, SqlKind::Delete];
             calls.extend(
-                self.written_from(tables.iter().copied(), &facts.kinds)
+                self.written_from(tables.iter().copied(), &Write::of(&any_write), &facts.kinds)
                     .rule_calls,
             );
         }
@@ -1453,8 +1487,8 @@ impl Routines {
         }
     }
 
-    /// What writing the relations `named` (as a statement with `kinds`
-    /// wrote them) writes through foreign keys (`schema.table`) and calls
+    /// What writing the relations `named` in the `ways` a statement with
+    /// `statement_kinds` writes them writes through foreign keys (`schema.table`) and calls
     /// ([`WRITE_CALLS`] and their rules' calls, `schema.function`), with
     /// what it writes through
     /// those and through the views, rules and partitioned tables it names,
@@ -1467,6 +1501,7 @@ impl Routines {
     fn written_from<'a>(
         &self,
         named: impl Iterator<Item = &'a String>,
+        ways: &[Write],
         statement_kinds: &[SqlKind],
     ) -> Written {
         let writes = &self.writes;
@@ -1481,11 +1516,7 @@ impl Routines {
         }
         let mut visited: HashSet<(u32, Write)> = starts
             .iter()
-            .flat_map(|rel| {
-                Write::of(statement_kinds)
-                    .into_iter()
-                    .map(move |write| (*rel, write))
-            })
+            .flat_map(|rel| ways.iter().map(move |write| (*rel, *write)))
             .collect();
         let mut pending: Vec<(u32, Write)> = visited.iter().copied().collect();
         while let Some((rel, write)) = pending.pop() {
@@ -1513,10 +1544,19 @@ impl Routines {
                 .filter_map(|oid| writes.names.get(oid).or_else(|| self.reads.names.get(oid)))
                 .cloned(),
         );
-        let called = |by: &HashMap<u32, Vec<String>>| {
-            sorted(seen.iter().filter_map(|oid| by.get(oid)).flatten().cloned())
-        };
-        let (calls, rule_calls) = (called(&writes.calls), called(&writes.rule_calls));
+        let calls = sorted(
+            seen.iter()
+                .filter_map(|oid| writes.calls.get(oid))
+                .flatten()
+                .cloned(),
+        );
+        let rule_calls = sorted(
+            visited
+                .iter()
+                .filter_map(|way| writes.rule_calls.get(way))
+                .flatten()
+                .cloned(),
+        );
         let mut kinds: Vec<SqlKind> = kinds
             .into_iter()
             .filter_map(|write| match write {
@@ -1784,9 +1824,10 @@ pub(crate) struct TestCatalog<'a> {
     /// (relation OID, schema, relation, `schema.function` its view, rule
     /// or policy calls)
     pub calls: &'a [(u32, &'a str, &'a str, &'a str)],
-    /// (relation OID, schema, relation, `schema.function` its `ON
-    /// INSERT`, `ON UPDATE` or `ON DELETE` rule calls)
-    pub rule_calls: &'a [(u32, &'a str, &'a str, &'a str)],
+    /// (relation OID, schema, relation, the rule's event as
+    /// `pg_rewrite.ev_type`: `2` `ON UPDATE`, `3` `ON INSERT`, `4` `ON
+    /// DELETE`, `schema.function` the rule calls)
+    pub rule_calls: &'a [(u32, &'a str, &'a str, &'a str, &'a str)],
     /// (relation OID, schema, relation, a PostgreSQL catalog its view,
     /// rule or policy reads)
     pub catalog_reads: &'a [(u32, &'a str, &'a str, TestRelation<'a>)],
@@ -1908,10 +1949,16 @@ impl TestCatalog<'_> {
                 .collect(),
             self.calls
                 .iter()
-                .map(|call| (call, "t"))
-                .chain(self.rule_calls.iter().map(|call| (call, "f")))
-                .map(|((oid, schema, rel, function), on_read)| {
-                    row(&[&oid.to_string(), schema, rel, function, on_read])
+                .map(|(oid, schema, rel, function)| (oid, schema, rel, "1", function))
+                .chain(
+                    self.rule_calls
+                        .iter()
+                        .map(|(oid, schema, rel, event, function)| {
+                            (oid, schema, rel, *event, function)
+                        }),
+                )
+                .map(|(oid, schema, rel, event, function)| {
+                    row(&[&oid.to_string(), schema, rel, function, event])
                 })
                 .collect(),
             self.catalog_reads
@@ -2361,14 +2408,22 @@ mod tests {
     }
 
     #[test]
-    fn what_a_table_s_rules_for_writes_call_counts_when_it_is_written_only() {
+    fn what_a_table_s_rules_for_writes_call_counts_when_it_is_written_that_way_only() {
         // `pg_settings`' ON UPDATE rule calls `set_config`; `inbox`'s ON
-        // INSERT rule reads a file, and a view over it reads it.
+        // INSERT rule reads a file and its ON DELETE rule calls `md5`; a
+        // view over it reads it.
         let routines = TestCatalog {
             reads: &[(102, "public", "inbox_view", 101)],
             rule_calls: &[
-                (12000, "pg_catalog", "pg_settings", "pg_catalog.set_config"),
-                (101, "public", "inbox", "pg_catalog.pg_read_file"),
+                (
+                    12000,
+                    "pg_catalog",
+                    "pg_settings",
+                    "2",
+                    "pg_catalog.set_config",
+                ),
+                (101, "public", "inbox", "3", "pg_catalog.pg_read_file"),
+                (101, "public", "inbox", "4", "pg_catalog.md5"),
             ],
             calls: &[(101, "public", "inbox", "pg_catalog.lower")],
             named: &[(101, "public", "inbox")],
@@ -2382,30 +2437,58 @@ mod tests {
             calls("UPDATE pg_settings SET setting = 'x' WHERE name = 'role'"),
             ["pg_catalog.set_config"]
         );
+        assert!(calls("DELETE FROM pg_settings WHERE name = 'role'").is_empty());
         assert_eq!(calls("SELECT * FROM inbox_view"), ["pg_catalog.lower"]);
         assert_eq!(
             calls("INSERT INTO inbox VALUES (1)"),
             ["pg_catalog.lower", "pg_catalog.pg_read_file"]
         );
+        // COPY (INSERT ...) TO runs the insert's rules.
+        assert_eq!(
+            calls("COPY (INSERT INTO inbox VALUES (1) RETURNING *) TO STDOUT"),
+            ["pg_catalog.lower", "pg_catalog.pg_read_file"]
+        );
+        assert_eq!(
+            calls("COPY (WITH d AS (DELETE FROM inbox RETURNING *) SELECT * FROM d) TO STDOUT"),
+            ["pg_catalog.lower", "pg_catalog.md5"]
+        );
+        // COPY FROM runs no rules; neither do GRANT and TRUNCATE (a
+        // statement creating or altering something counts them all, below).
+        for sql in [
+            "COPY inbox FROM STDIN",
+            "GRANT INSERT ON inbox TO PUBLIC",
+            "TRUNCATE inbox",
+        ] {
+            assert_eq!(calls(sql), ["pg_catalog.lower"], "{sql}");
+        }
         // Written through a view over it, in a CTE, or under an earlier
         // name the session gave it.
         assert_eq!(
-            calls("UPDATE inbox_view SET id = 2 WHERE id = 1"),
+            calls("INSERT INTO inbox_view VALUES (2)"),
             ["pg_catalog.lower", "pg_catalog.pg_read_file"]
         );
         assert_eq!(
+            calls("UPDATE inbox_view SET id = 2 WHERE id = 1"),
+            ["pg_catalog.lower"]
+        );
+        assert_eq!(
             calls("WITH w AS (DELETE FROM public.inbox WHERE id = 1 RETURNING id) SELECT * FROM w"),
-            ["pg_catalog.lower", "pg_catalog.pg_read_file"]
+            ["pg_catalog.lower", "pg_catalog.md5"]
         );
         // A view or rule the session defines over it may be written
-        // through before the catalog shows it: defining one counts too.
+        // through, any way, before the catalog shows it: defining one
+        // counts every rule's calls.
         assert_eq!(
             calls("CREATE TEMP VIEW s AS SELECT name, setting FROM pg_settings"),
             ["pg_catalog.set_config"]
         );
         assert_eq!(
             calls("CREATE OR REPLACE VIEW v AS SELECT id FROM inbox_view"),
-            ["pg_catalog.lower", "pg_catalog.pg_read_file"]
+            [
+                "pg_catalog.lower",
+                "pg_catalog.md5",
+                "pg_catalog.pg_read_file"
+            ]
         );
         let renamed = Rename::Relation {
             old: "public.inbox".into(),
@@ -2449,7 +2532,10 @@ mod tests {
                 ((110, "public", "requests"), "2", &["insert"]),
                 ((111, "public", "queue"), "3", &["delete"]),
             ],
-            rule_calls: &[(111, "public", "queue", "pg_catalog.md5")],
+            rule_calls: &[
+                (111, "public", "queue", "2", "pg_catalog.md5"),
+                (111, "public", "queue", "3", "pg_catalog.abs"),
+            ],
             reads: &[
                 (110, "public", "requests", 111),
                 (111, "public", "queue", 99),
@@ -2465,8 +2551,18 @@ mod tests {
             updated.tables,
             ["public.customers", "public.orders", "public.queue"]
         );
-        // Rules for every write count: which runs depends on the event.
-        assert_eq!(updated.calls, ["pg_catalog.md5"]);
+        // The rules of each way it is written count: `queue` is reached as
+        // the update (through `requests`' rule, which reads it) and as the
+        // rule's insert.
+        assert_eq!(updated.calls, ["pg_catalog.abs", "pg_catalog.md5"]);
+        // A COPY of a delete deletes as the delete does.
+        let copied = reached(
+            &routines,
+            "COPY (DELETE FROM customers WHERE id = 1 RETURNING *) TO STDOUT",
+        );
+        assert_eq!(copied.tables, ["public.orders"]);
+        let inserted = reached(&routines, "INSERT INTO queue VALUES (1)");
+        assert_eq!(inserted.calls, ["pg_catalog.abs"]);
     }
 
     #[test]
