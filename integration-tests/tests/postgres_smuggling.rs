@@ -10,6 +10,7 @@ use sqlx::Connection as _;
 
 use sluice_integration_tests::{
     datapath::DataPath,
+    eventually,
     rawpg::{
         RawSession, bind, bind_text, errors, execute, first_column, flush, parse, parse_typed,
         query, sync,
@@ -1481,6 +1482,67 @@ async fn an_execute_is_judged_as_the_statement_it_runs() {
         "{text}"
     );
     assert!(!dp.pg.logs().contains("EXECUTE sel(8)"));
+}
+
+/// The agent's read of which statement an EXECUTE runs can itself fail:
+/// cancelled by the client while it waits, or ended with the session by
+/// the target. Either way the EXECUTE does not run, the cancel is answered
+/// as PostgreSQL answers one (57014) and the session goes on, and the
+/// target's FATAL reaches the client as the target sent it.
+#[tokio::test]
+async fn an_execute_whose_read_is_cancelled_or_terminated_does_not_run() {
+    let dp = DataPath::start_with(&executes_allowed(&deletes_allowed()), Vec::new()).await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    let prepared = "PREPARE del(int) AS DELETE FROM items WHERE id = $1";
+    assert_eq!(errors_of(&mut s, &query(prepared)).await, "");
+    // A superuser's session holds the view the agent reads, so the read
+    // waits for it.
+    let mut holder = sqlx::PgConnection::connect(&dp.pg.url("app"))
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE pg_catalog.pg_prepared_statements IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let waiting = || async {
+        let pid = dp.target(
+            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+             AND query LIKE '%FROM pg_catalog.pg_prepared_statements WHERE name%'",
+        );
+        (!pid.is_empty()).then_some(pid)
+    };
+
+    s.send(&query("EXECUTE del(80)")).await;
+    eventually(Duration::from_secs(10), "the agent's read waiting", waiting).await;
+    s.cancel().await;
+    let got = s.until(b'Z').await;
+    let text = errors(&got);
+    assert!(
+        text.contains("57014") && text.contains("EXECUTE \"del\""),
+        "{text}"
+    );
+    assert!(row_exists(&dp, 80));
+    s.send(&query("SELECT 1")).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["1"]);
+
+    s.send(&query("EXECUTE del(81)")).await;
+    let pid = eventually(Duration::from_secs(10), "the agent's read waiting", waiting).await;
+    dp.target(&format!("SELECT pg_terminate_backend({pid})"));
+    let got = s.until_or_closed(b'Z').await;
+    let text = errors(&got);
+    assert!(text.contains("57P01"), "{text}");
+    assert!(!got.iter().any(|f| f.tag == b'Z'), "the session went on");
+    assert!(s.until_or_closed(b'Z').await.is_empty(), "not closed");
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert!(row_exists(&dp, 81));
+    assert!(!dp.pg.logs().contains("EXECUTE del"));
+    // The agent serves others.
+    let (ok, out, err) = dp.psql("SELECT count(*) FROM items WHERE id IN (80, 81)");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "2");
 }
 
 #[tokio::test]
