@@ -22,7 +22,10 @@ chmod 711 "$STATE"  # traversable (PostgreSQL may run as another user), not list
 pids=()
 pg_started=""
 cleanup() {
-    trap - INT TERM EXIT
+    # A second Ctrl-C must not cut this short and leave the demo
+    # PostgreSQL running.
+    trap - EXIT
+    trap '' INT TERM
     echo
     echo "stopping..."
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -33,6 +36,22 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 port_busy() { (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
+
+PG_BIN=$(dirname "$(command -v initdb 2>/dev/null || ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1 || true)")
+have_pg=""
+if [ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_ctl" ]; then have_pg=1; fi
+# PostgreSQL refuses to run as root: run it as the `postgres` system user then.
+as_pg=()
+if [ "$(id -u)" = "0" ]; then
+    if id postgres >/dev/null 2>&1; then as_pg=(runuser -u postgres --); else have_pg=""; echo "note: running as root without a 'postgres' user; skipping the demo database"; fi
+fi
+# The demo PostgreSQL of an earlier run that was killed before it could
+# stop it (its postmaster.pid is still in our state directory): stop it,
+# unless that run is still going (its control plane answers).
+if [ -n "$have_pg" ] && [ -f "$STATE/postgres/postmaster.pid" ] && ! port_busy "$HTTP"; then
+    echo "stopping the demo PostgreSQL an earlier 'make run' left running..."
+    "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$STATE/postgres" -m fast stop >/dev/null 2>&1 || true
+fi
 for addr in "$HTTP" "$GRPC" "$AGENT_PG" "$AGENT_STATUS" "127.0.0.1:$DEMO_PG_PORT"; do
     if port_busy "$addr"; then
         echo "error: $addr is already in use (another 'make run'?). Stop that process first." >&2
@@ -50,14 +69,6 @@ wait_http() { # url what
 }
 
 # --- demo PostgreSQL --------------------------------------------------------
-PG_BIN=$(dirname "$(command -v initdb 2>/dev/null || ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1 || true)")
-have_pg=""
-if [ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_ctl" ]; then have_pg=1; fi
-# PostgreSQL refuses to run as root: run it as the `postgres` system user then.
-as_pg=()
-if [ "$(id -u)" = "0" ]; then
-    if id postgres >/dev/null 2>&1; then as_pg=(runuser -u postgres --); else have_pg=""; echo "note: running as root without a 'postgres' user; skipping the demo database"; fi
-fi
 if [ -n "$have_pg" ]; then
     if [ ! -f "$STATE/postgres/PG_VERSION" ]; then
         echo "creating the demo PostgreSQL in $STATE/postgres..."
