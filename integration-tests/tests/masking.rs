@@ -1052,3 +1052,125 @@ async fn a_database_whose_oids_have_passed_2_31_is_read_as_any_other() {
     .await;
     assert_eq!(parameters, serde_json::json!(["{open}"]));
 }
+
+/// The event trigger of `docs/ddl-notices.sql` stays silent for creating
+/// and dropping a session's own temporary tables, indexes and sequences
+/// alone (which no other session can read, and for which agents would
+/// read a large catalog again for nothing), and notifies for everything
+/// else: temporary views, functions and types, which permanent objects
+/// may use, DROPs, GRANTs and DROP OWNED included. Each case is
+/// followed by a NOTIFY from the same session: notifications of one
+/// session arrive in order, so what arrives before the marker is what the
+/// case sent.
+#[tokio::test]
+async fn the_ddl_event_trigger_is_silent_for_temporary_tables_alone() {
+    use sluice_integration_tests::pg::Postgres;
+    let pg = Postgres::start();
+    pg.psql("postgres", include_str!("../../docs/ddl-notices.sql"));
+    pg.psql(
+        "postgres",
+        "CREATE TABLE base (id int, c int); CREATE TABLE gone (id int); CREATE TABLE gone2 (id int); \
+         CREATE ROLE carol",
+    );
+    let mut listener = sqlx::postgres::PgListener::connect(&pg.url("postgres"))
+        .await
+        .unwrap();
+    listener.listen("sluice_ddl").await.unwrap();
+    let mut session = sqlx::PgConnection::connect(&pg.url("postgres"))
+        .await
+        .unwrap();
+    let cases: &[(&str, bool)] = &[
+        (
+            "CREATE TEMP TABLE t1 (id serial PRIMARY KEY, body text)",
+            false,
+        ),
+        ("CREATE INDEX ON t1 (body)", false),
+        ("CREATE TEMP TABLE \"t x\" AS SELECT 1 AS a", false),
+        ("SELECT 1 AS a INTO TEMP t4", false),
+        ("CREATE TEMP SEQUENCE s1", false),
+        // A permanent object may use a temporary view, function or type
+        // (other sessions run a function by its OID), or depend on a
+        // temporary table's columns.
+        ("CREATE TEMP VIEW tv AS SELECT * FROM base", true),
+        ("CREATE TEMP VIEW \"v y\" AS SELECT * FROM \"t x\"", true),
+        (
+            "CREATE FUNCTION pg_temp.gate(int) RETURNS bool LANGUAGE sql AS 'SELECT $1 < 10'",
+            true,
+        ),
+        (
+            "CREATE OR REPLACE FUNCTION pg_temp.gate(int) RETURNS bool LANGUAGE sql AS 'SELECT true'",
+            true,
+        ),
+        ("CREATE TYPE pg_temp.mood AS ENUM ('ok')", true),
+        ("ALTER TABLE t1 ADD COLUMN n int", true),
+        // Dropping what nothing permanent uses (it would be dropped too).
+        ("DROP VIEW tv", false),
+        ("DROP TABLE t1, t4", false),
+        ("DROP TABLE \"t x\" CASCADE", false),
+        ("DROP FUNCTION pg_temp.gate(int)", false),
+        ("CREATE TABLE kept (id int)", true),
+        ("ALTER TABLE base DROP COLUMN c", true),
+        ("GRANT SELECT ON base TO PUBLIC", true),
+        ("DROP TABLE gone", true),
+        (
+            "CREATE TEMP TABLE t2 (id int); CREATE VIEW permanent AS SELECT * FROM base",
+            true,
+        ),
+        ("CREATE TEMP TABLE t3 (id int); DROP TABLE t3, gone2", true),
+        // A temporary table a permanent policy reads: dropping its column
+        // drops the policy.
+        (
+            "CREATE TEMP TABLE tt (a int, c int); \
+             CREATE POLICY p2 ON base USING (EXISTS (SELECT 1 FROM pg_temp.tt WHERE tt.c = base.id))",
+            true,
+        ),
+        ("ALTER TABLE pg_temp.tt DROP COLUMN c CASCADE", true),
+        ("DROP TABLE tt", false),
+        // DROP OWNED revokes and takes the role out of policies, whatever
+        // it drops.
+        (
+            "SET ROLE carol; CREATE TEMP TABLE mine (a int); RESET ROLE",
+            false,
+        ),
+        ("DROP OWNED BY carol", true),
+        // What a drop dropped cannot be set beforehand by the session.
+        (
+            "SET sluice.ddl_dropped = 'temporary'; DROP TABLE kept",
+            true,
+        ),
+        (
+            "SET sluice.ddl_dropped = 'temporary'; DROP TABLE IF EXISTS nothing_here",
+            true,
+        ),
+        (
+            "CREATE RULE \"r on pg_temp.x\" AS ON INSERT TO base DO ALSO NOTIFY other",
+            true,
+        ),
+        ("DROP RULE \"r on pg_temp.x\" ON base", true),
+    ];
+    for (i, (sql, notifies)) in cases.iter().enumerate() {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+            .execute(&mut session)
+            .await
+            .unwrap();
+        let marker = format!("case {i}");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "NOTIFY sluice_ddl, '{marker}'"
+        )))
+        .execute(&mut session)
+        .await
+        .unwrap();
+        let mut before = Vec::new();
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+                .await
+                .expect("the marker arrives")
+                .unwrap();
+            if n.payload() == marker {
+                break;
+            }
+            before.push(n.payload().to_owned());
+        }
+        assert_eq!(!before.is_empty(), *notifies, "{sql}: {before:?}");
+    }
+}

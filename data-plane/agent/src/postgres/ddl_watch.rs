@@ -6,7 +6,9 @@
 //! run on the target directly (a migration tool, a DBA's psql) would be
 //! seen only when the read ages out. Where the DBA installs Sluice's event
 //! trigger (`docs/ddl-notices.sql`), every DDL command's transaction sends
-//! a notification on channel [`CHANNEL`] when it commits; the agent keeps
+//! a notification on channel [`CHANNEL`] when it commits (not one that
+//! only created or dropped the session's own temporary tables, which no
+//! session of the agent can read); the agent keeps
 //! one connection per resource listening for it (the resource's own
 //! credential; `LISTEN` needs no privilege) and marks the resource's
 //! catalog reads out of date, so every session reads again before its
