@@ -65,7 +65,15 @@ BEGIN
                   WHERE schema_name IS DISTINCT FROM 'pg_temp'
                   OR command_tag NOT IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO',
                                          'CREATE INDEX', 'CREATE SEQUENCE', 'ALTER SEQUENCE'))
-       OR (NOT EXISTS (SELECT FROM pg_event_trigger_ddl_commands()) AND dropped <> 'temporary')
+       -- A drop of temporary objects only is told by the two companions
+       -- below; without them running, `dropped` may be stale or the
+       -- session's own.
+       OR (NOT EXISTS (SELECT FROM pg_event_trigger_ddl_commands())
+           AND (dropped <> 'temporary'
+                OR (SELECT count(*) FROM pg_event_trigger t
+                    JOIN pg_event_trigger e ON e.evtname = 'sluice_ddl' AND e.evtfoid = t.evtfoid
+                    WHERE t.evtname IN ('sluice_ddl_start', 'sluice_ddl_drop')
+                    AND t.evtenabled <> 'D') <> 2))
     THEN
         PERFORM pg_notify('sluice_ddl', '');
     END IF;

@@ -1147,6 +1147,25 @@ async fn the_ddl_event_trigger_is_silent_for_temporary_tables_alone() {
             true,
         ),
         ("DROP RULE \"r on pg_temp.x\" ON base", true),
+        // Without its companions running, no drop is taken for temporary
+        // only, whatever the session set.
+        (
+            "CREATE TEMP TABLE t5 (id int); CREATE TABLE kept2 (id int); \
+             ALTER EVENT TRIGGER sluice_ddl_drop DISABLE; \
+             ALTER EVENT TRIGGER sluice_ddl_start DISABLE",
+            true,
+        ),
+        ("SET sluice.ddl_dropped = 'temporary'; DROP TABLE t5", true),
+        (
+            "SET sluice.ddl_dropped = 'temporary'; DROP TABLE kept2",
+            true,
+        ),
+        (
+            "ALTER EVENT TRIGGER sluice_ddl_drop ENABLE; \
+             ALTER EVENT TRIGGER sluice_ddl_start ENABLE",
+            false,
+        ),
+        ("CREATE TEMP TABLE t6 (id int); DROP TABLE t6", false),
     ];
     for (i, (sql, notifies)) in cases.iter().enumerate() {
         sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
