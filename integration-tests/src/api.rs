@@ -81,6 +81,25 @@ impl Api {
         v
     }
 
+    /// The parameters of the audited statement whose text contains
+    /// `needle`, once its event is stored (waits up to 20 s).
+    pub async fn statement_parameters(&self, needle: &str) -> Value {
+        crate::eventually(
+            std::time::Duration::from_secs(20),
+            "the statement's audit event",
+            || async {
+                let v = self.get_ok("/api/v1/audit?kind=statement&limit=1000").await;
+                v["events"].as_array()?.iter().find_map(|e| {
+                    e["statement"]
+                        .as_str()?
+                        .contains(needle)
+                        .then(|| e["parameters"].clone())
+                })
+            },
+        )
+        .await
+    }
+
     /// POST that must succeed.
     pub async fn post_ok(&self, path: &str, body: Value) -> Value {
         let (s, v) = self.post(path, body).await;

@@ -1035,21 +1035,7 @@ async fn a_database_whose_oids_have_passed_2_31_is_read_as_any_other() {
     let got = s.until(b'Z').await;
     assert_eq!(errors(&got), "");
     assert_eq!(first_column(&got), ["1"]);
-    let api = dp.cp.api();
-    let parameters = eventually(
-        Duration::from_secs(20),
-        "the typed statement's event",
-        || async {
-            let v = api.get_ok("/api/v1/audit?kind=statement&limit=1000").await;
-            v["events"].as_array()?.iter().find_map(|e| {
-                e["statement"]
-                    .as_str()?
-                    .contains("/* typed */")
-                    .then(|| e["parameters"].clone())
-            })
-        },
-    )
-    .await;
+    let parameters = dp.cp.api().statement_parameters("/* typed */").await;
     assert_eq!(parameters, serde_json::json!(["{open}"]));
 }
 

@@ -12,10 +12,8 @@
 //! And the reading those rely on: the agent's text form of binary values
 //! (`sluice_pgwire::binary`) checked against PostgreSQL's own.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
-use sluice_integration_tests::{Postgres, datapath::DataPath, drivers, eventually};
+use sluice_integration_tests::{Postgres, datapath::DataPath, drivers};
 use sluice_pgwire::binary::{Form, text_of_with};
 use sqlx::{Connection as _, Row as _, ValueRef as _};
 
@@ -137,21 +135,7 @@ async fn asyncpg_reads_writes_and_recovers_from_a_denial_through_the_agent() {
     // interval, an address), are in the audit trail as PostgreSQL prints
     // them, not as hex.
     assert_eq!(seen["typed_params"], 1, "{seen}");
-    let api = dp.cp.api();
-    let parameters = eventually(
-        Duration::from_secs(20),
-        "the typed statement's event",
-        || async {
-            let v = api.get_ok("/api/v1/audit?kind=statement&limit=1000").await;
-            v["events"].as_array()?.iter().find_map(|e| {
-                let statement = e["statement"].as_str()?;
-                statement
-                    .contains("$5::contact")
-                    .then(|| e["parameters"].clone())
-            })
-        },
-    )
-    .await;
+    let parameters = dp.cp.api().statement_parameters("$5::contact").await;
     assert_eq!(
         parameters,
         json!([

@@ -188,6 +188,14 @@ fn outcome_name(d: &sluice_policy::Decision) -> &'static str {
     }
 }
 
+/// What the agent does with a text's `EXECUTE`, besides the rules.
+enum Execute {
+    /// Reads the statement the target holds under this name, and judges it.
+    Reads(String),
+    /// Refuses it unread (0A000).
+    Refused,
+}
+
 pub async fn explain(
     State(cp): State<AppState>,
     _: Admin,
@@ -217,9 +225,7 @@ pub async fn explain(
     // level.
     let mut statements = Vec::new();
     let mut facts = body.facts.clone();
-    // The text's EXECUTE: the prepared statement's name the agent reads
-    // (`Ok`), or one it refuses to run unread (`Err`).
-    let mut execute: Option<Result<String, ()>> = None;
+    let mut execute = None;
     if let Some(sql) = &body.statement {
         let classified = sluice_policy::classify(sql).map_err(|e| {
             AppError::bad_request(format!(
@@ -255,9 +261,12 @@ pub async fn explain(
             .or(approval)
             .or_else(|| classified.last().map(|c| c.facts.clone()));
         execute = if sluice_policy::runs_unread_execute(&classified) {
-            Some(Err(()))
+            Some(Execute::Refused)
         } else {
-            classified.first().and_then(|c| c.executes.clone()).map(Ok)
+            classified
+                .first()
+                .and_then(|c| c.executes.clone())
+                .map(Execute::Reads)
         };
     }
     let mut explanation = compiled.explain(&subject, &body.resource, facts.as_ref());
@@ -265,7 +274,7 @@ pub async fn explain(
     // What the agent makes of an EXECUTE, after the policy allowed it (a
     // denial stands; see `Judge::sql` and `Relay::execute_verdict`).
     match (&execute, &mut explanation.decision) {
-        (Some(Err(())), Some(d)) if d.outcome != sluice_policy::Outcome::Deny => {
+        (Some(Execute::Refused), Some(d)) if d.outcome != sluice_policy::Outcome::Deny => {
             *d = sluice_policy::Decision {
                 outcome: sluice_policy::Outcome::Deny,
                 policy: None,
@@ -280,7 +289,9 @@ pub async fn explain(
                 sluice_policy::SQL_EXECUTE_ALONE
             ));
         }
-        (Some(Ok(name)), Some(d)) if matches!(d.outcome, sluice_policy::Outcome::Approve(_)) => {
+        (Some(Execute::Reads(name)), Some(d))
+            if matches!(d.outcome, sluice_policy::Outcome::Approve(_)) =>
+        {
             d.outcome = sluice_policy::Outcome::Deny;
             d.reason = sluice_policy::execute_needs_approval(name, &d.reason);
             d.row_limit = None;
@@ -290,7 +301,7 @@ pub async fn explain(
                 d.reason
             ));
         }
-        (Some(Ok(name)), Some(d)) if d.outcome == sluice_policy::Outcome::Allow => {
+        (Some(Execute::Reads(name)), Some(d)) if d.outcome == sluice_policy::Outcome::Allow => {
             explanation.trace.push(format!(
                 "agent: before it runs, the EXECUTE is judged again as the statement the target holds as \"{name}\" (read from pg_prepared_statements), with the rules above: explain that statement's text to see its decision"
             ));

@@ -38,6 +38,20 @@ fn kinds_of(sql: &str) -> KindSet {
 }
 
 /// Statement forms and the exact kinds they carry.
+/// The kinds of a statement whose setting may be any parameter (computed,
+/// or read from a relation), after its own kind.
+macro_rules! sets_anything {
+    ($first:literal) => {
+        &[
+            $first,
+            "set",
+            "set_role",
+            "set_session_authorization",
+            "other",
+        ]
+    };
+}
+
 const KINDS: &[(&str, &[&str])] = &[
     // Queries and DML.
     ("SELECT 1", &["select"]),
@@ -181,23 +195,11 @@ const KINDS: &[(&str, &[&str])] = &[
     // Writing pg_settings sets parameters, which ones is data.
     (
         "UPDATE pg_settings SET setting = 'SJIS' WHERE name = 'client_encoding'",
-        &[
-            "update",
-            "set",
-            "set_role",
-            "set_session_authorization",
-            "other",
-        ],
+        sets_anything!("update"),
     ),
     (
         "UPDATE pg_catalog.pg_settings SET setting = 'x' WHERE name = 'role'",
-        &[
-            "update",
-            "set",
-            "set_role",
-            "set_session_authorization",
-            "other",
-        ],
+        sets_anything!("update"),
     ),
     // pg_dump sets a parameter only newer servers have through the rows
     // of pg_settings that name it: that parameter is the one set.
@@ -218,130 +220,58 @@ const KINDS: &[(&str, &[&str])] = &[
     // Any other shape may set any parameter.
     (
         "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name <> 'work_mem'",
-        &[
-            "select",
-            "set",
-            "set_role",
-            "set_session_authorization",
-            "other",
-        ],
+        sets_anything!("select"),
     ),
     (
         "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'work_mem' OR true",
-        &[
-            "select",
-            "set",
-            "set_role",
-            "set_session_authorization",
-            "other",
-        ],
+        sets_anything!("select"),
     ),
     (
         "SELECT set_config(name, 'x', false) FROM roles WHERE name = 'work_mem'",
-        &[
-            "select",
-            "set",
-            "set_role",
-            "set_session_authorization",
-            "other",
-        ],
+        sets_anything!("select"),
     ),
     (
         "SELECT set_config(name, 'x', false) FROM pg_settings, roles WHERE name = 'work_mem'",
-        &[
-            "select",
-            "set",
-            "set_role",
-            "set_session_authorization",
-            "other",
-        ],
+        sets_anything!("select"),
     ),
     (
         "SELECT set_config(s.name, 'x', false) FROM pg_settings WHERE name = 'work_mem'",
-        &[
-            "select",
-            "set",
-            "set_role",
-            "set_session_authorization",
-            "other",
-        ],
+        sets_anything!("select"),
     ),
     (
         "SELECT (SELECT set_config(name, 'x', false) FROM roles) FROM pg_settings \
          WHERE name = 'work_mem'",
-        &[
-            "select",
-            "set",
-            "set_role",
-            "set_session_authorization",
-            "other",
-        ],
+        sets_anything!("select"),
     ),
     (
         "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'work_mem' \
          UNION ALL SELECT set_config(name, 'x', false) FROM roles",
-        &[
-            "select",
-            "set",
-            "set_role",
-            "set_session_authorization",
-            "other",
-        ],
+        sets_anything!("select"),
     ),
     // A relation of that name in any schema, created or renamed, may be
     // found before the catalog's (a temporary one is), with a `name` whose
     // `=` is not identity: as if it set anything.
     (
         "CREATE TEMP TABLE pg_temp.pg_settings (name char(4))",
-        &[
-            "create",
-            "set",
-            "set_role",
-            "set_session_authorization",
-            "other",
-        ],
+        sets_anything!("create"),
     ),
     (
         "CREATE VIEW app.pg_settings AS SELECT 'role'::char(4) AS name",
-        &[
-            "create",
-            "set",
-            "set_role",
-            "set_session_authorization",
-            "other",
-        ],
+        sets_anything!("create"),
     ),
     (
         "ALTER TABLE t RENAME TO pg_settings",
-        &[
-            "alter",
-            "set",
-            "set_role",
-            "set_session_authorization",
-            "other",
-        ],
+        sets_anything!("alter"),
     ),
     (
         "INSERT INTO pg_temp.pg_settings VALUES ('role')",
-        &[
-            "insert",
-            "set",
-            "set_role",
-            "set_session_authorization",
-            "other",
-        ],
+        sets_anything!("insert"),
     ),
     // Only the target's own call is read so.
     (
         "SELECT set_config(name, set_config(name, 'x', false), false) FROM pg_settings \
          WHERE name = 'work_mem'",
-        &[
-            "select",
-            "set",
-            "set_role",
-            "set_session_authorization",
-            "other",
-        ],
+        sets_anything!("select"),
     ),
     ("SELECT 1 UNION SELECT 2 EXCEPT SELECT 3", &["select"]),
     ("SELECT * INTO new_t FROM t", &["select", "create"]),
@@ -719,33 +649,15 @@ const KINDS: &[(&str, &[&str])] = &[
     ),
     (
         "SELECT set_config(current_user, 'x', false)",
-        &[
-            "select",
-            "set",
-            "set_role",
-            "set_session_authorization",
-            "other",
-        ],
+        sets_anything!("select"),
     ),
     (
         "SELECT set_config('ro' || 'le', 'x', false)",
-        &[
-            "select",
-            "set",
-            "set_role",
-            "set_session_authorization",
-            "other",
-        ],
+        sets_anything!("select"),
     ),
     (
         "SELECT set_config(setting_name => 'role', new_value => 'x', is_local => false)",
-        &[
-            "select",
-            "set",
-            "set_role",
-            "set_session_authorization",
-            "other",
-        ],
+        sets_anything!("select"),
     ),
     (
         "SELECT * FROM t WHERE set_config('role', 'x', false) IS NOT NULL",
