@@ -100,6 +100,24 @@ impl DataPath {
         .await;
     }
 
+    /// The agent's watch for the target's DDL notices, as its `/status`
+    /// shows it.
+    pub async fn ddl_watch(&self) -> serde_json::Value {
+        let status = self.agent.status().await.expect("the agent's /status");
+        status["ddl_notices"]["app"].clone()
+    }
+
+    /// Waits until the agent's `/status` says `field` of the DDL watch is
+    /// `want`.
+    pub async fn ddl_watch_shows(&self, field: &str, want: serde_json::Value) {
+        crate::eventually(
+            std::time::Duration::from_secs(20),
+            &format!("/status ddl_notices.app.{field} = {want}"),
+            || async { (self.ddl_watch().await[field] == want).then_some(()) },
+        )
+        .await;
+    }
+
     /// Runs SQL directly on the target as the superuser (the ground truth).
     pub fn target(&self, sql: &str) -> String {
         self.pg.psql("app", sql).trim().to_owned()

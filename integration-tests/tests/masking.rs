@@ -711,47 +711,31 @@ async fn a_catalog_ddl_made_out_of_date_that_cannot_be_read_again_ends_the_sessi
     assert_eq!(label, "[REDACTED]");
 }
 
-/// The agent's `/status` entry for resource `app`'s DDL watch.
-async fn watch_status(dp: &DataPath) -> serde_json::Value {
-    let status = dp.agent.status().await.expect("the agent's /status");
-    status["ddl_notices"]["app"].clone()
-}
-
-/// Waits until the agent's `/status` says `field` of the watch is `want`.
-async fn watch_shows(dp: &DataPath, field: &str, want: serde_json::Value) {
-    eventually(
-        Duration::from_secs(20),
-        &format!("/status ddl_notices.app.{field} = {want}"),
-        || async { (watch_status(dp).await[field] == want).then_some(()) },
-    )
-    .await;
-}
-
 #[tokio::test]
 async fn a_trigger_dropped_and_installed_again_is_noticed_and_shown_on_status() {
     let recheck = vec!["--ddl-notices-recheck".into(), "1s".into()];
     let (dp, mut reader) = watched_accounts_with(recheck).await;
-    let watch = watch_status(&dp).await;
+    let watch = dp.ddl_watch().await;
     assert_eq!(watch["listening"], true, "{watch}");
     assert_eq!(watch["event_trigger"], true, "{watch}");
     // A DBA drops the trigger: the agent says so, and shows it.
     dp.target("DROP EVENT TRIGGER sluice_ddl");
     dp.agent_logged("the Sluice DDL event trigger is gone or disabled on the target")
         .await;
-    watch_shows(&dp, "event_trigger", false.into()).await;
+    dp.ddl_watch_shows("event_trigger", false.into()).await;
     // Unheard without it: a redefinition over the masked column. The
     // trigger installed again, the agent reads the catalog again.
     dp.target(&format!("SET ROLE app; {REDEFINE}"));
     dp.target(include_str!("../../docs/ddl-notices.sql"));
     dp.agent_logged("the Sluice DDL event trigger is installed on the target now")
         .await;
-    watch_shows(&dp, "event_trigger", true.into()).await;
+    dp.ddl_watch_shows("event_trigger", true.into()).await;
     let label = view_label(&mut reader).await;
     assert_eq!(
         label, "[REDACTED]",
         "the view redefined while the trigger was gone came back unmasked"
     );
-    let watch = watch_status(&dp).await;
+    let watch = dp.ddl_watch().await;
     assert_eq!(watch["listening"], true, "{watch}");
     assert_eq!(watch["stopped"], "", "{watch}");
 }
@@ -788,7 +772,7 @@ async fn the_watch_follows_its_resource_when_the_policy_changes_it() {
         },
     )
     .await;
-    watch_shows(&dp, "listening", true.into()).await;
+    dp.ddl_watch_shows("listening", true.into()).await;
     // No new session started it: DDL on the target is still heard.
     dp.target(&format!("SET ROLE app; {REDEFINE}"));
     dp.agent_logged("the target's catalog changed (DDL notice")

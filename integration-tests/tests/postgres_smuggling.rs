@@ -1081,6 +1081,78 @@ async fn a_catalog_read_the_agent_gives_up_on_stops_on_the_target_too() {
         .unwrap();
 }
 
+/// A busy resource's sessions do not wait for the read that replaces an
+/// aging catalog read: it starts in the background a quarter of
+/// `--catalog-max-age` ahead (2 s of 8 here), and they go on meanwhile
+/// with the read they have. (That no read is used past its maximum age is
+/// the cache's unit test.)
+#[tokio::test]
+async fn sessions_do_not_wait_for_the_read_that_replaces_an_aging_catalog_read() {
+    let dp = DataPath::start_with(RULES, vec!["--catalog-max-age".into(), "8s".into()]).await;
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    // Listening for DDL notices (the target has no trigger for them), the
+    // agent asked for a new read; the next statement waits for it, and
+    // the read is at most as old as the statement's answer.
+    dp.ddl_watch_shows("listening", true.into()).await;
+    served(&mut s).await;
+    let read = std::time::Instant::now();
+    let mut holder = sqlx::PgConnection::connect(&dp.pg.url("app"))
+        .await
+        .unwrap();
+    // While this is held, a read of the catalog waits for it.
+    let lock = "BEGIN; LOCK TABLE pg_catalog.pg_range IN ACCESS EXCLUSIVE MODE";
+    sqlx::raw_sql(lock).execute(&mut holder).await.unwrap();
+    let reads_waiting = || {
+        dp.target(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+        )
+    };
+    async fn served(s: &mut RawSession) {
+        let answer = async {
+            s.send(&query("SELECT count(*) FROM items")).await;
+            s.until(b'Z').await
+        };
+        let got = tokio::time::timeout(Duration::from_secs(5), answer)
+            .await
+            .expect("the statement waited for the agent's catalog read");
+        assert_eq!(first_column(&got), ["500"], "{}", errors(&got));
+    }
+
+    // Due to be read again (from 6 s on): the read starts, and waits on
+    // the target, while the statement that started it is served.
+    tokio::time::sleep(Duration::from_millis(7000).saturating_sub(read.elapsed())).await;
+    served(&mut s).await;
+    eventually(
+        Duration::from_secs(5),
+        "the agent's read waiting",
+        || async { (reads_waiting() != "0").then_some(()) },
+    )
+    .await;
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    // Its connection closes when it is done: the session's is left.
+    eventually(Duration::from_secs(5), "the agent's read done", || async {
+        let connections =
+            dp.target("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sluice'");
+        (connections == "1").then_some(())
+    })
+    .await;
+
+    // Past the first read's maximum age, the new read is in: nothing to
+    // wait for, even where a read now would.
+    sqlx::raw_sql(lock).execute(&mut holder).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(8500).saturating_sub(read.elapsed())).await;
+    served(&mut s).await;
+    assert_eq!(reads_waiting(), "0");
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_session_is_refused_when_the_agent_cannot_read_the_target_s_functions() {
     let dp = DataPath::start_with(RULES, Vec::new()).await;

@@ -89,9 +89,11 @@ pub struct AgentArgs {
     pub allow_plaintext: bool,
     /// How long a read of a target's catalog (its own functions and
     /// operators, for judging statements; its columns, for masking) is
-    /// used before it is read again. A DDL statement through this agent
-    /// makes it read again at once; a function created on the target by
-    /// other means is seen within this time.
+    /// used. A session's statement in its last quarter (at most 15 s) has
+    /// it read again in the background, so busy sessions do not wait for
+    /// the read. A DDL statement through this agent makes it read again at
+    /// once; a function created on the target by other means is seen
+    /// within this time.
     #[arg(long, env = "SLUICE_AGENT_CATALOG_MAX_AGE", default_value = "60s", value_parser = humantime::parse_duration)]
     pub catalog_max_age: Duration,
     /// How often the agent checks, on each target it listens to for DDL

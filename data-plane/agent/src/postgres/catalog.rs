@@ -36,6 +36,14 @@ const MAX_STALE: Duration = Duration::from_secs(600);
 /// for the full timeout in turn.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// How long before a read reaches `--catalog-max-age` the next one starts,
+/// in the background, when a session asks for it: at most this, and a
+/// quarter of the maximum age. Sessions of a busy resource then never wait
+/// for a read only because the last one aged (about 1.3 s on a database of
+/// 15,000 relations, every minute), and none is used past the maximum
+/// age. A read taking longer, or one for an idle resource, is waited for.
+const READ_AHEAD: Duration = Duration::from_secs(15);
+
 /// What the agent reads from a target's catalog, on a metadata connection
 /// of its own.
 pub trait FromCatalog: Sized + Send + Sync + 'static {
@@ -207,19 +215,47 @@ impl FromCatalog for Catalog {
     }
 }
 
-/// Catalog reads per resource, shared by the agent's sessions: read once
-/// per `max_age` (one session reads, those arriving meanwhile wait for its
-/// read), and again after a DDL statement on the resource.
+/// Catalog reads per resource, shared by the agent's sessions: used for
+/// `max_age` and read again shortly before, in the background (see
+/// [`READ_AHEAD`]), and read again after a DDL statement on the resource.
+/// Where a session has to wait for a read, one session reads and those
+/// arriving meanwhile wait for its read.
 pub struct CatalogCache<T> {
     max_age: Duration,
+    /// How long before `max_age` a read is read again in the background.
+    ahead: Duration,
+    reads: Arc<Reads<T>>,
+}
+
+/// The reads of a [`CatalogCache`], shared with its background reads.
+struct Reads<T> {
     entries: Mutex<HashMap<String, Slot<T>>>,
     /// Bumped by every invalidation, so sessions holding a read learn
     /// cheaply that they should ask again.
     generation: AtomicU64,
 }
 
+/// A read of a target's catalog, and when it was made.
+pub struct Read<T> {
+    pub value: Arc<T>,
+    pub at: Instant,
+    /// The [`CatalogCache::generation`] it is current as of: a holder asks
+    /// again once the generation has moved on.
+    pub generation: u64,
+}
+
+impl<T> Read<T> {
+    fn as_of(&self, generation: u64) -> Self {
+        Self {
+            value: self.value.clone(),
+            at: self.at,
+            generation,
+        }
+    }
+}
+
 struct Slot<T> {
-    read: Option<(Instant, Arc<T>)>,
+    read: Option<Read<T>>,
     /// Set by an invalidation: the read is not reused.
     expired: bool,
     /// Set by an invalidation for DDL: the read does not stand in when a
@@ -227,7 +263,11 @@ struct Slot<T> {
     changed: bool,
     /// The last failure, and when (see [`RETRY_AFTER`]).
     failed: Option<(Instant, UpstreamError)>,
-    /// Held by the session reading it.
+    /// Counts this resource's invalidations: a read that began before one
+    /// is out of date when it ends. (The cache's generation counts every
+    /// resource's; a read of one target outlives DDL on another.)
+    epoch: u64,
+    /// Held by the session, or the background task, reading it.
     reading: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -238,6 +278,7 @@ impl<T> Default for Slot<T> {
             expired: false,
             changed: false,
             failed: None,
+            epoch: 0,
             reading: Arc::default(),
         }
     }
@@ -245,79 +286,119 @@ impl<T> Default for Slot<T> {
 
 impl<T> CatalogCache<T> {
     pub fn new(max_age: Duration) -> Self {
+        Self::reading_ahead(max_age, (max_age / 4).min(READ_AHEAD))
+    }
+
+    fn reading_ahead(max_age: Duration, ahead: Duration) -> Self {
         Self {
             max_age,
-            entries: Mutex::default(),
-            generation: AtomicU64::new(0),
+            ahead,
+            reads: Arc::new(Reads {
+                entries: Mutex::default(),
+                generation: AtomicU64::new(0),
+            }),
         }
     }
 
-    /// How long a read is used.
-    pub fn max_age(&self) -> Duration {
-        self.max_age
+    /// How old a read may get before its holder asks for the resource's
+    /// catalog again: then it is read again in the background, or it is
+    /// past its maximum age and waited for.
+    pub fn ask_again_after(&self) -> Duration {
+        self.max_age.saturating_sub(self.ahead)
     }
 }
 
 /// What [`CatalogCache::cached`] finds.
 enum Cached<T> {
-    Fresh(Arc<T>),
+    /// A read to use: one younger than `max_age`, or the last good one
+    /// standing in for a failed read; and the lock to read the catalog
+    /// again in the background, when that is due and no read is under way.
+    Use(Read<T>, Option<tokio::sync::OwnedMutexGuard<()>>),
     Failed(UpstreamError),
     Read(Arc<tokio::sync::Mutex<()>>),
 }
 
 impl<T: FromCatalog> CatalogCache<T> {
-    /// The resource's catalog: the last read when fresh, else a new one.
-    /// When the new read fails, a read younger than [`MAX_STALE`] stands
-    /// in for it.
+    /// The resource's catalog: the last read when fresh (read again in the
+    /// background when it nears `max_age`), else a new one. When reading
+    /// fails, the last good read younger than [`MAX_STALE`] stands in for
+    /// it, unless DDL made it out of date, while the next read is tried in
+    /// the background every [`RETRY_AFTER`].
     pub async fn get(
         &self,
         resource: &pb::Resource,
         credential: &pb::Credential,
         timeout: Duration,
         max_message: u32,
-    ) -> Result<Arc<T>, UpstreamError> {
+    ) -> Result<Read<T>, UpstreamError> {
         let reading = match self.cached(&resource.name) {
-            Cached::Fresh(read) => return Ok(read),
-            Cached::Failed(e) => return self.stand_in(&resource.name, e),
+            Cached::Use(read, reading) => {
+                if let Some(reading) = reading {
+                    self.read_in_background(reading, resource, credential, timeout, max_message);
+                }
+                return Ok(read);
+            }
+            Cached::Failed(e) => return Err(e),
             Cached::Read(reading) => reading,
         };
         let _reading = reading.lock().await;
         // Another session may have read it while this one waited.
         match self.cached(&resource.name) {
-            Cached::Fresh(read) => return Ok(read),
-            Cached::Failed(e) => return self.stand_in(&resource.name, e),
+            Cached::Use(read, _) => return Ok(read),
+            Cached::Failed(e) => return Err(e),
             Cached::Read(_) => {}
         }
-        let generation = self.generation();
-        match T::load(resource, credential, timeout, max_message).await {
-            Ok(read) => {
-                let read = Arc::new(read);
-                let mut entries = self.lock();
-                let slot = entries.entry(resource.name.clone()).or_default();
-                slot.read = Some((Instant::now(), read.clone()));
-                // Invalidated while it was read: it may predate the DDL
-                // (or its commit), so the next caller reads again.
-                slot.expired = self.generation() != generation;
-                slot.changed &= slot.expired;
-                slot.failed = None;
-                Ok(read)
+        let (epoch, generation) = self.reads.epoch(&resource.name);
+        let read = load_within(resource, credential, timeout, max_message).await;
+        self.reads.store(&resource.name, epoch, generation, read)
+    }
+
+    /// Reads the resource's catalog again while sessions go on with the
+    /// last read, holding `reading` so that sessions that must wait for a
+    /// read (after DDL, or past `max_age`) wait for this one, and then
+    /// tell whether it predates the DDL.
+    fn read_in_background(
+        &self,
+        reading: tokio::sync::OwnedMutexGuard<()>,
+        resource: &pb::Resource,
+        credential: &pb::Credential,
+        timeout: Duration,
+        max_message: u32,
+    ) {
+        let reads = self.reads.clone();
+        let (resource, credential) = (resource.clone(), credential.clone());
+        let (epoch, generation) = reads.epoch(&resource.name);
+        tokio::spawn(async move {
+            let _reading = reading;
+            let read = load_within(&resource, &credential, timeout, max_message).await;
+            if let Err(e) = reads.store(&resource.name, epoch, generation, read) {
+                tracing::warn!(resource = %resource.name, error = %e, "cannot read the target's catalog again");
             }
-            Err(e) => {
-                self.lock().entry(resource.name.clone()).or_default().failed =
-                    Some((Instant::now(), e.clone()));
-                self.stand_in(&resource.name, e)
-            }
-        }
+        });
     }
 
     fn cached(&self, resource: &str) -> Cached<T> {
-        let mut entries = self.lock();
+        let mut entries = self.reads.lock();
+        // Bumped under this lock: current as of now for a read not expired.
+        let generation = self.generation();
         let slot = entries.entry(resource.to_owned()).or_default();
-        if let Some((at, read)) = &slot.read
-            && !slot.expired
-            && at.elapsed() < self.max_age
-        {
-            return Cached::Fresh(read.clone());
+        let retry_due = slot
+            .failed
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= RETRY_AFTER);
+        let in_background = |slot: &Slot<T>, due: bool| {
+            due.then(|| slot.reading.clone().try_lock_owned().ok())
+                .flatten()
+        };
+        if let Some(read) = &slot.read {
+            let age = read.at.elapsed();
+            if !slot.expired && age < self.max_age {
+                let due = age >= self.max_age.saturating_sub(self.ahead) && retry_due;
+                return Cached::Use(read.as_of(generation), in_background(slot, due));
+            }
+            if slot.failed.is_some() && !slot.changed && age < MAX_STALE {
+                return Cached::Use(read.as_of(generation), in_background(slot, retry_due));
+            }
         }
         if let Some((at, e)) = &slot.failed
             && at.elapsed() < RETRY_AFTER
@@ -327,27 +408,11 @@ impl<T: FromCatalog> CatalogCache<T> {
         Cached::Read(slot.reading.clone())
     }
 
-    /// The last read while it is younger than [`MAX_STALE`] and no DDL
-    /// made it out of date, else `e`.
-    fn stand_in(&self, resource: &str, e: UpstreamError) -> Result<Arc<T>, UpstreamError> {
-        let entries = self.lock();
-        let Some(slot) = entries.get(resource) else {
-            return Err(e);
-        };
-        match &slot.read {
-            Some((at, read)) if !slot.changed && at.elapsed() < MAX_STALE => {
-                tracing::warn!(resource, error = %e, "cannot read the target's catalog again; using the read from {}s ago", at.elapsed().as_secs());
-                Ok(read.clone())
-            }
-            _ => Err(e),
-        }
-    }
-
     /// Marks a resource's catalog as out of date (a DDL statement ran
     /// there): the next [`CatalogCache::get`] reads it again, and the
     /// last read does not stand in if that fails.
     pub fn invalidate(&self, resource: &str) {
-        self.mark(resource, true);
+        self.reads.mark(resource, true);
     }
 
     /// Asks for a new read of a resource's catalog where DDL may have run
@@ -355,21 +420,89 @@ impl<T: FromCatalog> CatalogCache<T> {
     /// [`CatalogCache::invalidate`], but the last read still stands in if
     /// the new one fails.
     pub fn refresh(&self, resource: &str) {
-        self.mark(resource, false);
-    }
-
-    fn mark(&self, resource: &str, changed: bool) {
-        if let Some(slot) = self.lock().get_mut(resource) {
-            slot.expired = true;
-            slot.changed |= changed;
-            slot.failed = None;
-        }
-        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.reads.mark(resource, false);
     }
 
     /// Changes whenever a catalog is invalidated.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Relaxed)
+        self.reads.generation.load(Ordering::Relaxed)
+    }
+}
+
+/// Reads `T`, giving up where the connection, the queries (each within
+/// `timeout`) or closing the connection would hold a resource's reading
+/// for longer: sessions wait for it.
+async fn load_within<T: FromCatalog>(
+    resource: &pb::Resource,
+    credential: &pb::Credential,
+    timeout: Duration,
+    max_message: u32,
+) -> Result<T, UpstreamError> {
+    let bound = timeout
+        .saturating_mul(2)
+        .saturating_add(Duration::from_secs(1));
+    tokio::time::timeout(bound, T::load(resource, credential, timeout, max_message))
+        .await
+        .unwrap_or(Err(UpstreamError::Timeout))
+}
+
+impl<T> Reads<T> {
+    /// The resource's epoch and the cache's generation, before a read.
+    fn epoch(&self, resource: &str) -> (u64, u64) {
+        let mut entries = self.lock();
+        let epoch = entries.entry(resource.to_owned()).or_default().epoch;
+        (epoch, self.generation.load(Ordering::Relaxed))
+    }
+
+    /// Keeps a read begun at `epoch` (and the cache's `generation`), or its
+    /// failure; for a failure, the last good read when it may stand in.
+    fn store(
+        &self,
+        resource: &str,
+        epoch: u64,
+        generation: u64,
+        read: Result<T, UpstreamError>,
+    ) -> Result<Read<T>, UpstreamError> {
+        let mut entries = self.lock();
+        let slot = entries.entry(resource.to_owned()).or_default();
+        match read {
+            Ok(read) => {
+                let read = Read {
+                    value: Arc::new(read),
+                    at: Instant::now(),
+                    generation,
+                };
+                slot.read = Some(read.as_of(generation));
+                // Invalidated while it was read: it may predate the DDL
+                // (or its commit), so the next caller reads again.
+                slot.expired = slot.epoch != epoch;
+                slot.changed &= slot.expired;
+                slot.failed = None;
+                Ok(read)
+            }
+            Err(e) => {
+                slot.failed = Some((Instant::now(), e.clone()));
+                match &slot.read {
+                    Some(read) if !slot.changed && read.at.elapsed() < MAX_STALE => {
+                        tracing::warn!(resource, error = %e, "cannot read the target's catalog again; using the read from {}s ago", read.at.elapsed().as_secs());
+                        Ok(read.as_of(self.generation.load(Ordering::Relaxed)))
+                    }
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    fn mark(&self, resource: &str, changed: bool) {
+        let mut entries = self.lock();
+        if let Some(slot) = entries.get_mut(resource) {
+            slot.expired = true;
+            slot.changed |= changed;
+            slot.failed = None;
+            slot.epoch += 1;
+        }
+        // Under the lock, so that what is read under it is current.
+        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot<T>>> {
@@ -469,7 +602,7 @@ mod tests {
                 1 << 20,
             )
             .await
-            .map(|read| read.0)
+            .map(|read| read.value.0)
     }
 
     /// One test, as the reads are counted in statics.
@@ -542,5 +675,181 @@ mod tests {
             get(&cache, "never-read").await,
             Err(UpstreamError::Timeout)
         ));
+    }
+
+    /// Reads of the catalog by resource, counted apart from [`Counted`]'s
+    /// (tests run in parallel under `cargo test`), each waiting for its
+    /// resource's gate when one is set.
+    static AGING_LOADS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    static AGING_GATES: Mutex<Vec<(String, tokio::sync::oneshot::Receiver<()>)>> =
+        Mutex::new(Vec::new());
+    /// Resources whose reads fail.
+    static AGING_FAILING: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// A read whose value is its number among its resource's reads.
+    #[derive(Debug)]
+    struct Aging(usize);
+
+    impl FromCatalog for Aging {
+        const QUERIES: &'static [&'static str] = &[];
+
+        fn from_rows(_: &[Vec<Vec<Option<String>>>]) -> Self {
+            Self(0)
+        }
+
+        async fn load(
+            resource: &pb::Resource,
+            _: &pb::Credential,
+            _: Duration,
+            _: u32,
+        ) -> Result<Self, UpstreamError> {
+            let n = {
+                let mut loads = AGING_LOADS.lock().unwrap();
+                loads.push(resource.name.clone());
+                loads.iter().filter(|name| **name == resource.name).count()
+            };
+            let gate = {
+                let mut gates = AGING_GATES.lock().unwrap();
+                let at = gates.iter().position(|(name, _)| *name == resource.name);
+                at.map(|at| gates.remove(at).1)
+            };
+            if let Some(gate) = gate {
+                let _ = gate.await;
+            }
+            if AGING_FAILING.lock().unwrap().contains(&resource.name) {
+                return Err(UpstreamError::Timeout);
+            }
+            Ok(Self(n))
+        }
+    }
+
+    fn aging_loads(name: &str) -> usize {
+        AGING_LOADS
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| *n == name)
+            .count()
+    }
+
+    /// Sets a gate the resource's next read waits at.
+    fn gate(name: &str) -> tokio::sync::oneshot::Sender<()> {
+        let (open, gate) = tokio::sync::oneshot::channel();
+        AGING_GATES.lock().unwrap().push((name.into(), gate));
+        open
+    }
+
+    async fn get_aging(cache: &CatalogCache<Aging>, name: &str) -> usize {
+        let read = cache
+            .get(
+                &resource(name),
+                &pb::Credential::default(),
+                Duration::from_secs(1),
+                1 << 20,
+            )
+            .await
+            .unwrap();
+        read.value.0
+    }
+
+    async fn until(what: impl Fn() -> bool) {
+        while !what() {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Calls `get_aging` until it returns something other than `old`.
+    async fn next_read(cache: &CatalogCache<Aging>, name: &str, old: usize) -> usize {
+        loop {
+            let read = get_aging(cache, name).await;
+            if read != old {
+                return read;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Lets other tasks run a while, for what must not happen meanwhile.
+    async fn a_while() {
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_nearing_its_age_is_used_while_the_next_is_read_but_not_past_its_age_or_ddl() {
+        let within = tokio::time::timeout(Duration::from_secs(20), async {
+            // Every read is due to be read again at once, and used for an
+            // hour.
+            let hour = Duration::from_secs(3600);
+            let cache = Arc::new(CatalogCache::<Aging>::reading_ahead(hour, hour));
+            assert_eq!(get_aging(&cache, "aging").await, 1, "no read yet: read");
+
+            // Due: sessions go on with it while one read runs in the
+            // background, rather than waiting for it.
+            let open = gate("aging");
+            assert_eq!(get_aging(&cache, "aging").await, 1);
+            until(|| aging_loads("aging") == 2).await;
+            assert_eq!(get_aging(&cache, "aging").await, 1);
+            assert_eq!(aging_loads("aging"), 2, "one background read at a time");
+            // Another resource's DDL meanwhile does not make it out of date.
+            cache.invalidate("elsewhere");
+            open.send(()).unwrap();
+            assert_eq!(
+                next_read(&cache, "aging", 1).await,
+                2,
+                "the background read is used once it is in"
+            );
+
+            // DDL while a background read runs: that read may predate it,
+            // so sessions wait for it to end and then read again.
+            assert_eq!(get_aging(&cache, "ddl").await, 1);
+            let open = gate("ddl");
+            assert_eq!(get_aging(&cache, "ddl").await, 1);
+            until(|| aging_loads("ddl") == 2).await;
+            cache.invalidate("ddl");
+            let waiting = {
+                let cache = cache.clone();
+                tokio::spawn(async move { get_aging(&cache, "ddl").await })
+            };
+            a_while().await;
+            assert!(!waiting.is_finished(), "DDL: no read stands in meanwhile");
+            assert_eq!(aging_loads("ddl"), 2);
+            open.send(()).unwrap();
+            assert_eq!(waiting.await.unwrap(), 3);
+
+            // A background read that fails: the read, still young, is used,
+            // and the next attempt waits for RETRY_AFTER.
+            assert_eq!(get_aging(&cache, "failing").await, 1);
+            AGING_FAILING.lock().unwrap().push("failing".into());
+            assert_eq!(get_aging(&cache, "failing").await, 1);
+            until(|| aging_loads("failing") == 2).await;
+            a_while().await;
+            assert_eq!(get_aging(&cache, "failing").await, 1);
+            a_while().await;
+            assert_eq!(aging_loads("failing"), 2, "no retry before RETRY_AFTER");
+
+            // Past its age a read is not used, even while the next is read
+            // in the background: sessions wait for that read.
+            let short = Duration::from_millis(200);
+            let cache = Arc::new(CatalogCache::<Aging>::reading_ahead(short, short));
+            assert_eq!(get_aging(&cache, "aged").await, 1);
+            let open = gate("aged");
+            assert_eq!(get_aging(&cache, "aged").await, 1);
+            until(|| aging_loads("aged") == 2).await;
+            tokio::time::sleep(short).await;
+            let waiting = {
+                let cache = cache.clone();
+                tokio::spawn(async move { get_aging(&cache, "aged").await })
+            };
+            a_while().await;
+            assert!(!waiting.is_finished(), "a read past its age was used");
+            open.send(()).unwrap();
+            assert_eq!(waiting.await.unwrap(), 2);
+            assert_eq!(aging_loads("aged"), 2);
+        });
+        within
+            .await
+            .expect("a read was waited for where none should be");
     }
 }

@@ -271,14 +271,14 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr, starting: c
             }
         };
         let routines = match agent.pg_routines.get(&granted.resource, &granted.credential, UPSTREAM_TIMEOUT, agent.args.max_message_bytes).await {
-            Ok(r) => r,
+            Ok(read) => read,
             Err(e) => {
                 tracing::warn!(resource = %granted.resource.name, error = %e, "cannot read the target's functions; refusing the session");
                 return refuse(&agent, stream, event, Refusal::new("58000", "catalog_unavailable", format!("sluice cannot read the functions defined in \"{}\", which it needs to judge statements: {e}", granted.resource.name))).await;
             }
         };
         if let Some(masker) = &mut masker {
-            masker.set_routines(routines.clone());
+            masker.set_routines(routines.value.clone());
         }
         event.decision = "allow".into();
         // Registered before the start is recorded, so a kill or revocation
@@ -393,7 +393,8 @@ async fn session_masker(
                     UPSTREAM_TIMEOUT,
                     agent.args.max_message_bytes,
                 )
-                .await?,
+                .await?
+                .value,
         )
     } else {
         None

@@ -144,7 +144,7 @@ pub struct Context {
     /// Mask rules for this session, if any apply.
     pub masker: Option<super::mask::Masker>,
     /// The target's own functions and operators, as read at the start.
-    pub routines: Arc<super::routines::Routines>,
+    pub routines: super::catalog::Read<super::routines::Routines>,
     /// The resource (to re-read its catalog after DDL).
     pub target: pb::Resource,
     /// This session's share of its subject's and the agent's allowances
@@ -414,11 +414,10 @@ struct Relay {
     /// A DDL statement was sent in the current transaction (what it
     /// defines is seen by other connections once it commits).
     ddl_in_transaction: bool,
-    /// When the session's read of the target's functions was taken, and
-    /// the cache's generation then.
+    /// When the session's read of the target's functions was made, and
+    /// the cache generation it is current as of ([`super::catalog::Read`]).
     routines_read: (Instant, u64),
-    /// When the masker's read of the target's catalog was taken, and the
-    /// cache's generation then.
+    /// The same for the masker's read of the target's catalog.
     masks_read: (Instant, u64),
     /// A result row could not be masked (it was withheld): why.
     unmaskable: Option<String>,
@@ -484,9 +483,9 @@ pub async fn run(
     let mut judge = Judge::new(
         ctx.subject.clone(),
         ctx.resource.clone(),
-        ctx.routines.clone(),
+        ctx.routines.value.clone(),
     );
-    let routines_read = (Instant::now(), ctx.agent.pg_routines.generation());
+    let routines_read = (ctx.routines.at, ctx.routines.generation);
     if let Some((_, v)) = upstream
         .parameters
         .iter()
@@ -1786,9 +1785,11 @@ impl Relay {
     }
 
     /// Before judging: a fresh read of the target's functions, and of the
-    /// catalog masking resolves columns with, when the session's is older
-    /// than `--catalog-max-age`, another session's DDL (or the target's
-    /// notice of DDL) made it out of date, or this session sent DDL. A view
+    /// catalog masking resolves columns with, when the session's nears
+    /// `--catalog-max-age` (the agent then reads it again in the background
+    /// and the session goes on with it until the new read is in), another
+    /// session's DDL (or the target's notice of DDL) made it out of date,
+    /// or this session sent DDL. A view
     /// redefined over a masked column must not be read with the old
     /// definition's columns.
     async fn refresh_catalog(&mut self) -> Result<(), SessionError> {
@@ -1798,7 +1799,7 @@ impl Relay {
             routines.invalidate(&self.ctx.target.name);
         }
         if stale
-            || self.routines_read.0.elapsed() >= routines.max_age()
+            || self.routines_read.0.elapsed() >= routines.ask_again_after()
             || routines.generation() != self.routines_read.1
         {
             let generation = routines.generation();
@@ -1810,14 +1811,22 @@ impl Relay {
                     self.ctx.agent.args.max_message_bytes,
                 )
                 .await;
-            if let Err(e) = &read {
-                tracing::warn!(error = %e, "cannot read the target's functions; denying statements until it can");
+            match read {
+                Ok(read) => {
+                    if let Some(masker) = self.ctx.masker.as_mut() {
+                        masker.set_routines(read.value.clone());
+                    }
+                    self.judge.set_routines(Ok(read.value));
+                    // An aged read (another is being read) is asked for
+                    // again at the next statement.
+                    self.routines_read = (read.at, read.generation);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the target's functions; denying statements until it can");
+                    self.judge.set_routines(Err(e.to_string()));
+                    self.routines_read = (Instant::now(), generation);
+                }
             }
-            if let (Ok(routines), Some(masker)) = (&read, self.ctx.masker.as_mut()) {
-                masker.set_routines(routines.clone());
-            }
-            self.judge.set_routines(read.map_err(|e| e.to_string()));
-            self.routines_read = (Instant::now(), generation);
         }
         let Some(masker) = self.ctx.masker.as_mut() else {
             return Ok(());
@@ -1830,13 +1839,11 @@ impl Relay {
             agent.pg_catalogs.invalidate(&self.ctx.target.name);
         }
         if !stale
-            && self.masks_read.0.elapsed() < agent.pg_catalogs.max_age()
+            && self.masks_read.0.elapsed() < agent.pg_catalogs.ask_again_after()
             && agent.pg_catalogs.generation() == self.masks_read.1
         {
             return Ok(());
         }
-        let generation = agent.pg_catalogs.generation();
-        self.masks_read = (Instant::now(), generation);
         match agent
             .pg_catalogs
             .get(
@@ -1847,7 +1854,10 @@ impl Relay {
             )
             .await
         {
-            Ok(catalog) => masker.set_catalog(catalog),
+            Ok(read) => {
+                masker.set_catalog(read.value);
+                self.masks_read = (read.at, read.generation);
+            }
             // No read stands in (DDL made the last one out of date, or it
             // is too old): masking by it could pass a redefined view's
             // column in clear.
