@@ -1049,6 +1049,29 @@ async fn what_a_session_renames_in_its_transaction_reaches_what_the_old_name_did
     assert_eq!(fdw_connections(), "0");
 }
 
+/// A type's subscript handler is among the functions its operations run
+/// (the agent finds it by the dependency PostgreSQL records, as the column
+/// is PostgreSQL 14's). Created in C by a superuser; never run here.
+#[tokio::test]
+async fn a_type_whose_subscript_handler_is_the_database_s_own_needs_a_rule() {
+    let dp = DataPath::start_with(RULES, Vec::new()).await;
+    dp.target(
+        "CREATE TYPE counter; \
+         CREATE FUNCTION counter_in(cstring) RETURNS counter LANGUAGE internal IMMUTABLE STRICT AS 'int4in'; \
+         CREATE FUNCTION counter_out(counter) RETURNS cstring LANGUAGE internal IMMUTABLE STRICT AS 'int4out'; \
+         CREATE FUNCTION counter_subscript(internal) RETURNS internal LANGUAGE c \
+           AS '$libdir/plpgsql', 'plpgsql_call_handler'; \
+         CREATE TYPE counter (INPUT = counter_in, OUTPUT = counter_out, INTERNALLENGTH = 4, \
+           PASSEDBYVALUE, ALIGNMENT = int4, SUBSCRIPT = counter_subscript)",
+    );
+    let (ok, _, err) = dp.psql("SELECT '7'::counter /* s1 */");
+    assert!(
+        !ok && err.contains("user_function") && err.contains("counter_subscript"),
+        "{err}"
+    );
+    assert!(!dp.pg.logs().contains("/* s1 */"), "the target ran s1");
+}
+
 #[tokio::test]
 async fn a_catalog_read_the_agent_gives_up_on_stops_on_the_target_too() {
     let dp = DataPath::start_with(RULES, vec!["--catalog-max-age".into(), "1s".into()]).await;

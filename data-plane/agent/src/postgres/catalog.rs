@@ -67,11 +67,16 @@ pub trait FromCatalog: Sized + Send + Sync + 'static {
                 // Joins over whole catalogs (recursive ones, too) are
                 // estimated to cost enough for JIT compilation, even on an
                 // empty database: half a second of compiling for
-                // milliseconds of work. A server too old to know the
-                // setting refuses it, which changes nothing else.
-                match conn.simple_query("SET jit = off").await {
-                    Ok(_) | Err(UpstreamError::Query(_)) => {}
-                    Err(e) => return Err(e),
+                // milliseconds of work. Parallel workers cost more than
+                // they save on catalogs of 15,000 relations too, and are
+                // the target's to give to its clients' queries. A server
+                // too old to know a setting refuses it, which changes
+                // nothing else.
+                for setting in ["SET jit = off", "SET max_parallel_workers_per_gather = 0"] {
+                    match conn.simple_query(setting).await {
+                        Ok(_) | Err(UpstreamError::Query(_)) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
                 // A read the agent gives up on stops on the target too,
                 // rather than running on after the connection is gone.
