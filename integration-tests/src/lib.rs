@@ -17,7 +17,7 @@ pub mod rawpg;
 pub mod sluice;
 
 use std::{
-    collections::BTreeSet,
+    collections::BTreeMap,
     net::TcpListener,
     path::PathBuf,
     sync::Mutex,
@@ -39,9 +39,12 @@ pub use sluice::{AgentProc, ControlPlaneProc};
 /// clients, upstream logins, gRPC) may be given it as its local port, which
 /// failed tests with "Address already in use". A port below the range can
 /// only be taken by another explicit bind. One test process never hands out
-/// the same port twice.
+/// the same port twice, and test processes running side by side never hand
+/// out the same one: each holds a lock on a file named after every port it
+/// handed out (in `$TMPDIR/sluice-test-ports`) until it exits, since an
+/// agent binds its port only once enrolled, seconds after it was chosen.
 pub fn free_port() -> u16 {
-    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    static HANDED_OUT: Mutex<BTreeMap<u16, Option<std::fs::File>>> = Mutex::new(BTreeMap::new());
     const LOWEST: u32 = 10_000;
     let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -63,8 +66,14 @@ pub fn free_port() -> u16 {
             let Ok(port) = u16::try_from(LOWEST + (x % u64::from(span)) as u32) else {
                 continue;
             };
-            if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                handed_out.insert(port);
+            if handed_out.contains_key(&port) {
+                continue;
+            }
+            let Some(lock) = reserve(port) else {
+                continue;
+            };
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                handed_out.insert(port, Some(lock));
                 return port;
             }
         }
@@ -73,8 +82,28 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("no free port on 127.0.0.1");
-    handed_out.insert(port);
+    handed_out.insert(port, None);
     port
+}
+
+/// A lock no other test process holds on the file for `port`, which this
+/// one then holds until it exits (`None` when another holds it). A
+/// directory that cannot be written fails the test rather than let ports
+/// collide.
+fn reserve(port: u16) -> Option<std::fs::File> {
+    let dir = std::env::temp_dir().join("sluice-test-ports");
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        panic!("cannot create {}: {e}", dir.display());
+    }
+    let path = dir.join(port.to_string());
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    file.try_lock().ok()?;
+    Some(file)
 }
 
 /// Path of a workspace binary built by `cargo build --workspace --bins`.
