@@ -107,7 +107,8 @@ async fn a_table_a_rule_denies_is_denied_through_views_rules_and_partitions() {
          INSERT INTO wages VALUES (1, 7); \
          CREATE VIEW dbs AS SELECT datname FROM pg_database; \
          CREATE VIEW item_names AS SELECT name FROM items; \
-         GRANT SELECT, UPDATE ON sessions, payroll, staff, staff_again, memos, ledger, wages_1, dbs, item_names TO app",
+         GRANT SELECT, UPDATE ON sessions, payroll, staff, staff_again, memos, ledger, wages_1, dbs, item_names TO app; \
+         GRANT INSERT ON memos TO app",
     );
     for (sql, marker) in [
         ("SELECT query /* d1 */ FROM sessions", "/* d1 */"),
@@ -120,10 +121,19 @@ async fn a_table_a_rule_denies_is_denied_through_views_rules_and_partitions() {
         assert_denied(&dp, sql, marker);
     }
     assert_eq!(dp.target("SELECT salary FROM payroll"), "100");
-    // A view over what no rule denies reads as before.
-    let (ok, out, err) = dp.psql("SELECT count(*) FROM item_names");
-    assert!(ok, "{err}");
-    assert_eq!(out.trim(), "500");
+    // A view over what no rule denies reads as before; reading `memos` or
+    // inserting into it runs no ON UPDATE rule, so neither reaches
+    // `payroll`.
+    for (sql, expected) in [
+        ("SELECT count(*) FROM item_names", "500"),
+        ("INSERT INTO memos VALUES (3) RETURNING id", "3"),
+        ("SELECT count(*) FROM memos", "1"),
+    ] {
+        let (ok, out, err) = dp.psql(sql);
+        assert!(ok, "`{sql}`: {err}");
+        assert_eq!(out.lines().next(), Some(expected), "`{sql}`: {out}");
+    }
+    assert_eq!(dp.target("SELECT salary FROM payroll"), "100");
 }
 
 #[tokio::test]
@@ -193,7 +203,10 @@ async fn a_table_s_rules_for_writes_count_when_it_is_written_that_way_only() {
     // DEFAULT_RULES deny changing the session's role (`set_config`) and
     // reading the server's files (`pg_read_file`). `pg_settings`' ON
     // UPDATE rule calls `set_config`; the DBA's `inbox` has an ON INSERT
-    // rule that reads a file as the table's owner, a superuser.
+    // rule that reads a file as the table's owner, a superuser, and
+    // `memo_pad` one that reads a view calling the DBA's function (kind
+    // `user_function`, which `no-changes` denies); `outbox`'s reads a view
+    // that reads a file, and `gate`'s reads one in its WHERE.
     let dp = DataPath::start().await;
     dp.target(
         "CREATE TABLE inbox (id int); \
@@ -201,7 +214,20 @@ async fn a_table_s_rules_for_writes_count_when_it_is_written_that_way_only() {
          CREATE RULE inbox_file AS ON INSERT TO inbox \
            DO ALSO INSERT INTO file_seen SELECT pg_read_file('/etc/hostname'); \
          CREATE VIEW inbox_ids AS SELECT id FROM inbox; \
-         GRANT SELECT, INSERT, UPDATE ON inbox, inbox_ids TO app",
+         CREATE FUNCTION leak() RETURNS int LANGUAGE sql AS 'SELECT 1'; \
+         CREATE VIEW leaky AS SELECT leak() AS x; \
+         CREATE TABLE memo_pad (id int); \
+         CREATE TABLE memo_log (x int); \
+         CREATE RULE memo_leak AS ON INSERT TO memo_pad \
+           DO ALSO INSERT INTO memo_log SELECT x FROM leaky; \
+         CREATE VIEW hostname AS SELECT pg_read_file('/etc/hostname') AS body; \
+         CREATE TABLE outbox (id int); \
+         CREATE RULE outbox_file AS ON INSERT TO outbox \
+           DO ALSO INSERT INTO file_seen SELECT body FROM hostname; \
+         CREATE TABLE gate (id int); \
+         CREATE RULE gate_file AS ON INSERT TO gate \
+           WHERE pg_read_file('/etc/hostname') <> '' DO ALSO INSERT INTO file_seen VALUES ('gate'); \
+         GRANT SELECT, INSERT, UPDATE ON inbox, inbox_ids, memo_pad, outbox, gate TO app",
     );
     // Writing it in a way its rule is not for runs, and runs no rule:
     // COPY FROM runs no rules, and it has none for UPDATE.
@@ -227,6 +253,9 @@ async fn a_table_s_rules_for_writes_count_when_it_is_written_that_way_only() {
         ),
         ("SELECT count(*) > 300 FROM pg_catalog.pg_settings", "t"),
         ("SELECT count(*) FROM inbox_ids", "0"),
+        ("SELECT count(*) FROM memo_pad", "0"),
+        ("SELECT count(*) FROM outbox", "0"),
+        ("SELECT count(*) FROM gate", "0"),
     ] {
         let (ok, out, err) = dp.psql(sql);
         assert!(ok, "`{sql}`: {err}");
@@ -245,11 +274,20 @@ async fn a_table_s_rules_for_writes_count_when_it_is_written_that_way_only() {
             "COPY (INSERT INTO inbox VALUES (3) RETURNING id /* r4 */) TO STDOUT",
             "/* r4 */",
         ),
+        // What the rule reads runs the DBA's function.
+        ("INSERT INTO memo_pad VALUES (4) /* r5 */", "/* r5 */"),
+        // What the rule reads calls PostgreSQL's file reading.
+        ("INSERT INTO outbox VALUES (5) /* r6 */", "/* r6 */"),
+        // So does a rule's WHERE, which runs whether or not it holds.
+        ("INSERT INTO gate VALUES (6) /* r7 */", "/* r7 */"),
     ] {
         assert_denied(&dp, sql, marker);
     }
     assert_eq!(dp.target("SELECT count(*) FROM inbox"), "0");
     assert_eq!(dp.target("SELECT count(*) FROM file_seen"), "0");
+    assert_eq!(dp.target("SELECT count(*) FROM memo_log"), "0");
+    assert_eq!(dp.target("SELECT count(*) FROM outbox"), "0");
+    assert_eq!(dp.target("SELECT count(*) FROM gate"), "0");
 }
 
 #[tokio::test]

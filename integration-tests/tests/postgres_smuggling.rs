@@ -771,6 +771,11 @@ async fn catalogs_holding_credentials_need_a_rule_naming_them() {
          GRANT SELECT ON public.logins TO app; \
          CREATE VIEW information_schema.mapping_copy AS SELECT * FROM pg_user_mapping; \
          GRANT SELECT ON information_schema.mapping_copy TO app; \
+         CREATE TABLE signups (id int); \
+         CREATE TABLE signup_log (hash text); \
+         CREATE RULE signups_log AS ON INSERT TO signups \
+           DO ALSO INSERT INTO signup_log SELECT rolpassword FROM pg_authid WHERE rolname = 'app'; \
+         GRANT SELECT, INSERT ON signups TO app; \
          SET ROLE app; \
          CREATE VIEW my_mappings AS SELECT * FROM pg_user_mappings; \
          CREATE VIEW login_names AS SELECT * FROM public.logins",
@@ -813,6 +818,11 @@ async fn catalogs_holding_credentials_need_a_rule_naming_them() {
             "SELECT umoptions /* m8 */ FROM information_schema.mapping_copy",
             "pg_catalog.pg_user_mapping",
         ),
+        // A table whose rule for inserts reads one, inserted into.
+        (
+            "INSERT INTO signups VALUES (1) /* m9 */",
+            "pg_catalog.pg_authid",
+        ),
     ] {
         s.send(&query(sql)).await;
         let reply = s.until(b'Z').await;
@@ -830,7 +840,7 @@ async fn catalogs_holding_credentials_need_a_rule_naming_them() {
         }
     }
     let log = dp.pg.logs();
-    for marker in ["m1", "m2", "m3", "m4", "m5", "m6", "m8"] {
+    for marker in ["m1", "m2", "m3", "m4", "m5", "m6", "m8", "m9"] {
         assert!(
             !log.contains(&format!("/* {marker} */")),
             "the target ran {marker}"
@@ -846,12 +856,15 @@ async fn catalogs_holding_credentials_need_a_rule_naming_them() {
         "{text}"
     );
     assert!(dp.pg.logs().contains("/* m7 */"));
+    assert_eq!(dp.target("SELECT count(*) FROM signup_log"), "0");
     // Other catalogs read as before, and PostgreSQL's views over these that
-    // show no secrets (`pg_user` shows `********`).
+    // show no secrets (`pg_user` shows `********`); and a table whose rule
+    // for inserts reads one, read.
     for sql in [
         "SELECT count(*) FROM pg_roles WHERE rolname = 'app'",
         "SELECT count(*) FROM pg_user WHERE usename = 'app'",
         "SELECT count(*) FROM information_schema.user_mappings WHERE authorization_identifier = 'app'",
+        "SELECT count(*) + 1 FROM signups",
     ] {
         s.send(&query(sql)).await;
         let reply = s.until(b'Z').await;

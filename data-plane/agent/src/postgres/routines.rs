@@ -11,7 +11,10 @@
 //!   argument types (`lower(my_type)`, `a = b` on a type of the database)
 //!   or by a `search_path` that puts its schema before `pg_catalog`;
 //! * reading a view whose definition calls one, or a table whose
-//!   row-level-security policy does;
+//!   row-level-security policy does; writing a table whose rule for that
+//!   write does, or reads or writes a relation that does ([`Rules`]:
+//!   reading the table runs none of its `ON INSERT`, `ON UPDATE` or `ON
+//!   DELETE` rules, and each write only those for it);
 //! * a type's own operations: a cast to it, its input and output, a
 //!   domain's CHECK, a range's subtype_diff, the comparison functions of
 //!   its default operator classes ([`TYPE_FUNCTIONS`]), for statements
@@ -95,15 +98,17 @@ macro_rules! own {
 /// view's or materialized view's query, a table's `ON INSERT`, `ON
 /// UPDATE` or `ON DELETE` rules), and its row-level-security policies,
 /// enabled or not (a session allowed `alter` may enable them in its
-/// transaction) (`rel`, and the object whose dependencies say what it
-/// calls, reads and casts to).
+/// transaction) (`rel`, the object whose dependencies say what it
+/// calls, reads and casts to, and the event that runs it: `ev_type` of a
+/// rule, `1` `ON SELECT`, `2` `ON UPDATE`, `3` `ON INSERT`, `4` `ON
+/// DELETE`, or `p` for a policy).
 macro_rules! runs {
     () => {
         "WITH runs AS ( \
-           SELECT r.ev_class AS rel, 'pg_catalog.pg_rewrite'::regclass AS classid, r.oid AS objid \
+           SELECT r.ev_class AS rel, 'pg_catalog.pg_rewrite'::regclass AS classid, r.oid AS objid, r.ev_type::text AS event \
            FROM pg_catalog.pg_rewrite r \
            UNION ALL \
-           SELECT pol.polrelid, 'pg_catalog.pg_policy'::regclass, pol.oid \
+           SELECT pol.polrelid, 'pg_catalog.pg_policy'::regclass, pol.oid, 'p' \
            FROM pg_catalog.pg_policy pol) "
     };
 }
@@ -241,7 +246,9 @@ const TYPE_FORMS: &str = "SELECT t.oid::bigint, t.typtype::text, t.typelem::bigi
 /// written (as in `runs!()`), as text, and the event that runs it:
 /// `trees (rel, tree, event)`, `event` a rule's `pg_rewrite.ev_type` or
 /// `p` for a policy, for what PostgreSQL records no dependency on (its
-/// bootstrap catalogs and pinned built-in functions).
+/// bootstrap catalogs and pinned built-in functions). A rule's tree is
+/// its commands and its `WHERE` (`ev_qual`), which runs whether or not
+/// it then holds; a policy's, its `USING` and `WITH CHECK`.
 /// Reading runs a view's query (the `ON SELECT` rule, `ev_type` `1`) and
 /// row-level-security policies (any of them: `SELECT ... FOR UPDATE`
 /// checks the `UPDATE` ones), not a table's `ON INSERT`, `ON UPDATE` or
@@ -249,7 +256,8 @@ const TYPE_FORMS: &str = "SELECT t.oid::bigint, t.typtype::text, t.typelem::bigi
 macro_rules! trees {
     () => {
         "trees (rel, tree, event) AS ( \
-           SELECT r.ev_class, r.ev_action::text, r.ev_type::text FROM pg_catalog.pg_rewrite r \
+           SELECT r.ev_class, concat(r.ev_action::text, ' ', r.ev_qual::text), r.ev_type::text \
+           FROM pg_catalog.pg_rewrite r \
            UNION ALL \
            SELECT pol.polrelid, concat(pol.polqual::text, ' ', pol.polwithcheck::text), 'p' \
            FROM pg_catalog.pg_policy pol)"
@@ -260,12 +268,15 @@ macro_rules! trees {
 /// `credential_catalog`; the classifier finds them by name): (relation
 /// OID, schema, relation, the catalog it reads). These are the catalogs
 /// themselves and the system views that show their secrets, by name, and
-/// the database's own views, rules and row-level-security policies (any
+/// the database's own views (`ON SELECT` rules) and row-level-security
+/// policies (any
 /// created after initdb, whatever their schema) that read `pg_authid`,
 /// `pg_user_mapping` or `pg_subscription` (fixed OIDs 1260, 1418 and
 /// 6100). PostgreSQL records no dependency on those
 /// bootstrap catalogs, so the rules' stored query trees are searched for
-/// the range-table entries naming them. System views other than these
+/// the range-table entries naming them (rules for writes reach them only
+/// when the table is written that way: [`Rules`], through
+/// [`CATALOG_READS`]). System views other than these
 /// read `pg_authid` for role names only (`pg_roles` shows `********`), so
 /// they are left out, and so are system views over the listed ones
 /// (`pg_user` over `pg_shadow` shows `********` too). What the database's
@@ -283,7 +294,7 @@ const CREDENTIAL_VIEWS: &str = concat!(
  JOIN pg_catalog.pg_class c ON c.oid = trees.rel \
  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
  JOIN secret ON position(':relid ' || secret.oid || ' ' IN trees.tree) > 0 \
- WHERE c.oid >= 16384"
+ WHERE c.oid >= 16384 AND trees.event IN ('1', 'p')"
 );
 
 /// The nodes of a stored expression tree that call a function: a
@@ -490,14 +501,15 @@ const RULE_WRITES: &str = "SELECT r.ev_class::bigint, n.nspname, c.relname, r.ev
 
 /// The catalogs PostgreSQL created at initdb that the database's own
 /// views, rules and policies read, as (relation OID, schema, relation,
-/// catalog OID, schema, catalog), like the reads from `pg_depend`:
+/// catalog OID, schema, catalog, the event that runs the reader), like
+/// the reads from `pg_depend`:
 /// PostgreSQL records no dependency on its bootstrap catalogs (`pg_class`,
 /// `pg_proc`, ...), so the stored query trees are searched for the
 /// range-table entries naming them.
 const CATALOG_READS: &str = concat!(
     "WITH ",
     trees!(),
-    " SELECT DISTINCT trees.rel::bigint, rn.nspname, rc.relname, tc.oid::bigint, tn.nspname, tc.relname \
+    " SELECT DISTINCT trees.rel::bigint, rn.nspname, rc.relname, tc.oid::bigint, tn.nspname, tc.relname, trees.event \
  FROM trees \
  CROSS JOIN LATERAL regexp_matches(trees.tree, ':relid ([0-9]+) ', 'g') m \
  JOIN pg_catalog.pg_class rc ON rc.oid = trees.rel \
@@ -567,8 +579,9 @@ pub struct Routines {
     /// assignment or any expression may run, which any statement may run
     /// (explicit ones are among `type_calls`).
     always_calls: Vec<String>,
-    /// Relations whose reading or writing runs such functions, directly
-    /// or through the views they read.
+    /// Relations whose reading runs such functions, directly or through
+    /// the views they read (what writing runs through rules is in
+    /// [`Rules`]).
     relations: ByRelation,
     /// Relations whose reading reads foreign tables (`schema.table`):
     /// foreign tables themselves, views over them, and partitioned or
@@ -591,19 +604,18 @@ pub struct Routines {
 }
 
 /// What writing a relation runs besides its rules and policies
-/// ([`WRITE_CALLS`]), what its rules for writes call ([`CALLS`]), the
-/// tables its foreign keys make a write to it write ([`FOREIGN_KEYS`])
-/// and how its rules write ([`RULE_WRITES`]): the table's own logic,
-/// which allowing the write allows, but which deny and approve rules
-/// match (`functions:` and `tables:`; a rule's deletes and updates are
-/// the statement's kinds too, and so are its calls' kinds).
+/// ([`WRITE_CALLS`]), what its rules for writes do ([`Rules`]) and the
+/// tables its foreign keys make a write to it write ([`FOREIGN_KEYS`]):
+/// the table's own logic, which allowing the write allows, but which deny
+/// and approve rules match (`functions:` and `tables:`; a rule's deletes
+/// and updates are the statement's kinds too, and so are its calls'
+/// kinds).
 #[derive(Debug, Default)]
 struct WriteGraph {
     /// Relation OID -> the functions writing it calls, `schema.function`.
     calls: HashMap<u32, Vec<String>>,
-    /// (relation OID, the event) -> the functions its `ON INSERT`, `ON
-    /// UPDATE` or `ON DELETE` rules call, `schema.function`.
-    rule_calls: HashMap<(u32, Write), Vec<String>>,
+    /// What its `ON INSERT`, `ON UPDATE` and `ON DELETE` rules do.
+    rules: Rules,
     /// Table OID -> the referencing tables deleting its rows writes, and
     /// how.
     on_delete: HashMap<u32, Vec<(u32, Write)>>,
@@ -612,14 +624,57 @@ struct WriteGraph {
     /// Table OID -> every table with a foreign key to it, which `TRUNCATE
     /// ... CASCADE` empties.
     referenced_by: HashMap<u32, Vec<u32>>,
-    /// (relation OID, how a statement writes it) -> how its rules'
-    /// commands then write ([`RULE_WRITES`]), besides.
-    rule_writes: HashMap<(u32, Write), Vec<Write>>,
-    /// The relations in `calls`, `rule_calls`, `referenced_by` and
-    /// `rule_writes` by name: `relname -> [(schema, OID)]`.
+    /// The relations in `calls`, `rules` and `referenced_by` by name:
+    /// `relname -> [(schema, OID)]`.
     writers: HashMap<String, Vec<(String, u32)>>,
-    /// `schema.table` of the tables `referenced_by` names.
+    /// `schema.table` of the tables `referenced_by` and `rules.reads`
+    /// name.
     names: HashMap<u32, String>,
+}
+
+/// What a table's rules for writes do, by (relation OID, the event they
+/// follow): run only when a statement writes it that way, so reading the
+/// table reaches none of it (nor does inserting what only its `ON
+/// UPDATE` rule touches).
+#[derive(Debug, Default)]
+struct Rules {
+    /// -> the functions they call, PostgreSQL's own included,
+    /// `schema.function` ([`CALLS`], and what the types they cast to
+    /// call), for deny and approve rules.
+    calls: HashMap<(u32, Write), Vec<String>>,
+    /// -> the database's functions they run (kind `user_function`).
+    runs: HashMap<(u32, Write), Vec<String>>,
+    /// -> the relations they read or write.
+    reads: HashMap<(u32, Write), Vec<u32>>,
+    /// -> how their commands write ([`RULE_WRITES`]), besides.
+    writes: HashMap<(u32, Write), Vec<Write>>,
+    /// Relation OID -> what reading each relation in `reads` reaches.
+    targets: HashMap<u32, Reaching>,
+}
+
+impl Rules {
+    fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+            && self.runs.is_empty()
+            && self.reads.is_empty()
+            && self.writes.is_empty()
+    }
+
+    /// The relations with rules.
+    fn relations(&self) -> impl Iterator<Item = u32> + '_ {
+        let ways = self.calls.keys().chain(self.runs.keys());
+        let ways = ways.chain(self.reads.keys()).chain(self.writes.keys());
+        ways.map(|(rel, _)| *rel)
+    }
+
+    /// What the rules of `rel` for any event read or write.
+    fn read_by_any(&self, rel: u32) -> impl Iterator<Item = u32> + '_ {
+        Write::RULED
+            .into_iter()
+            .filter_map(move |write| self.reads.get(&(rel, write)))
+            .flatten()
+            .copied()
+    }
 }
 
 /// How a statement writes a table, for the foreign keys and rules that
@@ -636,7 +691,12 @@ enum Write {
 }
 
 impl Write {
-    /// The writes a rule for the event `ev_type` (`pg_rewrite`) follows.
+    /// The writes rules follow.
+    const RULED: [Self; 3] = [Self::Update, Self::Insert, Self::Delete];
+
+    /// The writes a rule for the event `ev_type` (`pg_rewrite`) follows;
+    /// `None` for what reading runs too (a view's `ON SELECT` rule, `1`;
+    /// a policy, `p`).
     fn of_event(ev_type: &str) -> Option<Self> {
         match ev_type {
             "2" => Some(Self::Update),
@@ -681,14 +741,12 @@ impl WriteGraph {
     /// `keys`: (referenced, referencing, `confdeltype`, `confupdtype`).
     fn new(
         calls: HashMap<u32, Vec<String>>,
-        rule_calls: HashMap<(u32, Write), Vec<String>>,
+        rules: Rules,
         keys: &[(u32, u32, String, String)],
-        rule_writes: HashMap<(u32, Write), Vec<Write>>,
         names: &HashMap<u32, (String, String)>,
     ) -> Self {
         let mut graph = Self {
-            rule_calls,
-            rule_writes,
+            rules,
             ..Self::default()
         };
         for (referenced, referencing, on_delete, on_update) in keys {
@@ -722,21 +780,18 @@ impl WriteGraph {
             .keys()
             .chain(graph.referenced_by.keys())
             .copied()
-            .chain(graph.rule_calls.keys().map(|(rel, _)| *rel))
-            .chain(graph.rule_writes.keys().map(|(rel, _)| *rel))
+            .chain(graph.rules.relations())
             .collect();
         graph.writers = by_relname(writers, names);
-        let referencing: Vec<u32> = graph.referenced_by.values().flatten().copied().collect();
-        qualify(referencing, names, &mut graph.names);
+        let referencing = graph.referenced_by.values().flatten().copied();
+        let targets = graph.rules.reads.values().flatten().copied();
+        qualify(referencing.chain(targets), names, &mut graph.names);
         graph.calls = calls;
         graph
     }
 
     fn is_empty(&self) -> bool {
-        self.calls.is_empty()
-            && self.rule_calls.is_empty()
-            && self.referenced_by.is_empty()
-            && self.rule_writes.is_empty()
+        self.calls.is_empty() && self.rules.is_empty() && self.referenced_by.is_empty()
     }
 
     /// The tables writing `rel` so writes through foreign keys, directly,
@@ -759,9 +814,10 @@ impl WriteGraph {
     }
 }
 
-/// Which relations reading a relation reads (a view's or rule's query, a
-/// row-level-security policy's, a partitioned or inherited table's
-/// partitions and children) and which functions those call. Followed per
+/// Which relations reading a relation reads (a view's query, its `ON
+/// SELECT` rule; a row-level-security policy's; a partitioned or
+/// inherited table's partitions and children) and which functions those
+/// call; rules for writes are in [`Rules`]. Followed per
 /// statement (only when its decision is not cached) rather than closed
 /// over here, so a long chain of views costs the agent memory by its
 /// length, not its square.
@@ -769,8 +825,8 @@ impl WriteGraph {
 struct ReadGraph {
     /// Relation OID -> the relations reading it reads.
     edges: HashMap<u32, Vec<u32>>,
-    /// Relation OID -> the functions its views, rules and policies call,
-    /// `schema.function`.
+    /// Relation OID -> the functions its view's query and its policies
+    /// call, `schema.function`.
     calls: HashMap<u32, Vec<String>>,
     /// Partition or inheritance child OID -> its parents: reading a
     /// partition by its own name reads part of its parent's rows.
@@ -809,21 +865,40 @@ impl ReadGraph {
     /// The relations reading `named` reads, to any depth, and the tables
     /// those are partitions or children of, to any depth, besides those
     /// named (`schema.relation`); and the functions the named and those
-    /// they read call (`schema.function`).
+    /// they read call (`schema.function`). With `rules`, what the rules
+    /// for writes of all those read or write counts as read too.
     fn reached_from<'a>(
         &self,
         named: impl Iterator<Item = &'a String>,
+        rules: Option<&WriteGraph>,
     ) -> (Vec<String>, Vec<String>) {
-        let mut seen: HashSet<u32> = HashSet::new();
+        let mut starts: HashSet<u32> = HashSet::new();
         for name in named {
-            seen.extend(oids_named(&self.readers, name));
+            starts.extend(oids_named(&self.readers, name));
+            if let Some(graph) = rules {
+                starts.extend(oids_named(&graph.writers, name));
+            }
         }
-        let starts = seen.clone();
+        self.reached_from_oids(&starts, rules)
+    }
+
+    /// [`reached_from`](Self::reached_from) the relations `starts`, which
+    /// are left out of the tables reached (not of what calls).
+    fn reached_from_oids(
+        &self,
+        starts: &HashSet<u32>,
+        rules: Option<&WriteGraph>,
+    ) -> (Vec<String>, Vec<String>) {
+        let mut seen = starts.clone();
         let mut pending: Vec<u32> = seen.iter().copied().collect();
         while let Some(rel) = pending.pop() {
-            for read in self.edges.get(&rel).into_iter().flatten() {
-                if seen.insert(*read) {
-                    pending.push(*read);
+            let edges = self.edges.get(&rel).into_iter().flatten().copied();
+            let by_rules = rules
+                .into_iter()
+                .flat_map(|graph| graph.rules.read_by_any(rel));
+            for read in edges.chain(by_rules) {
+                if seen.insert(read) {
+                    pending.push(read);
                 }
             }
         }
@@ -838,11 +913,11 @@ impl ReadGraph {
                 }
             }
         }
-        let reached = sorted(
-            seen.difference(&starts)
-                .chain(&ancestors)
-                .filter_map(|oid| self.names.get(oid).cloned()),
-        );
+        let name = |oid: &u32| {
+            let target = rules.and_then(|graph| graph.names.get(oid));
+            self.names.get(oid).or(target).cloned()
+        };
+        let reached = sorted(seen.difference(starts).chain(&ancestors).filter_map(name));
         let called = sorted(
             seen.iter()
                 .filter_map(|oid| self.calls.get(oid))
@@ -870,12 +945,13 @@ impl FromCatalog for Routines {
          WHERE p.prokind = 'f' AND p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1 \
          AND EXISTS (SELECT FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e')",
         // Functions (and operators' functions) outside pg_catalog that a
-        // view's definition or an enabled row-level-security policy calls,
-        // and whether each is part of an extension.
+        // view's definition, a rule or a row-level-security policy calls,
+        // whether each is part of an extension, and the event that runs
+        // the caller (`runs!()`).
         concat!(
             runs!(),
             "SELECT DISTINCT runs.rel::bigint, rn.nspname, rc.relname, p.proname, \
-           EXISTS (SELECT FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e') \
+           EXISTS (SELECT FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e'), runs.event \
          FROM runs \
          JOIN pg_catalog.pg_class rc ON rc.oid = runs.rel \
          JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace \
@@ -885,11 +961,12 @@ impl FromCatalog for Routines {
          JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
          WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema')"
         ),
-        // Relations a view, rule or such a policy reads, for views over
-        // views and for deny rules naming what a view reads.
+        // Relations a view, rule or such a policy reads (or a rule
+        // writes), for views over views and for deny rules naming what a
+        // view reads, and the event that runs it.
         concat!(
             runs!(),
-            "SELECT DISTINCT runs.rel::bigint, rn.nspname, rc.relname, d.refobjid::bigint, tn.nspname, tc.relname \
+            "SELECT DISTINCT runs.rel::bigint, rn.nspname, rc.relname, d.refobjid::bigint, tn.nspname, tc.relname, runs.event \
          FROM runs \
          JOIN pg_catalog.pg_class rc ON rc.oid = runs.rel \
          JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace \
@@ -898,10 +975,11 @@ impl FromCatalog for Routines {
          JOIN pg_catalog.pg_namespace tn ON tn.oid = tc.relnamespace \
          WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> runs.rel"
         ),
-        // Types a view, rule or policy casts to.
+        // Types a view, rule or policy casts to, and the event that runs
+        // it.
         concat!(
             runs!(),
-            "SELECT DISTINCT runs.rel::bigint, rn.nspname, rc.relname, d.refobjid::bigint \
+            "SELECT DISTINCT runs.rel::bigint, rn.nspname, rc.relname, d.refobjid::bigint, runs.event \
          FROM runs \
          JOIN pg_catalog.pg_class rc ON rc.oid = runs.rel \
          JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace \
@@ -950,10 +1028,14 @@ impl FromCatalog for Routines {
                 _ => routines.operators.insert(name),
             };
         }
-        // Relation OID -> (schema, name); what it runs; what it reads.
+        // Relation OID -> (schema, name); what reading it runs and reads;
+        // what its rules for writes run and read or write, by event (a
+        // rule's event is in the last column of each row).
         let mut names: HashMap<u32, (String, String)> = HashMap::new();
         let mut runs: Reaches = HashMap::new();
         let mut reads: HashMap<u32, Vec<u32>> = HashMap::new();
+        let mut rule_runs: RuleReaches = HashMap::new();
+        let mut rule_reads: HashMap<(u32, Write), Vec<u32>> = HashMap::new();
         for row in part(1) {
             let Some(rel) = oid(row, 0) else {
                 continue;
@@ -970,19 +1052,27 @@ impl FromCatalog for Routines {
                 continue;
             }
             names.insert(rel, (cell(row, 1), cell(row, 2)));
-            runs.entry(rel).or_default().insert(function);
+            match Write::of_event(&cell(row, 5)) {
+                Some(write) => rule_runs.entry((rel, write)).or_default(),
+                None => runs.entry(rel).or_default(),
+            }
+            .insert(function);
         }
         for row in part(2).iter().chain(part(12)) {
             let (Some(rel), Some(read)) = (oid(row, 0), oid(row, 3)) else {
                 continue;
             };
             names.insert(rel, (cell(row, 1), cell(row, 2)));
-            if row.len() > 5 {
+            if let (Some(Some(schema)), Some(Some(name))) = (row.get(4), row.get(5)) {
                 names
                     .entry(read)
-                    .or_insert_with(|| (cell(row, 4), cell(row, 5)));
+                    .or_insert_with(|| (schema.clone(), name.clone()));
             }
-            reads.entry(rel).or_default().push(read);
+            match Write::of_event(&cell(row, 6)) {
+                Some(write) => rule_reads.entry((rel, write)).or_default(),
+                None => reads.entry(rel).or_default(),
+            }
+            .push(read);
         }
         // What each type runs, over the types built on it.
         let typed = by_type(part(4), &mut routines.always);
@@ -1042,16 +1132,23 @@ impl FromCatalog for Routines {
             }
         }
         // Casts in a view's query, a rule or a policy.
+        let mut rule_called: RuleReaches = HashMap::new();
         for row in part(3) {
             let (Some(rel), Some(typ)) = (oid(row, 0), oid(row, 3)) else {
                 continue;
             };
-            for (reaches, into) in [(&typed, &mut runs), (&type_called, &mut called_by)] {
+            let event = Write::of_event(&cell(row, 4));
+            for (reaches, on_read, on_write) in [
+                (&typed, &mut runs, &mut rule_runs),
+                (&type_called, &mut called_by, &mut rule_called),
+            ] {
                 if let Some(functions) = reaches.get(&typ) {
                     names.insert(rel, (cell(row, 1), cell(row, 2)));
-                    into.entry(rel)
-                        .or_default()
-                        .extend(functions.iter().cloned());
+                    match event {
+                        Some(write) => on_write.entry((rel, write)).or_default(),
+                        None => on_read.entry(rel).or_default(),
+                    }
+                    .extend(functions.iter().cloned());
                 }
             }
         }
@@ -1096,8 +1193,8 @@ impl FromCatalog for Routines {
         for (rel, functions) in close_over(keyed, &parents) {
             runs.entry(rel).or_default().extend(functions);
         }
-        routines.relations = by_name(close_over(runs, &reads), &names);
-        routines.foreign = by_name(close_over(foreign, &reads_with_children), &names);
+        let relations = close_over(runs, &reads);
+        let foreign = close_over(foreign, &reads_with_children);
         // Catalogs holding credentials and what reads them directly, then
         // what reads those through the database's own relations only:
         // PostgreSQL's views over them show no secrets (`pg_user`,
@@ -1108,7 +1205,31 @@ impl FromCatalog for Routines {
             .filter(|(rel, _)| **rel >= FIRST_NORMAL_OID)
             .map(|(rel, reads)| (*rel, reads.clone()))
             .collect();
-        routines.credentials = by_name(close_over(credentials, &created_reads), &names);
+        let credentials = close_over(credentials, &created_reads);
+        // What reading the relations rules for writes read or write
+        // reaches, for the statements that write that way.
+        let targets: HashSet<u32> = rule_reads.values().flatten().copied().collect();
+        let owned = |reaches: &Reaches, rel: u32| -> Vec<String> {
+            reaches
+                .get(&rel)
+                .map(|r| r.iter().cloned().collect())
+                .unwrap_or_default()
+        };
+        let read_by_rules: HashMap<u32, Reaching> = targets
+            .into_iter()
+            .map(|rel| {
+                let reaching = Reaching {
+                    functions: owned(&relations, rel),
+                    foreign_tables: owned(&foreign, rel),
+                    credential_catalogs: owned(&credentials, rel),
+                };
+                (rel, reaching)
+            })
+            .filter(|(_, reaching)| !reaching.is_empty())
+            .collect();
+        routines.relations = by_name(relations, &names);
+        routines.foreign = by_name(foreign, &names);
+        routines.credentials = by_name(credentials, &names);
         // What reading a relation calls, and what only writing it does
         // (its rules for other events than SELECT).
         let (on_read, on_write): (Vec<_>, Vec<_>) = part(11)
@@ -1117,14 +1238,13 @@ impl FromCatalog for Routines {
         for (rel, called) in named_reaches(on_read, &mut names) {
             called_by.entry(rel).or_default().extend(called);
         }
-        let mut rule_calls: HashMap<(u32, Write), Vec<String>> = HashMap::new();
-        for write in [Write::Update, Write::Insert, Write::Delete] {
+        for write in Write::RULED {
             let rows = on_write
                 .iter()
                 .copied()
                 .filter(|row| Write::of_event(&cell(row, 4)) == Some(write));
             for (rel, called) in named_reaches(rows, &mut names) {
-                rule_calls.insert((rel, write), called.into_iter().collect());
+                rule_called.entry((rel, write)).or_default().extend(called);
             }
         }
         let calls: HashMap<u32, Vec<String>> = called_by
@@ -1164,7 +1284,20 @@ impl FromCatalog for Routines {
                 names.insert(rel, (cell(row, 1), cell(row, 2)));
             }
         }
-        routines.writes = WriteGraph::new(write_calls, rule_calls, &keys, rule_writes, &names);
+        let vecs = |reaches: RuleReaches| -> HashMap<(u32, Write), Vec<String>> {
+            reaches
+                .into_iter()
+                .map(|(way, reached)| (way, reached.into_iter().collect()))
+                .collect()
+        };
+        let rules = Rules {
+            calls: vecs(rule_called),
+            runs: vecs(rule_runs),
+            reads: rule_reads,
+            writes: rule_writes,
+            targets: read_by_rules,
+        };
+        routines.writes = WriteGraph::new(write_calls, rules, &keys, &names);
         routines.reads = ReadGraph::new(reads_with_children, calls, parents, &names);
         routines.forms = part(18)
             .iter()
@@ -1177,16 +1310,43 @@ impl FromCatalog for Routines {
 /// What each relation (by OID) reaches when read.
 type Reaches = HashMap<u32, BTreeSet<String>>;
 
+/// What the rules of each relation (by OID) for an event reach.
+type RuleReaches = HashMap<(u32, Write), BTreeSet<String>>;
+
+/// What reading a relation reaches, as [`Routines`]'s `relations`,
+/// `foreign` and `credentials` say of it.
+#[derive(Debug, Default)]
+struct Reaching {
+    /// The database's functions (kind `user_function`).
+    functions: Vec<String>,
+    /// Foreign tables, `schema.table`.
+    foreign_tables: Vec<String>,
+    /// Catalogs holding credentials, `schema.catalog`.
+    credential_catalogs: Vec<String>,
+}
+
+impl Reaching {
+    fn is_empty(&self) -> bool {
+        self.functions.is_empty()
+            && self.foreign_tables.is_empty()
+            && self.credential_catalogs.is_empty()
+    }
+}
+
 /// What writing relations reaches beyond them ([`Routines::written_from`]).
 #[derive(Debug, Default)]
 struct Written {
-    /// The tables written through foreign keys, views and rules,
-    /// `schema.table`.
+    /// The tables written through foreign keys, views and rules, and
+    /// those their rules read and the parents of those, `schema.table`.
     tables: Vec<String>,
     /// What writing them calls ([`WRITE_CALLS`]), `schema.function`.
     calls: Vec<String>,
-    /// What their rules for writes call ([`CALLS`]), `schema.function`.
+    /// What their rules for writes call ([`CALLS`]), and the views and
+    /// policies of what those rules read or write, `schema.function`.
     rule_calls: Vec<String>,
+    /// What their rules for writes run, and reading what those rules read
+    /// or write reaches ([`Reaching`]).
+    rule_reach: Reaching,
     /// The kinds of writes their rules add.
     kinds: Vec<SqlKind>,
 }
@@ -1409,18 +1569,6 @@ impl Routines {
             );
         }
         found.extend(self.always.iter().cloned());
-        let (mut foreign_tables, mut credential_catalogs) = (Vec::new(), Vec::new());
-        for table in &tables {
-            found.extend(reached_by_reading(&self.relations, table).cloned());
-            foreign_tables.extend(reached_by_reading(&self.foreign, table).cloned());
-            credential_catalogs.extend(reached_by_reading(&self.credentials, table).cloned());
-        }
-        foreign_tables.sort_unstable();
-        foreign_tables.dedup();
-        credential_catalogs.sort_unstable();
-        credential_catalogs.dedup();
-        credential_catalogs.retain(|c| !facts.credential_catalogs.contains(c));
-        let (mut reached, mut calls) = self.reads.reached_from(tables.iter().copied());
         let written: Vec<&String> = facts.tables_written.iter().collect();
         let earlier_written = earlier_names(&written, renames, earlier_relation);
         let wrote = self.written_from(
@@ -1428,25 +1576,45 @@ impl Routines {
             &Write::of_statement(statement),
             &facts.kinds,
         );
-        // What the types it names call, casts any statement may run, and
-        // what the rules of what it writes call. A statement that creates
-        // or alters something may define a view or rule over what it
-        // reads, through which the session then writes before the agent's
-        // catalog shows it (in its transaction, or until the next read):
-        // the rules of what it reads count as if it wrote it.
-        let before = calls.len();
-        calls.extend(wrote.rule_calls);
-        if facts
+        // A statement that creates or alters something may define a view
+        // or rule over what it reads, through which the session then
+        // writes before the agent's catalog shows it (in its transaction,
+        // or until the next read): what the rules of what it reads reach
+        // counts as if it wrote it, and what they read or write as read.
+        let defines = facts
             .kinds
             .iter()
-            .any(|kind| matches!(kind, SqlKind::Create | SqlKind::Alter))
-        {
+            .any(|kind| matches!(kind, SqlKind::Create | SqlKind::Alter));
+        let may_write = defines.then(|| {
             let any_write = [SqlKind::Insert, SqlKind::Update, SqlKind::Delete];
-            calls.extend(
-                self.written_from(tables.iter().copied(), &Write::of(&any_write), &facts.kinds)
-                    .rule_calls,
-            );
+            self.written_from(tables.iter().copied(), &Write::of(&any_write), &facts.kinds)
+        });
+        let (mut foreign_tables, mut credential_catalogs) = (Vec::new(), Vec::new());
+        for table in &tables {
+            found.extend(reached_by_reading(&self.relations, table).cloned());
+            foreign_tables.extend(reached_by_reading(&self.foreign, table).cloned());
+            credential_catalogs.extend(reached_by_reading(&self.credentials, table).cloned());
         }
+        for reach in std::iter::once(&wrote)
+            .chain(&may_write)
+            .map(|w| &w.rule_reach)
+        {
+            found.extend(reach.functions.iter().cloned());
+            foreign_tables.extend(reach.foreign_tables.iter().cloned());
+            credential_catalogs.extend(reach.credential_catalogs.iter().cloned());
+        }
+        foreign_tables.sort_unstable();
+        foreign_tables.dedup();
+        credential_catalogs.sort_unstable();
+        credential_catalogs.dedup();
+        credential_catalogs.retain(|c| !facts.credential_catalogs.contains(c));
+        let rules = defines.then_some(&self.writes);
+        let (mut reached, mut calls) = self.reads.reached_from(tables.iter().copied(), rules);
+        // What the types it names call, casts any statement may run, and
+        // what the rules of what it writes (or may write so) call.
+        let before = calls.len();
+        calls.extend(wrote.rule_calls);
+        calls.extend(may_write.into_iter().flat_map(|w| w.rule_calls));
         for name in type_names.iter().copied().chain(&earlier_types) {
             calls.extend(self.type_calls.get(name).into_iter().flatten().cloned());
         }
@@ -1494,16 +1662,17 @@ impl Routines {
     }
 
     /// What writing the relations `named` in the `ways` a statement with
-    /// `statement_kinds` writes them writes through foreign keys (`schema.table`) and calls
-    /// ([`WRITE_CALLS`] and their rules' calls, `schema.function`), with
-    /// what it writes through
-    /// those and through the views, rules and partitioned tables it names,
-    /// to any depth, and the kinds of writes their rules add. What their
-    /// row-level-security policies read counts as written too, which can
-    /// only match more; so does what their rules read, written as the
-    /// statement writes and as the rules' commands do (an insert whose
-    /// rule deletes deletes, and follows the delete actions of what the
-    /// rule reaches).
+    /// `statement_kinds` writes them writes through foreign keys
+    /// (`schema.table`) and calls ([`WRITE_CALLS`] and their rules'
+    /// calls, `schema.function`), with what it writes through those and
+    /// through the views, rules and partitioned tables it names, to any
+    /// depth, what the rules for those ways run and what reading what
+    /// they read or write reaches, and the kinds of writes their rules
+    /// add. What their row-level-security policies read counts as written
+    /// too, which can only match more; so does what their rules for those
+    /// ways read, written as the statement writes and as the rules'
+    /// commands do (an insert whose rule deletes deletes, and follows the
+    /// delete actions of what the rule reaches).
     fn written_from<'a>(
         &self,
         named: impl Iterator<Item = &'a String>,
@@ -1529,15 +1698,19 @@ impl Routines {
             // What it reads or writes through its rules, views, policies
             // and partitions is written as it is, and as its rules write.
             let ruled = writes
-                .rule_writes
+                .rules
+                .writes
                 .get(&(rel, write))
                 .map_or(&[][..], Vec::as_slice);
             kinds.extend(ruled);
             let ways: Vec<Write> = std::iter::once(write)
                 .chain(ruled.iter().copied())
                 .collect();
+            let by_rules = writes.rules.reads.get(&(rel, write)).into_iter().flatten();
             let reads = self.reads.edges.get(&rel).into_iter().flatten();
-            let through = reads.flat_map(|next| ways.iter().map(move |way| (*next, *way)));
+            let through = reads
+                .chain(by_rules)
+                .flat_map(|next| ways.iter().map(move |way| (*next, *way)));
             for next in through.chain(writes.keys_from(rel, write)) {
                 if visited.insert(next) {
                     pending.push(next);
@@ -1545,10 +1718,21 @@ impl Routines {
             }
         }
         let seen: HashSet<u32> = visited.iter().map(|(rel, _)| *rel).collect();
+        // What the rules for those ways read or write is read as a
+        // statement reads it: with what its views and policies call, and
+        // the tables it is a partition or child of.
+        let targets: HashSet<u32> = visited
+            .iter()
+            .filter_map(|way| writes.rules.reads.get(way))
+            .flatten()
+            .copied()
+            .collect();
+        let (read_by_targets, mut rule_calls) = self.reads.reached_from_oids(&targets, None);
         let tables = sorted(
             seen.difference(&starts)
                 .filter_map(|oid| writes.names.get(oid).or_else(|| self.reads.names.get(oid)))
-                .cloned(),
+                .cloned()
+                .chain(read_by_targets),
         );
         let calls = sorted(
             seen.iter()
@@ -1556,13 +1740,34 @@ impl Routines {
                 .flatten()
                 .cloned(),
         );
-        let rule_calls = sorted(
-            visited
-                .iter()
-                .filter_map(|way| writes.rule_calls.get(way))
-                .flatten()
-                .cloned(),
-        );
+        let by_rules = |of: &HashMap<(u32, Write), Vec<String>>| {
+            sorted(
+                visited
+                    .iter()
+                    .filter_map(|way| of.get(way))
+                    .flatten()
+                    .cloned(),
+            )
+        };
+        rule_calls.extend(by_rules(&writes.rules.calls));
+        let rule_calls = sorted(rule_calls);
+        let mut rule_reach = Reaching {
+            functions: by_rules(&writes.rules.runs),
+            ..Reaching::default()
+        };
+        for target in targets
+            .iter()
+            .filter_map(|rel| writes.rules.targets.get(rel))
+        {
+            rule_reach
+                .functions
+                .extend(target.functions.iter().cloned());
+            rule_reach
+                .foreign_tables
+                .extend(target.foreign_tables.iter().cloned());
+            let catalogs = target.credential_catalogs.iter().cloned();
+            rule_reach.credential_catalogs.extend(catalogs);
+        }
         let mut kinds: Vec<SqlKind> = kinds
             .into_iter()
             .filter_map(|write| match write {
@@ -1577,6 +1782,7 @@ impl Routines {
             tables,
             calls,
             rule_calls,
+            rule_reach,
             kinds,
         }
     }
@@ -1806,8 +2012,14 @@ pub(crate) struct TestCatalog<'a> {
     /// (relation OID, schema, relation, function its view or policy
     /// calls, whether that is an extension's)
     pub runs: &'a [(u32, &'a str, &'a str, &'a str, bool)],
+    /// (relation OID, schema, relation, the rule's event as
+    /// `pg_rewrite.ev_type`, function the rule calls)
+    pub rule_runs: &'a [(u32, &'a str, &'a str, &'a str, &'a str)],
     /// (view OID, schema, view, OID of a relation it reads)
     pub reads: &'a [(u32, &'a str, &'a str, u32)],
+    /// (relation OID, schema, relation, the rule's event as
+    /// `pg_rewrite.ev_type`, OID of a relation the rule reads or writes)
+    pub rule_reads: &'a [(u32, &'a str, &'a str, &'a str, u32)],
     /// (relation OID, schema, relation, type OID its view, rule or policy
     /// casts to)
     pub casts: &'a [(u32, &'a str, &'a str, u32)],
@@ -1869,24 +2081,32 @@ impl TestCatalog<'_> {
         let runs = self
             .runs
             .iter()
-            .map(|(oid, schema, rel, function, ext)| {
+            .map(|(oid, schema, rel, function, ext)| (oid, schema, rel, function, *ext, "1"))
+            .chain(
+                self.rule_runs
+                    .iter()
+                    .map(|(oid, schema, rel, event, function)| {
+                        (oid, schema, rel, function, false, *event)
+                    }),
+            )
+            .map(|(oid, schema, rel, function, ext, event)| {
                 row(&[
                     &oid.to_string(),
                     schema,
                     rel,
                     function,
-                    if *ext { "t" } else { "f" },
+                    if ext { "t" } else { "f" },
+                    event,
                 ])
             })
             .collect();
-        let edges = |edges: &[(u32, &str, &str, u32)]| -> Vec<Vec<Option<String>>> {
-            edges
-                .iter()
-                .map(|(oid, schema, rel, to)| {
-                    row(&[&oid.to_string(), schema, rel, &to.to_string()])
-                })
-                .collect()
-        };
+        let casts = self
+            .casts
+            .iter()
+            .map(|(oid, schema, rel, to)| {
+                row(&[&oid.to_string(), schema, rel, &to.to_string(), "1"])
+            })
+            .collect();
         let type_functions = self
             .type_functions
             .iter()
@@ -1917,17 +2137,27 @@ impl TestCatalog<'_> {
         Routines::from_rows(&[
             defined,
             runs,
-            edges(self.reads)
-                .into_iter()
-                .zip(self.reads)
-                .map(|(mut row, (.., read))| {
-                    if let Some((_, schema, rel)) = self.named.iter().find(|(o, ..)| o == read) {
-                        row.extend([Some((*schema).to_owned()), Some((*rel).to_owned())]);
+            self.reads
+                .iter()
+                .map(|(oid, schema, rel, read)| (oid, schema, rel, "1", read))
+                .chain(
+                    self.rule_reads
+                        .iter()
+                        .map(|(oid, schema, rel, event, read)| (oid, schema, rel, *event, read)),
+                )
+                .map(|(oid, schema, rel, event, read)| {
+                    let mut row = row(&[&oid.to_string(), schema, rel, &read.to_string()]);
+                    match self.named.iter().find(|(o, ..)| o == read) {
+                        Some((_, schema, rel)) => {
+                            row.extend([Some((*schema).to_owned()), Some((*rel).to_owned())]);
+                        }
+                        None => row.extend([None, None]),
                     }
+                    row.push(Some(event.to_owned()));
                     row
                 })
                 .collect(),
-            edges(self.casts),
+            casts,
             type_functions,
             type_edges,
             type_names,
@@ -1977,6 +2207,7 @@ impl TestCatalog<'_> {
                         &read.to_string(),
                         read_schema,
                         read_rel,
+                        "1",
                     ])
                 })
                 .collect(),
@@ -2542,9 +2773,9 @@ mod tests {
                 (111, "public", "queue", "2", "pg_catalog.md5"),
                 (111, "public", "queue", "3", "pg_catalog.abs"),
             ],
-            reads: &[
-                (110, "public", "requests", 111),
-                (111, "public", "queue", 99),
+            rule_reads: &[
+                (110, "public", "requests", "2", 111),
+                (111, "public", "queue", "3", 99),
             ],
             named: &[(111, "public", "queue"), customers],
             foreign_keys: &[(customers, (100, "public", "orders"), "c", "a")],
@@ -2569,6 +2800,110 @@ mod tests {
         assert_eq!(copied.tables, ["public.orders"]);
         let inserted = reached(&routines, "INSERT INTO queue VALUES (1)");
         assert_eq!(inserted.calls, ["pg_catalog.abs"]);
+    }
+
+    #[test]
+    fn what_a_table_s_rules_for_writes_read_and_write_is_reached_when_it_is_written_that_way_only()
+    {
+        // `inbox`'s ON INSERT rule runs `audit_fn`, writes `log` (whose
+        // policy runs `stamp`; a partition of `log_all`), reads the
+        // foreign table `remote`, `pg_authid` and the view `files`, which
+        // calls `pg_read_file`; its ON DELETE rule writes `trash`. A view
+        // reads `inbox`.
+        let routines = TestCatalog {
+            runs: &[(200, "public", "log", "stamp", false)],
+            rule_runs: &[(101, "public", "inbox", "3", "audit_fn")],
+            reads: &[(102, "public", "inbox_view", 101)],
+            rule_reads: &[
+                (101, "public", "inbox", "3", 200),
+                (101, "public", "inbox", "3", 201),
+                (101, "public", "inbox", "3", 1260),
+                (101, "public", "inbox", "3", 203),
+                (101, "public", "inbox", "4", 202),
+            ],
+            calls: &[(203, "public", "files", "pg_catalog.pg_read_file")],
+            children: &[(210, "public", "log_all", 200, "log")],
+            foreign: &[(201, "public", "remote")],
+            credentials: &[(1260, "pg_catalog", "pg_authid", "pg_catalog.pg_authid")],
+            named: &[
+                (101, "public", "inbox"),
+                (200, "public", "log"),
+                (202, "public", "trash"),
+                (203, "public", "files"),
+                (1260, "pg_catalog", "pg_authid"),
+            ],
+            ..Default::default()
+        }
+        .build();
+        for sql in [
+            "SELECT * FROM inbox",
+            "SELECT * FROM inbox WHERE id = 1 FOR UPDATE",
+            "UPDATE inbox SET id = 2 WHERE id = 1",
+            "COPY inbox FROM STDIN",
+        ] {
+            let read = reached(&routines, sql);
+            assert!(read.tables.is_empty(), "{sql}: {read:?}");
+            assert!(read.functions.is_empty(), "{sql}: {read:?}");
+            assert!(read.foreign_tables.is_empty(), "{sql}: {read:?}");
+            assert!(read.credential_catalogs.is_empty(), "{sql}: {read:?}");
+            assert!(read.calls.is_empty(), "{sql}: {read:?}");
+        }
+        assert_eq!(
+            reached(&routines, "SELECT * FROM inbox_view").tables,
+            ["public.inbox"]
+        );
+        for sql in [
+            "INSERT INTO inbox VALUES (1)",
+            "INSERT INTO inbox_view VALUES (1)",
+        ] {
+            let inserted = reached(&routines, sql);
+            let tables = [
+                "pg_catalog.pg_authid",
+                "public.files",
+                "public.log",
+                "public.log_all",
+                "public.remote",
+            ];
+            for table in tables {
+                assert!(
+                    inserted.tables.iter().any(|t| t == table),
+                    "{sql}: {inserted:?}"
+                );
+            }
+            assert!(
+                !inserted.tables.iter().any(|t| t == "public.trash"),
+                "{sql}"
+            );
+            assert_eq!(inserted.functions, ["audit_fn", "stamp"], "{sql}");
+            assert_eq!(inserted.calls, ["pg_catalog.pg_read_file"], "{sql}");
+            assert_eq!(inserted.foreign_tables, ["public.remote"], "{sql}");
+            assert_eq!(
+                inserted.credential_catalogs,
+                ["pg_catalog.pg_authid"],
+                "{sql}"
+            );
+        }
+        let deleted = reached(&routines, "DELETE FROM inbox WHERE id = 1");
+        assert_eq!(deleted.tables, ["public.trash"]);
+        assert!(deleted.functions.is_empty());
+        // A view the session defines over it may be written through
+        // before the catalog shows it: every rule's reach counts.
+        let defined = reached(&routines, "CREATE VIEW v AS SELECT * FROM inbox");
+        assert_eq!(
+            defined.tables,
+            [
+                "pg_catalog.pg_authid",
+                "public.files",
+                "public.log",
+                "public.log_all",
+                "public.remote",
+                "public.trash"
+            ]
+        );
+        assert_eq!(defined.calls, ["pg_catalog.pg_read_file"]);
+        assert_eq!(defined.functions, ["audit_fn", "stamp"]);
+        assert_eq!(defined.foreign_tables, ["public.remote"]);
+        assert_eq!(defined.credential_catalogs, ["pg_catalog.pg_authid"]);
     }
 
     #[test]
