@@ -196,35 +196,51 @@ async fn every_statement_of_a_pgbench_run_arrives_and_each_session_verifies() {
     }
 }
 
-/// A statement as large as the spool keeps (its text is in its event) is
-/// shipped and stored like any other, and delivery goes on past it: the
-/// control plane once refused such a batch as too large for a gRPC
-/// message (the batch's framing pushed it over), every time it was sent,
-/// so nothing after it ever arrived.
+/// Statements and parameters larger than an event holds (1 MiB together)
+/// are clipped in their events, which say how long they were and their
+/// SHA-256, and the statements still run and are recorded with their
+/// outcome. Before, a write-ahead record that only just fit the spool's
+/// 4 MiB records left a statement that ran with no event at all (its
+/// outcome made the event too long, and so did its outcome-unknown
+/// stand-in). Delivery goes on past the large events: the control plane
+/// once refused a batch of them as too large for a gRPC message, every
+/// time it was sent, so nothing after it ever arrived.
 #[tokio::test]
-async fn an_event_as_large_as_the_spool_keeps_does_not_stop_delivery() {
-    use sluice_integration_tests::rawpg::{RawSession, errors, query};
+async fn statements_longer_than_an_event_holds_run_and_are_recorded_clipped() {
+    use sluice_integration_tests::rawpg::{
+        RawSession, bind_text, errors, execute, parse, query, sync,
+    };
     let mut dp = DataPath::start().await;
+    dp.target("SET ROLE app; CREATE TABLE blobs (body text)");
     let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
-    // Denied (over 1 MiB of SQL) but recorded in full, unless its event is
-    // over the spool's 4 MiB record limit: then refused for want of a
-    // record (57P03). Find the largest text that is recorded.
-    let statement = |pad: usize| format!("SELECT 1 /* {} */", "x".repeat(pad));
-    let mut recorded = 4 * 1024 * 1024 - 8_192;
-    let mut refused = 4 * 1024 * 1024;
-    while refused - recorded > 1 {
-        let pad = recorded + (refused - recorded) / 2;
-        s.send(&query(&statement(pad))).await;
-        let said = errors(&s.until(b'Z').await);
-        if said.contains("57P03") {
-            refused = pad;
-        } else {
-            assert!(said.contains("42501"), "{said}");
-            recorded = pad;
-        }
+    let sha = |v: &str| {
+        let d = ring::digest::digest(&ring::digest::SHA256, v.as_bytes());
+        d.as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    // A parameter just short of the spool's records, and one past them.
+    for len in [4 * 1024 * 1024 - 300, 5 * 1024 * 1024] {
+        let body = "b".repeat(len);
+        let mut batch = parse("", "INSERT INTO blobs VALUES ($1)");
+        batch.extend(bind_text("", "", &[&body]));
+        batch.extend(execute("", 0));
+        batch.extend(sync());
+        s.send(&batch).await;
+        assert_eq!(errors(&s.until(b'Z').await), "", "{len}");
     }
+    // Denied (over 1 MiB of SQL), and recorded.
+    let long = format!("SELECT 1 /* {} */", "x".repeat(5 * 1024 * 1024));
+    s.send(&query(&long)).await;
+    let said = errors(&s.until(b'Z').await);
+    assert!(said.contains("42501"), "{said}");
     s.send(&query("SELECT 'after the big ones'")).await;
     s.until(b'Z').await;
+    assert_eq!(
+        dp.target("SELECT string_agg(length(body)::text, ',' ORDER BY 1) FROM blobs"),
+        format!("{},{}", 4 * 1024 * 1024 - 300, 5 * 1024 * 1024)
+    );
     eventually(
         Duration::from_secs(30),
         "the audit spool to be acknowledged",
@@ -239,21 +255,63 @@ async fn an_event_as_large_as_the_spool_keeps_does_not_stop_delivery() {
         .api()
         .get_ok("/api/v1/audit?kind=statement&subject=alice&limit=100")
         .await;
-    let texts: Vec<&str> = v["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["statement"].as_str())
-        .collect();
+    let events: Vec<&serde_json::Value> = v["events"].as_array().into_iter().flatten().collect();
     assert!(
-        texts.contains(&"SELECT 'after the big ones'"),
-        "{:?}",
-        texts.iter().map(|t| t.len()).collect::<Vec<_>>()
+        events
+            .iter()
+            .any(|e| e["statement"] == "SELECT 'after the big ones'"),
+        "{events:?}"
     );
-    let largest = statement(recorded);
+    let inserts: Vec<&&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["statement"] == "INSERT INTO blobs VALUES ($1)")
+        .collect();
+    assert_eq!(inserts.len(), 2);
+    for len in [4 * 1024 * 1024 - 300, 5 * 1024 * 1024] {
+        let note = format!(
+            "... [clipped by sluice for the audit trail: {len} bytes in all, SHA-256 {}]",
+            sha(&"b".repeat(len))
+        );
+        let event = inserts
+            .iter()
+            .find(|e| {
+                e["parameters"][0]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with(&note))
+            })
+            .unwrap_or_else(|| panic!("the insert of {len} bytes, clipped"));
+        // Recorded with its outcome, not as a stand-in.
+        assert_eq!(
+            (&event["decision"], &event["rows"]),
+            (&"allow".into(), &1.into()),
+            "{len}"
+        );
+        assert!(event["attributes"].get("outcome").is_none(), "{len}");
+        let param = event["parameters"][0].as_str().unwrap();
+        assert!(
+            param.len() <= 1024 * 1024 && param.starts_with("bbbb"),
+            "{len}"
+        );
+    }
+    let denied = events
+        .iter()
+        .find(|e| {
+            e["statement"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("SELECT 1 /* xxx"))
+        })
+        .expect("the long statement's event");
+    let text = denied["statement"].as_str().unwrap();
+    assert_eq!(denied["decision"], "deny");
     assert!(
-        texts.iter().any(|t| *t == largest),
-        "the largest recorded statement is stored in full"
+        text.len() <= 1024 * 1024
+            && text.ends_with(&format!(
+                "{} bytes in all, SHA-256 {}]",
+                long.len(),
+                sha(&long)
+            )),
+        "{}",
+        &text[text.len().saturating_sub(200)..]
     );
 }
 

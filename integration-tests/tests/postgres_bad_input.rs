@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use sluice_integration_tests::datapath::DataPath;
+use sluice_integration_tests::{datapath::DataPath, eventually};
 use sluice_pgwire::{Frame, messages};
 use sqlx::Connection as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -1447,4 +1447,131 @@ async fn random_message_sequences_around_statements_held_for_approval() {
         "a denied update ran on the target"
     );
     assert!(ran("body = 'x'"), "no approved update ran on the target");
+}
+
+/// Ten bytes of binary `numeric` (one digit, the largest weight) print as
+/// 131,069 digits: an array of them bound as a parameter once made its
+/// audit text thousands of times its size, built in full before any limit
+/// was checked (80,000 of them in a 1.1 MB Bind: 10 GB, and the agent
+/// killed with every session). Such a value is recorded as hex; the
+/// statement runs as the target reads it.
+#[tokio::test]
+async fn a_binary_parameter_whose_text_would_be_huge_is_recorded_as_hex() {
+    use sluice_integration_tests::rawpg::{
+        RawSession, bind_binary, errors, execute, first_column, parse_typed, sync,
+    };
+    let mut dp = DataPath::start().await;
+    const N: i32 = 2_000;
+    let mut array = Vec::new();
+    for v in [1, 0, 1700, N, 1] {
+        array.extend(i32::to_be_bytes(v));
+    }
+    for _ in 0..N {
+        array.extend(10i32.to_be_bytes());
+        array.extend([0, 1, 0x7f, 0xff, 0, 0, 0, 0, 0, 1]);
+    }
+    let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    let mut batch = parse_typed("", "SELECT cardinality($1::numeric[])", &[1231]);
+    batch.extend(bind_binary("", "", &[&array]));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    s.send(&batch).await;
+    let answer = s.until(b'Z').await;
+    assert_eq!(errors(&answer), "");
+    assert_eq!(first_column(&answer), ["2000"]);
+    let parameters = dp
+        .cp
+        .api()
+        .statement_parameters("SELECT cardinality($1::numeric[])")
+        .await;
+    let recorded = parameters[0].as_str().unwrap();
+    let hex: String = array.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        recorded == format!("\\x{hex}"),
+        "recorded as {} bytes: {}...",
+        recorded.len(),
+        &recorded[..100]
+    );
+    // A numeric the size of its text reads as PostgreSQL prints it.
+    let mut one = Vec::new();
+    one.extend([0, 1, 0, 2, 0, 0, 0, 0, 0, 7]);
+    let mut batch = parse_typed("", "SELECT $1::numeric + 0 AS small", &[1700]);
+    batch.extend(bind_binary("", "", &[&one]));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    s.send(&batch).await;
+    assert_eq!(first_column(&s.until(b'Z').await), ["700000000"]);
+    let parameters = dp.cp.api().statement_parameters("AS small").await;
+    assert_eq!(parameters, serde_json::json!(["700000000"]));
+}
+
+/// A client that asks for a large row and stops reading: what the agent
+/// holds for it past its buffer counts against the subject's allowance
+/// until the client reads it (once, only the row still arriving did, so
+/// one subject's stalled sessions could hold gigabytes), and the session
+/// ends at the idle timeout (once, with statements in flight, it lived
+/// until the token expired), taking its target connection with it.
+#[tokio::test]
+async fn a_client_that_stops_reading_holds_its_answer_against_its_allowance_and_is_ended() {
+    use sluice_integration_tests::rawpg::{RawSession, errors, query};
+    let mut dp = DataPath::start_with(
+        sluice_integration_tests::datapath::DEFAULT_RULES,
+        vec![
+            "--max-subject-receive-bytes".into(),
+            "40000000".into(),
+            "--idle-timeout".into(),
+            "6s".into(),
+        ],
+    )
+    .await;
+    let port = dp.agent.pg_port;
+    let mut stalled = RawSession::connect(port, "app", &dp.token).await;
+    stalled
+        .send(&query("SELECT repeat('x', 30000000) AS stalled"))
+        .await;
+    // The agent reads the row from the target (a moment on loopback) and
+    // holds what the client's socket does not take: at least 15 MB.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut other = RawSession::connect(port, "app", &dp.token).await;
+    other.send(&query("SELECT repeat('y', 30000000)")).await;
+    let text = errors(&other.until_or_closed(b'Z').await);
+    assert!(
+        text.contains("53200") && text.contains("--max-subject-receive-bytes"),
+        "{text}"
+    );
+    // The stalled session ends, and its target connection with it.
+    eventually(
+        Duration::from_secs(30),
+        "the stalled session's target connection to close",
+        || async {
+            let left =
+                dp.target("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%AS stalled'");
+            (left == "0").then_some(())
+        },
+    )
+    .await;
+    let api = dp.cp.api();
+    eventually(
+        Duration::from_secs(20),
+        "the stalled session's end event",
+        || async {
+            let v = api.get_ok("/api/v1/audit?kind=session.end&limit=100").await;
+            v["events"].as_array()?.iter().find(|e| {
+                e["error"].as_str().is_some_and(|t| {
+                    t.contains("read nothing of what was sent to it for longer than 6s")
+                })
+            })?;
+            Some(())
+        },
+    )
+    .await;
+    // With it gone, the row fits the allowance again.
+    let mut reader = sqlx::postgres::PgConnection::connect(&dp.url())
+        .await
+        .unwrap();
+    let (row,): (String,) = sqlx::query_as("SELECT repeat('z', 30000000)")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    assert_eq!(row.len(), 30_000_000);
 }

@@ -31,6 +31,12 @@
 //! segment (at most 8 MiB of events), however many acknowledgements pass
 //! it: statements stalled behind a lock cost no disk writes per
 //! acknowledgement.
+//!
+//! An event holds at most [`STATEMENT_BYTES`] of statement text and
+//! parameters and [`ERROR_BYTES`] of error: longer ones are clipped (see
+//! [`clip`]), so every event fits a spool record with room for what its
+//! statement's outcome adds. Without that, a statement whose write-ahead
+//! record only just fits would run and its event never be written.
 
 use std::{
     collections::HashMap,
@@ -51,6 +57,10 @@ pub enum AuditError {
         "audit spool is full ({limit} bytes); the control plane has not acknowledged events for a while"
     )]
     Full { limit: u64 },
+    #[error(
+        "audit spool is nearly full ({limit} bytes): its last eighth is kept for sessions, and refused connections are not recorded until it drains"
+    )]
+    Crowded { limit: u64 },
     #[error("audit spool cannot be written: {0}")]
     Io(String),
 }
@@ -83,6 +93,18 @@ pub enum AuditSync {
     Batch,
 }
 
+/// How much of the spool an append may use.
+#[derive(Clone, Copy)]
+enum Room {
+    /// Up to its limit.
+    Limit,
+    /// Past it: for records that stand for or close what is already
+    /// spooled, few by construction.
+    OverLimit,
+    /// Up to its last eighth, kept for sessions.
+    Headroom,
+}
+
 /// Kind of a write-ahead record in the spool (see the module docs).
 pub const INTENT_KIND: &str = "statement.intent";
 
@@ -92,6 +114,72 @@ pub const INTENT_KIND: &str = "statement.intent";
 struct EventKind {
     #[prost(string, tag = "4")]
     kind: String,
+}
+
+/// Most bytes of statement text and parameters together an event holds.
+pub const STATEMENT_BYTES: usize = 1024 * 1024;
+
+/// Most bytes of error text an event holds.
+pub const ERROR_BYTES: usize = 64 * 1024;
+
+/// Clips `event`'s statement text and parameters to [`STATEMENT_BYTES`]
+/// together, and its error to [`ERROR_BYTES`]. The text keeps at least
+/// half the room; the parameters share the rest, the short ones whole.
+/// Each clipped value ends with how long it was and the SHA-256 of all of
+/// it, so the trail still tells which value ran; a parameter whose share
+/// is too small for that reads `[clipped by sluice]`.
+pub fn clip(event: &mut pb::AuditEvent) {
+    let params: usize = event.parameters.iter().map(String::len).sum();
+    if event.statement.len() + params > STATEMENT_BYTES {
+        let text_room = STATEMENT_BYTES
+            .saturating_sub(params)
+            .max(STATEMENT_BYTES / 2);
+        clip_value(&mut event.statement, text_room);
+        let room = STATEMENT_BYTES.saturating_sub(event.statement.len());
+        let lens: Vec<usize> = event.parameters.iter().map(String::len).collect();
+        let each = fair_share(&lens, room);
+        for p in &mut event.parameters {
+            clip_value(p, each);
+        }
+    }
+    clip_value(&mut event.error, ERROR_BYTES);
+}
+
+/// The largest length that values of `lens` clipped to it fit `room`
+/// together: short values stay whole, the long ones share what is left.
+fn fair_share(lens: &[usize], room: usize) -> usize {
+    let mut sorted = lens.to_vec();
+    sorted.sort_unstable();
+    let mut left = room;
+    for (i, len) in sorted.iter().enumerate() {
+        let rest = sorted.len() - i;
+        if len.saturating_mul(rest) > left {
+            return left / rest;
+        }
+        left -= len;
+    }
+    usize::MAX
+}
+
+/// Clips `value` to at most `room` bytes (on a character boundary), ending
+/// it with its length and digest; leaves it alone if it fits.
+fn clip_value(value: &mut String, room: usize) {
+    if value.len() <= room {
+        return;
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, value.as_bytes());
+    let note = format!(
+        "... [clipped by sluice for the audit trail: {} bytes in all, SHA-256 {}]",
+        value.len(),
+        hex::encode(digest.as_ref())
+    );
+    if note.len() > room {
+        // No room left (parameters after long ones): marked, not emptied.
+        "[clipped by sluice]".clone_into(value);
+        return;
+    }
+    value.truncate(value.floor_char_boundary(room - note.len()));
+    value.push_str(&note);
 }
 
 /// Error text of a statement event made from a write-ahead record.
@@ -111,6 +199,8 @@ struct Shared {
     next_intent: u64,
     /// Where the spool's counters are published (the shipper waits on them).
     status_tx: watch::Sender<SpoolStatus>,
+    /// The spool's limit, in bytes.
+    max_bytes: u64,
 }
 
 /// A write-ahead record in the spool.
@@ -377,6 +467,7 @@ impl AuditLog {
             intents,
             next_intent,
             status_tx,
+            max_bytes,
         };
         shared.settle_abandoned();
         shared.publish();
@@ -398,6 +489,7 @@ impl AuditLog {
     }
 
     fn fill_in(&self, event: &mut pb::AuditEvent) {
+        clip(event);
         if event.id.is_empty() {
             event.id = uuid::Uuid::now_v7().to_string();
         }
@@ -425,12 +517,35 @@ impl AuditLog {
         event: &pb::AuditEvent,
         intent: Option<u64>,
     ) -> Result<u64, AuditError> {
+        self.append_as(event, intent, Room::Limit)
+    }
+
+    /// [`Self::append_resolving`], into as much of the spool as `room` says.
+    fn append_as(
+        &self,
+        event: &pb::AuditEvent,
+        intent: Option<u64>,
+        room: Room,
+    ) -> Result<u64, AuditError> {
         let bytes = event.encode_to_vec();
         let mut shared = self.lock();
         if let Some(why) = &shared.sync_failure {
             return Err(AuditError::Io(format!("cannot flush to disk: {why}")));
         }
-        let seq = shared.spool.append(&bytes)?;
+        let seq = match room {
+            Room::Limit => shared.spool.append(&bytes)?,
+            Room::OverLimit => shared.spool.append_over_limit(&bytes)?,
+            Room::Headroom => {
+                let kept = shared.max_bytes / 8;
+                let used = shared.spool.disk_bytes().saturating_add(bytes.len() as u64);
+                if used > shared.max_bytes.saturating_sub(kept) {
+                    return Err(AuditError::Crowded {
+                        limit: shared.max_bytes,
+                    });
+                }
+                shared.spool.append(&bytes)?
+            }
+        };
         if let Some(key) = intent {
             shared.intents.remove(&key);
         }
@@ -641,6 +756,31 @@ impl SessionTrail {
         Ok(seq)
     }
 
+    /// Records the event that closes what the trail holds (a session's
+    /// end, an approval the session withdrew as it ended), even into a
+    /// full spool: there is at most one per session, and without it the
+    /// session would never be sealed. A failure is logged.
+    pub fn record_closing(&mut self, mut event: pb::AuditEvent) {
+        self.log.fill_in(&mut event);
+        self.chain.link(&mut event);
+        match self.log.append_as(&event, None, Room::OverLimit) {
+            Ok(_) => self.chain.commit(&event),
+            Err(e) => tracing::error!(error = %e, kind = %event.kind, "cannot audit an event"),
+        }
+    }
+
+    /// Records a connection refused before any session began, leaving the
+    /// spool's last eighth to sessions: clients that never log in cannot
+    /// fill it and so stop everyone's statements (fail-closed once full).
+    /// [`AuditError::Crowded`] when it would reach into that eighth.
+    pub fn record_refusal(&mut self, mut event: pb::AuditEvent) -> Result<u64, AuditError> {
+        self.log.fill_in(&mut event);
+        self.chain.link(&mut event);
+        let seq = self.log.append_as(&event, None, Room::Headroom)?;
+        self.chain.commit(&event);
+        Ok(seq)
+    }
+
     /// Records an event about work already done; a failure is logged.
     pub fn record_detached(&mut self, event: pb::AuditEvent) {
         let kind = event.kind.clone();
@@ -731,6 +871,123 @@ mod tests {
             .build()
             .unwrap()
             .block_on(f)
+    }
+
+    #[test]
+    fn statements_too_long_for_a_record_are_clipped_and_still_recorded_with_their_outcome() {
+        // Without clipping, this write-ahead record fits the spool's 4 MiB
+        // records and the finished event (its outcome added) does not: the
+        // statement would run and only its outcome-unknown stand-in, itself
+        // too long, would be left.
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let mut trail = SessionTrail::new(log.clone());
+        let big = "é".repeat(2 * 1024 * 1024 - 100);
+        let mut event = statement("INSERT INTO notes VALUES ($1, $2)");
+        event.parameters = vec![big.clone(), "7".into()];
+        let mut events = [event];
+        let mut tokens = trail.intend(&mut events).unwrap();
+        let [mut event] = events;
+        event.rows = 1;
+        event.error = "e".repeat(100_000);
+        trail.finish(event, tokens.pop());
+        let (shipped, _) = read_all(&log);
+        assert_eq!(shipped.len(), 1);
+        let got = &shipped[0];
+        assert_eq!((got.kind.as_str(), got.rows), ("statement", 1));
+        assert_eq!(got.statement, "INSERT INTO notes VALUES ($1, $2)");
+        let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, big.as_bytes()));
+        let note = format!(
+            "... [clipped by sluice for the audit trail: {} bytes in all, SHA-256 {digest}]",
+            big.len()
+        );
+        assert!(
+            got.parameters[0].ends_with(&note),
+            "{}",
+            &got.parameters[0][got.parameters[0].len() - 200..]
+        );
+        assert!(big.starts_with(got.parameters[0].strip_suffix(&note).unwrap()));
+        assert_eq!(got.parameters[1], "7");
+        let held = got.statement.len() + got.parameters.iter().map(String::len).sum::<usize>();
+        assert!(held <= STATEMENT_BYTES, "{held}");
+        assert!(got.error.len() <= ERROR_BYTES && got.error.starts_with("eee"));
+        assert!(got.error.contains("100000 bytes in all"));
+    }
+
+    #[test]
+    fn refusals_leave_the_spool_s_last_eighth_to_sessions_and_ends_go_into_a_full_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_sized(dir.path(), 64 * 1024);
+        let refusal = |i: usize| pb::AuditEvent {
+            kind: "session.start".into(),
+            session_id: format!("r{i}"),
+            decision: "deny".into(),
+            error: "x".repeat(1000),
+            ..Default::default()
+        };
+        let mut refused = 0;
+        loop {
+            match SessionTrail::new(log.clone()).record_refusal(refusal(refused)) {
+                Ok(_) => refused += 1,
+                Err(AuditError::Crowded { limit: 65536 }) => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(refused < 100, "refusals stop short of the limit");
+        }
+        let used = log.status.borrow().disk_bytes;
+        assert!(used <= 64 * 1024 * 7 / 8, "{used}");
+        // Sessions still have the last eighth.
+        let mut trail = SessionTrail::new(log.clone());
+        let mut statements = 0;
+        loop {
+            match trail.record(statement("select 1")) {
+                Ok(_) => statements += 1,
+                Err(AuditError::Full { .. }) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(statements >= 20, "{statements}");
+        // A full spool still takes the session's end, chained.
+        trail.record_closing(pb::AuditEvent {
+            kind: "session.end".into(),
+            session_id: "s1".into(),
+            ..Default::default()
+        });
+        assert_eq!(trail.len(), statements + 1);
+        let (shipped, _) = read_all(&log);
+        assert_eq!(
+            shipped.len(),
+            refused + usize::try_from(statements).unwrap() + 1
+        );
+        assert_eq!(shipped.last().unwrap().kind, "session.end");
+    }
+
+    #[test]
+    fn long_parameters_share_the_room_and_short_ones_stay_whole() {
+        let mut event = statement("SELECT $1, $2, $3, $4");
+        let long = "a".repeat(STATEMENT_BYTES);
+        event.parameters = vec![long.clone(), "b".into(), long.clone(), "c".repeat(1000)];
+        clip(&mut event);
+        let room = STATEMENT_BYTES - event.statement.len();
+        let each = (room - 1 - 1000) / 2;
+        let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, long.as_bytes()));
+        for p in [&event.parameters[0], &event.parameters[2]] {
+            assert_eq!(p.len(), each);
+            assert!(p.starts_with("aaa") && p.ends_with(&format!(" SHA-256 {digest}]")));
+        }
+        assert_eq!(event.parameters[1], "b");
+        assert_eq!(event.parameters[3], "c".repeat(1000));
+        // So many long ones that each share is too small to say more.
+        let mut event = statement("SELECT");
+        event.parameters = vec!["d".repeat(100); 2 * STATEMENT_BYTES / 100];
+        clip(&mut event);
+        assert!(event.parameters.iter().all(|p| p == "[clipped by sluice]"));
+        // What fits is left alone.
+        let mut event = statement("SELECT $1");
+        event.parameters = vec!["a".repeat(STATEMENT_BYTES - 9)];
+        let before = event.clone();
+        clip(&mut event);
+        assert_eq!(event, before);
     }
 
     #[test]

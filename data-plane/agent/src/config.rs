@@ -156,7 +156,7 @@ pub struct AgentArgs {
     /// Result rows recorded per statement in the session record (0: none).
     #[arg(long, env = "SLUICE_AGENT_RECORD_ROWS", default_value_t = 100)]
     pub record_rows: usize,
-    /// Bytes of result values recorded per statement.
+    /// Bytes of result values recorded per statement (at most 1 MiB).
     #[arg(long, env = "SLUICE_AGENT_RECORD_STATEMENT_BYTES", default_value_t = 64 * 1024)]
     pub record_statement_bytes: usize,
     /// Bytes of result values recorded per session, over all statements.
@@ -187,6 +187,11 @@ impl AgentArgs {
         }
         if self.max_message_bytes < 64 * 1024 {
             anyhow::bail!("SLUICE_AGENT_MAX_MESSAGE_BYTES must be at least 65536");
+        }
+        if self.record_statement_bytes > 1024 * 1024 {
+            // A statement's event, result rows included, must fit a spool
+            // record (4 MiB) with its clipped text and parameters.
+            anyhow::bail!("SLUICE_AGENT_RECORD_STATEMENT_BYTES must be at most 1048576");
         }
         if self.max_staleness.is_zero() {
             anyhow::bail!("SLUICE_AGENT_MAX_STALENESS: must be greater than zero");

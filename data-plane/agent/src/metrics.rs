@@ -21,6 +21,7 @@ pub struct Metrics {
     pub spool_pending: Gauge,
     pub audit_events: Counter,
     pub audit_failures: Counter,
+    pub refusals_unrecorded: Counter,
     pub client_connections: Family<OutcomeLabels, Counter>,
 }
 
@@ -36,6 +37,7 @@ impl Default for Metrics {
             spool_pending: Gauge::default(),
             audit_events: Counter::default(),
             audit_failures: Counter::default(),
+            refusals_unrecorded: Counter::default(),
             client_connections: Family::default(),
         };
         registry.register(
@@ -72,6 +74,11 @@ impl Default for Metrics {
             "audit_failures",
             "Statements refused because their audit event could not be spooled",
             m.audit_failures.clone(),
+        );
+        registry.register(
+            "refusals_unrecorded",
+            "Connections refused before any session began and not recorded: the audit spool was nearly full (its last eighth is kept for sessions)",
+            m.refusals_unrecorded.clone(),
         );
         registry.register(
             "client_connections",

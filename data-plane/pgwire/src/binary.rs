@@ -20,14 +20,25 @@
 //! for the audit trail only, the masker does not read them (they hold no
 //! text a detector could find).
 //!
-//! The input comes from the database, but nothing here trusts it: every
-//! length is checked, element counts are bounded by the bytes present,
-//! and nesting is bounded.
+//! The input comes from the database or the client, and nothing here
+//! trusts it: every length is checked, element counts are bounded by the
+//! bytes present, nesting is bounded, and so is the text made: a value
+//! whose text would pass [`text_limit`] is not read (`None`), as a few
+//! bytes of `numeric` can print as 131,072 digits and an array holds
+//! thousands of them.
 
 use std::fmt::Write as _;
 
 /// Deepest nesting read (records within arrays within records...).
 const MAX_DEPTH: usize = 8;
+
+/// The longest text read from `len` bytes: eight times their length and a
+/// mebibyte. Text forms are at most a few times their binary forms but for
+/// `numeric`'s zeros (its weight and display scale) and quoting at depth,
+/// and no single `numeric` prints longer than the mebibyte.
+pub fn text_limit(len: usize) -> usize {
+    len.saturating_mul(8).saturating_add(1 << 20)
+}
 
 /// Text types: their binary form is the text itself.
 const TEXT_TYPES: [i32; 7] = [25, 1043, 1042, 19, 705, 114, 142];
@@ -133,7 +144,8 @@ pub fn text_of(oid: i32, v: &[u8]) -> Option<String> {
 /// element, a field, a range bound) by `forms`.
 pub fn text_of_with(oid: i32, v: &[u8], forms: &dyn Fn(i32) -> Option<Form>) -> Option<String> {
     let mut out = String::new();
-    Reading { forms }.value(oid, v, 0, &mut out)?;
+    let limit = text_limit(v.len());
+    Reading { forms, limit }.value(oid, v, 0, &mut out)?;
     Some(out)
 }
 
@@ -334,25 +346,40 @@ impl<'a> Reader<'a> {
 }
 
 /// `numeric_send`: digit count, weight (of the first base-10000 digit),
-/// sign, display scale, then the digits; printed as `get_str_from_var`.
+/// sign, display scale, then the digits; read as `numeric_recv` stores
+/// them (digits past the display scale cut, leading zero digits dropped,
+/// a zero positive) and printed as `get_str_from_var`.
 fn numeric(v: &[u8], out: &mut String) -> Option<()> {
     let mut r = Reader(v);
     let ndigits = usize::from(r.u16()?);
-    let weight = i32::from(r.u16()?.cast_signed());
+    let mut weight = i32::from(r.u16()?.cast_signed());
     let sign = r.u16()?;
     let dscale = r.u16()?;
-    let digits: Vec<u16> = (0..ndigits).map(|_| r.u16()).collect::<Option<_>>()?;
+    let mut digits: Vec<u16> = (0..ndigits).map(|_| r.u16()).collect::<Option<_>>()?;
     r.done()?;
     if ndigits > 0x7fff || dscale > 0x3fff || digits.iter().any(|d| *d > 9999) {
         return None;
     }
     match sign {
-        0x0000 => {}
-        0x4000 => out.push('-'),
+        0x0000 | 0x4000 => {}
         0xc000 => return (ndigits == 0).then(|| out.push_str("NaN")),
         0xd000 => return (ndigits == 0).then(|| out.push_str("Infinity")),
         0xf000 => return (ndigits == 0).then(|| out.push_str("-Infinity")),
         _ => return None,
+    }
+    // `trunc_var` to the display scale, then `make_result`'s stripping.
+    let kept = usize::try_from(weight + 1 + (i32::from(dscale) + 3) / 4).unwrap_or(0);
+    digits.truncate(kept);
+    if let (Some(last), 1..=3) = (digits.get_mut(kept.wrapping_sub(1)), dscale % 4) {
+        *last -= *last % 10u16.pow(u32::from(4 - dscale % 4));
+    }
+    let leading = digits.iter().take_while(|d| **d == 0).count();
+    digits.drain(..leading);
+    weight -= i32::try_from(leading).ok()?;
+    if digits.is_empty() {
+        weight = 0;
+    } else if sign == 0x4000 {
+        out.push('-');
     }
     let digit = |i: i32| {
         usize::try_from(i)
@@ -382,12 +409,21 @@ fn numeric(v: &[u8], out: &mut String) -> Option<()> {
     Some(())
 }
 
-/// One reading of a value: how to read the types not built in.
+/// One reading of a value: how to read the types not built in, and the
+/// longest text it may make.
 struct Reading<'a> {
     forms: &'a dyn Fn(i32) -> Option<Form>,
+    limit: usize,
 }
 
 impl Reading<'_> {
+    /// `None` once `out` is longer than the reading may make: containers
+    /// ask after each element, so no more than one element's text past
+    /// the limit is ever made.
+    fn fits(&self, out: &str) -> Option<()> {
+        (out.len() <= self.limit).then_some(())
+    }
+
     fn value(&self, oid: i32, v: &[u8], depth: usize, out: &mut String) -> Option<()> {
         if depth > MAX_DEPTH {
             return None;
@@ -427,7 +463,7 @@ impl Reading<'_> {
                 Form::Textless => out.push_str(&textless_text(t, v)?),
             },
         }
-        Some(())
+        self.fits(out)
     }
 
     /// `array_send`: dimensions, a has-nulls flag, the element type, each
@@ -495,6 +531,7 @@ impl Reading<'_> {
             } else {
                 self.array_level(inner, element, r, depth, out)?;
             }
+            self.fits(out)?;
         }
         out.push('}');
         Some(())
@@ -519,6 +556,7 @@ impl Reading<'_> {
                 let mut text = String::new();
                 self.value(oid, bytes, depth + 1, &mut text)?;
                 quote_record_field(&text, out);
+                self.fits(out)?;
             }
         }
         out.push(')');
@@ -579,6 +617,7 @@ impl Reading<'_> {
                 let mut text = String::new();
                 self.value(subtype, bytes, depth + 1, &mut text)?;
                 quote_range_bound(&text, out);
+                self.fits(out)?;
             }
         }
         out.push(if flags & UPPER_INCLUSIVE != 0 {
@@ -817,6 +856,43 @@ mod tests {
         let mut long = numeric(0, 0, 0, &[1]);
         long.push(0);
         assert_eq!(text_of(1700, &long), None);
+        // Read as `numeric_recv` stores them: cut at the display scale
+        // (not rounded), leading zero digits dropped, zero never negative,
+        // and no digits is zero whatever the weight.
+        assert_eq!(text(numeric(1, 0, 0, &[0, 5])).as_deref(), Some("5"));
+        assert_eq!(text(numeric(0, 0, 0, &[7, 9999])).as_deref(), Some("7"));
+        assert_eq!(text(numeric(0, 0, 2, &[1, 5678])).as_deref(), Some("1.56"));
+        assert_eq!(text(numeric(0, 0x4000, 1, &[0, 5])).as_deref(), Some("0.0"));
+        assert_eq!(text(numeric(0, 0x4000, 0, &[])).as_deref(), Some("0"));
+        assert_eq!(text(numeric(0x7fff, 0, 0, &[])).as_deref(), Some("0"));
+        assert_eq!(text(numeric(-3, 0x4000, 2, &[1])).as_deref(), Some("0.00"));
+    }
+
+    #[test]
+    fn text_longer_than_the_limit_is_not_made() {
+        // Ten bytes of numeric print as 131,069 digits, within the limit.
+        let huge = numeric(0x7fff, 0, 0, &[1]);
+        let one = text_of(1700, &huge).unwrap();
+        assert_eq!(one.len(), 1 + 4 * 0x7fff);
+        assert!(one.starts_with("10000") && one.bytes().skip(1).all(|b| b == b'0'));
+        // A hundred of them in an array would make 13 MB from 1.4 kB:
+        // refused, and so within records and ranges.
+        let elements: Vec<Option<&[u8]>> = vec![Some(&huge[..]); 100];
+        let many = array(1700, &[(100, 1)], &elements);
+        assert!(super::text_limit(many.len()) < 100 * one.len());
+        assert_eq!(text_of(1231, &many), None);
+        let mut record = 100i32.to_be_bytes().to_vec();
+        for _ in 0..100 {
+            record.extend(1700i32.to_be_bytes());
+            record.extend(i32::try_from(huge.len()).unwrap().to_be_bytes());
+            record.extend(&huge);
+        }
+        assert_eq!(text_of(2249, &record), None);
+        // Arrays of ordinary values are read whatever their size.
+        let small = numeric(0, 0, 0, &[7]);
+        let elements: Vec<Option<&[u8]>> = vec![Some(&small[..]); 100_000];
+        let text = text_of(1231, &array(1700, &[(100_000, 1)], &elements)).unwrap();
+        assert_eq!(text.len(), 2 * 100_000 + 1);
     }
 
     #[test]

@@ -309,11 +309,13 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr, starting: c
         }
         hello.extend_from_slice(&messages::backend_key_data(pid, key).raw);
         hello.extend_from_slice(&messages::ready_for_query(upstream.tx_status).raw);
-        if stream.write_all(&hello).await.is_err() {
+        let started = std::time::Instant::now();
+        if let Err(e) = stream.write_all(&hello).await {
             agent.pg_cancel.unregister(pid, key);
+            let why = format!("the client left before its session began: {e}");
+            trail.record_closing(session_end(event, started, &session::Totals::default(), why));
             return;
         }
-        let started = std::time::Instant::now();
         let ctx = session::Context {
             agent: agent.clone(),
             session_id: event.session_id.clone(),
@@ -339,23 +341,8 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr, starting: c
         let client_reader = FrameReader::new(agent.args.max_message_bytes);
         let (totals, error, mut trail) = session::run(ctx, stream, client_reader, upstream).await;
         agent.pg_cancel.unregister(pid, key);
-        let end = pb::AuditEvent {
-            kind: "session.end".into(),
-            session_id: event.session_id,
-            subject: event.subject,
-            groups: event.groups,
-            resource: event.resource,
-            agent: event.agent,
-            client_addr: event.client_addr,
-            duration_us: i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX),
-            rows: i64::try_from(totals.rows).unwrap_or(i64::MAX),
-            error: error.map(|e| e.to_string()).unwrap_or_default(),
-            attributes_json: serde_json::json!({"protocol": "postgres", "statements": totals.statements, "denied": totals.denied}).to_string(),
-            ..Default::default()
-        };
-        if let Err(e) = trail.record(end) {
-            tracing::error!(error = %e, "cannot audit a session end");
-        }
+        let why = error.map(|e| e.to_string()).unwrap_or_default();
+        trail.record_closing(session_end(event, started, &totals, why));
         // Deregistered once its end is recorded: a draining agent waits for
         // the registry to empty before it flushes the spool.
         drop(registration);
@@ -490,6 +477,39 @@ pub fn masking_throughput(rows: usize, duration: Duration) -> (u64, f64) {
     (bytes, started.elapsed().as_secs_f64())
 }
 
+/// The `session.end` event of the session `start` began: its totals, and
+/// why it ended (empty when the client closed it).
+fn session_end(
+    start: pb::AuditEvent,
+    started: std::time::Instant,
+    totals: &session::Totals,
+    error: String,
+) -> pb::AuditEvent {
+    pb::AuditEvent {
+        kind: "session.end".into(),
+        session_id: start.session_id,
+        subject: start.subject,
+        groups: start.groups,
+        resource: start.resource,
+        agent: start.agent,
+        client_addr: start.client_addr,
+        duration_us: i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX),
+        rows: i64::try_from(totals.rows).unwrap_or(i64::MAX),
+        error,
+        attributes_json: serde_json::json!({"protocol": "postgres", "statements": totals.statements, "denied": totals.denied}).to_string(),
+        ..Default::default()
+    }
+}
+
+/// Cuts `value` to at most `max` bytes (on a character boundary), marking
+/// that it was cut.
+fn clip_to(value: &mut String, max: usize) {
+    if value.len() > max {
+        value.truncate(value.floor_char_boundary(max));
+        value.push_str("...");
+    }
+}
+
 /// Records a refusal, then tells the client.
 async fn refuse(agent: &Agent, stream: io::Stream, mut event: pb::AuditEvent, refusal: Refusal) {
     agent
@@ -502,14 +522,25 @@ async fn refuse(agent: &Agent, stream: io::Stream, mut event: pb::AuditEvent, re
         .inc();
     event.decision = "deny".into();
     event.error = refusal.message.clone();
+    // What the client chose (a database name, and messages quoting it)
+    // is recorded in part: each refusal costs the spool little.
+    clip_to(&mut event.resource, 256);
+    clip_to(&mut event.error, 1024);
     // Record first: if the decision cannot be audited, the client gets the
     // audit error instead (fail closed), never a silent success. A refused
     // connection is a one-event session: its denied start is chained, and
     // the control plane seals it as ended.
     let mut trail = SessionTrail::new(agent.audit.clone());
-    let refusal = match trail.record(event) {
+    let refusal = match trail.record_refusal(event) {
         Ok(_) => {
             agent.metrics.audit_events.inc();
+            refusal
+        }
+        Err(e @ crate::audit::AuditError::Crowded { .. }) => {
+            // Refused all the same; the spool's last eighth stays for
+            // sessions, whose statements stop once it is full.
+            agent.metrics.refusals_unrecorded.inc();
+            tracing::warn!(error = %e, refusal = %refusal.message, "connection refused and not recorded");
             refusal
         }
         Err(e) => {

@@ -455,6 +455,8 @@ pub enum SessionError {
     Io(#[from] std::io::Error),
     #[error("client idle for longer than {0:?}")]
     Idle(Duration),
+    #[error("the client read nothing of what was sent to it for longer than {0:?}")]
+    Stalled(Duration),
     #[error("this session was ended: {0}")]
     Ended(String),
     #[error("a result row could not be masked, so it was not sent and the session is ended: {0}")]
@@ -616,7 +618,16 @@ pub async fn run(
             }
             r = client_w.write(&relay.to_client), if !relay.to_client.is_empty() => {
                 match r {
-                    Ok(n) => relay.to_client.advance(n),
+                    Ok(n) => {
+                        last_activity = tokio::time::Instant::now();
+                        let queued = relay.to_client.len() > HIGH_WATER;
+                        relay.to_client.advance(n);
+                        if queued {
+                            // Less of the target's answer is held: release
+                            // it (it is counted again at the next read).
+                            let _ = relay.count_arriving(&server_reader, true);
+                        }
+                    }
                     Err(e) => break Some(e.into()),
                 }
             }
@@ -647,11 +658,17 @@ pub async fn run(
                 }
             }
             // A batch that ended in Flush leaves the target's transaction
-            // open (and its locks held): idle all the same.
-            () = &mut idle_sleep, if relay.inflight() == 0 && relay.units.is_empty() && relay.holding.is_none() && relay.deferred.is_none() => {
+            // open (and its locks held): idle all the same. So is a session
+            // whose client reads nothing of what it was sent (the relay
+            // stops reading the target then, with statements in flight).
+            () = &mut idle_sleep, if relay.inflight() == 0 && relay.units.is_empty() && relay.holding.is_none() && relay.deferred.is_none() || !relay.to_client.is_empty() => {
                 let deadline = last_activity + idle;
                 if tokio::time::Instant::now() >= deadline {
-                    break Some(SessionError::Idle(idle));
+                    break Some(if relay.to_client.is_empty() {
+                        SessionError::Idle(idle)
+                    } else {
+                        SessionError::Stalled(idle)
+                    });
                 }
                 idle_sleep.as_mut().reset(deadline);
             }
@@ -676,6 +693,7 @@ pub async fn run(
         e @ (SessionError::Protocol(_)
         | SessionError::Audit(_)
         | SessionError::Idle(_)
+        | SessionError::Stalled(_)
         | SessionError::Ended(_)
         | SessionError::Unmaskable(_)
         | SessionError::TooMuchArriving(_)
@@ -686,7 +704,7 @@ pub async fn run(
         let code = match e {
             SessionError::TooMuchArriving(_) => "53200",
             SessionError::Unsupported(_) => "0A000",
-            SessionError::Idle(_) => "57P05",
+            SessionError::Idle(_) | SessionError::Stalled(_) => "57P05",
             SessionError::Ended(_) => "57P01",
             SessionError::Unmaskable(_) => "XX000",
             SessionError::Audit(_) => "57P03",
@@ -708,7 +726,9 @@ pub async fn run(
         server_w.write_all(&messages::terminate().raw),
     )
     .await;
-    let _ = client_w.shutdown().await;
+    // Bounded as the writes above: a TLS close waits for the client to
+    // read, and the session's end must be recorded whatever it does.
+    let _ = tokio::time::timeout(Duration::from_secs(2), client_w.shutdown()).await;
     let why = err
         .as_ref()
         .map_or_else(|| "the connection closed".to_owned(), ToString::to_string);
@@ -729,7 +749,7 @@ pub async fn run(
             ),
             serde_json::json!({}),
         );
-        relay.ctx.trail.record_detached(event);
+        relay.ctx.trail.record_closing(event);
         relay
             .ctx
             .agent
@@ -781,12 +801,19 @@ impl Relay {
     /// Counts a large message still arriving, from the client or (`result`)
     /// from the target, against the subject's allowance (see
     /// [`crate::LARGE_MESSAGE`]); ends the session if it does not fit,
-    /// before the rest of it is read.
+    /// before the rest of it is read. For the target's answers, what waits
+    /// for the client past [`HIGH_WATER`] counts too.
     fn count_arriving(&mut self, reader: &FrameReader, result: bool) -> Result<(), SessionError> {
-        let arriving = reader
+        let mut arriving = reader
             .incomplete_len()
             .filter(|&n| n > crate::LARGE_MESSAGE)
             .unwrap_or(0);
+        if result {
+            // A large answer read in full waits for the client past the
+            // high-water mark: it counts until the client has read it, so
+            // a client that stops reading holds no more than its share.
+            arriving += self.to_client.len().saturating_sub(HIGH_WATER);
+        }
         let kind = if result {
             Arriving::Result
         } else {
