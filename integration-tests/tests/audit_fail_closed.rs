@@ -138,3 +138,75 @@ async fn best_effort_resources_keep_running_when_the_spool_is_full() {
         "{status}"
     );
 }
+
+/// Sends a start-up packet for `database`, then reads until the agent
+/// closes; returns what it said.
+async fn refused_start(port: u16, database: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut body = 196_608i32.to_be_bytes().to_vec();
+    for part in ["user", "mallory", "database", database, ""] {
+        body.extend(part.as_bytes());
+        body.push(0);
+    }
+    let mut packet = (i32::try_from(body.len()).unwrap() + 4)
+        .to_be_bytes()
+        .to_vec();
+    packet.extend(body);
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(&packet).await.unwrap();
+    let mut said = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut said))
+        .await
+        .expect("the agent closes a refused connection")
+        .unwrap();
+    String::from_utf8_lossy(&said).into_owned()
+}
+
+/// Clients that never log in cannot fill the spool and so stop every
+/// session's statements: their refusals are recorded only while the
+/// spool's last eighth is free, and are refused all the same after that
+/// (with their own reason, not 57P03), counted and logged.
+#[tokio::test]
+async fn refused_connections_cannot_fill_the_spool_for_sessions() {
+    let mut dp = DataPath::start_with(
+        DEFAULT_RULES,
+        vec!["--spool-max-bytes".into(), "65536".into()],
+    )
+    .await;
+    let mut conn = sqlx::postgres::PgConnection::connect(&dp.url())
+        .await
+        .unwrap();
+    dp.cp.stop();
+    let unknown = "d".repeat(4000);
+    for _ in 0..150 {
+        let said = refused_start(dp.agent.pg_port, &unknown).await;
+        assert!(
+            said.contains("3D000") && said.contains("is not a PostgreSQL resource"),
+            "{said}"
+        );
+    }
+    dp.agent_logged("connection refused and not recorded").await;
+    let metrics = format!("http://127.0.0.1:{}/metrics", dp.agent.status_port);
+    let metrics = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+    let unrecorded: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_agent_refusals_unrecorded_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(unrecorded > 0, "{metrics}");
+    // The session's statements still run, and are recorded.
+    // (The last eighth, 8 KiB here, holds a few statements' records.)
+    for i in 0..4 {
+        sqlx::query("INSERT INTO notes (body) VALUES ($1)")
+            .bind(format!("kept {i}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        dp.target("SELECT count(*) FROM notes WHERE body LIKE 'kept %'"),
+        "4"
+    );
+}

@@ -33,8 +33,9 @@
 //! acknowledgement.
 //!
 //! An event holds at most [`STATEMENT_BYTES`] of statement text and
-//! parameters and [`ERROR_BYTES`] of error: longer ones are clipped (see
-//! [`clip`]), so every event fits a spool record with room for what its
+//! parameters (and up to 19 bytes more per parameter, see [`clip`]) and
+//! [`ERROR_BYTES`] of error: longer ones are clipped, so every event fits
+//! a spool record (65,535 parameters at most) with room for what its
 //! statement's outcome adds. Without that, a statement whose write-ahead
 //! record only just fits would run and its event never be written.
 
@@ -127,7 +128,9 @@ pub const ERROR_BYTES: usize = 64 * 1024;
 /// half the room; the parameters share the rest, the short ones whole.
 /// Each clipped value ends with how long it was and the SHA-256 of all of
 /// it, so the trail still tells which value ran; a parameter whose share
-/// is too small for that reads `[clipped by sluice]`.
+/// is too small for that reads `[clipped by sluice]` (19 bytes, which may
+/// be more than its share: thousands of long parameters together pass
+/// the limit by up to that much each).
 pub fn clip(event: &mut pb::AuditEvent) {
     let params: usize = event.parameters.iter().map(String::len).sum();
     if event.statement.len() + params > STATEMENT_BYTES {

@@ -619,9 +619,12 @@ pub async fn run(
             r = client_w.write(&relay.to_client), if !relay.to_client.is_empty() => {
                 match r {
                     Ok(n) => {
-                        last_activity = tokio::time::Instant::now();
                         let queued = relay.to_client.len() > HIGH_WATER;
                         relay.to_client.advance(n);
+                        if !relay.to_client.is_empty() {
+                            // A client reading slowly is not stalled.
+                            last_activity = tokio::time::Instant::now();
+                        }
                         if queued {
                             // Less of the target's answer is held: release
                             // it (it is counted again at the next read).
