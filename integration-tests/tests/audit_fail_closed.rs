@@ -23,17 +23,25 @@ async fn insert_until_refused(conn: &mut sqlx::postgres::PgConnection) -> (u64, 
     panic!("the spool never filled up");
 }
 
-#[tokio::test]
-async fn a_full_spool_refuses_statements_and_nothing_runs() {
+/// A data path whose agent spools at most 64 KiB, a session on it, and the
+/// control plane stopped: nothing the agent spools from now on is
+/// acknowledged.
+async fn session_on_a_small_spool_cut_off() -> (DataPath, sqlx::postgres::PgConnection) {
     let mut dp = DataPath::start_with(
         DEFAULT_RULES,
         vec!["--spool-max-bytes".into(), "65536".into()],
     )
     .await;
-    let mut conn = sqlx::postgres::PgConnection::connect(&dp.url())
+    let conn = sqlx::postgres::PgConnection::connect(&dp.url())
         .await
         .unwrap();
     dp.cp.stop();
+    (dp, conn)
+}
+
+#[tokio::test]
+async fn a_full_spool_refuses_statements_and_nothing_runs() {
+    let (mut dp, mut conn) = session_on_a_small_spool_cut_off().await;
 
     let (inserted, err) = insert_until_refused(&mut conn).await;
     assert!(
@@ -170,15 +178,7 @@ async fn refused_start(port: u16, database: &str) -> String {
 /// (with their own reason, not 57P03), counted and logged.
 #[tokio::test]
 async fn refused_connections_cannot_fill_the_spool_for_sessions() {
-    let mut dp = DataPath::start_with(
-        DEFAULT_RULES,
-        vec!["--spool-max-bytes".into(), "65536".into()],
-    )
-    .await;
-    let mut conn = sqlx::postgres::PgConnection::connect(&dp.url())
-        .await
-        .unwrap();
-    dp.cp.stop();
+    let (dp, mut conn) = session_on_a_small_spool_cut_off().await;
     let unknown = "d".repeat(4000);
     for _ in 0..150 {
         let said = refused_start(dp.agent.pg_port, &unknown).await;
