@@ -62,7 +62,8 @@ pub struct AgentArgs {
     /// start-up handshake at once (not yet authenticated): connections
     /// that never log in hold a slot of `--max-connections` until
     /// `--startup-timeout`, and this keeps one address from taking them
-    /// all. Connections that logged in do not count.
+    /// all. IPv6 addresses count by their /64. Connections that logged in
+    /// do not count.
     #[arg(
         long,
         env = "SLUICE_AGENT_MAX_STARTUPS_PER_ADDRESS",

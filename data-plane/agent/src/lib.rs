@@ -68,8 +68,8 @@ pub struct Agent {
     /// TLS for client connections (None: plaintext only).
     pub pg_tls: Option<tokio_rustls::TlsAcceptor>,
     subject_connections: Mutex<std::collections::HashMap<String, SubjectUse>>,
-    /// Connections per client address still in the start-up handshake
-    /// (`--max-startups-per-address`).
+    /// Connections per client network (see [`client_network`]) still in
+    /// the start-up handshake (`--max-startups-per-address`).
     startups: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// Client sessions per resource, for the resource's own limits.
     resource_connections: Mutex<std::collections::HashMap<String, ResourceUse>>,
@@ -174,11 +174,37 @@ impl SubjectSlot<'_> {
     }
 }
 
-/// A connection in its start-up handshake, counted against its address
-/// until dropped.
+/// A connection in its start-up handshake, counted against its client
+/// network until dropped.
 pub struct StartupSlot {
     agent: Arc<Agent>,
     address: std::net::IpAddr,
+}
+
+/// What `--max-startups-per-address` counts a client address against: an
+/// IPv4 address on its own (also when it arrives IPv4-mapped on an IPv6
+/// socket), an IPv6 address as its /64. One IPv6 host is usually handed a
+/// whole /64, so counting single IPv6 addresses would let it take every
+/// start-up slot by cycling through its own addresses.
+pub fn client_network(address: std::net::IpAddr) -> std::net::IpAddr {
+    match address {
+        std::net::IpAddr::V4(_) => address,
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                std::net::IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
+/// How a client network reads in messages: `192.0.2.7`, `2001:db8::/64`.
+pub fn describe_client_network(address: std::net::IpAddr) -> String {
+    match client_network(address) {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("{v6}/64"),
+    }
 }
 
 impl Drop for StartupSlot {
@@ -359,8 +385,10 @@ impl Agent {
     }
 
     /// Counts a connection from `address` in its start-up handshake, unless
-    /// that address is at `--max-startups-per-address`.
+    /// its client network ([`client_network`]) is at
+    /// `--max-startups-per-address`.
     pub fn claim_startup_slot(self: &Arc<Self>, address: std::net::IpAddr) -> Option<StartupSlot> {
+        let address = client_network(address);
         let mut counts = self.startups.lock().unwrap_or_else(|e| e.into_inner());
         let n = counts.entry(address).or_default();
         if *n >= self.args.max_startups_per_address {
@@ -807,6 +835,32 @@ mod tests {
             },
             held: 0,
         }
+    }
+
+    #[test]
+    fn start_ups_count_against_an_ipv4_address_or_an_ipv6_64() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(client_network(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_network(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(
+            client_network(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            client_network(ip("2001:db8:1:2::1")),
+            client_network(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            "one /64, one count"
+        );
+        assert_ne!(
+            client_network(ip("2001:db8:1:2::1")),
+            client_network(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(
+            describe_client_network(ip("2001:db8:1:2::9")),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(describe_client_network(ip("::1")), "::/64");
+        assert_eq!(describe_client_network(ip("::ffff:10.0.0.1")), "10.0.0.1");
     }
 
     #[test]

@@ -125,8 +125,9 @@ async fn refuse_busy(agent: Arc<Agent>, mut stream: TcpStream) {
     .await;
 }
 
-/// Refuses a connection from an address that already has
-/// `--max-startups-per-address` connections in their start-up handshake.
+/// Refuses a connection from a client network (an IPv4 address, an IPv6
+/// /64) that already has `--max-startups-per-address` connections in their
+/// start-up handshake.
 async fn refuse_starting(agent: Arc<Agent>, mut stream: TcpStream, peer: SocketAddr) {
     agent
         .metrics
@@ -142,7 +143,7 @@ async fn refuse_starting(agent: Arc<Agent>, mut stream: TcpStream, peer: SocketA
         format!(
             "{} connections from {} are already logging in to this sluice agent (its limit); try again once they have",
             agent.args.max_startups_per_address,
-            peer.ip()
+            crate::describe_client_network(peer.ip())
         ),
     );
     let _ = tokio::time::timeout(
