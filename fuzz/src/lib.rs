@@ -284,11 +284,15 @@ pub fn mask(data: &[u8]) {
 /// (see [`open_spool`]):
 /// an `acked` file (if any) and the first segment file. Opening it either
 /// refuses with an error or recovers into a spool that reads what it holds
-/// and takes new records.
+/// and takes new records, having kept whatever it cut off.
 pub fn spool(data: &[u8]) {
     let Some((_dir, mut spool)) = open_spool(data) else {
         return;
     };
+    if let Some(kept) = spool.set_aside() {
+        let len = std::fs::metadata(&kept.kept_at).map(|m| m.len()).ok();
+        assert_eq!(len, Some(kept.bytes), "what recovery cut off is kept whole");
+    }
     let _ = spool.read_after(spool.acked_seq(), 1000, 1024 * 1024);
     let seq = spool
         .append(b"after recovery")

@@ -102,6 +102,113 @@ async fn events_produced_while_the_control_plane_is_down_all_arrive_once() {
     );
 }
 
+#[tokio::test]
+async fn a_spool_damaged_with_intact_records_after_the_damage_is_cut_there_and_the_trail_says_so() {
+    // What a power loss can leave of writes not yet synced: a record in the
+    // middle of the last segment lost, later ones on disk intact.
+    let mut cp = ControlPlaneProc::start().await;
+    let mut agent = AgentProc::start(&mut cp, "edge").await;
+    cp.stop();
+    let refuse = |agent: &AgentProc, database: &str| {
+        let (ok, _, err) = psql_via_agent(agent.pg_port, database, "not-a-jwt", "select 1");
+        assert!(!ok && err.contains("is not a PostgreSQL resource"), "{err}");
+    };
+    for database in ["db-kept", "db-damaged", "db-after-1", "db-after-2"] {
+        refuse(&agent, database);
+    }
+    agent.stop();
+    let spool = agent.state_path("spool");
+    let segment = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .expect("a spool segment");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes
+        .windows(10)
+        .position(|w| w == b"db-damaged")
+        .expect("the refusal's record");
+    bytes[at] = b'X';
+    std::fs::write(&segment, &bytes).unwrap();
+
+    agent.start_again().await;
+    refuse(&agent, "db-next");
+    assert!(
+        agent
+            .logs()
+            .contains("the audit spool is damaged inside its last segment"),
+        "{}",
+        agent.logs()
+    );
+    cp.start_again().await;
+    let api = cp.api();
+    let report = eventually(
+        Duration::from_secs(30),
+        "the damage report to arrive",
+        || async {
+            let v = api.get_ok("/api/v1/audit?kind=audit.damaged").await;
+            v["events"].as_array()?.first().cloned()
+        },
+    )
+    .await;
+    assert_eq!(report["agent"], "edge");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("were cut off and never delivered"),
+        "{error}"
+    );
+    let kept_at = report["attributes"]["kept_at"].as_str().unwrap();
+    let kept = std::fs::read(kept_at).expect("the bytes cut off are kept");
+    for database in ["db-after-1", "db-after-2"] {
+        assert!(
+            kept.windows(database.len())
+                .any(|w| w == database.as_bytes()),
+            "{database} is in the kept file"
+        );
+    }
+    let databases = eventually(
+        Duration::from_secs(30),
+        "the refusal after the restart to arrive",
+        || async {
+            let v = api
+                .get_ok("/api/v1/audit?kind=session.start&limit=1000")
+                .await;
+            let got: Vec<String> = v["events"]
+                .as_array()?
+                .iter()
+                .filter_map(|e| e["resource"].as_str().map(str::to_owned))
+                .collect();
+            got.iter().any(|d| d == "db-next").then_some(got)
+        },
+    )
+    .await;
+    let mut databases = databases;
+    databases.sort();
+    assert_eq!(
+        databases,
+        ["db-kept", "db-next"],
+        "what was before the damage, and after the restart"
+    );
+
+    // Reported once: a later start finds nothing more to cut.
+    agent.stop();
+    agent.start_again().await;
+    refuse(&agent, "db-last");
+    eventually(
+        Duration::from_secs(30),
+        "the last refusal to arrive",
+        || async {
+            let v = api
+                .get_ok("/api/v1/audit?kind=session.start&resource=db-last")
+                .await;
+            (!v["events"].as_array()?.is_empty()).then_some(())
+        },
+    )
+    .await;
+    let v = api.get_ok("/api/v1/audit?kind=audit.damaged").await;
+    assert_eq!(v["events"].as_array().unwrap().len(), 1);
+}
+
 /// Statements pgbench runs per client below (and so at least this many
 /// statement events per session).
 const PGBENCH_TRANSACTIONS: u64 = 400;

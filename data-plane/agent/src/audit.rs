@@ -371,6 +371,37 @@ fn orphan_event(intent: &[u8]) -> Option<Vec<u8>> {
 /// event supersedes: their statements were forwarded by an agent that
 /// stopped before their outcome. Returns them (sequence number and bytes),
 /// one per id.
+/// The event that tells the trail the spool cut damaged records off at
+/// start (see [`sluice_spool::SetAside`]).
+fn damage_event(kept: &sluice_spool::SetAside) -> pb::AuditEvent {
+    pb::AuditEvent {
+        kind: DAMAGE_KIND.into(),
+        error: format!(
+            "the audit spool was damaged inside its last segment ({}); records from spool sequence {} on \
+             were cut off and never delivered, so events may be missing from the trail (a power loss \
+             before they were synced, or a failing disk); the {} bytes cut off are kept on the agent at {}",
+            kept.reason,
+            kept.first_lost_seq,
+            kept.bytes,
+            kept.kept_at.display()
+        ),
+        attributes_json: serde_json::json!({
+            "segment": kept.segment.display().to_string(),
+            "offset": kept.offset,
+            "first_lost_seq": kept.first_lost_seq,
+            "intact_seq": kept.intact_after.0,
+            "intact_offset": kept.intact_after.1,
+            "bytes": kept.bytes,
+            "kept_at": kept.kept_at.display().to_string(),
+        })
+        .to_string(),
+        ..Default::default()
+    }
+}
+
+/// Kind of the event [`damage_event`] makes.
+pub const DAMAGE_KIND: &str = "audit.damaged";
+
 fn find_orphans(spool: &Spool) -> Result<Vec<(u64, Vec<u8>)>, SpoolError> {
     let mut open: HashMap<String, (u64, Vec<u8>)> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -438,6 +469,7 @@ impl AuditLog {
                 ..defaults
             },
         )?;
+        let set_aside = spool.set_aside().map(damage_event);
         let orphans = find_orphans(&spool)?;
         if !orphans.is_empty() {
             tracing::warn!(
@@ -479,6 +511,12 @@ impl AuditLog {
             status,
             agent,
         };
+        if let Some(mut event) = set_aside {
+            // Once per start, so into a full spool as well: the trail must
+            // say that it lost records.
+            log.fill_in(&mut event);
+            log.append_as(&event, None, Room::OverLimit)?;
+        }
         let background = log.clone();
         thread::Builder::new()
             .name("audit-sync".into())
@@ -853,6 +891,27 @@ mod tests {
         .unwrap()
     }
 
+    /// Opens the log in `dir` once the dropped log before it has let go
+    /// of the spool (its sync thread notices within a turn).
+    fn open_once_released(dir: &Path) -> AuditLog {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match AuditLog::open(
+                dir,
+                1 << 30,
+                AuditSync::Batch,
+                Duration::from_millis(5),
+                "edge".into(),
+            ) {
+                Ok(log) => return log,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "{e}");
+                    thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
     fn statement(text: &str) -> pb::AuditEvent {
         pb::AuditEvent {
             kind: "statement".into(),
@@ -915,6 +974,63 @@ mod tests {
         assert!(held <= STATEMENT_BYTES, "{held}");
         assert!(got.error.len() <= ERROR_BYTES && got.error.starts_with("eee"));
         assert!(got.error.contains("100000 bytes in all"));
+    }
+
+    #[test]
+    fn records_the_spool_cut_off_at_start_are_reported_in_the_trail_once() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut spool = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+            for text in ["SELECT 1", "SELECT 2", "SELECT 3"] {
+                spool.append(&statement(text).encode_to_vec()).unwrap();
+            }
+        }
+        // Damage the second record's payload, as a power loss can leave
+        // pages written out of order: the third is intact after it.
+        let segment = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "seg"))
+            .unwrap();
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let second = bytes.windows(8).position(|w| w == b"SELECT 2").unwrap();
+        bytes[second] = b'X';
+        std::fs::write(&segment, &bytes).unwrap();
+
+        let log = open(dir.path());
+        let (shipped, _) = read_all(&log);
+        let kinds: Vec<_> = shipped.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["statement", DAMAGE_KIND],
+            "the first kept, then the report"
+        );
+        let report = &shipped[1];
+        assert!(
+            report
+                .error
+                .contains("records from spool sequence 2 on were cut off"),
+            "{}",
+            report.error
+        );
+        let attributes: serde_json::Value = serde_json::from_str(&report.attributes_json).unwrap();
+        assert_eq!(attributes["first_lost_seq"], 2);
+        assert_eq!(attributes["intact_seq"], 3);
+        let kept_at = attributes["kept_at"].as_str().unwrap();
+        assert!(
+            std::fs::read(kept_at)
+                .unwrap()
+                .windows(8)
+                .any(|w| w == b"SELECT 3")
+        );
+        assert!(!report.id.is_empty() && report.agent == "edge");
+        drop(log);
+        let log = open_once_released(dir.path());
+        assert_eq!(
+            read_all(&log).0.len(),
+            2,
+            "reported by the start that cut it off only"
+        );
     }
 
     #[test]
@@ -1224,18 +1340,7 @@ mod tests {
         assert_eq!(through, 4);
         // Dies again before anything is acknowledged: nothing new.
         drop(log);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let spool = loop {
-            match Spool::open(dir.path(), SpoolConfig::default()) {
-                Ok(s) => break s,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "{e}");
-                    thread::sleep(Duration::from_millis(10));
-                }
-            }
-        };
-        drop(spool);
-        let log = open(dir.path());
+        let log = open_once_released(dir.path());
         assert_eq!(read_all(&log).0.len(), 2);
         assert_eq!(log.status().borrow().last_seq, 4);
     }

@@ -14,14 +14,19 @@
 //! * [`Spool::ack`] durably records how far the control plane has confirmed
 //!   and frees the disk space of fully acknowledged segments.
 //! * [`Spool::open`] recovers after a crash: a torn write at the very end of
-//!   the spool is trimmed; any other damage fails closed with
-//!   [`SpoolError::Corrupt`].
+//!   the spool is trimmed; damage inside the last segment with intact records
+//!   after it (what a power loss can leave of unsynced writes) ends the spool
+//!   there, the bytes cut off kept in a file and reported as [`SetAside`];
+//!   any other damage fails closed with [`SpoolError::Corrupt`].
 //!
-//! What it must never do: drop a record that was handed a sequence number
-//! and not yet acknowledged, hand out the same sequence number twice (even
-//! after every segment was deleted), or guess its way past damage it cannot
-//! explain. When in doubt it returns an error, and the agent refuses to serve
-//! rather than lose track of what it has audited.
+//! What it must never do: drop a durable record that was handed a sequence
+//! number and not yet acknowledged, hand out the same sequence number twice
+//! (even after every segment was deleted), or guess its way past damage it
+//! cannot explain. Damage it can explain only as a power loss, or as a disk
+//! losing data, is the one exception to the first two, and it is never
+//! silent: the bytes are kept and the caller is told (the agent records it
+//! in the trail). Any other doubt returns an error, and the agent refuses
+//! to serve rather than lose track of what it has audited.
 //!
 //! Records are opaque bytes: encoding audit events is the caller's business.
 //! The API is synchronous `std::fs`; the agent drives it from a dedicated
@@ -34,6 +39,9 @@
 //!   frames `len u32 LE | crc32 u32 LE | seq u64 LE | payload`.
 //! * `acked`: the highest acknowledged sequence number in ASCII decimal,
 //!   replaced atomically (write temp, fsync, rename, fsync directory).
+//! * `NNNNNNNNNNNNNNNNNNNN.seg.OFFSET.damaged`: bytes cut off a segment at
+//!   `OFFSET` by recovery ([`SetAside`]), kept for inspection; the spool
+//!   never reads them again.
 //! * `spool.lock`: held with an exclusive lock while a [`Spool`] is open, so
 //!   two processes never append to the same spool.
 
@@ -45,4 +53,4 @@ mod segment;
 mod spool;
 
 pub use error::SpoolError;
-pub use spool::{Spool, SpoolConfig, SyncMode};
+pub use spool::{SetAside, Spool, SpoolConfig, SyncMode};

@@ -172,17 +172,17 @@ fn payload_matches(reader: &mut impl Read, h: &Header, chunk: &mut [u8]) -> io::
 }
 
 /// Looks for any intact frame with a sequence number in `seqs` starting at
-/// or after `start`.
+/// or after `start`, and returns its sequence number and offset.
 ///
-/// A crash tears only the unsynced end of the last segment, so nothing
-/// valid can follow the tear. If an intact, plausibly numbered record does
-/// follow the damage, records that were acknowledged to the caller would be
-/// lost by truncating, so the caller fails closed instead.
+/// A process crash tears only the end of the last segment, so nothing
+/// valid follows the tear. If an intact, plausibly numbered record does
+/// follow the damage, truncating would lose records that were written, so
+/// the caller keeps what it cuts off.
 pub(crate) fn find_intact_frame(
     file: &File,
     start: u64,
     seqs: std::ops::RangeInclusive<u64>,
-) -> io::Result<Option<u64>> {
+) -> io::Result<Option<(u64, u64)>> {
     let file_len = file.metadata()?.len();
     let header = HEADER_LEN as usize;
     let mut window = vec![0u8; SCAN_CHUNK + header - 1];
@@ -203,7 +203,7 @@ pub(crate) fn find_intact_frame(
             }
             f.seek(SeekFrom::Start(at + HEADER_LEN))?;
             if payload_matches(&mut f, &h, &mut chunk)? {
-                return Ok(Some(at));
+                return Ok(Some((h.seq, at)));
             }
         }
         // Windows overlap by HEADER_LEN - 1 bytes so no position is missed.

@@ -62,10 +62,45 @@ impl Default for SpoolConfig {
     }
 }
 
+/// Damage [`Spool::open`] found inside the last segment, with intact
+/// records after it, and cut off: the spool ends where the damage begins,
+/// and the bytes from there on are kept in a file of their own.
+///
+/// A power loss while deferred appends ([`SyncMode::Deferred`]) or a batch
+/// were not yet synced can leave this behind: the kernel writes pages back
+/// in any order, so a later page may reach the disk while an earlier one
+/// does not. So can a disk that damages data. Which it was cannot be told
+/// from the bytes, so the spool does not guess: it starts (so a power loss
+/// does not keep the agent down until someone repairs it), loses nothing it
+/// could still read (the file is kept), and says so through this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    /// The segment the bytes were cut from.
+    pub segment: PathBuf,
+    /// Where in it the damage begins.
+    pub offset: u64,
+    /// Why the record there could not be read.
+    pub reason: String,
+    /// The file holding the bytes cut off (from `offset` to the segment's
+    /// old end), next to the segments.
+    pub kept_at: PathBuf,
+    pub bytes: u64,
+    /// The damaged record's sequence number: the first record lost. The
+    /// spool hands out the numbers of lost records again.
+    pub first_lost_seq: u64,
+    /// Sequence number and offset of the first intact record found after
+    /// the damage.
+    pub intact_after: (u64, u64),
+}
+
+/// Name suffix of the files [`SetAside`] keeps.
+const SET_ASIDE_SUFFIX: &str = ".damaged";
+
 /// A durable FIFO of audit records, acknowledged by sequence number.
 ///
 /// Sequence numbers start at 1 and increase by one per record, with no gaps
-/// and no reuse across restarts. Records `acked_seq() + 1 ..= last_seq()`
+/// and no reuse across restarts (except the numbers of records lost to
+/// damage, see [`SetAside`]). Records `acked_seq() + 1 ..= last_seq()`
 /// are exactly the ones still pending delivery.
 #[derive(Debug)]
 pub struct Spool {
@@ -99,6 +134,8 @@ pub struct Spool {
     /// Reused for encoding each append's frames (one allocation less per
     /// append on the statement path).
     scratch: Vec<u8>,
+    /// What recovery cut off, if anything (see [`SetAside`]).
+    set_aside: Option<SetAside>,
 }
 
 impl Spool {
@@ -106,9 +143,12 @@ impl Spool {
     /// recovers its state.
     ///
     /// A torn write at the end of the last segment (a crash mid-append) is
-    /// truncated away with a warning: that record's append never returned,
-    /// so nobody was told its sequence number. Any other damage, or a gap in
-    /// the sequence, is [`SpoolError::Corrupt`].
+    /// truncated away with a warning: that record's append never returned
+    /// (or, in [`SyncMode::Deferred`], it was not yet synced). Damage in the
+    /// last segment with intact records after it is cut off and kept in a
+    /// file of its own ([`Spool::set_aside`]). Damage in any other segment
+    /// (each was synced before the next was begun, so no crash explains
+    /// it), or a gap in the sequence, is [`SpoolError::Corrupt`].
     pub fn open(dir: &Path, config: SpoolConfig) -> Result<Spool, SpoolError> {
         create_dir_durable(dir)?;
         let lock = lock_dir(dir)?;
@@ -146,6 +186,7 @@ impl Spool {
             tail: VecDeque::new(),
             tail_size: 0,
             scratch: Vec::new(),
+            set_aside: recovered.set_aside,
         };
         // A crash during ack() can leave acknowledged segments behind.
         spool.drop_acked_segments()?;
@@ -158,6 +199,11 @@ impl Spool {
             "audit spool opened"
         );
         Ok(spool)
+    }
+
+    /// What opening the spool cut off and kept aside, if anything.
+    pub fn set_aside(&self) -> Option<&SetAside> {
+        self.set_aside.as_ref()
     }
 
     /// Appends one record and returns its sequence number once the record
@@ -705,7 +751,13 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
         let name = entry.file_name();
         let Some(first_seq) = name.to_str().and_then(segment::parse_file_name) else {
             let known = [OsStr::new(LOCK_FILE), OsStr::new(acked::FILE_NAME)];
-            if !known.contains(&name.as_os_str()) {
+            if name.to_str().is_some_and(|n| n.ends_with(SET_ASIDE_SUFFIX)) {
+                tracing::warn!(
+                    file = %entry.path().display(),
+                    "the audit spool directory keeps damaged records an earlier start cut off; \
+                     inspect them, then remove the file"
+                );
+            } else if !known.contains(&name.as_os_str()) {
                 tracing::warn!(
                     file = %entry.path().display(),
                     "ignoring a file in the audit spool directory that the spool did not create"
@@ -732,6 +784,7 @@ struct Recovered {
     active: Option<File>,
     /// Highest sequence number found in any record.
     max_seen: u64,
+    set_aside: Option<SetAside>,
 }
 
 /// Validates the segments on disk and rebuilds their in-memory state.
@@ -758,6 +811,7 @@ fn recover_segments(
     let mut segments = VecDeque::new();
     let mut active = None;
     let mut max_seen = 0;
+    let mut set_aside = None;
     let count = live.len();
     for (i, (first_seq, path)) in live.into_iter().enumerate() {
         let is_last = i + 1 == count;
@@ -791,7 +845,7 @@ fn recover_segments(
             if !is_last {
                 return Err(SpoolError::corrupt(&seg.path, offset, reason));
             }
-            trim_torn_tail(&file, &seg, offset, &reason)?;
+            set_aside = trim_torn_tail(dir, &file, &seg, offset, reason)?;
         }
         if let Some(last) = seg.last_seq() {
             max_seen = last;
@@ -816,38 +870,102 @@ fn recover_segments(
         segments,
         active,
         max_seen,
+        set_aside,
     })
 }
 
-/// Truncates a torn final write, unless intact records follow the damage,
-/// in which case truncating would destroy acknowledged appends.
-fn trim_torn_tail(file: &File, seg: &Segment, offset: u64, reason: &str) -> Result<(), SpoolError> {
+/// Truncates a torn final write. If intact records follow the damage, the
+/// bytes cut off are first kept in a file of their own ([`SetAside`]).
+fn trim_torn_tail(
+    dir: &Path,
+    file: &File,
+    seg: &Segment,
+    offset: u64,
+    reason: String,
+) -> Result<Option<SetAside>, SpoolError> {
     let io_err = |e| SpoolError::io(format!("recovering segment {}", seg.path.display()), e);
     let file_len = file.metadata().map_err(io_err)?.len();
     let next = seg.first_seq.saturating_add(seg.records);
     // Any frame after the damage would be numbered from `next` up to one per
     // header's worth of remaining bytes.
     let seqs = next..=next.saturating_add((file_len - offset) / HEADER_LEN + 1);
-    if let Some(at) = segment::find_intact_frame(file, offset + 1, seqs).map_err(io_err)? {
-        return Err(SpoolError::corrupt(
-            &seg.path,
-            offset,
-            format!(
-                "{reason}, yet an intact record follows at byte {at}, so this is not a torn write"
-            ),
-        ));
-    }
-    tracing::warn!(
-        segment = %seg.path.display(),
-        offset,
-        dropped_bytes = file_len - offset,
-        reason,
-        "truncating a torn write at the end of the audit spool (an append interrupted by a crash; \
-         it was never acknowledged to the caller)"
-    );
+    let set_aside = match segment::find_intact_frame(file, offset + 1, seqs).map_err(io_err)? {
+        None => {
+            tracing::warn!(
+                segment = %seg.path.display(),
+                offset,
+                dropped_bytes = file_len - offset,
+                reason,
+                "truncating a torn write at the end of the audit spool (an append interrupted \
+                 by a crash or a power loss before it was synced)"
+            );
+            None
+        }
+        Some((seq, at)) => {
+            let kept_at = keep_aside(dir, file, seg, offset, file_len)?;
+            let kept = SetAside {
+                segment: seg.path.clone(),
+                offset,
+                reason,
+                kept_at,
+                bytes: file_len - offset,
+                first_lost_seq: next,
+                intact_after: (seq, at),
+            };
+            tracing::error!(
+                segment = %kept.segment.display(),
+                offset,
+                reason = %kept.reason,
+                intact_record = seq,
+                intact_at = at,
+                kept_at = %kept.kept_at.display(),
+                bytes = kept.bytes,
+                "the audit spool is damaged inside its last segment, with intact records after \
+                 the damage (a power loss before they were synced, or a failing disk); the spool \
+                 now ends where the damage begins, records from sequence {next} on are lost to \
+                 the trail, and the bytes cut off are kept for inspection"
+            );
+            Some(kept)
+        }
+    };
     file.set_len(offset)
         .and_then(|()| file.sync_all())
-        .map_err(io_err)
+        .map_err(io_err)?;
+    Ok(set_aside)
+}
+
+/// Copies `file[offset..len]` to a file of its own next to the segments,
+/// durably, and returns its path. Run again after a crash, it writes the
+/// same file again.
+fn keep_aside(
+    dir: &Path,
+    file: &File,
+    seg: &Segment,
+    offset: u64,
+    len: u64,
+) -> Result<PathBuf, SpoolError> {
+    let name = seg
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let path = dir.join(format!("{name}.{offset}{SET_ASIDE_SUFFIX}"));
+    let io_err = |e| SpoolError::io(format!("keeping damaged records in {}", path.display()), e);
+    let mut from = file;
+    from.seek(SeekFrom::Start(offset)).map_err(io_err)?;
+    let mut to = private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(io_err)?;
+    let copied = io::copy(&mut from.take(len - offset), &mut to).map_err(io_err)?;
+    if copied != len - offset {
+        return Err(io_err(io::Error::from(io::ErrorKind::UnexpectedEof)));
+    }
+    to.sync_all().map_err(io_err)?;
+    sync_dir(dir)?;
+    Ok(path)
 }
 
 fn remove_segment_file(path: &Path) -> Result<(), SpoolError> {

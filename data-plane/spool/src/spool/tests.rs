@@ -355,7 +355,7 @@ fn a_last_segment_holding_only_a_torn_record_is_removed() -> TestResult {
 }
 
 #[test]
-fn corruption_in_the_middle_of_the_last_segment_is_corrupt() -> TestResult {
+fn damage_with_intact_records_after_it_in_the_last_segment_is_cut_off_and_kept() -> TestResult {
     let dir = tempfile::tempdir()?;
     let config = SpoolConfig::default();
     {
@@ -363,25 +363,61 @@ fn corruption_in_the_middle_of_the_last_segment_is_corrupt() -> TestResult {
         append_n(&mut spool, 1, 5)?;
     }
     let seg = segment_paths(dir.path())?.pop().ok_or("no segment")?;
-    // Flip a payload byte of record 2: records 3..5 after it are intact.
+    // Flip a payload byte of record 2: records 3..5 after it are intact, as
+    // a power loss can leave unsynced pages written out of order.
     overwrite_at(&seg, frame(34) + HEADER_LEN + 3, b"X")?;
-    let err = Spool::open(dir.path(), config.clone())
-        .err()
-        .ok_or("opened")?;
-    assert!(
-        matches!(err, SpoolError::Corrupt { offset, .. } if offset == frame(34)),
-        "{err}"
+    let cut_off = fs::read(&seg)?[frame(34) as usize..].to_vec();
+
+    let mut spool = Spool::open(dir.path(), config.clone())?;
+    assert_eq!(
+        spool.last_seq(),
+        1,
+        "the spool ends where the damage begins"
+    );
+    assert_eq!(all(&spool)?, vec![(1, rec(1))]);
+    assert_eq!(fs::metadata(&seg)?.len(), frame(34));
+    let kept = spool
+        .set_aside()
+        .ok_or("nothing reported set aside")?
+        .clone();
+    assert_eq!(kept.segment, seg);
+    assert_eq!(kept.offset, frame(34));
+    assert_eq!(kept.first_lost_seq, 2);
+    assert_eq!(kept.intact_after, (3, 2 * frame(34)));
+    assert!(kept.reason.contains("checksum"), "{}", kept.reason);
+    assert_eq!(kept.bytes, 4 * frame(34));
+    assert_eq!(
+        kept.kept_at,
+        dir.path()
+            .join(format!("00000000000000000001.seg.{}.damaged", frame(34)))
     );
     assert_eq!(
-        fs::metadata(&seg)?.len(),
-        5 * frame(34),
-        "nothing truncated"
+        fs::read(&kept.kept_at)?,
+        cut_off,
+        "every byte cut off is kept"
     );
+    assert_eq!(
+        spool.disk_bytes(),
+        frame(34),
+        "the kept file does not count against the spool"
+    );
+
+    // The spool goes on from there, and the kept file stays where it is.
+    assert_eq!(spool.append(&rec(2))?, 2);
+    drop(spool);
+    let spool = Spool::open(dir.path(), config)?;
+    assert_eq!(
+        spool.set_aside(),
+        None,
+        "reported once, by the open that cut it off"
+    );
+    assert_eq!(seqs(&all(&spool)?), vec![1, 2]);
+    assert!(kept.kept_at.exists());
     Ok(())
 }
 
 #[test]
-fn a_corrupt_length_in_the_middle_is_not_mistaken_for_a_torn_tail() -> TestResult {
+fn a_corrupt_length_in_the_middle_is_cut_off_without_reading_what_it_claims() -> TestResult {
     let dir = tempfile::tempdir()?;
     let config = SpoolConfig::default();
     {
@@ -389,11 +425,13 @@ fn a_corrupt_length_in_the_middle_is_not_mistaken_for_a_torn_tail() -> TestResul
         append_n(&mut spool, 1, 5)?;
     }
     let seg = segment_paths(dir.path())?.pop().ok_or("no segment")?;
-    // Record 2 claims ~4 GiB: must neither allocate it nor truncate 3..5.
+    // Record 2 claims ~4 GiB: must not allocate it, and 3..5 are kept.
     overwrite_at(&seg, frame(34), &u32::MAX.to_le_bytes())?;
-    let err = Spool::open(dir.path(), config).err().ok_or("opened")?;
-    assert!(matches!(err, SpoolError::Corrupt { .. }), "{err}");
-    assert_eq!(fs::metadata(&seg)?.len(), 5 * frame(34));
+    let spool = Spool::open(dir.path(), config)?;
+    assert_eq!(spool.last_seq(), 1);
+    let kept = spool.set_aside().ok_or("nothing reported set aside")?;
+    assert_eq!(kept.intact_after, (3, 2 * frame(34)));
+    assert_eq!(fs::metadata(&kept.kept_at)?.len(), 4 * frame(34));
     Ok(())
 }
 
