@@ -210,3 +210,78 @@ async fn refused_connections_cannot_fill_the_spool_for_sessions() {
         "4"
     );
 }
+
+/// A statement already running when the spool fills up is recorded with
+/// its outcome when it finishes (over the limit, like the outcome-unknown
+/// record it replaces), without its result rows.
+#[tokio::test]
+async fn a_statement_that_finishes_into_a_full_spool_is_recorded_with_its_outcome() {
+    let (mut dp, mut filler) = session_on_a_small_spool_cut_off().await;
+    let mut waiting = sqlx::postgres::PgConnection::connect(&dp.url())
+        .await
+        .unwrap();
+    // Held on the target, outside the agent, so the statement below waits
+    // for as long as the test says.
+    let mut holder = sqlx::postgres::PgConnection::connect(&dp.pg.url("app"))
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let running = tokio::spawn(async move {
+        // One Query (simple protocol): a Parse would wait for the lock
+        // too, and the Execute after it needs a record of its own.
+        use sqlx::Row as _;
+        sqlx::raw_sql("SELECT count(*) FROM items /* waits */")
+            .fetch_one(&mut waiting)
+            .await
+            .map(|row| row.get::<i64, _>(0))
+    });
+    let start = std::time::Instant::now();
+    while dp.target(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%/* waits */'",
+    ) != "1"
+    {
+        assert!(start.elapsed() < Duration::from_secs(30), "the statement never reached the target");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, err) = insert_until_refused(&mut filler).await;
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("57P03"),
+        "{err}"
+    );
+    sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+    assert_eq!(running.await.unwrap().unwrap(), 500);
+
+    dp.cp.start_again().await;
+    let api = dp.cp.api();
+    let event = sluice_integration_tests::eventually(
+        Duration::from_secs(30),
+        "the statement's event to arrive",
+        || async {
+            let v = api.get_ok("/api/v1/audit?kind=statement&limit=1000").await;
+            v["events"]
+                .as_array()?
+                .iter()
+                .find(|e| {
+                    e["statement"]
+                        .as_str()
+                        .is_some_and(|s| s.ends_with("/* waits */"))
+                })
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(event["rows"], 1, "{event}");
+    assert!(event["attributes"].get("outcome").is_none(), "{event}");
+    assert!(event["error"].as_str().unwrap_or("").is_empty(), "{event}");
+    assert!(event["attributes"].get("result").is_none(), "{event}");
+    assert!(
+        event["attributes"]["result_unrecorded"]
+            .as_str()
+            .is_some_and(|s| s.contains("spool was full")),
+        "{event}"
+    );
+}

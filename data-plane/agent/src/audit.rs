@@ -367,6 +367,21 @@ fn orphan_event(intent: &[u8]) -> Option<Vec<u8>> {
     Some(event.encode_to_vec())
 }
 
+/// Takes the result rows out of a statement's event that a full spool
+/// takes only over its limit (see [`SessionTrail::finish`]).
+fn without_result(event: &mut pb::AuditEvent) {
+    let mut attrs: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&event.attributes_json).unwrap_or_default();
+    if attrs.remove("result").is_some() {
+        attrs.insert(
+            "result_unrecorded".into(),
+            "the audit spool was full: the statement's outcome is recorded, its rows are not"
+                .into(),
+        );
+    }
+    event.attributes_json = serde_json::Value::Object(attrs).to_string();
+}
+
 /// Write-ahead records among the unacknowledged ones that no statement
 /// event supersedes: their statements were forwarded by an agent that
 /// stopped before their outcome. Returns them (sequence number and bytes),
@@ -844,13 +859,22 @@ impl SessionTrail {
     /// Records a statement's event as the session's next link, superseding
     /// its write-ahead record. If it cannot be written, the write-ahead
     /// record stands in for it (outcome unknown) and the failure is logged.
+    ///
+    /// Into a full spool, the event goes past the limit without its result
+    /// rows (`attributes.result_unrecorded` says so): its stand-in would go
+    /// past the limit anyway, and would lose the outcome, which the agent
+    /// knows. Without the rows it is about the size of that stand-in.
     pub fn finish(&mut self, mut event: pb::AuditEvent, mut intent: Option<IntentToken>) {
         self.log.fill_in(&mut event);
         self.chain.link(&mut event);
-        match self
-            .log
-            .append_resolving(&event, intent.as_ref().map(|t| t.key))
-        {
+        let key = intent.as_ref().map(|t| t.key);
+        let mut written = self.log.append_resolving(&event, key);
+        if let (Err(AuditError::Full { .. }), Some(_)) = (&written, key) {
+            without_result(&mut event);
+            self.chain.link(&mut event);
+            written = self.log.append_as(&event, key, Room::OverLimit);
+        }
+        match written {
             Ok(_) => {
                 self.chain.commit(&event);
                 if let Some(t) = &mut intent {
@@ -1195,6 +1219,53 @@ mod tests {
         let mine: Vec<_> = shipped.iter().filter(|e| e.id == event.id).collect();
         assert_eq!(mine.len(), 1, "{shipped:?}");
         assert!(mine[0].error.is_empty(), "{:?}", mine[0]);
+    }
+
+    #[test]
+    fn a_statement_that_finishes_into_a_full_spool_keeps_its_outcome_not_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_sized(dir.path(), 64 * 1024);
+        let mut trail = SessionTrail::new(log.clone());
+        let mut events = [statement("select * from orders")];
+        let mut tokens = trail.intend(&mut events).unwrap();
+        let filler = statement(&"x".repeat(500));
+        let full = loop {
+            if let Err(e) = trail.record(filler.clone()) {
+                break e;
+            }
+        };
+        assert!(matches!(full, AuditError::Full { .. }), "{full}");
+        let before = log.status().borrow().last_seq;
+
+        let [mut event] = events;
+        event.rows = 2;
+        event.attributes_json =
+            r#"{"statement_id":"q","result":{"sets":[{"rows":[["1"],["2"]]}]}}"#.into();
+        trail.finish(event.clone(), tokens.pop());
+        let (shipped, _) = block_on(log.read_after(before, 1000)).unwrap();
+        assert_eq!(shipped.len(), 1, "{shipped:?}");
+        let got = &shipped[0];
+        assert_eq!((got.id.as_str(), got.rows), (event.id.as_str(), 2));
+        assert!(got.error.is_empty(), "not outcome-unknown: {}", got.error);
+        let attributes: serde_json::Value = serde_json::from_str(&got.attributes_json).unwrap();
+        assert_eq!(attributes["statement_id"], "q");
+        assert!(attributes.get("result").is_none(), "{attributes}");
+        assert!(
+            attributes["result_unrecorded"]
+                .as_str()
+                .unwrap()
+                .contains("spool was full")
+        );
+        assert_eq!(
+            got.hash,
+            sluice_audit_chain::event_hash(got).to_vec(),
+            "the event is linked as it was written"
+        );
+        assert_eq!(got.session_seq + 1, trail.len(), "the trail's last link");
+        assert!(
+            log.lock().intents.is_empty(),
+            "superseded, no stand-in left"
+        );
     }
 
     /// Waits until the maintenance thread has applied acknowledgements
