@@ -289,7 +289,7 @@ pub fn spool(data: &[u8]) {
     let Some((_dir, mut spool)) = open_spool(data) else {
         return;
     };
-    if let Some(kept) = spool.set_aside() {
+    for kept in spool.set_aside() {
         let len = std::fs::metadata(&kept.kept_at).map(|m| m.len()).ok();
         assert_eq!(len, Some(kept.bytes), "what recovery cut off is kept whole");
     }

@@ -382,32 +382,31 @@ fn without_result(event: &mut pb::AuditEvent) {
     event.attributes_json = serde_json::Value::Object(attrs).to_string();
 }
 
-/// Write-ahead records among the unacknowledged ones that no statement
-/// event supersedes: their statements were forwarded by an agent that
-/// stopped before their outcome. Returns them (sequence number and bytes),
-/// one per id.
 /// The event that tells the trail the spool cut damaged records off at
 /// start (see [`sluice_spool::SetAside`]).
 fn damage_event(kept: &sluice_spool::SetAside) -> pb::AuditEvent {
+    let why = if kept.reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", kept.reason)
+    };
     pb::AuditEvent {
         kind: DAMAGE_KIND.into(),
         error: format!(
-            "the audit spool was damaged inside its last segment ({}); records from spool sequence {} on \
-             were cut off and never delivered, so events may be missing from the trail (a power loss \
-             before they were synced, or a failing disk); the {} bytes cut off are kept on the agent at {}",
-            kept.reason,
+            "the audit spool was damaged inside its last segment{why}, with intact records after the \
+             damage (a power loss before they were synced, or a failing disk); it was cut off there, so \
+             events from spool sequence {} on may be missing from the trail (those delivered before are \
+             not); the {} bytes cut off are kept on the agent at {}",
             kept.first_lost_seq,
             kept.bytes,
-            kept.kept_at.display()
+            kept.reported_at().display()
         ),
         attributes_json: serde_json::json!({
             "segment": kept.segment.display().to_string(),
             "offset": kept.offset,
             "first_lost_seq": kept.first_lost_seq,
-            "intact_seq": kept.intact_after.0,
-            "intact_offset": kept.intact_after.1,
             "bytes": kept.bytes,
-            "kept_at": kept.kept_at.display().to_string(),
+            "kept_at": kept.reported_at().display().to_string(),
         })
         .to_string(),
         ..Default::default()
@@ -417,6 +416,10 @@ fn damage_event(kept: &sluice_spool::SetAside) -> pb::AuditEvent {
 /// Kind of the event [`damage_event`] makes.
 pub const DAMAGE_KIND: &str = "audit.damaged";
 
+/// Write-ahead records among the unacknowledged ones that no statement
+/// event supersedes: their statements were forwarded by an agent that
+/// stopped before their outcome. Returns them (sequence number and bytes),
+/// one per id.
 fn find_orphans(spool: &Spool) -> Result<Vec<(u64, Vec<u8>)>, SpoolError> {
     let mut open: HashMap<String, (u64, Vec<u8>)> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -484,7 +487,7 @@ impl AuditLog {
                 ..defaults
             },
         )?;
-        let set_aside = spool.set_aside().map(damage_event);
+        let set_aside = spool.set_aside().to_vec();
         let orphans = find_orphans(&spool)?;
         if !orphans.is_empty() {
             tracing::warn!(
@@ -526,11 +529,14 @@ impl AuditLog {
             status,
             agent,
         };
-        if let Some(mut event) = set_aside {
-            // Once per start, so into a full spool as well: the trail must
-            // say that it lost records.
+        for kept in set_aside {
+            // Once per damage, so into a full spool as well: the trail must
+            // say that it may have lost records. Until the report is
+            // durable, the spool reports the damage again at the next start.
+            let mut event = damage_event(&kept);
             log.fill_in(&mut event);
             log.append_as(&event, None, Room::OverLimit)?;
+            log.lock().spool.reported(&kept)?;
         }
         let background = log.clone();
         thread::Builder::new()
@@ -1033,13 +1039,12 @@ mod tests {
         assert!(
             report
                 .error
-                .contains("records from spool sequence 2 on were cut off"),
+                .contains("events from spool sequence 2 on may be missing"),
             "{}",
             report.error
         );
         let attributes: serde_json::Value = serde_json::from_str(&report.attributes_json).unwrap();
         assert_eq!(attributes["first_lost_seq"], 2);
-        assert_eq!(attributes["intact_seq"], 3);
         let kept_at = attributes["kept_at"].as_str().unwrap();
         assert!(
             std::fs::read(kept_at)
@@ -1239,8 +1244,12 @@ mod tests {
 
         let [mut event] = events;
         event.rows = 2;
-        event.attributes_json =
-            r#"{"statement_id":"q","result":{"sets":[{"rows":[["1"],["2"]]}]}}"#.into();
+        // Rows larger than a filler: they cannot fit in what the last
+        // refused filler left.
+        event.attributes_json = format!(
+            r#"{{"statement_id":"q","result":{{"sets":[{{"rows":[["{}"],["2"]]}}]}}}}"#,
+            "r".repeat(1000)
+        );
         trail.finish(event.clone(), tokens.pop());
         let (shipped, _) = block_on(log.read_after(before, 1000)).unwrap();
         assert_eq!(shipped.len(), 1, "{shipped:?}");

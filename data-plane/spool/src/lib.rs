@@ -39,9 +39,10 @@
 //!   frames `len u32 LE | crc32 u32 LE | seq u64 LE | payload`.
 //! * `acked`: the highest acknowledged sequence number in ASCII decimal,
 //!   replaced atomically (write temp, fsync, rename, fsync directory).
-//! * `NNNNNNNNNNNNNNNNNNNN.seg.OFFSET.damaged`: bytes cut off a segment at
-//!   `OFFSET` by recovery ([`SetAside`]), kept for inspection; the spool
-//!   never reads them again.
+//! * `<segment>.<offset>.<first lost seq>.<n>.damaged`: bytes cut off a
+//!   segment at `offset` by recovery ([`SetAside`]), kept for inspection
+//!   and never read again; `.reported` is added to the name once the caller
+//!   has recorded the damage ([`Spool::reported`]).
 //! * `spool.lock`: held with an exclusive lock while a [`Spool`] is open, so
 //!   two processes never append to the same spool.
 

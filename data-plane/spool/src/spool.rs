@@ -72,29 +72,62 @@ impl Default for SpoolConfig {
 /// does not. So can a disk that damages data. Which it was cannot be told
 /// from the bytes, so the spool does not guess: it starts (so a power loss
 /// does not keep the agent down until someone repairs it), loses nothing it
-/// could still read (the file is kept), and says so through this.
+/// could still read (the file is kept), and says so through this until the
+/// caller has recorded it ([`Spool::reported`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetAside {
     /// The segment the bytes were cut from.
     pub segment: PathBuf,
-    /// Where in it the damage begins.
+    /// Where in it the damage began.
     pub offset: u64,
-    /// Why the record there could not be read.
-    pub reason: String,
+    /// The first record cut off that was not acknowledged: records from
+    /// here on may be missing from what was delivered. The spool hands out
+    /// these numbers again.
+    pub first_lost_seq: u64,
     /// The file holding the bytes cut off (from `offset` to the segment's
     /// old end), next to the segments.
     pub kept_at: PathBuf,
     pub bytes: u64,
-    /// The damaged record's sequence number: the first record lost. The
-    /// spool hands out the numbers of lost records again.
-    pub first_lost_seq: u64,
-    /// Sequence number and offset of the first intact record found after
-    /// the damage.
-    pub intact_after: (u64, u64),
+    /// Why the record at `offset` could not be read; empty when an earlier
+    /// start cut it off and stopped before it was reported.
+    pub reason: String,
 }
 
-/// Name suffix of the files [`SetAside`] keeps.
+impl SetAside {
+    /// Where the file is kept once [`Spool::reported`]: where a report
+    /// should say it is.
+    pub fn reported_at(&self) -> PathBuf {
+        let mut path = self.kept_at.clone().into_os_string();
+        path.push(REPORTED_SUFFIX);
+        PathBuf::from(path)
+    }
+
+    /// Reads what a kept file's name says: `<segment>.<offset>.<first lost
+    /// sequence>.<n>.damaged`.
+    fn from_name(dir: &Path, name: &str) -> Option<SetAside> {
+        let stem = name.strip_suffix(SET_ASIDE_SUFFIX)?;
+        let mut parts = stem.rsplitn(4, '.');
+        let _n: u32 = parts.next()?.parse().ok()?;
+        let first_lost_seq = parts.next()?.parse().ok()?;
+        let offset = parts.next()?.parse().ok()?;
+        let segment = parts.next()?;
+        segment::parse_file_name(segment)?;
+        let kept_at = dir.join(name);
+        Some(SetAside {
+            segment: dir.join(segment),
+            offset,
+            first_lost_seq,
+            bytes: fs::metadata(&kept_at).map_or(0, |m| m.len()),
+            kept_at,
+            reason: String::new(),
+        })
+    }
+}
+
+/// Name suffix of the files [`SetAside`] keeps, and what is added to it
+/// once reported.
 const SET_ASIDE_SUFFIX: &str = ".damaged";
+const REPORTED_SUFFIX: &str = ".reported";
 
 /// A durable FIFO of audit records, acknowledged by sequence number.
 ///
@@ -134,8 +167,9 @@ pub struct Spool {
     /// Reused for encoding each append's frames (one allocation less per
     /// append on the statement path).
     scratch: Vec<u8>,
-    /// What recovery cut off, if anything (see [`SetAside`]).
-    set_aside: Option<SetAside>,
+    /// What recovery cut off and the caller has not reported yet (see
+    /// [`SetAside`]).
+    set_aside: Vec<SetAside>,
 }
 
 impl Spool {
@@ -146,7 +180,7 @@ impl Spool {
     /// truncated away with a warning: that record's append never returned
     /// (or, in [`SyncMode::Deferred`], it was not yet synced). Damage in the
     /// last segment with intact records after it is cut off and kept in a
-    /// file of its own ([`Spool::set_aside`]). Damage in any other segment
+    /// file of its own ([`Spool::set_aside`], until [`Spool::reported`]). Damage in any other segment
     /// (each was synced before the next was begun, so no crash explains
     /// it), or a gap in the sequence, is [`SpoolError::Corrupt`].
     pub fn open(dir: &Path, config: SpoolConfig) -> Result<Spool, SpoolError> {
@@ -163,6 +197,7 @@ impl Spool {
         }
         let names = list_segments(dir)?;
         let recovered = recover_segments(dir, names, acked)?;
+        let set_aside = unreported(dir, recovered.set_aside)?;
 
         let max_seen = recovered.max_seen.max(acked);
         let next_seq = max_seen.checked_add(1).ok_or_else(|| {
@@ -186,7 +221,7 @@ impl Spool {
             tail: VecDeque::new(),
             tail_size: 0,
             scratch: Vec::new(),
-            set_aside: recovered.set_aside,
+            set_aside,
         };
         // A crash during ack() can leave acknowledged segments behind.
         spool.drop_acked_segments()?;
@@ -201,9 +236,23 @@ impl Spool {
         Ok(spool)
     }
 
-    /// What opening the spool cut off and kept aside, if anything.
-    pub fn set_aside(&self) -> Option<&SetAside> {
-        self.set_aside.as_ref()
+    /// What recovery cut off and kept aside, now or at an earlier start,
+    /// and [`Spool::reported`] has not been called for.
+    pub fn set_aside(&self) -> &[SetAside] {
+        &self.set_aside
+    }
+
+    /// Records that `kept` has been reported, once what the caller appended
+    /// to report it is durable (this syncs the spool first): it is no
+    /// longer returned by [`Spool::set_aside`], at this start or a later
+    /// one. Its file stays, renamed with `.reported` added.
+    pub fn reported(&mut self, kept: &SetAside) -> Result<(), SpoolError> {
+        self.sync()?;
+        fs::rename(&kept.kept_at, kept.reported_at())
+            .map_err(|e| SpoolError::io(format!("renaming {}", kept.kept_at.display()), e))?;
+        sync_dir(&self.dir)?;
+        self.set_aside.retain(|k| k.kept_at != kept.kept_at);
+        Ok(())
     }
 
     /// Appends one record and returns its sequence number once the record
@@ -751,7 +800,11 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
         let name = entry.file_name();
         let Some(first_seq) = name.to_str().and_then(segment::parse_file_name) else {
             let known = [OsStr::new(LOCK_FILE), OsStr::new(acked::FILE_NAME)];
-            if name.to_str().is_some_and(|n| n.ends_with(SET_ASIDE_SUFFIX)) {
+            if name.to_str().is_some_and(|n| {
+                n.ends_with(SET_ASIDE_SUFFIX)
+                    || n.strip_suffix(REPORTED_SUFFIX)
+                        .is_some_and(|n| n.ends_with(SET_ASIDE_SUFFIX))
+            }) {
                 tracing::warn!(
                     file = %entry.path().display(),
                     "the audit spool directory keeps damaged records an earlier start cut off; \
@@ -845,7 +898,7 @@ fn recover_segments(
             if !is_last {
                 return Err(SpoolError::corrupt(&seg.path, offset, reason));
             }
-            set_aside = trim_torn_tail(dir, &file, &seg, offset, reason)?;
+            set_aside = trim_torn_tail(dir, &file, &seg, offset, reason, acked)?;
         }
         if let Some(last) = seg.last_seq() {
             max_seen = last;
@@ -882,6 +935,7 @@ fn trim_torn_tail(
     seg: &Segment,
     offset: u64,
     reason: String,
+    acked: u64,
 ) -> Result<Option<SetAside>, SpoolError> {
     let io_err = |e| SpoolError::io(format!("recovering segment {}", seg.path.display()), e);
     let file_len = file.metadata().map_err(io_err)?.len();
@@ -902,15 +956,16 @@ fn trim_torn_tail(
             None
         }
         Some((seq, at)) => {
-            let kept_at = keep_aside(dir, file, seg, offset, file_len)?;
+            // Acknowledged records were delivered, cut off or not.
+            let first_lost_seq = next.max(acked.saturating_add(1));
+            let kept_at = keep_aside(dir, file, seg, offset, file_len, first_lost_seq)?;
             let kept = SetAside {
                 segment: seg.path.clone(),
                 offset,
-                reason,
-                kept_at,
+                first_lost_seq,
                 bytes: file_len - offset,
-                first_lost_seq: next,
-                intact_after: (seq, at),
+                kept_at,
+                reason,
             };
             tracing::error!(
                 segment = %kept.segment.display(),
@@ -922,8 +977,8 @@ fn trim_torn_tail(
                 bytes = kept.bytes,
                 "the audit spool is damaged inside its last segment, with intact records after \
                  the damage (a power loss before they were synced, or a failing disk); the spool \
-                 now ends where the damage begins, records from sequence {next} on are lost to \
-                 the trail, and the bytes cut off are kept for inspection"
+                 now ends where the damage begins, records from sequence {first_lost_seq} on may \
+                 be missing from the trail, and the bytes cut off are kept for inspection"
             );
             Some(kept)
         }
@@ -935,37 +990,83 @@ fn trim_torn_tail(
 }
 
 /// Copies `file[offset..len]` to a file of its own next to the segments,
-/// durably, and returns its path. Run again after a crash, it writes the
-/// same file again.
+/// durably, and returns its path. Run again after a crash, it finds the
+/// file it wrote then; it never replaces a file kept earlier.
 fn keep_aside(
     dir: &Path,
     file: &File,
     seg: &Segment,
     offset: u64,
     len: u64,
+    first_lost_seq: u64,
 ) -> Result<PathBuf, SpoolError> {
+    let io_err = |path: &Path, e| {
+        SpoolError::io(format!("keeping damaged records in {}", path.display()), e)
+    };
+    let mut cut = Vec::new();
+    let mut from = file;
+    from.seek(SeekFrom::Start(offset))
+        .and_then(|_| from.take(len - offset).read_to_end(&mut cut))
+        .map_err(|e| io_err(&seg.path, e))?;
     let name = seg
         .path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let path = dir.join(format!("{name}.{offset}{SET_ASIDE_SUFFIX}"));
-    let io_err = |e| SpoolError::io(format!("keeping damaged records in {}", path.display()), e);
-    let mut from = file;
-    from.seek(SeekFrom::Start(offset)).map_err(io_err)?;
-    let mut to = private_file()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .map_err(io_err)?;
-    let copied = io::copy(&mut from.take(len - offset), &mut to).map_err(io_err)?;
-    if copied != len - offset {
-        return Err(io_err(io::Error::from(io::ErrorKind::UnexpectedEof)));
+    for n in 1u32.. {
+        let path = dir.join(format!(
+            "{name}.{offset}.{first_lost_seq}.{n}{SET_ASIDE_SUFFIX}"
+        ));
+        let mut reported = path.clone().into_os_string();
+        reported.push(REPORTED_SUFFIX);
+        if Path::new(&reported).exists() {
+            continue;
+        }
+        match fs::read(&path) {
+            Ok(earlier) if earlier == cut => return Ok(path),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path, e)),
+        }
+        let mut to = private_file()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io_err(&path, e))?;
+        io::Write::write_all(&mut to, &cut)
+            .and_then(|()| to.sync_all())
+            .map_err(|e| io_err(&path, e))?;
+        sync_dir(dir)?;
+        return Ok(path);
     }
-    to.sync_all().map_err(io_err)?;
-    sync_dir(dir)?;
-    Ok(path)
+    Err(SpoolError::corrupt(
+        dir,
+        offset,
+        "every name for keeping damaged records is taken",
+    ))
+}
+
+/// Files recovery kept aside, now (`fresh`, with its reason) or at an
+/// earlier start, that were not reported yet.
+fn unreported(dir: &Path, fresh: Option<SetAside>) -> Result<Vec<SetAside>, SpoolError> {
+    let io_err = |e| SpoolError::io(format!("listing spool directory {}", dir.display()), e);
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err)? {
+        let entry = entry.map_err(io_err)?;
+        let Some(mut kept) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| SetAside::from_name(dir, n))
+        else {
+            continue;
+        };
+        if let Some(f) = fresh.as_ref().filter(|f| f.kept_at == kept.kept_at) {
+            kept.reason.clone_from(&f.reason);
+        }
+        found.push(kept);
+    }
+    found.sort_by(|a, b| a.kept_at.cmp(&b.kept_at));
+    Ok(found)
 }
 
 fn remove_segment_file(path: &Path) -> Result<(), SpoolError> {

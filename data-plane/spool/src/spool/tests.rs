@@ -354,18 +354,27 @@ fn a_last_segment_holding_only_a_torn_record_is_removed() -> TestResult {
     Ok(())
 }
 
+/// Flips a payload byte of record 2 of the five [`append_n`] wrote to a
+/// fresh spool in `dir`: records 3..5 after it are intact, as a power loss
+/// can leave unsynced pages written out of order. Returns the segment.
+fn damage_the_second_of_five(
+    dir: &Path,
+    config: &SpoolConfig,
+) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    {
+        let mut spool = Spool::open(dir, config.clone())?;
+        append_n(&mut spool, 1, 5)?;
+    }
+    let seg = segment_paths(dir)?.pop().ok_or("no segment")?;
+    overwrite_at(&seg, frame(34) + HEADER_LEN + 3, b"X")?;
+    Ok(seg)
+}
+
 #[test]
 fn damage_with_intact_records_after_it_in_the_last_segment_is_cut_off_and_kept() -> TestResult {
     let dir = tempfile::tempdir()?;
     let config = SpoolConfig::default();
-    {
-        let mut spool = Spool::open(dir.path(), config.clone())?;
-        append_n(&mut spool, 1, 5)?;
-    }
-    let seg = segment_paths(dir.path())?.pop().ok_or("no segment")?;
-    // Flip a payload byte of record 2: records 3..5 after it are intact, as
-    // a power loss can leave unsynced pages written out of order.
-    overwrite_at(&seg, frame(34) + HEADER_LEN + 3, b"X")?;
+    let seg = damage_the_second_of_five(dir.path(), &config)?;
     let cut_off = fs::read(&seg)?[frame(34) as usize..].to_vec();
 
     let mut spool = Spool::open(dir.path(), config.clone())?;
@@ -376,20 +385,21 @@ fn damage_with_intact_records_after_it_in_the_last_segment_is_cut_off_and_kept()
     );
     assert_eq!(all(&spool)?, vec![(1, rec(1))]);
     assert_eq!(fs::metadata(&seg)?.len(), frame(34));
-    let kept = spool
-        .set_aside()
-        .ok_or("nothing reported set aside")?
-        .clone();
+    let [kept] = spool.set_aside() else {
+        return Err(format!("{:?}", spool.set_aside()).into());
+    };
+    let kept = kept.clone();
     assert_eq!(kept.segment, seg);
     assert_eq!(kept.offset, frame(34));
     assert_eq!(kept.first_lost_seq, 2);
-    assert_eq!(kept.intact_after, (3, 2 * frame(34)));
     assert!(kept.reason.contains("checksum"), "{}", kept.reason);
     assert_eq!(kept.bytes, 4 * frame(34));
     assert_eq!(
         kept.kept_at,
-        dir.path()
-            .join(format!("00000000000000000001.seg.{}.damaged", frame(34)))
+        dir.path().join(format!(
+            "00000000000000000001.seg.{}.2.1.damaged",
+            frame(34)
+        ))
     );
     assert_eq!(
         fs::read(&kept.kept_at)?,
@@ -402,17 +412,79 @@ fn damage_with_intact_records_after_it_in_the_last_segment_is_cut_off_and_kept()
         "the kept file does not count against the spool"
     );
 
-    // The spool goes on from there, and the kept file stays where it is.
+    // Not reported: a later start says so again (without the reason, which
+    // only the start that cut it off read).
     assert_eq!(spool.append(&rec(2))?, 2);
     drop(spool);
-    let spool = Spool::open(dir.path(), config)?;
+    let mut spool = Spool::open(dir.path(), config.clone())?;
     assert_eq!(
         spool.set_aside(),
-        None,
-        "reported once, by the open that cut it off"
+        [SetAside {
+            reason: String::new(),
+            ..kept.clone()
+        }]
     );
+    spool.reported(&kept)?;
+    assert!(spool.set_aside().is_empty());
+    drop(spool);
+    let spool = Spool::open(dir.path(), config)?;
+    assert!(spool.set_aside().is_empty(), "reported once");
     assert_eq!(seqs(&all(&spool)?), vec![1, 2]);
-    assert!(kept.kept_at.exists());
+    assert_eq!(
+        fs::read(dir.path().join(format!(
+            "00000000000000000001.seg.{}.2.1.damaged.reported",
+            frame(34)
+        )))?,
+        cut_off,
+        "kept after it was reported"
+    );
+    Ok(())
+}
+
+#[test]
+fn damage_cut_off_again_at_the_same_place_is_kept_beside_what_was_kept_before() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = SpoolConfig::default();
+    damage_the_second_of_five(dir.path(), &config)?;
+    let mut spool = Spool::open(dir.path(), config.clone())?;
+    let first = spool.set_aside()[0].clone();
+    spool.reported(&first)?;
+    // The same records again (numbered alike), damaged alike, differently.
+    append_n(&mut spool, 2, 4)?;
+    drop(spool);
+    let seg = segment_paths(dir.path())?.pop().ok_or("no segment")?;
+    overwrite_at(&seg, frame(34) + HEADER_LEN + 4, b"Y")?;
+    let spool = Spool::open(dir.path(), config)?;
+    let [second] = spool.set_aside() else {
+        return Err(format!("{:?}", spool.set_aside()).into());
+    };
+    assert_ne!(second.kept_at, first.kept_at);
+    assert!(second.kept_at.to_string_lossy().ends_with(".2.2.damaged"));
+    let mut reported = first.kept_at.into_os_string();
+    reported.push(".reported");
+    assert_ne!(
+        fs::read(&reported)?,
+        fs::read(&second.kept_at)?,
+        "both kept"
+    );
+    Ok(())
+}
+
+#[test]
+fn records_cut_off_that_were_acknowledged_are_not_counted_as_lost() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = SpoolConfig::default();
+    damage_the_second_of_five(dir.path(), &config)?;
+    // The acknowledgement of 1..3 reached the disk; the records' pages
+    // did not all.
+    fs::write(dir.path().join("acked"), b"3\n")?;
+    let spool = Spool::open(dir.path(), config)?;
+    assert_eq!(spool.set_aside()[0].first_lost_seq, 4);
+    assert_eq!(
+        spool.last_seq(),
+        3,
+        "numbers acknowledged are never handed out again"
+    );
     Ok(())
 }
 
@@ -429,8 +501,10 @@ fn a_corrupt_length_in_the_middle_is_cut_off_without_reading_what_it_claims() ->
     overwrite_at(&seg, frame(34), &u32::MAX.to_le_bytes())?;
     let spool = Spool::open(dir.path(), config)?;
     assert_eq!(spool.last_seq(), 1);
-    let kept = spool.set_aside().ok_or("nothing reported set aside")?;
-    assert_eq!(kept.intact_after, (3, 2 * frame(34)));
+    let kept = spool
+        .set_aside()
+        .first()
+        .ok_or("nothing reported set aside")?;
     assert_eq!(fs::metadata(&kept.kept_at)?.len(), 4 * frame(34));
     Ok(())
 }
