@@ -214,6 +214,9 @@ struct Intent {
     /// Its session gave up on the statement: to be shipped as the
     /// statement's event, outcome unknown.
     abandoned: bool,
+    /// A copy carried forward but not yet synced: synced, not copied
+    /// again, at the next attempt (see [`Shared::carry_intents`]).
+    copy: Option<u64>,
 }
 
 /// A statement's write-ahead record, until its event supersedes it
@@ -310,9 +313,11 @@ impl Shared {
         let mut bound = seq;
         let active = self.spool.active_segment_start();
         // Where each copy went; a record counts as moved only once its copy
-        // is on disk, so a failed flush copies it again next time.
+        // is on disk. After a failed flush it stays where it was, and its
+        // copy (which the spool writes again) is flushed next time, not
+        // made again.
         let mut moved: Vec<(u64, u64)> = Vec::new();
-        for (key, intent) in &self.intents {
+        for (key, intent) in &mut self.intents {
             if intent.seq > seq {
                 continue;
             }
@@ -320,11 +325,20 @@ impl Shared {
                 bound = bound.min(intent.seq - 1);
                 continue;
             }
+            if let Some(copy) = intent.copy {
+                // Copied at an earlier attempt whose sync failed: the
+                // spool writes it again before its next sync counts.
+                moved.push((*key, copy));
+                continue;
+            }
             // Over the limit if need be: a full spool frees space only once
             // this acknowledgement goes through, and the copies are few
-            // (one per statement running).
+            // (one per statement running, however often syncs fail).
             match self.spool.append_over_limit(&intent.bytes) {
-                Ok(new) => moved.push((*key, new)),
+                Ok(new) => {
+                    intent.copy = Some(new);
+                    moved.push((*key, new));
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot carry a running statement's audit record forward; holding back the acknowledgement");
                     bound = bound.min(intent.seq - 1);
@@ -346,6 +360,7 @@ impl Shared {
         for (key, new) in moved {
             if let Some(intent) = self.intents.get_mut(&key) {
                 intent.seq = new;
+                intent.copy = None;
             }
         }
         bound
@@ -507,6 +522,7 @@ impl AuditLog {
                         seq,
                         bytes,
                         abandoned,
+                        copy: None,
                     },
                 )
             })
@@ -652,6 +668,7 @@ impl AuditLog {
                         seq,
                         bytes,
                         abandoned: false,
+                        copy: None,
                     },
                 );
                 IntentToken {
@@ -758,6 +775,9 @@ impl AuditLog {
                             if shared.sync_failure.is_none() {
                                 tracing::error!(error = %e, "audit spool cannot be flushed to disk; refusing new events");
                             }
+                            // What this sync was to cover is written again
+                            // before the next one counts.
+                            shared.spool.sync_failed();
                             shared.sync_failure = Some(e.to_string());
                         }
                     }
@@ -1340,6 +1360,38 @@ mod tests {
             (shipped[0].id.as_str(), shipped[0].error.as_str()),
             (event.id.as_str(), "")
         );
+    }
+
+    #[test]
+    fn a_running_statement_is_copied_forward_once_however_often_the_flush_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_sized(dir.path(), 64 * 1024);
+        let mut trail = SessionTrail::new(log.clone());
+        let mut events = [statement("select pg_sleep(60)")];
+        let _running = trail.intend(&mut events).unwrap();
+        let filler = statement(&"x".repeat(500));
+        while log.lock().spool.active_segment_start() == 1 {
+            trail.record(filler.clone()).unwrap();
+        }
+        let last = log.status().borrow().last_seq;
+        // Held, so the sync thread waits: this test drives the carrying.
+        let mut shared = log.lock();
+        for attempt in 1..=3 {
+            shared.spool.fail_next_sync();
+            assert_eq!(
+                shared.carry_intents(last),
+                0,
+                "held back before the record while its copy is not on disk"
+            );
+            assert_eq!(
+                shared.spool.last_seq(),
+                last + 1,
+                "copied once, not at each attempt ({attempt})"
+            );
+        }
+        assert_eq!(shared.carry_intents(last), last);
+        assert_eq!(shared.intents.values().next().unwrap().seq, last + 1);
+        assert_eq!(shared.spool.last_seq(), last + 1);
     }
 
     #[test]

@@ -124,6 +124,31 @@ impl SetAside {
     }
 }
 
+/// Deferred writes to the active segment since its last successful sync,
+/// kept so that they can be written again after a sync fails: the kernel
+/// may have dropped the pages a failed writeback held (and marked them
+/// clean), so a later sync could succeed without them ever reaching the
+/// disk.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Where in the active segment `frames` begin.
+    from: u64,
+    /// The frames written there since, in order.
+    frames: Vec<u8>,
+    /// A sync failed: `frames` must be written again before a sync counts.
+    rewrite: bool,
+    /// Token and end offset of the handle last given out for syncing.
+    handed: Option<(u64, u64)>,
+}
+
+impl Pending {
+    fn clear(&mut self) {
+        self.frames.clear();
+        self.rewrite = false;
+        self.handed = None;
+    }
+}
+
 /// Name suffix of the files [`SetAside`] keeps, and what is added to it
 /// once reported.
 const SET_ASIDE_SUFFIX: &str = ".damaged";
@@ -152,13 +177,15 @@ pub struct Spool {
     needs_repair: bool,
     /// Held for the spool's lifetime; the OS releases the lock on close.
     _lock: File,
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-hooks"))]
     fail_next_sync: bool,
     /// Bytes written to the active segment but not yet synced (deferred mode).
     unsynced: bool,
     /// Counts deferred writes, so a sync done outside the spool (see
     /// [`Spool::sync_handle`]) only clears what it covered.
     write_gen: u64,
+    /// Copies of deferred writes not yet known to be durable.
+    pending: Pending,
     /// The latest unacknowledged records, consecutive by sequence number
     /// (see [`SpoolConfig::tail_bytes`]); reads that start inside it are
     /// served from memory.
@@ -214,10 +241,11 @@ impl Spool {
             disk_bytes,
             needs_repair: false,
             _lock: lock,
-            #[cfg(test)]
+            #[cfg(any(test, feature = "test-hooks"))]
             fail_next_sync: false,
             unsynced: false,
             write_gen: 0,
+            pending: Pending::default(),
             tail: VecDeque::new(),
             tail_size: 0,
             scratch: Vec::new(),
@@ -489,6 +517,7 @@ impl Spool {
         if self.segments.is_empty() {
             // Everything written was acknowledged and deleted meanwhile.
             self.unsynced = false;
+            self.pending.clear();
             return Ok(());
         }
         let path = self
@@ -496,10 +525,67 @@ impl Spool {
             .back()
             .map(|s| s.path.clone())
             .unwrap_or_default();
-        self.active_file()
-            .and_then(|f| f.sync_data())
-            .map_err(|e| SpoolError::io(format!("syncing segment {}", path.display()), e))?;
+        let synced = self
+            .rewrite_pending()
+            .and_then(|()| self.injected_sync_failure())
+            .and_then(|()| self.active_file()?.sync_data());
+        if let Err(e) = synced {
+            self.pending.rewrite = true;
+            self.pending.handed = None;
+            return Err(SpoolError::io(
+                format!("syncing segment {}", path.display()),
+                e,
+            ));
+        }
         self.unsynced = false;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Records that a sync through [`Spool::sync_handle`] failed: what it
+    /// was to cover is written again before the next sync (see
+    /// [`Pending`]), and only a sync after that counts.
+    pub fn sync_failed(&mut self) {
+        self.pending.rewrite = true;
+        self.pending.handed = None;
+    }
+
+    /// Makes the next sync fail, as a failing disk would (for tests, also
+    /// of callers: feature `test-hooks`).
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn fail_next_sync(&mut self) {
+        self.fail_next_sync = true;
+    }
+
+    #[cfg_attr(
+        not(any(test, feature = "test-hooks")),
+        expect(clippy::unused_self, clippy::unnecessary_wraps)
+    )]
+    fn injected_sync_failure(&mut self) -> io::Result<()> {
+        #[cfg(any(test, feature = "test-hooks"))]
+        if std::mem::take(&mut self.fail_next_sync) {
+            return Err(io::Error::other("injected fdatasync failure"));
+        }
+        Ok(())
+    }
+
+    /// Writes the pending frames again, after a failed sync.
+    fn rewrite_pending(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        if !self.pending.rewrite {
+            return Ok(());
+        }
+        if !self.pending.frames.is_empty() {
+            let from = self.pending.from;
+            let frames = std::mem::take(&mut self.pending.frames);
+            let written = self
+                .active_file()
+                .and_then(|f| f.write_all_at(&frames, from));
+            self.pending.frames = frames;
+            written?;
+        }
+        self.pending.rewrite = false;
         Ok(())
     }
 
@@ -513,6 +599,7 @@ impl Spool {
         }
         if self.segments.is_empty() {
             self.unsynced = false;
+            self.pending.clear();
             return Ok(None);
         }
         let path = self
@@ -520,16 +607,29 @@ impl Spool {
             .back()
             .map(|s| s.path.clone())
             .unwrap_or_default();
+        self.rewrite_pending()
+            .map_err(|e| SpoolError::io(format!("rewriting segment {}", path.display()), e))?;
         let handle = self
             .active_file()
             .and_then(|f| f.try_clone())
             .map_err(|e| SpoolError::io(format!("duplicating segment {}", path.display()), e))?;
+        let end = self.pending.from + self.pending.frames.len() as u64;
+        self.pending.handed = Some((self.write_gen, end));
         Ok(Some((handle, self.write_gen)))
     }
 
     /// Records that a sync through [`Spool::sync_handle`] completed: the
     /// writes up to `token` are durable.
     pub fn synced(&mut self, token: u64) {
+        if let Some((handed, end)) = self.pending.handed.take()
+            && handed == token
+        {
+            let done = usize::try_from(end - self.pending.from).unwrap_or(usize::MAX);
+            self.pending
+                .frames
+                .drain(..done.min(self.pending.frames.len()));
+            self.pending.from = end;
+        }
         if self.write_gen == token {
             self.unsynced = false;
         }
@@ -594,14 +694,16 @@ impl Spool {
         // One positioned write (no seek): the file offset is never used.
         file.write_all_at(buf, offset)?;
         if self.config.sync == SyncMode::Deferred {
+            if self.pending.frames.is_empty() {
+                self.pending.from = offset;
+            }
+            debug_assert_eq!(self.pending.from + self.pending.frames.len() as u64, offset);
+            self.pending.frames.extend_from_slice(buf);
             self.unsynced = true;
             self.write_gen += 1;
             return Ok(());
         }
-        #[cfg(test)]
-        if std::mem::take(&mut self.fail_next_sync) {
-            return Err(io::Error::other("injected fdatasync failure"));
-        }
+        self.injected_sync_failure()?;
         // Re-borrow: the injected-failure check above needs `self`.
         self.active_file()?.sync_data()
     }
@@ -682,6 +784,7 @@ impl Spool {
             if self.segments.len() == 1 {
                 self.active = None;
                 self.needs_repair = false;
+                self.pending.clear();
             }
             match fs::remove_file(&seg.path) {
                 Ok(()) => {}

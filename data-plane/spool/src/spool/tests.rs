@@ -1162,3 +1162,77 @@ fn cached_and_disk_reads_agree() -> TestResult {
     assert_eq!(seqs(&cached), (3..=9).collect::<Vec<_>>());
     Ok(())
 }
+
+/// What a failed writeback can leave: the kernel dropped the pages (or
+/// kept them, marked clean) and the disk holds what was there before.
+/// Stood in for by writing zeros over the records behind the spool's back.
+fn lose_pages(path: &Path, offset: u64, len: u64) -> TestResult {
+    overwrite_at(path, offset, &vec![0u8; usize::try_from(len)?])
+}
+
+#[test]
+fn writes_a_failed_sync_was_to_cover_are_written_again_before_a_sync_counts() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = SpoolConfig {
+        sync: SyncMode::Deferred,
+        ..SpoolConfig::default()
+    };
+    let mut spool = Spool::open(dir.path(), config.clone())?;
+    append_n(&mut spool, 1, 3)?;
+    spool.sync()?;
+    append_n(&mut spool, 4, 6)?;
+    let seg = segment_paths(dir.path())?.pop().ok_or("no segment")?;
+
+    // Through a handle, as the agent syncs: it fails.
+    let (_handle, _token) = spool.sync_handle()?.ok_or("nothing to sync")?;
+    spool.sync_failed();
+    lose_pages(&seg, 3 * frame(34), 3 * frame(34))?;
+    append_n(&mut spool, 7, 7)?;
+    // The next sync (through a handle here) writes 4..6 again first.
+    let (handle, token) = spool.sync_handle()?.ok_or("nothing to sync")?;
+    handle.sync_data()?;
+    spool.synced(token);
+    assert!(!spool.needs_sync());
+    drop(spool);
+    let spool = Spool::open(dir.path(), config.clone())?;
+    assert_eq!(seqs(&all(&spool)?), (1..=7).collect::<Vec<_>>());
+    assert!(spool.set_aside().is_empty());
+    drop(spool);
+
+    // The same through `sync`, which also fails once.
+    let mut spool = Spool::open(dir.path(), config.clone())?;
+    append_n(&mut spool, 8, 9)?;
+    spool.sync_failed();
+    lose_pages(&seg, 7 * frame(34), 2 * frame(34))?;
+    spool.sync()?;
+    drop(spool);
+    let spool = Spool::open(dir.path(), config)?;
+    assert_eq!(seqs(&all(&spool)?), (1..=9).collect::<Vec<_>>());
+    Ok(())
+}
+
+#[test]
+fn a_sync_that_succeeded_leaves_nothing_to_write_again() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = SpoolConfig {
+        sync: SyncMode::Deferred,
+        ..SpoolConfig::default()
+    };
+    let mut spool = Spool::open(dir.path(), config)?;
+    append_n(&mut spool, 1, 3)?;
+    let (handle, token) = spool.sync_handle()?.ok_or("nothing to sync")?;
+    // Written while the handle syncs: not covered by it.
+    append_n(&mut spool, 4, 4)?;
+    handle.sync_data()?;
+    spool.synced(token);
+    assert_eq!(spool.pending.from, 3 * frame(34));
+    assert_eq!(
+        spool.pending.frames.len() as u64,
+        frame(34),
+        "record 4 only"
+    );
+    assert!(spool.needs_sync());
+    spool.sync()?;
+    assert!(spool.pending.frames.is_empty());
+    Ok(())
+}
