@@ -765,12 +765,13 @@ impl AuditLog {
                     let result = file.sync_data();
                     let mut shared = self.lock();
                     match result {
-                        Ok(()) => {
-                            shared.spool.synced(token);
+                        // Not if a sync in the spool failed meanwhile.
+                        Ok(()) if shared.spool.synced(token) => {
                             if shared.sync_failure.take().is_some() {
                                 tracing::warn!("audit spool syncs again; accepting events");
                             }
                         }
+                        Ok(()) => {}
                         Err(e) => {
                             if shared.sync_failure.is_none() {
                                 tracing::error!(error = %e, "audit spool cannot be flushed to disk; refusing new events");

@@ -511,7 +511,7 @@ impl Spool {
     /// On failure the spool must be considered unable to record (the
     /// caller refuses work until a later `sync` succeeds).
     pub fn sync(&mut self) -> Result<(), SpoolError> {
-        if !self.unsynced {
+        if !self.needs_sync() {
             return Ok(());
         }
         if self.segments.is_empty() {
@@ -589,12 +589,13 @@ impl Spool {
         Ok(())
     }
 
-    /// A duplicate handle of the active segment and a token, for syncing
-    /// without holding the spool (appends continue meanwhile). Pass the
+    /// A handle of the active segment and a token, for syncing without
+    /// holding the spool (appends continue meanwhile). After a failed sync
+    /// it first writes again what that sync was to cover. Pass the
     /// token to [`Spool::synced`] once `sync_data` on the handle succeeded.
     /// `None` when nothing waits for a sync.
     pub fn sync_handle(&mut self) -> Result<Option<(File, u64)>, SpoolError> {
-        if !self.unsynced {
+        if !self.needs_sync() {
             return Ok(None);
         }
         if self.segments.is_empty() {
@@ -609,10 +610,13 @@ impl Spool {
             .unwrap_or_default();
         self.rewrite_pending()
             .map_err(|e| SpoolError::io(format!("rewriting segment {}", path.display()), e))?;
-        let handle = self
-            .active_file()
-            .and_then(|f| f.try_clone())
-            .map_err(|e| SpoolError::io(format!("duplicating segment {}", path.display()), e))?;
+        // An open file description of its own, not a duplicate: Linux
+        // reports a writeback error once per description, so a sync here
+        // and one in `sync` (at a segment's end) each see it.
+        let handle = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| SpoolError::io(format!("opening segment {}", path.display()), e))?;
         let end = self.pending.from + self.pending.frames.len() as u64;
         self.pending.handed = Some((self.write_gen, end));
         Ok(Some((handle, self.write_gen)))
@@ -620,24 +624,28 @@ impl Spool {
 
     /// Records that a sync through [`Spool::sync_handle`] completed: the
     /// writes up to `token` are durable.
-    pub fn synced(&mut self, token: u64) {
-        if let Some((handed, end)) = self.pending.handed.take()
-            && handed == token
-        {
-            let done = usize::try_from(end - self.pending.from).unwrap_or(usize::MAX);
-            self.pending
-                .frames
-                .drain(..done.min(self.pending.frames.len()));
-            self.pending.from = end;
-        }
-        if self.write_gen == token {
+    /// Returns whether it counted: not if another sync failed meanwhile
+    /// (that one's writes are written again first).
+    pub fn synced(&mut self, token: u64) -> bool {
+        // A failure clears `handed` and asks for a rewrite first.
+        let Some((handed, end)) = self.pending.handed.filter(|(h, _)| *h == token) else {
+            return false;
+        };
+        self.pending.handed = None;
+        let done = usize::try_from(end - self.pending.from).unwrap_or(usize::MAX);
+        self.pending
+            .frames
+            .drain(..done.min(self.pending.frames.len()));
+        self.pending.from = end;
+        if self.write_gen == handed {
             self.unsynced = false;
         }
+        true
     }
 
     /// Whether deferred appends are waiting for [`Spool::sync`].
     pub fn needs_sync(&self) -> bool {
-        self.unsynced
+        self.unsynced || self.pending.rewrite
     }
 
     /// Keeps copies of just-appended records in the tail cache, dropping
@@ -730,17 +738,21 @@ impl Spool {
             self.needs_repair = false;
             return Ok(());
         };
-        self.active_file()
-            .and_then(|f| {
-                f.set_len(size)?;
-                f.sync_all()
-            })
-            .map_err(|e| {
-                SpoolError::io(
-                    format!("trimming a failed append from segment {}", path.display()),
-                    e,
-                )
-            })?;
+        let trimmed = self.active_file().and_then(|f| {
+            f.set_len(size)?;
+            f.sync_all()
+        });
+        if trimmed.is_err() {
+            // This sync may have been the one told of lost writeback.
+            self.pending.rewrite = true;
+            self.pending.handed = None;
+        }
+        trimmed.map_err(|e| {
+            SpoolError::io(
+                format!("trimming a failed append from segment {}", path.display()),
+                e,
+            )
+        })?;
         self.needs_repair = false;
         Ok(())
     }
@@ -751,6 +763,8 @@ impl Spool {
         // Deferred appends to the segment being closed must be durable
         // before we stop tracking it.
         self.sync()?;
+        debug_assert!(self.pending.frames.is_empty() && !self.pending.rewrite);
+        self.pending.clear();
         let seg = Segment::new(&self.dir, first_seq);
         // Truncating is safe: a segment named `first_seq` could only hold
         // records numbered `first_seq` or later, and none has been committed.
