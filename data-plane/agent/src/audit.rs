@@ -1210,14 +1210,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_spool_filled_while_a_statement_runs_frees_itself_once_acknowledged() {
-        let dir = tempfile::tempdir().unwrap();
-        // 64 KiB: segments of 8 KiB, the running statement's record in the
-        // oldest one, everything after it acknowledged at once.
-        let log = open_sized(dir.path(), 64 * 1024);
+    /// A 64 KiB log (segments of 8 KiB) with `text` running, its
+    /// write-ahead record in the oldest segment, then filled with events
+    /// (the filler returned) until the spool refuses one as full.
+    fn filled_while_running(
+        dir: &Path,
+        text: &str,
+    ) -> (
+        AuditLog,
+        SessionTrail,
+        pb::AuditEvent,
+        Option<IntentToken>,
+        pb::AuditEvent,
+    ) {
+        let log = open_sized(dir, 64 * 1024);
         let mut trail = SessionTrail::new(log.clone());
-        let mut events = [statement("select pg_sleep(3600)")];
+        let mut events = [statement(text)];
         let mut tokens = trail.intend(&mut events).unwrap();
         let filler = statement(&"x".repeat(500));
         let full = loop {
@@ -1226,6 +1234,16 @@ mod tests {
             }
         };
         assert!(matches!(full, AuditError::Full { .. }), "{full}");
+        let [event] = events;
+        (log, trail, event, tokens.pop(), filler)
+    }
+
+    #[test]
+    fn a_spool_filled_while_a_statement_runs_frees_itself_once_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, mut trail, event, token, filler) =
+            filled_while_running(dir.path(), "select pg_sleep(3600)");
+        // Everything after the running statement's record acknowledged.
         let last = log.status().borrow().last_seq;
         log.ack(last);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -1239,8 +1257,7 @@ mod tests {
         }
         // Room again, and the statement still finishes as itself.
         trail.record(filler).unwrap();
-        let [event] = events;
-        trail.finish(event.clone(), tokens.pop());
+        trail.finish(event.clone(), token);
         let (shipped, _) = block_on(log.read_after(last, 1000)).unwrap();
         let mine: Vec<_> = shipped.iter().filter(|e| e.id == event.id).collect();
         assert_eq!(mine.len(), 1, "{shipped:?}");
@@ -1250,20 +1267,10 @@ mod tests {
     #[test]
     fn a_statement_that_finishes_into_a_full_spool_keeps_its_outcome_not_its_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let log = open_sized(dir.path(), 64 * 1024);
-        let mut trail = SessionTrail::new(log.clone());
-        let mut events = [statement("select * from orders")];
-        let mut tokens = trail.intend(&mut events).unwrap();
-        let filler = statement(&"x".repeat(500));
-        let full = loop {
-            if let Err(e) = trail.record(filler.clone()) {
-                break e;
-            }
-        };
-        assert!(matches!(full, AuditError::Full { .. }), "{full}");
+        let (log, mut trail, mut event, token, _) =
+            filled_while_running(dir.path(), "select * from orders");
         let before = log.status().borrow().last_seq;
 
-        let [mut event] = events;
         event.rows = 2;
         // Rows larger than a filler: they cannot fit in what the last
         // refused filler left.
@@ -1271,7 +1278,7 @@ mod tests {
             r#"{{"statement_id":"q","result":{{"sets":[{{"rows":[["{}"],["2"]]}}]}}}}"#,
             "r".repeat(1000)
         );
-        trail.finish(event.clone(), tokens.pop());
+        trail.finish(event.clone(), token);
         let (shipped, _) = block_on(log.read_after(before, 1000)).unwrap();
         assert_eq!(shipped.len(), 1, "{shipped:?}");
         let got = &shipped[0];

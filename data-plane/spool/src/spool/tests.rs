@@ -460,10 +460,8 @@ fn damage_cut_off_again_at_the_same_place_is_kept_beside_what_was_kept_before() 
     };
     assert_ne!(second.kept_at, first.kept_at);
     assert!(second.kept_at.to_string_lossy().ends_with(".2.2.damaged"));
-    let mut reported = first.kept_at.into_os_string();
-    reported.push(".reported");
     assert_ne!(
-        fs::read(&reported)?,
+        fs::read(first.reported_at())?,
         fs::read(&second.kept_at)?,
         "both kept"
     );
