@@ -485,3 +485,68 @@ async fn the_audit_trail_at_rest_is_readable_by_its_owner_only() {
         assert!(logs.contains("open to other users; chmod 700 it"), "{logs}");
     }
 }
+
+/// `--audit-sync always`: every record is fsynced before its statement is
+/// forwarded (off the runtime's worker, so sessions wait for the disk, not
+/// for each other). Concurrent sessions all run, and every statement's
+/// event arrives with its outcome.
+#[tokio::test]
+async fn with_audit_sync_always_concurrent_sessions_run_and_every_statement_is_recorded() {
+    use sqlx::Connection as _;
+    const SESSIONS: usize = 4;
+    const INSERTS: usize = 25;
+    let mut dp = DataPath::start_with(
+        sluice_integration_tests::datapath::DEFAULT_RULES,
+        vec!["--audit-sync".into(), "always".into()],
+    )
+    .await;
+    let status = dp.agent.status().await.unwrap();
+    assert_eq!(status["audit_spool"]["sync"], "always", "{status}");
+    let sessions: Vec<_> = (0..SESSIONS)
+        .map(|i| {
+            let url = dp.url();
+            tokio::spawn(async move {
+                let mut conn = sqlx::postgres::PgConnection::connect(&url).await.unwrap();
+                for j in 0..INSERTS {
+                    sqlx::query("INSERT INTO notes (body) VALUES ($1)")
+                        .bind(format!("always {i} {j}"))
+                        .execute(&mut conn)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for session in sessions {
+        session.await.unwrap();
+    }
+    assert_eq!(
+        dp.target("SELECT count(*) FROM notes WHERE body LIKE 'always %'"),
+        (SESSIONS * INSERTS).to_string()
+    );
+    let api = dp.cp.api();
+    let recorded = eventually(
+        Duration::from_secs(30),
+        "every statement's event to arrive",
+        || async {
+            let v = api.get_ok("/api/v1/audit?kind=statement&limit=1000").await;
+            let recorded: Vec<serde_json::Value> = v["events"]
+                .as_array()?
+                .iter()
+                .filter(|e| {
+                    e["parameters"][0]
+                        .as_str()
+                        .is_some_and(|p| p.starts_with("always "))
+                })
+                .cloned()
+                .collect();
+            (recorded.len() >= SESSIONS * INSERTS).then_some(recorded)
+        },
+    )
+    .await;
+    assert_eq!(recorded.len(), SESSIONS * INSERTS);
+    for event in &recorded {
+        assert_eq!(event["rows"], 1, "{event}");
+        assert!(event["attributes"].get("outcome").is_none(), "{event}");
+    }
+}

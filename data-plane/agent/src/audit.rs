@@ -470,6 +470,8 @@ pub struct AuditLog {
     shared: Arc<Mutex<Shared>>,
     status: watch::Receiver<SpoolStatus>,
     agent: String,
+    /// `--audit-sync always`: appends wait for an fsync.
+    sync_always: bool,
 }
 
 /// Longest delay before an acknowledgement is written down.
@@ -544,6 +546,7 @@ impl AuditLog {
             shared: Arc::new(Mutex::new(shared)),
             status,
             agent,
+            sync_always: mode == SyncMode::Always,
         };
         for kept in set_aside {
             // Once per damage, so into a full spool as well: the trail must
@@ -606,13 +609,35 @@ impl AuditLog {
         room: Room,
     ) -> Result<u64, AuditError> {
         let bytes = event.encode_to_vec();
+        self.on_disk(|| self.append_encoded(&bytes, intent, room))
+    }
+
+    /// Runs `append`, which with `--audit-sync always` waits for an fsync
+    /// (and for the lock while another append waits for one), off the
+    /// runtime's worker ([`crate::off_worker`]). In batch mode the fsync
+    /// runs on the sync thread and an append only copies into the page
+    /// cache, so it runs here.
+    fn on_disk<T>(&self, append: impl FnOnce() -> T) -> T {
+        if self.sync_always {
+            crate::off_worker(append)
+        } else {
+            append()
+        }
+    }
+
+    fn append_encoded(
+        &self,
+        bytes: &[u8],
+        intent: Option<u64>,
+        room: Room,
+    ) -> Result<u64, AuditError> {
         let mut shared = self.lock();
         if let Some(why) = &shared.sync_failure {
             return Err(AuditError::Io(format!("cannot flush to disk: {why}")));
         }
         let seq = match room {
-            Room::Limit => shared.spool.append(&bytes)?,
-            Room::OverLimit => shared.spool.append_over_limit(&bytes)?,
+            Room::Limit => shared.spool.append(bytes)?,
+            Room::OverLimit => shared.spool.append_over_limit(bytes)?,
             Room::Headroom => {
                 let kept = shared.max_bytes / 8;
                 let used = shared.spool.disk_bytes().saturating_add(bytes.len() as u64);
@@ -621,7 +646,7 @@ impl AuditLog {
                         limit: shared.max_bytes,
                     });
                 }
-                shared.spool.append(&bytes)?
+                shared.spool.append(bytes)?
             }
         };
         if let Some(key) = intent {
@@ -645,6 +670,10 @@ impl AuditLog {
                 bytes
             })
             .collect();
+        self.on_disk(|| self.intend_encoded(records))
+    }
+
+    fn intend_encoded(&self, records: Vec<Vec<u8>>) -> Result<Vec<IntentToken>, AuditError> {
         let mut shared = self.lock();
         if let Some(why) = &shared.sync_failure {
             return Err(AuditError::Io(format!("cannot flush to disk: {why}")));

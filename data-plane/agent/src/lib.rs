@@ -181,6 +181,20 @@ pub struct StartupSlot {
     address: std::net::IpAddr,
 }
 
+/// Runs `work`, which takes a while (scanning a large row, waiting for the
+/// disk), with the runtime told that this worker is busy, so the other
+/// sessions' tasks move to another thread instead of waiting behind it.
+/// Outside a multi-threaded runtime it just runs.
+pub fn off_worker<T>(work: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}
+
 /// What `--max-startups-per-address` counts a client address against: an
 /// IPv4 address on its own (also when it arrives IPv4-mapped on an IPv6
 /// socket), an IPv6 address as its /64. One IPv6 host is usually handed a

@@ -97,6 +97,10 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<serde_json::Value> {
             "acked_seq": spool.acked_seq,
             "pending": spool.pending,
             "disk_bytes": spool.disk_bytes,
+            "sync": match agent.args.audit_sync {
+                crate::audit::AuditSync::Always => "always",
+                crate::audit::AuditSync::Batch => "batch",
+            },
         },
         "listeners": { "postgres": agent.args.postgres_addr.to_string() },
         "sessions": { "live": agent.sessions.len(), "draining": agent.sessions.is_draining() },

@@ -3244,14 +3244,11 @@ fn masking_refusal(
 const LARGE_ROW: usize = 256 * 1024;
 
 /// Runs `mask` on a row of `len` bytes. Masking scans every byte for the
-/// detectors (a large row takes a while): a large one runs with the
-/// runtime told the worker is busy, so other sessions' tasks move to
-/// another thread instead of waiting behind it.
+/// detectors (a large row takes a while): a large one runs
+/// [`crate::off_worker`].
 fn off_worker<T>(len: usize, mask: impl FnOnce() -> T) -> T {
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if len >= LARGE_ROW && multi_thread {
-        tokio::task::block_in_place(mask)
+    if len >= LARGE_ROW {
+        crate::off_worker(mask)
     } else {
         mask()
     }
