@@ -1529,9 +1529,21 @@ async fn a_client_that_stops_reading_holds_its_answer_against_its_allowance_and_
     stalled
         .send(&query("SELECT repeat('x', 30000000) AS stalled"))
         .await;
-    // The agent reads the row from the target (a moment on loopback) and
-    // holds what the client's socket does not take: at least 15 MB.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The agent reads the row from the target and holds what the client's
+    // socket does not take (all but a few MB): the target's backend is idle
+    // once it has sent it all.
+    eventually(
+        Duration::from_secs(30),
+        "the target to send the stalled session's row",
+        || async {
+            // Idle with the query's text: it ran, and its answer was sent.
+            let sent = dp.target(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%AS stalled' AND state = 'idle'",
+            );
+            (sent == "1").then_some(())
+        },
+    )
+    .await;
     let mut other = RawSession::connect(port, "app", &dp.token).await;
     other.send(&query("SELECT repeat('y', 30000000)")).await;
     let text = errors(&other.until_or_closed(b'Z').await);

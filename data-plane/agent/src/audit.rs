@@ -1450,22 +1450,7 @@ mod tests {
             let [event] = events;
             event.id
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let log = loop {
-            match AuditLog::open(
-                dir.path(),
-                1 << 30,
-                AuditSync::Batch,
-                Duration::from_millis(5),
-                "edge".into(),
-            ) {
-                Ok(log) => break log,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "{e}");
-                    thread::sleep(Duration::from_millis(10));
-                }
-            }
-        };
+        let log = open_once_released(dir.path());
         let (shipped, _) = read_all(&log);
         let got: Vec<(&str, &str)> = shipped
             .iter()
