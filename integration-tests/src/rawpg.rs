@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sluice_pgwire::{Frame, FrameReader, messages};
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     net::TcpStream,
 };
 
@@ -97,10 +97,14 @@ pub fn query(sql: &str) -> Vec<u8> {
     frame(b'Q', format!("{sql}\0").as_bytes())
 }
 
+/// What a [`RawSession`] talks over: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// A session through the agent: start-up as `user` on `database`, the
 /// token as password, ready for queries.
 pub struct RawSession {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     reader: FrameReader,
     port: u16,
     /// BackendKeyData: what a CancelRequest for this session carries.
@@ -110,6 +114,37 @@ pub struct RawSession {
 impl RawSession {
     pub async fn connect(port: u16, database: &str, token: &str) -> Self {
         let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        Self::log_in(Box::new(stream), port, database, token).await
+    }
+
+    /// [`RawSession::connect`] over TLS (SSLRequest first), verifying the
+    /// agent's certificate for `127.0.0.1` against `ca_pem`.
+    pub async fn connect_tls(port: u16, database: &str, token: &str, ca_pem: &str) -> Self {
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        tcp.write_all(&messages::ssl_request()).await.unwrap();
+        let mut answer = [0u8; 1];
+        tcp.read_exact(&mut answer).await.unwrap();
+        assert_eq!(answer[0], b'S', "the agent declined TLS");
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        Self::log_in(Box::new(tls), port, database, token).await
+    }
+
+    async fn log_in(stream: Box<dyn Io>, port: u16, database: &str, token: &str) -> Self {
         let mut s = Self {
             stream,
             reader: FrameReader::new(1 << 20),

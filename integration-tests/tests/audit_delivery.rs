@@ -6,7 +6,11 @@
 use std::{collections::HashSet, process::Command, time::Duration};
 
 use sluice_integration_tests::{
-    AgentProc, ControlPlaneProc, datapath::DataPath, eventually, psql_via_agent, simple_policy,
+    AgentProc, ControlPlaneProc,
+    datapath::DataPath,
+    eventually, psql_via_agent,
+    rawpg::{RawSession, query},
+    simple_policy,
 };
 
 #[tokio::test]
@@ -489,7 +493,8 @@ async fn the_audit_trail_at_rest_is_readable_by_its_owner_only() {
 /// `--audit-sync always`: every record is fsynced before its statement is
 /// forwarded (off the runtime's worker, so sessions wait for the disk, not
 /// for each other). Concurrent sessions all run, and every statement's
-/// event arrives with its outcome.
+/// event arrives with its outcome; a statement its client walked away
+/// from (recorded as its session's task ends) arrives outcome unknown.
 #[tokio::test]
 async fn with_audit_sync_always_concurrent_sessions_run_and_every_statement_is_recorded() {
     use sqlx::Connection as _;
@@ -524,6 +529,23 @@ async fn with_audit_sync_always_concurrent_sessions_run_and_every_statement_is_r
         dp.target("SELECT count(*) FROM notes WHERE body LIKE 'always %'"),
         (SESSIONS * INSERTS).to_string()
     );
+    let mut walker = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+    walker
+        .send(&query("SELECT pg_sleep(5), 'always-walked-away'"))
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "the statement to run on the target",
+        || async {
+            let active = dp.target(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+                 AND query LIKE '%always-walked' || '-away%'",
+            );
+            (active == "1").then_some(())
+        },
+    )
+    .await;
+    drop(walker);
     let api = dp.cp.api();
     let recorded = eventually(
         Duration::from_secs(30),
@@ -549,4 +571,25 @@ async fn with_audit_sync_always_concurrent_sessions_run_and_every_statement_is_r
         assert_eq!(event["rows"], 1, "{event}");
         assert!(event["attributes"].get("outcome").is_none(), "{event}");
     }
+    let walked_away = eventually(
+        Duration::from_secs(30),
+        "the walked-away statement's event",
+        || async {
+            let v = api.get_ok("/api/v1/audit?kind=statement&limit=1000").await;
+            v["events"]
+                .as_array()?
+                .iter()
+                .find(|e| {
+                    e["statement"]
+                        .as_str()
+                        .is_some_and(|s| s.contains("always-walked-away"))
+                })
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(
+        walked_away["attributes"]["outcome"], "unknown",
+        "{walked_away}"
+    );
 }

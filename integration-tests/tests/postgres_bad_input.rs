@@ -1587,3 +1587,123 @@ async fn a_client_that_stops_reading_holds_its_answer_against_its_allowance_and_
         .unwrap();
     assert_eq!(row.len(), 30_000_000);
 }
+
+/// A client that resets its connection right after sending its token, so
+/// it is gone by the time the agent has opened the upstream session and
+/// answers, leaves a whole session in the trail: its start, and an end
+/// that says the client left before the session began.
+#[tokio::test]
+async fn a_client_that_leaves_before_its_session_begins_is_recorded_as_started_and_ended() {
+    let mut dp = DataPath::start().await;
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", dp.agent.pg_port))
+        .await
+        .unwrap();
+    c.write_all(&startup(&[("user", "alice"), ("database", "app")]))
+        .await
+        .unwrap();
+    // AuthenticationCleartextPassword: 'R', length 8, code 3.
+    let mut asked = [0u8; 9];
+    c.read_exact(&mut asked).await.unwrap();
+    assert_eq!(asked, [b'R', 0, 0, 0, 8, 0, 0, 0, 3]);
+    c.write_all(&messages::password_message(dp.token.as_bytes()).raw)
+        .await
+        .unwrap();
+    // A reset, not a FIN: the agent's first write then fails.
+    c.set_zero_linger().unwrap();
+    drop(c);
+
+    let api = dp.cp.api();
+    let end = eventually(
+        Duration::from_secs(20),
+        "the session's end event",
+        || async {
+            let v = api.get_ok("/api/v1/audit?kind=session.end&limit=100").await;
+            v["events"]
+                .as_array()?
+                .iter()
+                .find(|e| {
+                    e["error"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("the client left before its session began"))
+                })
+                .cloned()
+        },
+    )
+    .await;
+    let id = end["session_id"].as_str().unwrap();
+    let v = api
+        .get_ok(&format!("/api/v1/audit?session={id}&limit=10"))
+        .await;
+    let kinds: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"session.start") && kinds.contains(&"session.end"),
+        "{v}"
+    );
+    assert_eq!(kinds.len(), 2, "{v}");
+    // The agent serves the next client.
+    let mut next = sqlx::postgres::PgConnection::connect(&dp.url())
+        .await
+        .unwrap();
+    let (one,): (i32,) = sqlx::query_as("SELECT 1")
+        .fetch_one(&mut next)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+}
+
+/// Over TLS, a client that stops reading is ended all the same. Closing a
+/// TLS session writes to the client (its close_notify), which waits for the
+/// client to read; that wait is bounded, so the session's end is recorded
+/// and its target connection closed while the client still holds its
+/// socket open, reading nothing.
+#[tokio::test]
+async fn a_tls_client_that_stops_reading_is_ended_and_its_end_recorded() {
+    use sluice_integration_tests::rawpg::{RawSession, query};
+    let mut dp = DataPath::start_with(
+        sluice_integration_tests::datapath::DEFAULT_RULES,
+        vec!["--idle-timeout".into(), "3s".into()],
+    )
+    .await;
+    let (ok, ca, err) = dp.cp.run_offline(&["ca"]);
+    assert!(ok, "{err}");
+    let mut stalled = RawSession::connect_tls(dp.agent.pg_port, "app", &dp.token, &ca).await;
+    stalled
+        .send(&query("SELECT repeat('x', 30000000) AS tls_stalled"))
+        .await;
+    eventually(
+        Duration::from_secs(30),
+        "the target to send the stalled session's row",
+        || async {
+            let sent = dp.target(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%AS tls_stalled' AND state = 'idle'",
+            );
+            (sent == "1").then_some(())
+        },
+    )
+    .await;
+    let api = dp.cp.api();
+    eventually(
+        Duration::from_secs(30),
+        "the stalled session's end event",
+        || async {
+            let v = api.get_ok("/api/v1/audit?kind=session.end&limit=100").await;
+            v["events"].as_array()?.iter().find(|e| {
+                e["error"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("read nothing of what was sent to it"))
+            })?;
+            Some(())
+        },
+    )
+    .await;
+    let left =
+        dp.target("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%AS tls_stalled'");
+    assert_eq!(left, "0");
+    // Held open, unread, until here.
+    drop(stalled);
+}

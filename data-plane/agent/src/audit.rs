@@ -226,6 +226,9 @@ pub struct IntentToken {
     /// `None` once superseded.
     shared: Option<Arc<Mutex<Shared>>>,
     key: u64,
+    /// `--audit-sync always`: settling waits for an fsync, so it runs off
+    /// the runtime's worker, as appends do ([`AuditLog::on_disk`]).
+    sync_always: bool,
 }
 
 impl Drop for IntentToken {
@@ -233,11 +236,19 @@ impl Drop for IntentToken {
         let Some(shared) = self.shared.take() else {
             return;
         };
-        let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(intent) = shared.intents.get_mut(&self.key) {
-            intent.abandoned = true;
-            shared.settle_abandoned();
-            shared.publish();
+        let key = self.key;
+        let settle = move || {
+            let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(intent) = shared.intents.get_mut(&key) {
+                intent.abandoned = true;
+                shared.settle_abandoned();
+                shared.publish();
+            }
+        };
+        if self.sync_always {
+            crate::off_worker(settle);
+        } else {
+            settle();
         }
     }
 }
@@ -703,6 +714,7 @@ impl AuditLog {
                 IntentToken {
                     shared: Some(Arc::clone(&self.shared)),
                     key,
+                    sync_always: self.sync_always,
                 }
             })
             .collect();
