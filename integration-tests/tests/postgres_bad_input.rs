@@ -1707,3 +1707,58 @@ async fn a_tls_client_that_stops_reading_is_ended_and_its_end_recorded() {
     // Held open, unread, until here.
     drop(stalled);
 }
+
+/// While the target waits for COPY data, a client that sends a query
+/// instead has its session ended with a protocol error (the query would
+/// break the COPY, or be read as part of it), and the query never runs; a
+/// client that sends nothing at all is ended at the idle timeout, which
+/// ends the target's COPY and its transaction with it.
+#[tokio::test]
+async fn a_copy_waiting_for_data_takes_no_query_and_is_ended_when_idle() {
+    use sluice_integration_tests::rawpg::{RawSession, errors, query};
+    let dp = DataPath::start_with(
+        sluice_integration_tests::datapath::DEFAULT_RULES,
+        vec!["--idle-timeout".into(), "3s".into()],
+    )
+    .await;
+    let port = dp.agent.pg_port;
+
+    let mut s = RawSession::connect(port, "app", &dp.token).await;
+    s.send(&query("COPY notes (body) FROM STDIN")).await;
+    s.until(b'G').await;
+    s.send(&query("INSERT INTO notes (body) VALUES ('into-the-copy')"))
+        .await;
+    let frames = tokio::time::timeout(Duration::from_secs(20), s.until_or_closed(b'Z'))
+        .await
+        .expect("the session ends");
+    let text = errors(&frames);
+    assert!(
+        text.contains("08P01") && text.contains("a Query arrived where the COPY's data belongs"),
+        "{text}"
+    );
+    assert_eq!(
+        dp.target("SELECT count(*) FROM notes WHERE body = 'into-the-copy'"),
+        "0"
+    );
+
+    let mut idle = RawSession::connect(port, "app", &dp.token).await;
+    idle.send(&query("/* idle-copy */ COPY notes (body) FROM STDIN"))
+        .await;
+    idle.until(b'G').await;
+    let frames = tokio::time::timeout(Duration::from_secs(20), idle.until_or_closed(b'Z'))
+        .await
+        .expect("the idle session ends");
+    let text = errors(&frames);
+    assert!(text.contains("57P05") && text.contains("idle"), "{text}");
+    eventually(
+        Duration::from_secs(10),
+        "the target's COPY to end",
+        || async {
+            let left = dp.target(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%idle-' || 'copy%'",
+            );
+            (left == "0").then_some(())
+        },
+    )
+    .await;
+}

@@ -59,9 +59,9 @@ pub use glob::{ColumnPattern, QualifiedPattern, Quantifier, glob_match, glob_mat
 pub use kinds::{KindSet, SqlGroup, SqlKind, StatementSelector, UnknownStatement};
 pub use mask::{Match, find, mask_text};
 pub use model::{
-    Action, ApprovalMode, ApproveRule, AuditMode, Detector, Document, LimitRule, MaskRule,
-    MaskStrategy, MatchRule, Policy, ResourceKind, ResourceSelector, ResourceSpec, Rule,
-    SqlMatcher, SubjectSelector, TlsMode,
+    Action, ApprovalMode, ApproveRule, AuditMode, Detector, Document, LimitRule,
+    MAX_APPROVAL_WINDOW, MaskRule, MaskStrategy, MatchRule, Policy, ResourceKind, ResourceSelector,
+    ResourceSpec, Rule, SqlMatcher, SubjectSelector, TlsMode,
 };
 pub use parse::parse_document;
 pub use sql::{

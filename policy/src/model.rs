@@ -304,6 +304,9 @@ fn default_min() -> u32 {
 pub const DEFAULT_APPROVAL_TIMEOUT: PolicyDuration = PolicyDuration::from_secs(5 * 60);
 /// Default validity of a `retry` approval.
 pub const DEFAULT_APPROVAL_TTL: PolicyDuration = PolicyDuration::from_secs(15 * 60);
+/// The longest `timeout` or `ttl` an approval may have: an approval is for
+/// one change at hand, not a standing grant.
+pub const MAX_APPROVAL_WINDOW: PolicyDuration = PolicyDuration::from_secs(30 * 24 * 60 * 60);
 
 /// How the client experiences an approval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -338,6 +338,15 @@ impl Validator {
             if value.is_some_and(|d| d.as_secs() == 0) {
                 self.error(path.key(key), format!("`{key}` must be longer than 0s"));
             }
+            if value.is_some_and(|d| d.as_secs() > crate::MAX_APPROVAL_WINDOW.as_secs()) {
+                self.error(
+                    path.key(key),
+                    format!(
+                        "`{key}` must be at most {}: an approval is for the change at hand, not a standing grant",
+                        crate::MAX_APPROVAL_WINDOW
+                    ),
+                );
+            }
         }
     }
 
@@ -589,7 +598,7 @@ policies:
           min: 0
           ttl: 10m
           timeout: 0s
-      - approve: { approvers: [dba], mode: retry, ttl: 0s }
+      - approve: { approvers: [dba], mode: retry, ttl: 0s, timeout: 18446744073709551615s }
       - limit: { rows: 0 }
       - mask: { as: hash }
       - mask: { columns: [a.b.c.d, \"x..y\"], strict_tables: [a.b.c], strict_allow: [\"SELECT 1; SELECT 2\", \"SELEC oops\"] }
@@ -613,6 +622,11 @@ policies:
                     11,
                     "policies[0].rules[1].approve.timeout",
                     "`timeout` must be longer than 0s",
+                ),
+                (
+                    12,
+                    "policies[0].rules[2].approve.timeout",
+                    "`timeout` must be at most 30d",
                 ),
                 (
                     12,

@@ -199,6 +199,11 @@ struct Shared {
     delivered: u64,
     /// Write-ahead records of statements still running, by key.
     intents: HashMap<u64, Intent>,
+    /// Write-ahead records superseded by an event not yet on stable
+    /// storage, as (record's sequence number, event's): the recorded
+    /// acknowledgement stays below each record until its event is durable,
+    /// or a power loss meanwhile would leave the statement in no record.
+    settling: Vec<(u64, u64)>,
     next_intent: u64,
     /// Where the spool's counters are published (the shipper waits on them).
     status_tx: watch::Sender<SpoolStatus>,
@@ -260,17 +265,43 @@ impl Shared {
         self.settle_abandoned();
         if let Some(seq) = self.pending_ack.take() {
             self.delivered = self.delivered.max(seq);
-            // Running statements' write-ahead records must outlive it.
-            let upto = self.carry_intents(seq);
+            // Running statements' write-ahead records must outlive it, and
+            // so must those whose events are not on disk yet.
+            let upto = self.carry_intents(seq).min(self.settled_bound());
             if upto < seq {
                 self.pending_ack = Some(seq); // the rest, later
             }
             if let Err(e) = self.spool.ack(upto) {
-                tracing::error!(seq = upto, error = %e, "cannot record audit acknowledgement");
+                tracing::error!(seq = upto, error = %e, "cannot record audit acknowledgement; retrying");
+                // Dropped, it would never come again (the control plane has
+                // everything), and a full spool would stay full.
+                if !matches!(e, SpoolError::AckBeyondEnd { .. }) {
+                    self.pending_ack = self.pending_ack.max(Some(seq));
+                }
             }
         }
         // Also after settling abandoned records with no ack pending.
         self.publish();
+    }
+
+    /// How far an acknowledgement may be recorded for the write-ahead
+    /// records superseded since the last sync (see [`Shared::settling`]).
+    fn settled_bound(&mut self) -> u64 {
+        let durable = self.spool.durable_seq();
+        self.settling.retain(|&(_, event)| event > durable);
+        self.settling
+            .iter()
+            .map(|&(record, _)| record - 1)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Notes that the write-ahead record at `record` was superseded by the
+    /// event at `event`.
+    fn superseded(&mut self, record: u64, event: u64) {
+        if event > self.spool.durable_seq() {
+            self.settling.push((record, event));
+        }
     }
 
     /// Publishes the spool's counters if they changed.
@@ -299,13 +330,17 @@ impl Shared {
             };
             // Over the limit if need be: it stands for a record already
             // counted (see `carry_intents`).
+            let record = intent.seq;
             let written = match orphan_event(&intent.bytes) {
-                Some(bytes) => self.spool.append_over_limit(&bytes).map(drop),
-                None => Ok(()),
+                Some(bytes) => self.spool.append_over_limit(&bytes).map(Some),
+                None => Ok(None),
             };
             match written {
-                Ok(()) => {
+                Ok(event) => {
                     self.intents.remove(&key);
+                    if let Some(event) = event {
+                        self.superseded(record, event);
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot record a statement without outcome; retrying");
@@ -545,6 +580,7 @@ impl AuditLog {
             spool,
             sync_failure: None,
             pending_ack: None,
+            settling: Vec::new(),
             delivered: 0,
             intents,
             next_intent,
@@ -660,8 +696,8 @@ impl AuditLog {
                 shared.spool.append(bytes)?
             }
         };
-        if let Some(key) = intent {
-            shared.intents.remove(&key);
+        if let Some(record) = intent.and_then(|key| shared.intents.remove(&key)) {
+            shared.superseded(record.seq, seq);
         }
         shared.publish();
         Ok(seq)
@@ -883,11 +919,19 @@ impl SessionTrail {
     /// Records the event that closes what the trail holds (a session's
     /// end, an approval the session withdrew as it ended), even into a
     /// full spool: there is at most one per session, and without it the
-    /// session would never be sealed. A failure is logged.
+    /// session would never be sealed. Only past the limit when the trail
+    /// holds something to close: a session let in unrecorded (audit mode
+    /// `best_effort`) with the spool full would otherwise add one record
+    /// over it per connection, without bound. A failure is logged.
     pub fn record_closing(&mut self, mut event: pb::AuditEvent) {
         self.log.fill_in(&mut event);
         self.chain.link(&mut event);
-        match self.log.append_as(&event, None, Room::OverLimit) {
+        let room = if self.chain.is_empty() {
+            Room::Limit
+        } else {
+            Room::OverLimit
+        };
+        match self.log.append_as(&event, None, room) {
             Ok(_) => self.chain.commit(&event),
             Err(e) => tracing::error!(error = %e, kind = %event.kind, "cannot audit an event"),
         }
@@ -1170,6 +1214,56 @@ mod tests {
             refused + usize::try_from(statements).unwrap() + 1
         );
         assert_eq!(shipped.last().unwrap().kind, "session.end");
+        // A session let in with nothing recorded (audit mode best_effort)
+        // does not get past the limit at its end: one record over it per
+        // connection would have no bound.
+        let last = log.status.borrow().last_seq;
+        let mut unrecorded = SessionTrail::new(log.clone());
+        unrecorded.record_closing(pb::AuditEvent {
+            kind: "session.end".into(),
+            session_id: "s2".into(),
+            ..Default::default()
+        });
+        assert!(unrecorded.is_empty());
+        assert_eq!(log.status.borrow().last_seq, last);
+    }
+
+    /// A write-ahead record stays under the recorded acknowledgement until
+    /// the event that supersedes it is on disk: recorded past it before, a
+    /// power loss would take the event and leave the record acknowledged,
+    /// so the statement would be in no record at all.
+    #[test]
+    fn an_acknowledgement_is_not_recorded_past_a_statement_whose_event_is_not_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        // A sync thread that never turns: this test applies acks and syncs.
+        let log = AuditLog::open(
+            dir.path(),
+            1 << 30,
+            AuditSync::Batch,
+            Duration::from_secs(3600),
+            "edge".into(),
+        )
+        .unwrap();
+        let mut trail = SessionTrail::new(log.clone());
+        let mut finished = [statement("select 1")];
+        let mut token = trail.intend(&mut finished).unwrap();
+        let mut abandoned = [statement("select pg_sleep(60)")];
+        let given_up = trail.intend(&mut abandoned).unwrap();
+        trail.record_detached(statement("select 3"));
+        log.flush().unwrap();
+        assert_eq!(log.lock().spool.durable_seq(), 3);
+        // Both records are superseded by events in the page cache only.
+        let [event] = finished;
+        trail.finish(event, token.pop());
+        drop(given_up);
+        assert_eq!(log.lock().spool.last_seq(), 5);
+        log.ack(3);
+        log.lock().apply_acks();
+        assert_eq!(log.lock().spool.acked_seq(), 0);
+        // Once they are on disk, it is.
+        log.flush().unwrap();
+        assert_eq!(log.lock().spool.acked_seq(), 3);
+        assert!(log.lock().settling.is_empty());
     }
 
     #[test]

@@ -103,7 +103,8 @@ pub struct AgentArgs {
     /// it was.
     #[arg(long, env = "SLUICE_AGENT_DDL_NOTICES_RECHECK", default_value = "30s", value_parser = humantime::parse_duration)]
     pub ddl_notices_recheck: Duration,
-    /// Client sessions idle (no request in flight) for longer are closed.
+    /// Client sessions idle (no request in flight, or a COPY FROM STDIN
+    /// waiting for data the client does not send) for longer are closed.
     #[arg(long, env = "SLUICE_AGENT_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
     /// On SIGTERM or Ctrl-C: how long live sessions get to finish their

@@ -524,15 +524,19 @@ impl Agent {
                     resources = active.resources.len(),
                     "policy snapshot applied"
                 );
-                let ended = self.sessions.revoke(&active);
+                // Published before live sessions are checked against it: a
+                // session that registers meanwhile checks itself against
+                // this snapshot (`LiveSessions::recheck`), so none is missed.
+                self.publish(Some(active));
+                let current = self.snapshot_rx.borrow().clone();
+                let ended = current.map_or(0, |a| self.sessions.revoke(&a));
                 if ended > 0 {
                     tracing::warn!(
                         version,
                         sessions = ended,
-                        "ended sessions whose grant the new policy revokes"
+                        "ended sessions whose grant or mask rules the new policy changes"
                     );
                 }
-                self.publish(Some(active));
                 self.set_state(State::Valid(version));
                 self.metrics.snapshot_updates.inc();
             }

@@ -146,35 +146,80 @@ impl LiveSessions {
         let sessions = self.lock();
         let mut n = 0;
         for (id, live) in sessions.iter() {
-            let granted = active.resources.contains_key(&live.resource)
-                && active
-                    .policy
-                    .connect(&live.subject, &live.resource)
-                    .is_some();
-            if !granted {
-                tracing::warn!(session = %id, subject = %live.subject.id, resource = %live.resource, version = active.version, "grant revoked; ending the session");
-                live.end.send_replace(Some(format!(
-                    "access to \"{}\" was revoked (policy version {})",
-                    live.resource, active.version
-                )));
-                n += 1;
-                continue;
-            }
-            let masks: Vec<&sluice_policy::MaskSpec> =
-                active.policy.masks_for(&live.subject, &live.resource);
-            if masks.len() != live.masks.len()
-                || masks.iter().zip(&live.masks).any(|(a, b)| *a != b)
-            {
-                tracing::warn!(session = %id, version = active.version, "mask rules changed; ending the session");
-                live.end.send_replace(Some(format!(
-                    "the mask rules for \"{}\" changed (policy version {}); reconnect",
-                    live.resource, active.version
-                )));
+            if let Some(why) = outdated(active, live) {
+                tracing::warn!(session = %id, subject = %live.subject.id, resource = %live.resource, version = active.version, reason = %why, "ending the session");
+                live.end.send_replace(Some(why.to_string()));
                 n += 1;
             }
         }
         n
     }
+
+    /// Why session `id`, just registered, may not begin under `active`
+    /// (the snapshot in force now; `None` when there is none). A session
+    /// is granted and its mask rules are read from the snapshot of its
+    /// login, before it registers; a snapshot applied in between ends the
+    /// sessions registered then ([`LiveSessions::revoke`]) and is published
+    /// first, so checking again once registered misses none.
+    pub fn recheck(&self, id: &str, active: Option<&Active>) -> Option<Outdated> {
+        let Some(active) = active else {
+            return Some(Outdated::NoSnapshot);
+        };
+        self.lock().get(id).and_then(|live| outdated(active, live))
+    }
+}
+
+/// Why a session no longer matches the policy in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outdated {
+    /// Its subject is no longer granted its resource.
+    Revoked { resource: String, version: u64 },
+    /// The mask rules for its subject and resource are not the ones it
+    /// started with.
+    MasksChanged { resource: String, version: u64 },
+    /// The agent holds no valid snapshot (it denies everything).
+    NoSnapshot,
+}
+
+impl std::fmt::Display for Outdated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outdated::Revoked { resource, version } => write!(
+                f,
+                "access to \"{resource}\" was revoked (policy version {version})"
+            ),
+            Outdated::MasksChanged { resource, version } => write!(
+                f,
+                "the mask rules for \"{resource}\" changed (policy version {version}); reconnect"
+            ),
+            Outdated::NoSnapshot => f.write_str(
+                "the agent has no valid policy from the control plane; connect again when it has",
+            ),
+        }
+    }
+}
+
+fn outdated(active: &Active, live: &Live) -> Option<Outdated> {
+    let granted = active.resources.contains_key(&live.resource)
+        && active
+            .policy
+            .connect(&live.subject, &live.resource)
+            .is_some();
+    if !granted {
+        return Some(Outdated::Revoked {
+            resource: live.resource.clone(),
+            version: active.version,
+        });
+    }
+    let masks: Vec<&sluice_policy::MaskSpec> =
+        active.policy.masks_for(&live.subject, &live.resource);
+    if masks.len() != live.masks.len() || masks.iter().zip(&live.masks).any(|(a, b)| *a != b) {
+        return Some(Outdated::MasksChanged {
+            resource: live.resource.clone(),
+            version: active.version,
+        });
+    }
+    None
 }
 
 #[cfg(test)]
@@ -196,6 +241,56 @@ mod tests {
         drop(a);
         assert!(!registry.end("s1", "again"));
         assert_eq!(registry.len(), 1);
+    }
+
+    const MASKED: &str = r#"
+resources:
+  - { name: db, kind: postgres, agent: a, address: "h:1", database: d }
+policies:
+  - name: p
+    subjects: { groups: [devs] }
+    resources: { names: [db] }
+    rules:
+      - mask: { columns: ["public.t.secret"], as: redact }
+        name: hide
+      - allow: { sql: { statements: [read] } }
+"#;
+
+    /// A session granted and given its mask rules under one snapshot, and
+    /// registered after another was applied, finds out once registered.
+    #[test]
+    fn a_session_registered_after_a_policy_change_is_checked_against_it() {
+        let registry = Arc::new(LiveSessions::default());
+        let alice = Subject::user("alice", ["devs"]);
+        let now = crate::snapshot::test_active(MASKED, 2);
+        // Started under a snapshot without the mask rule.
+        let _a = registry.register("s1", alice.clone(), "db", Vec::new());
+        assert_eq!(
+            registry.recheck("s1", Some(&now)),
+            Some(Outdated::MasksChanged {
+                resource: "db".into(),
+                version: 2
+            })
+        );
+        let masks = now
+            .policy
+            .masks_for(&alice, "db")
+            .into_iter()
+            .cloned()
+            .collect::<Vec<_>>();
+        assert_eq!(masks.len(), 1);
+        let _b = registry.register("s2", alice, "db", masks);
+        assert_eq!(registry.recheck("s2", Some(&now)), None);
+        // Granted under a snapshot that gave bob the resource.
+        let _c = registry.register("s3", Subject::user("bob", ["ops"]), "db", Vec::new());
+        assert_eq!(
+            registry.recheck("s3", Some(&now)),
+            Some(Outdated::Revoked {
+                resource: "db".into(),
+                version: 2
+            })
+        );
+        assert_eq!(registry.recheck("s2", None), Some(Outdated::NoSnapshot));
     }
 
     #[test]

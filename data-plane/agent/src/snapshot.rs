@@ -209,3 +209,29 @@ pub fn now_ms() -> u64 {
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
+
+/// A snapshot of policy document `doc` (YAML) for tests: compiled for
+/// agent `a`, each of its resources known by name, no credentials.
+#[cfg(test)]
+pub(crate) fn test_active(doc: &str, version: u64) -> Active {
+    let doc = sluice_policy::parse_document(doc).expect("valid document");
+    Active {
+        version,
+        issued_at_ms: 0,
+        policy: sluice_policy::compile(&doc, &doc.resources, "a"),
+        verifier: sluice_identity::Verifier::default(),
+        resources: doc
+            .resources
+            .iter()
+            .map(|r| {
+                let resource = pb::Resource {
+                    name: r.name.clone(),
+                    ..Default::default()
+                };
+                (r.name.clone(), resource)
+            })
+            .collect(),
+        credentials: HashMap::new(),
+        max_staleness: Duration::from_secs(60),
+    }
+}

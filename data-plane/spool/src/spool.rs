@@ -137,8 +137,9 @@ struct Pending {
     frames: Vec<u8>,
     /// A sync failed: `frames` must be written again before a sync counts.
     rewrite: bool,
-    /// Token and end offset of the handle last given out for syncing.
-    handed: Option<(u64, u64)>,
+    /// Token, end offset and last sequence number of the handle last given
+    /// out for syncing.
+    handed: Option<(u64, u64, u64)>,
 }
 
 impl Pending {
@@ -181,6 +182,8 @@ pub struct Spool {
     fail_next_sync: bool,
     /// Bytes written to the active segment but not yet synced (deferred mode).
     unsynced: bool,
+    /// Records up to here are on stable storage (see [`Spool::durable_seq`]).
+    synced_through: u64,
     /// Counts deferred writes, so a sync done outside the spool (see
     /// [`Spool::sync_handle`]) only clears what it covered.
     write_gen: u64,
@@ -244,6 +247,7 @@ impl Spool {
             #[cfg(any(test, feature = "test-hooks"))]
             fail_next_sync: false,
             unsynced: false,
+            synced_through: max_seen,
             write_gen: 0,
             pending: Pending::default(),
             tail: VecDeque::new(),
@@ -511,6 +515,11 @@ impl Spool {
     /// On failure the spool must be considered unable to record (the
     /// caller refuses work until a later `sync` succeeds).
     pub fn sync(&mut self) -> Result<(), SpoolError> {
+        // A failed append whose trim failed too: made durable, its records
+        // would be read back after a restart, though refused.
+        if self.needs_repair {
+            self.repair()?;
+        }
         if !self.needs_sync() {
             return Ok(());
         }
@@ -539,7 +548,19 @@ impl Spool {
         }
         self.unsynced = false;
         self.pending.clear();
+        self.synced_through = self.last_seq();
         Ok(())
+    }
+
+    /// The highest sequence number known to be on stable storage, with
+    /// every one before it: in [`SyncMode::Deferred`], what the last
+    /// successful sync covered.
+    pub fn durable_seq(&self) -> u64 {
+        if self.needs_sync() {
+            self.synced_through
+        } else {
+            self.last_seq()
+        }
     }
 
     /// Records that a sync through [`Spool::sync_handle`] failed: what it
@@ -595,6 +616,10 @@ impl Spool {
     /// token to [`Spool::synced`] once `sync_data` on the handle succeeded.
     /// `None` when nothing waits for a sync.
     pub fn sync_handle(&mut self) -> Result<Option<(File, u64)>, SpoolError> {
+        // As in `sync`; tried again at each turn of the caller's sync loop.
+        if self.needs_repair {
+            self.repair()?;
+        }
         if !self.needs_sync() {
             return Ok(None);
         }
@@ -617,8 +642,10 @@ impl Spool {
             .write(true)
             .open(&path)
             .map_err(|e| SpoolError::io(format!("opening segment {}", path.display()), e))?;
-        let end = self.pending.from + self.pending.frames.len() as u64;
-        self.pending.handed = Some((self.write_gen, end));
+        // Everything written to the segment so far (the pending frames end
+        // there): what a sync of this handle covers.
+        let end = self.segments.back().map_or(0, |s| s.size);
+        self.pending.handed = Some((self.write_gen, end, self.last_seq()));
         Ok(Some((handle, self.write_gen)))
     }
 
@@ -628,18 +655,23 @@ impl Spool {
     /// (that one's writes are written again first).
     pub fn synced(&mut self, token: u64) -> bool {
         // A failure clears `handed` and asks for a rewrite first.
-        let Some((handed, end)) = self.pending.handed.filter(|(h, _)| *h == token) else {
+        let Some((handed, end, through)) = self.pending.handed.filter(|(h, _, _)| *h == token)
+        else {
             return false;
         };
         self.pending.handed = None;
-        let done = usize::try_from(end - self.pending.from).unwrap_or(usize::MAX);
-        self.pending
-            .frames
-            .drain(..done.min(self.pending.frames.len()));
-        self.pending.from = end;
+        // Frames written after the handle begin at or past `end`.
+        if end > self.pending.from {
+            let done = usize::try_from(end - self.pending.from).unwrap_or(usize::MAX);
+            self.pending
+                .frames
+                .drain(..done.min(self.pending.frames.len()));
+            self.pending.from = end;
+        }
         if self.write_gen == handed {
             self.unsynced = false;
         }
+        self.synced_through = self.synced_through.max(through);
         true
     }
 

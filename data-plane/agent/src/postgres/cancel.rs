@@ -27,30 +27,34 @@ pub struct CancelRegistry {
 
 impl CancelRegistry {
     /// Issues the (pid, key) pair the client will see, and a receiver that
-    /// changes whenever a cancel for it arrives.
+    /// changes whenever a cancel for it arrives. `None` when the system's
+    /// random source fails: a guessable pair, or one another session holds,
+    /// would let others cancel this session's statements.
     pub fn register(
         &self,
         resource: &pb::Resource,
         backend_pid: u32,
         backend_key: u32,
-    ) -> (u32, u32, watch::Receiver<u64>) {
+    ) -> Option<(u32, u32, watch::Receiver<u64>)> {
         let random = || {
             let mut bytes = [0u8; 4];
-            let _ = SystemRandom::new().fill(&mut bytes);
-            u32::from_be_bytes(bytes)
+            SystemRandom::new().fill(&mut bytes).ok()?;
+            Some(u32::from_be_bytes(bytes))
         };
         let mut sessions = self.lock();
         let mut attempts = 0;
         let (pid, key) = loop {
-            let pair = ((random() & 0x7fff_ffff).max(1), random());
-            attempts += 1;
+            let pair = ((random()? & 0x7fff_ffff).max(1), random()?);
             if !sessions.contains_key(&pair) {
                 break pair;
             }
             // Only a failing random source repeats itself like this.
+            attempts += 1;
             if attempts == 64 {
-                tracing::error!("the random source keeps repeating; cancel keys are not unique");
-                break pair;
+                tracing::error!(
+                    "the random source keeps repeating; refusing to reuse a cancel key"
+                );
+                return None;
             }
         };
         let (cancels, cancelled) = watch::channel(0);
@@ -63,7 +67,7 @@ impl CancelRegistry {
                 cancels,
             },
         );
-        (pid, key, cancelled)
+        Some((pid, key, cancelled))
     }
 
     pub fn unregister(&self, pid: u32, key: u32) {
@@ -117,7 +121,7 @@ mod tests {
         let mut pairs = std::collections::HashSet::new();
         let mut receivers = Vec::new();
         for _ in 0..1000 {
-            let (pid, key, cancelled) = registry.register(&resource, 7, 8);
+            let (pid, key, cancelled) = registry.register(&resource, 7, 8).unwrap();
             assert!(pid >= 1 && i32::try_from(pid).is_ok(), "{pid}");
             assert!(pairs.insert((pid, key)));
             receivers.push((pid, key, cancelled));

@@ -18,7 +18,8 @@ use std::{
 };
 
 use sluice_policy::{
-    ClassifiedStatement, Outcome, PreparedChange, Rename, SqlKind, StatementFacts, Subject,
+    ClassifiedStatement, MAX_APPROVAL_WINDOW, Outcome, PreparedChange, Rename, SqlKind,
+    StatementFacts, Subject,
 };
 
 use super::routines::{Reached, Routines};
@@ -607,8 +608,10 @@ impl Judge {
                     approvers: spec.approvers.clone(),
                     min: spec.min,
                     wait: spec.mode == sluice_policy::ApprovalMode::Wait,
-                    timeout: spec.timeout.to_std(),
-                    ttl: spec.ttl.to_std(),
+                    // Validated at most this long; clamped here too, so a
+                    // snapshot that is not cannot overflow a deadline.
+                    timeout: spec.timeout.to_std().min(MAX_APPROVAL_WINDOW.to_std()),
+                    ttl: spec.ttl.to_std().min(MAX_APPROVAL_WINDOW.to_std()),
                 })),
                 ..Verdict::default()
             },
@@ -889,16 +892,7 @@ policies:
     }
 
     fn snapshot_of(doc: &str, version: u64) -> Arc<Active> {
-        let doc = sluice_policy::parse_document(doc).expect("valid document");
-        Arc::new(Active {
-            version,
-            issued_at_ms: 0,
-            policy: sluice_policy::compile(&doc, &doc.resources, "a"),
-            verifier: sluice_identity::Verifier::default(),
-            resources: HashMap::new(),
-            credentials: HashMap::new(),
-            max_staleness: std::time::Duration::from_secs(60),
-        })
+        Arc::new(crate::snapshot::test_active(doc, version))
     }
 
     /// A document whose one policy gives user `bot` resource `db` with
@@ -1353,5 +1347,42 @@ policies:
         let verdict = judge.sql(Some(&approving), "EXECUTE p");
         assert!(verdict.approval.is_some());
         assert_eq!(verdict.executes.as_deref(), Some("p"));
+    }
+
+    /// A snapshot that was not validated (an older control plane) cannot
+    /// give an approval a window that overflows a session's deadline.
+    #[test]
+    fn an_approval_window_is_clamped_to_the_longest_a_policy_may_give() {
+        let (mut judge, _) = judge();
+        let valid = snapshot_of(
+            &bot_doc(
+                "      - approve: { sql: { statements: [update] }, approvers: [dba], timeout: 7m, ttl: 11m }",
+            ),
+            2,
+        );
+        let json = String::from_utf8(valid.policy.to_json_bytes().unwrap()).unwrap();
+        assert!(
+            json.contains("\"7m\"") && json.contains("\"11m\""),
+            "{json}"
+        );
+        let json = json
+            .replace("\"7m\"", "\"18446744073709551615s\"")
+            .replace("\"11m\"", "\"99999d\"");
+        let approving = Arc::new(Active {
+            policy: sluice_policy::CompiledPolicy::from_json_bytes(json.as_bytes()).unwrap(),
+            verifier: sluice_identity::Verifier::default(),
+            resources: HashMap::new(),
+            credentials: HashMap::new(),
+            ..*valid
+        });
+        let verdict = judge.sql(Some(&approving), "UPDATE t SET a = 1 WHERE id = 1");
+        let need = verdict.approval.as_ref().expect("sent to approval");
+        assert_eq!(need.timeout, MAX_APPROVAL_WINDOW.to_std());
+        assert_eq!(need.ttl, MAX_APPROVAL_WINDOW.to_std());
+        assert!(
+            tokio::time::Instant::now()
+                .checked_add(need.timeout)
+                .is_some()
+        );
     }
 }

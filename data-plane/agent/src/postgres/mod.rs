@@ -290,6 +290,13 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr, starting: c
             &granted.resource.name,
             masker.as_ref().map(|m| m.specs().to_vec()).unwrap_or_default(),
         );
+        // The grant and mask rules above are from the snapshot of the login;
+        // one applied since may have changed them.
+        let current = agent.snapshot_rx.borrow().clone();
+        if let Some(why) = agent.sessions.recheck(&event.session_id, current.as_deref()) {
+            let code = if matches!(why, crate::sessions::Outdated::MasksChanged { .. }) { "08004" } else { "28000" };
+            return refuse(&agent, stream, event, Refusal::new(code, "policy_changed", format!("{why}"))).await;
+        }
         let mut trail = SessionTrail::new(agent.audit.clone());
         if let Err(e) = trail.record(event.clone())
             && granted.resource.audit_mode != "best_effort"
@@ -302,7 +309,13 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr, starting: c
         agent.metrics.client_connections.get_or_create(&OutcomeLabels { protocol: "postgres", outcome: "granted" }).inc();
 
         // The client gets the target's parameters but our own cancel key.
-        let (pid, key, cancels) = agent.pg_cancel.register(&granted.resource, upstream.backend_pid, upstream.backend_key);
+        let Some((pid, key, cancels)) = agent.pg_cancel.register(&granted.resource, upstream.backend_pid, upstream.backend_key) else {
+            let why = "sluice cannot issue this session a cancel key: the system's random source failed".to_owned();
+            tracing::error!("{why}; refusing the session");
+            refuse_unrecorded(&agent, stream, Refusal::new("58000", "cancel_key_unavailable", why.clone())).await;
+            trail.record_closing(session_end(event, std::time::Instant::now(), &session::Totals::default(), why));
+            return;
+        };
         let mut hello = bytes::BytesMut::new();
         hello.extend_from_slice(&messages::auth_ok().raw);
         for (k, v) in &upstream.parameters {

@@ -87,7 +87,8 @@ const MAX_EXECUTES: usize = 10_000;
 /// Statements forwarded and not yet answered, beyond which the client is
 /// not read until some are (each holds its audit event and write-ahead
 /// record in memory): a client that pipelines without reading results
-/// meets backpressure here, not only when the socket buffers fill.
+/// meets backpressure here, not only when the socket buffers fill. The
+/// same for denials sent through the target, whose errors wait meanwhile.
 const MAX_IN_FLIGHT: usize = MAX_EXECUTES;
 /// Largest extended-protocol batch buffered before a Sync/Flush.
 const MAX_BATCH: usize = 64 * 1024 * 1024;
@@ -578,7 +579,7 @@ pub async fn run(
         // After the client's Terminate, keep relaying until the target has
         // answered everything it was sent and closes the connection.
         tokio::select! {
-            r = client_r.read_buf(client_reader.buffer()), if relay.to_server.len() < HIGH_WATER && relay.to_client.len() + relay.held_bytes < HIGH_WATER && relay.units.len() < MAX_IN_FLIGHT && !relay.terminate && (relay.holding.is_none() && relay.deferred.is_none() || client_reader.buffer().len() < HOLD_READ_LIMIT) => {
+            r = client_r.read_buf(client_reader.buffer()), if relay.to_server.len() < HIGH_WATER && relay.to_client.len() + relay.held_bytes < HIGH_WATER && relay.units.len() < MAX_IN_FLIGHT && relay.substitutes.len() < MAX_IN_FLIGHT && !relay.terminate && (relay.holding.is_none() && relay.deferred.is_none() || client_reader.buffer().len() < HOLD_READ_LIMIT) => {
                 last_activity = tokio::time::Instant::now();
                 match r {
                     Ok(0) => break None,
@@ -663,8 +664,10 @@ pub async fn run(
             // A batch that ended in Flush leaves the target's transaction
             // open (and its locks held): idle all the same. So is a session
             // whose client reads nothing of what it was sent (the relay
-            // stops reading the target then, with statements in flight).
-            () = &mut idle_sleep, if relay.inflight() == 0 && relay.units.is_empty() && relay.holding.is_none() && relay.deferred.is_none() || !relay.to_client.is_empty() => {
+            // stops reading the target then, with statements in flight),
+            // and one whose target waits for COPY data the client does not
+            // send (in a transaction, holding its locks).
+            () = &mut idle_sleep, if relay.inflight() == 0 && relay.units.is_empty() && relay.holding.is_none() && relay.deferred.is_none() || !relay.to_client.is_empty() || relay.copy_in && relay.copy_pending() => {
                 let deadline = last_activity + idle;
                 if tokio::time::Instant::now() >= deadline {
                     break Some(if relay.to_client.is_empty() {
@@ -887,6 +890,21 @@ impl Relay {
             return Err(SessionError::Protocol(
                 "a Sync arrived while the target may be waiting for COPY data, when it would ignore it; send CopyDone or CopyFail first, then Sync".into(),
             ));
+        }
+        // Anything else that would reach the target before the COPY's data
+        // ends would break the COPY (PostgreSQL ends the session), or on
+        // older servers be read as part of it, leaving every later answer
+        // one request off.
+        let flushes = frame.tag == b'H' && !self.batch.is_empty();
+        if (matches!(frame.tag, b'Q' | b'F') || flushes) && self.copy_pending() {
+            let what = match frame.tag {
+                b'Q' => "a Query",
+                b'F' => "a FunctionCall",
+                _ => "a Flush of extended-protocol messages",
+            };
+            return Err(SessionError::Protocol(format!(
+                "{what} arrived where the COPY's data belongs; after COPY ... FROM STDIN, send CopyData and CopyDone (or CopyFail) once CopyInResponse arrives"
+            )));
         }
         if self.skip_until_sync {
             if frame.tag == b'S' {

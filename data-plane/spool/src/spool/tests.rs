@@ -1263,3 +1263,80 @@ fn a_handle_sync_does_not_count_when_another_sync_failed_meanwhile() -> TestResu
     assert_eq!(seqs(&all(&spool)?), vec![1, 2, 3]);
     Ok(())
 }
+
+/// A handle given out when nothing was waiting to be rewritten (a failed
+/// sync after a good one) covers nothing written after it: its sync drops
+/// no later write's copy (once, it worked out what it covered from where
+/// the synced writes had begun, and subtracted past zero).
+#[test]
+fn a_handle_given_out_with_nothing_pending_covers_no_later_write() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = SpoolConfig {
+        sync: SyncMode::Deferred,
+        ..SpoolConfig::default()
+    };
+    let mut spool = Spool::open(dir.path(), config)?;
+    append_n(&mut spool, 1, 3)?;
+    spool.sync()?;
+    // A handle's sync failed meanwhile: nothing is left to write again,
+    // but the next sync must not count as done before it has happened.
+    spool.sync_failed();
+    let (handle, token) = spool.sync_handle()?.ok_or("a sync is due")?;
+    append_n(&mut spool, 4, 5)?;
+    handle.sync_data()?;
+    assert!(spool.synced(token));
+    assert_eq!(
+        spool.pending.frames.len() as u64,
+        2 * frame(34),
+        "the writes after the handle keep their copy"
+    );
+    assert!(spool.needs_sync());
+    spool.sync()?;
+    assert!(!spool.needs_sync());
+    Ok(())
+}
+
+/// An append that failed, and whose trim failed too, leaves its frames in
+/// the segment; a sync first trims them (retrying the trim), so they are
+/// never made durable and read back as records after a restart.
+#[test]
+fn a_sync_trims_a_failed_append_before_it_syncs() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = SpoolConfig {
+        sync: SyncMode::Deferred,
+        ..SpoolConfig::default()
+    };
+    let mut spool = Spool::open(dir.path(), config.clone())?;
+    append_n(&mut spool, 1, 3)?;
+    let seg = segment_paths(dir.path())?.pop().ok_or("no segment")?;
+    // What a failed append of record 4 left behind, whole, with its trim
+    // failed.
+    let mut failed = Vec::new();
+    frame::encode(&mut failed, 4, u32::try_from(rec(4).len())?, &rec(4));
+    append_to(&seg, &failed)?;
+    spool.needs_repair = true;
+    spool.sync()?;
+    assert!(!spool.needs_repair);
+    assert_eq!(fs::metadata(&seg)?.len(), 3 * frame(34));
+    // The same through the sync thread's handle.
+    append_to(&seg, &failed)?;
+    spool.needs_repair = true;
+    assert!(
+        spool.sync_handle()?.is_none(),
+        "nothing else waits for a sync"
+    );
+    assert_eq!(fs::metadata(&seg)?.len(), 3 * frame(34));
+    drop(spool);
+    let spool = Spool::open(dir.path(), config)?;
+    assert_eq!(seqs(&all(&spool)?), vec![1, 2, 3]);
+    Ok(())
+}
+
+fn append_to(path: &Path, bytes: &[u8]) -> TestResult {
+    use std::io::Write as _;
+    fs::OpenOptions::new()
+        .append(true)
+        .open(path)?
+        .write_all(bytes)?;
+    Ok(())
+}
