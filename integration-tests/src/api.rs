@@ -82,19 +82,26 @@ impl Api {
     }
 
     /// The parameters of the audited statement whose text contains
-    /// `needle`, once its event is stored (waits up to 20 s).
+    /// `needle`, once its event is stored (waits up to 30 s).
     pub async fn statement_parameters(&self, needle: &str) -> Value {
+        self.event_where("statement", "statement", needle).await["parameters"].clone()
+    }
+
+    /// The first stored audit event of `kind` whose string `field`
+    /// contains `needle`, once there is one (waits up to 30 s).
+    pub async fn event_where(&self, kind: &str, field: &str, needle: &str) -> Value {
         crate::eventually(
-            std::time::Duration::from_secs(20),
-            "the statement's audit event",
+            std::time::Duration::from_secs(30),
+            &format!("a {kind} event whose {field} contains {needle:?}"),
             || async {
-                let v = self.get_ok("/api/v1/audit?kind=statement&limit=1000").await;
-                v["events"].as_array()?.iter().find_map(|e| {
-                    e["statement"]
-                        .as_str()?
-                        .contains(needle)
-                        .then(|| e["parameters"].clone())
-                })
+                let v = self
+                    .get_ok(&format!("/api/v1/audit?kind={kind}&limit=1000"))
+                    .await;
+                v["events"]
+                    .as_array()?
+                    .iter()
+                    .find(|e| e[field].as_str().is_some_and(|t| t.contains(needle)))
+                    .cloned()
             },
         )
         .await

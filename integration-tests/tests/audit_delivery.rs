@@ -571,23 +571,9 @@ async fn with_audit_sync_always_concurrent_sessions_run_and_every_statement_is_r
         assert_eq!(event["rows"], 1, "{event}");
         assert!(event["attributes"].get("outcome").is_none(), "{event}");
     }
-    let walked_away = eventually(
-        Duration::from_secs(30),
-        "the walked-away statement's event",
-        || async {
-            let v = api.get_ok("/api/v1/audit?kind=statement&limit=1000").await;
-            v["events"]
-                .as_array()?
-                .iter()
-                .find(|e| {
-                    e["statement"]
-                        .as_str()
-                        .is_some_and(|s| s.contains("always-walked-away"))
-                })
-                .cloned()
-        },
-    )
-    .await;
+    let walked_away = api
+        .event_where("statement", "statement", "always-walked-away")
+        .await;
     assert_eq!(
         walked_away["attributes"]["outcome"], "unknown",
         "{walked_away}"

@@ -256,24 +256,11 @@ async fn a_statement_that_finishes_into_a_full_spool_is_recorded_with_its_outcom
     assert_eq!(running.await.unwrap().unwrap(), 500);
 
     dp.cp.start_again().await;
-    let api = dp.cp.api();
-    let event = sluice_integration_tests::eventually(
-        Duration::from_secs(30),
-        "the statement's event to arrive",
-        || async {
-            let v = api.get_ok("/api/v1/audit?kind=statement&limit=1000").await;
-            v["events"]
-                .as_array()?
-                .iter()
-                .find(|e| {
-                    e["statement"]
-                        .as_str()
-                        .is_some_and(|s| s.ends_with("/* waits */"))
-                })
-                .cloned()
-        },
-    )
-    .await;
+    let event = dp
+        .cp
+        .api()
+        .event_where("statement", "statement", "/* waits */")
+        .await;
     assert_eq!(event["rows"], 1, "{event}");
     assert!(event["attributes"].get("outcome").is_none(), "{event}");
     assert!(event["error"].as_str().unwrap_or("").is_empty(), "{event}");

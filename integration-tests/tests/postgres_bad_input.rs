@@ -1505,6 +1505,20 @@ async fn a_binary_parameter_whose_text_would_be_huge_is_recorded_as_hex() {
     assert_eq!(parameters, serde_json::json!(["700000000"]));
 }
 
+/// Waits until the target has sent the whole answer to the query whose
+/// text ends `AS {alias}`: its backend is idle with that query's text.
+async fn target_sent(dp: &DataPath, alias: &str) {
+    let poll = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%AS {alias}' AND state = 'idle'"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the target to send the row",
+        || async { (dp.target(&poll) == "1").then_some(()) },
+    )
+    .await;
+}
+
 /// A client that asks for a large row and stops reading: what the agent
 /// holds for it past its buffer counts against the subject's allowance
 /// until the client reads it (once, only the row still arriving did, so
@@ -1530,20 +1544,8 @@ async fn a_client_that_stops_reading_holds_its_answer_against_its_allowance_and_
         .send(&query("SELECT repeat('x', 30000000) AS stalled"))
         .await;
     // The agent reads the row from the target and holds what the client's
-    // socket does not take (all but a few MB): the target's backend is idle
-    // once it has sent it all.
-    eventually(
-        Duration::from_secs(30),
-        "the target to send the stalled session's row",
-        || async {
-            // Idle with the query's text: it ran, and its answer was sent.
-            let sent = dp.target(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%AS stalled' AND state = 'idle'",
-            );
-            (sent == "1").then_some(())
-        },
-    )
-    .await;
+    // socket does not take (all but a few MB).
+    target_sent(&dp, "stalled").await;
     let mut other = RawSession::connect(port, "app", &dp.token).await;
     other.send(&query("SELECT repeat('y', 30000000)")).await;
     let text = errors(&other.until_or_closed(b'Z').await);
@@ -1562,21 +1564,14 @@ async fn a_client_that_stops_reading_holds_its_answer_against_its_allowance_and_
         },
     )
     .await;
-    let api = dp.cp.api();
-    eventually(
-        Duration::from_secs(20),
-        "the stalled session's end event",
-        || async {
-            let v = api.get_ok("/api/v1/audit?kind=session.end&limit=100").await;
-            v["events"].as_array()?.iter().find(|e| {
-                e["error"].as_str().is_some_and(|t| {
-                    t.contains("read nothing of what was sent to it for longer than 6s")
-                })
-            })?;
-            Some(())
-        },
-    )
-    .await;
+    dp.cp
+        .api()
+        .event_where(
+            "session.end",
+            "error",
+            "read nothing of what was sent to it for longer than 6s",
+        )
+        .await;
     // With it gone, the row fits the allowance again.
     let mut reader = sqlx::postgres::PgConnection::connect(&dp.url())
         .await
@@ -1613,23 +1608,13 @@ async fn a_client_that_leaves_before_its_session_begins_is_recorded_as_started_a
     drop(c);
 
     let api = dp.cp.api();
-    let end = eventually(
-        Duration::from_secs(20),
-        "the session's end event",
-        || async {
-            let v = api.get_ok("/api/v1/audit?kind=session.end&limit=100").await;
-            v["events"]
-                .as_array()?
-                .iter()
-                .find(|e| {
-                    e["error"]
-                        .as_str()
-                        .is_some_and(|t| t.contains("the client left before its session began"))
-                })
-                .cloned()
-        },
-    )
-    .await;
+    let end = api
+        .event_where(
+            "session.end",
+            "error",
+            "the client left before its session began",
+        )
+        .await;
     let id = end["session_id"].as_str().unwrap();
     let v = api
         .get_ok(&format!("/api/v1/audit?session={id}&limit=10"))
@@ -1675,32 +1660,15 @@ async fn a_tls_client_that_stops_reading_is_ended_and_its_end_recorded() {
     stalled
         .send(&query("SELECT repeat('x', 30000000) AS tls_stalled"))
         .await;
-    eventually(
-        Duration::from_secs(30),
-        "the target to send the stalled session's row",
-        || async {
-            let sent = dp.target(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%AS tls_stalled' AND state = 'idle'",
-            );
-            (sent == "1").then_some(())
-        },
-    )
-    .await;
-    let api = dp.cp.api();
-    eventually(
-        Duration::from_secs(30),
-        "the stalled session's end event",
-        || async {
-            let v = api.get_ok("/api/v1/audit?kind=session.end&limit=100").await;
-            v["events"].as_array()?.iter().find(|e| {
-                e["error"]
-                    .as_str()
-                    .is_some_and(|t| t.contains("read nothing of what was sent to it"))
-            })?;
-            Some(())
-        },
-    )
-    .await;
+    target_sent(&dp, "tls_stalled").await;
+    dp.cp
+        .api()
+        .event_where(
+            "session.end",
+            "error",
+            "read nothing of what was sent to it",
+        )
+        .await;
     let left =
         dp.target("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%AS tls_stalled'");
     assert_eq!(left, "0");

@@ -1027,6 +1027,19 @@ mod tests {
         .unwrap()
     }
 
+    /// A log in batch mode whose sync thread never turns: the test applies
+    /// acknowledgements (`apply_acks`) and syncs (`flush`) itself.
+    fn open_driven(dir: &Path) -> AuditLog {
+        AuditLog::open(
+            dir,
+            1 << 30,
+            AuditSync::Batch,
+            Duration::from_secs(3600),
+            "edge".into(),
+        )
+        .unwrap()
+    }
+
     /// Opens the log in `dir` once the dropped log before it has let go
     /// of the spool (its sync thread notices within a turn).
     fn open_once_released(dir: &Path) -> AuditLog {
@@ -1235,15 +1248,7 @@ mod tests {
     #[test]
     fn an_acknowledgement_is_not_recorded_past_a_statement_whose_event_is_not_on_disk() {
         let dir = tempfile::tempdir().unwrap();
-        // A sync thread that never turns: this test applies acks and syncs.
-        let log = AuditLog::open(
-            dir.path(),
-            1 << 30,
-            AuditSync::Batch,
-            Duration::from_secs(3600),
-            "edge".into(),
-        )
-        .unwrap();
+        let log = open_driven(dir.path());
         let mut trail = SessionTrail::new(log.clone());
         let mut finished = [statement("select 1")];
         let mut token = trail.intend(&mut finished).unwrap();
@@ -1264,6 +1269,28 @@ mod tests {
         log.flush().unwrap();
         assert_eq!(log.lock().spool.acked_seq(), 3);
         assert!(log.lock().settling.is_empty());
+    }
+
+    /// An acknowledgement the spool could not record is tried again, not
+    /// dropped: the control plane does not send it again, and a full spool
+    /// would stay full until a restart.
+    #[test]
+    fn an_acknowledgement_that_cannot_be_written_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_driven(dir.path());
+        log.record_detached(statement("select 1"));
+        log.record_detached(statement("select 2"));
+        log.flush().unwrap();
+        // Where the spool writes its acknowledgement, a directory: the
+        // write fails as a full or failing disk would make it.
+        let blocker = dir.path().join("acked.tmp");
+        std::fs::create_dir(&blocker).unwrap();
+        log.ack(2);
+        log.lock().apply_acks();
+        assert_eq!(log.lock().spool.acked_seq(), 0);
+        std::fs::remove_dir(&blocker).unwrap();
+        log.lock().apply_acks();
+        assert_eq!(log.lock().spool.acked_seq(), 2);
     }
 
     #[test]

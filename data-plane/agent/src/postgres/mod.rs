@@ -310,7 +310,7 @@ async fn handle(agent: Arc<Agent>, tcp: TcpStream, peer: SocketAddr, starting: c
 
         // The client gets the target's parameters but our own cancel key.
         let Some((pid, key, cancels)) = agent.pg_cancel.register(&granted.resource, upstream.backend_pid, upstream.backend_key) else {
-            let why = "sluice cannot issue this session a cancel key: the system's random source failed".to_owned();
+            let why = "sluice cannot issue this session a cancel key: the system's random source failed; connect again, and if this persists, check the agent host's random source (getrandom)".to_owned();
             tracing::error!("{why}; refusing the session");
             refuse_unrecorded(&agent, stream, Refusal::new("58000", "cancel_key_unavailable", why.clone())).await;
             trail.record_closing(session_end(event, std::time::Instant::now(), &session::Totals::default(), why));

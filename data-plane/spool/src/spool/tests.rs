@@ -62,6 +62,14 @@ fn seqs(records: &[(u64, Vec<u8>)]) -> Vec<u64> {
     records.iter().map(|(s, _)| *s).collect()
 }
 
+/// The default limits, syncing only when asked (`--audit-sync batch`).
+fn deferred() -> SpoolConfig {
+    SpoolConfig {
+        sync: SyncMode::Deferred,
+        ..SpoolConfig::default()
+    }
+}
+
 fn append_n(spool: &mut Spool, from: u64, to: u64) -> Result<(), SpoolError> {
     for i in from..=to {
         assert_eq!(spool.append(&rec(i))?, i);
@@ -1171,10 +1179,7 @@ fn lose_pages(path: &Path, offset: u64, len: u64) -> TestResult {
 #[test]
 fn writes_a_failed_sync_was_to_cover_are_written_again_before_a_sync_counts() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let config = SpoolConfig {
-        sync: SyncMode::Deferred,
-        ..SpoolConfig::default()
-    };
+    let config = deferred();
     let mut spool = Spool::open(dir.path(), config.clone())?;
     append_n(&mut spool, 1, 3)?;
     spool.sync()?;
@@ -1214,10 +1219,7 @@ fn writes_a_failed_sync_was_to_cover_are_written_again_before_a_sync_counts() ->
 #[test]
 fn a_sync_that_succeeded_leaves_nothing_to_write_again() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let config = SpoolConfig {
-        sync: SyncMode::Deferred,
-        ..SpoolConfig::default()
-    };
+    let config = deferred();
     let mut spool = Spool::open(dir.path(), config)?;
     append_n(&mut spool, 1, 3)?;
     let (handle, token) = spool.sync_handle()?.ok_or("nothing to sync")?;
@@ -1240,10 +1242,7 @@ fn a_sync_that_succeeded_leaves_nothing_to_write_again() -> TestResult {
 #[test]
 fn a_handle_sync_does_not_count_when_another_sync_failed_meanwhile() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let config = SpoolConfig {
-        sync: SyncMode::Deferred,
-        ..SpoolConfig::default()
-    };
+    let config = deferred();
     let mut spool = Spool::open(dir.path(), config.clone())?;
     append_n(&mut spool, 1, 3)?;
     let seg = segment_paths(dir.path())?.pop().ok_or("no segment")?;
@@ -1271,10 +1270,7 @@ fn a_handle_sync_does_not_count_when_another_sync_failed_meanwhile() -> TestResu
 #[test]
 fn a_handle_given_out_with_nothing_pending_covers_no_later_write() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let config = SpoolConfig {
-        sync: SyncMode::Deferred,
-        ..SpoolConfig::default()
-    };
+    let config = deferred();
     let mut spool = Spool::open(dir.path(), config)?;
     append_n(&mut spool, 1, 3)?;
     spool.sync()?;
@@ -1302,10 +1298,7 @@ fn a_handle_given_out_with_nothing_pending_covers_no_later_write() -> TestResult
 #[test]
 fn a_sync_trims_a_failed_append_before_it_syncs() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let config = SpoolConfig {
-        sync: SyncMode::Deferred,
-        ..SpoolConfig::default()
-    };
+    let config = deferred();
     let mut spool = Spool::open(dir.path(), config.clone())?;
     append_n(&mut spool, 1, 3)?;
     let seg = segment_paths(dir.path())?.pop().ok_or("no segment")?;
