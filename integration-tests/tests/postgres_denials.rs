@@ -682,6 +682,95 @@ async fn a_dba_s_implicit_cast_calling_a_denied_function_refuses_every_statement
 }
 
 #[tokio::test]
+async fn ddl_that_reaches_tables_without_naming_them_answers_to_table_rules() {
+    let rules = "
+      - deny: { sql: { tables: [public.payroll] } }
+        name: no-pay
+      - deny: { sql: { functions: [public.rebuild] } }
+        name: no-rebuild
+      - allow: { sql: { statements: [ddl, write, read, transaction, session], tables: [\"scratch.*\"] } }
+        name: scratch-only
+";
+    let dp = DataPath::start_with(rules, Vec::new()).await;
+    // Each statement below would run as `app` if it reached the target.
+    dp.target(
+        "CREATE SCHEMA scratch AUTHORIZATION app; \
+         CREATE TABLE payroll (id int, salary int); INSERT INTO payroll VALUES (1, 100); \
+         CREATE FUNCTION public.rebuild() RETURNS trigger LANGUAGE plpgsql AS \
+           $$ BEGIN DELETE FROM public.payroll; RETURN NULL; END $$; \
+         ALTER TABLE payroll ENABLE ROW LEVEL SECURITY; \
+         CREATE POLICY tenant ON payroll USING (true); \
+         CREATE TRIGGER audit AFTER UPDATE ON payroll FOR EACH STATEMENT EXECUTE FUNCTION rebuild(); \
+         ALTER TABLE payroll OWNER TO app; ALTER FUNCTION rebuild() OWNER TO app; \
+         ALTER SCHEMA public OWNER TO app; \
+         CREATE ROLE staff; GRANT staff TO app WITH ADMIN OPTION; \
+         ANALYZE payroll; CREATE VIEW stats_view AS SELECT tablename, histogram_bounds::text FROM pg_stats; \
+         GRANT SELECT ON stats_view TO app; \
+         CREATE TABLE scratch.t (x int); ALTER TABLE scratch.t OWNER TO app",
+    );
+    for (sql, marker, rule) in [
+        (
+            "DROP POLICY tenant ON payroll /* u1 */",
+            "/* u1 */",
+            "no-pay",
+        ),
+        (
+            "DROP TRIGGER audit ON public.payroll /* u2 */",
+            "/* u2 */",
+            "no-pay",
+        ),
+        ("DROP SCHEMA public CASCADE /* u3 */", "/* u3 */", "no-pay"),
+        ("DROP OWNED BY app /* u4 */", "/* u4 */", "no-pay"),
+        (
+            "DROP TABLE scratch.t CASCADE /* u5 */",
+            "/* u5 */",
+            "no-pay",
+        ),
+        // Role membership: whatever tables the role may read or write.
+        (
+            "ALTER GROUP staff ADD USER postgres /* u6 */",
+            "/* u6 */",
+            "no-pay",
+        ),
+        // The planner's statistics hold samples of every table's values.
+        (
+            "SELECT most_common_vals FROM pg_stats WHERE tablename = 'payroll' /* u8 */",
+            "/* u8 */",
+            "no-pay",
+        ),
+        ("SELECT * FROM stats_view /* u9 */", "/* u9 */", "no-pay"),
+        (
+            "CREATE TRIGGER z AFTER INSERT ON scratch.t FOR EACH STATEMENT EXECUTE FUNCTION public.rebuild() /* u7 */",
+            "/* u7 */",
+            "no-rebuild",
+        ),
+    ] {
+        let (ok, _, err) = dp.psql(sql);
+        assert!(!ok, "`{sql}` was not refused");
+        assert!(err.contains(rule), "`{sql}`: {err}");
+        assert!(
+            !dp.pg.logs().contains(marker),
+            "the target saw `{marker}` from `{sql}`"
+        );
+    }
+    assert_eq!(
+        dp.target(
+            "SELECT (SELECT count(*) FROM pg_policies WHERE tablename = 'payroll') || ',' || \
+                    (SELECT count(*) FROM pg_trigger WHERE tgname IN ('audit', 'z')) || ',' || \
+                    (SELECT count(*) FROM payroll) || ',' || \
+                    (SELECT count(*) FROM pg_auth_members WHERE roleid = 'staff'::regrole \
+                       AND member = 'postgres'::regrole) || ',' || \
+                    to_regclass('scratch.t')::text"
+        ),
+        "1,1,1,0,scratch.t"
+    );
+    // What the allow rule's tables do vouch for runs.
+    let (ok, _, err) = dp.psql("DROP TABLE scratch.t");
+    assert!(ok, "{err}");
+    assert_eq!(dp.target("SELECT to_regclass('scratch.t') IS NULL"), "t");
+}
+
+#[tokio::test]
 async fn a_rename_that_takes_a_table_or_column_out_of_a_rule_naming_it_is_denied() {
     // Rules name tables and columns by name: a subject allowed `alter`
     // that renamed a masked or denied table could read it under its new

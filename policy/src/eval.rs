@@ -157,6 +157,13 @@ pub struct StatementFacts {
     /// any lacks one, and for statements with no UPDATE or DELETE.
     #[serde(default)]
     pub has_where: bool,
+    /// Whether the statement reaches tables it does not name: what
+    /// `CASCADE` drops, a schema's or a role's objects, privileges on a
+    /// whole schema, maintenance of every table. A rule's `tables:` cannot
+    /// vouch for it: deny and approve rules with `tables:` match it, and
+    /// allow rules with `tables:` do not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reaches_unnamed_tables: bool,
 }
 
 impl StatementFacts {
@@ -353,6 +360,9 @@ impl CompiledMatcher {
                     facts.credential_catalogs.iter().map(String::as_str),
                     q,
                 ),
+                // Any table at all: one a deny rule names, and one outside
+                // an allow rule's.
+                _ if facts.reaches_unnamed_tables => q == Quantifier::Any,
                 // Deny and approve: a table however it is reached.
                 _ if q == Quantifier::Any => names_match(
                     tables,
@@ -417,6 +427,15 @@ impl CompiledMatcher {
                 },
                 Err(Miss::Tables) => match q {
                     Quantifier::Any => "no table it touches matches `tables`".to_owned(),
+                    Quantifier::All
+                        if facts.reaches_unnamed_tables
+                            && !matches!(
+                                kind,
+                                SqlKind::ForeignData | SqlKind::CredentialCatalog
+                            ) =>
+                    {
+                        "it reaches tables it does not name (CASCADE, a whole schema, a role's objects), which `tables` cannot vouch for".to_owned()
+                    }
                     Quantifier::All => "a table it touches is outside `tables`".to_owned(),
                 },
                 Err(Miss::Functions) => match q {

@@ -222,6 +222,8 @@ struct Intent {
     /// A copy carried forward but not yet synced: synced, not copied
     /// again, at the next attempt (see [`Shared::carry_intents`]).
     copy: Option<u64>,
+    /// `seq` is a copy carried forward.
+    carried: bool,
 }
 
 /// A statement's write-ahead record, until its event supersedes it
@@ -352,22 +354,37 @@ impl Shared {
     /// Makes acknowledging `seq` safe for the write-ahead records at or
     /// below it: those in the segment being written hold the
     /// acknowledgement back to just before them; those in older segments
-    /// are copied to the end of the spool, durably. Returns how far the
-    /// acknowledgement may go: below the first record held back, or that
-    /// could not be copied or flushed (the disk is failing).
+    /// are copied to the end of the spool, durably, together in one
+    /// segment. Copies already carried are carried again only once a whole
+    /// segment follows theirs, while the spool is at most half full:
+    /// copies that fill a segment by themselves (statements running with
+    /// more than a segment of records) would otherwise be copied again at
+    /// every acknowledgement. Returns how far
+    /// the acknowledgement may go: below the first record held back, or
+    /// that could not be copied or flushed (the disk is failing).
     fn carry_intents(&mut self, seq: u64) -> u64 {
         let mut bound = seq;
         let active = self.spool.active_segment_start();
+        // Past half full the active segment may never roll (appends are
+        // refused first), so copies are carried again as soon as they are
+        // out of it.
+        let previous = if self.spool.disk_bytes() > self.max_bytes / 2 {
+            active
+        } else {
+            self.spool.previous_segment_start()
+        };
         // Where each copy went; a record counts as moved only once its copy
         // is on disk. After a failed flush it stays where it was, and its
         // copy (which the spool writes again) is flushed next time, not
         // made again.
         let mut moved: Vec<(u64, u64)> = Vec::new();
-        for (key, intent) in &mut self.intents {
+        let mut to_copy: Vec<u64> = Vec::new();
+        for (key, intent) in &self.intents {
             if intent.seq > seq {
                 continue;
             }
-            if intent.seq >= active {
+            let held_from = if intent.carried { previous } else { active };
+            if intent.seq >= held_from {
                 bound = bound.min(intent.seq - 1);
                 continue;
             }
@@ -377,17 +394,32 @@ impl Shared {
                 moved.push((*key, copy));
                 continue;
             }
+            to_copy.push(*key);
+        }
+        if !to_copy.is_empty() {
+            let records: Vec<&[u8]> = to_copy
+                .iter()
+                .filter_map(|key| self.intents.get(key).map(|i| i.bytes.as_slice()))
+                .collect();
             // Over the limit if need be: a full spool frees space only once
             // this acknowledgement goes through, and the copies are few
             // (one per statement running, however often syncs fail).
-            match self.spool.append_over_limit(&intent.bytes) {
-                Ok(new) => {
-                    intent.copy = Some(new);
-                    moved.push((*key, new));
+            match self.spool.append_batch_over_limit(&records) {
+                Ok(copies) => {
+                    for (key, new) in to_copy.into_iter().zip(copies) {
+                        if let Some(intent) = self.intents.get_mut(&key) {
+                            intent.copy = Some(new);
+                            moved.push((key, new));
+                        }
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot carry a running statement's audit record forward; holding back the acknowledgement");
-                    bound = bound.min(intent.seq - 1);
+                    tracing::warn!(error = %e, "cannot carry running statements' audit records forward; holding back the acknowledgement");
+                    for key in to_copy {
+                        if let Some(intent) = self.intents.get(&key) {
+                            bound = bound.min(intent.seq - 1);
+                        }
+                    }
                 }
             }
         }
@@ -407,6 +439,7 @@ impl Shared {
             if let Some(intent) = self.intents.get_mut(&key) {
                 intent.seq = new;
                 intent.copy = None;
+                intent.carried = true;
             }
         }
         bound
@@ -544,7 +577,8 @@ impl AuditLog {
                 max_bytes,
                 // Space comes back a segment at a time: with at least eight,
                 // a full spool frees most of itself as soon as acknowledgements
-                // resume, even while a running statement holds its segment.
+                // resume, even while running statements hold one or two (see
+                // `Shared::carry_intents`).
                 segment_bytes: (max_bytes / 8).clamp(4096, defaults.segment_bytes),
                 sync: mode,
                 ..defaults
@@ -571,6 +605,7 @@ impl AuditLog {
                         bytes,
                         abandoned,
                         copy: None,
+                        carried: false,
                     },
                 )
             })
@@ -745,6 +780,7 @@ impl AuditLog {
                         bytes,
                         abandoned: false,
                         copy: None,
+                        carried: false,
                     },
                 );
                 IntentToken {
@@ -1562,6 +1598,87 @@ mod tests {
         assert_eq!(shared.carry_intents(last), last);
         assert_eq!(shared.intents.values().next().unwrap().seq, last + 1);
         assert_eq!(shared.spool.last_seq(), last + 1);
+    }
+
+    /// A 64 KiB spool (segments of 8 KiB) and a session with three
+    /// statements of 3 KiB running.
+    fn three_large_running(dir: &Path) -> (AuditLog, SessionTrail, Vec<IntentToken>) {
+        let log = open_sized(dir, 64 * 1024);
+        let mut trail = SessionTrail::new(log.clone());
+        let mut events: Vec<_> = (0..3)
+            .map(|n| statement(&format!("select pg_sleep(60) -- {n} {}", "x".repeat(3000))))
+            .collect();
+        let running = trail.intend(&mut events).unwrap();
+        (log, trail, running)
+    }
+
+    #[test]
+    fn running_statements_larger_than_a_segment_are_copied_together_and_not_at_each_acknowledgement()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, mut trail, _running) = three_large_running(dir.path());
+        let filler = statement(&"x".repeat(500));
+        while log.lock().spool.active_segment_start() == 1 {
+            trail.record(filler.clone()).unwrap();
+        }
+        let last = log.status().borrow().last_seq;
+        // Held, so the sync thread waits: this test drives the carrying.
+        let mut shared = log.lock();
+        assert_eq!(shared.carry_intents(last), last);
+        assert_eq!(shared.spool.last_seq(), last + 3, "each copied once");
+        let in_active = |shared: &Shared| {
+            let active = shared.spool.active_segment_start();
+            shared.intents.values().all(|i| i.seq >= active)
+        };
+        assert!(
+            in_active(&shared),
+            "the copies share the segment being written"
+        );
+        drop(shared);
+        trail.record(filler.clone()).unwrap();
+        let mut shared = log.lock();
+        let now = shared.spool.last_seq();
+        assert_eq!(
+            shared.carry_intents(now),
+            last,
+            "held back before the copies, which are in the segment being written"
+        );
+        assert_eq!(shared.spool.last_seq(), now, "not copied again");
+        drop(shared);
+        // Once a whole segment of other records follows the copies' own,
+        // they are carried again: once, together.
+        let next = log.lock().spool.active_segment_start();
+        while log.lock().spool.active_segment_start() == next {
+            trail.record(filler.clone()).unwrap();
+        }
+        let mut shared = log.lock();
+        let now = shared.spool.last_seq();
+        assert_eq!(shared.carry_intents(now), now);
+        assert_eq!(shared.spool.last_seq(), now + 3, "each copied once more");
+        assert!(in_active(&shared));
+    }
+
+    #[test]
+    fn past_half_full_copies_are_carried_again_once_out_of_the_active_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, mut trail, _running) = three_large_running(dir.path());
+        let filler = statement(&"x".repeat(500));
+        while log.lock().spool.disk_bytes() < 24 * 1024 {
+            trail.record(filler.clone()).unwrap();
+        }
+        let last = log.status().borrow().last_seq;
+        let mut shared = log.lock();
+        assert_eq!(shared.carry_intents(last), last);
+        assert!(shared.spool.disk_bytes() > 32 * 1024, "past half full");
+        drop(shared);
+        trail.record(filler.clone()).unwrap();
+        let mut shared = log.lock();
+        let now = shared.spool.last_seq();
+        assert!(shared.intents.values().all(|i| i.carried
+            && i.seq >= shared.spool.previous_segment_start()
+            && i.seq < shared.spool.active_segment_start()));
+        assert_eq!(shared.carry_intents(now), now);
+        assert_eq!(shared.spool.last_seq(), now + 3, "copied again at once");
     }
 
     #[test]

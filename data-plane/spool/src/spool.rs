@@ -302,6 +302,13 @@ impl Spool {
         self.append_records(&[record], false).map(|seqs| seqs.start)
     }
 
+    /// [`append_over_limit`](Self::append_over_limit) for several records,
+    /// all or nothing like [`append_batch`](Self::append_batch), and in one
+    /// segment, however large they are together.
+    pub fn append_batch_over_limit(&mut self, records: &[&[u8]]) -> Result<Vec<u64>, SpoolError> {
+        self.append_records(records, false).map(Iterator::collect)
+    }
+
     /// Appends several records with a single `fdatasync` (group commit) and
     /// returns their sequence numbers in order.
     ///
@@ -397,6 +404,16 @@ impl Spool {
     /// from here on are in the one segment that is never removed.
     pub fn active_segment_start(&self) -> u64 {
         self.segments.back().map_or(self.next_seq, |s| s.first_seq)
+    }
+
+    /// The first sequence number of the segment before the active one (the
+    /// active one's if there is none).
+    pub fn previous_segment_start(&self) -> u64 {
+        self.segments
+            .iter()
+            .rev()
+            .nth(1)
+            .map_or_else(|| self.active_segment_start(), |s| s.first_seq)
     }
 
     /// Number of records appended but not yet acknowledged.

@@ -712,6 +712,7 @@ fn facts_of(root: NodeRef<'_>) -> Result<(StatementFacts, CatalogNames), Classif
         renames,
         rows_modified,
         unbounded,
+        reaches_unnamed_tables,
         ..
     } = walker;
     for names in [
@@ -743,6 +744,7 @@ fn facts_of(root: NodeRef<'_>) -> Result<(StatementFacts, CatalogNames), Classif
         functions_reached: attribute_calls,
         renames,
         has_where: rows_modified && !unbounded,
+        reaches_unnamed_tables,
     };
     Ok((facts, catalog_names))
 }
@@ -779,6 +781,29 @@ pub const CREDENTIAL_CATALOGS: &[(&str, &[&str])] = &[
         &["_pg_user_mappings", "user_mapping_options"],
     ),
 ];
+
+/// Relations that hold samples of column values (most common values,
+/// histogram bounds) gathered by ANALYZE, from every table, naming none of
+/// them: reading one reaches tables it does not name (see
+/// [`StatementFacts::reaches_unnamed_tables`]), and masks cannot follow
+/// their values. `pg_statistic_ext` is not among them: it holds extended
+/// statistics' definitions (psql's `\d` reads it), their values being in
+/// `pg_statistic_ext_data` since PostgreSQL 12.
+pub const STATISTICS: &[&str] = &[
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_statistic",
+    "pg_statistic_ext_data",
+];
+
+/// Whether `name` (`schema.relation` or `relation`) is one of
+/// [`STATISTICS`], in any schema: at worst another schema's relation of
+/// that name needs a rule too.
+pub fn is_statistics(name: &str) -> bool {
+    let bare = name.rsplit('.').next().unwrap_or(name);
+    STATISTICS.iter().any(|s| bare.eq_ignore_ascii_case(s))
+}
 
 /// The catalog holding credentials `rv` names, `schema.catalog`. An
 /// unqualified name counts whatever the `search_path` (`pg_catalog` is
@@ -839,6 +864,9 @@ struct Walker<'a> {
     rows_modified: bool,
     /// Saw one whose WHERE is missing or does not look at any column.
     unbounded: bool,
+    /// Saw a statement that reaches tables it does not name (see
+    /// [`reaches_unnamed_tables`]).
+    reaches_unnamed_tables: bool,
     /// The location of a `set_config` call whose first argument is a
     /// row's `name` and the parameter every such row names
     /// ([`pinned_setting`]).
@@ -935,9 +963,15 @@ impl<'a> Walker<'a> {
     /// Records what a node itself says (tables, functions, WHERE clauses,
     /// kinds carried by clauses rather than statements).
     fn note(&mut self, node: NodeRef<'a>, cx: Context) -> Result<(), ClassifyError> {
+        self.reaches_unnamed_tables |= reaches_unnamed_tables(node);
         match node {
             NodeRef::RangeVar(rv) => self.table(rv, cx.role),
             NodeRef::FuncCall(call) => self.function(call),
+            // The function a trigger will run on every write of its table
+            // (or on DDL, for an event trigger): named here, called later,
+            // so it counts as called by the statement that sets it up.
+            NodeRef::CreateTrigStmt(t) => self.named_call(&t.funcname),
+            NodeRef::CreateEventTrigStmt(t) => self.named_call(&t.funcname),
             // BETWEEN's name is the keyword; PostgreSQL rewrites it into
             // comparisons whose operators the other forms name too.
             NodeRef::AExpr(e)
@@ -1096,6 +1130,12 @@ impl<'a> Walker<'a> {
                 self.tables_written
                     .extend(s.objects.iter().filter_map(relation_name));
             }
+            // `DROP POLICY p ON t`, `DROP TRIGGER`, `DROP RULE`: the table
+            // is named before the object.
+            NodeRef::DropStmt(s) if names_object_on_relation(s.remove_type()) => {
+                self.tables_written
+                    .extend(s.objects.iter().filter_map(owning_relation_name));
+            }
             NodeRef::CommentStmt(s) if names_relation(s.objtype()) => {
                 self.tables_written
                     .extend(s.object.as_deref().and_then(relation_name));
@@ -1151,6 +1191,10 @@ impl<'a> Walker<'a> {
             self.add(SqlKind::Set);
             self.add_all(SETS_ANYTHING.iter().copied().collect());
         }
+        // Samples of every table's values, which name none of them.
+        if role == Role::Read && is_statistics(&rv.relname) {
+            self.reaches_unnamed_tables = true;
+        }
         if let Some(catalog) = credential_catalog(rv) {
             self.add(SqlKind::CredentialCatalog);
             self.credential_catalogs.push(catalog);
@@ -1182,33 +1226,12 @@ impl<'a> Walker<'a> {
     }
 
     fn function(&mut self, call: &FuncCall) {
-        let Some(name) = qualified_name(&call.funcname) else {
-            // The grammar only builds names from strings; if that ever
-            // changes, an unnamed call must not pass an allow list.
-            self.add(SqlKind::Other);
+        let Some(name) = self.call_kinds(&call.funcname) else {
             return;
         };
-        let (schema, bare) = match name.rsplit_once('.') {
-            Some((schema, bare)) => (Some(schema), bare),
-            None => (None, name.as_str()),
-        };
-        if let Some(kind) = function_kind(bare) {
-            self.add(kind);
-        }
-        // `"pg_catalog.lower"(x)` is one quoted name with a dot in it, not
-        // `pg_catalog.lower`.
-        let dotted = call
-            .funcname
-            .iter()
-            .any(|part| matches!(&part.node, Some(NodeEnum::String(s)) if s.sval.contains('.')));
-        if dotted || !builtins::is_builtin_function(schema, bare) {
-            self.add(SqlKind::UserFunction);
-            self.user_functions.push(name.clone());
-        } else if schema.is_some() {
-            // Qualified by the grammar itself, perhaps, for syntax an older
-            // server reads as a plain call.
-            self.catalog_names.calls.push(bare.to_owned());
-        }
+        let bare = name
+            .rsplit_once('.')
+            .map_or(name.as_str(), |(_, bare)| bare);
         if call.agg_distinct {
             self.implies(&["<", "="]);
         }
@@ -1234,6 +1257,46 @@ impl<'a> Walker<'a> {
             }
         }
         self.functions.push(name);
+    }
+
+    /// A function the statement names to be called (by a trigger it
+    /// creates) rather than calls in an expression.
+    fn named_call(&mut self, funcname: &[protobuf::Node]) {
+        if let Some(name) = self.call_kinds(funcname) {
+            self.functions.push(name);
+        }
+    }
+
+    /// Adds the kinds a call of `funcname` gives the statement and returns
+    /// the function's name.
+    fn call_kinds(&mut self, funcname: &[protobuf::Node]) -> Option<String> {
+        let Some(name) = qualified_name(funcname) else {
+            // The grammar only builds names from strings; if that ever
+            // changes, an unnamed call must not pass an allow list.
+            self.add(SqlKind::Other);
+            return None;
+        };
+        let (schema, bare) = match name.rsplit_once('.') {
+            Some((schema, bare)) => (Some(schema), bare),
+            None => (None, name.as_str()),
+        };
+        if let Some(kind) = function_kind(bare) {
+            self.add(kind);
+        }
+        // `"pg_catalog.lower"(x)` is one quoted name with a dot in it, not
+        // `pg_catalog.lower`.
+        let dotted = funcname
+            .iter()
+            .any(|part| matches!(&part.node, Some(NodeEnum::String(s)) if s.sval.contains('.')));
+        if dotted || !builtins::is_builtin_function(schema, bare) {
+            self.add(SqlKind::UserFunction);
+            self.user_functions.push(name.clone());
+        } else if schema.is_some() {
+            // Qualified by the grammar itself, perhaps, for syntax an older
+            // server reads as a plain call.
+            self.catalog_names.calls.push(bare.to_owned());
+        }
+        Some(name)
     }
 
     /// An operator named in an expression (`a === b`, `x OPERATOR(app.+)
@@ -1527,6 +1590,85 @@ fn names_relation(object: ObjectType) -> bool {
             | ObjectType::ObjectSequence
             | ObjectType::ObjectForeignTable
     )
+}
+
+/// Object types named by their table and their own name (`DROP POLICY p
+/// ON t`).
+fn names_object_on_relation(object: ObjectType) -> bool {
+    matches!(
+        object,
+        ObjectType::ObjectPolicy | ObjectType::ObjectTrigger | ObjectType::ObjectRule
+    )
+}
+
+/// The table of a `DROP POLICY`, `DROP TRIGGER` or `DROP RULE` object (a
+/// name list whose last part is the object's own name).
+fn owning_relation_name(object: &protobuf::Node) -> Option<String> {
+    match &object.node {
+        Some(NodeEnum::List(list)) => match list.items.split_last() {
+            Some((_, table)) if !table.is_empty() => qualified_name(table),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether the statement reaches tables it does not name: what `CASCADE`
+/// drops or changes along with the objects named (views, columns of a
+/// dropped type, a schema's tables, tables referencing a truncated one), an
+/// extension's member tables, a role's objects (`DROP OWNED`, `REASSIGN
+/// OWNED`) or privileges (role membership), privileges on a whole schema or
+/// on tables yet to be created, a schema renamed or given a new owner (who
+/// may drop anything in it), a database's new owner, publications of
+/// whole schemas, and maintenance of every table (a bare `VACUUM`,
+/// `ANALYZE` or `CLUSTER`, `REINDEX SCHEMA` and wider, which run the
+/// tables' index expressions). A rule's `tables:` cannot vouch for such a
+/// statement.
+fn reaches_unnamed_tables(node: NodeRef<'_>) -> bool {
+    use protobuf::{DropBehavior, GrantTargetType, PublicationObjSpecType, ReindexObjectType};
+    let cascade = |behavior: DropBehavior| behavior == DropBehavior::DropCascade;
+    match node {
+        NodeRef::DropStmt(s) => {
+            cascade(s.behavior()) || s.remove_type() == ObjectType::ObjectExtension
+        }
+        NodeRef::TruncateStmt(s) => cascade(s.behavior()),
+        NodeRef::AlterTableCmd(c) => cascade(c.behavior()),
+        NodeRef::AlterDomainStmt(d) => cascade(d.behavior()),
+        NodeRef::RenameStmt(r) => {
+            cascade(r.behavior()) || r.rename_type() == ObjectType::ObjectSchema
+        }
+        NodeRef::AlterObjectSchemaStmt(a) => a.object_type() == ObjectType::ObjectExtension,
+        NodeRef::DropOwnedStmt(_)
+        | NodeRef::ReassignOwnedStmt(_)
+        | NodeRef::AlterDefaultPrivilegesStmt(_)
+        | NodeRef::AlterTableMoveAllStmt(_)
+        | NodeRef::GrantRoleStmt(_)
+        | NodeRef::DropdbStmt(_) => true,
+        NodeRef::AlterRoleStmt(a) => changes_membership(&a.options),
+        NodeRef::CreateRoleStmt(c) => changes_membership(&c.options),
+        // `REVOKE ... CASCADE` reaches other grantees of the same objects
+        // only.
+        NodeRef::GrantStmt(g) => {
+            g.targtype() != GrantTargetType::AclTargetObject
+                || g.objtype() == ObjectType::ObjectSchema
+        }
+        NodeRef::AlterOwnerStmt(a) => matches!(
+            a.object_type(),
+            ObjectType::ObjectSchema | ObjectType::ObjectDatabase
+        ),
+        NodeRef::CreatePublicationStmt(p) => p.for_all_tables,
+        NodeRef::AlterPublicationStmt(p) => p.for_all_tables,
+        NodeRef::PublicationObjSpec(p) => {
+            p.pubobjtype() != PublicationObjSpecType::PublicationobjTable
+        }
+        NodeRef::VacuumStmt(v) => v.rels.is_empty(),
+        NodeRef::ClusterStmt(c) => c.relation.is_none(),
+        NodeRef::ReindexStmt(r) => !matches!(
+            r.kind(),
+            ReindexObjectType::ReindexObjectIndex | ReindexObjectType::ReindexObjectTable
+        ),
+        _ => false,
+    }
 }
 
 /// The kinds a call of `name` (`schema.function` or `function`) gives a
@@ -1826,6 +1968,15 @@ fn analyzes(options: &[protobuf::Node]) -> bool {
     })
 }
 
+/// Whether role options add or remove role members (`rolemembers`,
+/// `addroleto`, `adminmembers`).
+fn changes_membership(options: &[protobuf::Node]) -> bool {
+    options.iter().any(|o| {
+        matches!(&o.node, Some(NodeEnum::DefElem(d))
+            if matches!(d.defname.as_str(), "rolemembers" | "addroleto" | "adminmembers"))
+    })
+}
+
 /// The kinds a statement node carries by itself (its nested statements add
 /// theirs during the walk). `None` for nodes that are not statements.
 fn statement_kinds(node: NodeRef<'_>) -> Option<KindSet> {
@@ -1833,6 +1984,14 @@ fn statement_kinds(node: NodeRef<'_>) -> Option<KindSet> {
     let kinds = |list: &[SqlKind]| Some(list.iter().copied().collect::<KindSet>());
     let grant = |is_grant: bool| kinds(&[if is_grant { K::Grant } else { K::Revoke }]);
     match node {
+        // `ALTER GROUP g ADD USER u`, `CREATE ROLE r IN ROLE g`: role
+        // membership, as `GRANT g TO u` gives.
+        NodeRef::AlterRoleStmt(a) if changes_membership(&a.options) => {
+            kinds(&[K::Alter, if a.action < 0 { K::Revoke } else { K::Grant }])
+        }
+        NodeRef::CreateRoleStmt(c) if changes_membership(&c.options) => {
+            kinds(&[K::Create, K::Grant])
+        }
         NodeRef::SelectStmt(_) | NodeRef::SetOperationStmt(_) => kinds(&[K::Select]),
         NodeRef::InsertStmt(_) => kinds(&[K::Insert]),
         NodeRef::UpdateStmt(_) => kinds(&[K::Update]),

@@ -44,8 +44,8 @@ mod classify;
 pub use classify::{
     CREDENTIAL_CATALOGS, CatalogNames, ClassifiedStatement, ClassifyError, ClassifyOptions,
     CopyFormat, CopyOut, DECODE_MAX_DEPTH, MAX_DEPTH, MAX_SQL_LEN, PreparedChange, Rename,
-    SQL_EXECUTE_ALONE, classify, classify_with, execute_needs_approval, fingerprint, kinds_of_call,
-    normalize, prepared_body, runs_unread_execute,
+    SQL_EXECUTE_ALONE, STATISTICS, classify, classify_with, execute_needs_approval, fingerprint,
+    is_statistics, kinds_of_call, normalize, prepared_body, runs_unread_execute,
 };
 
 pub use builtins::is_builtin_function;

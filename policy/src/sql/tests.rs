@@ -377,6 +377,13 @@ const KINDS: &[(&str, &[&str])] = &[
     ),
     ("CREATE EXTENSION dblink", &["create"]),
     ("CREATE ROLE r SUPERUSER", &["create"]),
+    // Role membership, as GRANT gives it.
+    ("CREATE ROLE r IN ROLE admin", &["create", "grant"]),
+    ("CREATE USER r IN GROUP admin", &["create", "grant"]),
+    ("CREATE ROLE admin2 ROLE gw", &["create", "grant"]),
+    ("CREATE ROLE admin2 ADMIN gw", &["create", "grant"]),
+    ("ALTER GROUP admin ADD USER gw", &["alter", "grant"]),
+    ("ALTER GROUP admin DROP USER gw", &["alter", "revoke"]),
     ("CREATE USER u PASSWORD 'x'", &["create"]),
     ("CREATE SCHEMA s CREATE TABLE x (id int)", &["create"]),
     ("CREATE SEQUENCE s", &["create"]),
@@ -384,9 +391,18 @@ const KINDS: &[(&str, &[&str])] = &[
     ("CREATE TYPE ty AS (a int)", &["create"]),
     ("CREATE TYPE mood AS ENUM ('sad')", &["create"]),
     ("CREATE DOMAIN d AS int", &["create"]),
+    // The trigger's function runs at every write of `t` from now on.
     (
         "CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()",
+        &["create", "user_function"],
+    ),
+    (
+        "CREATE TRIGGER tr BEFORE UPDATE ON t FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()",
         &["create"],
+    ),
+    (
+        "CREATE EVENT TRIGGER e ON ddl_command_start EXECUTE FUNCTION app.f()",
+        &["create", "user_function"],
     ),
     (
         "CREATE RULE r AS ON INSERT TO t DO INSTEAD DELETE FROM u",
@@ -1331,6 +1347,133 @@ fn resource(name: &str) -> crate::model::ResourceSpec {
         audit_mode: Default::default(),
         max_connections: None,
         max_connections_per_subject: None,
+    }
+}
+
+#[test]
+fn statements_that_reach_tables_they_do_not_name_say_so() {
+    for sql in [
+        "DROP SCHEMA s CASCADE",
+        "DROP TABLE scratch.t CASCADE",
+        "DROP TYPE mood CASCADE",
+        "DROP FUNCTION f() CASCADE",
+        "DROP EXTENSION e",
+        "DROP OWNED BY r",
+        "REASSIGN OWNED BY a TO b",
+        "GRANT SELECT ON ALL TABLES IN SCHEMA secret TO PUBLIC",
+        "REVOKE USAGE ON SCHEMA s FROM r",
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA s GRANT SELECT ON TABLES TO r",
+        "ALTER SCHEMA s OWNER TO r",
+        "ALTER TABLE ALL IN TABLESPACE a SET TABLESPACE b",
+        "VACUUM",
+        "ANALYZE",
+        "CLUSTER",
+        "REINDEX SCHEMA s",
+        "REINDEX DATABASE d",
+        "SELECT most_common_vals FROM pg_stats WHERE tablename = 'payroll'",
+        "SELECT * FROM pg_catalog.pg_statistic",
+        "EXPLAIN SELECT * FROM pg_stats",
+        "REINDEX SYSTEM d",
+        "TRUNCATE scratch.t CASCADE",
+        "ALTER TABLE scratch.t DROP COLUMN c CASCADE",
+        "ALTER SCHEMA s RENAME TO scratch",
+        "ALTER EXTENSION e SET SCHEMA scratch",
+        "GRANT pg_read_all_data TO r",
+        "ALTER GROUP staff ADD USER r",
+        "CREATE ROLE r IN ROLE staff",
+        "ALTER DATABASE d OWNER TO r",
+        "CREATE PUBLICATION p FOR TABLES IN SCHEMA s",
+        "CREATE SCHEMA s GRANT SELECT ON ALL TABLES IN SCHEMA x TO r",
+    ] {
+        assert!(one(sql).reaches_unnamed_tables, "{sql}");
+    }
+    for sql in [
+        "DROP TABLE scratch.t",
+        "DROP SCHEMA s",
+        "DROP TYPE mood",
+        "GRANT SELECT ON scratch.t TO r",
+        "ALTER TABLE scratch.t OWNER TO r",
+        "VACUUM scratch.t",
+        "ANALYZE scratch.t",
+        "CLUSTER scratch.t",
+        "REINDEX TABLE scratch.t",
+        "SELECT 1",
+        "EXPLAIN ANALYZE SELECT 1",
+        "SELECT stxname FROM pg_statistic_ext",
+        "WITH pg_stats AS (SELECT 1) SELECT * FROM pg_stats",
+        "REVOKE SELECT ON scratch.t FROM r CASCADE",
+        "TRUNCATE scratch.t",
+        "ALTER TABLE scratch.t DROP COLUMN c",
+        "ALTER TABLE scratch.t RENAME TO u",
+        "CREATE ROLE r LOGIN",
+        "CREATE PUBLICATION p FOR TABLE scratch.t",
+    ] {
+        assert!(!one(sql).reaches_unnamed_tables, "{sql}");
+    }
+}
+
+#[test]
+fn dropping_a_policy_trigger_or_rule_writes_its_table() {
+    for sql in [
+        "DROP POLICY p ON public.payroll",
+        "DROP TRIGGER IF EXISTS tr ON public.payroll",
+        "DROP RULE r ON public.payroll",
+    ] {
+        assert_eq!(one(sql).tables_written, ["public.payroll"], "{sql}");
+    }
+    assert_eq!(one("DROP POLICY p ON payroll").tables_written, ["payroll"]);
+    assert_eq!(
+        one("DROP TRIGGER tr ON db.public.payroll").tables_written,
+        ["public.payroll"]
+    );
+}
+
+#[test]
+fn table_rules_cannot_vouch_for_what_a_statement_does_not_name() {
+    let doc = parse_document(
+        "policies:\n  - name: p\n    subjects: { users: [u] }\n    resources: { names: [db] }\n    rules:\n      - deny: { sql: { tables: [public.payroll] } }\n      - deny: { sql: { functions: [app.rebuild_ledger] } }\n      - allow: { sql: { statements: [ddl, dcl, write, read], tables: [\"scratch.*\"] } }\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let policy: CompiledPolicy = compile(&doc, &[resource("db")], "a");
+    let u = Subject::user("u", Vec::<String>::new());
+    let decide = |sql: &str| policy.decide(&u, "db", &one(sql));
+    for sql in [
+        "CREATE TABLE scratch.t (x int)",
+        "DROP TABLE scratch.t",
+        "DROP POLICY p ON scratch.t",
+    ] {
+        let d = decide(sql);
+        assert!(d.is_allowed(), "{sql}: {d:?}");
+    }
+    // The allow rule's tables cannot vouch for these.
+    for sql in [
+        "DROP SCHEMA public CASCADE",
+        "DROP TABLE scratch.t CASCADE",
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO PUBLIC",
+    ] {
+        let d = decide(sql);
+        assert!(d.is_denied(), "{sql}: {d:?}");
+        let trace = policy.explain(&u, "db", Some(&one(sql))).trace.join("\n");
+        assert!(
+            trace.contains("it reaches tables it does not name"),
+            "{sql}: {trace}"
+        );
+    }
+    // The deny rules catch them, and what names the table or function.
+    for sql in [
+        "DROP POLICY tenant ON public.payroll",
+        "DROP TRIGGER audit ON public.payroll",
+        "DROP OWNED BY someone",
+        "CREATE TRIGGER z AFTER INSERT ON scratch.t FOR EACH STATEMENT EXECUTE FUNCTION app.rebuild_ledger()",
+    ] {
+        let d = decide(sql);
+        assert!(d.is_denied(), "{sql}: {d:?}");
+        let rule = if sql.starts_with("CREATE") {
+            "rules[1]"
+        } else {
+            "rules[0]"
+        };
+        assert_eq!(d.rule.as_deref(), Some(rule), "{sql}: {d:?}");
     }
 }
 

@@ -745,6 +745,11 @@ fn with_routines<'a>(
     }
     let mut facts = statement.facts.clone();
     facts.tables_reached = reached.tables;
+    // A view over the planner's statistics reads every table's samples.
+    facts.reaches_unnamed_tables |= facts
+        .tables_reached
+        .iter()
+        .any(|t| sluice_policy::is_statistics(t));
     // What the views' calls do beyond computing a value (`query_to_xml`
     // runs the SQL text it is given, `pg_read_file` reads the server's
     // files): as if the statement made them.

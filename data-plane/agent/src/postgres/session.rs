@@ -3198,42 +3198,26 @@ fn fetch_refusal(
     None
 }
 
-/// Under column masks, a statement that sets a parameter (`set_config`)
-/// and reads masked data is refused: the setting would carry a value past
-/// the masks, to be read back by a later statement that reads no table
-/// (`SHOW`, `current_setting`), or by other sessions (`application_name`
-/// in `pg_stat_activity`).
-/// Relations that hold samples of column values (most common values,
-/// histogram bounds) gathered by ANALYZE, from every table: masks follow a
-/// value from the table it is read from, and these never name it.
-/// `pg_statistic_ext` is not among them: it holds extended statistics'
-/// definitions (psql's `\d` reads it), their values being in
-/// `pg_statistic_ext_data` since PostgreSQL 12.
-const STATISTICS: &[&str] = &[
-    "pg_stats",
-    "pg_stats_ext",
-    "pg_stats_ext_exprs",
-    "pg_statistic",
-    "pg_statistic_ext_data",
-];
-
 /// A statement that would carry masked data past the masks: one that reads
-/// the planner's statistics (samples of every column's values) in a session
-/// with mask rules, or sets a parameter from masked data.
+/// the planner's statistics (samples of every column's values,
+/// [`sluice_policy::STATISTICS`]) in a session with mask rules, or sets a
+/// parameter from masked data (a later statement that reads no table would
+/// read it back: `SHOW`, `current_setting`, or other sessions'
+/// `application_name` in `pg_stat_activity`).
 fn masking_refusal(
     masker: Option<&super::mask::Masker>,
     verdict: &Verdict,
 ) -> Option<Arc<Verdict>> {
     let m = masker?;
-    let statistics = verdict.tables_read.iter().any(|t| {
-        let name = t.rsplit('.').next().unwrap_or(t);
-        STATISTICS.iter().any(|s| name.eq_ignore_ascii_case(s))
-    });
+    let statistics = verdict
+        .tables_read
+        .iter()
+        .any(|t| sluice_policy::is_statistics(t));
     if statistics {
         return Some(Arc::new(Verdict {
             reason: format!(
                 "{} hold samples of column values from every table, including data that is masked for you",
-                STATISTICS.join(", ")
+                sluice_policy::STATISTICS.join(", ")
             ),
             kinds: verdict.kinds.clone(),
             ..Verdict::default()
