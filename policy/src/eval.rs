@@ -158,10 +158,13 @@ pub struct StatementFacts {
     #[serde(default)]
     pub has_where: bool,
     /// Whether the statement reaches tables it does not name: what
-    /// `CASCADE` drops, a schema's or a role's objects, privileges on a
-    /// whole schema, maintenance of every table. A rule's `tables:` cannot
-    /// vouch for it: deny and approve rules with `tables:` match it, and
-    /// allow rules with `tables:` do not.
+    /// `CASCADE` drops or changes, a schema's or a role's objects,
+    /// privileges on a whole schema, role membership, maintenance of every
+    /// table, the planner's statistics (the classifier's
+    /// `reaches_unnamed_tables` lists them; the agent adds views over the
+    /// statistics). A rule's `tables:` cannot vouch for it: deny and
+    /// approve rules with `tables:` match it, and allow rules with
+    /// `tables:` do not.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reaches_unnamed_tables: bool,
 }
@@ -434,7 +437,7 @@ impl CompiledMatcher {
                                 SqlKind::ForeignData | SqlKind::CredentialCatalog
                             ) =>
                     {
-                        "it reaches tables it does not name (CASCADE, a whole schema, a role's objects), which `tables` cannot vouch for".to_owned()
+                        "it reaches tables it does not name (CASCADE, a whole schema, a role's objects or membership, the planner's statistics, every table's maintenance), which `tables` cannot vouch for; a rule without `tables` must allow it".to_owned()
                     }
                     Quantifier::All => "a table it touches is outside `tables`".to_owned(),
                 },
