@@ -265,6 +265,9 @@ async fn protocol_side_channels_carry_no_canary() {
         "SELECT replace(email, '@', '#')::regclass FROM customers",
         "SELECT card::regtype FROM customers",
         "SELECT 1 FROM customers WHERE current_setting(name) IS NULL",
+        // A write reads its target: its errors quote the target's values.
+        "UPDATE customers SET plan = name::int::text",
+        "UPDATE customers SET plan = plan WHERE name::regclass IS NULL",
         // A notice quoting values, from a function.
         "SELECT shout() FROM customers",
         // A value used as a column name: 42703 raised at run time.

@@ -10,14 +10,20 @@ use sluice_integration_tests::{
 use sluice_pgwire::{Frame, messages};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-fn assert_denied(dp: &DataPath, sql: &str, marker: &str) {
+/// `sql` through psql is refused with an error saying `says`, and the
+/// target's statement log never saw `marker` (a comment in `sql`).
+fn assert_refused(dp: &DataPath, sql: &str, marker: &str, says: &str) {
     let (ok, _, err) = dp.psql(sql);
     assert!(!ok, "`{sql}` was not refused");
-    assert!(err.contains("denied this statement"), "`{sql}`: {err}");
+    assert!(err.contains(says), "`{sql}`: {err}");
     assert!(
         !dp.pg.logs().contains(marker),
         "the target saw `{marker}` from `{sql}`"
     );
+}
+
+fn assert_denied(dp: &DataPath, sql: &str, marker: &str) {
+    assert_refused(dp, sql, marker, "denied this statement");
     // The table and its rows are intact.
     assert_eq!(
         dp.target("SELECT count(*) FROM items"),
@@ -745,13 +751,7 @@ async fn ddl_that_reaches_tables_without_naming_them_answers_to_table_rules() {
             "no-rebuild",
         ),
     ] {
-        let (ok, _, err) = dp.psql(sql);
-        assert!(!ok, "`{sql}` was not refused");
-        assert!(err.contains(rule), "`{sql}`: {err}");
-        assert!(
-            !dp.pg.logs().contains(marker),
-            "the target saw `{marker}` from `{sql}`"
-        );
+        assert_refused(&dp, sql, marker, rule);
     }
     assert_eq!(
         dp.target(
@@ -768,6 +768,154 @@ async fn ddl_that_reaches_tables_without_naming_them_answers_to_table_rules() {
     let (ok, _, err) = dp.psql("DROP TABLE scratch.t");
     assert!(ok, "{err}");
     assert_eq!(dp.target("SELECT to_regclass('scratch.t') IS NULL"), "t");
+}
+
+#[tokio::test]
+async fn maintenance_sequences_comments_and_routine_renames_answer_to_the_rules_naming_what_they_reach()
+ {
+    let rules = "
+      - deny: { sql: { functions: [public.fingerprint] } }
+        name: no-fingerprint
+      - deny: { sql: { tables: [\"secret.*\"] } }
+        name: no-secret
+      - allow: { sql: { statements: [ddl, write, read, analyze, vacuum, function_write, transaction, session] } }
+";
+    let dp = DataPath::start_with(rules, Vec::new()).await;
+    // Each statement below would run as `app` if it reached the target.
+    dp.target(
+        "CREATE SCHEMA scratch AUTHORIZATION app; CREATE SCHEMA secret AUTHORIZATION app; \
+         CREATE FUNCTION public.fingerprint(int) RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT $1 * 7'; \
+         ALTER FUNCTION public.fingerprint(int) OWNER TO app; \
+         CREATE TABLE scratch.indexed (x int); CREATE INDEX ON scratch.indexed (public.fingerprint(x)); \
+         CREATE TABLE scratch.counted (x int, y int); \
+         CREATE STATISTICS scratch.counted_stats ON (public.fingerprint(x)), y FROM scratch.counted; \
+         CREATE TABLE scratch.plain (x int); \
+         INSERT INTO scratch.indexed SELECT generate_series(1, 10); \
+         INSERT INTO scratch.counted SELECT g, g FROM generate_series(1, 10) g; \
+         INSERT INTO scratch.plain SELECT generate_series(1, 10); \
+         ALTER TABLE scratch.indexed OWNER TO app; ALTER TABLE scratch.counted OWNER TO app; \
+         ALTER TABLE scratch.plain OWNER TO app; \
+         CREATE SEQUENCE secret.invoice_seq; SELECT nextval('secret.invoice_seq'); \
+         ALTER SEQUENCE secret.invoice_seq OWNER TO app; \
+         CREATE TABLE secret.cards (number text); ALTER TABLE secret.cards OWNER TO app; \
+         CREATE FUNCTION public.stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$; \
+         CREATE TRIGGER stamp BEFORE INSERT ON secret.cards FOR EACH ROW EXECUTE FUNCTION public.stamp(); \
+         CREATE FUNCTION public.spare() RETURNS int LANGUAGE sql AS 'SELECT 1'; \
+         ALTER FUNCTION public.stamp() OWNER TO app; ALTER FUNCTION public.spare() OWNER TO app",
+    );
+    let relfilenode =
+        || dp.target("SELECT relfilenode FROM pg_class WHERE oid = 'scratch.indexed'::regclass");
+    let before = relfilenode();
+    for (sql, marker, rule) in [
+        // Both run `fingerprint` over the table's rows: its index
+        // expression, its extended statistics' expression.
+        (
+            "ANALYZE scratch.indexed /* m1 */",
+            "/* m1 */",
+            "no-fingerprint",
+        ),
+        (
+            "ANALYZE scratch.counted /* m2 */",
+            "/* m2 */",
+            "no-fingerprint",
+        ),
+        (
+            "VACUUM FULL scratch.indexed /* m3 */",
+            "/* m3 */",
+            "no-fingerprint",
+        ),
+        // A sequence named in a string.
+        (
+            "SELECT setval('secret.invoice_seq', 100) /* m4 */",
+            "/* m4 */",
+            "no-secret",
+        ),
+        (
+            "SELECT nextval('Secret.\"invoice_seq\"'::regclass) /* m5 */",
+            "/* m5 */",
+            "no-secret",
+        ),
+        // Computed: it may name any sequence.
+        (
+            "SELECT nextval('secret.' || 'invoice_seq') /* m6 */",
+            "/* m6 */",
+            "no-secret",
+        ),
+        (
+            "COMMENT ON COLUMN secret.cards.number IS 'card' /* m7 */",
+            "/* m7 */",
+            "no-secret",
+        ),
+        // Under another name, the function would escape the rule.
+        (
+            "ALTER FUNCTION public.fingerprint(int) RENAME TO harmless /* m8 */",
+            "/* m8 */",
+            "no-fingerprint",
+        ),
+        (
+            "ALTER FUNCTION public.fingerprint(int) SET SCHEMA scratch /* m9 */",
+            "/* m9 */",
+            "no-fingerprint",
+        ),
+        // The trigger function of a denied table: what writing it does.
+        (
+            "CREATE OR REPLACE FUNCTION public.stamp() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN NEW.number := 'stolen'; RETURN NEW; END $$ /* m10 */",
+            "/* m10 */",
+            "no-secret",
+        ),
+        (
+            "ALTER FUNCTION stamp() SECURITY DEFINER /* m11 */",
+            "/* m11 */",
+            "no-secret",
+        ),
+        // Renamed, a replacement would replace it under a name the
+        // catalog does not know yet.
+        (
+            "BEGIN; ALTER FUNCTION stamp() RENAME TO spare2 /* m12 */; \
+             CREATE OR REPLACE FUNCTION spare2() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN NEW.number := 'stolen'; RETURN NEW; END $$; COMMIT",
+            "/* m12 */",
+            "no-secret",
+        ),
+        // Which sequence is a value.
+        (
+            "SELECT ('secret.invoice_seq'::regclass).nextval /* m13 */",
+            "/* m13 */",
+            "no-secret",
+        ),
+    ] {
+        assert_refused(&dp, sql, marker, rule);
+    }
+    // Never analyzed (`reltuples` is -1 until then), not rewritten, the
+    // sequence where it was, no comment, the function under its name.
+    assert_eq!(
+        dp.target(
+            "SELECT (SELECT string_agg(reltuples::text, ',' ORDER BY relname) FROM pg_class \
+                     WHERE oid IN ('scratch.indexed'::regclass, 'scratch.counted'::regclass)) || ';' || \
+                    (SELECT last_value FROM secret.invoice_seq) || ';' || \
+                    (col_description('secret.cards'::regclass, 1) IS NULL) || ';' || \
+                    (to_regprocedure('public.fingerprint(int)') IS NOT NULL) || ';' || \
+                    (SELECT prosrc NOT LIKE '%stolen%' AND NOT prosecdef FROM pg_proc WHERE proname = 'stamp')"
+        ),
+        "-1,-1;1;true;true;true"
+    );
+    assert_eq!(relfilenode(), before);
+    // What no rule names runs: maintenance of a table that runs nothing,
+    // another sequence, a function nothing calls.
+    let (ok, _, err) = dp.psql(
+        "ANALYZE scratch.plain; CREATE SEQUENCE scratch.s; SELECT nextval('scratch.s'); \
+         CREATE OR REPLACE FUNCTION public.spare() RETURNS int LANGUAGE sql AS 'SELECT 2'",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        dp.target("SELECT reltuples::int FROM pg_class WHERE oid = 'scratch.plain'::regclass"),
+        "10"
+    );
+    assert_eq!(
+        dp.target("SELECT prosrc FROM pg_proc WHERE proname = 'spare'"),
+        "SELECT 2"
+    );
 }
 
 #[tokio::test]
@@ -797,13 +945,7 @@ async fn a_rename_that_takes_a_table_or_column_out_of_a_rule_naming_it_is_denied
             "/* n5 */",
         ),
     ] {
-        let (ok, _, err) = dp.psql(sql);
-        assert!(!ok, "`{sql}` was not refused");
-        assert!(err.contains("a DBA renames it"), "`{sql}`: {err}");
-        assert!(
-            !dp.pg.logs().contains(marker),
-            "the target saw `{marker}` from `{sql}`"
-        );
+        assert_refused(&dp, sql, marker, "a DBA renames it");
     }
     assert_eq!(
         dp.target(

@@ -741,22 +741,29 @@ impl CompiledPolicy {
     }
 }
 
-/// The first of `renames` that takes a table or column out of a deny,
-/// approve or mask rule's patterns.
+/// The first of `renames` that takes a table, column or function out of
+/// a deny, approve or mask rule's patterns.
 fn loses<'a>(action: &CompiledAction, renames: &'a [Rename]) -> Option<&'a Rename> {
-    let tables: &[QualifiedPattern] = match action {
-        CompiledAction::Deny(m) | CompiledAction::Approve { matcher: m, .. } => {
-            m.tables.as_deref().unwrap_or_default()
-        }
-        CompiledAction::Mask(spec) => &spec.strict_tables,
+    let (tables, functions): (&[QualifiedPattern], &[QualifiedPattern]) = match action {
+        CompiledAction::Deny(m) | CompiledAction::Approve { matcher: m, .. } => (
+            m.tables.as_deref().unwrap_or_default(),
+            m.functions.as_deref().unwrap_or_default(),
+        ),
+        CompiledAction::Mask(spec) => (&spec.strict_tables, &[]),
         CompiledAction::Allow(_) | CompiledAction::Limit { .. } => return None,
     };
     let columns: &[ColumnPattern] = match action {
         CompiledAction::Mask(spec) => &spec.columns,
         _ => &[],
     };
-    renames.iter().find(|rename| {
-        tables.iter().any(|p| p.loses(rename)) || columns.iter().any(|p| p.loses(rename))
+    let any = |patterns: &[QualifiedPattern], rename| patterns.iter().any(|p| p.loses(rename));
+    renames.iter().find(|rename| match rename {
+        Rename::Function { .. } => any(functions, rename),
+        // A schema's functions move with its tables.
+        Rename::Schema { .. } => {
+            any(tables, rename) || any(functions, rename) || columns.iter().any(|p| p.loses(rename))
+        }
+        _ => any(tables, rename) || columns.iter().any(|p| p.loses(rename)),
     })
 }
 
@@ -772,6 +779,9 @@ impl fmt::Display for RenameText<'_> {
                 write!(f, "renaming column `{old}` of `{relation}` to `{new}`")
             }
             Rename::Type { old, new } => write!(f, "renaming type `{old}` to `{new}`"),
+            Rename::Function { old, new } => {
+                write!(f, "renaming or moving function `{old}` to `{new}`")
+            }
         }
     }
 }
@@ -1062,6 +1072,8 @@ policies:
       - approve: { sql: { statements: [update], tables: [ledger] }, approvers: [dba] }
       - mask: { columns: ["public.customers.email", "*.card_number"], as: redact, strict_tables: [hr.people] }
         name: private
+      - deny: { sql: { functions: [app.rebuild_ledger, pg_read_file] } }
+        name: no-rebuild
       - allow: { sql: { statements: [ddl, select, update] } }
 "#,
         );
@@ -1083,7 +1095,17 @@ policies:
             old: old.into(),
             new: new.into(),
         };
+        let function = |old: &str, new: &str| Rename::Function {
+            old: old.into(),
+            new: new.into(),
+        };
         for (rename, rule) in [
+            (function("app.rebuild_ledger", "app.harmless"), "no-rebuild"),
+            (
+                function("rebuild_ledger", "public.rebuild_ledger"),
+                "no-rebuild",
+            ),
+            (schema("app", "tools"), "no-rebuild"),
             (relation("payroll", "pay2"), "no-pay"),
             (relation("public.payroll", "hr.payroll"), "no-pay"),
             (schema("public", "old"), "no-pay"),
@@ -1106,6 +1128,11 @@ policies:
             column("customers", "contact", "email"),
             schema("sales", "shop"),
             relation("private.payroll", "private.pay2"),
+            function("app.other", "app.renamed"),
+            function("app.f", "app.pg_read_file"),
+            // Function rules are not table rules, nor the other way round.
+            relation("app.rebuild_ledger", "app.t"),
+            function("public.payroll", "public.pay2"),
         ] {
             let d = p.decide(&bot, "db", &renaming(vec![rename.clone()]));
             assert!(d.is_allowed(), "{rename:?}: {d:?}");

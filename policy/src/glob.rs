@@ -177,12 +177,14 @@ impl QualifiedPattern {
 }
 
 impl QualifiedPattern {
-    /// Whether `rename` takes a relation out of this pattern: one it may
-    /// match under the old name and not under the new. (A later statement
-    /// naming the new name would escape a rule the old name was under.)
+    /// Whether `rename` takes a relation or a routine out of this
+    /// pattern: one it may match under the old name and not under the new.
+    /// (A later statement naming the new name would escape a rule the old
+    /// name was under.) The caller passes relations' renames to table
+    /// patterns and routines' to function patterns.
     pub fn loses(&self, rename: &Rename) -> bool {
         match rename {
-            Rename::Relation { old, new } => {
+            Rename::Relation { old, new } | Rename::Function { old, new } => {
                 self.matches(old, Quantifier::Any) && !self.matches(new, Quantifier::Any)
             }
             Rename::Schema { old, new } => self
@@ -301,7 +303,7 @@ impl ColumnPattern {
                     && glob_match_ci(&self.column, old)
                     && !glob_match_ci(&self.column, new)
             }
-            Rename::Type { .. } => false,
+            Rename::Type { .. } | Rename::Function { .. } => false,
         }
     }
 }

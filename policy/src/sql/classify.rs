@@ -187,6 +187,15 @@ pub struct CatalogNames {
     /// before the catalog does (inside its transaction, only it can).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub defines: Vec<String>,
+    /// Routines the statement creates, replaces or changes, by their last
+    /// name (`CREATE OR REPLACE FUNCTION audit`, `CREATE AGGREGATE`,
+    /// `ALTER FUNCTION audit SECURITY DEFINER`, `ALTER PROCEDURE p OWNER
+    /// TO r`): what reading or writing a relation whose trigger, default,
+    /// view or policy calls one does changes with it (a new function may
+    /// also take the name's place on a `search_path`). The agent counts
+    /// those relations as reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redefines: Vec<String>,
     /// The statement sets the parameter a row of `pg_settings` names
     /// (pg_dump's shape, read as setting that parameter only): a relation
     /// of that name outside `pg_catalog`, which a `search_path` may put
@@ -203,6 +212,7 @@ impl CatalogNames {
             && self.calls.is_empty()
             && self.types.is_empty()
             && self.defines.is_empty()
+            && self.redefines.is_empty()
     }
 }
 
@@ -219,6 +229,9 @@ pub enum Rename {
     Schema { old: String, new: String },
     /// A type or domain, by its last name.
     Type { old: String, new: String },
+    /// A function, procedure or aggregate: `schema.function` or
+    /// `function`, as written (a rename keeps the schema).
+    Function { old: String, new: String },
     /// A column of a relation (`schema.relation` or `relation`, as
     /// written).
     Column {
@@ -727,6 +740,7 @@ fn facts_of(root: NodeRef<'_>) -> Result<(StatementFacts, CatalogNames), Classif
         &mut catalog_names.calls,
         &mut catalog_names.types,
         &mut catalog_names.defines,
+        &mut catalog_names.redefines,
         &mut attribute_calls,
     ] {
         names.sort_unstable();
@@ -1015,7 +1029,22 @@ impl<'a> Walker<'a> {
                     self.catalog_names.types.push(s.sval.clone());
                 }
             }
-            NodeRef::CreateFunctionStmt(f) => self.defines(&f.funcname),
+            NodeRef::CreateFunctionStmt(f) => {
+                self.defines(&f.funcname);
+                self.redefines(&f.funcname);
+            }
+            NodeRef::AlterFunctionStmt(a) => {
+                if let Some(f) = &a.func {
+                    self.redefines(&f.objname);
+                }
+            }
+            NodeRef::AlterOwnerStmt(a) if is_routine(a.object_type()) => {
+                if let Some(Some(NodeEnum::ObjectWithArgs(f))) =
+                    a.object.as_deref().map(|o| &o.node)
+                {
+                    self.redefines(&f.objname);
+                }
+            }
             // Types whose casts, input or comparisons may run the
             // database's functions.
             NodeRef::CreateDomainStmt(d) => self.defines(&d.domainname),
@@ -1054,24 +1083,32 @@ impl<'a> Walker<'a> {
                     self.foreign_tables.push(format!("{}.*", i.local_schema));
                 }
             }
-            NodeRef::DefineStmt(d)
-                if matches!(
-                    d.kind(),
-                    ObjectType::ObjectAggregate | ObjectType::ObjectOperator
-                ) =>
-            {
+            NodeRef::DefineStmt(d) if d.kind() == ObjectType::ObjectAggregate => {
+                self.defines(&d.defnames);
+                self.redefines(&d.defnames);
+            }
+            NodeRef::DefineStmt(d) if d.kind() == ObjectType::ObjectOperator => {
                 self.defines(&d.defnames);
             }
-            NodeRef::RenameStmt(r)
-                if matches!(
-                    r.rename_type(),
-                    ObjectType::ObjectFunction
-                        | ObjectType::ObjectProcedure
-                        | ObjectType::ObjectRoutine
-                        | ObjectType::ObjectAggregate
-                ) =>
-            {
+            // A routine under a new name is a definition for the agent's
+            // catalog of the database's functions, and a rename for rules
+            // naming the old one; it changes what calls the old name (a
+            // replacement under the new one, in the same transaction,
+            // would replace what the catalog still knows by the old).
+            NodeRef::RenameStmt(r) if is_routine(r.rename_type()) => {
                 self.catalog_names.defines.push(r.newname.clone());
+                if let Some(Some(NodeEnum::ObjectWithArgs(f))) =
+                    r.object.as_deref().map(|o| &o.node)
+                {
+                    self.redefines(&f.objname);
+                }
+                if let Some(old) = r.object.as_deref().and_then(routine_name) {
+                    let new = match old.rsplit_once('.') {
+                        Some((schema, _)) => format!("{schema}.{}", r.newname),
+                        None => r.newname.clone(),
+                    };
+                    self.renames.push(Rename::Function { old, new });
+                }
             }
             NodeRef::RenameStmt(r) => {
                 if let Some(rename) = rename_of(r) {
@@ -1125,20 +1162,29 @@ impl<'a> Walker<'a> {
             NodeRef::MergeSupportFunc(_) => self.syntax_call("merge_action"),
             NodeRef::UpdateStmt(s) => self.modifies_rows(s.where_clause.as_deref())?,
             NodeRef::DeleteStmt(s) => self.modifies_rows(s.where_clause.as_deref())?,
-            // These name relations by name lists, not RangeVars.
-            NodeRef::DropStmt(s) if names_relation(s.remove_type()) => {
+            // These name relations, and objects of relations, by name
+            // lists, not RangeVars.
+            NodeRef::DropStmt(s) => {
+                let kind = s.remove_type();
                 self.tables_written
-                    .extend(s.objects.iter().filter_map(relation_name));
+                    .extend(s.objects.iter().filter_map(|o| object_relation(kind, o)));
             }
-            // `DROP POLICY p ON t`, `DROP TRIGGER`, `DROP RULE`: the table
-            // is named before the object.
-            NodeRef::DropStmt(s) if names_object_on_relation(s.remove_type()) => {
+            NodeRef::CommentStmt(s) => {
+                let object = s.object.as_deref();
                 self.tables_written
-                    .extend(s.objects.iter().filter_map(owning_relation_name));
+                    .extend(object.and_then(|o| object_relation(s.objtype(), o)));
             }
-            NodeRef::CommentStmt(s) if names_relation(s.objtype()) => {
+            NodeRef::SecLabelStmt(s) => {
+                let object = s.object.as_deref();
                 self.tables_written
-                    .extend(s.object.as_deref().and_then(relation_name));
+                    .extend(object.and_then(|o| object_relation(s.objtype(), o)));
+            }
+            // `ALTER EXTENSION e ADD TABLE t`: `DROP EXTENSION e` then
+            // drops it.
+            NodeRef::AlterExtensionContentsStmt(s) => {
+                let object = s.object.as_deref();
+                self.tables_written
+                    .extend(object.and_then(|o| object_relation(s.objtype(), o)));
             }
             // INSERT ... ON CONFLICT DO UPDATE updates the conflicting row;
             // each inserted row bounds it, so it counts as having a WHERE.
@@ -1217,6 +1263,10 @@ impl<'a> Walker<'a> {
     /// against `catalog_names.attributes`.
     fn attribute(&mut self, name: &str) {
         self.catalog_names.attributes.push(name.to_owned());
+        // `('secret.seq'::regclass).nextval`: which sequence is a value.
+        if sequence_access(name).is_some() {
+            self.reaches_unnamed_tables = true;
+        }
         if let Some(kind) = function_kind(name) {
             self.add(kind);
         }
@@ -1234,6 +1284,9 @@ impl<'a> Walker<'a> {
             .map_or(name.as_str(), |(_, bare)| bare);
         if call.agg_distinct {
             self.implies(&["<", "="]);
+        }
+        if let Some(role) = sequence_access(&name) {
+            self.sequence(call, role);
         }
         if bare.eq_ignore_ascii_case("set_config") {
             self.add(SqlKind::Set);
@@ -1257,6 +1310,23 @@ impl<'a> Walker<'a> {
             }
         }
         self.functions.push(name);
+    }
+
+    /// The sequence a `nextval`, `setval` or `currval` call names in its
+    /// first argument, a string (`'secret.invoice_seq'`, a `regclass`):
+    /// read or written like a table the statement names. A computed
+    /// argument may name any sequence.
+    fn sequence(&mut self, call: &FuncCall, role: Role) {
+        let named = call
+            .args
+            .first()
+            .and_then(regclass_literal)
+            .and_then(name_in_string);
+        match (named, role) {
+            (Some(name), Role::Read) => self.tables_read.push(name),
+            (Some(name), Role::Write) => self.tables_written.push(name),
+            (None, _) => self.reaches_unnamed_tables = true,
+        }
     }
 
     /// A function the statement names to be called (by a trigger it
@@ -1340,6 +1410,14 @@ impl<'a> Walker<'a> {
     fn defines(&mut self, name: &[protobuf::Node]) {
         if let Some(Some(NodeEnum::String(s))) = name.last().map(|n| &n.node) {
             self.catalog_names.defines.push(s.sval.clone());
+        }
+    }
+
+    /// A routine the statement creates, replaces or changes
+    /// ([`CatalogNames::redefines`]).
+    fn redefines(&mut self, name: &[protobuf::Node]) {
+        if let Some(Some(NodeEnum::String(s))) = name.last().map(|n| &n.node) {
+            self.catalog_names.redefines.push(s.sval.clone());
         }
     }
 
@@ -1429,6 +1507,10 @@ fn child_context(node: NodeRef<'_>, kinds: Option<KindSet>, field: &str, cx: Con
         | NodeRef::MergeStmt(_) => role_if(field == "relation"),
         NodeRef::CopyStmt(c) => role_if(field == "relation" && c.is_from),
         NodeRef::CreateTableAsStmt(_) => role_if(field == "into"),
+        // `VACUUM FULL` rewrites the tables it names and rebuilds their
+        // indexes, `ANALYZE` computes their index expressions over sampled
+        // rows: they run what writing them runs.
+        NodeRef::VacuumStmt(_) => Role::Write,
         // DDL acts on the relations it names; queries inside reset this.
         _ if kinds.is_some_and(|k| !k.intersection(ddl_kinds()).is_empty()) => Role::Write,
         _ if kinds.is_some() => Role::Read,
@@ -1540,9 +1622,37 @@ fn rename_of(r: &protobuf::RenameStmt) -> Option<Rename> {
     }
 }
 
-/// What an `ALTER ... SET SCHEMA` moves, when it is a relation (a type
-/// keeps its last name, which is what statements are matched by).
+/// Object types of `ALTER FUNCTION`, `ALTER PROCEDURE`, `ALTER ROUTINE`
+/// and `ALTER AGGREGATE`.
+fn is_routine(object: ObjectType) -> bool {
+    matches!(
+        object,
+        ObjectType::ObjectFunction
+            | ObjectType::ObjectProcedure
+            | ObjectType::ObjectRoutine
+            | ObjectType::ObjectAggregate
+    )
+}
+
+/// The name of a routine an `ALTER` names (`schema.function` or
+/// `function`).
+fn routine_name(object: &protobuf::Node) -> Option<String> {
+    match &object.node {
+        Some(NodeEnum::ObjectWithArgs(o)) => qualified_name(&o.objname),
+        _ => None,
+    }
+}
+
+/// What an `ALTER ... SET SCHEMA` moves, when it is a relation or a
+/// routine (a type keeps its last name, which is what statements are
+/// matched by).
 fn move_of(a: &protobuf::AlterObjectSchemaStmt) -> Option<Rename> {
+    if is_routine(a.object_type()) {
+        let old = routine_name(a.object.as_deref()?)?;
+        let bare = old.rsplit_once('.').map_or(old.as_str(), |(_, bare)| bare);
+        let new = format!("{}.{bare}", a.newschema);
+        return Some(Rename::Function { old, new });
+    }
     match a.object_type() {
         ObjectType::ObjectTable
         | ObjectType::ObjectView
@@ -1578,8 +1688,8 @@ fn relation_name(object: &protobuf::Node) -> Option<String> {
     }
 }
 
-/// Object types that are relations (reported as tables when dropped or
-/// commented on).
+/// Object types that are relations (reported as tables when dropped,
+/// commented on, labelled, or added to or dropped from an extension).
 fn names_relation(object: ObjectType) -> bool {
     matches!(
         object,
@@ -1593,16 +1703,32 @@ fn names_relation(object: ObjectType) -> bool {
 }
 
 /// Object types named by their table and their own name (`DROP POLICY p
-/// ON t`).
+/// ON t`, `COMMENT ON COLUMN t.c`, `COMMENT ON CONSTRAINT c ON t`).
 fn names_object_on_relation(object: ObjectType) -> bool {
     matches!(
         object,
-        ObjectType::ObjectPolicy | ObjectType::ObjectTrigger | ObjectType::ObjectRule
+        ObjectType::ObjectPolicy
+            | ObjectType::ObjectTrigger
+            | ObjectType::ObjectRule
+            | ObjectType::ObjectColumn
+            | ObjectType::ObjectTabconstraint
     )
 }
 
-/// The table of a `DROP POLICY`, `DROP TRIGGER` or `DROP RULE` object (a
-/// name list whose last part is the object's own name).
+/// The relation a `DROP`, `COMMENT`, `SECURITY LABEL` or `ALTER EXTENSION
+/// ADD|DROP` object of type `kind` is, or belongs to.
+fn object_relation(kind: ObjectType, object: &protobuf::Node) -> Option<String> {
+    if names_relation(kind) {
+        relation_name(object)
+    } else if names_object_on_relation(kind) {
+        owning_relation_name(object)
+    } else {
+        None
+    }
+}
+
+/// The table of a policy, trigger, rule, column or table constraint named
+/// by a name list whose last part is the object's own name.
 fn owning_relation_name(object: &protobuf::Node) -> Option<String> {
     match &object.node {
         Some(NodeEnum::List(list)) => match list.items.split_last() {
@@ -1834,6 +1960,111 @@ fn literal_setting(call: &FuncCall) -> Option<&str> {
         return None;
     }
     call.args.first().and_then(string_constant)
+}
+
+/// How a call of `name` (`schema.function` or `function`) uses the
+/// sequence its first argument names: PostgreSQL's `nextval` and `setval`
+/// write it, `currval` reads it.
+fn sequence_access(name: &str) -> Option<Role> {
+    let (schema, bare) = match name.rsplit_once('.') {
+        Some((schema, bare)) => (Some(schema), bare),
+        None => (None, name),
+    };
+    if schema.is_some_and(|s| !s.eq_ignore_ascii_case("pg_catalog")) {
+        return None;
+    }
+    match bare.to_ascii_lowercase().as_str() {
+        "nextval" | "setval" => Some(Role::Write),
+        "currval" => Some(Role::Read),
+        _ => None,
+    }
+}
+
+/// A string constant, or one cast to `regclass` (`'s.t'::regclass`, as
+/// pg_dump writes a sequence's default).
+fn regclass_literal(node: &protobuf::Node) -> Option<&str> {
+    match &node.node {
+        Some(NodeEnum::TypeCast(c)) => {
+            let type_name = c.type_name.as_ref()?;
+            let Some(Some(NodeEnum::String(t))) = type_name.names.last().map(|n| &n.node) else {
+                return None;
+            };
+            if !t.sval.eq_ignore_ascii_case("regclass") || !type_name.array_bounds.is_empty() {
+                return None;
+            }
+            string_constant(c.arg.as_deref()?)
+        }
+        _ => string_constant(node),
+    }
+}
+
+/// The relation a string names as `regclass` input reads it
+/// (`'Secret."Seq"'` is `secret.Seq`), `schema.relation` or `relation`
+/// with a catalog part dropped, as [`relation_text`] gives it; `None` for
+/// an OID and anything but one to three identifiers separated by dots.
+fn name_in_string(text: &str) -> Option<String> {
+    // PostgreSQL's `scanner_isspace` (`\v` since 17; counting it earlier
+    // can only split where the server would not, and fail).
+    let space = |c: &char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c');
+    // A number is an OID.
+    if text
+        .chars()
+        .filter(|c| !space(c))
+        .all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    let mut parts: Vec<String> = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.next_if(space).is_some() {}
+        let mut part = String::new();
+        if chars.next_if_eq(&'"').is_some() {
+            loop {
+                match chars.next()? {
+                    '"' if chars.next_if_eq(&'"').is_some() => part.push('"'),
+                    '"' => break,
+                    c => part.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != '.' && !space(c)) {
+                if c == '"' {
+                    return None;
+                }
+                part.push(c.to_ascii_lowercase());
+            }
+        }
+        if part.is_empty() {
+            return None;
+        }
+        parts.push(truncate_identifier(part));
+        while chars.next_if(space).is_some() {}
+        match chars.next() {
+            None => break,
+            Some('.') => {}
+            Some(_) => return None,
+        }
+    }
+    if parts.len() > 3 {
+        return None;
+    }
+    let keep = parts.len().saturating_sub(2);
+    Some(parts[keep..].join("."))
+}
+
+/// An identifier cut to PostgreSQL's 63 bytes, at a character boundary,
+/// as the server cuts it.
+fn truncate_identifier(mut name: String) -> String {
+    const MAX: usize = 63;
+    if name.len() > MAX {
+        let mut end = MAX;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+    }
+    name
 }
 
 /// A plain string constant's value.

@@ -1930,13 +1930,176 @@ fn renames_of_relations_schemas_and_types_are_reported() {
             "{sql}"
         );
     }
-    // Constraints and functions are not renames of this kind.
+    // Routines: a rename keeps the schema, a move keeps the name.
+    let function = |old: &str, new: &str| Rename::Function {
+        old: old.into(),
+        new: new.into(),
+    };
+    for (sql, rename) in [
+        ("ALTER FUNCTION f(int) RENAME TO g", function("f", "g")),
+        (
+            "ALTER FUNCTION app.rebuild_ledger RENAME TO harmless",
+            function("app.rebuild_ledger", "app.harmless"),
+        ),
+        (
+            "ALTER PROCEDURE db.app.p() SET SCHEMA public",
+            function("app.p", "public.p"),
+        ),
+        ("ALTER ROUTINE r SET SCHEMA tools", function("r", "tools.r")),
+        (
+            "ALTER AGGREGATE app.total(int) RENAME TO sum2",
+            function("app.total", "app.sum2"),
+        ),
+    ] {
+        assert_eq!(renames(sql), [rename], "{sql}");
+    }
+    // The new name is also a definition, for the agent's catalog.
+    assert_eq!(
+        all("ALTER FUNCTION app.f() RENAME TO g")
+            .remove(0)
+            .catalog_names
+            .defines,
+        ["g"]
+    );
+    // Constraints and enum values are not renames of this kind.
     for sql in [
         "ALTER TABLE t RENAME CONSTRAINT a TO b",
-        "ALTER FUNCTION f(int) RENAME TO g",
         "ALTER TYPE mood RENAME VALUE 'a' TO 'b'",
     ] {
         assert!(renames(sql).is_empty(), "{sql}");
+    }
+}
+
+#[test]
+fn routines_created_replaced_or_changed_are_redefined() {
+    let redefines = |sql: &str| all(sql).remove(0).catalog_names.redefines;
+    for (sql, name) in [
+        (
+            "CREATE OR REPLACE FUNCTION app.audit() RETURNS trigger LANGUAGE plpgsql \
+             AS $$ BEGIN RETURN NEW; END $$",
+            "audit",
+        ),
+        ("CREATE PROCEDURE p() LANGUAGE sql AS 'SELECT 1'", "p"),
+        ("ALTER FUNCTION app.audit() SECURITY DEFINER", "audit"),
+        ("ALTER PROCEDURE p() SET search_path = evil", "p"),
+        ("ALTER ROUTINE r() RESET ALL", "r"),
+        ("ALTER FUNCTION audit() OWNER TO r", "audit"),
+        // What the catalog knows by the old name, a replacement under the
+        // new one would replace.
+        ("ALTER FUNCTION app.audit() RENAME TO x", "audit"),
+        (
+            "CREATE OR REPLACE AGGREGATE total(int) (SFUNC = int4pl, STYPE = int)",
+            "total",
+        ),
+    ] {
+        assert_eq!(redefines(sql), [name], "{sql}");
+    }
+    for sql in [
+        "CREATE OPERATOR === (FUNCTION = f, LEFTARG = int, RIGHTARG = int)",
+        "ALTER TABLE t OWNER TO r",
+        "ALTER TYPE mood OWNER TO r",
+        "CREATE DOMAIN d AS int",
+        "SELECT audit()",
+    ] {
+        assert!(redefines(sql).is_empty(), "{sql}");
+    }
+}
+
+#[test]
+fn vacuum_and_analyze_run_what_writing_the_tables_they_name_runs() {
+    // Counted as writes: the agent adds what writing them calls (index
+    // expressions, extended statistics) for deny rules' `functions:`.
+    for sql in [
+        "ANALYZE scratch.t",
+        "VACUUM FULL scratch.t",
+        "VACUUM (ANALYZE) scratch.t (a, b)",
+    ] {
+        let facts = one(sql);
+        assert_eq!(facts.tables_written, ["scratch.t"], "{sql}");
+        assert!(facts.tables_read.is_empty(), "{sql}");
+    }
+    assert_eq!(one("ANALYZE a, public.b").tables_written, ["a", "public.b"]);
+}
+
+#[test]
+fn sequences_named_in_strings_are_read_or_written() {
+    for (sql, written) in [
+        ("SELECT nextval('secret.invoice_seq')", "secret.invoice_seq"),
+        (
+            "SELECT setval('secret.invoice_seq', 1)",
+            "secret.invoice_seq",
+        ),
+        (
+            "SELECT pg_catalog.setval('secret.invoice_seq'::regclass, 1, false)",
+            "secret.invoice_seq",
+        ),
+        // As regclass input reads it: unquoted parts fold to lower case,
+        // quoted ones keep theirs, a database part is dropped.
+        ("SELECT NEXTVAL(' Secret . \"Seq\"\"x\" ')", "secret.Seq\"x"),
+        ("SELECT nextval('db.secret.s')", "secret.s"),
+        // PostgreSQL's white space, `\v` among it; not Unicode's.
+        ("SELECT nextval(E'secret\\x0b.\\fs\\t')", "secret.s"),
+        ("SELECT nextval(E'secret.s\\u00a0')", "secret.s\u{a0}"),
+        // Cut to 63 bytes, as the server cuts names.
+        (
+            "SELECT nextval('secret.éééééééééééééééééééééééééééééééééééééééé')",
+            "secret.ééééééééééééééééééééééééééééééé",
+        ),
+    ] {
+        let facts = one(sql);
+        assert_eq!(facts.tables_written, [written], "{sql}");
+        assert!(!facts.reaches_unnamed_tables, "{sql}");
+    }
+    let facts = one("INSERT INTO t VALUES (nextval('t_id_seq'))");
+    assert_eq!(facts.tables_written, ["t", "t_id_seq"]);
+    let facts = one("SELECT currval('secret.invoice_seq')");
+    assert_eq!(facts.tables_read, ["secret.invoice_seq"]);
+    assert!(facts.tables_written.is_empty());
+    // A computed name, an OID or what regclass would not read as a name
+    // may be any sequence.
+    for sql in [
+        "SELECT nextval($1)",
+        "SELECT nextval('secret.' || 'seq')",
+        "SELECT setval(16384, 1)",
+        "SELECT nextval('16384')",
+        "SELECT currval('a.b.c.d')",
+        "SELECT nextval('\"unterminated')",
+        "SELECT nextval('a..b')",
+        "SELECT nextval('secret.seq'::text)",
+        // Attribute notation: `nextval(x)`.
+        "SELECT ('secret.seq'::regclass).nextval",
+        "SELECT (x).currval FROM t",
+    ] {
+        assert!(one(sql).reaches_unnamed_tables, "{sql}");
+    }
+    // Another schema's function of the same name is the database's own.
+    let facts = one("SELECT app.nextval('secret.seq')");
+    assert!(facts.tables_written.is_empty() && !facts.reaches_unnamed_tables);
+}
+
+#[test]
+fn comments_labels_and_extension_members_name_their_table() {
+    for sql in [
+        "COMMENT ON TABLE s.t IS 'x'",
+        "COMMENT ON COLUMN s.t.c IS 'x'",
+        "COMMENT ON CONSTRAINT c ON s.t IS 'x'",
+        "COMMENT ON POLICY p ON s.t IS 'x'",
+        "COMMENT ON TRIGGER tr ON s.t IS 'x'",
+        "COMMENT ON RULE r ON s.t IS 'x'",
+        "SECURITY LABEL ON TABLE s.t IS 'x'",
+        "SECURITY LABEL FOR selinux ON COLUMN s.t.c IS 'x'",
+        "ALTER EXTENSION e ADD TABLE s.t",
+        "ALTER EXTENSION e DROP VIEW s.t",
+    ] {
+        assert_eq!(one(sql).tables_written, ["s.t"], "{sql}");
+    }
+    assert_eq!(one("COMMENT ON COLUMN t.c IS 'x'").tables_written, ["t"]);
+    for sql in [
+        "COMMENT ON CONSTRAINT c ON DOMAIN d IS 'x'",
+        "COMMENT ON FUNCTION f() IS 'x'",
+        "ALTER EXTENSION e ADD FUNCTION f()",
+    ] {
+        assert!(one(sql).tables_written.is_empty(), "{sql}");
     }
 }
 

@@ -48,8 +48,9 @@ pub struct Verdict {
     /// first use (it parses every statement again, and most verdicts never
     /// need it).
     pub(crate) fingerprint: OnceLock<String>,
-    /// Tables its statements read, by the names they use and through the
-    /// database's views (for masking).
+    /// Tables its statements read or write, by the names they use and
+    /// through the database's views (for masking: a write reads its
+    /// target).
     pub tables_read: Vec<String>,
     /// Its `COPY ... TO STDOUT` statements, in order (for masking).
     pub copy_out: Vec<sluice_policy::CopyOut>,
@@ -316,7 +317,9 @@ impl Judge {
             }
         }
         for rename in statements.iter().flat_map(|s| &s.facts.renames) {
-            if self.renamed.contains(rename) {
+            // A routine's new name is among its definitions; the rename
+            // itself is for rules naming the old one.
+            if matches!(rename, Rename::Function { .. }) || self.renamed.contains(rename) {
                 continue;
             }
             if self.renamed.len() >= MAX_DEFINED {
@@ -434,9 +437,18 @@ impl Judge {
         let mut rule = String::new();
         let mut prepared = Vec::new();
         let mut approval: Option<Verdict> = None;
+        // A write reads its target too: its SET, WHERE and RETURNING, and
+        // the errors of its constraints, indexes and casts (`ALTER TABLE
+        // ... TYPE int USING email::int`) quote the target's values.
         let mut tables_read: Vec<String> = statements
             .iter()
-            .flat_map(|s| s.facts.tables_read.iter().cloned())
+            .flat_map(|s| {
+                s.facts
+                    .tables_read
+                    .iter()
+                    .chain(&s.facts.tables_written)
+                    .cloned()
+            })
             .collect();
         let copy_out: Vec<sluice_policy::CopyOut> = statements
             .iter()

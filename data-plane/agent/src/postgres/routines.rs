@@ -73,6 +73,7 @@
 //! new name.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::OnceLock;
 
 use sluice_pgwire::binary::Form;
 use sluice_policy::{ClassifiedStatement, Rename, SqlKind};
@@ -419,7 +420,10 @@ const EXPLICIT_CASTS: &str = concat!(
 /// OID, schema, relation, `schema.function`). The stored trees of its
 /// `CHECK` constraints, column defaults and generated columns, index
 /// expressions and predicates, and its triggers' `WHEN` conditions are
-/// searched like [`CALLS`]'s; its triggers' functions (not PostgreSQL's
+/// searched like [`CALLS`]'s, and so are the expressions of its extended
+/// statistics (`CREATE STATISTICS ... ON (f(x))`, which `ANALYZE`
+/// computes; their column came with PostgreSQL 14, so it is read through
+/// `to_jsonb`); its triggers' functions (not PostgreSQL's
 /// internal ones for foreign keys), its exclusion constraints' operators,
 /// the functions of operator classes created after initdb that its
 /// indexes use, and `nextval` for its identity columns (whose sequences
@@ -459,7 +463,12 @@ const WRITE_CALLS: &str = concat!(
    SELECT t.tgrelid, m[1], m[2]::oid FROM pg_catalog.pg_trigger t \
    CROSS JOIN LATERAL regexp_matches(t.tgqual::text, ",
     call_nodes!(),
-    ", 'g') m WHERE t.tgrelid >= 16384 AND NOT t.tgisinternal) \
+    ", 'g') m WHERE t.tgrelid >= 16384 AND NOT t.tgisinternal \
+   UNION ALL \
+   SELECT s.stxrelid, m[1], m[2]::oid FROM pg_catalog.pg_statistic_ext s \
+   CROSS JOIN LATERAL regexp_matches(COALESCE(to_jsonb(s) ->> 'stxexprs', ''), ",
+    call_nodes!(),
+    ", 'g') m WHERE s.stxrelid >= 16384) \
  SELECT DISTINCT calls.rel::bigint, rn.nspname, rc.relname, pn.nspname || '.' || p.proname FROM calls \
  JOIN pg_catalog.pg_class rc ON rc.oid = calls.rel \
  JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace",
@@ -579,6 +588,15 @@ pub struct Routines {
     /// assignment or any expression may run, which any statement may run
     /// (explicit ones are among `type_calls`).
     always_calls: Vec<String>,
+    /// Function name (its last part, lowercase) -> the relations (OID,
+    /// `schema.relation`) whose reading or writing calls one of the
+    /// database's functions of that name (their views, rules, policies,
+    /// defaults, constraints, index expressions, triggers: [`CALLS`],
+    /// [`WRITE_CALLS`]): a statement replacing or changing the function
+    /// changes what they do, and what reads them
+    /// ([`sluice_policy::CatalogNames::redefines`]). PostgreSQL's own
+    /// functions are left out: only a superuser can replace them.
+    callers: HashMap<String, Vec<(u32, String)>>,
     /// Relations whose reading runs such functions, directly or through
     /// the views they read (what writing runs through rules is in
     /// [`Rules`]).
@@ -835,9 +853,48 @@ struct ReadGraph {
     readers: HashMap<String, Vec<(String, u32)>>,
     /// `schema.relation` of every relation in `edges`.
     names: HashMap<u32, String>,
+    /// `edges` reversed: relation OID -> the relations reading it reads
+    /// it. Built on first use ([`ReadGraph::read_through`]).
+    read_by: OnceLock<HashMap<u32, Vec<u32>>>,
 }
 
 impl ReadGraph {
+    /// `relations` (OID, `schema.relation`) and every relation that reads
+    /// one of them, to any depth (views over them, partitioned tables
+    /// over their partitions). For the rare statement that replaces a
+    /// routine: the reverse graph is built on the first.
+    fn read_through<'a>(&self, relations: impl Iterator<Item = &'a (u32, String)>) -> Vec<String> {
+        let mut found: Vec<String> = Vec::new();
+        let mut seen: HashSet<u32> = HashSet::new();
+        for (oid, name) in relations {
+            if seen.insert(*oid) {
+                found.push(name.clone());
+            }
+        }
+        if seen.is_empty() {
+            return found;
+        }
+        let readers = self.read_by.get_or_init(|| {
+            let mut readers: HashMap<u32, Vec<u32>> = HashMap::new();
+            for (reader, sources) in &self.edges {
+                for source in sources {
+                    readers.entry(*source).or_default().push(*reader);
+                }
+            }
+            readers
+        });
+        let mut pending: Vec<u32> = seen.iter().copied().collect();
+        while let Some(source) = pending.pop() {
+            for reader in readers.get(&source).into_iter().flatten() {
+                if seen.insert(*reader) {
+                    pending.push(*reader);
+                    found.extend(self.names.get(reader).cloned());
+                }
+            }
+        }
+        found
+    }
+
     fn new(
         edges: HashMap<u32, Vec<u32>>,
         calls: HashMap<u32, Vec<String>>,
@@ -1257,6 +1314,14 @@ impl FromCatalog for Routines {
             .into_iter()
             .map(|(rel, called)| (rel, called.into_iter().collect()))
             .collect();
+        let by_rules = rule_called
+            .iter()
+            .flat_map(|((rel, _), called)| called.iter().map(|f| (*rel, f)));
+        let called = calls
+            .iter()
+            .chain(&write_calls)
+            .flat_map(|(rel, called)| called.iter().map(|f| (*rel, f)));
+        routines.callers = callers(called.chain(by_rules), &names);
         let mut keys: Vec<(u32, u32, String, String)> = Vec::new();
         for row in part(16) {
             let (Some(referenced), Some(referencing)) = (oid(row, 0), oid(row, 3)) else {
@@ -1439,6 +1504,36 @@ fn close_over(mut reaches: Reaches, reads: &HashMap<u32, Vec<u32>>) -> Reaches {
         }
     }
     reaches
+}
+
+/// Function name (last part, lowercase) -> the relations that call one
+/// of the database's functions of that name (`called`: relation OID,
+/// `schema.function`), with their names.
+fn callers<'a>(
+    called: impl Iterator<Item = (u32, &'a String)>,
+    names: &HashMap<u32, (String, String)>,
+) -> HashMap<String, Vec<(u32, String)>> {
+    let mut callers: HashMap<String, BTreeSet<(u32, String)>> = HashMap::new();
+    for (rel, function) in called {
+        let (schema, bare) = match function.split_once('.') {
+            Some((schema, bare)) => (Some(schema), bare),
+            None => (None, function.as_str()),
+        };
+        if sluice_policy::is_builtin_function(schema, bare) {
+            continue;
+        }
+        let Some((schema, name)) = names.get(&rel) else {
+            continue;
+        };
+        callers
+            .entry(bare.to_lowercase())
+            .or_default()
+            .insert((rel, format!("{schema}.{name}")));
+    }
+    callers
+        .into_iter()
+        .map(|(function, relations)| (function, relations.into_iter().collect()))
+        .collect()
 }
 
 /// `reaches` keyed by relation name (lowercase) and schema.
@@ -1648,6 +1743,18 @@ impl Routines {
         found.retain(|f| !facts.user_functions.contains(f));
         reached.extend(earlier);
         reached.extend(wrote.tables);
+        // What calls a routine it replaces or changes.
+        if !names.redefines.is_empty() {
+            reached.extend(
+                self.reads.read_through(
+                    names
+                        .redefines
+                        .iter()
+                        .filter_map(|name| self.callers.get(&name.to_lowercase()))
+                        .flatten(),
+                ),
+            );
+        }
         reached.sort_unstable();
         reached.dedup();
         Reached {
@@ -1971,7 +2078,7 @@ fn earlier_relation(name: &str, rename: &Rename) -> Option<String> {
         Rename::Schema { old, new } => readings(name)
             .find(|(schema, _)| schema.is_some_and(|s| s.eq_ignore_ascii_case(new)))
             .map(|(_, relation)| format!("{old}.{relation}")),
-        Rename::Type { .. } | Rename::Column { .. } => None,
+        Rename::Type { .. } | Rename::Column { .. } | Rename::Function { .. } => None,
     }
 }
 
@@ -2600,6 +2707,49 @@ mod tests {
         assert!(tables("SELECT * FROM other.sessions").is_empty());
         assert!(tables("SELECT * FROM odd").is_empty());
         assert!(tables("SELECT * FROM items").is_empty());
+    }
+
+    #[test]
+    fn replacing_a_routine_reaches_what_calls_it_and_what_reads_that() {
+        let routines = TestCatalog {
+            reads: &[
+                (101, "public", "card_view", 100),
+                (102, "public", "card_view_view", 101),
+            ],
+            write_calls: &[
+                (100, "secret", "cards", "public.stamp"),
+                (100, "secret", "cards", "pg_catalog.now"),
+            ],
+            calls: &[(103, "public", "tenants", "app.tenant_of")],
+            rule_calls: &[(104, "public", "ledger", "3", "app.post")],
+            named: &[(100, "secret", "cards")],
+            ..Default::default()
+        }
+        .build();
+        let tables = |sql: &str| reached(&routines, sql).tables;
+        assert_eq!(
+            tables(
+                "CREATE OR REPLACE FUNCTION public.stamp() RETURNS trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN RETURN NEW; END $$"
+            ),
+            ["public.card_view", "public.card_view_view", "secret.cards"]
+        );
+        assert_eq!(
+            tables("ALTER FUNCTION Tenant_Of(int) SECURITY DEFINER"),
+            ["public.tenants"]
+        );
+        assert_eq!(
+            tables("ALTER FUNCTION app.post() OWNER TO r"),
+            ["public.ledger"]
+        );
+        // PostgreSQL's own functions only a superuser replaces; what
+        // nothing calls reaches nothing.
+        assert!(tables("CREATE FUNCTION now() RETURNS int LANGUAGE sql AS 'SELECT 1'").is_empty());
+        assert!(
+            tables("CREATE FUNCTION spare() RETURNS int LANGUAGE sql AS 'SELECT 1'").is_empty()
+        );
+        // Calling it is not replacing it.
+        assert!(tables("SELECT stamp()").is_empty());
     }
 
     #[test]
