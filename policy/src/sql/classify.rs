@@ -1508,8 +1508,10 @@ fn child_context(node: NodeRef<'_>, kinds: Option<KindSet>, field: &str, cx: Con
         NodeRef::CopyStmt(c) => role_if(field == "relation" && c.is_from),
         NodeRef::CreateTableAsStmt(_) => role_if(field == "into"),
         // `VACUUM FULL` rewrites the tables it names and rebuilds their
-        // indexes, `ANALYZE` computes their index expressions over sampled
-        // rows: they run what writing them runs.
+        // indexes, `ANALYZE` computes their index and extended statistics'
+        // expressions over sampled rows: they count as writing them, so
+        // the agent adds what writing them calls (more than they run: no
+        // trigger, default or CHECK).
         NodeRef::VacuumStmt(_) => Role::Write,
         // DDL acts on the relations it names; queries inside reset this.
         _ if kinds.is_some_and(|k| !k.intersection(ddl_kinds()).is_empty()) => Role::Write,
