@@ -776,9 +776,11 @@ async fn maintenance_sequences_comments_and_routine_renames_answer_to_the_rules_
     let rules = "
       - deny: { sql: { functions: [public.fingerprint] } }
         name: no-fingerprint
+      - deny: { sql: { functions: [md5] } }
+        name: no-md5
       - deny: { sql: { tables: [\"secret.*\"] } }
         name: no-secret
-      - allow: { sql: { statements: [ddl, write, read, analyze, vacuum, function_write, transaction, session] } }
+      - allow: { sql: { statements: [ddl, dcl, write, read, analyze, vacuum, function_write, transaction, session] } }
 ";
     let dp = DataPath::start_with(rules, Vec::new()).await;
     // Each statement below would run as `app` if it reached the target.
@@ -801,7 +803,33 @@ async fn maintenance_sequences_comments_and_routine_renames_answer_to_the_rules_
          CREATE FUNCTION public.stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$; \
          CREATE TRIGGER stamp BEFORE INSERT ON secret.cards FOR EACH ROW EXECUTE FUNCTION public.stamp(); \
          CREATE FUNCTION public.spare() RETURNS int LANGUAGE sql AS 'SELECT 1'; \
-         ALTER FUNCTION public.stamp() OWNER TO app; ALTER FUNCTION public.spare() OWNER TO app",
+         ALTER FUNCTION public.stamp() OWNER TO app; ALTER FUNCTION public.spare() OWNER TO app; \
+         SELECT lo_from_bytea(424242, 'sealed'); ALTER LARGE OBJECT 424242 OWNER TO app; \
+         CREATE FUNCTION public.bucket(int) RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT $1 % 4'; \
+         ALTER FUNCTION public.bucket(int) OWNER TO app; \
+         CREATE TABLE secret.parted (id int) PARTITION BY LIST (public.bucket(id)); \
+         CREATE TABLE secret.parted_0 PARTITION OF secret.parted FOR VALUES IN (0); \
+         CREATE TABLE scratch.keyed (x int) PARTITION BY RANGE (public.fingerprint(x)); \
+         CREATE TABLE scratch.keyed_all PARTITION OF scratch.keyed FOR VALUES FROM (MINVALUE) TO (MAXVALUE); \
+         ALTER TABLE scratch.keyed OWNER TO app; ALTER TABLE scratch.keyed_all OWNER TO app; \
+         CREATE TABLE scratch.hashed (x text) PARTITION BY LIST (md5(x)); \
+         CREATE TABLE scratch.hashed_a PARTITION OF scratch.hashed FOR VALUES IN ('a'); \
+         CREATE TABLE scratch.hashed_rest PARTITION OF scratch.hashed DEFAULT PARTITION BY LIST (x); \
+         CREATE TABLE scratch.hashed_rest1 PARTITION OF scratch.hashed_rest DEFAULT; \
+         ALTER TABLE scratch.hashed_rest1 OWNER TO app; \
+         CREATE FUNCTION public.luhn(text) RETURNS bool LANGUAGE sql AS 'SELECT true'; \
+         ALTER FUNCTION public.luhn(text) OWNER TO app; \
+         CREATE DOMAIN public.card_no AS text CHECK (public.luhn(VALUE)); \
+         CREATE TABLE secret.wallet (n public.card_no); \
+         CREATE FUNCTION public.span_diff(float8, float8) RETURNS float8 IMMUTABLE LANGUAGE sql \
+           AS 'SELECT $1 - $2'; \
+         ALTER FUNCTION public.span_diff(float8, float8) OWNER TO app; \
+         CREATE TYPE public.span AS RANGE (subtype = float8, subtype_diff = public.span_diff); \
+         CREATE TABLE secret.spans (s public.span); \
+         CREATE VIEW scratch.sealed AS SELECT lo_get(424242) AS body; \
+         ALTER VIEW scratch.sealed OWNER TO app; \
+         CREATE TABLE scratch.docs (id int, body oid DEFAULT lo_from_bytea(0, 'draft')); \
+         ALTER TABLE scratch.docs OWNER TO app",
     );
     let relfilenode =
         || dp.target("SELECT relfilenode FROM pg_class WHERE oid = 'scratch.indexed'::regclass");
@@ -884,6 +912,71 @@ async fn maintenance_sequences_comments_and_routine_renames_answer_to_the_rules_
             "/* m13 */",
             "no-secret",
         ),
+        // Which large object is a value too: no table rule names one.
+        ("SELECT lo_get(424242) /* m14 */", "/* m14 */", "no-secret"),
+        (
+            "SELECT body FROM scratch.sealed /* m21 */",
+            "/* m21 */",
+            "no-secret",
+        ),
+        (
+            "SELECT data FROM pg_largeobject /* m22 */",
+            "/* m22 */",
+            "no-secret",
+        ),
+        (
+            "GRANT SELECT ON LARGE OBJECT 424242 TO PUBLIC /* m23 */",
+            "/* m23 */",
+            "no-secret",
+        ),
+        // Its default writes a large object's contents.
+        (
+            "INSERT INTO scratch.docs (id) VALUES (1) /* m24 */",
+            "/* m24 */",
+            "no-secret",
+        ),
+        (
+            "SELECT lo_put(424242, 0, 'broken') /* m15 */",
+            "/* m15 */",
+            "no-secret",
+        ),
+        // A partition key's function runs on every row written to the
+        // table and its partitions (m17: the database's own function, by
+        // name; m18: any function, by what writing the table calls).
+        (
+            "CREATE OR REPLACE FUNCTION public.bucket(int) RETURNS int IMMUTABLE LANGUAGE sql \
+             AS 'SELECT 0 /* stolen */' /* m16 */",
+            "/* m16 */",
+            "no-secret",
+        ),
+        (
+            "INSERT INTO scratch.keyed VALUES (1) /* m17 */",
+            "/* m17 */",
+            "no-fingerprint",
+        ),
+        // PostgreSQL's own function in a grandparent's key: checked on
+        // a row written to the partition directly.
+        (
+            "INSERT INTO scratch.hashed_rest1 VALUES ('x') /* m18 */",
+            "/* m18 */",
+            "no-md5",
+        ),
+        // A domain's CHECK runs on every value written to a column of it
+        // (as its casts would).
+        (
+            "CREATE OR REPLACE FUNCTION public.luhn(text) RETURNS bool LANGUAGE sql \
+             AS 'SELECT false /* stolen */' /* m19 */",
+            "/* m19 */",
+            "no-secret",
+        ),
+        // A type's own operations: the planner and GiST indexes call a
+        // range type's subtype_diff on its values.
+        (
+            "CREATE OR REPLACE FUNCTION public.span_diff(float8, float8) RETURNS float8 \
+             IMMUTABLE LANGUAGE sql AS 'SELECT 0::float8 /* stolen */' /* m20 */",
+            "/* m20 */",
+            "no-secret",
+        ),
     ] {
         assert_refused(&dp, sql, marker, rule);
     }
@@ -896,9 +989,16 @@ async fn maintenance_sequences_comments_and_routine_renames_answer_to_the_rules_
                     (SELECT last_value FROM secret.invoice_seq) || ';' || \
                     (col_description('secret.cards'::regclass, 1) IS NULL) || ';' || \
                     (to_regprocedure('public.fingerprint(int)') IS NOT NULL) || ';' || \
-                    (SELECT prosrc NOT LIKE '%stolen%' AND NOT prosecdef FROM pg_proc WHERE proname = 'stamp')"
+                    (SELECT prosrc NOT LIKE '%stolen%' AND NOT prosecdef FROM pg_proc WHERE proname = 'stamp') || ';' || \
+                    convert_from(lo_get(424242), 'UTF8') || ';' || \
+                    (SELECT prosrc FROM pg_proc WHERE proname = 'bucket') || ';' || \
+                    (SELECT prosrc FROM pg_proc WHERE proname = 'luhn') || ';' || \
+                    (SELECT prosrc FROM pg_proc WHERE proname = 'span_diff') || ';' || \
+                    (SELECT count(*) FROM scratch.keyed) + (SELECT count(*) FROM scratch.hashed) + \
+                    (SELECT count(*) FROM scratch.docs) || ';' || \
+                    (SELECT lomacl IS NULL FROM pg_largeobject_metadata WHERE oid = 424242)"
         ),
-        "-1,-1;1;true;true;true"
+        "-1,-1;1;true;true;true;sealed;SELECT $1 % 4;SELECT true;SELECT $1 - $2;0;true"
     );
     assert_eq!(relfilenode(), before);
     // What no rule names runs: maintenance of a table that runs nothing,
@@ -915,6 +1015,40 @@ async fn maintenance_sequences_comments_and_routine_renames_answer_to_the_rules_
     assert_eq!(
         dp.target("SELECT prosrc FROM pg_proc WHERE proname = 'spare'"),
         "SELECT 2"
+    );
+}
+
+#[tokio::test]
+async fn moving_an_extension_out_of_the_schema_a_function_rule_names_is_denied() {
+    let rules = "
+      - deny: { sql: { functions: [public.lo_manage] } }
+        name: no-lo-manage
+      - allow: { sql: { statements: [ddl, read, transaction, session] } }
+";
+    let dp = DataPath::start_with(rules, Vec::new()).await;
+    // `lo` is a trusted extension: a user allowed to create in the
+    // database installs it and owns it; a DBA gave it its members too
+    // (moving an extension takes owning them all).
+    dp.target("GRANT CREATE ON DATABASE app TO app; CREATE SCHEMA tools AUTHORIZATION app");
+    dp.pg
+        .psql("app", "SET ROLE app; CREATE EXTENSION lo SCHEMA public");
+    dp.target(
+        "ALTER DOMAIN public.lo OWNER TO app; ALTER FUNCTION public.lo_oid(public.lo) OWNER TO app; \
+         ALTER FUNCTION public.lo_manage() OWNER TO app",
+    );
+    // `tools.lo_manage` would escape the rule.
+    assert_refused(
+        &dp,
+        "ALTER EXTENSION lo SET SCHEMA tools /* x1 */",
+        "/* x1 */",
+        "no-lo-manage",
+    );
+    assert_eq!(
+        dp.target(
+            "SELECT n.nspname FROM pg_extension e \
+             JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'lo'"
+        ),
+        "public"
     );
 }
 
@@ -1218,6 +1352,70 @@ async fn function_call_messages_are_denied() {
             .trim()
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn a_function_call_message_reaches_tables_no_rule_names() {
+    use sluice_integration_tests::rawpg::{RawSession, errors, frame};
+    // FunctionCall picks its function by OID: libpq's large-object calls
+    // come this way, and any function could. A rule's `tables:` cannot
+    // vouch for it.
+    let lo_get_of = |dp: &DataPath| {
+        let oid: i32 = dp
+            .target("SELECT 'lo_get(oid)'::regprocedure::oid")
+            .parse()
+            .unwrap();
+        let mut body = Vec::new();
+        body.extend_from_slice(&oid.to_be_bytes());
+        body.extend_from_slice(&1i16.to_be_bytes());
+        body.extend_from_slice(&1i16.to_be_bytes()); // binary argument
+        body.extend_from_slice(&1i16.to_be_bytes());
+        body.extend_from_slice(&4i32.to_be_bytes());
+        body.extend_from_slice(&424_242u32.to_be_bytes());
+        body.extend_from_slice(&0i16.to_be_bytes()); // text result
+        frame(b'F', &body)
+    };
+    let seed = "SELECT lo_from_bytea(424242, 'sealed'); ALTER LARGE OBJECT 424242 OWNER TO app";
+    let allowed = "
+      - allow: { sql: { statements: [read, function_call, transaction, session] } }
+";
+    for (rules, refused) in [
+        (
+            format!(
+                "
+      - deny: {{ sql: {{ tables: [\"secret.*\"] }} }}
+        name: no-secret{allowed}"
+            ),
+            true,
+        ),
+        (allowed.to_owned(), false),
+    ] {
+        let dp = DataPath::start_with(&rules, Vec::new()).await;
+        dp.target(seed);
+        let mut s = RawSession::connect(dp.agent.pg_port, "app", &dp.token).await;
+        s.send(&lo_get_of(&dp)).await;
+        let got = s.until(b'Z').await;
+        let text = errors(&got);
+        let body: Vec<u8> = got
+            .iter()
+            .filter(|m| m.tag == b'V')
+            .flat_map(|m| m.raw.clone())
+            .collect();
+        let ran = dp.pg.logs().contains("fastpath function call");
+        if refused {
+            assert!(
+                text.contains("42501") && text.contains("no-secret"),
+                "{text}"
+            );
+            assert!(!ran, "the target ran the function call");
+            assert!(!String::from_utf8_lossy(&body).contains("736561"));
+        } else {
+            // The same message, allowed: the target runs it and answers.
+            assert!(text.is_empty(), "{text}");
+            assert!(ran, "the target did not run the function call");
+            assert!(String::from_utf8_lossy(&body).contains("\\x7365616c6564"));
+        }
+    }
 }
 
 #[tokio::test]

@@ -160,9 +160,11 @@ pub struct StatementFacts {
     /// Whether the statement reaches tables it does not name: what
     /// `CASCADE` drops or changes, a schema's or a role's objects,
     /// privileges on a whole schema, role membership, maintenance of every
-    /// table, the planner's statistics (the classifier's
+    /// table, the planner's statistics, a sequence or large object picked
+    /// by a value (the classifier's
     /// `reaches_unnamed_tables` lists them; the agent adds views over the
-    /// statistics). A rule's `tables:` cannot vouch for it: deny and
+    /// statistics, what reaches large objects through the catalog, and
+    /// FunctionCall messages). A rule's `tables:` cannot vouch for it: deny and
     /// approve rules with `tables:` match it, and allow rules with
     /// `tables:` do not.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -759,8 +761,8 @@ fn loses<'a>(action: &CompiledAction, renames: &'a [Rename]) -> Option<&'a Renam
     let any = |patterns: &[QualifiedPattern], rename| patterns.iter().any(|p| p.loses(rename));
     renames.iter().find(|rename| match rename {
         Rename::Function { .. } => any(functions, rename),
-        // A schema's functions move with its tables.
-        Rename::Schema { .. } => {
+        // A schema's functions move with its tables, and an extension's.
+        Rename::Schema { .. } | Rename::Extension { .. } => {
             any(tables, rename) || any(functions, rename) || columns.iter().any(|p| p.loses(rename))
         }
         _ => any(tables, rename) || columns.iter().any(|p| p.loses(rename)),
@@ -781,6 +783,9 @@ impl fmt::Display for RenameText<'_> {
             Rename::Type { old, new } => write!(f, "renaming type `{old}` to `{new}`"),
             Rename::Function { old, new } => {
                 write!(f, "renaming or moving function `{old}` to `{new}`")
+            }
+            Rename::Extension { name, schema } => {
+                write!(f, "moving extension `{name}` to schema `{schema}`")
             }
         }
     }
@@ -1099,6 +1104,10 @@ policies:
             old: old.into(),
             new: new.into(),
         };
+        let extension = |schema: &str| Rename::Extension {
+            name: "pgcrypto".into(),
+            schema: schema.into(),
+        };
         for (rename, rule) in [
             (function("app.rebuild_ledger", "app.harmless"), "no-rebuild"),
             (
@@ -1114,6 +1123,10 @@ policies:
             (column("customers", "email", "contact"), "private"),
             (column("orders", "card_number", "cn"), "private"),
             (schema("hr", "staff"), "private"),
+            // From wherever they were: `public.payroll` may be among its
+            // tables, `hr.people` among them when moved to `public`.
+            (extension("tools"), "no-pay"),
+            (extension("public"), "private"),
         ] {
             let d = p.decide(&bot, "db", &renaming(vec![rename.clone()]));
             assert!(d.is_denied(), "{rename:?}: {d:?}");

@@ -191,6 +191,11 @@ impl QualifiedPattern {
                 .schema
                 .as_deref()
                 .is_some_and(|p| glob_match_ci(p, old) && !glob_match_ci(p, new)),
+            // From any schema: one the pattern names may be among them.
+            Rename::Extension { schema, .. } => self
+                .schema
+                .as_deref()
+                .is_some_and(|p| !glob_match_ci(p, schema)),
             Rename::Type { .. } | Rename::Column { .. } => false,
         }
     }
@@ -303,6 +308,10 @@ impl ColumnPattern {
                     && glob_match_ci(&self.column, old)
                     && !glob_match_ci(&self.column, new)
             }
+            Rename::Extension { schema, .. } => self
+                .schema
+                .as_deref()
+                .is_some_and(|p| !glob_match_ci(p, schema)),
             Rename::Type { .. } | Rename::Function { .. } => false,
         }
     }

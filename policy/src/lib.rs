@@ -67,8 +67,9 @@ pub use parse::parse_document;
 pub use sql::{
     CREDENTIAL_CATALOGS, CatalogNames, ClassifiedStatement, ClassifyError, ClassifyOptions,
     CopyFormat, CopyOut, PreparedChange, Rename, SQL_EXECUTE_ALONE, STATISTICS, classify,
-    classify_with, execute_needs_approval, fingerprint, is_builtin_function, is_statistics,
-    kinds_of_call, normalize, prepared_body, runs_unread_execute,
+    classify_with, execute_needs_approval, fingerprint, is_builtin_function, is_large_object_data,
+    is_statistics, kinds_of_call, large_object_access, normalize, prepared_body,
+    runs_unread_execute,
 };
 pub use validate::{is_valid_name, validate};
 

@@ -239,6 +239,10 @@ pub enum Rename {
         old: String,
         new: String,
     },
+    /// An extension moved to another schema (`ALTER EXTENSION e SET
+    /// SCHEMA s`): its functions, types and tables, from whatever schema
+    /// they were in, are in `schema` now.
+    Extension { name: String, schema: String },
 }
 
 /// A `COPY ... TO STDOUT`: its source and output format.
@@ -819,6 +823,14 @@ pub fn is_statistics(name: &str) -> bool {
     STATISTICS.iter().any(|s| bare.eq_ignore_ascii_case(s))
 }
 
+/// Whether `name` (`schema.relation` or `relation`) is `pg_largeobject`,
+/// which holds every large object's contents (see
+/// [`large_object_access`]), in any schema.
+pub fn is_large_object_data(name: &str) -> bool {
+    let bare = name.rsplit('.').next().unwrap_or(name);
+    bare.eq_ignore_ascii_case("pg_largeobject")
+}
+
 /// The catalog holding credentials `rv` names, `schema.catalog`. An
 /// unqualified name counts whatever the `search_path` (`pg_catalog` is
 /// searched first unless the path says otherwise): at worst another
@@ -1237,8 +1249,9 @@ impl<'a> Walker<'a> {
             self.add(SqlKind::Set);
             self.add_all(SETS_ANYTHING.iter().copied().collect());
         }
-        // Samples of every table's values, which name none of them.
-        if role == Role::Read && is_statistics(&rv.relname) {
+        // Samples of every table's values, which name none of them; every
+        // large object's contents.
+        if (role == Role::Read && is_statistics(&rv.relname)) || is_large_object_data(&rv.relname) {
             self.reaches_unnamed_tables = true;
         }
         if let Some(catalog) = credential_catalog(rv) {
@@ -1263,8 +1276,9 @@ impl<'a> Walker<'a> {
     /// against `catalog_names.attributes`.
     fn attribute(&mut self, name: &str) {
         self.catalog_names.attributes.push(name.to_owned());
-        // `('secret.seq'::regclass).nextval`: which sequence is a value.
-        if sequence_access(name).is_some() {
+        // `('secret.seq'::regclass).nextval`: which sequence is a value;
+        // `(16401::oid).lo_get` reads a large object.
+        if sequence_access(name).is_some() || large_object_access(name) {
             self.reaches_unnamed_tables = true;
         }
         if let Some(kind) = function_kind(name) {
@@ -1287,6 +1301,9 @@ impl<'a> Walker<'a> {
         }
         if let Some(role) = sequence_access(&name) {
             self.sequence(call, role);
+        }
+        if large_object_access(&name) {
+            self.reaches_unnamed_tables = true;
         }
         if bare.eq_ignore_ascii_case("set_config") {
             self.add(SqlKind::Set);
@@ -1645,8 +1662,8 @@ fn routine_name(object: &protobuf::Node) -> Option<String> {
     }
 }
 
-/// What an `ALTER ... SET SCHEMA` moves, when it is a relation or a
-/// routine (a type keeps its last name, which is what statements are
+/// What an `ALTER ... SET SCHEMA` moves, when it is a relation, a
+/// routine or an extension (a type keeps its last name, which is what statements are
 /// matched by).
 fn move_of(a: &protobuf::AlterObjectSchemaStmt) -> Option<Rename> {
     if is_routine(a.object_type()) {
@@ -1656,6 +1673,13 @@ fn move_of(a: &protobuf::AlterObjectSchemaStmt) -> Option<Rename> {
         return Some(Rename::Function { old, new });
     }
     match a.object_type() {
+        ObjectType::ObjectExtension => match a.object.as_deref().and_then(|o| o.node.as_ref()) {
+            Some(NodeEnum::String(name)) => Some(Rename::Extension {
+                name: name.sval.clone(),
+                schema: a.newschema.clone(),
+            }),
+            _ => None,
+        },
         ObjectType::ObjectTable
         | ObjectType::ObjectView
         | ObjectType::ObjectMatview
@@ -1748,7 +1772,8 @@ fn owning_relation_name(object: &protobuf::Node) -> Option<String> {
 /// OWNED`) or privileges (role membership), privileges on a whole schema or
 /// on tables yet to be created, a schema renamed or given a new owner (who
 /// may drop anything in it), a database's new owner, publications of
-/// whole schemas, and maintenance of every table (a bare `VACUUM`,
+/// whole schemas, privileges on a large object or its new owner, and
+/// maintenance of every table (a bare `VACUUM`,
 /// `ANALYZE` or `CLUSTER`, `REINDEX SCHEMA` and wider, which run the
 /// tables' index expressions). A rule's `tables:` cannot vouch for such a
 /// statement.
@@ -1776,13 +1801,18 @@ fn reaches_unnamed_tables(node: NodeRef<'_>) -> bool {
         NodeRef::CreateRoleStmt(c) => changes_membership(&c.options),
         // `REVOKE ... CASCADE` reaches other grantees of the same objects
         // only.
+        // Privileges on a large object, or a new owner, open its contents
+        // to others.
         NodeRef::GrantStmt(g) => {
             g.targtype() != GrantTargetType::AclTargetObject
-                || g.objtype() == ObjectType::ObjectSchema
+                || matches!(
+                    g.objtype(),
+                    ObjectType::ObjectSchema | ObjectType::ObjectLargeobject
+                )
         }
         NodeRef::AlterOwnerStmt(a) => matches!(
             a.object_type(),
-            ObjectType::ObjectSchema | ObjectType::ObjectDatabase
+            ObjectType::ObjectSchema | ObjectType::ObjectDatabase | ObjectType::ObjectLargeobject
         ),
         NodeRef::CreatePublicationStmt(p) => p.for_all_tables,
         NodeRef::AlterPublicationStmt(p) => p.for_all_tables,
@@ -1968,17 +1998,46 @@ fn literal_setting(call: &FuncCall) -> Option<&str> {
 /// sequence its first argument names: PostgreSQL's `nextval` and `setval`
 /// write it, `currval` reads it.
 fn sequence_access(name: &str) -> Option<Role> {
-    let (schema, bare) = match name.rsplit_once('.') {
-        Some((schema, bare)) => (Some(schema), bare),
-        None => (None, name),
-    };
-    if schema.is_some_and(|s| !s.eq_ignore_ascii_case("pg_catalog")) {
-        return None;
-    }
-    match bare.to_ascii_lowercase().as_str() {
+    match builtin_call(name)?.to_ascii_lowercase().as_str() {
         "nextval" | "setval" => Some(Role::Write),
         "currval" => Some(Role::Read),
         _ => None,
+    }
+}
+
+/// Whether a call of `name` (`schema.function` or `function`) reads or
+/// writes the contents of a large object: data in `pg_largeobject`, which
+/// an OID (a value) picks and no table name covers. `loread` and `lowrite`
+/// act on what an earlier `lo_open` opened; closing, seeking or creating
+/// an empty one touch no contents.
+pub fn large_object_access(name: &str) -> bool {
+    const CONTENTS: &[&str] = &[
+        "lo_get",
+        "lo_put",
+        "lo_open",
+        "loread",
+        "lowrite",
+        "lo_import",
+        "lo_export",
+        "lo_from_bytea",
+        "lo_truncate",
+        "lo_truncate64",
+        "lo_unlink",
+    ];
+    builtin_call(name).is_some_and(|bare| CONTENTS.iter().any(|f| bare.eq_ignore_ascii_case(f)))
+}
+
+/// The function name of a call of `name` that may be PostgreSQL's own:
+/// unqualified, in `pg_catalog`, or in `db.pg_catalog` (PostgreSQL takes
+/// the current database's name as a first part). `None` for another
+/// schema's function.
+fn builtin_call(name: &str) -> Option<&str> {
+    let mut parts = name.rsplitn(3, '.');
+    let bare = parts.next()?;
+    match parts.next() {
+        None => Some(bare),
+        Some(schema) if schema.eq_ignore_ascii_case("pg_catalog") => Some(bare),
+        Some(_) => None,
     }
 }
 

@@ -45,7 +45,8 @@ pub use classify::{
     CREDENTIAL_CATALOGS, CatalogNames, ClassifiedStatement, ClassifyError, ClassifyOptions,
     CopyFormat, CopyOut, DECODE_MAX_DEPTH, MAX_DEPTH, MAX_SQL_LEN, PreparedChange, Rename,
     SQL_EXECUTE_ALONE, STATISTICS, classify, classify_with, execute_needs_approval, fingerprint,
-    is_statistics, kinds_of_call, normalize, prepared_body, runs_unread_execute,
+    is_large_object_data, is_statistics, kinds_of_call, large_object_access, normalize,
+    prepared_body, runs_unread_execute,
 };
 
 pub use builtins::is_builtin_function;

@@ -1953,6 +1953,14 @@ fn renames_of_relations_schemas_and_types_are_reported() {
     ] {
         assert_eq!(renames(sql), [rename], "{sql}");
     }
+    // An extension's objects move from wherever they were.
+    assert_eq!(
+        renames("ALTER EXTENSION pgcrypto SET SCHEMA tools"),
+        [Rename::Extension {
+            name: "pgcrypto".into(),
+            schema: "tools".into()
+        }]
+    );
     // The new name is also a definition, for the agent's catalog.
     assert_eq!(
         all("ALTER FUNCTION app.f() RENAME TO g")
@@ -2072,9 +2080,50 @@ fn sequences_named_in_strings_are_read_or_written() {
     ] {
         assert!(one(sql).reaches_unnamed_tables, "{sql}");
     }
-    // Another schema's function of the same name is the database's own.
+    // Another schema's function of the same name is the database's own;
+    // the current database's name may qualify PostgreSQL's.
     let facts = one("SELECT app.nextval('secret.seq')");
     assert!(facts.tables_written.is_empty() && !facts.reaches_unnamed_tables);
+    let facts = one("SELECT app.pg_catalog.nextval('secret.seq')");
+    assert_eq!(facts.tables_written, ["secret.seq"]);
+}
+
+#[test]
+fn large_objects_are_tables_no_rule_names() {
+    for sql in [
+        "SELECT lo_get(16401)",
+        "SELECT pg_catalog.LO_GET(16401, 0, 10)",
+        "SELECT lo_put(16401, 0, 'x')",
+        "SELECT lo_open(16401, 262144)",
+        "SELECT loread(0, 100)",
+        "SELECT lowrite(0, 'x')",
+        "SELECT lo_from_bytea(0, 'x')",
+        "SELECT lo_unlink(16401)",
+        "SELECT lo_truncate(0, 0)",
+        "SELECT lo_export(16401, '/tmp/x')",
+        "SELECT (16401::oid).lo_get",
+        "SELECT name FROM t WHERE lo_get(doc) IS NOT NULL",
+        // The current database's name may come first.
+        "SELECT app.pg_catalog.lo_get(16401)",
+        // Where the contents are kept.
+        "SELECT data FROM pg_largeobject",
+        "SELECT data FROM pg_catalog.pg_largeobject WHERE loid = 16401",
+        // Privileges or a new owner open them to others.
+        "GRANT SELECT ON LARGE OBJECT 16401 TO public",
+        "ALTER LARGE OBJECT 16401 OWNER TO r",
+    ] {
+        assert!(one(sql).reaches_unnamed_tables, "{sql}");
+    }
+    // No contents: closing, seeking, creating an empty one; and another
+    // schema's function of the same name is the database's own.
+    for sql in [
+        "SELECT lo_close(0)",
+        "SELECT lo_lseek(0, 0, 0)",
+        "SELECT lo_create(0)",
+        "SELECT app.lo_get(16401)",
+    ] {
+        assert!(!one(sql).reaches_unnamed_tables, "{sql}");
+    }
 }
 
 #[test]

@@ -318,8 +318,11 @@ impl Judge {
         }
         for rename in statements.iter().flat_map(|s| &s.facts.renames) {
             // A routine's new name is among its definitions; the rename
-            // itself is for rules naming the old one.
-            if matches!(rename, Rename::Function { .. }) || self.renamed.contains(rename) {
+            // itself is for rules naming the old one, as an extension's
+            // move is (which names no old name).
+            if matches!(rename, Rename::Function { .. } | Rename::Extension { .. })
+                || self.renamed.contains(rename)
+            {
                 continue;
             }
             if self.renamed.len() >= MAX_DEFINED {
@@ -726,10 +729,13 @@ impl Judge {
     pub fn function_call(&mut self, snapshot: Option<&Arc<Active>>) -> Verdict {
         match snapshot {
             None => no_snapshot(),
+            // The function is picked by OID: it may read or write any
+            // table (libpq's large-object calls come this way).
             Some(active) => self.decide_facts(
                 active,
                 &StatementFacts {
                     kinds: vec![SqlKind::FunctionCall],
+                    reaches_unnamed_tables: true,
                     ..Default::default()
                 },
             ),
@@ -757,11 +763,19 @@ fn with_routines<'a>(
     }
     let mut facts = statement.facts.clone();
     facts.tables_reached = reached.tables;
-    // A view over the planner's statistics reads every table's samples.
+    // A view over the planner's statistics reads every table's samples;
+    // one over `pg_largeobject`, or calling `lo_get`, reads the large
+    // objects its rows pick, and so does writing a table whose default,
+    // CHECK or trigger condition calls one.
     facts.reaches_unnamed_tables |= facts
         .tables_reached
         .iter()
-        .any(|t| sluice_policy::is_statistics(t));
+        .any(|t| sluice_policy::is_statistics(t) || sluice_policy::is_large_object_data(t))
+        || reached
+            .calls
+            .iter()
+            .chain(&reached.write_calls)
+            .any(|f| sluice_policy::large_object_access(f));
     // What the views' calls do beyond computing a value (`query_to_xml`
     // runs the SQL text it is given, `pg_read_file` reads the server's
     // files): as if the statement made them.

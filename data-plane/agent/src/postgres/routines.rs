@@ -427,9 +427,33 @@ const EXPLICIT_CASTS: &str = concat!(
 /// internal ones for foreign keys), its exclusion constraints' operators,
 /// the functions of operator classes created after initdb that its
 /// indexes use, and `nextval` for its identity columns (whose sequences
-/// no default names) count too. Relations created after initdb only.
+/// no default names) count too, and so do the partition key's expressions
+/// and the functions and operators of operator classes created after
+/// initdb that it uses, for a partitioned table (routing a row) and each
+/// of its partitions at any depth (checking a row written to it
+/// directly). Relations created after initdb only.
 const WRITE_CALLS: &str = concat!(
-    "WITH calls (rel, node, id) AS ( \
+    "WITH RECURSIVE keyed (rel, keyed) AS ( \
+   SELECT pt.partrelid, pt.partrelid FROM pg_catalog.pg_partitioned_table pt \
+   UNION \
+   SELECT i.inhrelid, keyed.keyed FROM keyed JOIN pg_catalog.pg_inherits i ON i.inhparent = keyed.rel), \
+ calls (rel, node, id) AS ( \
+   SELECT k.rel, m[1], m[2]::oid FROM keyed k \
+   JOIN pg_catalog.pg_partitioned_table pt ON pt.partrelid = k.keyed \
+   CROSS JOIN LATERAL regexp_matches(COALESCE(pt.partexprs::text, ''), ",
+    call_nodes!(),
+    ", 'g') m WHERE k.rel >= 16384 \
+   UNION ALL \
+   SELECT k.rel, m.node, m.id FROM keyed k \
+   JOIN pg_catalog.pg_partitioned_table pt ON pt.partrelid = k.keyed \
+   CROSS JOIN LATERAL unnest(pt.partclass::oid[]) c (opc) \
+   JOIN pg_catalog.pg_opclass oc ON oc.oid = c.opc \
+   JOIN ( \
+     SELECT ap.amprocfamily AS family, 'funcid' AS node, ap.amproc::oid AS id FROM pg_catalog.pg_amproc ap \
+     UNION ALL \
+     SELECT ao.amopfamily, 'opno', ao.amopopr FROM pg_catalog.pg_amop ao) m ON m.family = oc.opcfamily \
+   WHERE k.rel >= 16384 AND oc.oid >= 16384 \
+   UNION ALL \
    SELECT c.conrelid, m[1], m[2]::oid FROM pg_catalog.pg_constraint c \
    CROSS JOIN LATERAL regexp_matches(c.conbin::text, ",
     call_nodes!(),
@@ -1250,6 +1274,13 @@ impl FromCatalog for Routines {
         for (rel, functions) in close_over(keyed, &parents) {
             runs.entry(rel).or_default().extend(functions);
         }
+        // The database's functions reading a relation runs by name only:
+        // its types' operations (a default operator class's comparison,
+        // a cast), its partition key's.
+        let own_calls: Vec<(u32, String)> = runs
+            .iter()
+            .flat_map(|(rel, functions)| functions.iter().map(|f| (*rel, f.clone())))
+            .collect();
         let relations = close_over(runs, &reads);
         let foreign = close_over(foreign, &reads_with_children);
         // Catalogs holding credentials and what reads them directly, then
@@ -1321,7 +1352,7 @@ impl FromCatalog for Routines {
             .iter()
             .chain(&write_calls)
             .flat_map(|(rel, called)| called.iter().map(|f| (*rel, f)));
-        routines.callers = callers(called.chain(by_rules), &names);
+        routines.callers = callers(called.chain(by_rules), &own_calls, &names);
         let mut keys: Vec<(u32, u32, String, String)> = Vec::new();
         for row in part(16) {
             let (Some(referenced), Some(referencing)) = (oid(row, 0), oid(row, 3)) else {
@@ -1508,20 +1539,23 @@ fn close_over(mut reaches: Reaches, reads: &HashMap<u32, Vec<u32>>) -> Reaches {
 
 /// Function name (last part, lowercase) -> the relations that call one
 /// of the database's functions of that name (`called`: relation OID,
-/// `schema.function`), with their names.
+/// `schema.function`, PostgreSQL's own left out; `own`: relation OID and
+/// the name of one of the database's functions), with their names.
 fn callers<'a>(
     called: impl Iterator<Item = (u32, &'a String)>,
+    own: &[(u32, String)],
     names: &HashMap<u32, (String, String)>,
 ) -> HashMap<String, Vec<(u32, String)>> {
     let mut callers: HashMap<String, BTreeSet<(u32, String)>> = HashMap::new();
-    for (rel, function) in called {
+    let called = called.filter_map(|(rel, function)| {
         let (schema, bare) = match function.split_once('.') {
             Some((schema, bare)) => (Some(schema), bare),
             None => (None, function.as_str()),
         };
-        if sluice_policy::is_builtin_function(schema, bare) {
-            continue;
-        }
+        (!sluice_policy::is_builtin_function(schema, bare)).then_some((rel, bare))
+    });
+    let own = own.iter().map(|(rel, function)| (*rel, function.as_str()));
+    for (rel, bare) in called.chain(own) {
         let Some((schema, name)) = names.get(&rel) else {
             continue;
         };
@@ -2078,7 +2112,10 @@ fn earlier_relation(name: &str, rename: &Rename) -> Option<String> {
         Rename::Schema { old, new } => readings(name)
             .find(|(schema, _)| schema.is_some_and(|s| s.eq_ignore_ascii_case(new)))
             .map(|(_, relation)| format!("{old}.{relation}")),
-        Rename::Type { .. } | Rename::Column { .. } | Rename::Function { .. } => None,
+        Rename::Type { .. }
+        | Rename::Column { .. }
+        | Rename::Function { .. }
+        | Rename::Extension { .. } => None,
     }
 }
 
@@ -2750,6 +2787,39 @@ mod tests {
         );
         // Calling it is not replacing it.
         assert!(tables("SELECT stamp()").is_empty());
+    }
+
+    #[test]
+    fn replacing_a_partition_key_or_type_function_reaches_the_tables_running_it() {
+        let routines = TestCatalog {
+            partition_keys: &[(60, "secret", "parted", "bucket")],
+            children: &[
+                (60, "secret", "parted", 61, "parted_a"),
+                (61, "secret", "parted_a", 62, "parted_a1"),
+            ],
+            // A column of type `mood`, whose default operator class
+            // compares with `mood_cmp`: the row type of `secret.moods`.
+            type_functions: &[(102, false, "mood_cmp")],
+            type_edges: &[(102, 103)],
+            type_names: &[
+                (102, "mood", None),
+                (103, "moods", Some((30, "secret", "moods"))),
+            ],
+            ..TestCatalog::default()
+        }
+        .build();
+        let tables = |sql: &str| reached(&routines, sql).tables;
+        assert_eq!(
+            tables(
+                "CREATE OR REPLACE FUNCTION public.bucket(int) RETURNS int IMMUTABLE \
+                 LANGUAGE sql AS 'SELECT $1 % 4'"
+            ),
+            ["secret.parted", "secret.parted_a", "secret.parted_a1"]
+        );
+        assert_eq!(
+            tables("ALTER FUNCTION mood_cmp(mood, mood) SECURITY DEFINER"),
+            ["secret.moods"]
+        );
     }
 
     #[test]
