@@ -1388,6 +1388,14 @@ async fn a_function_call_message_reaches_tables_no_rule_names() {
             ),
             true,
         ),
+        (
+            format!(
+                "
+      - approve: {{ sql: {{ tables: [\"secret.*\"] }}, approvers: [dba] }}
+        name: ask-secret{allowed}"
+            ),
+            true,
+        ),
         (allowed.to_owned(), false),
     ] {
         let dp = DataPath::start_with(&rules, Vec::new()).await;
@@ -1403,8 +1411,12 @@ async fn a_function_call_message_reaches_tables_no_rule_names() {
             .collect();
         let ran = dp.pg.logs().contains("fastpath function call");
         if refused {
+            // Refused by the rule, or told that approval cannot be waited
+            // for (not left waiting for an approver who sees no text).
             assert!(
-                text.contains("42501") && text.contains("no-secret"),
+                text.contains("42501")
+                    && (text.contains("no-secret")
+                        || (text.contains("ask-secret") && text.contains("cannot wait"))),
                 "{text}"
             );
             assert!(!ran, "the target ran the function call");

@@ -1663,10 +1663,11 @@ fn routine_name(object: &protobuf::Node) -> Option<String> {
 }
 
 /// What an `ALTER ... SET SCHEMA` moves, when it is a relation, a
-/// routine or an extension (a type keeps its last name, which is what statements are
-/// matched by).
+/// routine, an operator (which `functions:` patterns match by its
+/// qualified name) or an extension (a type keeps its last name, which is
+/// what statements are matched by).
 fn move_of(a: &protobuf::AlterObjectSchemaStmt) -> Option<Rename> {
-    if is_routine(a.object_type()) {
+    if is_routine(a.object_type()) || a.object_type() == ObjectType::ObjectOperator {
         let old = routine_name(a.object.as_deref()?)?;
         let bare = old.rsplit_once('.').map_or(old.as_str(), |(_, bare)| bare);
         let new = format!("{}.{bare}", a.newschema);

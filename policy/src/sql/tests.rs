@@ -1950,6 +1950,10 @@ fn renames_of_relations_schemas_and_types_are_reported() {
             "ALTER AGGREGATE app.total(int) RENAME TO sum2",
             function("app.total", "app.sum2"),
         ),
+        (
+            "ALTER OPERATOR app.=== (int, int) SET SCHEMA tools",
+            function("app.===", "tools.==="),
+        ),
     ] {
         assert_eq!(renames(sql), [rename], "{sql}");
     }

@@ -318,11 +318,8 @@ impl Judge {
         }
         for rename in statements.iter().flat_map(|s| &s.facts.renames) {
             // A routine's new name is among its definitions; the rename
-            // itself is for rules naming the old one, as an extension's
-            // move is (which names no old name).
-            if matches!(rename, Rename::Function { .. } | Rename::Extension { .. })
-                || self.renamed.contains(rename)
-            {
+            // itself is for rules naming the old one.
+            if matches!(rename, Rename::Function { .. }) || self.renamed.contains(rename) {
                 continue;
             }
             if self.renamed.len() >= MAX_DEFINED {

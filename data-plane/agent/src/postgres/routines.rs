@@ -2095,7 +2095,8 @@ fn earlier_names(
 
 /// What relation `name` (as a statement wrote it) was called before
 /// `rename`, if it may be the renamed or moved relation, or in the
-/// renamed schema. Unqualified names may be in any schema.
+/// renamed schema, or one of a moved extension's (then from any schema:
+/// its bare name). Unqualified names may be in any schema.
 fn earlier_relation(name: &str, rename: &Rename) -> Option<String> {
     match rename {
         Rename::Relation { old, new } => readings(name)
@@ -2112,10 +2113,10 @@ fn earlier_relation(name: &str, rename: &Rename) -> Option<String> {
         Rename::Schema { old, new } => readings(name)
             .find(|(schema, _)| schema.is_some_and(|s| s.eq_ignore_ascii_case(new)))
             .map(|(_, relation)| format!("{old}.{relation}")),
-        Rename::Type { .. }
-        | Rename::Column { .. }
-        | Rename::Function { .. }
-        | Rename::Extension { .. } => None,
+        Rename::Extension { schema, .. } => readings(name)
+            .find(|(s, _)| s.is_some_and(|s| s.eq_ignore_ascii_case(schema)))
+            .map(|(_, relation)| relation.to_owned()),
+        Rename::Type { .. } | Rename::Column { .. } | Rename::Function { .. } => None,
     }
 }
 
@@ -3341,7 +3342,11 @@ mod tests {
             old: "positive".into(),
             new: "harmless".into(),
         };
-        let renames = [&schema, &again, &table, &domain];
+        let extension = Rename::Extension {
+            name: "remote_tables".into(),
+            schema: "tools".into(),
+        };
+        let renames = [&schema, &again, &table, &domain, &extension];
         let reached = |sql: &str| {
             let statements = sluice_policy::classify(sql).unwrap();
             routines.reached_by(&statements[0], |_| false, &renames)
@@ -3358,6 +3363,11 @@ mod tests {
         assert_eq!(reached("SELECT * FROM public.open").functions, ["may_see"]);
         assert!(reached("SELECT * FROM other.open").functions.is_empty());
         assert_eq!(reached("SELECT '5'::harmless").functions, ["is_positive"]);
+        // A moved extension's relation was in any schema.
+        assert_eq!(
+            reached("SELECT * FROM tools.orders").foreign_tables,
+            ["remote.orders"]
+        );
         assert_eq!(
             reached("SELECT NULL::HARMLESS[]").functions,
             ["is_positive"]

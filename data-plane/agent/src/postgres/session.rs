@@ -1772,6 +1772,15 @@ impl Relay {
                 ..Verdict::default()
             };
         }
+        if verdict.approval.is_some() {
+            // Approvers judge a statement's text; a FunctionCall has none.
+            verdict = Verdict {
+                rule: verdict.rule,
+                reason: "a rule asks for approval, and a FunctionCall message cannot wait for one (it has no statement text for approvers to judge); call the function with SELECT".into(),
+                kinds: verdict.kinds,
+                ..Verdict::default()
+            };
+        }
         let statement_id = uuid::Uuid::now_v7().to_string();
         if !verdict.allowed {
             if let Err(e) = self
