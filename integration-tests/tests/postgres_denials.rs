@@ -913,7 +913,11 @@ async fn maintenance_sequences_comments_and_routine_renames_answer_to_the_rules_
             "no-secret",
         ),
         // Which large object is a value too: no table rule names one.
-        ("SELECT lo_get(424242) /* m14 */", "/* m14 */", "no-secret"),
+        (
+            "SELECT lo_get(424242) /* m14 */",
+            "/* m14 */",
+            "large object picked by a value",
+        ),
         (
             "SELECT body FROM scratch.sealed /* m21 */",
             "/* m21 */",

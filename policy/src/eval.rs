@@ -439,7 +439,9 @@ impl CompiledMatcher {
                                 SqlKind::ForeignData | SqlKind::CredentialCatalog
                             ) =>
                     {
-                        "it reaches tables it does not name (CASCADE, a whole schema, a role's objects or membership, the planner's statistics, every table's maintenance), which `tables` cannot vouch for; a rule without `tables` must allow it".to_owned()
+                        format!(
+                            "it{UNNAMED_TABLES}, which `tables` cannot vouch for; a rule without `tables` must allow it"
+                        )
                     }
                     Quantifier::All => "a table it touches is outside `tables`".to_owned(),
                 },
@@ -483,6 +485,10 @@ impl fmt::Display for KindsText<'_> {
         Ok(())
     }
 }
+
+/// What a statement that reaches tables it does not name does, for
+/// messages (after "it").
+const UNNAMED_TABLES: &str = " reaches tables it does not name (CASCADE, a whole schema, a role's objects or membership, the planner's statistics, every table's maintenance, a sequence or large object picked by a value, a FunctionCall)";
 
 /// A rule that matched.
 #[derive(Clone, Copy)]
@@ -673,7 +679,22 @@ impl CompiledPolicy {
         let text = KindsText(kinds);
         let mut decision = if let Some(hit) = deny {
             let decision = hit.decision(Outcome::Deny, || {
-                format!("`{}` is denied by {}", hit.kind, rule_ref(&hit))
+                // Say why a rule naming tables matched one the text does
+                // not name (`lo_get(16401)` under `tables: [secret.*]`).
+                let unnamed = match &hit.rule.action {
+                    CompiledAction::Deny(m)
+                        if m.tables.is_some()
+                            && facts.reaches_unnamed_tables
+                            && !matches!(
+                                hit.kind,
+                                SqlKind::ForeignData | SqlKind::CredentialCatalog
+                            ) =>
+                    {
+                        format!("; it{UNNAMED_TABLES}, which the rule's `tables` covers")
+                    }
+                    _ => String::new(),
+                };
+                format!("`{}` is denied by {}{unnamed}", hit.kind, rule_ref(&hit))
             });
             t.note(|| {
                 format!(
