@@ -1100,6 +1100,44 @@ async fn a_rename_that_takes_a_table_or_column_out_of_a_rule_naming_it_is_denied
 }
 
 #[tokio::test]
+async fn moving_a_table_out_of_the_schema_a_rule_names_its_sequence_in_is_denied() {
+    // `ALTER TABLE ... SET SCHEMA` moves the sequences the table's columns
+    // own with it: `setval('archive.invoices_id_seq', ...)` would escape a
+    // rule naming `public.invoices_id_seq` once the move committed.
+    let rules = "
+      - deny: { sql: { statements: [function_write], tables: [public.invoices_id_seq] } }
+        name: no-renumbering
+      - allow: { sql: { statements: [read, alter, transaction, session] } }
+";
+    let dp = DataPath::start_with(rules, Vec::new()).await;
+    dp.target(
+        "CREATE SCHEMA archive AUTHORIZATION app; \
+         CREATE TABLE invoices (id serial PRIMARY KEY, total int); ALTER TABLE invoices OWNER TO app; \
+         CREATE TABLE drafts (id serial PRIMARY KEY); ALTER TABLE drafts OWNER TO app",
+    );
+    assert_refused(
+        &dp,
+        "ALTER TABLE invoices SET SCHEMA archive /* s1 */",
+        "/* s1 */",
+        "`public.invoices_id_seq` to `archive.invoices_id_seq` would take it out of rule no-renumbering",
+    );
+    assert_eq!(
+        dp.target(
+            "SELECT string_agg(relname || ':' || relnamespace::regnamespace, ',' ORDER BY relname) \
+             FROM pg_class WHERE relname LIKE 'invoices%'"
+        ),
+        "invoices:public,invoices_id_seq:public,invoices_pkey:public"
+    );
+    // A table no rule's names depend on moves, with its sequence.
+    let (ok, _, err) = dp.psql("ALTER TABLE drafts SET SCHEMA archive");
+    assert!(ok, "{err}");
+    assert_eq!(
+        dp.target("SELECT 'archive.drafts_id_seq'::regclass::text"),
+        "archive.drafts_id_seq"
+    );
+}
+
+#[tokio::test]
 async fn a_view_a_dba_redefines_on_the_target_is_judged_anew_with_the_event_trigger() {
     // Sessions share the agent's read of the catalog: without hearing of
     // DDL run on the target directly, a view redefined over a denied

@@ -1068,6 +1068,115 @@ fn the_schema_checker_catches_mismatches() {
     }
 }
 
+/// The facts explain takes are documented as the agent produces them:
+/// every field of [`sluice_policy::StatementFacts`] (built here without
+/// `..Default::default()`, so a new field fails to compile until it is
+/// added), every statement kind, and every kind of rename.
+#[test]
+fn openapi_documents_every_statement_fact_explain_takes() {
+    use sluice_policy::{Rename, SqlKind, StatementFacts};
+
+    let doc = openapi();
+    let schema = &doc["components"]["schemas"]["StatementFacts"];
+    let documented_kinds: BTreeSet<&str> = schema["properties"]["kinds"]["items"]["enum"]
+        .as_array()
+        .expect("kinds enum")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let kinds: BTreeSet<&str> = SqlKind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(documented_kinds, kinds, "StatementFacts.kinds enum");
+
+    // One of each kind of rename; the match below stops compiling when a
+    // kind is added, until it is added here (and documented).
+    let renames = vec![
+        Rename::Relation {
+            old: "app.payroll".into(),
+            new: "pay2".into(),
+        },
+        Rename::Schema {
+            old: "app".into(),
+            new: "app2".into(),
+        },
+        Rename::Type {
+            old: "mood".into(),
+            new: "feeling".into(),
+        },
+        Rename::Function {
+            old: "app.f".into(),
+            new: "g".into(),
+        },
+        Rename::Column {
+            relation: "app.payroll".into(),
+            old: "salary".into(),
+            new: "pay".into(),
+        },
+        Rename::Extension {
+            name: "pgcrypto".into(),
+            schema: "tools".into(),
+        },
+    ];
+    for rename in &renames {
+        match rename {
+            Rename::Relation { .. }
+            | Rename::Schema { .. }
+            | Rename::Type { .. }
+            | Rename::Function { .. }
+            | Rename::Column { .. }
+            | Rename::Extension { .. } => {}
+        }
+    }
+    let one = |s: &str| vec![s.to_owned()];
+    let facts = StatementFacts {
+        kinds: SqlKind::ALL.to_vec(),
+        tables_read: one("app.orders"),
+        tables_written: one("app.payroll"),
+        functions: one("app.f"),
+        user_functions: one("app.f"),
+        foreign_tables: one("app.remote"),
+        credential_catalogs: one("pg_catalog.pg_authid"),
+        tables_reached: one("app.base"),
+        functions_reached: one("pg_catalog.md5"),
+        renames,
+        has_where: true,
+        reaches_unnamed_tables: true,
+    };
+    let value = serde_json::to_value(&facts).expect("facts serialize");
+    let mut errors = Vec::new();
+    conforms(&doc, schema, &value, "$", &mut errors);
+    assert_eq!(errors, Vec::<String>::new(), "{value}");
+    for bad in [
+        json!({"of": "relation", "name": "pgcrypto", "schema": "tools"}),
+        json!({"of": "table", "old": "a", "new": "b"}),
+    ] {
+        let mut errors = Vec::new();
+        conforms(
+            &doc,
+            &schema["properties"]["renames"]["items"],
+            &bad,
+            "$",
+            &mut errors,
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("oneOf")),
+            "{bad} passes as a rename: {errors:?}"
+        );
+    }
+    let fields: BTreeSet<&String> = value.as_object().expect("object").keys().collect();
+    let documented: BTreeSet<&String> = schema["properties"]
+        .as_object()
+        .expect("properties")
+        .keys()
+        .collect();
+    assert_eq!(
+        documented, fields,
+        "openapi.json documents StatementFacts fields the agent does not have"
+    );
+    // And the documented shape is one explain reads back as the same facts.
+    let read: StatementFacts = serde_json::from_value(value).expect("facts deserialize");
+    assert_eq!(read, facts);
+}
+
 // ------------------------------------------------------------ a tiny JSON Schema checker
 
 /// Checks `value` against the subset of JSON Schema openapi.json uses.
@@ -1089,6 +1198,21 @@ fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut V
         });
         if !ok {
             errors.push(format!("{at}: matches none of anyOf: {value}"));
+        }
+    }
+    if let Some(options) = schema.get("oneOf").and_then(Value::as_array) {
+        let matching = options
+            .iter()
+            .filter(|o| {
+                let mut e = Vec::new();
+                conforms(doc, o, value, at, &mut e);
+                e.is_empty()
+            })
+            .count();
+        if matching != 1 {
+            errors.push(format!(
+                "{at}: matches {matching} of oneOf, not exactly one: {value}"
+            ));
         }
     }
     if let Some(ty) = schema.get("type") {

@@ -747,7 +747,8 @@ impl Judge {
 /// credentials its views read, the tables it reaches and functions it
 /// calls through views, and the tables and functions writing the tables it
 /// writes reaches (foreign keys, rules, constraints, defaults, triggers;
-/// see `routines.rs`).
+/// see `routines.rs`), and the renames of the indexes and sequences that
+/// move with a table it moves.
 fn with_routines<'a>(
     statement: &'a sluice_policy::ClassifiedStatement,
     routines: &Routines,
@@ -760,6 +761,9 @@ fn with_routines<'a>(
     }
     let mut facts = statement.facts.clone();
     facts.tables_reached = reached.tables;
+    // Moving a table moves its indexes and owned sequences, which rules
+    // may name.
+    facts.renames.extend(reached.moved);
     // A view over the planner's statistics reads every table's samples;
     // one over `pg_largeobject`, or calling `lo_get`, reads the large
     // objects its rows pick, and so does writing a table whose default,

@@ -643,6 +643,9 @@ pub struct Routines {
     /// The database has a relation named `pg_settings` outside
     /// `pg_catalog` (see [`sluice_policy::CatalogNames::setting_by_name`]).
     settings_shadowed: bool,
+    /// What moves to another schema with each relation ([`MOVED_WITH`]):
+    /// its indexes and the sequences its columns own, `schema.relation`.
+    moves_with: ByRelation,
 }
 
 /// What writing a relation runs besides its rules and policies
@@ -1009,6 +1012,23 @@ impl ReadGraph {
     }
 }
 
+/// What moves to another schema with a relation (`ALTER TABLE ... SET
+/// SCHEMA`): its indexes, and the sequences its columns own (`serial`,
+/// identity columns, `OWNED BY`), which must be in its schema and cannot
+/// be moved on their own. Rows: relation OID, schema, relation, the
+/// index's or sequence's name.
+const MOVED_WITH: &str = "SELECT c.oid::bigint, n.nspname, c.relname, o.relname \
+     FROM (SELECT i.indrelid AS rel, i.indexrelid AS moved FROM pg_catalog.pg_index i \
+       UNION \
+       SELECT d.refobjid, d.objid FROM pg_catalog.pg_depend d \
+       WHERE d.classid = 'pg_catalog.pg_class'::regclass \
+       AND d.refclassid = 'pg_catalog.pg_class'::regclass \
+       AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0) m \
+     JOIN pg_catalog.pg_class c ON c.oid = m.rel \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     JOIN pg_catalog.pg_class o ON o.oid = m.moved AND o.relkind IN ('S', 'i', 'I') \
+     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')";
+
 impl FromCatalog for Routines {
     const QUERIES: &'static [&'static str] = &[
         // Functions and operators of the database, not of an extension.
@@ -1091,6 +1111,7 @@ impl FromCatalog for Routines {
         FOREIGN_KEYS,
         RULE_WRITES,
         TYPE_FORMS,
+        MOVED_WITH,
     ];
 
     fn from_rows(results: &[Vec<Vec<Option<String>>>]) -> Self {
@@ -1399,6 +1420,19 @@ impl FromCatalog for Routines {
             .iter()
             .filter_map(|row| Some((oid(row, 0)?, type_form(row)?)))
             .collect();
+        let mut moves: Reaches = HashMap::new();
+        for row in part(19) {
+            let Some(rel) = oid(row, 0) else {
+                continue;
+            };
+            let schema = cell(row, 1);
+            moves
+                .entry(rel)
+                .or_default()
+                .insert(format!("{schema}.{}", cell(row, 3)));
+            names.insert(rel, (schema, cell(row, 2)));
+        }
+        routines.moves_with = by_name(moves, &names);
         routines
     }
 }
@@ -1617,6 +1651,10 @@ pub struct Reached {
     /// Kinds of writes the rules of the relations it writes make besides
     /// its own (an insert whose rule deletes is a delete too).
     pub write_kinds: Vec<SqlKind>,
+    /// The relations that move with those it moves to another schema
+    /// (indexes, owned sequences): renames the statement does not
+    /// write, for rules naming the old names.
+    pub moved: Vec<Rename>,
 }
 
 impl Routines {
@@ -1799,7 +1837,41 @@ impl Routines {
             calls,
             write_calls: wrote.calls,
             write_kinds: wrote.kinds,
+            moved: self.moved_with(&facts.renames),
         }
+    }
+
+    /// What `ALTER TABLE ... SET SCHEMA` (and moving a materialized view)
+    /// moves besides the relation it names: its indexes and the sequences
+    /// its columns own go to the new schema with it. An unqualified name
+    /// may be any schema's relation of that name.
+    fn moved_with(&self, renames: &[Rename]) -> Vec<Rename> {
+        let bare = |name: &str| {
+            name.rsplit_once('.')
+                .map_or(name, |(_, bare)| bare)
+                .to_owned()
+        };
+        let mut moved = Vec::new();
+        for rename in renames {
+            let Rename::Relation { old, new } = rename else {
+                continue;
+            };
+            // A move keeps the name; a rename keeps the schema.
+            let Some((schema, name)) = new.rsplit_once('.') else {
+                continue;
+            };
+            if !bare(old).eq_ignore_ascii_case(name) {
+                continue;
+            }
+            moved.extend(
+                reached_by_reading(&self.moves_with, old).map(|with| Rename::Relation {
+                    old: with.clone(),
+                    new: format!("{schema}.{}", bare(with)),
+                }),
+            );
+        }
+        moved.dedup();
+        moved
     }
 
     /// What writing the relations `named` in the `ways` a statement with
@@ -2205,6 +2277,9 @@ pub(crate) struct TestCatalog<'a> {
     /// (relation, rule event `ev_type`, how its commands write:
     /// `delete`, `update`, `insert`)
     pub rule_writes: &'a [(TestRelation<'a>, &'a str, &'a [&'a str])],
+    /// (relation OID, schema, relation, an index or owned sequence that
+    /// moves with it)
+    pub moves_with: &'a [(u32, &'a str, &'a str, &'a str)],
 }
 
 #[cfg(test)]
@@ -2393,6 +2468,11 @@ impl TestCatalog<'_> {
                         yes("insert"),
                     ])
                 })
+                .collect(),
+            Vec::new(),
+            self.moves_with
+                .iter()
+                .map(|(oid, schema, rel, with)| row(&[&oid.to_string(), schema, rel, with]))
                 .collect(),
         ])
     }
@@ -3380,6 +3460,47 @@ mod tests {
         let statements = sluice_policy::classify("SELECT * FROM remote.x").unwrap();
         let cycle = routines.reached_by(&statements[0], |_| false, &[&schema, &again, &back]);
         assert_eq!(cycle.tables, ["elsewhere.x", "local.x"]);
+    }
+
+    #[test]
+    fn moving_a_table_moves_its_indexes_and_owned_sequences() {
+        let routines = TestCatalog {
+            moves_with: &[
+                (60, "app", "invoices", "invoices_id_seq"),
+                (60, "app", "invoices", "invoices_pkey"),
+                (61, "other", "invoices", "invoices_pkey"),
+                (62, "app", "notes", "notes_pkey"),
+            ],
+            ..Default::default()
+        }
+        .build();
+        let moved = |sql: &str| reached(&routines, sql).moved;
+        let to = |old: &str, new: &str| Rename::Relation {
+            old: old.into(),
+            new: new.into(),
+        };
+        let mut from_app = moved("ALTER TABLE app.invoices SET SCHEMA archive");
+        from_app.sort_by_key(|r| format!("{r:?}"));
+        assert_eq!(
+            from_app,
+            [
+                to("app.invoices_id_seq", "archive.invoices_id_seq"),
+                to("app.invoices_pkey", "archive.invoices_pkey"),
+            ]
+        );
+        // Unqualified, it may be either schema's table.
+        assert_eq!(
+            moved("ALTER TABLE IF EXISTS Invoices SET SCHEMA archive").len(),
+            3
+        );
+        assert_eq!(
+            moved("ALTER MATERIALIZED VIEW app.notes SET SCHEMA archive"),
+            [to("app.notes_pkey", "archive.notes_pkey")]
+        );
+        // A rename keeps its indexes' and sequences' names and schema.
+        assert!(moved("ALTER TABLE app.invoices RENAME TO bills").is_empty());
+        assert!(moved("ALTER TABLE archive.invoices SET SCHEMA app").is_empty());
+        assert!(moved("SELECT * FROM app.invoices").is_empty());
     }
 
     #[test]
