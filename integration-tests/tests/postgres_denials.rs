@@ -1138,6 +1138,49 @@ async fn moving_a_table_out_of_the_schema_a_rule_names_its_sequence_in_is_denied
 }
 
 #[tokio::test]
+async fn calling_a_function_reaches_what_its_sql_standard_body_reads_writes_and_calls() {
+    // PostgreSQL stores a SQL-standard body (`BEGIN ATOMIC`, `RETURN`)
+    // parsed: the agent reads what it reads, writes and calls, to any
+    // depth, as for a view.
+    let rules = "
+      - deny: { sql: { statements: [select], tables: [public.payroll] } }
+        name: no-pay
+      - deny: { sql: { functions: [pg_read_file] } }
+        name: no-files
+      - allow: { sql: { statements: [read, user_function, transaction, session] } }
+";
+    let dp = DataPath::start_with(rules, Vec::new()).await;
+    dp.target(
+        "CREATE TABLE payroll (id int, salary int); INSERT INTO payroll VALUES (1, 100); \
+         GRANT SELECT, DELETE ON payroll TO app; \
+         CREATE FUNCTION total_pay() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT sum(salary) FROM payroll; END; \
+         CREATE FUNCTION pay_of(i int) RETURNS int LANGUAGE sql RETURN (SELECT salary FROM payroll WHERE id = i); \
+         CREATE FUNCTION twice() RETURNS bigint LANGUAGE sql RETURN total_pay() * 2; \
+         CREATE VIEW pay_summary AS SELECT twice() AS t; GRANT SELECT ON pay_summary TO app; \
+         INSERT INTO notes DEFAULT VALUES; \
+         CREATE FUNCTION purge_notes() RETURNS void LANGUAGE sql BEGIN ATOMIC DELETE FROM notes; END; \
+         CREATE FUNCTION peek() RETURNS text LANGUAGE sql RETURN pg_read_file('PG_VERSION'); \
+         CREATE FUNCTION item_count() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM items; END",
+    );
+    for (sql, marker, says) in [
+        ("SELECT total_pay() /* b1 */", "/* b1 */", "no-pay"),
+        ("SELECT pay_of(1) /* b2 */", "/* b2 */", "no-pay"),
+        ("SELECT twice() /* b3 */", "/* b3 */", "no-pay"),
+        ("SELECT t FROM pay_summary /* b4 */", "/* b4 */", "no-pay"),
+        // Its DELETE is the statement's, which no rule allows.
+        ("SELECT purge_notes() /* b5 */", "/* b5 */", "`delete`"),
+        ("SELECT peek() /* b6 */", "/* b6 */", "no-files"),
+    ] {
+        assert_refused(&dp, sql, marker, says);
+    }
+    assert_eq!(dp.target("SELECT count(*) FROM notes"), "1");
+    // A body reaching nothing a rule names runs.
+    let (ok, out, err) = dp.psql("SELECT item_count()");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "500");
+}
+
+#[tokio::test]
 async fn a_view_a_dba_redefines_on_the_target_is_judged_anew_with_the_event_trigger() {
     // Sessions share the agent's read of the catalog: without hearing of
     // DDL run on the target directly, a view redefined over a denied

@@ -643,6 +643,11 @@ pub struct Routines {
     /// The database has a relation named `pg_settings` outside
     /// `pg_catalog` (see [`sluice_policy::CatalogNames::setting_by_name`]).
     settings_shadowed: bool,
+    /// What the SQL-standard bodies of the database's functions reach
+    /// ([`BODIES`]), closed over the functions they call, by function
+    /// name and schema: `r:schema.relation` read or written,
+    /// `c:schema.function` called, `w:N` a command of `commandType` N.
+    bodies: ByRelation,
     /// What moves to another schema with each relation ([`MOVED_WITH`]):
     /// its indexes and the sequences its columns own, `schema.relation`.
     moves_with: ByRelation,
@@ -1012,6 +1017,73 @@ impl ReadGraph {
     }
 }
 
+/// What the SQL-standard bodies (`BEGIN ATOMIC ... END`, `RETURN ...`;
+/// PostgreSQL 14 on) of the database's SQL functions do, from their
+/// stored query trees (other bodies are text the agent does not read):
+/// (`r`: a relation read or written, `schema.relation`; `c`: a function
+/// called, `schema.function`, with its OID; `w`: a command of
+/// `commandType` 2 `UPDATE`, 3 `INSERT`, 4 `DELETE`, 5 `MERGE`; 2 too for
+/// `ON CONFLICT DO UPDATE`, `l` for `FOR UPDATE` and other row locks), with the
+/// function's OID, schema and name. The column came with PostgreSQL 14,
+/// so it is read through `to_jsonb` of the few rows that can have it: SQL
+/// functions created after initdb whose text body is empty.
+const BODIES: &str = concat!(
+    "WITH bodies (fn, schema, name, tree) AS ( \
+       SELECT f.oid, fs.nspname, f.proname, to_jsonb(f) ->> 'prosqlbody' FROM pg_catalog.pg_proc f \
+       JOIN pg_catalog.pg_namespace fs ON fs.oid = f.pronamespace \
+       WHERE f.oid >= 16384 AND f.prolang = 14 AND f.prosrc = ''), \
+     calls (fn, schema, name, node, id) AS ( \
+       SELECT bodies.fn, bodies.schema, bodies.name, m[1], m[2]::oid FROM bodies \
+       CROSS JOIN LATERAL regexp_matches(bodies.tree, ",
+    call_nodes!(),
+    ", 'g') m) \
+     SELECT 'r', bodies.fn::bigint, bodies.schema, bodies.name, tn.nspname || '.' || tc.relname, NULL::bigint \
+     FROM bodies CROSS JOIN LATERAL regexp_matches(bodies.tree, ':relid ([0-9]+) ', 'g') m \
+     JOIN pg_catalog.pg_class tc ON tc.oid = m[1]::oid \
+     JOIN pg_catalog.pg_namespace tn ON tn.oid = tc.relnamespace \
+     UNION \
+     SELECT 'w', bodies.fn::bigint, bodies.schema, bodies.name, m[1], NULL::bigint \
+     FROM bodies CROSS JOIN LATERAL regexp_matches(bodies.tree, ':commandType ([2-5]) ', 'g') m \
+     UNION \
+     SELECT 'w', bodies.fn::bigint, bodies.schema, bodies.name, '2', NULL::bigint FROM bodies \
+     WHERE position(':onConflict {ONCONFLICTEXPR :action 2 ' IN bodies.tree) > 0 \
+     UNION \
+     SELECT 'w', bodies.fn::bigint, bodies.schema, bodies.name, 'l', NULL::bigint FROM bodies \
+     WHERE position(':rowMarks ({ROWMARKCLAUSE' IN bodies.tree) > 0 \
+     UNION \
+     SELECT 'c', calls.fn::bigint, calls.schema, calls.name, pn.nspname || '.' || p.proname, p.oid::bigint FROM calls",
+    called!()
+);
+
+/// The kind of a stored query's `commandType` (`l`: a row lock).
+fn command_kind(command: &str) -> Option<SqlKind> {
+    match command {
+        "2" => Some(SqlKind::Update),
+        "3" => Some(SqlKind::Insert),
+        "4" => Some(SqlKind::Delete),
+        "5" => Some(SqlKind::Merge),
+        "l" => Some(SqlKind::Lock),
+        _ => None,
+    }
+}
+
+/// What SQL-standard bodies reach ([`Routines::follow_bodies`]).
+#[derive(Debug, Default)]
+struct Bodies {
+    /// Relations read or written, and what those reach, `schema.table`.
+    tables: Vec<String>,
+    /// Functions called, and those the rules of what they write call,
+    /// `schema.function`.
+    calls: Vec<String>,
+    /// What writing the tables they write calls ([`WRITE_CALLS`]).
+    write_calls: Vec<String>,
+    /// The database's functions called, foreign tables and catalogs
+    /// holding credentials reached.
+    reach: Reaching,
+    /// The kinds of their commands and of their writes' rules.
+    kinds: BTreeSet<SqlKind>,
+}
+
 /// What moves to another schema with a relation (`ALTER TABLE ... SET
 /// SCHEMA`): its indexes, and the sequences its columns own (`serial`,
 /// identity columns, `OWNED BY`), which must be in its schema and cannot
@@ -1112,6 +1184,7 @@ impl FromCatalog for Routines {
         RULE_WRITES,
         TYPE_FORMS,
         MOVED_WITH,
+        BODIES,
     ];
 
     fn from_rows(results: &[Vec<Vec<Option<String>>>]) -> Self {
@@ -1433,6 +1506,49 @@ impl FromCatalog for Routines {
             names.insert(rel, (schema, cell(row, 2)));
         }
         routines.moves_with = by_name(moves, &names);
+        // SQL-standard bodies, over the functions they call; relations
+        // calling a function call what its body calls, for statements
+        // replacing one of those.
+        let mut functions: HashMap<u32, (String, String)> = HashMap::new();
+        let mut bodies: Reaches = HashMap::new();
+        let mut body_calls: HashMap<u32, Vec<u32>> = HashMap::new();
+        for row in part(20) {
+            let Some(function) = oid(row, 1) else {
+                continue;
+            };
+            functions.insert(function, (cell(row, 2), cell(row, 3)));
+            let tag = cell(row, 0);
+            if let ("c", Some(callee)) = (tag.as_str(), oid(row, 5)) {
+                body_calls.entry(function).or_default().push(callee);
+            }
+            bodies
+                .entry(function)
+                .or_default()
+                .insert(format!("{tag}:{}", cell(row, 4)));
+        }
+        let bodies = close_over(bodies, &body_calls);
+        for (function, reach) in &bodies {
+            let Some(relations) = functions
+                .get(function)
+                .and_then(|(_, name)| routines.callers.get(&name.to_lowercase()))
+                .cloned()
+            else {
+                continue;
+            };
+            for called in reach.iter().filter_map(|r| r.strip_prefix("c:")) {
+                let Some((schema, bare)) = called.split_once('.') else {
+                    continue;
+                };
+                if sluice_policy::is_builtin_function(Some(schema), bare) {
+                    continue;
+                }
+                let callers = routines.callers.entry(bare.to_lowercase()).or_default();
+                callers.extend(relations.iter().cloned());
+                callers.sort_unstable();
+                callers.dedup();
+            }
+        }
+        routines.bodies = by_name(bodies, &functions);
         routines
     }
 }
@@ -1770,11 +1886,6 @@ impl Routines {
             foreign_tables.extend(reach.foreign_tables.iter().cloned());
             credential_catalogs.extend(reach.credential_catalogs.iter().cloned());
         }
-        foreign_tables.sort_unstable();
-        foreign_tables.dedup();
-        credential_catalogs.sort_unstable();
-        credential_catalogs.dedup();
-        credential_catalogs.retain(|c| !facts.credential_catalogs.contains(c));
         let rules = defines.then_some(&self.writes);
         let (mut reached, mut calls) = self.reads.reached_from(tables.iter().copied(), rules);
         // What the types it names call, casts any statement may run, and
@@ -1792,6 +1903,38 @@ impl Routines {
         if names.setting_by_name && self.settings_shadowed {
             calls.push("pg_catalog.set_config".to_owned());
         }
+        // The SQL-standard bodies of the functions it calls, by name or
+        // through what it reaches ([`BODIES`]), as if it did what they do;
+        // and of those writing what it writes calls, as the table's own
+        // logic (their calls and writes' kinds are not the statement's).
+        let start: Vec<&String> = facts
+            .functions
+            .iter()
+            .chain(&names.calls)
+            .chain(&names.attributes)
+            .chain(&calls)
+            .chain(&found)
+            .collect();
+        let own = self.follow_bodies(start);
+        let logic = self.follow_bodies(wrote.calls.iter().collect());
+        let mut write_calls = wrote.calls;
+        for body in [&own, &logic] {
+            reached.extend(body.tables.iter().cloned());
+            foreign_tables.extend(body.reach.foreign_tables.iter().cloned());
+            credential_catalogs.extend(body.reach.credential_catalogs.iter().cloned());
+        }
+        calls.extend(own.calls);
+        found.extend(own.reach.functions);
+        write_calls.extend(own.write_calls);
+        write_calls.extend(logic.calls);
+        write_calls.extend(logic.write_calls);
+        write_calls.sort_unstable();
+        write_calls.dedup();
+        foreign_tables.sort_unstable();
+        foreign_tables.dedup();
+        credential_catalogs.sort_unstable();
+        credential_catalogs.dedup();
+        credential_catalogs.retain(|c| !facts.credential_catalogs.contains(c));
         if calls.len() > before {
             calls.sort_unstable();
             calls.dedup();
@@ -1835,10 +1978,95 @@ impl Routines {
             credential_catalogs,
             tables: reached,
             calls,
-            write_calls: wrote.calls,
-            write_kinds: wrote.kinds,
+            write_calls,
+            write_kinds: {
+                let mut kinds = wrote.kinds;
+                for kind in own.kinds {
+                    if !kinds.contains(&kind) {
+                        kinds.push(kind);
+                    }
+                }
+                kinds
+            },
             moved: self.moved_with(&facts.renames),
         }
+    }
+
+    /// What the SQL-standard bodies ([`BODIES`]) of the functions named
+    /// `start` do, and those of the functions they reach: the relations
+    /// they read or write and what reading those reaches (views, rules,
+    /// policies), writing them as their commands do (foreign keys, rules,
+    /// what writing runs), the functions they call, and their commands'
+    /// kinds.
+    fn follow_bodies(&self, start: Vec<&String>) -> Bodies {
+        let mut out = Bodies::default();
+        if self.bodies.is_empty() {
+            return out;
+        }
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut pending: Vec<String> = start.into_iter().cloned().collect();
+        while !pending.is_empty() {
+            let (mut read, mut kinds) = (Vec::new(), Vec::new());
+            for name in std::mem::take(&mut pending) {
+                if !seen.insert(name.to_lowercase()) {
+                    continue;
+                }
+                for item in reached_by_reading(&self.bodies, &name) {
+                    match item.split_once(':') {
+                        Some(("r", table)) => read.push(table.to_owned()),
+                        Some(("c", function)) => {
+                            // The database's functions it calls are
+                            // `user_function`, as a view's calls are.
+                            if let Some((schema, bare)) = function.split_once('.')
+                                && !sluice_policy::is_builtin_function(Some(schema), bare)
+                            {
+                                out.reach.functions.push(function.to_owned());
+                            }
+                            out.calls.push(function.to_owned());
+                            pending.push(function.to_owned());
+                        }
+                        Some(("w", command)) => kinds.extend(command_kind(command)),
+                        _ => {}
+                    }
+                }
+            }
+            for table in &read {
+                out.reach
+                    .functions
+                    .extend(reached_by_reading(&self.relations, table).cloned());
+                out.reach
+                    .foreign_tables
+                    .extend(reached_by_reading(&self.foreign, table).cloned());
+                out.reach
+                    .credential_catalogs
+                    .extend(reached_by_reading(&self.credentials, table).cloned());
+            }
+            // The tables a body writes are among those it names (which it
+            // reads or writes): all count as written its ways.
+            let ways = Write::of(&kinds);
+            if ways != [Write::Other] {
+                let wrote = self.written_from(read.iter(), &ways, &kinds);
+                out.tables.extend(wrote.tables);
+                out.write_calls.extend(wrote.calls);
+                pending.extend(wrote.rule_calls.iter().cloned());
+                out.calls.extend(wrote.rule_calls);
+                out.reach.functions.extend(wrote.rule_reach.functions);
+                out.reach
+                    .foreign_tables
+                    .extend(wrote.rule_reach.foreign_tables);
+                out.reach
+                    .credential_catalogs
+                    .extend(wrote.rule_reach.credential_catalogs);
+                kinds.extend(wrote.kinds);
+            }
+            let (through, called) = self.reads.reached_from(read.iter(), None);
+            pending.extend(called.iter().cloned());
+            out.calls.extend(called);
+            out.tables.extend(read);
+            out.tables.extend(through);
+            out.kinds.extend(kinds);
+        }
+        out
     }
 
     /// What `ALTER TABLE ... SET SCHEMA` (and moving a materialized view)
@@ -2280,6 +2508,10 @@ pub(crate) struct TestCatalog<'a> {
     /// (relation OID, schema, relation, an index or owned sequence that
     /// moves with it)
     pub moves_with: &'a [(u32, &'a str, &'a str, &'a str)],
+    /// (function OID, schema, function, what its SQL-standard body does:
+    /// `r:schema.relation`, `c:schema.function` with the callee's OID,
+    /// `w:commandType`)
+    pub bodies: &'a [(u32, &'a str, &'a str, &'a str, Option<u32>)],
 }
 
 #[cfg(test)]
@@ -2473,6 +2705,14 @@ impl TestCatalog<'_> {
             self.moves_with
                 .iter()
                 .map(|(oid, schema, rel, with)| row(&[&oid.to_string(), schema, rel, with]))
+                .collect(),
+            self.bodies
+                .iter()
+                .map(|(oid, schema, function, item, callee)| {
+                    let (tag, value) = item.split_once(':').expect("tag:value");
+                    let callee = callee.map(|c| c.to_string()).unwrap_or_default();
+                    row(&[tag, &oid.to_string(), schema, function, value, &callee])
+                })
                 .collect(),
         ])
     }
@@ -3460,6 +3700,86 @@ mod tests {
         let statements = sluice_policy::classify("SELECT * FROM remote.x").unwrap();
         let cycle = routines.reached_by(&statements[0], |_| false, &[&schema, &again, &back]);
         assert_eq!(cycle.tables, ["elsewhere.x", "local.x"]);
+    }
+
+    #[test]
+    fn calling_a_function_with_a_sql_standard_body_reaches_what_the_body_does() {
+        // total() reads payroll and calls helper(), whose body reads the
+        // view staff (over secret, calling audit_hook); purge() deletes
+        // from payroll and calls pg_read_file; report reads staff.
+        let routines = TestCatalog {
+            functions: &["total", "helper", "purge", "audit_hook"],
+            reads: &[(30, "public", "staff", 31)],
+            named: &[(31, "public", "secret")],
+            calls: &[
+                (30, "public", "staff", "public.audit_hook"),
+                (32, "public", "report", "public.total"),
+            ],
+            runs: &[(32, "public", "report", "total", false)],
+            bodies: &[
+                (70, "public", "total", "r:public.payroll", None),
+                (70, "public", "total", "c:public.helper", Some(71)),
+                (71, "public", "helper", "r:public.staff", None),
+                (72, "app", "purge", "r:public.payroll", None),
+                (72, "app", "purge", "w:4", None),
+                (72, "app", "purge", "c:pg_catalog.pg_read_file", Some(3826)),
+                (72, "app", "purge", "w:l", None),
+                (73, "public", "next_id", "r:public.counters", None),
+                (73, "public", "next_id", "w:2", None),
+                (73, "public", "next_id", "c:pg_catalog.nextval", Some(1574)),
+            ],
+            write_calls: &[(80, "public", "orders", "public.next_id")],
+            ..Default::default()
+        }
+        .build();
+        let total = reached(&routines, "SELECT total()");
+        assert_eq!(
+            total.tables,
+            ["public.payroll", "public.secret", "public.staff"]
+        );
+        assert_eq!(total.calls, ["public.audit_hook", "public.helper"]);
+        assert!(total.write_kinds.is_empty());
+        // The database's functions its body calls are `user_function`, as
+        // a view's calls are.
+        assert_eq!(total.functions, ["public.helper"]);
+        // Qualified, only that schema's; by attribute notation too.
+        let purge = reached(&routines, "SELECT app.purge()");
+        assert_eq!(purge.tables, ["public.payroll"]);
+        assert_eq!(purge.write_kinds, [SqlKind::Delete, SqlKind::Lock]);
+        assert_eq!(purge.calls, ["pg_catalog.pg_read_file"]);
+        assert!(reached(&routines, "SELECT other.purge()").tables.is_empty());
+        assert_eq!(
+            reached(&routines, "SELECT (1).purge").write_kinds,
+            [SqlKind::Delete, SqlKind::Lock]
+        );
+        // A default's body is the table's own logic: what it reaches
+        // counts for deny rules, what it calls and does is not the
+        // statement's.
+        let insert = reached(&routines, "INSERT INTO orders VALUES (1)");
+        assert!(
+            insert.tables.contains(&"public.counters".to_owned()),
+            "{insert:?}"
+        );
+        assert_eq!(insert.write_calls, ["pg_catalog.nextval", "public.next_id"]);
+        assert!(
+            insert.write_kinds.is_empty() && insert.calls.is_empty(),
+            "{insert:?}"
+        );
+        // Through a relation whose reading calls it.
+        let report = reached(&routines, "SELECT * FROM report");
+        assert!(
+            report.tables.contains(&"public.payroll".to_owned()),
+            "{report:?}"
+        );
+        // Replacing helper() changes what report does.
+        let replaced = reached(
+            &routines,
+            "CREATE OR REPLACE FUNCTION helper() RETURNS int LANGUAGE sql RETURN 1",
+        );
+        assert!(
+            replaced.tables.contains(&"public.report".to_owned()),
+            "{replaced:?}"
+        );
     }
 
     #[test]
