@@ -70,7 +70,14 @@
 //! What the session renamed (a relation, schema or type) reaches under
 //! its new name what it did under the old one ([`Routines::reached_by`]'s
 //! `renames`), since inside its transaction only the session sees the
-//! new name.
+//! new name. Moving a table moves its indexes and owned sequences with it
+//! ([`MOVED_WITH`]): their renames are added for rules naming them.
+//!
+//! SQL-standard function bodies (`BEGIN ATOMIC`, `RETURN`), which
+//! PostgreSQL stores parsed, are read like views ([`BODIES`],
+//! [`Routines::follow_bodies`]): calling one reaches what its body reads
+//! and writes, calls what it calls and does what its commands do. Text
+//! bodies (PL/pgSQL, SQL in a string) are not read.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::OnceLock;
