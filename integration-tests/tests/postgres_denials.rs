@@ -1147,7 +1147,7 @@ async fn calling_a_function_reaches_what_its_sql_standard_body_reads_writes_and_
         name: no-pay
       - deny: { sql: { functions: [pg_read_file] } }
         name: no-files
-      - allow: { sql: { statements: [read, user_function, transaction, session] } }
+      - allow: { sql: { statements: [read, insert, user_function, transaction, session] } }
 ";
     let dp = DataPath::start_with(rules, Vec::new()).await;
     dp.target(
@@ -1159,6 +1159,10 @@ async fn calling_a_function_reaches_what_its_sql_standard_body_reads_writes_and_
          CREATE VIEW pay_summary AS SELECT twice() AS t; GRANT SELECT ON pay_summary TO app; \
          INSERT INTO notes DEFAULT VALUES; \
          CREATE FUNCTION purge_notes() RETURNS void LANGUAGE sql BEGIN ATOMIC DELETE FROM notes; END; \
+         CREATE FUNCTION upsert_note() RETURNS void LANGUAGE sql BEGIN ATOMIC \
+           INSERT INTO notes (id, body) VALUES (1, 'changed') ON CONFLICT (id) DO UPDATE SET body = 'changed'; END; \
+         CREATE FUNCTION add_note() RETURNS void LANGUAGE sql BEGIN ATOMIC INSERT INTO notes (body) VALUES ('added'); END; \
+         CREATE FUNCTION lock_item() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT id FROM items WHERE id = 1 FOR UPDATE; END; \
          CREATE FUNCTION peek() RETURNS text LANGUAGE sql RETURN pg_read_file('PG_VERSION'); \
          CREATE FUNCTION item_count() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM items; END",
     );
@@ -1169,15 +1173,28 @@ async fn calling_a_function_reaches_what_its_sql_standard_body_reads_writes_and_
         ("SELECT t FROM pay_summary /* b4 */", "/* b4 */", "no-pay"),
         // Its DELETE is the statement's, which no rule allows.
         ("SELECT purge_notes() /* b5 */", "/* b5 */", "`delete`"),
+        // An insert whose conflicts update is an update too; a row lock
+        // is `lock`.
+        ("SELECT upsert_note() /* b7 */", "/* b7 */", "`update`"),
+        ("SELECT lock_item() /* b8 */", "/* b8 */", "`lock`"),
         ("SELECT peek() /* b6 */", "/* b6 */", "no-files"),
     ] {
         assert_refused(&dp, sql, marker, says);
     }
-    assert_eq!(dp.target("SELECT count(*) FROM notes"), "1");
-    // A body reaching nothing a rule names runs.
+    assert_eq!(
+        dp.target("SELECT count(*) FROM notes WHERE body IS NULL"),
+        "1"
+    );
+    // A body reaching nothing a rule names, doing what rules allow, runs.
     let (ok, out, err) = dp.psql("SELECT item_count()");
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "500");
+    let (ok, _, err) = dp.psql("SELECT add_note()");
+    assert!(ok, "{err}");
+    assert_eq!(
+        dp.target("SELECT string_agg(coalesce(body, '-'), ',' ORDER BY id) FROM notes"),
+        "-,added"
+    );
 }
 
 #[tokio::test]
